@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes shared by every subcommand. Commands with richer outcomes
+// (apply, check) document their own codes in --help.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 64 // EX_USAGE from sysexits.h: the command line was wrong.
+)
+
+// exitCoder lets a command choose its exit status while still returning an
+// error for cobra to print.
+type exitCoder interface{ ExitCode() int }
+
+// exitError carries a chosen exit code and an optional message.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *codedError) Unwrap() error { return e.err }
+func (e *codedError) ExitCode() int { return e.code }
+
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var ce exitCoder
+	if errors.As(err, &ce) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "herd:", msg)
+		}
+		return ce.ExitCode()
+	}
+	fmt.Fprintln(os.Stderr, "herd:", err)
+	return exitError
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "herd",
+		Short: "Pull-based configuration management for fleets",
+		Long: `Herd keeps a fleet of hosts in the state their site says.
+
+Ops describe the fleet in a site (TOML roles, data, templates and policies in
+git); the server compiles one catalog per node; agents pull their catalog,
+converge the host and report what they did.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &codedError{code: exitUsage, err: fmt.Errorf("%w\nrun '%s --help' for usage", err, c.CommandPath())}
+	})
+	root.AddCommand(
+		newVersionCmd(),
+		newFactsCmd(),
+		newCompileCmd(),
+		newCheckCmd(),
+		newLookupCmd(),
+	)
+	return root
+}
+
+// newLogger returns the logger commands hand to the packages they call:
+// text on a terminal, JSON otherwise, so that logs shipped from a fleet parse.
+func newLogger(level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if isTerminal(os.Stderr) {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
