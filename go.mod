@@ -2,7 +2,15 @@ module github.com/herdcm/herd
 
 go 1.26.8
 
-require github.com/spf13/cobra v1.10.2
+require (
+	github.com/expr-lang/expr v1.17.8
+	github.com/google/go-cmp v0.7.0
+	github.com/pelletier/go-toml/v2 v2.4.3
+	github.com/spf13/cobra v1.10.2
+	golang.org/x/sync v0.25.0
+	golang.org/x/sys v0.50.0
+	golang.org/x/tools v0.52.0
+)
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect

@@ -1,7 +1,150 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/facts"
+)
 
 func newCompileCmd() *cobra.Command {
-	return &cobra.Command{Use: "compile", Hidden: true}
+	var (
+		site, node, factsFile string
+		canonical, digestOnly bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compile --site DIR --node NAME [--facts FILE|-]",
+		Short: "Print the catalog a node gets from a site",
+		Long: `Compile a node's catalog from a site and print it as JSON.
+
+The catalog is exactly what the server would hand that node: every resource
+with its attributes, edges and source line, and the files it ships by digest.
+Compile is deterministic: the same site version, node and facts always give
+the same bytes, and so the same digest.
+
+Facts come from --facts (a JSON or TOML file, or - for JSON on stdin), or are
+collected from this host when --facts is not given.
+
+Exit status: 0 compiled, 1 the site or node has errors (all are listed, each
+with file:line:column), 64 bad usage.`,
+		Example: `  herd compile --site examples/site --node web-01 --facts examples/site/tests/facts/debian12.json
+  herd facts --json | herd compile --site . --node "$(hostname)" --facts -
+  herd compile --site . --node web-01 --facts f.json --digest`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if site == "" || node == "" {
+				return usageError(cmd, "--site and --node are required")
+			}
+			ctx := cmd.Context()
+			s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{})
+			if err != nil {
+				return siteError(site, err)
+			}
+			f, err := readFacts(ctx, factsFile, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			cat, err := s.Compile(node, f)
+			if err != nil {
+				return siteError(site, err)
+			}
+			b, err := cat.Encode()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case digestOnly:
+				fmt.Fprintln(out, catalogs.Digest(b))
+			case canonical:
+				_, err = out.Write(b)
+			default:
+				var ind bytes.Buffer
+				if err := json.Indent(&ind, b, "", "  "); err != nil {
+					return err
+				}
+				ind.WriteByte('\n')
+				_, err = ind.WriteTo(out)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&site, "site", "", "the site directory")
+	cmd.Flags().StringVar(&node, "node", "", "the node to compile for")
+	cmd.Flags().StringVar(&factsFile, "facts", "", "facts as a JSON or TOML file, or - for JSON on stdin (default: this host's facts)")
+	cmd.Flags().BoolVar(&canonical, "canonical", false, "print the exact canonical bytes (compact) that the digest and signature cover")
+	cmd.Flags().BoolVar(&digestOnly, "digest", false, "print only the catalog's digest")
+	return cmd
+}
+
+// readFacts reads facts from a file, from stdin ("-"), or from this host
+// when name is empty.
+func readFacts(ctx context.Context, name string, stdin io.Reader) (facts.Facts, error) {
+	var (
+		b   []byte
+		err error
+	)
+	switch name {
+	case "":
+		f, err := facts.Collect(ctx, facts.Options{AgentVersion: herdVersion()})
+		if f == nil && err != nil {
+			return nil, fmt.Errorf("collecting this host's facts: %w", err)
+		}
+		return f, nil
+	case "-":
+		b, err = io.ReadAll(stdin)
+		name = "standard input"
+	default:
+		b, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading facts: %w", err)
+	}
+	if strings.HasSuffix(name, ".toml") {
+		var m map[string]any
+		if err := toml.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("reading facts from %s: %w", name, err)
+		}
+		return facts.Facts(m), nil
+	}
+	f, err := facts.FromJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("reading facts from %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// siteError prefixes each diagnostic with the site directory so that the
+// paths it prints open from where the command was run.
+func siteError(dir string, err error) error {
+	var ds catalogs.Diagnostics
+	if !errors.As(err, &ds) {
+		return err
+	}
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	for i := range ds {
+		if ds[i].File != "" {
+			ds[i].File = prefix + ds[i].File
+		}
+	}
+	n := len(ds)
+	noun := "errors"
+	if n == 1 {
+		noun = "error"
+	}
+	return fmt.Errorf("%d %s in site %s:\n%w", n, noun, dir, ds)
+}
+
+func usageError(cmd *cobra.Command, msg string) error {
+	return &codedError{code: exitUsage, err: fmt.Errorf("%s\nrun '%s --help' for usage", msg, cmd.CommandPath())}
 }

@@ -1,10 +1,161 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/herdcm/herd/facts"
 )
 
-// newFactsCmd is filled in with the facts collectors.
 func newFactsCmd() *cobra.Command {
-	return &cobra.Command{Use: "facts", Short: "Print this host's facts", Hidden: true}
+	var (
+		jsonOut  bool
+		root     string
+		factsDir string
+		timeout  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "facts [NAME ...]",
+		Short: "Print this host's facts",
+		Long: `Print the facts the agent would report for this host: core facts (os, kernel,
+processors, memory, mounts, networking, …) and external facts from the facts
+directory (*.toml, *.json, and executables that print JSON or key=value lines).
+
+With NAMEs (dotted paths such as os.family) only those facts are collected
+and printed; a single NAME that is a value prints just the value.
+
+A collector that fails is a warning on stderr; the other facts still print.
+
+Exit status: 0 facts printed (possibly with warnings); 1 a NAME does not
+exist, or no fact could be collected; 64 bad usage.`,
+		Example: `  herd facts                          # every fact, one "name = value" per line
+  herd facts os.family                # debian
+  herd facts --json os networking     # selected facts as JSON
+  herd facts --root /srv/rehearsal    # describe a sandbox host from its files`,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			f, err := facts.Collect(cmd.Context(), facts.Options{
+				Root:         root,
+				ExternalDir:  factsDir,
+				Timeout:      timeout,
+				AgentVersion: herdVersion(),
+				Only:         names,
+			})
+			for _, e := range unjoin(err) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "herd: warning:", e)
+			}
+			if len(f) == 0 && err != nil {
+				return &codedError{code: exitError, err: errors.New("no facts could be collected")}
+			}
+			w := bufio.NewWriter(cmd.OutOrStdout())
+			missing := writeFacts(w, f, names, jsonOut)
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if len(missing) > 0 {
+				return &codedError{code: exitError, err: fmt.Errorf("no fact named %s", strings.Join(missing, ", "))}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&jsonOut, "json", false, "print JSON (indented, sorted keys)")
+	fl.StringVar(&root, "root", "/", "describe the host whose root is `DIR` (a sandbox or captured tree)")
+	fl.StringVar(&factsDir, "facts-dir", facts.DefaultExternalDir, "read external facts from `DIR` (under --root)")
+	fl.DurationVar(&timeout, "timeout", facts.DefaultTimeout, "give each collector and each fact script at most `D`")
+	return cmd
+}
+
+// writeFacts prints f, or the named facts of it, and returns the names
+// that do not exist.
+func writeFacts(w io.Writer, f facts.Facts, names []string, jsonOut bool) (missing []string) {
+	if len(names) == 0 {
+		if jsonOut {
+			writeJSON(w, f)
+		} else {
+			writeLeaves(w, facts.Flatten("", f))
+		}
+		return nil
+	}
+	found := map[string]any{}
+	var leaves []facts.Leaf
+	for _, n := range names {
+		v, ok := f.Lookup(n)
+		if !ok {
+			missing = append(missing, strconv.Quote(n))
+			continue
+		}
+		found[n] = v
+		leaves = append(leaves, facts.Flatten(n, v)...)
+	}
+	switch {
+	case len(found) == 0:
+	case jsonOut:
+		// Keyed by the names asked for, as facter does, so that the output
+		// says what each value is.
+		writeJSON(w, found)
+	case len(names) == 1 && len(leaves) == 1 && leaves[0].Name == names[0]:
+		// One value asked for: just the value, for scripts.
+		fmt.Fprintln(w, formatValue(leaves[0].Value))
+	default:
+		writeLeaves(w, leaves)
+	}
+	return missing
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // plain data always encodes; write errors surface at Flush
+}
+
+// writeLeaves prints "name = value" lines with the "=" aligned. Names
+// longer than maxAlign (deep mount points, interface addresses) are not
+// padded to, so that one of them does not push every line far right.
+func writeLeaves(w io.Writer, leaves []facts.Leaf) {
+	const maxAlign = 40
+	width := 0
+	for _, l := range leaves {
+		if len(l.Name) <= maxAlign {
+			width = max(width, len(l.Name))
+		}
+	}
+	for _, l := range leaves {
+		fmt.Fprintf(w, "%-*s = %s\n", width, l.Name, formatValue(l.Value))
+	}
+}
+
+// formatValue writes a leaf for people: strings bare unless that would be
+// ambiguous (empty, padded, or holding a line break), everything else as JSON.
+func formatValue(v any) string {
+	if s, ok := v.(string); ok {
+		if s == "" || strings.TrimSpace(s) != s || strings.ContainsAny(s, "\n\r\t") {
+			return strconv.Quote(s)
+		}
+		return s
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// unjoin splits an errors.Join error into its parts, one warning each.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }

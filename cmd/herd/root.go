@@ -3,8 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
+	"io"
 
 	"github.com/spf13/cobra"
 )
@@ -21,7 +20,7 @@ const (
 // error for cobra to print.
 type exitCoder interface{ ExitCode() int }
 
-// exitError carries a chosen exit code and an optional message.
+// codedError carries a chosen exit code and an optional message.
 type codedError struct {
 	code int
 	err  error
@@ -36,9 +35,14 @@ func (e *codedError) Error() string {
 func (e *codedError) Unwrap() error { return e.err }
 func (e *codedError) ExitCode() int { return e.code }
 
-func run(args []string) int {
+// run executes the command line args and returns the exit status. Tests
+// call it with their own writers.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {
 		return exitOK
@@ -46,11 +50,11 @@ func run(args []string) int {
 	var ce exitCoder
 	if errors.As(err, &ce) {
 		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(os.Stderr, "herd:", msg)
+			fmt.Fprintln(stderr, "herd:", msg)
 		}
 		return ce.ExitCode()
 	}
-	fmt.Fprintln(os.Stderr, "herd:", err)
+	fmt.Fprintln(stderr, "herd:", err)
 	return exitError
 }
 
@@ -77,19 +81,4 @@ converge the host and report what they did.`,
 		newLookupCmd(),
 	)
 	return root
-}
-
-// newLogger returns the logger commands hand to the packages they call:
-// text on a terminal, JSON otherwise, so that logs shipped from a fleet parse.
-func newLogger(level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if isTerminal(os.Stderr) {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -1,0 +1,437 @@
+package catalogs
+
+import (
+	"cmp"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/herdcm/herd/facts"
+)
+
+// compileEnv is the context conditions and templates see.
+func compileEnv(node, environment string, f facts.Facts, params map[string]any) map[string]any {
+	if params == nil {
+		params = map[string]any{}
+	}
+	fm := map[string]any(f)
+	if fm == nil {
+		fm = map[string]any{}
+	}
+	return map[string]any{"node": node, "environment": environment, "facts": fm, "params": params}
+}
+
+// built is a resource during compile, with what the catalog does not keep:
+// where each edge was written.
+type built struct {
+	res   Resource
+	pos   Pos
+	edges []edge
+}
+
+type edge struct {
+	kind string // require, before, notify, subscribe, or "implicit: …"
+	ref  string
+	pos  Pos
+}
+
+// Compile builds node's catalog from the site and the node's facts. It is
+// pure and deterministic: the same site version, node and facts give the
+// same bytes. Every mistake is returned at once as Diagnostics.
+func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
+	if err := ValidNodeName(node); err != nil {
+		return nil, Diagnostics{{Msg: err.Error()}}
+	}
+	cls, err := s.classify(node, compileEnv(node, s.Settings.Environment, f, nil))
+	if err != nil {
+		return nil, err
+	}
+	params := mergeParams(s.sources(node, cls, f))
+	n := 0
+	for _, name := range cls.roles {
+		n += len(s.roles[name].decls)
+	}
+	c := &compiler{
+		site:  s,
+		ctx:   compileEnv(node, s.Settings.Environment, f, params),
+		byID:  make(map[string]*built, n),
+		files: map[string]FileRef{},
+		// One allocation for every resource; never grown, so the pointers
+		// in byID stay valid.
+		pool: make([]built, 0, n),
+	}
+	for _, name := range cls.roles {
+		for _, d := range s.roles[name].decls {
+			c.declare(d)
+		}
+	}
+	c.link()
+	if len(c.diags) > 0 {
+		return nil, c.diags.err()
+	}
+	cat := &Catalog{
+		Environment: s.Settings.Environment,
+		Node:        node,
+		Version:     s.Version,
+		Resources:   make([]Resource, 0, len(c.order)),
+		Files:       make([]FileRef, 0, len(c.files)),
+	}
+	// Sort pointers, not the resources: a Resource is large to swap.
+	slices.SortFunc(c.order, func(a, b *built) int { return cmp.Compare(a.res.ID, b.res.ID) })
+	for _, b := range c.order {
+		cat.Resources = append(cat.Resources, b.res)
+	}
+	for _, fr := range c.files {
+		cat.Files = append(cat.Files, fr)
+	}
+	slices.SortFunc(cat.Files, func(a, b FileRef) int { return cmp.Compare(a.Digest, b.Digest) })
+	cat.Files = slices.CompactFunc(cat.Files, func(a, b FileRef) bool { return a.Digest == b.Digest })
+	return cat, nil
+}
+
+type compiler struct {
+	site  *Site
+	ctx   map[string]any
+	byID  map[string]*built
+	order []*built
+	files map[string]FileRef
+	diags Diagnostics
+	buf   strings.Builder
+	pool  []built
+}
+
+// declare renders one declaration for this node and adds it.
+func (c *compiler) declare(d *decl) {
+	if d.when != nil {
+		ok, err := d.when.eval(c.ctx)
+		if err != nil {
+			c.diags = append(c.diags, err.(Diagnostic))
+			return
+		}
+		if !ok {
+			return
+		}
+	}
+	s := d.schema
+	before := len(c.diags)
+	attrs := make(map[string]any, len(d.attrs)+2)
+	c.pool = append(c.pool, built{pos: d.pos})
+	b := &c.pool[len(c.pool)-1]
+	for _, a := range d.attrs {
+		v := a.static
+		if a.dyn {
+			var err error
+			if v, err = c.render(a); err != nil {
+				c.diags = append(c.diags, err.(Diagnostic))
+				continue
+			}
+		}
+		if a.attr.Kind == KindRefs {
+			for i, ref := range v.([]string) {
+				pos := a.pos
+				if i < len(a.elemAt) {
+					pos = a.elemAt[i]
+				}
+				b.edges = append(b.edges, edge{kind: a.name, ref: ref, pos: pos})
+			}
+			continue
+		}
+		attrs[a.name] = v
+	}
+	if len(c.diags) > before {
+		return
+	}
+	if !d.static() {
+		s.check(attrs, func(attr, format string, args ...any) {
+			c.diags.add(d.attrPos(attr), format, args...)
+		})
+	}
+	if ig, ok := attrs["ignore"].([]string); ok {
+		for _, name := range ig {
+			if _, known := s.Attr(name); !known || name == s.Key {
+				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent manages for %s (want one of %s)", name, s.Type, strings.Join(managedNames(s), ", "))
+			}
+		}
+	}
+	name, _ := attrs[s.Key].(string)
+	if s.Type == "exec" && name == "" {
+		name = strings.Join(attrs["command"].([]string), " ")
+		attrs["name"] = name
+	}
+	if name == "" {
+		c.diags.add(d.attrPos(s.Key), "%s: %s is empty", s.Type, s.Key)
+	}
+	c.resolveContent(d, attrs)
+	if len(c.diags) > before {
+		return
+	}
+	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: d.source}
+	if prev, dup := c.byID[b.res.ID]; dup {
+		c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.pos)
+		c.pool = c.pool[:len(c.pool)-1]
+		return
+	}
+	c.byID[b.res.ID] = b
+	c.order = append(c.order, b)
+}
+
+// managedNames lists the attributes of s that ignore may name.
+func managedNames(s *Schema) []string {
+	var out []string
+	for _, a := range s.Attrs {
+		if a.Name != s.Key {
+			out = append(out, a.Name)
+		}
+	}
+	return out
+}
+
+// render executes a declAttr's templates and coerces the result.
+func (c *compiler) render(a *declAttr) (any, error) {
+	switch {
+	case a.list != nil:
+		out := make([]string, len(a.list))
+		for i, ts := range a.list {
+			s, err := ts.render(c.ctx, a.pos, &c.buf)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = s
+		}
+		return c.coerce(a, out)
+	case a.table != nil:
+		out := make(map[string]string, len(a.table))
+		for k, ts := range a.table {
+			s, err := ts.render(c.ctx, a.pos, &c.buf)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = s
+		}
+		return c.coerce(a, out)
+	}
+	s, err := a.value.render(c.ctx, a.pos, &c.buf)
+	if err != nil {
+		return nil, err
+	}
+	return c.coerce(a, s)
+}
+
+func (c *compiler) coerce(a *declAttr, v any) (any, error) {
+	out, err := coerce(a.attr, v, true)
+	if err != nil {
+		return nil, Diagnostic{Pos: a.pos, Msg: fmt.Sprintf("%s: %v (after rendering its template)", a.name, err)}
+	}
+	return out, nil
+}
+
+// resolveContent renders template files into content and turns source
+// paths into digests of the site's files.
+func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
+	if name, ok := attrs["template"].(string); ok {
+		delete(attrs, "template")
+		if c.site.templates.Lookup(name) == nil {
+			c.diags.add(d.attrPos("template"), "template %q: no such file under templates/", name)
+			return
+		}
+		c.buf.Reset()
+		if err := c.site.templates.ExecuteTemplate(&c.buf, name, c.ctx); err != nil {
+			diag := templateFilePos("templates/"+name, err)
+			diag.Msg += fmt.Sprintf(" (rendering for %s)", d.attrPos("template"))
+			c.diags = append(c.diags, diag)
+			return
+		}
+		attrs["content"] = c.buf.String()
+	}
+	if src, ok := attrs["source"].(string); ok {
+		rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
+		fr, ok := c.site.files[rel]
+		if !ok || !strings.HasPrefix(rel, "files/") {
+			c.diags.add(d.attrPos("source"), "source %q: no such file under files/", src)
+			return
+		}
+		attrs["source"] = rel
+		attrs["digest"] = fr.Digest
+		c.files[fr.Digest] = fr
+	}
+}
+
+// link resolves every edge, adds the implicit ones and checks the graph.
+func (c *compiler) link() {
+	for _, b := range c.order {
+		c.implicit(b)
+	}
+	for _, b := range c.order {
+		self := b.res.ID
+		for _, e := range b.edges {
+			t, ok := c.byID[e.ref]
+			if !ok {
+				if !strings.HasPrefix(e.kind, "implicit") {
+					c.diags.add(e.pos, "%s: no resource %s in the catalog of node %s", e.kind, e.ref, c.ctx["node"])
+				}
+				continue
+			}
+			switch e.kind {
+			case "before":
+				t.res.Require = append(t.res.Require, self)
+			case "notify":
+				t.res.Require = append(t.res.Require, self)
+				b.res.Notify = append(b.res.Notify, e.ref)
+			case "subscribe":
+				b.res.Require = append(b.res.Require, e.ref)
+				t.res.Notify = append(t.res.Notify, self)
+			default: // require, implicit
+				b.res.Require = append(b.res.Require, e.ref)
+			}
+		}
+	}
+	for _, b := range c.order {
+		b.res.Require = sortedSet(b.res.Require)
+		b.res.Notify = sortedSet(b.res.Notify)
+	}
+	c.findCycles()
+}
+
+// sortedSet sorts ids and drops duplicates, in place.
+func sortedSet(ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// implicit adds the edges an operator should not have to write: a file
+// waits for its managed parent directory, owner and group; an exec or a
+// service for its user; a user for its groups.
+func (c *compiler) implicit(b *built) {
+	a := b.res.Attrs
+	add := func(kind, ref string) {
+		if _, ok := c.byID[ref]; ok && ref != b.res.ID {
+			b.edges = append(b.edges, edge{kind: "implicit " + kind, ref: ref, pos: b.pos})
+		}
+	}
+	str := func(k string) string { s, _ := a[k].(string); return s }
+	switch b.res.Type {
+	case "file":
+		for dir := path.Dir(b.res.Name); dir != "/" && dir != "."; dir = path.Dir(dir) {
+			if pb, ok := c.byID["file:"+dir]; ok {
+				if e, _ := pb.res.Attrs["ensure"].(string); e == "directory" {
+					add("parent directory", "file:"+dir)
+				}
+				break
+			}
+		}
+		if o := str("owner"); o != "" {
+			add("owner", "user:"+o)
+		}
+		if g := str("group"); g != "" {
+			add("group", "group:"+g)
+		}
+	case "exec":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+		if d := str("cwd"); d != "" {
+			add("cwd", "file:"+d)
+		}
+	case "service":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+		if g := str("group"); g != "" {
+			add("group", "group:"+g)
+		}
+		if d := str("dir"); d != "" {
+			add("dir", "file:"+d)
+		}
+	case "user":
+		if g := str("gid"); g != "" {
+			add("primary group", "group:"+g)
+		}
+		for _, g := range b.res.Strings("groups") {
+			add("group", "group:"+g)
+		}
+	}
+}
+
+// findCycles reports every dependency cycle, spelled out with where each
+// of its edges was written.
+func (c *compiler) findCycles() {
+	const (
+		unseen = iota
+		onPath
+		done
+	)
+	state := make(map[string]int8, len(c.order))
+	var stack []string
+	var visit func(id string)
+	visit = func(id string) {
+		state[id] = onPath
+		stack = append(stack, id)
+		for _, dep := range c.byID[id].res.Require {
+			switch state[dep] {
+			case unseen:
+				visit(dep)
+			case onPath:
+				start := slices.Index(stack, dep)
+				c.reportCycle(append(slices.Clone(stack[start:]), dep))
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[id] = done
+	}
+	// Visit in ID order so that the same cycle is reported the same way
+	// on every compile.
+	ids := make([]string, 0, len(c.order))
+	for _, b := range c.order {
+		ids = append(ids, b.res.ID)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if state[id] == unseen {
+			visit(id)
+		}
+	}
+}
+
+// reportCycle describes cycle (a path whose last element is its first),
+// where each element waits for the next.
+func (c *compiler) reportCycle(cycle []string) {
+	var why []string
+	for i := 0; i+1 < len(cycle); i++ {
+		from, to := c.byID[cycle[i]], c.byID[cycle[i+1]]
+		why = append(why, edgeWhy(from, to))
+	}
+	c.diags.add(c.byID[cycle[0]].pos, "dependency cycle: %s (%s)", strings.Join(cycle, " → "), strings.Join(why, "; "))
+}
+
+// edgeWhy says which declaration makes from wait for to.
+func edgeWhy(from, to *built) string {
+	for _, e := range from.edges {
+		if e.ref != to.res.ID {
+			continue
+		}
+		switch {
+		case e.kind == "require":
+			return fmt.Sprintf("%s requires %s at %s", from.res.ID, to.res.ID, e.pos)
+		case e.kind == "subscribe":
+			return fmt.Sprintf("%s subscribes to %s at %s", from.res.ID, to.res.ID, e.pos)
+		case strings.HasPrefix(e.kind, "implicit "):
+			return fmt.Sprintf("%s needs %s (its %s, implicitly)", from.res.ID, to.res.ID, strings.TrimPrefix(e.kind, "implicit "))
+		}
+	}
+	for _, e := range to.edges {
+		if e.ref != from.res.ID {
+			continue
+		}
+		switch e.kind {
+		case "before":
+			return fmt.Sprintf("%s is before %s at %s", to.res.ID, from.res.ID, e.pos)
+		case "notify":
+			return fmt.Sprintf("%s notifies %s at %s", to.res.ID, from.res.ID, e.pos)
+		}
+	}
+	return fmt.Sprintf("%s waits for %s", from.res.ID, to.res.ID)
+}

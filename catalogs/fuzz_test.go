@@ -1,0 +1,152 @@
+package catalogs
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/herdcm/herd/facts"
+)
+
+// FuzzLoadSite loads a site whose role, nodes.toml and template come from
+// the fuzzer and compiles a node. Whatever the input, Load and Compile must
+// not panic, must fail only with positioned Diagnostics, and a compiled
+// catalog must encode and decode back to the same bytes.
+func FuzzLoadSite(f *testing.F) {
+	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ncontent = \"{{ .node }}\"\nmode = \"0644\"\n", "{{ .params.a }}")
+	f.Add("[[node]]\nmatch = \"w*\"\nwhen = \"facts.os.family == 'debian'\"\nroles = [\"r\"]\n[node.params]\na = 1\n",
+		"include = [\"r\"]\n[params]\na = 2\n[[service]]\nname = \"s\"\nrun = [\"/bin/s\"]\nrequire = [\"file:/x\"]\nhealth = { tcp = \"h:1\" }\n", "")
+	f.Add("[[node]]\nroles = [\"r\"]\n", "[[exec]]\ncommand = [\"/bin/true\"]\nnotify = \"exec:/bin/true\"\nwhen = \"params.x?.y == 1\"\n", "{{ range .facts }}{{ end }}")
+	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/a\"\nrequire = [\"file:/a/b\"]\n[[file]]\npath = \"/a/b\"\ntemplate = \"t\"\n", "{{ template \"t\" }}")
+	f.Fuzz(func(t *testing.T, nodes, role, tmpl string) {
+		fsys := fstest.MapFS{
+			"nodes.toml":       {Data: []byte(nodes)},
+			"roles/r.toml":     {Data: []byte(role)},
+			"templates/t":      {Data: []byte(tmpl)},
+			"data/common.toml": {Data: []byte("a = 3\n")},
+			"files/f":          {Data: []byte("static")},
+		}
+		s, _, err := loadFS(fsys, LoadOptions{Version: "fuzz"})
+		if err != nil {
+			checkDiagnostics(t, err)
+			return
+		}
+		cat, err := s.Compile("web-01", facts.Facts{"os": map[string]any{"family": "debian"}})
+		if err != nil {
+			checkDiagnostics(t, err)
+			return
+		}
+		b, err := cat.Encode()
+		if err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+		back, err := Decode(b)
+		if err != nil {
+			t.Fatalf("Decode(Encode(c)): %v\n%s", err, b)
+		}
+		b2, err := back.Encode()
+		if err != nil || !bytes.Equal(b, b2) {
+			t.Fatalf("encoding is not stable over a round trip:\n%s\n%s", b, b2)
+		}
+	})
+}
+
+func checkDiagnostics(t *testing.T, err error) {
+	t.Helper()
+	var ds Diagnostics
+	if !errors.As(err, &ds) {
+		t.Fatalf("error %v is %T, want Diagnostics", err, err)
+	}
+	if len(ds) == 0 {
+		t.Fatal("empty Diagnostics returned as an error")
+	}
+	for _, d := range ds {
+		if d.Msg == "" {
+			t.Fatalf("diagnostic without a message at %s", d.Pos)
+		}
+	}
+}
+
+// FuzzCondition compiles and runs arbitrary conditions: no input may panic
+// or hang the compiler, and a compiled condition yields a bool or an error.
+func FuzzCondition(f *testing.F) {
+	for _, s := range []string{
+		"facts.os.family == 'debian'", "node startsWith 'web-'", "params.workers > 2 && 'ssd' in facts.disks",
+		"facts.memory.total_bytes >= 1024 * 1024 * 1024", "len(facts.mounts) > 0", "params.x?.y ?? false",
+		"now() > 0", "1/0 == 1", "facts.a.b.c.d", "(", "environment matches '^prod'",
+	} {
+		f.Add(s)
+	}
+	env := compileEnv("web-01", "production", facts.Facts{
+		"os":     map[string]any{"family": "debian"},
+		"disks":  []any{"ssd", "hdd"},
+		"mounts": []any{map[string]any{"path": "/"}},
+		"memory": map[string]any{"total_bytes": int64(1 << 30)},
+	}, map[string]any{"workers": int64(4)})
+	f.Fuzz(func(t *testing.T, src string) {
+		if len(src) > 500 {
+			return
+		}
+		c, err := compileCondition(src, Pos{File: "roles/r.toml", Line: 1})
+		if err != nil {
+			var d Diagnostic
+			if !errors.As(err, &d) || d.File == "" {
+				t.Fatalf("compile error %v is not a positioned Diagnostic", err)
+			}
+			return
+		}
+		if _, err := c.eval(env); err != nil && !strings.Contains(err.Error(), "roles/r.toml") {
+			t.Fatalf("eval error %v does not name the file", err)
+		}
+	})
+}
+
+// FuzzParseTOML checks that every position the indexer records lies
+// inside the document, whatever the document.
+func FuzzParseTOML(f *testing.F) {
+	f.Add("a = 1\n[t]\nb = [1, {c = 2}]\n[[x]]\ny.z = 3\n[[x]]\n[x.w]\nq = 'r'\n")
+	f.Add("[[a.b]]\n[[a.b]]\n[a.b.c]\nd = 1\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		d, err := parseTOML("f.toml", []byte(src))
+		if err != nil {
+			var diag Diagnostic
+			if !errors.As(err, &diag) {
+				t.Fatalf("error %v is not a Diagnostic", err)
+			}
+			return
+		}
+		lines := strings.Count(src, "\n") + 1
+		for k, p := range d.pos {
+			if p.Line < 1 || p.Line > lines || p.Col < 1 {
+				t.Fatalf("position of %q is %v, outside a %d-line document", k, p, lines)
+			}
+		}
+	})
+}
+
+// FuzzDecode feeds arbitrary bytes to Decode, the agent's entry point for
+// catalogs off the wire and out of its cache.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"environment":"p","files":[],"node":"n","resources":[{"attrs":{"a":1,"b":["x"],"c":{"k":"v"},"d":true},"id":"file:/a","name":"/a","source":"r:1","type":"file"}],"version":"v"}`))
+	f.Add([]byte(`{"resources":[{"attrs":{"a":1.5}}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Decode(b)
+		if err != nil {
+			return
+		}
+		enc, err := c.Encode()
+		if err != nil {
+			t.Fatalf("Encode(Decode(b)): %v", err)
+		}
+		c2, err := Decode(enc)
+		if err != nil {
+			t.Fatalf("Decode(Encode(Decode(b))): %v\n%s", err, enc)
+		}
+		enc2, _ := c2.Encode()
+		if !bytes.Equal(enc, enc2) {
+			t.Fatalf("not stable:\n%s\n%s", enc, enc2)
+		}
+	})
+}

@@ -1,0 +1,248 @@
+package catalogs
+
+import (
+	"fmt"
+	"path"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/herdcm/herd/facts"
+)
+
+// SiteTest is one [[test]] of a tests/*.toml file: a node with facts, and
+// what its catalog must (or must not) contain. Site tests let ops check a
+// change before it ships, in the site's own CI, with `herd check`.
+type SiteTest struct {
+	Name   string
+	Node   string
+	Facts  facts.Facts
+	Pos    Pos
+	Error  string // when set, compile must fail with a message containing it
+	Expect []Expectation
+}
+
+// Expectation is one [[test.expect]].
+type Expectation struct {
+	Pos      Pos
+	Resource string            // "type:name"
+	Absent   bool              // the resource must not be in the catalog
+	Attrs    map[string]any    // attributes that must have exactly these values
+	Contains map[string]string // string attributes that must contain these texts
+}
+
+func (l *loader) loadTests() {
+	for _, rel := range l.filesUnder("tests", ".toml") {
+		doc := l.parse(rel)
+		if doc == nil {
+			continue
+		}
+		r := reader{doc: doc, diags: &l.diags}
+		r.known("", "test")
+		for i := range r.tables("test") {
+			p := fmt.Sprintf("test[%d]", i)
+			r.known(p, "name", "node", "facts", "error", "expect")
+			t := SiteTest{Pos: doc.posOf(p), Facts: facts.Facts{}}
+			t.Node, _ = r.str(p + ".node")
+			if t.Node == "" {
+				r.bad(p, "test: missing node = \"…\"")
+			} else if err := ValidNodeName(t.Node); err != nil {
+				r.bad(p+".node", "%v", err)
+			}
+			t.Name, _ = r.str(p + ".name")
+			if t.Name == "" {
+				t.Name = t.Node
+			}
+			t.Error, _ = r.str(p + ".error")
+			if v, ok := r.get(p + ".facts"); ok {
+				switch fv := v.(type) {
+				case string:
+					t.Facts = l.factsFile(path.Join(path.Dir(rel), fv), doc.posOf(p+".facts"))
+				case map[string]any:
+					t.Facts = facts.Facts(fv)
+				default:
+					r.bad(p+".facts", "facts: want a table of facts or the name of a JSON or TOML file beside the test, got %s", typeName(v))
+				}
+			}
+			for j := range r.tables(p + ".expect") {
+				ep := fmt.Sprintf("%s.expect[%d]", p, j)
+				r.known(ep, "resource", "absent", "attrs", "contains")
+				e := Expectation{Pos: doc.posOf(ep)}
+				e.Resource, _ = r.str(ep + ".resource")
+				if err := checkRef(e.Resource); err != nil {
+					r.bad(ep+".resource", "%v", err)
+				}
+				e.Absent, _ = r.bool(ep + ".absent")
+				if r.table(ep + ".attrs") {
+					v, _ := r.get(ep + ".attrs")
+					e.Attrs = v.(map[string]any)
+				}
+				if r.table(ep + ".contains") {
+					v, _ := r.get(ep + ".contains")
+					e.Contains = map[string]string{}
+					for k, s := range v.(map[string]any) {
+						str, ok := s.(string)
+						if !ok {
+							r.bad(ep+".contains."+k, "contains.%s: want a string, got %s", k, typeName(s))
+						}
+						e.Contains[k] = str
+					}
+				}
+				if e.Absent && (e.Attrs != nil || e.Contains != nil) {
+					r.bad(ep+".absent", "absent = true cannot also expect attrs or contains")
+				}
+				t.Expect = append(t.Expect, e)
+			}
+			l.site.Tests = append(l.site.Tests, t)
+		}
+	}
+}
+
+// factsFile reads a JSON or TOML facts file of the site.
+func (l *loader) factsFile(rel string, pos Pos) facts.Facts {
+	b, ok := l.contents[rel]
+	if !ok {
+		l.diags.add(pos, "facts file %s does not exist", rel)
+		return facts.Facts{}
+	}
+	if strings.HasSuffix(rel, ".toml") {
+		var m map[string]any
+		if err := toml.Unmarshal(b, &m); err != nil {
+			l.diags.add(Pos{File: rel}, "reading facts: %v", err)
+			return facts.Facts{}
+		}
+		return facts.Facts(m)
+	}
+	f, err := facts.FromJSON(b)
+	if err != nil {
+		l.diags.add(Pos{File: rel}, "reading facts: %v", err)
+		return facts.Facts{}
+	}
+	return f
+}
+
+// TestResult is the outcome of one site test.
+type TestResult struct {
+	Test     *SiteTest
+	Catalog  *Catalog // nil when compile failed
+	Failures []Diagnostic
+}
+
+// Passed reports whether the test met every expectation.
+func (r TestResult) Passed() bool { return len(r.Failures) == 0 }
+
+// RunTests compiles the node of every site test and checks its
+// expectations.
+func (s *Site) RunTests() []TestResult {
+	out := make([]TestResult, 0, len(s.Tests))
+	for i := range s.Tests {
+		out = append(out, s.runTest(&s.Tests[i]))
+	}
+	return out
+}
+
+func (s *Site) runTest(t *SiteTest) TestResult {
+	res := TestResult{Test: t}
+	fail := func(pos Pos, format string, args ...any) {
+		res.Failures = append(res.Failures, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+	}
+	cat, err := s.Compile(t.Node, t.Facts)
+	if t.Error != "" {
+		switch {
+		case err == nil:
+			fail(t.Pos, "test %q: compile of %s succeeded, want an error containing %q", t.Name, t.Node, t.Error)
+		case !strings.Contains(err.Error(), t.Error):
+			fail(t.Pos, "test %q: compile of %s failed with %q, want an error containing %q", t.Name, t.Node, err, t.Error)
+		}
+		return res
+	}
+	if err != nil {
+		fail(t.Pos, "test %q: compile of %s failed:\n%v", t.Name, t.Node, err)
+		return res
+	}
+	res.Catalog = cat
+	for _, e := range t.Expect {
+		r, present := cat.Resource(e.Resource)
+		if e.Absent {
+			if present {
+				fail(e.Pos, "test %q: %s is in the catalog (declared at %s), want it absent", t.Name, e.Resource, r.Source)
+			}
+			continue
+		}
+		if !present {
+			fail(e.Pos, "test %q: %s is not in the catalog of %s", t.Name, e.Resource, t.Node)
+			continue
+		}
+		for _, k := range sortedAttrKeys(e.Attrs) {
+			want := expectedValue(r.Type, k, e.Attrs[k])
+			got, ok := r.Attrs[k]
+			if !ok {
+				fail(e.Pos, "test %q: %s has no %s, want %v", t.Name, e.Resource, k, want)
+			} else if !reflect.DeepEqual(got, want) {
+				fail(e.Pos, "test %q: %s %s = %v, want %v", t.Name, e.Resource, k, got, want)
+			}
+		}
+		for _, k := range sortedAttrKeys(e.Contains) {
+			got := r.String(k)
+			if !strings.Contains(got, e.Contains[k]) {
+				fail(e.Pos, "test %q: %s %s does not contain %q (it is %q)", t.Name, e.Resource, k, e.Contains[k], shorten(got, 200))
+			}
+		}
+	}
+	return res
+}
+
+// expectedValue puts a value written in a test into catalog shape, so that
+// mode = "644" matches "0644" and a list matches []string.
+func expectedValue(typ, attr string, v any) any {
+	if s, ok := Schemas[typ]; ok {
+		a, ok := s.Attr(attr)
+		if !ok {
+			if i := strings.IndexByte(attr, '.'); i > 0 {
+				if parent, ok := s.Attr(attr[:i]); ok {
+					a, ok = subAttr(parent, attr[i+1:])
+					if !ok {
+						a = nil
+					}
+				}
+			}
+		}
+		if a != nil {
+			in := v
+			if l, isList := v.([]any); isList {
+				if ss, err := toStrings(l); err == nil {
+					in = ss
+				}
+			}
+			if m, isMap := v.(map[string]any); isMap {
+				sm := map[string]string{}
+				for k, e := range m {
+					sm[k] = fmt.Sprint(e)
+				}
+				in = sm
+			}
+			if out, err := coerce(a, in, false); err == nil {
+				return out
+			}
+		}
+	}
+	return v
+}
+
+func sortedAttrKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
