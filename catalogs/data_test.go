@@ -286,3 +286,14 @@ func TestSiteVersion(t *testing.T) {
 		t.Error("version did not change when a role changed")
 	}
 }
+
+func TestContentVersionNeedsNoGit(t *testing.T) {
+	t.Parallel()
+	s, err := Load(context.Background(), exampleSite, LoadOptions{ContentVersion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Version) != len("sha256:")+64 {
+		t.Errorf("ContentVersion gave %q, want sha256:<64 hex>", s.Version)
+	}
+}

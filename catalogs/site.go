@@ -68,6 +68,10 @@ type LoadOptions struct {
 	// Version, when set, is used as the site version instead of the git
 	// commit or content digest (tests pin it for golden catalogs).
 	Version string
+	// ContentVersion names the version by the content digest alone,
+	// without asking git: for callers on a hot path (masterless apply)
+	// that must not spawn processes.
+	ContentVersion bool
 }
 
 // Load reads and checks the site in dir. Every mistake found is returned at
@@ -85,7 +89,11 @@ func Load(ctx context.Context, dir string, opts LoadOptions) (*Site, error) {
 		return nil, err
 	}
 	s.Dir = dir
-	if s.Version == "" {
+	switch {
+	case s.Version != "":
+	case opts.ContentVersion:
+		s.Version = "sha256:" + digest
+	default:
 		s.Version = siteVersion(ctx, dir, digest)
 	}
 	return s, nil
