@@ -1,0 +1,365 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors the callers of a Supervisor branch on.
+var (
+	// ErrUnknown: no service of that name was ever ensured (or it was
+	// removed).
+	ErrUnknown = errors.New("unknown service")
+	// ErrClosed: the Supervisor was closed.
+	ErrClosed = errors.New("supervisor closed")
+)
+
+// Defaults of Options, used for its fields left at zero.
+const (
+	// DefaultCgroupName is the cgroup made under the cgroup2 mount to hold
+	// the services' cgroups when Options.CgroupRoot is empty.
+	DefaultCgroupName  = "herd"
+	DefaultLogMaxBytes = 10 << 20
+	DefaultLogKeep     = 5
+	// DefaultLogCheckInterval is how often a service's log sizes are
+	// checked for rotation.
+	DefaultLogCheckInterval = 10 * time.Second
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	// Store keeps the service records across agent restarts. Required.
+	Store Store
+	// LogDir holds the services' stdout and stderr files. Required; made
+	// if missing.
+	LogDir string
+	// CgroupRoot is the cgroup v2 directory under which each service gets
+	// a cgroup. Empty means DefaultCgroupName under the cgroup2 mount, and
+	// process groups alone when that is not writable; a root that is set
+	// but not usable is an error. On a systemd host, point it at a
+	// delegated subtree (Delegate=yes) of the agent's unit.
+	CgroupRoot string
+	// NoCgroups runs services in process groups alone, without cgroups.
+	NoCgroups bool
+	// Logger receives the supervisor's logs; none when nil.
+	Logger *slog.Logger
+	// LogMaxBytes is the size past which a log file is rotated;
+	// DefaultLogMaxBytes when zero.
+	LogMaxBytes int64
+	// LogKeep is how many rotated files are kept per log; DefaultLogKeep
+	// when zero, none when negative.
+	LogKeep int
+	// LogCheckInterval is how often log sizes are checked;
+	// DefaultLogCheckInterval when zero.
+	LogCheckInterval time.Duration
+	// Policy tunes the crash-loop limit and the backoff for every service
+	// (Limit, Decay, MinDelay, MaxDelay); its Restart and Count are
+	// ignored, each Spec brings its own restart policy.
+	Policy Policy
+}
+
+// Supervisor keeps services running: it starts them, restarts them when
+// they exit, watches their health, rotates their logs and stops them. One
+// goroutine per service (its loop) owns that service's process and record;
+// the Supervisor routes requests to it. A Supervisor is safe for concurrent
+// use.
+type Supervisor struct {
+	opts       Options
+	log        *slog.Logger
+	cgroupRoot string // "" when services run in process groups alone
+	bootID     string
+
+	ctx    context.Context // ends on Close; ends the loops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the loops
+
+	mu     sync.Mutex
+	closed bool
+	svcs   map[string]*service
+}
+
+// service is one service known to the Supervisor.
+type service struct {
+	name string
+	// status is the last state published by the service's loop, read
+	// without locks by Status, List and Ensure's fast path.
+	status atomic.Pointer[Status]
+
+	// Guarded by Supervisor.mu.
+	loop *loop  // nil when no process runs and no restart is pending
+	rec  Record // the record as the last loop left it
+}
+
+// New returns a Supervisor and adopts the services recorded in opts.Store
+// by an earlier one: a recorded process that still runs (same boot, same
+// start time) is watched again, one that died meanwhile is restarted as its
+// restart policy says, and none is ever started twice. ctx bounds the
+// loading only; the Supervisor runs until Close.
+func New(ctx context.Context, opts Options) (*Supervisor, error) {
+	if opts.Store == nil {
+		return nil, errors.New("new supervisor: Options.Store is nil")
+	}
+	if opts.LogDir == "" {
+		return nil, errors.New("new supervisor: Options.LogDir is empty")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogMaxBytes <= 0 {
+		opts.LogMaxBytes = DefaultLogMaxBytes
+	}
+	if opts.LogKeep == 0 {
+		opts.LogKeep = DefaultLogKeep
+	}
+	if opts.LogCheckInterval <= 0 {
+		opts.LogCheckInterval = DefaultLogCheckInterval
+	}
+	log := opts.Logger.With("component", "supervise")
+	if err := os.MkdirAll(opts.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("new supervisor: making log directory: %w", err)
+	}
+	bootID, err := readBootID()
+	if err != nil {
+		return nil, fmt.Errorf("new supervisor: %w", err)
+	}
+	s := &Supervisor{opts: opts, log: log, bootID: bootID, svcs: map[string]*service{}}
+	if !opts.NoCgroups {
+		root, err := setupCgroupRoot(opts.CgroupRoot)
+		switch {
+		case err == nil:
+			s.cgroupRoot = root
+			log.Debug("services get cgroups", "root", root)
+		case opts.CgroupRoot != "":
+			return nil, fmt.Errorf("new supervisor: %w", err)
+		default:
+			log.Info("cgroup v2 is not writable; services run in process groups alone", "err", err)
+		}
+	}
+	recs, err := opts.Store.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("new supervisor: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	now := time.Now()
+	for _, rec := range recs {
+		if err := checkName(rec.Name); err != nil {
+			log.Warn("skipping a bad service record", "err", err)
+			continue
+		}
+		s.resume(now, rec)
+	}
+	return s, nil
+}
+
+// Ensure makes the service run as spec says. It starts a service that is
+// not running (stopped, failed or crash-looping: a crash loop is given a
+// fresh count), restarts one whose running spec differs, and does nothing
+// for one that runs, or waits in backoff, as specified. It reports whether
+// it started anything. A start that fails is returned as the error and also
+// retried with backoff, as a crash would be.
+//
+// The no-change case touches neither processes nor /proc: it compares the
+// digest of spec with the one the service's loop published.
+func (s *Supervisor) Ensure(ctx context.Context, spec Spec) (changed bool, err error) {
+	n, err := spec.normalize()
+	if err != nil {
+		return false, fmt.Errorf("ensuring service: %w", err)
+	}
+	digest := n.digest()
+	s.mu.Lock()
+	if svc := s.svcs[n.Name]; svc != nil && svc.loop != nil && !s.closed {
+		if st := svc.status.Load(); st.Digest == digest && (st.State == StateRunning || st.State == StateBackoff) {
+			s.mu.Unlock()
+			return false, nil
+		}
+	}
+	s.mu.Unlock()
+	r, err := s.do(ctx, n.Name, command{kind: cmdEnsure, spec: n, digest: digest}, true)
+	if err == nil {
+		err = r.err
+	}
+	if err != nil {
+		return r.changed, fmt.Errorf("ensuring service %s: %w", n.Name, err)
+	}
+	return r.changed, nil
+}
+
+// Stop stops the service: StopSignal to its process group (to every
+// process of its cgroup when it has one), SIGKILL to all of them after
+// StopTimeout, and no restart. The service stays known, stopped, until
+// Ensure or Restart starts it again. Stopping a stopped service does
+// nothing.
+func (s *Supervisor) Stop(ctx context.Context, name string) error {
+	r, err := s.do(ctx, name, command{kind: cmdStop}, false)
+	if err == nil {
+		err = r.err
+	}
+	if err != nil {
+		return fmt.Errorf("stopping service %s: %w", name, err)
+	}
+	return nil
+}
+
+// Restart stops the service if it runs and starts it again with its last
+// spec, as a fresh start (the crash-loop count is reset). It is what a
+// refresh of the service resource does.
+func (s *Supervisor) Restart(ctx context.Context, name string) error {
+	r, err := s.do(ctx, name, command{kind: cmdRestart}, false)
+	if err == nil {
+		err = r.err
+	}
+	if err != nil {
+		return fmt.Errorf("restarting service %s: %w", name, err)
+	}
+	return nil
+}
+
+// Remove stops the service and forgets it: its record is deleted and its
+// cgroup removed. Its log files stay.
+func (s *Supervisor) Remove(ctx context.Context, name string) error {
+	r, err := s.do(ctx, name, command{kind: cmdRemove}, false)
+	if err == nil {
+		err = r.err
+	}
+	if err != nil {
+		return fmt.Errorf("removing service %s: %w", name, err)
+	}
+	return nil
+}
+
+// Status returns the state of the service, and false when it is unknown.
+func (s *Supervisor) Status(name string) (Status, bool) {
+	s.mu.Lock()
+	svc := s.svcs[name]
+	s.mu.Unlock()
+	if svc == nil {
+		return Status{}, false
+	}
+	return svc.status.Load().clone(), true
+}
+
+// List returns the state of every known service, sorted by name.
+func (s *Supervisor) List() []Status {
+	s.mu.Lock()
+	out := make([]Status, 0, len(s.svcs))
+	for _, svc := range s.svcs {
+		out = append(out, svc.status.Load().clone())
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Close stops supervising and leaves the services running, their records
+// saved for the next Supervisor to adopt. It waits for the loops to end,
+// which takes as long as a stop in progress. Later calls return ErrClosed.
+func (s *Supervisor) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.cancel()
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// cmdKind is a request to a service's loop.
+type cmdKind int
+
+const (
+	cmdEnsure cmdKind = iota
+	cmdStop
+	cmdRestart
+	cmdRemove
+)
+
+type command struct {
+	kind   cmdKind
+	spec   Spec // cmdEnsure: normalized
+	digest string
+	reply  chan result
+}
+
+type result struct {
+	changed bool
+	err     error
+}
+
+// do hands c to the loop of service name, starting a loop when none runs,
+// and waits for the answer. create allows a service not yet known.
+func (s *Supervisor) do(ctx context.Context, name string, c command, create bool) (result, error) {
+	c.reply = make(chan result, 1)
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return result{}, ErrClosed
+		}
+		svc := s.svcs[name]
+		if svc == nil {
+			if !create {
+				s.mu.Unlock()
+				return result{}, ErrUnknown
+			}
+			svc = &service{name: name, rec: Record{Name: name, State: StateStopped}}
+			svc.status.Store(&Status{Name: name, State: StateStopped, Health: HealthUnknown})
+			s.svcs[name] = svc
+		}
+		l := svc.loop
+		if l == nil {
+			l = s.newLoop(svc, svc.rec)
+			l.first = &c
+			s.startLoop(l)
+			s.mu.Unlock()
+			return awaitReply(ctx, c.reply)
+		}
+		s.mu.Unlock()
+		select {
+		case l.cmds <- c:
+			return awaitReply(ctx, c.reply)
+		case <-l.done:
+			// The loop ended (its service went idle) before taking c:
+			// look again, and start a new loop if needed.
+		case <-ctx.Done():
+			return result{}, ctx.Err()
+		}
+	}
+}
+
+func awaitReply(ctx context.Context, reply <-chan result) (result, error) {
+	select {
+	case r := <-reply:
+		return r, nil
+	case <-ctx.Done():
+		// The loop finishes the request anyway; only the wait ends.
+		return result{}, ctx.Err()
+	}
+}
+
+// startLoop runs l. Called with s.mu held and s not closed, so that Close
+// waits for it.
+func (s *Supervisor) startLoop(l *loop) {
+	l.svc.loop = l
+	s.wg.Add(1)
+	go l.run()
+}
+
+// policyFor is the restart policy of spec, tuned by Options.Policy, with
+// the given count.
+func (s *Supervisor) policyFor(spec Spec, count int) Policy {
+	p := s.opts.Policy
+	p.Restart = spec.Restart
+	p.Count = count
+	return p
+}
