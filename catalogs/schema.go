@@ -415,7 +415,7 @@ func coerceKind(a *Attr, v any, rendered bool) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("want a %s, got %s", a.Kind, typeName(v))
 		}
-		if signalNumber(s) == 0 {
+		if SignalNumber(s) == 0 {
 			return nil, fmt.Errorf("signal %q: want a signal name like SIGTERM, SIGINT, SIGQUIT, SIGHUP", s)
 		}
 		return s, nil
@@ -429,8 +429,9 @@ var signals = map[string]syscall.Signal{
 	"SIGUSR2": syscall.SIGUSR2, "SIGWINCH": syscall.SIGWINCH, "SIGABRT": syscall.SIGABRT,
 }
 
-// signalNumber returns the signal named s, or 0 when there is none.
-func signalNumber(s string) syscall.Signal {
+// SignalNumber returns the signal a stop_signal attribute names (SIGTERM,
+// sigterm), or 0 when it names none.
+func SignalNumber(s string) syscall.Signal {
 	return signals[strings.ToUpper(s)]
 }
 

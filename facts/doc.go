@@ -48,7 +48,11 @@
 // etc/hostname there when present and fall back to uname(2), since a sandbox
 // runs on this kernel. networking and identity always describe this
 // machine's network and this process. Mount sizes are left out (statfs would
-// measure this machine's filesystems).
+// measure this machine's filesystems). A root with neither a proc nor a sys
+// directory of its own is a sandbox on this machine's kernel (what `herd
+// apply --root` and `herd up` manage): its /proc and /sys are this
+// machine's, as in a chroot that mounts them, so memory, processors, mounts
+// and uptime describe this machine.
 //
 // # External facts
 //

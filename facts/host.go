@@ -14,11 +14,16 @@ import (
 
 // host is what collectors read from: the real host or a sandbox root.
 type host struct {
-	opts    Options
-	root    string // cleaned; "/" for the real host
-	live    bool   // root is the real host: syscalls describe it too
-	now     time.Time
-	timeout time.Duration
+	opts Options
+	root string // cleaned; "/" for the real host
+	live bool   // root is the real host: syscalls describe it too
+	// sharedKernel says the root has neither a proc nor a sys tree of its
+	// own: it is a sandbox on this machine's kernel, so its /proc and /sys
+	// are this machine's, as in a chroot that mounts them. A captured tree
+	// brings its own and is read as it is.
+	sharedKernel bool
+	now          time.Time
+	timeout      time.Duration
 }
 
 func newHost(opts Options, now time.Time) *host {
@@ -36,7 +41,16 @@ func newHost(opts Options, now time.Time) *host {
 	if t <= 0 {
 		t = DefaultTimeout
 	}
-	return &host{opts: opts, root: root, live: root == "/", now: now, timeout: t}
+	h := &host{opts: opts, root: root, live: root == "/", now: now, timeout: t}
+	if !h.live {
+		h.sharedKernel = !isDir(filepath.Join(root, "proc")) && !isDir(filepath.Join(root, "sys"))
+	}
+	return h
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // path returns where the host's absolute path p is on this machine. Under a
@@ -45,6 +59,9 @@ func newHost(opts Options, now time.Time) *host {
 // /usr/share/zoneinfo/…) that must not escape to the machine's own files.
 func (h *host) path(p string) string {
 	if h.live {
+		return p
+	}
+	if h.sharedKernel && (strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/")) {
 		return p
 	}
 	return resolveIn(h.root, p)

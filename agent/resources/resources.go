@@ -137,7 +137,11 @@ type Services interface {
 	Running(name string) (ServiceState, bool)
 }
 
-// ServiceSpec is a supervised service as the catalog wants it.
+// ServiceSpec is a supervised service as the catalog wants it, defaults
+// filled in. Paths and names are the catalog's: the Services
+// implementation places them on the host root as RunCommand does (argv[0]
+// and Dir under a sandbox root, HERD_ROOT, User and Group resolved in the
+// root's own accounts).
 type ServiceSpec struct {
 	Name        string
 	Argv        []string
@@ -163,7 +167,11 @@ type HealthSpec struct {
 
 // ServiceState is what the supervisor says of a running service.
 type ServiceState struct {
-	PID        int
-	SpecDigest string // digest of the ServiceSpec it runs, to detect a changed spec
-	Running    bool
+	PID int
+	// SpecDigest is the ServiceSpec.Digest of the spec it runs, to detect
+	// a changed spec; empty when unknown (a changed spec, then).
+	SpecDigest string
+	// Running is true while the supervisor keeps it running, including
+	// between a crash and its restart (backoff), when Ensure does nothing.
+	Running bool
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -43,7 +47,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	// SIGINT and SIGTERM cancel the command's context: a run stops
+	// cleanly between resources instead of dying in the middle of one.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -79,6 +87,9 @@ converge the host and report what they did.`,
 		newCompileCmd(),
 		newCheckCmd(),
 		newLookupCmd(),
+		newApplyCmd(),
+		newBackupsCmd(),
+		newServicesCmd(),
 	)
 	return root
 }

@@ -1,0 +1,16 @@
+// Package agent makes a host match its catalog and reports what it did.
+//
+// Converge is the engine shared by masterless `herd apply` and the agent
+// daemon: it checks every resource of a catalog, applies the changes in
+// dependency order with independent resources in parallel (bounded), skips
+// only the dependents of a failure, delivers each refresh once, re-checks
+// every applied resource (idempotence is verified on every run, not
+// trusted), and turns every outcome into one Event. In noop it only checks,
+// and a resource whose state depends on a change noop did not make is
+// reported as unknown rather than guessed.
+//
+// Around the engine: a kernel lock (flock) so that one run happens at a
+// time and a dead holder never leaves a stale lock, and a sqlite state file
+// with the run history, the index of replaced file contents (backups) and
+// the supervisor's records.
+package agent

@@ -1,0 +1,327 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/catalogs"
+)
+
+// ConvergeOptions tune one convergence.
+type ConvergeOptions struct {
+	// Noop checks only: nothing is applied and nothing refreshed.
+	Noop bool
+	// Parallel bounds how many resources are checked or applied at once
+	// (default 4). Resources run in dependency order regardless.
+	Parallel int
+	// ResourceTimeout bounds one resource's check, apply and re-check
+	// (default 10 minutes); its commands' process groups are killed then.
+	ResourceTimeout time.Duration
+	// Types maps a resource type to its implementation (default
+	// resources.Types()).
+	Types map[string]resources.Type
+	// Emit receives every event as it happens (for a live terminal view);
+	// may be nil.
+	Emit func(Event)
+}
+
+// node is one resource during a run. Only the goroutine that runs it
+// writes ev; the scheduler reads it after that goroutine reported done.
+type node struct {
+	res        *catalogs.Resource
+	deps       []*node
+	dependents []*node
+	notifiers  []*node // resources that refresh this one when they change
+	waiting    int     // dependencies not finished yet
+	ev         Event
+	pending    bool   // noop: this resource's change was not made
+	blame      string // the failed resource that made this one skip
+}
+
+// Converge makes the host match cat and returns one event per resource,
+// sorted by id. Cancelling ctx stops the run between resources: those not
+// started are skipped with the cause "run interrupted".
+func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opts ConvergeOptions) []Event {
+	if opts.Parallel <= 0 {
+		opts.Parallel = 4
+	}
+	if opts.ResourceTimeout <= 0 {
+		opts.ResourceTimeout = 10 * time.Minute
+	}
+	if opts.Types == nil {
+		opts.Types = resources.Types()
+	}
+	nodes := buildGraph(cat)
+
+	var (
+		mu    sync.Mutex
+		ready []*node
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, opts.Parallel)
+		done  = make(chan *node, len(nodes))
+	)
+	for _, n := range nodes {
+		if n.waiting == 0 {
+			ready = append(ready, n)
+		}
+	}
+	finished, inflight := 0, 0
+	for finished < len(nodes) {
+		mu.Lock()
+		batch := ready
+		ready = nil
+		mu.Unlock()
+		for _, n := range batch {
+			inflight++
+			if ctx.Err() != nil {
+				n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Skipped, Cause: "run interrupted"}
+				done <- n
+				continue
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				converge(ctx, h, n, opts)
+				done <- n
+			}()
+		}
+		if inflight == 0 {
+			// Nothing runs and nothing is ready: the rest wait on each
+			// other. The compiler rejects cycles, so only a hand-made
+			// catalog gets here; fail them rather than hang.
+			failCycle(nodes)
+			break
+		}
+		n := <-done
+		inflight--
+		finished++
+		if opts.Emit != nil {
+			opts.Emit(n.ev)
+		}
+		for _, d := range n.dependents {
+			d.waiting--
+			if d.waiting == 0 {
+				mu.Lock()
+				ready = append(ready, d)
+				mu.Unlock()
+			}
+		}
+	}
+	wg.Wait()
+	events := make([]Event, len(nodes))
+	for i, n := range nodes {
+		events[i] = n.ev
+	}
+	slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) })
+	return events
+}
+
+func failCycle(nodes []*node) {
+	var stuck []string
+	for _, n := range nodes {
+		if n.waiting > 0 {
+			stuck = append(stuck, n.res.ID)
+		}
+	}
+	slices.Sort(stuck)
+	for _, n := range nodes {
+		if n.waiting > 0 {
+			n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Failed,
+				Error: "dependency cycle among " + strings.Join(stuck, ", ")}
+		}
+	}
+}
+
+// buildGraph links the catalog's resources by their require edges. The
+// compiler already rejected missing references and cycles; an edge to an
+// unknown id (a hand-made catalog) is ignored rather than deadlocking.
+func buildGraph(cat *catalogs.Catalog) []*node {
+	nodes := make([]*node, len(cat.Resources))
+	byID := make(map[string]*node, len(cat.Resources))
+	pool := make([]node, len(cat.Resources))
+	for i := range cat.Resources {
+		n := &pool[i]
+		n.res = &cat.Resources[i]
+		nodes[i] = n
+		byID[n.res.ID] = n
+	}
+	for _, n := range nodes {
+		for _, id := range n.res.Require {
+			if d, ok := byID[id]; ok && d != n {
+				n.deps = append(n.deps, d)
+				d.dependents = append(d.dependents, n)
+				n.waiting++
+			}
+		}
+		for _, id := range n.res.Notify {
+			if t, ok := byID[id]; ok {
+				t.notifiers = append(t.notifiers, n)
+			}
+		}
+	}
+	return nodes
+}
+
+// converge runs one resource: skip, check, apply, re-check, refresh.
+func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOptions) {
+	start := time.Now()
+	n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source}
+	defer func() {
+		if p := recover(); p != nil {
+			// A bug in one type fails that resource, not the run.
+			n.ev.Status = Failed
+			n.ev.Error = fmt.Sprintf("panic: %v\n%s", p, firstFrames(debug.Stack()))
+		}
+		n.ev.Duration = time.Since(start)
+	}()
+	for _, d := range n.deps {
+		if d.ev.Status == Failed || d.ev.Status == Skipped {
+			n.ev.Status = Skipped
+			n.blame = d.res.ID
+			if d.blame != "" {
+				n.blame = d.blame
+			}
+			n.ev.Cause = "dependency " + n.blame + " failed"
+			return
+		}
+	}
+	typ, ok := opts.Types[n.res.Type]
+	if !ok {
+		fail(n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.ResourceTimeout)
+	defer cancel()
+
+	var pendingDep string
+	if opts.Noop {
+		for _, d := range n.deps {
+			if d.pending {
+				pendingDep = d.res.ID
+				break
+			}
+		}
+	}
+	plan, err := typ.Check(ctx, h, n.res)
+	switch {
+	case err != nil && pendingDep != "":
+		n.ev.Status, n.pending = Unknown, true
+		n.ev.Cause = fmt.Sprintf("depends on %s, which would change first (check said: %v)", pendingDep, err)
+		return
+	case err != nil:
+		fail(n, fmt.Errorf("check: %w", err))
+		return
+	}
+	n.ev.Changes = redact(plan.Changes)
+	if opts.Noop {
+		switch {
+		case pendingDep != "":
+			n.ev.Status, n.pending = Unknown, true
+			n.ev.Cause = "depends on " + pendingDep + ", which would change first"
+			n.ev.Noop = !plan.InSync()
+		case !plan.InSync():
+			n.ev.Status, n.ev.Noop, n.pending = Changed, true, true
+		default:
+			n.ev.Status = InSync
+		}
+		if notifier := changedNotifier(n); notifier != "" {
+			if _, ok := typ.(resources.Refresher); ok {
+				n.ev.Refresh = "would refresh"
+				n.ev.Cause = strings.TrimPrefix(n.ev.Cause+"; ", "; ") + "notified by " + notifier
+			}
+		}
+		return
+	}
+	if plan.InSync() {
+		n.ev.Status = InSync
+	} else {
+		err := typ.Apply(ctx, h, plan)
+		n.ev.Output = plan.Output
+		if err != nil {
+			fail(n, fmt.Errorf("apply: %w", err))
+			return
+		}
+		again, err := typ.Check(ctx, h, n.res)
+		if err != nil {
+			fail(n, fmt.Errorf("check after apply: %w", err))
+			return
+		}
+		if !again.InSync() {
+			fail(n, fmt.Errorf("did not converge: still %s after apply", describe(again.Changes)))
+			return
+		}
+		n.ev.Status = Changed
+	}
+	// A refresh reaches a resource once, after it converged, and only when
+	// it did not change itself: a service just started or restarted for a
+	// new spec needs no second restart.
+	if notifier := changedNotifier(n); notifier != "" && n.ev.Status == InSync {
+		if r, ok := typ.(resources.Refresher); ok {
+			if err := r.Refresh(ctx, h, n.res); err != nil {
+				fail(n, fmt.Errorf("refresh (notified by %s): %w", notifier, err))
+				return
+			}
+			n.ev.Refresh = "refreshed"
+			n.ev.Cause = "notified by " + notifier
+		}
+	}
+}
+
+// changedNotifier names a resource that changed and notifies n, if any.
+func changedNotifier(n *node) string {
+	var ids []string
+	for _, s := range n.notifiers {
+		// In noop, an unknown notifier whose check saw changes would
+		// most likely change too.
+		if s.ev.Status == Changed || (s.ev.Status == Unknown && s.ev.Noop) {
+			ids = append(ids, s.res.ID)
+		}
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, ", ")
+}
+
+func fail(n *node, err error) {
+	n.ev.Status = Failed
+	n.ev.Error = err.Error()
+	var te interface{ Timeout() bool }
+	if errors.As(err, &te) && te.Timeout() {
+		n.ev.Error += " (resource timeout)"
+	}
+}
+
+// describe summarises changes for an error message.
+func describe(cs []resources.Change) string {
+	var parts []string
+	for _, c := range cs {
+		switch {
+		case c.Sensitive:
+			parts = append(parts, c.Attr+" (sensitive)")
+		case c.From != "" || c.To != "":
+			parts = append(parts, fmt.Sprintf("%s %s → %s", c.Attr, c.From, c.To))
+		default:
+			parts = append(parts, c.Attr)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// firstFrames keeps the top of a stack trace: enough to find the bug,
+// short enough for a report.
+func firstFrames(stack []byte) string {
+	lines := strings.Split(string(stack), "\n")
+	if len(lines) > 16 {
+		lines = lines[:16]
+	}
+	return strings.Join(lines, "\n")
+}

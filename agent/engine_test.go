@@ -1,0 +1,348 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/catalogs"
+)
+
+// fakeType is a resource type over an in-memory host (a map), so that the
+// engine's ordering, skipping, noop and refresh rules are tested apart from
+// real types (which have their own conformance tests on real hosts).
+// Attributes: value (the wanted value), fail_check, fail_apply,
+// no_converge, panic, sleep_ms.
+type fakeType struct {
+	mu        sync.Mutex
+	host      map[string]string
+	applied   []string
+	refreshed []string
+	order     []string // check order
+	running   atomic.Int32
+	maxRun    atomic.Int32
+}
+
+func newFake() *fakeType { return &fakeType{host: map[string]string{}} }
+
+func (f *fakeType) Check(_ context.Context, _ *resources.Host, r *catalogs.Resource) (*resources.Plan, error) {
+	n := f.running.Add(1)
+	defer f.running.Add(-1)
+	for {
+		m := f.maxRun.Load()
+		if n <= m || f.maxRun.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	if ms, ok := r.Int("sleep_ms"); ok {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.order = append(f.order, r.ID)
+	if r.Bool("panic") {
+		panic("boom")
+	}
+	if r.Bool("fail_check") {
+		return nil, errors.New("cannot read")
+	}
+	want := r.String("value")
+	if got := f.host[r.ID]; got != want {
+		return &resources.Plan{Resource: r, Changes: []resources.Change{{Attr: "value", From: f.host[r.ID], To: want, Action: resources.Update, Sensitive: r.Bool("secret")}}}, nil
+	}
+	return &resources.Plan{Resource: r}, nil
+}
+
+func (f *fakeType) Apply(_ context.Context, _ *resources.Host, p *resources.Plan) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = append(f.applied, p.Resource.ID)
+	if p.Resource.Bool("fail_apply") {
+		p.Output = "it broke"
+		return errors.New("exit status 1")
+	}
+	if !p.Resource.Bool("no_converge") {
+		f.host[p.Resource.ID] = p.Resource.String("value")
+	}
+	return nil
+}
+
+func (f *fakeType) Refresh(_ context.Context, _ *resources.Host, r *catalogs.Resource) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshed = append(f.refreshed, r.ID)
+	return nil
+}
+
+// fakeCatalog builds a catalog of fake resources: each spec is
+// "id attr=value ... require=a,b notify=c".
+func fakeCatalog(specs ...string) *catalogs.Catalog {
+	cat := &catalogs.Catalog{Node: "test"}
+	for _, spec := range specs {
+		fields := strings.Fields(spec)
+		r := catalogs.Resource{ID: "fake:" + fields[0], Type: "fake", Name: fields[0], Attrs: map[string]any{"value": "v"}}
+		for _, f := range fields[1:] {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "require", "notify":
+				var ids []string
+				for _, id := range strings.Split(v, ",") {
+					ids = append(ids, "fake:"+id)
+				}
+				if k == "require" {
+					r.Require = append(r.Require, ids...)
+				} else {
+					r.Notify = append(r.Notify, ids...)
+				}
+			case "value":
+				r.Attrs[k] = v
+			case "sleep_ms":
+				r.Attrs[k] = int64(len(v))
+			default:
+				r.Attrs[k] = true
+			}
+		}
+		cat.Resources = append(cat.Resources, r)
+	}
+	// A notify implies the target waits, as the compiler makes it.
+	for i := range cat.Resources {
+		for _, t := range cat.Resources[i].Notify {
+			for j := range cat.Resources {
+				if cat.Resources[j].ID == t {
+					cat.Resources[j].Require = append(cat.Resources[j].Require, cat.Resources[i].ID)
+				}
+			}
+		}
+	}
+	slices.SortFunc(cat.Resources, func(a, b catalogs.Resource) int { return strings.Compare(a.ID, b.ID) })
+	return cat
+}
+
+func statuses(events []Event) map[string]string {
+	m := map[string]string{}
+	for _, e := range events {
+		s := string(e.Status)
+		if e.Refresh != "" {
+			s += "+" + e.Refresh
+		}
+		m[strings.TrimPrefix(e.ID, "fake:")] = s
+	}
+	return m
+}
+
+func TestConverge(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		specs []string
+		noop  bool
+		pre   map[string]string // host state before the run
+		want  map[string]string
+	}{
+		{
+			name:  "changes then in sync",
+			specs: []string{"a", "b require=a"},
+			pre:   map[string]string{"fake:b": "v"},
+			want:  map[string]string{"a": "changed", "b": "in-sync"},
+		},
+		{
+			name:  "a failure skips its dependents and nothing else",
+			specs: []string{"a fail_apply", "b require=a", "c require=b", "d"},
+			want:  map[string]string{"a": "failed", "b": "skipped", "c": "skipped", "d": "changed"},
+		},
+		{
+			name:  "a check failure fails the resource",
+			specs: []string{"a fail_check", "b"},
+			want:  map[string]string{"a": "failed", "b": "changed"},
+		},
+		{
+			name:  "did not converge is a failure",
+			specs: []string{"a no_converge"},
+			want:  map[string]string{"a": "failed"},
+		},
+		{
+			name:  "a panic fails one resource",
+			specs: []string{"a panic", "b"},
+			want:  map[string]string{"a": "failed", "b": "changed"},
+		},
+		{
+			name:  "refresh reaches an in-sync target once, after it converged",
+			specs: []string{"conf notify=svc", "conf2 notify=svc", "svc"},
+			pre:   map[string]string{"fake:svc": "v"},
+			want:  map[string]string{"conf": "changed", "conf2": "changed", "svc": "in-sync+refreshed"},
+		},
+		{
+			name:  "no refresh for a target that changed itself",
+			specs: []string{"conf notify=svc", "svc"},
+			want:  map[string]string{"conf": "changed", "svc": "changed"},
+		},
+		{
+			name:  "no refresh when the source did not change",
+			specs: []string{"conf notify=svc", "svc"},
+			pre:   map[string]string{"fake:svc": "v", "fake:conf": "v"},
+			want:  map[string]string{"conf": "in-sync", "svc": "in-sync"},
+		},
+		{
+			name:  "noop reports would-change, unknown for dependents, would refresh",
+			specs: []string{"dir", "file require=dir notify=svc", "svc", "other"},
+			noop:  true,
+			pre:   map[string]string{"fake:svc": "v", "fake:other": "v"},
+			want:  map[string]string{"dir": "changed", "file": "unknown", "svc": "unknown+would refresh", "other": "in-sync"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake()
+			for k, v := range tt.pre {
+				f.host[k] = v
+			}
+			before := len(f.host)
+			events := Converge(context.Background(), &resources.Host{Root: t.TempDir()}, fakeCatalog(tt.specs...),
+				ConvergeOptions{Noop: tt.noop, Types: map[string]resources.Type{"fake": f}})
+			if diff := cmp.Diff(tt.want, statuses(events)); diff != "" {
+				t.Errorf("statuses (-want +got):\n%s", diff)
+			}
+			if tt.noop && (len(f.applied) > 0 || len(f.refreshed) > 0 || len(f.host) != before) {
+				t.Errorf("noop applied %v, refreshed %v", f.applied, f.refreshed)
+			}
+			for _, e := range events {
+				if e.Status == Skipped && !strings.Contains(e.Cause, "fake:a failed") {
+					t.Errorf("%s skipped with cause %q, want it to name fake:a", e.ID, e.Cause)
+				}
+				if e.Status == Failed && e.Error == "" {
+					t.Errorf("%s failed without an error", e.ID)
+				}
+			}
+		})
+	}
+}
+
+func TestConvergeOrderAndParallelism(t *testing.T) {
+	t.Parallel()
+	// A chain must run in order; eight independent resources may overlap
+	// but never beyond the bound.
+	specs := []string{"c1", "c2 require=c1", "c3 require=c2"}
+	for _, id := range []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"} {
+		specs = append(specs, id+" sleep_ms=xxxxxxxxxxxxxxxxxxxx") // 20 ms each
+	}
+	f := newFake()
+	Converge(context.Background(), &resources.Host{}, fakeCatalog(specs...), ConvergeOptions{Parallel: 3, Types: map[string]resources.Type{"fake": f}})
+	var chain []string
+	for _, id := range f.order {
+		if strings.HasPrefix(id, "fake:c") {
+			chain = append(chain, id)
+		}
+	}
+	// Each chain link is checked twice (check, re-check after apply).
+	if want := []string{"fake:c1", "fake:c1", "fake:c2", "fake:c2", "fake:c3", "fake:c3"}; !cmp.Equal(chain, want) {
+		t.Errorf("chain order = %v, want %v", chain, want)
+	}
+	if m := f.maxRun.Load(); m > 3 {
+		t.Errorf("%d resources ran at once, bound is 3", m)
+	}
+}
+
+func TestConvergeSecondRunNeverApplies(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	cat := fakeCatalog("a", "b require=a notify=c", "c")
+	Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{"fake": f}})
+	f.applied, f.refreshed = nil, nil
+	events := Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{"fake": f}})
+	for _, e := range events {
+		if e.Status != InSync || e.Refresh != "" {
+			t.Errorf("second run: %s is %s %s", e.ID, e.Status, e.Refresh)
+		}
+	}
+	if len(f.applied)+len(f.refreshed) > 0 {
+		t.Errorf("second run applied %v and refreshed %v", f.applied, f.refreshed)
+	}
+}
+
+func TestConvergeRedactsSensitiveChanges(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	cat := fakeCatalog("a secret value=hunter2")
+	for _, noop := range []bool{true, false} {
+		var emitted []Event
+		events := Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Noop: noop, Types: map[string]resources.Type{"fake": f},
+			Emit: func(e Event) { emitted = append(emitted, e) }})
+		for _, e := range append(events, emitted...) {
+			for _, c := range e.Changes {
+				if strings.Contains(c.From+c.To+c.Diff, "hunter2") {
+					t.Errorf("noop=%v: a sensitive value reached an event: %+v", noop, c)
+				}
+			}
+		}
+	}
+}
+
+func TestConvergeInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f := newFake()
+	events := Converge(ctx, &resources.Host{}, fakeCatalog("a", "b require=a"), ConvergeOptions{Types: map[string]resources.Type{"fake": f}})
+	for _, e := range events {
+		if e.Status != Skipped || e.Cause != "run interrupted" {
+			t.Errorf("%s: %s %q, want skipped: run interrupted", e.ID, e.Status, e.Cause)
+		}
+	}
+	if len(f.applied) > 0 {
+		t.Errorf("an interrupted run applied %v", f.applied)
+	}
+}
+
+func TestConvergeCycleInHandMadeCatalog(t *testing.T) {
+	t.Parallel()
+	cat := fakeCatalog("a require=b", "b require=a", "c")
+	done := make(chan []Event)
+	go func() {
+		done <- Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{"fake": newFake()}})
+	}()
+	select {
+	case events := <-done:
+		if got := statuses(events); got["a"] != "failed" || got["b"] != "failed" || got["c"] != "changed" {
+			t.Errorf("statuses = %v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Converge hung on a cycle")
+	}
+}
+
+func TestUnknownTypeFails(t *testing.T) {
+	t.Parallel()
+	cat := &catalogs.Catalog{Resources: []catalogs.Resource{{ID: "widget:x", Type: "widget", Name: "x"}}}
+	events := Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{}})
+	if events[0].Status != Failed || !strings.Contains(events[0].Error, "widget") {
+		t.Errorf("event = %+v", events[0])
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		s    Summary
+		want int
+	}{
+		{Summary{InSync: 3}, 0},
+		{Summary{Changed: 1}, 2},
+		{Summary{Failed: 1}, 4},
+		{Summary{Changed: 1, Skipped: 1}, 6},
+		{Summary{Refreshed: 1}, 2},
+	} {
+		r := Report{Summary: tt.s}
+		if got := r.ExitCode(); got != tt.want {
+			t.Errorf("ExitCode(%+v) = %d, want %d", tt.s, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/herdcm/herd/agent/resources"
+)
+
+// Status is the outcome of one resource in one run.
+type Status string
+
+// The statuses.
+const (
+	InSync  Status = "in-sync" // nothing to do
+	Changed Status = "changed" // changed (or, in noop, would change)
+	Failed  Status = "failed"  // check, apply, re-check or refresh failed
+	Skipped Status = "skipped" // a dependency failed, or the run was stopped
+	Unknown Status = "unknown" // noop: depends on a change noop did not make
+)
+
+// Event is everything a run says about one resource. The report, the
+// terminal view and the spool all read the same events.
+type Event struct {
+	ID      string             `json:"id"`
+	Type    string             `json:"type"`
+	Status  Status             `json:"status"`
+	Noop    bool               `json:"noop,omitempty"` // the changes were not made
+	Changes []resources.Change `json:"changes,omitempty"`
+	// Refresh is "refreshed", "would refresh" (noop), or "" when the
+	// resource was not notified (or needed no refresh).
+	Refresh string `json:"refresh,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Cause says why a resource was skipped or unknown, naming the
+	// resource responsible.
+	Cause    string        `json:"cause,omitempty"`
+	Output   string        `json:"output,omitempty"`
+	Source   string        `json:"source,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Summary counts a run's events.
+type Summary struct {
+	Resources int `json:"resources"`
+	InSync    int `json:"in_sync"`
+	Changed   int `json:"changed"`
+	Failed    int `json:"failed"`
+	Skipped   int `json:"skipped"`
+	Unknown   int `json:"unknown"`
+	Refreshed int `json:"refreshed"`
+}
+
+// Report is the outcome of one run.
+type Report struct {
+	RunID         string                   `json:"run_id"`
+	Node          string                   `json:"node"`
+	Version       string                   `json:"version"`
+	CatalogDigest string                   `json:"catalog_digest"`
+	Noop          bool                     `json:"noop"`
+	Started       time.Time                `json:"started"`
+	Duration      time.Duration            `json:"duration_ns"`
+	Phases        map[string]time.Duration `json:"phases_ns"`
+	Summary       Summary                  `json:"summary"`
+	Events        []Event                  `json:"events"` // sorted by resource id
+}
+
+// ExitCode is the run's exit status in Puppet's --detailed-exitcodes
+// convention: 0 in sync, 2 changed, 4 failures, 6 changes and failures.
+// Noop changes count as changes, so that `herd apply --noop` tells a
+// pipeline whether a run would do something.
+func (r *Report) ExitCode() int {
+	code := 0
+	if r.Summary.Changed > 0 || r.Summary.Refreshed > 0 {
+		code |= 2
+	}
+	if r.Summary.Failed > 0 || r.Summary.Skipped > 0 {
+		code |= 4
+	}
+	return code
+}
+
+func (s *Summary) add(e Event) {
+	s.Resources++
+	switch e.Status {
+	case InSync:
+		s.InSync++
+	case Changed:
+		s.Changed++
+	case Failed:
+		s.Failed++
+	case Skipped:
+		s.Skipped++
+	case Unknown:
+		s.Unknown++
+	}
+	if e.Refresh == "refreshed" || e.Refresh == "would refresh" {
+		s.Refreshed++
+	}
+}
+
+// redact clears the values of sensitive changes, so that a secret never
+// reaches an event, whatever a type put in its plan.
+func redact(cs []resources.Change) []resources.Change {
+	for i := range cs {
+		if cs[i].Sensitive {
+			cs[i].From, cs[i].To, cs[i].Diff = "", "", ""
+		}
+	}
+	return cs
+}

@@ -1,0 +1,222 @@
+package resources
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// dirView is what Check reads of the directory that holds a path. Check
+// runs for every managed file on every run, so it has two ways in: one
+// openat2(2) with RESOLVE_IN_ROOT (the kernel resolves the path as if the
+// host root were "/", in one system call), and os.Root for kernels or
+// sandboxes without openat2. Both follow links on the way as the host
+// would from inside its root and never leave it. Apply always writes
+// through os.Root.
+type dirView interface {
+	// lstat stats name without following a link.
+	lstat(name string) (syscall.Stat_t, error)
+	readlink(name string) (string, error)
+	// open opens name for reading, failing unless it is still the object
+	// want describes (so a link or FIFO swapped in is never read).
+	open(name string, want *syscall.Stat_t) (io.ReadCloser, error)
+	// names lists up to n entries (n <= 0: all) of the directory name.
+	names(name string, n int) ([]string, error)
+	close()
+}
+
+// openat2Missing is set once openat2 has failed as unsupported (an old
+// kernel, a seccomp filter), so that every later check goes straight to
+// os.Root.
+var openat2Missing atomic.Bool
+
+// openView opens the directory holding rel (relative to root) for Check.
+// A missing directory is fs.ErrNotExist. portable skips openat2.
+func openView(root, rel string, portable bool) (dirView, error) {
+	dir, _ := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	if !portable && !openat2Missing.Load() {
+		v, err := openFDView(root, dir)
+		if err == nil || !unsupported(err) {
+			return v, err
+		}
+		openat2Missing.Store(true)
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("opening the host root: %w", err)
+	}
+	defer r.Close()
+	pr, _, _, err := openParent(r, rel)
+	if err != nil {
+		return nil, err
+	}
+	return rootView{pr}, nil
+}
+
+// unsupported reports an error that means openat2 cannot be used here.
+func unsupported(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.E2BIG)
+}
+
+func openFDView(root, dir string) (dirView, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rfd)
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(rfd, dir, &how)
+		switch {
+		case err == nil:
+			return fdView(fd), nil
+		case err == unix.EINTR || err == unix.EAGAIN:
+			// EAGAIN: a rename raced the lookup; the kernel asks for a retry.
+			continue
+		}
+		return nil, &fs.PathError{Op: "openat2", Path: dir, Err: err}
+	}
+}
+
+// fdView reads through a directory descriptor opened by openat2, with raw
+// system calls: no os.File, no poller registration, nothing to allocate
+// on the in-sync path.
+type fdView int
+
+func (v fdView) lstat(name string) (syscall.Stat_t, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(int(v), name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return syscall.Stat_t{}, &fs.PathError{Op: "lstat", Path: name, Err: err}
+		}
+		// unix.Stat_t and syscall.Stat_t are the same kernel struct.
+		return syscall.Stat_t{
+			Dev: st.Dev, Ino: st.Ino, Nlink: st.Nlink, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+			Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
+			Atim: syscall.Timespec(st.Atim), Mtim: syscall.Timespec(st.Mtim), Ctim: syscall.Timespec(st.Ctim),
+		}, nil
+	}
+}
+
+func (v fdView) readlink(name string) (string, error) {
+	for n := 256; ; n *= 2 {
+		buf := make([]byte, n)
+		m, err := unix.Readlinkat(int(v), name, buf)
+		if err != nil {
+			return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+		}
+		if m < n {
+			return string(buf[:m]), nil
+		}
+	}
+}
+
+func (v fdView) open(name string, want *syscall.Stat_t) (io.ReadCloser, error) {
+	// O_NOFOLLOW: a link swapped in fails rather than being followed;
+	// O_NONBLOCK: a FIFO swapped in does not hang the open.
+	fd, err := unix.Openat(int(v), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Dev != want.Dev || st.Ino != want.Ino {
+		unix.Close(fd)
+		if err == nil {
+			err = errors.New("changed while being checked")
+		}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return fdReader(fd), nil
+}
+
+func (v fdView) names(name string, n int) ([]string, error) {
+	fd, err := unix.Openat(int(v), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	d := os.NewFile(uintptr(fd), name)
+	defer d.Close()
+	return readNames(d, n)
+}
+
+func (v fdView) close() { unix.Close(int(v)) }
+
+// fdReader reads a regular file's descriptor.
+type fdReader int
+
+func (r fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(r), p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (r fdReader) Close() error { return unix.Close(int(r)) }
+
+// rootView reads through an os.Root opened on the directory.
+type rootView struct{ r *os.Root }
+
+func (v rootView) lstat(name string) (syscall.Stat_t, error) {
+	fi, err := v.r.Lstat(name)
+	if err != nil {
+		return syscall.Stat_t{}, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return syscall.Stat_t{}, fmt.Errorf("lstat %s: no unix stat", name)
+	}
+	return *st, nil
+}
+
+func (v rootView) readlink(name string) (string, error) { return v.r.Readlink(name) }
+
+func (v rootView) open(name string, want *syscall.Stat_t) (io.ReadCloser, error) {
+	return openSame(v.r, name, want)
+}
+
+func (v rootView) names(name string, n int) ([]string, error) {
+	d, err := v.r.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return readNames(d, n)
+}
+
+func (v rootView) close() { v.r.Close() }
+
+// readNames lists up to n entries of an open directory (n <= 0: all).
+func readNames(d *os.File, n int) ([]string, error) {
+	names, err := d.Readdirnames(n)
+	if err == io.EOF {
+		err = nil
+	}
+	return names, err
+}

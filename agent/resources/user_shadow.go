@@ -1,0 +1,168 @@
+package resources
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herdcm/herd/catalogs"
+)
+
+// shadowTimeout bounds one run of a shadow tool (useradd, groupmod, …).
+// They finish in milliseconds; a longer wait means a lock that will not
+// come free, and the run should say so rather than hang.
+const shadowTimeout = 2 * time.Minute
+
+// accountsDB is a host root's etc/passwd and etc/group, read in process
+// for one Check: the files are small, and reading them is cheaper than
+// knowing whether they changed.
+type accountsDB struct {
+	users  []Account
+	groups []Account
+}
+
+// readAccountsDB reads root's etc/passwd and etc/group.
+func readAccountsDB(root string) (*accountsDB, error) {
+	users, err := ReadAccounts(filepath.Join(root, "etc/passwd"), true)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := ReadAccounts(filepath.Join(root, "etc/group"), false)
+	if err != nil {
+		return nil, err
+	}
+	return &accountsDB{users: users, groups: groups}, nil
+}
+
+// user finds a user by name.
+func (db *accountsDB) user(name string) (Account, bool) {
+	for _, a := range db.users {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Account{}, false
+}
+
+// group finds a group by name or, failing that, by number, the way the
+// shadow tools resolve -g and -G.
+func (db *accountsDB) group(nameOrID string) (Account, bool) {
+	for _, a := range db.groups {
+		if a.Name == nameOrID {
+			return a, true
+		}
+	}
+	if id, err := strconv.Atoi(nameOrID); err == nil {
+		for _, a := range db.groups {
+			if a.ID == id {
+				return a, true
+			}
+		}
+	}
+	return Account{}, false
+}
+
+// groupName names gid for a message: its name, or the number when the
+// root has no such group.
+func (db *accountsDB) groupName(gid int) string {
+	for _, a := range db.groups {
+		if a.ID == gid {
+			return a.Name
+		}
+	}
+	return strconv.Itoa(gid)
+}
+
+// memberships returns the names of the groups whose member lists name
+// user: its supplementary groups, sorted.
+func (db *accountsDB) memberships(user string) []string {
+	var out []string
+	for _, g := range db.groups {
+		if slices.Contains(g.Members, user) {
+			out = append(out, g.Name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// accountState is what a user or group Check hands Apply: the one shadow
+// tool command that makes the host match, so that Apply does exactly what
+// the plan showed.
+type accountState struct {
+	doing string // "creating user alice", for errors
+	argv  []string
+}
+
+// shadowArgv starts a command of the shadow suite for root. A sandbox root
+// gets --prefix, which makes the tools read and write root's etc/passwd,
+// group, shadow and gshadow and its login.defs and default/useradd, and
+// resolve group names there. The tool is named without a path: this
+// machine's tool works on the root.
+func shadowArgv(root, tool string) []string {
+	if root != "/" {
+		return []string{tool, "--prefix", root}
+	}
+	return []string{tool}
+}
+
+// shadowApply runs the command of an account plan.
+func shadowApply(ctx context.Context, h *Host, p *Plan) error {
+	st, ok := p.State.(*accountState)
+	if !ok {
+		return fmt.Errorf("applying %s: the plan has no account command", p.Resource.ID)
+	}
+	res, err := h.Run(ctx, Cmd{Argv: st.argv, Timeout: shadowTimeout})
+	p.Output += string(res.Output)
+	if err != nil {
+		return fmt.Errorf("%s: %w", st.doing, err)
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("%s: %s exited with status %d: %s", st.doing, st.argv[0], res.ExitCode, toolErrorLine(res.Output))
+	}
+	return nil
+}
+
+// accountRoot is the host root, "/" when unset.
+func accountRoot(h *Host) string {
+	if h.Root == "" {
+		return "/"
+	}
+	return h.Root
+}
+
+// accountName returns the resource's account name, refusing one the
+// shadow tools would misread: an option ("-o…"), or a name with the
+// separators of etc/passwd and etc/group in it. The compiler checks the
+// full rule; this guards the command line whatever the catalog's origin.
+func accountName(typ string, r *catalogs.Resource) (string, error) {
+	name := r.String("name")
+	if name == "" {
+		name = r.Name
+	}
+	if name == "" || name[0] == '-' || strings.ContainsAny(name, ":,/ \t\n") {
+		return "", fmt.Errorf("checking %s %q: not a valid account name", typ, name)
+	}
+	return name, nil
+}
+
+// accountEnsure returns ensure, "present" by default.
+func accountEnsure(typ, name string, r *catalogs.Resource) (string, error) {
+	switch e := r.String("ensure"); e {
+	case "", "present":
+		return "present", nil
+	case "absent":
+		return e, nil
+	default:
+		return "", fmt.Errorf("checking %s %s: ensure %q: want present or absent", typ, name, e)
+	}
+}
+
+// accountIgnores reports whether the resource leaves attr to another tool.
+func accountIgnores(r *catalogs.Resource, attr string) bool {
+	return slices.Contains(r.Strings("ignore"), attr)
+}

@@ -1,0 +1,267 @@
+package agent
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/agent/supervise"
+	"github.com/herdcm/herd/catalogs"
+)
+
+// ServiceStore returns the supervisor's record store, kept in this state.
+// A record written (sqlite, WAL, synchronous=NORMAL) survives the agent
+// crashing; after a power loss the processes it names are gone anyway and
+// the boot id tells the supervisor so.
+func (s *State) ServiceStore() supervise.Store { return serviceStore{s.db} }
+
+type serviceStore struct{ db *sql.DB }
+
+func (ss serviceStore) Load(ctx context.Context) ([]supervise.Record, error) {
+	rows, err := ss.db.QueryContext(ctx, `SELECT name, record FROM services ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("loading service records: %w", err)
+	}
+	defer rows.Close()
+	var out []supervise.Record
+	for rows.Next() {
+		var name, rec string
+		if err := rows.Scan(&name, &rec); err != nil {
+			return nil, fmt.Errorf("loading service records: %w", err)
+		}
+		var r supervise.Record
+		if err := json.Unmarshal([]byte(rec), &r); err != nil {
+			return nil, fmt.Errorf("loading the record of service %s: %w", name, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (ss serviceStore) Save(ctx context.Context, r supervise.Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("saving the record of service %s: %w", r.Name, err)
+	}
+	if _, err := ss.db.ExecContext(ctx, `INSERT INTO services (name, record) VALUES (?, ?)
+		ON CONFLICT(name) DO UPDATE SET record = excluded.record`, r.Name, string(b)); err != nil {
+		return fmt.Errorf("saving the record of service %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+func (ss serviceStore) Delete(ctx context.Context, name string) error {
+	if _, err := ss.db.ExecContext(ctx, `DELETE FROM services WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("deleting the record of service %s: %w", name, err)
+	}
+	return nil
+}
+
+// Services adapts the supervisor to the service resource type for one host
+// root: it resolves the catalog's names (a program, a user) under the
+// root, and remembers which catalog spec each running service was started
+// with.
+type Services struct {
+	sup  *supervise.Supervisor
+	st   *State
+	root string
+
+	mu    sync.Mutex
+	wants map[string][2]string // name → {catalog digest, supervisor digest}
+}
+
+var _ resources.Services = (*Services)(nil)
+
+// NewServices starts a supervisor over st (adopting the services an
+// earlier run left running) for the host at root. Close it when the run
+// ends: the services keep running.
+func NewServices(ctx context.Context, st *State, root string, log *slog.Logger) (*Services, error) {
+	sup, err := supervise.New(ctx, supervise.Options{
+		Store:  st.ServiceStore(),
+		LogDir: filepath.Join(st.dir, "logs"),
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Services{sup: sup, st: st, root: root, wants: map[string][2]string{}}
+	rows, err := st.db.QueryContext(ctx, `SELECT name, want_digest, sup_digest FROM service_wants`)
+	if err != nil {
+		sup.Close()
+		return nil, fmt.Errorf("reading service wants: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, want, got string
+		if err := rows.Scan(&name, &want, &got); err != nil {
+			sup.Close()
+			return nil, fmt.Errorf("reading service wants: %w", err)
+		}
+		s.wants[name] = [2]string{want, got}
+	}
+	return s, rows.Err()
+}
+
+// Supervisor returns the underlying supervisor (for `herd services`).
+func (s *Services) Supervisor() *supervise.Supervisor { return s.sup }
+
+// Close stops supervising; the services keep running.
+func (s *Services) Close() error { return s.sup.Close() }
+
+// Ensure starts the service, or restarts it when its spec changed.
+func (s *Services) Ensure(ctx context.Context, want resources.ServiceSpec) (bool, error) {
+	spec, err := s.convert(want)
+	if err != nil {
+		return false, err
+	}
+	changed, err := s.sup.Ensure(ctx, spec)
+	if err != nil {
+		return changed, err
+	}
+	st, ok := s.sup.Status(want.Name)
+	if !ok {
+		return changed, fmt.Errorf("service %s: the supervisor lost it right after starting it", want.Name)
+	}
+	entry := [2]string{want.Digest(), st.Digest}
+	if _, err := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET want_digest = excluded.want_digest, sup_digest = excluded.sup_digest`,
+		want.Name, entry[0], entry[1]); err != nil {
+		return changed, fmt.Errorf("recording service %s: %w", want.Name, err)
+	}
+	s.mu.Lock()
+	s.wants[want.Name] = entry
+	s.mu.Unlock()
+	return changed, nil
+}
+
+// Stop stops a service and forgets it.
+func (s *Services) Stop(ctx context.Context, name string) error {
+	if err := s.sup.Remove(ctx, name); err != nil {
+		return err
+	}
+	if _, err := s.st.db.ExecContext(ctx, `DELETE FROM service_wants WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("forgetting service %s: %w", name, err)
+	}
+	s.mu.Lock()
+	delete(s.wants, name)
+	s.mu.Unlock()
+	return nil
+}
+
+// Restart restarts a service (a refresh).
+func (s *Services) Restart(ctx context.Context, name string) error { return s.sup.Restart(ctx, name) }
+
+// Running says whether name runs, and with which catalog spec: the digest
+// of the spec it was ensured with, when the supervisor still runs exactly
+// that; otherwise a digest no catalog spec has, so that the service type
+// sees a change.
+func (s *Services) Running(name string) (resources.ServiceState, bool) {
+	st, ok := s.sup.Status(name)
+	if !ok {
+		return resources.ServiceState{}, false
+	}
+	s.mu.Lock()
+	w, known := s.wants[name]
+	s.mu.Unlock()
+	digest := "supervisor:" + st.Digest
+	if known && w[1] == st.Digest {
+		digest = w[0]
+	}
+	// A service in backoff is still wanted up; the supervisor brings it
+	// back. Crash-loop, failed and stopped are not running.
+	running := st.State == supervise.StateRunning || st.State == supervise.StateBackoff
+	return resources.ServiceState{PID: st.PID, SpecDigest: digest, Running: running}, true
+}
+
+// convert turns the catalog's spec into the supervisor's, resolving what
+// the catalog names under the host root: the program (a package installed
+// into a sandbox provides it), the working directory, the user and group
+// (from the root's own accounts), and HERD_ROOT for the service to find its
+// files.
+func (s *Services) convert(w resources.ServiceSpec) (supervise.Spec, error) {
+	sandbox := s.root != "" && s.root != "/"
+	spec := supervise.Spec{
+		Name: w.Name, Argv: append([]string(nil), w.Argv...), Dir: w.Dir,
+		Restart: supervise.RestartPolicy(w.Restart), StopTimeout: w.StopTimeout,
+	}
+	herdRoot := ""
+	if sandbox {
+		herdRoot = s.root
+		if len(spec.Argv) > 0 {
+			if fi, err := os.Stat(filepath.Join(s.root, spec.Argv[0])); err == nil && fi.Mode().IsRegular() {
+				spec.Argv[0] = filepath.Join(s.root, spec.Argv[0])
+			}
+		}
+		if spec.Dir != "" {
+			spec.Dir = filepath.Join(s.root, spec.Dir)
+		} else {
+			spec.Dir = s.root
+		}
+	}
+	spec.Env = append([]string{"PATH=" + supervise.DefaultPath, "LANG=C.UTF-8", "HERD_ROOT=" + herdRoot}, w.Env...)
+	if w.StopSignal != "" {
+		sig := catalogs.SignalNumber(w.StopSignal)
+		if sig == 0 {
+			return spec, fmt.Errorf("service %s: unknown stop signal %s", w.Name, w.StopSignal)
+		}
+		spec.StopSignal = sig
+	}
+	if w.User != "" || w.Group != "" {
+		cred, err := s.credential(w.User, w.Group)
+		if err != nil {
+			return spec, fmt.Errorf("service %s: %w", w.Name, err)
+		}
+		spec.User = cred
+	}
+	if h := w.Health; h != nil {
+		spec.Health = &supervise.HealthCheck{Exec: h.Exec, HTTP: h.HTTP, TCP: h.TCP, Interval: h.Interval, Timeout: h.Timeout, Retries: h.Retries}
+		if sandbox && len(h.Exec) > 0 {
+			exec := append([]string(nil), h.Exec...)
+			if fi, err := os.Stat(filepath.Join(s.root, exec[0])); err == nil && fi.Mode().IsRegular() {
+				exec[0] = filepath.Join(s.root, exec[0])
+			}
+			spec.Health.Exec = exec
+		}
+	}
+	return spec, nil
+}
+
+func (s *Services) credential(user, group string) (*supervise.Credential, error) {
+	root := s.root
+	if root == "" {
+		root = "/"
+	}
+	cred := &supervise.Credential{}
+	if user != "" {
+		a, ok, err := resources.LookupUser(root, user)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("user %s does not exist in %s", user, filepath.Join(root, "etc/passwd"))
+		}
+		cred.UID, cred.GID = uint32(a.ID), uint32(a.GID)
+	}
+	if group != "" {
+		g, ok, err := resources.LookupGroup(root, group)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			if n, err := strconv.Atoi(group); err == nil {
+				cred.GID = uint32(n)
+				return cred, nil
+			}
+			return nil, fmt.Errorf("group %s does not exist in %s", group, filepath.Join(root, "etc/group"))
+		}
+		cred.GID = uint32(g.ID)
+	}
+	return cred, nil
+}

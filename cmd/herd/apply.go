@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/catalogs"
+)
+
+func newApplyCmd() *cobra.Command {
+	var (
+		o                      agent.ApplyOptions
+		jsonOut, diff, verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "apply --site DIR [--node NAME] [--root DIR] [--noop]",
+		Short: "Compile a site for this host and converge it (masterless)",
+		Long: `Compile the site for this host and make the host match it, like puppet apply.
+
+Every resource is checked; changes are applied in dependency order, with
+independent resources in parallel; a failed resource skips only its
+dependents. After applying a change the resource is checked again: a change
+that does not stick is a failure, not a success. Replaced file contents are
+kept (see herd backups). One run happens at a time: a second run declines
+at once, naming the first, unless --wait is given.
+
+--noop checks only and reports what would change; nothing is written. A
+resource whose state depends on a change noop did not make is reported as
+unknown, naming the change it waits for.
+
+--root DIR converges a sandbox: every path is under DIR, packages are
+installed with dpkg --root, accounts with useradd --prefix, and commands
+run with HERD_ROOT=DIR. State then lives in DIR/var/lib/herd.
+
+Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed,
+4 failures, 6 changes and failures, 1 the run could not start (a site
+error, the lock held), 64 bad usage.`,
+		Example: `  herd apply --site examples/site --root /tmp/sandbox --node web-01
+  herd apply --site /srv/site --noop --diff
+  herd apply --site . --json | jq '.events[] | select(.status == "failed")'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Site == "" {
+				return usageError(cmd, "--site is required")
+			}
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelInfo
+			}
+			o.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			o.AgentVersion = herdVersion()
+			o.Services = supervisorFor(o.Root, o.Log)
+			out := cmd.OutOrStdout()
+			if !jsonOut {
+				o.Emit = func(e agent.Event) { writeEvent(out, e, diff, verbose) }
+			}
+			r, err := agent.Apply(cmd.Context(), o)
+			if r == nil && err != nil {
+				var ds catalogs.Diagnostics
+				if errors.As(err, &ds) {
+					return siteError(o.Site, err)
+				}
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				writeSummary(out, r)
+			}
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "herd: warning:", err)
+			}
+			if code := r.ExitCode(); code != 0 {
+				return &codedError{code: code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Site, "site", "", "the site directory")
+	f.StringVar(&o.Node, "node", "", "the node name (default: this host's fqdn, else its hostname)")
+	f.StringVar(&o.Root, "root", "/", "the host root; a directory other than / is a sandbox")
+	f.StringVar(&o.StateDir, "state-dir", "", "the agent's state directory (default ROOT/var/lib/herd)")
+	f.BoolVar(&o.Noop, "noop", false, "check only: report what would change and change nothing")
+	f.IntVar(&o.Parallel, "parallel", 4, "resources converged at once, at most")
+	f.DurationVar(&o.ResourceTimeout, "resource-timeout", 10*time.Minute, "how long one resource may take")
+	f.DurationVar(&o.RunTimeout, "timeout", time.Hour, "how long the whole run may take")
+	f.DurationVar(&o.LockWait, "wait", 0, "wait this long for another run to finish instead of declining")
+	f.StringVar(&o.FactsDir, "facts-dir", "", "external facts directory (default ROOT/etc/herd/facts.d)")
+	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
+	f.BoolVar(&diff, "diff", false, "show content diffs of changed files")
+	f.BoolVar(&verbose, "verbose", false, "list in-sync resources too, and log more")
+	return cmd
+}
+
+// writeEvent prints one resource's outcome as it happens: terse, aligned,
+// in-sync resources only with --verbose.
+func writeEvent(w io.Writer, e agent.Event, diff, verbose bool) {
+	if e.Status == agent.InSync && e.Refresh == "" && !verbose {
+		return
+	}
+	status := string(e.Status)
+	if e.Noop && e.Status == agent.Changed {
+		status = "would change"
+	}
+	var detail []string
+	for _, c := range e.Changes {
+		switch {
+		case c.Sensitive:
+			detail = append(detail, c.Attr+" (sensitive)")
+		case c.Diff != "":
+			detail = append(detail, c.Attr+" changed")
+		case c.From != "" || c.To != "":
+			detail = append(detail, fmt.Sprintf("%s %s → %s", c.Attr, orNone(c.From), orNone(c.To)))
+		default:
+			detail = append(detail, c.Attr)
+		}
+	}
+	if e.Refresh != "" {
+		detail = append(detail, e.Refresh)
+	}
+	if e.Cause != "" {
+		detail = append(detail, e.Cause)
+	}
+	if e.Error != "" {
+		detail = append(detail, e.Error)
+	}
+	fmt.Fprintf(w, "%-12s %-40s %s\n", status, e.ID, strings.Join(detail, "; "))
+	if diff {
+		for _, c := range e.Changes {
+			if c.Diff != "" {
+				fmt.Fprint(w, indent(c.Diff, "    "))
+			}
+		}
+	}
+	if e.Status == agent.Failed && e.Output != "" {
+		fmt.Fprint(w, indent(e.Output, "    | "))
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func indent(s, prefix string) string {
+	s = strings.TrimRight(s, "\n")
+	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n"
+}
+
+func writeSummary(w io.Writer, r *agent.Report) {
+	s := r.Summary
+	verb := "converged"
+	if r.Noop {
+		verb = "checked (noop)"
+	}
+	fmt.Fprintf(w, "%s %s in %s: %d resources, %d in sync, %d changed, %d failed, %d skipped",
+		verb, r.Node, r.Duration.Round(time.Millisecond/10), s.Resources, s.InSync, s.Changed, s.Failed, s.Skipped)
+	if s.Unknown > 0 {
+		fmt.Fprintf(w, ", %d unknown", s.Unknown)
+	}
+	if s.Refreshed > 0 {
+		fmt.Fprintf(w, ", %d refreshed", s.Refreshed)
+	}
+	fmt.Fprintf(w, " (site %s, run %s)\n", shortVersion(r.Version), r.RunID)
+}
+
+func shortVersion(v string) string {
+	if strings.HasPrefix(v, "sha256:") && len(v) > 19 {
+		return v[:19]
+	}
+	return v
+}
