@@ -69,7 +69,10 @@ func TestLockFreedWhenHolderDies(t *testing.T) {
 	cmd.Process.Signal(os.Kill)
 	cmd.Wait()
 	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the orphaned sleep
-	l, err := AcquireLock(context.Background(), dir, 0)
+	// flock(1) forks its command before the child closes its copy of the
+	// descriptor, so the lock can outlive the parent for an instant; it
+	// must not outlive it for long.
+	l, err := AcquireLock(context.Background(), dir, 5*time.Second)
 	if err != nil {
 		t.Fatalf("after the holder died: %v", err)
 	}

@@ -121,15 +121,15 @@ func (s *Services) Ensure(ctx context.Context, want resources.ServiceSpec) (bool
 	if err != nil {
 		return false, err
 	}
+	supDigest, err := spec.Digest()
+	if err != nil {
+		return false, fmt.Errorf("service %s: %w", want.Name, err)
+	}
 	changed, err := s.sup.Ensure(ctx, spec)
 	if err != nil {
 		return changed, err
 	}
-	st, ok := s.sup.Status(want.Name)
-	if !ok {
-		return changed, fmt.Errorf("service %s: the supervisor lost it right after starting it", want.Name)
-	}
-	entry := [2]string{want.Digest(), st.Digest}
+	entry := [2]string{want.Digest(), supDigest}
 	if _, err := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET want_digest = excluded.want_digest, sup_digest = excluded.sup_digest`,
 		want.Name, entry[0], entry[1]); err != nil {

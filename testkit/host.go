@@ -94,12 +94,23 @@ ENCRYPT_METHOD  SHA512
 }
 
 // NewSandboxHost returns a new host root for tests, laid out by
-// InitSandboxHost in a directory removed when the test ends. Types given a
+// InitSandboxHost, with a Debian 12 etc/os-release, in a directory removed
+// when the test ends. Types given a
 // resources.Host with this Root manage it exactly as they would "/".
 func NewSandboxHost(tb testing.TB) string {
 	tb.Helper()
 	root := tb.TempDir()
+	// The testing package makes the test's temp directory 0700; a real
+	// root's ancestors are traversable, and a service running as another
+	// user (a database's own account) must reach its directory too.
+	if err := os.Chmod(filepath.Dir(root), 0o755); err != nil {
+		tb.Fatalf("opening up %s: %v", filepath.Dir(root), err)
+	}
 	InitSandboxHost(tb, root)
+	osRelease := "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n"
+	if err := os.WriteFile(filepath.Join(root, "etc/os-release"), []byte(osRelease), 0o644); err != nil {
+		tb.Fatalf("laying out sandbox host %s: %v", root, err)
+	}
 	return root
 }
 

@@ -92,6 +92,8 @@ func parseDpkgStatus(data []byte) ([]dpkgRecord, error) {
 		cur, hasStat = dpkgRecord{}, false
 		return nil
 	}
+	// One record per blank-line-separated stanza: size the slice once.
+	out = make([]dpkgRecord, 0, bytes.Count(data, []byte("\n\n"))+1)
 	for len(data) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -125,28 +127,60 @@ func parseDpkgStatus(data []byte) ([]dpkgRecord, error) {
 			in, start = true, lineNo
 		}
 		field, value := line[:colon], bytes.Trim(line[colon+1:], " \t\r")
-		switch {
-		case bytes.EqualFold(field, []byte("Package")):
-			cur.Name = string(value)
-		case bytes.EqualFold(field, []byte("Version")):
-			cur.Version = string(value)
-		case bytes.EqualFold(field, []byte("Architecture")):
-			cur.Arch = string(value)
-		case bytes.EqualFold(field, []byte("Multi-Arch")):
-			cur.MultiArch = string(value)
-		case bytes.EqualFold(field, []byte("Status")):
-			w := strings.Fields(string(value))
-			if len(w) != 3 {
-				return nil, fmt.Errorf("line %d: Status %q: want three words like \"install ok installed\"", lineNo, value)
+		// Dispatch on the length first: most lines are fields Herd skips.
+		switch len(field) {
+		case 7:
+			if bytes.EqualFold(field, []byte("Package")) {
+				cur.Name = string(value)
+			} else if bytes.EqualFold(field, []byte("Version")) {
+				cur.Version = string(value)
 			}
-			cur.Want, cur.Flag, cur.State = w[0], w[1], w[2]
-			hasStat = true
+		case 12:
+			if bytes.EqualFold(field, []byte("Architecture")) {
+				cur.Arch = dpkgIntern(value)
+			}
+		case 10:
+			if bytes.EqualFold(field, []byte("Multi-Arch")) {
+				cur.MultiArch = dpkgIntern(value)
+			}
+		case 6:
+			if bytes.EqualFold(field, []byte("Status")) {
+				w := bytes.Fields(value)
+				if len(w) != 3 {
+					return nil, fmt.Errorf("line %d: Status %q: want three words like \"install ok installed\"", lineNo, value)
+				}
+				cur.Want, cur.Flag, cur.State = dpkgIntern(w[0]), dpkgIntern(w[1]), dpkgIntern(w[2])
+				hasStat = true
+			}
 		}
 	}
 	if err := finish(); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// dpkgWords are the values of Status, Architecture and Multi-Arch that
+// thousands of stanzas repeat; dpkgIntern returns them without allocating.
+var dpkgWords = func() map[string]string {
+	m := map[string]string{}
+	for _, w := range []string{
+		"install", "hold", "deinstall", "purge", "unknown", "ok", "reinstreq",
+		"not-installed", "config-files", "half-installed", "unpacked", "half-configured",
+		"triggers-awaited", "triggers-pending", "installed",
+		"all", "amd64", "arm64", "i386", "armhf", "armel", "ppc64el", "s390x", "riscv64", "mips64el",
+		"same", "foreign", "allowed", "no",
+	} {
+		m[w] = w
+	}
+	return m
+}()
+
+func dpkgIntern(b []byte) string {
+	if s, ok := dpkgWords[string(b)]; ok { // no allocation: the compiler sees the lookup
+		return s
+	}
+	return string(b)
 }
 
 // dpkgClip shortens s for an error message.

@@ -632,7 +632,9 @@ func TestFileSource(t *testing.T) {
 		t.Errorf("an in-sync source was fetched %d times, want 0", n)
 	}
 
-	// Content that does not match its digest is never installed.
+	// Content that does not match its digest is never installed, and the
+	// old file stays as it was.
+	writeTestFile(t, filepath.Join(h.Root, "bad"), "old\n", 0o644)
 	bad := fileRes("/bad", map[string]any{"source": "files/bad", "digest": digestOf([]byte("what the catalog says"))})
 	files.mu.Lock()
 	files.m[bad.String("digest")] = []byte("something else")
@@ -644,8 +646,8 @@ func TestFileSource(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "want "+bad.String("digest")) {
 		t.Errorf("installing a corrupt source: %v, want a digest mismatch", err)
 	}
-	if _, err := os.Lstat(filepath.Join(h.Root, "bad")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("corrupt source was installed: %v", err)
+	if got := readFile(t, filepath.Join(h.Root, "bad")); got != "old\n" {
+		t.Errorf("after a failed Apply the file holds %q, want the old content", got)
 	}
 	noTempFiles(t, h.Root)
 }
@@ -1005,19 +1007,27 @@ func BenchmarkFileCheckInSync(b *testing.B) {
 		rs = append(rs, fileRes(p, map[string]any{"content": content, "mode": "0640", "owner": "me", "group": "me"}))
 	}
 	setCatalog(h, rs...)
-	f := &File{}
 	ctx := context.Background()
-	for i := range rs {
-		if p, err := f.Check(ctx, h, &rs[i]); err != nil || !p.InSync() {
-			b.Fatalf("Check(%s) = %+v, %v; want in sync", rs[i].ID, p, err)
+	for _, portable := range []bool{false, true} {
+		name := "openat2"
+		if portable {
+			name = "os.Root"
 		}
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		for i := range rs {
-			if _, err := f.Check(ctx, h, &rs[i]); err != nil {
-				b.Fatal(err)
+		b.Run(name, func(b *testing.B) {
+			f := &File{portable: portable}
+			for i := range rs {
+				if p, err := f.Check(ctx, h, &rs[i]); err != nil || !p.InSync() {
+					b.Fatalf("Check(%s) = %+v, %v; want in sync", rs[i].ID, p, err)
+				}
 			}
-		}
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := range rs {
+					if _, err := f.Check(ctx, h, &rs[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
 	}
 }

@@ -78,6 +78,7 @@ func (t *User) Check(_ context.Context, h *Host, want *catalogs.Resource) (*Plan
 	}
 
 	var argv []string
+	gidChanged := false
 	update := func(attr, from, to string, args ...string) {
 		plan.Changes = append(plan.Changes, Change{Attr: attr, From: from, To: to, Action: Update})
 		argv = append(argv, args...)
@@ -95,6 +96,7 @@ func (t *User) Check(_ context.Context, h *Host, want *catalogs.Resource) (*Plan
 				from = strconv.Itoa(u.GID)
 			}
 			update("gid", from, gid, "--gid", gid)
+			gidChanged = true
 		}
 	}
 	if want.Has("groups") && !accountIgnores(want, "groups") {
@@ -118,7 +120,7 @@ func (t *User) Check(_ context.Context, h *Host, want *catalogs.Resource) (*Plan
 	}
 	if len(plan.Changes) > 0 {
 		tool := shadowArgv(root, "usermod")
-		if root != "/" && slices.Contains(argv, "--gid") {
+		if root != "/" && gidChanged {
 			// usermod before shadow 4.14 resolves --gid through this
 			// machine's group database whatever --prefix says
 			// (shadow-maint/shadow#691), so a group that exists only in

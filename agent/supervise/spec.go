@@ -244,3 +244,15 @@ func envValue(env []string, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// Digest returns the identity of s as Status.Digest reports it once s
+// runs: the digest of s with its defaults filled in, so that two specs
+// meaning the same thing have the same digest. A caller can thus tell
+// whether a service runs a given spec without racing the service's loop.
+func (s Spec) Digest() (string, error) {
+	n, err := s.normalize()
+	if err != nil {
+		return "", err
+	}
+	return n.digest(), nil
+}

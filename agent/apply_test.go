@@ -1,0 +1,310 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/testkit"
+)
+
+const exampleSite = "../examples/site"
+
+// needTools skips a test that needs Debian tools only when one is truly
+// missing; CI installs them.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed on this machine; CI installs it", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: dpkg --root and useradd --prefix chown files")
+	}
+}
+
+// sandbox returns a sandbox host root that looks like Debian 12.
+func sandbox(t *testing.T) string {
+	t.Helper()
+	return testkit.NewSandboxHost(t)
+}
+
+// applyOpts are the options of a run of site on root as node, with the
+// real supervisor; every service it starts is stopped when the test ends.
+func applyOpts(t *testing.T, site, root, node string) agent.ApplyOptions {
+	t.Helper()
+	t.Cleanup(func() { stopServices(t, root) })
+	return agent.ApplyOptions{
+		Site: site, Root: root, Node: node,
+		Services: func(ctx context.Context, st *agent.State) (resources.Services, func(), error) {
+			s, err := agent.NewServices(ctx, st, root, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s, func() { s.Close() }, nil
+		},
+	}
+}
+
+func stopServices(t *testing.T, root string) {
+	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	s, err := agent.NewServices(context.Background(), st, root, nil)
+	if err != nil {
+		t.Errorf("stopping services: %v", err)
+		return
+	}
+	defer s.Close()
+	for _, status := range s.Supervisor().List() {
+		if err := s.Stop(context.Background(), status.Name); err != nil {
+			t.Errorf("stopping %s: %v", status.Name, err)
+		}
+	}
+}
+
+func failures(r *agent.Report) []string {
+	var out []string
+	for _, e := range r.Events {
+		if e.Status == agent.Failed || e.Status == agent.Skipped {
+			out = append(out, e.ID+": "+e.Error+e.Cause)
+		}
+	}
+	return out
+}
+
+// TestApplyExampleSite converges a sandbox from the example site with the
+// real types (dpkg --root with the site's .deb, useradd --prefix, the
+// supervisor on real processes), then runs again: the second run must find
+// every resource in sync and change nothing.
+func TestApplyExampleSite(t *testing.T) {
+	needTools(t, "dpkg", "dpkg-deb", "useradd", "groupadd")
+	root := sandbox(t)
+	ctx := context.Background()
+	opts := applyOpts(t, exampleSite, root, "web-01")
+
+	r, err := agent.Apply(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failures(r); len(f) > 0 {
+		t.Fatalf("first run failed:\n%s", strings.Join(f, "\n"))
+	}
+	if r.Summary.Changed == 0 || r.ExitCode() != 2 {
+		t.Fatalf("first run summary = %+v, exit %d; want changes and exit 2", r.Summary, r.ExitCode())
+	}
+	mustContain(t, filepath.Join(root, "etc/herd-demo-web/app.conf"), "workers = 8")
+	mustContain(t, filepath.Join(root, "etc/motd"), "web-01: the canary")
+	mustContain(t, filepath.Join(root, "etc/passwd"), "alice:x:2001:2000:Alice Admin:/home/alice:/bin/bash")
+	mustContain(t, filepath.Join(root, "var/lib/dpkg/status"), "Package: herd-demo-web")
+	mustContain(t, filepath.Join(root, "var/lib/herd-example/first-converge"), "UTC")
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/herd-demo-web")); err != nil {
+		t.Errorf("the package's program is not installed in the sandbox: %v", err)
+	}
+	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := agent.NewServices(ctx, st, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, ok := svc.Supervisor().Status("demo-web")
+	svc.Close()
+	st.Close()
+	if !ok || status.PID == 0 || syscall.Kill(status.PID, 0) != nil {
+		t.Fatalf("demo-web is not running: %+v", status)
+	}
+
+	again, err := agent.Apply(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range again.Events {
+		if e.Status != agent.InSync || e.Refresh != "" {
+			t.Errorf("second run: %s is %s %s %s", e.ID, e.Status, e.Refresh, e.Error)
+		}
+	}
+	if again.ExitCode() != 0 {
+		t.Errorf("second run exit code = %d, want 0", again.ExitCode())
+	}
+}
+
+// TestApplyNoopChangesNothing runs noop on a fresh sandbox: it reports what
+// would change, marks what depends on those changes unknown, and writes
+// nothing outside the agent's own state.
+func TestApplyNoopChangesNothing(t *testing.T) {
+	needTools(t, "dpkg", "useradd")
+	root := sandbox(t)
+	before := snapshot(t, root)
+	opts := applyOpts(t, exampleSite, root, "web-01")
+	opts.Noop = true
+	opts.StateDir = t.TempDir()
+	r, err := agent.Apply(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, root); after != before {
+		t.Fatalf("noop changed the sandbox:\nbefore %s\nafter  %s", before, after)
+	}
+	byID := map[string]agent.Event{}
+	for _, e := range r.Events {
+		byID[e.ID] = e
+	}
+	if e := byID["file:/etc/motd"]; e.Status != agent.Changed || !e.Noop {
+		t.Errorf("file:/etc/motd = %+v, want a noop change", e)
+	}
+	if e := byID["file:/etc/herd-demo-web/app.conf"]; e.Status != agent.Unknown || !strings.Contains(e.Cause, "file:/etc/herd-demo-web") {
+		t.Errorf("app.conf = %+v, want unknown naming its directory", e)
+	}
+	if e := byID["service:demo-web"]; e.Status != agent.Unknown {
+		t.Errorf("service:demo-web = %+v, want unknown (its package would be installed first)", e)
+	}
+}
+
+// TestApplyDriftAndBackup edits a managed file by hand: the next run puts
+// it back and keeps the hand-edited content as a backup.
+func TestApplyDriftAndBackup(t *testing.T) {
+	needTools(t, "dpkg", "useradd")
+	root := sandbox(t)
+	opts := applyOpts(t, exampleSite, root, "db-01")
+	ctx := context.Background()
+	if _, err := agent.Apply(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	motd := filepath.Join(root, "etc/motd")
+	if err := os.WriteFile(motd, []byte("edited by hand\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := agent.Apply(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := map[string]bool{}
+	for _, e := range r.Events {
+		if e.Status == agent.Changed {
+			changed[e.ID] = true
+		}
+	}
+	if !changed["file:/etc/motd"] || len(changed) != 1 {
+		t.Errorf("after a hand edit, changed = %v, want only file:/etc/motd", changed)
+	}
+	mustContain(t, motd, "managed by Herd")
+	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bs, err := st.Backups(ctx, "/etc/motd")
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("backups = %+v, %v; want the hand edit", bs, err)
+	}
+	rc, _ := st.OpenContent(bs[0].Digest)
+	b := make([]byte, 64)
+	n, _ := rc.Read(b)
+	rc.Close()
+	if string(b[:n]) != "edited by hand\n" {
+		t.Errorf("backup holds %q", b[:n])
+	}
+}
+
+// TestApplyFailureIsolation: a failing exec skips only what requires it.
+func TestApplyFailureIsolation(t *testing.T) {
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml": "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": `
+[[exec]]
+name = "broken"
+command = ["/bin/sh", "-c", "echo cannot do it >&2; exit 3"]
+
+[[file]]
+path = "/after-broken"
+content = "x"
+require = ["exec:broken"]
+
+[[file]]
+path = "/after-after"
+content = "y"
+require = ["file:/after-broken"]
+
+[[file]]
+path = "/independent"
+content = "z"
+`,
+	})
+	root := t.TempDir()
+	r, err := agent.Apply(context.Background(), agent.ApplyOptions{Site: site, Root: root, Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]agent.Status{"exec:broken": agent.Failed, "file:/after-broken": agent.Skipped, "file:/after-after": agent.Skipped, "file:/independent": agent.Changed}
+	for _, e := range r.Events {
+		if e.Status != want[e.ID] {
+			t.Errorf("%s = %s, want %s", e.ID, e.Status, want[e.ID])
+		}
+		if e.ID == "exec:broken" && !strings.Contains(e.Output, "cannot do it") {
+			t.Errorf("the failed exec's output %q is not in its event", e.Output)
+		}
+		if e.Status == agent.Skipped && !strings.Contains(e.Cause, "exec:broken") {
+			t.Errorf("%s skipped with cause %q, want it to name exec:broken", e.ID, e.Cause)
+		}
+	}
+	if r.ExitCode() != 6 {
+		t.Errorf("exit code = %d, want 6 (changes and failures)", r.ExitCode())
+	}
+}
+
+func TestApplyDeclinesWhileAnotherRuns(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	state := filepath.Join(root, "var/lib/herd")
+	lock, err := agent.AcquireLock(context.Background(), state, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	_, err = agent.Apply(context.Background(), agent.ApplyOptions{Site: exampleSite, Root: root, Node: "web-01"})
+	if !errors.Is(err, agent.ErrLocked) {
+		t.Fatalf("Apply while locked = %v, want ErrLocked", err)
+	}
+}
+
+func mustContain(t *testing.T, path, want string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("%v", err)
+		return
+	}
+	if !strings.Contains(string(b), want) {
+		t.Errorf("%s does not contain %q:\n%s", path, want, b)
+	}
+}
+
+// snapshot lists every path under root with its mode, size and mtime: a
+// noop run must leave all of it alone.
+func snapshot(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(&b, "%s %v %d %d\n", rel, fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	return b.String()
+}
