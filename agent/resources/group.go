@@ -76,5 +76,7 @@ func (t *Group) Check(_ context.Context, h *Host, want *catalogs.Resource) (*Pla
 
 // Apply runs the groupadd, groupmod or groupdel the plan names.
 func (t *Group) Apply(ctx context.Context, h *Host, p *Plan) error {
+	accountsMu.Lock()
+	defer accountsMu.Unlock()
 	return shadowApply(ctx, h, p)
 }

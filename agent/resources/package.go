@@ -53,6 +53,11 @@ type Package struct {
 
 	mu   sync.Mutex
 	debs map[string]debInfo // by digest: a .deb's control fields never change
+
+	// dpkg takes a lock on its database and fails at once when another
+	// dpkg holds it, so the engine's parallel resources must not run two
+	// package changes at the same time.
+	applyMu sync.Mutex
 }
 
 var _ Type = (*Package)(nil)
@@ -202,6 +207,8 @@ func (t *Package) Apply(ctx context.Context, h *Host, p *Plan) error {
 	if !ok {
 		return fmt.Errorf("applying package %s: the plan has no package state", p.Resource.ID)
 	}
+	t.applyMu.Lock()
+	defer t.applyMu.Unlock()
 	// Whatever happened, dpkg may have written its database.
 	defer t.status.invalidate()
 	root := pkgRoot(h)

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -479,6 +480,46 @@ func BenchmarkPackageCheckRun(b *testing.B) {
 			if err != nil || !p.InSync() {
 				b.Fatalf("Check(%s) = %+v, %v; want in sync", want[i].ID, p, err)
 			}
+		}
+	}
+}
+
+// TestPackageAppliesOneAtATime installs several packages from concurrent
+// goroutines, as the engine's parallel resources would: dpkg refuses a
+// second process on its database, so the type must serialise them.
+func TestPackageAppliesOneAtATime(t *testing.T) {
+	for _, tool := range []string{"dpkg", "dpkg-deb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed on this machine; CI installs it", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("dpkg --root needs root")
+	}
+	h, files := newTestHost(t)
+	testkit.InitSandboxHost(t, h.Root)
+	typ := &Package{}
+	var plans []*Plan
+	for i := range 6 {
+		name := fmt.Sprintf("herd-par-%d", i)
+		_, deb := testkit.BuildDeb(t, testkit.DebSpec{Name: name, Version: "1.0", Files: map[string]string{"/usr/share/" + name + "/x": "x"}})
+		d := files.add(deb)
+		r := res("package", name, map[string]any{"name": name, "source": "files/" + name + ".deb", "digest": d})
+		p, err := typ.Check(context.Background(), h, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plans = append(plans, p)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(plans))
+	for i, p := range plans {
+		wg.Go(func() { errs[i] = typ.Apply(context.Background(), h, p) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("package %d: %v", i, err)
 		}
 	}
 }

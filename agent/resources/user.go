@@ -187,6 +187,8 @@ func (t *User) create(root string, db *accountsDB, name string, want *catalogs.R
 
 // Apply runs the useradd, usermod or userdel the plan names.
 func (t *User) Apply(ctx context.Context, h *Host, p *Plan) error {
+	accountsMu.Lock()
+	defer accountsMu.Unlock()
 	return shadowApply(ctx, h, p)
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herdcm/herd/catalogs"
@@ -166,3 +167,9 @@ func accountEnsure(typ, name string, r *catalogs.Resource) (string, error) {
 func accountIgnores(r *catalogs.Resource, attr string) bool {
 	return slices.Contains(r.Strings("ignore"), attr)
 }
+
+// accountsMu serialises the shadow tools: useradd, usermod and groupadd
+// lock etc/passwd and etc/group and give up after a few seconds when
+// another holds them, so the engine's parallel user and group resources
+// must not run them at the same time.
+var accountsMu sync.Mutex
