@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/herdcm/herd/agent"
-	"github.com/herdcm/herd/agent/resources"
 	"github.com/herdcm/herd/testkit"
+	"github.com/herdcm/herd/testkit/fleet"
 )
 
 const exampleSite = "../examples/site"
@@ -38,52 +38,6 @@ func sandbox(t *testing.T) string {
 	return testkit.NewSandboxHost(t)
 }
 
-// applyOpts are the options of a run of site on root as node, with the
-// real supervisor; every service it starts is stopped when the test ends.
-func applyOpts(t *testing.T, site, root, node string) agent.ApplyOptions {
-	t.Helper()
-	t.Cleanup(func() { stopServices(t, root) })
-	return agent.ApplyOptions{
-		Site: site, Root: root, Node: node,
-		Services: func(ctx context.Context, st *agent.State) (resources.Services, func(), error) {
-			s, err := agent.NewServices(ctx, st, root, nil)
-			if err != nil {
-				return nil, nil, err
-			}
-			return s, func() { s.Close() }, nil
-		},
-	}
-}
-
-func stopServices(t *testing.T, root string) {
-	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
-	if err != nil {
-		return
-	}
-	defer st.Close()
-	s, err := agent.NewServices(context.Background(), st, root, nil)
-	if err != nil {
-		t.Errorf("stopping services: %v", err)
-		return
-	}
-	defer s.Close()
-	for _, status := range s.Supervisor().List() {
-		if err := s.Stop(context.Background(), status.Name); err != nil {
-			t.Errorf("stopping %s: %v", status.Name, err)
-		}
-	}
-}
-
-func failures(r *agent.Report) []string {
-	var out []string
-	for _, e := range r.Events {
-		if e.Status == agent.Failed || e.Status == agent.Skipped {
-			out = append(out, e.ID+": "+e.Error+e.Cause)
-		}
-	}
-	return out
-}
-
 // TestApplyExampleSite converges a sandbox from the example site with the
 // real types (dpkg --root with the site's .deb, useradd --prefix, the
 // supervisor on real processes), then runs again: the second run must find
@@ -92,23 +46,18 @@ func TestApplyExampleSite(t *testing.T) {
 	needTools(t, "dpkg", "dpkg-deb", "useradd", "groupadd")
 	root := sandbox(t)
 	ctx := context.Background()
-	opts := applyOpts(t, exampleSite, root, "web-01")
 
-	r, err := agent.Apply(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f := failures(r); len(f) > 0 {
-		t.Fatalf("first run failed:\n%s", strings.Join(f, "\n"))
-	}
+	r := fleet.MustApply(t, exampleSite, root, "web-01")
 	if r.Summary.Changed == 0 || r.ExitCode() != 2 {
 		t.Fatalf("first run summary = %+v, exit %d; want changes and exit 2", r.Summary, r.ExitCode())
 	}
-	mustContain(t, filepath.Join(root, "etc/herd-demo-web/app.conf"), "workers = 8")
-	mustContain(t, filepath.Join(root, "etc/motd"), "web-01: the canary")
-	mustContain(t, filepath.Join(root, "etc/passwd"), "alice:x:2001:2000:Alice Admin:/home/alice:/bin/bash")
-	mustContain(t, filepath.Join(root, "var/lib/dpkg/status"), "Package: herd-demo-web")
-	mustContain(t, filepath.Join(root, "var/lib/herd-example/first-converge"), "UTC")
+	fleet.AssertFile(t, root, "etc/herd-demo-web/app.conf", "workers = 8")
+	fleet.AssertMode(t, root, "etc/herd-demo-web/app.conf", 0o644)
+	fleet.AssertFile(t, root, "etc/motd", "web-01: the canary")
+	fleet.AssertMode(t, root, "etc/ssh/sshd_config.d/50-herd-hardening.conf", 0o600)
+	fleet.AssertFile(t, root, "etc/passwd", "alice:x:2001:2000:Alice Admin:/home/alice:/bin/bash")
+	fleet.AssertFile(t, root, "var/lib/dpkg/status", "Package: herd-demo-web")
+	fleet.AssertFile(t, root, "var/lib/herd-example/first-converge", "UTC")
 	if _, err := os.Stat(filepath.Join(root, "usr/bin/herd-demo-web")); err != nil {
 		t.Errorf("the package's program is not installed in the sandbox: %v", err)
 	}
@@ -127,10 +76,7 @@ func TestApplyExampleSite(t *testing.T) {
 		t.Fatalf("demo-web is not running: %+v", status)
 	}
 
-	again, err := agent.Apply(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := fleet.Apply(t, exampleSite, root, "web-01", false)
 	for _, e := range again.Events {
 		if e.Status != agent.InSync || e.Refresh != "" {
 			t.Errorf("second run: %s is %s %s %s", e.ID, e.Status, e.Refresh, e.Error)
@@ -148,10 +94,7 @@ func TestApplyNoopChangesNothing(t *testing.T) {
 	needTools(t, "dpkg", "useradd")
 	root := sandbox(t)
 	before := snapshot(t, root)
-	opts := applyOpts(t, exampleSite, root, "web-01")
-	opts.Noop = true
-	opts.StateDir = t.TempDir()
-	r, err := agent.Apply(context.Background(), opts)
+	r, err := agent.Apply(context.Background(), agent.ApplyOptions{Site: exampleSite, Root: root, Node: "web-01", Noop: true, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,29 +121,18 @@ func TestApplyNoopChangesNothing(t *testing.T) {
 func TestApplyDriftAndBackup(t *testing.T) {
 	needTools(t, "dpkg", "useradd")
 	root := sandbox(t)
-	opts := applyOpts(t, exampleSite, root, "db-01")
 	ctx := context.Background()
-	if _, err := agent.Apply(ctx, opts); err != nil {
-		t.Fatal(err)
-	}
+	fleet.MustApply(t, exampleSite, root, "db-01")
 	motd := filepath.Join(root, "etc/motd")
 	if err := os.WriteFile(motd, []byte("edited by hand\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, err := agent.Apply(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := map[string]bool{}
-	for _, e := range r.Events {
-		if e.Status == agent.Changed {
-			changed[e.ID] = true
-		}
-	}
-	if !changed["file:/etc/motd"] || len(changed) != 1 {
+	r := fleet.MustApply(t, exampleSite, root, "db-01")
+	if changed := fleet.Changed(r); !changed["file:/etc/motd"] || len(changed) != 1 {
 		t.Errorf("after a hand edit, changed = %v, want only file:/etc/motd", changed)
 	}
-	mustContain(t, motd, "managed by Herd")
+	fleet.AssertFile(t, root, "etc/motd", "managed by Herd")
+	fleet.AssertMode(t, root, "etc/motd", 0o644)
 	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
 	if err != nil {
 		t.Fatal(err)
@@ -278,18 +210,6 @@ func TestApplyDeclinesWhileAnotherRuns(t *testing.T) {
 	_, err = agent.Apply(context.Background(), agent.ApplyOptions{Site: exampleSite, Root: root, Node: "web-01"})
 	if !errors.Is(err, agent.ErrLocked) {
 		t.Fatalf("Apply while locked = %v, want ErrLocked", err)
-	}
-}
-
-func mustContain(t *testing.T, path, want string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Errorf("%v", err)
-		return
-	}
-	if !strings.Contains(string(b), want) {
-		t.Errorf("%s does not contain %q:\n%s", path, want, b)
 	}
 }
 

@@ -65,15 +65,22 @@ func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
 // guessed permissions would hide a mistake.
 func missingParent(h *Host, p, resolved string) error {
 	if resolved != p {
-		return fmt.Errorf("parent directory %s does not exist (links on the way lead to %s inside the host root): %w", p, resolved, errNoParent)
+		return noParentError(fmt.Sprintf("parent directory %s does not exist (links on the way lead to %s inside the host root)", p, resolved))
 	}
 	if h.Catalog != nil {
 		if _, ok := h.Catalog.Resource("file:" + p); ok {
-			return fmt.Errorf("parent directory %s does not exist (file:%s has not created it): %w", p, p, errNoParent)
+			return noParentError(fmt.Sprintf("parent directory %s does not exist (file:%s has not created it)", p, p))
 		}
 	}
-	return fmt.Errorf("parent directory %s does not exist and no resource manages it: %w", p, errNoParent)
+	return noParentError(fmt.Sprintf("parent directory %s does not exist and no resource manages it", p))
 }
+
+// noParentError is errNoParent with the whole explanation, so that the
+// message does not say "does not exist" twice.
+type noParentError string
+
+func (e noParentError) Error() string        { return string(e) }
+func (e noParentError) Is(target error) bool { return target == errNoParent }
 
 // writeFile writes the file's content atomically: a temporary file beside
 // it, synced, given its mode and owner, then renamed over the path and the

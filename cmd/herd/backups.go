@@ -89,16 +89,7 @@ puts it back (saving what is there now, so a restore can be undone too).`,
 		Use:   "show ID",
 		Short: "Print a saved content",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil {
-				return usageError(cmd, "ID must be a number from herd backups")
-			}
-			st, err := agent.OpenState(sf.dir())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+		RunE: withBackup(&sf, func(cmd *cobra.Command, st *agent.State, id int64) error {
 			b, err := st.Backup(cmd.Context(), id)
 			if err != nil {
 				return err
@@ -110,28 +101,35 @@ puts it back (saving what is there now, so a restore can be undone too).`,
 			defer rc.Close()
 			_, err = io.Copy(cmd.OutOrStdout(), rc)
 			return err
-		},
+		}),
 	}, &cobra.Command{
 		Use:   "restore ID",
 		Short: "Put a saved content back in place",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil {
-				return usageError(cmd, "ID must be a number from herd backups")
-			}
-			st, err := agent.OpenState(sf.dir())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+		RunE: withBackup(&sf, func(cmd *cobra.Command, st *agent.State, id int64) error {
 			b, err := agent.RestoreBackup(cmd.Context(), st, sf.root, id)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "restored %s from backup %d (%s); the content it replaced is a new backup\n", b.Path, b.ID, b.Saved.Local().Format(time.DateTime))
 			return nil
-		},
+		}),
 	})
 	return cmd
+}
+
+// withBackup parses a backup ID argument and opens the state for fn.
+func withBackup(sf *stateFlags, fn func(*cobra.Command, *agent.State, int64) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		id, err := strconv.ParseInt(args[0], 10, 64)
+		if err != nil {
+			return usageError(cmd, "ID must be a number from herd backups")
+		}
+		st, err := agent.OpenState(sf.dir())
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return fn(cmd, st, id)
+	}
 }
