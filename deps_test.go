@@ -27,8 +27,11 @@ var rules = []struct {
 	{pkg: "agent", allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise"}},
 	{pkg: "agent/resources", allowHerd: []string{"catalogs", "facts"}},
 	{pkg: "agent/supervise", allowHerd: nil},
-	{pkg: "server", allowHerd: []string{"catalogs", "facts", "policies", "server/store", "api/herdv1"}},
-	{pkg: "server/store", allowHerd: []string{"catalogs", "facts"}},
+	{pkg: "server", allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "api/herdv1"}},
+	{pkg: "server/store", allowHerd: []string{"catalogs", "facts", "server/ca"}},
+	{pkg: "server/ca", allowHerd: []string{"catalogs", "facts"}},
+	{pkg: "api/herdv1", allowHerd: nil},
+	{pkg: "testkit", allowHerd: nil},
 }
 
 type listedPkg struct {
