@@ -24,14 +24,15 @@ var rules = []struct {
 		"google.golang.org/grpc", "github.com/mattn/go-sqlite3", "github.com/open-policy-agent/opa", "net/http",
 	}},
 	{pkg: "policies", allowHerd: []string{"catalogs", "facts"}},
-	{pkg: "agent", allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise"}},
+	{pkg: "agent", allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise", "agent/sandbox"}},
 	{pkg: "agent/resources", allowHerd: []string{"catalogs", "facts"}},
 	{pkg: "agent/supervise", allowHerd: nil},
 	{pkg: "server", allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "api/herdv1"}},
 	{pkg: "server/store", allowHerd: []string{"catalogs", "facts", "server/ca"}},
 	{pkg: "server/ca", allowHerd: []string{"catalogs", "facts"}},
 	{pkg: "api/herdv1", allowHerd: nil},
-	{pkg: "testkit", allowHerd: nil},
+	{pkg: "testkit", allowHerd: []string{"agent/sandbox"}},
+	{pkg: "agent/sandbox", allowHerd: nil},
 }
 
 type listedPkg struct {

@@ -372,3 +372,16 @@ func siteVersion(ctx context.Context, dir, contentDigest string) string {
 
 // RoleCount returns how many roles the site defines.
 func (s *Site) RoleCount() int { return len(s.roles) }
+
+// Files returns every static file under the site's files/ directory, with
+// its digest, sorted by path. The server copies them into its content
+// store by digest when a version loads, so that a node can still fetch a
+// file its catalog names after the site moved on.
+func (s *Site) Files() []FileRef {
+	out := make([]FileRef, 0, len(s.files))
+	for _, f := range s.files {
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b FileRef) int { return strings.Compare(a.Path, b.Path) })
+	return out
+}

@@ -90,6 +90,7 @@ converge the host and report what they did.`,
 		newApplyCmd(),
 		newBackupsCmd(),
 		newServicesCmd(),
+		newServerCmd(),
 	)
 	return root
 }

@@ -7,4 +7,36 @@
 // key from a certificate request (never its names or extensions), and
 // refuses a second certificate for a name already issued until an admin
 // revokes the first.
+//
+// # Files
+//
+// Open keeps, in its directory (created 0700):
+//
+//	ca.crt       the CA certificate (0644): ECDSA P-256, self-signed, ten years
+//	ca.key       its private key (0600), absent when Options names a given CA
+//	signing.key  the ed25519 key catalogs are signed with (0600)
+//	server.crt   the server's TLS certificate (0644), renewed by ServerCert
+//	server.key   its private key (0600)
+//
+// The CA and signing keys are created once and never overwritten; a
+// certificate without its key, or the reverse, stops Open rather than
+// starting a new CA that would orphan every node.
+//
+// # Certificates
+//
+// Every issued client certificate has the name as its common name and as
+// its only SAN (a DNS name), may only authenticate a TLS client, has a
+// random 128-bit serial, and carries its kind as the subject's one
+// organizational unit: "herd-node" for nodes, "herd-admin" for operators
+// (IssueAdmin). Only the CA writes subjects, so the unit is a mark a
+// requester cannot forge; NodeName, AdminName and IsAdmin read it from a
+// leaf that TLS has verified against Pool. Nodes and admins share one
+// namespace of names. The server's certificate has neither mark and may
+// only authenticate a TLS server.
+//
+// # Records
+//
+// Certificates, pending requests and join tokens live in a Store (the
+// server's sqlite store; MemStore in tests). Revoked serials are also kept
+// in memory, so that the server can check every call with IsRevoked.
 package ca

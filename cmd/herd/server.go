@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herdcm/herd/server"
+)
+
+// serverConfig is server.toml; every setting is also a flag of the same
+// name ("_" spelled "-"), and flags win.
+type serverConfig struct {
+	Site            string   `toml:"site"`
+	Dir             string   `toml:"dir"`
+	Listen          string   `toml:"listen"`
+	HTTPListen      string   `toml:"http_listen"`
+	Hostnames       []string `toml:"hostnames"`
+	CheckinInterval duration `toml:"checkin_interval"`
+	Debounce        duration `toml:"debounce"`
+	MaxInFlight     int      `toml:"max_in_flight"`
+	CompileWorkers  int      `toml:"compile_workers"`
+	LogLevel        string   `toml:"log_level"`
+}
+
+func newServerCmd() *cobra.Command {
+	cfg := serverConfig{
+		Dir: "/var/lib/herd-server", Listen: "127.0.0.1:8140", HTTPListen: "127.0.0.1:8141",
+		CheckinInterval: duration(30 * time.Minute), Debounce: duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
+	}
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "server [--config server.toml]",
+		Short: "Serve a site to the fleet: enrollment, catalogs, files, reports",
+		Long: `Run the Herd server: it compiles one signed catalog per node from the site,
+serves it over gRPC with mutual TLS, and records facts and reports in its
+sqlite store. The first start creates the CA, the server certificate and
+the catalog signing key under --dir.
+
+The site is watched: an edit (or a git commit) is debounced, the fleet is
+recompiled, and agents holding a Watch stream converge at once. A site that
+fails to load leaves the previous version served; a node whose compile fails
+keeps its last good catalog (see herd nodes).
+
+Settings come from --config (TOML, decoded strictly) and flags; flags win.
+SIGINT or SIGTERM stops it gracefully.`,
+		Example: `  herd server --site /srv/site --dir /var/lib/herd-server --listen 0.0.0.0:8140 --hostnames herd.example.com
+  herd server --config /etc/herd/server.toml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFile(cmd, configFile, &cfg); err != nil {
+				return err
+			}
+			if cfg.Site == "" {
+				return usageError(cmd, "a site is required (--site or site in the config file)")
+			}
+			log, err := logger(cmd, cfg.LogLevel)
+			if err != nil {
+				return usageError(cmd, err.Error())
+			}
+			s, err := server.New(cmd.Context(), server.Options{
+				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
+				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
+				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Log: log,
+			})
+			if err != nil {
+				return siteError(cfg.Site, err)
+			}
+			if err := s.Start(cmd.Context()); err != nil {
+				s.Close()
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "herd server: gRPC on %s, metrics on %s, site %s\n", s.Addr, s.HTTPAddr, cfg.Site)
+			<-cmd.Context().Done()
+			return s.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
+	f.StringVar(&cfg.Site, "site", cfg.Site, "the site directory (a git work tree gives versions by commit)")
+	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "the server's state: CA, signing key, store, file contents")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC address")
+	f.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, `address of /healthz and /metrics ("off" to disable)`)
+	f.StringSliceVar(&cfg.Hostnames, "hostnames", nil, "names and addresses in the server's certificate (default localhost, 127.0.0.1, this host)")
+	f.Var(&cfg.CheckinInterval, "checkin-interval", "how often nodes check in; the server spreads them over it")
+	f.Var(&cfg.Debounce, "debounce", "quiet time before a site change is loaded")
+	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "check-ins and reports handled at once; more get RESOURCE_EXHAUSTED with a retry hint")
+	f.IntVar(&cfg.CompileWorkers, "compile-workers", 0, "parallel compiles (default: one per core)")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	return cmd
+}
+
+// logger returns the log/slog logger commands hand to packages: text on a
+// terminal, JSON otherwise, so that logs shipped from a fleet parse.
+func logger(cmd *cobra.Command, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	w := cmd.ErrOrStderr()
+	if f, ok := w.(interface{ Fd() uintptr }); ok && isTerminalFd(f.Fd()) {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/ca"
+	"github.com/herdcm/herd/server/store"
+)
+
+// adminService serves operators (admin certificates only).
+type adminService struct {
+	herdv1.UnimplementedAdminServer
+	s *Server
+}
+
+func (a *adminService) ListNodes(ctx context.Context, _ *herdv1.ListNodesRequest) (*herdv1.ListNodesResponse, error) {
+	nodes, err := a.s.st.Nodes(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
+	}
+	out := &herdv1.ListNodesResponse{}
+	for _, n := range nodes {
+		info := &herdv1.NodeInfo{
+			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
+			LastSummary: wireSummary(n.LastSummary), LastReportUnixMs: unixMs(n.LastReport),
+		}
+		if cur, cerr := a.s.compiles.get(n.Name); cur != nil || cerr != "" {
+			if cur != nil {
+				info.CatalogEtag, info.CatalogVersion = cur.etag, cur.version
+			}
+			info.CompileError = cerr
+		}
+		out.Nodes = append(out.Nodes, info)
+	}
+	return out, nil
+}
+
+func (a *adminService) GetFacts(ctx context.Context, req *herdv1.GetFactsRequest) (*herdv1.GetFactsResponse, error) {
+	_, b, updated, ok, err := a.s.st.Facts(ctx, req.Node)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading facts: %v", err)
+	}
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no facts for node %s", req.Node)
+	}
+	return &herdv1.GetFactsResponse{FactsJson: b, UpdatedUnixMs: unixMs(updated)}, nil
+}
+
+func (a *adminService) ListReports(ctx context.Context, req *herdv1.ListReportsRequest) (*herdv1.ListReportsResponse, error) {
+	limit := int(req.Limit)
+	if limit <= 0 || limit > 1000 {
+		limit = 50
+	}
+	rs, err := a.s.st.Reports(ctx, req.Node, limit)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "listing reports: %v", err)
+	}
+	out := &herdv1.ListReportsResponse{}
+	for _, r := range rs {
+		out.Reports = append(out.Reports, &herdv1.StoredReport{Node: r.Node, ReceivedUnixMs: unixMs(r.Received), Report: wireReport(r)})
+	}
+	return out, nil
+}
+
+func (a *adminService) GetCatalog(_ context.Context, req *herdv1.GetCatalogRequest) (*herdv1.GetCatalogResponse, error) {
+	cur, _ := a.s.compiles.get(req.Node)
+	if cur == nil {
+		return nil, status.Errorf(codes.NotFound, "no catalog for node %s", req.Node)
+	}
+	return &herdv1.GetCatalogResponse{Catalog: cur.bytes, Etag: cur.etag}, nil
+}
+
+func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*herdv1.SiteStatusResponse, error) {
+	st := a.s.site.Load()
+	out := &herdv1.SiteStatusResponse{CompileErrors: map[string]string{}}
+	if st != nil {
+		out.Version, out.LoadedUnixMs, out.LoadError = st.version, unixMs(st.loaded), st.loadErr
+	}
+	a.s.compiles.mu.RLock()
+	for n, e := range a.s.compiles.errors {
+		out.CompileErrors[n] = e
+	}
+	a.s.compiles.mu.RUnlock()
+	return out, nil
+}
+
+func (a *adminService) ListCertificates(ctx context.Context, _ *herdv1.ListCertificatesRequest) (*herdv1.ListCertificatesResponse, error) {
+	list, err := a.s.ca.List(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "listing certificates: %v", err)
+	}
+	out := &herdv1.ListCertificatesResponse{}
+	for _, c := range list {
+		out.Certificates = append(out.Certificates, wireCert(c))
+	}
+	return out, nil
+}
+
+func (a *adminService) SignCertificate(ctx context.Context, req *herdv1.SignCertificateRequest) (*herdv1.SignCertificateResponse, error) {
+	c, err := a.s.ca.Sign(ctx, req.Name)
+	if err != nil {
+		return nil, caStatus(err, "signing "+req.Name)
+	}
+	return &herdv1.SignCertificateResponse{Certificate: &herdv1.Certificate{
+		Name: c.Name, Serial: c.Serial, State: "issued", NotAfterUnixMs: unixMs(c.NotAfter), Admin: c.Admin,
+	}}, nil
+}
+
+func (a *adminService) RevokeCertificate(ctx context.Context, req *herdv1.RevokeCertificateRequest) (*herdv1.RevokeCertificateResponse, error) {
+	if err := a.s.ca.Revoke(ctx, req.Name); err != nil {
+		return nil, caStatus(err, "revoking "+req.Name)
+	}
+	return &herdv1.RevokeCertificateResponse{}, nil
+}
+
+func (a *adminService) CreateJoinToken(ctx context.Context, req *herdv1.CreateJoinTokenRequest) (*herdv1.CreateJoinTokenResponse, error) {
+	secret, expires, err := a.s.ca.NewToken(ctx, req.NamePattern, time.Duration(req.TtlMs)*time.Millisecond, req.SingleUse)
+	if err != nil {
+		return nil, caStatus(err, "creating a join token")
+	}
+	return &herdv1.CreateJoinTokenResponse{Token: secret, ExpiresUnixMs: unixMs(expires)}, nil
+}
+
+// caStatus maps the CA's errors to gRPC codes at the edge.
+func caStatus(err error, doing string) error {
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ca.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, ca.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, ca.ErrInvalid):
+		code = codes.InvalidArgument
+	}
+	return status.Errorf(code, "%s: %v", doing, err)
+}
+
+func wireCert(c ca.Listed) *herdv1.Certificate {
+	return &herdv1.Certificate{Name: c.Name, Serial: c.Serial, State: string(c.State), NotAfterUnixMs: unixMs(c.NotAfter), Admin: c.Admin}
+}
+
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func wireSummary(s store.Summary) *herdv1.Summary {
+	return &herdv1.Summary{Resources: int32(s.Resources), InSync: int32(s.InSync), Changed: int32(s.Changed),
+		Failed: int32(s.Failed), Skipped: int32(s.Skipped), Unknown: int32(s.Unknown), Refreshed: int32(s.Refreshed)}
+}
+
+func wireReport(r store.Report) *herdv1.Report {
+	out := &herdv1.Report{RunId: r.RunID, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop,
+		StartedUnixNs: r.Started.UnixNano(), DurationNs: int64(r.Duration), Summary: wireSummary(r.Summary)}
+	for _, e := range r.Events {
+		ev := &herdv1.Event{Id: e.ID, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,
+			Error: e.Error, Cause: e.Cause, Output: e.Output, DurationNs: int64(e.Duration)}
+		if len(e.ChangesJSON) > 0 {
+			_ = json.Unmarshal(e.ChangesJSON, &ev.Changes)
+		}
+		out.Events = append(out.Events, ev)
+	}
+	return out
+}

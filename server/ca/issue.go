@@ -1,0 +1,336 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// issue signs a client certificate for pub named name: the subject is the
+// name and the mark of its kind, the only SAN is the name, and it may
+// only authenticate a TLS client. Nothing of a request but its public key
+// reaches here.
+func (c *CA) issue(pub crypto.PublicKey, name string, admin bool) (Cert, error) {
+	now := c.now()
+	validity, ou := c.opts.NodeValidity, nodeOU
+	if admin {
+		validity, ou = c.opts.AdminValidity, adminOU
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          newSerial(),
+		Subject:               pkix.Name{CommonName: name, OrganizationalUnit: []string{ou}},
+		DNSNames:              []string{name},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              minTime(now.Add(validity), c.cert.NotAfter),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
+	if err != nil {
+		return Cert{}, fmt.Errorf("issuing certificate for %q: %w", name, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return Cert{}, fmt.Errorf("issuing certificate for %q: parsing it: %w", name, err)
+	}
+	return Cert{
+		Name:     name,
+		Serial:   SerialHex(cert),
+		DER:      der,
+		Admin:    admin,
+		NotAfter: cert.NotAfter,
+		Issued:   now,
+	}, nil
+}
+
+// issueAndStore issues a certificate and records it. The caller holds
+// name's lock and has checked that no unrevoked certificate exists.
+func (c *CA) issueAndStore(ctx context.Context, pub crypto.PublicKey, name string, admin bool, how string) (Cert, error) {
+	cert, err := c.issue(pub, name, admin)
+	if err != nil {
+		return Cert{}, err
+	}
+	if err := c.st.PutCert(ctx, cert); err != nil {
+		return Cert{}, fmt.Errorf("storing certificate of %q: %w", name, err)
+	}
+	c.log.Info("issued certificate", "name", name, "serial", cert.Serial, "admin", admin, "not_after", cert.NotAfter, "how", how)
+	return cert, nil
+}
+
+// Sign issues the certificate a pending request of name asks for: the
+// operator's `herd ca sign NAME`. It fails with ErrNotFound when nothing
+// of that name is pending and with ErrExists when name has an unrevoked
+// certificate.
+func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
+	if err := CheckName(name); err != nil {
+		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
+	}
+	defer c.lock(name)()
+	p, ok, err := c.st.Pending(ctx, name)
+	if err != nil {
+		return Cert{}, fmt.Errorf("signing %q: reading pending request: %w", name, err)
+	}
+	if !ok {
+		return Cert{}, fmt.Errorf("signing %q: no pending request: %w", name, ErrNotFound)
+	}
+	if _, ok, err := c.unrevoked(ctx, name); err != nil {
+		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
+	} else if ok {
+		return Cert{}, fmt.Errorf("signing %q: %w", name, ErrExists)
+	}
+	// The request was checked when it came in; check again in case the
+	// store was written by something else.
+	pub, err := parseCSR(p.CSR)
+	if err != nil {
+		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
+	}
+	cert, err := c.issueAndStore(ctx, pub, name, false, "signed")
+	if err != nil {
+		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
+	}
+	if err := c.st.DeletePending(ctx, name); err != nil {
+		return Cert{}, fmt.Errorf("signing %q: removing pending request: %w", name, err)
+	}
+	return cert, nil
+}
+
+// IssueAdmin makes an admin key and certificate named name, for `herd ca
+// admin NAME`, and records the certificate so it is listed and can be
+// revoked. It returns both as PEM and writes no file. Admin and node names
+// share one namespace: it fails with ErrExists when name has an unrevoked
+// certificate of either kind.
+func (c *CA) IssueAdmin(ctx context.Context, name string) (certPEM, keyPEM []byte, err error) {
+	if err := CheckName(name); err != nil {
+		return nil, nil, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	defer c.lock(name)()
+	if _, ok, err := c.unrevoked(ctx, name); err != nil {
+		return nil, nil, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	} else if ok {
+		return nil, nil, fmt.Errorf("issuing admin certificate %q: %w", name, ErrExists)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing admin certificate %q: generating key: %w", name, err)
+	}
+	if keyPEM, err = marshalKeyPEM(key); err != nil {
+		return nil, nil, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	cert, err := c.issueAndStore(ctx, key.Public(), name, true, "admin")
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	return CertPEM(cert.DER), keyPEM, nil
+}
+
+// unrevoked returns name's unrevoked certificate, if it has one.
+func (c *CA) unrevoked(ctx context.Context, name string) (Cert, bool, error) {
+	cert, ok, err := c.st.Cert(ctx, name)
+	if err != nil {
+		return Cert{}, false, fmt.Errorf("reading certificate of %q: %w", name, err)
+	}
+	if !ok || !cert.RevokedAt.IsZero() {
+		return Cert{}, false, nil
+	}
+	return cert, true, nil
+}
+
+// lock takes name's lock and returns its release.
+func (c *CA) lock(name string) (unlock func()) {
+	// FNV-1a: cheap, and names are short.
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	m := &c.names[h%uint32(len(c.names))]
+	m.Lock()
+	return m.Unlock
+}
+
+// serverCert is the server's TLS certificate as ServerCert keeps it.
+type serverCert struct {
+	tls  tls.Certificate
+	leaf *x509.Certificate
+}
+
+// ServerCert returns the server's TLS certificate, issued by the CA for
+// localhost, 127.0.0.1, ::1 and hosts (DNS names or IP addresses). It is
+// kept in the CA's directory and in memory, and issued anew when it is
+// missing, was issued by another CA, does not name every host, or is in
+// the last 30 days (or third) of its validity. A call that finds the
+// certificate in memory still good costs no I/O, so the server may call
+// it from tls.Config.GetCertificate.
+func (c *CA) ServerCert(hosts []string) (tls.Certificate, error) {
+	dns, ips, err := serverHosts(hosts)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
+	}
+	c.serverMu.Lock()
+	defer c.serverMu.Unlock()
+	now := c.now()
+	if sc := c.serverCert; sc != nil && c.serverCertFits(sc.leaf, dns, ips, now) {
+		return sc.tls, nil
+	}
+	certPath, keyPath := filepath.Join(c.dir, serverCertFile), filepath.Join(c.dir, serverKeyFile)
+	if sc, err := loadServerCert(certPath, keyPath); err == nil && c.serverCertFits(sc.leaf, dns, ips, now) {
+		c.serverCert = sc
+		return sc.tls, nil
+	}
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: generating key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          newSerial(),
+		Subject:               pkix.Name{CommonName: dns[0], Organization: []string{"Herd"}},
+		DNSNames:              dns,
+		IPAddresses:           ips,
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              minTime(now.Add(c.opts.ServerValidity), c.cert.NotAfter),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
+	}
+	keyPEM, err := marshalKeyPEM(key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
+	}
+	// The key first; a crash between the two leaves a pair that does not
+	// match, which the next call replaces.
+	if err := writeReplace(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
+	}
+	if err := writeReplace(certPath, CertPEM(der), 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
+	}
+	sc, err := loadServerCert(certPath, keyPath)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: reading back: %w", err)
+	}
+	c.serverCert = sc
+	c.log.Info("issued server certificate", "dns", dns, "ips", ips, "not_after", sc.leaf.NotAfter)
+	return sc.tls, nil
+}
+
+// loadServerCert reads the server's key pair.
+func loadServerCert(certPath, keyPath string) (*serverCert, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	pair.Leaf = leaf
+	return &serverCert{tls: pair, leaf: leaf}, nil
+}
+
+// serverCertFits reports whether leaf was issued by this CA for server
+// use, names every one of dns and ips, and is not yet due for renewal.
+func (c *CA) serverCertFits(leaf *x509.Certificate, dns []string, ips []net.IP, now time.Time) bool {
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots:       c.pool,
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return false
+	}
+	renew := min(30*24*time.Hour, c.opts.ServerValidity/3)
+	if leaf.NotAfter.Sub(now) < renew {
+		return false
+	}
+	for _, d := range dns {
+		if !slices.Contains(leaf.DNSNames, d) {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+// serverHosts splits the server's names into DNS names and IP addresses,
+// with localhost and the loopback addresses always among them.
+func serverHosts(hosts []string) (dns []string, ips []net.IP, err error) {
+	for _, h := range append([]string{"localhost", "127.0.0.1", "::1"}, hosts...) {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			if !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+			continue
+		}
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		for _, r := range h {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' || r == '*') {
+				return nil, nil, fmt.Errorf("host %q: want a DNS name or an IP address", h)
+			}
+		}
+		if !slices.Contains(dns, h) {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips, nil
+}
+
+// newSerial returns a random positive 128-bit serial number.
+func newSerial() *big.Int {
+	for {
+		if n := new(big.Int).SetBytes(randomBytes(16)); n.Sign() > 0 {
+			return n
+		}
+	}
+}
+
+// randomBytes returns n random bytes. Since Go 1.24 crypto/rand.Read
+// never returns an error (it crashes the program instead), so there is
+// none to pass on.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// minTime returns the earlier of a and b.
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

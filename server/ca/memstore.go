@@ -1,0 +1,160 @@
+package ca
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+)
+
+// MemStore is a Store in memory, for tests of this package and of the
+// server. The zero value is not usable; call NewMemStore.
+type MemStore struct {
+	mu       sync.Mutex
+	certs    map[string][]Cert // newest first
+	pendings map[string]Pending
+	tokens   map[string]Token // by hash
+}
+
+var _ Store = (*MemStore)(nil)
+
+// NewMemStore returns an empty MemStore.
+func NewMemStore() *MemStore {
+	return &MemStore{certs: map[string][]Cert{}, pendings: map[string]Pending{}, tokens: map[string]Token{}}
+}
+
+// PutCert implements Store.
+func (m *MemStore) PutCert(_ context.Context, c Cert) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.certs[c.Name]; len(old) > 0 && old[0].RevokedAt.IsZero() {
+		return fmt.Errorf("storing certificate of %q: %w", c.Name, ErrExists)
+	}
+	c.DER = bytes.Clone(c.DER)
+	m.certs[c.Name] = append([]Cert{c}, m.certs[c.Name]...)
+	return nil
+}
+
+// Cert implements Store.
+func (m *MemStore) Cert(_ context.Context, name string) (Cert, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cs := m.certs[name]; len(cs) > 0 {
+		return cloneCert(cs[0]), true, nil
+	}
+	return Cert{}, false, nil
+}
+
+// Certs implements Store.
+func (m *MemStore) Certs(context.Context) ([]Cert, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Cert
+	for _, name := range slices.Sorted(maps.Keys(m.certs)) {
+		for _, c := range m.certs[name] {
+			out = append(out, cloneCert(c))
+		}
+	}
+	return out, nil
+}
+
+// Revoke implements Store. It fails with ErrNotFound when name has no
+// unrevoked certificate.
+func (m *MemStore) Revoke(_ context.Context, name string, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cs := m.certs[name]
+	if len(cs) == 0 || !cs[0].RevokedAt.IsZero() {
+		return fmt.Errorf("revoking %q: no unrevoked certificate: %w", name, ErrNotFound)
+	}
+	cs[0].RevokedAt = at
+	return nil
+}
+
+// Revoked implements Store.
+func (m *MemStore) Revoked(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, cs := range m.certs {
+		for _, c := range cs {
+			if !c.RevokedAt.IsZero() {
+				out = append(out, c.Serial)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// PutPending implements Store.
+func (m *MemStore) PutPending(_ context.Context, p Pending) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p.CSR = bytes.Clone(p.CSR)
+	m.pendings[p.Name] = p
+	return nil
+}
+
+// Pending implements Store.
+func (m *MemStore) Pending(_ context.Context, name string) (Pending, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pendings[name]
+	p.CSR = bytes.Clone(p.CSR)
+	return p, ok, nil
+}
+
+// DeletePending implements Store; deleting what is not there is no error.
+func (m *MemStore) DeletePending(_ context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.pendings, name)
+	return nil
+}
+
+// Pendings implements Store.
+func (m *MemStore) Pendings(context.Context) ([]Pending, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Pending, 0, len(m.pendings))
+	for _, p := range m.pendings {
+		p.CSR = bytes.Clone(p.CSR)
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Pending) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// PutToken implements Store.
+func (m *MemStore) PutToken(_ context.Context, t Token) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tokens[t.Hash] = t
+	return nil
+}
+
+// UseToken implements Store.
+func (m *MemStore) UseToken(_ context.Context, hash string, at time.Time) (Token, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tokens[hash]
+	if !ok || t.SingleUse && !t.UsedAt.IsZero() {
+		return Token{}, false, nil
+	}
+	if t.SingleUse {
+		t.UsedAt = at
+		m.tokens[hash] = t
+	}
+	return t, true, nil
+}
+
+// cloneCert copies c so that callers cannot change the stored record.
+func cloneCert(c Cert) Cert {
+	c.DER = bytes.Clone(c.DER)
+	return c
+}

@@ -1,0 +1,127 @@
+package ca
+
+import (
+	"cmp"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Revoke revokes name's certificate, node's or admin's: the server refuses
+// it from its next call on, OnRevoke's callbacks run, and the name may
+// enroll again. It fails with ErrNotFound when name has no unrevoked
+// certificate.
+func (c *CA) Revoke(ctx context.Context, name string) error {
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("revoking %q: %w", name, err)
+	}
+	unlock := c.lock(name)
+	cert, ok, err := c.unrevoked(ctx, name)
+	if err == nil && !ok {
+		err = fmt.Errorf("no unrevoked certificate: %w", ErrNotFound)
+	}
+	if err == nil {
+		err = c.st.Revoke(ctx, name, c.now())
+	}
+	unlock()
+	if err != nil {
+		return fmt.Errorf("revoking %q: %w", name, err)
+	}
+
+	c.revokeMu.Lock()
+	old := *c.revoked.Load()
+	set := make(map[string]struct{}, len(old)+1)
+	maps.Copy(set, old)
+	set[cert.Serial] = struct{}{}
+	c.revoked.Store(&set)
+	subs := slices.Collect(maps.Values(c.subs))
+	c.revokeMu.Unlock()
+
+	c.log.Info("revoked certificate", "name", name, "serial", cert.Serial, "admin", cert.Admin)
+	for _, f := range subs {
+		f(name, cert.Serial)
+	}
+	return nil
+}
+
+// IsRevoked reports whether the certificate with this serial (as
+// SerialHex formats it) was revoked. It is a map lookup without locks,
+// for the server to call on every RPC. It knows the revocations made
+// through this CA and those in the store when it was opened.
+func (c *CA) IsRevoked(serialHex string) bool {
+	_, ok := (*c.revoked.Load())[serialHex]
+	return ok
+}
+
+// OnRevoke registers f to be called, after each revocation, with the
+// revoked name and serial, so that the server can close the streams a
+// revoked node holds open. f runs on Revoke's goroutine and must not
+// block or call Revoke. The returned stop unregisters f.
+func (c *CA) OnRevoke(f func(name, serial string)) (stop func()) {
+	c.revokeMu.Lock()
+	defer c.revokeMu.Unlock()
+	id := c.nextSub
+	c.nextSub++
+	c.subs[id] = f
+	return func() {
+		c.revokeMu.Lock()
+		defer c.revokeMu.Unlock()
+		delete(c.subs, id)
+	}
+}
+
+// Listed is one line of `herd ca list`: a certificate or a pending
+// request.
+type Listed struct {
+	Name  string
+	State State
+	// Serial, NotAfter and Admin describe a certificate; they are empty
+	// for a pending request.
+	Serial   string
+	NotAfter time.Time
+	Admin    bool
+	// Time is when the certificate was issued or revoked, or the request
+	// made.
+	Time time.Time
+	// Fingerprint is the key's, as Fingerprint gives it, for the operator
+	// to compare with the one the node shows before signing; empty when
+	// the stored record does not parse.
+	Fingerprint string
+}
+
+// List returns every certificate (issued and revoked) and pending
+// request, by name; for one name, certificates newest first, then its
+// pending request.
+func (c *CA) List(ctx context.Context) ([]Listed, error) {
+	certs, err := c.st.Certs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing certificates: %w", err)
+	}
+	pendings, err := c.st.Pendings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing pending requests: %w", err)
+	}
+	out := make([]Listed, 0, len(certs)+len(pendings))
+	for _, ct := range certs {
+		l := Listed{Name: ct.Name, State: StateIssued, Serial: ct.Serial, NotAfter: ct.NotAfter, Admin: ct.Admin, Time: ct.Issued}
+		if !ct.RevokedAt.IsZero() {
+			l.State, l.Time = StateRevoked, ct.RevokedAt
+		}
+		if x, err := x509.ParseCertificate(ct.DER); err == nil {
+			l.Fingerprint, _ = Fingerprint(x.PublicKey)
+		}
+		out = append(out, l)
+	}
+	for _, p := range pendings {
+		l := Listed{Name: p.Name, State: StatePending, Time: p.Requested}
+		if csr, err := x509.ParseCertificateRequest(p.CSR); err == nil {
+			l.Fingerprint, _ = Fingerprint(csr.PublicKey)
+		}
+		out = append(out, l)
+	}
+	slices.SortStableFunc(out, func(a, b Listed) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}

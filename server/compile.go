@@ -1,0 +1,309 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/facts"
+)
+
+// siteState is the site version being served.
+type siteState struct {
+	site    *catalogs.Site
+	version string
+	loaded  time.Time
+	// loadErr is the error of the newest load attempt, when it failed and
+	// the previous version is still served.
+	loadErr string
+}
+
+// nodeCatalog is the catalog a node gets now.
+type nodeCatalog struct {
+	etag      string
+	version   string
+	bytes     []byte
+	signature []byte
+	files     map[string]bool // digests the catalog ships
+}
+
+// compileState holds every node's current catalog and compile error.
+type compileState struct {
+	mu       sync.RWMutex
+	catalogs map[string]*nodeCatalog
+	errors   map[string]string
+	// per-node locks keep two compiles of one node (a check-in and a site
+	// change) from racing each other's store writes.
+	nodeMu sync.Map // name → *sync.Mutex
+}
+
+func (c *compileState) init() {
+	c.catalogs = map[string]*nodeCatalog{}
+	c.errors = map[string]string{}
+}
+
+func (c *compileState) get(node string) (*nodeCatalog, string) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.catalogs[node], c.errors[node]
+}
+
+func (c *compileState) lock(node string) func() {
+	m, _ := c.nodeMu.LoadOrStore(node, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+// factsCache holds each known node's facts and their digest, so that a
+// check-in with unchanged facts and a site change need no store read.
+type factsCache struct {
+	mu sync.RWMutex
+	m  map[string]cachedFacts
+}
+
+type cachedFacts struct {
+	digest string
+	facts  facts.Facts
+}
+
+func (f *factsCache) init() { f.m = map[string]cachedFacts{} }
+
+func (f *factsCache) get(node string) (cachedFacts, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c, ok := f.m[node]
+	return c, ok
+}
+
+func (f *factsCache) put(node string, c cachedFacts) {
+	f.mu.Lock()
+	f.m[node] = c
+	f.mu.Unlock()
+}
+
+func (f *factsCache) nodes() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]string, 0, len(f.m))
+	for n := range f.m {
+		out = append(out, n)
+	}
+	return out
+}
+
+// warm fills the caches from the store, so that a restarted server
+// answers check-ins from memory and recompiles every known node.
+func (s *Server) warm(ctx context.Context) error {
+	cats, err := s.st.CurrentCatalogs(ctx)
+	if err != nil {
+		return fmt.Errorf("starting the server: %w", err)
+	}
+	for node, rec := range cats {
+		nc, err := newNodeCatalog(rec.Etag, rec.Version, rec.Catalog, rec.Signature)
+		if err != nil {
+			s.log.Warn("a stored catalog does not decode; the node will get a new one", "node", node, "err", err)
+			continue
+		}
+		s.compiles.catalogs[node] = nc
+	}
+	digests, err := s.st.FactsDigests(ctx)
+	if err != nil {
+		return fmt.Errorf("starting the server: %w", err)
+	}
+	for node := range digests {
+		_, b, _, ok, err := s.st.Facts(ctx, node)
+		if err != nil || !ok {
+			continue
+		}
+		f, err := facts.FromJSON(b)
+		if err != nil {
+			continue
+		}
+		s.facts.put(node, cachedFacts{digest: digests[node], facts: f})
+	}
+	return nil
+}
+
+func newNodeCatalog(etag, version string, b, sig []byte) (*nodeCatalog, error) {
+	cat, err := catalogs.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	nc := &nodeCatalog{etag: etag, version: version, bytes: b, signature: sig, files: map[string]bool{}}
+	for _, f := range cat.Files {
+		nc.files[f.Digest] = true
+	}
+	return nc, nil
+}
+
+// reload loads the site's current version and recompiles every known
+// node. A site that fails to load keeps the previous version served.
+func (s *Server) reload(ctx context.Context) error {
+	site, err := catalogs.Load(ctx, s.opts.Site, catalogs.LoadOptions{})
+	prev := s.site.Load()
+	if err != nil {
+		s.metrics.siteLoads.WithLabelValues("error").Inc()
+		if prev == nil {
+			return fmt.Errorf("loading the site: %w", err)
+		}
+		next := *prev
+		next.loadErr = err.Error()
+		s.site.Store(&next)
+		s.log.Error("the site's new version does not load; still serving the previous one", "version", prev.version, "err", err)
+		return nil
+	}
+	s.metrics.siteLoads.WithLabelValues("ok").Inc()
+	if err := s.storeFiles(site); err != nil {
+		return err
+	}
+	s.site.Store(&siteState{site: site, version: site.Version, loaded: time.Now()})
+	s.log.Info("site loaded", "version", site.Version)
+	return s.recompileAll(ctx)
+}
+
+// storeFiles copies the site's static files into the content store by
+// digest, so that a node can fetch what its catalog names even after the
+// site moved on.
+func (s *Server) storeFiles(site *catalogs.Site) error {
+	for _, f := range site.Files() {
+		dst := filepath.Join(s.files, strings.TrimPrefix(f.Digest, "sha256:"))
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := copyVerified(filepath.Join(s.opts.Site, filepath.FromSlash(f.Path)), dst, f.Digest); err != nil {
+			return fmt.Errorf("storing %s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+func copyVerified(src, dst, digest string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if catalogs.Digest(b) != digest {
+		return errors.New("changed while the site loaded")
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".incoming-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
+
+// openFile opens a stored file by digest.
+func (s *Server) openFile(digest string) (io.ReadCloser, error) {
+	hex, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok || len(hex) != 64 || strings.Trim(hex, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("bad digest %q", digest)
+	}
+	return os.Open(filepath.Join(s.files, hex))
+}
+
+// recompileAll compiles every node with known facts, in parallel.
+func (s *Server) recompileAll(ctx context.Context) error {
+	nodes := s.facts.nodes()
+	workers := s.opts.CompileWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	start := time.Now()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, n := range nodes {
+		g.Go(func() error {
+			s.compileNode(ctx, n)
+			return nil
+		})
+	}
+	err := g.Wait()
+	s.log.Info("fleet recompiled", "nodes", len(nodes), "took", time.Since(start).Round(time.Millisecond))
+	return err
+}
+
+// compileNode compiles node's catalog from the served site and its cached
+// facts; a new catalog is signed, stored and announced to the node's
+// Watch streams. A failed compile keeps the last good catalog.
+func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
+	unlock := s.compiles.lock(node)
+	defer unlock()
+	st := s.site.Load()
+	cf, ok := s.facts.get(node)
+	if !ok || st == nil {
+		cur, _ := s.compiles.get(node)
+		return cur
+	}
+	start := time.Now()
+	s.metrics.compiles.Inc()
+	cat, err := st.site.Compile(node, cf.facts)
+	var enc []byte
+	if err == nil {
+		enc, err = cat.Encode()
+	}
+	if err != nil {
+		s.metrics.compileErrors.Inc()
+		msg := err.Error()
+		s.compiles.mu.Lock()
+		s.compiles.errors[node] = msg
+		cur := s.compiles.catalogs[node]
+		s.compiles.mu.Unlock()
+		if serr := s.st.SetCompileError(ctx, node, st.version, msg); serr != nil {
+			s.log.Error("recording a compile error", "node", node, "err", serr)
+		}
+		s.log.Warn("compile failed; the node keeps its last good catalog", "node", node, "version", st.version, "err", msg)
+		return cur
+	}
+	etag := catalogs.Digest(enc)
+	cur, hadErr := s.compiles.get(node)
+	if hadErr != "" {
+		s.compiles.mu.Lock()
+		delete(s.compiles.errors, node)
+		s.compiles.mu.Unlock()
+		s.st.SetCompileError(ctx, node, st.version, "")
+	}
+	if cur != nil && cur.etag == etag {
+		return cur
+	}
+	sig := ed25519.Sign(s.signer, enc)
+	nc := &nodeCatalog{etag: etag, version: st.version, bytes: enc, signature: sig, files: map[string]bool{}}
+	for _, f := range cat.Files {
+		nc.files[f.Digest] = true
+	}
+	if err := s.st.SaveCatalog(ctx, node, etag, st.version, enc, sig); err != nil {
+		s.log.Error("storing a catalog; the node keeps its previous one", "node", node, "err", err)
+		return cur
+	}
+	s.compiles.mu.Lock()
+	s.compiles.catalogs[node] = nc
+	s.compiles.mu.Unlock()
+	s.metrics.compileTime.Observe(time.Since(start).Seconds())
+	s.watch.notify(node, etag, st.version)
+	return nc
+}
+
+func ed25519Verify(pub ed25519.PublicKey, msg, sig []byte) bool { return ed25519.Verify(pub, msg, sig) }

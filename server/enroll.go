@@ -1,0 +1,39 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/ca"
+)
+
+// enrollService is open to anyone; the CA decides (join token, pending
+// request, refused name).
+type enrollService struct {
+	herdv1.UnimplementedEnrollServer
+	s *Server
+}
+
+func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (*herdv1.EnrollResponse, error) {
+	res, err := e.s.ca.Enroll(ctx, req.Name, req.CsrDer, req.JoinToken)
+	if err != nil {
+		if errors.Is(err, ca.ErrExists) {
+			return nil, status.Errorf(codes.AlreadyExists, "enrolling %s: %v", req.Name, err)
+		}
+		return nil, status.Errorf(codes.InvalidArgument, "enrolling %s: %v", req.Name, err)
+	}
+	out := &herdv1.EnrollResponse{CaCertificateDer: e.s.ca.CACertDER(), SigningPublicKey: e.s.ca.SigningPublicKey()}
+	if res.State == ca.StatePending {
+		e.s.log.Info("enrollment pending", "name", req.Name, "reason", res.Reason)
+		out.Status = herdv1.EnrollResponse_PENDING
+		out.RetryAfterMs = res.RetryAfter.Milliseconds()
+		return out, nil
+	}
+	out.Status = herdv1.EnrollResponse_ISSUED
+	out.CertificateDer = res.Cert.DER
+	return out, nil
+}

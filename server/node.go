@@ -1,0 +1,286 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/facts"
+	"github.com/herdcm/herd/server/store"
+)
+
+// nodeService serves nodes. The node is always caller(ctx).name: the name
+// in its verified certificate, never anything in the request.
+type nodeService struct {
+	herdv1.UnimplementedNodeServer
+	s *Server
+}
+
+// admit takes a slot of the bounded work queue, or answers
+// RESOURCE_EXHAUSTED with a jittered retry hint in the "retry-after-ms"
+// trailer, which agents honour.
+func (s *Server) admit(ctx context.Context) (func(), error) {
+	select {
+	case s.inFlight <- struct{}{}:
+		return func() { <-s.inFlight }, nil
+	default:
+	}
+	s.metrics.overloaded.Inc()
+	retry := 500 + rand.IntN(2500)
+	grpc.SetTrailer(ctx, metadata.Pairs("retry-after-ms", strconv.Itoa(retry)))
+	return nil, status.Errorf(codes.ResourceExhausted, "server busy: retry in %d ms", retry)
+}
+
+func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (*herdv1.CheckinResponse, error) {
+	s := n.s
+	release, err := s.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	node := caller(ctx).name
+	now := time.Now()
+	resp := &herdv1.CheckinResponse{NextCheckinUnixMs: s.nextCheckin(node, now).UnixMilli()}
+
+	cached, known := s.facts.get(node)
+	switch {
+	case len(req.FactsJson) > 0:
+		f, digest, err := s.checkFacts(req)
+		if err != nil {
+			s.metrics.checkins.WithLabelValues("bad-facts").Inc()
+			return nil, err
+		}
+		if !known || cached.digest != digest {
+			if err := s.st.SaveFacts(ctx, node, digest, req.FactsJson, now); err != nil {
+				return nil, status.Errorf(codes.Unavailable, "storing facts: %v", err)
+			}
+			s.facts.put(node, cachedFacts{digest: digest, facts: f})
+			// New facts may change the catalog: compile now, on this call,
+			// so that the node gets it in this very answer.
+			s.compileNode(ctx, node)
+		}
+	case !known || cached.digest != req.FactsDigest:
+		s.metrics.checkins.WithLabelValues("need-facts").Inc()
+		resp.Status = herdv1.CheckinResponse_NEED_FACTS
+		return resp, nil
+	}
+
+	cur, compileErr := s.compiles.get(node)
+	if cur == nil {
+		cur = s.compileNode(ctx, node)
+		_, compileErr = s.compiles.get(node)
+	}
+	resp.CompileError = compileErr
+	switch {
+	case cur == nil:
+		resp.Status = herdv1.CheckinResponse_NO_CATALOG
+	case cur.etag == req.CatalogEtag:
+		resp.Status = herdv1.CheckinResponse_UNCHANGED
+		resp.Etag = cur.etag
+	default:
+		resp.Status = herdv1.CheckinResponse_NEW_CATALOG
+		resp.Etag, resp.Catalog, resp.Signature = cur.etag, cur.bytes, cur.signature
+	}
+	s.metrics.checkins.WithLabelValues(resp.Status.String()).Inc()
+	if err := s.st.Checkin(ctx, node, now, req.AgentVersion, time.UnixMilli(resp.NextCheckinUnixMs)); err != nil {
+		s.log.Warn("recording a check-in", "node", node, "err", err)
+	}
+	return resp, nil
+}
+
+// checkFacts validates facts sent by a node: size, digest and depth. The
+// digest is the sha256 of the bytes as sent.
+func (s *Server) checkFacts(req *herdv1.CheckinRequest) (facts.Facts, string, error) {
+	if len(req.FactsJson) > s.opts.MaxFactsBytes {
+		return nil, "", status.Errorf(codes.InvalidArgument, "facts are %d bytes, more than the %d this server accepts", len(req.FactsJson), s.opts.MaxFactsBytes)
+	}
+	sum := sha256.Sum256(req.FactsJson)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	if req.FactsDigest != "" && req.FactsDigest != digest {
+		return nil, "", status.Errorf(codes.InvalidArgument, "facts digest %s does not match the facts sent (%s)", req.FactsDigest, digest)
+	}
+	if d := jsonDepth(req.FactsJson); d > s.opts.MaxFactsDepth {
+		return nil, "", status.Errorf(codes.InvalidArgument, "facts nest %d deep, more than the %d this server accepts", d, s.opts.MaxFactsDepth)
+	}
+	f, err := facts.FromJSON(req.FactsJson)
+	if err != nil {
+		return nil, "", status.Errorf(codes.InvalidArgument, "facts: %v", err)
+	}
+	return f, digest, nil
+}
+
+// jsonDepth measures how deeply a JSON document nests, without decoding
+// it, so that a hostile document is refused before it is parsed.
+func jsonDepth(b []byte) int {
+	depth, max, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+			if depth > max {
+				max = depth
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return max
+}
+
+// nextCheckin spreads the fleet over the check-in interval: each node has
+// a fixed slot (a hash of its name), and its next check-in is its next
+// slot at least half an interval away. After a fleet-wide restart the
+// check-ins flatten out by themselves instead of arriving together.
+func (s *Server) nextCheckin(node string, now time.Time) time.Time {
+	iv := s.opts.CheckinInterval
+	h := fnv.New64a()
+	h.Write([]byte(node))
+	offset := time.Duration(h.Sum64() % uint64(iv))
+	base := now.Truncate(iv).Add(offset)
+	for base.Before(now.Add(iv / 2)) {
+		base = base.Add(iv)
+	}
+	return base
+}
+
+func (n *nodeService) GetFile(req *herdv1.GetFileRequest, stream grpc.ServerStreamingServer[herdv1.FileChunk]) error {
+	s := n.s
+	node := caller(stream.Context()).name
+	cur, _ := s.compiles.get(node)
+	// Only a digest the node's own catalog ships: a node cannot read
+	// another node's files by guessing digests.
+	if cur == nil || !cur.files[req.Digest] {
+		return status.Errorf(codes.PermissionDenied, "file %s is not in the catalog of %s", req.Digest, node)
+	}
+	f, err := s.openFile(req.Digest)
+	if err != nil {
+		return status.Errorf(codes.NotFound, "file %s: %v", req.Digest, err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	for {
+		m, err := f.Read(buf)
+		if m > 0 {
+			if err := stream.Send(&herdv1.FileChunk{Data: buf[:m]}); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return status.Errorf(codes.Internal, "reading file %s: %v", req.Digest, err)
+		}
+	}
+}
+
+func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequest) (*herdv1.SendReportResponse, error) {
+	s := n.s
+	release, err := s.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	r := req.GetReport()
+	if r == nil || r.RunId == "" {
+		return nil, status.Error(codes.InvalidArgument, "a report needs a run id")
+	}
+	if len(r.Events) > s.opts.MaxReportEvents {
+		return nil, status.Errorf(codes.InvalidArgument, "the report has %d events, more than the %d this server accepts", len(r.Events), s.opts.MaxReportEvents)
+	}
+	node := caller(ctx).name
+	rec, err := storeReport(node, r)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "report: %v", err)
+	}
+	dup, err := s.st.SaveReport(ctx, node, rec)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "storing the report: %v", err)
+	}
+	if dup {
+		s.metrics.reports.WithLabelValues("duplicate").Inc()
+	} else {
+		s.metrics.reports.WithLabelValues("stored").Inc()
+	}
+	return &herdv1.SendReportResponse{Duplicate: dup}, nil
+}
+
+// storeReport converts a wire report into the store's shape. Changes are
+// kept as the JSON the dashboard and CLI show.
+func storeReport(node string, r *herdv1.Report) (store.Report, error) {
+	sum := r.GetSummary()
+	rec := store.Report{
+		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop,
+		Started: time.Unix(0, r.StartedUnixNs), Duration: time.Duration(r.DurationNs), Received: time.Now(),
+		Summary: store.Summary{
+			Resources: int(sum.GetResources()), InSync: int(sum.GetInSync()), Changed: int(sum.GetChanged()),
+			Failed: int(sum.GetFailed()), Skipped: int(sum.GetSkipped()), Unknown: int(sum.GetUnknown()), Refreshed: int(sum.GetRefreshed()),
+		},
+	}
+	for _, e := range r.Events {
+		ev := store.Event{ID: e.Id, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,
+			Error: e.Error, Cause: e.Cause, Output: e.Output, Duration: time.Duration(e.DurationNs)}
+		if len(e.Changes) > 0 {
+			b, err := json.Marshal(e.Changes)
+			if err != nil {
+				return rec, fmt.Errorf("event %s: %w", e.Id, err)
+			}
+			ev.ChangesJSON = b
+		}
+		rec.Events = append(rec.Events, ev)
+	}
+	return rec, nil
+}
+
+func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamingServer[herdv1.WatchEvent]) error {
+	s := n.s
+	id := caller(stream.Context())
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	w := &watcher{serial: id.serial, box: make(chan watchMsg, 1), cancel: cancel}
+	s.watch.add(id.name, w)
+	s.metrics.watchers.Inc()
+	defer func() {
+		s.watch.remove(id.name, w)
+		s.metrics.watchers.Dec()
+	}()
+	if cur, _ := s.compiles.get(id.name); cur != nil && cur.etag != req.Etag {
+		if err := stream.Send(&herdv1.WatchEvent{Etag: cur.etag, Version: cur.version}); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if stream.Context().Err() == nil {
+				return status.Error(codes.Unauthenticated, "the stream's certificate was revoked or the server is stopping")
+			}
+			return nil
+		case m := <-w.box:
+			if err := stream.Send(&herdv1.WatchEvent{Etag: m.etag, Version: m.version}); err != nil {
+				return err
+			}
+		}
+	}
+}

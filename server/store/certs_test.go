@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/herdcm/herd/server/ca"
+)
+
+func TestCerts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+
+	c1 := ca.Cert{Name: "web-01", Serial: "0a", DER: []byte{1, 2}, NotAfter: at(1000), Issued: at(1)}
+	adm := ca.Cert{Name: "admin", Serial: "0b", DER: []byte{3}, Admin: true, NotAfter: at(1000), Issued: at(2)}
+	must(t, s.PutCert(ctx, c1))
+	must(t, s.PutCert(ctx, adm))
+	if err := s.PutCert(ctx, ca.Cert{Name: "web-01", Serial: "0c"}); !errors.Is(err, ca.ErrExists) {
+		t.Errorf("second PutCert of web-01 = %v, want ca.ErrExists", err)
+	}
+	if got, ok, err := s.Cert(ctx, "web-01"); err != nil || !ok {
+		t.Errorf("Cert(web-01) = %v, %v", ok, err)
+	} else if d := cmp.Diff(c1, got); d != "" {
+		t.Errorf("Cert(web-01) (-want +got):\n%s", d)
+	}
+	if _, ok, err := s.Cert(ctx, "nobody"); err != nil || ok {
+		t.Errorf("Cert(nobody) = %v, %v", ok, err)
+	}
+
+	if err := s.Revoke(ctx, "nobody", at(5)); !errors.Is(err, ca.ErrNotFound) {
+		t.Errorf("Revoke(nobody) = %v, want ca.ErrNotFound", err)
+	}
+	must(t, s.Revoke(ctx, "web-01", at(5)))
+	if err := s.Revoke(ctx, "web-01", at(6)); !errors.Is(err, ca.ErrNotFound) {
+		t.Errorf("second Revoke(web-01) = %v, want ca.ErrNotFound", err)
+	}
+	// Revoked: the name may be issued again; the old serial stays refused.
+	c2 := ca.Cert{Name: "web-01", Serial: "0d", DER: []byte{4}, NotAfter: at(2000), Issued: at(7)}
+	must(t, s.PutCert(ctx, c2))
+	if got, _, _ := s.Cert(ctx, "web-01"); got.Serial != "0d" {
+		t.Errorf("Cert(web-01) after reissue = serial %s, want 0d", got.Serial)
+	}
+	revoked, err := s.Revoked(ctx)
+	if err != nil || !cmp.Equal(revoked, []string{"0a"}) {
+		t.Errorf("Revoked = %v, %v; want [0a]", revoked, err)
+	}
+	certs, err := s.Certs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.RevokedAt = at(5)
+	if d := cmp.Diff([]ca.Cert{adm, c2, c1}, certs); d != "" {
+		t.Errorf("Certs (-want +got):\n%s", d)
+	}
+}
+
+func TestPending(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	a := ca.Pending{Name: "web-02", CSR: []byte{1}, Requested: at(1)}
+	b := ca.Pending{Name: "db-01", CSR: []byte{2}, Requested: at(2)}
+	must(t, s.PutPending(ctx, a))
+	must(t, s.PutPending(ctx, b))
+	a.CSR, a.Requested = []byte{9}, at(3) // asked again with another key
+	must(t, s.PutPending(ctx, a))
+	if got, ok, err := s.Pending(ctx, "web-02"); err != nil || !ok {
+		t.Errorf("Pending(web-02) = %v, %v", ok, err)
+	} else if d := cmp.Diff(a, got); d != "" {
+		t.Errorf("Pending(web-02) (-want +got):\n%s", d)
+	}
+	all, err := s.Pendings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]ca.Pending{b, a}, all); d != "" {
+		t.Errorf("Pendings (-want +got):\n%s", d)
+	}
+	must(t, s.DeletePending(ctx, "web-02"))
+	must(t, s.DeletePending(ctx, "web-02")) // nothing there: no error
+	if _, ok, err := s.Pending(ctx, "web-02"); err != nil || ok {
+		t.Errorf("Pending after delete = %v, %v", ok, err)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	multi := ca.Token{Hash: "aa", NamePattern: "web-*", Expires: at(100), Created: at(1)}
+	single := ca.Token{Hash: "bb", SingleUse: true, Created: at(2)}
+	must(t, s.PutToken(ctx, multi))
+	must(t, s.PutToken(ctx, single))
+
+	for i := range 3 {
+		got, ok, err := s.UseToken(ctx, "aa", at(10+i))
+		if err != nil || !ok {
+			t.Fatalf("UseToken(multi) #%d = %v, %v", i, ok, err)
+		}
+		if d := cmp.Diff(multi, got); d != "" {
+			t.Errorf("UseToken(multi) (-want +got):\n%s", d)
+		}
+	}
+	got, ok, err := s.UseToken(ctx, "bb", at(20))
+	if err != nil || !ok || !got.UsedAt.Equal(at(20)) || !got.SingleUse {
+		t.Errorf("UseToken(single) = %+v, %v, %v", got, ok, err)
+	}
+	if _, ok, err := s.UseToken(ctx, "bb", at(21)); err != nil || ok {
+		t.Errorf("second UseToken(single) = %v, %v; want not ok", ok, err)
+	}
+	if _, ok, err := s.UseToken(ctx, "zz", at(21)); err != nil || ok {
+		t.Errorf("UseToken(unknown) = %v, %v; want not ok", ok, err)
+	}
+}
+
+// TestUseTokenOnce: 20 concurrent callers, one single-use token, exactly
+// one gets it.
+func TestUseTokenOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	must(t, s.PutToken(ctx, ca.Token{Hash: "cc", SingleUse: true, Created: at(1)}))
+	var won atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			_, ok, err := s.UseToken(ctx, "cc", at(10+i))
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				won.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := won.Load(); n != 1 {
+		t.Errorf("%d of 20 concurrent callers used a single-use token, want exactly 1", n)
+	}
+}

@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order; PRAGMA user_version records how many
+// have run. Never edit one that has shipped: append.
+//
+// Times are INTEGER unix nanoseconds, 0 for "never". Text that is absent
+// is the empty string rather than NULL, so that scans need no
+// sql.NullString.
+var migrations = []string{
+	`CREATE TABLE nodes (
+		name TEXT PRIMARY KEY,
+		first_seen INTEGER NOT NULL,
+		last_checkin INTEGER NOT NULL DEFAULT 0,
+		agent_version TEXT NOT NULL DEFAULT '',
+		next_checkin INTEGER NOT NULL DEFAULT 0,
+		catalog_etag TEXT NOT NULL DEFAULT '',     -- the catalog the node should run now
+		previous_etag TEXT NOT NULL DEFAULT '',    -- the one before it (rollout abort)
+		catalog_saved INTEGER NOT NULL DEFAULT 0,  -- when catalog_etag became current
+		compile_error TEXT NOT NULL DEFAULT '',
+		compile_version TEXT NOT NULL DEFAULT '',  -- the site version that failed
+		-- The newest run (by start time): what the node applied and how it went.
+		applied_etag TEXT NOT NULL DEFAULT '',     -- of the newest run that was not noop
+		last_run_id TEXT NOT NULL DEFAULT '',
+		last_received INTEGER NOT NULL DEFAULT 0,
+		last_started INTEGER NOT NULL DEFAULT 0,
+		last_noop INTEGER NOT NULL DEFAULT 0,
+		last_exit_code INTEGER NOT NULL DEFAULT 0,
+		last_resources INTEGER NOT NULL DEFAULT 0,
+		last_in_sync INTEGER NOT NULL DEFAULT 0,
+		last_changed INTEGER NOT NULL DEFAULT 0,
+		last_failed INTEGER NOT NULL DEFAULT 0,
+		last_skipped INTEGER NOT NULL DEFAULT 0,
+		last_unknown INTEGER NOT NULL DEFAULT 0,
+		last_refreshed INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+
+	-- Facts are kept once per digest: most check-ins of a fleet repeat
+	-- facts the store already holds.
+	CREATE TABLE facts_blobs (
+		digest TEXT PRIMARY KEY,
+		json BLOB NOT NULL
+	);
+	CREATE TABLE facts_latest (
+		node TEXT PRIMARY KEY,
+		digest TEXT NOT NULL,
+		received INTEGER NOT NULL                -- when these facts were last sent
+	) WITHOUT ROWID;
+	-- One row each time a node's facts digest changes.
+	CREATE TABLE facts_history (
+		node TEXT NOT NULL,
+		at INTEGER NOT NULL,
+		digest TEXT NOT NULL,
+		PRIMARY KEY (node, at, digest)
+	) WITHOUT ROWID;
+
+	-- Catalogs by etag ("sha256:..." of their canonical bytes).
+	CREATE TABLE catalogs (
+		etag TEXT PRIMARY KEY,
+		version TEXT NOT NULL,
+		catalog BLOB NOT NULL,
+		signature BLOB NOT NULL,
+		saved INTEGER NOT NULL
+	);
+	-- One row each time a node's current catalog changes.
+	CREATE TABLE node_catalogs (
+		node TEXT NOT NULL,
+		at INTEGER NOT NULL,
+		etag TEXT NOT NULL,
+		PRIMARY KEY (node, at, etag)
+	) WITHOUT ROWID;
+
+	-- One row per run. id is the order reports were stored in; (node,
+	-- run_id) makes a retried report a no-op.
+	CREATE TABLE reports (
+		id INTEGER PRIMARY KEY,
+		node TEXT NOT NULL,
+		run_id TEXT NOT NULL,
+		received INTEGER NOT NULL,
+		version TEXT NOT NULL,
+		catalog_digest TEXT NOT NULL,
+		noop INTEGER NOT NULL,
+		started INTEGER NOT NULL,
+		duration INTEGER NOT NULL,
+		exit_code INTEGER NOT NULL,
+		resources INTEGER NOT NULL,
+		in_sync INTEGER NOT NULL,
+		changed INTEGER NOT NULL,
+		failed INTEGER NOT NULL,
+		skipped INTEGER NOT NULL,
+		unknown INTEGER NOT NULL,
+		refreshed INTEGER NOT NULL,
+		events INTEGER NOT NULL,                 -- rows in events (not-in-sync events only)
+		UNIQUE (node, run_id)
+	);
+	CREATE INDEX reports_node ON reports (node, id);
+	CREATE INDEX reports_received ON reports (received);
+	-- The events of a run that were not plainly in sync. The key is the
+	-- report's id shifted left by 20 bits plus the event's position, so a
+	-- report's events are one range of the table: no second index, and in
+	-- order.
+	CREATE TABLE events (
+		id INTEGER PRIMARY KEY,
+		resource TEXT NOT NULL,
+		type TEXT NOT NULL,
+		status TEXT NOT NULL,
+		noop INTEGER NOT NULL,
+		changes BLOB,                            -- JSON, as the server made it
+		refresh TEXT NOT NULL,
+		error TEXT NOT NULL,
+		cause TEXT NOT NULL,
+		output TEXT NOT NULL,
+		duration INTEGER NOT NULL
+	);
+
+	-- Every certificate ever issued; revoked ones stay, so that their
+	-- serials stay refused.
+	CREATE TABLE certs (
+		id INTEGER PRIMARY KEY,
+		name TEXT NOT NULL,
+		serial TEXT NOT NULL UNIQUE,
+		der BLOB NOT NULL,
+		admin INTEGER NOT NULL,
+		not_after INTEGER NOT NULL,
+		issued INTEGER NOT NULL,
+		revoked_at INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX certs_name ON certs (name, id);
+	-- At most one valid certificate per name, whatever the code above does.
+	CREATE UNIQUE INDEX certs_valid ON certs (name) WHERE revoked_at = 0;
+	CREATE TABLE pending (
+		name TEXT PRIMARY KEY,
+		csr BLOB NOT NULL,
+		requested INTEGER NOT NULL
+	);
+	CREATE TABLE tokens (
+		hash TEXT PRIMARY KEY,
+		name_pattern TEXT NOT NULL,
+		expires INTEGER NOT NULL,
+		single_use INTEGER NOT NULL,
+		used_at INTEGER NOT NULL,
+		created INTEGER NOT NULL
+	);`,
+}
+
+// migrate brings the schema on conn up to date, one transaction per
+// migration, and refuses a schema newer than this build.
+func migrate(ctx context.Context, conn *sql.Conn) error {
+	var version int
+	if err := conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this herd's (%d): refusing to touch it", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if err := migrateOne(ctx, conn, i); err != nil {
+			return fmt.Errorf("migrating schema to version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func migrateOne(ctx context.Context, conn *sql.Conn, i int) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,288 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// StatusInSync is the status of an event whose resource needed nothing.
+const StatusInSync = "in-sync"
+
+// MaxEventText is the most bytes of an event's Output, and of its Error,
+// that the store keeps: the tail, where a failing command says why.
+const MaxEventText = 16 << 10
+
+// eventBits is how many bits of an events row id number the event within
+// its report (see the events table): a report keeps at most 1<<eventBits
+// events.
+const eventBits = 20
+
+// Summary counts a run's events by outcome.
+type Summary struct {
+	Resources int
+	InSync    int
+	Changed   int
+	Failed    int
+	Skipped   int
+	Unknown   int
+	Refreshed int
+}
+
+// Report is one run's outcome, as stored.
+type Report struct {
+	Node          string
+	RunID         string
+	Version       string // the site version of the catalog the run used
+	CatalogDigest string
+	Noop          bool
+	Started       time.Time
+	Duration      time.Duration
+	Received      time.Time // when the server received it
+	Summary       Summary
+	// Events are the run's events that were not plainly in sync (see
+	// Event.InSync), in the order sent: a run that changed nothing keeps
+	// its summary only.
+	Events []Event
+}
+
+// ExitCode is the run's exit status in Puppet's --detailed-exitcodes
+// convention, as the agent computes it: 0 in sync, 2 changed, 4 failures,
+// 6 both.
+func (r Report) ExitCode() int {
+	code := 0
+	if r.Summary.Changed > 0 || r.Summary.Refreshed > 0 {
+		code |= 2
+	}
+	if r.Summary.Failed > 0 || r.Summary.Skipped > 0 {
+		code |= 4
+	}
+	return code
+}
+
+// Event is what a run says about one resource.
+type Event struct {
+	ID     string // the resource, "type:name"
+	Type   string
+	Status string // in-sync, changed, failed, skipped, unknown
+	Noop   bool
+	// ChangesJSON is the event's changes as JSON the server made; the
+	// store keeps it as it is.
+	ChangesJSON []byte
+	Refresh     string // "refreshed", "would refresh" or ""
+	Error       string // the tail, at most MaxEventText bytes
+	Cause       string
+	Output      string // the tail, at most MaxEventText bytes
+	Duration    time.Duration
+}
+
+// InSync reports whether e says nothing a reader needs beyond the
+// summary's count: in sync and not refreshed. The store does not keep
+// such events.
+func (e Event) InSync() bool { return e.Status == StatusInSync && e.Refresh == "" }
+
+// tail returns s cut to its last MaxEventText bytes, at a character
+// boundary, saying how much was cut.
+func tail(s string) string {
+	if len(s) <= MaxEventText {
+		return s
+	}
+	i := len(s) - MaxEventText
+	for i < len(s) && !utf8.RuneStart(s[i]) {
+		i++
+	}
+	return "[" + strconv.Itoa(i) + " bytes cut]\n" + s[i:]
+}
+
+// SaveReport stores r, a report of node's run, exactly once per (node,
+// r.RunID): a report already stored (an agent's retry) stores nothing and
+// returns duplicate true. It returns once the report is durable, duplicate
+// or not. node is the certificate's name and wins over r.Node; a zero
+// r.Received is the time of the call. Only the events that are not in
+// sync are kept, their Output and Error cut to MaxEventText.
+//
+// The node's last run, applied etag and summary follow the report when it
+// started later than the node's newest run so far.
+func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicate bool, err error) {
+	// dup is set on the writer goroutine; read it only after a nil error
+	// (when ctx ends first, the write may still be running).
+	var dup bool
+	if node == "" || r.RunID == "" {
+		return false, fmt.Errorf("saving report %q of %q: empty node name or run id", r.RunID, node)
+	}
+	if r.Received.IsZero() {
+		r.Received = time.Now()
+	}
+	// Pick the events here, in the caller's goroutine, to keep the
+	// writer's work to the SQL.
+	keep := make([]Event, 0, len(r.Events))
+	for _, e := range r.Events {
+		if !e.InSync() {
+			e.Output, e.Error = tail(e.Output), tail(e.Error)
+			keep = append(keep, e)
+		}
+	}
+	if len(keep) > 1<<eventBits {
+		return false, fmt.Errorf("saving report %s of %s: %d events not in sync, more than the %d a report keeps", r.RunID, node, len(keep), 1<<eventBits)
+	}
+	sum, exit := r.Summary, r.ExitCode()
+	applied := ""
+	if !r.Noop {
+		applied = r.CatalogDigest
+	}
+	err = s.write(ctx, func(w *wtx) error {
+		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, started, duration, exit_code,
+				resources, in_sync, changed, failed, skipped, unknown, refreshed, events)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING`,
+			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, ns(r.Started), int64(r.Duration), exit,
+			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, len(keep))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			dup = true
+			return nil
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		if err := insertEvents(w, id<<eventBits, keep); err != nil {
+			return err
+		}
+		_, err = w.exec(`INSERT INTO nodes (name, first_seen, applied_etag, last_run_id, last_received, last_started, last_noop, last_exit_code,
+				last_resources, last_in_sync, last_changed, last_failed, last_skipped, last_unknown, last_refreshed)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET
+				applied_etag = CASE WHEN excluded.last_noop THEN nodes.applied_etag ELSE excluded.applied_etag END,
+				last_run_id = excluded.last_run_id, last_received = excluded.last_received, last_started = excluded.last_started,
+				last_noop = excluded.last_noop, last_exit_code = excluded.last_exit_code,
+				last_resources = excluded.last_resources, last_in_sync = excluded.last_in_sync, last_changed = excluded.last_changed,
+				last_failed = excluded.last_failed, last_skipped = excluded.last_skipped, last_unknown = excluded.last_unknown,
+				last_refreshed = excluded.last_refreshed
+			WHERE excluded.last_started >= nodes.last_started`,
+			node, ns(r.Received), applied, r.RunID, ns(r.Received), ns(r.Started), r.Noop, exit,
+			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("saving report %s of %s: %w", r.RunID, node, err)
+	}
+	return dup, nil
+}
+
+// eventsPerInsert is how many events one INSERT statement carries: one
+// statement per event would spend most of a big report's time crossing
+// from Go to sqlite.
+const eventsPerInsert = 16
+
+const eventColumns = 11
+
+var insertEventsSQL = func() [eventsPerInsert + 1]string {
+	var qs [eventsPerInsert + 1]string
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", eventColumns), ", ") + ")"
+	for n := 1; n <= eventsPerInsert; n++ {
+		qs[n] = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+	}
+	return qs
+}()
+
+func insertEvents(w *wtx, first int64, events []Event) error {
+	args := make([]any, 0, eventColumns*min(len(events), eventsPerInsert))
+	for start := 0; start < len(events); start += eventsPerInsert {
+		chunk := events[start:min(start+eventsPerInsert, len(events))]
+		args = args[:0]
+		for i, e := range chunk {
+			args = append(args, first+int64(start+i), e.ID, e.Type, e.Status, e.Noop, e.ChangesJSON,
+				e.Refresh, e.Error, e.Cause, e.Output, int64(e.Duration))
+		}
+		if _, err := w.exec(insertEventsSQL[len(chunk)], args...); err != nil {
+			return fmt.Errorf("storing events: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reports returns the newest reports, newest first (in the order they
+// were stored), with their events: node's, or every node's when node is
+// "". At most limit (DefaultHistoryLimit when limit <= 0).
+func (s *Store) Reports(ctx context.Context, node string, limit int) ([]Report, error) {
+	q := `SELECT id, node, run_id, received, version, catalog_digest, noop, started, duration,
+		resources, in_sync, changed, failed, skipped, unknown, refreshed, events FROM reports`
+	args := []any{}
+	if node != "" {
+		q += ` WHERE node = ?`
+		args = append(args, node)
+	}
+	args = append(args, limitOr(limit, DefaultHistoryLimit))
+	// One read transaction: the events read below belong to the same
+	// snapshot as the reports.
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("listing reports: %w", err)
+	}
+	defer tx.Rollback() // read-only: nothing to keep
+	rows, err := tx.QueryContext(ctx, q+` ORDER BY id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing reports: %w", err)
+	}
+	var out []Report
+	var ids []int64
+	var counts []int
+	for rows.Next() {
+		var r Report
+		var id, received, started, duration int64
+		var events int
+		sm := &r.Summary
+		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &started, &duration,
+			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &events); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("listing reports: %w", err)
+		}
+		r.Received, r.Started, r.Duration = fromNS(received), fromNS(started), time.Duration(duration)
+		out = append(out, r)
+		ids = append(ids, id)
+		counts = append(counts, events)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing reports: %w", err)
+	}
+	for i := range out {
+		if counts[i] == 0 {
+			continue
+		}
+		if out[i].Events, err = readEvents(ctx, tx, ids[i], counts[i]); err != nil {
+			return nil, fmt.Errorf("listing reports: run %s of %s: %w", out[i].RunID, out[i].Node, err)
+		}
+	}
+	return out, nil
+}
+
+func readEvents(ctx context.Context, tx *sql.Tx, report int64, count int) ([]Event, error) {
+	first := report << eventBits
+	rows, err := tx.QueryContext(ctx, `SELECT resource, type, status, noop, changes, refresh, error, cause, output, duration
+		FROM events WHERE id >= ? AND id < ? ORDER BY id`, first, first+1<<eventBits)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]Event, 0, count)
+	for rows.Next() {
+		var e Event
+		var d int64
+		if err := rows.Scan(&e.ID, &e.Type, &e.Status, &e.Noop, &e.ChangesJSON, &e.Refresh, &e.Error, &e.Cause, &e.Output, &d); err != nil {
+			return nil, err
+		}
+		e.Duration = time.Duration(d)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

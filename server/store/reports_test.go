@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestReportsRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+
+	changed := Report{
+		RunID: "run-1", Version: "abc123", CatalogDigest: "sha256:c1", Started: at(100), Duration: 1500 * time.Millisecond, Received: at(102),
+		Summary: Summary{Resources: 5, InSync: 2, Changed: 1, Failed: 1, Skipped: 1, Refreshed: 1},
+		Events: []Event{
+			{ID: "file:/etc/motd", Type: "file", Status: "changed", ChangesJSON: []byte(`[{"attr":"content"}]`), Duration: time.Millisecond},
+			{ID: "package:nginx", Type: "package", Status: StatusInSync},
+			{ID: "service:nginx", Type: "service", Status: StatusInSync, Refresh: "refreshed"}, // kept: it did something
+			{ID: "exec:migrate", Type: "exec", Status: "failed", Error: "exit status 1", Output: "migrating\nfailed\n"},
+			{ID: "file:/after", Type: "file", Status: "skipped", Cause: "exec:migrate failed"},
+			{ID: "user:web", Type: "user", Status: StatusInSync},
+		},
+	}
+	quiet := Report{RunID: "run-2", Version: "abc123", CatalogDigest: "sha256:c1", Noop: true, Started: at(200), Duration: time.Second, Received: at(201),
+		Summary: Summary{Resources: 2, InSync: 2},
+		Events:  []Event{{ID: "file:/etc/motd", Type: "file", Status: StatusInSync}, {ID: "package:nginx", Type: "package", Status: StatusInSync}},
+	}
+	other := Report{RunID: "run-1", Started: at(150), Received: at(150)} // same run id, another node: not a duplicate
+
+	for _, c := range []struct {
+		node string
+		r    Report
+	}{{"web-01", changed}, {"web-01", quiet}, {"web-02", other}} {
+		if dup, err := s.SaveReport(ctx, c.node, c.r); err != nil || dup {
+			t.Fatalf("SaveReport(%s, %s) = %v, %v", c.node, c.r.RunID, dup, err)
+		}
+	}
+
+	got, err := s.Reports(ctx, "web-01", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantChanged := changed
+	wantChanged.Node = "web-01"
+	wantChanged.Events = []Event{changed.Events[0], changed.Events[2], changed.Events[3], changed.Events[4]}
+	wantQuiet := quiet
+	wantQuiet.Node, wantQuiet.Events = "web-01", nil
+	if d := cmp.Diff([]Report{wantQuiet, wantChanged}, got); d != "" {
+		t.Errorf("Reports(web-01) (-want +got):\n%s", d)
+	}
+	all, err := s.Reports(ctx, "", 0)
+	if err != nil || len(all) != 3 || all[0].Node != "web-02" {
+		t.Errorf("Reports(all) = %d reports, first of %q, %v; want 3, newest (web-02) first", len(all), all[0].Node, err)
+	}
+	if one, _ := s.Reports(ctx, "", 1); len(one) != 1 {
+		t.Errorf("Reports limit 1 gave %d", len(one))
+	}
+	var events int
+	if err := s.rdb.QueryRow(`SELECT COUNT(*) FROM events`).Scan(&events); err != nil || events != 4 {
+		t.Errorf("events rows = %d, %v; want 4 (not in sync only)", events, err)
+	}
+
+	// The node follows its newest run; the noop run leaves applied alone.
+	n, _, _ := s.Node(ctx, "web-01")
+	if n.LastRunID != "run-2" || !n.LastNoop || n.AppliedEtag != "sha256:c1" || n.LastExitCode != 0 || n.LastSummary != quiet.Summary {
+		t.Errorf("Node(web-01) after two runs = %+v", n)
+	}
+	// A late report of an older run does not replace the newest.
+	if _, err := s.SaveReport(ctx, "web-01", Report{RunID: "run-0", Started: at(50), CatalogDigest: "sha256:c0"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := s.Node(ctx, "web-01"); n.LastRunID != "run-2" || n.AppliedEtag != "sha256:c1" {
+		t.Errorf("an older run replaced the newest: %+v", n)
+	}
+}
+
+func TestReportExitCode(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		s    Summary
+		want int
+	}{
+		{Summary{InSync: 3}, 0},
+		{Summary{Changed: 1}, 2},
+		{Summary{Refreshed: 1}, 2},
+		{Summary{Failed: 1}, 4},
+		{Summary{Skipped: 1}, 4},
+		{Summary{Changed: 1, Failed: 1}, 6},
+	} {
+		if got := (Report{Summary: c.s}).ExitCode(); got != c.want {
+			t.Errorf("ExitCode(%+v) = %d, want %d", c.s, got, c.want)
+		}
+	}
+}
+
+func TestEventTextCapped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	// Multi-byte characters across the cut: it must land between them.
+	long := strings.Repeat("é", MaxEventText) + "the end"
+	r := Report{RunID: "r", Events: []Event{{ID: "exec:x", Type: "exec", Status: "failed", Output: long, Error: long}}}
+	if _, err := s.SaveReport(ctx, "n", r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Reports(ctx, "n", 1)
+	if err != nil || len(got) != 1 || len(got[0].Events) != 1 {
+		t.Fatalf("Reports = %+v, %v", got, err)
+	}
+	for _, text := range []string{got[0].Events[0].Output, got[0].Events[0].Error} {
+		if len(text) > MaxEventText+40 || !strings.HasSuffix(text, "the end") || !strings.HasPrefix(text, "[") {
+			t.Errorf("capped text: %d bytes, starts %q, want at most ~%d ending with the tail", len(text), text[:20], MaxEventText)
+		}
+		if !strings.Contains(text, "bytes cut]\né") {
+			t.Errorf("cut not at a character boundary or unmarked: %q", text[:40])
+		}
+	}
+	if got := tail("short"); got != "short" {
+		t.Errorf("tail(short) = %q", got)
+	}
+}
+
+// TestReportExactlyOnce: many goroutines retry the same runs at once;
+// each run is stored once, and exactly one call per run is not a
+// duplicate.
+func TestReportExactlyOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	const runs, retries = 10, 16
+	var fresh [runs]atomic.Int32
+	var wg sync.WaitGroup
+	for run := range runs {
+		for range retries {
+			wg.Go(func() {
+				r := Report{RunID: fmt.Sprintf("run-%d", run), Started: at(run),
+					Summary: Summary{Resources: 1, Changed: 1},
+					Events:  []Event{{ID: "file:/x", Type: "file", Status: "changed"}}}
+				dup, err := s.SaveReport(ctx, "web-01", r)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !dup {
+					fresh[run].Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for run := range runs {
+		if n := fresh[run].Load(); n != 1 {
+			t.Errorf("run-%d: %d calls stored it, want exactly 1", run, n)
+		}
+	}
+	var reports, events int
+	if err := s.rdb.QueryRow(`SELECT (SELECT COUNT(*) FROM reports), (SELECT COUNT(*) FROM events)`).Scan(&reports, &events); err != nil {
+		t.Fatal(err)
+	}
+	if reports != runs || events != runs {
+		t.Errorf("%d reports and %d events stored, want %d each", reports, events, runs)
+	}
+}
+
+func TestReportDuplicateAfterReopen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "herd.db")
+	s, err := Open(path, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dup, err := s.SaveReport(ctx, "web-01", Report{RunID: "r1"}); err != nil || dup {
+		t.Fatalf("first SaveReport = %v, %v", dup, err)
+	}
+	must(t, s.Close())
+	s = openAt(t, path, Options{})
+	if dup, err := s.SaveReport(ctx, "web-01", Report{RunID: "r1"}); err != nil || !dup {
+		t.Errorf("SaveReport after restart = %v, %v; want duplicate", dup, err)
+	}
+}
+
+func TestReportRejects(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	for _, c := range []struct {
+		node string
+		r    Report
+	}{{"", Report{RunID: "r"}}, {"n", Report{}}} {
+		if _, err := s.SaveReport(context.Background(), c.node, c.r); err == nil {
+			t.Errorf("SaveReport(%q, run %q) succeeded", c.node, c.r.RunID)
+		}
+	}
+}

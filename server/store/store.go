@@ -1,0 +1,234 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the embedded store
+)
+
+// ErrClosed is returned by every method called after Close.
+var ErrClosed = errors.New("store is closed")
+
+// Defaults for the zero Options.
+const (
+	DefaultBatchMax    = 512
+	DefaultBatchDelay  = time.Millisecond
+	DefaultBusyTimeout = 10 * time.Second
+)
+
+// Options configure a Store. The zero value gives the defaults.
+type Options struct {
+	// Logger receives the store's own logs (slow batches, failed
+	// flushes). Nil discards them.
+	Logger *slog.Logger
+	// BatchMax is the most write requests one transaction takes
+	// (DefaultBatchMax when 0).
+	BatchMax int
+	// BatchDelay is the group-commit window: how long the writer waits for
+	// more requests to join a batch that is not full, and how long it
+	// lets check-ins gather before it flushes them when nothing else is
+	// written. DefaultBatchDelay when 0; negative means the writer takes
+	// only what is already queued (check-ins then use the default).
+	BatchDelay time.Duration
+	// ReadConns is the number of read-only connections (default: the
+	// larger of 4 and GOMAXPROCS).
+	ReadConns int
+	// BusyTimeout is how long a connection waits for a lock held by
+	// another process, such as a backup or the sqlite3 shell (the store's
+	// own connections never contend). DefaultBusyTimeout when 0.
+	BusyTimeout time.Duration
+}
+
+// Store is the server's sqlite store. It is safe for concurrent use; see
+// the package documentation for how writes are batched.
+type Store struct {
+	log  *slog.Logger
+	path string
+	opts Options
+
+	wdb  *sql.DB // the writer's handle: exactly one connection, conn
+	conn *sql.Conn
+	rdb  *sql.DB // read-only pool
+
+	// mu guards closed and every send on reqs, so that Close can close
+	// reqs once no sender is left.
+	mu     sync.RWMutex
+	closed bool
+	reqs   chan *request
+	done   chan struct{} // closed when the writer goroutine has returned
+
+	touches touches
+	stats   struct{ batches, requests, failed, checkins atomic.Int64 }
+}
+
+// Open opens the store at path, creating it when needed, runs the schema
+// migrations it lacks, and starts the writer. It refuses a file whose
+// schema is newer than this build knows.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.BatchMax <= 0 {
+		opts.BatchMax = DefaultBatchMax
+	}
+	if opts.BatchDelay == 0 {
+		opts.BatchDelay = DefaultBatchDelay
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = DefaultBusyTimeout
+	}
+	s := &Store{
+		log:  opts.Logger.With("component", "store"),
+		path: path,
+		opts: opts,
+		reqs: make(chan *request, 4*opts.BatchMax),
+		done: make(chan struct{}),
+	}
+	s.touches.init()
+	if err := s.open(); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	go s.run()
+	return s, nil
+}
+
+func (s *Store) open() error {
+	busy := strconv.FormatInt(s.opts.BusyTimeout.Milliseconds(), 10)
+	// The file: URI form lets sqlite take mode=ro; escaping the path keeps
+	// a '?' or '%' in a directory name from being read as a parameter.
+	uri := "file:" + (&url.URL{Path: s.path}).EscapedPath()
+	var err error
+	s.wdb, err = sql.Open("sqlite3", uri+"?_busy_timeout="+busy+"&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate")
+	if err != nil {
+		return err
+	}
+	// One connection, pinned: the writer goroutine owns it and runs its
+	// own BEGIN IMMEDIATE / COMMIT on it.
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	ctx := context.Background()
+	if s.conn, err = s.wdb.Conn(ctx); err != nil {
+		return err
+	}
+	var mode string
+	if err := s.conn.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return fmt.Errorf("reading journal mode: %w", err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("journal mode is %q, not wal (is the file on a filesystem without shared memory?)", mode)
+	}
+	// After a checkpoint, keep the WAL file from staying as large as the
+	// biggest burst it ever held.
+	if _, err := s.conn.ExecContext(ctx, `PRAGMA journal_size_limit = 67108864`); err != nil {
+		return fmt.Errorf("limiting the wal: %w", err)
+	}
+	if err := migrate(ctx, s.conn); err != nil {
+		return err
+	}
+	// Readers open only now: the file, its WAL and its schema exist.
+	s.rdb, err = sql.Open("sqlite3", uri+"?mode=ro&_busy_timeout="+busy)
+	if err != nil {
+		return err
+	}
+	s.rdb.SetMaxOpenConns(s.opts.ReadConns)
+	s.rdb.SetMaxIdleConns(s.opts.ReadConns)
+	if err := s.rdb.PingContext(ctx); err != nil {
+		return fmt.Errorf("opening read-only connections: %w", err)
+	}
+	return nil
+}
+
+// Close stops taking writes, lets the writer finish every request already
+// queued and flush pending check-ins, and closes the file. Calls after the
+// first return nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.done
+	return s.closeDBs()
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
+	if s.conn != nil {
+		// A last checkpoint leaves the data in the main file, so that a
+		// copy of it alone is complete; best effort.
+		if _, err := s.conn.ExecContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			s.log.Warn("checkpointing on close", "err", err)
+		}
+		errs = append(errs, s.conn.Close())
+	}
+	if s.wdb != nil {
+		errs = append(errs, s.wdb.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("closing store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Size returns the bytes the store's files take on disk (the database and
+// its WAL), for metrics.
+func (s *Store) Size() (int64, error) {
+	var total int64
+	for _, p := range []string{s.path, s.path + "-wal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("measuring store: %w", err)
+		}
+		total += fi.Size()
+	}
+	return total, nil
+}
+
+// ns stores a time as unix nanoseconds, the zero time as 0.
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromNS is the inverse of ns.
+func fromNS(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// limitOr returns limit, or def when limit is not positive.
+func limitOr(limit, def int) int {
+	if limit <= 0 {
+		return def
+	}
+	return limit
+}
