@@ -12,11 +12,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/facts"
 )
 
 func newFactsCmd() *cobra.Command {
 	var (
+		af       adminFlags
+		node     string
 		jsonOut  bool
 		root     string
 		factsDir string
@@ -39,8 +42,12 @@ exist, or no fact could be collected; 64 bad usage.`,
 		Example: `  herd facts                          # every fact, one "name = value" per line
   herd facts os.family                # debian
   herd facts --json os networking     # selected facts as JSON
-  herd facts --root /srv/rehearsal    # describe a sandbox host from its files`,
+  herd facts --root /srv/rehearsal    # describe a sandbox host from its files
+  herd facts --node web-01 os.family  # what web-01 last reported to the server`,
 		RunE: func(cmd *cobra.Command, names []string) error {
+			if node != "" {
+				return serverFacts(cmd, &af, node, names, jsonOut)
+			}
 			f, err := facts.Collect(cmd.Context(), facts.Options{
 				Root:         root,
 				ExternalDir:  factsDir,
@@ -66,6 +73,8 @@ exist, or no fact could be collected; 64 bad usage.`,
 		},
 	}
 	fl := cmd.Flags()
+	af.register(cmd)
+	fl.StringVar(&node, "node", "", "print the facts NODE last reported to the server (Admin service), instead of this host's")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON (indented, sorted keys)")
 	fl.StringVar(&root, "root", "/", "describe the host whose root is `DIR` (a sandbox or captured tree)")
 	fl.StringVar(&factsDir, "facts-dir", facts.DefaultExternalDir, "read external facts from `DIR` (under --root)")
@@ -158,4 +167,27 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// serverFacts prints the facts a node last reported, from the server.
+func serverFacts(cmd *cobra.Command, af *adminFlags, node string, names []string, jsonOut bool) error {
+	return withAdmin(af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+		resp, err := c.GetFacts(cmd.Context(), &herdv1.GetFactsRequest{Node: node})
+		if err != nil {
+			return err
+		}
+		f, err := facts.FromJSON(resp.FactsJson)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriter(cmd.OutOrStdout())
+		missing := writeFacts(w, f, names, jsonOut)
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			return &codedError{code: exitError, err: fmt.Errorf("node %s reported no fact named %s", node, strings.Join(missing, ", "))}
+		}
+		return nil
+	})(cmd, nil)
 }

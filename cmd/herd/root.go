@@ -91,6 +91,9 @@ converge the host and report what they did.`,
 		newBackupsCmd(),
 		newServicesCmd(),
 		newServerCmd(),
+		newCACmd(),
+		newNodesCmd(),
+		newReportsCmd(),
 	)
 	return root
 }

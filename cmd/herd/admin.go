@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/herdcm/herd/api/herdv1"
+)
+
+// adminFlags locate the server and the operator's admin credentials:
+// DIR/admin.crt, DIR/admin.key and DIR/ca.crt, as `herd ca admin` writes
+// them.
+type adminFlags struct {
+	server, dir, serverName string
+}
+
+func (a *adminFlags) register(cmd *cobra.Command) {
+	def := os.Getenv("HERD_ADMIN_DIR")
+	if def == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			def = filepath.Join(home, ".config", "herd", "admin")
+		}
+	}
+	addr := os.Getenv("HERD_SERVER")
+	if addr == "" {
+		addr = "127.0.0.1:8140"
+	}
+	cmd.PersistentFlags().StringVar(&a.server, "server", addr, "the server's gRPC address (or $HERD_SERVER)")
+	cmd.PersistentFlags().StringVar(&a.dir, "admin-dir", def, "admin credentials: admin.crt, admin.key, ca.crt (or $HERD_ADMIN_DIR)")
+	cmd.PersistentFlags().StringVar(&a.serverName, "server-name", "", "the name in the server's certificate (default: the --server host)")
+}
+
+// dial connects to the Admin service with the admin certificate.
+func (a *adminFlags) dial(ctx context.Context) (herdv1.AdminClient, func(), error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(a.dir, "admin.crt"), filepath.Join(a.dir, "admin.key"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin): %w", a.dir, err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(a.dir, "ca.crt"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading the server's CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, nil, fmt.Errorf("%s holds no certificate", filepath.Join(a.dir, "ca.crt"))
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: a.serverName}
+	conn, err := grpc.NewClient(a.server, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to %s: %w", a.server, err)
+	}
+	return herdv1.NewAdminClient(conn), func() { conn.Close() }, nil
+}
+
+// withAdmin wraps a RunE that needs the Admin service.
+func withAdmin(a *adminFlags, fn func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, closeConn, err := a.dial(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer closeConn()
+		return fn(cmd, args, c)
+	}
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/herdcm/herd/server"
+	"github.com/herdcm/herd/testkit"
+)
+
+// TestAdminCommands runs a real server and drives it with the CLI: admin
+// credentials from the server's directory, a join token, the CA list,
+// nodes, reports and a node's facts.
+func TestAdminCommands(t *testing.T) {
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"hi\\n\"\n",
+	})
+	dir := t.TempDir()
+	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	adminDir := filepath.Join(t.TempDir(), "admin")
+	conn := []string{"--server", s.Addr, "--admin-dir", adminDir}
+
+	if out, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", adminDir); code != 0 || !strings.Contains(out, "admin credentials for ops") {
+		t.Fatalf("herd ca admin: exit %d: %s%s", code, out, stderr)
+	}
+	token, stderr, code := herd(t, "", append([]string{"ca", "token", "--pattern", "web-*", "--ttl", "1h"}, conn...)...)
+	if code != 0 || len(strings.TrimSpace(token)) < 20 {
+		t.Fatalf("herd ca token: exit %d, %q %s", code, token, stderr)
+	}
+	out, stderr, code := herd(t, "", append([]string{"ca", "list"}, conn...)...)
+	if code != 0 || !strings.Contains(out, "ops") || !strings.Contains(out, "issued") {
+		t.Fatalf("herd ca list: exit %d:\n%s%s", code, out, stderr)
+	}
+	out, _, code = herd(t, "", append([]string{"nodes"}, conn...)...)
+	if code != 0 || !strings.Contains(out, "NODE") {
+		t.Fatalf("herd nodes: exit %d:\n%s", code, out)
+	}
+	if _, stderr, code := herd(t, "", append([]string{"facts", "--node", "web-01"}, conn...)...); code == 0 || !strings.Contains(stderr, "NotFound") {
+		t.Errorf("facts of an unknown node: exit %d, %s", code, stderr)
+	}
+	// Without credentials the Admin service is out of reach.
+	_, stderr, code = herd(t, "", "nodes", "--server", s.Addr, "--admin-dir", t.TempDir())
+	if code == 0 || !strings.Contains(stderr, "herd ca admin") {
+		t.Errorf("herd nodes without credentials: exit %d, %s", code, stderr)
+	}
+}

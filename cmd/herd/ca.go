@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/ca"
+	"github.com/herdcm/herd/server/store"
+)
+
+func newCACmd() *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{
+		Use:   "ca",
+		Short: "The enrollment CA: list, sign, revoke certificates; join tokens; admin credentials",
+		Long: `Manage who may talk to the server. Nodes enroll with a join token (issued at
+once) or wait for an operator to sign their request. A revoked certificate is
+refused on its next call, and its node's open Watch stream is closed.
+
+Every subcommand but admin talks to a running server with an admin
+certificate; "herd ca admin" makes one, on the server's machine, from the
+server's state directory.`,
+		Example: `  herd ca admin ops --dir /var/lib/herd-server      # once, on the server: writes ~/.config/herd/admin
+  herd ca token --pattern 'web-*' --ttl 24h --single-use
+  herd ca list
+  herd ca sign web-07
+  herd ca revoke web-03`,
+	}
+	af.register(cmd)
+
+	var serverDir, out string
+	adminCmd := &cobra.Command{
+		Use:   "admin NAME --dir SERVER_DIR",
+		Short: "Issue an admin certificate from the server's CA (on the server's machine)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				out = af.dir
+			}
+			if err := issueAdmin(cmd.Context(), serverDir, args[0], out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "admin credentials for %s in %s (admin.crt, admin.key, ca.crt)\n", args[0], out)
+			return nil
+		},
+	}
+	adminCmd.Flags().StringVar(&serverDir, "dir", "/var/lib/herd-server", "the server's state directory")
+	adminCmd.Flags().StringVar(&out, "out", "", "where to write the credentials (default: --admin-dir)")
+
+	var pattern string
+	var ttl duration = duration(24 * time.Hour)
+	var singleUse bool
+	tokenCmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create a join token: nodes enrolling with it are issued at once",
+		Args:  cobra.NoArgs,
+		RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			resp, err := c.CreateJoinToken(cmd.Context(), &herdv1.CreateJoinTokenRequest{
+				NamePattern: pattern, TtlMs: time.Duration(ttl).Milliseconds(), SingleUse: singleUse,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "expires %s\n", time.UnixMilli(resp.ExpiresUnixMs).Local().Format(time.DateTime))
+			return nil
+		}),
+	}
+	tokenCmd.Flags().StringVar(&pattern, "pattern", "", "a glob the enrolling name must match (default: any)")
+	tokenCmd.Flags().Var(&ttl, "ttl", "how long the token is valid")
+	tokenCmd.Flags().BoolVar(&singleUse, "single-use", false, "the token enrolls one node only")
+
+	cmd.AddCommand(adminCmd, tokenCmd,
+		&cobra.Command{
+			Use:   "list",
+			Short: "List issued, pending and revoked certificates",
+			Args:  cobra.NoArgs,
+			RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+				resp, err := c.ListCertificates(cmd.Context(), &herdv1.ListCertificatesRequest{})
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATE\tADMIN\tNOT AFTER\tSERIAL")
+				for _, ce := range resp.Certificates {
+					notAfter := "-"
+					if ce.NotAfterUnixMs > 0 {
+						notAfter = time.UnixMilli(ce.NotAfterUnixMs).Local().Format(time.DateOnly)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", ce.Name, ce.State, ce.Admin, notAfter, ce.Serial)
+				}
+				return tw.Flush()
+			}),
+		},
+		&cobra.Command{
+			Use:   "sign NAME",
+			Short: "Issue the certificate a node requested",
+			Args:  cobra.ExactArgs(1),
+			RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+				resp, err := c.SignCertificate(cmd.Context(), &herdv1.SignCertificateRequest{Name: args[0]})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "signed %s (serial %s)\n", resp.Certificate.Name, resp.Certificate.Serial)
+				return nil
+			}),
+		},
+		&cobra.Command{
+			Use:   "revoke NAME",
+			Short: "Revoke a node's certificate; it may then enroll again",
+			Args:  cobra.ExactArgs(1),
+			RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+				if _, err := c.RevokeCertificate(cmd.Context(), &herdv1.RevokeCertificateRequest{Name: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", args[0])
+				return nil
+			}),
+		},
+	)
+	return cmd
+}
+
+// issueAdmin opens the server's CA directly (it may be running: the store
+// is sqlite in WAL mode) and writes admin credentials to out.
+func issueAdmin(ctx context.Context, serverDir, name, out string) error {
+	st, err := store.Open(filepath.Join(serverDir, "herd.db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	authority, err := ca.Open(ctx, filepath.Join(serverDir, "ca"), st, ca.Options{})
+	if err != nil {
+		return err
+	}
+	certPEM, keyPEM, err := authority.IssueAdmin(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{"admin.key", keyPEM, 0o600},
+		{"admin.crt", certPEM, 0o644},
+		{"ca.crt", ca.CertPEM(authority.CACertDER()), 0o644},
+	} {
+		if err := os.WriteFile(filepath.Join(out, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("writing admin credentials: %w", err)
+		}
+	}
+	return nil
+}
