@@ -62,6 +62,27 @@ var migrations = []string{
 		want_digest TEXT NOT NULL,
 		sup_digest TEXT NOT NULL
 	);`,
+	// The daemon's: the last good catalog per node (its exact signed
+	// bytes, verified again when loaded), the report spool (oldest first
+	// by seq; a row leaves only when the server acknowledged it), and
+	// small settings such as the facts digest the server last acknowledged.
+	`CREATE TABLE catalog_cache (
+		node TEXT PRIMARY KEY,
+		etag TEXT NOT NULL,
+		catalog BLOB NOT NULL,
+		signature BLOB NOT NULL,
+		received INTEGER NOT NULL        -- unix nanoseconds
+	);
+	CREATE TABLE report_spool (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		run_id TEXT NOT NULL UNIQUE,
+		report BLOB NOT NULL,            -- a herdv1.Report, protobuf
+		created INTEGER NOT NULL         -- unix nanoseconds
+	);
+	CREATE TABLE agent_settings (
+		key TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
 }
 
 // OpenState opens (creating when needed) the state in dir.

@@ -188,6 +188,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
+	// Send the CA with the leaf: an agent pinning the CA by fingerprint
+	// checks it inside the handshake, before it sends its join token.
+	cert.Certificate = append(cert.Certificate, s.ca.CACertDER())
 	tlsConf := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},

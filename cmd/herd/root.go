@@ -94,6 +94,8 @@ converge the host and report what they did.`,
 		newCACmd(),
 		newNodesCmd(),
 		newReportsCmd(),
+		newAgentCmd(),
+		newUpCmd(),
 	)
 	return root
 }

@@ -28,6 +28,9 @@ func (s *Store) SaveCatalog(ctx context.Context, node, etag, version string, cat
 	if node == "" || etag == "" {
 		return fmt.Errorf("saving catalog of %q: empty node name or etag", node)
 	}
+	if signature == nil {
+		signature = []byte{} // NULL is not a signature; empty says "none"
+	}
 	now := time.Now()
 	err := s.write(ctx, func(w *wtx) error {
 		if _, err := w.exec(`INSERT INTO catalogs (etag, version, catalog, signature, saved) VALUES (?, ?, ?, ?, ?)

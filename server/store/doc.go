@@ -5,7 +5,8 @@
 // The store is one sqlite file in WAL mode. Every write (a report, facts,
 // a catalog, a CA record, a check-in) is a request to one writer goroutine
 // that owns the only read-write connection: it gathers requests into a
-// batch (up to Options.BatchMax, or for Options.BatchDelay), runs the batch
+// batch (whatever queued while it committed the previous batch, up to
+// Options.BatchMax, optionally waiting Options.BatchDelay for more), runs the batch
 // in one BEGIN IMMEDIATE transaction with synchronous=FULL, gives each
 // request its own SAVEPOINT so that one failing request does not fail the
 // others, commits, and only then answers each request. An answered write is
@@ -26,6 +27,7 @@
 //
 // Check-ins are the exception to "answered means durable": Checkin only
 // records the touch in memory, and the writer flushes the latest touch of
-// each node with the next batch, or after BatchDelay when there is none.
+// each node with the next batch, or after Options.CheckinDelay when there
+// is none.
 // Reads of nodes see touches that are not yet flushed.
 package store

@@ -76,7 +76,9 @@ var migrations = []string{
 	) WITHOUT ROWID;
 
 	-- One row per run. id is the order reports were stored in; (node,
-	-- run_id) makes a retried report a no-op.
+	-- run_id) makes a retried report a no-op, and its index (which holds
+	-- id too) finds a node's reports: a second index on (node, id) would
+	-- cost every report another page written at a random place.
 	CREATE TABLE reports (
 		id INTEGER PRIMARY KEY,
 		node TEXT NOT NULL,
@@ -98,7 +100,6 @@ var migrations = []string{
 		events INTEGER NOT NULL,                 -- rows in events (not-in-sync events only)
 		UNIQUE (node, run_id)
 	);
-	CREATE INDEX reports_node ON reports (node, id);
 	CREATE INDEX reports_received ON reports (received);
 	-- The events of a run that were not plainly in sync. The key is the
 	-- report's id shifted left by 20 bits plus the event's position, so a

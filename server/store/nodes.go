@@ -164,8 +164,8 @@ func ensureNode(w *wtx, node string, at time.Time) error {
 //
 // A check-in is not individually durable: it is kept in memory (the newest
 // per node wins) and written with the writer's next batch, or after
-// BatchDelay when nothing else is written, so that a fleet checking in
-// costs no transaction each. A crash loses at most that window of
+// Options.CheckinDelay when nothing else is written, so that a fleet
+// checking in costs no transaction each. A crash loses at most that window of
 // check-ins, which the next check-in of each node repairs. Node and Nodes
 // see check-ins not yet written; Flush waits for them.
 func (s *Store) Checkin(ctx context.Context, node string, at time.Time, agentVersion string, next time.Time) error {

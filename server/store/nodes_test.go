@@ -14,7 +14,7 @@ func TestCheckin(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "herd.db")
 	// A long window: check-ins stay in memory until Flush.
-	s := openAt(t, path, Options{BatchDelay: time.Hour})
+	s := openAt(t, path, Options{CheckinDelay: time.Hour})
 
 	for _, c := range []struct {
 		at      time.Time
@@ -71,7 +71,7 @@ func TestCheckin(t *testing.T) {
 func TestCheckinFlushedWithoutWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{BatchDelay: time.Millisecond})
+	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{CheckinDelay: time.Millisecond})
 	if err := s.Checkin(ctx, "web-01", at(1), "1.0", at(2)); err != nil {
 		t.Fatal(err)
 	}

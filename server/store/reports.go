@@ -119,9 +119,12 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 	}
 	// Pick the events here, in the caller's goroutine, to keep the
 	// writer's work to the SQL.
-	keep := make([]Event, 0, len(r.Events))
-	for _, e := range r.Events {
+	var keep []Event
+	for i, e := range r.Events {
 		if !e.InSync() {
+			if keep == nil {
+				keep = make([]Event, 0, len(r.Events)-i)
+			}
 			e.Output, e.Error = tail(e.Output), tail(e.Error)
 			keep = append(keep, e)
 		}
@@ -218,8 +221,10 @@ func (s *Store) Reports(ctx context.Context, node string, limit int) ([]Report, 
 		resources, in_sync, changed, failed, skipped, unknown, refreshed, events FROM reports`
 	args := []any{}
 	if node != "" {
-		q += ` WHERE node = ?`
-		args = append(args, node)
+		// Pick the ids from the (node, run_id) index, which holds them,
+		// before reading any row.
+		q += ` WHERE id IN (SELECT id FROM reports WHERE node = ? ORDER BY id DESC LIMIT ?)`
+		args = append(args, node, limitOr(limit, DefaultHistoryLimit))
 	}
 	args = append(args, limitOr(limit, DefaultHistoryLimit))
 	// One read transaction: the events read below belong to the same

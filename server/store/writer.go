@@ -145,31 +145,28 @@ func (s *Store) run() {
 	defer w.close()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	linger := s.opts.BatchDelay
-	touchDelay := linger
-	if touchDelay <= 0 {
-		touchDelay = DefaultBatchDelay
-	}
 	batch := make([]*request, 0, s.opts.BatchMax)
 	for open := true; open; {
 		batch = batch[:0]
-		wait := linger
+		var first *request
 		select {
-		case r, ok := <-s.reqs:
-			if !ok {
-				open = false
-				break
+		case first, open = <-s.reqs:
+		case <-s.touches.wake:
+			// Only check-ins are waiting: let more gather, unless a
+			// request comes to carry them first.
+			timer.Reset(s.opts.CheckinDelay)
+			select {
+			case first, open = <-s.reqs:
+				timer.Stop()
+			case <-timer.C:
 			}
-			batch = append(batch, r)
-			if r.now {
+		}
+		if first != nil {
+			batch = append(batch, first)
+			wait := s.opts.BatchDelay
+			if first.now {
 				wait = 0
 			}
-		case <-s.touches.wake:
-			// Only check-ins are waiting: let more gather, and let any
-			// request that comes meanwhile carry them.
-			wait = touchDelay
-		}
-		if open {
 			batch, open = s.gather(batch, wait, timer)
 		}
 		s.commit(w, batch)

@@ -1,0 +1,665 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/facts"
+)
+
+// DaemonOptions configure the agent daemon. The node's name is not among
+// them: it is the CN of the node's certificate, never a fact.
+type DaemonOptions struct {
+	Server string // host:port of the server
+	// ServerName is the name to verify in the server's certificate;
+	// default the host part of Server.
+	ServerName string
+	Root       string // the host root; default "/"
+	// StateDir holds the run lock, the sqlite state (catalog cache,
+	// report spool, history) and the file cache; default
+	// ROOT/var/lib/herd.
+	StateDir string
+	// CertDir holds the identity Enroll wrote; default STATE/tls.
+	CertDir string
+	// Interval is the time between runs when the server names no
+	// check-in time (default 30 minutes); Splay adds up to this much at
+	// random.
+	Interval, Splay time.Duration
+	Noop            bool
+	Parallel        int
+	// ResourceTimeout bounds one resource; RunTimeout a whole run.
+	ResourceTimeout time.Duration
+	RunTimeout      time.Duration
+	// LockWait is how long a run waits for another run (a masterless
+	// herd apply) to finish (default 10 minutes).
+	LockWait time.Duration
+	// FactsDir is the external facts directory (default under Root).
+	FactsDir     string
+	AgentVersion string
+	// KeepRuns is how many runs the history keeps (default
+	// DefaultKeepRuns).
+	KeepRuns int
+	Log      *slog.Logger
+	// Emit receives each event as it happens; may be nil.
+	Emit func(Event)
+	// Services returns the supervisor for provider-herd services, as in
+	// ApplyOptions. The daemon calls it once, at the first catalog with a
+	// service, and keeps it until it stops, so that services are
+	// supervised between runs too.
+	Services func(ctx context.Context, st *State) (resources.Services, func(), error)
+	// Types overrides the resource types (tests); default a fresh
+	// resources.Types() for each run.
+	Types map[string]resources.Type
+	// Once makes Run do one run and return, without Watch or drift.
+	Once bool
+}
+
+// Daemon is the agent's long-running side: it checks in with the server on
+// the server's schedule, caches the last good catalog, applies it, keeps
+// reports in a spool until the server has them, and runs at once when the
+// server releases a new catalog (Watch) or a watched resource drifts.
+//
+// Every trigger only asks for a run. Triggers coalesce: those that arrive
+// during a run make exactly one more run after it, never one each.
+type Daemon struct {
+	o     DaemonOptions
+	id    *Identity
+	st    *State
+	conn  *grpc.ClientConn
+	node  herdv1.NodeClient
+	files fileCache
+	sched Schedule
+	log   *slog.Logger
+	drift driftWatch
+
+	wake chan struct{} // a trigger is pending (capacity 1)
+	sent chan struct{} // a report was spooled (capacity 1)
+
+	mu      sync.Mutex
+	pending Trigger
+	busy    bool   // a run is in progress
+	etag    string // the cached catalog's; the Watch loop reads it
+	refused string // the last catalog refused, so that Watch does not ask for it again
+	watched string // the etag the last Watch event named
+
+	// Owned by the run loop.
+	cat           *catalogs.Catalog
+	state         ScheduleState
+	services      resources.Services
+	closeServices func()
+
+	// Tests: runCycle replaces cycle; afterRun is called after each run.
+	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
+	afterRun func(why Trigger, r *Report, err error)
+}
+
+// NewDaemon loads the node's identity and state and prepares the
+// connection (made lazily). Close it when done.
+func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
+	if o.Root == "" {
+		o.Root = "/"
+	}
+	if o.StateDir == "" {
+		o.StateDir = filepath.Join(o.Root, "var/lib/herd")
+	}
+	if o.CertDir == "" {
+		o.CertDir = filepath.Join(o.StateDir, "tls")
+	}
+	if o.LockWait == 0 {
+		o.LockWait = 10 * time.Minute
+	}
+	if o.KeepRuns == 0 {
+		o.KeepRuns = DefaultKeepRuns
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Server == "" {
+		return nil, errors.New("starting the agent: no server address")
+	}
+	id, err := LoadIdentity(o.CertDir)
+	if err != nil {
+		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
+	log := o.Log.With("component", "agent", "node", id.Node)
+	if left := time.Until(id.NotAfter); left < 0 {
+		log.Error("this node's certificate has expired; the server will refuse it", "not_after", id.NotAfter)
+	}
+	st, err := OpenState(o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
+	conn, err := dialNode(id, o.Server, o.ServerName)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
+	d := &Daemon{
+		o: o, id: id, st: st, conn: conn, node: herdv1.NewNodeClient(conn),
+		files: fileCache{dir: filepath.Join(o.StateDir, "files")},
+		sched: Schedule{Interval: o.Interval, Splay: o.Splay},
+		log:   log,
+		wake:  make(chan struct{}, 1),
+		sent:  make(chan struct{}, 1),
+	}
+	d.drift = driftWatch{root: o.Root, log: log, changed: func() { d.Trigger(TriggerDrift) }}
+	cat, etag, ok, err := st.loadCatalog(ctx, id.SigningKey, id.Node)
+	switch {
+	case err != nil:
+		// A cache that no longer verifies is as good as none: the next
+		// check-in fetches the catalog again.
+		log.Warn("ignoring the cached catalog", "err", err)
+	case ok:
+		d.cat, d.etag = cat, etag
+	}
+	return d, nil
+}
+
+// Node returns the node's name, from its certificate.
+func (d *Daemon) Node() string { return d.id.Node }
+
+// Close releases the connection, the supervisor (its services keep
+// running) and the state.
+func (d *Daemon) Close() error {
+	d.drift.stop()
+	if d.closeServices != nil {
+		d.closeServices()
+		d.closeServices, d.services = nil, nil
+	}
+	err := d.conn.Close()
+	return errors.Join(err, d.st.Close())
+}
+
+// RunDaemon runs the agent daemon until ctx ends (or, with Once, for one
+// run).
+func RunDaemon(ctx context.Context, o DaemonOptions) error {
+	d, err := NewDaemon(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Run(ctx)
+}
+
+// Run runs until ctx ends, then returns nil: the run loop, the Watch
+// stream and the report sender, each a goroutine that ends with ctx, and
+// the drift watches of the cached catalog. With Once it does one run and
+// returns its error.
+func (d *Daemon) Run(ctx context.Context) error {
+	if d.o.Once {
+		_, err := d.RunOnce(ctx)
+		return err
+	}
+	defer d.drift.stop()
+	d.drift.set(ctx, d.etag, d.cat)
+	// Reports a previous process left in the spool go out first.
+	d.poke()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.runLoop(ctx) })
+	g.Go(func() error { return d.watchLoop(ctx) })
+	g.Go(func() error { return d.sendLoop(ctx) })
+	return g.Wait()
+}
+
+// RunOnce does one full run now (check in, apply, report) and sends the
+// spool before it returns; not while Run runs. The error is the
+// check-in's when the server could not be reached (the cached catalog was
+// applied all the same, and the report waits in the spool) or the
+// sending's.
+func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
+	r, out := d.cycle(ctx, TriggerManual)
+	if out.err != nil {
+		return r, out.err
+	}
+	if _, err := sendSpooled(ctx, d.st, d.node, d.log); err != nil {
+		return r, fmt.Errorf("the report stays spooled: %w", err)
+	}
+	return r, nil
+}
+
+// Trigger asks for a run as soon as the current one (if any) ends. Any
+// number of triggers before that run starts make one run.
+func (d *Daemon) Trigger(why Trigger) {
+	d.mu.Lock()
+	d.pending |= why
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default: // a wake-up is already due
+	}
+}
+
+// takePending takes the pending triggers, and marks the daemon busy when
+// there were any.
+func (d *Daemon) takePending() Trigger {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.pending
+	d.pending = 0
+	d.busy = t != 0
+	return t
+}
+
+func (d *Daemon) poke() {
+	select {
+	case d.sent <- struct{}{}:
+	default:
+	}
+}
+
+// alreadyHave says whether the last Watch event named the cached catalog.
+func (d *Daemon) alreadyHave() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.watched != "" && d.watched == d.etag
+}
+
+func (d *Daemon) currentEtag() (etag, refused string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.etag, d.refused
+}
+
+// runLoop runs when the schedule says so or a trigger asks, one run at a
+// time.
+func (d *Daemon) runLoop(ctx context.Context) error {
+	cycle := d.cycle
+	if d.runCycle != nil {
+		cycle = d.runCycle
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		timer.Reset(time.Until(d.sched.Next(time.Now(), d.state)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			d.mu.Lock()
+			d.pending |= TriggerTimer
+			d.mu.Unlock()
+		case <-d.wake:
+		}
+		if ctx.Err() != nil {
+			return nil // select picks at random among ready cases
+		}
+		why := d.takePending()
+		if why == 0 {
+			continue // a wake-up whose trigger the last run already served
+		}
+		if why == TriggerWatch && d.alreadyHave() {
+			// The event named the catalog a run took meanwhile (the
+			// stream opened while the first run was fetching it).
+			d.mu.Lock()
+			d.busy = false
+			d.mu.Unlock()
+			continue
+		}
+		r, out := cycle(ctx, why)
+		if !out.local {
+			d.state.LastRun = time.Now()
+			d.state.Jitter = mrand.Float64()
+			if out.checkinErr != nil {
+				d.state.Failures++
+				d.state.RetryAfter = retryHint(out.checkinErr)
+			} else {
+				d.state.Failures, d.state.RetryAfter = 0, 0
+				d.state.ServerNext = out.serverNext
+			}
+			next := d.sched.Next(time.Now(), d.state)
+			d.log.Debug("next run", "at", next.Format(time.RFC3339), "in", time.Until(next).Round(time.Second))
+		}
+		d.poke()
+		if d.afterRun != nil {
+			d.afterRun(why, r, out.err)
+		}
+		d.mu.Lock()
+		d.busy = false
+		d.mu.Unlock()
+	}
+}
+
+// cycleResult is what a run tells the schedule.
+type cycleResult struct {
+	local      bool      // only the cached catalog was applied (drift)
+	checkinErr error     // the check-in failed
+	serverNext time.Time // the server's next check-in time
+	err        error     // the run's error (the check-in's, or the run could not start)
+}
+
+// cycle is one run: the lock, facts, the check-in, the catalog (new and
+// verified, or the cached one), the files, convergence, the report into
+// the history and the spool. A drift-only run skips facts and the check-in.
+func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) {
+	start := time.Now()
+	phases := map[string]time.Duration{}
+	mark := func(name string, since time.Time) time.Time {
+		now := time.Now()
+		phases[name] = now.Sub(since)
+		return now
+	}
+	out := cycleResult{local: why.local() && d.cat != nil}
+	runCtx := ctx
+	if d.o.RunTimeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, d.o.RunTimeout)
+		defer cancel()
+	}
+	lock, err := AcquireLock(runCtx, d.o.StateDir, d.o.LockWait)
+	if err != nil {
+		d.log.Error("run not started", "why", why.String(), "err", err)
+		out.checkinErr, out.err = err, err
+		return nil, out
+	}
+	defer lock.Release()
+	t := mark("lock", start)
+
+	var problems []Event
+	catChanged := false
+	if !out.local {
+		f, ferr := facts.Collect(runCtx, facts.Options{Root: d.o.Root, ExternalDir: d.o.FactsDir, AgentVersion: d.o.AgentVersion})
+		if ferr != nil {
+			d.log.Warn("some facts could not be collected", "err", ferr)
+		}
+		payload, digest, err := factsPayload(f)
+		t = mark("facts", t)
+		var resp *herdv1.CheckinResponse
+		if err == nil {
+			resp, err = d.checkin(runCtx, payload, digest)
+		}
+		t = mark("checkin", t)
+		if err != nil {
+			out.checkinErr, out.err = err, err
+			if d.cat != nil {
+				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
+			} else {
+				d.log.Warn("check-in failed, and there is no cached catalog to apply", "err", err)
+			}
+		} else {
+			if resp.NextCheckinUnixMs > 0 {
+				out.serverNext = time.UnixMilli(resp.NextCheckinUnixMs)
+			}
+			if p, changed := d.takeCatalog(ctx, resp); p != nil {
+				problems = append(problems, *p)
+			} else {
+				catChanged = changed
+			}
+		}
+	}
+	if d.cat == nil && len(problems) == 0 {
+		return nil, out // nothing to apply and nothing to say
+	}
+
+	var events []Event
+	version, digest := "", ""
+	if d.cat != nil {
+		cat := d.cat
+		version, digest = cat.Version, d.etag
+		if !out.local && out.checkinErr == nil {
+			if err := fetchFiles(runCtx, d.node, d.files, cat); err != nil {
+				// Only the resources that need a missing file fail.
+				d.log.Warn("some files could not be fetched", "err", err)
+			}
+			t = mark("files", t)
+		}
+		h := newRunHost(d.o.Root, d.st, d.files.files(cat), cat, d.log)
+		if d.o.Services != nil && hasType(cat, "service") {
+			d.ensureServices(ctx)
+			h.Services = d.services
+		}
+		events = Converge(runCtx, h, cat, ConvergeOptions{
+			Noop: d.o.Noop, Parallel: d.o.Parallel, ResourceTimeout: d.o.ResourceTimeout, Types: d.o.Types, Emit: d.o.Emit,
+		})
+		mark("converge", t)
+		if catChanged {
+			keep := make(map[string]bool, len(cat.Files))
+			for _, fr := range cat.Files {
+				keep[fr.Digest] = true
+			}
+			if err := d.files.gc(keep); err != nil {
+				d.log.Warn("cleaning the file cache", "err", err)
+			}
+		}
+	}
+	events = append(events, problems...)
+
+	r := &Report{
+		RunID: NewRunID(), Node: d.id.Node, Version: version, CatalogDigest: digest, Noop: d.o.Noop,
+		Started: start, Duration: time.Since(start), Phases: phases, Events: events,
+	}
+	for _, e := range events {
+		r.Summary.add(e)
+	}
+	if out.local && r.Summary.Changed == 0 && r.Summary.Failed == 0 && r.Summary.Skipped == 0 && r.Summary.Unknown == 0 {
+		// A drift alarm that found nothing to do was the run's own write
+		// (or an edit already undone): not worth a report.
+		d.log.Debug("drift check: in sync")
+		return r, out
+	}
+	// The history and the spool must be written even when the run was
+	// interrupted: use a context the interruption did not cancel.
+	wctx := context.WithoutCancel(ctx)
+	if err := d.st.RecordRun(wctx, r); err != nil {
+		d.log.Error("recording the run", "err", err)
+	}
+	if err := d.st.TrimRuns(wctx, d.o.KeepRuns); err != nil {
+		d.log.Warn("trimming the run history", "err", err)
+	}
+	if dropped, err := d.st.spoolReport(wctx, r.Proto()); err != nil {
+		d.log.Error("spooling the report", "run", r.RunID, "err", err)
+	} else if dropped > 0 {
+		d.log.Warn("the report spool is full: dropped the oldest reports", "dropped", dropped)
+	}
+	d.log.Info("run done", "why", why.String(), "run", r.RunID, "version", r.Version,
+		"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
+		"duration", r.Duration.Round(time.Millisecond))
+	return r, out
+}
+
+// checkin is one check-in: one RPC, or two when the server asks for the
+// facts it was not sent. The facts travel in full only when their digest
+// differs from the one the server last acknowledged.
+func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*herdv1.CheckinResponse, error) {
+	acked, err := d.st.setting(ctx, "facts_digest")
+	if err != nil {
+		return nil, err
+	}
+	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion}
+	if digest != acked {
+		req.FactsJson = payload
+	}
+	awaitConnection(ctx, d.conn, connectWait)
+	resp, err := d.callCheckin(ctx, req)
+	if err == nil && resp.Status == herdv1.CheckinResponse_NEED_FACTS && req.FactsJson == nil {
+		req.FactsJson = payload
+		resp, err = d.callCheckin(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status == herdv1.CheckinResponse_NEED_FACTS {
+		return nil, errors.New("checking in: the server asked again for the facts it was just sent")
+	}
+	if digest != acked {
+		if err := d.st.setSetting(ctx, "facts_digest", digest); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
+}
+
+func (d *Daemon) callCheckin(ctx context.Context, req *herdv1.CheckinRequest) (*herdv1.CheckinResponse, error) {
+	var trailer metadata.MD
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := d.node.Checkin(ctx, req, grpc.Trailer(&trailer))
+	if err != nil {
+		return nil, rpcError("checking in", err, trailer)
+	}
+	return resp, nil
+}
+
+// takeCatalog acts on a check-in's answer. A new catalog is verified and
+// becomes the cached one; one that fails verification is refused, the old
+// one is kept, and the returned event says so in the report.
+func (d *Daemon) takeCatalog(ctx context.Context, resp *herdv1.CheckinResponse) (problem *Event, changed bool) {
+	switch resp.Status {
+	case herdv1.CheckinResponse_NEW_CATALOG:
+	case herdv1.CheckinResponse_NO_CATALOG:
+		d.log.Warn("the server has no catalog for this node; keeping the cached one", "compile_error", resp.CompileError, "etag", d.etag)
+		return nil, false
+	case herdv1.CheckinResponse_UNCHANGED:
+		return nil, false
+	default:
+		d.log.Warn("unexpected check-in answer; keeping the cached catalog", "status", resp.Status.String())
+		return nil, false
+	}
+	cat, err := acceptCatalog(d.id.SigningKey, d.id.Node, resp.Etag, resp.Catalog, resp.Signature)
+	if err == nil {
+		err = d.st.saveCatalog(context.WithoutCancel(ctx), d.id.Node, resp.Etag, resp.Catalog, resp.Signature)
+	}
+	if err != nil {
+		kept := "no catalog is cached"
+		if d.cat != nil {
+			kept = "kept " + d.etag + " (version " + d.cat.Version + ")"
+		}
+		msg := fmt.Sprintf("refused catalog %s: %v; %s", resp.Etag, err, kept)
+		d.log.Error("refused a catalog from the server", "etag", resp.Etag, "err", err, "kept", d.etag)
+		d.mu.Lock()
+		d.refused = resp.Etag
+		d.mu.Unlock()
+		return &Event{ID: "herd:catalog", Type: "herd", Status: Failed, Error: msg}, false
+	}
+	d.log.Info("new catalog", "etag", resp.Etag, "version", cat.Version, "resources", len(cat.Resources))
+	d.mu.Lock()
+	d.cat, d.etag, d.refused = cat, resp.Etag, ""
+	d.mu.Unlock()
+	if !d.o.Once {
+		d.drift.set(ctx, resp.Etag, cat)
+	}
+	return nil, true
+}
+
+// ensureServices starts the supervisor at the first catalog with a
+// service. Without it the service resources fail, each saying why; the
+// rest of the host still converges.
+func (d *Daemon) ensureServices(ctx context.Context) {
+	if d.services != nil {
+		return
+	}
+	svc, closeSvc, err := d.o.Services(ctx, d.st)
+	if err != nil {
+		d.log.Error("starting the supervisor", "err", err)
+		return
+	}
+	d.services, d.closeServices = svc, closeSvc
+}
+
+// sendLoop sends the spool whenever a run adds to it. A failure leaves the
+// reports spooled for the next run's attempt: runs already follow the
+// backoff, so the sender needs none of its own.
+func (d *Daemon) sendLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.sent:
+		}
+		n, err := sendSpooled(ctx, d.st, d.node, d.log)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("reports stay spooled", "sent", n, "err", err)
+		case n > 0:
+			d.log.Debug("sent spooled reports", "sent", n)
+		}
+	}
+}
+
+// watchLoop keeps a Watch stream open, reconnecting with backoff, and asks
+// for a run when the server names a catalog other than the cached one.
+func (d *Daemon) watchLoop(ctx context.Context) error {
+	backoff := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute, Interval: d.sched.interval()}
+	failures := 0
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		start := time.Now()
+		got, err := d.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if got || time.Since(start) > time.Minute {
+			failures = 0 // the stream was healthy: start the backoff afresh
+		}
+		failures++
+		wait := backoff.Backoff(failures, retryHint(err), mrand.Float64())
+		d.log.Debug("watch stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+	}
+}
+
+func (d *Daemon) watch(ctx context.Context) (got bool, err error) {
+	etag, _ := d.currentEtag()
+	// Wait for the connection rather than fail: the stream is meant to
+	// be open whenever the server is there.
+	stream, err := d.node.Watch(ctx, &herdv1.WatchRequest{Etag: etag}, grpc.WaitForReady(true))
+	if err != nil {
+		return false, rpcError("watching", err, nil)
+	}
+	var ev herdv1.WatchEvent
+	for {
+		ev.Reset()
+		if err := stream.RecvMsg(&ev); err != nil {
+			if errors.Is(err, io.EOF) {
+				return got, errors.New("watching: the server ended the stream")
+			}
+			return got, rpcError("watching", err, stream.Trailer())
+		}
+		got = true
+		d.mu.Lock()
+		fresh := ev.Etag != "" && ev.Etag != d.etag && ev.Etag != d.refused
+		if fresh {
+			d.watched = ev.Etag
+		}
+		d.mu.Unlock()
+		if fresh {
+			d.log.Info("the server released a new catalog", "etag", ev.Etag, "version", ev.Version)
+			d.Trigger(TriggerWatch)
+		}
+	}
+}
+
+// newRunHost builds the host a run converges, as Apply does: commands run
+// under root, replaced contents go to the state's content store, static
+// files come from files.
+func newRunHost(root string, st *State, files func(context.Context, string) (io.ReadCloser, error), cat *catalogs.Catalog, log *slog.Logger) *resources.Host {
+	return &resources.Host{
+		Root: root,
+		Run: func(ctx context.Context, c resources.Cmd) (resources.Result, error) {
+			return resources.RunCommand(ctx, root, c)
+		},
+		Content: st,
+		Files:   files,
+		Catalog: cat,
+		Log:     log,
+	}
+}

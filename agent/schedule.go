@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"strings"
+	"time"
+)
+
+// Trigger says why a run was asked for. Triggers are bits so that the ones
+// arriving while a run is in progress coalesce into one pending run: the
+// daemon never replays them, it only remembers that one more run is due and
+// why.
+type Trigger uint8
+
+// The triggers.
+const (
+	// TriggerTimer: the schedule said so (the server's next check-in time,
+	// the interval with splay, or a retry after a failed check-in).
+	TriggerTimer Trigger = 1 << iota
+	// TriggerWatch: the server's Watch stream named a catalog other than
+	// the cached one.
+	TriggerWatch
+	// TriggerDrift: a watched resource (drift = "watch") changed by hand.
+	TriggerDrift
+	// TriggerManual: an operator asked (SIGHUP) or a caller did.
+	TriggerManual
+)
+
+// String names the triggers in t, joined by "+".
+func (t Trigger) String() string {
+	var names []string
+	for _, n := range []struct {
+		t    Trigger
+		name string
+	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}} {
+		if t&n.t != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, "+")
+}
+
+// local says whether a run for t needs only the cached catalog: a drift
+// alone. Such a run skips the check-in, so that a hand edit is put back
+// within moments even when the server is slow or away.
+func (t Trigger) local() bool { return t == TriggerDrift }
+
+// Schedule holds the daemon's timing settings. Its methods are pure: every
+// input, the random draw included, is an argument, so a test states a
+// situation and reads the answer without a clock or a sleep.
+type Schedule struct {
+	// Interval is the time between runs when the server names no
+	// check-in time (default 30 minutes).
+	Interval time.Duration
+	// Splay adds up to this much, at random, to Interval, so that agents
+	// started together do not check in together.
+	Splay time.Duration
+	// MinBackoff and MaxBackoff bound the wait after a failed check-in
+	// (defaults 10 seconds and 5 minutes; never more than Interval).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// ScheduleState is what the daemon knows when it decides its next run.
+type ScheduleState struct {
+	// LastRun is when the last full run (one with a check-in) ended; zero
+	// before the first.
+	LastRun time.Time
+	// ServerNext is the check-in time the server named at the last
+	// successful check-in; zero when it named none.
+	ServerNext time.Time
+	// Failures counts the check-ins that failed in a row.
+	Failures int
+	// RetryAfter is the server's hint with the last failure (an overloaded
+	// server's "retry-after-ms"); zero when it gave none.
+	RetryAfter time.Duration
+	// Jitter is a random draw in [0, 1), renewed after every run, so that
+	// asking Next twice gives the same answer.
+	Jitter float64
+}
+
+func (s Schedule) interval() time.Duration {
+	if s.Interval <= 0 {
+		return 30 * time.Minute
+	}
+	return s.Interval
+}
+
+func (s Schedule) minBackoff() time.Duration {
+	if s.MinBackoff <= 0 {
+		return 10 * time.Second
+	}
+	return s.MinBackoff
+}
+
+func (s Schedule) maxBackoff() time.Duration {
+	m := s.MaxBackoff
+	if m <= 0 {
+		m = 5 * time.Minute
+	}
+	// Waiting longer than the interval after a failure would make a
+	// failure slow the agent down below its normal pace.
+	return max(min(m, s.interval()), s.minBackoff())
+}
+
+// Next returns when the next full run is due; a time not after now means
+// at once.
+//
+//   - Before the first run: now.
+//   - After a failed check-in: the backoff (see Backoff) after the last run.
+//   - When the server named a time: that time, but not sooner than
+//     MinBackoff after the last run (a server answering "now" must not spin
+//     the agent) and not later than twice the interval with splay (a server
+//     clock gone wrong must not silence the agent).
+//   - Otherwise: Interval plus a random part of Splay after the last run.
+func (s Schedule) Next(now time.Time, st ScheduleState) time.Time {
+	if st.LastRun.IsZero() {
+		return now
+	}
+	if st.Failures > 0 {
+		return st.LastRun.Add(s.Backoff(st.Failures, st.RetryAfter, st.Jitter))
+	}
+	if !st.ServerNext.IsZero() {
+		earliest := st.LastRun.Add(s.minBackoff())
+		latest := st.LastRun.Add(2*s.interval() + s.Splay)
+		switch {
+		case st.ServerNext.Before(earliest):
+			return earliest
+		case st.ServerNext.After(latest):
+			return latest
+		}
+		return st.ServerNext
+	}
+	return st.LastRun.Add(s.interval() + scale(s.Splay, st.Jitter))
+}
+
+// Backoff is the wait after the failures-th failure in a row: exponential
+// from MinBackoff, capped at MaxBackoff, with "equal jitter" (half fixed,
+// so that a retry never comes at once; half random, so that a fleet that
+// failed together does not retry together). A server's retry hint is a
+// floor, itself jittered upwards by up to a quarter, and capped at twice
+// the interval so that a wrong hint cannot silence the agent.
+func (s Schedule) Backoff(failures int, hint time.Duration, jitter float64) time.Duration {
+	if failures <= 0 {
+		return 0
+	}
+	top := s.maxBackoff()
+	d := s.minBackoff()
+	for i := 1; i < failures && d < top; i++ {
+		d *= 2
+	}
+	d = min(d, top)
+	wait := d/2 + scale(d/2, jitter)
+	if hint > 0 {
+		hint = min(hint, 2*s.interval())
+		wait = max(wait, hint+scale(hint/4, jitter))
+	}
+	return wait
+}
+
+// scale returns the fraction f (clamped to [0, 1)) of d.
+func scale(d time.Duration, f float64) time.Duration {
+	if f <= 0 || d <= 0 {
+		return 0
+	}
+	if f >= 1 {
+		f = 0.999999
+	}
+	return time.Duration(f * float64(d))
+}

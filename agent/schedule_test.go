@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestScheduleNext(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := Schedule{Interval: 30 * time.Minute, Splay: 10 * time.Minute}
+	for _, tt := range []struct {
+		name string
+		s    Schedule
+		st   ScheduleState
+		want time.Time
+	}{
+		{"first run at once", s, ScheduleState{}, t0},
+		{"interval, no splay drawn", s, ScheduleState{LastRun: t0}, t0.Add(30 * time.Minute)},
+		{"interval with half the splay", s, ScheduleState{LastRun: t0, Jitter: 0.5}, t0.Add(35 * time.Minute)},
+		{"default interval", Schedule{}, ScheduleState{LastRun: t0}, t0.Add(30 * time.Minute)},
+		{"the server's time", s, ScheduleState{LastRun: t0, ServerNext: t0.Add(17 * time.Minute), Jitter: 0.9}, t0.Add(17 * time.Minute)},
+		{"the server's time, too soon", s, ScheduleState{LastRun: t0, ServerNext: t0.Add(-time.Hour)}, t0.Add(10 * time.Second)},
+		{"the server's time, too late", s, ScheduleState{LastRun: t0, ServerNext: t0.Add(48 * time.Hour)}, t0.Add(70 * time.Minute)},
+		{"first failure", s, ScheduleState{LastRun: t0, Failures: 1}, t0.Add(5 * time.Second)},
+		{"first failure, jittered", s, ScheduleState{LastRun: t0, Failures: 1, Jitter: 0.5}, t0.Add(7500 * time.Millisecond)},
+		{"third failure", s, ScheduleState{LastRun: t0, Failures: 3}, t0.Add(20 * time.Second)},
+		{"many failures: capped", s, ScheduleState{LastRun: t0, Failures: 50}, t0.Add(150 * time.Second)},
+		{"failures capped by a short interval", Schedule{Interval: time.Minute}, ScheduleState{LastRun: t0, Failures: 50}, t0.Add(30 * time.Second)},
+		{"failure beats the server's time", s, ScheduleState{LastRun: t0, Failures: 1, ServerNext: t0.Add(time.Hour)}, t0.Add(5 * time.Second)},
+		{"the server's hint is a floor", s, ScheduleState{LastRun: t0, Failures: 1, RetryAfter: time.Minute}, t0.Add(time.Minute)},
+		{"the hint, jittered up", s, ScheduleState{LastRun: t0, Failures: 1, RetryAfter: time.Minute, Jitter: 0.5}, t0.Add(67500 * time.Millisecond)},
+		{"a hint below the backoff", s, ScheduleState{LastRun: t0, Failures: 3, RetryAfter: time.Second}, t0.Add(20 * time.Second)},
+		{"an absurd hint is capped", s, ScheduleState{LastRun: t0, Failures: 1, RetryAfter: 100 * time.Hour}, t0.Add(time.Hour)},
+	} {
+		if got := tt.s.Next(t0, tt.st); !got.Equal(tt.want) {
+			t.Errorf("%s: Next = %v, want %v", tt.name, got.Sub(t0), tt.want.Sub(t0))
+		}
+	}
+}
+
+// TestBackoffJitterSpreads: over the whole range of draws the wait stays
+// within [d/2, d) and grows with the failures, never past the cap.
+func TestBackoffJitterSpreads(t *testing.T) {
+	t.Parallel()
+	s := Schedule{Interval: time.Hour, MinBackoff: time.Second, MaxBackoff: time.Minute}
+	prevMax := time.Duration(0)
+	for f := 1; f <= 12; f++ {
+		lo, hi := s.Backoff(f, 0, 0), s.Backoff(f, 0, 0.999999)
+		d := min(time.Second<<(f-1), time.Minute)
+		if lo != d/2 || hi < d*99/100 || hi >= d {
+			t.Errorf("Backoff(%d) spans [%v, %v], want [%v, %v)", f, lo, hi, d/2, d)
+		}
+		if hi < prevMax {
+			t.Errorf("Backoff(%d) = %v shrank from %v", f, hi, prevMax)
+		}
+		prevMax = hi
+	}
+	if got := s.Backoff(0, time.Hour, 0.5); got != 0 {
+		t.Errorf("Backoff without a failure = %v, want 0", got)
+	}
+	if got := s.Backoff(1<<30, 0, 0); got != 30*time.Second {
+		t.Errorf("Backoff after very many failures = %v, want the cap's half", got)
+	}
+}
+
+func TestTriggerString(t *testing.T) {
+	t.Parallel()
+	for tr, want := range map[Trigger]string{0: "none", TriggerTimer: "timer", TriggerWatch | TriggerDrift: "watch+drift"} {
+		if got := tr.String(); got != want {
+			t.Errorf("Trigger(%d).String() = %q, want %q", tr, got, want)
+		}
+	}
+	if !TriggerDrift.local() || (TriggerDrift | TriggerWatch).local() || TriggerTimer.local() {
+		t.Error("only a drift alone is a local run")
+	}
+}
+
+// TestRunLoopFollowsSchedule runs the real loop in a bubble with a fake
+// clock: the first run at once, then one an interval after the last; a
+// trigger runs at once, and the interval counts from that run.
+func TestRunLoopFollowsSchedule(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		d := &Daemon{
+			sched: Schedule{Interval: time.Hour},
+			log:   testLog(t),
+			wake:  make(chan struct{}, 1),
+			sent:  make(chan struct{}, 1),
+		}
+		start := time.Now()
+		var runs []time.Duration
+		var whys []Trigger
+		d.runCycle = func(_ context.Context, why Trigger) (*Report, cycleResult) {
+			runs = append(runs, time.Since(start))
+			whys = append(whys, why)
+			return nil, cycleResult{}
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- d.runLoop(ctx) }()
+		time.Sleep(90 * time.Minute) // the bubble's clock: no real wait
+		d.Trigger(TriggerManual)
+		synctest.Wait()
+		time.Sleep(61 * time.Minute)
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := []time.Duration{0, time.Hour, 90 * time.Minute, 150 * time.Minute}
+		wantWhy := []Trigger{TriggerTimer, TriggerTimer, TriggerManual, TriggerTimer}
+		if !slices.Equal(runs, want) || !slices.Equal(whys, wantWhy) {
+			t.Errorf("runs at %v for %v, want at %v for %v", runs, whys, want, wantWhy)
+		}
+	})
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/agent/sandbox"
+	"github.com/herdcm/herd/server"
+	"github.com/herdcm/herd/server/ca"
+)
+
+func newUpCmd() *cobra.Command {
+	var (
+		site, dir, node, logLevel string
+		interval                  duration = duration(time.Minute)
+	)
+	cmd := &cobra.Command{
+		Use:   "up [--site DIR] [--dir WORKDIR]",
+		Short: "Quickstart: a server and an agent converging a sandbox host, on this machine",
+		Long: `Start a Herd server on 127.0.0.1 serving a site (examples/site by default)
+and one agent converging a sandbox host root under the work directory, then
+keep both running until Ctrl-C. Everything is real: the CA, mutual TLS,
+enrollment with a join token, signed catalogs, sqlite stores, dpkg installing
+the site's package into the sandbox, accounts made with useradd --prefix, a
+service under Herd's supervisor. Edit the site while it runs and the agent
+converges again within seconds (the server watches the site; the agent's
+Watch stream hears of the new catalog).
+
+Packages and accounts in the sandbox need root; as another user those
+resources fail and say so, and the rest converges.`,
+		Example: `  go run ./cmd/herd up
+  herd up --site ~/my-site --dir /tmp/try-herd`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			out := cmd.OutOrStdout()
+			log, err := logger(cmd, logLevel)
+			if err != nil {
+				return usageError(cmd, err.Error())
+			}
+			return up(ctx, out, log, site, dir, node, time.Duration(interval))
+		},
+	}
+	cmd.Flags().StringVar(&site, "site", "examples/site", "the site to serve")
+	cmd.Flags().StringVar(&dir, "dir", filepath.Join(os.TempDir(), "herd-up"), "the work directory: server state, the sandbox host, admin credentials")
+	cmd.Flags().StringVar(&node, "node", "sandbox", "the sandbox node's name")
+	cmd.Flags().Var(&interval, "interval", "how often the agent checks in (besides converging at once on a new catalog)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	return cmd
+}
+
+func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node string, interval time.Duration) error {
+	site, _ = filepath.Abs(site)
+	dir, _ = filepath.Abs(dir)
+	root := filepath.Join(dir, "sandbox")
+	serverDir := filepath.Join(dir, "server")
+	adminDir := filepath.Join(dir, "admin")
+	for _, d := range []string{root, serverDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := sandbox.Init(root); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(out, "note: not running as root: the sandbox's package and account resources will fail (dpkg --root and useradd --prefix need root)")
+	}
+
+	srv, err := server.New(ctx, server.Options{
+		Site: site, Dir: serverDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		CheckinInterval: interval, Debounce: 300 * time.Millisecond, Log: log.With("component", "server"),
+	})
+	if err != nil {
+		return siteError(site, err)
+	}
+	defer srv.Close()
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	authority := srv.CA()
+	caFile := filepath.Join(serverDir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM(authority.CACertDER()), 0o644); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(adminDir, "admin.crt")); err != nil {
+		certPEM, keyPEM, err := authority.IssueAdmin(ctx, "herd-up-admin")
+		if err != nil && !errors.Is(err, ca.ErrExists) {
+			return err
+		}
+		if err == nil {
+			os.MkdirAll(adminDir, 0o700)
+			os.WriteFile(filepath.Join(adminDir, "admin.key"), keyPEM, 0o600)
+			os.WriteFile(filepath.Join(adminDir, "admin.crt"), certPEM, 0o644)
+			os.WriteFile(filepath.Join(adminDir, "ca.crt"), ca.CertPEM(authority.CACertDER()), 0o644)
+		}
+	}
+
+	stateDir := filepath.Join(root, "var/lib/herd")
+	certDir := filepath.Join(stateDir, "tls")
+	if _, err := agent.LoadIdentity(certDir); errors.Is(err, agent.ErrNotEnrolled) {
+		token, _, err := authority.NewToken(ctx, node, 10*time.Minute, true)
+		if err != nil {
+			return err
+		}
+		if _, err := agent.Enroll(ctx, agent.EnrollOptions{
+			Server: srv.Addr, Name: node, JoinToken: token, Dir: certDir, CAFile: caFile, Log: log.With("component", "agent"),
+		}); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "herd up: a server and an agent converging a sandbox host\n")
+	fmt.Fprintf(out, "  site     %s\n", site)
+	fmt.Fprintf(out, "  server   %s (gRPC, mutual TLS); http://%s/metrics\n", srv.Addr, srv.HTTPAddr)
+	fmt.Fprintf(out, "  sandbox  %s (node %q)\n\n", root, node)
+
+	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{
+		Server: srv.Addr, Root: root, StateDir: stateDir, CertDir: certDir, Interval: interval,
+		AgentVersion: herdVersion(), Log: log.With("component", "agent"),
+		Services: supervisorFor(root, log),
+		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+	})
+	if err != nil {
+		return err
+	}
+	defer stopSandboxServices(root, out)
+	defer d.Close()
+	r, err := d.RunOnce(ctx)
+	if r != nil {
+		writeSummary(out, r)
+	}
+	if err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	herdCmd := "go run ./cmd/herd"
+	if filepath.Base(self) == "herd" {
+		herdCmd = self
+	}
+	fmt.Fprintf(out, `
+Look around (in another terminal):
+  cat %[1]s/etc/herd-demo-web/app.conf                 # a file rendered from a template
+  %[2]s services --root %[1]s          # the supervised demo-web service
+  %[2]s backups --root %[1]s           # contents runs replaced
+  HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s reports %[5]s
+  HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s nodes
+
+Edit %[6]s (say, workers in data/nodes/ or roles/web.toml) and the agent
+converges again within seconds. Ctrl-C stops the server, the agent and the
+sandbox's services.
+
+`, root, herdCmd, srv.Addr, adminDir, node, site)
+	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	fmt.Fprintln(out, "\nstopping")
+	return nil
+}
+
+// stopSandboxServices stops what the quickstart started in its sandbox,
+// so that Ctrl-C leaves no process behind.
+func stopSandboxServices(root string, out io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	s, err := agent.NewServices(ctx, st, root, nil)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	for _, status := range s.Supervisor().List() {
+		if err := s.Stop(ctx, status.Name); err != nil {
+			fmt.Fprintf(out, "stopping %s: %v\n", status.Name, err)
+		}
+	}
+}
