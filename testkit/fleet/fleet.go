@@ -1,0 +1,239 @@
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/agent/sandbox"
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server"
+	"github.com/herdcm/herd/server/ca"
+)
+
+// Fleet is a real server on 127.0.0.1 (real TLS, sqlite in a temp dir) and
+// agents, each with its own sandbox root, running the real daemon in this
+// process.
+type Fleet struct {
+	tb     testing.TB
+	Site   string
+	Dir    string // the server's state
+	Server *server.Server
+	Admin  herdv1.AdminClient
+	Agents []*Agent
+	addr   string
+	log    *slog.Logger
+}
+
+// Agent is one node of a Fleet.
+type Agent struct {
+	Name   string
+	Root   string
+	Daemon *agent.Daemon
+	stop   context.CancelFunc
+	done   chan error
+}
+
+// NewFleet starts a server for site and n agents named node-1 … node-n,
+// enrolled with a join token, each running its daemon until the test ends.
+// Agents check in hourly: their runs come from the server's Watch stream
+// (or Trigger), so that tests say when a run happens.
+func NewFleet(tb testing.TB, site string, n int) *Fleet {
+	tb.Helper()
+	f := &Fleet{tb: tb, Site: site, Dir: tb.TempDir(), addr: "127.0.0.1:0",
+		log: slog.New(slog.NewTextHandler(logWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	f.StartServer()
+	tb.Cleanup(func() {
+		for _, a := range f.Agents {
+			a.halt()
+		}
+		if f.Server != nil {
+			f.Server.Close()
+		}
+	})
+	certPEM, keyPEM, err := f.Server.CA().IssueAdmin(context.Background(), "fleet-admin")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Admin = herdv1.NewAdminClient(f.dial(certPEM, keyPEM))
+	for i := 1; i <= n; i++ {
+		f.AddAgent("node-" + strconv.Itoa(i))
+	}
+	return f
+}
+
+// StartServer starts (or restarts, on the same address and state) the
+// server.
+func (f *Fleet) StartServer() {
+	f.tb.Helper()
+	s, err := server.New(context.Background(), server.Options{
+		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: "off", Debounce: 50 * time.Millisecond, Log: f.log,
+	})
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		f.tb.Fatal(err)
+	}
+	f.Server, f.addr = s, s.Addr
+}
+
+// StopServer stops the server; the agents go on with their cached
+// catalogs and spool their reports.
+func (f *Fleet) StopServer() {
+	f.tb.Helper()
+	if err := f.Server.Close(); err != nil {
+		f.tb.Fatal(err)
+	}
+	f.Server = nil
+}
+
+// AddAgent enrolls a node and starts its daemon.
+func (f *Fleet) AddAgent(name string) *Agent {
+	f.tb.Helper()
+	ctx := context.Background()
+	root := filepath.Join(f.tb.TempDir(), name)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		f.tb.Fatal(err)
+	}
+	if err := sandbox.Init(root); err != nil {
+		f.tb.Fatal(err)
+	}
+	token, _, err := f.Server.CA().NewToken(ctx, name, time.Hour, true)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	caFile := filepath.Join(root, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM(f.Server.CA().CACertDER()), 0o644); err != nil {
+		f.tb.Fatal(err)
+	}
+	certDir := filepath.Join(root, "var/lib/herd/tls")
+	if _, err := agent.Enroll(ctx, agent.EnrollOptions{Server: f.addr, Name: name, JoinToken: token, Dir: certDir, CAFile: caFile, Log: f.log}); err != nil {
+		f.tb.Fatalf("enrolling %s: %v", name, err)
+	}
+	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log})
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	a := &Agent{Name: name, Root: root, Daemon: d, stop: stop, done: make(chan error, 1)}
+	go func() { a.done <- d.Run(runCtx) }()
+	f.Agents = append(f.Agents, a)
+	return a
+}
+
+func (a *Agent) halt() {
+	a.stop()
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+	}
+	a.Daemon.Close()
+}
+
+// AwaitConverged waits until every agent's newest run applied the catalog
+// the server has for it now, without a failure, and returns the catalog
+// etag of each node. A node whose catalog is still the one named in
+// before (a previous AwaitConverged's result) is not converged yet: pass
+// it after a change to wait for the change.
+func (f *Fleet) AwaitConverged(timeout time.Duration, before map[string]string) map[string]string {
+	f.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		resp, err := f.Admin.ListNodes(context.Background(), &herdv1.ListNodesRequest{})
+		if err == nil {
+			etags, pending := map[string]string{}, []string{}
+			byName := map[string]*herdv1.NodeInfo{}
+			for _, n := range resp.Nodes {
+				byName[n.Name] = n
+			}
+			for _, a := range f.Agents {
+				n := byName[a.Name]
+				switch {
+				case n == nil || n.CatalogEtag == "":
+					pending = append(pending, a.Name+": no catalog")
+				case before != nil && n.CatalogEtag == before[a.Name]:
+					pending = append(pending, a.Name+": no new catalog yet")
+				case n.AppliedEtag != n.CatalogEtag:
+					pending = append(pending, a.Name+": runs "+short(n.AppliedEtag)+", should run "+short(n.CatalogEtag))
+				case n.LastSummary.GetFailed() > 0:
+					pending = append(pending, a.Name+": its last run failed")
+				default:
+					etags[a.Name] = n.CatalogEtag
+				}
+			}
+			if len(pending) == 0 {
+				return etags
+			}
+			last = strings.Join(pending, "; ")
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			f.tb.Fatalf("the fleet did not converge in %s: %s", timeout, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WriteSite changes files of the site; the server sees the change, and the
+// agents hear of their new catalogs through Watch.
+func (f *Fleet) WriteSite(files map[string]string) {
+	f.tb.Helper()
+	for name, content := range files {
+		p := filepath.Join(f.Site, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			f.tb.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			f.tb.Fatal(err)
+		}
+	}
+}
+
+func (f *Fleet) dial(certPEM, keyPEM []byte) *grpc.ClientConn {
+	f.tb.Helper()
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM(f.Server.CA().CACertDER()))
+	conf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}
+	// A target that survives StopServer/StartServer: the address stays.
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	f.tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+type logWriter struct{ tb testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func short(etag string) string {
+	if len(etag) > 19 {
+		return etag[:19]
+	}
+	if etag == "" {
+		return "nothing"
+	}
+	return etag
+}
