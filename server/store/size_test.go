@@ -47,7 +47,6 @@ func TestStoragePerNode(t *testing.T) {
 		must(t, s.SaveCatalog(ctx, node, "sha256:"+hex.EncodeToString(sum[:]), strings.Repeat("c", 40), cj, make([]byte, 64)))
 	}
 	base := vacuumedSize(t, s, path)
-	t0 := time.Now()
 
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -70,7 +69,6 @@ func TestStoragePerNode(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("reports took %v, stats %+v", time.Since(t0), s.Stats())
 	full := vacuumedSize(t, s, path)
 
 	reportsPerNode := (full - base) / nodes

@@ -128,3 +128,55 @@ func TestWriteAfterCancelMayCommit(t *testing.T) {
 		t.Errorf("retry = %v, %v; want duplicate", dup, err)
 	}
 }
+
+// TestReadsWhileWriting: readers run beside a busy writer and never see
+// an error (no SQLITE_BUSY), and each sees a committed state.
+func TestReadsWhileWriting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rs, err := s.Reports(ctx, "", 20)
+				if err != nil {
+					t.Errorf("Reports while writing: %v", err)
+					return
+				}
+				for _, r := range rs {
+					if len(r.Events) != r.Summary.Changed {
+						t.Errorf("report %s read with %d of its %d events", r.RunID, len(r.Events), r.Summary.Changed)
+						return
+					}
+				}
+				if _, err := s.Nodes(ctx); err != nil {
+					t.Errorf("Nodes while writing: %v", err)
+					return
+				}
+			}
+		})
+	}
+	var writers sync.WaitGroup
+	for w := range 8 {
+		writers.Go(func() {
+			for i := range 50 {
+				r := Report{RunID: fmt.Sprintf("%d-%d", w, i), Summary: Summary{Changed: 3},
+					Events: []Event{{ID: "a", Status: "changed"}, {ID: "b", Status: "changed"}, {ID: "c", Status: "changed"}}}
+				if _, err := s.SaveReport(ctx, fmt.Sprintf("web-%d", w), r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	writers.Wait()
+	close(stop)
+	readers.Wait()
+}
