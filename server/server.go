@@ -64,6 +64,9 @@ type Options struct {
 	MaxReportEvents int
 	// MaxStreams bounds concurrent streams per connection (default 16).
 	MaxStreams uint32
+	// Retain is how long reports and facts/catalog history are kept
+	// (default 90 days); older ones are pruned hourly.
+	Retain time.Duration
 	Log        *slog.Logger
 }
 
@@ -103,6 +106,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxStreams == 0 {
 		o.MaxStreams = 16
+	}
+	if o.Retain <= 0 {
+		o.Retain = 90 * 24 * time.Hour
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -243,6 +249,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	watchSite := s.watchSite()
 	g.Go(func() error { return watchSite(ctx) })
+	g.Go(func() error { s.prune(ctx); return nil })
 	g.Go(func() error {
 		<-ctx.Done()
 		s.shutdown()
@@ -281,6 +288,26 @@ func (s *Server) shutdown() {
 			cancel()
 		}
 	})
+}
+
+// prune removes reports and history older than Retain, hourly, so that
+// the store does not grow without end.
+func (s *Server) prune(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p, err := s.st.Prune(ctx, time.Now().Add(-s.opts.Retain))
+			if err != nil {
+				s.log.Warn("pruning the store", "err", err)
+				continue
+			}
+			s.log.Debug("pruned the store", "pruned", p)
+		}
+	}
 }
 
 // CA returns the server's certificate authority (for `herd up` and tests

@@ -22,6 +22,7 @@ type serverConfig struct {
 	Debounce        duration `toml:"debounce"`
 	MaxInFlight     int      `toml:"max_in_flight"`
 	CompileWorkers  int      `toml:"compile_workers"`
+	Retain          duration `toml:"retain"`
 	LogLevel        string   `toml:"log_level"`
 }
 
@@ -29,6 +30,7 @@ func newServerCmd() *cobra.Command {
 	cfg := serverConfig{
 		Dir: "/var/lib/herd-server", Listen: "127.0.0.1:8140", HTTPListen: "127.0.0.1:8141",
 		CheckinInterval: duration(30 * time.Minute), Debounce: duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
+		Retain: duration(90 * 24 * time.Hour),
 	}
 	var configFile string
 	cmd := &cobra.Command{
@@ -63,7 +65,7 @@ SIGINT or SIGTERM stops it gracefully.`,
 			s, err := server.New(cmd.Context(), server.Options{
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
-				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Log: log,
+				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain), Log: log,
 			})
 			if err != nil {
 				return siteError(cfg.Site, err)
@@ -88,6 +90,7 @@ SIGINT or SIGTERM stops it gracefully.`,
 	f.Var(&cfg.Debounce, "debounce", "quiet time before a site change is loaded")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "check-ins and reports handled at once; more get RESOURCE_EXHAUSTED with a retry hint")
 	f.IntVar(&cfg.CompileWorkers, "compile-workers", 0, "parallel compiles (default: one per core)")
+	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
 }

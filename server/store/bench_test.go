@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -93,8 +92,7 @@ func benchReports(b *testing.B, opts Options, mk func(run int64) Report) {
 // BenchmarkSaveReportNoChange: durable no-change reports from many
 // concurrent agents.
 func BenchmarkSaveReportNoChange(b *testing.B) {
-	d, _ := time.ParseDuration(os.Getenv("BD"))
-	benchReports(b, Options{BatchDelay: d}, noChangeReport)
+	benchReports(b, Options{}, noChangeReport)
 }
 
 // BenchmarkSaveReportNoChangeUnbatched is the same with one report per
@@ -105,8 +103,7 @@ func BenchmarkSaveReportNoChangeUnbatched(b *testing.B) {
 
 // BenchmarkSaveReport100Events: durable reports with 100 changed events.
 func BenchmarkSaveReport100Events(b *testing.B) {
-	d, _ := time.ParseDuration(os.Getenv("BD"))
-	benchReports(b, Options{BatchDelay: d}, changedReport)
+	benchReports(b, Options{}, changedReport)
 }
 
 // BenchmarkCheckin: check-ins from many agents, including the flush that

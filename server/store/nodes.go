@@ -165,9 +165,9 @@ func ensureNode(w *wtx, node string, at time.Time) error {
 // A check-in is not individually durable: it is kept in memory (the newest
 // per node wins) and written with the writer's next batch, or after
 // Options.CheckinDelay when nothing else is written, so that a fleet
-// checking in costs no transaction each. A crash loses at most that window of
-// check-ins, which the next check-in of each node repairs. Node and Nodes
-// see check-ins not yet written; Flush waits for them.
+// checking in costs no transaction each. A crash loses at most that
+// window of check-ins, which each node's next check-in repairs. Node and
+// Nodes see check-ins not yet written; Flush waits for them.
 func (s *Store) Checkin(ctx context.Context, node string, at time.Time, agentVersion string, next time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -175,10 +175,11 @@ func (s *Store) Checkin(ctx context.Context, node string, at time.Time, agentVer
 	if node == "" {
 		return errors.New("recording check-in: empty node name")
 	}
+	// Under the read lock, so that Close's last flush sees every touch
+	// added before it.
 	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
+	defer s.mu.RUnlock()
+	if s.closed {
 		return fmt.Errorf("recording check-in of %s: %w", node, ErrClosed)
 	}
 	s.touches.add(touch{node: node, at: at, next: next, agentVersion: agentVersion})

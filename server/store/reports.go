@@ -105,12 +105,9 @@ func tail(s string) string {
 // r.Received is the time of the call. Only the events that are not in
 // sync are kept, their Output and Error cut to MaxEventText.
 //
-// The node's last run, applied etag and summary follow the report when it
-// started later than the node's newest run so far.
+// The node's last run, applied etag and summary follow the report unless
+// the node has a run that started later (a spooled report arriving late).
 func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicate bool, err error) {
-	// dup is set on the writer goroutine; read it only after a nil error
-	// (when ctx ends first, the write may still be running).
-	var dup bool
 	if node == "" || r.RunID == "" {
 		return false, fmt.Errorf("saving report %q of %q: empty node name or run id", r.RunID, node)
 	}
@@ -133,6 +130,9 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		return false, fmt.Errorf("saving report %s of %s: %d events not in sync, more than the %d a report keeps", r.RunID, node, len(keep), 1<<eventBits)
 	}
 	sum, exit := r.Summary, r.ExitCode()
+	// dup is set on the writer goroutine; read it only after a nil error
+	// (when ctx ends first, the write may still be running).
+	var dup bool
 	applied := ""
 	if !r.Noop {
 		applied = r.CatalogDigest

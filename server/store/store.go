@@ -17,7 +17,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the embedded store
 )
 
-// ErrClosed is returned by every method called after Close.
+// ErrClosed is returned, wrapped, by every write and check-in after Close.
 var ErrClosed = errors.New("store is closed")
 
 // Defaults for the zero Options.

@@ -293,7 +293,7 @@ func savepoint(w *wtx, fn func(w *wtx) error, fnErr *error) error {
 	if _, err := w.exec(`SAVEPOINT req`); err != nil {
 		return fmt.Errorf("writing: %w", err)
 	}
-	if *fnErr = fn(w); *fnErr != nil {
+	if *fnErr = callSafely(fn, w); *fnErr != nil {
 		if _, err := w.exec(`ROLLBACK TO req`); err != nil {
 			// sqlite rolled the whole transaction back (disk full, I/O
 			// error): every request of the batch is lost.
@@ -304,4 +304,15 @@ func savepoint(w *wtx, fn func(w *wtx) error, fnErr *error) error {
 		return fmt.Errorf("writing: %w", err)
 	}
 	return nil
+}
+
+// callSafely turns a panic in fn into its error: a bug in one request
+// must not take down the writer, and with it every later write.
+func callSafely(fn func(w *wtx) error, w *wtx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store write panicked: %v", p)
+		}
+	}()
+	return fn(w)
 }

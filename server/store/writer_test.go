@@ -180,3 +180,23 @@ func TestReadsWhileWriting(t *testing.T) {
 	close(stop)
 	readers.Wait()
 }
+
+// TestPanickingRequest: a bug in one request fails it alone.
+func TestPanickingRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	err := s.write(ctx, func(w *wtx) error {
+		if _, err := w.exec(`INSERT INTO pending (name, csr, requested) VALUES ('half', x'00', 0)`); err != nil {
+			return err
+		}
+		panic("boom")
+	})
+	if err == nil {
+		t.Fatal("a panicking request succeeded")
+	}
+	if _, ok, _ := s.Pending(ctx, "half"); ok {
+		t.Error("a panicking request's writes were kept")
+	}
+	must(t, s.PutPending(ctx, ca.Pending{Name: "after", CSR: []byte{1}}))
+}
