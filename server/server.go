@@ -67,7 +67,7 @@ type Options struct {
 	// Retain is how long reports and facts/catalog history are kept
 	// (default 90 days); older ones are pruned hourly.
 	Retain time.Duration
-	Log        *slog.Logger
+	Log    *slog.Logger
 }
 
 func (o *Options) defaults() {
