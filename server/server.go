@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
@@ -206,6 +207,13 @@ func (s *Server) Start(ctx context.Context) error {
 		// method.
 		ClientAuth: tls.VerifyClientCertIfGiven,
 	}
+	// Ticket keys that survive a restart let a fleet reconnecting after
+	// one resume its TLS sessions instead of paying full handshakes.
+	ticketKey, err := loadTicketKey(filepath.Join(s.opts.Dir, "session-ticket.key"))
+	if err != nil {
+		return fmt.Errorf("starting the server: %w", err)
+	}
+	tlsConf.SetSessionTicketKeys([][32]byte{ticketKey})
 	lis, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
@@ -288,6 +296,27 @@ func (s *Server) shutdown() {
 			cancel()
 		}
 	})
+}
+
+// loadTicketKey reads the TLS session ticket key, making it (0600) on
+// first start.
+func loadTicketKey(path string) ([32]byte, error) {
+	var key [32]byte
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
+		copy(key[:], b)
+		return key, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return key, fmt.Errorf("reading the session ticket key: %w", err)
+	}
+	if _, err := rand.Read(key[:]); err != nil {
+		return key, err
+	}
+	if err := os.WriteFile(path, key[:], 0o600); err != nil {
+		return key, fmt.Errorf("writing the session ticket key: %w", err)
+	}
+	return key, nil
 }
 
 // prune removes reports and history older than Retain, hourly, so that
