@@ -109,16 +109,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 	}
 	t = mark("compile", t)
 
-	h := &resources.Host{
-		Root: o.Root,
-		Run: func(ctx context.Context, c resources.Cmd) (resources.Result, error) {
-			return resources.RunCommand(ctx, o.Root, c)
-		},
-		Content: st,
-		Files:   siteFiles(o.Site, cat),
-		Catalog: cat,
-		Log:     o.Log,
-	}
+	h := newRunHost(o.Root, st, siteFiles(o.Site, cat), cat, o.Log)
 	if o.Services != nil && hasType(cat, "service") {
 		// Without a supervisor the service resources fail, each saying
 		// why; the rest of the host still converges.
