@@ -13,4 +13,12 @@
 // time and a dead holder never leaves a stale lock, and a sqlite state file
 // with the run history, the index of replaced file contents (backups) and
 // the supervisor's records.
+//
+// The daemon (Daemon, RunDaemon) is the agent of a fleet: Enroll gets the
+// node its certificate once; then each run checks in with the server
+// (facts by digest, in full only when they changed), takes a new catalog
+// only when its ed25519 signature, etag and node name check out, caches it
+// as the last good catalog, fetches the files it ships by digest,
+// converges, and spools the report until the server has it. Timer, Watch
+// and drift triggers only ask for a run and coalesce.
 package agent
