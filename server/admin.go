@@ -69,12 +69,16 @@ func (a *adminService) ListReports(ctx context.Context, req *herdv1.ListReportsR
 	return out, nil
 }
 
-func (a *adminService) GetCatalog(_ context.Context, req *herdv1.GetCatalogRequest) (*herdv1.GetCatalogResponse, error) {
+func (a *adminService) GetCatalog(ctx context.Context, req *herdv1.GetCatalogRequest) (*herdv1.GetCatalogResponse, error) {
 	cur, _ := a.s.compiles.get(req.Node)
 	if cur == nil {
 		return nil, status.Errorf(codes.NotFound, "no catalog for node %s", req.Node)
 	}
-	return &herdv1.GetCatalogResponse{Catalog: cur.bytes, Etag: cur.etag}, nil
+	b, err := a.s.catalogBytes(ctx, cur)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	return &herdv1.GetCatalogResponse{Catalog: b, Etag: cur.etag}, nil
 }
 
 func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*herdv1.SiteStatusResponse, error) {

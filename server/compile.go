@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,13 +30,36 @@ type siteState struct {
 	loadErr string
 }
 
-// nodeCatalog is the catalog a node gets now.
+// nodeCatalog is the catalog a node gets now. Its bytes stay in memory
+// only until the store has them: a fleet's catalogs are tens of kilobytes
+// each, and fetches are rare (a node fetches once per new catalog), so
+// they are read back from the store after that.
 type nodeCatalog struct {
 	etag      string
 	version   string
-	bytes     []byte
 	signature []byte
 	files     map[string]bool // digests the catalog ships
+
+	mu    sync.Mutex
+	bytes []byte // nil once stored
+}
+
+// catalogBytes returns the canonical bytes of nc.
+func (s *Server) catalogBytes(ctx context.Context, nc *nodeCatalog) ([]byte, error) {
+	nc.mu.Lock()
+	b := nc.bytes
+	nc.mu.Unlock()
+	if b != nil {
+		return b, nil
+	}
+	rec, ok, err := s.st.CatalogByEtag(ctx, nc.etag)
+	if err != nil {
+		return nil, fmt.Errorf("reading catalog %s: %w", nc.etag, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("catalog %s is not in the store", nc.etag)
+	}
+	return rec.Catalog, nil
 }
 
 // compileState holds every node's current catalog and compile error.
@@ -136,13 +160,17 @@ func (s *Server) warm(ctx context.Context) error {
 	return nil
 }
 
+// newNodeCatalog describes a stored catalog. Only its file list is
+// decoded: the rest is read back from the store when the node fetches it.
 func newNodeCatalog(etag, version string, b, sig []byte) (*nodeCatalog, error) {
-	cat, err := catalogs.Decode(b)
-	if err != nil {
+	var files struct {
+		Files []catalogs.FileRef `json:"files"`
+	}
+	if err := json.Unmarshal(b, &files); err != nil {
 		return nil, err
 	}
-	nc := &nodeCatalog{etag: etag, version: version, bytes: b, signature: sig, files: map[string]bool{}}
-	for _, f := range cat.Files {
+	nc := &nodeCatalog{etag: etag, version: version, signature: sig, files: make(map[string]bool, len(files.Files))}
+	for _, f := range files.Files {
 		nc.files[f.Digest] = true
 	}
 	return nc, nil
@@ -230,7 +258,10 @@ func (s *Server) recompileAll(ctx context.Context) error {
 	nodes := s.facts.nodes()
 	workers := s.opts.CompileWorkers
 	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+		// More than the cores: each worker also waits for its catalog's
+		// durable write, and the store commits the writes of waiting
+		// workers together.
+		workers = 8 * runtime.GOMAXPROCS(0)
 	}
 	start := time.Now()
 	g, ctx := errgroup.WithContext(ctx)
@@ -290,19 +321,26 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 		return cur
 	}
 	sig := ed25519.Sign(s.signer, enc)
-	nc := &nodeCatalog{etag: etag, version: st.version, bytes: enc, signature: sig, files: map[string]bool{}}
+	nc := &nodeCatalog{etag: etag, version: st.version, bytes: enc, signature: sig, files: make(map[string]bool, len(cat.Files))}
 	for _, f := range cat.Files {
 		nc.files[f.Digest] = true
 	}
-	if err := s.st.SaveCatalog(ctx, node, etag, st.version, enc, sig); err != nil {
-		s.log.Error("storing a catalog; the node keeps its previous one", "node", node, "err", err)
-		return cur
-	}
+	// Serve and announce it before the store has it: compile is
+	// deterministic, so a crash before the write only means the next start
+	// compiles the same catalog again. The fleet converges without waiting
+	// for a durable write per node.
 	s.compiles.mu.Lock()
 	s.compiles.catalogs[node] = nc
 	s.compiles.mu.Unlock()
 	s.metrics.compileTime.Observe(time.Since(start).Seconds())
 	s.watch.notify(node, etag, st.version)
+	if err := s.st.SaveCatalog(ctx, node, etag, st.version, enc, sig); err != nil {
+		s.log.Error("storing a catalog; it is served from memory until the next compile", "node", node, "err", err)
+		return nc
+	}
+	nc.mu.Lock()
+	nc.bytes = nil
+	nc.mu.Unlock()
 	return nc
 }
 

@@ -92,8 +92,12 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		resp.Status = herdv1.CheckinResponse_UNCHANGED
 		resp.Etag = cur.etag
 	default:
+		b, err := s.catalogBytes(ctx, cur)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "%v", err)
+		}
 		resp.Status = herdv1.CheckinResponse_NEW_CATALOG
-		resp.Etag, resp.Catalog, resp.Signature = cur.etag, cur.bytes, cur.signature
+		resp.Etag, resp.Catalog, resp.Signature = cur.etag, b, cur.signature
 	}
 	s.metrics.checkins.WithLabelValues(resp.Status.String()).Inc()
 	if err := s.st.Checkin(ctx, node, now, req.AgentVersion, time.UnixMilli(resp.NextCheckinUnixMs)); err != nil {

@@ -223,6 +223,13 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
+		// Small per-connection buffers: a fleet is many mostly idle
+		// connections (a Watch stream each), and grpc's 32 KiB defaults
+		// would cost 64 KiB a node; a shared write buffer is released
+		// after each flush.
+		grpc.ReadBufferSize(8<<10),
+		grpc.WriteBufferSize(8<<10),
+		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
@@ -286,7 +293,9 @@ func (s *Server) shutdown() {
 			go func() { s.grpc.GracefulStop(); close(done) }()
 			select {
 			case <-done:
-			case <-time.After(10 * time.Second):
+			case <-time.After(3 * time.Second):
+				// Calls in flight had their chance; thousands of idle
+				// connections are not worth waiting for.
 				s.grpc.Stop()
 			}
 		}
