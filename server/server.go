@@ -65,6 +65,9 @@ type Options struct {
 	MaxReportEvents int
 	// MaxStreams bounds concurrent streams per connection (default 16).
 	MaxStreams uint32
+	// CACertFile and CAKeyFile name an existing CA (PEM) to issue from,
+	// instead of the one created under Dir on first start. Both or neither.
+	CACertFile, CAKeyFile string
 	// Retain is how long reports and facts/catalog history are kept
 	// (default 90 days); older ones are pruned hourly.
 	Retain time.Duration
@@ -157,7 +160,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
-	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log})
+	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)

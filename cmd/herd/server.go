@@ -23,6 +23,8 @@ type serverConfig struct {
 	MaxInFlight     int      `toml:"max_in_flight"`
 	CompileWorkers  int      `toml:"compile_workers"`
 	Retain          duration `toml:"retain"`
+	CACert          string   `toml:"ca_cert"`
+	CAKey           string   `toml:"ca_key"`
 	LogLevel        string   `toml:"log_level"`
 }
 
@@ -65,7 +67,8 @@ SIGINT or SIGTERM stops it gracefully.`,
 			s, err := server.New(cmd.Context(), server.Options{
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
-				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain), Log: log,
+				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
+				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, Log: log,
 			})
 			if err != nil {
 				return siteError(cfg.Site, err)
@@ -91,6 +94,8 @@ SIGINT or SIGTERM stops it gracefully.`,
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "check-ins and reports handled at once; more get RESOURCE_EXHAUSTED with a retry hint")
 	f.IntVar(&cfg.CompileWorkers, "compile-workers", 0, "parallel compiles (default: one per core)")
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
+	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
+	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
 }
