@@ -32,8 +32,8 @@ type siteState struct {
 
 // nodeCatalog is the catalog a node gets now. Its bytes stay in memory
 // only until the store has them: a fleet's catalogs are tens of kilobytes
-// each, and fetches are rare (a node fetches once per new catalog), so
-// they are read back from the store after that.
+// each, and a node fetches once per new catalog, so after that they live
+// in the store and in a bounded cache of recent ones (Options.CatalogCache).
 type nodeCatalog struct {
 	etag      string
 	version   string
@@ -52,6 +52,9 @@ func (s *Server) catalogBytes(ctx context.Context, nc *nodeCatalog) ([]byte, err
 	if b != nil {
 		return b, nil
 	}
+	if b, ok := s.recent.get(nc.etag); ok {
+		return b, nil
+	}
 	rec, ok, err := s.st.CatalogByEtag(ctx, nc.etag)
 	if err != nil {
 		return nil, fmt.Errorf("reading catalog %s: %w", nc.etag, err)
@@ -59,6 +62,7 @@ func (s *Server) catalogBytes(ctx context.Context, nc *nodeCatalog) ([]byte, err
 	if !ok {
 		return nil, fmt.Errorf("catalog %s is not in the store", nc.etag)
 	}
+	s.recent.put(nc.etag, rec.Catalog)
 	return rec.Catalog, nil
 }
 
@@ -338,6 +342,7 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 		s.log.Error("storing a catalog; it is served from memory until the next compile", "node", node, "err", err)
 		return nc
 	}
+	s.recent.put(etag, enc)
 	nc.mu.Lock()
 	nc.bytes = nil
 	nc.mu.Unlock()

@@ -68,6 +68,10 @@ type Options struct {
 	// CACertFile and CAKeyFile name an existing CA (PEM) to issue from,
 	// instead of the one created under Dir on first start. Both or neither.
 	CACertFile, CAKeyFile string
+	// CatalogCache is the byte budget of recently compiled or fetched
+	// catalogs kept in memory (default 64 MiB); the rest are read from
+	// the store when a node fetches them.
+	CatalogCache int
 	// Retain is how long reports and facts/catalog history are kept
 	// (default 90 days); older ones are pruned hourly.
 	Retain time.Duration
@@ -111,6 +115,9 @@ func (o *Options) defaults() {
 	if o.MaxStreams == 0 {
 		o.MaxStreams = 16
 	}
+	if o.CatalogCache <= 0 {
+		o.CatalogCache = 64 << 20
+	}
 	if o.Retain <= 0 {
 		o.Retain = 90 * 24 * time.Hour
 	}
@@ -130,6 +137,7 @@ type Server struct {
 	files   string // content store: Dir/files/<hex>
 
 	site     atomic.Pointer[siteState]
+	recent   *byteCache
 	compiles compileState
 	facts    factsCache
 	watch    watchers
@@ -169,6 +177,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		opts: opts, log: opts.Log, ca: authority, st: st, signer: authority.SigningKey(),
 		metrics: newMetrics(), files: filepath.Join(opts.Dir, "files"),
 		inFlight: make(chan struct{}, opts.MaxInFlight),
+		recent:   newByteCache(opts.CatalogCache),
 	}
 	s.compiles.init()
 	s.facts.init()
