@@ -237,11 +237,10 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
 		// Small per-connection buffers: a fleet is many mostly idle
 		// connections (a Watch stream each), and grpc's 32 KiB defaults
-		// would cost 64 KiB a node; a shared write buffer is released
-		// after each flush.
+		// would cost 64 KiB a node. (The write buffer is shared and
+		// released after each flush, grpc's default.)
 		grpc.ReadBufferSize(8<<10),
 		grpc.WriteBufferSize(8<<10),
-		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
