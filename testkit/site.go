@@ -41,20 +41,18 @@ type SyntheticOptions struct {
 // It returns the site directory.
 func SyntheticSite(tb testing.TB, o SyntheticOptions) string {
 	tb.Helper()
+	return WriteSite(tb, SyntheticFiles(o))
+}
+
+// SyntheticFiles returns the files of SyntheticSite (slash path →
+// content), for a benchmark program that writes them itself.
+func SyntheticFiles(o SyntheticOptions) map[string]string {
 	files := map[string]string{
-		"herd.toml":           `hierarchy = ["nodes/{node}", "nodes.toml", "roles/{role}", "os/{facts.os.family}", "common"]` + "\n",
-		"data/common.toml":    "log_level = \"info\"\nworkers = 2\n[limits]\nnofile = 1024\nnproc = 512\n",
-		"data/os/debian.toml": "pkg_suffix = \"-deb\"\n[limits]\nnofile = 4096\n",
-		"data/os/redhat.toml": "pkg_suffix = \"-rpm\"\n",
-		"templates/app.conf.tmpl": `# {{ .node }} managed by herd
-workers = {{ .params.workers }}
-log_level = {{ .params.log_level }}
-nofile = {{ .params.limits.nofile }}
-{{- range $i, $s := .params.upstreams }}
-upstream_{{ $i }} = {{ $s }}
-{{- end }}
-cpus = {{ .facts.processors.count }}
-`,
+		"herd.toml":               `hierarchy = ["nodes/{node}", "nodes.toml", "roles/{role}", "os/{facts.os.family}", "common"]` + "\n",
+		"data/common.toml":        "log_level = \"info\"\nworkers = 2\n[limits]\nnofile = 1024\nnproc = 512\n",
+		"data/os/debian.toml":     "pkg_suffix = \"-deb\"\n[limits]\nnofile = 4096\n",
+		"data/os/redhat.toml":     "pkg_suffix = \"-rpm\"\n",
+		"templates/app.conf.tmpl": SyntheticTemplate(0),
 	}
 	var nodes strings.Builder
 	// Every node gets the base role; the rest are picked by group globs.
@@ -93,7 +91,22 @@ cpus = {{ .facts.processors.count }}
 	for n := 0; n < 100; n++ {
 		files[fmt.Sprintf("data/nodes/node-%d.toml", n)] = fmt.Sprintf("workers = %d\n", 10+n)
 	}
-	return WriteSite(tb, files)
+	return files
+}
+
+// SyntheticTemplate is the template every synthetic node renders several
+// times; rev changes a comment in it, and so every node's catalog: what a
+// benchmark writes to stand for a commit.
+func SyntheticTemplate(rev int) string {
+	return fmt.Sprintf(`# {{ .node }} managed by herd (rev %d)
+workers = {{ .params.workers }}
+log_level = {{ .params.log_level }}
+nofile = {{ .params.limits.nofile }}
+{{- range $i, $s := .params.upstreams }}
+upstream_{{ $i }} = {{ $s }}
+{{- end }}
+cpus = {{ .facts.processors.count }}
+`, rev)
 }
 
 // SyntheticFacts returns facts for the i-th synthetic node: the os family

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/herdcm/herd/testkit"
 )
 
 // config is the command line.
@@ -46,7 +48,7 @@ type config struct {
 	cpuprofile     string
 	memprofile     string
 	compileWorkers int
-	site           siteShape
+	site           testkit.SyntheticOptions
 	verbose        bool
 	serve          bool
 	serveSite      string
