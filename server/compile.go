@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -31,7 +32,8 @@ type siteState struct {
 }
 
 // nodeCatalog is the catalog a node gets now. Its bytes stay in memory
-// only until the store has them: a fleet's catalogs are tens of kilobytes
+// only until the node fetched them, or, for a node without a Watch stream,
+// until the store has them: a fleet's catalogs are tens of kilobytes
 // each, and a node fetches once per new catalog, so after that they live
 // in the store and in a bounded cache of recent ones (Options.CatalogCache).
 type nodeCatalog struct {
@@ -41,7 +43,12 @@ type nodeCatalog struct {
 	files     map[string]bool // digests the catalog ships
 
 	mu    sync.Mutex
-	bytes []byte // nil once stored
+	bytes []byte // nil once stored and no longer wanted in memory
+
+	// stored and fetched decide when the bytes can go: once the store has
+	// them and the node fetched them (or holds no Watch stream to fetch
+	// soon). Whichever of the two happens last drops them.
+	stored, fetched atomic.Bool
 }
 
 // catalogBytes returns the canonical bytes of nc.
@@ -338,15 +345,61 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 	s.compiles.mu.Unlock()
 	s.metrics.compileTime.Observe(time.Since(start).Seconds())
 	s.watch.notify(node, etag, st.version)
-	if err := s.st.SaveCatalog(ctx, node, etag, st.version, enc, sig); err != nil {
-		s.log.Error("storing a catalog; it is served from memory until the next compile", "node", node, "err", err)
-		return nc
-	}
-	s.recent.put(etag, enc)
+	s.saveCatalog(node, nc, enc)
+	return nc
+}
+
+// saveCatalog writes a node's new catalog to the store in the background,
+// so that compiling the fleet runs at the speed of the CPU rather than of
+// the store's writer (which commits the waiting writes together). At most
+// maxPendingSaves are outstanding; a save of a catalog that a newer one
+// already replaced is skipped, and saves of one node never overtake each
+// other.
+func (s *Server) saveCatalog(node string, nc *nodeCatalog, enc []byte) {
+	s.saves.sem <- struct{}{}
+	s.saves.wg.Add(1)
+	go func() {
+		defer s.saves.wg.Done()
+		defer func() { <-s.saves.sem }()
+		m, _ := s.saves.nodeMu.LoadOrStore(node, &sync.Mutex{})
+		mu := m.(*sync.Mutex)
+		mu.Lock()
+		defer mu.Unlock()
+		if cur, _ := s.compiles.get(node); cur != nc {
+			return // replaced before it was written; the newer one will be
+		}
+		// Not the request's context: the write must finish even when the
+		// check-in that compiled it is gone.
+		if err := s.st.SaveCatalog(context.Background(), node, nc.etag, nc.version, enc, nc.signature); err != nil {
+			s.log.Error("storing a catalog; it is served from memory until the next compile", "node", node, "err", err)
+			return
+		}
+		// A node holding a Watch stream fetches its new catalog at once:
+		// keep the bytes for that fetch. Others will fetch at their next
+		// check-in, from the cache of recent catalogs or the store.
+		nc.stored.Store(true)
+		if nc.fetched.Load() || !s.watch.has(node) {
+			s.recent.put(nc.etag, enc)
+			nc.dropBytes()
+		}
+	}()
+}
+
+// maxPendingSaves bounds the catalogs compiled but not yet stored.
+const maxPendingSaves = 512
+
+// pendingSaves tracks background catalog writes.
+type pendingSaves struct {
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	nodeMu sync.Map // node → *sync.Mutex
+}
+
+// dropBytes lets the catalog's bytes go: they are in the store.
+func (nc *nodeCatalog) dropBytes() {
 	nc.mu.Lock()
 	nc.bytes = nil
 	nc.mu.Unlock()
-	return nc
 }
 
 func ed25519Verify(pub ed25519.PublicKey, msg, sig []byte) bool { return ed25519.Verify(pub, msg, sig) }

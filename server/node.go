@@ -98,6 +98,10 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		}
 		resp.Status = herdv1.CheckinResponse_NEW_CATALOG
 		resp.Etag, resp.Catalog, resp.Signature = cur.etag, b, cur.signature
+		cur.fetched.Store(true)
+		if cur.stored.Load() {
+			cur.dropBytes()
+		}
 	}
 	s.metrics.checkins.WithLabelValues(resp.Status.String()).Inc()
 	if err := s.st.Checkin(ctx, node, now, req.AgentVersion, time.UnixMilli(resp.NextCheckinUnixMs)); err != nil {

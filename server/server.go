@@ -138,6 +138,7 @@ type Server struct {
 
 	site     atomic.Pointer[siteState]
 	recent   *byteCache
+	saves    pendingSaves
 	compiles compileState
 	facts    factsCache
 	watch    watchers
@@ -178,6 +179,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		metrics: newMetrics(), files: filepath.Join(opts.Dir, "files"),
 		inFlight: make(chan struct{}, opts.MaxInFlight),
 		recent:   newByteCache(opts.CatalogCache),
+		saves:    pendingSaves{sem: make(chan struct{}, maxPendingSaves)},
 	}
 	s.compiles.init()
 	s.facts.init()
@@ -293,6 +295,7 @@ func (s *Server) Close() error {
 		s.group.Wait()
 	}
 	s.shutdown()
+	s.saves.wg.Wait()
 	return s.st.Close()
 }
 

@@ -49,6 +49,13 @@ func (w *watchers) remove(node string, x *watcher) {
 	}
 }
 
+// has reports whether node holds a Watch stream.
+func (w *watchers) has(node string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m[node]) > 0
+}
+
 // notify tells node's streams about a new catalog, never blocking.
 func (w *watchers) notify(node, etag, version string) {
 	w.mu.Lock()
