@@ -8,7 +8,9 @@
 //
 // The site is loaded once per version and watched: a change is debounced,
 // every known node is recompiled in parallel, each catalog is signed
-// (ed25519 over its canonical bytes) and stored, and the nodes holding a
-// Watch stream are told at once. A node whose compile fails keeps its last
+// (ed25519 over its canonical bytes), the nodes holding a Watch stream are
+// told at once, and the catalog is stored in the background (compile is
+// deterministic, so a write lost in a crash is compiled again at the next
+// start). A node whose compile fails keeps its last
 // good catalog, and the error is kept for `herd nodes` and SiteStatus.
 package server
