@@ -42,6 +42,10 @@ func TestAdminCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "ops") || !strings.Contains(out, "issued") {
 		t.Fatalf("herd ca list: exit %d:\n%s%s", code, out, stderr)
 	}
+	fp, _, code := herd(t, "", "ca", "fingerprint", "--admin-dir", adminDir)
+	if code != 0 || !strings.HasPrefix(fp, "sha256:") || len(strings.TrimSpace(fp)) != len("sha256:")+64 {
+		t.Errorf("herd ca fingerprint = %q, exit %d", fp, code)
+	}
 	out, _, code = herd(t, "", append([]string{"nodes"}, conn...)...)
 	if code != 0 || !strings.Contains(out, "NODE") {
 		t.Fatalf("herd nodes: exit %d:\n%s", code, out)

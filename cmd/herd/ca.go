@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,7 +79,35 @@ server's state directory.`,
 	tokenCmd.Flags().Var(&ttl, "ttl", "how long the token is valid")
 	tokenCmd.Flags().BoolVar(&singleUse, "single-use", false, "the token enrolls one node only")
 
-	cmd.AddCommand(adminCmd, tokenCmd,
+	var caFile string
+	fingerprintCmd := &cobra.Command{
+		Use:   "fingerprint",
+		Short: "Print the CA certificate's fingerprint, for agents' --ca-fingerprint",
+		Long: `Print "sha256:" and the hex sha256 of the CA certificate's DER. An agent
+given it with --ca-fingerprint checks the server's CA inside the first TLS
+handshake, before it sends its join token.`,
+		Example: "  herd ca fingerprint --ca-file /var/lib/herd-server/ca/ca.crt",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if caFile == "" {
+				caFile = filepath.Join(af.dir, "ca.crt")
+			}
+			b, err := os.ReadFile(caFile)
+			if err != nil {
+				return err
+			}
+			cert, err := ca.ParseCertPEM(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", caFile, err)
+			}
+			sum := sha256.Sum256(cert.Raw)
+			fmt.Fprintf(cmd.OutOrStdout(), "sha256:%s\n", hex.EncodeToString(sum[:]))
+			return nil
+		},
+	}
+	fingerprintCmd.Flags().StringVar(&caFile, "ca-file", "", "the CA certificate (default: ca.crt in --admin-dir)")
+
+	cmd.AddCommand(adminCmd, tokenCmd, fingerprintCmd,
 		&cobra.Command{
 			Use:   "list",
 			Short: "List issued, pending and revoked certificates",
