@@ -5,6 +5,7 @@ package herd_test
 import (
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,7 +67,7 @@ func TestImportRules(t *testing.T) {
 		checked++
 		for _, dep := range p.Deps {
 			if rel, ok := strings.CutPrefix(dep, module+"/"); ok {
-				if rel == r.pkg || strings.HasPrefix(rel, r.pkg+"/") || contains(r.allowHerd, rel) {
+				if rel == r.pkg || strings.HasPrefix(rel, r.pkg+"/") || slices.Contains(r.allowHerd, rel) {
 					continue
 				}
 				t.Errorf("%s depends on %s: CONVENTIONS.md §2 allows it only %v", r.pkg, rel, r.allowHerd)
@@ -88,13 +89,4 @@ func TestImportRules(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no package of the rules was found: is go list run in the module root?")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -22,14 +21,8 @@ const exampleSite = "../examples/site"
 // missing; CI installs them.
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed on this machine; CI installs it", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: dpkg --root and useradd --prefix chown files")
-	}
+	testkit.NeedTools(t, tools...)
+	testkit.NeedRoot(t, "dpkg --root and useradd --prefix chown files")
 }
 
 // sandbox returns a sandbox host root that looks like Debian 12.

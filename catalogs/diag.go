@@ -90,7 +90,7 @@ func (ds Diagnostics) err() error {
 	return ds.Sorted()
 }
 
-// diagf appends a diagnostic at pos.
+// add appends a diagnostic at pos.
 func (ds *Diagnostics) add(pos Pos, format string, args ...any) {
 	*ds = append(*ds, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 }

@@ -143,7 +143,8 @@ func (r reader) table(p string) bool {
 	return true
 }
 
-// tables returns the number of elements of an array of tables at p.
+// tables iterates over the indexes of the array of tables at p, recording
+// a diagnostic for a value that is not an array of tables.
 func (r reader) tables(p string) func(func(int) bool) {
 	return func(yield func(int) bool) {
 		v, ok := r.get(p)

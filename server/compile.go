@@ -401,5 +401,3 @@ func (nc *nodeCatalog) dropBytes() {
 	nc.bytes = nil
 	nc.mu.Unlock()
 }
-
-func ed25519Verify(pub ed25519.PublicKey, msg, sig []byte) bool { return ed25519.Verify(pub, msg, sig) }

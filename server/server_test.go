@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
@@ -204,7 +205,7 @@ func TestCheckinGivesASignedCatalog(t *testing.T) {
 }
 
 func verify(s *Server, b, sig []byte) bool {
-	return ed25519Verify(s.ca.SigningPublicKey(), b, sig)
+	return ed25519.Verify(s.ca.SigningPublicKey(), b, sig)
 }
 
 // TestIdentityComesFromTheCertificate: facts that claim another name do

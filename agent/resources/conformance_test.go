@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/testkit"
 )
 
 // conformanceCase is one resource of one type, run through the contract
@@ -59,11 +59,7 @@ func TestConformance(t *testing.T) {
 	cases := allConformanceCases(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, tool := range tc.tools {
-				if _, err := exec.LookPath(tool); err != nil {
-					t.Skipf("%s is not installed on this machine; CI installs it", tool)
-				}
-			}
+			testkit.NeedTools(t, tc.tools...)
 			h, files := newTestHost(t)
 			if tc.setup != nil {
 				tc.setup(t, h, files)

@@ -38,11 +38,7 @@ func newSandboxTestHost(t *testing.T) (*Host, *testFiles) {
 // pkgNeedDpkg skips a test that needs dpkg when this machine has none.
 func pkgNeedDpkg(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"dpkg", "dpkg-deb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed on this machine; CI installs it", tool)
-		}
-	}
+	testkit.NeedTools(t, "dpkg", "dpkg-deb")
 }
 
 // pkgShip builds spec into a .deb the host can fetch and returns a package
@@ -252,11 +248,7 @@ func TestPackageSourceMismatch(t *testing.T) {
 // writing apt's cache, and Apply fails saying apt cannot find the package.
 func TestPackageFromApt(t *testing.T) {
 	t.Parallel()
-	for _, tool := range []string{"apt-get", "apt-cache"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed on this machine", tool)
-		}
-	}
+	testkit.NeedTools(t, "apt-get", "apt-cache")
 	h, _ := newSandboxTestHost(t)
 	runs := pkgCountRuns(h)
 	ctx := context.Background()
@@ -488,14 +480,8 @@ func BenchmarkPackageCheckRun(b *testing.B) {
 // goroutines, as the engine's parallel resources would: dpkg refuses a
 // second process on its database, so the type must serialise them.
 func TestPackageAppliesOneAtATime(t *testing.T) {
-	for _, tool := range []string{"dpkg", "dpkg-deb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed on this machine; CI installs it", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("dpkg --root needs root")
-	}
+	pkgNeedDpkg(t)
+	testkit.NeedRoot(t, "dpkg --root")
 	h, files := newTestHost(t)
 	testkit.InitSandboxHost(t, h.Root)
 	typ := &Package{}

@@ -3,24 +3,20 @@ package resources
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/herdcm/herd/testkit"
 )
 
 // accountsNeedShadow skips a test that needs the shadow tools when this
 // machine has none.
 func accountsNeedShadow(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed on this machine; CI installs it (package passwd)", tool)
-		}
-	}
+	testkit.NeedTools(t, "useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel")
 }
 
 // editFile replaces old with new in the root's file, as an admin's editor would.

@@ -42,15 +42,7 @@ with file:line:column), 64 bad usage.`,
   herd compile --site . --node web-01 --facts f.json --digest`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if site == "" || node == "" {
-				return usageError(cmd, "--site and --node are required")
-			}
-			ctx := cmd.Context()
-			s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{})
-			if err != nil {
-				return siteError(site, err)
-			}
-			f, err := readFacts(ctx, factsFile, cmd.InOrStdin())
+			s, f, err := siteAndFacts(cmd, site, node, factsFile)
 			if err != nil {
 				return err
 			}
@@ -85,6 +77,24 @@ with file:line:column), 64 bad usage.`,
 	cmd.Flags().BoolVar(&canonical, "canonical", false, "print the exact canonical bytes (compact) that the digest and signature cover")
 	cmd.Flags().BoolVar(&digestOnly, "digest", false, "print only the catalog's digest")
 	return cmd
+}
+
+// siteAndFacts loads the site and the facts a node is compiled with, for
+// the commands that take --site, --node and --facts.
+func siteAndFacts(cmd *cobra.Command, site, node, factsFile string) (*catalogs.Site, facts.Facts, error) {
+	if site == "" || node == "" {
+		return nil, nil, usageError(cmd, "--site and --node are required")
+	}
+	ctx := cmd.Context()
+	s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{})
+	if err != nil {
+		return nil, nil, siteError(site, err)
+	}
+	f, err := readFacts(ctx, factsFile, cmd.InOrStdin())
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, f, nil
 }
 
 // readFacts reads facts from a file, from stdin ("-"), or from this host

@@ -32,15 +32,7 @@ Exit status: 0 found, 1 not found or the site has errors, 64 bad usage.`,
   herd lookup logging --site . --node db-01 --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if site == "" || node == "" {
-				return usageError(cmd, "--site and --node are required")
-			}
-			ctx := cmd.Context()
-			s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{})
-			if err != nil {
-				return siteError(site, err)
-			}
-			f, err := readFacts(ctx, factsFile, cmd.InOrStdin())
+			s, f, err := siteAndFacts(cmd, site, node, factsFile)
 			if err != nil {
 				return err
 			}

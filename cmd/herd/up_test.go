@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/testkit"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -38,14 +38,8 @@ func (s *syncBuffer) String() string {
 // site reaches the agent through Watch; cancelling (Ctrl-C) stops
 // everything, the sandbox's service included.
 func TestUp(t *testing.T) {
-	for _, tool := range []string{"dpkg", "useradd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed on this machine; CI installs it", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("herd up converges packages and accounts in its sandbox: needs root")
-	}
+	testkit.NeedTools(t, "dpkg", "useradd")
+	testkit.NeedRoot(t, "herd up converges packages and accounts in its sandbox")
 	site := t.TempDir()
 	if err := os.CopyFS(site, os.DirFS(exampleSite)); err != nil {
 		t.Fatal(err)
