@@ -72,6 +72,9 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			if err != nil {
 				return usageError(cmd, err.Error())
 			}
+			if err := prepareSandbox(cfg.Root); err != nil {
+				return err
+			}
 			stateDir := cfg.StateDir
 			if stateDir == "" {
 				stateDir = filepath.Join(cfg.Root, "var/lib/herd")

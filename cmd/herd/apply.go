@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/agent/sandbox"
 	"github.com/herdcm/herd/catalogs"
 )
 
@@ -38,7 +40,9 @@ unknown, naming the change it waits for.
 
 --root DIR converges a sandbox: every path is under DIR, packages are
 installed with dpkg --root, accounts with useradd --prefix, and commands
-run with HERD_ROOT=DIR. State then lives in DIR/var/lib/herd.
+run with HERD_ROOT=DIR. What a minimal Debian host has and DIR lacks (an
+empty dpkg database, passwd and group, login.defs, os-release…) is laid out
+first; files that exist are left alone. State lives in DIR/var/lib/herd.
 
 Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed,
 4 failures, 6 changes and failures, 1 the run could not start (a site
@@ -56,6 +60,9 @@ error, the lock held), 64 bad usage.`,
 				level = slog.LevelInfo
 			}
 			o.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			if err := prepareSandbox(o.Root); err != nil {
+				return err
+			}
 			o.AgentVersion = herdVersion()
 			o.Services = supervisorFor(o.Root, o.Log)
 			out := cmd.OutOrStdout()
@@ -184,4 +191,17 @@ func shortVersion(v string) string {
 		return v[:19]
 	}
 	return v
+}
+
+// prepareSandbox lays out a sandbox root (anything but "/") as a minimal
+// Debian host where it lacks the files dpkg, useradd and facts need, so
+// that `--root DIR` works on an empty directory.
+func prepareSandbox(root string) error {
+	if root == "" || root == "/" {
+		return nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("preparing sandbox %s: %w", root, err)
+	}
+	return sandbox.Init(root)
 }
