@@ -80,6 +80,9 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 		return nil, err
 	}
 	defer st.Close()
+	if msg := st.Recovered(); msg != "" {
+		o.Log.Error(msg)
+	}
 	t := mark("lock", start)
 
 	f, ferr := facts.Collect(ctx, facts.Options{Root: o.Root, ExternalDir: o.FactsDir, AgentVersion: o.AgentVersion})

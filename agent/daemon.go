@@ -143,6 +143,9 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
+	if msg := st.Recovered(); msg != "" {
+		log.Error(msg)
+	}
 	conn, err := dialNode(id, o.Server, o.ServerName)
 	if err != nil {
 		st.Close()

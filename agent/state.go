@@ -22,8 +22,9 @@ import (
 // index of replaced file contents, the supervisor's records) beside a
 // content directory holding those contents by digest.
 type State struct {
-	db  *sql.DB
-	dir string
+	db        *sql.DB
+	dir       string
+	recovered string // what OpenState moved aside, if anything
 }
 
 // migrations are applied in order; PRAGMA user_version records how many
@@ -86,24 +87,170 @@ var migrations = []string{
 }
 
 // OpenState opens (creating when needed) the state in dir.
+//
+// A database that fails sqlite's quick_check, or that exists with no
+// bytes at all (a crash or a full disk caught it being created), is not
+// worked around: it is moved aside to dir/corrupt and a fresh one takes its
+// place, so that the agent keeps taking catalogs instead of failing every
+// run on a local fault that looks like the server being down. Recovered
+// says what was moved aside; the caller logs it as an error.
+//
+// Temporary files a killed run left in the content store and the file
+// cache are removed. The database and its WAL files are 0600.
 func OpenState(dir string) (*State, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "content"), 0o700); err != nil {
+	sd := StateDir(dir)
+	if err := os.MkdirAll(sd.Content(), 0o700); err != nil {
 		return nil, fmt.Errorf("opening agent state: %w", err)
 	}
-	dsn := "file:" + filepath.Join(dir, "state.db") + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	for _, d := range []string{sd.Content(), sd.Files()} {
+		if err := sweepIncoming(d); err != nil {
+			return nil, fmt.Errorf("opening agent state: %w", err)
+		}
+	}
+	s := &State{dir: dir}
+	db, err := openDB(sd)
+	if err == nil {
+		err = s.check(db)
+		if err != nil {
+			db.Close()
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("opening agent state: %w", err)
+		moved, merr := moveAside(sd)
+		if merr != nil {
+			return nil, fmt.Errorf("opening agent state: %w; moving it aside: %w", err, merr)
+		}
+		s.recovered = fmt.Sprintf("the agent state %s was unusable (%v): moved aside to %s, starting afresh (the report spool, run history and catalog cache are gone; services are adopted again from the supervisor's records)", sd.DB(), err, moved)
+		if db, err = openDB(sd); err != nil {
+			return nil, fmt.Errorf("opening agent state: %w", err)
+		}
 	}
-	// One connection: the agent is the only writer, and sqlite serialises
-	// writers anyway; this avoids SQLITE_BUSY between our own connections.
-	db.SetMaxOpenConns(1)
-	s := &State{db: db, dir: dir}
+	s.db = db
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	if err := s.tighten(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// Recovered says what OpenState moved aside as corrupt; "" when nothing.
+func (s *State) Recovered() string { return s.recovered }
+
+// errEmptyDB marks a state database of zero bytes: sqlite would take it
+// for a new one and silently lose the spool and the service records.
+var errEmptyDB = errors.New("the file is empty")
+
+// openDB opens the database, creating it 0600 first so that sqlite, which
+// gives its WAL files the database's mode, never makes one readable by
+// others. The spool and the run records are written with
+// synchronous=FULL: a report is acknowledged to nobody, but it must not
+// vanish in a power cut after the run said it was spooled.
+func openDB(sd StateDir) (*sql.DB, error) {
+	fi, err := os.Stat(sd.DB())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		f, err := os.OpenFile(sd.DB(), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", sd.DB(), err)
+		}
+		f.Close()
+	case err != nil:
+		return nil, err
+	case fi.Size() == 0:
+		return nil, errEmptyDB
+	}
+	dsn := "file:" + sd.DB() + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	// One connection: the agent is the only writer, and sqlite serialises
+	// writers anyway; this avoids SQLITE_BUSY between our own connections.
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// check runs sqlite's quick_check: it reads every page and catches a
+// garbled file at open, not at the first query that happens to touch it.
+func (s *State) check(db *sql.DB) error {
+	rows, err := db.Query(`PRAGMA quick_check`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var msg string
+		if err := rows.Scan(&msg); err != nil {
+			return err
+		}
+		if msg != "ok" {
+			problems = append(problems, msg)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		if len(problems) > 3 {
+			problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
+		}
+		return fmt.Errorf("quick_check: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// moveAside moves the database and its WAL files into the corrupt
+// directory, under one timestamped name, and returns the database's new
+// path.
+func moveAside(sd StateDir) (string, error) {
+	if err := os.MkdirAll(sd.CorruptDir(), 0o700); err != nil {
+		return "", err
+	}
+	to := filepath.Join(sd.CorruptDir(), "state.db."+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		err := os.Rename(sd.DB()+suffix, to+suffix)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+	}
+	return to, nil
+}
+
+// tighten makes the database and its WAL files 0600, whatever an older
+// herd or a restore left: they hold catalogs and reports.
+func (s *State) tighten() error {
+	db := StateDir(s.dir).DB()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Chmod(db+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("opening agent state: %w", err)
+		}
+	}
+	return nil
+}
+
+// sweepIncoming removes the temporary files a run killed in the middle of
+// a write left in dir (a content store or the file cache).
+func sweepIncoming(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".incoming-") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (s *State) migrate() error {
@@ -211,7 +358,7 @@ type Backup struct {
 // the resources.ContentStore of a run). The content is written to the
 // content directory by digest, fsynced, and indexed.
 func (s *State) Save(ctx context.Context, path string, r io.Reader) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "content"), ".incoming-*")
+	tmp, err := os.CreateTemp(StateDir(s.dir).Content(), ".incoming-*")
 	if err != nil {
 		return "", fmt.Errorf("backing up %s: %w", path, err)
 	}
@@ -228,7 +375,7 @@ func (s *State) Save(ctx context.Context, path string, r io.Reader) (string, err
 		return "", fmt.Errorf("backing up %s: %w", path, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, "content", sum)); err != nil {
+	if err := os.Rename(tmp.Name(), filepath.Join(StateDir(s.dir).Content(), sum)); err != nil {
 		return "", fmt.Errorf("backing up %s: %w", path, err)
 	}
 	digest := "sha256:" + sum
@@ -285,7 +432,7 @@ func (s *State) OpenContent(digest string) (io.ReadCloser, error) {
 	if !ok || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("bad digest %q", digest)
 	}
-	f, err := os.Open(filepath.Join(s.dir, "content", sum))
+	f, err := os.Open(filepath.Join(StateDir(s.dir).Content(), sum))
 	if err != nil {
 		return nil, fmt.Errorf("opening saved content: %w", err)
 	}
