@@ -136,6 +136,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 	for _, e := range events {
 		r.Summary.add(e)
 	}
+	r.bound()
 	// The history write must happen even when the run was interrupted:
 	// use a context that the interruption did not cancel.
 	if err := st.RecordRun(context.WithoutCancel(ctx), r); err != nil {

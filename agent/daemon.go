@@ -447,6 +447,7 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 	for _, e := range events {
 		r.Summary.add(e)
 	}
+	r.bound()
 	if out.local && r.Summary.Changed == 0 && r.Summary.Failed == 0 && r.Summary.Skipped == 0 && r.Summary.Unknown == 0 {
 		// A drift alarm that found nothing to do was the run's own write
 		// (or an edit already undone): not worth a report.

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herdcm/herd/api/herdv1"
@@ -130,6 +132,58 @@ func (s *State) oldestSpooled(ctx context.Context) (runID string, b []byte, ok b
 	return runID, b, true, nil
 }
 
+// respool replaces a spooled report, keeping its place in the order.
+func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) error {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("respooling report %s: %w", runID, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE report_spool SET report = ? WHERE run_id = ?`, b, runID); err != nil {
+		return fmt.Errorf("respooling report %s: %w", runID, err)
+	}
+	return nil
+}
+
+// tooLarge says whether the server refused a message for its size (gRPC
+// answers RESOURCE_EXHAUSTED for that, as for an overload: the message
+// tells them apart).
+func tooLarge(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max")
+}
+
+// droppedText replaces the text a cut-down report leaves out.
+const droppedText = "(left out: the report was too large for the server)"
+
+// cutDown returns r without its diffs, outputs and values (statuses,
+// errors, the summary and the timings stay), or nil when r has nothing
+// more to cut.
+func cutDown(r *herdv1.Report) *herdv1.Report {
+	c := proto.Clone(r).(*herdv1.Report)
+	cut := false
+	drop := func(s *string) {
+		if *s != "" && *s != droppedText {
+			*s, cut = droppedText, true
+		}
+	}
+	for _, e := range c.Events {
+		drop(&e.Output)
+		if len(e.Error) > 2048 {
+			budget := 1024
+			e.Error, cut = clip(e.Error, &budget), true
+		}
+		for _, ch := range e.Changes {
+			drop(&ch.Diff)
+			drop(&ch.From)
+			drop(&ch.To)
+		}
+	}
+	if !cut {
+		return nil
+	}
+	return c
+}
+
 func (s *State) unspool(ctx context.Context, runID string) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM report_spool WHERE run_id = ?`, runID); err != nil {
 		return fmt.Errorf("unspooling report %s: %w", runID, err)
@@ -176,10 +230,22 @@ func sendSpooled(ctx context.Context, st *State, node herdv1.NodeClient, log *sl
 		cancel()
 		if err != nil {
 			rerr := rpcError("sending report "+runID, err, trailer)
-			if re := rerr.(*RPCError); re.Code() != codes.InvalidArgument {
+			if tooLarge(err) {
+				if cut := cutDown(&r); cut != nil {
+					// Never retried as it is: the cut report replaces it
+					// in the spool, in its place in the order.
+					log.Warn("the server refused a report as too large; sending it without diffs and output", "run", runID, "bytes", len(b))
+					if err := st.respool(context.WithoutCancel(ctx), runID, cut); err != nil {
+						return sent, err
+					}
+					continue
+				}
+				log.Error("the server refused a report as too large even without diffs and output; dropping it", "run", runID, "err", err)
+			} else if re := rerr.(*RPCError); re.Code() != codes.InvalidArgument {
 				return sent, rerr
+			} else {
+				log.Error("the server refused a report as invalid; dropping it", "run", runID, "err", err)
 			}
-			log.Error("the server refused a report as invalid; dropping it", "run", runID, "err", err)
 		} else {
 			sent++
 		}
