@@ -459,12 +459,19 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 	wctx := context.WithoutCancel(ctx)
 	if err := d.st.RecordRun(wctx, r); err != nil {
 		d.log.Error("recording the run", "err", err)
-	}
-	if err := d.st.TrimRuns(wctx, d.o.KeepRuns); err != nil {
+		r.stateFailed(fmt.Errorf("recording the run: %w", err))
+	} else if err := d.st.TrimRuns(wctx, d.o.KeepRuns); err != nil {
 		d.log.Warn("trimming the run history", "err", err)
 	}
 	if dropped, err := d.st.spoolReport(wctx, r.Proto()); err != nil {
-		d.log.Error("spooling the report", "run", r.RunID, "err", err)
+		// A full disk (or a broken state) must not leave the server
+		// showing the last green run: the report goes out from memory
+		// now, saying why it was not kept.
+		d.log.Error("spooling the report: sending it from memory", "run", r.RunID, "err", err)
+		r.stateFailed(err)
+		if err := sendReport(ctx, d.node, r.Proto()); err != nil {
+			d.log.Error("the report is lost: it could not be spooled or sent", "run", r.RunID, "err", err)
+		}
 	} else if dropped > 0 {
 		d.log.Warn("the report spool is full: dropped the oldest reports", "dropped", dropped)
 	}

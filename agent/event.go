@@ -157,3 +157,17 @@ func clip(s string, budget *int) string {
 	*budget -= n
 	return s[:n] + fmt.Sprintf("\n… %d bytes more\n", len(s)-n)
 }
+
+// stateFailed adds (once) the failed herd:state event that says the run
+// could not be kept in the agent's state: the report then shows the node
+// failing, never as its last green run.
+func (r *Report) stateFailed(err error) {
+	for _, e := range r.Events {
+		if e.ID == "herd:state" {
+			return
+		}
+	}
+	e := Event{ID: "herd:state", Type: "herd", Status: Failed, Error: err.Error()}
+	r.Events = append(r.Events, e)
+	r.Summary.add(e)
+}

@@ -132,6 +132,17 @@ func (s *State) oldestSpooled(ctx context.Context) (runID string, b []byte, ok b
 	return runID, b, true, nil
 }
 
+// sendReport sends one report.
+func sendReport(ctx context.Context, node herdv1.NodeClient, r *herdv1.Report) error {
+	var trailer metadata.MD
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	if _, err := node.SendReport(ctx, &herdv1.SendReportRequest{Report: r}, grpc.Trailer(&trailer)); err != nil {
+		return rpcError("sending report "+r.RunId, err, trailer)
+	}
+	return nil
+}
+
 // respool replaces a spooled report, keeping its place in the order.
 func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) error {
 	b, err := proto.Marshal(r)
@@ -224,12 +235,10 @@ func sendSpooled(ctx context.Context, st *State, node herdv1.NodeClient, log *sl
 			}
 			continue
 		}
-		var trailer metadata.MD
-		callCtx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		_, err = node.SendReport(callCtx, &herdv1.SendReportRequest{Report: &r}, grpc.Trailer(&trailer))
-		cancel()
+		err = sendReport(ctx, node, &r)
 		if err != nil {
-			rerr := rpcError("sending report "+runID, err, trailer)
+			rerr := err
+			err = errors.Unwrap(err)
 			if tooLarge(err) {
 				if cut := cutDown(&r); cut != nil {
 					// Never retried as it is: the cut report replaces it
