@@ -161,13 +161,14 @@ func clip(s string, budget *int) string {
 // stateFailed adds (once) the failed herd:state event that says the run
 // could not be kept in the agent's state: the report then shows the node
 // failing, never as its last green run.
-func (r *Report) stateFailed(err error) {
+func (r *Report) stateFailed(err error) (e Event, added bool) {
 	for _, e := range r.Events {
 		if e.ID == "herd:state" {
-			return
+			return e, false
 		}
 	}
-	e := Event{ID: "herd:state", Type: "herd", Status: Failed, Error: err.Error()}
+	e = Event{ID: "herd:state", Type: "herd", Status: Failed, Error: err.Error()}
 	r.Events = append(r.Events, e)
 	r.Summary.add(e)
+	return e, true
 }

@@ -95,17 +95,11 @@ var migrations = []string{
 // run on a local fault that looks like the server being down. Recovered
 // says what was moved aside; the caller logs it as an error.
 //
-// Temporary files a killed run left in the content store and the file
-// cache are removed. The database and its WAL files are 0600.
+// The database and its WAL files are 0600.
 func OpenState(dir string) (*State, error) {
 	sd := StateDir(dir)
 	if err := os.MkdirAll(sd.Content(), 0o700); err != nil {
 		return nil, fmt.Errorf("opening agent state: %w", err)
-	}
-	for _, d := range []string{sd.Content(), sd.Files()} {
-		if err := sweepIncoming(d); err != nil {
-			return nil, fmt.Errorf("opening agent state: %w", err)
-		}
 	}
 	s := &State{dir: dir}
 	db, err := openDB(sd)
@@ -234,23 +228,30 @@ func (s *State) tighten() error {
 }
 
 // sweepIncoming removes the temporary files a run killed in the middle of
-// a write left in dir (a content store or the file cache).
-func sweepIncoming(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".incoming-") {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
+// a write (SIGKILL, power cut) left in the content store and the file
+// cache. Each run calls it under the run lock, when no other run can be
+// writing one.
+func (s *State) sweepIncoming() error {
+	sd := StateDir(s.dir)
+	var errs []error
+	for _, dir := range []string{sd.Content(), sd.Files()} {
+		ents, err := os.ReadDir(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".incoming-") {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *State) migrate() error {

@@ -155,12 +155,16 @@ func TestOpenStateModes(t *testing.T) {
 	}
 }
 
-// TestOpenStateSweepsIncoming: temporary files a SIGKILL left in the
-// content store and the file cache are removed at open; the rest stays.
-func TestOpenStateSweepsIncoming(t *testing.T) {
+// TestRunSweepsIncoming: temporary files a SIGKILL left in the content
+// store and the file cache are removed by the next run, under the run
+// lock; the rest stays.
+func TestRunSweepsIncoming(t *testing.T) {
 	t.Parallel()
-	dir := StateDir(t.TempDir())
-	keep := filepath.Join(dir.Files(), strings.Repeat("ab", 32))
+	fs := newFakeServer(t)
+	fs.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "hello\n")), nil, false)
+	a := newTestAgent(t, fs)
+	dir := DefaultStateDir(a.root)
+	keep := filepath.Join(dir.Content(), strings.Repeat("ab", 32))
 	var stale []string
 	for _, d := range []string{dir.Content(), dir.Files()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -172,20 +176,18 @@ func TestOpenStateSweepsIncoming(t *testing.T) {
 		}
 		stale = append(stale, p)
 	}
-	if err := os.WriteFile(keep, []byte("cached"), 0o600); err != nil {
+	if err := os.WriteFile(keep, []byte("saved"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := OpenState(dir.String())
-	if err != nil {
+	if _, err := a.d.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
 	for _, p := range stale {
 		if _, err := os.Stat(p); err == nil {
-			t.Errorf("%s survived OpenState", p)
+			t.Errorf("%s survived a run", p)
 		}
 	}
 	if _, err := os.Stat(keep); err != nil {
-		t.Errorf("a cached file was removed: %v", err)
+		t.Errorf("a saved content was removed: %v", err)
 	}
 }

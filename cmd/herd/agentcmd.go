@@ -72,7 +72,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			if err != nil {
 				return usageError(cmd, err.Error())
 			}
-			if err := prepareSandbox(cfg.Root); err != nil {
+			if err := prepareSandbox(cfg.Root, cfg.Noop); err != nil {
 				return err
 			}
 			stateDir := cfg.StateDir
