@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,24 +73,17 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			if err := prepareSandbox(cfg.Root, cfg.Noop); err != nil {
 				return err
 			}
-			stateDir := cfg.StateDir
-			if stateDir == "" {
-				stateDir = filepath.Join(cfg.Root, "var/lib/herd")
-			}
-			certDir := filepath.Join(stateDir, "tls")
+			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
+			stateDir, certDir := state.String(), state.TLS()
 			ctx := cmd.Context()
-			if _, err := agent.LoadIdentity(certDir); errors.Is(err, agent.ErrNotEnrolled) {
-				name := cfg.Name
-				if name == "" {
-					name, _ = os.Hostname()
-				}
-				if _, err := agent.Enroll(ctx, agent.EnrollOptions{
-					Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
-					Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
-				}); err != nil {
-					return err
-				}
-			} else if err != nil {
+			name := cfg.Name
+			if name == "" {
+				name, _ = os.Hostname()
+			}
+			if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{
+				Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
+				Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
+			}, nil); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()

@@ -110,16 +110,16 @@ func (f *Fleet) AddAgent(name string) *Agent {
 	if err := sandbox.Init(root); err != nil {
 		f.tb.Fatal(err)
 	}
-	token, _, err := f.Server.CA().NewToken(ctx, name, time.Hour, true)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
 	caFile := filepath.Join(root, "ca.crt")
 	if err := os.WriteFile(caFile, ca.CertPEM(f.Server.CA().CACertDER()), 0o644); err != nil {
 		f.tb.Fatal(err)
 	}
-	certDir := filepath.Join(root, "var/lib/herd/tls")
-	if _, err := agent.Enroll(ctx, agent.EnrollOptions{Server: f.addr, Name: name, JoinToken: token, Dir: certDir, CAFile: caFile, Log: f.log}); err != nil {
+	certDir := agent.DefaultStateDir(root).TLS()
+	token := func(ctx context.Context) (string, error) {
+		token, _, err := f.Server.CA().NewToken(ctx, name, time.Hour, true)
+		return token, err
+	}
+	if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{Server: f.addr, Name: name, Dir: certDir, CAFile: caFile, Log: f.log}, token); err != nil {
 		f.tb.Fatalf("enrolling %s: %v", name, err)
 	}
 	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log})
