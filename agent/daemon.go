@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,8 +39,17 @@ type DaemonOptions struct {
 	// check-in time (default 30 minutes); Splay adds up to this much at
 	// random.
 	Interval, Splay time.Duration
-	Noop            bool
-	Parallel        int
+	// MinBackoff and MaxBackoff bound the wait before a run retries a
+	// failed check-in (defaults 10 seconds and 5 minutes); WatchBackoff is
+	// the first wait before the Watch stream reconnects (default 1
+	// second). Tests shorten them.
+	MinBackoff, MaxBackoff, WatchBackoff time.Duration
+	// ConnectWait bounds the wait for a connection before a check-in;
+	// past it the server is taken to be away and the cached catalog is
+	// applied (default 3 seconds).
+	ConnectWait time.Duration
+	Noop        bool
+	Parallel    int
 	// ResourceTimeout bounds one resource; RunTimeout a whole run.
 	ResourceTimeout time.Duration
 	RunTimeout      time.Duration
@@ -149,7 +159,7 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	d := &Daemon{
 		o: o, runs: runs, id: id, st: st, conn: conn, node: herdv1.NewNodeClient(conn),
 		files: fileCache{dir: runs.State.Files()},
-		sched: Schedule{Interval: o.Interval, Splay: o.Splay},
+		sched: Schedule{Interval: o.Interval, Splay: o.Splay, MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff},
 		log:   log,
 		wake:  make(chan struct{}, 1),
 		sent:  make(chan struct{}, 1),
@@ -460,7 +470,7 @@ func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*h
 	if digest != acked {
 		req.FactsJson = payload
 	}
-	awaitConnection(ctx, d.conn, connectWait)
+	awaitConnection(ctx, d.conn, cmp.Or(d.o.ConnectWait, connectWait))
 	resp, err := d.callCheckin(ctx, req)
 	if err == nil && resp.Status == herdv1.CheckinResponse_NEED_FACTS && req.FactsJson == nil {
 		req.FactsJson = payload
@@ -573,7 +583,7 @@ func (d *Daemon) sendLoop(ctx context.Context) error {
 // watchLoop keeps a Watch stream open, reconnecting with backoff, and asks
 // for a run when the server names a catalog other than the cached one.
 func (d *Daemon) watchLoop(ctx context.Context) error {
-	backoff := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute, Interval: d.sched.interval()}
+	backoff := Schedule{MinBackoff: cmp.Or(d.o.WatchBackoff, time.Second), MaxBackoff: time.Minute, Interval: d.sched.interval()}
 	failures := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
