@@ -2,12 +2,9 @@ package agent
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -67,71 +64,6 @@ func (r *Report) Proto() *herdv1.Report {
 	return p
 }
 
-// SpooledReport is a report waiting for the server's acknowledgement.
-type SpooledReport struct {
-	RunID   string    `json:"run_id"`
-	Created time.Time `json:"created"`
-	Size    int       `json:"size"` // bytes on the wire
-}
-
-// SpooledReports lists the reports waiting to be sent, oldest first.
-func (s *State) SpooledReports(ctx context.Context) ([]SpooledReport, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT run_id, created, length(report) FROM report_spool ORDER BY seq`)
-	if err != nil {
-		return nil, fmt.Errorf("listing spooled reports: %w", err)
-	}
-	defer rows.Close()
-	var out []SpooledReport
-	for rows.Next() {
-		var r SpooledReport
-		var created int64
-		if err := rows.Scan(&r.RunID, &created, &r.Size); err != nil {
-			return nil, fmt.Errorf("listing spooled reports: %w", err)
-		}
-		r.Created = time.Unix(0, created)
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-// spoolReport keeps a report until the server acknowledges it, dropping
-// the oldest beyond maxSpooled; it returns how many it dropped.
-func (s *State) spoolReport(ctx context.Context, r *herdv1.Report) (dropped int64, err error) {
-	b, err := proto.Marshal(r)
-	if err != nil {
-		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO report_spool (run_id, report, created) VALUES (?, ?, ?)`, r.RunId, b, time.Now().UnixNano()); err != nil {
-		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
-	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM report_spool WHERE seq <= (SELECT seq FROM report_spool ORDER BY seq DESC LIMIT 1 OFFSET ?)`, maxSpooled)
-	if err != nil {
-		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
-	}
-	dropped, _ = res.RowsAffected()
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
-	}
-	return dropped, nil
-}
-
-// oldestSpooled returns the oldest waiting report; ok is false when none.
-func (s *State) oldestSpooled(ctx context.Context) (runID string, b []byte, ok bool, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT run_id, report FROM report_spool ORDER BY seq LIMIT 1`).Scan(&runID, &b)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil, false, nil
-	}
-	if err != nil {
-		return "", nil, false, fmt.Errorf("reading the report spool: %w", err)
-	}
-	return runID, b, true, nil
-}
-
 // sendReport sends one report.
 func sendReport(ctx context.Context, node herdv1.NodeClient, r *herdv1.Report) error {
 	var trailer metadata.MD
@@ -139,18 +71,6 @@ func sendReport(ctx context.Context, node herdv1.NodeClient, r *herdv1.Report) e
 	defer cancel()
 	if _, err := node.SendReport(ctx, &herdv1.SendReportRequest{Report: r}, grpc.Trailer(&trailer)); err != nil {
 		return rpcError("sending report "+r.RunId, err, trailer)
-	}
-	return nil
-}
-
-// respool replaces a spooled report, keeping its place in the order.
-func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) error {
-	b, err := proto.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("respooling report %s: %w", runID, err)
-	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE report_spool SET report = ? WHERE run_id = ?`, b, runID); err != nil {
-		return fmt.Errorf("respooling report %s: %w", runID, err)
 	}
 	return nil
 }
@@ -193,25 +113,6 @@ func cutDown(r *herdv1.Report) *herdv1.Report {
 		return nil
 	}
 	return c
-}
-
-func (s *State) unspool(ctx context.Context, runID string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM report_spool WHERE run_id = ?`, runID); err != nil {
-		return fmt.Errorf("unspooling report %s: %w", runID, err)
-	}
-	return nil
-}
-
-// TrimRuns keeps only the newest keep runs of the history.
-func (s *State) TrimRuns(ctx context.Context, keep int) error {
-	if keep <= 0 {
-		return nil
-	}
-	_, err := s.db.ExecContext(ctx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs ORDER BY started DESC LIMIT -1 OFFSET ?)`, keep)
-	if err != nil {
-		return fmt.Errorf("trimming the run history: %w", err)
-	}
-	return nil
 }
 
 // sendSpooled sends the waiting reports, oldest first, one at a time, and

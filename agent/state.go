@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
@@ -16,11 +17,17 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the embedded store
+	"google.golang.org/protobuf/proto"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/catalogs"
 )
 
 // State is the agent's local state: one sqlite file (run history, the
-// index of replaced file contents, the supervisor's records) beside a
-// content directory holding those contents by digest.
+// index of replaced file contents, the supervisor's records, the daemon's
+// catalog cache, settings and report spool) beside a content directory
+// holding those contents by digest. The agent's SQL lives in this file
+// (and, for the supervisor's records, in services.go).
 type State struct {
 	db        *sql.DB
 	dir       string
@@ -438,4 +445,153 @@ func (s *State) OpenContent(digest string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("opening saved content: %w", err)
 	}
 	return f, nil
+}
+
+// The daemon's tables: the catalog cache, settings and the report spool.
+
+// saveCatalog keeps a verified catalog as this node's last good one.
+func (s *State) saveCatalog(ctx context.Context, node, etag string, data, sig []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO catalog_cache (node, etag, catalog, signature, received) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(node) DO UPDATE SET etag = excluded.etag, catalog = excluded.catalog, signature = excluded.signature, received = excluded.received`,
+		node, etag, data, sig, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("caching catalog %s: %w", etag, err)
+	}
+	return nil
+}
+
+// loadCatalog returns the node's cached catalog, verified again with key
+// (the state file may have been restored from elsewhere, or the node
+// enrolled anew with another server); ok is false when there is none.
+func (s *State) loadCatalog(ctx context.Context, key ed25519.PublicKey, node string) (cat *catalogs.Catalog, etag string, ok bool, err error) {
+	var data, sig []byte
+	err = s.db.QueryRowContext(ctx, `SELECT etag, catalog, signature FROM catalog_cache WHERE node = ?`, node).Scan(&etag, &data, &sig)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, fmt.Errorf("reading the cached catalog: %w", err)
+	}
+	cat, err = acceptCatalog(key, node, etag, data, sig)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("cached catalog %s: %w", etag, err)
+	}
+	return cat, etag, true, nil
+}
+
+// setting reads a small daemon setting; "" when unset.
+func (s *State) setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM agent_settings WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading setting %s: %w", key, err)
+	}
+	return v, nil
+}
+
+func (s *State) setSetting(ctx context.Context, key, value string) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO agent_settings (key, value) VALUES (?, ?)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+		return fmt.Errorf("saving setting %s: %w", key, err)
+	}
+	return nil
+}
+
+// SpooledReport is a report waiting for the server's acknowledgement.
+type SpooledReport struct {
+	RunID   string    `json:"run_id"`
+	Created time.Time `json:"created"`
+	Size    int       `json:"size"` // bytes on the wire
+}
+
+// SpooledReports lists the reports waiting to be sent, oldest first.
+func (s *State) SpooledReports(ctx context.Context) ([]SpooledReport, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT run_id, created, length(report) FROM report_spool ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("listing spooled reports: %w", err)
+	}
+	defer rows.Close()
+	var out []SpooledReport
+	for rows.Next() {
+		var r SpooledReport
+		var created int64
+		if err := rows.Scan(&r.RunID, &created, &r.Size); err != nil {
+			return nil, fmt.Errorf("listing spooled reports: %w", err)
+		}
+		r.Created = time.Unix(0, created)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// spoolReport keeps a report until the server acknowledges it, dropping
+// the oldest beyond maxSpooled; it returns how many it dropped.
+func (s *State) spoolReport(ctx context.Context, r *herdv1.Report) (dropped int64, err error) {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO report_spool (run_id, report, created) VALUES (?, ?, ?)`, r.RunId, b, time.Now().UnixNano()); err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM report_spool WHERE seq <= (SELECT seq FROM report_spool ORDER BY seq DESC LIMIT 1 OFFSET ?)`, maxSpooled)
+	if err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	dropped, _ = res.RowsAffected()
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	return dropped, nil
+}
+
+// oldestSpooled returns the oldest waiting report; ok is false when none.
+func (s *State) oldestSpooled(ctx context.Context) (runID string, b []byte, ok bool, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT run_id, report FROM report_spool ORDER BY seq LIMIT 1`).Scan(&runID, &b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, fmt.Errorf("reading the report spool: %w", err)
+	}
+	return runID, b, true, nil
+}
+
+// respool replaces a spooled report, keeping its place in the order.
+func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) error {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("respooling report %s: %w", runID, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE report_spool SET report = ? WHERE run_id = ?`, b, runID); err != nil {
+		return fmt.Errorf("respooling report %s: %w", runID, err)
+	}
+	return nil
+}
+
+func (s *State) unspool(ctx context.Context, runID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM report_spool WHERE run_id = ?`, runID); err != nil {
+		return fmt.Errorf("unspooling report %s: %w", runID, err)
+	}
+	return nil
+}
+
+// TrimRuns keeps only the newest keep runs of the history.
+func (s *State) TrimRuns(ctx context.Context, keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	_, err := s.db.ExecContext(ctx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs ORDER BY started DESC LIMIT -1 OFFSET ?)`, keep)
+	if err != nil {
+		return fmt.Errorf("trimming the run history: %w", err)
+	}
+	return nil
 }
