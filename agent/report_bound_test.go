@@ -116,3 +116,47 @@ func TestCutDownIdempotent(t *testing.T) {
 		t.Error("cutDown cut an already cut report again")
 	}
 }
+
+// FuzzReportBound: whatever text a resource puts in its events, the
+// bounded report stays within its bounds, valid UTF-8 where the input was,
+// and marshals.
+func FuzzReportBound(f *testing.F) {
+	f.Add("-a\n+b\n", "out", 1, 10)
+	f.Add(strings.Repeat("é", 40000), "", 3, 70000)
+	f.Add("\xff\xfe", strings.Repeat("x", 1<<17), 2, 0)
+	f.Fuzz(func(t *testing.T, diff, output string, n, pad int) {
+		n = 1 + abs(n)%40
+		pad = abs(pad) % (200 << 10)
+		r := &Report{RunID: "r"}
+		for i := range n {
+			r.Events = append(r.Events, Event{ID: fmt.Sprintf("file:/f%d", i), Status: Changed, Output: output,
+				Changes: []resources.Change{{Attr: "content", Diff: diff + strings.Repeat("y", pad)}}})
+		}
+		r.bound()
+		total := 0
+		for _, e := range r.Events {
+			size := len(e.Output) + len(e.Error)
+			for _, c := range e.Changes {
+				size += len(c.From) + len(c.To) + len(c.Diff)
+				if utf8.ValidString(diff) && !utf8.ValidString(c.Diff) {
+					t.Fatalf("a cut made valid UTF-8 invalid: %q", c.Diff)
+				}
+			}
+			// Each cut adds a short note past the budget.
+			if size > maxEventText+5*40 {
+				t.Fatalf("%s carries %d bytes of text, more than %d", e.ID, size, maxEventText)
+			}
+			total += size
+		}
+		if total > maxReportText+n*5*40 {
+			t.Fatalf("the report carries %d bytes of text, more than %d", total, maxReportText)
+		}
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}

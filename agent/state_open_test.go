@@ -191,3 +191,36 @@ func TestRunSweepsIncoming(t *testing.T) {
 		t.Errorf("a saved content was removed: %v", err)
 	}
 }
+
+// TestDaemonCorruptState: a daemon whose state.db was garbled while it was
+// down starts, logs the loss, and takes and applies the server's catalog,
+// instead of failing every check-in as if the server were away.
+func TestDaemonCorruptState(t *testing.T) {
+	t.Parallel()
+	fs := newFakeServer(t)
+	fs.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "v1\n")), nil, false)
+	a := newTestAgent(t, fs)
+	ctx := context.Background()
+	if _, err := a.d.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.d.Close()
+	b := make([]byte, 8192)
+	rand.Read(b)
+	if err := os.WriteFile(DefaultStateDir(a.root).DB(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs.publish(testCatalog("web-01", "v2", fileRes("/etc/motd", "v2\n")), nil, false)
+	d, err := NewDaemon(ctx, a.d.o)
+	if err != nil {
+		t.Fatalf("NewDaemon on a garbled state = %v, want a fresh start", err)
+	}
+	defer d.Close()
+	r, err := d.RunOnce(ctx)
+	if err != nil {
+		t.Fatalf("run on the fresh state: %v", err)
+	}
+	if got := a.read(t, "etc/motd"); got != "v2\n" || r.Version != "v2" {
+		t.Errorf("etc/motd = %q, version %q; want the new catalog applied", got, r.Version)
+	}
+}
