@@ -48,54 +48,74 @@ type ApplyOptions struct {
 }
 
 // Apply compiles the site for this host and converges it.
+//
+// In noop it writes nothing: no history row, no saved content, and on a
+// host with no state yet, no state database (the run then has no
+// supervisor to ask, and provider-herd services say so).
 func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
-	start := time.Now()
-	phases := map[string]time.Duration{}
-	mark := func(name string, since time.Time) time.Time {
-		now := time.Now()
-		phases[name] = now.Sub(since)
-		return now
+	s := o.settings()
+	var st *State
+	if !o.Noop || fileExists(s.State.DB()) {
+		var err error
+		if st, err = OpenState(s.State.String()); err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		if msg := st.Recovered(); msg != "" {
+			s.Log.Error(msg)
+		}
 	}
-	if o.Root == "" {
-		o.Root = "/"
+	call := runCall{state: st, facts: true}
+	var closeServices func()
+	if o.Services != nil && st != nil {
+		call.services = func(ctx context.Context) resources.Services {
+			svc, closeSvc, err := o.Services(ctx, st)
+			if err != nil {
+				s.Log.Error("starting the supervisor", "err", err)
+				return nil
+			}
+			// The run's handle: closed when Apply returns, the services
+			// go on running.
+			closeServices = closeSvc
+			return svc
+		}
 	}
-	if o.StateDir == "" {
-		o.StateDir = filepath.Join(o.Root, "var/lib/herd")
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.RunTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.RunTimeout)
-		defer cancel()
-	}
-	lock, err := AcquireLock(ctx, o.StateDir, o.LockWait)
+	defer func() {
+		if closeServices != nil {
+			closeServices()
+		}
+	}()
+	r, _, err := s.run(ctx, &siteSource{site: o.Site, node: o.Node}, call)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.Release()
-	st, err := OpenState(o.StateDir)
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	t := mark("lock", start)
+	return r, nil
+}
 
-	f, ferr := facts.Collect(ctx, facts.Options{Root: o.Root, ExternalDir: o.FactsDir, AgentVersion: o.AgentVersion})
-	if ferr != nil {
-		o.Log.Warn("some facts could not be collected", "err", ferr)
-	}
-	node := o.Node
+// settings are the run settings of a masterless run.
+func (o ApplyOptions) settings() runSettings {
+	return runSettings{
+		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
+		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
+		FactsDir: o.FactsDir, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types,
+	}.withDefaults()
+}
+
+// siteSource compiles the catalog here, from a site checkout.
+type siteSource struct {
+	site string
+	node string // "" picks the name from the facts
+}
+
+func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(string)) (*sourced, error) {
+	node := src.node
 	if node == "" {
 		node = nodeName(f)
 	}
-	t = mark("facts", t)
-
 	// The version is the content digest: masterless runs happen on every
 	// host, and asking git (two child processes) would cost more than the
 	// whole no-change run.
-	site, err := catalogs.Load(ctx, o.Site, catalogs.LoadOptions{ContentVersion: true})
+	site, err := catalogs.Load(ctx, src.site, catalogs.LoadOptions{ContentVersion: true})
 	if err != nil {
 		return nil, err
 	}
@@ -107,38 +127,13 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	t = mark("compile", t)
+	mark("compile")
+	return &sourced{node: node, cat: cat, digest: catalogs.Digest(enc), files: siteFiles(src.site, cat)}, nil
+}
 
-	h := newRunHost(o.Root, st, siteFiles(o.Site, cat), cat, o.Log)
-	if o.Services != nil && hasType(cat, "service") {
-		// Without a supervisor the service resources fail, each saying
-		// why; the rest of the host still converges.
-		svc, closeSvc, err := o.Services(ctx, st)
-		if err != nil {
-			o.Log.Error("starting the supervisor", "err", err)
-		} else {
-			defer closeSvc()
-			h.Services = svc
-		}
-	}
-	events := Converge(ctx, h, cat, ConvergeOptions{
-		Noop: o.Noop, Parallel: o.Parallel, ResourceTimeout: o.ResourceTimeout, Types: o.Types, Emit: o.Emit,
-	})
-	mark("converge", t)
-
-	r := &Report{
-		RunID: NewRunID(), Node: node, Version: cat.Version, CatalogDigest: catalogs.Digest(enc), Noop: o.Noop,
-		Started: start, Duration: time.Since(start), Phases: phases, Events: events,
-	}
-	for _, e := range events {
-		r.Summary.add(e)
-	}
-	// The history write must happen even when the run was interrupted:
-	// use a context that the interruption did not cancel.
-	if err := st.RecordRun(context.WithoutCancel(ctx), r); err != nil {
-		return r, err
-	}
-	return r, nil
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // nodeName picks a masterless node's name from its facts.

@@ -87,7 +87,9 @@ func TestApplyNoopChangesNothing(t *testing.T) {
 	needTools(t, "dpkg", "useradd")
 	root := sandbox(t)
 	before := snapshot(t, root)
-	r, err := agent.Apply(context.Background(), agent.ApplyOptions{Site: exampleSite, Root: root, Node: "web-01", Noop: true, StateDir: t.TempDir()})
+	// The state directory is the default one, under root: noop must not
+	// create it either.
+	r, err := agent.Apply(context.Background(), agent.ApplyOptions{Site: exampleSite, Root: root, Node: "web-01", Noop: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +190,59 @@ content = "z"
 	}
 	if r.ExitCode() != 6 {
 		t.Errorf("exit code = %d, want 6 (changes and failures)", r.ExitCode())
+	}
+}
+
+// TestApplyNoopRecordsNothing: on a host with state, a noop run adds no
+// history row and saves no content, while a real run does both.
+func TestApplyNoopRecordsNothing(t *testing.T) {
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"managed\\n\"\n",
+	})
+	root := t.TempDir()
+	ctx := context.Background()
+	if _, err := agent.Apply(ctx, agent.ApplyOptions{Site: site, Root: root, Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "motd"), []byte("edited by hand\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := agent.DefaultStateDir(root)
+	count := func() (runs, backups int) {
+		t.Helper()
+		st, err := agent.OpenState(state.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		rs, err := st.Runs(ctx, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := st.Backups(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs), len(bs)
+	}
+	runs, backups := count()
+	r, err := agent.Apply(ctx, agent.ApplyOptions{Site: site, Root: root, Node: "n1", Noop: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Summary.Changed != 1 {
+		t.Errorf("noop summary = %+v, want one change it would make", r.Summary)
+	}
+	if gotRuns, gotBackups := count(); gotRuns != runs || gotBackups != backups {
+		t.Errorf("after noop: %d runs, %d backups; want %d and %d, as before", gotRuns, gotBackups, runs, backups)
+	}
+	if _, err := agent.Apply(ctx, agent.ApplyOptions{Site: site, Root: root, Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if gotRuns, gotBackups := count(); gotRuns != runs+1 || gotBackups != backups+1 {
+		t.Errorf("after a real run: %d runs, %d backups; want %d and %d", gotRuns, gotBackups, runs+1, backups+1)
 	}
 }
 

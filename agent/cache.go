@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/herdcm/herd/catalogs"
 )
@@ -41,57 +39,6 @@ func acceptCatalog(key ed25519.PublicKey, node, etag string, data, sig []byte) (
 		return nil, fmt.Errorf("it was compiled for node %q, and this node is %q", cat.Node, node)
 	}
 	return cat, nil
-}
-
-// saveCatalog keeps a verified catalog as this node's last good one.
-func (s *State) saveCatalog(ctx context.Context, node, etag string, data, sig []byte) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO catalog_cache (node, etag, catalog, signature, received) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT(node) DO UPDATE SET etag = excluded.etag, catalog = excluded.catalog, signature = excluded.signature, received = excluded.received`,
-		node, etag, data, sig, time.Now().UnixNano())
-	if err != nil {
-		return fmt.Errorf("caching catalog %s: %w", etag, err)
-	}
-	return nil
-}
-
-// loadCatalog returns the node's cached catalog, verified again with key
-// (the state file may have been restored from elsewhere, or the node
-// enrolled anew with another server); ok is false when there is none.
-func (s *State) loadCatalog(ctx context.Context, key ed25519.PublicKey, node string) (cat *catalogs.Catalog, etag string, ok bool, err error) {
-	var data, sig []byte
-	err = s.db.QueryRowContext(ctx, `SELECT etag, catalog, signature FROM catalog_cache WHERE node = ?`, node).Scan(&etag, &data, &sig)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, "", false, nil
-	}
-	if err != nil {
-		return nil, "", false, fmt.Errorf("reading the cached catalog: %w", err)
-	}
-	cat, err = acceptCatalog(key, node, etag, data, sig)
-	if err != nil {
-		return nil, "", false, fmt.Errorf("cached catalog %s: %w", etag, err)
-	}
-	return cat, etag, true, nil
-}
-
-// setting reads a small daemon setting; "" when unset.
-func (s *State) setting(ctx context.Context, key string) (string, error) {
-	var v string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM agent_settings WHERE key = ?`, key).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading setting %s: %w", key, err)
-	}
-	return v, nil
-}
-
-func (s *State) setSetting(ctx context.Context, key, value string) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO agent_settings (key, value) VALUES (?, ?)
-		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
-		return fmt.Errorf("saving setting %s: %w", key, err)
-	}
-	return nil
 }
 
 // fileCache holds the static files of the cached catalog by digest, in

@@ -1,13 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -39,8 +39,17 @@ type DaemonOptions struct {
 	// check-in time (default 30 minutes); Splay adds up to this much at
 	// random.
 	Interval, Splay time.Duration
-	Noop            bool
-	Parallel        int
+	// MinBackoff and MaxBackoff bound the wait before a run retries a
+	// failed check-in (defaults 10 seconds and 5 minutes); WatchBackoff is
+	// the first wait before the Watch stream reconnects (default 1
+	// second). Tests shorten them.
+	MinBackoff, MaxBackoff, WatchBackoff time.Duration
+	// ConnectWait bounds the wait for a connection before a check-in;
+	// past it the server is taken to be away and the cached catalog is
+	// applied (default 3 seconds).
+	ConnectWait time.Duration
+	Noop        bool
+	Parallel    int
 	// ResourceTimeout bounds one resource; RunTimeout a whole run.
 	ResourceTimeout time.Duration
 	RunTimeout      time.Duration
@@ -77,6 +86,7 @@ type DaemonOptions struct {
 // during a run make exactly one more run after it, never one each.
 type Daemon struct {
 	o     DaemonOptions
+	runs  runSettings // what every run shares with herd apply
 	id    *Identity
 	st    *State
 	conn  *grpc.ClientConn
@@ -110,23 +120,17 @@ type Daemon struct {
 // NewDaemon loads the node's identity and state and prepares the
 // connection (made lazily). Close it when done.
 func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
-	if o.Root == "" {
-		o.Root = "/"
-	}
-	if o.StateDir == "" {
-		o.StateDir = filepath.Join(o.Root, "var/lib/herd")
-	}
-	if o.CertDir == "" {
-		o.CertDir = filepath.Join(o.StateDir, "tls")
-	}
 	if o.LockWait == 0 {
 		o.LockWait = 10 * time.Minute
 	}
-	if o.KeepRuns == 0 {
-		o.KeepRuns = DefaultKeepRuns
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
+	runs := runSettings{
+		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
+		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
+		FactsDir: o.FactsDir, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
+	}.withDefaults()
+	o.Root, o.StateDir, o.KeepRuns, o.Log = runs.Root, runs.State.String(), runs.KeepRuns, runs.Log
+	if o.CertDir == "" {
+		o.CertDir = runs.State.TLS()
 	}
 	if o.Server == "" {
 		return nil, errors.New("starting the agent: no server address")
@@ -136,6 +140,7 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
 	log := o.Log.With("component", "agent", "node", id.Node)
+	runs.Log = log
 	if left := time.Until(id.NotAfter); left < 0 {
 		log.Error("this node's certificate has expired; the server will refuse it", "not_after", id.NotAfter)
 	}
@@ -143,15 +148,18 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
+	if msg := st.Recovered(); msg != "" {
+		log.Error(msg)
+	}
 	conn, err := dialNode(id, o.Server, o.ServerName)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
 	d := &Daemon{
-		o: o, id: id, st: st, conn: conn, node: herdv1.NewNodeClient(conn),
-		files: fileCache{dir: filepath.Join(o.StateDir, "files")},
-		sched: Schedule{Interval: o.Interval, Splay: o.Splay},
+		o: o, runs: runs, id: id, st: st, conn: conn, node: herdv1.NewNodeClient(conn),
+		files: fileCache{dir: runs.State.Files()},
+		sched: Schedule{Interval: o.Interval, Splay: o.Splay, MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff},
 		log:   log,
 		wake:  make(chan struct{}, 1),
 		sent:  make(chan struct{}, 1),
@@ -341,126 +349,35 @@ type cycleResult struct {
 	err        error     // the run's error (the check-in's, or the run could not start)
 }
 
-// cycle is one run: the lock, facts, the check-in, the catalog (new and
-// verified, or the cached one), the files, convergence, the report into
-// the history and the spool. A drift-only run skips facts and the check-in.
+// cycle is one run of the daemon: the runner with the server as its
+// catalog source, then the report into the spool. A drift-only run skips
+// facts and the check-in.
 func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) {
-	start := time.Now()
-	phases := map[string]time.Duration{}
-	mark := func(name string, since time.Time) time.Time {
-		now := time.Now()
-		phases[name] = now.Sub(since)
-		return now
-	}
-	out := cycleResult{local: why.local() && d.cat != nil}
-	runCtx := ctx
-	if d.o.RunTimeout > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, d.o.RunTimeout)
-		defer cancel()
-	}
-	lock, err := AcquireLock(runCtx, d.o.StateDir, d.o.LockWait)
-	if err != nil {
+	src := &pullSource{d: d, ctx: ctx, local: why.local() && d.cat != nil}
+	r, quiet, err := d.runs.run(ctx, src, runCall{state: d.st, facts: !src.local, services: d.runServices})
+	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr}
+	switch {
+	case errors.Is(err, errNothing):
+		return nil, out // nothing to apply and nothing to say
+	case err != nil:
 		d.log.Error("run not started", "why", why.String(), "err", err)
 		out.checkinErr, out.err = err, err
 		return nil, out
-	}
-	defer lock.Release()
-	t := mark("lock", start)
-
-	var problems []Event
-	catChanged := false
-	if !out.local {
-		f, ferr := facts.Collect(runCtx, facts.Options{Root: d.o.Root, ExternalDir: d.o.FactsDir, AgentVersion: d.o.AgentVersion})
-		if ferr != nil {
-			d.log.Warn("some facts could not be collected", "err", ferr)
-		}
-		payload, digest, err := factsPayload(f)
-		t = mark("facts", t)
-		var resp *herdv1.CheckinResponse
-		if err == nil {
-			resp, err = d.checkin(runCtx, payload, digest)
-		}
-		t = mark("checkin", t)
-		if err != nil {
-			out.checkinErr, out.err = err, err
-			if d.cat != nil {
-				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
-			} else {
-				d.log.Warn("check-in failed, and there is no cached catalog to apply", "err", err)
-			}
-		} else {
-			if resp.NextCheckinUnixMs > 0 {
-				out.serverNext = time.UnixMilli(resp.NextCheckinUnixMs)
-			}
-			if p, changed := d.takeCatalog(ctx, resp); p != nil {
-				problems = append(problems, *p)
-			} else {
-				catChanged = changed
-			}
-		}
-	}
-	if d.cat == nil && len(problems) == 0 {
-		return nil, out // nothing to apply and nothing to say
-	}
-
-	var events []Event
-	version, digest := "", ""
-	if d.cat != nil {
-		cat := d.cat
-		version, digest = cat.Version, d.etag
-		if !out.local && out.checkinErr == nil {
-			if err := fetchFiles(runCtx, d.node, d.files, cat); err != nil {
-				// Only the resources that need a missing file fail.
-				d.log.Warn("some files could not be fetched", "err", err)
-			}
-			t = mark("files", t)
-		}
-		h := newRunHost(d.o.Root, d.st, d.files.files(cat), cat, d.log)
-		if d.o.Services != nil && hasType(cat, "service") {
-			d.ensureServices(ctx)
-			h.Services = d.services
-		}
-		events = Converge(runCtx, h, cat, ConvergeOptions{
-			Noop: d.o.Noop, Parallel: d.o.Parallel, ResourceTimeout: d.o.ResourceTimeout, Types: d.o.Types, Emit: d.o.Emit,
-		})
-		mark("converge", t)
-		if catChanged {
-			keep := make(map[string]bool, len(cat.Files))
-			for _, fr := range cat.Files {
-				keep[fr.Digest] = true
-			}
-			if err := d.files.gc(keep); err != nil {
-				d.log.Warn("cleaning the file cache", "err", err)
-			}
-		}
-	}
-	events = append(events, problems...)
-
-	r := &Report{
-		RunID: NewRunID(), Node: d.id.Node, Version: version, CatalogDigest: digest, Noop: d.o.Noop,
-		Started: start, Duration: time.Since(start), Phases: phases, Events: events,
-	}
-	for _, e := range events {
-		r.Summary.add(e)
-	}
-	if out.local && r.Summary.Changed == 0 && r.Summary.Failed == 0 && r.Summary.Skipped == 0 && r.Summary.Unknown == 0 {
+	case quiet:
 		// A drift alarm that found nothing to do was the run's own write
 		// (or an edit already undone): not worth a report.
 		d.log.Debug("drift check: in sync")
 		return r, out
 	}
-	// The history and the spool must be written even when the run was
-	// interrupted: use a context the interruption did not cancel.
-	wctx := context.WithoutCancel(ctx)
-	if err := d.st.RecordRun(wctx, r); err != nil {
-		d.log.Error("recording the run", "err", err)
-	}
-	if err := d.st.TrimRuns(wctx, d.o.KeepRuns); err != nil {
-		d.log.Warn("trimming the run history", "err", err)
-	}
-	if dropped, err := d.st.spoolReport(wctx, r.Proto()); err != nil {
-		d.log.Error("spooling the report", "run", r.RunID, "err", err)
+	if dropped, err := d.st.spoolReport(context.WithoutCancel(ctx), r.Proto()); err != nil {
+		// A full disk (or a broken state) must not leave the server
+		// showing the last green run: the report goes out from memory
+		// now, saying why it was not kept.
+		d.log.Error("spooling the report: sending it from memory", "run", r.RunID, "err", err)
+		d.runs.stateFailed(r, fmt.Errorf("spooling the report: %w", err))
+		if err := sendReport(ctx, d.node, r.Proto()); err != nil {
+			d.log.Error("the report is lost: it could not be spooled or sent", "run", r.RunID, "err", err)
+		}
 	} else if dropped > 0 {
 		d.log.Warn("the report spool is full: dropped the oldest reports", "dropped", dropped)
 	}
@@ -468,6 +385,77 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
 		"duration", r.Duration.Round(time.Millisecond))
 	return r, out
+}
+
+// pullSource takes the catalog from the server: a check-in, a new
+// verified catalog or the cached one, and its files fetched by digest.
+// With the server unreachable the cached catalog is applied.
+type pullSource struct {
+	d     *Daemon
+	ctx   context.Context // the daemon's, which outlives the run: drift watches hang on it
+	local bool            // apply the cached catalog, without a check-in (drift)
+
+	// What the check-in told, for the schedule.
+	checkinErr error
+	serverNext time.Time
+}
+
+func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(string)) (*sourced, error) {
+	d := p.d
+	var problems []Event
+	catChanged := false
+	if !p.local {
+		payload, digest, err := factsPayload(f)
+		var resp *herdv1.CheckinResponse
+		if err == nil {
+			resp, err = d.checkin(ctx, payload, digest)
+		}
+		mark("checkin")
+		if err != nil {
+			p.checkinErr = err
+			if d.cat != nil {
+				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
+			} else {
+				d.log.Warn("check-in failed, and there is no cached catalog to apply", "err", err)
+			}
+		} else {
+			if resp.NextCheckinUnixMs > 0 {
+				p.serverNext = time.UnixMilli(resp.NextCheckinUnixMs)
+			}
+			if problem, changed := d.takeCatalog(p.ctx, resp); problem != nil {
+				problems = append(problems, *problem)
+			} else {
+				catChanged = changed
+			}
+		}
+	}
+	if d.cat == nil && len(problems) == 0 {
+		return nil, nil
+	}
+	out := &sourced{node: d.id.Node, problems: problems, quiet: p.local}
+	if cat := d.cat; cat != nil {
+		out.cat, out.digest = cat, d.etag
+		if !p.local && p.checkinErr == nil {
+			if err := fetchFiles(ctx, d.node, d.files, cat); err != nil {
+				// Only the resources that need a missing file fail.
+				d.log.Warn("some files could not be fetched", "err", err)
+			}
+			mark("files")
+		}
+		out.files = d.files.files(cat)
+		if catChanged {
+			out.converged = func() {
+				keep := make(map[string]bool, len(cat.Files))
+				for _, fr := range cat.Files {
+					keep[fr.Digest] = true
+				}
+				if err := d.files.gc(keep); err != nil {
+					d.log.Warn("cleaning the file cache", "err", err)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // checkin is one check-in: one RPC, or two when the server asks for the
@@ -482,7 +470,7 @@ func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*h
 	if digest != acked {
 		req.FactsJson = payload
 	}
-	awaitConnection(ctx, d.conn, connectWait)
+	awaitConnection(ctx, d.conn, cmp.Or(d.o.ConnectWait, connectWait))
 	resp, err := d.callCheckin(ctx, req)
 	if err == nil && resp.Status == herdv1.CheckinResponse_NEED_FACTS && req.FactsJson == nil {
 		req.FactsJson = payload
@@ -554,19 +542,22 @@ func (d *Daemon) takeCatalog(ctx context.Context, resp *herdv1.CheckinResponse) 
 	return nil, true
 }
 
-// ensureServices starts the supervisor at the first catalog with a
-// service. Without it the service resources fail, each saying why; the
-// rest of the host still converges.
-func (d *Daemon) ensureServices(ctx context.Context) {
-	if d.services != nil {
-		return
+// runServices is the run's supervisor handle: the daemon starts the
+// supervisor at the first catalog with a service and keeps it until it
+// stops, so that services are supervised between runs too. Without it the
+// service resources fail, each saying why; the rest of the host still
+// converges.
+func (d *Daemon) runServices(ctx context.Context) resources.Services {
+	if d.services != nil || d.o.Services == nil {
+		return d.services
 	}
 	svc, closeSvc, err := d.o.Services(ctx, d.st)
 	if err != nil {
 		d.log.Error("starting the supervisor", "err", err)
-		return
+		return nil
 	}
 	d.services, d.closeServices = svc, closeSvc
+	return svc
 }
 
 // sendLoop sends the spool whenever a run adds to it. A failure leaves the
@@ -592,7 +583,7 @@ func (d *Daemon) sendLoop(ctx context.Context) error {
 // watchLoop keeps a Watch stream open, reconnecting with backoff, and asks
 // for a run when the server names a catalog other than the cached one.
 func (d *Daemon) watchLoop(ctx context.Context) error {
-	backoff := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute, Interval: d.sched.interval()}
+	backoff := Schedule{MinBackoff: cmp.Or(d.o.WatchBackoff, time.Second), MaxBackoff: time.Minute, Interval: d.sched.interval()}
 	failures := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -645,21 +636,5 @@ func (d *Daemon) watch(ctx context.Context) (got bool, err error) {
 			d.log.Info("the server released a new catalog", "etag", ev.Etag, "version", ev.Version)
 			d.Trigger(TriggerWatch)
 		}
-	}
-}
-
-// newRunHost builds the host a run converges, as Apply does: commands run
-// under root, replaced contents go to the state's content store, static
-// files come from files.
-func newRunHost(root string, st *State, files func(context.Context, string) (io.ReadCloser, error), cat *catalogs.Catalog, log *slog.Logger) *resources.Host {
-	return &resources.Host{
-		Root: root,
-		Run: func(ctx context.Context, c resources.Cmd) (resources.Result, error) {
-			return resources.RunCommand(ctx, root, c)
-		},
-		Content: st,
-		Files:   files,
-		Catalog: cat,
-		Log:     log,
 	}
 }

@@ -9,10 +9,17 @@
 // and a resource whose state depends on a change noop did not make is
 // reported as unknown rather than guessed.
 //
-// Around the engine: a kernel lock (flock) so that one run happens at a
-// time and a dead holder never leaves a stale lock, and a sqlite state file
-// with the run history, the index of replaced file contents (backups) and
-// the supervisor's records.
+// Around the engine, one run pipeline (run.go) for every kind of run: a
+// kernel lock (flock) so that one run happens at a time and a dead holder
+// never leaves a stale lock, facts, the catalog from a catalog source
+// (compiled here from a site, or the server's), the report, and a sqlite
+// state file (State, under a StateDir) with the run history, the index of
+// replaced file contents (backups), the supervisor's records and the
+// daemon's catalog cache and report spool.
+//
+// RunSiteDaemon is the masterless daemon (herd agent --site): Apply on a
+// schedule and whenever the site checkout changes, with the supervisor
+// kept between runs.
 //
 // The daemon (Daemon, RunDaemon) is the agent of a fleet: Enroll gets the
 // node its certificate once; then each run checks in with the server

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herdcm/herd/agent/resources"
 )
@@ -106,4 +108,67 @@ func redact(cs []resources.Change) []resources.Change {
 		}
 	}
 	return cs
+}
+
+// Bounds of what one report says in free text (diffs, command output,
+// attribute values), so that a report stays far below any server's
+// message limit by construction: twenty changed 900 KB files once made a
+// 20 MB report the server refused, and it blocked the spool for ever.
+const (
+	// maxEventText bounds the text of one event.
+	maxEventText = 64 << 10
+	// maxReportText bounds the text of a whole report.
+	maxReportText = 1 << 20
+)
+
+// bound cuts the report's diffs, outputs and values to maxEventText per
+// event and maxReportText in all, each cut ending with "… N bytes more".
+// Events themselves are never dropped: the summary and the statuses stay
+// whole.
+func (r *Report) bound() {
+	left := maxReportText
+	for i := range r.Events {
+		e := &r.Events[i]
+		budget := min(maxEventText, left)
+		for j := range e.Changes {
+			c := &e.Changes[j]
+			c.From = clip(c.From, &budget)
+			c.To = clip(c.To, &budget)
+			c.Diff = clip(c.Diff, &budget)
+		}
+		e.Output = clip(e.Output, &budget)
+		e.Error = clip(e.Error, &budget)
+		left -= min(maxEventText, left) - budget
+	}
+}
+
+// clip returns s whole when it fits in *budget, else its head (cut at a
+// rune boundary: a report's strings must stay valid UTF-8) and a note of
+// how much was left out; it takes what it returns from *budget.
+func clip(s string, budget *int) string {
+	if len(s) <= *budget {
+		*budget -= len(s)
+		return s
+	}
+	n := max(*budget, 0)
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	*budget -= n
+	return s[:n] + fmt.Sprintf("\n… %d bytes more\n", len(s)-n)
+}
+
+// stateFailed adds (once) the failed herd:state event that says the run
+// could not be kept in the agent's state: the report then shows the node
+// failing, never as its last green run.
+func (r *Report) stateFailed(err error) (e Event, added bool) {
+	for _, e := range r.Events {
+		if e.ID == "herd:state" {
+			return e, false
+		}
+	}
+	e = Event{ID: "herd:state", Type: "herd", Status: Failed, Error: err.Error()}
+	r.Events = append(r.Events, e)
+	r.Summary.add(e)
+	return e, true
 }

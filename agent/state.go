@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
@@ -16,14 +17,21 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the embedded store
+	"google.golang.org/protobuf/proto"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/catalogs"
 )
 
 // State is the agent's local state: one sqlite file (run history, the
-// index of replaced file contents, the supervisor's records) beside a
-// content directory holding those contents by digest.
+// index of replaced file contents, the supervisor's records, the daemon's
+// catalog cache, settings and report spool) beside a content directory
+// holding those contents by digest. The agent's SQL lives in this file
+// (and, for the supervisor's records, in services.go).
 type State struct {
-	db  *sql.DB
-	dir string
+	db        *sql.DB
+	dir       string
+	recovered string // what OpenState moved aside, if anything
 }
 
 // migrations are applied in order; PRAGMA user_version records how many
@@ -86,24 +94,171 @@ var migrations = []string{
 }
 
 // OpenState opens (creating when needed) the state in dir.
+//
+// A database that fails sqlite's quick_check, or that exists with no
+// bytes at all (a crash or a full disk caught it being created), is not
+// worked around: it is moved aside to dir/corrupt and a fresh one takes its
+// place, so that the agent keeps taking catalogs instead of failing every
+// run on a local fault that looks like the server being down. Recovered
+// says what was moved aside; the caller logs it as an error.
+//
+// The database and its WAL files are 0600.
 func OpenState(dir string) (*State, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "content"), 0o700); err != nil {
+	sd := StateDir(dir)
+	if err := os.MkdirAll(sd.Content(), 0o700); err != nil {
 		return nil, fmt.Errorf("opening agent state: %w", err)
 	}
-	dsn := "file:" + filepath.Join(dir, "state.db") + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	s := &State{dir: dir}
+	db, err := openDB(sd)
+	if err == nil {
+		err = s.check(db)
+		if err != nil {
+			db.Close()
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("opening agent state: %w", err)
+		moved, merr := moveAside(sd)
+		if merr != nil {
+			return nil, fmt.Errorf("opening agent state: %w; moving it aside: %w", err, merr)
+		}
+		s.recovered = fmt.Sprintf("the agent state %s was unusable (%v): moved aside to %s, starting afresh (the report spool, run history and catalog cache are gone; services are adopted again from the supervisor's records)", sd.DB(), err, moved)
+		if db, err = openDB(sd); err != nil {
+			return nil, fmt.Errorf("opening agent state: %w", err)
+		}
 	}
-	// One connection: the agent is the only writer, and sqlite serialises
-	// writers anyway; this avoids SQLITE_BUSY between our own connections.
-	db.SetMaxOpenConns(1)
-	s := &State{db: db, dir: dir}
+	s.db = db
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	if err := s.tighten(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// Recovered says what OpenState moved aside as corrupt; "" when nothing.
+func (s *State) Recovered() string { return s.recovered }
+
+// errEmptyDB marks a state database of zero bytes: sqlite would take it
+// for a new one and silently lose the spool and the service records.
+var errEmptyDB = errors.New("the file is empty")
+
+// openDB opens the database, creating it 0600 first so that sqlite, which
+// gives its WAL files the database's mode, never makes one readable by
+// others. The spool and the run records are written with
+// synchronous=FULL: a report is acknowledged to nobody, but it must not
+// vanish in a power cut after the run said it was spooled.
+func openDB(sd StateDir) (*sql.DB, error) {
+	fi, err := os.Stat(sd.DB())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		f, err := os.OpenFile(sd.DB(), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", sd.DB(), err)
+		}
+		f.Close()
+	case err != nil:
+		return nil, err
+	case fi.Size() == 0:
+		return nil, errEmptyDB
+	}
+	dsn := "file:" + sd.DB() + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	// One connection: the agent is the only writer, and sqlite serialises
+	// writers anyway; this avoids SQLITE_BUSY between our own connections.
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// check runs sqlite's quick_check: it reads every page and catches a
+// garbled file at open, not at the first query that happens to touch it.
+func (s *State) check(db *sql.DB) error {
+	rows, err := db.Query(`PRAGMA quick_check`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var msg string
+		if err := rows.Scan(&msg); err != nil {
+			return err
+		}
+		if msg != "ok" {
+			problems = append(problems, msg)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		if len(problems) > 3 {
+			problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
+		}
+		return fmt.Errorf("quick_check: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// moveAside moves the database and its WAL files into the corrupt
+// directory, under one timestamped name, and returns the database's new
+// path.
+func moveAside(sd StateDir) (string, error) {
+	if err := os.MkdirAll(sd.CorruptDir(), 0o700); err != nil {
+		return "", err
+	}
+	to := filepath.Join(sd.CorruptDir(), "state.db."+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		err := os.Rename(sd.DB()+suffix, to+suffix)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+	}
+	return to, nil
+}
+
+// tighten makes the database and its WAL files 0600, whatever an older
+// herd or a restore left: they hold catalogs and reports.
+func (s *State) tighten() error {
+	db := StateDir(s.dir).DB()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Chmod(db+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("opening agent state: %w", err)
+		}
+	}
+	return nil
+}
+
+// sweepIncoming removes the temporary files a run killed in the middle of
+// a write (SIGKILL, power cut) left in the content store and the file
+// cache. Each run calls it under the run lock, when no other run can be
+// writing one.
+func (s *State) sweepIncoming() error {
+	sd := StateDir(s.dir)
+	var errs []error
+	for _, dir := range []string{sd.Content(), sd.Files()} {
+		ents, err := os.ReadDir(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".incoming-") {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *State) migrate() error {
@@ -211,7 +366,7 @@ type Backup struct {
 // the resources.ContentStore of a run). The content is written to the
 // content directory by digest, fsynced, and indexed.
 func (s *State) Save(ctx context.Context, path string, r io.Reader) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "content"), ".incoming-*")
+	tmp, err := os.CreateTemp(StateDir(s.dir).Content(), ".incoming-*")
 	if err != nil {
 		return "", fmt.Errorf("backing up %s: %w", path, err)
 	}
@@ -228,7 +383,7 @@ func (s *State) Save(ctx context.Context, path string, r io.Reader) (string, err
 		return "", fmt.Errorf("backing up %s: %w", path, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, "content", sum)); err != nil {
+	if err := os.Rename(tmp.Name(), filepath.Join(StateDir(s.dir).Content(), sum)); err != nil {
 		return "", fmt.Errorf("backing up %s: %w", path, err)
 	}
 	digest := "sha256:" + sum
@@ -285,9 +440,158 @@ func (s *State) OpenContent(digest string) (io.ReadCloser, error) {
 	if !ok || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("bad digest %q", digest)
 	}
-	f, err := os.Open(filepath.Join(s.dir, "content", sum))
+	f, err := os.Open(filepath.Join(StateDir(s.dir).Content(), sum))
 	if err != nil {
 		return nil, fmt.Errorf("opening saved content: %w", err)
 	}
 	return f, nil
+}
+
+// The daemon's tables: the catalog cache, settings and the report spool.
+
+// saveCatalog keeps a verified catalog as this node's last good one.
+func (s *State) saveCatalog(ctx context.Context, node, etag string, data, sig []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO catalog_cache (node, etag, catalog, signature, received) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(node) DO UPDATE SET etag = excluded.etag, catalog = excluded.catalog, signature = excluded.signature, received = excluded.received`,
+		node, etag, data, sig, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("caching catalog %s: %w", etag, err)
+	}
+	return nil
+}
+
+// loadCatalog returns the node's cached catalog, verified again with key
+// (the state file may have been restored from elsewhere, or the node
+// enrolled anew with another server); ok is false when there is none.
+func (s *State) loadCatalog(ctx context.Context, key ed25519.PublicKey, node string) (cat *catalogs.Catalog, etag string, ok bool, err error) {
+	var data, sig []byte
+	err = s.db.QueryRowContext(ctx, `SELECT etag, catalog, signature FROM catalog_cache WHERE node = ?`, node).Scan(&etag, &data, &sig)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, fmt.Errorf("reading the cached catalog: %w", err)
+	}
+	cat, err = acceptCatalog(key, node, etag, data, sig)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("cached catalog %s: %w", etag, err)
+	}
+	return cat, etag, true, nil
+}
+
+// setting reads a small daemon setting; "" when unset.
+func (s *State) setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM agent_settings WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading setting %s: %w", key, err)
+	}
+	return v, nil
+}
+
+func (s *State) setSetting(ctx context.Context, key, value string) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO agent_settings (key, value) VALUES (?, ?)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+		return fmt.Errorf("saving setting %s: %w", key, err)
+	}
+	return nil
+}
+
+// SpooledReport is a report waiting for the server's acknowledgement.
+type SpooledReport struct {
+	RunID   string    `json:"run_id"`
+	Created time.Time `json:"created"`
+	Size    int       `json:"size"` // bytes on the wire
+}
+
+// SpooledReports lists the reports waiting to be sent, oldest first.
+func (s *State) SpooledReports(ctx context.Context) ([]SpooledReport, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT run_id, created, length(report) FROM report_spool ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("listing spooled reports: %w", err)
+	}
+	defer rows.Close()
+	var out []SpooledReport
+	for rows.Next() {
+		var r SpooledReport
+		var created int64
+		if err := rows.Scan(&r.RunID, &created, &r.Size); err != nil {
+			return nil, fmt.Errorf("listing spooled reports: %w", err)
+		}
+		r.Created = time.Unix(0, created)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// spoolReport keeps a report until the server acknowledges it, dropping
+// the oldest beyond maxSpooled; it returns how many it dropped.
+func (s *State) spoolReport(ctx context.Context, r *herdv1.Report) (dropped int64, err error) {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO report_spool (run_id, report, created) VALUES (?, ?, ?)`, r.RunId, b, time.Now().UnixNano()); err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM report_spool WHERE seq <= (SELECT seq FROM report_spool ORDER BY seq DESC LIMIT 1 OFFSET ?)`, maxSpooled)
+	if err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	dropped, _ = res.RowsAffected()
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("spooling report %s: %w", r.RunId, err)
+	}
+	return dropped, nil
+}
+
+// oldestSpooled returns the oldest waiting report; ok is false when none.
+func (s *State) oldestSpooled(ctx context.Context) (runID string, b []byte, ok bool, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT run_id, report FROM report_spool ORDER BY seq LIMIT 1`).Scan(&runID, &b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, fmt.Errorf("reading the report spool: %w", err)
+	}
+	return runID, b, true, nil
+}
+
+// respool replaces a spooled report, keeping its place in the order.
+func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) error {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("respooling report %s: %w", runID, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE report_spool SET report = ? WHERE run_id = ?`, b, runID); err != nil {
+		return fmt.Errorf("respooling report %s: %w", runID, err)
+	}
+	return nil
+}
+
+func (s *State) unspool(ctx context.Context, runID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM report_spool WHERE run_id = ?`, runID); err != nil {
+		return fmt.Errorf("unspooling report %s: %w", runID, err)
+	}
+	return nil
+}
+
+// TrimRuns keeps only the newest keep runs of the history.
+func (s *State) TrimRuns(ctx context.Context, keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	_, err := s.db.ExecContext(ctx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs ORDER BY started DESC LIMIT -1 OFFSET ?)`, keep)
+	if err != nil {
+		return fmt.Errorf("trimming the run history: %w", err)
+	}
+	return nil
 }

@@ -35,7 +35,12 @@ source = "banner.txt"
 		"data/common.toml": "greeting = \"hello\"\n",
 		"files/banner.txt": "welcome\n",
 	})
-	f := fleet.NewFleet(t, site, 3)
+	// Short timers: with the server stopped an agent gives up on the
+	// connection at once (on 127.0.0.1 a refused connection is immediate),
+	// and after the restart the agents check in (and send their spools)
+	// within milliseconds, not after the production 3-second connection
+	// wait and 10-second backoff.
+	f := fleet.NewFleetWith(t, site, 3, fleet.Options{Retry: 50 * time.Millisecond, ConnectWait: 200 * time.Millisecond})
 	first := f.AwaitConverged(30*time.Second, nil)
 	for _, a := range f.Agents {
 		fleet.AssertFile(t, a.Root, "etc/motd", a.Name+": hello")

@@ -2,19 +2,21 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/catalogs"
 )
 
 // agentConfig is agent.toml; every setting is also a flag of the same
 // name ("_" spelled "-"), and flags win.
 type agentConfig struct {
 	Server          string   `toml:"server"`
+	Site            string   `toml:"site"`
 	ServerName      string   `toml:"server_name"`
 	Name            string   `toml:"name"`
 	JoinToken       string   `toml:"join_token"`
@@ -32,9 +34,12 @@ type agentConfig struct {
 	LogLevel        string   `toml:"log_level"`
 }
 
+// defaultAgentServer is the server an agent talks to unless told.
+const defaultAgentServer = "127.0.0.1:8140"
+
 func newAgentCmd() *cobra.Command {
 	cfg := agentConfig{
-		Server: "127.0.0.1:8140", Root: "/", Interval: duration(30 * time.Minute), Splay: duration(time.Minute),
+		Server: defaultAgentServer, Root: "/", Interval: duration(30 * time.Minute), Splay: duration(time.Minute),
 		Parallel: 4, ResourceTimeout: duration(10 * time.Minute), RunTimeout: duration(time.Hour), LogLevel: "info",
 	}
 	var (
@@ -42,7 +47,7 @@ func newAgentCmd() *cobra.Command {
 		once       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --server ADDR [--join-token T] [--once] [--noop] [--root DIR]",
+		Use:   "agent --server ADDR [--join-token T] [--once] [--noop] [--root DIR] | agent --site DIR",
 		Short: "Run the agent: enroll once, then check in, converge and report",
 		Long: `Run the Herd agent on this host.
 
@@ -59,10 +64,18 @@ unreachable the last good catalog is applied. A Watch stream makes the agent
 run at once when the server releases a new catalog, and files whose resource
 says drift = "watch" are put back within a second of a hand edit.
 
+A masterless host runs the daemon with --site DIR instead of --server: it
+applies the site from the local checkout at once, again whenever the
+checkout changes (debounced), and every --interval, and keeps supervising
+the site's services between runs (after herd apply exits, nothing does).
+With --site there is no enrollment: --name is the node name, and the
+server settings are refused.
+
 Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 		Example: `  herd agent --server herd.example.com:8140 --join-token "$TOKEN"
   herd agent --config /etc/herd/agent.toml
-  herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop`,
+  herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop
+  herd agent --site /srv/site --interval 15m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyConfigFile(cmd, configFile, &cfg); err != nil {
@@ -72,27 +85,23 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			if err != nil {
 				return usageError(cmd, err.Error())
 			}
-			if err := prepareSandbox(cfg.Root); err != nil {
+			if err := prepareSandbox(cfg.Root, cfg.Noop); err != nil {
 				return err
 			}
-			stateDir := cfg.StateDir
-			if stateDir == "" {
-				stateDir = filepath.Join(cfg.Root, "var/lib/herd")
+			if cfg.Site != "" {
+				return runSiteAgent(cmd, cfg, once, log)
 			}
-			certDir := filepath.Join(stateDir, "tls")
+			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
+			stateDir, certDir := state.String(), state.TLS()
 			ctx := cmd.Context()
-			if _, err := agent.LoadIdentity(certDir); errors.Is(err, agent.ErrNotEnrolled) {
-				name := cfg.Name
-				if name == "" {
-					name, _ = os.Hostname()
-				}
-				if _, err := agent.Enroll(ctx, agent.EnrollOptions{
-					Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
-					Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
-				}); err != nil {
-					return err
-				}
-			} else if err != nil {
+			name := cfg.Name
+			if name == "" {
+				name, _ = os.Hostname()
+			}
+			if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{
+				Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
+				Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
+			}, nil); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -128,6 +137,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
 	f.StringVar(&cfg.Server, "server", cfg.Server, "the server's gRPC address")
+	f.StringVar(&cfg.Site, "site", "", "run masterless: apply this local site checkout on a schedule and on change (no server)")
 	f.StringVar(&cfg.ServerName, "server-name", "", "the name to verify in the server's certificate (default: the --server host)")
 	f.StringVar(&cfg.Name, "name", "", "the node name to enroll as (default: this host's name)")
 	f.StringVar(&cfg.JoinToken, "join-token", "", "a join token (herd ca token), so the certificate is issued at once")
@@ -145,4 +155,48 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "run once and exit with apply's exit codes")
 	return cmd
+}
+
+// runSiteAgent is `herd agent --site DIR`: the masterless daemon, or with
+// --once a single run, as herd apply does it.
+func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logger) error {
+	// A setting that would be ignored is refused: these only mean
+	// something with a server.
+	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
+		if cmd.Flags().Changed(name) {
+			return usageError(cmd, "--"+name+" has no meaning with --site (a masterless agent talks to no server)")
+		}
+	}
+	if cfg.Server != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" {
+		return usageError(cmd, "the config file's server settings have no meaning with --site (a masterless agent talks to no server)")
+	}
+	if cfg.Noop && !once {
+		return usageError(cmd, "--noop with --site needs --once: a daemon that only checks supervises nothing (or use herd apply --noop)")
+	}
+	out := cmd.OutOrStdout()
+	ao := agent.ApplyOptions{
+		Site: cfg.Site, Node: cfg.Name, Root: cfg.Root, StateDir: cfg.StateDir, Noop: cfg.Noop, Parallel: cfg.Parallel,
+		ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
+		FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log,
+		Services: supervisorFor(cfg.Root, log),
+		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+	}
+	if once {
+		r, err := agent.Apply(cmd.Context(), ao)
+		if err != nil {
+			var ds catalogs.Diagnostics
+			if errors.As(err, &ds) {
+				return siteError(cfg.Site, err)
+			}
+			return err
+		}
+		writeSummary(out, r)
+		if code := r.ExitCode(); code != 0 {
+			return &codedError{code: code}
+		}
+		return nil
+	}
+	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
+		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay),
+	})
 }

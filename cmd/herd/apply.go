@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -34,7 +35,8 @@ that does not stick is a failure, not a success. Replaced file contents are
 kept (see herd backups). One run happens at a time: a second run declines
 at once, naming the first, unless --wait is given.
 
---noop checks only and reports what would change; nothing is written. A
+--noop checks only and reports what would change; nothing is written: no
+sandbox layout, no state database, no history row, no saved content. A
 resource whose state depends on a change noop did not make is reported as
 unknown, naming the change it waits for.
 
@@ -42,7 +44,8 @@ unknown, naming the change it waits for.
 installed with dpkg --root, accounts with useradd --prefix, and commands
 run with HERD_ROOT=DIR. What a minimal Debian host has and DIR lacks (an
 empty dpkg database, passwd and group, login.defs, os-release…) is laid out
-first; files that exist are left alone. State lives in DIR/var/lib/herd.
+first (not with --noop: a root not laid out yet is refused); files that
+exist are left alone. State lives in DIR/var/lib/herd.
 
 Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed,
 4 failures, 6 changes and failures, 1 the run could not start (a site
@@ -60,7 +63,7 @@ error, the lock held), 64 bad usage.`,
 				level = slog.LevelInfo
 			}
 			o.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			if err := prepareSandbox(o.Root); err != nil {
+			if err := prepareSandbox(o.Root, o.Noop); err != nil {
 				return err
 			}
 			o.AgentVersion = herdVersion()
@@ -195,13 +198,31 @@ func shortVersion(v string) string {
 
 // prepareSandbox lays out a sandbox root (anything but "/") as a minimal
 // Debian host where it lacks the files dpkg, useradd and facts need, so
-// that `--root DIR` works on an empty directory.
-func prepareSandbox(root string) error {
+// that `--root DIR` works on an empty directory. In noop it writes
+// nothing: a root that is not laid out yet is refused, naming the fix.
+func prepareSandbox(root string, noop bool) error {
 	if root == "" || root == "/" {
+		return nil
+	}
+	if noop {
+		if !sandboxLaidOut(root) {
+			return fmt.Errorf("%s is not laid out; run without --noop first (noop writes nothing, the layout included)", root)
+		}
 		return nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("preparing sandbox %s: %w", root, err)
 	}
 	return sandbox.Init(root)
+}
+
+// sandboxLaidOut says whether root has the files sandbox.Init lays out
+// that a run reads first (the dpkg database, the account files).
+func sandboxLaidOut(root string) bool {
+	for _, p := range []string{"var/lib/dpkg/status", "etc/passwd", "etc/group"} {
+		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -90,6 +90,24 @@ require = ["file:/app"]
 	}
 }
 
+// TestApplyNoopOnEmptyRoot: noop on a root that is not laid out refuses,
+// naming the fix, and writes nothing at all.
+func TestApplyNoopOnEmptyRoot(t *testing.T) {
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"x\"\n",
+	})
+	root := t.TempDir()
+	_, stderr, code := herd(t, "", "apply", "--site", site, "--root", root, "--node", "n1", "--noop")
+	if code != 1 || !strings.Contains(stderr, "is not laid out; run without --noop first") {
+		t.Errorf("noop on an empty root exited %d, want 1 and a message naming the fix:\n%s", code, stderr)
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 {
+		t.Errorf("noop wrote into the empty root: %v", ents)
+	}
+}
+
 func TestServicesCommandEmpty(t *testing.T) {
 	t.Parallel()
 	out, stderr, code := herd(t, "", "services", "--root", t.TempDir())

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -25,10 +24,7 @@ func (s *stateFlags) register(cmd *cobra.Command) {
 }
 
 func (s *stateFlags) dir() string {
-	if s.stateDir != "" {
-		return s.stateDir
-	}
-	return filepath.Join(s.root, "var/lib/herd")
+	return agent.StateDirOr(s.stateDir, s.root).String()
 }
 
 func newBackupsCmd() *cobra.Command {

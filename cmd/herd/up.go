@@ -105,19 +105,14 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 		}
 	}
 
-	stateDir := filepath.Join(root, "var/lib/herd")
-	certDir := filepath.Join(stateDir, "tls")
-	if _, err := agent.LoadIdentity(certDir); errors.Is(err, agent.ErrNotEnrolled) {
+	state := agent.DefaultStateDir(root)
+	stateDir, certDir := state.String(), state.TLS()
+	if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{
+		Server: srv.Addr, Name: node, Dir: certDir, CAFile: caFile, Log: log.With("component", "agent"),
+	}, func(ctx context.Context) (string, error) {
 		token, _, err := authority.NewToken(ctx, node, 10*time.Minute, true)
-		if err != nil {
-			return err
-		}
-		if _, err := agent.Enroll(ctx, agent.EnrollOptions{
-			Server: srv.Addr, Name: node, JoinToken: token, Dir: certDir, CAFile: caFile, Log: log.With("component", "agent"),
-		}); err != nil {
-			return err
-		}
-	} else if err != nil {
+		return token, err
+	}); err != nil {
 		return err
 	}
 
@@ -174,7 +169,7 @@ sandbox's services.
 func stopSandboxServices(root string, out io.Writer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
+	st, err := agent.OpenState(agent.DefaultStateDir(root).String())
 	if err != nil {
 		return
 	}

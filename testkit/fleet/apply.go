@@ -52,7 +52,7 @@ func MustApply(tb testing.TB, site, root, node string) *agent.Report {
 
 // StopServices stops every service the supervisor runs for root.
 func StopServices(tb testing.TB, root string) {
-	st, err := agent.OpenState(filepath.Join(root, "var/lib/herd"))
+	st, err := agent.OpenState(agent.DefaultStateDir(root).String())
 	if err != nil {
 		return
 	}

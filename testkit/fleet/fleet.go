@@ -27,6 +27,7 @@ import (
 // process.
 type Fleet struct {
 	tb     testing.TB
+	opts   Options
 	Site   string
 	Dir    string // the server's state
 	Server *server.Server
@@ -45,13 +46,38 @@ type Agent struct {
 	done   chan error
 }
 
+// Options are the fleet's timers. The defaults are the production ones;
+// a test that stops and restarts the server shortens Retry, so that the
+// agents come back in milliseconds instead of seconds.
+type Options struct {
+	// Debounce is the server's wait for a site change to settle (default
+	// 50 ms).
+	Debounce time.Duration
+	// Retry is the agents' first wait before they retry a failed
+	// check-in and reconnect their Watch stream (default: the agent's, 10
+	// seconds and 1 second).
+	Retry time.Duration
+	// ConnectWait is how long an agent waits for a connection before it
+	// takes the server to be away (default: the agent's, 3 seconds).
+	ConnectWait time.Duration
+}
+
 // NewFleet starts a server for site and n agents named node-1 … node-n,
 // enrolled with a join token, each running its daemon until the test ends.
 // Agents check in hourly: their runs come from the server's Watch stream
 // (or Trigger), so that tests say when a run happens.
 func NewFleet(tb testing.TB, site string, n int) *Fleet {
 	tb.Helper()
-	f := &Fleet{tb: tb, Site: site, Dir: tb.TempDir(), addr: "127.0.0.1:0",
+	return NewFleetWith(tb, site, n, Options{})
+}
+
+// NewFleetWith is NewFleet with timers.
+func NewFleetWith(tb testing.TB, site string, n int, o Options) *Fleet {
+	tb.Helper()
+	if o.Debounce == 0 {
+		o.Debounce = 50 * time.Millisecond
+	}
+	f := &Fleet{tb: tb, opts: o, Site: site, Dir: tb.TempDir(), addr: "127.0.0.1:0",
 		log: slog.New(slog.NewTextHandler(logWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	f.StartServer()
 	tb.Cleanup(func() {
@@ -78,7 +104,7 @@ func NewFleet(tb testing.TB, site string, n int) *Fleet {
 func (f *Fleet) StartServer() {
 	f.tb.Helper()
 	s, err := server.New(context.Background(), server.Options{
-		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: "off", Debounce: 50 * time.Millisecond, Log: f.log,
+		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: "off", Debounce: f.opts.Debounce, Log: f.log,
 	})
 	if err != nil {
 		f.tb.Fatal(err)
@@ -110,19 +136,22 @@ func (f *Fleet) AddAgent(name string) *Agent {
 	if err := sandbox.Init(root); err != nil {
 		f.tb.Fatal(err)
 	}
-	token, _, err := f.Server.CA().NewToken(ctx, name, time.Hour, true)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
 	caFile := filepath.Join(root, "ca.crt")
 	if err := os.WriteFile(caFile, ca.CertPEM(f.Server.CA().CACertDER()), 0o644); err != nil {
 		f.tb.Fatal(err)
 	}
-	certDir := filepath.Join(root, "var/lib/herd/tls")
-	if _, err := agent.Enroll(ctx, agent.EnrollOptions{Server: f.addr, Name: name, JoinToken: token, Dir: certDir, CAFile: caFile, Log: f.log}); err != nil {
+	certDir := agent.DefaultStateDir(root).TLS()
+	token := func(ctx context.Context) (string, error) {
+		token, _, err := f.Server.CA().NewToken(ctx, name, time.Hour, true)
+		return token, err
+	}
+	if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{Server: f.addr, Name: name, Dir: certDir, CAFile: caFile, Log: f.log}, token); err != nil {
 		f.tb.Fatalf("enrolling %s: %v", name, err)
 	}
-	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log})
+	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{
+		Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log,
+		MinBackoff: f.opts.Retry, WatchBackoff: f.opts.Retry, ConnectWait: f.opts.ConnectWait,
+	})
 	if err != nil {
 		f.tb.Fatal(err)
 	}

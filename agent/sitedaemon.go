@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/herdcm/herd/agent/resources"
+)
+
+// SiteDaemonOptions configure the masterless daemon (`herd agent --site
+// DIR`): herd apply from a local checkout on a schedule and whenever the
+// checkout changes, with the supervisor kept for the daemon's whole life so
+// that services stay supervised between runs.
+type SiteDaemonOptions struct {
+	// ApplyOptions are those of each run; Noop is refused (a daemon that
+	// only checks has nothing to supervise: use herd apply --noop).
+	ApplyOptions
+	// Interval is the time between runs (default 30 minutes); Splay adds
+	// up to this much at random.
+	Interval, Splay time.Duration
+	// Debounce is how long the site must stay still after a change before
+	// a run (default 500 ms): an editor's burst of writes or a git pull is
+	// one run.
+	Debounce time.Duration
+
+	// afterRun is called after each run (tests).
+	afterRun func(r *Report, err error)
+}
+
+// RunSiteDaemon runs the masterless daemon until ctx ends, then returns
+// nil. A site that fails to compile is logged and changes nothing: the
+// host stays as the last good run left it, and its services run on.
+func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
+	if o.Site == "" {
+		return errors.New("starting the masterless agent: no site directory")
+	}
+	if o.Noop {
+		return errors.New("starting the masterless agent: --noop with --site: a daemon that only checks supervises nothing; use herd apply --noop")
+	}
+	if fi, err := os.Stat(o.Site); err != nil || !fi.IsDir() {
+		return fmt.Errorf("starting the masterless agent: the site %s is not a directory", o.Site)
+	}
+	if o.LockWait == 0 {
+		o.LockWait = 10 * time.Minute
+	}
+	if o.Debounce <= 0 {
+		o.Debounce = 500 * time.Millisecond
+	}
+	s := o.settings()
+	log := s.Log.With("component", "agent", "site", o.Site)
+	s.Log = log
+	st, err := OpenState(s.State.String())
+	if err != nil {
+		return fmt.Errorf("starting the masterless agent: %w", err)
+	}
+	defer st.Close()
+	if msg := st.Recovered(); msg != "" {
+		log.Error(msg)
+	}
+
+	// The run's supervisor handle: started at the first catalog with a
+	// service, kept until the daemon stops.
+	var svc resources.Services
+	var closeSvc func()
+	defer func() {
+		if closeSvc != nil {
+			closeSvc()
+		}
+	}()
+	services := func(ctx context.Context) resources.Services {
+		if svc != nil || o.Services == nil {
+			return svc
+		}
+		var err error
+		if svc, closeSvc, err = o.Services(ctx, st); err != nil {
+			log.Error("starting the supervisor", "err", err)
+			svc, closeSvc = nil, nil
+		}
+		return svc
+	}
+
+	changed := make(chan struct{}, 1)
+	stopWatch, err := watchTree(ctx, o.Site, o.Debounce, changed, log)
+	if err != nil {
+		// Runs still happen on the schedule.
+		log.Error("watching the site: changes wait for the next scheduled run", "err", err)
+	} else {
+		defer stopWatch()
+	}
+
+	sched := Schedule{Interval: o.Interval, Splay: o.Splay}
+	var state ScheduleState
+	timer := time.NewTimer(0) // the first run at once
+	defer timer.Stop()
+	src := &siteSource{site: o.Site, node: o.Node}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-changed:
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		r, _, err := s.run(ctx, src, runCall{state: st, facts: true, services: services})
+		switch {
+		case err != nil:
+			log.Error("run failed: the host is left as the last run made it", "err", err)
+		default:
+			log.Info("run done", "run", r.RunID, "version", r.Version,
+				"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
+				"duration", r.Duration.Round(time.Millisecond))
+		}
+		if o.afterRun != nil {
+			o.afterRun(r, err)
+		}
+		state.LastRun, state.Jitter = time.Now(), mrand.Float64()
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(time.Until(sched.Next(time.Now(), state)))
+	}
+}
+
+// watchTree watches every directory of root but hidden ones (.git: the
+// masterless version is the content's digest, not the commit) and sends on
+// changed when a change has been followed by debounce of quiet. Sends
+// coalesce: changed holds at most one. stop ends the watch.
+func watchTree(ctx context.Context, root string, debounce time.Duration, changed chan<- struct{}, log *slog.Logger) (stop func(), err error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	addTree := func(dir string) error {
+		return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil // a directory removed meanwhile
+			}
+			if !d.IsDir() {
+				return nil
+			}
+			if strings.HasPrefix(d.Name(), ".") && p != root {
+				return filepath.SkipDir
+			}
+			return fw.Add(p)
+		})
+	}
+	if err := addTree(root); err != nil {
+		fw.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer fw.Close()
+		timer := time.NewTimer(time.Hour)
+		timer.Stop()
+		defer timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-fw.Events:
+				if !ok {
+					return
+				}
+				if ev.Op&fsnotify.Create != 0 {
+					if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() && !strings.HasPrefix(filepath.Base(ev.Name), ".") {
+						if err := addTree(ev.Name); err != nil {
+							log.Warn("watching a new site directory", "dir", ev.Name, "err", err)
+						}
+					}
+				}
+				timer.Reset(debounce)
+			case err, ok := <-fw.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("watching the site", "err", err)
+			case <-timer.C:
+				select {
+				case changed <- struct{}{}:
+				default: // a run is already due
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
