@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -84,9 +85,10 @@ var _ resources.Services = (*Services)(nil)
 // ends: the services keep running.
 func NewServices(ctx context.Context, st *State, root string, log *slog.Logger) (*Services, error) {
 	sup, err := supervise.New(ctx, supervise.Options{
-		Store:  st.ServiceStore(),
-		LogDir: filepath.Join(st.dir, "logs"),
-		Logger: log,
+		Store:    st.ServiceStore(),
+		LogDir:   filepath.Join(st.dir, "logs"),
+		StateDir: st.dir,
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
@@ -126,19 +128,23 @@ func (s *Services) Ensure(ctx context.Context, want resources.ServiceSpec) (bool
 		return false, fmt.Errorf("service %s: %w", want.Name, err)
 	}
 	changed, err := s.sup.Ensure(ctx, spec)
-	if err != nil {
+	var exit *supervise.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		return changed, err
 	}
+	// A process that died at its start is in backoff with this spec:
+	// remember it, so that the next Check reports that failure rather
+	// than a changed spec.
 	entry := [2]string{want.Digest(), supDigest}
-	if _, err := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
+	if _, dberr := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET want_digest = excluded.want_digest, sup_digest = excluded.sup_digest`,
-		want.Name, entry[0], entry[1]); err != nil {
-		return changed, fmt.Errorf("recording service %s: %w", want.Name, err)
+		want.Name, entry[0], entry[1]); dberr != nil {
+		return changed, fmt.Errorf("recording service %s: %w", want.Name, dberr)
 	}
 	s.mu.Lock()
 	s.wants[want.Name] = entry
 	s.mu.Unlock()
-	return changed, nil
+	return changed, err
 }
 
 // Stop stops a service and forgets it.
@@ -177,7 +183,10 @@ func (s *Services) Running(name string) (resources.ServiceState, bool) {
 	// A service in backoff is still wanted up; the supervisor brings it
 	// back. Crash-loop, failed and stopped are not running.
 	running := st.State == supervise.StateRunning || st.State == supervise.StateBackoff
-	return resources.ServiceState{PID: st.PID, SpecDigest: digest, Running: running}, true
+	return resources.ServiceState{
+		PID: st.PID, SpecDigest: digest, Running: running,
+		State: string(st.State), Problem: supervise.Problem(st),
+	}, true
 }
 
 // convert turns the catalog's spec into the supervisor's, resolving what

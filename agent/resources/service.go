@@ -29,6 +29,12 @@ import (
 //     calls Ensure, which restarts it;
 //   - running, ensure stopped: "ensure running → stopped", Apply calls Stop.
 //
+// A service that should run but is down is a failure, never in sync: in
+// backoff (the supervisor restarts it), Check fails with its last exit and
+// log tail; in a crash loop or failed, the plan is "ensure crash-loop →
+// running" and Apply fails when the process dies again within its start
+// (the supervisor's settle time), the crash-loop count kept.
+//
 // Refresh restarts a service whose ensure is running (a stopped one stays
 // stopped). ignore = ["ensure"] leaves starting and stopping to another
 // tool: a running service still gets a changed spec (restart), a stopped
@@ -354,7 +360,14 @@ func (sv *Service) Check(ctx context.Context, h *Host, want *catalogs.Resource) 
 		}
 	case !running:
 		if !w.ignoreEnsure {
-			p.Changes = append(p.Changes, Change{Attr: "ensure", From: "stopped", To: "running", Action: Update})
+			from := "stopped"
+			if known && st.Problem != "" {
+				// Crash-loop or failed: the run tries once more (the
+				// supervisor keeps the crash-loop count) and fails when
+				// the service dies again within its start.
+				from = st.State
+			}
+			p.Changes = append(p.Changes, Change{Attr: "ensure", From: from, To: "running", Action: Update})
 		}
 	default:
 		// Only a running service has a spec to compare: a stopped one
@@ -362,6 +375,10 @@ func (sv *Service) Check(ctx context.Context, h *Host, want *catalogs.Resource) 
 		sp.digest = w.spec.Digest()
 		if st.SpecDigest != sp.digest {
 			p.Changes = append(p.Changes, Change{Attr: "config", From: shortDigest(st.SpecDigest), To: shortDigest(sp.digest), Action: Update})
+		} else if st.Problem != "" {
+			// In backoff with the wanted spec: the supervisor restarts
+			// it on its own, but it is down and failing, not in sync.
+			return nil, errors.New(st.Problem)
 		}
 	}
 	return p, nil
