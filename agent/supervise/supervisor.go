@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Errors the callers of a Supervisor branch on.
@@ -323,6 +325,12 @@ func (s *Supervisor) Close() error {
 	s.cancel()
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.cgroupRoot != "" && s.opts.CgroupRoot == "" {
+		// The subtree New made goes when no service cgroup is left in it
+		// (the kernel refuses to remove it otherwise), so that sandboxes
+		// and tests leave no empty cgroups behind.
+		_ = unix.Rmdir(s.cgroupRoot)
+	}
 	return nil
 }
 
