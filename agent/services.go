@@ -300,6 +300,11 @@ func (s *Services) convert(w resources.ServiceSpec) (supervise.Spec, error) {
 	spec := supervise.Spec{
 		Name: w.Name, Argv: append([]string(nil), w.Argv...), Dir: w.Dir,
 		Restart: supervise.RestartPolicy(w.Restart), StopTimeout: w.StopTimeout,
+		Type: supervise.ServiceType(w.Type), PIDFile: w.PIDFile,
+	}
+	if spec.Type == supervise.TypeForking {
+		// The pid file is the catalog's path, read inside the root.
+		spec.Root = rootOrSlash(s.root)
 	}
 	herdRoot := ""
 	if sandbox {

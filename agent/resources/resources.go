@@ -153,6 +153,11 @@ type ServiceSpec struct {
 	StopSignal  string
 	StopTimeout time.Duration
 	Health      *HealthSpec
+	// Type is "" (the program stays in the foreground) or "forking" (it
+	// starts a daemon and exits 0; PIDFile, a path in the root, names the
+	// daemon).
+	Type    string
+	PIDFile string
 }
 
 // HealthSpec is a service's health check.

@@ -163,6 +163,20 @@ func parseService(r *catalogs.Resource) (*serviceWant, error) {
 		}
 		s.StopTimeout = d
 	}
+	switch t := r.String("type"); t {
+	case "", "simple":
+	case "forking":
+		s.Type = t
+	default:
+		return bad("type %q: want simple or forking", t)
+	}
+	s.PIDFile = r.String("pidfile")
+	switch {
+	case s.Type == "forking" && !filepath.IsAbs(s.PIDFile):
+		return bad("type \"forking\" needs pidfile, the absolute path of the daemon's pid file")
+	case s.Type != "forking" && s.PIDFile != "":
+		return bad("pidfile is for type \"forking\" only")
+	}
 	hs, err := parseHealth(r)
 	if err != nil {
 		return bad("%v", err)
@@ -270,6 +284,8 @@ func (s ServiceSpec) Digest() string {
 	b = appendDigestField(b, "restart", s.Restart)
 	b = appendDigestField(b, "stop_signal", s.StopSignal)
 	b = appendDigestInt(b, "stop_timeout", int64(s.StopTimeout))
+	b = appendDigestField(b, "type", s.Type)
+	b = appendDigestField(b, "pidfile", s.PIDFile)
 	if h := s.Health; h != nil {
 		b = append(b, "health\n"...)
 		b = appendDigestList(b, "health.exec", h.Exec)

@@ -360,6 +360,9 @@ func (l *loop) spawn(now time.Time) (*process, error) {
 		sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
 	var cg string
+	if spec.Type == TypeForking && l.s.cgroupRoot == "" {
+		return nil, errors.New(`type "forking" needs cgroup v2 (not writable here): without a cgroup the pid in a pid file cannot be told to be the service's`)
+	}
 	if root := l.s.cgroupRoot; root != "" {
 		cg = cgroupDir(root, spec.Name)
 		fd, err := openCgroup(cg)
@@ -396,6 +399,16 @@ func (l *loop) spawn(now time.Time) (*process, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("starting %s in %s: %w", argv0, spec.Dir, err)
+	}
+	if spec.Type == TypeForking {
+		p, err := l.forked(pid, pidfd, cg, now)
+		if err != nil {
+			// Nothing of a start that failed may run on unseen.
+			if cerr := removeCgroup(cg); cerr != nil {
+				l.log.Warn("killing what the failed start left", "err", cerr)
+			}
+		}
+		return p, err
 	}
 	var f *os.File
 	if pidfd >= 0 {

@@ -72,6 +72,10 @@ type Options struct {
 	// within it makes them fail with its exit and log tail.
 	// DefaultSettle when zero; no wait when negative.
 	Settle time.Duration
+	// ForkTimeout bounds the start of a forking service: its starter
+	// exiting and the daemon's pid file naming a process of the service.
+	// DefaultForkTimeout when zero.
+	ForkTimeout time.Duration
 	// Logger receives the supervisor's logs; none when nil.
 	Logger *slog.Logger
 	// LogMaxBytes is the size past which a log file is rotated;
@@ -148,6 +152,9 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	}
 	if opts.LogCheckInterval <= 0 {
 		opts.LogCheckInterval = DefaultLogCheckInterval
+	}
+	if opts.ForkTimeout <= 0 {
+		opts.ForkTimeout = DefaultForkTimeout
 	}
 	if opts.Settle == 0 {
 		opts.Settle = DefaultSettle
