@@ -168,13 +168,20 @@ func serve(svc *Services, log *slog.Logger) (*controlServer, error) {
 	}
 	// Nobody else may connect in the moment between bind and chmod: the
 	// socket is made 0600 through the umask, and peers are checked anyway.
-	old := unix.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	unix.Umask(old)
+	addr, done, err := socketAddr(path)
 	if err != nil {
 		return nil, fmt.Errorf("serving the supervisor: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+	unix.Umask(old)
+	done()
+	if err != nil {
+		return nil, fmt.Errorf("serving the supervisor: %w", err)
+	}
+	// The listener's own name may be a /proc/self/fd alias: remove the
+	// socket by its real path on close.
+	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("serving the supervisor: %w", err)
@@ -190,6 +197,29 @@ func (cs *controlServer) close() {
 	cs.stop()
 	cs.ln.Close()
 	cs.wg.Wait()
+	_ = os.Remove(cs.path)
+}
+
+// maxSunPath is the room for a socket's path in struct sockaddr_un.
+const maxSunPath = 107
+
+// socketAddr returns the name to bind or dial the socket at path by. A path
+// too long for a sockaddr_un (a sandbox deep in a build tree) is reached
+// through /proc/self/fd and a descriptor of its directory; done closes it.
+func socketAddr(path string) (addr string, done func(), err error) {
+	if len(path) <= maxSunPath {
+		return path, func() {}, nil
+	}
+	fd, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("opening the directory of %s: %w", path, err)
+	}
+	addr = fmt.Sprintf("/proc/self/fd/%d/%s", fd, filepath.Base(path))
+	if len(addr) > maxSunPath {
+		unix.Close(fd)
+		return "", nil, fmt.Errorf("socket path %s is too long", path)
+	}
+	return addr, func() { unix.Close(fd) }, nil
 }
 
 func (cs *controlServer) accept() {
@@ -392,8 +422,13 @@ const clientTimeout = 30 * time.Second
 func (c *ServiceClient) call(ctx context.Context, req controlRequest) (controlResponse, error) {
 	var resp controlResponse
 	req.Root = c.root
+	addr, done, err := socketAddr(c.path)
+	if err != nil {
+		return resp, fmt.Errorf("asking the supervisor: %w", err)
+	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.path)
+	conn, err := d.DialContext(ctx, "unix", addr)
+	done()
 	if err != nil {
 		return resp, fmt.Errorf("asking the supervisor: %w", err)
 	}

@@ -149,6 +149,32 @@ func TestOneSupervisorPerStateDir(t *testing.T) {
 	}
 }
 
+// TestSocketInADeepStateDir: a state directory whose socket path does not
+// fit a sockaddr_un (a sandbox deep in a build tree) still serves.
+func TestSocketInADeepStateDir(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if len(filepath.Join(dir, ControlSocketFile)) <= maxSunPath {
+		t.Fatalf("test path %s is not long enough", dir)
+	}
+	owner, err := NewServices(ctx, openTestState(t, dir), "/", testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := DialServices(ctx, dir, "/")
+	if err != nil {
+		t.Fatalf("DialServices on a deep state dir: %v", err)
+	}
+	if _, err := c.List(ctx); err != nil {
+		t.Errorf("List: %v", err)
+	}
+	owner.Close()
+	if _, err := os.Lstat(filepath.Join(dir, ControlSocketFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the socket outlives its owner: %v", err)
+	}
+}
+
 func TestCheckPeer(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
