@@ -212,6 +212,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		_, err := d.RunOnce(ctx)
 		return err
 	}
+	if d.o.Services != nil {
+		// The daemon owns the state's supervisor for its whole life, so
+		// that herd apply and herd services use it rather than their own.
+		d.runServices(ctx)
+	}
 	defer d.drift.stop()
 	d.drift.set(ctx, d.etag, d.cat)
 	// Reports a previous process left in the spool go out first.

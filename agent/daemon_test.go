@@ -626,3 +626,41 @@ func procMem() string {
 	}
 	return strings.Join(out, ", ")
 }
+
+// TestDaemonOwnsTheSupervisor: a running daemon owns its state's
+// supervisor from the start, even before a catalog has a service, so that
+// another command over that state (herd apply, herd services) uses the
+// daemon's through the socket rather than a second supervisor.
+func TestDaemonOwnsTheSupervisor(t *testing.T) {
+	t.Parallel()
+	fs := newFakeServer(t)
+	fs.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "v1\n")), nil, false)
+	a := newTestAgent(t, fs, func(o *DaemonOptions) {
+		o.Services = func(ctx context.Context, st *State) (resources.Services, func(), error) {
+			s, err := OwnServices(ctx, st, o.Root, o.Log)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s, func() { s.Close() }, nil
+		}
+	})
+	a.start(t)
+	a.awaitRun(t, "the first run", anyRun)
+	st, err := OpenState(a.d.st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	c, err := OpenServices(ctx, st, a.root, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*ServiceClient); !ok {
+		t.Fatalf("OpenServices beside a running daemon = %T, want a *ServiceClient", c)
+	}
+	if list, err := c.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("List through the daemon = %+v, %v; want none", list, err)
+	}
+}

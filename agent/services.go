@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -72,6 +75,8 @@ type Services struct {
 	sup  *supervise.Supervisor
 	st   *State
 	root string
+	lock *superviseLock
+	srv  *controlServer
 
 	mu    sync.Mutex
 	wants map[string][2]string // name → {catalog digest, supervisor digest}
@@ -80,40 +85,138 @@ type Services struct {
 var _ resources.Services = (*Services)(nil)
 
 // NewServices starts a supervisor over st (adopting the services an
-// earlier run left running) for the host at root. Close it when the run
-// ends: the services keep running.
+// earlier run left running) for the host at root, and serves it on the
+// state directory's socket to the other commands of that state. It fails
+// with ErrSupervised when another process owns the state's supervisor
+// (OpenServices then talks to that one). Close it when the run ends: the
+// services keep running.
 func NewServices(ctx context.Context, st *State, root string, log *slog.Logger) (*Services, error) {
+	return newServices(ctx, st, root, log, false)
+}
+
+// OwnServices is NewServices for the daemon: it waits, until ctx ends, for
+// a command that owns the supervisor meanwhile to let go, and then owns
+// it for as long as it lives.
+func OwnServices(ctx context.Context, st *State, root string, log *slog.Logger) (*Services, error) {
+	return newServices(ctx, st, root, log, true)
+}
+
+func newServices(ctx context.Context, st *State, root string, log *slog.Logger, wait bool) (_ *Services, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lock, err := takeSuperviseLock(ctx, st.dir, wait)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.release()
+		}
+	}()
 	sup, err := supervise.New(ctx, supervise.Options{
-		Store:  st.ServiceStore(),
-		LogDir: filepath.Join(st.dir, "logs"),
-		Logger: log,
+		Store:    st.ServiceStore(),
+		LogDir:   filepath.Join(st.dir, "logs"),
+		StateDir: st.dir,
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Services{sup: sup, st: st, root: root, wants: map[string][2]string{}}
-	rows, err := st.db.QueryContext(ctx, `SELECT name, want_digest, sup_digest FROM service_wants`)
-	if err != nil {
+	s := &Services{sup: sup, st: st, root: root, lock: lock, wants: map[string][2]string{}}
+	if err := s.loadWants(ctx); err != nil {
 		sup.Close()
-		return nil, fmt.Errorf("reading service wants: %w", err)
+		return nil, err
+	}
+	if s.srv, err = serve(s, log); err != nil {
+		sup.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Services) loadWants(ctx context.Context) error {
+	rows, err := s.st.db.QueryContext(ctx, `SELECT name, want_digest, sup_digest FROM service_wants`)
+	if err != nil {
+		return fmt.Errorf("reading service wants: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name, want, got string
 		if err := rows.Scan(&name, &want, &got); err != nil {
-			sup.Close()
-			return nil, fmt.Errorf("reading service wants: %w", err)
+			return fmt.Errorf("reading service wants: %w", err)
 		}
 		s.wants[name] = [2]string{want, got}
 	}
-	return s, rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading service wants: %w", err)
+	}
+	return nil
 }
 
 // Supervisor returns the underlying supervisor (for `herd services`).
 func (s *Services) Supervisor() *supervise.Supervisor { return s.sup }
 
-// Close stops supervising; the services keep running.
-func (s *Services) Close() error { return s.sup.Close() }
+// Close stops serving and supervising, and lets go of the supervisor lock;
+// the services keep running.
+func (s *Services) Close() error {
+	s.srv.close()
+	err := s.sup.Close()
+	s.lock.release()
+	return err
+}
+
+// List returns every known service, sorted by name.
+func (s *Services) List(context.Context) ([]supervise.Status, error) { return s.sup.List(), nil }
+
+// Status returns one service, or an error wrapping supervise.ErrUnknown.
+func (s *Services) Status(_ context.Context, name string) (supervise.Status, error) {
+	st, ok := s.sup.Status(name)
+	if !ok {
+		return st, fmt.Errorf("service %s: %w", name, supervise.ErrUnknown)
+	}
+	return st, nil
+}
+
+// Logs returns the end of the service's stdout and stderr logs.
+func (s *Services) Logs(ctx context.Context, name string) ([]LogTail, error) {
+	st, err := s.Status(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []LogTail
+	for _, p := range []string{st.Stdout, st.Stderr} {
+		text, err := readTail(p, maxLogBytes)
+		if err != nil {
+			return nil, fmt.Errorf("reading the logs of %s: %w", name, err)
+		}
+		out = append(out, LogTail{Path: p, Text: text})
+	}
+	return out, nil
+}
+
+// readTail reads the last max bytes of the file at path; "" when it does
+// not exist (a service that never wrote).
+func readTail(path string, max int64) (string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	off := fi.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	return string(b), err
+}
 
 // Ensure starts the service, or restarts it when its spec changed.
 func (s *Services) Ensure(ctx context.Context, want resources.ServiceSpec) (bool, error) {
@@ -126,19 +229,23 @@ func (s *Services) Ensure(ctx context.Context, want resources.ServiceSpec) (bool
 		return false, fmt.Errorf("service %s: %w", want.Name, err)
 	}
 	changed, err := s.sup.Ensure(ctx, spec)
-	if err != nil {
+	var exit *supervise.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		return changed, err
 	}
+	// A process that died at its start is in backoff with this spec:
+	// remember it, so that the next Check reports that failure rather
+	// than a changed spec.
 	entry := [2]string{want.Digest(), supDigest}
-	if _, err := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
+	if _, dberr := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET want_digest = excluded.want_digest, sup_digest = excluded.sup_digest`,
-		want.Name, entry[0], entry[1]); err != nil {
-		return changed, fmt.Errorf("recording service %s: %w", want.Name, err)
+		want.Name, entry[0], entry[1]); dberr != nil {
+		return changed, fmt.Errorf("recording service %s: %w", want.Name, dberr)
 	}
 	s.mu.Lock()
 	s.wants[want.Name] = entry
 	s.mu.Unlock()
-	return changed, nil
+	return changed, err
 }
 
 // Stop stops a service and forgets it.
@@ -177,7 +284,10 @@ func (s *Services) Running(name string) (resources.ServiceState, bool) {
 	// A service in backoff is still wanted up; the supervisor brings it
 	// back. Crash-loop, failed and stopped are not running.
 	running := st.State == supervise.StateRunning || st.State == supervise.StateBackoff
-	return resources.ServiceState{PID: st.PID, SpecDigest: digest, Running: running}, true
+	return resources.ServiceState{
+		PID: st.PID, SpecDigest: digest, Running: running,
+		State: string(st.State), Problem: supervise.Problem(st),
+	}, true
 }
 
 // convert turns the catalog's spec into the supervisor's, resolving what
@@ -190,6 +300,11 @@ func (s *Services) convert(w resources.ServiceSpec) (supervise.Spec, error) {
 	spec := supervise.Spec{
 		Name: w.Name, Argv: append([]string(nil), w.Argv...), Dir: w.Dir,
 		Restart: supervise.RestartPolicy(w.Restart), StopTimeout: w.StopTimeout,
+		Type: supervise.ServiceType(w.Type), PIDFile: w.PIDFile,
+	}
+	if spec.Type == supervise.TypeForking {
+		// The pid file is the catalog's path, read inside the root.
+		spec.Root = rootOrSlash(s.root)
 	}
 	herdRoot := ""
 	if sandbox {

@@ -89,6 +89,10 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		return svc
 	}
 
+	// Like the pulling daemon, own the supervisor from the start, so that
+	// herd apply and herd services use this one between runs.
+	services(ctx)
+
 	changed := make(chan struct{}, 1)
 	stopWatch, err := watchTree(ctx, o.Site, o.Debounce, changed, log)
 	if err != nil {

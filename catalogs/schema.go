@@ -206,6 +206,8 @@ var serviceSchema = &Schema{
 		{Name: "enable", Kind: KindBool, Doc: "start at boot (systemd provider)"},
 		{Name: "stop_signal", Kind: KindSignal, Doc: "signal that asks the service to stop (default SIGTERM)"},
 		{Name: "stop_timeout", Kind: KindDuration, Doc: "how long to wait before SIGKILL (default 10s)"},
+		{Name: "type", Kind: KindString, Enum: []string{"simple", "forking"}, Doc: "simple (run stays in the foreground, default) or forking (run starts a daemon and exits 0)"},
+		{Name: "pidfile", Kind: KindString, Doc: "with type forking: where the daemon writes its pid (read inside the root)", Check: absPath},
 		{Name: "health", Kind: KindTable, Doc: "a health check", Sub: []Attr{
 			{Name: "exec", Kind: KindList, Doc: "a command that exits 0 when healthy", Check: absCommand},
 			{Name: "http", Kind: KindString, Doc: "a URL that answers 2xx when healthy"},
@@ -217,6 +219,12 @@ var serviceSchema = &Schema{
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		prov, _ := a["provider"].(string)
+		typ, _ := a["type"].(string)
+		if _, ok := a["pidfile"]; typ == "forking" && !ok {
+			bad("type", "type \"forking\" needs pidfile, where the daemon writes its pid")
+		} else if ok && typ != "forking" {
+			bad("pidfile", "pidfile is for type \"forking\" only")
+		}
 		if _, hasRun := a["run"]; (prov == "" || prov == "herd") && !hasRun {
 			if e, _ := a["ensure"].(string); e != "stopped" {
 				bad("run", "provider herd needs run = [\"/path/to/program\", …]")

@@ -153,6 +153,11 @@ type ServiceSpec struct {
 	StopSignal  string
 	StopTimeout time.Duration
 	Health      *HealthSpec
+	// Type is "" (the program stays in the foreground) or "forking" (it
+	// starts a daemon and exits 0; PIDFile, a path in the root, names the
+	// daemon).
+	Type    string
+	PIDFile string
 }
 
 // HealthSpec is a service's health check.
@@ -174,4 +179,11 @@ type ServiceState struct {
 	// Running is true while the supervisor keeps it running, including
 	// between a crash and its restart (backoff), when Ensure does nothing.
 	Running bool
+	// State is the supervisor's word for it: running, stopped, backoff,
+	// crash-loop or failed.
+	State string
+	// Problem, set when the service should run but does not (in backoff,
+	// in a crash loop, failed), says so with its last exit and the last
+	// lines of its log: a run reports it as the resource's failure.
+	Problem string
 }

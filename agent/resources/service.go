@@ -29,6 +29,12 @@ import (
 //     calls Ensure, which restarts it;
 //   - running, ensure stopped: "ensure running → stopped", Apply calls Stop.
 //
+// A service that should run but is down is a failure, never in sync: in
+// backoff (the supervisor restarts it), Check fails with its last exit and
+// log tail; in a crash loop or failed, the plan is "ensure crash-loop →
+// running" and Apply fails when the process dies again within its start
+// (the supervisor's settle time), the crash-loop count kept.
+//
 // Refresh restarts a service whose ensure is running (a stopped one stays
 // stopped). ignore = ["ensure"] leaves starting and stopping to another
 // tool: a running service still gets a changed spec (restart), a stopped
@@ -157,6 +163,20 @@ func parseService(r *catalogs.Resource) (*serviceWant, error) {
 		}
 		s.StopTimeout = d
 	}
+	switch t := r.String("type"); t {
+	case "", "simple":
+	case "forking":
+		s.Type = t
+	default:
+		return bad("type %q: want simple or forking", t)
+	}
+	s.PIDFile = r.String("pidfile")
+	switch {
+	case s.Type == "forking" && !filepath.IsAbs(s.PIDFile):
+		return bad("type \"forking\" needs pidfile, the absolute path of the daemon's pid file")
+	case s.Type != "forking" && s.PIDFile != "":
+		return bad("pidfile is for type \"forking\" only")
+	}
 	hs, err := parseHealth(r)
 	if err != nil {
 		return bad("%v", err)
@@ -264,6 +284,8 @@ func (s ServiceSpec) Digest() string {
 	b = appendDigestField(b, "restart", s.Restart)
 	b = appendDigestField(b, "stop_signal", s.StopSignal)
 	b = appendDigestInt(b, "stop_timeout", int64(s.StopTimeout))
+	b = appendDigestField(b, "type", s.Type)
+	b = appendDigestField(b, "pidfile", s.PIDFile)
 	if h := s.Health; h != nil {
 		b = append(b, "health\n"...)
 		b = appendDigestList(b, "health.exec", h.Exec)
@@ -354,7 +376,14 @@ func (sv *Service) Check(ctx context.Context, h *Host, want *catalogs.Resource) 
 		}
 	case !running:
 		if !w.ignoreEnsure {
-			p.Changes = append(p.Changes, Change{Attr: "ensure", From: "stopped", To: "running", Action: Update})
+			from := "stopped"
+			if known && st.Problem != "" {
+				// Crash-loop or failed: the run tries once more (the
+				// supervisor keeps the crash-loop count) and fails when
+				// the service dies again within its start.
+				from = st.State
+			}
+			p.Changes = append(p.Changes, Change{Attr: "ensure", From: from, To: "running", Action: Update})
 		}
 	default:
 		// Only a running service has a spec to compare: a stopped one
@@ -362,6 +391,10 @@ func (sv *Service) Check(ctx context.Context, h *Host, want *catalogs.Resource) 
 		sp.digest = w.spec.Digest()
 		if st.SpecDigest != sp.digest {
 			p.Changes = append(p.Changes, Change{Attr: "config", From: shortDigest(st.SpecDigest), To: shortDigest(sp.digest), Action: Update})
+		} else if st.Problem != "" {
+			// In backoff with the wanted spec: the supervisor restarts
+			// it on its own, but it is down and failing, not in sync.
+			return nil, errors.New(st.Problem)
 		}
 	}
 	return p, nil

@@ -2,10 +2,12 @@ package resources
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,15 +37,19 @@ func (a *supervisorServices) Ensure(ctx context.Context, s ServiceSpec) (bool, e
 		return false, err
 	}
 	changed, err := a.sup.Ensure(ctx, spec)
-	if err != nil {
+	var exit *supervise.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		return changed, err
 	}
+	// A process that died at its start still runs (in backoff) with
+	// this spec: remember it, so that the next Check sees the failure
+	// rather than a changed spec.
 	if st, ok := a.sup.Status(s.Name); ok {
 		a.mu.Lock()
 		a.digests[s.Name] = [2]string{s.Digest(), st.Digest}
 		a.mu.Unlock()
 	}
-	return changed, nil
+	return changed, err
 }
 
 func (a *supervisorServices) Stop(ctx context.Context, name string) error {
@@ -64,7 +70,10 @@ func (a *supervisorServices) Running(name string) (ServiceState, bool) {
 	a.mu.Unlock()
 	// A service in backoff is kept running by the supervisor, and Ensure
 	// leaves it be: calling it "not running" would never converge.
-	s := ServiceState{PID: st.PID, Running: st.State == supervise.StateRunning || st.State == supervise.StateBackoff}
+	s := ServiceState{
+		PID: st.PID, Running: st.State == supervise.StateRunning || st.State == supervise.StateBackoff,
+		State: string(st.State), Problem: supervise.Problem(st),
+	}
 	if d[1] != "" && d[1] == st.Digest {
 		s.SpecDigest = d[0]
 	}
@@ -193,4 +202,68 @@ func TestServiceWithSupervisor(t *testing.T) {
 		t.Fatalf("ensure stopped changed %+v, want ensure → stopped", got)
 	}
 	awaitGone(third)
+}
+
+// TestServiceFailuresWithSupervisor: a service that dies at its start, sits
+// in backoff or in a crash loop is a failure of the resource, with its last
+// exit and log tail, never "in sync" or plain "changed".
+func TestServiceFailuresWithSupervisor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h, _ := newTestHost(t)
+	dir := t.TempDir()
+	sup, err := supervise.New(ctx, supervise.Options{
+		Store:     supervise.NewDirStore(filepath.Join(dir, "records")),
+		LogDir:    filepath.Join(dir, "logs"),
+		NoCgroups: true,
+		Logger:    h.Log,
+		Policy:    supervise.Policy{Limit: 1},
+		Settle:    time.Minute, // answered at once by the exit
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sup.Remove(ctx, "crasher"); err != nil {
+			t.Errorf("removing the service: %v", err)
+		}
+		sup.Close()
+	})
+	h.Services = &supervisorServices{sup: sup, root: h.Root, digests: map[string][2]string{}}
+	sv := &Service{}
+	r := res("service", "crasher", map[string]any{"run": []string{"/bin/sh", "-c", "echo bad config line 7 >&2; exit 3"}})
+
+	// The first run starts it; it dies within its start: Apply fails.
+	p, err := sv.Check(ctx, h, &r)
+	if err != nil || p.InSync() {
+		t.Fatalf("Check = %+v, %v; want a start", p, err)
+	}
+	err = sv.Apply(ctx, h, p)
+	if err == nil || !strings.Contains(err.Error(), "exited with code 3") || !strings.Contains(err.Error(), "bad config line 7") {
+		t.Fatalf("Apply = %v, want the exit and the log tail", err)
+	}
+	// Now in backoff: Check fails rather than report it in sync.
+	if st, _ := sup.Status("crasher"); st.State == supervise.StateBackoff {
+		if _, err := sv.Check(ctx, h, &r); err == nil || !strings.Contains(err.Error(), "backoff") || !strings.Contains(err.Error(), "bad config line 7") {
+			t.Errorf("Check in backoff = %v, want a failure naming the backoff and the log tail", err)
+		}
+	}
+	// The supervisor's own retry fails too: a crash loop (limit 1).
+	deadline := time.Now().Add(30 * time.Second)
+	for st, _ := sup.Status("crasher"); st.State != supervise.StateCrashLoop; st, _ = sup.Status("crasher") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no crash loop: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p, err = sv.Check(ctx, h, &r)
+	if err != nil || len(p.Changes) != 1 || p.Changes[0].From != "crash-loop" {
+		t.Fatalf("Check in a crash loop = %+v, %v; want ensure crash-loop → running", p, err)
+	}
+	if err := sv.Apply(ctx, h, p); err == nil || !strings.Contains(err.Error(), "exited with code 3") {
+		t.Fatalf("Apply in a crash loop = %v, want the exit", err)
+	}
+	if st, _ := sup.Status("crasher"); st.State != supervise.StateCrashLoop {
+		t.Errorf("after one more try: %s, want crash-loop again (the count kept)", st.State)
+	}
 }

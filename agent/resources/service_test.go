@@ -343,6 +343,17 @@ func TestParseService(t *testing.T) {
 				Health: &HealthSpec{TCP: "127.0.0.1:5432", Interval: 10 * time.Second, Timeout: 2 * time.Second, Retries: 3}},
 		},
 		{
+			name:  "forking",
+			attrs: map[string]any{"run": []string{"/usr/sbin/oldd"}, "type": "forking", "pidfile": "/run/oldd.pid"},
+			want: ServiceSpec{Name: "web", Argv: []string{"/usr/sbin/oldd"}, Restart: "always", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second,
+				Type: "forking", PIDFile: "/run/oldd.pid"},
+		},
+		{
+			name:  "simple is the default",
+			attrs: map[string]any{"run": []string{"/usr/bin/web"}, "type": "simple"},
+			want:  ServiceSpec{Name: "web", Argv: []string{"/usr/bin/web"}, Restart: "always", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second},
+		},
+		{
 			name:  "stopped needs no run",
 			attrs: map[string]any{"ensure": "stopped"},
 			want:  ServiceSpec{Name: "web", Restart: "always", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second},
@@ -385,6 +396,10 @@ func TestParseServiceErrors(t *testing.T) {
 		{"bad health interval", "web", map[string]any{"run": run, "health.tcp": "h:1", "health.interval": "often"}, `health.interval "often"`},
 		{"bad health retries", "web", map[string]any{"run": run, "health.tcp": "h:1", "health.retries": int64(0)}, "health.retries 0"},
 		{"relative health exec", "web", map[string]any{"run": run, "health.exec": []string{"curl"}}, "health.exec must be"},
+		{"forking without pidfile", "web", map[string]any{"run": run, "type": "forking"}, "needs pidfile"},
+		{"pidfile without forking", "web", map[string]any{"run": run, "pidfile": "/run/web.pid"}, "for type \"forking\" only"},
+		{"relative pidfile", "web", map[string]any{"run": run, "type": "forking", "pidfile": "web.pid"}, "needs pidfile"},
+		{"bad type", "web", map[string]any{"run": run, "type": "oneshot"}, `type "oneshot"`},
 	} {
 		r := res("service", tc.svc, tc.attrs)
 		if _, err := parseService(&r); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -428,6 +443,7 @@ func TestServiceSpecDigest(t *testing.T) {
 			s.Health = &HealthSpec{TCP: "h:1", Interval: time.Second, Timeout: time.Second, Retries: 2}
 		},
 		"quote in argv": func(s *ServiceSpec) { s.Argv = []string{"/usr/bin/web\" \"--port", "8080"} },
+		"forking":       func(s *ServiceSpec) { s.Type, s.PIDFile = "forking", "/run/web.pid" },
 	}
 	seen := map[string]string{base.Digest(): "base"}
 	for _, name := range slices.Sorted(maps.Keys(variants)) {

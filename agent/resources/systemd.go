@@ -348,9 +348,14 @@ func renderSystemdUnit(id string, s ServiceSpec) []byte {
 	b.WriteString("[Unit]\n")
 	fmt.Fprintf(&b, "Description=%s, managed by herd\n", systemdEscapeSpecifiers(s.Name))
 	b.WriteString("\n[Service]\n")
-	// Type=exec: a start fails when the program cannot be executed,
-	// instead of succeeding and failing a moment later.
-	b.WriteString("Type=exec\n")
+	if s.Type == "forking" {
+		b.WriteString("Type=forking\n")
+		fmt.Fprintf(&b, "PIDFile=%s\n", systemdEscapeSpecifiers(s.PIDFile))
+	} else {
+		// Type=exec: a start fails when the program cannot be executed,
+		// instead of succeeding and failing a moment later.
+		b.WriteString("Type=exec\n")
+	}
 	b.WriteString("ExecStart=")
 	for i, a := range s.Argv {
 		if i > 0 {

@@ -79,15 +79,8 @@ func unescapeMount(s string) string {
 
 // setupCgroupRoot makes root (the parent of all service cgroups) and checks
 // that it is a writable cgroup v2 directory: that a child group can be made
-// in it. An empty root means DefaultCgroupName under the cgroup2 mount.
+// in it.
 func setupCgroupRoot(root string) (string, error) {
-	if root == "" {
-		mnt, err := cgroup2Mount()
-		if err != nil {
-			return "", err
-		}
-		root = filepath.Join(mnt, DefaultCgroupName)
-	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return "", fmt.Errorf("making cgroup %s: %w", root, err)
 	}

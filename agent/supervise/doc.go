@@ -12,12 +12,17 @@
 //
 // Each service runs in its own process group (Setpgid), the leader being
 // its main process. Where cgroup v2 is writable (Options.CgroupRoot, by
-// default a "herd" group under the cgroup2 mount, which on a hybrid host is
-// /sys/fs/cgroup/unified) each service also gets its own cgroup,
-// ROOT/NAME.service, and is forked straight into it (clone3 with
+// default herd/CgroupScope(StateDir) under the cgroup2 mount, which on a
+// hybrid host is /sys/fs/cgroup/unified) each service also gets its own
+// cgroup, ROOT/NAME.service, and is forked straight into it (clone3 with
 // CLONE_INTO_CGROUP). A cgroup holds every descendant of the service, even
 // one that left the process group with setsid(), so stopping and cleaning
 // up through it is exact; without one, the process group is all there is.
+//
+// Every state directory has its own subtree, named by a hash of its path,
+// and one supervisor at a time (the agent's lock): a sandbox rehearsal
+// never empties a production service's cgroup of the same name. A recorded
+// cgroup outside the subtree is never emptied or killed.
 //
 // The main process must stay in the foreground. When it exits, whatever it
 // left behind is killed (systemd's KillMode=control-group), then the
@@ -27,6 +32,13 @@
 // Stop sends StopSignal to every process of the cgroup, or to the process
 // group, waits StopTimeout for all of them to be gone and SIGKILLs what is
 // left. Pdeathsig is not used: services are meant to outlive the agent.
+//
+// Ensure and Restart wait Options.Settle for a start to be confirmed: a
+// process that exits within it fails them with an ExitError (its exit and
+// the tail of its logs). A main process that exits 0 at once leaving
+// processes behind is a forking daemon, which the supervisor refuses
+// (ErrForked). Restart keeps the crash-loop count, and so does Ensure of an
+// unchanged spec: only a new spec starts the count over.
 //
 // Each service has one goroutine, its loop, that owns its process, its
 // record and its state, from the moment it is started until it is stopped

@@ -105,6 +105,9 @@ func (f *fixture) options() Options {
 		NoCgroups:        f.cgroupRoot == "",
 		Logger:           testLogger(f.t),
 		LogCheckInterval: 50 * time.Millisecond,
+		// Long enough for the test program to fail a start on purpose,
+		// short enough not to slow every Ensure.
+		Settle: 200 * time.Millisecond,
 	}
 }
 

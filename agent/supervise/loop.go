@@ -43,6 +43,17 @@ type loop struct {
 	health      Health
 	healthErr   string
 	healthFails int
+	// settling is the request (Ensure or Restart) whose answer waits for
+	// the start to be confirmed; nil when none.
+	settling *settling
+}
+
+// settling is a start on request waiting to be confirmed: the process
+// still runs when timer fires, or its health check passes first.
+type settling struct {
+	reply chan result
+	res   result
+	timer *time.Timer
 }
 
 // process is one run of a service: our child or an adopted process.
@@ -96,6 +107,10 @@ func (l *loop) run() {
 		_ = l.startFresh()
 	}
 	for l.proc != nil || l.retry != nil {
+		var settled <-chan time.Time
+		if l.settling != nil {
+			settled = l.settling.timer.C
+		}
 		var exited <-chan struct{}
 		var health <-chan error
 		if l.proc != nil {
@@ -107,9 +122,12 @@ func (l *loop) run() {
 		}
 		select {
 		case <-l.s.ctx.Done():
+			l.settle(nil)
 			l.detach()
 			l.finish()
 			return
+		case <-settled:
+			l.settle(nil)
 		case c := <-l.cmds:
 			l.handle(&c)
 		case <-exited:
@@ -129,6 +147,7 @@ func (l *loop) run() {
 
 // finish hands the service back to the Supervisor: the loop has ended.
 func (l *loop) finish() {
+	l.settle(nil)
 	l.publish()
 	l.s.mu.Lock()
 	l.svc.loop = nil
@@ -156,7 +175,25 @@ func (l *loop) detach() {
 	l.save()
 }
 
+// settle answers the request waiting for its start to be confirmed, if
+// any: with err when the start failed after all.
+func (l *loop) settle(err error) {
+	st := l.settling
+	if st == nil {
+		return
+	}
+	l.settling = nil
+	st.timer.Stop()
+	if err != nil {
+		st.res.err = err
+	}
+	st.reply <- st.res
+}
+
 func (l *loop) handle(c *command) {
+	// A request that comes while a start settles confirms that start: it
+	// has run as long as the service's loop lets it.
+	l.settle(nil)
 	var r result
 	switch c.kind {
 	case cmdEnsure:
@@ -168,9 +205,20 @@ func (l *loop) handle(c *command) {
 			l.stopProc()
 		}
 		l.cancelRetry()
-		l.rec.Spec, l.rec.Digest = c.spec, c.digest
 		r.changed = true
-		r.err = l.startFresh()
+		if l.rec.Digest == c.digest && l.rec.Digest != "" {
+			// The same spec, down (crash-loop, failed, stopped): one more
+			// try that keeps the crash-loop count, so that a run cannot
+			// hide a crash loop by starting it over each time.
+			l.backoff = 0
+			r.err = l.start()
+		} else {
+			l.rec.Spec, l.rec.Digest = c.spec, c.digest
+			r.err = l.startFresh()
+		}
+		if r.err == nil && l.awaitSettle(c, r) {
+			return
+		}
 	case cmdStop, cmdRemove:
 		l.cancelRetry()
 		if l.proc != nil {
@@ -212,9 +260,25 @@ func (l *loop) handle(c *command) {
 			l.stopProc()
 		}
 		r.changed = true
-		r.err = l.startFresh()
+		// The crash-loop count is kept: a refresh of a flapping service
+		// must not make it look fresh.
+		l.backoff = 0
+		r.err = l.start()
+		if r.err == nil && l.awaitSettle(c, r) {
+			return
+		}
 	}
 	c.reply <- r
+}
+
+// awaitSettle holds the answer to c until the start just made is
+// confirmed (see Options.Settle), and reports whether it does so.
+func (l *loop) awaitSettle(c *command, r result) bool {
+	if l.s.opts.Settle <= 0 || l.proc == nil {
+		return false
+	}
+	l.settling = &settling{reply: c.reply, res: r, timer: time.NewTimer(l.s.opts.Settle)}
+	return true
 }
 
 func (l *loop) cancelRetry() {
@@ -296,6 +360,9 @@ func (l *loop) spawn(now time.Time) (*process, error) {
 		sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
 	var cg string
+	if spec.Type == TypeForking && l.s.cgroupRoot == "" {
+		return nil, errors.New(`type "forking" needs cgroup v2 (not writable here): without a cgroup the pid in a pid file cannot be told to be the service's`)
+	}
 	if root := l.s.cgroupRoot; root != "" {
 		cg = cgroupDir(root, spec.Name)
 		fd, err := openCgroup(cg)
@@ -332,6 +399,16 @@ func (l *loop) spawn(now time.Time) (*process, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("starting %s in %s: %w", argv0, spec.Dir, err)
+	}
+	if spec.Type == TypeForking {
+		p, err := l.forked(pid, pidfd, cg, now)
+		if err != nil {
+			// Nothing of a start that failed may run on unseen.
+			if cerr := removeCgroup(cg); cerr != nil {
+				l.log.Warn("killing what the failed start left", "err", cerr)
+			}
+		}
+		return p, err
 	}
 	var f *os.File
 	if pidfd >= 0 {
@@ -384,14 +461,33 @@ func (l *loop) watch(p *process) {
 // exited handles the exit of the service's process.
 func (l *loop) exited() {
 	p := l.proc
+	// A main process that leaves others behind when it exits at once is a
+	// daemon that forked into the background. Its leftovers are killed
+	// like any other's: the supervisor would not see them die.
+	forked := l.settling != nil && !p.adopted && l.hasLeftovers(p)
 	// Kill what the main process left behind (systemd's control-group
 	// kill mode). Before the reap: until then the main process, a zombie,
 	// holds its pid and so its process group id, which no other process
 	// can therefore be using.
 	l.killLeftovers(p)
 	ex := l.endProc()
+	if forked && !ex.Failed() {
+		ex.Err = ErrForked.Error()
+	}
 	l.log.Info("service exited", "exit", ex.String(), "ran", ex.At.Sub(ex.Started).Round(time.Millisecond))
 	l.afterExit(ex.At, ex)
+	if l.settling != nil {
+		l.settle(&ExitError{Name: l.rec.Name, Exit: ex, LogTail: l.logTail()})
+	}
+}
+
+// hasLeftovers reports whether a process of the service other than its
+// exited main process is still there.
+func (l *loop) hasLeftovers(p *process) bool {
+	if p.cgroup != "" {
+		return cgroupPopulated(p.cgroup)
+	}
+	return len(groupMembers(p.pgid)) > 0
 }
 
 // afterExit asks the restart policy what follows an exit (or a failed
@@ -556,6 +652,8 @@ func (l *loop) healthResult(err error) {
 	was := l.health
 	if err == nil {
 		l.health, l.healthErr, l.healthFails = HealthHealthy, "", 0
+		// A passing health check confirms the start at once.
+		l.settle(nil)
 	} else {
 		l.healthErr = err.Error()
 		l.healthFails++

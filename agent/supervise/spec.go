@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -70,7 +71,33 @@ type Spec struct {
 	// StopTimeout is how long a stopping service has between StopSignal and
 	// SIGKILL; DefaultStopTimeout when zero.
 	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
+	// Type is TypeSimple (empty: Argv stays in the foreground) or
+	// TypeForking: Argv starts a daemon and exits 0, and PIDFile names
+	// the daemon, which is then supervised. Forking needs cgroups: the
+	// pid read from the file is taken only if it is in the service's own
+	// cgroup, so that a stale or forged pidfile never makes the
+	// supervisor signal an unrelated process.
+	Type ServiceType `json:"type,omitempty"`
+	// PIDFile is the daemon's pid file of a forking service: an absolute
+	// path inside Root, read without following a link out of it.
+	PIDFile string `json:"pidfile,omitempty"`
+	// Root is the host root PIDFile is inside; "/" when empty.
+	Root string `json:"root,omitempty"`
 }
+
+// ServiceType says how a service's command behaves; see Spec.Type.
+type ServiceType string
+
+// The service types, as systemd's Type= values of the same names.
+const (
+	TypeSimple  ServiceType = ""
+	TypeForking ServiceType = "forking"
+)
+
+// DefaultForkTimeout bounds how long the starter of a forking service may
+// take to exit and the daemon to write its pid file (systemd's
+// TimeoutStartSec default).
+const DefaultForkTimeout = 90 * time.Second
 
 // Credential is a numeric user and group; the caller resolves names.
 type Credential struct {
@@ -145,6 +172,23 @@ func (s Spec) normalize() (Spec, error) {
 	}
 	if s.Dir == "" {
 		s.Dir = "/"
+	}
+	switch s.Type {
+	case "simple":
+		s.Type = TypeSimple
+	case TypeSimple:
+		if s.PIDFile != "" {
+			errs = append(errs, errors.New(`pidfile is for type "forking" only`))
+		}
+	case TypeForking:
+		if !filepath.IsAbs(s.PIDFile) {
+			errs = append(errs, fmt.Errorf(`type "forking" needs pidfile, an absolute path, not %q`, s.PIDFile))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("type %q is not simple or forking", s.Type))
+	}
+	if s.Type == TypeForking && s.Root == "" {
+		s.Root = "/"
 	}
 	s.Argv = slices.Clone(s.Argv)
 	s.Env = slices.Clone(s.Env)

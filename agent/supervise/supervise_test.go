@@ -120,6 +120,7 @@ func TestCrashRestartsWithBackoffThenCrashLoop(t *testing.T) {
 	f := newFixture(t, cgroupAuto)
 	opts := f.options()
 	opts.Policy = Policy{Limit: 2}
+	opts.Settle = -1 // the exits are the policy's to count, not Ensure's to report
 	s := f.start(opts)
 	ensure(t, s, f.spec("crasher", "exit", "3"))
 	// The delays are the policy's: 1 s, then 2 s, then the limit.
@@ -142,13 +143,25 @@ func TestCrashRestartsWithBackoffThenCrashLoop(t *testing.T) {
 	if len(recs) != 1 || recs[0].State != StateCrashLoop || recs[0].Policy.Count != 3 {
 		t.Errorf("records = %+v, want one in crash-loop with count 3", recs)
 	}
-	// Ensure starts a crash-looping service again, with a fresh count.
+	// Ensure of the same spec tries a crash-looping service once more but
+	// keeps its count: its next exit is the crash loop again, not a
+	// fresh backoff that would read as healthy.
 	if !ensure(t, s, f.spec("crasher", "exit", "3")) {
 		t.Errorf("Ensure of a crash-looping service reported no change")
 	}
-	st = awaitStatus(t, s, "crasher", "in backoff again", isState(StateBackoff))
+	st = awaitStatus(t, s, "crasher", "back in a crash loop", func(st Status) bool {
+		return st.State == StateCrashLoop && st.LastExit != nil && st.LastExit.At.After(st.StartedAt)
+	})
+	if st.Restarts != 2 {
+		t.Errorf("after Ensure: Restarts = %d, want 2 (kept)", st.Restarts)
+	}
+	// A changed spec is a fresh start with a fresh count.
+	if !ensure(t, s, f.spec("crasher", "exit", "4")) {
+		t.Errorf("Ensure of a changed spec reported no change")
+	}
+	st = awaitStatus(t, s, "crasher", "in backoff with a fresh count", isState(StateBackoff))
 	if st.Restarts != 0 || st.Backoff != time.Second {
-		t.Errorf("after Ensure: Restarts = %d, Backoff = %v; want 0, 1s", st.Restarts, st.Backoff)
+		t.Errorf("after Ensure of a new spec: Restarts = %d, Backoff = %v; want 0, 1s", st.Restarts, st.Backoff)
 	}
 }
 
@@ -169,7 +182,9 @@ func TestRestartPolicies(t *testing.T) {
 		t.Run(string(tt.restart)+"/"+tt.code, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, cgroupAuto)
-			s := f.start(f.options())
+			opts := f.options()
+			opts.Settle = -1 // the policy's outcome is under test, not Ensure's report
+			s := f.start(opts)
 			spec := f.spec("svc", "exit", tt.code)
 			spec.Restart = tt.restart
 			ensure(t, s, spec)

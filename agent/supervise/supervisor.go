@@ -2,15 +2,20 @@ package supervise
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Errors the callers of a Supervisor branch on.
@@ -25,13 +30,18 @@ var (
 // Defaults of Options, used for its fields left at zero.
 const (
 	// DefaultCgroupName is the cgroup made under the cgroup2 mount to hold
-	// the services' cgroups when Options.CgroupRoot is empty.
+	// the services' cgroups when Options.CgroupRoot is empty: each state
+	// directory gets its own subtree in it, DefaultCgroupName/CgroupScope.
 	DefaultCgroupName  = "herd"
 	DefaultLogMaxBytes = 10 << 20
 	DefaultLogKeep     = 5
 	// DefaultLogCheckInterval is how often a service's log sizes are
 	// checked for rotation.
 	DefaultLogCheckInterval = 10 * time.Second
+	// DefaultSettle is Options.Settle's default: long enough for a
+	// program that fails on a bad config to do so, short enough not to
+	// slow a run that starts a few services.
+	DefaultSettle = time.Second
 )
 
 // Options configure a Supervisor.
@@ -41,14 +51,31 @@ type Options struct {
 	// LogDir holds the services' stdout and stderr files. Required; made
 	// if missing.
 	LogDir string
+	// StateDir is the state directory the services belong to (the agent's;
+	// LogDir when empty). The default cgroup subtree is derived from its
+	// absolute path, so that supervisors over different state directories
+	// (a production agent and a sandbox rehearsal) never share a cgroup and
+	// never kill each other's services.
+	StateDir string
 	// CgroupRoot is the cgroup v2 directory under which each service gets
-	// a cgroup. Empty means DefaultCgroupName under the cgroup2 mount, and
+	// a cgroup; it must belong to this state directory alone. Empty means
+	// DefaultCgroupName/CgroupScope(StateDir) under the cgroup2 mount, and
 	// process groups alone when that is not writable; a root that is set
 	// but not usable is an error. On a systemd host, point it at a
 	// delegated subtree (Delegate=yes) of the agent's unit.
 	CgroupRoot string
 	// NoCgroups runs services in process groups alone, without cgroups.
 	NoCgroups bool
+	// Settle is how long Ensure and Restart wait, after they started a
+	// process, for the start to be confirmed: the process still runs
+	// after Settle, or its health check passed first. A process that exits
+	// within it makes them fail with its exit and log tail.
+	// DefaultSettle when zero; no wait when negative.
+	Settle time.Duration
+	// ForkTimeout bounds the start of a forking service: its starter
+	// exiting and the daemon's pid file naming a process of the service.
+	// DefaultForkTimeout when zero.
+	ForkTimeout time.Duration
 	// Logger receives the supervisor's logs; none when nil.
 	Logger *slog.Logger
 	// LogMaxBytes is the size past which a log file is rotated;
@@ -75,6 +102,10 @@ type Supervisor struct {
 	opts       Options
 	log        *slog.Logger
 	cgroupRoot string // "" when services run in process groups alone
+	// cgroupHome is the cgroup subtree of this state directory, even when
+	// cgroups are not in use now: a recorded cgroup outside it was not
+	// made by this state directory and is never emptied or killed.
+	cgroupHome string
 	bootID     string
 
 	ctx    context.Context // ends on Close; ends the loops
@@ -122,6 +153,15 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	if opts.LogCheckInterval <= 0 {
 		opts.LogCheckInterval = DefaultLogCheckInterval
 	}
+	if opts.ForkTimeout <= 0 {
+		opts.ForkTimeout = DefaultForkTimeout
+	}
+	if opts.Settle == 0 {
+		opts.Settle = DefaultSettle
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = opts.LogDir
+	}
 	log := opts.Logger.With("component", "supervise")
 	if err := os.MkdirAll(opts.LogDir, 0o755); err != nil {
 		return nil, fmt.Errorf("new supervisor: making log directory: %w", err)
@@ -131,12 +171,21 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 		return nil, fmt.Errorf("new supervisor: %w", err)
 	}
 	s := &Supervisor{opts: opts, log: log, bootID: bootID, svcs: map[string]*service{}}
+	s.cgroupHome = opts.CgroupRoot
+	if s.cgroupHome == "" {
+		if mnt, err := cgroup2Mount(); err == nil {
+			s.cgroupHome = filepath.Join(mnt, DefaultCgroupName, CgroupScope(opts.StateDir))
+		}
+	}
 	if !opts.NoCgroups {
-		root, err := setupCgroupRoot(opts.CgroupRoot)
+		err := errors.New("cgroup2 is not mounted")
+		if s.cgroupHome != "" {
+			_, err = setupCgroupRoot(s.cgroupHome)
+		}
 		switch {
 		case err == nil:
-			s.cgroupRoot = root
-			log.Debug("services get cgroups", "root", root)
+			s.cgroupRoot = s.cgroupHome
+			log.Debug("services get cgroups", "root", s.cgroupRoot)
 		case opts.CgroupRoot != "":
 			return nil, fmt.Errorf("new supervisor: %w", err)
 		default:
@@ -154,17 +203,27 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 			log.Warn("skipping a bad service record", "err", err)
 			continue
 		}
+		if rec.Cgroup != "" && !s.ownsCgroup(rec.Cgroup) {
+			// A record from before each state directory had its own
+			// subtree, or one edited by hand: that cgroup may hold
+			// another root's services, so it is never emptied or killed;
+			// the process group stands in for it.
+			log.Warn("the service's recorded cgroup is not this state directory's; using its process group", "service", rec.Name, "cgroup", rec.Cgroup)
+			rec.Cgroup = ""
+		}
 		s.resume(now, rec)
 	}
 	return s, nil
 }
 
 // Ensure makes the service run as spec says. It starts a service that is
-// not running (stopped, failed or crash-looping: a crash loop is given a
-// fresh count), restarts one whose running spec differs, and does nothing
-// for one that runs, or waits in backoff, as specified. It reports whether
-// it started anything. A start that fails is returned as the error and also
-// retried with backoff, as a crash would be.
+// not running (stopped, failed or crash-looping: with the same spec the
+// crash-loop count is kept, so one more failure is a crash loop again; a
+// new spec starts it over), restarts one whose running spec differs, and
+// does nothing for one that runs, or waits in backoff, as specified. It
+// reports whether it started anything. A start that fails, or a process
+// that exits within Options.Settle (an *ExitError), is returned as the
+// error and also retried with backoff, as a crash would be.
 //
 // The no-change case touches neither processes nor /proc: it compares the
 // digest of spec with the one the service's loop published.
@@ -209,8 +268,10 @@ func (s *Supervisor) Stop(ctx context.Context, name string) error {
 }
 
 // Restart stops the service if it runs and starts it again with its last
-// spec, as a fresh start (the crash-loop count is reset). It is what a
-// refresh of the service resource does.
+// spec. The crash-loop count is kept: a refresh must not make a flapping
+// service look fresh. Like Ensure, it fails with an *ExitError when the
+// process exits within Options.Settle. It is what a refresh of the service
+// resource does.
 func (s *Supervisor) Restart(ctx context.Context, name string) error {
 	r, err := s.do(ctx, name, command{kind: cmdRestart}, false)
 	if err == nil {
@@ -271,6 +332,12 @@ func (s *Supervisor) Close() error {
 	s.cancel()
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.cgroupRoot != "" && s.opts.CgroupRoot == "" {
+		// The subtree New made goes when no service cgroup is left in it
+		// (the kernel refuses to remove it otherwise), so that sandboxes
+		// and tests leave no empty cgroups behind.
+		_ = unix.Rmdir(s.cgroupRoot)
+	}
 	return nil
 }
 
@@ -353,6 +420,27 @@ func (s *Supervisor) startLoop(l *loop) {
 	l.svc.loop = l
 	s.wg.Add(1)
 	go l.run()
+}
+
+// CgroupScope names the cgroup subtree of the services of stateDir: a short
+// hash of its absolute path (symlinks resolved where it exists), so that
+// two state directories never share one.
+func CgroupScope(stateDir string) string {
+	p, err := filepath.Abs(stateDir)
+	if err != nil {
+		p = stateDir
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	sum := sha256.Sum256([]byte(p))
+	return "s-" + hex.EncodeToString(sum[:8])
+}
+
+// ownsCgroup reports whether cgroup dir is a service cgroup of this state
+// directory's subtree.
+func (s *Supervisor) ownsCgroup(dir string) bool {
+	return s.cgroupHome != "" && filepath.Dir(filepath.Clean(dir)) == filepath.Clean(s.cgroupHome)
 }
 
 // policyFor is the restart policy of spec, tuned by Options.Policy, with

@@ -80,6 +80,9 @@ func supervisorGoroutines() string {
 //	ignore-term         ignore SIGTERM, print "ready", run forever
 //	print N             print N lines to stdout and to stderr, then run
 //	spam                write lines to stdout without end
+//	say-exit N MSG      print MSG to stderr and exit with code N
+//	daemonize FILE      start a child in a new session, write its pid to
+//	                    FILE, and exit 0 at once (a forking daemon)
 //	fork-setsid FILE    start a child in a new session (setsid), write its
 //	                    pid to FILE, then run
 //	listen PORT         serve HTTP on 127.0.0.1:PORT (/ok 200, /fail 500)
@@ -93,6 +96,30 @@ func testprog(args []string) int {
 	case "exit":
 		n, _ := strconv.Atoi(rest[0])
 		return n
+	case "say-exit":
+		fmt.Fprintln(os.Stderr, rest[1])
+		n, _ := strconv.Atoi(rest[0])
+		return n
+	case "daemonize":
+		// What a classic daemon does: a child in a new session, the
+		// parent exits 0 at once.
+		exe, err := os.Executable()
+		if err != nil {
+			return 1
+		}
+		child := exec.Command(exe, "run")
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Start(); err != nil {
+			return 1
+		}
+		tmp := rest[0] + ".tmp"
+		if err := os.WriteFile(tmp, []byte(strconv.Itoa(child.Process.Pid)), 0o644); err != nil {
+			return 1
+		}
+		if err := os.Rename(tmp, rest[0]); err != nil {
+			return 1
+		}
+		return 0
 	case "run":
 		return runUntilTerm()
 	case "ignore-term":

@@ -105,12 +105,18 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
+			// The daemon owns the state's supervisor for its whole life;
+			// a single run uses the daemon's when one runs.
+			services := ownSupervisor(cfg.Root, log)
+			if once {
+				services = supervisorFor(cfg.Root, log)
+			}
 			o := agent.DaemonOptions{
 				Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
 				Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
 				ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
 				FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log, Once: once,
-				Services: supervisorFor(cfg.Root, log),
+				Services: services,
 				Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
 			}
 			if once {
@@ -180,6 +186,11 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logg
 		FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log,
 		Services: supervisorFor(cfg.Root, log),
 		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+	}
+	if !once {
+		// The masterless daemon owns the state's supervisor for its whole
+		// life, as the pulling daemon does.
+		ao.Services = ownSupervisor(cfg.Root, log)
 	}
 	if once {
 		r, err := agent.Apply(cmd.Context(), ao)

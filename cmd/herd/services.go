@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,44 +20,43 @@ func newServicesCmd() *cobra.Command {
 	var (
 		sf      stateFlags
 		jsonOut bool
-		wait    time.Duration
 	)
-	// withServices runs fn with the host's supervisor. It takes the run
-	// lock first: two supervisors over the same services would both
-	// restart a service that exits.
-	withServices := func(ctx context.Context, fn func(*supervise.Supervisor) error) error {
-		lock, err := agent.AcquireLock(ctx, sf.dir(), wait)
-		if err != nil {
-			return err
-		}
-		defer lock.Release()
+	// withServices runs fn with the state's supervisor: the running
+	// agent's, over its socket, or one of its own when no agent runs (two
+	// supervisors over the same services would both restart a service
+	// that exits).
+	withServices := func(ctx context.Context, fn func(agent.ServiceControl) error) error {
 		st, err := agent.OpenState(sf.dir())
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		svc, err := agent.NewServices(ctx, st, sf.root, slog.New(slog.DiscardHandler))
+		svc, err := agent.OpenServices(ctx, st, sf.root, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return err
 		}
 		defer svc.Close()
-		return fn(svc.Supervisor())
+		return fn(svc)
 	}
 	cmd := &cobra.Command{
 		Use:   "services",
 		Short: "List the supervised services: pid, uptime, restarts, health",
 		Long: `List the services Herd's supervisor runs on this host (provider "herd"), with
 their state, pid, uptime, restarts, health and log files. Services keep
-running between runs; listing them adopts them as a run would, so it takes
-the run lock (--wait to wait for a run in progress).`,
+running between runs. When an agent daemon runs over the state directory,
+the command asks it, over STATE/agent.sock (root or the agent's user only);
+otherwise it adopts them as a run would, with a supervisor of its own.`,
 		Example: `  herd services
   herd services --root /tmp/sandbox --json
   herd services logs demo-web
   herd services restart demo-web`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withServices(cmd.Context(), func(sup *supervise.Supervisor) error {
-				list := sup.List()
+			return withServices(cmd.Context(), func(sup agent.ServiceControl) error {
+				list, err := sup.List(cmd.Context())
+				if err != nil {
+					return err
+				}
 				out := cmd.OutOrStdout()
 				if jsonOut {
 					enc := json.NewEncoder(out)
@@ -95,7 +92,6 @@ the run lock (--wait to wait for a run in progress).`,
 		},
 	}
 	sf.register(cmd)
-	cmd.PersistentFlags().DurationVar(&wait, "wait", 10*time.Second, "how long to wait for a run in progress")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the list as JSON")
 
 	var all bool
@@ -106,15 +102,19 @@ the run lock (--wait to wait for a run in progress).`,
 			if all == (len(names) > 0) {
 				return usageError(cmd, "name services to stop, or give --all")
 			}
-			return withServices(cmd.Context(), func(sup *supervise.Supervisor) error {
+			return withServices(cmd.Context(), func(sup agent.ServiceControl) error {
 				if all {
-					for _, s := range sup.List() {
+					list, err := sup.List(cmd.Context())
+					if err != nil {
+						return err
+					}
+					for _, s := range list {
 						names = append(names, s.Name)
 					}
 				}
 				var errs []error
 				for _, n := range names {
-					if err := sup.Remove(cmd.Context(), n); err != nil {
+					if err := sup.Stop(cmd.Context(), n); err != nil {
 						errs = append(errs, fmt.Errorf("stopping %s: %w", n, err))
 						continue
 					}
@@ -130,7 +130,7 @@ the run lock (--wait to wait for a run in progress).`,
 		Short: "Restart a service",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withServices(cmd.Context(), func(sup *supervise.Supervisor) error {
+			return withServices(cmd.Context(), func(sup agent.ServiceControl) error {
 				if err := sup.Restart(cmd.Context(), args[0]); err != nil {
 					return err
 				}
@@ -140,25 +140,19 @@ the run lock (--wait to wait for a run in progress).`,
 		},
 	}, &cobra.Command{
 		Use:   "logs NAME",
-		Short: "Print a service's captured stdout and stderr",
+		Short: "Print the end (64 KiB each) of a service's captured stdout and stderr",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withServices(cmd.Context(), func(sup *supervise.Supervisor) error {
-				s, ok := sup.Status(args[0])
-				if !ok {
+			return withServices(cmd.Context(), func(sup agent.ServiceControl) error {
+				logs, err := sup.Logs(cmd.Context(), args[0])
+				if errors.Is(err, supervise.ErrUnknown) {
 					return fmt.Errorf("no supervised service %s", args[0])
 				}
-				for _, p := range []string{s.Stdout, s.Stderr} {
-					f, err := os.Open(p)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "==> %s <==\n", p)
-					_, err = io.Copy(cmd.OutOrStdout(), f)
-					f.Close()
-					if err != nil {
-						return err
-					}
+				if err != nil {
+					return err
+				}
+				for _, l := range logs {
+					fmt.Fprintf(cmd.OutOrStdout(), "==> %s <==\n%s", l.Path, l.Text)
 				}
 				return nil
 			})

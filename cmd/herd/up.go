@@ -124,7 +124,7 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{
 		Server: srv.Addr, Root: root, StateDir: stateDir, CertDir: certDir, Interval: interval,
 		AgentVersion: herdVersion(), Log: log.With("component", "agent"),
-		Services: supervisorFor(root, log),
+		Services: ownSupervisor(root, log),
 		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
 	})
 	if err != nil {
