@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -289,26 +288,29 @@ func (f *File) look(h *Host, st *fileState) (dirView, error) {
 	default:
 		return dir, nil // a link resource or absent acts on the link itself
 	}
-	// follow = true: manage what the link leads to, resolved inside the
-	// root.
-	dir.close()
-	r, err := os.OpenRoot(h.Root)
-	if err != nil {
-		return nil, fmt.Errorf("opening the host root: %w", err)
-	}
-	resolved, err := resolveInRoot(r, st.rel)
-	r.Close()
-	if err != nil {
-		return nil, err
-	}
-	st.rel = resolved
-	dir, err = f.lstat(h, st)
-	if err == nil && st.kind == kindLink {
-		// resolveInRoot only stops at a link when it could not read it.
+	// follow = true: manage what the link leads to. Each step is looked
+	// up by the one resolution policy, so the chain cannot leave the root;
+	// the name of the next step is the link's target taken from inside the
+	// root (absolute from the root, ".." stopping there).
+	for n := 0; st.kind == kindLink; n++ {
+		if n == maxLinks {
+			dir.close()
+			return nil, fmt.Errorf("following the link at %s: %w", st.spec.path, syscall.ELOOP)
+		}
+		next := path.Clean("/" + path.Join(path.Dir(st.rel), st.linkTarget))
+		if path.IsAbs(st.linkTarget) {
+			next = path.Clean(st.linkTarget)
+		}
 		dir.close()
-		return nil, fmt.Errorf("following the link at %s: cannot resolve it", st.spec.path)
+		if next == "/" {
+			return nil, fmt.Errorf("following the link at %s: it leads to the host root", st.spec.path)
+		}
+		st.rel = next[1:]
+		if dir, err = f.lstat(h, st); err != nil {
+			return nil, err
+		}
 	}
-	return dir, err
+	return dir, nil
 }
 
 // lstat stats st.rel without following a link at it.

@@ -26,14 +26,9 @@ func (f *File) Apply(ctx context.Context, h *Host, p *Plan) error {
 }
 
 func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
-	r, err := os.OpenRoot(h.Root)
-	if err != nil {
-		return fmt.Errorf("opening the host root: %w", err)
-	}
-	defer r.Close()
-	dir, dirRel, base, err := openParent(r, st.rel)
+	dir, base, err := openParentRoot(h.Root, st.rel, f.portable)
 	if errors.Is(err, fs.ErrNotExist) {
-		return missingParent(h, path.Dir("/"+st.rel), path.Clean("/"+dirRel))
+		return missingParent(h, path.Dir("/"+st.rel))
 	}
 	if err != nil {
 		return err
@@ -61,11 +56,11 @@ func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
 }
 
 // missingParent explains why a path cannot be made: its directory p is
-// missing (resolved is where links on the way lead). Creating it with
-// guessed permissions would hide a mistake.
-func missingParent(h *Host, p, resolved string) error {
-	if resolved != p {
-		return noParentError(fmt.Sprintf("parent directory %s does not exist (links on the way lead to %s inside the host root)", p, resolved))
+// missing, or a link on the way to it leads nowhere inside the host root.
+// Creating it with guessed permissions would hide a mistake.
+func missingParent(h *Host, p string) error {
+	if link, target, ok := linkOnTheWay(h.Root, p[1:]); ok {
+		return noParentError(fmt.Sprintf("parent directory %s does not exist (/%s is a link to %s, resolved inside the host root)", p, link, target))
 	}
 	if h.Catalog != nil {
 		if _, ok := h.Catalog.Resource("file:" + p); ok {
@@ -73,6 +68,32 @@ func missingParent(h *Host, p, resolved string) error {
 		}
 	}
 	return noParentError(fmt.Sprintf("parent directory %s does not exist and no resource manages it", p))
+}
+
+// linkOnTheWay finds the first symbolic link among the components of
+// rel, for a message. It only reads.
+func linkOnTheWay(root, rel string) (link, target string, ok bool) {
+	for i := 0; i <= len(rel); i++ {
+		if i < len(rel) && rel[i] != '/' {
+			continue
+		}
+		v, err := openView(root, rel[:i], false)
+		if err != nil {
+			return "", "", false
+		}
+		_, base := splitRel(rel[:i])
+		st, err := v.lstat(base)
+		if err == nil && kindOf(st.Mode) == kindLink {
+			target, err = v.readlink(base)
+			v.close()
+			return rel[:i], target, err == nil
+		}
+		v.close()
+		if err != nil {
+			return "", "", false
+		}
+	}
+	return "", "", false
 }
 
 // noParentError is errNoParent with the whole explanation, so that the

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // accountCache keeps the host root's parsed etc/passwd and etc/group
@@ -26,9 +26,8 @@ type accountKey struct {
 }
 
 type accountFile struct {
-	path         string
 	size         int64
-	mtime, ctime syscall.Timespec
+	mtime, ctime unix.Timespec
 	ino          uint64
 	accts        []Account
 }
@@ -72,31 +71,25 @@ func number(s string) (int, bool) {
 	return n, true
 }
 
-// read returns the parsed file, from the cache while it is current.
+// read returns the parsed file, from the cache while it is current. The
+// file is opened by the one resolution policy each time (one openat2 and
+// one fstat); it is parsed again only when it changed.
 func (c *accountCache) read(root string, passwd bool) ([]Account, error) {
 	key := accountKey{root, passwd}
+	st, err := statInRoot(root, accountFileRel(passwd))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // a fresh sandbox root has no accounts yet
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", err)
+	}
 	c.mu.Lock()
 	e := c.files[key]
 	c.mu.Unlock()
-	var file string
-	if e != nil {
-		file = e.path
-	} else if passwd {
-		file = filepath.Join(root, "etc/passwd")
-	} else {
-		file = filepath.Join(root, "etc/group")
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(file, &st); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil // a fresh sandbox root has no accounts yet
-		}
-		return nil, fmt.Errorf("reading accounts: %w", &fs.PathError{Op: "stat", Path: file, Err: err})
-	}
-	if e != nil && e.size == st.Size && e.mtime == st.Mtim && e.ctime == st.Ctim && e.ino == st.Ino {
+	if e != nil && e.same(&st) {
 		return e.accts, nil
 	}
-	accts, err := ReadAccounts(file, passwd)
+	accts, st, err := readAccountFile(root, passwd)
 	if err != nil {
 		return nil, err
 	}
@@ -104,9 +97,15 @@ func (c *accountCache) read(root string, passwd bool) ([]Account, error) {
 	if c.files == nil {
 		c.files = map[accountKey]*accountFile{}
 	}
-	c.files[key] = &accountFile{path: file, size: st.Size, mtime: st.Mtim, ctime: st.Ctim, ino: st.Ino, accts: accts}
+	c.files[key] = &accountFile{size: st.Size, mtime: st.Mtim, ctime: st.Ctim, ino: st.Ino, accts: accts}
 	c.mu.Unlock()
 	return accts, nil
+}
+
+// same reports whether st describes the file the entry was parsed from,
+// unchanged.
+func (e *accountFile) same(st *unix.Stat_t) bool {
+	return e.size == st.Size && e.mtime == st.Mtim && e.ctime == st.Ctim && e.ino == st.Ino
 }
 
 // accountID resolves a wanted owner or group to its number. A number that

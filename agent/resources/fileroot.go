@@ -7,9 +7,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"path"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -19,91 +17,6 @@ const maxLinks = 40
 
 // errNoParent marks an Apply that found its parent directory missing.
 var errNoParent = errors.New("parent directory does not exist")
-
-// openParent opens the directory that holds rel (a clean path relative to
-// the host root) and returns it with the resolved directory path and the
-// base name.
-//
-// Symbolic links on the way are followed as the host itself would follow
-// them from inside its root: an absolute target is relative to the root
-// and ".." stops at it, so a link planted in a sandbox cannot lead out of
-// it, and /var/run → /run works on a real host (os.Root refuses both).
-func openParent(r *os.Root, rel string) (dirRoot *os.Root, dir, base string, err error) {
-	dir, base = path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	pr, err := r.OpenRoot(dir)
-	if err == nil {
-		return pr, dir, base, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, dir, base, err
-	}
-	// os.Root refuses links that are absolute or climb above it; resolve
-	// them the way the host would and try again.
-	resolved, rerr := resolveInRoot(r, dir)
-	if rerr != nil {
-		return nil, dir, base, rerr
-	}
-	if pr, err = r.OpenRoot(resolved); err != nil {
-		return nil, resolved, base, err
-	}
-	return pr, resolved, base, nil
-}
-
-// resolveInRoot resolves every symbolic link in rel, the last component
-// included, as seen from inside the host root: absolute targets start at
-// the root, ".." at the root stays there. Components that do not exist
-// are kept as they are.
-func resolveInRoot(r *os.Root, rel string) (string, error) {
-	var done []string
-	todo := strings.Split(rel, "/")
-	links := 0
-	for len(todo) > 0 {
-		c := todo[0]
-		todo = todo[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(done) > 0 {
-				done = done[:len(done)-1]
-			}
-			continue
-		}
-		p := strings.Join(append(done, c), "/")
-		fi, err := r.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			done = append(done, c)
-			done = append(done, todo...)
-			break
-		}
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			done = append(done, c)
-			continue
-		}
-		if links++; links > maxLinks {
-			return "", fmt.Errorf("resolving /%s: %w", rel, syscall.ELOOP)
-		}
-		target, err := r.Readlink(p)
-		if err != nil {
-			return "", err
-		}
-		if path.IsAbs(target) {
-			done = done[:0]
-		}
-		todo = append(strings.Split(target, "/"), todo...)
-	}
-	if len(done) == 0 {
-		return ".", nil
-	}
-	return path.Clean(strings.Join(done, "/")), nil
-}
 
 // tempName returns a name for a temporary file beside base: hidden,
 // recognisable as Herd's, and within the 255-byte limit of a name.
