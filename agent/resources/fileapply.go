@@ -34,6 +34,14 @@ func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
 		return err
 	}
 	defer dir.Close()
+	if st.sweep {
+		if err := sweepTemp(dir, base); err != nil {
+			return err
+		}
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("syncing the directory: %w", err)
+		}
+	}
 	switch {
 	case st.write:
 		err = f.writeFile(ctx, h, dir, base, st)
@@ -361,6 +369,9 @@ func (f *File) makeLink(ctx context.Context, h *Host, dir *os.Root, base string,
 		return err
 	}
 	name := tempName(base)
+	if err := sweepTemp(dir, base); err != nil {
+		return err
+	}
 	if err := dir.Symlink(s.target, name); err != nil {
 		return fmt.Errorf("symlink: %w", err)
 	}

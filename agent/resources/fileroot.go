@@ -1,6 +1,8 @@
 package resources
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,25 +20,55 @@ const maxLinks = 40
 // errNoParent marks an Apply that found its parent directory missing.
 var errNoParent = errors.New("parent directory does not exist")
 
-// tempName returns a name for a temporary file beside base: hidden,
-// recognisable as Herd's, and within the 255-byte limit of a name.
+// tempPrefix starts every temporary name Apply makes beside a managed
+// file. Nothing else of Herd's, and nothing a user is likely to name a
+// file, starts with it.
+const tempPrefix = ".herd-tmp-"
+
+// tempName returns the temporary name beside base: hidden, recognisably
+// Herd's, and the same on every run, so that Check finds what a killed
+// Apply left behind with one lstat instead of listing the directory. A
+// long base is cut and given a digest of the whole, so that two managed
+// names never share a temporary name within the 255-byte limit.
 func tempName(base string) string {
-	if len(base) > 200 {
-		base = base[:200]
+	if len(base) <= 200 {
+		return tempPrefix + base
 	}
-	return ".herd-" + base + "-" + strconv.FormatUint(rand.Uint64(), 36)
+	sum := sha256.Sum256([]byte(base))
+	return tempPrefix + base[:180] + "-" + hex.EncodeToString(sum[:8])
+}
+
+// sweepTemp removes what a killed Apply left at base's temporary name (a
+// file, or a link, which is removed, never followed). Leftovers may hold
+// an old copy of secret content, and nothing else would ever remove them.
+func sweepTemp(dir *os.Root, base string) error {
+	err := dir.Remove(tempName(base))
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return fmt.Errorf("removing the leftover temporary file %s: %w", tempName(base), err)
 }
 
 // createTemp creates a new, empty temporary file beside base in dir,
-// readable only by its owner until Apply sets its mode.
+// readable only by its owner until Apply sets its mode. The fixed name
+// is used when it is free or a leftover could be swept; in a directory
+// where someone else keeps it taken (a world-writable one), a name with
+// a random suffix is used instead.
 func createTemp(dir *os.Root, base string) (*os.File, string, error) {
-	for range 10 {
-		name := tempName(base)
+	name := tempName(base)
+	if err := sweepTemp(dir, base); err == nil {
 		f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, name, err
+		}
+	}
+	for range 10 {
+		n := name + "." + strconv.FormatUint(rand.Uint64(), 36)
+		f, err := dir.OpenFile(n, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
-		return f, name, err
+		return f, n, err
 	}
 	return nil, "", errors.New("creating a temporary file: too many name collisions")
 }
