@@ -39,6 +39,9 @@ type ApplyOptions struct {
 	Log          *slog.Logger
 	// Emit receives each event as it happens; may be nil.
 	Emit func(Event)
+	// SandboxFactsExec runs the executables in a sandbox root's facts
+	// directory (facts.Options.SandboxExec); under "/" they always run.
+	SandboxFactsExec bool
 	// Services returns the supervisor for provider-herd services. It is
 	// called only when the catalog has a service, so that a run without
 	// one pays nothing for it.
@@ -82,7 +85,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 	defer st.Close()
 	t := mark("lock", start)
 
-	f, ferr := facts.Collect(ctx, facts.Options{Root: o.Root, ExternalDir: o.FactsDir, AgentVersion: o.AgentVersion})
+	f, ferr := facts.Collect(ctx, facts.Options{Root: o.Root, ExternalDir: o.FactsDir, SandboxExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion})
 	if ferr != nil {
 		o.Log.Warn("some facts could not be collected", "err", ferr)
 	}
