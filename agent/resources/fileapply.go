@@ -114,74 +114,46 @@ func (e noParentError) Is(target error) bool { return target == errNoParent }
 // writeFile writes the file's content atomically: a temporary file beside
 // it, synced, given its mode and owner, then renamed over the path and the
 // directory synced. The old content is saved first.
-func (f *File) writeFile(ctx context.Context, h *Host, dir *os.Root, base string, st *fileState) (err error) {
+func (f *File) writeFile(ctx context.Context, h *Host, dir *os.Root, base string, st *fileState) error {
 	s := &st.spec
-	tmp, name, err := createTemp(dir, base)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			dir.Remove(name)
-		}
-	}()
-	switch {
-	case !s.manages(manageContent):
-		// Only a new or replaced file is written without managed content:
-		// it starts empty.
-	case s.hasContent:
-		if _, err := io.WriteString(tmp, s.content); err != nil {
-			return fmt.Errorf("writing a temporary file: %w", err)
-		}
-	case st.fetched != nil:
-		if _, err := tmp.Write(st.fetched); err != nil {
-			return fmt.Errorf("writing a temporary file: %w", err)
-		}
-	case s.digest != "":
-		if err := copySource(ctx, h, s, tmp); err != nil {
-			return err
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing a temporary file: %w", err)
-	}
 	// Keep what the resource does not manage as it was on the old file.
-	uid, gid, mode := -1, -1, uint32(fileDefaultMode)
+	w := fileWrite{uid: -1, gid: -1, mode: fileDefaultMode}
 	if st.kind == kindFile {
-		uid, gid, mode = int(st.stat.Uid), int(st.stat.Gid), st.stat.Mode&0o7777
+		w.uid, w.gid, w.mode = int(st.stat.Uid), int(st.stat.Gid), st.stat.Mode&0o7777
 	}
 	if s.manages(manageOwner) {
-		uid = s.uid
+		w.uid = s.uid
 	}
 	if s.manages(manageGroup) {
-		gid = s.gid
+		w.gid = s.gid
 	}
 	if s.manages(manageMode) {
-		mode = s.mode
+		w.mode = s.mode
 	}
-	if err := setOwner(tmp, uid, gid); err != nil {
-		return err
+	w.fill = func(tmp io.Writer) error {
+		switch {
+		case !s.manages(manageContent):
+			// Only a new or replaced file is written without managed
+			// content: it starts empty.
+		case s.hasContent:
+			if _, err := io.WriteString(tmp, s.content); err != nil {
+				return fmt.Errorf("writing a temporary file: %w", err)
+			}
+		case st.fetched != nil:
+			if _, err := tmp.Write(st.fetched); err != nil {
+				return fmt.Errorf("writing a temporary file: %w", err)
+			}
+		case s.digest != "":
+			return copySource(ctx, h, s, tmp)
+		}
+		return nil
 	}
-	// After chown, which clears setuid and setgid bits.
-	if err := tmp.Chmod(unixMode(mode)); err != nil {
-		return fmt.Errorf("chmod: %w", err)
+	// Whatever regular file is there at the rename goes to the store,
+	// even one that appeared after Check.
+	w.saveOld = func(dir *os.Root, base string) error {
+		return backupFile(ctx, h, dir, base, s.path, s.backup)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing a temporary file: %w", err)
-	}
-	// Whatever regular file is there now goes to the store, even one that
-	// appeared after Check.
-	if err := backupFile(ctx, h, dir, base, s.path, s.backup); err != nil {
-		return err
-	}
-	if err := dir.Rename(name, base); err != nil {
-		return fmt.Errorf("rename: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("syncing the directory: %w", err)
-	}
-	return nil
+	return w.into(dir, base)
 }
 
 // copySource streams a source's content from h.Files into w, checking its

@@ -197,3 +197,26 @@ func TestDpkgNeverLeavesRoot(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemdUnitNeverLeavesRoot: a unit directory that is a link out of
+// a sandbox root is never written through.
+func TestSystemdUnitNeverLeavesRoot(t *testing.T) {
+	t.Parallel()
+	for _, link := range []string{"etc/systemd/system", "etc/systemd", "etc/systemd/system/web.service"} {
+		t.Run(link, func(t *testing.T) {
+			t.Parallel()
+			out := outsideDir(t, map[string]string{"web.service": "outside\n", "system/web.service": "outside\n"})
+			h, _ := newTestHost(t)
+			target := out
+			if strings.HasSuffix(link, ".service") {
+				target = filepath.Join(out, "web.service")
+			}
+			plant(t, h.Root, link, target)
+			before := treeHash(t, out)
+			err := writeSystemdUnit(context.Background(), h, filepath.Join(h.Root, "etc/systemd/system/web.service"), "/etc/systemd/system/web.service", []byte("[Unit]\n"))
+			if after := treeHash(t, out); after != before {
+				t.Errorf("writeSystemdUnit (err %v) changed the outside directory", err)
+			}
+		})
+	}
+}
