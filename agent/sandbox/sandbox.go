@@ -289,17 +289,26 @@ func Init(root string) error {
 }
 
 // writeNew creates the file rel with content, mode and group unless
-// something is already there. O_EXCL makes the open fail on an existing
-// name, a link included, so an existing file or link is never written
-// through.
+// something is already there. It writes a temporary file beside rel
+// (.herd-tmp-<name>, the name Herd's file resource uses too), syncs it
+// and hard-links it into place: link never replaces an existing name, a
+// link included, and a crash leaves either no file or the whole one, never
+// a truncated etc/passwd that a later Init would keep.
 func writeNew(r *os.Root, rel, content string, mode os.FileMode, gid int) error {
-	f, err := r.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
+	if _, err := r.Lstat(rel); err == nil {
 		return nil
 	}
-	if err != nil {
-		return err
+	dir, base := path.Split(rel)
+	tmp := dir + ".herd-tmp-" + base
+	// A leftover of a killed Init: never followed, always replaced.
+	if err := r.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("writing %s: removing a leftover: %w", rel, err)
 	}
+	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", rel, err)
+	}
+	defer r.Remove(tmp)
 	_, err = f.WriteString(content)
 	if err == nil && gid != 0 && os.Geteuid() == 0 {
 		err = f.Chown(0, gid)
@@ -313,9 +322,34 @@ func writeNew(r *os.Root, rel, content string, mode os.FileMode, gid int) error 
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = r.Link(tmp, rel)
+		if errors.Is(err, fs.ErrExist) {
+			err = nil // created meanwhile: leave it alone
+		}
+	}
+	if err == nil {
+		err = syncDir(r, dir)
+	}
 	if err != nil {
-		r.Remove(rel)
 		return fmt.Errorf("writing %s: %w", rel, err)
 	}
 	return nil
+}
+
+// syncDir flushes the directory dir (as path.Split gives it) so that a
+// new name in it survives a crash.
+func syncDir(r *os.Root, dir string) error {
+	if dir == "" {
+		dir = "."
+	}
+	d, err := r.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

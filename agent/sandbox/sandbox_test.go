@@ -258,3 +258,26 @@ func chmod(t *testing.T, p string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestInitReplacesALeftover: a temporary file a killed Init left (here a
+// link out of the root) is removed, never written through, and the file
+// it stood for is written whole.
+func TestInitReplacesALeftover(t *testing.T) {
+	t.Parallel()
+	root, out := t.TempDir(), outsideTree(t)
+	mkdir(t, root, "etc")
+	symlink(t, filepath.Join(out, "passwd"), root, "etc/.herd-tmp-passwd")
+	before := treeHash(t, out)
+	if err := Init(root); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	if after := treeHash(t, out); after != before {
+		t.Errorf("the outside tree changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc/.herd-tmp-passwd")); !os.IsNotExist(err) {
+		t.Errorf("the leftover is still there: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "etc/passwd")); err != nil || !strings.HasPrefix(string(b), "root:x:0:0:") {
+		t.Errorf("etc/passwd = %q, %v", b, err)
+	}
+}
