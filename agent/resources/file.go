@@ -38,8 +38,9 @@ import (
 // The zero File is ready to use and safe for concurrent checks.
 type File struct {
 	accounts accountCache
-	// portable makes Check read through os.Root even where openat2 is
-	// available, so that tests cover the fallback too.
+	// portable makes Check and Apply resolve paths with the fallback
+	// for kernels without openat2 (pathrs-lite) even where openat2 is
+	// available, so that tests cover it too.
 	portable bool
 }
 

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,4 +220,48 @@ func TestSystemdUnitNeverLeavesRoot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzOpenInRoot resolves arbitrary paths in a root full of links that
+// try to leave it: whatever opens must be inside the root.
+func FuzzOpenInRoot(f *testing.F) {
+	for _, s := range []string{"a/b", "abs/b", "climb/b", "out/x", "../../etc/passwd", "/etc/passwd", "loop/x", "a/../../..", ".", "dotdot/dotdot/x"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	root := f.TempDir()
+	out := f.TempDir()
+	for _, l := range []struct{ rel, target string }{
+		{"abs", "/a"}, {"climb", "../../../../a"}, {"out", out}, {"loop", "loop"},
+		{"dotdot", ".."}, {"a/up", "../../../../../../"},
+	} {
+		p := filepath.Join(root, l.rel)
+		if err := os.MkdirAll(filepath.Join(root, "a"), 0o755); err != nil {
+			f.Fatal(err)
+		}
+		if err := os.Symlink(l.target, p); err != nil {
+			f.Fatal(err)
+		}
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, rel string, portable bool) {
+		if strings.ContainsRune(rel, 0) {
+			return
+		}
+		fd, err := openInRoot(root, rel, unix.O_PATH, portable)
+		if err != nil {
+			return
+		}
+		defer unix.Close(fd)
+		got, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != realRoot && !strings.HasPrefix(got, realRoot+"/") {
+			t.Fatalf("openInRoot(%q, portable=%v) opened %s, outside %s", rel, portable, got, realRoot)
+		}
+	})
 }
