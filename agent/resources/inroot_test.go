@@ -128,6 +128,10 @@ func TestAccountsNeverLeaveRoot(t *testing.T) {
 				plant(t, root, "etc/"+f, filepath.Join(out, f))
 			}
 		}},
+		{"skel", func(t *testing.T, root, out string) { plant(t, root, "etc/skel", out) }},
+		{"passwd backup", func(t *testing.T, root, out string) {
+			plant(t, root, "etc/passwd-", filepath.Join(out, "passwd"))
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

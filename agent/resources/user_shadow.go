@@ -133,10 +133,20 @@ func shadowApply(ctx context.Context, h *Host, p *Plan) error {
 	return nil
 }
 
-// shadowPaths are what the shadow tools write under --prefix: the account
-// files (and their locks and backups beside them in etc), homes, mail
-// spools.
-var shadowPaths = []string{"etc", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow", "home", "var", "var/mail"}
+// shadowPaths are what the shadow tools read and write under --prefix:
+// the account files with their backups, locks and temporary copies beside
+// them, the subordinate id files, login.defs and useradd's defaults, the
+// skeleton (a link there would copy another tree into a new home), homes
+// and mail spools.
+var shadowPaths = func() []string {
+	out := []string{"etc", "etc/login.defs", "etc/default", "etc/default/useradd", "etc/skel", "home", "var", "var/mail"}
+	for _, f := range []string{"passwd", "group", "shadow", "gshadow", "subuid", "subgid"} {
+		for _, suffix := range []string{"", "-", "+", ".lock"} {
+			out = append(out, "etc/"+f+suffix)
+		}
+	}
+	return out
+}()
 
 // shadowPathsInRoot refuses a sandbox root where the shadow tools would
 // follow a symbolic link: they open root + "/etc/passwd" and the rest as
