@@ -269,3 +269,44 @@ func FuzzOpenInRoot(f *testing.F) {
 		}
 	})
 }
+
+// TestAccountCacheFollowsChanges: the cache sees an edited passwd, an etc
+// directory swapped for another, and etc turned into a link, at once.
+func TestAccountCacheFollowsChanges(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc")
+	write := func(dir, users string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "passwd"), users)
+	}
+	var c accountCache
+	want := func(step, name string, uid int) {
+		t.Helper()
+		got, err := c.accountID(root, true, name)
+		if err != nil || got != uid {
+			t.Errorf("%s: accountID(%s) = %d, %v; want %d", step, name, got, err, uid)
+		}
+	}
+	write(etc, "alice:x:2001:2001::/home/alice:/bin/sh\n")
+	want("first read", "alice", 2001)
+	write(etc, "alice:x:2002:2001::/home/alice:/bin/sh\n")
+	want("edited", "alice", 2002)
+	write(filepath.Join(root, "etc.new"), "alice:x:2003:2001::/home/alice:/bin/sh\n")
+	if err := os.Rename(etc, filepath.Join(root, "etc.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(root, "etc.new"), etc); err != nil {
+		t.Fatal(err)
+	}
+	want("etc swapped", "alice", 2003)
+	write(filepath.Join(root, "srv/etc"), "alice:x:2004:2001::/home/alice:/bin/sh\n")
+	if err := os.RemoveAll(etc); err != nil {
+		t.Fatal(err)
+	}
+	plant(t, root, "etc", "/srv/etc")
+	want("etc a link inside the root", "alice", 2004)
+}
