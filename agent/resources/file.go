@@ -38,6 +38,7 @@ import (
 // The zero File is ready to use and safe for concurrent checks.
 type File struct {
 	accounts accountCache
+	temps    leftoverCache
 	// portable makes Check and Apply resolve paths with the fallback
 	// for kernels without openat2 (pathrs-lite) even where openat2 is
 	// available, so that tests cover it too.
@@ -172,7 +173,7 @@ type fileState struct {
 	remove  bool     // ensure = absent: remove what is there
 	chmod   bool     // set the mode of what stays
 	chown   bool     // set the owner or group of what stays
-	sweep   bool     // remove a leftover temporary file beside the path
+	sweep   []string // leftover temporary files beside the path to remove
 	purge   []string // names in the directory to remove
 	fetched []byte   // source content fetched by Check for its diff, digest verified
 }
@@ -262,7 +263,7 @@ func (f *File) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Pl
 	}
 	p := &Plan{Resource: want, State: st}
 	if dir != nil {
-		if err := f.checkLeftover(dir, st, p); err != nil {
+		if err := f.checkLeftovers(dir, st, p); err != nil {
 			return nil, fmt.Errorf("checking %s: %w", s.path, err)
 		}
 	}
@@ -354,23 +355,6 @@ func (f *File) lstat(h *Host, st *fileState) (dirView, error) {
 		}
 	}
 	return dir, nil
-}
-
-// checkLeftover plans the removal of a temporary file that a killed Apply
-// left beside the path: a run sweeps its own leftovers, which may hold an
-// old copy of secret content. It costs one lstat.
-func (f *File) checkLeftover(dir dirView, st *fileState, p *Plan) error {
-	name := tempName(path.Base(st.rel))
-	if _, err := dir.lstat(name); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	leftover := path.Join(path.Dir("/"+st.rel), name)
-	p.Changes = append(p.Changes, Change{Attr: "leftover", From: leftover, To: "absent", Action: Delete})
-	st.sweep = true
-	return nil
 }
 
 // checkFile plans ensure = file.

@@ -34,12 +34,9 @@ func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
 		return err
 	}
 	defer dir.Close()
-	if st.sweep {
-		if err := sweepTemp(dir, base); err != nil {
+	if len(st.sweep) > 0 {
+		if err := sweepLeftovers(dir, st.sweep); err != nil {
 			return err
-		}
-		if err := syncDir(dir); err != nil {
-			return fmt.Errorf("syncing the directory: %w", err)
 		}
 	}
 	switch {

@@ -21,7 +21,10 @@ type dirView interface {
 	// open opens name for reading, failing unless it is still the object
 	// want describes (so a link or FIFO swapped in is never read).
 	open(name string, want *syscall.Stat_t) (io.ReadCloser, error)
-	// names lists up to n entries (n <= 0: all) of the directory name.
+	// stat stats the directory itself.
+	stat() (syscall.Stat_t, error)
+	// names lists up to n entries (n <= 0: all) of the directory name
+	// ("." for the directory itself).
 	names(name string, n int) ([]string, error)
 	close()
 }
@@ -58,6 +61,20 @@ func (v fdView) lstat(name string) (syscall.Stat_t, error) {
 			Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
 			Atim: syscall.Timespec(st.Atim), Mtim: syscall.Timespec(st.Mtim), Ctim: syscall.Timespec(st.Ctim),
 		}, nil
+	}
+}
+
+func (v fdView) stat() (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	for {
+		err := syscall.Fstat(int(v), &st)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return st, &fs.PathError{Op: "fstat", Path: ".", Err: err}
+		}
+		return st, nil
 	}
 }
 

@@ -27,15 +27,29 @@ const tempPrefix = ".herd-tmp-"
 
 // tempName returns the temporary name beside base: hidden, recognisably
 // Herd's, and the same on every run, so that Check finds what a killed
-// Apply left behind with one lstat instead of listing the directory. A
-// long base is cut and given a digest of the whole, so that two managed
-// names never share a temporary name within the 255-byte limit.
-func tempName(base string) string {
+// Apply left behind without guessing.
+func tempName(base string) string { return tempPrefix + tempKey(base) }
+
+// fallbackTempName is the temporary name used when the fixed one is kept
+// taken: the random part comes first, so that it can never be read as
+// another managed name's fixed temporary (".herd-tmp-motd.conf" is
+// motd.conf's, never motd's).
+func fallbackTempName(base string) string {
+	return fallbackPrefix + strconv.FormatUint(rand.Uint64(), 36) + "." + tempKey(base)
+}
+
+// fallbackPrefix starts a fallbackTempName.
+const fallbackPrefix = ".herd-tmp."
+
+// tempKey is base as it appears in a temporary name: a long base is cut
+// and given a digest of the whole, so that two managed names never share
+// a temporary name within the 255-byte limit of a name.
+func tempKey(base string) string {
 	if len(base) <= 200 {
-		return tempPrefix + base
+		return base
 	}
 	sum := sha256.Sum256([]byte(base))
-	return tempPrefix + base[:180] + "-" + hex.EncodeToString(sum[:8])
+	return base[:180] + "-" + hex.EncodeToString(sum[:8])
 }
 
 // sweepTemp removes what a killed Apply left at base's temporary name (a
@@ -63,7 +77,7 @@ func createTemp(dir *os.Root, base string) (*os.File, string, error) {
 		}
 	}
 	for range 10 {
-		n := name + "." + strconv.FormatUint(rand.Uint64(), 36)
+		n := fallbackTempName(base)
 		f, err := dir.OpenFile(n, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestFileSweepsLeftovers simulates an Apply killed between writing its
@@ -58,9 +60,21 @@ func TestFileSweepsLeftovers(t *testing.T) {
 					writeFile(t, filepath.Join(etc, "motd"), "new\n")
 				}
 				tmp := filepath.Join(etc, ".herd-tmp-motd")
+				// Warm the cache of the directory's temporary names, so
+				// that the leftover made below must be noticed by the
+				// directory's change, not by a first listing.
+				mustCheck(t, f, h, r)
 				tc.leftover(t, tmp, out)
-				writeFile(t, filepath.Join(etc, ".herd-notes"), "mine\n")
-				writeFile(t, filepath.Join(etc, ".herd-tmp-other"), "another file's\n")
+				// The random-suffix fallback and the name agents used
+				// before the fixed one.
+				others := []string{".herd-tmp.k3x9a0.motd", ".herd-motd-3w5e11264sgsf"}
+				for _, n := range others {
+					writeFile(t, filepath.Join(etc, n), "secret old copy\n")
+				}
+				keep := []string{".herd-notes", ".herd-tmp-other", ".herd-motd-abc", ".herd-motd-notes-2024", ".herd-tmp-motd.conf", ".herd-tmp.k3x9a0.motd.conf"}
+				for _, n := range keep {
+					writeFile(t, filepath.Join(etc, n), "mine\n")
+				}
 				outBefore := treeHash(t, out)
 
 				before := treeHash(t, h.Root)
@@ -68,24 +82,27 @@ func TestFileSweepsLeftovers(t *testing.T) {
 				if treeHash(t, h.Root) != before {
 					t.Fatal("Check changed the root")
 				}
-				found := false
+				var got []string
 				for _, c := range p.Changes {
-					if c.Attr == "leftover" && c.From == "/etc/.herd-tmp-motd" && c.Action == Delete {
-						found = true
+					if c.Attr == "leftover" && c.Action == Delete {
+						got = append(got, c.From)
 					}
 				}
-				if !found {
-					t.Fatalf("Check did not report the leftover: %+v", p.Changes)
+				want := []string{"/etc/.herd-motd-3w5e11264sgsf", "/etc/.herd-tmp-motd", "/etc/.herd-tmp.k3x9a0.motd"}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Fatalf("Check's leftovers (-want +got):\n%s", diff)
 				}
 				if err := f.Apply(context.Background(), h, p); err != nil {
 					t.Fatalf("Apply: %v", err)
 				}
-				if _, err := os.Lstat(tmp); !os.IsNotExist(err) {
-					t.Errorf("the leftover is still there: %v", err)
+				for _, n := range append(others, ".herd-tmp-motd") {
+					if _, err := os.Lstat(filepath.Join(etc, n)); !os.IsNotExist(err) {
+						t.Errorf("the leftover %s is still there: %v", n, err)
+					}
 				}
-				for _, keep := range []string{".herd-notes", ".herd-tmp-other"} {
-					if _, err := os.Stat(filepath.Join(etc, keep)); err != nil {
-						t.Errorf("%s was removed: %v", keep, err)
+				for _, n := range keep {
+					if _, err := os.Stat(filepath.Join(etc, n)); err != nil {
+						t.Errorf("%s was removed: %v", n, err)
 					}
 				}
 				if treeHash(t, out) != outBefore {
@@ -96,12 +113,43 @@ func TestFileSweepsLeftovers(t *testing.T) {
 				}
 				entries, _ := os.ReadDir(etc)
 				for _, e := range entries {
-					if strings.HasPrefix(e.Name(), ".herd-tmp-motd") {
+					if isLeftoverOf(e.Name(), "motd") {
 						t.Errorf("a temporary file is left: %s", e.Name())
 					}
 				}
 			})
 		})
+	}
+}
+
+func TestIsLeftoverOf(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, base string
+		want       bool
+	}{
+		{".herd-tmp-motd", "motd", true},
+		{".herd-tmp.k3x9a0.motd", "motd", true},
+		{".herd-tmp.k3x9a0.motd.conf", "motd", false},
+		{".herd-tmp.k3x9a0.motd.conf", "motd.conf", true},
+		{".herd-tmp.K3.motd", "motd", false},
+		{".herd-tmp-12345678", "tmp", false}, // the fixed name of a file "12345678"
+		{".herd-motd-3w5e11264sgsf", "motd", true},
+		{".herd-motd-12345678", "motd", true},
+		{".herd-notes", "notes", false},
+		{".herd-notes", "motd", false},
+		{".herd-tmp-motd", "motd.conf", false},
+		{".herd-tmp-motd.conf", "motd", false}, // motd.conf's own fixed name
+		{".herd-motd-abc", "motd", false},
+		{".herd-motd-notes-2024", "motd", false},
+		{".herd-motd-Abcdefgh1", "motd", false},
+		{".herd-tmp.motd", "motd", false},
+		{".herd-x-abcdefgh", "x-abcdefgh", false},
+	}
+	for _, tc := range tests {
+		if got := isLeftoverOf(tc.name, tc.base); got != tc.want {
+			t.Errorf("isLeftoverOf(%q, %q) = %v, want %v", tc.name, tc.base, got, tc.want)
+		}
 	}
 }
 
@@ -125,4 +173,26 @@ func writeFile(t *testing.T, p, s string) {
 	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzIsLeftoverOf: the temporary names made for one managed name are
+// never taken for another's, and always for its own.
+func FuzzIsLeftoverOf(f *testing.F) {
+	f.Add("motd", "motd.conf")
+	f.Add("tmp", "12345678")
+	f.Add("x", "x-abcdefgh")
+	f.Add(strings.Repeat("a", 250), strings.Repeat("a", 249)+"b")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if a == b || a == "" || b == "" || strings.ContainsAny(a+b, "/\x00") {
+			return
+		}
+		for _, n := range []string{tempName(a), fallbackTempName(a)} {
+			if !isLeftoverOf(n, a) {
+				t.Errorf("isLeftoverOf(%q, %q) = false for its own temporary", n, a)
+			}
+			if isLeftoverOf(n, b) && tempKey(a) != tempKey(b) {
+				t.Errorf("isLeftoverOf(%q, %q) = true: %q's temporary taken for %q's", n, b, a, b)
+			}
+		}
+	})
 }
