@@ -122,8 +122,18 @@ func layoutFiles() []struct {
 	}{"etc/os-release", 0o644, 0, debianOSRelease})
 }
 
-// layoutPaths lists every path the layout (and the run's state under
-// var/lib/herd) touches, directories before what they hold.
+// statePaths are what a run opens in its state directory, var/lib/herd:
+// a link at any of them would lead the agent's own writes (the sqlite
+// database and its journal, the run lock, saved contents, service logs,
+// the enrollment key) out of the root.
+var statePaths = []string{
+	"var/lib/herd/state.db", "var/lib/herd/state.db-wal", "var/lib/herd/state.db-shm",
+	"var/lib/herd/state.db-journal", "var/lib/herd/run.lock", "var/lib/herd/content",
+	"var/lib/herd/logs", "var/lib/herd/tls",
+}
+
+// layoutPaths lists every path the layout makes, directories before what
+// they hold.
 func layoutPaths() []string {
 	var out []string
 	for _, d := range sandboxDirs {
@@ -143,9 +153,9 @@ func isRealRoot(root string) bool { return root == "" || path.Clean(root) == "/"
 // changing anything: it must be a directory owned by the invoking user and
 // writable by no one else (or anyone could plant a link in it between two
 // runs), and no path the layout or a run's state touches (etc, tmp,
-// var/lib/dpkg, var/lib/herd, etc/passwd, …) may be a symbolic link that
-// leads out of root or nowhere. A link inside root that stays inside is
-// accepted. The real root "/" always passes: it is the host itself.
+// var/lib/dpkg, var/lib/herd and the state files in it, etc/passwd, …)
+// may be a symbolic link that leads out of root or nowhere. A link inside
+// root that stays inside is accepted. The real root "/" always passes: it is the host itself.
 func Check(root string) error {
 	if isRealRoot(root) {
 		return nil
@@ -173,7 +183,7 @@ func Check(root string) error {
 	}
 	defer r.Close()
 	seen := map[string]bool{}
-	for _, p := range layoutPaths() {
+	for _, p := range append(layoutPaths(), statePaths...) {
 		// Every prefix of p, so that a link at etc is found through
 		// etc/passwd even when etc/default is not looked at.
 		for i := 0; i <= len(p); i++ {

@@ -138,6 +138,10 @@ func TestNoEscape(t *testing.T) {
 			}
 			symlink(t, rel, root, "var")
 		}, "var is a symbolic link"},
+		{"state database", func(t *testing.T, root, out string) {
+			mkdir(t, root, "var/lib/herd")
+			symlink(t, filepath.Join(out, "keep"), root, "var/lib/herd/state.db")
+		}, "var/lib/herd/state.db is a symbolic link"},
 		{"passwd", func(t *testing.T, root, out string) {
 			mkdir(t, root, "etc")
 			symlink(t, filepath.Join(out, "passwd"), root, "etc/passwd")
