@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/agent/sandbox"
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
 )
@@ -39,6 +40,9 @@ type ApplyOptions struct {
 	Log          *slog.Logger
 	// Emit receives each event as it happens; may be nil.
 	Emit func(Event)
+	// SandboxFactsExec runs the executables in a sandbox root's facts
+	// directory (facts.Options.SandboxExec); under "/" they always run.
+	SandboxFactsExec bool
 	// Services returns the supervisor for provider-herd services. It is
 	// called only when the catalog has a service, so that a run without
 	// one pays nothing for it.
@@ -54,6 +58,9 @@ type ApplyOptions struct {
 // supervisor to ask, and provider-herd services say so).
 func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 	s := o.settings()
+	if err := sandbox.Check(s.Root); err != nil {
+		return nil, err
+	}
 	var st *State
 	if !o.Noop || fileExists(s.State.DB()) {
 		var err error
@@ -97,7 +104,7 @@ func (o ApplyOptions) settings() runSettings {
 	return runSettings{
 		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types,
 	}.withDefaults()
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/agent/sandbox"
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
@@ -57,8 +58,11 @@ type DaemonOptions struct {
 	// herd apply) to finish (default 10 minutes).
 	LockWait time.Duration
 	// FactsDir is the external facts directory (default under Root).
-	FactsDir     string
-	AgentVersion string
+	FactsDir string
+	// SandboxFactsExec runs the executables in a sandbox root's facts
+	// directory; under "/" they always run.
+	SandboxFactsExec bool
+	AgentVersion     string
 	// KeepRuns is how many runs the history keeps (default
 	// DefaultKeepRuns).
 	KeepRuns int
@@ -120,13 +124,18 @@ type Daemon struct {
 // NewDaemon loads the node's identity and state and prepares the
 // connection (made lazily). Close it when done.
 func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
+	// Nothing under a root another user could have prepared is read or
+	// written: its identity, state and files included.
+	if err := sandbox.Check(o.Root); err != nil {
+		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
 	if o.LockWait == 0 {
 		o.LockWait = 10 * time.Minute
 	}
 	runs := runSettings{
 		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
 	}.withDefaults()
 	o.Root, o.StateDir, o.KeepRuns, o.Log = runs.Root, runs.State.String(), runs.KeepRuns, runs.Log
 	if o.CertDir == "" {

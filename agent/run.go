@@ -26,6 +26,9 @@ type runSettings struct {
 	// LockWait the wait for another run to finish (0 declines at once).
 	ResourceTimeout, RunTimeout, LockWait time.Duration
 	FactsDir, AgentVersion                string
+	// SandboxFactsExec runs the executables in a sandbox root's facts
+	// directory (facts.Options.SandboxExec); under "/" they always run.
+	SandboxFactsExec bool
 	// KeepRuns is how many runs the history keeps.
 	KeepRuns int
 	Log      *slog.Logger
@@ -111,15 +114,17 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 		ctx, cancel = context.WithTimeout(ctx, s.RunTimeout)
 		defer cancel()
 	}
-	// A noop run on a host with no state directory takes no lock: making
-	// the directory would be a write, and noop writes nothing.
-	if !s.Noop || dirExists(s.State.String()) {
-		lock, err := AcquireLock(ctx, s.State.String(), s.LockWait)
-		if err != nil {
-			return nil, false, err
-		}
-		defer lock.Release()
+	// A noop run writes nothing, the lock file included: it waits on the
+	// lock only where a run made one.
+	take := AcquireLock
+	if s.Noop {
+		take = acquireNoopLock
 	}
+	lock, err := take(ctx, s.State.String(), s.LockWait)
+	if err != nil {
+		return nil, false, err
+	}
+	defer lock.Release()
 	if call.state != nil {
 		// Under the lock: no other run is writing these.
 		if err := call.state.sweepIncoming(); err != nil {
@@ -131,7 +136,7 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 	var f facts.Facts
 	if call.facts {
 		var ferr error
-		f, ferr = facts.Collect(ctx, facts.Options{Root: s.Root, ExternalDir: s.FactsDir, AgentVersion: s.AgentVersion})
+		f, ferr = facts.Collect(ctx, facts.Options{Root: s.Root, ExternalDir: s.FactsDir, SandboxExec: s.SandboxFactsExec, AgentVersion: s.AgentVersion})
 		if ferr != nil {
 			s.Log.Warn("some facts could not be collected", "err", ferr)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/herdcm/herd/agent/resources"
+	"github.com/herdcm/herd/agent/sandbox"
 )
 
 // SiteDaemonOptions configure the masterless daemon (`herd agent --site
@@ -57,6 +58,9 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		o.Debounce = 500 * time.Millisecond
 	}
 	s := o.settings()
+	if err := sandbox.Check(s.Root); err != nil {
+		return fmt.Errorf("starting the masterless agent: %w", err)
+	}
 	log := s.Log.With("component", "agent", "site", o.Site)
 	s.Log = log
 	st, err := OpenState(s.State.String())

@@ -30,6 +30,12 @@ type Options struct {
 	// read under Root. Empty means DefaultExternalDir; a missing directory
 	// is not an error.
 	ExternalDir string
+	// SandboxExec lets the executables in a sandbox root's facts directory
+	// run. Under the real root "/" they are the host's own programs and
+	// always run; under a sandbox they are whatever whoever prepared the
+	// directory put there, and they would run as the agent (often root)
+	// on this machine, so they are reported and not run unless asked.
+	SandboxExec bool
 	// Timeout bounds each collector and each external executable.
 	// Zero means DefaultTimeout.
 	Timeout time.Duration

@@ -66,6 +66,9 @@
 //     HERD_ROOT, the host root), in a process group of its own. It prints a
 //     JSON object or key=value lines. After Options.Timeout the whole group is
 //     killed and the file reported. A non-zero exit discards its output.
+//     Under a sandbox root it is reported and not run unless
+//     Options.SandboxExec says so: it is not the host's own program, and it
+//     would run as the agent on this machine.
 //   - other files are ignored, except a non-executable file starting with
 //     "#!", reported as a script someone forgot to chmod +x.
 //

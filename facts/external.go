@@ -131,6 +131,9 @@ func externalFile(ctx context.Context, h *host, file, name string) (f Facts, err
 			}
 			return nil, nil
 		}
+		if !h.live && !h.opts.SandboxExec {
+			return nil, errors.New("not run: executables in a sandbox root's facts directory run only when asked (herd apply --sandbox-facts-exec)")
+		}
 		return runExecutable(ctx, h, file)
 	}
 	b, err := os.ReadFile(file)

@@ -257,3 +257,38 @@ func TestParseTOMLFacts(t *testing.T) {
 		t.Errorf("parseTOMLFacts mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestSandboxExecutablesRunOnlyWhenAsked: an executable in a sandbox
+// root's facts directory is reported and not run, unless SandboxExec;
+// data files count either way.
+func TestSandboxExecutablesRunOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
+	for _, allow := range []bool{false, true} {
+		t.Run(strconv.FormatBool(allow), func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			dir := filepath.Join(root, "etc/herd/facts.d")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			ran := filepath.Join(t.TempDir(), "ran")
+			writeFiles(t, dir, map[string]file{
+				"a.toml": {0o644, "data_fact = 1\n"},
+				"b.sh":   {0o755, "#!/bin/sh\ntouch " + ran + "\necho exec_fact=1\n"},
+			})
+			f, err := Collect(t.Context(), Options{Root: root, SandboxExec: allow, Only: []string{"data_fact", "exec_fact"}})
+			if _, ok := f["data_fact"]; !ok {
+				t.Errorf("data_fact missing: %v", f)
+			}
+			_, statErr := os.Stat(ran)
+			_, got := f["exec_fact"]
+			if got != allow || (statErr == nil) != allow {
+				t.Errorf("SandboxExec %v: exec_fact present %v, script ran %v; want %v", allow, got, statErr == nil, allow)
+			}
+			notRun := err != nil && strings.Contains(err.Error(), "b.sh: not run")
+			if notRun == allow {
+				t.Errorf("SandboxExec %v: error %v", allow, err)
+			}
+		})
+	}
+}

@@ -2,11 +2,16 @@ package resources
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Account is one line of the host root's etc/passwd or etc/group.
@@ -20,20 +25,25 @@ type Account struct {
 	Members []string
 }
 
+// maxAccountFile bounds what is read of an account file: a real one is
+// kilobytes; a runaway one must not balloon the agent.
+const maxAccountFile = 64 << 20
+
 // LookupUser finds a user by name or numeric id in root/etc/passwd. Names
 // are resolved in the host root's own files, never through this machine's
-// NSS, so that a sandbox root answers for itself.
+// NSS, so that a sandbox root answers for itself. The file is opened by
+// the one resolution policy (inroot.go): a link cannot lead out of root.
 func LookupUser(root, nameOrID string) (Account, bool, error) {
-	return lookupAccount(filepath.Join(root, "etc/passwd"), nameOrID, true)
+	return lookupAccount(root, nameOrID, true)
 }
 
 // LookupGroup finds a group by name or numeric id in root/etc/group.
 func LookupGroup(root, nameOrID string) (Account, bool, error) {
-	return lookupAccount(filepath.Join(root, "etc/group"), nameOrID, false)
+	return lookupAccount(root, nameOrID, false)
 }
 
-func lookupAccount(file, nameOrID string, passwd bool) (Account, bool, error) {
-	accts, err := ReadAccounts(file, passwd)
+func lookupAccount(root, nameOrID string, passwd bool) (Account, bool, error) {
+	accts, err := readAccountsIn(root, passwd)
 	if err != nil {
 		return Account{}, false, err
 	}
@@ -46,19 +56,57 @@ func lookupAccount(file, nameOrID string, passwd bool) (Account, bool, error) {
 	return Account{}, false, nil
 }
 
+// accountFileRel is the account file a passwd (true) or group lookup
+// reads, relative to the host root.
+func accountFileRel(passwd bool) string {
+	if passwd {
+		return "etc/passwd"
+	}
+	return "etc/group"
+}
+
+// readAccountsIn reads root's etc/passwd (passwd = true) or etc/group. A
+// missing file is an empty list: a fresh sandbox root has no accounts yet.
+func readAccountsIn(root string, passwd bool) ([]Account, error) {
+	accts, _, err := readAccountFile(root, passwd)
+	return accts, err
+}
+
+// readAccountFile reads and parses one account file, returning its stat
+// too, for the cache.
+func readAccountFile(root string, passwd bool) ([]Account, unix.Stat_t, error) {
+	rel := accountFileRel(passwd)
+	b, st, err := readInRoot(root, rel, maxAccountFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, st, nil
+	}
+	if err != nil {
+		return nil, st, fmt.Errorf("reading accounts: %w", err)
+	}
+	accts, err := parseAccounts(b, filepath.Join(root, rel), passwd)
+	return accts, st, err
+}
+
 // ReadAccounts parses a passwd (passwd = true) or group file. A missing
-// file is an empty list: a fresh sandbox root has no accounts yet.
+// file is an empty list. It opens file as it is named, following links:
+// for a file under a host root, LookupUser and LookupGroup resolve it
+// inside the root instead.
 func ReadAccounts(file string, passwd bool) ([]Account, error) {
-	f, err := os.Open(file)
+	b, err := os.ReadFile(file)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading accounts: %w", err)
 	}
-	defer f.Close()
+	return parseAccounts(b, file, passwd)
+}
+
+// parseAccounts parses the content of a passwd (passwd = true) or group
+// file; name is the file's name for errors ("etc/passwd:3: …").
+func parseAccounts(b []byte, name string, passwd bool) ([]Account, error) {
 	var out []Account
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -66,12 +114,12 @@ func ReadAccounts(file string, passwd bool) ([]Account, error) {
 		}
 		a, err := parseAccount(line, passwd)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", file, n, err)
+			return nil, fmt.Errorf("%s:%d: %w", name, n, err)
 		}
 		out = append(out, a)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", file, err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	return out, nil
 }

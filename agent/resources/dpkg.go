@@ -2,14 +2,14 @@ package resources
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // dpkgStatusPath and dpkgUpdatesPath are dpkg's database under a host
@@ -301,23 +301,20 @@ type dpkgCache struct {
 
 // load returns the dpkg database of root, parsing it only when it changed
 // on disk since the last call. A root without a status file has nothing
-// installed.
+// installed. Every file is opened by the one resolution policy
+// (inroot.go): a status file or journal that is a link out of the root is
+// never read.
 func (c *dpkgCache) load(root string) (*dpkgDB, error) {
-	status := filepath.Join(root, dpkgStatusPath)
-	updates := filepath.Join(root, dpkgUpdatesPath)
-	key := dpkgKey{path: status}
-	fi, err := os.Stat(status)
+	key := dpkgKey{path: filepath.Join(root, dpkgStatusPath)}
+	st, err := statInRoot(root, dpkgStatusPath)
 	switch {
 	case err == nil:
-		key.size, key.mtime = fi.Size(), fi.ModTime().UnixNano()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			key.ino = st.Ino
-		}
-	case !os.IsNotExist(err):
+		key.size, key.mtime, key.ino = st.Size, st.Mtim.Nano(), st.Ino
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("reading dpkg status: %w", err)
 	}
-	if ui, err := os.Stat(updates); err == nil {
-		key.updatesMod = ui.ModTime().UnixNano()
+	if ust, err := statInRoot(root, dpkgUpdatesPath); err == nil {
+		key.updatesMod = ust.Mtim.Nano()
 	}
 
 	c.mu.Lock()
@@ -325,7 +322,7 @@ func (c *dpkgCache) load(root string) (*dpkgDB, error) {
 	if c.db != nil && c.key == key {
 		return c.db, nil
 	}
-	db, err := readDpkgDB(status, updates)
+	db, err := readDpkgDB(root)
 	if err != nil {
 		return nil, err
 	}
@@ -343,40 +340,44 @@ func (c *dpkgCache) invalidate() {
 	c.mu.Unlock()
 }
 
-// readDpkgDB parses the status file and then, in order, the updates
+// maxDpkgFile bounds what is read of one file of the dpkg database: a
+// status file with thousands of packages is a few megabytes.
+const maxDpkgFile = 256 << 20
+
+// readDpkgDB parses root's status file and then, in order, the updates
 // journal entries an interrupted dpkg left behind, which dpkg itself
 // applies on top of the status file before answering any query.
-func readDpkgDB(status, updates string) (*dpkgDB, error) {
-	data, err := os.ReadFile(status)
-	if err != nil && !os.IsNotExist(err) {
+func readDpkgDB(root string) (*dpkgDB, error) {
+	data, _, err := readInRoot(root, dpkgStatusPath, maxDpkgFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading dpkg status: %w", err)
 	}
 	records, err := parseDpkgStatus(data)
 	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", status, err)
+		return nil, fmt.Errorf("parsing %s: %w", filepath.Join(root, dpkgStatusPath), err)
 	}
 	// A missing journal directory (a root without dpkg) is an empty one.
-	entries, err := os.ReadDir(updates)
-	if err != nil && !os.IsNotExist(err) {
+	names, err := readDirInRoot(root, dpkgUpdatesPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading dpkg updates journal: %w", err)
 	}
 	var journal []string
-	for _, e := range entries {
-		if n := e.Name(); n != "" && strings.Trim(n, "0123456789") == "" {
+	for _, n := range names {
+		if n != "" && strings.Trim(n, "0123456789") == "" {
 			journal = append(journal, n)
 		}
 	}
 	// Entries are zero-padded sequence numbers: name order is their order.
 	sort.Strings(journal)
 	for _, n := range journal {
-		p := filepath.Join(updates, n)
-		data, err := os.ReadFile(p)
+		rel := dpkgUpdatesPath + "/" + n
+		data, _, err := readInRoot(root, rel, maxDpkgFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading dpkg updates journal: %w", err)
 		}
 		rs, err := parseDpkgStatus(data)
 		if err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", p, err)
+			return nil, fmt.Errorf("parsing %s: %w", filepath.Join(root, rel), err)
 		}
 		records = append(records, rs...)
 	}

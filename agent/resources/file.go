@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -39,8 +38,10 @@ import (
 // The zero File is ready to use and safe for concurrent checks.
 type File struct {
 	accounts accountCache
-	// portable makes Check read through os.Root even where openat2 is
-	// available, so that tests cover the fallback too.
+	temps    leftoverCache
+	// portable makes Check and Apply resolve paths with the fallback
+	// for kernels without openat2 (pathrs-lite) even where openat2 is
+	// available, so that tests cover it too.
 	portable bool
 }
 
@@ -172,6 +173,7 @@ type fileState struct {
 	remove  bool     // ensure = absent: remove what is there
 	chmod   bool     // set the mode of what stays
 	chown   bool     // set the owner or group of what stays
+	sweep   []string // leftover temporary files beside the path to remove
 	purge   []string // names in the directory to remove
 	fetched []byte   // source content fetched by Check for its diff, digest verified
 }
@@ -260,6 +262,11 @@ func (f *File) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Pl
 		defer dir.close()
 	}
 	p := &Plan{Resource: want, State: st}
+	if dir != nil {
+		if err := f.checkLeftovers(dir, st, p); err != nil {
+			return nil, fmt.Errorf("checking %s: %w", s.path, err)
+		}
+	}
 	switch s.ensure {
 	case "absent":
 		err = f.checkAbsent(dir, st, p)
@@ -289,26 +296,29 @@ func (f *File) look(h *Host, st *fileState) (dirView, error) {
 	default:
 		return dir, nil // a link resource or absent acts on the link itself
 	}
-	// follow = true: manage what the link leads to, resolved inside the
-	// root.
-	dir.close()
-	r, err := os.OpenRoot(h.Root)
-	if err != nil {
-		return nil, fmt.Errorf("opening the host root: %w", err)
-	}
-	resolved, err := resolveInRoot(r, st.rel)
-	r.Close()
-	if err != nil {
-		return nil, err
-	}
-	st.rel = resolved
-	dir, err = f.lstat(h, st)
-	if err == nil && st.kind == kindLink {
-		// resolveInRoot only stops at a link when it could not read it.
+	// follow = true: manage what the link leads to. Each step is looked
+	// up by the one resolution policy, so the chain cannot leave the root;
+	// the name of the next step is the link's target taken from inside the
+	// root (absolute from the root, ".." stopping there).
+	for n := 0; st.kind == kindLink; n++ {
+		if n == maxLinks {
+			dir.close()
+			return nil, fmt.Errorf("following the link at %s: %w", st.spec.path, syscall.ELOOP)
+		}
+		next := path.Clean("/" + path.Join(path.Dir(st.rel), st.linkTarget))
+		if path.IsAbs(st.linkTarget) {
+			next = path.Clean(st.linkTarget)
+		}
 		dir.close()
-		return nil, fmt.Errorf("following the link at %s: cannot resolve it", st.spec.path)
+		if next == "/" {
+			return nil, fmt.Errorf("following the link at %s: it leads to the host root", st.spec.path)
+		}
+		st.rel = next[1:]
+		if dir, err = f.lstat(h, st); err != nil {
+			return nil, err
+		}
 	}
-	return dir, err
+	return dir, nil
 }
 
 // lstat stats st.rel without following a link at it.

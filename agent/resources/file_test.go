@@ -87,13 +87,13 @@ func converge(t *testing.T, f *File, h *Host, r catalogs.Resource) []Change {
 }
 
 // readers runs a test once for each way Check reads the host: openat2
-// and the os.Root fallback.
+// and the fallback for kernels without it (filepath-securejoin).
 func readers(t *testing.T, test func(t *testing.T, newFile func() *File)) {
 	t.Helper()
 	for _, portable := range []bool{false, true} {
 		name := "openat2"
 		if portable {
-			name = "os.Root"
+			name = "pathrs-lite"
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -405,7 +405,7 @@ func TestFileNeverWritesOutsideRoot(t *testing.T) {
 					t.Fatal("Check found nothing to do")
 				}
 				err := f.Apply(context.Background(), h, p)
-				if err == nil || !strings.Contains(err.Error(), "writing /etc/motd: parent directory /etc does not exist (links on the way lead to") {
+				if err == nil || !strings.Contains(err.Error(), "writing /etc/motd: parent directory /etc does not exist (/etc is a link to") {
 					t.Errorf("Apply = %v, want a missing parent error", err)
 				}
 				if entries, _ := os.ReadDir(outside); len(entries) != 0 {
@@ -1011,7 +1011,7 @@ func BenchmarkFileCheckInSync(b *testing.B) {
 	for _, portable := range []bool{false, true} {
 		name := "openat2"
 		if portable {
-			name = "os.Root"
+			name = "pathrs-lite"
 		}
 		b.Run(name, func(b *testing.B) {
 			f := &File{portable: portable}

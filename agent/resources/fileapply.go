@@ -26,19 +26,19 @@ func (f *File) Apply(ctx context.Context, h *Host, p *Plan) error {
 }
 
 func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
-	r, err := os.OpenRoot(h.Root)
-	if err != nil {
-		return fmt.Errorf("opening the host root: %w", err)
-	}
-	defer r.Close()
-	dir, dirRel, base, err := openParent(r, st.rel)
+	dir, base, err := openParentRoot(h.Root, st.rel, f.portable)
 	if errors.Is(err, fs.ErrNotExist) {
-		return missingParent(h, path.Dir("/"+st.rel), path.Clean("/"+dirRel))
+		return missingParent(h, path.Dir("/"+st.rel))
 	}
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
+	if len(st.sweep) > 0 {
+		if err := sweepLeftovers(dir, st.sweep); err != nil {
+			return err
+		}
+	}
 	switch {
 	case st.write:
 		err = f.writeFile(ctx, h, dir, base, st)
@@ -61,11 +61,11 @@ func (f *File) apply(ctx context.Context, h *Host, st *fileState) error {
 }
 
 // missingParent explains why a path cannot be made: its directory p is
-// missing (resolved is where links on the way lead). Creating it with
-// guessed permissions would hide a mistake.
-func missingParent(h *Host, p, resolved string) error {
-	if resolved != p {
-		return noParentError(fmt.Sprintf("parent directory %s does not exist (links on the way lead to %s inside the host root)", p, resolved))
+// missing, or a link on the way to it leads nowhere inside the host root.
+// Creating it with guessed permissions would hide a mistake.
+func missingParent(h *Host, p string) error {
+	if link, target, ok := linkOnTheWay(h.Root, p[1:]); ok {
+		return noParentError(fmt.Sprintf("parent directory %s does not exist (/%s is a link to %s, resolved inside the host root)", p, link, target))
 	}
 	if h.Catalog != nil {
 		if _, ok := h.Catalog.Resource("file:" + p); ok {
@@ -73,6 +73,32 @@ func missingParent(h *Host, p, resolved string) error {
 		}
 	}
 	return noParentError(fmt.Sprintf("parent directory %s does not exist and no resource manages it", p))
+}
+
+// linkOnTheWay finds the first symbolic link among the components of
+// rel, for a message. It only reads.
+func linkOnTheWay(root, rel string) (link, target string, ok bool) {
+	for i := 0; i <= len(rel); i++ {
+		if i < len(rel) && rel[i] != '/' {
+			continue
+		}
+		v, err := openView(root, rel[:i], false)
+		if err != nil {
+			return "", "", false
+		}
+		_, base := splitRel(rel[:i])
+		st, err := v.lstat(base)
+		if err == nil && kindOf(st.Mode) == kindLink {
+			target, err = v.readlink(base)
+			v.close()
+			return rel[:i], target, err == nil
+		}
+		v.close()
+		if err != nil {
+			return "", "", false
+		}
+	}
+	return "", "", false
 }
 
 // noParentError is errNoParent with the whole explanation, so that the
@@ -85,74 +111,46 @@ func (e noParentError) Is(target error) bool { return target == errNoParent }
 // writeFile writes the file's content atomically: a temporary file beside
 // it, synced, given its mode and owner, then renamed over the path and the
 // directory synced. The old content is saved first.
-func (f *File) writeFile(ctx context.Context, h *Host, dir *os.Root, base string, st *fileState) (err error) {
+func (f *File) writeFile(ctx context.Context, h *Host, dir *os.Root, base string, st *fileState) error {
 	s := &st.spec
-	tmp, name, err := createTemp(dir, base)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			dir.Remove(name)
-		}
-	}()
-	switch {
-	case !s.manages(manageContent):
-		// Only a new or replaced file is written without managed content:
-		// it starts empty.
-	case s.hasContent:
-		if _, err := io.WriteString(tmp, s.content); err != nil {
-			return fmt.Errorf("writing a temporary file: %w", err)
-		}
-	case st.fetched != nil:
-		if _, err := tmp.Write(st.fetched); err != nil {
-			return fmt.Errorf("writing a temporary file: %w", err)
-		}
-	case s.digest != "":
-		if err := copySource(ctx, h, s, tmp); err != nil {
-			return err
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing a temporary file: %w", err)
-	}
 	// Keep what the resource does not manage as it was on the old file.
-	uid, gid, mode := -1, -1, uint32(fileDefaultMode)
+	w := fileWrite{uid: -1, gid: -1, mode: fileDefaultMode}
 	if st.kind == kindFile {
-		uid, gid, mode = int(st.stat.Uid), int(st.stat.Gid), st.stat.Mode&0o7777
+		w.uid, w.gid, w.mode = int(st.stat.Uid), int(st.stat.Gid), st.stat.Mode&0o7777
 	}
 	if s.manages(manageOwner) {
-		uid = s.uid
+		w.uid = s.uid
 	}
 	if s.manages(manageGroup) {
-		gid = s.gid
+		w.gid = s.gid
 	}
 	if s.manages(manageMode) {
-		mode = s.mode
+		w.mode = s.mode
 	}
-	if err := setOwner(tmp, uid, gid); err != nil {
-		return err
+	w.fill = func(tmp io.Writer) error {
+		switch {
+		case !s.manages(manageContent):
+			// Only a new or replaced file is written without managed
+			// content: it starts empty.
+		case s.hasContent:
+			if _, err := io.WriteString(tmp, s.content); err != nil {
+				return fmt.Errorf("writing a temporary file: %w", err)
+			}
+		case st.fetched != nil:
+			if _, err := tmp.Write(st.fetched); err != nil {
+				return fmt.Errorf("writing a temporary file: %w", err)
+			}
+		case s.digest != "":
+			return copySource(ctx, h, s, tmp)
+		}
+		return nil
 	}
-	// After chown, which clears setuid and setgid bits.
-	if err := tmp.Chmod(unixMode(mode)); err != nil {
-		return fmt.Errorf("chmod: %w", err)
+	// Whatever regular file is there at the rename goes to the store,
+	// even one that appeared after Check.
+	w.saveOld = func(dir *os.Root, base string) error {
+		return backupFile(ctx, h, dir, base, s.path, s.backup)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing a temporary file: %w", err)
-	}
-	// Whatever regular file is there now goes to the store, even one that
-	// appeared after Check.
-	if err := backupFile(ctx, h, dir, base, s.path, s.backup); err != nil {
-		return err
-	}
-	if err := dir.Rename(name, base); err != nil {
-		return fmt.Errorf("rename: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("syncing the directory: %w", err)
-	}
-	return nil
+	return w.into(dir, base)
 }
 
 // copySource streams a source's content from h.Files into w, checking its
@@ -340,6 +338,9 @@ func (f *File) makeLink(ctx context.Context, h *Host, dir *os.Root, base string,
 		return err
 	}
 	name := tempName(base)
+	if err := sweepTemp(dir, base); err != nil {
+		return err
+	}
 	if err := dir.Symlink(s.target, name); err != nil {
 		return fmt.Errorf("symlink: %w", err)
 	}

@@ -2,25 +2,18 @@ package resources
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path"
-	"strings"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// dirView is what Check reads of the directory that holds a path. Check
-// runs for every managed file on every run, so it has two ways in: one
-// openat2(2) with RESOLVE_IN_ROOT (the kernel resolves the path as if the
-// host root were "/", in one system call), and os.Root for kernels or
-// sandboxes without openat2. Both follow links on the way as the host
-// would from inside its root and never leave it. Apply always writes
-// through os.Root.
+// dirView is what Check reads of the directory that holds a path: a
+// directory handle found by the one resolution policy (inroot.go), read
+// with raw system calls so that the in-sync path allocates nothing. Apply
+// writes through an os.Root on a handle found the same way.
 type dirView interface {
 	// lstat stats name without following a link.
 	lstat(name string) (syscall.Stat_t, error)
@@ -28,69 +21,23 @@ type dirView interface {
 	// open opens name for reading, failing unless it is still the object
 	// want describes (so a link or FIFO swapped in is never read).
 	open(name string, want *syscall.Stat_t) (io.ReadCloser, error)
-	// names lists up to n entries (n <= 0: all) of the directory name.
+	// stat stats the directory itself.
+	stat() (syscall.Stat_t, error)
+	// names lists up to n entries (n <= 0: all) of the directory name
+	// ("." for the directory itself).
 	names(name string, n int) ([]string, error)
 	close()
 }
 
-// openat2Missing is set once openat2 has failed as unsupported (an old
-// kernel, a seccomp filter), so that every later check goes straight to
-// os.Root.
-var openat2Missing atomic.Bool
-
 // openView opens the directory holding rel (relative to root) for Check.
 // A missing directory is fs.ErrNotExist. portable skips openat2.
 func openView(root, rel string, portable bool) (dirView, error) {
-	dir, _ := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	if !portable && !openat2Missing.Load() {
-		v, err := openFDView(root, dir)
-		if err == nil || !unsupported(err) {
-			return v, err
-		}
-		openat2Missing.Store(true)
-	}
-	r, err := os.OpenRoot(root)
-	if err != nil {
-		return nil, fmt.Errorf("opening the host root: %w", err)
-	}
-	defer r.Close()
-	pr, _, _, err := openParent(r, rel)
+	dir, _ := splitRel(rel)
+	fd, err := openDirInRoot(root, dir, portable)
 	if err != nil {
 		return nil, err
 	}
-	return rootView{pr}, nil
-}
-
-// unsupported reports an error that means openat2 cannot be used here.
-func unsupported(err error) bool {
-	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.E2BIG)
-}
-
-func openFDView(root, dir string) (dirView, error) {
-	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
-	}
-	defer unix.Close(rfd)
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for {
-		fd, err := unix.Openat2(rfd, dir, &how)
-		switch {
-		case err == nil:
-			return fdView(fd), nil
-		case err == unix.EINTR || err == unix.EAGAIN:
-			// EAGAIN: a rename raced the lookup; the kernel asks for a retry.
-			continue
-		}
-		return nil, &fs.PathError{Op: "openat2", Path: dir, Err: err}
-	}
+	return fdView(fd), nil
 }
 
 // fdView reads through a directory descriptor opened by openat2, with raw
@@ -114,6 +61,20 @@ func (v fdView) lstat(name string) (syscall.Stat_t, error) {
 			Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
 			Atim: syscall.Timespec(st.Atim), Mtim: syscall.Timespec(st.Mtim), Ctim: syscall.Timespec(st.Ctim),
 		}, nil
+	}
+}
+
+func (v fdView) stat() (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	for {
+		err := syscall.Fstat(int(v), &st)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return st, &fs.PathError{Op: "fstat", Path: ".", Err: err}
+		}
+		return st, nil
 	}
 }
 
@@ -179,38 +140,6 @@ func (r fdReader) Read(p []byte) (int, error) {
 }
 
 func (r fdReader) Close() error { return unix.Close(int(r)) }
-
-// rootView reads through an os.Root opened on the directory.
-type rootView struct{ r *os.Root }
-
-func (v rootView) lstat(name string) (syscall.Stat_t, error) {
-	fi, err := v.r.Lstat(name)
-	if err != nil {
-		return syscall.Stat_t{}, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return syscall.Stat_t{}, fmt.Errorf("lstat %s: no unix stat", name)
-	}
-	return *st, nil
-}
-
-func (v rootView) readlink(name string) (string, error) { return v.r.Readlink(name) }
-
-func (v rootView) open(name string, want *syscall.Stat_t) (io.ReadCloser, error) {
-	return openSame(v.r, name, want)
-}
-
-func (v rootView) names(name string, n int) ([]string, error) {
-	d, err := v.r.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	return readNames(d, n)
-}
-
-func (v rootView) close() { v.r.Close() }
 
 // readNames lists up to n entries of an open directory (n <= 0: all).
 func readNames(d *os.File, n int) ([]string, error) {

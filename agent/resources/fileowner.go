@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
+	"os"
 	"strconv"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // accountCache keeps the host root's parsed etc/passwd and etc/group
@@ -18,6 +19,16 @@ import (
 type accountCache struct {
 	mu    sync.Mutex
 	files map[accountKey]*accountFile
+	etcs  map[string]*etcHandle // by root
+}
+
+// etcHandle keeps a root's etc directory open, so that asking whether an
+// account file changed costs two fstatat calls instead of a resolution
+// from the root each time: one to see that ROOT/etc is still the directory
+// held, one for the file.
+type etcHandle struct {
+	root, etc *os.File // O_PATH
+	dev, ino  uint64   // of etc
 }
 
 type accountKey struct {
@@ -26,9 +37,8 @@ type accountKey struct {
 }
 
 type accountFile struct {
-	path         string
 	size         int64
-	mtime, ctime syscall.Timespec
+	mtime, ctime unix.Timespec
 	ino          uint64
 	accts        []Account
 }
@@ -72,31 +82,25 @@ func number(s string) (int, bool) {
 	return n, true
 }
 
-// read returns the parsed file, from the cache while it is current.
+// read returns the parsed file, from the cache while it is current. The
+// file is opened by the one resolution policy each time (one openat2 and
+// one fstat); it is parsed again only when it changed.
 func (c *accountCache) read(root string, passwd bool) ([]Account, error) {
 	key := accountKey{root, passwd}
+	st, err := c.stat(root, passwd)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // a fresh sandbox root has no accounts yet
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", err)
+	}
 	c.mu.Lock()
 	e := c.files[key]
 	c.mu.Unlock()
-	var file string
-	if e != nil {
-		file = e.path
-	} else if passwd {
-		file = filepath.Join(root, "etc/passwd")
-	} else {
-		file = filepath.Join(root, "etc/group")
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(file, &st); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil // a fresh sandbox root has no accounts yet
-		}
-		return nil, fmt.Errorf("reading accounts: %w", &fs.PathError{Op: "stat", Path: file, Err: err})
-	}
-	if e != nil && e.size == st.Size && e.mtime == st.Mtim && e.ctime == st.Ctim && e.ino == st.Ino {
+	if e != nil && e.same(&st) {
 		return e.accts, nil
 	}
-	accts, err := ReadAccounts(file, passwd)
+	accts, st, err := readAccountFile(root, passwd)
 	if err != nil {
 		return nil, err
 	}
@@ -104,9 +108,84 @@ func (c *accountCache) read(root string, passwd bool) ([]Account, error) {
 	if c.files == nil {
 		c.files = map[accountKey]*accountFile{}
 	}
-	c.files[key] = &accountFile{path: file, size: st.Size, mtime: st.Mtim, ctime: st.Ctim, ino: st.Ino, accts: accts}
+	c.files[key] = &accountFile{size: st.Size, mtime: st.Mtim, ctime: st.Ctim, ino: st.Ino, accts: accts}
 	c.mu.Unlock()
 	return accts, nil
+}
+
+// stat stats root's account file as the one resolution policy finds it,
+// through the held etc directory while that is still ROOT/etc and the
+// file is not a link; anything unusual takes the full resolution.
+func (c *accountCache) stat(root string, passwd bool) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	h := c.etc(root)
+	if h != nil {
+		var est unix.Stat_t
+		err := unix.Fstatat(int(h.root.Fd()), "etc", &est, unix.AT_SYMLINK_NOFOLLOW)
+		if err == nil && est.Dev == h.dev && est.Ino == h.ino {
+			base := "group"
+			if passwd {
+				base = "passwd"
+			}
+			err = unix.Fstatat(int(h.etc.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW)
+			switch {
+			case err == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK:
+				return st, nil
+			case errors.Is(err, unix.ENOENT):
+				return st, &fs.PathError{Op: "stat", Path: accountFileRel(passwd), Err: err}
+			}
+		} else {
+			c.mu.Lock()
+			delete(c.etcs, root)
+			c.mu.Unlock()
+		}
+	}
+	return statInRoot(root, accountFileRel(passwd))
+}
+
+// etc returns the held etc directory of root, opening it the first time;
+// nil when the root has none or it is a link.
+func (c *accountCache) etc(root string) *etcHandle {
+	c.mu.Lock()
+	h, ok := c.etcs[root]
+	c.mu.Unlock()
+	if ok {
+		return h
+	}
+	r, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	var est unix.Stat_t
+	if err := unix.Fstatat(int(r.Fd()), "etc", &est, unix.AT_SYMLINK_NOFOLLOW); err != nil || est.Mode&unix.S_IFMT != unix.S_IFDIR {
+		r.Close()
+		return nil // a root without etc, or with a link there: resolve each time
+	}
+	fd, err := unix.Openat(int(r.Fd()), "etc", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		r.Close()
+		return nil
+	}
+	h = &etcHandle{root: r, etc: os.NewFile(uintptr(fd), "etc"), dev: est.Dev, ino: est.Ino}
+	c.mu.Lock()
+	if c.etcs == nil {
+		c.etcs = map[string]*etcHandle{}
+	}
+	if old, ok := c.etcs[root]; ok {
+		h.root.Close()
+		h.etc.Close()
+		h = old
+	} else {
+		c.etcs[root] = h
+	}
+	c.mu.Unlock()
+	return h
+}
+
+// same reports whether st describes the file the entry was parsed from,
+// unchanged.
+func (e *accountFile) same(st *unix.Stat_t) bool {
+	return e.size == st.Size && e.mtime == st.Mtim && e.ctime == st.Ctim && e.ino == st.Ino
 }
 
 // accountID resolves a wanted owner or group to its number. A number that

@@ -1,15 +1,15 @@
 package resources
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"path"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -20,110 +20,69 @@ const maxLinks = 40
 // errNoParent marks an Apply that found its parent directory missing.
 var errNoParent = errors.New("parent directory does not exist")
 
-// openParent opens the directory that holds rel (a clean path relative to
-// the host root) and returns it with the resolved directory path and the
-// base name.
-//
-// Symbolic links on the way are followed as the host itself would follow
-// them from inside its root: an absolute target is relative to the root
-// and ".." stops at it, so a link planted in a sandbox cannot lead out of
-// it, and /var/run → /run works on a real host (os.Root refuses both).
-func openParent(r *os.Root, rel string) (dirRoot *os.Root, dir, base string, err error) {
-	dir, base = path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	pr, err := r.OpenRoot(dir)
-	if err == nil {
-		return pr, dir, base, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, dir, base, err
-	}
-	// os.Root refuses links that are absolute or climb above it; resolve
-	// them the way the host would and try again.
-	resolved, rerr := resolveInRoot(r, dir)
-	if rerr != nil {
-		return nil, dir, base, rerr
-	}
-	if pr, err = r.OpenRoot(resolved); err != nil {
-		return nil, resolved, base, err
-	}
-	return pr, resolved, base, nil
+// tempPrefix starts every temporary name Apply makes beside a managed
+// file. Nothing else of Herd's, and nothing a user is likely to name a
+// file, starts with it.
+const tempPrefix = ".herd-tmp-"
+
+// tempName returns the temporary name beside base: hidden, recognisably
+// Herd's, and the same on every run, so that Check finds what a killed
+// Apply left behind without guessing.
+func tempName(base string) string { return tempPrefix + tempKey(base) }
+
+// fallbackTempName is the temporary name used when the fixed one is kept
+// taken: the random part comes first, so that it can never be read as
+// another managed name's fixed temporary (".herd-tmp-motd.conf" is
+// motd.conf's, never motd's).
+func fallbackTempName(base string) string {
+	return fallbackPrefix + strconv.FormatUint(rand.Uint64(), 36) + "." + tempKey(base)
 }
 
-// resolveInRoot resolves every symbolic link in rel, the last component
-// included, as seen from inside the host root: absolute targets start at
-// the root, ".." at the root stays there. Components that do not exist
-// are kept as they are.
-func resolveInRoot(r *os.Root, rel string) (string, error) {
-	var done []string
-	todo := strings.Split(rel, "/")
-	links := 0
-	for len(todo) > 0 {
-		c := todo[0]
-		todo = todo[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(done) > 0 {
-				done = done[:len(done)-1]
-			}
-			continue
-		}
-		p := strings.Join(append(done, c), "/")
-		fi, err := r.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			done = append(done, c)
-			done = append(done, todo...)
-			break
-		}
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			done = append(done, c)
-			continue
-		}
-		if links++; links > maxLinks {
-			return "", fmt.Errorf("resolving /%s: %w", rel, syscall.ELOOP)
-		}
-		target, err := r.Readlink(p)
-		if err != nil {
-			return "", err
-		}
-		if path.IsAbs(target) {
-			done = done[:0]
-		}
-		todo = append(strings.Split(target, "/"), todo...)
+// fallbackPrefix starts a fallbackTempName.
+const fallbackPrefix = ".herd-tmp."
+
+// tempKey is base as it appears in a temporary name: a long base is cut
+// and given a digest of the whole, so that two managed names never share
+// a temporary name within the 255-byte limit of a name.
+func tempKey(base string) string {
+	if len(base) <= 200 {
+		return base
 	}
-	if len(done) == 0 {
-		return ".", nil
-	}
-	return path.Clean(strings.Join(done, "/")), nil
+	sum := sha256.Sum256([]byte(base))
+	return base[:180] + "-" + hex.EncodeToString(sum[:8])
 }
 
-// tempName returns a name for a temporary file beside base: hidden,
-// recognisable as Herd's, and within the 255-byte limit of a name.
-func tempName(base string) string {
-	if len(base) > 200 {
-		base = base[:200]
+// sweepTemp removes what a killed Apply left at base's temporary name (a
+// file, or a link, which is removed, never followed). Leftovers may hold
+// an old copy of secret content, and nothing else would ever remove them.
+func sweepTemp(dir *os.Root, base string) error {
+	err := dir.Remove(tempName(base))
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	return ".herd-" + base + "-" + strconv.FormatUint(rand.Uint64(), 36)
+	return fmt.Errorf("removing the leftover temporary file %s: %w", tempName(base), err)
 }
 
 // createTemp creates a new, empty temporary file beside base in dir,
-// readable only by its owner until Apply sets its mode.
+// readable only by its owner until Apply sets its mode. The fixed name
+// is used when it is free or a leftover could be swept; in a directory
+// where someone else keeps it taken (a world-writable one), a name with
+// a random suffix is used instead.
 func createTemp(dir *os.Root, base string) (*os.File, string, error) {
-	for range 10 {
-		name := tempName(base)
+	name := tempName(base)
+	if err := sweepTemp(dir, base); err == nil {
 		f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, name, err
+		}
+	}
+	for range 10 {
+		n := fallbackTempName(base)
+		f, err := dir.OpenFile(n, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
-		return f, name, err
+		return f, n, err
 	}
 	return nil, "", errors.New("creating a temporary file: too many name collisions")
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -112,7 +113,7 @@ func (sv *Service) checkSystemd(ctx context.Context, h *Host, w *serviceWant, p 
 	unitChanged := false
 	if len(w.spec.Argv) > 0 {
 		want := renderSystemdUnit(w.id, w.spec)
-		have, err := os.ReadFile(sd.unitPath)
+		have, _, err := readInRoot(h.Root, "etc/systemd/system/"+sd.unitName, maxDiffBytes)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			p.Changes = append(p.Changes, Change{Attr: "unit", To: "/etc/systemd/system/" + sd.unitName, Action: Create})
@@ -289,51 +290,38 @@ func parseSystemctlShow(out []byte) (map[string]string, error) {
 	return props, nil
 }
 
-// writeSystemdUnit replaces the unit file atomically (a temporary file in
-// the same directory, fsync, rename, fsync of the directory), keeping the
-// content it replaces in the host's content store under its host path.
+// writeSystemdUnit replaces the unit file at hostPath under the host root
+// atomically (fileWrite: a temporary file beside it, fsync, rename, fsync
+// of the directory), keeping the content it replaces in the host's content
+// store. The unit directory is created and found inside the root, so a
+// link planted there never leads the write out of it.
 func writeSystemdUnit(ctx context.Context, h *Host, path, hostPath string, content []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("writing its unit: %w", err)
+	rel := hostPath[1:]
+	r, err := os.OpenRoot(h.Root)
+	if err != nil {
+		return fmt.Errorf("writing its unit: opening the host root: %w", err)
 	}
-	if h.Content != nil {
-		if f, err := os.Open(path); err == nil {
-			_, err := h.Content.Save(ctx, hostPath, f)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("writing its unit: keeping the old one: %w", err)
-			}
-		}
-	}
-	f, err := os.CreateTemp(dir, ".herd-unit-*")
+	err = r.MkdirAll(filepath.Dir(rel), 0o755)
+	r.Close()
 	if err != nil {
 		return fmt.Errorf("writing its unit: %w", err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename, there is nothing left to remove
-	_, err = f.Write(content)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
+	dir, base, err := openParentRoot(h.Root, rel, false)
 	if err != nil {
 		return fmt.Errorf("writing its unit %s: %w", path, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("writing its unit: syncing %s: %w", dir, err)
-		}
+	defer dir.Close()
+	w := fileWrite{mode: 0o644, uid: -1, gid: -1,
+		fill: func(f io.Writer) error {
+			_, err := f.Write(content)
+			return err
+		},
+		saveOld: func(dir *os.Root, base string) error {
+			return backupFile(ctx, h, dir, base, hostPath, true)
+		},
+	}
+	if err := w.into(dir, base); err != nil {
+		return fmt.Errorf("writing its unit %s: %w", path, err)
 	}
 	return nil
 }

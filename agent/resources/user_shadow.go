@@ -2,8 +2,10 @@ package resources
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path/filepath"
+	"io/fs"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,11 +30,11 @@ type accountsDB struct {
 
 // readAccountsDB reads root's etc/passwd and etc/group.
 func readAccountsDB(root string) (*accountsDB, error) {
-	users, err := ReadAccounts(filepath.Join(root, "etc/passwd"), true)
+	users, err := readAccountsIn(root, true)
 	if err != nil {
 		return nil, err
 	}
-	groups, err := ReadAccounts(filepath.Join(root, "etc/group"), false)
+	groups, err := readAccountsIn(root, false)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +119,9 @@ func shadowApply(ctx context.Context, h *Host, p *Plan) error {
 	if !ok {
 		return fmt.Errorf("applying %s: the plan has no account command", p.Resource.ID)
 	}
+	if err := shadowPathsInRoot(accountRoot(h)); err != nil {
+		return fmt.Errorf("%s: %w", st.doing, err)
+	}
 	res, err := h.Run(ctx, Cmd{Argv: st.argv, Timeout: shadowTimeout})
 	p.Output += string(res.Output)
 	if err != nil {
@@ -124,6 +129,50 @@ func shadowApply(ctx context.Context, h *Host, p *Plan) error {
 	}
 	if res.ExitCode != 0 {
 		return fmt.Errorf("%s: %s exited with status %d: %s", st.doing, st.argv[0], res.ExitCode, toolErrorLine(res.Output))
+	}
+	return nil
+}
+
+// shadowPaths are what the shadow tools read and write under --prefix:
+// the account files with their backups, locks and temporary copies beside
+// them, the subordinate id files, login.defs and useradd's defaults, the
+// skeleton (a link there would copy another tree into a new home), homes
+// and mail spools.
+var shadowPaths = func() []string {
+	out := []string{"etc", "etc/login.defs", "etc/default", "etc/default/useradd", "etc/skel", "home", "var", "var/mail"}
+	for _, f := range []string{"passwd", "group", "shadow", "gshadow", "subuid", "subgid"} {
+		for _, suffix := range []string{"", "-", "+", ".lock"} {
+			out = append(out, "etc/"+f+suffix)
+		}
+	}
+	return out
+}()
+
+// shadowPathsInRoot refuses a sandbox root where the shadow tools would
+// follow a symbolic link: they open root + "/etc/passwd" and the rest as
+// plain paths, so a link there (etc -> /etc) would make useradd --prefix
+// edit files outside the root. The real root "/" is the host itself.
+func shadowPathsInRoot(root string) error {
+	if root == "/" {
+		return nil
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("opening the host root: %w", err)
+	}
+	defer r.Close()
+	for _, p := range shadowPaths {
+		fi, err := r.Lstat(p)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, _ := r.Readlink(p)
+			return fmt.Errorf("%s/%s is a symbolic link (to %s): refusing to run the shadow tools with --prefix, which would follow it", root, p, target)
+		}
 	}
 	return nil
 }

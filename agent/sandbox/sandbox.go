@@ -1,9 +1,12 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
+	"syscall"
 )
 
 // sandboxDirs are the directories of a sandbox host root and their modes.
@@ -42,6 +45,7 @@ var sandboxDirs = []struct {
 	{"var/lib/dpkg/info", 0o755},
 	{"var/lib/dpkg/triggers", 0o755},
 	{"var/lib/dpkg/updates", 0o755},
+	{"var/lib/herd", 0o700},
 	{"var/log", 0o755},
 	{"var/mail", 0o755},
 }
@@ -103,6 +107,146 @@ VERSION_CODENAME=bookworm
 ID=debian
 `
 
+// layoutFiles is every file Init writes: sandboxFiles and etc/os-release.
+func layoutFiles() []struct {
+	path    string
+	mode    os.FileMode
+	gid     int
+	content string
+} {
+	return append(sandboxFiles[:len(sandboxFiles):len(sandboxFiles)], struct {
+		path    string
+		mode    os.FileMode
+		gid     int
+		content string
+	}{"etc/os-release", 0o644, 0, debianOSRelease})
+}
+
+// statePaths are what a run opens in its state directory, var/lib/herd:
+// a link at any of them would lead the agent's own writes (the sqlite
+// database and its journal, the run lock, saved contents, service logs,
+// the enrollment key) out of the root.
+var statePaths = []string{
+	"var/lib/herd/state.db", "var/lib/herd/state.db-wal", "var/lib/herd/state.db-shm",
+	"var/lib/herd/state.db-journal", "var/lib/herd/run.lock", "var/lib/herd/content",
+	"var/lib/herd/logs", "var/lib/herd/tls",
+}
+
+// layoutPaths lists every path the layout makes, directories before what
+// they hold.
+func layoutPaths() []string {
+	var out []string
+	for _, d := range sandboxDirs {
+		out = append(out, d.path)
+	}
+	for _, f := range layoutFiles() {
+		out = append(out, f.path)
+	}
+	return out
+}
+
+// isRealRoot reports whether root is this machine's own root, which is
+// never laid out nor judged: it is the host.
+func isRealRoot(root string) bool { return root == "" || path.Clean(root) == "/" }
+
+// Check says whether root may serve as a sandbox host root, without
+// changing anything: it must be a directory owned by the invoking user and
+// writable by no one else (or anyone could plant a link in it between two
+// runs), and no path the layout or a run's state touches (etc, tmp,
+// var/lib/dpkg, var/lib/herd and the state files in it, etc/passwd, …)
+// may be a symbolic link that leads out of root or nowhere. A link inside
+// root that stays inside is accepted. The real root "/" always passes: it is the host itself.
+func Check(root string) error {
+	if isRealRoot(root) {
+		return nil
+	}
+	fi, err := os.Lstat(root)
+	if err != nil {
+		return fmt.Errorf("sandbox host %s: %w", root, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("sandbox host %s: not a directory (a symbolic link to one is refused too: name the directory itself)", root)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("sandbox host %s: no owner information", root)
+	}
+	if uid := os.Geteuid(); int(st.Uid) != uid {
+		return fmt.Errorf("sandbox host %s: owned by uid %d, not by the invoking user (uid %d); refusing a root another user controls", root, st.Uid, uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("sandbox host %s: mode %04o is writable by group or others; refusing a root others can plant links in (chmod go-w it)", root, fi.Mode().Perm())
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("sandbox host %s: %w", root, err)
+	}
+	defer r.Close()
+	seen := map[string]bool{}
+	for _, p := range append(layoutPaths(), statePaths...) {
+		// Every prefix of p, so that a link at etc is found through
+		// etc/passwd even when etc/default is not looked at.
+		for i := 0; i <= len(p); i++ {
+			if i < len(p) && p[i] != '/' {
+				continue
+			}
+			prefix := p[:i]
+			if seen[prefix] {
+				continue
+			}
+			seen[prefix] = true
+			if err := checkComponent(r, root, prefix); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkComponent refuses rel when it is a symbolic link that leads out of
+// root or to nothing. os.Root resolves links the way Init writes through
+// them, refusing absolute targets and targets that climb above the root.
+func checkComponent(r *os.Root, root, rel string) error {
+	fi, err := r.Lstat(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox host %s: %s: %w", root, rel, err)
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return nil
+	}
+	target, err := r.Readlink(rel)
+	if err != nil {
+		return fmt.Errorf("sandbox host %s: %s: %w", root, rel, err)
+	}
+	if _, err := r.Stat(rel); err != nil {
+		return fmt.Errorf("sandbox host %s: %s is a symbolic link to %s, which leads out of the root or nowhere; refusing to lay out or run through it", root, rel, target)
+	}
+	return nil
+}
+
+// NeedsLayout reports whether Init would create anything in root: a
+// sandbox root that lacks a directory or file of the layout. The real
+// root "/" never needs one. It only reads.
+func NeedsLayout(root string) bool {
+	if isRealRoot(root) {
+		return false
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return true
+	}
+	defer r.Close()
+	for _, p := range layoutPaths() {
+		if _, err := r.Lstat(p); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Init lays out root, an existing directory, like a minimal Debian 12
 // host: an empty dpkg database (var/lib/dpkg/{status, available, info/,
 // updates/, triggers/}) that `dpkg --root` installs into; etc/apt and
@@ -111,48 +255,111 @@ ID=debian
 // daemon and nobody; etc/login.defs (UID_MIN 1000, SYS_UID_MIN 100, user
 // private groups), etc/default/useradd and etc/skel, which `useradd
 // --prefix` reads; etc/os-release; and home/, tmp/ (1777), usr/bin,
-// usr/sbin, var/log, var/mail and var/cache/herd. Files that exist are left
-// alone, so Init may run on a sandbox that was already used.
+// usr/sbin, var/log, var/mail, var/cache/herd and var/lib/herd. Files that
+// exist are left alone, so Init may run on a sandbox that was already used.
+//
+// Init first runs Check, and then creates, chmods and writes only through
+// an os.Root opened on root, so that nothing outside root is touched even
+// should a link be planted while it runs. The real root "/" is never laid
+// out.
 //
 // etc/shadow and etc/gshadow belong to group shadow (42) when run as root,
 // as on Debian.
 func Init(root string) error {
-	if err := os.Chmod(root, 0o755); err != nil {
+	if isRealRoot(root) {
+		return errors.New("laying out a sandbox host: refusing to lay out the real root /")
+	}
+	if err := Check(root); err != nil {
+		return err
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("laying out sandbox host %s: %w", root, err)
+	}
+	defer r.Close()
+	if err := r.Chmod(".", 0o755); err != nil {
 		return fmt.Errorf("laying out sandbox host %s: %w", root, err)
 	}
 	for _, d := range sandboxDirs {
-		p := filepath.Join(root, d.path)
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			return fmt.Errorf("laying out sandbox host: %w", err)
+		if err := r.Mkdir(d.path, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("laying out sandbox host %s: %w", root, err)
 		}
-		// Chmod, not MkdirAll's mode, so that the umask does not strip
+		// Chmod, not Mkdir's mode, so that the umask does not strip
 		// tmp's sticky bit.
-		if err := os.Chmod(p, d.mode); err != nil {
-			return fmt.Errorf("laying out sandbox host: %w", err)
+		if err := r.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("laying out sandbox host %s: %w", root, err)
 		}
 	}
-	files := append(sandboxFiles, struct {
-		path    string
-		mode    os.FileMode
-		gid     int
-		content string
-	}{"etc/os-release", 0o644, 0, debianOSRelease})
-	for _, f := range files {
-		p := filepath.Join(root, f.path)
-		if _, err := os.Lstat(p); err == nil {
-			continue
-		}
-		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
-			return fmt.Errorf("laying out sandbox host: %w", err)
-		}
-		if err := os.Chmod(p, f.mode); err != nil {
-			return fmt.Errorf("laying out sandbox host: %w", err)
-		}
-		if f.gid != 0 && os.Geteuid() == 0 {
-			if err := os.Chown(p, 0, f.gid); err != nil {
-				return fmt.Errorf("laying out sandbox host: %w", err)
-			}
+	for _, f := range layoutFiles() {
+		if err := writeNew(r, f.path, f.content, f.mode, f.gid); err != nil {
+			return fmt.Errorf("laying out sandbox host %s: %w", root, err)
 		}
 	}
 	return nil
+}
+
+// writeNew creates the file rel with content, mode and group unless
+// something is already there. It writes a temporary file beside rel
+// (.herd-tmp-<name>, the name Herd's file resource uses too), syncs it
+// and hard-links it into place: link never replaces an existing name, a
+// link included, and a crash leaves either no file or the whole one, never
+// a truncated etc/passwd that a later Init would keep.
+func writeNew(r *os.Root, rel, content string, mode os.FileMode, gid int) error {
+	if _, err := r.Lstat(rel); err == nil {
+		return nil
+	}
+	dir, base := path.Split(rel)
+	tmp := dir + ".herd-tmp-" + base
+	// A leftover of a killed Init: never followed, always replaced.
+	if err := r.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("writing %s: removing a leftover: %w", rel, err)
+	}
+	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", rel, err)
+	}
+	defer r.Remove(tmp)
+	_, err = f.WriteString(content)
+	if err == nil && gid != 0 && os.Geteuid() == 0 {
+		err = f.Chown(0, gid)
+	}
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = r.Link(tmp, rel)
+		if errors.Is(err, fs.ErrExist) {
+			err = nil // created meanwhile: leave it alone
+		}
+	}
+	if err == nil {
+		err = syncDir(r, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", rel, err)
+	}
+	return nil
+}
+
+// syncDir flushes the directory dir (as path.Split gives it) so that a
+// new name in it survives a crash.
+func syncDir(r *os.Root, dir string) error {
+	if dir == "" {
+		dir = "."
+	}
+	d, err := r.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -15,23 +15,24 @@ import (
 // agentConfig is agent.toml; every setting is also a flag of the same
 // name ("_" spelled "-"), and flags win.
 type agentConfig struct {
-	Server          string   `toml:"server"`
-	Site            string   `toml:"site"`
-	ServerName      string   `toml:"server_name"`
-	Name            string   `toml:"name"`
-	JoinToken       string   `toml:"join_token"`
-	CAFile          string   `toml:"ca_file"`
-	CAFingerprint   string   `toml:"ca_fingerprint"`
-	Root            string   `toml:"root"`
-	StateDir        string   `toml:"state_dir"`
-	Interval        duration `toml:"interval"`
-	Splay           duration `toml:"splay"`
-	Noop            bool     `toml:"noop"`
-	Parallel        int      `toml:"parallel"`
-	ResourceTimeout duration `toml:"resource_timeout"`
-	RunTimeout      duration `toml:"run_timeout"`
-	FactsDir        string   `toml:"facts_dir"`
-	LogLevel        string   `toml:"log_level"`
+	Server           string   `toml:"server"`
+	Site             string   `toml:"site"`
+	ServerName       string   `toml:"server_name"`
+	Name             string   `toml:"name"`
+	JoinToken        string   `toml:"join_token"`
+	CAFile           string   `toml:"ca_file"`
+	CAFingerprint    string   `toml:"ca_fingerprint"`
+	Root             string   `toml:"root"`
+	StateDir         string   `toml:"state_dir"`
+	Interval         duration `toml:"interval"`
+	Splay            duration `toml:"splay"`
+	Noop             bool     `toml:"noop"`
+	Parallel         int      `toml:"parallel"`
+	ResourceTimeout  duration `toml:"resource_timeout"`
+	RunTimeout       duration `toml:"run_timeout"`
+	FactsDir         string   `toml:"facts_dir"`
+	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
+	LogLevel         string   `toml:"log_level"`
 }
 
 // defaultAgentServer is the server an agent talks to unless told.
@@ -115,7 +116,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
 				Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
 				ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
-				FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log, Once: once,
+				FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: herdVersion(), Log: log, Once: once,
 				Services: services,
 				Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
 			}
@@ -158,6 +159,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 	f.Var(&cfg.ResourceTimeout, "resource-timeout", "how long one resource may take")
 	f.Var(&cfg.RunTimeout, "run-timeout", "how long one run may take")
 	f.StringVar(&cfg.FactsDir, "facts-dir", "", "external facts directory (default ROOT/etc/herd/facts.d)")
+	f.BoolVar(&cfg.SandboxFactsExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "run once and exit with apply's exit codes")
 	return cmd
@@ -183,7 +185,7 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logg
 	ao := agent.ApplyOptions{
 		Site: cfg.Site, Node: cfg.Name, Root: cfg.Root, StateDir: cfg.StateDir, Noop: cfg.Noop, Parallel: cfg.Parallel,
 		ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
-		FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log,
+		FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: herdVersion(), Log: log,
 		Services: supervisorFor(cfg.Root, log),
 		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -109,6 +108,7 @@ error, the lock held), 64 bad usage.`,
 	f.DurationVar(&o.RunTimeout, "timeout", time.Hour, "how long the whole run may take")
 	f.DurationVar(&o.LockWait, "wait", 0, "wait this long for another run to finish instead of declining")
 	f.StringVar(&o.FactsDir, "facts-dir", "", "external facts directory (default ROOT/etc/herd/facts.d)")
+	f.BoolVar(&o.SandboxFactsExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&diff, "diff", false, "show content diffs of changed files")
 	f.BoolVar(&verbose, "verbose", false, "list in-sync resources too, and log more")
@@ -205,7 +205,10 @@ func prepareSandbox(root string, noop bool) error {
 		return nil
 	}
 	if noop {
-		if !sandboxLaidOut(root) {
+		if err := sandbox.Check(root); err != nil {
+			return err
+		}
+		if sandbox.NeedsLayout(root) {
 			return fmt.Errorf("%s is not laid out; run without --noop first (noop writes nothing, the layout included)", root)
 		}
 		return nil
@@ -214,15 +217,4 @@ func prepareSandbox(root string, noop bool) error {
 		return fmt.Errorf("preparing sandbox %s: %w", root, err)
 	}
 	return sandbox.Init(root)
-}
-
-// sandboxLaidOut says whether root has the files sandbox.Init lays out
-// that a run reads first (the dpkg database, the account files).
-func sandboxLaidOut(root string) bool {
-	for _, p := range []string{"var/lib/dpkg/status", "etc/passwd", "etc/group"} {
-		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
-			return false
-		}
-	}
-	return true
 }

@@ -24,6 +24,8 @@ func newFactsCmd() *cobra.Command {
 		root     string
 		factsDir string
 		timeout  time.Duration
+		// sandboxExec: facts.Options.SandboxExec.
+		sandboxExec bool
 	)
 	cmd := &cobra.Command{
 		Use:   "facts [NAME ...]",
@@ -51,6 +53,7 @@ exist, or no fact could be collected; 64 bad usage.`,
 			f, err := facts.Collect(cmd.Context(), facts.Options{
 				Root:         root,
 				ExternalDir:  factsDir,
+				SandboxExec:  sandboxExec,
 				Timeout:      timeout,
 				AgentVersion: herdVersion(),
 				Only:         names,
@@ -78,6 +81,7 @@ exist, or no fact could be collected; 64 bad usage.`,
 	fl.BoolVar(&jsonOut, "json", false, "print JSON (indented, sorted keys)")
 	fl.StringVar(&root, "root", "/", "describe the host whose root is `DIR` (a sandbox or captured tree)")
 	fl.StringVar(&factsDir, "facts-dir", facts.DefaultExternalDir, "read external facts from `DIR` (under --root)")
+	fl.BoolVar(&sandboxExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
 	fl.DurationVar(&timeout, "timeout", facts.DefaultTimeout, "give each collector and each fact script at most `D`")
 	return cmd
 }
