@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/herdcm/herd/agent/resources"
@@ -204,11 +203,6 @@ func (s runSettings) stateFailed(r *Report, err error) {
 	if e, added := r.stateFailed(err); added && s.Emit != nil {
 		s.Emit(e)
 	}
-}
-
-func dirExists(dir string) bool {
-	fi, err := os.Stat(dir)
-	return err == nil && fi.IsDir()
 }
 
 // newRunHost builds the host a run converges: commands run under root,
