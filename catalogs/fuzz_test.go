@@ -28,7 +28,7 @@ func FuzzLoadSite(f *testing.F) {
 			"data/common.toml": {Data: []byte("a = 3\n")},
 			"files/f":          {Data: []byte("static")},
 		}
-		s, _, err := loadFS(fsys, LoadOptions{Version: "fuzz"})
+		s, _, err := loadFS(fsSiteDir(fsys), LoadOptions{Version: "fuzz"}, defaultLimits)
 		if err != nil {
 			checkDiagnostics(t, err)
 			return
