@@ -20,6 +20,18 @@ func FuzzLoadSite(f *testing.F) {
 		"include = [\"r\"]\n[params]\na = 2\n[[service]]\nname = \"s\"\nrun = [\"/bin/s\"]\nrequire = [\"file:/x\"]\nhealth = { tcp = \"h:1\" }\n", "")
 	f.Add("[[node]]\nroles = [\"r\"]\n", "[[exec]]\ncommand = [\"/bin/true\"]\nnotify = \"exec:/bin/true\"\nwhen = \"params.x?.y == 1\"\n", "{{ range .facts }}{{ end }}")
 	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/a\"\nrequire = [\"file:/a/b\"]\n[[file]]\npath = \"/a/b\"\ntemplate = \"t\"\n", "{{ template \"t\" }}")
+	// Templates over budget (issue 9): each must fail at its file:line,
+	// quickly, whatever the fuzzer makes of them.
+	for _, tmpl := range []string{
+		"{{ range $i := 100000 }}{{ range $j := 100000 }}{{ $i }} {{ $j }}\n{{ end }}{{ end }}",
+		"{{ indent 1e9 .node }}",
+		"{{ define \"r\" }}{{ template \"r\" . }}{{ template \"r\" . }}{{ end }}{{ template \"r\" . }}",
+		"{{ $s := \"a\" }}{{ range 64 }}{{ $s = replace \"a\" \"aa\" $s }}{{ end }}{{ $s }}",
+		"{{ printf \"%*d\" 999999 1 }}{{ html (printf \"%0900000d\" 0) }}",
+		"{{ range 3 }}{{ if eq . 1 }}{{ break }}{{ end }}{{ . }}{{ else }}none{{ end }}",
+	} {
+		f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ntemplate = \"t\"\n[[file]]\npath = \"/etc/y\"\ncontent = '''"+tmpl+"'''\n", tmpl)
+	}
 	f.Fuzz(func(t *testing.T, nodes, role, tmpl string) {
 		fsys := fstest.MapFS{
 			"nodes.toml":       {Data: []byte(nodes)},
@@ -37,6 +49,11 @@ func FuzzLoadSite(f *testing.F) {
 		if err != nil {
 			checkDiagnostics(t, err)
 			return
+		}
+		for _, r := range cat.Resources {
+			if c := r.String("content"); len(c) > MaxRenderBytes {
+				t.Fatalf("%s: a rendered content of %d bytes passed the %d-byte cap", r.ID, len(c), MaxRenderBytes)
+			}
 		}
 		b, err := cat.Encode()
 		if err != nil {

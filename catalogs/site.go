@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 )
 
@@ -24,12 +23,12 @@ type Site struct {
 	Settings Settings
 	Tests    []SiteTest
 
-	rules     []*rule
-	nodes     *tomlDoc // nodes.toml, for positions in explanations
-	roles     map[string]*role
-	data      map[string]*tomlDoc // "os/debian" → data/os/debian.toml
-	templates *template.Template  // every file under templates/, by relative name
-	files     map[string]FileRef  // "files/motd" → its digest and size
+	rules  []*rule
+	nodes  *tomlDoc // nodes.toml, for positions in explanations
+	roles  map[string]*role
+	data   map[string]*tomlDoc // "os/debian" → data/os/debian.toml
+	render *renderers          // every file under templates/ and every templated value
+	files  map[string]FileRef  // "files/motd" → its digest and size
 }
 
 // Settings are the site-wide settings of herd.toml.
@@ -92,12 +91,14 @@ func Load(ctx context.Context, dir string, opts LoadOptions) (*Site, error) {
 func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, error) {
 	l := &loader{
 		site: &Site{
-			roles: map[string]*role{},
-			data:  map[string]*tomlDoc{},
-			files: map[string]FileRef{},
+			roles:  map[string]*role{},
+			data:   map[string]*tomlDoc{},
+			files:  map[string]FileRef{},
+			render: newRenderers(),
 		},
-		contents: map[string][]byte{},
-		limits:   limits,
+		contents:  map[string][]byte{},
+		inlinePos: map[string]Pos{},
+		limits:    limits,
 	}
 	if err := l.readTree(sd); err != nil {
 		return nil, "", err
@@ -126,6 +127,9 @@ type loader struct {
 	digests  []string          // "path\x00sha256" of every file, for the version
 	diags    Diagnostics
 	limits   siteLimits
+	// inlinePos is where each templated value was written, by its
+	// template's name.
+	inlinePos map[string]Pos
 }
 
 func (l *loader) contentDigest() string {
