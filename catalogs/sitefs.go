@@ -26,7 +26,7 @@ const (
 	MaxStaticFile = 64 << 20
 	// MaxSiteBytes caps the sum of every file's size.
 	MaxSiteBytes = 1 << 30
-	// MaxSiteFiles caps how many files a site may have.
+	// MaxSiteFiles caps how many files and directories a site may have.
 	MaxSiteFiles = 50000
 )
 
@@ -176,12 +176,14 @@ func (l *loader) readTree(sd siteDir) error {
 			}
 			return nil
 		}
+		// Directories count too: a tree of empty directories costs a
+		// walk as much as files do.
+		if count++; count > l.limits.files {
+			l.diags.add(Pos{File: rel}, "the site has more than %d files and directories, the most a site may have", l.limits.files)
+			return fs.SkipAll
+		}
 		if d.IsDir() {
 			return nil
-		}
-		if count++; count > l.limits.files {
-			l.diags.add(Pos{File: rel}, "the site has more than %d files, the most a site may have", l.limits.files)
-			return fs.SkipAll
 		}
 		lst, err := d.Info()
 		if err != nil {

@@ -144,8 +144,8 @@ func TestLoadCapsTheWholeTree(t *testing.T) {
 		want   string
 	}{
 		{"total size", siteLimits{source: 1000, static: 1000, total: 1000, files: 100}, "files/b: the site holds more than 1000 bytes"},
-		{"file count", siteLimits{source: 1000, static: 1000, total: 10000, files: 3}, "the site has more than 3 files"},
-		{"within", siteLimits{source: 1000, static: 1000, total: 10000, files: 4}, ""},
+		{"file count", siteLimits{source: 1000, static: 1000, total: 10000, files: 5}, "the site has more than 5 files and directories"},
+		{"within", siteLimits{source: 1000, static: 1000, total: 10000, files: 6}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
