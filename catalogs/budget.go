@@ -248,10 +248,9 @@ func (rs *renderers) put(r *renderer) { rs.pool.Put(r) }
 // was taken; any other error is text/template's.
 func (rs *renderers) execute(r *renderer, t *template.Template, name string, ctx map[string]any, buf *strings.Builder) (budgetAt Pos, err error) {
 	b := r.b
-	b.render, b.out, b.last = MaxRenderSteps, 0, -1
-	if b.compile >= 0 {
-		b.err = nil
-	}
+	b.render, b.out, b.last, b.err = MaxRenderSteps, 0, -1, nil
+	// A compile over its budget stays over it, with its own message.
+	_ = b.charge(0)
 	buf.Reset()
 	r.w.buf = buf
 	err = t.ExecuteTemplate(r.w, name, ctx)

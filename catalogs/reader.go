@@ -86,19 +86,6 @@ func (r reader) str(p string) (string, bool) {
 	return s, true
 }
 
-func (r reader) int(p string) (int64, bool) {
-	v, ok := r.get(p)
-	if !ok {
-		return 0, false
-	}
-	n, isInt := v.(int64)
-	if !isInt {
-		r.bad(p, "%s: want an integer, got %s", lastKey(p), typeName(v))
-		return 0, false
-	}
-	return n, true
-}
-
 func (r reader) bool(p string) (bool, bool) {
 	v, ok := r.get(p)
 	if !ok {
