@@ -3,6 +3,7 @@ package catalogs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -164,6 +165,40 @@ func FuzzDecode(f *testing.F) {
 		enc2, _ := c2.Encode()
 		if !bytes.Equal(enc, enc2) {
 			t.Fatalf("not stable:\n%s\n%s", enc, enc2)
+		}
+	})
+}
+
+// FuzzPrintfSize holds printfSize, the bound the template functions check
+// before formatting, to what fmt really prints: a bound under the truth
+// would let printf build more than a render may produce.
+func FuzzPrintfSize(f *testing.F) {
+	for _, format := range []string{
+		"%s", "%d:%s", "%999999d", "%*d", "%[1]s%[1]s%[1]s", "%q", "% x", "%#v", "%+q", "%.1000f",
+		"%v %v %v", "%%%d%%", "%!", "%[3]*.[2]*[1]f", "%-08.3e", "%U", "%b", "%c",
+	} {
+		f.Add(format, "a\x00\u00e9\U0001F600\"", int64(42), 1e308, true)
+	}
+	f.Fuzz(func(t *testing.T, format, s string, n int64, x float64, b bool) {
+		if len(format) > 200 || len(s) > 1000 {
+			return
+		}
+		for _, args := range [][]any{
+			{s, n, x, b},
+			{[]any{s, n, map[string]any{s: []any{x, b, nil}}}},
+			{map[string]any{"k": s, s: []any{[]any{}, []any{[]any{}}}}, []string{s, s}},
+			{int(n % 2_000_000), s},
+		} {
+			bound := printfSize(format, args)
+			if bound > 4*MaxRenderBytes {
+				continue // refused anyway; not worth formatting
+			}
+			if got := len(fmt.Sprintf(format, args...)); got > bound {
+				t.Fatalf("printfSize(%q, %v) = %d, but fmt printed %d bytes", format, args, bound, got)
+			}
+			if got, bound := len(fmt.Sprint(args...)), printArgsSize(args)+len(args); got > bound {
+				t.Fatalf("printArgsSize(%v) = %d, but fmt printed %d bytes", args, bound, got)
+			}
 		}
 	})
 }

@@ -215,11 +215,13 @@ func printArgsSize(args []any) int {
 }
 
 // printfSize bounds how many bytes fmt.Sprintf(format, args...) prints:
-// the format's text, each verb's width or precision (fmt caps either at
-// 1e6), a float's widest %f (some 330 bytes) and the arguments, each as
-// many times as a verb may name it.
+// the format's text, each verb's width or precision (fmt takes either up
+// to about 1e7), a number's widest form (a float's %f is some 330 bytes) and the
+// arguments, each as many times as a verb may name it, and eight times
+// over when a verb or flag escapes or spells out values (%q, %x, %X, %#v,
+// %+q).
 func printfSize(format string, args []any) int {
-	const maxWidth = 1_000_000
+	const maxWidth = 1 << 24
 	starWidth := 0
 	largest := 0
 	for _, a := range args {
@@ -231,13 +233,12 @@ func printfSize(format string, args []any) int {
 			starWidth = max(starWidth, int(min(max(n, -n), maxWidth)))
 		}
 	}
-	size, verbs, widths := len(format), 0, 0
+	if starWidth < 0 { // the most negative int stays negative
+		starWidth = maxWidth
+	}
+	verbs, widths, factor := 0, 0, 1
 	for i := 0; i < len(format); i++ {
 		if format[i] != '%' {
-			continue
-		}
-		if i+1 < len(format) && format[i+1] == '%' {
-			i++
 			continue
 		}
 		verbs++
@@ -250,20 +251,55 @@ func printfSize(format string, args []any) int {
 				widest = max(widest, num)
 			case c == '*':
 				widest = max(widest, starWidth)
-			case strings.IndexByte("+-# .[]", c) >= 0:
+			case c == '#' || c == '+':
+				factor = 8
+				num = 0
+			case strings.IndexByte("- .[]", c) >= 0:
 				num = 0
 			default:
+				if c == 'q' || c == 'x' || c == 'X' {
+					factor = 8
+				}
 				break spec
 			}
 		}
 		widths += widest
 	}
-	args2 := printArgsSize(args)
+	n := printArgsSize(args)
 	if strings.Contains(format, "[") {
 		// Explicit argument indexes may print one argument many times.
-		args2 = max(args2, verbs*largest)
+		n = max(n, verbs*largest)
 	}
-	return size + widths + verbs*330 + args2 + 32*len(args)
+	// A verb formats each value inside a list or a table with its
+	// width: the widths count once per value of the largest argument.
+	leaves := 1
+	for _, a := range args {
+		leaves = max(leaves, leafCount(a))
+	}
+	return len(format) + (widths+verbs*330)*leaves + factor*n + 64*(len(args)+1)
+}
+
+// leafCount counts the values a verb formats one by one inside v.
+func leafCount(v any) int {
+	switch x := v.(type) {
+	case []any:
+		n := 1
+		for _, e := range x {
+			n += leafCount(e)
+		}
+		return n
+	case map[string]any:
+		n := 1
+		for _, e := range x {
+			n += 1 + leafCount(e)
+		}
+		return n
+	case []string:
+		return 1 + len(x)
+	case map[string]string:
+		return 1 + 2*len(x)
+	}
+	return 1
 }
 
 // tstring is a string attribute value that may be a template. name is ""
