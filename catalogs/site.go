@@ -182,7 +182,7 @@ func (l *loader) loadSettings() {
 		return
 	}
 	r := reader{doc: doc, diags: &l.diags}
-	r.known("", "environment", "hierarchy", "policy", "rollout")
+	r.knownSuggesting("", []string{"environment", "hierarchy", "policy", "rollout"}, []string{"environment", "hierarchy"})
 	if env, ok := r.str("environment"); ok {
 		if !validName(env) {
 			r.bad("environment", "environment %q: want letters, digits, '-', '_' or '.'", env)
