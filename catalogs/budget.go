@@ -108,7 +108,12 @@ type renderers struct {
 	files, inline *template.Template // parsed and instrumented; never executed
 	steps         []Pos              // where each step is, by id
 	costs         []int64            // what each step charges, by id
-	pool          sync.Pool          // of *renderer
+	// free holds the renderers of finished compiles. Unlike a sync.Pool it
+	// is not emptied by the garbage collector, which runs often while a
+	// fleet compiles: a clone is made only when more compiles run at once
+	// than ever before, so there are never more than that.
+	mu   sync.Mutex
+	free []*renderer
 }
 
 // renderer is one compile's clone of the templates, bound to its budget.
@@ -223,7 +228,12 @@ func stepNode(tr *parse.Tree, pos parse.Pos, id int) parse.Node {
 
 // get returns a renderer for one compile, with a fresh compile budget.
 func (rs *renderers) get() (*renderer, error) {
-	r, _ := rs.pool.Get().(*renderer)
+	var r *renderer
+	rs.mu.Lock()
+	if n := len(rs.free); n > 0 {
+		r, rs.free = rs.free[n-1], rs.free[:n-1]
+	}
+	rs.mu.Unlock()
 	if r == nil {
 		b := &budget{costs: rs.costs}
 		files, err := rs.files.Clone()
@@ -241,7 +251,11 @@ func (rs *renderers) get() (*renderer, error) {
 	return r, nil
 }
 
-func (rs *renderers) put(r *renderer) { rs.pool.Put(r) }
+func (rs *renderers) put(r *renderer) {
+	rs.mu.Lock()
+	rs.free = append(rs.free, r)
+	rs.mu.Unlock()
+}
 
 // execute renders template name of t into buf with a fresh render budget.
 // A render over budget returns the budget error and where the last step
@@ -254,7 +268,7 @@ func (rs *renderers) execute(r *renderer, t *template.Template, name string, ctx
 	buf.Reset()
 	r.w.buf = buf
 	err = t.ExecuteTemplate(r.w, name, ctx)
-	r.w.buf = nil // the renderer goes back to a pool; the buffer stays with its compile
+	r.w.buf = nil // the renderer is reused; the buffer stays with its compile
 	if err != nil && b.err != nil && errors.Is(err, errBudget) {
 		if b.last >= 0 {
 			budgetAt = rs.steps[b.last]
