@@ -106,8 +106,11 @@ func (w *renderWriter) Write(p []byte) (int, error) {
 // takes a clone of both sets whose functions charge its own budget.
 type renderers struct {
 	files, inline *template.Template // parsed and instrumented; never executed
-	steps         []Pos              // where each step is, by id
-	costs         []int64            // what each step charges, by id
+	// fileWeights and inlineWeights are what starting each template of
+	// files and inline costs.
+	fileWeights, inlineWeights map[string]int64
+	steps                      []Pos   // where each step is, by id
+	costs                      []int64 // what each step charges, by id
 	// free holds the renderers of finished compiles. Unlike a sync.Pool it
 	// is not emptied by the garbage collector, which runs often while a
 	// fleet compiles: a clone is made only when more compiles run at once
@@ -124,56 +127,73 @@ type renderer struct {
 }
 
 func newRenderers() *renderers {
-	rs := &renderers{}
+	rs := &renderers{fileWeights: map[string]int64{}, inlineWeights: map[string]int64{}}
 	rs.files = template.New("").Funcs(templateFuncs(&budget{})).Option("missingkey=error")
 	rs.inline = template.New("").Funcs(templateFuncs(&budget{})).Option("missingkey=error")
 	return rs
 }
 
-// instrument puts a step at the start of the body of every template of t
-// and of every range loop in them, which charges the work of one
-// execution of that list: its nodes, and the branches of its ifs and
-// withs (executed at most once per execution of the list). Loops and
-// template calls nested in it charge for themselves; functions charge for
-// their work and the writer for its bytes. So every node executed has been
-// paid for. posOf says where a node was written.
-func (rs *renderers) instrument(t *template.Template, posOf func(tr *parse.Tree, n parse.Node) Pos) {
-	for _, tm := range t.Templates() {
+// instrument makes every execution of a list of t's templates paid for
+// before it runs: a step at the start of every range loop's body charges
+// one iteration, a step before every {{template}} call charges the call,
+// and execute charges the template it starts with. Each charges the nodes
+// that one execution may evaluate, the branches of its ifs and withs
+// included (each runs at most once per execution); loops and calls nested
+// in it charge for themselves, functions for their work and the writer for
+// its bytes. posOf says where a node was written. weights records the
+// cost of starting each template.
+func (rs *renderers) instrument(t *template.Template, weights map[string]int64, posOf func(tr *parse.Tree, n parse.Node) Pos) {
+	tmpls := t.Templates()
+	for _, tm := range tmpls {
+		if tm.Tree != nil && tm.Tree.Root != nil {
+			weights[tm.Name()] = callSteps + weight(tm.Tree.Root)
+		}
+	}
+	for _, tm := range tmpls {
 		tr := tm.Tree
 		if tr == nil || tr.Root == nil {
 			continue
 		}
-		step := func(l *parse.ListNode, cost int64) {
+		step := func(at parse.Node, cost int64) parse.Node {
 			id := len(rs.steps)
-			rs.steps = append(rs.steps, posOf(tr, l))
+			rs.steps = append(rs.steps, posOf(tr, at))
 			rs.costs = append(rs.costs, cost)
-			l.Nodes = append([]parse.Node{stepNode(tr, l.Pos, id)}, l.Nodes...)
+			return stepNode(tr, at.Position(), id)
 		}
-		var walk func(n parse.Node)
-		walk = func(n parse.Node) {
+		var list func(l *parse.ListNode)
+		node := func(n parse.Node) {
 			switch n := n.(type) {
-			case *parse.ListNode:
-				if n != nil {
-					for _, c := range n.Nodes {
-						walk(c)
-					}
-				}
 			case *parse.IfNode:
-				walk(n.List)
-				walk(n.ElseList)
+				list(n.List)
+				list(n.ElseList)
 			case *parse.WithNode:
-				walk(n.List)
-				walk(n.ElseList)
+				list(n.List)
+				list(n.ElseList)
 			case *parse.RangeNode:
-				walk(n.List)
-				walk(n.ElseList)
+				list(n.List)
+				list(n.ElseList)
 				if n.List != nil {
-					step(n.List, 1+weight(n.List))
+					n.List.Nodes = append([]parse.Node{step(n.List, 1+weight(n.List))}, n.List.Nodes...)
 				}
 			}
 		}
-		walk(tr.Root)
-		step(tr.Root, callSteps+weight(tr.Root))
+		list = func(l *parse.ListNode) {
+			if l == nil {
+				return
+			}
+			out := make([]parse.Node, 0, len(l.Nodes))
+			for _, c := range l.Nodes {
+				node(c)
+				if call, ok := c.(*parse.TemplateNode); ok {
+					// A template not defined costs nothing: the
+					// call fails.
+					out = append(out, step(call, callSteps+weights[call.Name]))
+				}
+				out = append(out, c)
+			}
+			l.Nodes = out
+		}
+		list(tr.Root)
 	}
 }
 
@@ -257,15 +277,19 @@ func (rs *renderers) put(r *renderer) {
 	rs.mu.Unlock()
 }
 
-// execute renders template name of t into buf with a fresh render budget.
+// execute renders template name of t, which costs weight to start, into
+// buf with a fresh render budget.
 // A render over budget returns the budget error and where the last step
 // was taken; any other error is text/template's.
-func (rs *renderers) execute(r *renderer, t *template.Template, name string, ctx map[string]any, buf *strings.Builder) (budgetAt Pos, err error) {
+func (rs *renderers) execute(r *renderer, t *template.Template, weight int64, name string, ctx map[string]any, buf *strings.Builder) (budgetAt Pos, err error) {
 	b := r.b
 	b.render, b.out, b.last, b.err = MaxRenderSteps, 0, -1, nil
-	// A compile over its budget stays over it, with its own message.
-	_ = b.charge(0)
+	// Starting the template pays for it; a compile over its budget stays
+	// over it, with its own message.
 	buf.Reset()
+	if err := b.charge(weight); err != nil {
+		return Pos{}, err
+	}
 	r.w.buf = buf
 	err = t.ExecuteTemplate(r.w, name, ctx)
 	r.w.buf = nil // the renderer is reused; the buffer stays with its compile

@@ -257,7 +257,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 			c.diags.add(d.attrPos("template"), "template %q: %v", name, err)
 			return
 		}
-		at, err := c.site.render.execute(r, r.files, name, c.ctx, &c.buf)
+		at, err := c.site.render.execute(r, r.files, c.site.render.fileWeights[name], name, c.ctx, &c.buf)
 		if err != nil {
 			diag := Diagnostic{Pos: at, Msg: "template: " + err.Error()}
 			if !errors.Is(err, errBudget) {

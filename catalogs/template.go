@@ -337,7 +337,7 @@ func (c *compiler) renderString(ts tstring, pos Pos) (string, error) {
 	if err != nil {
 		return "", Diagnostic{Pos: pos, Msg: "template: " + err.Error()}
 	}
-	at, err := c.site.render.execute(r, r.inline, ts.name, c.ctx, &c.buf)
+	at, err := c.site.render.execute(r, r.inline, c.site.render.inlineWeights[ts.name], ts.name, c.ctx, &c.buf)
 	if err != nil {
 		if at.File == "" {
 			at = pos
@@ -393,11 +393,11 @@ func (l *loader) loadTemplates() {
 			l.diags = append(l.diags, templateFilePos(rel, err))
 		}
 	}
-	l.site.render.instrument(root, func(tr *parse.Tree, n parse.Node) Pos {
+	l.site.render.instrument(root, l.site.render.fileWeights, func(tr *parse.Tree, n parse.Node) Pos {
 		loc, _ := tr.ErrorContext(n)
 		return templateFilePos("templates/"+tr.ParseName, errors.New("template: "+loc+": ")).Pos
 	})
-	l.site.render.instrument(l.site.render.inline, func(tr *parse.Tree, _ parse.Node) Pos {
+	l.site.render.instrument(l.site.render.inline, l.site.render.inlineWeights, func(tr *parse.Tree, _ parse.Node) Pos {
 		return l.inlinePos[tr.ParseName]
 	})
 	// Templates named by file resources must exist; checked here once
