@@ -379,7 +379,9 @@ func templateFilePos(file string, err error) Diagnostic {
 	if m := templateErrRE.FindStringSubmatch(msg); m != nil {
 		pos.Line, _ = strconv.Atoi(m[2])
 		if m[3] != "" {
+			// text/template counts columns from 0; a diagnostic from 1.
 			pos.Col, _ = strconv.Atoi(m[3])
+			pos.Col++
 		}
 	}
 	return Diagnostic{Pos: pos, Msg: "template: " + templateMessage(err)}

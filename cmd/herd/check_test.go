@@ -46,7 +46,7 @@ func TestCheckAndCompileRefuseWhatTheSiteMayNotHold(t *testing.T) {
 			"roles/web.toml":    "[[file]]\npath = \"/etc/motd\"\ntemplate = \"motd\"\n",
 			"templates/motd":    "hello\n{{ indent 1e9 .node }}\n",
 			"files/placeholder": "x",
-		}, nil, []string{"templates/motd:2:3: template: at <indent 1e9 .node>: error calling indent: indent 1000000000: want 0 to 1000 spaces"}, true},
+		}, nil, []string{"templates/motd:2:4: template: at <indent 1e9 .node>: error calling indent: indent 1000000000: want 0 to 1000 spaces"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
