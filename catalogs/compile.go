@@ -2,6 +2,7 @@ package catalogs
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -66,6 +67,9 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 			c.declare(d)
 		}
 	}
+	if c.r != nil {
+		s.render.put(c.r)
+	}
 	c.link()
 	if len(c.diags) > 0 {
 		return nil, c.diags.err()
@@ -99,6 +103,19 @@ type compiler struct {
 	diags Diagnostics
 	buf   strings.Builder
 	pool  []built
+	r     *renderer // the templates bound to this compile's budget, once one renders
+}
+
+// renderer returns the compile's templates, taking them on first use.
+func (c *compiler) renderer() (*renderer, error) {
+	if c.r == nil {
+		r, err := c.site.render.get()
+		if err != nil {
+			return nil, err
+		}
+		c.r = r
+	}
+	return c.r, nil
 }
 
 // declare renders one declaration for this node and adds it.
@@ -193,7 +210,7 @@ func (c *compiler) render(a *declAttr) (any, error) {
 	case a.list != nil:
 		out := make([]string, len(a.list))
 		for i, ts := range a.list {
-			s, err := ts.render(c.ctx, a.pos, &c.buf)
+			s, err := c.renderString(ts, a.pos)
 			if err != nil {
 				return nil, err
 			}
@@ -203,7 +220,7 @@ func (c *compiler) render(a *declAttr) (any, error) {
 	case a.table != nil:
 		out := make(map[string]string, len(a.table))
 		for k, ts := range a.table {
-			s, err := ts.render(c.ctx, a.pos, &c.buf)
+			s, err := c.renderString(ts, a.pos)
 			if err != nil {
 				return nil, err
 			}
@@ -211,7 +228,7 @@ func (c *compiler) render(a *declAttr) (any, error) {
 		}
 		return c.coerce(a, out)
 	}
-	s, err := a.value.render(c.ctx, a.pos, &c.buf)
+	s, err := c.renderString(a.value, a.pos)
 	if err != nil {
 		return nil, err
 	}
@@ -231,13 +248,23 @@ func (c *compiler) coerce(a *declAttr, v any) (any, error) {
 func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 	if name, ok := attrs["template"].(string); ok {
 		delete(attrs, "template")
-		if c.site.templates.Lookup(name) == nil {
+		if name == "" || c.site.render.files.Lookup(name) == nil {
 			c.diags.add(d.attrPos("template"), "template %q: no such file under templates/", name)
 			return
 		}
-		c.buf.Reset()
-		if err := c.site.templates.ExecuteTemplate(&c.buf, name, c.ctx); err != nil {
-			diag := templateFilePos("templates/"+name, err)
+		r, err := c.renderer()
+		if err != nil {
+			c.diags.add(d.attrPos("template"), "template %q: %v", name, err)
+			return
+		}
+		at, err := c.site.render.execute(r, r.files, c.site.render.fileWeights[name], name, c.ctx, &c.buf)
+		if err != nil {
+			diag := Diagnostic{Pos: at, Msg: "template: " + err.Error()}
+			if !errors.Is(err, errBudget) {
+				diag = templateFilePos("templates/"+name, err)
+			} else if diag.File == "" {
+				diag.Pos = Pos{File: "templates/" + name}
+			}
 			diag.Msg += fmt.Sprintf(" (rendering for %s)", d.attrPos("template"))
 			c.diags = append(c.diags, diag)
 			return

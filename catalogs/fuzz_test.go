@@ -3,6 +3,7 @@ package catalogs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -20,6 +21,18 @@ func FuzzLoadSite(f *testing.F) {
 		"include = [\"r\"]\n[params]\na = 2\n[[service]]\nname = \"s\"\nrun = [\"/bin/s\"]\nrequire = [\"file:/x\"]\nhealth = { tcp = \"h:1\" }\n", "")
 	f.Add("[[node]]\nroles = [\"r\"]\n", "[[exec]]\ncommand = [\"/bin/true\"]\nnotify = \"exec:/bin/true\"\nwhen = \"params.x?.y == 1\"\n", "{{ range .facts }}{{ end }}")
 	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/a\"\nrequire = [\"file:/a/b\"]\n[[file]]\npath = \"/a/b\"\ntemplate = \"t\"\n", "{{ template \"t\" }}")
+	// Templates over budget (issue 9): each must fail at its file:line,
+	// quickly, whatever the fuzzer makes of them.
+	for _, tmpl := range []string{
+		"{{ range $i := 100000 }}{{ range $j := 100000 }}{{ $i }} {{ $j }}\n{{ end }}{{ end }}",
+		"{{ indent 1e9 .node }}",
+		"{{ define \"r\" }}{{ template \"r\" . }}{{ template \"r\" . }}{{ end }}{{ template \"r\" . }}",
+		"{{ $s := \"a\" }}{{ range 64 }}{{ $s = replace \"a\" \"aa\" $s }}{{ end }}{{ $s }}",
+		"{{ printf \"%*d\" 999999 1 }}{{ html (printf \"%0900000d\" 0) }}",
+		"{{ range 3 }}{{ if eq . 1 }}{{ break }}{{ end }}{{ . }}{{ else }}none{{ end }}",
+	} {
+		f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ntemplate = \"t\"\n[[file]]\npath = \"/etc/y\"\ncontent = '''"+tmpl+"'''\n", tmpl)
+	}
 	f.Fuzz(func(t *testing.T, nodes, role, tmpl string) {
 		fsys := fstest.MapFS{
 			"nodes.toml":       {Data: []byte(nodes)},
@@ -28,7 +41,7 @@ func FuzzLoadSite(f *testing.F) {
 			"data/common.toml": {Data: []byte("a = 3\n")},
 			"files/f":          {Data: []byte("static")},
 		}
-		s, _, err := loadFS(fsys, LoadOptions{Version: "fuzz"})
+		s, _, err := loadFS(fsSiteDir(fsys), LoadOptions{Version: "fuzz"}, defaultLimits)
 		if err != nil {
 			checkDiagnostics(t, err)
 			return
@@ -37,6 +50,11 @@ func FuzzLoadSite(f *testing.F) {
 		if err != nil {
 			checkDiagnostics(t, err)
 			return
+		}
+		for _, r := range cat.Resources {
+			if c := r.String("content"); len(c) > MaxRenderBytes {
+				t.Fatalf("%s: a rendered content of %d bytes passed the %d-byte cap", r.ID, len(c), MaxRenderBytes)
+			}
 		}
 		b, err := cat.Encode()
 		if err != nil {
@@ -147,6 +165,40 @@ func FuzzDecode(f *testing.F) {
 		enc2, _ := c2.Encode()
 		if !bytes.Equal(enc, enc2) {
 			t.Fatalf("not stable:\n%s\n%s", enc, enc2)
+		}
+	})
+}
+
+// FuzzPrintfSize holds printfSize, the bound the template functions check
+// before formatting, to what fmt really prints: a bound under the truth
+// would let printf build more than a render may produce.
+func FuzzPrintfSize(f *testing.F) {
+	for _, format := range []string{
+		"%s", "%d:%s", "%999999d", "%*d", "%[1]s%[1]s%[1]s", "%q", "% x", "%#v", "%+q", "%.1000f",
+		"%v %v %v", "%%%d%%", "%!", "%[3]*.[2]*[1]f", "%-08.3e", "%U", "%b", "%c",
+	} {
+		f.Add(format, "a\x00\u00e9\U0001F600\"", int64(42), 1e308, true)
+	}
+	f.Fuzz(func(t *testing.T, format, s string, n int64, x float64, b bool) {
+		if len(format) > 200 || len(s) > 1000 {
+			return
+		}
+		for _, args := range [][]any{
+			{s, n, x, b},
+			{[]any{s, n, map[string]any{s: []any{x, b, nil}}}},
+			{map[string]any{"k": s, s: []any{[]any{}, []any{[]any{}}}}, []string{s, s}},
+			{int(n % 2_000_000), s},
+		} {
+			bound := printfSize(format, args)
+			if bound > 4*MaxRenderBytes {
+				continue // refused anyway; not worth formatting
+			}
+			if got := len(fmt.Sprintf(format, args...)); got > bound {
+				t.Fatalf("printfSize(%q, %v) = %d, but fmt printed %d bytes", format, args, bound, got)
+			}
+			if got, bound := len(fmt.Sprint(args...)), printArgsSize(args)+len(args); got > bound {
+				t.Fatalf("printArgsSize(%v) = %d, but fmt printed %d bytes", args, bound, got)
+			}
 		}
 	})
 }

@@ -86,19 +86,6 @@ func (r reader) str(p string) (string, bool) {
 	return s, true
 }
 
-func (r reader) int(p string) (int64, bool) {
-	v, ok := r.get(p)
-	if !ok {
-		return 0, false
-	}
-	n, isInt := v.(int64)
-	if !isInt {
-		r.bad(p, "%s: want an integer, got %s", lastKey(p), typeName(v))
-		return 0, false
-	}
-	return n, true
-}
-
 func (r reader) bool(p string) (bool, bool) {
 	v, ok := r.get(p)
 	if !ok {
@@ -170,7 +157,11 @@ func (r reader) tables(p string) func(func(int) bool) {
 
 // known records a diagnostic for every key of the table at p that is not
 // one of names ("" is the document's top level).
-func (r reader) known(p string, names ...string) {
+func (r reader) known(p string, names ...string) { r.knownSuggesting(p, names, names) }
+
+// knownSuggesting is known, suggesting only some of the names: a key that
+// is recognised only to be refused is not worth suggesting.
+func (r reader) knownSuggesting(p string, names, suggest []string) {
 	v, _ := r.get(p)
 	m, _ := v.(map[string]any)
 	keys := make([]string, 0, len(m))
@@ -180,7 +171,7 @@ func (r reader) known(p string, names ...string) {
 	slices.Sort(keys)
 	for _, k := range keys {
 		if !slices.Contains(names, k) {
-			r.bad(joinKey(p, k), "unknown key %q%s (want %s)", k, inTable(p), strings.Join(names, ", "))
+			r.bad(joinKey(p, k), "unknown key %q%s (want %s)", k, inTable(p), strings.Join(suggest, ", "))
 		}
 	}
 }

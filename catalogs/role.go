@@ -266,13 +266,13 @@ func (l *loader) loadAttr(doc *tomlDoc, kp, name string, a *Attr, v any) *declAt
 		da.list = make([]tstring, len(list))
 		for i, s := range list {
 			ep := doc.posOf(fmt.Sprintf("%s[%d]", kp, i))
-			ts, err := newTString(s, ep)
+			ts, err := l.newTString(s, ep)
 			if err != nil {
 				return fail(err)
 			}
 			da.list[i] = ts
 			da.elemAt = append(da.elemAt, ep)
-			da.dyn = da.dyn || ts.t != nil
+			da.dyn = da.dyn || ts.name != ""
 		}
 		if !da.dyn {
 			v = list
@@ -289,23 +289,23 @@ func (l *loader) loadAttr(doc *tomlDoc, kp, name string, a *Attr, v any) *declAt
 			if !ok {
 				return fail(Diagnostic{Pos: doc.posOf(joinKey(kp, k)), Msg: fmt.Sprintf("%s.%s: want a string, got %s", name, k, typeName(e))})
 			}
-			ts, err := newTString(s, doc.posOf(joinKey(kp, k)))
+			ts, err := l.newTString(s, doc.posOf(joinKey(kp, k)))
 			if err != nil {
 				return fail(err)
 			}
 			da.table[k] = ts
 			sm[k] = s
-			da.dyn = da.dyn || ts.t != nil
+			da.dyn = da.dyn || ts.name != ""
 		}
 		v = sm
 	default:
 		if s, ok := v.(string); ok {
-			ts, err := newTString(s, pos)
+			ts, err := l.newTString(s, pos)
 			if err != nil {
 				return fail(err)
 			}
 			da.value = ts
-			da.dyn = ts.t != nil
+			da.dyn = ts.name != ""
 		}
 	}
 	if da.dyn {

@@ -7,13 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 )
 
@@ -25,14 +22,13 @@ type Site struct {
 	Version  string
 	Settings Settings
 	Tests    []SiteTest
-	Policies []string // .rego files, relative to the site root
 
-	rules     []*rule
-	nodes     *tomlDoc // nodes.toml, for positions in explanations
-	roles     map[string]*role
-	data      map[string]*tomlDoc // "os/debian" → data/os/debian.toml
-	templates *template.Template  // every file under templates/, by relative name
-	files     map[string]FileRef  // "files/motd" → its digest and size
+	rules  []*rule
+	nodes  *tomlDoc // nodes.toml, for positions in explanations
+	roles  map[string]*role
+	data   map[string]*tomlDoc // "os/debian" → data/os/debian.toml
+	render *renderers          // every file under templates/ and every templated value
+	files  map[string]FileRef  // "files/motd" → its digest and size
 }
 
 // Settings are the site-wide settings of herd.toml.
@@ -45,19 +41,6 @@ type Settings struct {
 	// {environment} and {facts.dotted.name}. The level "nodes.toml" stands
 	// for the params of the classification rules.
 	Hierarchy []string
-	// PolicyMode is how policy denials act: enforce, warn or off.
-	PolicyMode string
-	// Stages are the rollout stages, in order.
-	Stages []Stage
-}
-
-// Stage is one step of a rollout (carried for the rollout controller).
-type Stage struct {
-	Name      string
-	Nodes     []string // globs on node names
-	Percent   int64
-	Bake      time.Duration
-	MaxFailed int64
 }
 
 // DefaultHierarchy is used when herd.toml names none.
@@ -84,7 +67,12 @@ func Load(ctx context.Context, dir string, opts LoadOptions) (*Site, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("loading site: %s is not a directory", dir)
 	}
-	s, digest, err := loadFS(os.DirFS(dir), opts)
+	sd, closeDir, err := openSiteDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading site: %w", err)
+	}
+	defer closeDir()
+	s, digest, err := loadFS(sd, opts, defaultLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -99,17 +87,25 @@ func Load(ctx context.Context, dir string, opts LoadOptions) (*Site, error) {
 	return s, nil
 }
 
-// loadFS loads a site from fsys and returns it with its content digest.
-func loadFS(fsys fs.FS, opts LoadOptions) (*Site, string, error) {
+// loadFS loads a site through sd and returns it with its content digest.
+func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, error) {
 	l := &loader{
 		site: &Site{
-			roles: map[string]*role{},
-			data:  map[string]*tomlDoc{},
-			files: map[string]FileRef{},
+			roles:  map[string]*role{},
+			data:   map[string]*tomlDoc{},
+			files:  map[string]FileRef{},
+			render: newRenderers(),
 		},
-		contents: map[string][]byte{},
+		contents:  map[string][]byte{},
+		inlinePos: map[string]Pos{},
+		limits:    limits,
 	}
-	if err := l.readTree(fsys); err != nil {
+	if err := l.readTree(sd); err != nil {
+		return nil, "", err
+	}
+	// A file that could not be read would only cause confusing
+	// follow-on mistakes ("a site needs nodes.toml").
+	if err := l.diags.err(); err != nil {
 		return nil, "", err
 	}
 	l.loadSettings()
@@ -130,44 +126,10 @@ type loader struct {
 	contents map[string][]byte // every site file but files/, by slash path
 	digests  []string          // "path\x00sha256" of every file, for the version
 	diags    Diagnostics
-}
-
-// readTree reads every file of the site once. Files under files/ are only
-// digested: they can be large and are served from disk by digest.
-func (l *loader) readTree(fsys fs.FS) error {
-	return fs.WalkDir(fsys, ".", func(rel string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("loading site: %w", err)
-		}
-		if rel == "." {
-			return nil
-		}
-		if strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		b, err := fs.ReadFile(fsys, rel)
-		if err != nil {
-			return fmt.Errorf("loading site: %w", err)
-		}
-		sum := sha256.Sum256(b)
-		hexsum := hex.EncodeToString(sum[:])
-		l.digests = append(l.digests, rel+"\x00"+hexsum)
-		switch {
-		case strings.HasPrefix(rel, "files/"):
-			l.site.files[rel] = FileRef{Digest: "sha256:" + hexsum, Path: rel, Size: int64(len(b))}
-		case strings.HasPrefix(rel, "policies/") && strings.HasSuffix(rel, ".rego"):
-			l.site.Policies = append(l.site.Policies, rel)
-		default:
-			l.contents[rel] = b
-		}
-		return nil
-	})
+	limits   siteLimits
+	// inlinePos is where each templated value was written, by its
+	// template's name.
+	inlinePos map[string]Pos
 }
 
 func (l *loader) contentDigest() string {
@@ -212,7 +174,6 @@ func (l *loader) loadSettings() {
 	s := &l.site.Settings
 	s.Environment = "production"
 	s.Hierarchy = DefaultHierarchy
-	s.PolicyMode = "enforce"
 	if _, ok := l.contents["herd.toml"]; !ok {
 		return
 	}
@@ -221,7 +182,7 @@ func (l *loader) loadSettings() {
 		return
 	}
 	r := reader{doc: doc, diags: &l.diags}
-	r.known("", "environment", "hierarchy", "policy", "rollout")
+	r.knownSuggesting("", []string{"environment", "hierarchy", "policy", "rollout"}, []string{"environment", "hierarchy"})
 	if env, ok := r.str("environment"); ok {
 		if !validName(env) {
 			r.bad("environment", "environment %q: want letters, digits, '-', '_' or '.'", env)
@@ -236,48 +197,21 @@ func (l *loader) loadSettings() {
 			}
 		}
 	}
-	if r.table("policy") {
-		r.known("policy", "mode")
-		if m, ok := r.str("policy.mode"); ok {
-			if !slices.Contains([]string{"enforce", "warn", "off"}, m) {
-				r.bad("policy.mode", "policy.mode %q: want enforce, warn or off", m)
-			}
-			s.PolicyMode = m
+	// Rollout stages and policy gates are not built yet. Accepting their
+	// settings would let a site believe a canary stage or a policy holds
+	// a bad change back while every node gets it at once.
+	for _, k := range []string{"policy", "rollout"} {
+		if _, ok := r.get(k); ok {
+			l.diags.add(doc.firstPos(k), "[%s] is not supported yet: %s; remove it from herd.toml", k, unsupported[k])
 		}
 	}
-	if r.table("rollout") {
-		r.known("rollout", "stage")
-		for i := range r.tables("rollout.stage") {
-			p := fmt.Sprintf("rollout.stage[%d]", i)
-			r.known(p, "name", "nodes", "percent", "bake", "max_failed")
-			var st Stage
-			st.Name, _ = r.str(p + ".name")
-			st.Nodes, _ = r.strs(p + ".nodes")
-			for j, g := range st.Nodes {
-				if _, err := path.Match(g, ""); err != nil {
-					r.bad(fmt.Sprintf("%s.nodes[%d]", p, j), "bad glob %q: %v", g, err)
-				}
-			}
-			if pc, ok := r.int(p + ".percent"); ok {
-				if pc < 1 || pc > 100 {
-					r.bad(p+".percent", "percent %d: want 1 to 100", pc)
-				}
-				st.Percent = pc
-			}
-			if b, ok := r.str(p + ".bake"); ok {
-				d, err := time.ParseDuration(b)
-				if err != nil || d < 0 {
-					r.bad(p+".bake", "bake %q: want a duration like \"10m\"", b)
-				}
-				st.Bake = d
-			}
-			st.MaxFailed, _ = r.int(p + ".max_failed")
-			if st.Name == "" {
-				st.Name = fmt.Sprintf("stage-%d", i+1)
-			}
-			s.Stages = append(s.Stages, st)
-		}
-	}
+}
+
+// unsupported says why a herd.toml section that a later release acts on is
+// refused today.
+var unsupported = map[string]string{
+	"policy":  "policy gates arrive with rollouts, and nothing would act on its mode",
+	"rollout": "rollout stages arrive in a later release, and every node would get a new version at once whatever the stages say",
 }
 
 // checkLevel validates a hierarchy level's interpolations.
