@@ -3,12 +3,10 @@ package agent
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/herdcm/herd/agent/resources"
@@ -135,7 +133,7 @@ func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(str
 		return nil, err
 	}
 	mark("compile")
-	return &sourced{node: node, cat: cat, digest: catalogs.Digest(enc), files: siteFiles(src.site, cat)}, nil
+	return &sourced{node: node, cat: cat, digest: catalogs.Digest(enc), files: siteFiles(site, cat)}, nil
 }
 
 func fileExists(p string) bool {
@@ -165,25 +163,23 @@ func hasType(cat *catalogs.Catalog, typ string) bool {
 	return false
 }
 
-// siteFiles serves the catalog's static files from the site directory,
-// checking each against its digest so that a file edited after the compile
-// is refused rather than shipped under the wrong digest.
-func siteFiles(site string, cat *catalogs.Catalog) func(context.Context, string) (io.ReadCloser, error) {
-	paths := make(map[string]string, len(cat.Files))
+// siteFiles serves the catalog's static files from the site through its
+// confined reader (Site.ReadFile), which checks each against its digest so
+// that a file edited, or swapped for a link or a FIFO, after the compile is
+// refused rather than shipped or followed.
+func siteFiles(site *catalogs.Site, cat *catalogs.Catalog) func(context.Context, string) (io.ReadCloser, error) {
+	refs := make(map[string]catalogs.FileRef, len(cat.Files))
 	for _, fr := range cat.Files {
-		paths[fr.Digest] = fr.Path
+		refs[fr.Digest] = fr
 	}
 	return func(_ context.Context, digest string) (io.ReadCloser, error) {
-		p, ok := paths[digest]
+		fr, ok := refs[digest]
 		if !ok {
 			return nil, fmt.Errorf("no file with digest %s in this catalog", digest)
 		}
-		b, err := os.ReadFile(filepath.Join(site, filepath.FromSlash(p)))
+		b, err := site.ReadFile(fr)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s from the site: %w", p, err)
-		}
-		if catalogs.Digest(b) != digest {
-			return nil, errors.New(p + " changed in the site since the catalog was compiled; run again")
+			return nil, fmt.Errorf("serving from the site: %w", err)
 		}
 		return io.NopCloser(bytes.NewReader(b)), nil
 	}
