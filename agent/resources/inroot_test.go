@@ -203,6 +203,42 @@ func TestDpkgNeverLeavesRoot(t *testing.T) {
 	}
 }
 
+// TestDebCacheNeverLeavesRoot: a site's .deb is written for dpkg under
+// var/cache/herd through the one policy, so a var/cache or var/cache/herd
+// planted as a link out of a sandbox root is followed only inside it.
+func TestDebCacheNeverLeavesRoot(t *testing.T) {
+	t.Parallel()
+	deb := []byte("not really a deb")
+	for _, link := range []string{"var/cache", "var/cache/herd"} {
+		t.Run(link, func(t *testing.T) {
+			t.Parallel()
+			out := outsideDir(t, map[string]string{"keep": "outside\n", "herd/keep": "outside\n"})
+			h, files := newTestHost(t)
+			digest := files.add(deb)
+			plant(t, h.Root, link, out)
+			before := treeHash(t, out)
+			dir, dirPath, err := debCacheDir(h.Root)
+			if err == nil {
+				defer dir.Close()
+				if !strings.HasPrefix(dirPath, h.Root+"/") {
+					t.Errorf("debCacheDir = %s, outside the root %s", dirPath, h.Root)
+				}
+				name, err := fetchDeb(context.Background(), h, dir, digest)
+				if err != nil {
+					t.Fatalf("fetchDeb: %v", err)
+				}
+				got, err := os.ReadFile(filepath.Join(dirPath, name))
+				if err != nil || string(got) != string(deb) {
+					t.Errorf("the .deb at %s = %q, %v; want %q", filepath.Join(dirPath, name), got, err, deb)
+				}
+			}
+			if after := treeHash(t, out); after != before {
+				t.Errorf("writing the .deb (debCacheDir err %v) changed the outside directory", err)
+			}
+		})
+	}
+}
+
 // TestSystemdUnitNeverLeavesRoot: a unit directory that is a link out of
 // a sandbox root is never written through.
 func TestSystemdUnitNeverLeavesRoot(t *testing.T) {

@@ -4,18 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/herdcm/herd/catalogs"
 )
@@ -248,15 +253,17 @@ func (t *Package) installSource(ctx context.Context, h *Host, p *Plan, st *packa
 	doing := fmt.Sprintf("installing %s from %s", st.name, st.source)
 	// Under the root's own cache, so that dpkg reads it from the host it
 	// installs into and the file never crosses filesystems twice.
-	dir := filepath.Join(root, "var/cache/herd")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%s: %w", doing, err)
-	}
-	deb, err := fetchDeb(ctx, h, dir, st.digest)
+	dir, dirPath, err := debCacheDir(root)
 	if err != nil {
 		return fmt.Errorf("%s: %w", doing, err)
 	}
-	defer os.Remove(deb)
+	defer dir.Close()
+	name, err := fetchDeb(ctx, h, dir, st.digest)
+	if err != nil {
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+	defer dir.Remove(name)
+	deb := filepath.Join(dirPath, name)
 	info, err := t.debInfo(ctx, h, st.digest, deb)
 	if err != nil {
 		return fmt.Errorf("%s: %w", doing, err)
@@ -284,16 +291,21 @@ func (t *Package) latest(ctx context.Context, h *Host, name, source, digest stri
 			return info.version, nil
 		}
 		// Outside the host root: Check must leave the host as it found it.
-		dir, err := os.MkdirTemp("", "herd-deb-")
+		tmp, err := os.MkdirTemp("", "herd-deb-")
 		if err != nil {
 			return "", fmt.Errorf("reading the version of %s: %w", source, err)
 		}
-		defer os.RemoveAll(dir)
-		deb, err := fetchDeb(ctx, h, dir, digest)
+		defer os.RemoveAll(tmp)
+		dir, err := os.OpenRoot(tmp)
 		if err != nil {
 			return "", fmt.Errorf("reading the version of %s: %w", source, err)
 		}
-		info, err = t.debInfo(ctx, h, digest, deb)
+		defer dir.Close()
+		name, err := fetchDeb(ctx, h, dir, digest)
+		if err != nil {
+			return "", fmt.Errorf("reading the version of %s: %w", source, err)
+		}
+		info, err = t.debInfo(ctx, h, digest, filepath.Join(tmp, name))
 		if err != nil {
 			return "", fmt.Errorf("reading the version of %s: %w", source, err)
 		}
@@ -363,10 +375,43 @@ func (t *Package) debInfo(ctx context.Context, h *Host, digest, deb string) (deb
 	return info, nil
 }
 
+// debCacheDir opens ROOT/var/cache/herd, where a site's .deb waits for
+// dpkg, creating it (0700) if need be, resolved by the one policy so that
+// a link planted in the root never leads the write out of it. dirPath is
+// where the directory really is (read back from its handle), for dpkg's
+// command line.
+func debCacheDir(root string) (dir *os.Root, dirPath string, err error) {
+	cfd, err := openDirInRoot(root, "var/cache", false)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening var/cache: %w", err)
+	}
+	cache, err := rootAt(cfd)
+	unix.Close(cfd)
+	if err != nil {
+		return nil, "", err
+	}
+	defer cache.Close()
+	if err := cache.Mkdir("herd", 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, "", fmt.Errorf("making var/cache/herd: %w", err)
+	}
+	fd, err := openDirInRoot(root, "var/cache/herd", false)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening var/cache/herd: %w", err)
+	}
+	defer unix.Close(fd)
+	if dirPath, err = os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); err != nil {
+		return nil, "", fmt.Errorf("finding var/cache/herd: %w", err)
+	}
+	if dir, err = rootAt(fd); err != nil {
+		return nil, "", err
+	}
+	return dir, dirPath, nil
+}
+
 // fetchDeb writes the site file with the given digest to a new file in dir
-// and returns its path, checking the content against the digest on the
-// way: dpkg installs as root whatever it is given.
-func fetchDeb(ctx context.Context, h *Host, dir, digest string) (string, error) {
+// and returns its name there, checking the content against the digest on
+// the way: dpkg installs as root whatever it is given.
+func fetchDeb(ctx context.Context, h *Host, dir *os.Root, digest string) (string, error) {
 	if h.Files == nil {
 		return "", errors.New("fetching the .deb: the host has no file source")
 	}
@@ -375,7 +420,8 @@ func fetchDeb(ctx context.Context, h *Host, dir, digest string) (string, error) 
 		return "", fmt.Errorf("fetching the .deb: %w", err)
 	}
 	defer rc.Close()
-	f, err := os.CreateTemp(dir, "package-*.deb")
+	name := "package-" + rand.Text() + ".deb"
+	f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("fetching the .deb: %w", err)
 	}
@@ -390,10 +436,10 @@ func fetchDeb(ctx context.Context, h *Host, dir, digest string) (string, error) 
 		}
 	}
 	if err != nil {
-		os.Remove(f.Name())
+		dir.Remove(name)
 		return "", fmt.Errorf("fetching the .deb: %w", err)
 	}
-	return f.Name(), nil
+	return name, nil
 }
 
 // pkgRun runs one dpkg or apt-get command of an Apply, keeping its output
