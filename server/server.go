@@ -75,7 +75,12 @@ type Options struct {
 	// Retain is how long reports and facts/catalog history are kept
 	// (default 90 days); older ones are pruned hourly.
 	Retain time.Duration
-	Log    *slog.Logger
+	// AcceptEmptyStore lets the server start on an empty store although
+	// its CA already exists. Without it such a start is refused: the
+	// store was lost or truncated, and with it the revocations and the
+	// name history (restore it from a backup instead).
+	AcceptEmptyStore bool
+	Log              *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -150,9 +155,22 @@ type Server struct {
 
 	grpc  *grpc.Server
 	http  *http.Server
+	lis   net.Listener // the gRPC listener, as Start bound it
 	stop  context.CancelFunc
 	group *errgroup.Group
 	once  sync.Once
+	// errc carries the error that stopped the serving goroutines (a
+	// listener that failed), once; it is closed when they have all
+	// returned. See Err.
+	errc chan error
+
+	// health caches the last store write check for a second, so that a
+	// flood of /healthz requests is not a flood of writes.
+	health struct {
+		sync.Mutex
+		at  time.Time
+		err error
+	}
 }
 
 // New opens the server's state (creating the CA and the store on first
@@ -165,9 +183,23 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
+	// Whether a CA exists is decided before ca.Open, which would make one.
+	caExists := false
+	for _, f := range []string{"ca.crt", "signing.key"} {
+		if _, err := os.Lstat(filepath.Join(opts.Dir, "ca", f)); err == nil {
+			caExists = true
+		}
+	}
 	st, err := store.Open(filepath.Join(opts.Dir, "herd.db"), store.Options{Logger: opts.Log.With("component", "store")})
 	if err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
+	}
+	if st.Created() && caExists && !opts.AcceptEmptyStore {
+		st.Close()
+		return nil, fmt.Errorf("starting the server: the store %s is empty but the CA in %s already exists: "+
+			"the store was lost or truncated, and with it the revoked certificates and the nodes' history; "+
+			"restore it from a backup, or start with --accept-empty-store to begin again from nothing",
+			filepath.Join(opts.Dir, "herd.db"), filepath.Join(opts.Dir, "ca"))
 	}
 	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile})
 	if err != nil {
@@ -180,6 +212,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		inFlight: make(chan struct{}, opts.MaxInFlight),
 		recent:   newByteCache(opts.CatalogCache),
 		saves:    pendingSaves{sem: make(chan struct{}, maxPendingSaves)},
+		errc:     make(chan error, 1),
 	}
 	s.compiles.init()
 	s.facts.init()
@@ -233,6 +266,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("starting the server: %w", err)
 	}
 	s.Addr = lis.Addr().String()
+	s.lis = lis
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
@@ -256,7 +290,12 @@ func (s *Server) Start(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	s.group = g
-	g.Go(func() error { return s.grpc.Serve(lis) })
+	g.Go(func() error {
+		if err := s.grpc.Serve(lis); err != nil {
+			return fmt.Errorf("serving gRPC on %s: %w", s.Addr, err)
+		}
+		return nil
+	})
 	if s.opts.HTTPListen != "off" {
 		hl, err := net.Listen("tcp", s.opts.HTTPListen)
 		if err != nil {
@@ -270,7 +309,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := s.http.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
-				return err
+				return fmt.Errorf("serving HTTP on %s: %w", s.HTTPAddr, err)
 			}
 			return nil
 		})
@@ -283,20 +322,39 @@ func (s *Server) Start(ctx context.Context) error {
 		s.shutdown()
 		return nil
 	})
+	// Any goroutine's error cancels ctx, which shuts the rest down; the
+	// owner learns of it through Err instead of a process serving
+	// nothing.
+	go func() {
+		if err := g.Wait(); err != nil {
+			s.log.Error("the server stopped", "err", err)
+			s.errc <- err
+		}
+		close(s.errc)
+	}()
 	s.log.Info("serving", "grpc", s.Addr, "http", s.HTTPAddr, "site", s.opts.Site, "version", s.site.Load().version)
 	return nil
 }
 
+// Err returns a channel that carries the error that stopped the server
+// (a listener failed, the watcher gave up) and is closed once the server
+// has stopped, as etcd's embed.Etcd.Err does. Its owner selects on it
+// beside its own signals: a server that cannot serve must not keep the
+// process running. Before Start, nothing is ever sent.
+func (s *Server) Err() <-chan error { return s.errc }
+
 // Close stops serving: open streams end, in-flight calls finish, the
-// store's writer drains.
+// store's writer drains. It returns the error that stopped the serving
+// goroutines, if one did, joined with the store's.
 func (s *Server) Close() error {
+	var serveErr error
 	if s.stop != nil {
 		s.stop()
-		s.group.Wait()
+		serveErr = s.group.Wait()
 	}
 	s.shutdown()
 	s.saves.wg.Wait()
-	return s.st.Close()
+	return errors.Join(serveErr, s.st.Close())
 }
 
 func (s *Server) shutdown() {
@@ -366,12 +424,32 @@ func (s *Server) prune(ctx context.Context) {
 // that issue admin certificates).
 func (s *Server) CA() *ca.CA { return s.ca }
 
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	st := s.site.Load()
 	if st == nil || st.site == nil {
 		http.Error(w, "no site loaded", http.StatusServiceUnavailable)
 		return
 	}
+	// A server whose store cannot commit refuses every report: that is
+	// not healthy, whatever else works.
+	if err := s.checkStore(r.Context()); err != nil {
+		http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "ok %s\n", st.version)
+}
+
+// checkStore is the store's write check, at most once a second.
+func (s *Server) checkStore(ctx context.Context) error {
+	s.health.Lock()
+	defer s.health.Unlock()
+	if !s.health.at.IsZero() && time.Since(s.health.at) < time.Second {
+		return s.health.err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s.health.err = s.st.CheckWrite(ctx)
+	s.health.at = time.Now()
+	return s.health.err
 }

@@ -26,6 +26,7 @@ type serverConfig struct {
 	CACert          string   `toml:"ca_cert"`
 	CAKey           string   `toml:"ca_key"`
 	LogLevel        string   `toml:"log_level"`
+	AcceptEmpty     bool     `toml:"accept_empty_store"`
 }
 
 func newServerCmd() *cobra.Command {
@@ -49,7 +50,11 @@ fails to load leaves the previous version served; a node whose compile fails
 keeps its last good catalog (see herd nodes).
 
 Settings come from --config (TOML, decoded strictly) and flags; flags win.
-SIGINT or SIGTERM stops it gracefully.`,
+SIGINT or SIGTERM stops it gracefully. When serving fails (a listener
+dies), it exits 1 with the error.
+
+It refuses to start when its store is empty (lost, truncated) but its CA
+exists: restore the store from a backup, or pass --accept-empty-store.`,
 		Example: `  herd server --site /srv/site --dir /var/lib/herd-server --listen 0.0.0.0:8140 --hostnames herd.example.com
   herd server --config /etc/herd/server.toml`,
 		Args: cobra.NoArgs,
@@ -68,7 +73,7 @@ SIGINT or SIGTERM stops it gracefully.`,
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
-				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, Log: log,
+				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
 			})
 			if err != nil {
 				return siteError(cfg.Site, err)
@@ -78,8 +83,19 @@ SIGINT or SIGTERM stops it gracefully.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "herd server: gRPC on %s, metrics on %s, site %s\n", s.Addr, s.HTTPAddr, cfg.Site)
-			<-cmd.Context().Done()
-			return s.Close()
+			// A server whose listener failed serves nothing: exit non-zero
+			// with its error rather than wait for a signal that may never
+			// come.
+			select {
+			case <-cmd.Context().Done():
+				return s.Close()
+			case err, ok := <-s.Err():
+				cerr := s.Close()
+				if !ok {
+					return cerr
+				}
+				return fmt.Errorf("herd server stopped: %w", err)
+			}
 		},
 	}
 	f := cmd.Flags()
@@ -96,6 +112,7 @@ SIGINT or SIGTERM stops it gracefully.`,
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
+	f.BoolVar(&cfg.AcceptEmpty, "accept-empty-store", false, "start although the store is empty and the CA exists (the store was lost: revocations and history start from nothing)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
 }
