@@ -23,6 +23,9 @@ type metrics struct {
 	overloaded    prometheus.Counter
 	watchers      prometheus.Gauge
 	siteLoads     *prometheus.CounterVec // by result
+	siteFailing   prometheus.Gauge       // 1 while the newest version fails to load
+	siteServed    *prometheus.GaugeVec   // by version: 1 for the served one
+	siteLoadedAt  prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -60,11 +63,28 @@ func newMetrics() *metrics {
 		siteLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_site_loads_total", Help: "Site versions loaded, by result.",
 		}, []string{"result"}),
+		siteFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herd_site_load_failing", Help: "1 while the site's newest version fails to load and the previous one is still served (herd status shows why).",
+		}),
+		siteServed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herd_site_served_version", Help: "The site version being served: 1, labelled with its version.",
+		}, []string{"version"}),
+		siteLoadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herd_site_loaded_timestamp_seconds", Help: "When the served site version was loaded, in unix seconds.",
+		}),
 	}
 	m.reg.MustRegister(m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
-		m.denied, m.overloaded, m.watchers, m.siteLoads,
+		m.denied, m.overloaded, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// setServed records the version being served; the previous version's
+// series goes, so that the gauge has one series.
+func (m *metrics) setServed(version string, at time.Time) {
+	m.siteServed.Reset()
+	m.siteServed.WithLabelValues(version).Set(1)
+	m.siteLoadedAt.Set(float64(at.Unix()))
 }
 
 func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -177,6 +177,12 @@ type Server struct {
 // start) and loads the site. It does not listen yet: see Start.
 func New(ctx context.Context, opts Options) (*Server, error) {
 	opts.defaults()
+	// The site's version comes from git (catalogs.Load runs it in this
+	// process's environment). Without this, its `git status` refreshes
+	// .git/index under index.lock: a write in the tree the server watches.
+	if os.Getenv("GIT_OPTIONAL_LOCKS") == "" {
+		os.Setenv("GIT_OPTIONAL_LOCKS", "0")
+	}
 	if opts.Site == "" {
 		return nil, errors.New("starting the server: no site directory")
 	}

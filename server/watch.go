@@ -100,35 +100,44 @@ func (w *watchers) closeAll() {
 }
 
 // watchSite starts watching the site, before it returns, so that no edit
-// made after Start is missed: fsnotify on every directory of the site
-// (and the git refs, so that a commit is seen). Changes are debounced, so
-// that an editor's burst of writes or a checkout is one reload. run
-// handles the events until ctx ends.
+// made after Start is missed: fsnotify on every directory of the work
+// tree, and in .git only what moves the version (HEAD, packed-refs and the
+// refs). Changes are debounced, so that an editor's burst of writes or a
+// checkout is one reload. run handles the events until ctx ends.
+//
+// Only those paths count (versionChange): git's own bookkeeping in .git
+// (index, index.lock, logs, objects) changes no version, and the server's
+// own `git status` touching .git/index must not trigger the next reload.
 func (s *Server) watchSite() (run func(ctx context.Context) error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		s.log.Error("watching the site: changes need a restart", "err", err)
 		return func(ctx context.Context) error { <-ctx.Done(); return nil }
 	}
-	addTree := func(root string) {
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	root := s.opts.Site
+	addTree := func(top string) {
+		filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
 			}
-			if d.Name() == ".git" {
-				for _, sub := range []string{p, filepath.Join(p, "refs"), filepath.Join(p, "refs", "heads")} {
-					fw.Add(sub)
-				}
+			if p == filepath.Join(root, ".git") {
+				fw.Add(p)
+				filepath.WalkDir(filepath.Join(p, "refs"), func(rp string, rd fs.DirEntry, err error) error {
+					if err == nil && rd.IsDir() {
+						fw.Add(rp)
+					}
+					return nil
+				})
 				return filepath.SkipDir
 			}
-			if strings.HasPrefix(d.Name(), ".") && p != root {
+			if strings.HasPrefix(d.Name(), ".") && p != root && !insideRefs(root, p) {
 				return filepath.SkipDir
 			}
 			fw.Add(p)
 			return nil
 		})
 	}
-	addTree(s.opts.Site)
+	addTree(root)
 	return func(ctx context.Context) error {
 		defer fw.Close()
 		var timer *time.Timer
@@ -144,8 +153,11 @@ func (s *Server) watchSite() (run func(ctx context.Context) error) {
 				if !ok {
 					return nil
 				}
+				if !versionChange(root, ev.Name) {
+					continue
+				}
 				if ev.Op&fsnotify.Create != 0 {
-					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
 						addTree(ev.Name)
 					}
 				}
@@ -171,4 +183,40 @@ func (s *Server) watchSite() (run func(ctx context.Context) error) {
 			}
 		}
 	}
+}
+
+// insideRefs reports whether p is .git/refs or below it.
+func insideRefs(root, p string) bool {
+	rel, err := filepath.Rel(filepath.Join(root, ".git", "refs"), p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// versionChange reports whether a change at path can change the site's
+// version: anything in the work tree outside dot-directories, and in .git
+// only HEAD, packed-refs and refs (not their .lock files, which git
+// writes and removes around every update).
+func versionChange(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return false
+	}
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	if parts[0] != ".git" {
+		for _, p := range parts[:len(parts)-1] {
+			if strings.HasPrefix(p, ".") && p != "." {
+				return false
+			}
+		}
+		return true
+	}
+	if strings.HasSuffix(path, ".lock") {
+		return false
+	}
+	switch {
+	case len(parts) == 2 && (parts[1] == "HEAD" || parts[1] == "packed-refs"):
+		return true
+	case len(parts) >= 2 && parts[1] == "refs":
+		return true
+	}
+	return false
 }
