@@ -26,6 +26,7 @@ type metrics struct {
 	siteFailing   prometheus.Gauge       // 1 while the newest version fails to load
 	siteServed    *prometheus.GaugeVec   // by version: 1 for the served one
 	siteLoadedAt  prometheus.Gauge
+	refusedConns  *prometheus.CounterVec // by reason
 }
 
 func newMetrics() *metrics {
@@ -73,7 +74,10 @@ func newMetrics() *metrics {
 			Name: "herd_site_loaded_timestamp_seconds", Help: "When the served site version was loaded, in unix seconds.",
 		}),
 	}
-	m.reg.MustRegister(m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
+	m.refusedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herd_connections_refused_total", Help: "gRPC connections closed at once, by reason: max-connections, max-anonymous.",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.refusedConns, m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
 		m.denied, m.overloaded, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

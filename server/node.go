@@ -264,10 +264,10 @@ func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamingServer[herdv1.WatchEvent]) error {
 	s := n.s
 	id := caller(stream.Context())
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
 	w := &watcher{serial: id.serial, box: make(chan watchMsg, 1), cancel: cancel}
-	s.watch.add(id.name, w)
+	s.watch.add(id.name, w, s.opts.MaxWatchesPerNode)
 	s.metrics.watchers.Inc()
 	defer func() {
 		s.watch.remove(id.name, w)
@@ -281,10 +281,17 @@ func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamin
 	for {
 		select {
 		case <-ctx.Done():
-			if stream.Context().Err() == nil {
-				return status.Error(codes.Unauthenticated, "the stream's certificate was revoked or the server is stopping")
+			if stream.Context().Err() != nil {
+				return nil
 			}
-			return nil
+			switch cause := context.Cause(ctx); cause {
+			case errWatchRevoked:
+				return status.Error(codes.Unauthenticated, cause.Error())
+			case errWatchReplaced:
+				return status.Error(codes.ResourceExhausted, cause.Error())
+			default:
+				return status.Error(codes.Unavailable, "the server is stopping")
+			}
 		case m := <-w.box:
 			if err := stream.Send(&herdv1.WatchEvent{Etag: m.etag, Version: m.version}); err != nil {
 				return err

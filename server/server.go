@@ -14,13 +14,14 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/tap"
 
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/server/ca"
@@ -65,6 +66,27 @@ type Options struct {
 	MaxReportEvents int
 	// MaxStreams bounds concurrent streams per connection (default 16).
 	MaxStreams uint32
+	// MaxConnections bounds the open gRPC connections; past it a new one
+	// is closed at once (default: the file descriptor limit less 512,
+	// at least 64). MaxAnonymousConnections bounds those without a client
+	// certificate, which may only enroll (default 256).
+	MaxConnections          int
+	MaxAnonymousConnections int
+	// MaxEnrollBytes bounds a message on a connection without a client
+	// certificate (default 64 KiB): it is decided at the handshake, so an
+	// unauthenticated client never makes the server buffer MaxMessageBytes.
+	MaxEnrollBytes int
+	// AnonymousTimeout bounds the TLS handshake and every call on a
+	// connection without a client certificate, receiving included
+	// (default 10s).
+	AnonymousTimeout time.Duration
+	// IdleTimeout closes a connection with no call open for this long
+	// (default 15m; 30s without a client certificate). An agent holding
+	// a Watch stream is never idle.
+	IdleTimeout time.Duration
+	// MaxWatchesPerNode bounds one node's open Watch streams; a new one
+	// past it ends the node's oldest (default 4).
+	MaxWatchesPerNode int
 	// CACertFile and CAKeyFile name an existing CA (PEM) to issue from,
 	// instead of the one created under Dir on first start. Both or neither.
 	CACertFile, CAKeyFile string
@@ -120,6 +142,24 @@ func (o *Options) defaults() {
 	if o.MaxStreams == 0 {
 		o.MaxStreams = 16
 	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = defaultMaxConnections()
+	}
+	if o.MaxAnonymousConnections <= 0 {
+		o.MaxAnonymousConnections = 256
+	}
+	if o.MaxEnrollBytes <= 0 {
+		o.MaxEnrollBytes = 64 << 10
+	}
+	if o.AnonymousTimeout <= 0 {
+		o.AnonymousTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 15 * time.Minute
+	}
+	if o.MaxWatchesPerNode <= 0 {
+		o.MaxWatchesPerNode = 4
+	}
 	if o.CatalogCache <= 0 {
 		o.CatalogCache = 64 << 20
 	}
@@ -153,7 +193,8 @@ type Server struct {
 	// port 0).
 	Addr, HTTPAddr string
 
-	grpc  *grpc.Server
+	grpc  *grpc.Server // connections with a client certificate
+	anon  *grpc.Server // connections without: Enroll, with tiny limits
 	http  *http.Server
 	lis   net.Listener // the gRPC listener, as Start bound it
 	stop  context.CancelFunc
@@ -267,38 +308,69 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("starting the server: %w", err)
 	}
 	tlsConf.SetSessionTicketKeys([][32]byte{ticketKey})
+	// connRouter does the handshake itself, and gRPC must still see h2
+	// negotiated.
+	tlsConf.NextProtos = []string{"h2"}
 	lis, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
 	s.Addr = lis.Addr().String()
 	s.lis = lis
-	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConf)),
-		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
-		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
+	router := newConnRouter(lis, tlsConf, s.opts.MaxConnections, s.opts.MaxAnonymousConnections, s.opts.AnonymousTimeout, s.log, s.metrics)
+	common := []grpc.ServerOption{
+		grpc.Creds(handshaken{}),
 		// Small per-connection buffers: a fleet is many mostly idle
 		// connections (a Watch stream each), and grpc's 32 KiB defaults
 		// would cost 64 KiB a node. (The write buffer is shared and
 		// released after each flush, grpc's default.)
-		grpc.ReadBufferSize(8<<10),
-		grpc.WriteBufferSize(8<<10),
-		grpc.ConnectionTimeout(10*time.Second),
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
 		grpc.ChainStreamInterceptor(s.streamAuth),
-	)
-	herdv1.RegisterEnrollServer(s.grpc, &enrollService{s: s})
-	herdv1.RegisterNodeServer(s.grpc, &nodeService{s: s})
-	herdv1.RegisterAdminServer(s.grpc, &adminService{s: s})
+	}
+	s.grpc = grpc.NewServer(append(common,
+		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
+		grpc.MaxHeaderListSize(64<<10),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second, MaxConnectionIdle: s.opts.IdleTimeout}),
+	)...)
+	// Without a certificate only Enroll is allowed (the interceptor
+	// refuses the rest, with the same answers as on the other server), so
+	// everything here is small and short: a message, the headers, the
+	// streams per connection, the life of a call and of an idle
+	// connection.
+	anonIdle := min(30*time.Second, s.opts.IdleTimeout)
+	s.anon = grpc.NewServer(append(common,
+		grpc.MaxRecvMsgSize(s.opts.MaxEnrollBytes),
+		grpc.MaxConcurrentStreams(2),
+		grpc.MaxHeaderListSize(16<<10),
+		grpc.InitialWindowSize(int32(max(s.opts.MaxEnrollBytes, 64<<10))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionIdle: anonIdle, MaxConnectionAge: 2 * time.Minute, MaxConnectionAgeGrace: s.opts.AnonymousTimeout}),
+		grpc.InTapHandle(s.anonDeadline),
+	)...)
+	for _, g := range []*grpc.Server{s.grpc, s.anon} {
+		herdv1.RegisterEnrollServer(g, &enrollService{s: s})
+		herdv1.RegisterNodeServer(g, &nodeService{s: s})
+		herdv1.RegisterAdminServer(g, &adminService{s: s})
+	}
 
 	ctx, s.stop = context.WithCancel(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	s.group = g
+	g.Go(func() error { return router.serve(ctx) })
 	g.Go(func() error {
-		if err := s.grpc.Serve(lis); err != nil {
+		if err := s.grpc.Serve(router.authed); err != nil {
 			return fmt.Errorf("serving gRPC on %s: %w", s.Addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.anon.Serve(router.open); err != nil {
+			return fmt.Errorf("serving gRPC (enrollment) on %s: %w", s.Addr, err)
 		}
 		return nil
 	})
@@ -366,16 +438,30 @@ func (s *Server) Close() error {
 func (s *Server) shutdown() {
 	s.once.Do(func() {
 		s.watch.closeAll()
-		if s.grpc != nil {
-			done := make(chan struct{})
-			go func() { s.grpc.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(3 * time.Second):
-				// Calls in flight had their chance; thousands of idle
-				// connections are not worth waiting for.
-				s.grpc.Stop()
+		var wg sync.WaitGroup
+		for _, g := range []*grpc.Server{s.grpc, s.anon} {
+			if g == nil {
+				continue
 			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				done := make(chan struct{})
+				go func() { g.GracefulStop(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(3 * time.Second):
+					// Calls in flight had their chance; thousands of
+					// idle connections are not worth waiting for.
+					g.Stop()
+				}
+			}()
+		}
+		wg.Wait()
+		// After the gRPC servers: they have stopped taking connections,
+		// so the router's end is a clean one.
+		if s.lis != nil {
+			s.lis.Close()
 		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -383,6 +469,27 @@ func (s *Server) shutdown() {
 			cancel()
 		}
 	})
+}
+
+// anonDeadline bounds a call on a connection without a client
+// certificate, receiving its message included: a client that stalls
+// halfway through a message holds its bytes for AnonymousTimeout at most.
+func (s *Server) anonDeadline(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.AnonymousTimeout)
+	// The stream's own cancel, when the call ends, ends ctx too; then
+	// cancel has nothing left to release, but vet cannot see that.
+	context.AfterFunc(ctx, cancel)
+	return ctx, nil
+}
+
+// defaultMaxConnections leaves room under the file descriptor limit for
+// the store, the site and the HTTP port.
+func defaultMaxConnections() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<20 {
+		return 16384
+	}
+	return max(int(rl.Cur)-512, 64)
 }
 
 // loadTicketKey reads the TLS session ticket key, making it (0600) on

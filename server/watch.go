@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,27 +18,54 @@ import (
 // that stops reading never blocks the server and gets only the latest
 // version when it resumes.
 type watchers struct {
-	mu sync.Mutex
-	m  map[string]map[*watcher]struct{}
+	mu  sync.Mutex
+	m   map[string]map[*watcher]struct{}
+	seq uint64
 }
 
 type watcher struct {
 	serial string
 	box    chan watchMsg
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
+	seq    uint64 // order of arrival: the oldest goes first
 }
 
 type watchMsg struct{ etag, version string }
 
+// Why a Watch stream was ended by the server.
+var (
+	errWatchRevoked  = errors.New("the stream's certificate was revoked")
+	errWatchReplaced = errors.New("the node opened newer Watch streams than this server keeps")
+	errWatchStopping = errors.New("the server is stopping")
+)
+
 func (w *watchers) init() { w.m = map[string]map[*watcher]struct{}{} }
 
-func (w *watchers) add(node string, x *watcher) {
+// add registers x; when node already holds max streams, its oldest are
+// ended, so that one node cannot hold the server's memory with streams
+// while an agent that reconnects (its old stream half dead) still gets
+// its new one.
+func (w *watchers) add(node string, x *watcher, max int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.m[node] == nil {
-		w.m[node] = map[*watcher]struct{}{}
+	set := w.m[node]
+	if set == nil {
+		set = map[*watcher]struct{}{}
+		w.m[node] = set
 	}
-	w.m[node][x] = struct{}{}
+	w.seq++
+	x.seq = w.seq
+	for len(set) >= max {
+		var oldest *watcher
+		for y := range set {
+			if oldest == nil || y.seq < oldest.seq {
+				oldest = y
+			}
+		}
+		oldest.cancel(errWatchReplaced)
+		delete(set, oldest)
+	}
+	set[x] = struct{}{}
 }
 
 func (w *watchers) remove(node string, x *watcher) {
@@ -84,7 +112,7 @@ func (w *watchers) revoke(node, serial string) {
 	defer w.mu.Unlock()
 	for x := range w.m[node] {
 		if serial == "" || x.serial == serial {
-			x.cancel()
+			x.cancel(errWatchRevoked)
 		}
 	}
 }
@@ -94,7 +122,7 @@ func (w *watchers) closeAll() {
 	defer w.mu.Unlock()
 	for _, set := range w.m {
 		for x := range set {
-			x.cancel()
+			x.cancel(errWatchStopping)
 		}
 	}
 }
