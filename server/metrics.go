@@ -20,7 +20,8 @@ type metrics struct {
 	reports       *prometheus.CounterVec // by result: stored, duplicate
 	rpcTime       *prometheus.HistogramVec
 	denied        *prometheus.CounterVec // by method
-	overloaded    prometheus.Counter
+	overloaded    *prometheus.CounterVec // by reason: server (queue full), node (its share taken)
+	quotaRefused  *prometheus.CounterVec // by kind: reports, facts
 	watchers      prometheus.Gauge
 	siteLoads     *prometheus.CounterVec // by result
 	siteFailing   prometheus.Gauge       // 1 while the newest version fails to load
@@ -55,9 +56,12 @@ func newMetrics() *metrics {
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_rpc_denied_total", Help: "Calls refused by authorization, by method.",
 		}, []string{"method"}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herd_overloaded_total", Help: "Calls answered RESOURCE_EXHAUSTED because the work queue was full.",
-		}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_overloaded_total", Help: "Calls answered RESOURCE_EXHAUSTED because the work queue was full (server) or the node had its share of it (node).",
+		}, []string{"reason"}),
+		quotaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_quota_refused_total", Help: "Reports and facts changes refused because the node sent more bytes this hour than its quota, by kind.",
+		}, []string{"kind"}),
 		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "herd_watch_streams", Help: "Open Watch streams.",
 		}),
@@ -78,7 +82,7 @@ func newMetrics() *metrics {
 		Name: "herd_connections_refused_total", Help: "gRPC connections closed at once, by reason: max-connections, max-anonymous.",
 	}, []string{"reason"})
 	m.reg.MustRegister(m.refusedConns, m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
-		m.denied, m.overloaded, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt,
+		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

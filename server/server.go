@@ -84,6 +84,17 @@ type Options struct {
 	// (default 15m; 30s without a client certificate). An agent holding
 	// a Watch stream is never idle.
 	IdleTimeout time.Duration
+	// MaxCallsPerNode bounds one node's share of the MaxInFlight work
+	// queue (default 4): a noisy node waits its turn instead of taking it
+	// all.
+	MaxCallsPerNode int
+	// ReportBytesPerHour and FactsBytesPerHour are each node's quota of
+	// report bytes and of changed-facts bytes, which the store keeps for
+	// Retain (defaults 64 MiB and 8 MiB). Past it a call gets
+	// RESOURCE_EXHAUSTED with the time until the quota allows it; a node
+	// may spend an hour's worth at once.
+	ReportBytesPerHour int64
+	FactsBytesPerHour  int64
 	// MaxWatchesPerNode bounds one node's open Watch streams; a new one
 	// past it ends the node's oldest (default 4).
 	MaxWatchesPerNode int
@@ -157,6 +168,15 @@ func (o *Options) defaults() {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 15 * time.Minute
 	}
+	if o.MaxCallsPerNode <= 0 {
+		o.MaxCallsPerNode = 4
+	}
+	if o.ReportBytesPerHour <= 0 {
+		o.ReportBytesPerHour = 64 << 20
+	}
+	if o.FactsBytesPerHour <= 0 {
+		o.FactsBytesPerHour = 8 << 20
+	}
 	if o.MaxWatchesPerNode <= 0 {
 		o.MaxWatchesPerNode = 4
 	}
@@ -188,6 +208,7 @@ type Server struct {
 	facts    factsCache
 	watch    watchers
 	inFlight chan struct{}
+	limits   sync.Map // node → *nodeLimits
 
 	// Addr and HTTPAddr are the bound addresses, set by Start (useful with
 	// port 0).
