@@ -27,6 +27,34 @@ type serverConfig struct {
 	CAKey           string   `toml:"ca_key"`
 	LogLevel        string   `toml:"log_level"`
 	AcceptEmpty     bool     `toml:"accept_empty_store"`
+
+	MaxConnections     int      `toml:"max_connections"`
+	MaxAnonymous       int      `toml:"max_anonymous_connections"`
+	MaxEnrollBytes     int      `toml:"max_enroll_bytes"`
+	AnonymousTimeout   duration `toml:"anonymous_timeout"`
+	IdleTimeout        duration `toml:"idle_timeout"`
+	MaxCallsPerNode    int      `toml:"max_calls_per_node"`
+	MaxWatchesPerNode  int      `toml:"max_watches_per_node"`
+	ReportBytesPerHour int64    `toml:"report_bytes_per_hour"`
+	FactsBytesPerHour  int64    `toml:"facts_bytes_per_hour"`
+}
+
+// check refuses settings that cannot mean anything: a negative limit
+// would otherwise fall back to the default without a word.
+func (c *serverConfig) check() error {
+	for name, v := range map[string]int64{
+		"max-in-flight": int64(c.MaxInFlight), "compile-workers": int64(c.CompileWorkers),
+		"max-connections": int64(c.MaxConnections), "max-anonymous-connections": int64(c.MaxAnonymous),
+		"max-enroll-bytes": int64(c.MaxEnrollBytes), "max-calls-per-node": int64(c.MaxCallsPerNode),
+		"max-watches-per-node": int64(c.MaxWatchesPerNode), "report-bytes-per-hour": c.ReportBytesPerHour,
+		"facts-bytes-per-hour": c.FactsBytesPerHour, "anonymous-timeout": int64(c.AnonymousTimeout),
+		"idle-timeout": int64(c.IdleTimeout),
+	} {
+		if v < 0 {
+			return fmt.Errorf("%s is %d: want 0 (the default) or more", name, v)
+		}
+	}
+	return nil
 }
 
 func newServerCmd() *cobra.Command {
@@ -65,6 +93,9 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 			if cfg.Site == "" {
 				return usageError(cmd, "a site is required (--site or site in the config file)")
 			}
+			if err := cfg.check(); err != nil {
+				return usageError(cmd, err.Error())
+			}
 			log, err := logger(cmd, cfg.LogLevel)
 			if err != nil {
 				return usageError(cmd, err.Error())
@@ -74,6 +105,10 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
 				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
+				MaxConnections: cfg.MaxConnections, MaxAnonymousConnections: cfg.MaxAnonymous, MaxEnrollBytes: cfg.MaxEnrollBytes,
+				AnonymousTimeout: time.Duration(cfg.AnonymousTimeout), IdleTimeout: time.Duration(cfg.IdleTimeout),
+				MaxCallsPerNode: cfg.MaxCallsPerNode, MaxWatchesPerNode: cfg.MaxWatchesPerNode,
+				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 			})
 			if err != nil {
 				return siteError(cfg.Site, err)
@@ -112,6 +147,15 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
+	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open gRPC connections at most; more are closed at once (default: the fd limit less 512)")
+	f.IntVar(&cfg.MaxAnonymous, "max-anonymous-connections", 0, "connections without a client certificate (enrollment only) at most (default 256)")
+	f.IntVar(&cfg.MaxEnrollBytes, "max-enroll-bytes", 0, "largest message on a connection without a client certificate (default 65536)")
+	f.Var(&cfg.AnonymousTimeout, "anonymous-timeout", "handshake and call time limit without a client certificate (default 10s)")
+	f.Var(&cfg.IdleTimeout, "idle-timeout", "close a connection with no call open for this long (default 15m; 30s without a certificate)")
+	f.IntVar(&cfg.MaxCallsPerNode, "max-calls-per-node", 0, "one node's share of --max-in-flight (default 4)")
+	f.IntVar(&cfg.MaxWatchesPerNode, "max-watches-per-node", 0, "Watch streams one node may hold; a newer one ends its oldest (default 4)")
+	f.Int64Var(&cfg.ReportBytesPerHour, "report-bytes-per-hour", 0, "report bytes a node may send an hour (default 64 MiB)")
+	f.Int64Var(&cfg.FactsBytesPerHour, "facts-bytes-per-hour", 0, "bytes of changed facts a node may send an hour (default 8 MiB)")
 	f.BoolVar(&cfg.AcceptEmpty, "accept-empty-store", false, "start although the store is empty and the CA exists (the store was lost: revocations and history start from nothing)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd

@@ -179,3 +179,26 @@ func TestStatusShowsALoadFailure(t *testing.T) {
 		t.Errorf("herd nodes' first line does not say the site fails to load:\n%s", out)
 	}
 }
+
+// TestServerRefusals: herd server refuses a negative limit as bad usage,
+// and an emptied store beside an existing CA with the way out named.
+func TestServerRefusals(t *testing.T) {
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{"nodes.toml": "[[node]]\nroles = []\n"})
+	dir := t.TempDir()
+	if _, stderr, code := herd(t, "", "server", "--site", site, "--dir", dir, "--max-connections", "-1"); code != 64 || !strings.Contains(stderr, "max-connections") {
+		t.Errorf("herd server --max-connections -1: exit %d, %s; want 64 naming the flag", code, stderr)
+	}
+	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Truncate(filepath.Join(dir, "herd.db"), 0); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := herd(t, "", "server", "--site", site, "--dir", dir, "--listen", "127.0.0.1:0", "--http-listen", "off")
+	if code != 1 || !strings.Contains(stderr, "--accept-empty-store") {
+		t.Errorf("herd server on an emptied store: exit %d, %s; want 1 naming --accept-empty-store", code, stderr)
+	}
+}
