@@ -265,3 +265,44 @@ func TestWatchStreamsPerNodeAreBounded(t *testing.T) {
 }
 
 func metricsWatchersSettled(s *Server, want int) bool { return s.metricsWatchers() == want }
+
+// TestReceiveTimeout: on a node's connection a request that stalls is cut
+// after ReceiveTimeout, while a Watch stream, its request in, lives on.
+func TestReceiveTimeout(t *testing.T) {
+	t.Parallel()
+	s := startWith(t, func(o *Options) { o.ReceiveTimeout = 300 * time.Millisecond })
+	cert := enroll(t, s, "a-01")
+	nc := herdv1.NewNodeClient(dial(t, s, &cert))
+	resp := checkin(t, nc, map[string]any{}, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := nc.Watch(ctx, &herdv1.WatchRequest{Etag: resp.Etag})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := tls.Dial("tcp", s.Addr, &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"}, Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fr := h2Call(t, c, herdv1.Node_SendReport_FullMethodName, 8<<20, 1000)
+	start := time.Now()
+	got := awaitStreamEnd(t, c, fr, 15*time.Second)
+	if got != "" && got != fmt.Sprint(int(codes.DeadlineExceeded)) && got != fmt.Sprint(int(codes.Canceled)) {
+		t.Errorf("a stalled SendReport ended with grpc-status %q, want DEADLINE_EXCEEDED, CANCELLED or a reset", got)
+	}
+	// The Watch stream outlived the timeout: a site change still reaches it.
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("the stalled call ended after %s, before the timeout", d)
+	}
+	s.compiles.mu.Lock()
+	delete(s.compiles.catalogs, "a-01")
+	s.compiles.mu.Unlock()
+	s.watch.notify("a-01", "sha256:new", "v2")
+	ev, err := watch.Recv()
+	if err != nil || ev.Etag != "sha256:new" {
+		t.Errorf("Watch after the receive timeout = %v, %v; want the new etag", ev, err)
+	}
+}

@@ -96,6 +96,7 @@ func (m *metrics) setServed(version string, at time.Time) {
 }
 
 func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	received(ctx)
 	start := time.Now()
 	resp, err := handler(ctx, req)
 	s.metrics.rpcTime.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())

@@ -84,6 +84,10 @@ type Options struct {
 	// (default 15m; 30s without a client certificate). An agent holding
 	// a Watch stream is never idle.
 	IdleTimeout time.Duration
+	// ReceiveTimeout bounds how long a call's request may take to arrive
+	// on a connection with a client certificate (default 1m); a Watch
+	// stream lives on once its request is in.
+	ReceiveTimeout time.Duration
 	// MaxCallsPerNode bounds one node's share of the MaxInFlight work
 	// queue (default 4): a noisy node waits its turn instead of taking it
 	// all.
@@ -167,6 +171,9 @@ func (o *Options) defaults() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 15 * time.Minute
+	}
+	if o.ReceiveTimeout <= 0 {
+		o.ReceiveTimeout = time.Minute
 	}
 	if o.MaxCallsPerNode <= 0 {
 		o.MaxCallsPerNode = 4
@@ -349,10 +356,11 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.WriteBufferSize(8 << 10),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
-		grpc.ChainStreamInterceptor(s.streamAuth),
 	}
 	s.grpc = grpc.NewServer(append(common,
+		grpc.InTapHandle(s.recvDeadline),
+		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
+		grpc.ChainStreamInterceptor(s.streamReceived, s.streamAuth),
 		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
 		grpc.MaxHeaderListSize(64<<10),
@@ -372,6 +380,8 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
 			MaxConnectionIdle: anonIdle, MaxConnectionAge: 2 * time.Minute, MaxConnectionAgeGrace: s.opts.AnonymousTimeout}),
 		grpc.InTapHandle(s.anonDeadline),
+		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
+		grpc.ChainStreamInterceptor(s.streamAuth),
 	)...)
 	for _, g := range []*grpc.Server{s.grpc, s.anon} {
 		herdv1.RegisterEnrollServer(g, &enrollService{s: s})

@@ -33,6 +33,7 @@ type serverConfig struct {
 	MaxEnrollBytes     int      `toml:"max_enroll_bytes"`
 	AnonymousTimeout   duration `toml:"anonymous_timeout"`
 	IdleTimeout        duration `toml:"idle_timeout"`
+	ReceiveTimeout     duration `toml:"receive_timeout"`
 	MaxCallsPerNode    int      `toml:"max_calls_per_node"`
 	MaxWatchesPerNode  int      `toml:"max_watches_per_node"`
 	ReportBytesPerHour int64    `toml:"report_bytes_per_hour"`
@@ -48,7 +49,7 @@ func (c *serverConfig) check() error {
 		"max-enroll-bytes": int64(c.MaxEnrollBytes), "max-calls-per-node": int64(c.MaxCallsPerNode),
 		"max-watches-per-node": int64(c.MaxWatchesPerNode), "report-bytes-per-hour": c.ReportBytesPerHour,
 		"facts-bytes-per-hour": c.FactsBytesPerHour, "anonymous-timeout": int64(c.AnonymousTimeout),
-		"idle-timeout": int64(c.IdleTimeout),
+		"idle-timeout": int64(c.IdleTimeout), "receive-timeout": int64(c.ReceiveTimeout),
 	} {
 		if v < 0 {
 			return fmt.Errorf("%s is %d: want 0 (the default) or more", name, v)
@@ -107,6 +108,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
 				MaxConnections: cfg.MaxConnections, MaxAnonymousConnections: cfg.MaxAnonymous, MaxEnrollBytes: cfg.MaxEnrollBytes,
 				AnonymousTimeout: time.Duration(cfg.AnonymousTimeout), IdleTimeout: time.Duration(cfg.IdleTimeout),
+				ReceiveTimeout:  time.Duration(cfg.ReceiveTimeout),
 				MaxCallsPerNode: cfg.MaxCallsPerNode, MaxWatchesPerNode: cfg.MaxWatchesPerNode,
 				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 			})
@@ -152,6 +154,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.IntVar(&cfg.MaxEnrollBytes, "max-enroll-bytes", 0, "largest message on a connection without a client certificate (default 65536)")
 	f.Var(&cfg.AnonymousTimeout, "anonymous-timeout", "handshake and call time limit without a client certificate (default 10s)")
 	f.Var(&cfg.IdleTimeout, "idle-timeout", "close a connection with no call open for this long (default 15m; 30s without a certificate)")
+	f.Var(&cfg.ReceiveTimeout, "receive-timeout", "time a call's request may take to arrive, with a client certificate (default 1m)")
 	f.IntVar(&cfg.MaxCallsPerNode, "max-calls-per-node", 0, "one node's share of --max-in-flight (default 4)")
 	f.IntVar(&cfg.MaxWatchesPerNode, "max-watches-per-node", 0, "Watch streams one node may hold; a newer one ends its oldest (default 4)")
 	f.Int64Var(&cfg.ReportBytesPerHour, "report-bytes-per-hour", 0, "report bytes a node may send an hour (default 64 MiB)")
