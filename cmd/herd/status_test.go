@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -201,4 +203,30 @@ func TestServerRefusals(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "--accept-empty-store") {
 		t.Errorf("herd server on an emptied store: exit %d, %s; want 1 naming --accept-empty-store", code, stderr)
 	}
+}
+
+// FuzzClean: whatever a node sends, clean's output has no control byte,
+// no C1 control and no invalid UTF-8, and printable text is unchanged.
+func FuzzClean(f *testing.F) {
+	for _, s := range []string{"web-01", hostile, "\xff\xfe", "\u202e", "ok\ttab", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := clean(s)
+		if !utf8.ValidString(got) {
+			t.Fatalf("clean(%q) = %q: invalid UTF-8", s, got)
+		}
+		for _, r := range got {
+			if !unicode.IsPrint(r) {
+				t.Fatalf("clean(%q) = %q holds %U", s, got, r)
+			}
+		}
+		printable := utf8.ValidString(s)
+		for _, r := range s {
+			printable = printable && unicode.IsPrint(r)
+		}
+		if printable && got != s {
+			t.Fatalf("clean(%q) = %q, want it unchanged", s, got)
+		}
+	})
 }
