@@ -55,6 +55,11 @@ func (c *serverConfig) check() error {
 			return fmt.Errorf("%s is %d: want 0 (the default) or more", name, v)
 		}
 	}
+	// An enrollment is a name, a CSR and a token: past 16 MiB the limit
+	// would protect nothing.
+	if c.MaxEnrollBytes > 16<<20 {
+		return fmt.Errorf("max-enroll-bytes is %d: want at most %d", c.MaxEnrollBytes, 16<<20)
+	}
 	return nil
 }
 
