@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -20,12 +21,40 @@ type adminService struct {
 	s *Server
 }
 
-func (a *adminService) ListNodes(ctx context.Context, _ *herdv1.ListNodesRequest) (*herdv1.ListNodesResponse, error) {
-	nodes, err := a.s.st.Nodes(ctx)
+// Page sizes of the list calls: the default, and the cap the server
+// holds to whatever a client asks, so that no list builds a response in
+// proportion to the fleet or its history.
+const (
+	defaultNodesPage   = 500
+	maxNodesPage       = 1000
+	defaultReportsPage = 50
+	maxReportsPage     = 200
+	// maxReportsPageBytes ends a page of reports once their events' text
+	// passes it.
+	maxReportsPageBytes = 4 << 20
+)
+
+// pageSize is asked, or def when not positive, capped at most.
+func pageSize(asked int32, def, most int) int {
+	if asked <= 0 {
+		return def
+	}
+	return min(int(asked), most)
+}
+
+func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesRequest) (*herdv1.ListNodesResponse, error) {
+	size := pageSize(req.PageSize, defaultNodesPage, maxNodesPage)
+	// One more than the page: whether it comes says whether there is a
+	// next page. The token is the last name of the page.
+	nodes, err := a.s.st.NodesAfter(ctx, req.PageToken, size+1)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
 	}
 	out := &herdv1.ListNodesResponse{}
+	if len(nodes) > size {
+		nodes = nodes[:size]
+		out.NextPageToken = nodes[size-1].Name
+	}
 	for _, n := range nodes {
 		info := &herdv1.NodeInfo{
 			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
@@ -54,15 +83,26 @@ func (a *adminService) GetFacts(ctx context.Context, req *herdv1.GetFactsRequest
 }
 
 func (a *adminService) ListReports(ctx context.Context, req *herdv1.ListReportsRequest) (*herdv1.ListReportsResponse, error) {
-	limit := int(req.Limit)
-	if limit <= 0 || limit > 1000 {
-		limit = 50
+	asked := req.PageSize
+	if asked <= 0 {
+		asked = req.Limit // clients from before pages asked with limit
 	}
-	rs, err := a.s.st.Reports(ctx, req.Node, limit)
+	q := store.ReportQuery{Node: req.Node, Limit: pageSize(asked, defaultReportsPage, maxReportsPage), MaxBytes: maxReportsPageBytes}
+	if req.PageToken != "" {
+		before, err := strconv.ParseInt(req.PageToken, 10, 64)
+		if err != nil || before <= 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "page token %q: not one this server gave", req.PageToken)
+		}
+		q.Before = before
+	}
+	rs, next, err := a.s.st.ReportsPage(ctx, q)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "listing reports: %v", err)
 	}
 	out := &herdv1.ListReportsResponse{}
+	if next > 0 {
+		out.NextPageToken = strconv.FormatInt(next, 10)
+	}
 	for _, r := range rs {
 		out.Reports = append(out.Reports, &herdv1.StoredReport{Node: r.Node, ReceivedUnixMs: unixMs(r.Received), Report: wireReport(r)})
 	}
@@ -86,6 +126,7 @@ func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*
 	out := &herdv1.SiteStatusResponse{CompileErrors: map[string]string{}}
 	if st != nil {
 		out.Version, out.LoadedUnixMs, out.LoadError = st.version, unixMs(st.loaded), st.loadErr
+		out.NewestVersion, out.NewestAttemptUnixMs = st.newest, unixMs(st.attempted)
 	}
 	a.s.compiles.mu.RLock()
 	for n, e := range a.s.compiles.errors {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -27,8 +28,12 @@ type siteState struct {
 	version string
 	loaded  time.Time
 	// loadErr is the error of the newest load attempt, when it failed and
-	// the previous version is still served.
-	loadErr string
+	// the previous version is still served; newest is the version that
+	// attempt saw (its git commit, "" when it cannot be named), attempted
+	// when.
+	loadErr   string
+	newest    string
+	attempted time.Time
 }
 
 // nodeCatalog is the catalog a node gets now. Its bytes stay in memory
@@ -188,10 +193,13 @@ func newNodeCatalog(etag, version string, b, sig []byte) (*nodeCatalog, error) {
 }
 
 // reload loads the site's current version and recompiles every known
-// node. A site that fails to load keeps the previous version served.
+// node. A site that fails to load keeps the previous version served; a
+// load that finds the version already served changes nothing, so that a
+// watcher event that moved no version costs no fleet recompile.
 func (s *Server) reload(ctx context.Context) error {
 	site, err := catalogs.Load(ctx, s.opts.Site, catalogs.LoadOptions{})
 	prev := s.site.Load()
+	now := time.Now()
 	if err != nil {
 		s.metrics.siteLoads.WithLabelValues("error").Inc()
 		if prev == nil {
@@ -199,17 +207,47 @@ func (s *Server) reload(ctx context.Context) error {
 		}
 		next := *prev
 		next.loadErr = err.Error()
+		next.newest = gitVersion(ctx, s.opts.Site)
+		next.attempted = now
 		s.site.Store(&next)
-		s.log.Error("the site's new version does not load; still serving the previous one", "version", prev.version, "err", err)
+		s.metrics.siteFailing.Set(1)
+		s.log.Error("the site's new version does not load; still serving the previous one", "version", prev.version, "newest", next.newest, "err", err)
 		return nil
 	}
 	s.metrics.siteLoads.WithLabelValues("ok").Inc()
+	s.metrics.siteFailing.Set(0)
+	if prev != nil && prev.version == site.Version {
+		if prev.loadErr != "" {
+			next := *prev
+			next.loadErr, next.newest, next.attempted = "", prev.version, now
+			s.site.Store(&next)
+		}
+		s.log.Debug("the site's version did not change", "version", site.Version)
+		return nil
+	}
 	if err := s.storeFiles(site); err != nil {
 		return err
 	}
-	s.site.Store(&siteState{site: site, version: site.Version, loaded: time.Now()})
+	s.site.Store(&siteState{site: site, version: site.Version, loaded: now, newest: site.Version, attempted: now})
+	s.metrics.setServed(site.Version, now)
 	s.log.Info("site loaded", "version", site.Version)
 	return s.recompileAll(ctx)
+}
+
+// gitVersion names the commit checked out in the site, for a version that
+// failed to load ("" when the site is not a git work tree). Optional
+// locks are off: the server's own git must not write into .git, which it
+// watches.
+func gitVersion(ctx context.Context, dir string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "--verify", "-q", "HEAD")
+	cmd.Env = append(os.Environ(), "GIT_OPTIONAL_LOCKS=0")
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // storeFiles copies the site's static files into the content store by

@@ -20,9 +20,14 @@ type metrics struct {
 	reports       *prometheus.CounterVec // by result: stored, duplicate
 	rpcTime       *prometheus.HistogramVec
 	denied        *prometheus.CounterVec // by method
-	overloaded    prometheus.Counter
+	overloaded    *prometheus.CounterVec // by reason: server (queue full), node (its share taken)
+	quotaRefused  *prometheus.CounterVec // by kind: reports, facts
 	watchers      prometheus.Gauge
 	siteLoads     *prometheus.CounterVec // by result
+	siteFailing   prometheus.Gauge       // 1 while the newest version fails to load
+	siteServed    *prometheus.GaugeVec   // by version: 1 for the served one
+	siteLoadedAt  prometheus.Gauge
+	refusedConns  *prometheus.CounterVec // by reason
 }
 
 func newMetrics() *metrics {
@@ -51,23 +56,47 @@ func newMetrics() *metrics {
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_rpc_denied_total", Help: "Calls refused by authorization, by method.",
 		}, []string{"method"}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herd_overloaded_total", Help: "Calls answered RESOURCE_EXHAUSTED because the work queue was full.",
-		}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_overloaded_total", Help: "Calls answered RESOURCE_EXHAUSTED because the work queue was full (server) or the node had its share of it (node).",
+		}, []string{"reason"}),
+		quotaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_quota_refused_total", Help: "Reports and facts changes refused because the node sent more bytes this hour than its quota, by kind.",
+		}, []string{"kind"}),
 		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "herd_watch_streams", Help: "Open Watch streams.",
 		}),
 		siteLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_site_loads_total", Help: "Site versions loaded, by result.",
 		}, []string{"result"}),
+		siteFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herd_site_load_failing", Help: "1 while the site's newest version fails to load and the previous one is still served (herd status shows why).",
+		}),
+		siteServed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herd_site_served_version", Help: "The site version being served: 1, labelled with its version.",
+		}, []string{"version"}),
+		siteLoadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herd_site_loaded_timestamp_seconds", Help: "When the served site version was loaded, in unix seconds.",
+		}),
 	}
-	m.reg.MustRegister(m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
-		m.denied, m.overloaded, m.watchers, m.siteLoads,
+	m.refusedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herd_connections_refused_total", Help: "gRPC connections closed at once, by reason: max-connections, max-anonymous.",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.refusedConns, m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
+		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// setServed records the version being served; the previous version's
+// series goes, so that the gauge has one series.
+func (m *metrics) setServed(version string, at time.Time) {
+	m.siteServed.Reset()
+	m.siteServed.WithLabelValues(version).Set(1)
+	m.siteLoadedAt.Set(float64(at.Unix()))
+}
+
 func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	received(ctx)
 	start := time.Now()
 	resp, err := handler(ctx, req)
 	s.metrics.rpcTime.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())

@@ -9,14 +9,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/facts"
@@ -30,29 +28,14 @@ type nodeService struct {
 	s *Server
 }
 
-// admit takes a slot of the bounded work queue, or answers
-// RESOURCE_EXHAUSTED with a jittered retry hint in the "retry-after-ms"
-// trailer, which agents honour.
-func (s *Server) admit(ctx context.Context) (func(), error) {
-	select {
-	case s.inFlight <- struct{}{}:
-		return func() { <-s.inFlight }, nil
-	default:
-	}
-	s.metrics.overloaded.Inc()
-	retry := 500 + rand.IntN(2500)
-	grpc.SetTrailer(ctx, metadata.Pairs("retry-after-ms", strconv.Itoa(retry)))
-	return nil, status.Errorf(codes.ResourceExhausted, "server busy: retry in %d ms", retry)
-}
-
 func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (*herdv1.CheckinResponse, error) {
 	s := n.s
-	release, err := s.admit(ctx)
+	node := caller(ctx).name
+	release, err := s.admit(ctx, node)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	node := caller(ctx).name
 	now := time.Now()
 	resp := &herdv1.CheckinResponse{NextCheckinUnixMs: s.nextCheckin(node, now).UnixMilli()}
 
@@ -65,6 +48,12 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 			return nil, err
 		}
 		if !known || cached.digest != digest {
+			// Kept for Retain: a node changing its facts every minute
+			// would fill the disk.
+			if err := s.spend(ctx, node, "facts", len(req.FactsJson)); err != nil {
+				s.metrics.checkins.WithLabelValues("facts-quota").Inc()
+				return nil, err
+			}
 			if err := s.st.SaveFacts(ctx, node, digest, req.FactsJson, now); err != nil {
 				return nil, status.Errorf(codes.Unavailable, "storing facts: %v", err)
 			}
@@ -205,7 +194,8 @@ func (n *nodeService) GetFile(req *herdv1.GetFileRequest, stream grpc.ServerStre
 
 func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequest) (*herdv1.SendReportResponse, error) {
 	s := n.s
-	release, err := s.admit(ctx)
+	node := caller(ctx).name
+	release, err := s.admit(ctx, node)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +207,9 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	if len(r.Events) > s.opts.MaxReportEvents {
 		return nil, status.Errorf(codes.InvalidArgument, "the report has %d events, more than the %d this server accepts", len(r.Events), s.opts.MaxReportEvents)
 	}
-	node := caller(ctx).name
+	if err := s.spend(ctx, node, "reports", proto.Size(r)); err != nil {
+		return nil, err
+	}
 	rec, err := storeReport(node, r)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "report: %v", err)
@@ -264,10 +256,10 @@ func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamingServer[herdv1.WatchEvent]) error {
 	s := n.s
 	id := caller(stream.Context())
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
 	w := &watcher{serial: id.serial, box: make(chan watchMsg, 1), cancel: cancel}
-	s.watch.add(id.name, w)
+	s.watch.add(id.name, w, s.opts.MaxWatchesPerNode)
 	s.metrics.watchers.Inc()
 	defer func() {
 		s.watch.remove(id.name, w)
@@ -281,10 +273,17 @@ func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamin
 	for {
 		select {
 		case <-ctx.Done():
-			if stream.Context().Err() == nil {
-				return status.Error(codes.Unauthenticated, "the stream's certificate was revoked or the server is stopping")
+			if stream.Context().Err() != nil {
+				return nil
 			}
-			return nil
+			switch cause := context.Cause(ctx); cause {
+			case errWatchRevoked:
+				return status.Error(codes.Unauthenticated, cause.Error())
+			case errWatchReplaced:
+				return status.Error(codes.ResourceExhausted, cause.Error())
+			default:
+				return status.Error(codes.Unavailable, "the server is stopping")
+			}
 		case m := <-w.box:
 			if err := stream.Send(&herdv1.WatchEvent{Etag: m.etag, Version: m.version}); err != nil {
 				return err

@@ -14,13 +14,14 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/tap"
 
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/server/ca"
@@ -65,6 +66,42 @@ type Options struct {
 	MaxReportEvents int
 	// MaxStreams bounds concurrent streams per connection (default 16).
 	MaxStreams uint32
+	// MaxConnections bounds the open gRPC connections; past it a new one
+	// is closed at once (default: the file descriptor limit less 512,
+	// at least 64). MaxAnonymousConnections bounds those without a client
+	// certificate, which may only enroll (default 256).
+	MaxConnections          int
+	MaxAnonymousConnections int
+	// MaxEnrollBytes bounds a message on a connection without a client
+	// certificate (default 64 KiB): it is decided at the handshake, so an
+	// unauthenticated client never makes the server buffer MaxMessageBytes.
+	MaxEnrollBytes int
+	// AnonymousTimeout bounds the TLS handshake and every call on a
+	// connection without a client certificate, receiving included
+	// (default 10s).
+	AnonymousTimeout time.Duration
+	// IdleTimeout closes a connection with no call open for this long
+	// (default 15m; 30s without a client certificate). An agent holding
+	// a Watch stream is never idle.
+	IdleTimeout time.Duration
+	// ReceiveTimeout bounds how long a call's request may take to arrive
+	// on a connection with a client certificate (default 1m); a Watch
+	// stream lives on once its request is in.
+	ReceiveTimeout time.Duration
+	// MaxCallsPerNode bounds one node's share of the MaxInFlight work
+	// queue (default 4): a noisy node waits its turn instead of taking it
+	// all.
+	MaxCallsPerNode int
+	// ReportBytesPerHour and FactsBytesPerHour are each node's quota of
+	// report bytes and of changed-facts bytes, which the store keeps for
+	// Retain (defaults 64 MiB and 8 MiB). Past it a call gets
+	// RESOURCE_EXHAUSTED with the time until the quota allows it; a node
+	// may spend an hour's worth at once.
+	ReportBytesPerHour int64
+	FactsBytesPerHour  int64
+	// MaxWatchesPerNode bounds one node's open Watch streams; a new one
+	// past it ends the node's oldest (default 4).
+	MaxWatchesPerNode int
 	// CACertFile and CAKeyFile name an existing CA (PEM) to issue from,
 	// instead of the one created under Dir on first start. Both or neither.
 	CACertFile, CAKeyFile string
@@ -75,7 +112,12 @@ type Options struct {
 	// Retain is how long reports and facts/catalog history are kept
 	// (default 90 days); older ones are pruned hourly.
 	Retain time.Duration
-	Log    *slog.Logger
+	// AcceptEmptyStore lets the server start on an empty store although
+	// its CA already exists. Without it such a start is refused: the
+	// store was lost or truncated, and with it the revocations and the
+	// name history (restore it from a backup instead).
+	AcceptEmptyStore bool
+	Log              *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -115,6 +157,36 @@ func (o *Options) defaults() {
 	if o.MaxStreams == 0 {
 		o.MaxStreams = 16
 	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = defaultMaxConnections()
+	}
+	if o.MaxAnonymousConnections <= 0 {
+		o.MaxAnonymousConnections = 256
+	}
+	if o.MaxEnrollBytes <= 0 {
+		o.MaxEnrollBytes = 64 << 10
+	}
+	if o.AnonymousTimeout <= 0 {
+		o.AnonymousTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 15 * time.Minute
+	}
+	if o.ReceiveTimeout <= 0 {
+		o.ReceiveTimeout = time.Minute
+	}
+	if o.MaxCallsPerNode <= 0 {
+		o.MaxCallsPerNode = 4
+	}
+	if o.ReportBytesPerHour <= 0 {
+		o.ReportBytesPerHour = 64 << 20
+	}
+	if o.FactsBytesPerHour <= 0 {
+		o.FactsBytesPerHour = 8 << 20
+	}
+	if o.MaxWatchesPerNode <= 0 {
+		o.MaxWatchesPerNode = 4
+	}
 	if o.CatalogCache <= 0 {
 		o.CatalogCache = 64 << 20
 	}
@@ -143,31 +215,66 @@ type Server struct {
 	facts    factsCache
 	watch    watchers
 	inFlight chan struct{}
+	limits   sync.Map // node → *nodeLimits
 
 	// Addr and HTTPAddr are the bound addresses, set by Start (useful with
 	// port 0).
 	Addr, HTTPAddr string
 
-	grpc  *grpc.Server
+	grpc  *grpc.Server // connections with a client certificate
+	anon  *grpc.Server // connections without: Enroll, with tiny limits
 	http  *http.Server
+	lis   net.Listener // the gRPC listener, as Start bound it
 	stop  context.CancelFunc
 	group *errgroup.Group
 	once  sync.Once
+	// errc carries the error that stopped the serving goroutines (a
+	// listener that failed), once; it is closed when they have all
+	// returned. See Err.
+	errc chan error
+
+	// health caches the last store write check for a second, so that a
+	// flood of /healthz requests is not a flood of writes.
+	health struct {
+		sync.Mutex
+		at  time.Time
+		err error
+	}
 }
 
 // New opens the server's state (creating the CA and the store on first
 // start) and loads the site. It does not listen yet: see Start.
 func New(ctx context.Context, opts Options) (*Server, error) {
 	opts.defaults()
+	// The site's version comes from git (catalogs.Load runs it in this
+	// process's environment). Without this, its `git status` refreshes
+	// .git/index under index.lock: a write in the tree the server watches.
+	if os.Getenv("GIT_OPTIONAL_LOCKS") == "" {
+		os.Setenv("GIT_OPTIONAL_LOCKS", "0")
+	}
 	if opts.Site == "" {
 		return nil, errors.New("starting the server: no site directory")
 	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
+	// Whether a CA exists is decided before ca.Open, which would make one.
+	caExists := false
+	for _, f := range []string{"ca.crt", "signing.key"} {
+		if _, err := os.Lstat(filepath.Join(opts.Dir, "ca", f)); err == nil {
+			caExists = true
+		}
+	}
 	st, err := store.Open(filepath.Join(opts.Dir, "herd.db"), store.Options{Logger: opts.Log.With("component", "store")})
 	if err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
+	}
+	if st.Created() && caExists && !opts.AcceptEmptyStore {
+		st.Close()
+		return nil, fmt.Errorf("starting the server: the store %s is empty but the CA in %s already exists: "+
+			"the store was lost or truncated, and with it the revoked certificates and the nodes' history; "+
+			"restore it from a backup, or start with --accept-empty-store to begin again from nothing",
+			filepath.Join(opts.Dir, "herd.db"), filepath.Join(opts.Dir, "ca"))
 	}
 	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile})
 	if err != nil {
@@ -180,6 +287,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		inFlight: make(chan struct{}, opts.MaxInFlight),
 		recent:   newByteCache(opts.CatalogCache),
 		saves:    pendingSaves{sem: make(chan struct{}, maxPendingSaves)},
+		errc:     make(chan error, 1),
 	}
 	s.compiles.init()
 	s.facts.init()
@@ -228,35 +336,75 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("starting the server: %w", err)
 	}
 	tlsConf.SetSessionTicketKeys([][32]byte{ticketKey})
+	// connRouter does the handshake itself, and gRPC must still see h2
+	// negotiated.
+	tlsConf.NextProtos = []string{"h2"}
 	lis, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
 	s.Addr = lis.Addr().String()
-	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConf)),
-		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
-		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
+	s.lis = lis
+	router := newConnRouter(lis, tlsConf, s.opts.MaxConnections, s.opts.MaxAnonymousConnections, s.opts.AnonymousTimeout, s.log, s.metrics)
+	common := []grpc.ServerOption{
+		grpc.Creds(handshaken{}),
 		// Small per-connection buffers: a fleet is many mostly idle
 		// connections (a Watch stream each), and grpc's 32 KiB defaults
 		// would cost 64 KiB a node. (The write buffer is shared and
 		// released after each flush, grpc's default.)
-		grpc.ReadBufferSize(8<<10),
-		grpc.WriteBufferSize(8<<10),
-		grpc.ConnectionTimeout(10*time.Second),
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
+	s.grpc = grpc.NewServer(append(common,
+		grpc.InTapHandle(s.recvDeadline),
+		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
+		grpc.ChainStreamInterceptor(s.streamReceived, s.streamAuth),
+		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
+		grpc.MaxHeaderListSize(64<<10),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second, MaxConnectionIdle: s.opts.IdleTimeout}),
+	)...)
+	// Without a certificate only Enroll is allowed (the interceptor
+	// refuses the rest, with the same answers as on the other server), so
+	// everything here is small and short: a message, the headers, the
+	// streams per connection, the life of a call and of an idle
+	// connection.
+	anonIdle := min(30*time.Second, s.opts.IdleTimeout)
+	s.anon = grpc.NewServer(append(common,
+		grpc.MaxRecvMsgSize(s.opts.MaxEnrollBytes),
+		grpc.MaxConcurrentStreams(2),
+		grpc.MaxHeaderListSize(16<<10),
+		grpc.InitialWindowSize(int32(max(s.opts.MaxEnrollBytes, 64<<10))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionIdle: anonIdle, MaxConnectionAge: 2 * time.Minute, MaxConnectionAgeGrace: s.opts.AnonymousTimeout}),
+		grpc.InTapHandle(s.anonDeadline),
 		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
 		grpc.ChainStreamInterceptor(s.streamAuth),
-	)
-	herdv1.RegisterEnrollServer(s.grpc, &enrollService{s: s})
-	herdv1.RegisterNodeServer(s.grpc, &nodeService{s: s})
-	herdv1.RegisterAdminServer(s.grpc, &adminService{s: s})
+	)...)
+	for _, g := range []*grpc.Server{s.grpc, s.anon} {
+		herdv1.RegisterEnrollServer(g, &enrollService{s: s})
+		herdv1.RegisterNodeServer(g, &nodeService{s: s})
+		herdv1.RegisterAdminServer(g, &adminService{s: s})
+	}
 
 	ctx, s.stop = context.WithCancel(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	s.group = g
-	g.Go(func() error { return s.grpc.Serve(lis) })
+	g.Go(func() error { return router.serve(ctx) })
+	g.Go(func() error {
+		if err := s.grpc.Serve(router.authed); err != nil {
+			return fmt.Errorf("serving gRPC on %s: %w", s.Addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.anon.Serve(router.open); err != nil {
+			return fmt.Errorf("serving gRPC (enrollment) on %s: %w", s.Addr, err)
+		}
+		return nil
+	})
 	if s.opts.HTTPListen != "off" {
 		hl, err := net.Listen("tcp", s.opts.HTTPListen)
 		if err != nil {
@@ -270,7 +418,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := s.http.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
-				return err
+				return fmt.Errorf("serving HTTP on %s: %w", s.HTTPAddr, err)
 			}
 			return nil
 		})
@@ -283,35 +431,68 @@ func (s *Server) Start(ctx context.Context) error {
 		s.shutdown()
 		return nil
 	})
+	// Any goroutine's error cancels ctx, which shuts the rest down; the
+	// owner learns of it through Err instead of a process serving
+	// nothing.
+	go func() {
+		if err := g.Wait(); err != nil {
+			s.log.Error("the server stopped", "err", err)
+			s.errc <- err
+		}
+		close(s.errc)
+	}()
 	s.log.Info("serving", "grpc", s.Addr, "http", s.HTTPAddr, "site", s.opts.Site, "version", s.site.Load().version)
 	return nil
 }
 
+// Err returns a channel that carries the error that stopped the server
+// (a listener failed, the watcher gave up) and is closed once the server
+// has stopped, as etcd's embed.Etcd.Err does. Its owner selects on it
+// beside its own signals: a server that cannot serve must not keep the
+// process running. Before Start, nothing is ever sent.
+func (s *Server) Err() <-chan error { return s.errc }
+
 // Close stops serving: open streams end, in-flight calls finish, the
-// store's writer drains.
+// store's writer drains. It returns the error that stopped the serving
+// goroutines, if one did, joined with the store's.
 func (s *Server) Close() error {
+	var serveErr error
 	if s.stop != nil {
 		s.stop()
-		s.group.Wait()
+		serveErr = s.group.Wait()
 	}
 	s.shutdown()
 	s.saves.wg.Wait()
-	return s.st.Close()
+	return errors.Join(serveErr, s.st.Close())
 }
 
 func (s *Server) shutdown() {
 	s.once.Do(func() {
 		s.watch.closeAll()
-		if s.grpc != nil {
-			done := make(chan struct{})
-			go func() { s.grpc.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(3 * time.Second):
-				// Calls in flight had their chance; thousands of idle
-				// connections are not worth waiting for.
-				s.grpc.Stop()
+		var wg sync.WaitGroup
+		for _, g := range []*grpc.Server{s.grpc, s.anon} {
+			if g == nil {
+				continue
 			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				done := make(chan struct{})
+				go func() { g.GracefulStop(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(3 * time.Second):
+					// Calls in flight had their chance; thousands of
+					// idle connections are not worth waiting for.
+					g.Stop()
+				}
+			}()
+		}
+		wg.Wait()
+		// After the gRPC servers: they have stopped taking connections,
+		// so the router's end is a clean one.
+		if s.lis != nil {
+			s.lis.Close()
 		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -319,6 +500,27 @@ func (s *Server) shutdown() {
 			cancel()
 		}
 	})
+}
+
+// anonDeadline bounds a call on a connection without a client
+// certificate, receiving its message included: a client that stalls
+// halfway through a message holds its bytes for AnonymousTimeout at most.
+func (s *Server) anonDeadline(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.AnonymousTimeout)
+	// The stream's own cancel, when the call ends, ends ctx too; then
+	// cancel has nothing left to release, but vet cannot see that.
+	context.AfterFunc(ctx, cancel)
+	return ctx, nil
+}
+
+// defaultMaxConnections leaves room under the file descriptor limit for
+// the store, the site and the HTTP port.
+func defaultMaxConnections() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<20 {
+		return 16384
+	}
+	return max(int(rl.Cur)-512, 64)
 }
 
 // loadTicketKey reads the TLS session ticket key, making it (0600) on
@@ -366,12 +568,32 @@ func (s *Server) prune(ctx context.Context) {
 // that issue admin certificates).
 func (s *Server) CA() *ca.CA { return s.ca }
 
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	st := s.site.Load()
 	if st == nil || st.site == nil {
 		http.Error(w, "no site loaded", http.StatusServiceUnavailable)
 		return
 	}
+	// A server whose store cannot commit refuses every report: that is
+	// not healthy, whatever else works.
+	if err := s.checkStore(r.Context()); err != nil {
+		http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "ok %s\n", st.version)
+}
+
+// checkStore is the store's write check, at most once a second.
+func (s *Server) checkStore(ctx context.Context) error {
+	s.health.Lock()
+	defer s.health.Unlock()
+	if !s.health.at.IsZero() && time.Since(s.health.at) < time.Second {
+		return s.health.err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s.health.err = s.st.CheckWrite(ctx)
+	s.health.at = time.Now()
+	return s.health.err
 }

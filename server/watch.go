@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,27 +18,54 @@ import (
 // that stops reading never blocks the server and gets only the latest
 // version when it resumes.
 type watchers struct {
-	mu sync.Mutex
-	m  map[string]map[*watcher]struct{}
+	mu  sync.Mutex
+	m   map[string]map[*watcher]struct{}
+	seq uint64
 }
 
 type watcher struct {
 	serial string
 	box    chan watchMsg
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
+	seq    uint64 // order of arrival: the oldest goes first
 }
 
 type watchMsg struct{ etag, version string }
 
+// Why a Watch stream was ended by the server.
+var (
+	errWatchRevoked  = errors.New("the stream's certificate was revoked")
+	errWatchReplaced = errors.New("the node opened newer Watch streams than this server keeps")
+	errWatchStopping = errors.New("the server is stopping")
+)
+
 func (w *watchers) init() { w.m = map[string]map[*watcher]struct{}{} }
 
-func (w *watchers) add(node string, x *watcher) {
+// add registers x; when node already holds max streams, its oldest are
+// ended, so that one node cannot hold the server's memory with streams
+// while an agent that reconnects (its old stream half dead) still gets
+// its new one.
+func (w *watchers) add(node string, x *watcher, max int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.m[node] == nil {
-		w.m[node] = map[*watcher]struct{}{}
+	set := w.m[node]
+	if set == nil {
+		set = map[*watcher]struct{}{}
+		w.m[node] = set
 	}
-	w.m[node][x] = struct{}{}
+	w.seq++
+	x.seq = w.seq
+	for len(set) >= max {
+		var oldest *watcher
+		for y := range set {
+			if oldest == nil || y.seq < oldest.seq {
+				oldest = y
+			}
+		}
+		oldest.cancel(errWatchReplaced)
+		delete(set, oldest)
+	}
+	set[x] = struct{}{}
 }
 
 func (w *watchers) remove(node string, x *watcher) {
@@ -84,7 +112,7 @@ func (w *watchers) revoke(node, serial string) {
 	defer w.mu.Unlock()
 	for x := range w.m[node] {
 		if serial == "" || x.serial == serial {
-			x.cancel()
+			x.cancel(errWatchRevoked)
 		}
 	}
 }
@@ -94,41 +122,50 @@ func (w *watchers) closeAll() {
 	defer w.mu.Unlock()
 	for _, set := range w.m {
 		for x := range set {
-			x.cancel()
+			x.cancel(errWatchStopping)
 		}
 	}
 }
 
 // watchSite starts watching the site, before it returns, so that no edit
-// made after Start is missed: fsnotify on every directory of the site
-// (and the git refs, so that a commit is seen). Changes are debounced, so
-// that an editor's burst of writes or a checkout is one reload. run
-// handles the events until ctx ends.
+// made after Start is missed: fsnotify on every directory of the work
+// tree, and in .git only what moves the version (HEAD, packed-refs and the
+// refs). Changes are debounced, so that an editor's burst of writes or a
+// checkout is one reload. run handles the events until ctx ends.
+//
+// Only those paths count (versionChange): git's own bookkeeping in .git
+// (index, index.lock, logs, objects) changes no version, and the server's
+// own `git status` touching .git/index must not trigger the next reload.
 func (s *Server) watchSite() (run func(ctx context.Context) error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		s.log.Error("watching the site: changes need a restart", "err", err)
 		return func(ctx context.Context) error { <-ctx.Done(); return nil }
 	}
-	addTree := func(root string) {
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	root := s.opts.Site
+	addTree := func(top string) {
+		filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
 			}
-			if d.Name() == ".git" {
-				for _, sub := range []string{p, filepath.Join(p, "refs"), filepath.Join(p, "refs", "heads")} {
-					fw.Add(sub)
-				}
+			if p == filepath.Join(root, ".git") {
+				fw.Add(p)
+				filepath.WalkDir(filepath.Join(p, "refs"), func(rp string, rd fs.DirEntry, err error) error {
+					if err == nil && rd.IsDir() {
+						fw.Add(rp)
+					}
+					return nil
+				})
 				return filepath.SkipDir
 			}
-			if strings.HasPrefix(d.Name(), ".") && p != root {
+			if strings.HasPrefix(d.Name(), ".") && p != root && !insideRefs(root, p) {
 				return filepath.SkipDir
 			}
 			fw.Add(p)
 			return nil
 		})
 	}
-	addTree(s.opts.Site)
+	addTree(root)
 	return func(ctx context.Context) error {
 		defer fw.Close()
 		var timer *time.Timer
@@ -144,8 +181,11 @@ func (s *Server) watchSite() (run func(ctx context.Context) error) {
 				if !ok {
 					return nil
 				}
+				if !versionChange(root, ev.Name) {
+					continue
+				}
 				if ev.Op&fsnotify.Create != 0 {
-					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
 						addTree(ev.Name)
 					}
 				}
@@ -171,4 +211,40 @@ func (s *Server) watchSite() (run func(ctx context.Context) error) {
 			}
 		}
 	}
+}
+
+// insideRefs reports whether p is .git/refs or below it.
+func insideRefs(root, p string) bool {
+	rel, err := filepath.Rel(filepath.Join(root, ".git", "refs"), p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// versionChange reports whether a change at path can change the site's
+// version: anything in the work tree outside dot-directories, and in .git
+// only HEAD, packed-refs and refs (not their .lock files, which git
+// writes and removes around every update).
+func versionChange(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return false
+	}
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	if parts[0] != ".git" {
+		for _, p := range parts[:len(parts)-1] {
+			if strings.HasPrefix(p, ".") && p != "." {
+				return false
+			}
+		}
+		return true
+	}
+	if strings.HasSuffix(path, ".lock") {
+		return false
+	}
+	switch {
+	case len(parts) == 2 && (parts[1] == "HEAD" || parts[1] == "packed-refs"):
+		return true
+	case len(parts) >= 2 && parts[1] == "refs":
+		return true
+	}
+	return false
 }

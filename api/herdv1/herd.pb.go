@@ -1198,7 +1198,11 @@ func (x *NodeInfo) GetCompileError() string {
 }
 
 type ListNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many nodes (0: the server's default; the server caps it).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Where to go on: the next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1233,9 +1237,25 @@ func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 	return file_herd_proto_rawDescGZIP(), []int{15}
 }
 
+func (x *ListNodesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Set when there are more: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1295,13 @@ func (x *ListNodesResponse) GetNodes() []*NodeInfo {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetFactsRequest struct {
@@ -1374,9 +1401,14 @@ func (x *GetFactsResponse) GetUpdatedUnixMs() int64 {
 }
 
 type ListReportsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // empty: every node
-	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // empty: every node
+	// The most reports in all (0: no limit beyond the pages); newest first.
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// At most this many reports, or events, in one page (0: the server's
+	// default; the server caps both, so that a page stays small).
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1425,9 +1457,25 @@ func (x *ListReportsRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *ListReportsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListReportsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListReportsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reports       []*StoredReport        `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Reports []*StoredReport        `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	// Set when there are more: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1467,6 +1515,13 @@ func (x *ListReportsResponse) GetReports() []*StoredReport {
 		return x.Reports
 	}
 	return nil
+}
+
+func (x *ListReportsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type StoredReport struct {
@@ -1671,8 +1726,13 @@ type SiteStatusResponse struct {
 	// Nodes whose compile failed at the current version (they keep their
 	// last good catalog).
 	CompileErrors map[string]string `protobuf:"bytes,4,rep,name=compile_errors,json=compileErrors,proto3" json:"compile_errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The newest version the server tried to load (its git commit; empty
+	// when it cannot be named) and when. It differs from version while
+	// load_error is set.
+	NewestVersion       string `protobuf:"bytes,5,opt,name=newest_version,json=newestVersion,proto3" json:"newest_version,omitempty"`
+	NewestAttemptUnixMs int64  `protobuf:"varint,6,opt,name=newest_attempt_unix_ms,json=newestAttemptUnixMs,proto3" json:"newest_attempt_unix_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SiteStatusResponse) Reset() {
@@ -1731,6 +1791,20 @@ func (x *SiteStatusResponse) GetCompileErrors() map[string]string {
 		return x.CompileErrors
 	}
 	return nil
+}
+
+func (x *SiteStatusResponse) GetNewestVersion() string {
+	if x != nil {
+		return x.NewestVersion
+	}
+	return ""
+}
+
+func (x *SiteStatusResponse) GetNewestAttemptUnixMs() int64 {
+	if x != nil {
+		return x.NewestAttemptUnixMs
+	}
+	return 0
 }
 
 type Certificate struct {
@@ -2274,21 +2348,29 @@ const file_herd_proto_rawDesc = "" +
 	"\fapplied_etag\x18\x05 \x01(\tR\vappliedEtag\x123\n" +
 	"\flast_summary\x18\x06 \x01(\v2\x10.herd.v1.SummaryR\vlastSummary\x12-\n" +
 	"\x13last_report_unix_ms\x18\a \x01(\x03R\x10lastReportUnixMs\x12#\n" +
-	"\rcompile_error\x18\b \x01(\tR\fcompileError\"\x12\n" +
-	"\x10ListNodesRequest\"<\n" +
+	"\rcompile_error\x18\b \x01(\tR\fcompileError\"N\n" +
+	"\x10ListNodesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"d\n" +
 	"\x11ListNodesResponse\x12'\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x11.herd.v1.NodeInfoR\x05nodes\"%\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x11.herd.v1.NodeInfoR\x05nodes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
 	"\x0fGetFactsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"Y\n" +
 	"\x10GetFactsResponse\x12\x1d\n" +
 	"\n" +
 	"facts_json\x18\x01 \x01(\fR\tfactsJson\x12&\n" +
-	"\x0fupdated_unix_ms\x18\x02 \x01(\x03R\rupdatedUnixMs\">\n" +
+	"\x0fupdated_unix_ms\x18\x02 \x01(\x03R\rupdatedUnixMs\"z\n" +
 	"\x12ListReportsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"F\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"n\n" +
 	"\x13ListReportsResponse\x12/\n" +
-	"\areports\x18\x01 \x03(\v2\x15.herd.v1.StoredReportR\areports\"u\n" +
+	"\areports\x18\x01 \x03(\v2\x15.herd.v1.StoredReportR\areports\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"u\n" +
 	"\fStoredReport\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12(\n" +
 	"\x10received_unix_ms\x18\x02 \x01(\x03R\x0ereceivedUnixMs\x12'\n" +
@@ -2298,13 +2380,15 @@ const file_herd_proto_rawDesc = "" +
 	"\x12GetCatalogResponse\x12\x18\n" +
 	"\acatalog\x18\x01 \x01(\fR\acatalog\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x13\n" +
-	"\x11SiteStatusRequest\"\x8c\x02\n" +
+	"\x11SiteStatusRequest\"\xe8\x02\n" +
 	"\x12SiteStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12$\n" +
 	"\x0eloaded_unix_ms\x18\x02 \x01(\x03R\floadedUnixMs\x12\x1d\n" +
 	"\n" +
 	"load_error\x18\x03 \x01(\tR\tloadError\x12U\n" +
-	"\x0ecompile_errors\x18\x04 \x03(\v2..herd.v1.SiteStatusResponse.CompileErrorsEntryR\rcompileErrors\x1a@\n" +
+	"\x0ecompile_errors\x18\x04 \x03(\v2..herd.v1.SiteStatusResponse.CompileErrorsEntryR\rcompileErrors\x12%\n" +
+	"\x0enewest_version\x18\x05 \x01(\tR\rnewestVersion\x123\n" +
+	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x1a@\n" +
 	"\x12CompileErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +

@@ -142,7 +142,7 @@ func writeLeaves(w io.Writer, leaves []facts.Leaf) {
 		}
 	}
 	for _, l := range leaves {
-		fmt.Fprintf(w, "%-*s = %s\n", width, l.Name, formatValue(l.Value))
+		fmt.Fprintf(w, "%-*s = %s\n", width, clean(l.Name), formatValue(l.Value))
 	}
 }
 
@@ -150,7 +150,10 @@ func writeLeaves(w io.Writer, leaves []facts.Leaf) {
 // ambiguous (empty, padded, or holding a line break), everything else as JSON.
 func formatValue(v any) string {
 	if s, ok := v.(string); ok {
-		if s == "" || strings.TrimSpace(s) != s || strings.ContainsAny(s, "\n\r\t") {
+		// clean quotes a value holding a line break, a control
+		// sequence or anything else unprintable: a node's facts must
+		// not drive the operator's terminal.
+		if s == "" || strings.TrimSpace(s) != s || clean(s) != s {
 			return strconv.Quote(s)
 		}
 		return s

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,28 +28,42 @@ func newNodesCmd() *cobra.Command {
   herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
 		Args: cobra.NoArgs,
 		RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
-			resp, err := c.ListNodes(cmd.Context(), &herdv1.ListNodesRequest{})
-			if err != nil {
-				return err
+			// Page by page: the server caps a page, so that a large fleet
+			// is never one huge response.
+			all := &herdv1.ListNodesResponse{}
+			for token := ""; ; {
+				resp, err := c.ListNodes(cmd.Context(), &herdv1.ListNodesRequest{PageToken: token})
+				if err != nil {
+					return err
+				}
+				all.Nodes = append(all.Nodes, resp.Nodes...)
+				if token = resp.NextPageToken; token == "" {
+					break
+				}
 			}
 			if jsonOut {
-				return printProto(cmd, resp)
+				return printProto(cmd, all)
+			}
+			// The site line first: a version that fails to load is what
+			// explains a fleet that does not move.
+			if st, err := c.SiteStatus(cmd.Context(), &herdv1.SiteStatusRequest{}); err == nil {
+				fmt.Fprintln(cmd.OutOrStdout(), siteLine(st))
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NODE\tLAST CHECK-IN\tCATALOG\tLAST RUN\tCOMPILE ERROR")
-			for _, n := range resp.Nodes {
+			for _, n := range all.Nodes {
 				run := "-"
 				if s := n.LastSummary; n.LastReportUnixMs > 0 && s != nil {
 					run = fmt.Sprintf("%s ago: %d changed, %d failed", ago(n.LastReportUnixMs), s.Changed, s.Failed)
 				}
 				cat := "-"
 				if n.CatalogEtag != "" {
-					cat = n.CatalogEtag[:19]
+					cat = clean(short(n.CatalogEtag, 19))
 					if n.AppliedEtag != "" && n.AppliedEtag != n.CatalogEtag {
 						cat += " (not applied yet)"
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, ago(n.LastCheckinUnixMs), cat, run, firstLine(n.CompileError))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(n.Name), ago(n.LastCheckinUnixMs), cat, run, clean(firstLine(n.CompileError)))
 			}
 			return tw.Flush()
 		}),
@@ -73,35 +89,71 @@ func newReportsCmd() *cobra.Command {
 			if len(args) == 1 {
 				node = args[0]
 			}
-			resp, err := c.ListReports(cmd.Context(), &herdv1.ListReportsRequest{Node: node, Limit: int32(limit)})
-			if err != nil {
-				return err
+			// Page by page until --limit: the server caps each page (in
+			// reports and in bytes), and text output is written as pages
+			// come, so that neither side holds the fleet's history.
+			all := &herdv1.ListReportsResponse{}
+			out := cmd.OutOrStdout()
+			got := 0
+			for token := ""; limit <= 0 || got < limit; {
+				size := int32(0)
+				if limit > 0 {
+					size = int32(min(limit-got, math.MaxInt32))
+				}
+				resp, err := c.ListReports(cmd.Context(), &herdv1.ListReportsRequest{Node: node, PageSize: size, PageToken: token})
+				if err != nil {
+					return err
+				}
+				if limit > 0 && got+len(resp.Reports) > limit {
+					resp.Reports = resp.Reports[:limit-got]
+				}
+				got += len(resp.Reports)
+				if jsonOut {
+					all.Reports = append(all.Reports, resp.Reports...)
+				} else {
+					printReports(out, resp.Reports)
+				}
+				if token = resp.NextPageToken; token == "" {
+					break
+				}
 			}
 			if jsonOut {
-				return printProto(cmd, resp)
-			}
-			out := cmd.OutOrStdout()
-			for _, sr := range resp.Reports {
-				r, s := sr.Report, sr.Report.GetSummary()
-				mode := ""
-				if r.Noop {
-					mode = " (noop)"
-				}
-				fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped in %s\n",
-					time.UnixMilli(sr.ReceivedUnixMs).Local().Format(time.DateTime), sr.Node, mode, r.RunId, shortVersion(r.Version),
-					s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), time.Duration(r.DurationNs).Round(time.Millisecond/10))
-				for _, e := range r.Events {
-					detail := e.Error + e.Cause
-					fmt.Fprintf(out, "    %-8s %s %s\n", e.Status, e.Id, firstLine(detail))
-				}
+				return printProto(cmd, all)
 			}
 			return nil
 		}),
 	}
 	af.register(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
-	cmd.Flags().IntVar(&limit, "limit", 20, "how many reports")
+	cmd.Flags().IntVar(&limit, "limit", 20, "how many reports (0: all of them, page by page)")
 	return cmd
+}
+
+// printReports writes reports for people. Every string in them came from
+// a node and is cleaned.
+func printReports(out io.Writer, reports []*herdv1.StoredReport) {
+	for _, sr := range reports {
+		r, s := sr.Report, sr.Report.GetSummary()
+		mode := ""
+		if r.GetNoop() {
+			mode = " (noop)"
+		}
+		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped in %s\n",
+			time.UnixMilli(sr.ReceivedUnixMs).Local().Format(time.DateTime), clean(sr.Node), mode, clean(r.GetRunId()), clean(shortVersion(r.GetVersion())),
+			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
+		for _, e := range r.GetEvents() {
+			detail := e.Error + e.Cause
+			fmt.Fprintf(out, "    %-8s %s %s\n", clean(e.Status), clean(e.Id), clean(firstLine(detail)))
+		}
+	}
+}
+
+// short is s cut to n bytes.
+func short(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func printProto(cmd *cobra.Command, m proto.Message) error {

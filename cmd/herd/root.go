@@ -94,6 +94,7 @@ converge the host and report what they did.`,
 		newCACmd(),
 		newNodesCmd(),
 		newReportsCmd(),
+		newStatusCmd(),
 		newAgentCmd(),
 		newUpCmd(),
 	)

@@ -26,6 +26,41 @@ type serverConfig struct {
 	CACert          string   `toml:"ca_cert"`
 	CAKey           string   `toml:"ca_key"`
 	LogLevel        string   `toml:"log_level"`
+	AcceptEmpty     bool     `toml:"accept_empty_store"`
+
+	MaxConnections     int      `toml:"max_connections"`
+	MaxAnonymous       int      `toml:"max_anonymous_connections"`
+	MaxEnrollBytes     int      `toml:"max_enroll_bytes"`
+	AnonymousTimeout   duration `toml:"anonymous_timeout"`
+	IdleTimeout        duration `toml:"idle_timeout"`
+	ReceiveTimeout     duration `toml:"receive_timeout"`
+	MaxCallsPerNode    int      `toml:"max_calls_per_node"`
+	MaxWatchesPerNode  int      `toml:"max_watches_per_node"`
+	ReportBytesPerHour int64    `toml:"report_bytes_per_hour"`
+	FactsBytesPerHour  int64    `toml:"facts_bytes_per_hour"`
+}
+
+// check refuses settings that cannot mean anything: a negative limit
+// would otherwise fall back to the default without a word.
+func (c *serverConfig) check() error {
+	for name, v := range map[string]int64{
+		"max-in-flight": int64(c.MaxInFlight), "compile-workers": int64(c.CompileWorkers),
+		"max-connections": int64(c.MaxConnections), "max-anonymous-connections": int64(c.MaxAnonymous),
+		"max-enroll-bytes": int64(c.MaxEnrollBytes), "max-calls-per-node": int64(c.MaxCallsPerNode),
+		"max-watches-per-node": int64(c.MaxWatchesPerNode), "report-bytes-per-hour": c.ReportBytesPerHour,
+		"facts-bytes-per-hour": c.FactsBytesPerHour, "anonymous-timeout": int64(c.AnonymousTimeout),
+		"idle-timeout": int64(c.IdleTimeout), "receive-timeout": int64(c.ReceiveTimeout),
+	} {
+		if v < 0 {
+			return fmt.Errorf("%s is %d: want 0 (the default) or more", name, v)
+		}
+	}
+	// An enrollment is a name, a CSR and a token: past 16 MiB the limit
+	// would protect nothing.
+	if c.MaxEnrollBytes > 16<<20 {
+		return fmt.Errorf("max-enroll-bytes is %d: want at most %d", c.MaxEnrollBytes, 16<<20)
+	}
+	return nil
 }
 
 func newServerCmd() *cobra.Command {
@@ -49,7 +84,11 @@ fails to load leaves the previous version served; a node whose compile fails
 keeps its last good catalog (see herd nodes).
 
 Settings come from --config (TOML, decoded strictly) and flags; flags win.
-SIGINT or SIGTERM stops it gracefully.`,
+SIGINT or SIGTERM stops it gracefully. When serving fails (a listener
+dies), it exits 1 with the error.
+
+It refuses to start when its store is empty (lost, truncated) but its CA
+exists: restore the store from a backup, or pass --accept-empty-store.`,
 		Example: `  herd server --site /srv/site --dir /var/lib/herd-server --listen 0.0.0.0:8140 --hostnames herd.example.com
   herd server --config /etc/herd/server.toml`,
 		Args: cobra.NoArgs,
@@ -60,6 +99,9 @@ SIGINT or SIGTERM stops it gracefully.`,
 			if cfg.Site == "" {
 				return usageError(cmd, "a site is required (--site or site in the config file)")
 			}
+			if err := cfg.check(); err != nil {
+				return usageError(cmd, err.Error())
+			}
 			log, err := logger(cmd, cfg.LogLevel)
 			if err != nil {
 				return usageError(cmd, err.Error())
@@ -68,7 +110,12 @@ SIGINT or SIGTERM stops it gracefully.`,
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
-				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, Log: log,
+				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
+				MaxConnections: cfg.MaxConnections, MaxAnonymousConnections: cfg.MaxAnonymous, MaxEnrollBytes: cfg.MaxEnrollBytes,
+				AnonymousTimeout: time.Duration(cfg.AnonymousTimeout), IdleTimeout: time.Duration(cfg.IdleTimeout),
+				ReceiveTimeout:  time.Duration(cfg.ReceiveTimeout),
+				MaxCallsPerNode: cfg.MaxCallsPerNode, MaxWatchesPerNode: cfg.MaxWatchesPerNode,
+				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 			})
 			if err != nil {
 				return siteError(cfg.Site, err)
@@ -78,8 +125,19 @@ SIGINT or SIGTERM stops it gracefully.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "herd server: gRPC on %s, metrics on %s, site %s\n", s.Addr, s.HTTPAddr, cfg.Site)
-			<-cmd.Context().Done()
-			return s.Close()
+			// A server whose listener failed serves nothing: exit non-zero
+			// with its error rather than wait for a signal that may never
+			// come.
+			select {
+			case <-cmd.Context().Done():
+				return s.Close()
+			case err, ok := <-s.Err():
+				cerr := s.Close()
+				if !ok {
+					return cerr
+				}
+				return fmt.Errorf("herd server stopped: %w", err)
+			}
 		},
 	}
 	f := cmd.Flags()
@@ -96,6 +154,17 @@ SIGINT or SIGTERM stops it gracefully.`,
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
+	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open gRPC connections at most; more are closed at once (default: the fd limit less 512)")
+	f.IntVar(&cfg.MaxAnonymous, "max-anonymous-connections", 0, "connections without a client certificate (enrollment only) at most (default 256)")
+	f.IntVar(&cfg.MaxEnrollBytes, "max-enroll-bytes", 0, "largest message on a connection without a client certificate (default 65536)")
+	f.Var(&cfg.AnonymousTimeout, "anonymous-timeout", "handshake and call time limit without a client certificate (default 10s)")
+	f.Var(&cfg.IdleTimeout, "idle-timeout", "close a connection with no call open for this long (default 15m; 30s without a certificate)")
+	f.Var(&cfg.ReceiveTimeout, "receive-timeout", "time a call's request may take to arrive, with a client certificate (default 1m)")
+	f.IntVar(&cfg.MaxCallsPerNode, "max-calls-per-node", 0, "one node's share of --max-in-flight (default 4)")
+	f.IntVar(&cfg.MaxWatchesPerNode, "max-watches-per-node", 0, "Watch streams one node may hold; a newer one ends its oldest (default 4)")
+	f.Int64Var(&cfg.ReportBytesPerHour, "report-bytes-per-hour", 0, "report bytes a node may send an hour (default 64 MiB)")
+	f.Int64Var(&cfg.FactsBytesPerHour, "facts-bytes-per-hour", 0, "bytes of changed facts a node may send an hour (default 8 MiB)")
+	f.BoolVar(&cfg.AcceptEmpty, "accept-empty-store", false, "start although the store is empty and the CA exists (the store was lost: revocations and history start from nothing)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
 }

@@ -147,6 +147,13 @@ var migrations = []string{
 		used_at INTEGER NOT NULL,
 		created INTEGER NOT NULL
 	);`,
+
+	// 2: one row the health check rewrites, so that /healthz proves the
+	// store can still commit.
+	`CREATE TABLE health (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		checked INTEGER NOT NULL
+	);`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

@@ -244,9 +244,22 @@ func (s *Store) Node(ctx context.Context, name string) (n Node, ok bool, err err
 
 // Nodes returns every node, sorted by name.
 func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
+	return s.NodesAfter(ctx, "", 0)
+}
+
+// NodesAfter returns the nodes named after after, sorted by name: at
+// most limit of them (every one when limit <= 0). A list call pages
+// through the fleet with it, the last name of one page being the next
+// page's after.
+func (s *Store) NodesAfter(ctx context.Context, after string, limit int) ([]Node, error) {
 	// Before the read, as in Node.
 	pending := s.touches.snapshot()
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+nodeColumns+` ORDER BY n.name`)
+	q, args := `SELECT `+nodeColumns+` WHERE n.name > ? ORDER BY n.name`, []any{after}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
@@ -266,15 +279,26 @@ func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
-	if len(pending) == 0 {
-		return out, nil
-	}
-	// Nodes seen only by a check-in not yet written.
+	// Nodes seen only by a check-in not yet written: those in this page's
+	// range (after the cursor and, on a full page, before its last name).
+	added := false
 	for _, x := range pending {
+		if x.node <= after {
+			continue
+		}
+		if limit > 0 && len(out) == limit && x.node > out[len(out)-1].Name {
+			continue
+		}
 		n := Node{Name: x.node}
 		x.apply(&n)
 		out = append(out, n)
+		added = true
 	}
-	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	if added {
+		slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+		if limit > 0 && len(out) > limit {
+			out = out[:limit]
+		}
+	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -217,26 +218,57 @@ func insertEvents(w *wtx, first int64, events []Event) error {
 // were stored), with their events: node's, or every node's when node is
 // "". At most limit (DefaultHistoryLimit when limit <= 0).
 func (s *Store) Reports(ctx context.Context, node string, limit int) ([]Report, error) {
-	q := `SELECT id, node, run_id, received, version, catalog_digest, noop, started, duration,
+	rs, _, err := s.ReportsPage(ctx, ReportQuery{Node: node, Limit: limitOr(limit, DefaultHistoryLimit)})
+	return rs, err
+}
+
+// ReportQuery selects a page of reports for ReportsPage.
+type ReportQuery struct {
+	Node string // "" for every node
+	// Before is the cursor: only reports stored before the one it names
+	// (the Next of the previous page); 0 starts from the newest.
+	Before int64
+	// Limit is the most reports (DefaultHistoryLimit when <= 0).
+	Limit int
+	// MaxBytes, when positive, ends the page once its events' text
+	// passes it (a page holds at least one report), so that a page of
+	// large reports stays small.
+	MaxBytes int
+}
+
+// ReportsPage returns a page of reports, newest first, and the cursor of
+// the next page (0 when this one is the last).
+func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64, error) {
+	limit := limitOr(q.Limit, DefaultHistoryLimit)
+	query := `SELECT id, node, run_id, received, version, catalog_digest, noop, started, duration,
 		resources, in_sync, changed, failed, skipped, unknown, refreshed, events FROM reports`
+	before := q.Before
+	if before <= 0 {
+		before = math.MaxInt64
+	}
 	args := []any{}
-	if node != "" {
+	if q.Node != "" {
 		// Pick the ids from the (node, run_id) index, which holds them,
 		// before reading any row.
-		q += ` WHERE id IN (SELECT id FROM reports WHERE node = ? ORDER BY id DESC LIMIT ?)`
-		args = append(args, node, limitOr(limit, DefaultHistoryLimit))
+		query += ` WHERE id IN (SELECT id FROM reports WHERE node = ? AND id < ? ORDER BY id DESC LIMIT ?)`
+		args = append(args, q.Node, before, limit+1)
+	} else {
+		query += ` WHERE id < ?`
+		args = append(args, before)
 	}
-	args = append(args, limitOr(limit, DefaultHistoryLimit))
+	// One more than asked: whether it exists says whether there is a
+	// next page.
+	args = append(args, limit+1)
 	// One read transaction: the events read below belong to the same
 	// snapshot as the reports.
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("listing reports: %w", err)
+		return nil, 0, fmt.Errorf("listing reports: %w", err)
 	}
 	defer tx.Rollback() // read-only: nothing to keep
-	rows, err := tx.QueryContext(ctx, q+` ORDER BY id DESC LIMIT ?`, args...)
+	rows, err := tx.QueryContext(ctx, query+` ORDER BY id DESC LIMIT ?`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("listing reports: %w", err)
+		return nil, 0, fmt.Errorf("listing reports: %w", err)
 	}
 	var out []Report
 	var ids []int64
@@ -249,7 +281,7 @@ func (s *Store) Reports(ctx context.Context, node string, limit int) ([]Report, 
 		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &started, &duration,
 			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &events); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("listing reports: %w", err)
+			return nil, 0, fmt.Errorf("listing reports: %w", err)
 		}
 		r.Received, r.Started, r.Duration = fromNS(received), fromNS(started), time.Duration(duration)
 		out = append(out, r)
@@ -258,17 +290,32 @@ func (s *Store) Reports(ctx context.Context, node string, limit int) ([]Report, 
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing reports: %w", err)
+		return nil, 0, fmt.Errorf("listing reports: %w", err)
 	}
+	more := len(out) > limit
+	if more {
+		out, ids = out[:limit], ids[:limit]
+	}
+	size := 0
 	for i := range out {
+		if q.MaxBytes > 0 && i > 0 && size > q.MaxBytes {
+			out, ids, more = out[:i], ids[:i], true
+			break
+		}
 		if counts[i] == 0 {
 			continue
 		}
 		if out[i].Events, err = readEvents(ctx, tx, ids[i], counts[i]); err != nil {
-			return nil, fmt.Errorf("listing reports: run %s of %s: %w", out[i].RunID, out[i].Node, err)
+			return nil, 0, fmt.Errorf("listing reports: run %s of %s: %w", out[i].RunID, out[i].Node, err)
+		}
+		for _, e := range out[i].Events {
+			size += len(e.ID) + len(e.ChangesJSON) + len(e.Error) + len(e.Cause) + len(e.Output)
 		}
 	}
-	return out, nil
+	if !more || len(ids) == 0 {
+		return out, 0, nil
+	}
+	return out, ids[len(ids)-1], nil
 }
 
 func readEvents(ctx context.Context, tx *sql.Tx, report int64, count int) ([]Event, error) {

@@ -10,8 +10,10 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the embedded store
@@ -75,6 +77,10 @@ type Store struct {
 
 	touches touches
 	stats   struct{ batches, requests, failed, checkins atomic.Int64 }
+
+	// created is whether Open found no schema: a new file, or one emptied
+	// behind the server's back (see Created).
+	created bool
 }
 
 // Open opens the store at path, creating it when needed, runs the schema
@@ -113,6 +119,9 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 func (s *Store) open() error {
+	if err := restrictFiles(s.path); err != nil {
+		return err
+	}
 	busy := strconv.FormatInt(s.opts.BusyTimeout.Milliseconds(), 10)
 	// The file: URI form lets sqlite take mode=ro; escaping the path keeps
 	// a '?' or '%' in a directory name from being read as a parameter.
@@ -143,6 +152,16 @@ func (s *Store) open() error {
 	if _, err := s.conn.ExecContext(ctx, `PRAGMA journal_size_limit = 67108864`); err != nil {
 		return fmt.Errorf("limiting the wal: %w", err)
 	}
+	// A garbled page would otherwise surface only as writes that fail
+	// for ever while the server says it is healthy.
+	if err := quickCheck(ctx, s.conn); err != nil {
+		return err
+	}
+	var version int
+	if err := s.conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	s.created = version == 0
 	if err := migrate(ctx, s.conn); err != nil {
 		return err
 	}
@@ -155,6 +174,87 @@ func (s *Store) open() error {
 	s.rdb.SetMaxIdleConns(s.opts.ReadConns)
 	if err := s.rdb.PingContext(ctx); err != nil {
 		return fmt.Errorf("opening read-only connections: %w", err)
+	}
+	return nil
+}
+
+// Created reports whether Open found no schema in the file: a new store,
+// or one that was truncated or replaced by an empty file. The server
+// refuses to start on such a store when its CA already exists, because
+// the revocations and name history it held would be gone.
+func (s *Store) Created() bool { return s.created }
+
+// restrictFiles makes the database file 0600 before sqlite opens it:
+// sqlite creates it 0644 and gives its -wal and -shm files the mode of
+// the database, and the store holds facts, reports and certificates.
+// Existing files are tightened too, and none of them may be a symlink.
+func restrictFiles(path string) error {
+	for i, p := range []string{path, path + "-wal", path + "-shm"} {
+		flags := os.O_RDWR | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+		if i == 0 {
+			flags |= os.O_CREATE
+		}
+		f, err := os.OpenFile(p, flags, 0o600)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("opening %s: %w", p, err)
+		}
+		fi, err := f.Stat()
+		if err == nil && !fi.Mode().IsRegular() {
+			err = fmt.Errorf("%s is not a regular file", p)
+		}
+		if err == nil && fi.Mode().Perm() != 0o600 {
+			err = f.Chmod(0o600)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("restricting %s to 0600: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// quickCheck runs PRAGMA quick_check and turns any finding into an error
+// that lists the first few.
+func quickCheck(ctx context.Context, conn *sql.Conn) error {
+	rows, err := conn.QueryContext(ctx, `PRAGMA quick_check(10)`)
+	if err != nil {
+		return fmt.Errorf("checking the database: %w", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("checking the database: %w", err)
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("checking the database: %w", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("the database is damaged (restore it from a backup): %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// CheckWrite commits a tiny write through the writer and returns its
+// error: /healthz fails while the store cannot write (a full disk, a
+// damaged page), instead of saying ok while every report is refused.
+func (s *Store) CheckWrite(ctx context.Context) error {
+	err := s.write(ctx, func(w *wtx) error {
+		_, err := w.exec(`INSERT INTO health (id, checked) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked = excluded.checked`, time.Now().UnixNano())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("writing to the store: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// nodeLimits is what one node may still take: calls at once in the work
+// queue, and bytes of reports and of facts changes per hour. One noisy or
+// hostile node then cannot take the whole queue, nor fill the disk the
+// fleet shares.
+type nodeLimits struct {
+	inFlight atomic.Int32
+
+	mu           sync.Mutex
+	reports      bucket
+	factsChanges bucket
+}
+
+// bucket is a token bucket of bytes refilled at perHour, holding at most
+// perHour: a node may send an hour's worth at once, then at the rate.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// take takes n bytes at now, or says how long until they are there.
+func (b *bucket) take(n int, perHour int64, now time.Time) (ok bool, wait time.Duration) {
+	rate := float64(perHour) / float64(time.Hour)
+	if b.at.IsZero() {
+		b.tokens, b.at = float64(perHour), now
+	}
+	b.tokens = min(float64(perHour), b.tokens+float64(now.Sub(b.at))*rate)
+	b.at = now
+	if float64(n) <= b.tokens {
+		b.tokens -= float64(n)
+		return true, 0
+	}
+	return false, time.Duration((float64(n) - b.tokens) / rate)
+}
+
+func (s *Server) limitsOf(node string) *nodeLimits {
+	if l, ok := s.limits.Load(node); ok {
+		return l.(*nodeLimits)
+	}
+	l, _ := s.limits.LoadOrStore(node, &nodeLimits{})
+	return l.(*nodeLimits)
+}
+
+// admit takes a slot of the bounded work queue for node, or answers
+// RESOURCE_EXHAUSTED with a jittered retry hint in the "retry-after-ms"
+// trailer, which agents honour. A node holds at most MaxCallsPerNode
+// slots, so that the queue is shared fairly.
+func (s *Server) admit(ctx context.Context, node string) (func(), error) {
+	l := s.limitsOf(node)
+	if l.inFlight.Add(1) > int32(s.opts.MaxCallsPerNode) {
+		l.inFlight.Add(-1)
+		s.metrics.overloaded.WithLabelValues("node").Inc()
+		return nil, retryLater(ctx, 0, "node %s has %d calls in progress already", node, s.opts.MaxCallsPerNode)
+	}
+	select {
+	case s.inFlight <- struct{}{}:
+		return func() { <-s.inFlight; l.inFlight.Add(-1) }, nil
+	default:
+	}
+	l.inFlight.Add(-1)
+	s.metrics.overloaded.WithLabelValues("server").Inc()
+	return nil, retryLater(ctx, 0, "server busy")
+}
+
+// spend takes n bytes of node's quota of kind, or answers
+// RESOURCE_EXHAUSTED with the time until they are there.
+func (s *Server) spend(ctx context.Context, node string, kind string, n int) error {
+	l := s.limitsOf(node)
+	b, perHour := &l.reports, s.opts.ReportBytesPerHour
+	if kind == "facts" {
+		b, perHour = &l.factsChanges, s.opts.FactsBytesPerHour
+	}
+	if int64(n) > perHour {
+		return status.Errorf(codes.InvalidArgument, "%s of %d bytes are more than the %d bytes an hour this server takes from a node", kind, n, perHour)
+	}
+	l.mu.Lock()
+	ok, wait := b.take(n, perHour, time.Now())
+	l.mu.Unlock()
+	if ok {
+		return nil
+	}
+	s.metrics.quotaRefused.WithLabelValues(kind).Inc()
+	return retryLater(ctx, wait, "node %s sent more %s than the %d bytes an hour this server takes", node, kind, perHour)
+}
+
+// retryLater is RESOURCE_EXHAUSTED with a "retry-after-ms" trailer: at
+// least wait, jittered.
+func retryLater(ctx context.Context, wait time.Duration, format string, args ...any) error {
+	retry := int(wait.Milliseconds()) + 500 + rand.IntN(2500)
+	grpc.SetTrailer(ctx, metadata.Pairs("retry-after-ms", strconv.Itoa(retry)))
+	return status.Errorf(codes.ResourceExhausted, format+": retry in %d ms", append(args, retry)...)
+}
