@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -252,28 +251,29 @@ func gitVersion(ctx context.Context, dir string) string {
 
 // storeFiles copies the site's static files into the content store by
 // digest, so that a node can fetch what its catalog names even after the
-// site moved on.
+// site moved on. It reads through the site's confined reader
+// (Site.ReadFile): a file swapped after the load for a link (to the CA key,
+// /dev/zero) or a FIFO is refused, never followed or blocked on.
 func (s *Server) storeFiles(site *catalogs.Site) error {
 	for _, f := range site.Files() {
 		dst := filepath.Join(s.files, strings.TrimPrefix(f.Digest, "sha256:"))
 		if _, err := os.Stat(dst); err == nil {
 			continue
 		}
-		if err := copyVerified(filepath.Join(s.opts.Site, filepath.FromSlash(f.Path)), dst, f.Digest); err != nil {
+		b, err := site.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("storing: %w", err)
+		}
+		if err := writeStored(b, dst); err != nil {
 			return fmt.Errorf("storing %s: %w", f.Path, err)
 		}
 	}
 	return nil
 }
 
-func copyVerified(src, dst, digest string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	if catalogs.Digest(b) != digest {
-		return errors.New("changed while the site loaded")
-	}
+// writeStored writes b to dst whole (temp file, fsync, rename), so that a
+// crash never leaves a short file under a digest.
+func writeStored(b []byte, dst string) error {
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".incoming-*")
 	if err != nil {
 		return err
