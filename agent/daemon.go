@@ -384,6 +384,12 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		t = mark("checkin", t)
 		if err != nil {
 			out.checkinErr, out.err = err, err
+			if errors.Is(err, ErrRevoked) {
+				// The server disowned this node: enforcing its old catalog
+				// would manage a host nobody manages any more.
+				d.log.Error("run refused: this node's certificate is revoked", "err", err)
+				return nil, out
+			}
 			if d.cat != nil {
 				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
 			} else {
@@ -508,7 +514,7 @@ func (d *Daemon) callCheckin(ctx context.Context, req *herdv1.CheckinRequest) (*
 	defer cancel()
 	resp, err := d.node.Checkin(ctx, req, grpc.Trailer(&trailer))
 	if err != nil {
-		return nil, rpcError("checking in", err, trailer)
+		return nil, revoked(rpcError("checking in", err, trailer))
 	}
 	return resp, nil
 }

@@ -227,7 +227,9 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 			}
 			wait += scale(wait/4, mrand.Float64())
 			if !announced {
-				o.Log.Info("enrollment pending: waiting for an operator to run: herd ca sign "+o.Name, "node", o.Name, "server", o.Server)
+				fp := keyFingerprint(key)
+				o.Log.Info("enrollment pending: waiting for an operator to compare this key's fingerprint and run: herd ca sign "+o.Name+" --fingerprint "+fp,
+					"node", o.Name, "server", o.Server, "fingerprint", fp)
 				announced = true
 			} else {
 				o.Log.Debug("enrollment still pending", "node", o.Name, "retry_in", wait)
@@ -243,6 +245,17 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// keyFingerprint names the node's key as `herd ca list` shows it: "sha256:"
+// and the hex sha256 of its DER SubjectPublicKeyInfo.
+func keyFingerprint(key *ecdsa.PrivateKey) string {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return "unknown"
+	}
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // finishEnroll checks an issued certificate and writes the identity. The

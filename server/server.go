@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -212,22 +210,11 @@ func (s *Server) Start(ctx context.Context) error {
 	// Send the CA with the leaf: an agent pinning the CA by fingerprint
 	// checks it inside the handshake, before it sends its join token.
 	cert.Certificate = append(cert.Certificate, s.ca.CACertDER())
-	tlsConf := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    s.ca.Pool(),
-		// Enroll is open to anyone, so a client certificate is optional
-		// at the handshake; the interceptor requires it for every other
-		// method.
-		ClientAuth: tls.VerifyClientCertIfGiven,
-	}
-	// Ticket keys that survive a restart let a fleet reconnecting after
-	// one resume its TLS sessions instead of paying full handshakes.
-	ticketKey, err := loadTicketKey(filepath.Join(s.opts.Dir, "session-ticket.key"))
+	stls, err := s.newServerTLS(cert)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
-	tlsConf.SetSessionTicketKeys([][32]byte{ticketKey})
+	tlsConf := stls.config()
 	lis, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
@@ -278,6 +265,7 @@ func (s *Server) Start(ctx context.Context) error {
 	watchSite := s.watchSite()
 	g.Go(func() error { return watchSite(ctx) })
 	g.Go(func() error { s.prune(ctx); return nil })
+	g.Go(func() error { stls.rotateLoop(ctx); return nil })
 	g.Go(func() error {
 		<-ctx.Done()
 		s.shutdown()
@@ -321,27 +309,6 @@ func (s *Server) shutdown() {
 	})
 }
 
-// loadTicketKey reads the TLS session ticket key, making it (0600) on
-// first start.
-func loadTicketKey(path string) ([32]byte, error) {
-	var key [32]byte
-	b, err := os.ReadFile(path)
-	if err == nil && len(b) == 32 {
-		copy(key[:], b)
-		return key, nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return key, fmt.Errorf("reading the session ticket key: %w", err)
-	}
-	if _, err := rand.Read(key[:]); err != nil {
-		return key, err
-	}
-	if err := os.WriteFile(path, key[:], 0o600); err != nil {
-		return key, fmt.Errorf("writing the session ticket key: %w", err)
-	}
-	return key, nil
-}
-
 // prune removes reports and history older than Retain, hourly, so that
 // the store does not grow without end.
 func (s *Server) prune(ctx context.Context) {
@@ -358,6 +325,9 @@ func (s *Server) prune(ctx context.Context) {
 				continue
 			}
 			s.log.Debug("pruned the store", "pruned", p)
+			if _, err := s.ca.PrunePending(ctx); err != nil {
+				s.log.Warn("pruning pending enrollments", "err", err)
+			}
 		}
 	}
 }

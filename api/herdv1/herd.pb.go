@@ -1741,8 +1741,15 @@ type Certificate struct {
 	State          string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	NotAfterUnixMs int64  `protobuf:"varint,4,opt,name=not_after_unix_ms,json=notAfterUnixMs,proto3" json:"not_after_unix_ms,omitempty"`
 	Admin          bool   `protobuf:"varint,5,opt,name=admin,proto3" json:"admin,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The key's fingerprint, "sha256:<hex>": the operator compares a pending
+	// request's with the one its node prints before signing.
+	Fingerprint string `protobuf:"bytes,6,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// Where a pending request came from (address:port).
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// When the certificate was issued or revoked, or the request made.
+	TimeUnixMs    int64 `protobuf:"varint,8,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Certificate) Reset() {
@@ -1808,6 +1815,27 @@ func (x *Certificate) GetAdmin() bool {
 		return x.Admin
 	}
 	return false
+}
+
+func (x *Certificate) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *Certificate) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Certificate) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
 }
 
 type ListCertificatesRequest struct {
@@ -1891,8 +1919,10 @@ func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
 }
 
 type SignCertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, sign only a request for the key with this fingerprint.
+	Fingerprint   string `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1930,6 +1960,13 @@ func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
 func (x *SignCertificateRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *SignCertificateRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
 	}
 	return ""
 }
@@ -2123,6 +2160,8 @@ type CreateJoinTokenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	ExpiresUnixMs int64                  `protobuf:"varint,2,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	// The token's id, for ListJoinTokens and RevokeJoinToken.
+	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2169,6 +2208,338 @@ func (x *CreateJoinTokenResponse) GetExpiresUnixMs() int64 {
 		return x.ExpiresUnixMs
 	}
 	return 0
+}
+
+func (x *CreateJoinTokenResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RejectCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectCertificateRequest) Reset() {
+	*x = RejectCertificateRequest{}
+	mi := &file_herd_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectCertificateRequest) ProtoMessage() {}
+
+func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RejectCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RejectCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectCertificateResponse) Reset() {
+	*x = RejectCertificateResponse{}
+	mi := &file_herd_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectCertificateResponse) ProtoMessage() {}
+
+func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{36}
+}
+
+type JoinToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first 16 hex digits of the sha256 of the secret.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	NamePattern   string `protobuf:"bytes,2,opt,name=name_pattern,json=namePattern,proto3" json:"name_pattern,omitempty"`
+	ExpiresUnixMs int64  `protobuf:"varint,3,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	SingleUse     bool   `protobuf:"varint,4,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
+	UsedUnixMs    int64  `protobuf:"varint,5,opt,name=used_unix_ms,json=usedUnixMs,proto3" json:"used_unix_ms,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_herd_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetNamePattern() string {
+	if x != nil {
+		return x.NamePattern
+	}
+	return ""
+}
+
+func (x *JoinToken) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *JoinToken) GetSingleUse() bool {
+	if x != nil {
+		return x.SingleUse
+	}
+	return false
+}
+
+func (x *JoinToken) GetUsedUnixMs() int64 {
+	if x != nil {
+		return x.UsedUnixMs
+	}
+	return 0
+}
+
+func (x *JoinToken) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+type ListJoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensRequest) Reset() {
+	*x = ListJoinTokensRequest{}
+	mi := &file_herd_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensRequest) ProtoMessage() {}
+
+func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{38}
+}
+
+type ListJoinTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*JoinToken           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensResponse) Reset() {
+	*x = ListJoinTokensResponse{}
+	mi := &file_herd_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensResponse) ProtoMessage() {}
+
+func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenRequest) Reset() {
+	*x = RevokeJoinTokenRequest{}
+	mi := &file_herd_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenRequest) ProtoMessage() {}
+
+func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RevokeJoinTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenResponse) Reset() {
+	*x = RevokeJoinTokenResponse{}
+	mi := &file_herd_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenResponse) ProtoMessage() {}
+
+func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 var File_herd_proto protoreflect.FileDescriptor
@@ -2307,18 +2678,23 @@ const file_herd_proto_rawDesc = "" +
 	"\x0ecompile_errors\x18\x04 \x03(\v2..herd.v1.SiteStatusResponse.CompileErrorsEntryR\rcompileErrors\x1a@\n" +
 	"\x12CompileErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
 	"\vCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12)\n" +
 	"\x11not_after_unix_ms\x18\x04 \x01(\x03R\x0enotAfterUnixMs\x12\x14\n" +
-	"\x05admin\x18\x05 \x01(\bR\x05admin\"\x19\n" +
+	"\x05admin\x18\x05 \x01(\bR\x05admin\x12 \n" +
+	"\vfingerprint\x18\x06 \x01(\tR\vfingerprint\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12 \n" +
+	"\ftime_unix_ms\x18\b \x01(\x03R\n" +
+	"timeUnixMs\"\x19\n" +
 	"\x17ListCertificatesRequest\"T\n" +
 	"\x18ListCertificatesResponse\x128\n" +
-	"\fcertificates\x18\x01 \x03(\v2\x14.herd.v1.CertificateR\fcertificates\",\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x14.herd.v1.CertificateR\fcertificates\"N\n" +
 	"\x16SignCertificateRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"Q\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\"Q\n" +
 	"\x17SignCertificateResponse\x126\n" +
 	"\vcertificate\x18\x01 \x01(\v2\x14.herd.v1.CertificateR\vcertificate\".\n" +
 	"\x18RevokeCertificateRequest\x12\x12\n" +
@@ -2328,10 +2704,29 @@ const file_herd_proto_rawDesc = "" +
 	"\fname_pattern\x18\x01 \x01(\tR\vnamePattern\x12\x15\n" +
 	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1d\n" +
 	"\n" +
-	"single_use\x18\x03 \x01(\bR\tsingleUse\"W\n" +
+	"single_use\x18\x03 \x01(\bR\tsingleUse\"g\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
-	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs2C\n" +
+	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\".\n" +
+	"\x18RejectCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
+	"\x19RejectCertificateResponse\"\xcf\x01\n" +
+	"\tJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fname_pattern\x18\x02 \x01(\tR\vnamePattern\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x03 \x01(\x03R\rexpiresUnixMs\x12\x1d\n" +
+	"\n" +
+	"single_use\x18\x04 \x01(\bR\tsingleUse\x12 \n" +
+	"\fused_unix_ms\x18\x05 \x01(\x03R\n" +
+	"usedUnixMs\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\"\x17\n" +
+	"\x15ListJoinTokensRequest\"D\n" +
+	"\x16ListJoinTokensResponse\x12*\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x12.herd.v1.JoinTokenR\x06tokens\"(\n" +
+	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
+	"\x17RevokeJoinTokenResponse2C\n" +
 	"\x06Enroll\x129\n" +
 	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse2\xfc\x01\n" +
 	"\x04Node\x12<\n" +
@@ -2339,7 +2734,7 @@ const file_herd_proto_rawDesc = "" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xc5\x05\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xca\a\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -2351,7 +2746,10 @@ const file_herd_proto_rawDesc = "" +
 	"\x10ListCertificates\x12 .herd.v1.ListCertificatesRequest\x1a!.herd.v1.ListCertificatesResponse\x12T\n" +
 	"\x0fSignCertificate\x12\x1f.herd.v1.SignCertificateRequest\x1a .herd.v1.SignCertificateResponse\x12Z\n" +
 	"\x11RevokeCertificate\x12!.herd.v1.RevokeCertificateRequest\x1a\".herd.v1.RevokeCertificateResponse\x12T\n" +
-	"\x0fCreateJoinToken\x12\x1f.herd.v1.CreateJoinTokenRequest\x1a .herd.v1.CreateJoinTokenResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\x0fCreateJoinToken\x12\x1f.herd.v1.CreateJoinTokenRequest\x1a .herd.v1.CreateJoinTokenResponse\x12Z\n" +
+	"\x11RejectCertificate\x12!.herd.v1.RejectCertificateRequest\x1a\".herd.v1.RejectCertificateResponse\x12Q\n" +
+	"\x0eListJoinTokens\x12\x1e.herd.v1.ListJoinTokensRequest\x1a\x1f.herd.v1.ListJoinTokensResponse\x12T\n" +
+	"\x0fRevokeJoinToken\x12\x1f.herd.v1.RevokeJoinTokenRequest\x1a .herd.v1.RevokeJoinTokenResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -2366,7 +2764,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -2405,7 +2803,14 @@ var file_herd_proto_goTypes = []any{
 	(*RevokeCertificateResponse)(nil), // 34: herd.v1.RevokeCertificateResponse
 	(*CreateJoinTokenRequest)(nil),    // 35: herd.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil),   // 36: herd.v1.CreateJoinTokenResponse
-	nil,                               // 37: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	(*RejectCertificateRequest)(nil),  // 37: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 38: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 39: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 40: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 41: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 42: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 43: herd.v1.RevokeJoinTokenResponse
+	nil,                               // 44: herd.v1.SiteStatusResponse.CompileErrorsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -2418,42 +2823,49 @@ var file_herd_proto_depIdxs = []int32{
 	16, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	23, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	12, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	37, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	44, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
 	28, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
 	28, // 12: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	2,  // 13: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	4,  // 14: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	6,  // 15: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	8,  // 16: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	10, // 17: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	17, // 18: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	19, // 19: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	21, // 20: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	24, // 21: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	26, // 22: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	29, // 23: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	31, // 24: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	33, // 25: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	35, // 26: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	3,  // 27: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	5,  // 28: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	7,  // 29: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	9,  // 30: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	11, // 31: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	18, // 32: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	20, // 33: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	22, // 34: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	25, // 35: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	27, // 36: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	30, // 37: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	32, // 38: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	34, // 39: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	36, // 40: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	39, // 13: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	2,  // 14: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	4,  // 15: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	6,  // 16: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	8,  // 17: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	10, // 18: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	17, // 19: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	19, // 20: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	21, // 21: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	24, // 22: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	26, // 23: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	29, // 24: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	31, // 25: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	33, // 26: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	35, // 27: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	37, // 28: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	40, // 29: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	42, // 30: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	3,  // 31: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	5,  // 32: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	7,  // 33: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	9,  // 34: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	11, // 35: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	18, // 36: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	20, // 37: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	22, // 38: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	25, // 39: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	27, // 40: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	30, // 41: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	32, // 42: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	34, // 43: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	36, // 44: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	38, // 45: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	41, // 46: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	43, // 47: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	31, // [31:48] is the sub-list for method output_type
+	14, // [14:31] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -2467,7 +2879,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -37,7 +37,9 @@ type EnrollClient interface {
 	// takes only the public key from the CSR (never its names or
 	// extensions), and refuses a second certificate for a name already
 	// issued unless an admin revoked the first. Without a valid token the
-	// request is kept PENDING; the agent asks again with the same key.
+	// request is kept PENDING; the agent asks again with the same key. The
+	// first pending request for a name holds it: another key gets
+	// ALREADY_EXISTS until an operator rejects that request or it expires.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 }
 
@@ -70,7 +72,9 @@ type EnrollServer interface {
 	// takes only the public key from the CSR (never its names or
 	// extensions), and refuses a second certificate for a name already
 	// issued unless an admin revoked the first. Without a valid token the
-	// request is kept PENDING; the agent asks again with the same key.
+	// request is kept PENDING; the agent asks again with the same key. The
+	// first pending request for a name holds it: another key gets
+	// ALREADY_EXISTS until an operator rejects that request or it expires.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	mustEmbedUnimplementedEnrollServer()
 }
@@ -395,6 +399,9 @@ const (
 	Admin_SignCertificate_FullMethodName   = "/herd.v1.Admin/SignCertificate"
 	Admin_RevokeCertificate_FullMethodName = "/herd.v1.Admin/RevokeCertificate"
 	Admin_CreateJoinToken_FullMethodName   = "/herd.v1.Admin/CreateJoinToken"
+	Admin_RejectCertificate_FullMethodName = "/herd.v1.Admin/RejectCertificate"
+	Admin_ListJoinTokens_FullMethodName    = "/herd.v1.Admin/ListJoinTokens"
+	Admin_RevokeJoinToken_FullMethodName   = "/herd.v1.Admin/RevokeJoinToken"
 )
 
 // AdminClient is the client API for Admin service.
@@ -412,6 +419,12 @@ type AdminClient interface {
 	SignCertificate(ctx context.Context, in *SignCertificateRequest, opts ...grpc.CallOption) (*SignCertificateResponse, error)
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	// RejectCertificate drops a pending enrollment request.
+	RejectCertificate(ctx context.Context, in *RejectCertificateRequest, opts ...grpc.CallOption) (*RejectCertificateResponse, error)
+	// ListJoinTokens lists join tokens (never their secrets).
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	// RevokeJoinToken deletes a join token by its id.
+	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error)
 }
 
 type adminClient struct {
@@ -512,6 +525,36 @@ func (c *adminClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRe
 	return out, nil
 }
 
+func (c *adminClient) RejectCertificate(ctx context.Context, in *RejectCertificateRequest, opts ...grpc.CallOption) (*RejectCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RejectCertificateResponse)
+	err := c.cc.Invoke(ctx, Admin_RejectCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, Admin_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeJoinTokenResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -527,6 +570,12 @@ type AdminServer interface {
 	SignCertificate(context.Context, *SignCertificateRequest) (*SignCertificateResponse, error)
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	// RejectCertificate drops a pending enrollment request.
+	RejectCertificate(context.Context, *RejectCertificateRequest) (*RejectCertificateResponse, error)
+	// ListJoinTokens lists join tokens (never their secrets).
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	// RevokeJoinToken deletes a join token by its id.
+	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -563,6 +612,15 @@ func (UnimplementedAdminServer) RevokeCertificate(context.Context, *RevokeCertif
 }
 func (UnimplementedAdminServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedAdminServer) RejectCertificate(context.Context, *RejectCertificateRequest) (*RejectCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RejectCertificate not implemented")
+}
+func (UnimplementedAdminServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedAdminServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -747,6 +805,60 @@ func _Admin_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RejectCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejectCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RejectCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RejectCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RejectCertificate(ctx, req.(*RejectCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeJoinToken(ctx, req.(*RevokeJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -789,6 +901,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateJoinToken",
 			Handler:    _Admin_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "RejectCertificate",
+			Handler:    _Admin_RejectCertificate_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _Admin_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "RevokeJoinToken",
+			Handler:    _Admin_RevokeJoinToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

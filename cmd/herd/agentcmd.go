@@ -40,6 +40,7 @@ func newAgentCmd() *cobra.Command {
 	var (
 		configFile string
 		once       bool
+		reenroll   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server ADDR [--join-token T] [--once] [--noop] [--root DIR]",
@@ -81,6 +82,15 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			}
 			certDir := filepath.Join(stateDir, "tls")
 			ctx := cmd.Context()
+			if reenroll {
+				moved, err := agent.Reenroll(certDir)
+				if err != nil {
+					return err
+				}
+				if moved != "" {
+					log.Info("re-enrolling: the old identity was moved aside", "to", moved)
+				}
+			}
 			if _, err := agent.LoadIdentity(certDir); errors.Is(err, agent.ErrNotEnrolled) {
 				name := cfg.Name
 				if name == "" {
@@ -127,6 +137,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
+	f.BoolVar(&reenroll, "reenroll", false, "make a new key and enroll again (after the certificate was revoked or expired); the old identity is moved aside")
 	f.StringVar(&cfg.Server, "server", cfg.Server, "the server's gRPC address")
 	f.StringVar(&cfg.ServerName, "server-name", "", "the name to verify in the server's certificate (default: the --server host)")
 	f.StringVar(&cfg.Name, "name", "", "the node name to enroll as (default: this host's name)")

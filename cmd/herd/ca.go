@@ -32,7 +32,10 @@ server's state directory.`,
 		Example: `  herd ca admin ops --dir /var/lib/herd-server      # once, on the server: writes ~/.config/herd/admin
   herd ca token --pattern 'web-*' --ttl 24h --single-use
   herd ca list
-  herd ca sign web-07
+  herd ca sign web-07 --fingerprint sha256:…    # the fingerprint the node prints
+  herd ca reject web-08
+  herd ca tokens
+  herd ca token revoke 3f1c0a9be2d47781
   herd ca revoke web-03`,
 	}
 	af.register(cmd)
@@ -71,12 +74,12 @@ server's state directory.`,
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "expires %s\n", time.UnixMilli(resp.ExpiresUnixMs).Local().Format(time.DateTime))
+			fmt.Fprintf(cmd.ErrOrStderr(), "id %s, expires %s\n", resp.Id, time.UnixMilli(resp.ExpiresUnixMs).Local().Format(time.DateTime))
 			return nil
 		}),
 	}
-	tokenCmd.Flags().StringVar(&pattern, "pattern", "", "a glob the enrolling name must match (default: any)")
-	tokenCmd.Flags().Var(&ttl, "ttl", "how long the token is valid")
+	tokenCmd.Flags().StringVar(&pattern, "pattern", "", "a glob the whole enrolling name must match, '*' within one dot-separated label (default: any)")
+	tokenCmd.Flags().Var(&ttl, "ttl", "how long the token is valid (at most 30 days)")
 	tokenCmd.Flags().BoolVar(&singleUse, "single-use", false, "the token enrolls one node only")
 
 	var caFile string
@@ -107,39 +110,105 @@ handshake, before it sends its join token.`,
 	}
 	fingerprintCmd.Flags().StringVar(&caFile, "ca-file", "", "the CA certificate (default: ca.crt in --admin-dir)")
 
-	cmd.AddCommand(adminCmd, tokenCmd, fingerprintCmd,
+	var signFP string
+	signCmd := &cobra.Command{
+		Use:   "sign NAME --fingerprint FP",
+		Short: "Issue the certificate a node requested, for the key it shows",
+		Long: `Issue the certificate a pending request asks for. The waiting agent prints
+its key's fingerprint; "herd ca list" shows the pending request's. Compare
+them and pass the node's with --fingerprint: the server then signs only a
+request for that key, never one someone else sent under the node's name.`,
+		Example: "  herd ca sign web-07 --fingerprint sha256:3f1c…",
+		Args:    cobra.ExactArgs(1),
+		RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+			if signFP == "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: signing without --fingerprint: whatever key requested this name is signed")
+			}
+			resp, err := c.SignCertificate(cmd.Context(), &herdv1.SignCertificateRequest{Name: args[0], Fingerprint: signFP})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed %s (serial %s)\n", resp.Certificate.Name, resp.Certificate.Serial)
+			return nil
+		}),
+	}
+	signCmd.Flags().StringVar(&signFP, "fingerprint", "", "sign only a request for the key with this fingerprint (as the agent prints it)")
+
+	tokenRevokeCmd := &cobra.Command{
+		Use:     "revoke ID",
+		Short:   "Revoke a join token by the id \"herd ca tokens\" shows",
+		Example: "  herd ca token revoke 3f1c0a9be2d47781",
+		Args:    cobra.ExactArgs(1),
+		RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+			if _, err := c.RevokeJoinToken(cmd.Context(), &herdv1.RevokeJoinTokenRequest{Id: args[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked join token %s: it enrolls nothing more\n", args[0])
+			return nil
+		}),
+	}
+	tokenCmd.AddCommand(tokenRevokeCmd)
+
+	cmd.AddCommand(adminCmd, tokenCmd, fingerprintCmd, signCmd,
 		&cobra.Command{
 			Use:   "list",
 			Short: "List issued, pending and revoked certificates",
-			Args:  cobra.NoArgs,
+			Long: `List certificates and pending requests. A pending request shows its key's
+fingerprint and the address it came from: compare the fingerprint with the
+one the node prints before "herd ca sign NAME --fingerprint FP".`,
+			Args: cobra.NoArgs,
 			RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 				resp, err := c.ListCertificates(cmd.Context(), &herdv1.ListCertificatesRequest{})
 				if err != nil {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tADMIN\tNOT AFTER\tSERIAL")
+				fmt.Fprintln(tw, "NAME\tSTATE\tADMIN\tNOT AFTER\tSERIAL\tFINGERPRINT\tSOURCE")
 				for _, ce := range resp.Certificates {
 					notAfter := "-"
 					if ce.NotAfterUnixMs > 0 {
 						notAfter = time.UnixMilli(ce.NotAfterUnixMs).Local().Format(time.DateOnly)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", ce.Name, ce.State, ce.Admin, notAfter, ce.Serial)
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\n", ce.Name, ce.State, ce.Admin, notAfter, dash(ce.Serial), dash(ce.Fingerprint), dash(ce.Source))
 				}
 				return tw.Flush()
 			}),
 		},
 		&cobra.Command{
-			Use:   "sign NAME",
-			Short: "Issue the certificate a node requested",
-			Args:  cobra.ExactArgs(1),
+			Use:   "reject NAME",
+			Short: "Drop a pending request, so that the name may be requested again",
+			Long: `Drop the pending request of NAME. The first request for a name holds it
+until it is signed, rejected or expires: reject one whose fingerprint is not
+the node's, and the node's own request is accepted on its next try.`,
+			Example: "  herd ca reject web-07",
+			Args:    cobra.ExactArgs(1),
 			RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
-				resp, err := c.SignCertificate(cmd.Context(), &herdv1.SignCertificateRequest{Name: args[0]})
+				if _, err := c.RejectCertificate(cmd.Context(), &herdv1.RejectCertificateRequest{Name: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "rejected the pending request of %s\n", args[0])
+				return nil
+			}),
+		},
+		&cobra.Command{
+			Use:   "tokens",
+			Short: "List join tokens (never their secrets)",
+			Args:  cobra.NoArgs,
+			RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+				resp, err := c.ListJoinTokens(cmd.Context(), &herdv1.ListJoinTokensRequest{})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "signed %s (serial %s)\n", resp.Certificate.Name, resp.Certificate.Serial)
-				return nil
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tPATTERN\tEXPIRES\tSINGLE USE\tUSED")
+				for _, tk := range resp.Tokens {
+					used := "-"
+					if tk.UsedUnixMs > 0 {
+						used = time.UnixMilli(tk.UsedUnixMs).Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", tk.Id, dash(tk.NamePattern), time.UnixMilli(tk.ExpiresUnixMs).Local().Format(time.DateTime), tk.SingleUse, used)
+				}
+				return tw.Flush()
 			}),
 		},
 		&cobra.Command{
@@ -150,12 +219,21 @@ handshake, before it sends its join token.`,
 				if _, err := c.RevokeCertificate(cmd.Context(), &herdv1.RevokeCertificateRequest{Name: args[0]}); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s: its open connections are closed and every call it makes is refused.\n", args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "The agent on %s stops applying and reports the revocation on each run; to bring it back, give it a join token and run: herd agent --reenroll --join-token TOKEN\n", args[0])
 				return nil
 			}),
 		},
 	)
 	return cmd
+}
+
+// dash shows an empty column as "-".
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // issueAdmin opens the server's CA directly (it may be running: the store

@@ -72,10 +72,14 @@ func (c *CA) issueAndStore(ctx context.Context, pub crypto.PublicKey, name strin
 }
 
 // Sign issues the certificate a pending request of name asks for: the
-// operator's `herd ca sign NAME`. It fails with ErrNotFound when nothing
-// of that name is pending and with ErrExists when name has an unrevoked
-// certificate.
-func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
+// operator's `herd ca sign NAME`. With a fingerprint (as Fingerprint
+// gives it; the "sha256:" prefix, colons and case do not matter) it signs
+// only a request for that key, and fails with ErrFingerprint otherwise, so
+// that an operator who compared the fingerprint the node shows signs that
+// node's key and no other. It fails with ErrNotFound when nothing of that
+// name is pending (or the request expired) and with ErrExists when name
+// has an unrevoked certificate.
+func (c *CA) Sign(ctx context.Context, name, fingerprint string) (Cert, error) {
 	if err := CheckName(name); err != nil {
 		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
 	}
@@ -84,7 +88,7 @@ func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
 	if err != nil {
 		return Cert{}, fmt.Errorf("signing %q: reading pending request: %w", name, err)
 	}
-	if !ok {
+	if !ok || c.pendingExpired(p) {
 		return Cert{}, fmt.Errorf("signing %q: no pending request: %w", name, ErrNotFound)
 	}
 	if _, ok, err := c.unrevoked(ctx, name); err != nil {
@@ -98,6 +102,12 @@ func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
 	if err != nil {
 		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
 	}
+	if fingerprint != "" {
+		have, _ := Fingerprint(pub)
+		if normalFingerprint(have) != normalFingerprint(fingerprint) {
+			return Cert{}, fmt.Errorf("signing %q: %w: the request's key is %s, not %s", name, ErrFingerprint, have, fingerprint)
+		}
+	}
 	cert, err := c.issueAndStore(ctx, pub, name, false, "signed")
 	if err != nil {
 		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
@@ -106,6 +116,35 @@ func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
 		return Cert{}, fmt.Errorf("signing %q: removing pending request: %w", name, err)
 	}
 	return cert, nil
+}
+
+// Reject drops name's pending request, `herd ca reject NAME`: the name is
+// then open to a new request. It fails with ErrNotFound when nothing of
+// that name is pending.
+func (c *CA) Reject(ctx context.Context, name string) error {
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("rejecting %q: %w", name, err)
+	}
+	defer c.lock(name)()
+	p, ok, err := c.st.Pending(ctx, name)
+	if err != nil {
+		return fmt.Errorf("rejecting %q: reading pending request: %w", name, err)
+	}
+	if !ok {
+		return fmt.Errorf("rejecting %q: no pending request: %w", name, ErrNotFound)
+	}
+	if err := c.st.DeletePending(ctx, name); err != nil {
+		return fmt.Errorf("rejecting %q: %w", name, err)
+	}
+	c.log.Info("rejected pending request", "name", name, "source", p.Source, "requested", p.Requested)
+	return nil
+}
+
+// normalFingerprint reduces a fingerprint to its lowercase hex digits.
+func normalFingerprint(fp string) string {
+	fp = strings.ToLower(strings.TrimSpace(fp))
+	fp = strings.TrimPrefix(fp, "sha256:")
+	return strings.ReplaceAll(fp, ":", "")
 }
 
 // IssueAdmin makes an admin key and certificate named name, for `herd ca

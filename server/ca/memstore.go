@@ -130,6 +130,58 @@ func (m *MemStore) Pendings(context.Context) ([]Pending, error) {
 	return out, nil
 }
 
+// Tokens implements Store.
+func (m *MemStore) Tokens(context.Context) ([]Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := slices.Collect(maps.Values(m.tokens))
+	slices.SortFunc(out, func(a, b Token) int { return b.Created.Compare(a.Created) })
+	return out, nil
+}
+
+// DeleteToken implements Store.
+func (m *MemStore) DeleteToken(_ context.Context, hash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.tokens, hash)
+	return nil
+}
+
+// CountPending implements Store.
+func (m *MemStore) CountPending(context.Context) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.pendings), nil
+}
+
+// PrunePending implements Store.
+func (m *MemStore) PrunePending(_ context.Context, before time.Time) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for name, p := range m.pendings {
+		if p.Requested.Before(before) {
+			delete(m.pendings, name)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// CertBySerial implements Store.
+func (m *MemStore) CertBySerial(_ context.Context, serial string) (Cert, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, cs := range m.certs {
+		for _, c := range cs {
+			if c.Serial == serial {
+				return cloneCert(c), true, nil
+			}
+		}
+	}
+	return Cert{}, false, nil
+}
+
 // PutToken implements Store.
 func (m *MemStore) PutToken(_ context.Context, t Token) error {
 	m.mu.Lock()
@@ -139,11 +191,11 @@ func (m *MemStore) PutToken(_ context.Context, t Token) error {
 }
 
 // UseToken implements Store.
-func (m *MemStore) UseToken(_ context.Context, hash string, at time.Time) (Token, bool, error) {
+func (m *MemStore) UseToken(_ context.Context, hash string, at time.Time, accept func(Token) bool) (Token, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[hash]
-	if !ok || t.SingleUse && !t.UsedAt.IsZero() {
+	if !ok || t.SingleUse && !t.UsedAt.IsZero() || !accept(t) {
 		return Token{}, false, nil
 	}
 	if t.SingleUse {

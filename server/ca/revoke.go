@@ -37,12 +37,21 @@ func (c *CA) Revoke(ctx context.Context, name string) error {
 	maps.Copy(set, old)
 	set[cert.Serial] = struct{}{}
 	c.revoked.Store(&set)
+	var crlErr error
+	if !c.noCRL {
+		crlErr = c.writeCRL(set)
+	}
 	subs := slices.Collect(maps.Values(c.subs))
 	c.revokeMu.Unlock()
 
 	c.log.Info("revoked certificate", "name", name, "serial", cert.Serial, "admin", cert.Admin)
 	for _, f := range subs {
 		f(name, cert.Serial)
+	}
+	if crlErr != nil {
+		// Revoked in the store and in memory; only the copy beside the
+		// CA is behind, and the next revocation or start rewrites it.
+		return fmt.Errorf("revoked %q, but: %w", name, crlErr)
 	}
 	return nil
 }
@@ -90,12 +99,17 @@ type Listed struct {
 	// to compare with the one the node shows before signing; empty when
 	// the stored record does not parse.
 	Fingerprint string
+	// Source is the address a pending request came from.
+	Source string
 }
 
 // List returns every certificate (issued and revoked) and pending
 // request, by name; for one name, certificates newest first, then its
-// pending request.
+// pending request. Expired pending requests are dropped first.
 func (c *CA) List(ctx context.Context) ([]Listed, error) {
+	if _, err := c.PrunePending(ctx); err != nil {
+		return nil, fmt.Errorf("listing certificates: %w", err)
+	}
 	certs, err := c.st.Certs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing certificates: %w", err)
@@ -116,7 +130,7 @@ func (c *CA) List(ctx context.Context) ([]Listed, error) {
 		out = append(out, l)
 	}
 	for _, p := range pendings {
-		l := Listed{Name: p.Name, State: StatePending, Time: p.Requested}
+		l := Listed{Name: p.Name, State: StatePending, Time: p.Requested, Source: p.Source}
 		if csr, err := x509.ParseCertificateRequest(p.CSR); err == nil {
 			l.Fingerprint, _ = Fingerprint(csr.PublicKey)
 		}

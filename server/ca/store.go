@@ -22,6 +22,11 @@ type Store interface {
 	// keeps them in memory and checks each call against them).
 	Revoked(ctx context.Context) ([]string, error)
 
+	// CertBySerial returns the certificate record with this serial (as
+	// SerialHex formats it), revoked or not: the server accepts only
+	// certificates this CA recorded issuing.
+	CertBySerial(ctx context.Context, serial string) (Cert, bool, error)
+
 	// PutPending stores (or replaces) a request waiting for an operator.
 	PutPending(ctx context.Context, p Pending) error
 	// Pending returns the pending request of name.
@@ -30,13 +35,25 @@ type Store interface {
 	DeletePending(ctx context.Context, name string) error
 	// Pendings returns every pending request.
 	Pendings(ctx context.Context) ([]Pending, error)
+	// CountPending returns how many requests are pending.
+	CountPending(ctx context.Context) (int, error)
+	// PrunePending removes the requests made before before and says how
+	// many it removed.
+	PrunePending(ctx context.Context, before time.Time) (int, error)
 
 	// PutToken stores a join token (by the sha256 of its secret).
 	PutToken(ctx context.Context, t Token) error
-	// UseToken finds the token whose secret hashes to hash and, when it is
-	// single-use, marks it used in the same transaction; ok is false when
-	// there is no such token or a single-use token was already used.
-	UseToken(ctx context.Context, hash string, at time.Time) (t Token, ok bool, err error)
+	// UseToken finds the token whose secret hashes to hash and calls
+	// accept with it, in the same transaction; only when accept returns
+	// true is a single-use token marked used. ok is false when there is no
+	// such token, a single-use token was already used, or accept refused
+	// it: a token is spent only by an enrollment it lets through.
+	UseToken(ctx context.Context, hash string, at time.Time, accept func(Token) bool) (t Token, ok bool, err error)
+	// Tokens returns every join token, newest first.
+	Tokens(ctx context.Context) ([]Token, error)
+	// DeleteToken removes the token with this hash; removing none is no
+	// error.
+	DeleteToken(ctx context.Context, hash string) error
 }
 
 // Cert is an issued certificate.
@@ -55,6 +72,9 @@ type Pending struct {
 	Name      string
 	CSR       []byte // DER
 	Requested time.Time
+	// Source is the network address the request came from, for the
+	// operator deciding whether to sign it.
+	Source string
 }
 
 // Token is a join token: a secret that lets a node enroll without an

@@ -147,6 +147,10 @@ var migrations = []string{
 		used_at INTEGER NOT NULL,
 		created INTEGER NOT NULL
 	);`,
+	// Where each pending enrollment came from, for `herd ca list`; the
+	// index lets the CA prune expired requests.
+	`ALTER TABLE pending ADD COLUMN source TEXT NOT NULL DEFAULT '';
+	CREATE INDEX pending_requested ON pending (requested);`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/herdcm/herd/server/ca"
+)
+
+// serverTLS holds the TLS configuration the listener uses. gRPC copies
+// the tls.Config it is given, so keys rotated on the original would never
+// reach handshakes; instead the copy's GetConfigForClient hands each
+// handshake the current configuration, which rotate replaces whole.
+type serverTLS struct {
+	s    *Server
+	base *tls.Config
+	cur  atomic.Pointer[tls.Config]
+}
+
+// newServerTLS builds the server's TLS configuration around cert: TLS 1.3,
+// client certificates optional at the handshake (Enroll is open to
+// anyone) but, when given, checked by the CA, a resumed session's
+// included; session ticket keys from the CA's directory.
+func (s *Server) newServerTLS(cert tls.Certificate) (*serverTLS, error) {
+	st := &serverTLS{s: s}
+	st.base = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    s.ca.Pool(),
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		// gRPC adds h2 to the configuration it is given, not to the one
+		// GetConfigForClient returns.
+		NextProtos: []string{"h2"},
+		// VerifyConnection runs on full and resumed handshakes alike: a
+		// session ticket carries the client's certificates, so a forged
+		// ticket could otherwise present one that was never verified.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil // enrollment; the interceptor refuses every other call
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			// A revoked certificate passes here so that the interceptor
+			// can tell its node in words, which a failed handshake cannot.
+			if _, err := s.ca.VerifyClient(ctx, cs.PeerCertificates); err != nil && !errors.Is(err, ca.ErrRevoked) {
+				s.log.Warn("refused a client certificate at the handshake", "resumed", cs.DidResume, "err", err)
+				return fmt.Errorf("client certificate refused: %w", err)
+			}
+			return nil
+		},
+	}
+	// The ticket key once kept beside herd.db was never rotated and is not
+	// with the CA; it must not linger as a credential.
+	old := filepath.Join(s.opts.Dir, "session-ticket.key")
+	if err := os.Remove(old); err == nil {
+		s.log.Info("removed the old session ticket key; ticket keys are now kept and rotated in the CA directory", "path", old)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing the old session ticket key: %w", err)
+	}
+	if err := st.rotate(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// config returns the tls.Config to give gRPC.
+func (st *serverTLS) config() *tls.Config {
+	c := st.base.Clone()
+	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return st.cur.Load(), nil }
+	return c
+}
+
+// rotate loads the ticket keys (the CA adds and drops them as they age)
+// and makes a configuration with them current.
+func (st *serverTLS) rotate() error {
+	keys, err := st.s.ca.TicketKeys()
+	if err != nil {
+		return fmt.Errorf("session ticket keys: %w", err)
+	}
+	c := st.base.Clone()
+	c.SetSessionTicketKeys(keys)
+	st.cur.Store(c)
+	return nil
+}
+
+// rotateLoop rotates the ticket keys hourly until ctx ends.
+func (st *serverTLS) rotateLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := st.rotate(); err != nil {
+				st.s.log.Warn("rotating session ticket keys", "err", err)
+			}
+		}
+	}
+}
