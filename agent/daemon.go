@@ -378,6 +378,7 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		payload, digest, err := factsPayload(f)
 		t = mark("facts", t)
 		var resp *herdv1.CheckinResponse
+		d.maybeRenew(runCtx) // at two thirds of the certificate's life (renew.go)
 		if err == nil {
 			resp, err = d.checkin(runCtx, payload, digest)
 		}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -82,7 +83,21 @@ type Identity struct {
 	Certificate tls.Certificate
 	CAs         *x509.CertPool
 	SigningKey  ed25519.PublicKey
+	NotBefore   time.Time
 	NotAfter    time.Time
+
+	// current is the certificate connections present, replaced when the
+	// agent renews it (renew.go), so that the next connection uses it.
+	current atomic.Pointer[tls.Certificate]
+}
+
+// clientCertificate is tls.Config.GetClientCertificate: the current
+// certificate, renewed or not.
+func (id *Identity) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := id.current.Load(); c != nil {
+		return c, nil
+	}
+	return &id.Certificate, nil
 }
 
 // ErrNotEnrolled is returned by LoadIdentity when the directory holds no
@@ -126,7 +141,7 @@ func LoadIdentity(dir string) (*Identity, error) {
 	if err := catalogs.ValidNodeName(leaf.Subject.CommonName); err != nil {
 		return nil, fmt.Errorf("loading identity: the certificate's name: %w", err)
 	}
-	return &Identity{Node: leaf.Subject.CommonName, Certificate: pair, CAs: cas, SigningKey: key, NotAfter: leaf.NotAfter}, nil
+	return &Identity{Node: leaf.Subject.CommonName, Certificate: pair, CAs: cas, SigningKey: key, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
 }
 
 func parseSigningKey(b []byte) (ed25519.PublicKey, error) {

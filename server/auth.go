@@ -29,6 +29,7 @@ const (
 // enumerates the service descriptors against it).
 var methodRoles = map[string]role{
 	herdv1.Enroll_Enroll_FullMethodName: anyone,
+	herdv1.Enroll_Renew_FullMethodName:  nodeRole,
 
 	herdv1.Node_Checkin_FullMethodName:    nodeRole,
 	herdv1.Node_GetFile_FullMethodName:    nodeRole,

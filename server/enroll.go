@@ -48,3 +48,28 @@ func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (
 	out.CertificateDer = res.Cert.DER
 	return out, nil
 }
+
+// Renew issues the calling node a new certificate for the key of the one
+// it called with; the interceptor has verified that certificate.
+func (e *enrollService) Renew(ctx context.Context, _ *herdv1.RenewRequest) (*herdv1.EnrollResponse, error) {
+	id := caller(ctx)
+	chain, err := peerChain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := e.s.ca.Renew(ctx, ca.Caller{Name: id.name, Serial: id.serial, Admin: id.admin}, chain[0].PublicKey)
+	if err != nil {
+		switch {
+		case errors.Is(err, ca.ErrRevoked):
+			return nil, status.Errorf(codes.Unauthenticated, "renewing %s: %v", id.name, err)
+		case errors.Is(err, ca.ErrExists), errors.Is(err, ca.ErrInvalid):
+			return nil, status.Errorf(codes.FailedPrecondition, "renewing %s: %v", id.name, err)
+		}
+		e.s.log.Error("renewing", "name", id.name, "err", err)
+		return nil, status.Errorf(codes.Internal, "renewing %s: internal error", id.name)
+	}
+	return &herdv1.EnrollResponse{
+		Status: herdv1.EnrollResponse_ISSUED, CertificateDer: cert.DER,
+		CaCertificateDer: e.s.ca.CACertDER(), SigningPublicKey: e.s.ca.SigningPublicKey(),
+	}, nil
+}

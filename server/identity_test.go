@@ -332,3 +332,40 @@ func readTicketKeys(t *testing.T, path string) [][32]byte {
 	}
 	return keys
 }
+
+// TestClientConnsClose: a tracked connection closes at its certificate's
+// expiry, or when its name is revoked; others stay open.
+func TestClientConnsClose(t *testing.T) {
+	t.Parallel()
+	var set clientConns
+	closed := func(c net.Conn) <-chan struct{} {
+		done := make(chan struct{})
+		go func() { c.Read(make([]byte, 1)); close(done) }()
+		return done
+	}
+	a, aPeer := net.Pipe()
+	b, bPeer := net.Pipe()
+	c, cPeer := net.Pipe()
+	defer aPeer.Close()
+	defer bPeer.Close()
+	defer cPeer.Close()
+	set.track(a, "web-01", time.Now().Add(50*time.Millisecond))
+	tb := set.track(b, "db-01", time.Now().Add(time.Hour))
+	tc := set.track(c, "mail-01", time.Now().Add(time.Hour))
+	<-closed(aPeer) // expiry
+	bDone := closed(bPeer)
+	set.closeName("db-01")
+	<-bDone
+	set.mu.Lock()
+	if len(set.byName["mail-01"]) != 1 {
+		t.Error("an unrelated connection was closed")
+	}
+	set.mu.Unlock()
+	tc.Close()
+	tb.Close()
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	if len(set.byName) != 0 {
+		t.Errorf("closed connections are still tracked: %v", set.byName)
+	}
+}

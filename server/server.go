@@ -63,6 +63,9 @@ type Options struct {
 	MaxReportEvents int
 	// MaxStreams bounds concurrent streams per connection (default 16).
 	MaxStreams uint32
+	// NodeCertValidity is how long a node certificate is valid (default
+	// 30 days); agents renew theirs at two thirds of its life.
+	NodeCertValidity time.Duration
 	// CACertFile and CAKeyFile name an existing CA (PEM) to issue from,
 	// instead of the one created under Dir on first start. Both or neither.
 	CACertFile, CAKeyFile string
@@ -141,6 +144,9 @@ type Server struct {
 	facts    factsCache
 	watch    watchers
 	inFlight chan struct{}
+	// clientConns closes connections whose certificate expired or whose
+	// name was revoked (server/tls.go).
+	clientConns clientConns
 
 	// Addr and HTTPAddr are the bound addresses, set by Start (useful with
 	// port 0).
@@ -167,7 +173,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
-	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile})
+	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -192,7 +198,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	// A revoked node's open Watch streams end within the next poll; its
 	// next call is refused by the interceptor.
-	authority.OnRevoke(func(name, serial string) { s.watch.revoke(name, serial) })
+	authority.OnRevoke(func(name, serial string) {
+		s.watch.revoke(name, serial)
+		// A grace period first, so that the node's next call hears
+		// "certificate revoked" rather than a dropped connection.
+		time.AfterFunc(revokeGrace, func() { s.clientConns.closeName(name) })
+	})
 	if err := s.reload(ctx); err != nil {
 		// The first load must work: there is no previous version to serve.
 		st.Close()
@@ -221,7 +232,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.Addr = lis.Addr().String()
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConf)),
+		grpc.Creds(closingCreds{TransportCredentials: credentials.NewTLS(tlsConf), conns: &s.clientConns}),
 		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(s.opts.MaxStreams),
 		// Small per-connection buffers: a fleet is many mostly idle

@@ -5,10 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 
 	"github.com/herdcm/herd/server/ca"
 )
@@ -102,5 +106,96 @@ func (st *serverTLS) rotateLoop(ctx context.Context) {
 				st.s.log.Warn("rotating session ticket keys", "err", err)
 			}
 		}
+	}
+}
+
+// closingCreds wraps the server's TLS credentials so that a connection
+// made with a client certificate is closed when that certificate expires
+// or its name is revoked: the interceptor refuses each call anyway, and
+// closing makes the agent reconnect (with a renewed certificate, when it
+// has one) instead of holding a connection that can do nothing.
+type closingCreds struct {
+	credentials.TransportCredentials
+	conns *clientConns
+}
+
+func (c closingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, ai, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		return conn, ai, err
+	}
+	ti, ok := ai.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return conn, ai, nil
+	}
+	leaf := ti.State.PeerCertificates[0]
+	return c.conns.track(conn, leaf.Subject.CommonName, leaf.NotAfter), ai, nil
+}
+
+func (c closingCreds) Clone() credentials.TransportCredentials {
+	return closingCreds{TransportCredentials: c.TransportCredentials.Clone(), conns: c.conns}
+}
+
+// revokeGrace is how long a revoked node's connections stay open after
+// the revocation: its calls are refused with the reason meanwhile.
+const revokeGrace = 5 * time.Second
+
+// clientConns are the open connections made with client certificates, by
+// the certificate's name.
+type clientConns struct {
+	mu     sync.Mutex
+	byName map[string]map[*trackedConn]struct{}
+}
+
+// trackedConn is a connection clientConns closes at its certificate's
+// expiry or on revocation.
+type trackedConn struct {
+	net.Conn
+	set   *clientConns
+	name  string
+	timer *time.Timer
+	once  sync.Once
+}
+
+func (t *trackedConn) Close() error {
+	t.once.Do(func() {
+		t.timer.Stop()
+		t.set.mu.Lock()
+		delete(t.set.byName[t.name], t)
+		if len(t.set.byName[t.name]) == 0 {
+			delete(t.set.byName, t.name)
+		}
+		t.set.mu.Unlock()
+	})
+	return t.Conn.Close()
+}
+
+// track registers conn, made with the certificate of name valid until
+// notAfter, and returns the connection to use instead of it.
+func (s *clientConns) track(conn net.Conn, name string, notAfter time.Time) net.Conn {
+	t := &trackedConn{Conn: conn, set: s, name: name}
+	t.timer = time.AfterFunc(time.Until(notAfter), func() { t.Close() })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byName == nil {
+		s.byName = map[string]map[*trackedConn]struct{}{}
+	}
+	if s.byName[name] == nil {
+		s.byName[name] = map[*trackedConn]struct{}{}
+	}
+	s.byName[name][t] = struct{}{}
+	return t
+}
+
+// closeName closes every connection made with a certificate of name.
+func (s *clientConns) closeName(name string) {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.byName[name]))
+	for t := range s.byName[name] {
+		conns = append(conns, t)
+	}
+	s.mu.Unlock()
+	for _, t := range conns {
+		t.Close()
 	}
 }

@@ -71,7 +71,7 @@ func (x EnrollResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EnrollResponse_Status.Descriptor instead.
 func (EnrollResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{1, 0}
+	return file_herd_proto_rawDescGZIP(), []int{2, 0}
 }
 
 type CheckinResponse_Status int32
@@ -129,7 +129,43 @@ func (x CheckinResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CheckinResponse_Status.Descriptor instead.
 func (CheckinResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{3, 0}
+	return file_herd_proto_rawDescGZIP(), []int{4, 0}
+}
+
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_herd_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{0}
 }
 
 type EnrollRequest struct {
@@ -143,7 +179,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_herd_proto_msgTypes[0]
+	mi := &file_herd_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +191,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[0]
+	mi := &file_herd_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +204,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{0}
+	return file_herd_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *EnrollRequest) GetName() string {
@@ -208,7 +244,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_herd_proto_msgTypes[1]
+	mi := &file_herd_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +256,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[1]
+	mi := &file_herd_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +269,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{1}
+	return file_herd_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EnrollResponse) GetStatus() EnrollResponse_Status {
@@ -286,7 +322,7 @@ type CheckinRequest struct {
 
 func (x *CheckinRequest) Reset() {
 	*x = CheckinRequest{}
-	mi := &file_herd_proto_msgTypes[2]
+	mi := &file_herd_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +334,7 @@ func (x *CheckinRequest) String() string {
 func (*CheckinRequest) ProtoMessage() {}
 
 func (x *CheckinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[2]
+	mi := &file_herd_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +347,7 @@ func (x *CheckinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckinRequest.ProtoReflect.Descriptor instead.
 func (*CheckinRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{2}
+	return file_herd_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CheckinRequest) GetFactsDigest() string {
@@ -359,7 +395,7 @@ type CheckinResponse struct {
 
 func (x *CheckinResponse) Reset() {
 	*x = CheckinResponse{}
-	mi := &file_herd_proto_msgTypes[3]
+	mi := &file_herd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +407,7 @@ func (x *CheckinResponse) String() string {
 func (*CheckinResponse) ProtoMessage() {}
 
 func (x *CheckinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[3]
+	mi := &file_herd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +420,7 @@ func (x *CheckinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckinResponse.ProtoReflect.Descriptor instead.
 func (*CheckinResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{3}
+	return file_herd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CheckinResponse) GetStatus() CheckinResponse_Status {
@@ -438,7 +474,7 @@ type GetFileRequest struct {
 
 func (x *GetFileRequest) Reset() {
 	*x = GetFileRequest{}
-	mi := &file_herd_proto_msgTypes[4]
+	mi := &file_herd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +486,7 @@ func (x *GetFileRequest) String() string {
 func (*GetFileRequest) ProtoMessage() {}
 
 func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[4]
+	mi := &file_herd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +499,7 @@ func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileRequest.ProtoReflect.Descriptor instead.
 func (*GetFileRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{4}
+	return file_herd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetFileRequest) GetDigest() string {
@@ -482,7 +518,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_herd_proto_msgTypes[5]
+	mi := &file_herd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +530,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[5]
+	mi := &file_herd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +543,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{5}
+	return file_herd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -526,7 +562,7 @@ type SendReportRequest struct {
 
 func (x *SendReportRequest) Reset() {
 	*x = SendReportRequest{}
-	mi := &file_herd_proto_msgTypes[6]
+	mi := &file_herd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +574,7 @@ func (x *SendReportRequest) String() string {
 func (*SendReportRequest) ProtoMessage() {}
 
 func (x *SendReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[6]
+	mi := &file_herd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +587,7 @@ func (x *SendReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReportRequest.ProtoReflect.Descriptor instead.
 func (*SendReportRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{6}
+	return file_herd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendReportRequest) GetReport() *Report {
@@ -571,7 +607,7 @@ type SendReportResponse struct {
 
 func (x *SendReportResponse) Reset() {
 	*x = SendReportResponse{}
-	mi := &file_herd_proto_msgTypes[7]
+	mi := &file_herd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +619,7 @@ func (x *SendReportResponse) String() string {
 func (*SendReportResponse) ProtoMessage() {}
 
 func (x *SendReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[7]
+	mi := &file_herd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +632,7 @@ func (x *SendReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReportResponse.ProtoReflect.Descriptor instead.
 func (*SendReportResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SendReportResponse) GetDuplicate() bool {
@@ -616,7 +652,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herd_proto_msgTypes[8]
+	mi := &file_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +664,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[8]
+	mi := &file_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +677,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchRequest) GetEtag() string {
@@ -661,7 +697,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_herd_proto_msgTypes[9]
+	mi := &file_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +709,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[9]
+	mi := &file_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +722,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchEvent) GetEtag() string {
@@ -720,7 +756,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_herd_proto_msgTypes[10]
+	mi := &file_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +768,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[10]
+	mi := &file_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +781,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Report) GetRunId() string {
@@ -819,7 +855,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_herd_proto_msgTypes[11]
+	mi := &file_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +867,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[11]
+	mi := &file_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +880,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Summary) GetResources() int32 {
@@ -914,7 +950,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +962,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +975,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Event) GetId() string {
@@ -1026,7 +1062,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1074,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1087,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Change) GetAttr() string {
@@ -1113,7 +1149,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1161,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1174,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1205,7 +1241,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1253,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1266,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_proto_rawDescGZIP(), []int{16}
 }
 
 type ListNodesResponse struct {
@@ -1242,7 +1278,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1290,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1303,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1286,7 +1322,7 @@ type GetFactsRequest struct {
 
 func (x *GetFactsRequest) Reset() {
 	*x = GetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1334,7 @@ func (x *GetFactsRequest) String() string {
 func (*GetFactsRequest) ProtoMessage() {}
 
 func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1347,7 @@ func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetFactsRequest) GetNode() string {
@@ -1331,7 +1367,7 @@ type GetFactsResponse struct {
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1379,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1392,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetFactsResponse) GetFactsJson() []byte {
@@ -1383,7 +1419,7 @@ type ListReportsRequest struct {
 
 func (x *ListReportsRequest) Reset() {
 	*x = ListReportsRequest{}
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1431,7 @@ func (x *ListReportsRequest) String() string {
 func (*ListReportsRequest) ProtoMessage() {}
 
 func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1444,7 @@ func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsRequest.ProtoReflect.Descriptor instead.
 func (*ListReportsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListReportsRequest) GetNode() string {
@@ -1434,7 +1470,7 @@ type ListReportsResponse struct {
 
 func (x *ListReportsResponse) Reset() {
 	*x = ListReportsResponse{}
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1482,7 @@ func (x *ListReportsResponse) String() string {
 func (*ListReportsResponse) ProtoMessage() {}
 
 func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1495,7 @@ func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsResponse.ProtoReflect.Descriptor instead.
 func (*ListReportsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListReportsResponse) GetReports() []*StoredReport {
@@ -1480,7 +1516,7 @@ type StoredReport struct {
 
 func (x *StoredReport) Reset() {
 	*x = StoredReport{}
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1528,7 @@ func (x *StoredReport) String() string {
 func (*StoredReport) ProtoMessage() {}
 
 func (x *StoredReport) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1541,7 @@ func (x *StoredReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredReport.ProtoReflect.Descriptor instead.
 func (*StoredReport) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StoredReport) GetNode() string {
@@ -1538,7 +1574,7 @@ type GetCatalogRequest struct {
 
 func (x *GetCatalogRequest) Reset() {
 	*x = GetCatalogRequest{}
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1586,7 @@ func (x *GetCatalogRequest) String() string {
 func (*GetCatalogRequest) ProtoMessage() {}
 
 func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1599,7 @@ func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetCatalogRequest) GetNode() string {
@@ -1583,7 +1619,7 @@ type GetCatalogResponse struct {
 
 func (x *GetCatalogResponse) Reset() {
 	*x = GetCatalogResponse{}
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1631,7 @@ func (x *GetCatalogResponse) String() string {
 func (*GetCatalogResponse) ProtoMessage() {}
 
 func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1644,7 @@ func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetCatalogResponse) GetCatalog() []byte {
@@ -1633,7 +1669,7 @@ type SiteStatusRequest struct {
 
 func (x *SiteStatusRequest) Reset() {
 	*x = SiteStatusRequest{}
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1681,7 @@ func (x *SiteStatusRequest) String() string {
 func (*SiteStatusRequest) ProtoMessage() {}
 
 func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1694,7 @@ func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusRequest.ProtoReflect.Descriptor instead.
 func (*SiteStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_proto_rawDescGZIP(), []int{25}
 }
 
 type SiteStatusResponse struct {
@@ -1677,7 +1713,7 @@ type SiteStatusResponse struct {
 
 func (x *SiteStatusResponse) Reset() {
 	*x = SiteStatusResponse{}
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1725,7 @@ func (x *SiteStatusResponse) String() string {
 func (*SiteStatusResponse) ProtoMessage() {}
 
 func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1738,7 @@ func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusResponse.ProtoReflect.Descriptor instead.
 func (*SiteStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SiteStatusResponse) GetVersion() string {
@@ -1754,7 +1790,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1802,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1815,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Certificate) GetName() string {
@@ -1846,7 +1882,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +1894,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +1907,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_proto_rawDescGZIP(), []int{28}
 }
 
 type ListCertificatesResponse struct {
@@ -1883,7 +1919,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +1931,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +1944,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -1929,7 +1965,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +1977,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +1990,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -1980,7 +2016,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2028,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2041,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2024,7 +2060,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2072,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2085,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2067,7 +2103,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2115,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2128,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2107,7 +2143,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2155,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2168,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -2168,7 +2204,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2216,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2229,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2226,7 +2262,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2274,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2287,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -2269,7 +2305,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2317,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2330,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 type JoinToken struct {
@@ -2312,7 +2348,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2360,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2373,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2390,7 +2426,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2438,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2451,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 type ListJoinTokensResponse struct {
@@ -2427,7 +2463,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2439,7 +2475,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2452,7 +2488,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2471,7 +2507,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2519,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2532,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -2514,7 +2550,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2562,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2575,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 var File_herd_proto protoreflect.FileDescriptor
@@ -2547,7 +2583,8 @@ var File_herd_proto protoreflect.FileDescriptor
 const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"herd.proto\x12\aherd.v1\"[\n" +
+	"herd.proto\x12\aherd.v1\"\x0e\n" +
+	"\fRenewRequest\"[\n" +
 	"\rEnrollRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1d\n" +
@@ -2726,9 +2763,10 @@ const file_herd_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x12.herd.v1.JoinTokenR\x06tokens\"(\n" +
 	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
-	"\x17RevokeJoinTokenResponse2C\n" +
+	"\x17RevokeJoinTokenResponse2|\n" +
 	"\x06Enroll\x129\n" +
-	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse2\xfc\x01\n" +
+	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse\x127\n" +
+	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2\xfc\x01\n" +
 	"\x04Node\x12<\n" +
 	"\aCheckin\x12\x17.herd.v1.CheckinRequest\x1a\x18.herd.v1.CheckinResponse\x128\n" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
@@ -2764,105 +2802,108 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
-	(*EnrollRequest)(nil),             // 2: herd.v1.EnrollRequest
-	(*EnrollResponse)(nil),            // 3: herd.v1.EnrollResponse
-	(*CheckinRequest)(nil),            // 4: herd.v1.CheckinRequest
-	(*CheckinResponse)(nil),           // 5: herd.v1.CheckinResponse
-	(*GetFileRequest)(nil),            // 6: herd.v1.GetFileRequest
-	(*FileChunk)(nil),                 // 7: herd.v1.FileChunk
-	(*SendReportRequest)(nil),         // 8: herd.v1.SendReportRequest
-	(*SendReportResponse)(nil),        // 9: herd.v1.SendReportResponse
-	(*WatchRequest)(nil),              // 10: herd.v1.WatchRequest
-	(*WatchEvent)(nil),                // 11: herd.v1.WatchEvent
-	(*Report)(nil),                    // 12: herd.v1.Report
-	(*Summary)(nil),                   // 13: herd.v1.Summary
-	(*Event)(nil),                     // 14: herd.v1.Event
-	(*Change)(nil),                    // 15: herd.v1.Change
-	(*NodeInfo)(nil),                  // 16: herd.v1.NodeInfo
-	(*ListNodesRequest)(nil),          // 17: herd.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 18: herd.v1.ListNodesResponse
-	(*GetFactsRequest)(nil),           // 19: herd.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),          // 20: herd.v1.GetFactsResponse
-	(*ListReportsRequest)(nil),        // 21: herd.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),       // 22: herd.v1.ListReportsResponse
-	(*StoredReport)(nil),              // 23: herd.v1.StoredReport
-	(*GetCatalogRequest)(nil),         // 24: herd.v1.GetCatalogRequest
-	(*GetCatalogResponse)(nil),        // 25: herd.v1.GetCatalogResponse
-	(*SiteStatusRequest)(nil),         // 26: herd.v1.SiteStatusRequest
-	(*SiteStatusResponse)(nil),        // 27: herd.v1.SiteStatusResponse
-	(*Certificate)(nil),               // 28: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 29: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 30: herd.v1.ListCertificatesResponse
-	(*SignCertificateRequest)(nil),    // 31: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 32: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 33: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 34: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 35: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 36: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 37: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 38: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 39: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 40: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 41: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 42: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 43: herd.v1.RevokeJoinTokenResponse
-	nil,                               // 44: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	(*RenewRequest)(nil),              // 2: herd.v1.RenewRequest
+	(*EnrollRequest)(nil),             // 3: herd.v1.EnrollRequest
+	(*EnrollResponse)(nil),            // 4: herd.v1.EnrollResponse
+	(*CheckinRequest)(nil),            // 5: herd.v1.CheckinRequest
+	(*CheckinResponse)(nil),           // 6: herd.v1.CheckinResponse
+	(*GetFileRequest)(nil),            // 7: herd.v1.GetFileRequest
+	(*FileChunk)(nil),                 // 8: herd.v1.FileChunk
+	(*SendReportRequest)(nil),         // 9: herd.v1.SendReportRequest
+	(*SendReportResponse)(nil),        // 10: herd.v1.SendReportResponse
+	(*WatchRequest)(nil),              // 11: herd.v1.WatchRequest
+	(*WatchEvent)(nil),                // 12: herd.v1.WatchEvent
+	(*Report)(nil),                    // 13: herd.v1.Report
+	(*Summary)(nil),                   // 14: herd.v1.Summary
+	(*Event)(nil),                     // 15: herd.v1.Event
+	(*Change)(nil),                    // 16: herd.v1.Change
+	(*NodeInfo)(nil),                  // 17: herd.v1.NodeInfo
+	(*ListNodesRequest)(nil),          // 18: herd.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 19: herd.v1.ListNodesResponse
+	(*GetFactsRequest)(nil),           // 20: herd.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),          // 21: herd.v1.GetFactsResponse
+	(*ListReportsRequest)(nil),        // 22: herd.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),       // 23: herd.v1.ListReportsResponse
+	(*StoredReport)(nil),              // 24: herd.v1.StoredReport
+	(*GetCatalogRequest)(nil),         // 25: herd.v1.GetCatalogRequest
+	(*GetCatalogResponse)(nil),        // 26: herd.v1.GetCatalogResponse
+	(*SiteStatusRequest)(nil),         // 27: herd.v1.SiteStatusRequest
+	(*SiteStatusResponse)(nil),        // 28: herd.v1.SiteStatusResponse
+	(*Certificate)(nil),               // 29: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 30: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 31: herd.v1.ListCertificatesResponse
+	(*SignCertificateRequest)(nil),    // 32: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 33: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 34: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 35: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 36: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 37: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 38: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 39: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 40: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 41: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 42: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 43: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 44: herd.v1.RevokeJoinTokenResponse
+	nil,                               // 45: herd.v1.SiteStatusResponse.CompileErrorsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
 	1,  // 1: herd.v1.CheckinResponse.status:type_name -> herd.v1.CheckinResponse.Status
-	12, // 2: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
-	13, // 3: herd.v1.Report.summary:type_name -> herd.v1.Summary
-	14, // 4: herd.v1.Report.events:type_name -> herd.v1.Event
-	15, // 5: herd.v1.Event.changes:type_name -> herd.v1.Change
-	13, // 6: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
-	16, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
-	23, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
-	12, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	44, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	28, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	28, // 12: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	39, // 13: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	2,  // 14: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	4,  // 15: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	6,  // 16: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	8,  // 17: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	10, // 18: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	17, // 19: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	19, // 20: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	21, // 21: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	24, // 22: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	26, // 23: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	29, // 24: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	31, // 25: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	33, // 26: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	35, // 27: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	37, // 28: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	40, // 29: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	42, // 30: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	3,  // 31: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	5,  // 32: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	7,  // 33: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	9,  // 34: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	11, // 35: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	18, // 36: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	20, // 37: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	22, // 38: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	25, // 39: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	27, // 40: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	30, // 41: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	32, // 42: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	34, // 43: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	36, // 44: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	38, // 45: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	41, // 46: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	43, // 47: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	31, // [31:48] is the sub-list for method output_type
-	14, // [14:31] is the sub-list for method input_type
+	13, // 2: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
+	14, // 3: herd.v1.Report.summary:type_name -> herd.v1.Summary
+	15, // 4: herd.v1.Report.events:type_name -> herd.v1.Event
+	16, // 5: herd.v1.Event.changes:type_name -> herd.v1.Change
+	14, // 6: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
+	17, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
+	24, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
+	13, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
+	45, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	29, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	29, // 12: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	40, // 13: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	3,  // 14: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 15: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	5,  // 16: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	7,  // 17: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	9,  // 18: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	11, // 19: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	18, // 20: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	20, // 21: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	22, // 22: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	25, // 23: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	27, // 24: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	30, // 25: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	32, // 26: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	34, // 27: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	36, // 28: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	38, // 29: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	41, // 30: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	43, // 31: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	4,  // 32: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	4,  // 33: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	6,  // 34: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	8,  // 35: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	10, // 36: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	12, // 37: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	19, // 38: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	21, // 39: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	23, // 40: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	26, // 41: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	28, // 42: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	31, // 43: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	33, // 44: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	35, // 45: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	37, // 46: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	39, // 47: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	42, // 48: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	44, // 49: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	32, // [32:50] is the sub-list for method output_type
+	14, // [14:32] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -2879,7 +2920,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

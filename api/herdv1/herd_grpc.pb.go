@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Enroll_Enroll_FullMethodName = "/herd.v1.Enroll/Enroll"
+	Enroll_Renew_FullMethodName  = "/herd.v1.Enroll/Renew"
 )
 
 // EnrollClient is the client API for Enroll service.
@@ -41,6 +42,11 @@ type EnrollClient interface {
 	// first pending request for a name holds it: another key gets
 	// ALREADY_EXISTS until an operator rejects that request or it expires.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
+	// Renew issues a new certificate for the key of the caller's current
+	// one; it needs the node's client certificate (not an admin's). Agents
+	// call it at two thirds of their certificate's life. The answer is
+	// ISSUED with the certificate, the CA bundle and the signing key.
+	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 }
 
 type enrollClient struct {
@@ -55,6 +61,16 @@ func (c *enrollClient) Enroll(ctx context.Context, in *EnrollRequest, opts ...gr
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EnrollResponse)
 	err := c.cc.Invoke(ctx, Enroll_Enroll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *enrollClient) Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*EnrollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollResponse)
+	err := c.cc.Invoke(ctx, Enroll_Renew_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +92,11 @@ type EnrollServer interface {
 	// first pending request for a name holds it: another key gets
 	// ALREADY_EXISTS until an operator rejects that request or it expires.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
+	// Renew issues a new certificate for the key of the caller's current
+	// one; it needs the node's client certificate (not an admin's). Agents
+	// call it at two thirds of their certificate's life. The answer is
+	// ISSUED with the certificate, the CA bundle and the signing key.
+	Renew(context.Context, *RenewRequest) (*EnrollResponse, error)
 	mustEmbedUnimplementedEnrollServer()
 }
 
@@ -88,6 +109,9 @@ type UnimplementedEnrollServer struct{}
 
 func (UnimplementedEnrollServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Enroll not implemented")
+}
+func (UnimplementedEnrollServer) Renew(context.Context, *RenewRequest) (*EnrollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Renew not implemented")
 }
 func (UnimplementedEnrollServer) mustEmbedUnimplementedEnrollServer() {}
 func (UnimplementedEnrollServer) testEmbeddedByValue()                {}
@@ -128,6 +152,24 @@ func _Enroll_Enroll_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Enroll_Renew_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnrollServer).Renew(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Enroll_Renew_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnrollServer).Renew(ctx, req.(*RenewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Enroll_ServiceDesc is the grpc.ServiceDesc for Enroll service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -138,6 +180,10 @@ var Enroll_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Enroll",
 			Handler:    _Enroll_Enroll_Handler,
+		},
+		{
+			MethodName: "Renew",
+			Handler:    _Enroll_Renew_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -25,6 +25,7 @@ type serverConfig struct {
 	Retain          duration `toml:"retain"`
 	CACert          string   `toml:"ca_cert"`
 	CAKey           string   `toml:"ca_key"`
+	NodeCertTTL     duration `toml:"node_cert_ttl"`
 	LogLevel        string   `toml:"log_level"`
 }
 
@@ -32,7 +33,7 @@ func newServerCmd() *cobra.Command {
 	cfg := serverConfig{
 		Dir: "/var/lib/herd-server", Listen: "127.0.0.1:8140", HTTPListen: "127.0.0.1:8141",
 		CheckinInterval: duration(30 * time.Minute), Debounce: duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
-		Retain: duration(90 * 24 * time.Hour),
+		Retain: duration(90 * 24 * time.Hour), NodeCertTTL: duration(30 * 24 * time.Hour),
 	}
 	var configFile string
 	cmd := &cobra.Command{
@@ -68,7 +69,7 @@ SIGINT or SIGTERM stops it gracefully.`,
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
-				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, Log: log,
+				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, NodeCertValidity: time.Duration(cfg.NodeCertTTL), Log: log,
 			})
 			if err != nil {
 				return siteError(cfg.Site, err)
@@ -96,6 +97,7 @@ SIGINT or SIGTERM stops it gracefully.`,
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
+	f.Var(&cfg.NodeCertTTL, "node-cert-ttl", "how long a node certificate is valid; agents renew at two thirds of it")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
 }

@@ -88,7 +88,8 @@ type Options struct {
 	// directory on first start. Both or neither. They are read, never
 	// written.
 	CertFile, KeyFile string
-	// NodeValidity is how long a node certificate is valid; 0 is one year.
+	// NodeValidity is how long a node certificate is valid; 0 is 30 days.
+	// Agents renew theirs (Renew) at two thirds of its life.
 	NodeValidity time.Duration
 	// AdminValidity is how long an admin certificate is valid; 0 is one year.
 	AdminValidity time.Duration
@@ -160,7 +161,7 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 		return nil, errors.New("opening CA: no store")
 	}
 	if opts.NodeValidity <= 0 {
-		opts.NodeValidity = 365 * 24 * time.Hour
+		opts.NodeValidity = 30 * 24 * time.Hour
 	}
 	if opts.AdminValidity <= 0 {
 		opts.AdminValidity = 365 * 24 * time.Hour

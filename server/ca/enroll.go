@@ -24,6 +24,9 @@ const (
 	StateIssued  State = "issued"
 	StatePending State = "pending"
 	StateRevoked State = "revoked"
+	// StateSuperseded is a certificate its node renewed; it is valid
+	// until it expires.
+	StateSuperseded State = "superseded"
 )
 
 // EnrollResult is the CA's answer to an enrollment.

@@ -95,8 +95,8 @@ func TestEnrollTakesOnlyTheKey(t *testing.T) {
 			if n := cert.SerialNumber.BitLen(); n < 100 || n > 128 {
 				t.Errorf("serial is %d bits, want 128 random bits", n)
 			}
-			if life := cert.NotAfter.Sub(f.clock.Now()); life < 364*24*time.Hour || life > 366*24*time.Hour {
-				t.Errorf("certificate valid for %v, want a year", life)
+			if life := cert.NotAfter.Sub(f.clock.Now()); life < 29*24*time.Hour || life > 31*24*time.Hour {
+				t.Errorf("certificate valid for %v, want 30 days", life)
 			}
 			if ca.IsAdmin(cert) {
 				t.Error("node certificate is an admin's")
@@ -443,6 +443,71 @@ func TestPendingCap(t *testing.T) {
 	}
 	if n, _ := st.CountPending(ctx); n != 1 {
 		t.Errorf("%d pending after expiry pruning, want 1", n)
+	}
+}
+
+// TestRenewAndExpiry: a node renews over its identity with no operator
+// step; the old certificate stays valid until it expires, a lost answer
+// is given again, a stale serial is refused, a revocation covers both,
+// and a node whose certificate expired enrolls again with a token.
+func TestRenewAndExpiry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	res, pub, err := f.enroll(t, "web-01", f.token(t, "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := mustParse(t, res.Cert.DER)
+	caller, err := f.ca.VerifyClient(ctx, []*x509.Certificate{leaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(21 * 24 * time.Hour)
+	renewed, err := f.ca.Renew(ctx, caller, pub)
+	if err != nil {
+		t.Fatalf("Renew = %v", err)
+	}
+	if renewed.Supersedes != caller.Serial || !renewed.NotAfter.After(res.Cert.NotAfter) {
+		t.Errorf("Renew = %+v; want a later certificate superseding %s", renewed, caller.Serial)
+	}
+	if again, err := f.ca.Renew(ctx, caller, pub); err != nil || again.Serial != renewed.Serial {
+		t.Errorf("Renew again with the old certificate = %v, %v; want the same renewal", again.Serial, err)
+	}
+	if _, err := f.ca.VerifyClient(ctx, []*x509.Certificate{leaf}); err != nil {
+		t.Errorf("the superseded certificate before its expiry: %v", err)
+	}
+	newLeaf := mustParse(t, renewed.DER)
+	newCaller, err := f.ca.VerifyClient(ctx, []*x509.Certificate{newLeaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An old serial cannot renew once a newer certificate was renewed.
+	if _, err := f.ca.Renew(ctx, newCaller, pub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ca.Renew(ctx, caller, pub); !errors.Is(err, ca.ErrExists) {
+		t.Errorf("Renew with a twice-superseded certificate = %v, want ErrExists", err)
+	}
+	if err := f.ca.Revoke(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.ca.IsRevoked(caller.Serial) || !f.ca.IsRevoked(newCaller.Serial) {
+		t.Error("Revoke left a superseded, still valid certificate unrevoked")
+	}
+
+	// Offline past expiry: the name is free for a token enrollment.
+	res, pub, err = f.enroll(t, "db-01", f.token(t, "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(31 * 24 * time.Hour)
+	if _, err := f.ca.Renew(ctx, ca.Caller{Name: "db-01", Serial: res.Cert.Serial}, pub); err == nil {
+		t.Error("Renew of an expired certificate succeeded")
+	}
+	again, _, err := f.enroll(t, "db-01", f.token(t, "", false))
+	if err != nil || again.State != ca.StateIssued {
+		t.Fatalf("Enroll after expiry = %+v, %v; want issued", again, err)
 	}
 }
 

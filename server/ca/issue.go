@@ -58,11 +58,19 @@ func (c *CA) issue(pub crypto.PublicKey, name string, admin bool) (Cert, error) 
 }
 
 // issueAndStore issues a certificate and records it. The caller holds
-// name's lock and has checked that no unrevoked certificate exists.
+// name's lock and has checked that no current certificate exists (an
+// expired one is superseded by the new one).
 func (c *CA) issueAndStore(ctx context.Context, pub crypto.PublicKey, name string, admin bool, how string) (Cert, error) {
 	cert, err := c.issue(pub, name, admin)
 	if err != nil {
 		return Cert{}, err
+	}
+	cur, ok, err := c.st.Cert(ctx, name)
+	if err != nil {
+		return Cert{}, fmt.Errorf("reading certificate of %q: %w", name, err)
+	}
+	if ok && cur.RevokedAt.IsZero() && cur.SupersededBy == "" && !c.now().Before(cur.NotAfter) {
+		cert.Supersedes = cur.Serial
 	}
 	if err := c.st.PutCert(ctx, cert); err != nil {
 		return Cert{}, fmt.Errorf("storing certificate of %q: %w", name, err)
@@ -176,16 +184,58 @@ func (c *CA) IssueAdmin(ctx context.Context, name string) (certPEM, keyPEM []byt
 	return CertPEM(cert.DER), keyPEM, nil
 }
 
-// unrevoked returns name's unrevoked certificate, if it has one.
+// unrevoked returns name's current certificate, if it has one that is
+// neither revoked nor expired: an expired certificate no longer holds its
+// name, so that a node offline past its expiry enrolls again (with a join
+// token or an operator's signature).
 func (c *CA) unrevoked(ctx context.Context, name string) (Cert, bool, error) {
 	cert, ok, err := c.st.Cert(ctx, name)
 	if err != nil {
 		return Cert{}, false, fmt.Errorf("reading certificate of %q: %w", name, err)
 	}
-	if !ok || !cert.RevokedAt.IsZero() {
+	if !ok || !cert.RevokedAt.IsZero() || !c.now().Before(cert.NotAfter) {
 		return Cert{}, false, nil
 	}
 	return cert, true, nil
+}
+
+// Renew issues a node a new certificate for the key of its current one,
+// over its mTLS identity and with no operator step: the agent calls it at
+// two thirds of its certificate's life. caller is what VerifyClient said
+// of the calling certificate. The new certificate supersedes the old,
+// which stays valid until it expires. A caller whose certificate was
+// already renewed gets the renewal again (its answer may have been lost);
+// one whose certificate is not its name's current one fails with
+// ErrExists. Admin certificates are not renewed this way.
+func (c *CA) Renew(ctx context.Context, caller Caller, pub crypto.PublicKey) (Cert, error) {
+	if caller.Admin {
+		return Cert{}, fmt.Errorf("renewing %q: %w: admin certificates are issued with herd ca admin", caller.Name, ErrInvalid)
+	}
+	defer c.lock(caller.Name)()
+	cur, ok, err := c.st.Cert(ctx, caller.Name)
+	if err != nil {
+		return Cert{}, fmt.Errorf("renewing %q: reading certificate: %w", caller.Name, err)
+	}
+	switch {
+	case !ok || !cur.RevokedAt.IsZero():
+		return Cert{}, fmt.Errorf("renewing %q: %w", caller.Name, ErrRevoked)
+	case cur.Supersedes == caller.Serial && certHasKey(cur.DER, pub):
+		return cur, nil
+	case cur.Serial != caller.Serial:
+		return Cert{}, fmt.Errorf("renewing %q: serial %s is not the name's current certificate: %w", caller.Name, caller.Serial, ErrExists)
+	case !c.now().Before(cur.NotAfter):
+		return Cert{}, fmt.Errorf("renewing %q: %w: the certificate expired; the node enrolls again", caller.Name, ErrInvalid)
+	}
+	cert, err := c.issue(pub, caller.Name, false)
+	if err != nil {
+		return Cert{}, fmt.Errorf("renewing %q: %w", caller.Name, err)
+	}
+	cert.Supersedes = caller.Serial
+	if err := c.st.PutCert(ctx, cert); err != nil {
+		return Cert{}, fmt.Errorf("renewing %q: storing certificate: %w", caller.Name, err)
+	}
+	c.log.Info("renewed certificate", "name", caller.Name, "serial", cert.Serial, "replaces", caller.Serial, "not_after", cert.NotAfter)
+	return cert, nil
 }
 
 // lock takes name's lock and returns its release.

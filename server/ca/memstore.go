@@ -31,8 +31,18 @@ func NewMemStore() *MemStore {
 func (m *MemStore) PutCert(_ context.Context, c Cert) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if old := m.certs[c.Name]; len(old) > 0 && old[0].RevokedAt.IsZero() {
-		return fmt.Errorf("storing certificate of %q: %w", c.Name, ErrExists)
+	old := m.certs[c.Name]
+	if c.Supersedes != "" {
+		i := slices.IndexFunc(old, func(o Cert) bool { return o.Serial == c.Supersedes })
+		if i < 0 || !old[i].RevokedAt.IsZero() || old[i].SupersededBy != "" {
+			return fmt.Errorf("storing certificate of %q: no current certificate with serial %s: %w", c.Name, c.Supersedes, ErrNotFound)
+		}
+		old[i].SupersededBy = c.Serial
+	}
+	for _, o := range old {
+		if o.RevokedAt.IsZero() && o.SupersededBy == "" {
+			return fmt.Errorf("storing certificate of %q: %w", c.Name, ErrExists)
+		}
 	}
 	c.DER = bytes.Clone(c.DER)
 	m.certs[c.Name] = append([]Cert{c}, m.certs[c.Name]...)
@@ -67,11 +77,16 @@ func (m *MemStore) Certs(context.Context) ([]Cert, error) {
 func (m *MemStore) Revoke(_ context.Context, name string, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cs := m.certs[name]
-	if len(cs) == 0 || !cs[0].RevokedAt.IsZero() {
+	n := 0
+	for i, c := range m.certs[name] {
+		if c.RevokedAt.IsZero() {
+			m.certs[name][i].RevokedAt = at
+			n++
+		}
+	}
+	if n == 0 {
 		return fmt.Errorf("revoking %q: no unrevoked certificate: %w", name, ErrNotFound)
 	}
-	cs[0].RevokedAt = at
 	return nil
 }
 

@@ -31,11 +31,25 @@ func (c *CA) Revoke(ctx context.Context, name string) error {
 		return fmt.Errorf("revoking %q: %w", name, err)
 	}
 
+	// The certificates the current one renewed may still be valid: they
+	// are revoked with it.
+	serials := []string{cert.Serial}
+	for prev, hops := cert.Supersedes, 0; prev != "" && hops < 16; hops++ {
+		rec, ok, err := c.st.CertBySerial(ctx, prev)
+		if err != nil || !ok {
+			break
+		}
+		serials = append(serials, rec.Serial)
+		prev = rec.Supersedes
+	}
+
 	c.revokeMu.Lock()
 	old := *c.revoked.Load()
-	set := make(map[string]struct{}, len(old)+1)
+	set := make(map[string]struct{}, len(old)+len(serials))
 	maps.Copy(set, old)
-	set[cert.Serial] = struct{}{}
+	for _, s := range serials {
+		set[s] = struct{}{}
+	}
 	c.revoked.Store(&set)
 	var crlErr error
 	if !c.noCRL {
@@ -121,8 +135,11 @@ func (c *CA) List(ctx context.Context) ([]Listed, error) {
 	out := make([]Listed, 0, len(certs)+len(pendings))
 	for _, ct := range certs {
 		l := Listed{Name: ct.Name, State: StateIssued, Serial: ct.Serial, NotAfter: ct.NotAfter, Admin: ct.Admin, Time: ct.Issued}
-		if !ct.RevokedAt.IsZero() {
+		switch {
+		case !ct.RevokedAt.IsZero():
 			l.State, l.Time = StateRevoked, ct.RevokedAt
+		case ct.SupersededBy != "":
+			l.State = StateSuperseded
 		}
 		if x, err := x509.ParseCertificate(ct.DER); err == nil {
 			l.Fingerprint, _ = Fingerprint(x.PublicKey)

@@ -10,13 +10,17 @@ import (
 type Store interface {
 	// PutCert stores an issued certificate; it replaces a revoked record
 	// of the same name, and fails with ErrExists when an unrevoked one
-	// exists.
+	// exists. With c.Supersedes set, it marks that certificate (of the
+	// same name, unrevoked, not yet superseded; else ErrNotFound) as
+	// superseded by c in the same transaction, so that c may be stored:
+	// a renewal, or a new certificate for a name whose last one expired.
 	PutCert(ctx context.Context, c Cert) error
 	// Cert returns the newest certificate record of name.
 	Cert(ctx context.Context, name string) (Cert, bool, error)
 	// Certs returns every certificate record, newest first per name.
 	Certs(ctx context.Context) ([]Cert, error)
-	// Revoke marks name's unrevoked certificate revoked at the given time.
+	// Revoke marks name's unrevoked certificates (the current one and any
+	// it superseded) revoked at the given time.
 	Revoke(ctx context.Context, name string, at time.Time) error
 	// Revoked returns the serials of every revoked certificate (the server
 	// keeps them in memory and checks each call against them).
@@ -65,6 +69,11 @@ type Cert struct {
 	NotAfter  time.Time
 	Issued    time.Time
 	RevokedAt time.Time // zero when valid
+	// Supersedes is the serial of the certificate this one renewed or
+	// replaced after it expired; SupersededBy the serial of the one that
+	// renewed this one. A superseded certificate stays valid until it
+	// expires, so that connections made with it go on.
+	Supersedes, SupersededBy string
 }
 
 // Pending is a certificate request waiting for `herd ca sign NAME`.

@@ -18,16 +18,28 @@ var _ ca.Store = (*Store)(nil)
 // so that their serials stay refused, and Cert returns the newest.
 func (s *Store) PutCert(ctx context.Context, c ca.Cert) error {
 	err := s.write(ctx, func(w *wtx) error {
+		if c.Supersedes != "" {
+			res, err := w.exec(`UPDATE certs SET superseded_by = ? WHERE serial = ? AND name = ? AND revoked_at = 0 AND superseded_by = ''`,
+				c.Serial, c.Supersedes, c.Name)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n != 1 {
+				return fmt.Errorf("no current certificate with serial %s: %w", c.Supersedes, ca.ErrNotFound)
+			}
+		}
 		var one int
-		err := w.queryRow(`SELECT 1 FROM certs WHERE name = ? AND revoked_at = 0`, c.Name).Scan(&one)
+		err := w.queryRow(`SELECT 1 FROM certs WHERE name = ? AND revoked_at = 0 AND superseded_by = ''`, c.Name).Scan(&one)
 		if err == nil {
 			return ca.ErrExists
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		_, err = w.exec(`INSERT INTO certs (name, serial, der, admin, not_after, issued, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			c.Name, c.Serial, c.DER, c.Admin, ns(c.NotAfter), ns(c.Issued), ns(c.RevokedAt))
+		_, err = w.exec(`INSERT INTO certs (name, serial, der, admin, not_after, issued, revoked_at, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.Name, c.Serial, c.DER, c.Admin, ns(c.NotAfter), ns(c.Issued), ns(c.RevokedAt), c.Supersedes)
 		return err
 	})
 	if err != nil {
@@ -36,12 +48,12 @@ func (s *Store) PutCert(ctx context.Context, c ca.Cert) error {
 	return nil
 }
 
-const certColumns = `name, serial, der, admin, not_after, issued, revoked_at FROM certs`
+const certColumns = `name, serial, der, admin, not_after, issued, revoked_at, supersedes, superseded_by FROM certs`
 
 func scanCert(sc interface{ Scan(...any) error }) (ca.Cert, error) {
 	var c ca.Cert
 	var notAfter, issued, revoked int64
-	err := sc.Scan(&c.Name, &c.Serial, &c.DER, &c.Admin, &notAfter, &issued, &revoked)
+	err := sc.Scan(&c.Name, &c.Serial, &c.DER, &c.Admin, &notAfter, &issued, &revoked, &c.Supersedes, &c.SupersededBy)
 	c.NotAfter, c.Issued, c.RevokedAt = fromNS(notAfter), fromNS(issued), fromNS(revoked)
 	return c, err
 }
@@ -92,7 +104,8 @@ func (s *Store) Certs(ctx context.Context) ([]ca.Cert, error) {
 	return out, nil
 }
 
-// Revoke marks name's unrevoked certificate revoked at at (now when at is
+// Revoke marks name's unrevoked certificates (the current one and those it
+// superseded) revoked at at (now when at is
 // zero). It fails with ca.ErrNotFound when name has none.
 func (s *Store) Revoke(ctx context.Context, name string, at time.Time) error {
 	if at.IsZero() {

@@ -178,3 +178,38 @@ func TestUseTokenOnce(t *testing.T) {
 		t.Errorf("%d of 20 concurrent callers used a single-use token, want exactly 1", n)
 	}
 }
+
+// TestSupersede: a renewed certificate supersedes the current one, which
+// stays unrevoked (valid until it expires); a revocation covers both.
+func TestSupersede(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	old := ca.Cert{Name: "web-01", Serial: "01", DER: []byte{1}, NotAfter: at(100), Issued: at(1)}
+	must(t, s.PutCert(ctx, old))
+	renewed := ca.Cert{Name: "web-01", Serial: "02", DER: []byte{2}, NotAfter: at(200), Issued: at(50), Supersedes: "01"}
+	must(t, s.PutCert(ctx, renewed))
+	if got, _, err := s.Cert(ctx, "web-01"); err != nil || got.Serial != "02" || got.Supersedes != "01" {
+		t.Errorf("Cert(web-01) = %+v, %v; want the renewed one", got, err)
+	}
+	if got, _, _ := s.CertBySerial(ctx, "01"); got.SupersededBy != "02" || !got.RevokedAt.IsZero() {
+		t.Errorf("the old certificate = %+v; want superseded by 02 and not revoked", got)
+	}
+	// Only the current certificate may be superseded, once.
+	for _, c := range []ca.Cert{
+		{Name: "web-01", Serial: "03", DER: []byte{3}, Supersedes: "01"},
+		{Name: "web-01", Serial: "04", DER: []byte{4}, Supersedes: "ff"},
+		{Name: "db-01", Serial: "05", DER: []byte{5}, Supersedes: "02"},
+	} {
+		if err := s.PutCert(ctx, c); !errors.Is(err, ca.ErrNotFound) {
+			t.Errorf("PutCert(%s superseding %s) = %v, want ErrNotFound", c.Serial, c.Supersedes, err)
+		}
+	}
+	if err := s.PutCert(ctx, ca.Cert{Name: "web-01", Serial: "06", DER: []byte{6}}); !errors.Is(err, ca.ErrExists) {
+		t.Errorf("PutCert beside a current certificate = %v, want ErrExists", err)
+	}
+	must(t, s.Revoke(ctx, "web-01", at(60)))
+	if revoked, _ := s.Revoked(ctx); !cmp.Equal(revoked, []string{"01", "02"}) {
+		t.Errorf("Revoked = %v; want both", revoked)
+	}
+}
