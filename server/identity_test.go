@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -367,5 +368,41 @@ func TestClientConnsClose(t *testing.T) {
 	defer set.mu.Unlock()
 	if len(set.byName) != 0 {
 		t.Errorf("closed connections are still tracked: %v", set.byName)
+	}
+}
+
+// TestOneServerPerDir: a second server on a running server's state
+// directory is refused; the Local socket issues admin credentials.
+func TestOneServerPerDir(t *testing.T) {
+	t.Parallel()
+	s, site := startServer(t)
+	ctx := context.Background()
+	second, err := New(ctx, Options{Site: site, Dir: s.opts.Dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
+	if err == nil {
+		err = second.Start(ctx)
+		defer second.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "another server is running") {
+		t.Errorf("a second server on the same directory: %v", err)
+	}
+	client, closeConn, err := DialLocal(ctx, s.opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeConn()
+	_, csr, _ := ca.NewKeyAndCSR("ops")
+	resp, err := client.IssueAdmin(ctx, &herdv1.IssueAdminRequest{Name: "ops", CsrDer: csr})
+	if err != nil {
+		t.Fatalf("IssueAdmin over the local socket: %v", err)
+	}
+	cert, err := x509.ParseCertificate(resp.CertificateDer)
+	if err != nil || !ca.IsAdmin(cert) {
+		t.Errorf("IssueAdmin gave %v, %v; want an admin certificate", cert, err)
+	}
+	if fi, err := os.Stat(LocalSocket(s.opts.Dir)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the local socket: %v, %v; want mode 0600", fi, err)
+	}
+	if _, _, err := DialLocal(ctx, t.TempDir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("DialLocal with no server = %v, want os.ErrNotExist", err)
 	}
 }

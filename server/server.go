@@ -153,6 +153,7 @@ type Server struct {
 	Addr, HTTPAddr string
 
 	grpc  *grpc.Server
+	local *grpc.Server // the Local service on LocalSocket (server/local.go)
 	http  *http.Server
 	stop  context.CancelFunc
 	group *errgroup.Group
@@ -250,15 +251,22 @@ func (s *Server) Start(ctx context.Context) error {
 	herdv1.RegisterEnrollServer(s.grpc, &enrollService{s: s})
 	herdv1.RegisterNodeServer(s.grpc, &nodeService{s: s})
 	herdv1.RegisterAdminServer(s.grpc, &adminService{s: s})
+	localLis, err := s.startLocal()
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("starting the server: %w", err)
+	}
 
 	ctx, s.stop = context.WithCancel(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	s.group = g
 	g.Go(func() error { return s.grpc.Serve(lis) })
+	g.Go(func() error { return s.local.Serve(localLis) })
 	if s.opts.HTTPListen != "off" {
 		hl, err := net.Listen("tcp", s.opts.HTTPListen)
 		if err != nil {
 			lis.Close()
+			localLis.Close()
 			return fmt.Errorf("starting the server: %w", err)
 		}
 		s.HTTPAddr = hl.Addr().String()
@@ -301,6 +309,9 @@ func (s *Server) Close() error {
 func (s *Server) shutdown() {
 	s.once.Do(func() {
 		s.watch.closeAll()
+		if s.local != nil {
+			s.local.Stop()
+		}
 		if s.grpc != nil {
 			done := make(chan struct{})
 			go func() { s.grpc.GracefulStop(); close(done) }()

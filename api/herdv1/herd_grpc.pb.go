@@ -191,6 +191,120 @@ var Enroll_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	Local_IssueAdmin_FullMethodName = "/herd.v1.Local/IssueAdmin"
+)
+
+// LocalClient is the client API for Local service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Local is served only on the server's unix socket (DIR/admin.sock, in
+// its 0700 state directory): whoever may open it may read the CA key
+// anyway. It lets `herd ca admin` issue admin credentials through the
+// running server instead of opening its store beside it.
+type LocalClient interface {
+	// IssueAdmin issues an admin certificate for the key of csr_der.
+	IssueAdmin(ctx context.Context, in *IssueAdminRequest, opts ...grpc.CallOption) (*IssueAdminResponse, error)
+}
+
+type localClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLocalClient(cc grpc.ClientConnInterface) LocalClient {
+	return &localClient{cc}
+}
+
+func (c *localClient) IssueAdmin(ctx context.Context, in *IssueAdminRequest, opts ...grpc.CallOption) (*IssueAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueAdminResponse)
+	err := c.cc.Invoke(ctx, Local_IssueAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LocalServer is the server API for Local service.
+// All implementations must embed UnimplementedLocalServer
+// for forward compatibility.
+//
+// Local is served only on the server's unix socket (DIR/admin.sock, in
+// its 0700 state directory): whoever may open it may read the CA key
+// anyway. It lets `herd ca admin` issue admin credentials through the
+// running server instead of opening its store beside it.
+type LocalServer interface {
+	// IssueAdmin issues an admin certificate for the key of csr_der.
+	IssueAdmin(context.Context, *IssueAdminRequest) (*IssueAdminResponse, error)
+	mustEmbedUnimplementedLocalServer()
+}
+
+// UnimplementedLocalServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLocalServer struct{}
+
+func (UnimplementedLocalServer) IssueAdmin(context.Context, *IssueAdminRequest) (*IssueAdminResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueAdmin not implemented")
+}
+func (UnimplementedLocalServer) mustEmbedUnimplementedLocalServer() {}
+func (UnimplementedLocalServer) testEmbeddedByValue()               {}
+
+// UnsafeLocalServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LocalServer will
+// result in compilation errors.
+type UnsafeLocalServer interface {
+	mustEmbedUnimplementedLocalServer()
+}
+
+func RegisterLocalServer(s grpc.ServiceRegistrar, srv LocalServer) {
+	// If the following call panics, it indicates UnimplementedLocalServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Local_ServiceDesc, srv)
+}
+
+func _Local_IssueAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LocalServer).IssueAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Local_IssueAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LocalServer).IssueAdmin(ctx, req.(*IssueAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Local_ServiceDesc is the grpc.ServiceDesc for Local service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Local_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.Local",
+	HandlerType: (*LocalServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "IssueAdmin",
+			Handler:    _Local_IssueAdmin_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "herd.proto",
+}
+
+const (
 	Node_Checkin_FullMethodName    = "/herd.v1.Node/Checkin"
 	Node_GetFile_FullMethodName    = "/herd.v1.Node/GetFile"
 	Node_SendReport_FullMethodName = "/herd.v1.Node/SendReport"

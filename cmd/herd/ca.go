@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/server/store"
 )
@@ -41,15 +43,25 @@ server's state directory.`,
 	af.register(cmd)
 
 	var serverDir, out string
+	var offline bool
 	adminCmd := &cobra.Command{
 		Use:   "admin NAME --dir SERVER_DIR",
 		Short: "Issue an admin certificate from the server's CA (on the server's machine)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Issue admin credentials (admin.crt, admin.key, ca.crt) on the server's
+machine. With the server running, the request goes through it, over the
+unix socket in its state directory (whoever can open it can read the CA key
+anyway): the key is made here and never leaves this machine. With no server
+running, --offline opens the server's store and CA directly; it is refused
+without it, and whenever a server runs, so that there is never a second
+writer beside a running server.`,
+		Example: `  herd ca admin ops --dir /var/lib/herd-server
+  herd ca admin ops --dir /var/lib/herd-server --offline   # the server is stopped`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				out = af.dir
 			}
-			if err := issueAdmin(cmd.Context(), serverDir, args[0], out); err != nil {
+			if err := issueAdmin(cmd.Context(), serverDir, args[0], out, offline); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "admin credentials for %s in %s (admin.crt, admin.key, ca.crt)\n", args[0], out)
@@ -58,6 +70,7 @@ server's state directory.`,
 	}
 	adminCmd.Flags().StringVar(&serverDir, "dir", "/var/lib/herd-server", "the server's state directory")
 	adminCmd.Flags().StringVar(&out, "out", "", "where to write the credentials (default: --admin-dir)")
+	adminCmd.Flags().BoolVar(&offline, "offline", false, "no server is running: open its store and CA directly")
 
 	var pattern string
 	var ttl duration = duration(24 * time.Hour)
@@ -236,21 +249,45 @@ func dash(s string) string {
 	return s
 }
 
-// issueAdmin opens the server's CA directly (it may be running: the store
-// is sqlite in WAL mode) and writes admin credentials to out.
-func issueAdmin(ctx context.Context, serverDir, name, out string) error {
-	st, err := store.Open(filepath.Join(serverDir, "herd.db"), store.Options{})
-	if err != nil {
+// issueAdmin writes admin credentials for name to out, issued through
+// the server running on serverDir or, with offline and no server running,
+// from its store and CA opened directly.
+func issueAdmin(ctx context.Context, serverDir, name, out string, offline bool) error {
+	var certPEM, keyPEM, caPEM []byte
+	client, closeConn, err := server.DialLocal(ctx, serverDir)
+	switch {
+	case err == nil:
+		defer closeConn()
+		if offline {
+			return fmt.Errorf("a server is running on %s: drop --offline, the request goes through it", serverDir)
+		}
+		var csr []byte
+		if keyPEM, csr, err = ca.NewKeyAndCSR(name); err != nil {
+			return err
+		}
+		resp, err := client.IssueAdmin(ctx, &herdv1.IssueAdminRequest{Name: name, CsrDer: csr})
+		if err != nil {
+			return fmt.Errorf("issuing admin credentials through the server on %s: %w", serverDir, err)
+		}
+		certPEM, caPEM = ca.CertPEM(resp.CertificateDer), ca.CertPEM(resp.CaCertificateDer)
+	case !errors.Is(err, os.ErrNotExist):
 		return err
-	}
-	defer st.Close()
-	authority, err := ca.Open(ctx, filepath.Join(serverDir, "ca"), st, ca.Options{})
-	if err != nil {
-		return err
-	}
-	certPEM, keyPEM, err := authority.IssueAdmin(ctx, name)
-	if err != nil {
-		return err
+	case !offline:
+		return fmt.Errorf("%w; start it, or pass --offline to open its store directly", err)
+	default:
+		st, err := store.Open(filepath.Join(serverDir, "herd.db"), store.Options{})
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		authority, err := ca.Open(ctx, filepath.Join(serverDir, "ca"), st, ca.Options{})
+		if err != nil {
+			return err
+		}
+		if certPEM, keyPEM, err = authority.IssueAdmin(ctx, name); err != nil {
+			return err
+		}
+		caPEM = ca.CertPEM(authority.CACertDER())
 	}
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		return err
@@ -262,7 +299,7 @@ func issueAdmin(ctx context.Context, serverDir, name, out string) error {
 	}{
 		{"admin.key", keyPEM, 0o600},
 		{"admin.crt", certPEM, 0o644},
-		{"ca.crt", ca.CertPEM(authority.CACertDER()), 0o644},
+		{"ca.crt", caPEM, 0o644},
 	} {
 		if err := os.WriteFile(filepath.Join(out, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("writing admin credentials: %w", err)

@@ -120,3 +120,34 @@ func FuzzAdminCalls(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIssueAdminFor: the Local socket's entry point takes any name and
+// bytes; what it issues is an admin certificate for the request's key.
+func FuzzIssueAdminFor(f *testing.F) {
+	_, good := newCSR(f, "ops")
+	for _, s := range []string{"ops", "", "../x", "Ops", "a*"} {
+		f.Add(s, good)
+		f.Add(s, good[:len(good)/2])
+	}
+	fx := newFixture(f)
+	f.Fuzz(func(t *testing.T, name string, der []byte) {
+		cert, err := fx.ca.IssueAdminFor(context.Background(), name, der)
+		if err != nil {
+			return
+		}
+		x, err := x509.ParseCertificate(cert.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil || !x.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
+			t.Fatalf("IssueAdminFor(%q) issued for a key not the request's (%v)", name, err)
+		}
+		if got, err := ca.AdminName(x); got != name || err != nil {
+			t.Fatalf("AdminName = %q, %v; want %q", got, err, name)
+		}
+		if err := fx.ca.Revoke(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -184,6 +184,31 @@ func (c *CA) IssueAdmin(ctx context.Context, name string) (certPEM, keyPEM []byt
 	return CertPEM(cert.DER), keyPEM, nil
 }
 
+// IssueAdminFor issues an admin certificate named name for the key of a
+// DER certificate request, for `herd ca admin` going through a running
+// server (the key never leaves the operator's machine). It fails with
+// ErrExists when name has a current certificate of either kind.
+func (c *CA) IssueAdminFor(ctx context.Context, name string, csrDER []byte) (Cert, error) {
+	if err := CheckName(name); err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	pub, err := parseCSR(csrDER)
+	if err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	defer c.lock(name)()
+	if _, ok, err := c.unrevoked(ctx, name); err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	} else if ok {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, ErrExists)
+	}
+	cert, err := c.issueAndStore(ctx, pub, name, true, "admin")
+	if err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	return cert, nil
+}
+
 // unrevoked returns name's current certificate, if it has one that is
 // neither revoked nor expired: an expired certificate no longer holds its
 // name, so that a node offline past its expiry enrolls again (with a join
