@@ -159,8 +159,8 @@ type trackedConn struct {
 
 func (t *trackedConn) Close() error {
 	t.once.Do(func() {
-		t.timer.Stop()
 		t.set.mu.Lock()
+		t.timer.Stop() // assigned under the same lock in track
 		delete(t.set.byName[t.name], t)
 		if len(t.set.byName[t.name]) == 0 {
 			delete(t.set.byName, t.name)
@@ -174,9 +174,11 @@ func (t *trackedConn) Close() error {
 // notAfter, and returns the connection to use instead of it.
 func (s *clientConns) track(conn net.Conn, name string, notAfter time.Time) net.Conn {
 	t := &trackedConn{Conn: conn, set: s, name: name}
-	t.timer = time.AfterFunc(time.Until(notAfter), func() { t.Close() })
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Under the lock: a certificate already expired fires at once, and
+	// Close must find the timer set.
+	t.timer = time.AfterFunc(time.Until(notAfter), func() { t.Close() })
 	if s.byName == nil {
 		s.byName = map[string]map[*trackedConn]struct{}{}
 	}
