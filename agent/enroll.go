@@ -212,7 +212,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	req := &herdv1.EnrollRequest{Name: o.Name, CsrDer: csr, JoinToken: o.JoinToken}
 
 	sched := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute}
-	failures, announced := 0, false
+	failures, announced, squatted := 0, false, false
 	for {
 		var trailer metadata.MD
 		callCtx, cancel := context.WithTimeout(ctx, rpcTimeout)
@@ -223,6 +223,19 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		case err != nil:
 			if verr := tc.verifyErr(); verr != nil {
 				return nil, fmt.Errorf("enrolling with %s: %w", o.Server, verr)
+			}
+			if s, _ := status.FromError(err); s.Code() == codes.AlreadyExists && strings.Contains(s.Message(), pendingOtherMark) {
+				// Someone asked first for this name with another key. The
+				// operator rejects that request (herd ca reject) and this
+				// node's is taken on a later try: keep asking.
+				if !squatted {
+					o.Log.Warn("enrollment blocked: another key's request for this name is pending; an operator who sees it is not this node's runs: herd ca reject "+o.Name,
+						"node", o.Name, "fingerprint", keyFingerprint(key), "server_says", s.Message())
+					squatted = true
+				}
+				failures++
+				wait = sched.Backoff(failures, retryAfter(trailer), mrand.Float64())
+				break
 			}
 			if c := status.Code(err); c != codes.Unavailable && c != codes.ResourceExhausted && c != codes.DeadlineExceeded {
 				return nil, rpcError("enrolling with "+o.Server, err, trailer)
@@ -261,6 +274,10 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		}
 	}
 }
+
+// pendingOtherMark is what the server says when another key's request
+// holds the name.
+const pendingOtherMark = "a request with another key is pending"
 
 // keyFingerprint names the node's key as `herd ca list` shows it: "sha256:"
 // and the hex sha256 of its DER SubjectPublicKeyInfo.
