@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -105,6 +106,9 @@ type Daemon struct {
 	// Tests: runCycle replaces cycle; afterRun is called after each run.
 	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
 	afterRun func(why Trigger, r *Report, err error)
+	// revoked is the check-in's error once the server said this node's
+	// certificate is revoked (revoked.go); drift runs then apply nothing.
+	revokedErr atomic.Pointer[error]
 }
 
 // NewDaemon loads the node's identity and state and prepares the
@@ -353,6 +357,12 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		return now
 	}
 	out := cycleResult{local: why.local() && d.cat != nil}
+	if err := d.revokedErr.Load(); err != nil && out.local {
+		// A drift trigger would re-apply the cached catalog without
+		// asking the server; a revoked node applies nothing.
+		out.err = *err
+		return nil, out
+	}
 	runCtx := ctx
 	if d.o.RunTimeout > 0 {
 		var cancel context.CancelFunc
@@ -389,6 +399,7 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 				// The server disowned this node: enforcing its old catalog
 				// would manage a host nobody manages any more.
 				d.log.Error("run refused: this node's certificate is revoked", "err", err)
+				d.revokedErr.Store(&err)
 				return nil, out
 			}
 			if d.cat != nil {
