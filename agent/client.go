@@ -85,10 +85,12 @@ func dialOptions(cfg *tls.Config) []grpc.DialOption {
 // server name verified.
 func dialNode(id *Identity, addr, name string) (*grpc.ClientConn, error) {
 	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{id.Certificate},
-		RootCAs:      id.CAs,
-		ServerName:   serverName(addr, name),
+		MinVersion: tls.VersionTLS13,
+		// The current certificate at each handshake: a renewed one is
+		// used from the next connection on.
+		GetClientCertificate: id.clientCertificate,
+		RootCAs:              id.CAs,
+		ServerName:           serverName(addr, name),
 		// Session resumption makes a reconnect after a server restart a
 		// cheap handshake: a whole fleet reconnecting at once costs the
 		// server far less.

@@ -172,6 +172,7 @@ type fakeServer struct {
 	checkins      []checkinRecord
 	getFiles      int
 	exhaust       int            // fail this many more Node calls with RESOURCE_EXHAUSTED
+	revoked       bool           // refuse check-ins as the server refuses a revoked certificate
 	receipts      map[string]int // run id → times received
 	stored        []string       // run ids, in the order first received
 	last          *herdv1.Report
@@ -326,6 +327,9 @@ func (fs *fakeServer) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	if fs.revoked {
+		return nil, status.Error(codes.Unauthenticated, "certificate revoked: \"web-01\": an operator revoked this certificate")
+	}
 	rec := checkinRecord{node: node, digest: req.FactsDigest, factsSent: len(req.FactsJson) > 0, etag: req.CatalogEtag}
 	resp := &herdv1.CheckinResponse{}
 	if !fs.nextCheckin.IsZero() {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -119,6 +120,9 @@ type Daemon struct {
 	// Tests: runCycle replaces cycle; afterRun is called after each run.
 	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
 	afterRun func(why Trigger, r *Report, err error)
+	// revoked is the check-in's error once the server said this node's
+	// certificate is revoked (revoked.go); drift runs then apply nothing.
+	revokedErr atomic.Pointer[error]
 }
 
 // NewDaemon loads the node's identity and state and prepares the
@@ -368,6 +372,11 @@ type cycleResult struct {
 // facts and the check-in.
 func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) {
 	src := &pullSource{d: d, ctx: ctx, local: why.local() && d.cat != nil}
+	if err := d.revokedErr.Load(); err != nil && src.local {
+		// A drift trigger would re-apply the cached catalog without
+		// asking the server; a revoked node applies nothing.
+		return nil, cycleResult{local: true, err: *err}
+	}
 	r, quiet, err := d.runs.run(ctx, src, runCall{state: d.st, facts: !src.local, services: d.runServices})
 	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr}
 	switch {
@@ -421,12 +430,20 @@ func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(strin
 	if !p.local {
 		payload, digest, err := factsPayload(f)
 		var resp *herdv1.CheckinResponse
+		d.maybeRenew(ctx) // at two thirds of the certificate's life (renew.go)
 		if err == nil {
 			resp, err = d.checkin(ctx, payload, digest)
 		}
 		mark("checkin")
 		if err != nil {
 			p.checkinErr = err
+			if errors.Is(err, ErrRevoked) {
+				// The server disowned this node: enforcing its old catalog
+				// would manage a host nobody manages any more.
+				d.log.Error("run refused: this node's certificate is revoked", "err", err)
+				d.revokedErr.Store(&err)
+				return nil, err
+			}
 			if d.cat != nil {
 				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
 			} else {
@@ -510,7 +527,7 @@ func (d *Daemon) callCheckin(ctx context.Context, req *herdv1.CheckinRequest) (*
 	defer cancel()
 	resp, err := d.node.Checkin(ctx, req, grpc.Trailer(&trailer))
 	if err != nil {
-		return nil, rpcError("checking in", err, trailer)
+		return nil, revoked(rpcError("checking in", err, trailer))
 	}
 	return resp, nil
 }

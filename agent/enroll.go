@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -82,7 +83,21 @@ type Identity struct {
 	Certificate tls.Certificate
 	CAs         *x509.CertPool
 	SigningKey  ed25519.PublicKey
+	NotBefore   time.Time
 	NotAfter    time.Time
+
+	// current is the certificate connections present, replaced when the
+	// agent renews it (renew.go), so that the next connection uses it.
+	current atomic.Pointer[tls.Certificate]
+}
+
+// clientCertificate is tls.Config.GetClientCertificate: the current
+// certificate, renewed or not.
+func (id *Identity) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := id.current.Load(); c != nil {
+		return c, nil
+	}
+	return &id.Certificate, nil
 }
 
 // ErrNotEnrolled is returned by LoadIdentity when the directory holds no
@@ -126,7 +141,7 @@ func LoadIdentity(dir string) (*Identity, error) {
 	if err := catalogs.ValidNodeName(leaf.Subject.CommonName); err != nil {
 		return nil, fmt.Errorf("loading identity: the certificate's name: %w", err)
 	}
-	return &Identity{Node: leaf.Subject.CommonName, Certificate: pair, CAs: cas, SigningKey: key, NotAfter: leaf.NotAfter}, nil
+	return &Identity{Node: leaf.Subject.CommonName, Certificate: pair, CAs: cas, SigningKey: key, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
 }
 
 func parseSigningKey(b []byte) (ed25519.PublicKey, error) {
@@ -197,7 +212,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	req := &herdv1.EnrollRequest{Name: o.Name, CsrDer: csr, JoinToken: o.JoinToken}
 
 	sched := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute}
-	failures, announced := 0, false
+	failures, announced, squatted := 0, false, false
 	for {
 		var trailer metadata.MD
 		callCtx, cancel := context.WithTimeout(ctx, rpcTimeout)
@@ -208,6 +223,19 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		case err != nil:
 			if verr := tc.verifyErr(); verr != nil {
 				return nil, fmt.Errorf("enrolling with %s: %w", o.Server, verr)
+			}
+			if s, _ := status.FromError(err); s.Code() == codes.AlreadyExists && strings.Contains(s.Message(), pendingOtherMark) {
+				// Someone asked first for this name with another key. The
+				// operator rejects that request (herd ca reject) and this
+				// node's is taken on a later try: keep asking.
+				if !squatted {
+					o.Log.Warn("enrollment blocked: another key's request for this name is pending; an operator who sees it is not this node's runs: herd ca reject "+o.Name,
+						"node", o.Name, "fingerprint", keyFingerprint(key), "server_says", s.Message())
+					squatted = true
+				}
+				failures++
+				wait = sched.Backoff(failures, retryAfter(trailer), mrand.Float64())
+				break
 			}
 			if c := status.Code(err); c != codes.Unavailable && c != codes.ResourceExhausted && c != codes.DeadlineExceeded {
 				return nil, rpcError("enrolling with "+o.Server, err, trailer)
@@ -227,7 +255,9 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 			}
 			wait += scale(wait/4, mrand.Float64())
 			if !announced {
-				o.Log.Info("enrollment pending: waiting for an operator to run: herd ca sign "+o.Name, "node", o.Name, "server", o.Server)
+				fp := keyFingerprint(key)
+				o.Log.Info("enrollment pending: waiting for an operator to compare this key's fingerprint and run: herd ca sign "+o.Name+" --fingerprint "+fp,
+					"node", o.Name, "server", o.Server, "fingerprint", fp)
 				announced = true
 			} else {
 				o.Log.Debug("enrollment still pending", "node", o.Name, "retry_in", wait)
@@ -243,6 +273,21 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// pendingOtherMark is what the server says when another key's request
+// holds the name.
+const pendingOtherMark = "a request with another key is pending"
+
+// keyFingerprint names the node's key as `herd ca list` shows it: "sha256:"
+// and the hex sha256 of its DER SubjectPublicKeyInfo.
+func keyFingerprint(key *ecdsa.PrivateKey) string {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return "unknown"
+	}
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // finishEnroll checks an issued certificate and writes the identity. The

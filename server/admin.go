@@ -149,7 +149,7 @@ func (a *adminService) ListCertificates(ctx context.Context, _ *herdv1.ListCerti
 }
 
 func (a *adminService) SignCertificate(ctx context.Context, req *herdv1.SignCertificateRequest) (*herdv1.SignCertificateResponse, error) {
-	c, err := a.s.ca.Sign(ctx, req.Name)
+	c, err := a.s.ca.Sign(ctx, req.Name, req.Fingerprint)
 	if err != nil {
 		return nil, caStatus(err, "signing "+req.Name)
 	}
@@ -170,15 +170,17 @@ func (a *adminService) CreateJoinToken(ctx context.Context, req *herdv1.CreateJo
 	if err != nil {
 		return nil, caStatus(err, "creating a join token")
 	}
-	return &herdv1.CreateJoinTokenResponse{Token: secret, ExpiresUnixMs: unixMs(expires)}, nil
+	return &herdv1.CreateJoinTokenResponse{Token: secret, ExpiresUnixMs: unixMs(expires), Id: ca.TokenID(secret)}, nil
 }
 
 // caStatus maps the CA's errors to gRPC codes at the edge.
 func caStatus(err error, doing string) error {
 	code := codes.Internal
 	switch {
-	case errors.Is(err, ca.ErrExists):
+	case errors.Is(err, ca.ErrExists), errors.Is(err, ca.ErrPendingOther):
 		code = codes.AlreadyExists
+	case errors.Is(err, ca.ErrFingerprint):
+		code = codes.FailedPrecondition
 	case errors.Is(err, ca.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, ca.ErrInvalid):
@@ -188,7 +190,8 @@ func caStatus(err error, doing string) error {
 }
 
 func wireCert(c ca.Listed) *herdv1.Certificate {
-	return &herdv1.Certificate{Name: c.Name, Serial: c.Serial, State: string(c.State), NotAfterUnixMs: unixMs(c.NotAfter), Admin: c.Admin}
+	return &herdv1.Certificate{Name: c.Name, Serial: c.Serial, State: string(c.State), NotAfterUnixMs: unixMs(c.NotAfter), Admin: c.Admin,
+		Fingerprint: c.Fingerprint, Source: c.Source, TimeUnixMs: unixMs(c.Time)}
 }
 
 func unixMs(t time.Time) int64 {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,6 +29,7 @@ const (
 // enumerates the service descriptors against it).
 var methodRoles = map[string]role{
 	herdv1.Enroll_Enroll_FullMethodName: anyone,
+	herdv1.Enroll_Renew_FullMethodName:  nodeRole,
 
 	herdv1.Node_Checkin_FullMethodName:    nodeRole,
 	herdv1.Node_GetFile_FullMethodName:    nodeRole,
@@ -43,6 +45,9 @@ var methodRoles = map[string]role{
 	herdv1.Admin_SignCertificate_FullMethodName:   adminRole,
 	herdv1.Admin_RevokeCertificate_FullMethodName: adminRole,
 	herdv1.Admin_CreateJoinToken_FullMethodName:   adminRole,
+	herdv1.Admin_RejectCertificate_FullMethodName: adminRole,
+	herdv1.Admin_ListJoinTokens_FullMethodName:    adminRole,
+	herdv1.Admin_RevokeJoinToken_FullMethodName:   adminRole,
 }
 
 // identity is who a call comes from, by its verified certificate.
@@ -71,18 +76,23 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	if r == anyone {
 		return ctx, nil
 	}
-	leaf, err := verifiedLeaf(ctx)
+	chain, err := peerChain(ctx)
 	if err != nil {
 		return nil, err
 	}
-	serial := ca.SerialHex(leaf)
-	if s.ca.IsRevoked(serial) {
-		return nil, status.Error(codes.Unauthenticated, "certificate revoked")
+	// The handshake's verdict is not trusted alone: a resumed session's
+	// certificates come from its ticket. The CA checks the leaf on every
+	// call (signature, issued by this server, not revoked, not expired),
+	// from a cache after the first time.
+	id, err := s.ca.VerifyClient(ctx, chain)
+	if errors.Is(err, ca.ErrRevoked) {
+		// The agent recognises these words and tells its operator.
+		return nil, status.Errorf(codes.Unauthenticated, "%v: an operator revoked this certificate; the node must enroll again (herd agent --reenroll)", err)
 	}
-	name, admin, err := ca.Identify(leaf)
 	if err != nil {
-		return nil, status.Errorf(codes.Unauthenticated, "certificate: %v", err)
+		return nil, status.Errorf(codes.Unauthenticated, "certificate refused: %v", err)
 	}
+	name, admin, serial := id.Name, id.Admin, id.Serial
 	switch {
 	case r == adminRole && !admin:
 		return nil, status.Error(codes.PermissionDenied, "this call needs an admin certificate")
@@ -92,9 +102,10 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	return context.WithValue(ctx, identityKey{}, identity{name: name, serial: serial, admin: admin}), nil
 }
 
-// verifiedLeaf returns the client certificate the TLS handshake verified
-// against the CA; a connection without one has no identity.
-func verifiedLeaf(ctx context.Context) (*x509.Certificate, error) {
+// peerChain returns the client certificates of a TLS connection whose
+// handshake verified them against the CA; a connection without them has
+// no identity.
+func peerChain(ctx context.Context) ([]*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no peer")
@@ -103,10 +114,10 @@ func verifiedLeaf(ctx context.Context) (*x509.Certificate, error) {
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "not a TLS connection")
 	}
-	if len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+	if len(ti.State.VerifiedChains) == 0 || len(ti.State.PeerCertificates) == 0 {
 		return nil, status.Error(codes.Unauthenticated, "a client certificate from this server's CA is required")
 	}
-	return ti.State.VerifiedChains[0][0], nil
+	return ti.State.PeerCertificates, nil
 }
 
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

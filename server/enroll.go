@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/herdcm/herd/api/herdv1"
@@ -19,16 +20,26 @@ type enrollService struct {
 }
 
 func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (*herdv1.EnrollResponse, error) {
-	res, err := e.s.ca.Enroll(ctx, req.Name, req.CsrDer, req.JoinToken)
+	source := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		source = p.Addr.String()
+	}
+	res, err := e.s.ca.Enroll(ctx, req.Name, req.CsrDer, req.JoinToken, source)
 	if err != nil {
-		if errors.Is(err, ca.ErrExists) {
+		switch {
+		case errors.Is(err, ca.ErrExists), errors.Is(err, ca.ErrPendingOther):
 			return nil, status.Errorf(codes.AlreadyExists, "enrolling %s: %v", req.Name, err)
+		case errors.Is(err, ca.ErrTooMany):
+			return nil, status.Errorf(codes.ResourceExhausted, "enrolling %s: %v", req.Name, err)
+		case errors.Is(err, ca.ErrInvalid):
+			return nil, status.Errorf(codes.InvalidArgument, "enrolling %s: %v", req.Name, err)
 		}
-		return nil, status.Errorf(codes.InvalidArgument, "enrolling %s: %v", req.Name, err)
+		e.s.log.Error("enrolling", "name", req.Name, "err", err)
+		return nil, status.Errorf(codes.Internal, "enrolling %s: internal error", req.Name)
 	}
 	out := &herdv1.EnrollResponse{CaCertificateDer: e.s.ca.CACertDER(), SigningPublicKey: e.s.ca.SigningPublicKey()}
 	if res.State == ca.StatePending {
-		e.s.log.Info("enrollment pending", "name", req.Name, "reason", res.Reason)
+		e.s.log.Info("enrollment pending", "name", req.Name, "source", source, "reason", res.Reason)
 		out.Status = herdv1.EnrollResponse_PENDING
 		out.RetryAfterMs = res.RetryAfter.Milliseconds()
 		return out, nil
@@ -36,4 +47,29 @@ func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (
 	out.Status = herdv1.EnrollResponse_ISSUED
 	out.CertificateDer = res.Cert.DER
 	return out, nil
+}
+
+// Renew issues the calling node a new certificate for the key of the one
+// it called with; the interceptor has verified that certificate.
+func (e *enrollService) Renew(ctx context.Context, _ *herdv1.RenewRequest) (*herdv1.EnrollResponse, error) {
+	id := caller(ctx)
+	chain, err := peerChain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := e.s.ca.Renew(ctx, ca.Caller{Name: id.name, Serial: id.serial, Admin: id.admin}, chain[0].PublicKey)
+	if err != nil {
+		switch {
+		case errors.Is(err, ca.ErrRevoked):
+			return nil, status.Errorf(codes.Unauthenticated, "renewing %s: %v", id.name, err)
+		case errors.Is(err, ca.ErrExists), errors.Is(err, ca.ErrInvalid):
+			return nil, status.Errorf(codes.FailedPrecondition, "renewing %s: %v", id.name, err)
+		}
+		e.s.log.Error("renewing", "name", id.name, "err", err)
+		return nil, status.Errorf(codes.Internal, "renewing %s: internal error", id.name)
+	}
+	return &herdv1.EnrollResponse{
+		Status: herdv1.EnrollResponse_ISSUED, CertificateDer: cert.DER,
+		CaCertificateDer: e.s.ca.CACertDER(), SigningPublicKey: e.s.ca.SigningPublicKey(),
+	}, nil
 }

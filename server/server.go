@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,6 +100,9 @@ type Options struct {
 	// MaxWatchesPerNode bounds one node's open Watch streams; a new one
 	// past it ends the node's oldest (default 4).
 	MaxWatchesPerNode int
+	// NodeCertValidity is how long a node certificate is valid (default
+	// 30 days); agents renew theirs at two thirds of its life.
+	NodeCertValidity time.Duration
 	// CACertFile and CAKeyFile name an existing CA (PEM) to issue from,
 	// instead of the one created under Dir on first start. Both or neither.
 	CACertFile, CAKeyFile string
@@ -216,6 +217,9 @@ type Server struct {
 	watch    watchers
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
+	// clientConns closes connections whose certificate expired or whose
+	// name was revoked (server/tls.go).
+	clientConns clientConns
 
 	// Addr and HTTPAddr are the bound addresses, set by Start (useful with
 	// port 0).
@@ -223,6 +227,7 @@ type Server struct {
 
 	grpc  *grpc.Server // connections with a client certificate
 	anon  *grpc.Server // connections without: Enroll, with tiny limits
+	local *grpc.Server // the Local service on LocalSocket (server/local.go)
 	http  *http.Server
 	lis   net.Listener // the gRPC listener, as Start bound it
 	stop  context.CancelFunc
@@ -276,7 +281,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			"restore it from a backup, or start with --accept-empty-store to begin again from nothing",
 			filepath.Join(opts.Dir, "herd.db"), filepath.Join(opts.Dir, "ca"))
 	}
-	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile})
+	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -302,7 +307,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	// A revoked node's open Watch streams end within the next poll; its
 	// next call is refused by the interceptor.
-	authority.OnRevoke(func(name, serial string) { s.watch.revoke(name, serial) })
+	authority.OnRevoke(func(name, serial string) {
+		s.watch.revoke(name, serial)
+		// A grace period first, so that the node's next call hears
+		// "certificate revoked" rather than a dropped connection.
+		time.AfterFunc(revokeGrace, func() { s.clientConns.closeName(name) })
+	})
 	if err := s.reload(ctx); err != nil {
 		// The first load must work: there is no previous version to serve.
 		st.Close()
@@ -320,25 +330,13 @@ func (s *Server) Start(ctx context.Context) error {
 	// Send the CA with the leaf: an agent pinning the CA by fingerprint
 	// checks it inside the handshake, before it sends its join token.
 	cert.Certificate = append(cert.Certificate, s.ca.CACertDER())
-	tlsConf := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    s.ca.Pool(),
-		// Enroll is open to anyone, so a client certificate is optional
-		// at the handshake; the interceptor requires it for every other
-		// method.
-		ClientAuth: tls.VerifyClientCertIfGiven,
-	}
-	// Ticket keys that survive a restart let a fleet reconnecting after
-	// one resume its TLS sessions instead of paying full handshakes.
-	ticketKey, err := loadTicketKey(filepath.Join(s.opts.Dir, "session-ticket.key"))
+	stls, err := s.newServerTLS(cert)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
-	tlsConf.SetSessionTicketKeys([][32]byte{ticketKey})
-	// connRouter does the handshake itself, and gRPC must still see h2
-	// negotiated.
-	tlsConf.NextProtos = []string{"h2"}
+	// connRouter does the handshake with it (h2 included, see
+	// newServerTLS), then hands the connection to one of two gRPC servers.
+	tlsConf := stls.config()
 	lis, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
@@ -358,6 +356,9 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 	}
 	s.grpc = grpc.NewServer(append(common,
+		// Last wins: connections with a client certificate are also
+		// closed when it expires or its name is revoked (server/tls.go).
+		grpc.Creds(closingCreds{TransportCredentials: handshaken{}, conns: &s.clientConns}),
 		grpc.InTapHandle(s.recvDeadline),
 		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unaryMetrics),
 		grpc.ChainStreamInterceptor(s.streamReceived, s.streamAuth),
@@ -388,6 +389,11 @@ func (s *Server) Start(ctx context.Context) error {
 		herdv1.RegisterNodeServer(g, &nodeService{s: s})
 		herdv1.RegisterAdminServer(g, &adminService{s: s})
 	}
+	localLis, err := s.startLocal()
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("starting the server: %w", err)
+	}
 
 	ctx, s.stop = context.WithCancel(ctx)
 	g, ctx := errgroup.WithContext(ctx)
@@ -405,10 +411,17 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(func() error {
+		if err := s.local.Serve(localLis); err != nil {
+			return fmt.Errorf("serving the local admin socket: %w", err)
+		}
+		return nil
+	})
 	if s.opts.HTTPListen != "off" {
 		hl, err := net.Listen("tcp", s.opts.HTTPListen)
 		if err != nil {
 			lis.Close()
+			localLis.Close()
 			return fmt.Errorf("starting the server: %w", err)
 		}
 		s.HTTPAddr = hl.Addr().String()
@@ -426,6 +439,7 @@ func (s *Server) Start(ctx context.Context) error {
 	watchSite := s.watchSite()
 	g.Go(func() error { return watchSite(ctx) })
 	g.Go(func() error { s.prune(ctx); return nil })
+	g.Go(func() error { stls.rotateLoop(ctx); return nil })
 	g.Go(func() error {
 		<-ctx.Done()
 		s.shutdown()
@@ -469,6 +483,9 @@ func (s *Server) Close() error {
 func (s *Server) shutdown() {
 	s.once.Do(func() {
 		s.watch.closeAll()
+		if s.local != nil {
+			s.local.Stop()
+		}
 		var wg sync.WaitGroup
 		for _, g := range []*grpc.Server{s.grpc, s.anon} {
 			if g == nil {
@@ -523,27 +540,6 @@ func defaultMaxConnections() int {
 	return max(int(rl.Cur)-512, 64)
 }
 
-// loadTicketKey reads the TLS session ticket key, making it (0600) on
-// first start.
-func loadTicketKey(path string) ([32]byte, error) {
-	var key [32]byte
-	b, err := os.ReadFile(path)
-	if err == nil && len(b) == 32 {
-		copy(key[:], b)
-		return key, nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return key, fmt.Errorf("reading the session ticket key: %w", err)
-	}
-	if _, err := rand.Read(key[:]); err != nil {
-		return key, err
-	}
-	if err := os.WriteFile(path, key[:], 0o600); err != nil {
-		return key, fmt.Errorf("writing the session ticket key: %w", err)
-	}
-	return key, nil
-}
-
 // prune removes reports and history older than Retain, hourly, so that
 // the store does not grow without end.
 func (s *Server) prune(ctx context.Context) {
@@ -560,6 +556,9 @@ func (s *Server) prune(ctx context.Context) {
 				continue
 			}
 			s.log.Debug("pruned the store", "pruned", p)
+			if _, err := s.ca.PrunePending(ctx); err != nil {
+				s.log.Warn("pruning pending enrollments", "err", err)
+			}
 		}
 	}
 }

@@ -71,7 +71,7 @@ func (x EnrollResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EnrollResponse_Status.Descriptor instead.
 func (EnrollResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{1, 0}
+	return file_herd_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type CheckinResponse_Status int32
@@ -129,7 +129,147 @@ func (x CheckinResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CheckinResponse_Status.Descriptor instead.
 func (CheckinResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{3, 0}
+	return file_herd_proto_rawDescGZIP(), []int{6, 0}
+}
+
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_herd_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{0}
+}
+
+type IssueAdminRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CsrDer        []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueAdminRequest) Reset() {
+	*x = IssueAdminRequest{}
+	mi := &file_herd_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminRequest) ProtoMessage() {}
+
+func (x *IssueAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminRequest.ProtoReflect.Descriptor instead.
+func (*IssueAdminRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *IssueAdminRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueAdminRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+type IssueAdminResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	CertificateDer   []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	CaCertificateDer []byte                 `protobuf:"bytes,2,opt,name=ca_certificate_der,json=caCertificateDer,proto3" json:"ca_certificate_der,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *IssueAdminResponse) Reset() {
+	*x = IssueAdminResponse{}
+	mi := &file_herd_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminResponse) ProtoMessage() {}
+
+func (x *IssueAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminResponse.ProtoReflect.Descriptor instead.
+func (*IssueAdminResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IssueAdminResponse) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
+func (x *IssueAdminResponse) GetCaCertificateDer() []byte {
+	if x != nil {
+		return x.CaCertificateDer
+	}
+	return nil
 }
 
 type EnrollRequest struct {
@@ -143,7 +283,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_herd_proto_msgTypes[0]
+	mi := &file_herd_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +295,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[0]
+	mi := &file_herd_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +308,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{0}
+	return file_herd_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollRequest) GetName() string {
@@ -208,7 +348,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_herd_proto_msgTypes[1]
+	mi := &file_herd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +360,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[1]
+	mi := &file_herd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +373,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{1}
+	return file_herd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnrollResponse) GetStatus() EnrollResponse_Status {
@@ -286,7 +426,7 @@ type CheckinRequest struct {
 
 func (x *CheckinRequest) Reset() {
 	*x = CheckinRequest{}
-	mi := &file_herd_proto_msgTypes[2]
+	mi := &file_herd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +438,7 @@ func (x *CheckinRequest) String() string {
 func (*CheckinRequest) ProtoMessage() {}
 
 func (x *CheckinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[2]
+	mi := &file_herd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +451,7 @@ func (x *CheckinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckinRequest.ProtoReflect.Descriptor instead.
 func (*CheckinRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{2}
+	return file_herd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CheckinRequest) GetFactsDigest() string {
@@ -359,7 +499,7 @@ type CheckinResponse struct {
 
 func (x *CheckinResponse) Reset() {
 	*x = CheckinResponse{}
-	mi := &file_herd_proto_msgTypes[3]
+	mi := &file_herd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +511,7 @@ func (x *CheckinResponse) String() string {
 func (*CheckinResponse) ProtoMessage() {}
 
 func (x *CheckinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[3]
+	mi := &file_herd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +524,7 @@ func (x *CheckinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckinResponse.ProtoReflect.Descriptor instead.
 func (*CheckinResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{3}
+	return file_herd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckinResponse) GetStatus() CheckinResponse_Status {
@@ -438,7 +578,7 @@ type GetFileRequest struct {
 
 func (x *GetFileRequest) Reset() {
 	*x = GetFileRequest{}
-	mi := &file_herd_proto_msgTypes[4]
+	mi := &file_herd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +590,7 @@ func (x *GetFileRequest) String() string {
 func (*GetFileRequest) ProtoMessage() {}
 
 func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[4]
+	mi := &file_herd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +603,7 @@ func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileRequest.ProtoReflect.Descriptor instead.
 func (*GetFileRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{4}
+	return file_herd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetFileRequest) GetDigest() string {
@@ -482,7 +622,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_herd_proto_msgTypes[5]
+	mi := &file_herd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +634,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[5]
+	mi := &file_herd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +647,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{5}
+	return file_herd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -526,7 +666,7 @@ type SendReportRequest struct {
 
 func (x *SendReportRequest) Reset() {
 	*x = SendReportRequest{}
-	mi := &file_herd_proto_msgTypes[6]
+	mi := &file_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +678,7 @@ func (x *SendReportRequest) String() string {
 func (*SendReportRequest) ProtoMessage() {}
 
 func (x *SendReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[6]
+	mi := &file_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +691,7 @@ func (x *SendReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReportRequest.ProtoReflect.Descriptor instead.
 func (*SendReportRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{6}
+	return file_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendReportRequest) GetReport() *Report {
@@ -571,7 +711,7 @@ type SendReportResponse struct {
 
 func (x *SendReportResponse) Reset() {
 	*x = SendReportResponse{}
-	mi := &file_herd_proto_msgTypes[7]
+	mi := &file_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +723,7 @@ func (x *SendReportResponse) String() string {
 func (*SendReportResponse) ProtoMessage() {}
 
 func (x *SendReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[7]
+	mi := &file_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +736,7 @@ func (x *SendReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReportResponse.ProtoReflect.Descriptor instead.
 func (*SendReportResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendReportResponse) GetDuplicate() bool {
@@ -616,7 +756,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herd_proto_msgTypes[8]
+	mi := &file_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +768,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[8]
+	mi := &file_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +781,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchRequest) GetEtag() string {
@@ -661,7 +801,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_herd_proto_msgTypes[9]
+	mi := &file_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +813,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[9]
+	mi := &file_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +826,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchEvent) GetEtag() string {
@@ -720,7 +860,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_herd_proto_msgTypes[10]
+	mi := &file_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +872,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[10]
+	mi := &file_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +885,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Report) GetRunId() string {
@@ -819,7 +959,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_herd_proto_msgTypes[11]
+	mi := &file_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +971,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[11]
+	mi := &file_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +984,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Summary) GetResources() int32 {
@@ -914,7 +1054,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1066,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1079,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetId() string {
@@ -1026,7 +1166,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1178,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1191,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Change) GetAttr() string {
@@ -1113,7 +1253,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1265,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1278,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1209,7 +1349,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1361,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1374,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListNodesRequest) GetPageSize() int32 {
@@ -1262,7 +1402,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1414,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1427,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1313,7 +1453,7 @@ type GetFactsRequest struct {
 
 func (x *GetFactsRequest) Reset() {
 	*x = GetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1465,7 @@ func (x *GetFactsRequest) String() string {
 func (*GetFactsRequest) ProtoMessage() {}
 
 func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1478,7 @@ func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetFactsRequest) GetNode() string {
@@ -1358,7 +1498,7 @@ type GetFactsResponse struct {
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1510,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1523,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetFactsResponse) GetFactsJson() []byte {
@@ -1415,7 +1555,7 @@ type ListReportsRequest struct {
 
 func (x *ListReportsRequest) Reset() {
 	*x = ListReportsRequest{}
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1567,7 @@ func (x *ListReportsRequest) String() string {
 func (*ListReportsRequest) ProtoMessage() {}
 
 func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1580,7 @@ func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsRequest.ProtoReflect.Descriptor instead.
 func (*ListReportsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListReportsRequest) GetNode() string {
@@ -1482,7 +1622,7 @@ type ListReportsResponse struct {
 
 func (x *ListReportsResponse) Reset() {
 	*x = ListReportsResponse{}
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1634,7 @@ func (x *ListReportsResponse) String() string {
 func (*ListReportsResponse) ProtoMessage() {}
 
 func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1647,7 @@ func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsResponse.ProtoReflect.Descriptor instead.
 func (*ListReportsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListReportsResponse) GetReports() []*StoredReport {
@@ -1535,7 +1675,7 @@ type StoredReport struct {
 
 func (x *StoredReport) Reset() {
 	*x = StoredReport{}
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1687,7 @@ func (x *StoredReport) String() string {
 func (*StoredReport) ProtoMessage() {}
 
 func (x *StoredReport) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1700,7 @@ func (x *StoredReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredReport.ProtoReflect.Descriptor instead.
 func (*StoredReport) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StoredReport) GetNode() string {
@@ -1593,7 +1733,7 @@ type GetCatalogRequest struct {
 
 func (x *GetCatalogRequest) Reset() {
 	*x = GetCatalogRequest{}
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1745,7 @@ func (x *GetCatalogRequest) String() string {
 func (*GetCatalogRequest) ProtoMessage() {}
 
 func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1758,7 @@ func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCatalogRequest) GetNode() string {
@@ -1638,7 +1778,7 @@ type GetCatalogResponse struct {
 
 func (x *GetCatalogResponse) Reset() {
 	*x = GetCatalogResponse{}
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1790,7 @@ func (x *GetCatalogResponse) String() string {
 func (*GetCatalogResponse) ProtoMessage() {}
 
 func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1803,7 @@ func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCatalogResponse) GetCatalog() []byte {
@@ -1688,7 +1828,7 @@ type SiteStatusRequest struct {
 
 func (x *SiteStatusRequest) Reset() {
 	*x = SiteStatusRequest{}
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1840,7 @@ func (x *SiteStatusRequest) String() string {
 func (*SiteStatusRequest) ProtoMessage() {}
 
 func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1853,7 @@ func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusRequest.ProtoReflect.Descriptor instead.
 func (*SiteStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_proto_rawDescGZIP(), []int{27}
 }
 
 type SiteStatusResponse struct {
@@ -1737,7 +1877,7 @@ type SiteStatusResponse struct {
 
 func (x *SiteStatusResponse) Reset() {
 	*x = SiteStatusResponse{}
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1889,7 @@ func (x *SiteStatusResponse) String() string {
 func (*SiteStatusResponse) ProtoMessage() {}
 
 func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1902,7 @@ func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusResponse.ProtoReflect.Descriptor instead.
 func (*SiteStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SiteStatusResponse) GetVersion() string {
@@ -1815,13 +1955,20 @@ type Certificate struct {
 	State          string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	NotAfterUnixMs int64  `protobuf:"varint,4,opt,name=not_after_unix_ms,json=notAfterUnixMs,proto3" json:"not_after_unix_ms,omitempty"`
 	Admin          bool   `protobuf:"varint,5,opt,name=admin,proto3" json:"admin,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The key's fingerprint, "sha256:<hex>": the operator compares a pending
+	// request's with the one its node prints before signing.
+	Fingerprint string `protobuf:"bytes,6,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// Where a pending request came from (address:port).
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// When the certificate was issued or revoked, or the request made.
+	TimeUnixMs    int64 `protobuf:"varint,8,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1980,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1993,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Certificate) GetName() string {
@@ -1884,6 +2031,27 @@ func (x *Certificate) GetAdmin() bool {
 	return false
 }
 
+func (x *Certificate) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *Certificate) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Certificate) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
 type ListCertificatesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1892,7 +2060,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2072,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2085,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_proto_rawDescGZIP(), []int{30}
 }
 
 type ListCertificatesResponse struct {
@@ -1929,7 +2097,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2109,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2122,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -1965,15 +2133,17 @@ func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
 }
 
 type SignCertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, sign only a request for the key with this fingerprint.
+	Fingerprint   string `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2155,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,12 +2168,19 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SignCertificateRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *SignCertificateRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
 	}
 	return ""
 }
@@ -2017,7 +2194,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2206,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2219,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2061,7 +2238,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2250,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2263,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2104,7 +2281,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2293,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2306,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2144,7 +2321,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2333,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2346,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -2197,13 +2374,15 @@ type CreateJoinTokenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	ExpiresUnixMs int64                  `protobuf:"varint,2,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	// The token's id, for ListJoinTokens and RevokeJoinToken.
+	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2394,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2407,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2245,12 +2424,351 @@ func (x *CreateJoinTokenResponse) GetExpiresUnixMs() int64 {
 	return 0
 }
 
+func (x *CreateJoinTokenResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RejectCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectCertificateRequest) Reset() {
+	*x = RejectCertificateRequest{}
+	mi := &file_herd_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectCertificateRequest) ProtoMessage() {}
+
+func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RejectCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RejectCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectCertificateResponse) Reset() {
+	*x = RejectCertificateResponse{}
+	mi := &file_herd_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectCertificateResponse) ProtoMessage() {}
+
+func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{39}
+}
+
+type JoinToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first 16 hex digits of the sha256 of the secret.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	NamePattern   string `protobuf:"bytes,2,opt,name=name_pattern,json=namePattern,proto3" json:"name_pattern,omitempty"`
+	ExpiresUnixMs int64  `protobuf:"varint,3,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	SingleUse     bool   `protobuf:"varint,4,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
+	UsedUnixMs    int64  `protobuf:"varint,5,opt,name=used_unix_ms,json=usedUnixMs,proto3" json:"used_unix_ms,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_herd_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetNamePattern() string {
+	if x != nil {
+		return x.NamePattern
+	}
+	return ""
+}
+
+func (x *JoinToken) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *JoinToken) GetSingleUse() bool {
+	if x != nil {
+		return x.SingleUse
+	}
+	return false
+}
+
+func (x *JoinToken) GetUsedUnixMs() int64 {
+	if x != nil {
+		return x.UsedUnixMs
+	}
+	return 0
+}
+
+func (x *JoinToken) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+type ListJoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensRequest) Reset() {
+	*x = ListJoinTokensRequest{}
+	mi := &file_herd_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensRequest) ProtoMessage() {}
+
+func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{41}
+}
+
+type ListJoinTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*JoinToken           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensResponse) Reset() {
+	*x = ListJoinTokensResponse{}
+	mi := &file_herd_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensResponse) ProtoMessage() {}
+
+func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenRequest) Reset() {
+	*x = RevokeJoinTokenRequest{}
+	mi := &file_herd_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenRequest) ProtoMessage() {}
+
+func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RevokeJoinTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenResponse) Reset() {
+	*x = RevokeJoinTokenResponse{}
+	mi := &file_herd_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenResponse) ProtoMessage() {}
+
+func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{44}
+}
+
 var File_herd_proto protoreflect.FileDescriptor
 
 const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"herd.proto\x12\aherd.v1\"[\n" +
+	"herd.proto\x12\aherd.v1\"\x0e\n" +
+	"\fRenewRequest\"@\n" +
+	"\x11IssueAdminRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\"k\n" +
+	"\x12IssueAdminResponse\x12'\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12,\n" +
+	"\x12ca_certificate_der\x18\x02 \x01(\fR\x10caCertificateDer\"[\n" +
 	"\rEnrollRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1d\n" +
@@ -2391,18 +2909,23 @@ const file_herd_proto_rawDesc = "" +
 	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x1a@\n" +
 	"\x12CompileErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
 	"\vCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12)\n" +
 	"\x11not_after_unix_ms\x18\x04 \x01(\x03R\x0enotAfterUnixMs\x12\x14\n" +
-	"\x05admin\x18\x05 \x01(\bR\x05admin\"\x19\n" +
+	"\x05admin\x18\x05 \x01(\bR\x05admin\x12 \n" +
+	"\vfingerprint\x18\x06 \x01(\tR\vfingerprint\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12 \n" +
+	"\ftime_unix_ms\x18\b \x01(\x03R\n" +
+	"timeUnixMs\"\x19\n" +
 	"\x17ListCertificatesRequest\"T\n" +
 	"\x18ListCertificatesResponse\x128\n" +
-	"\fcertificates\x18\x01 \x03(\v2\x14.herd.v1.CertificateR\fcertificates\",\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x14.herd.v1.CertificateR\fcertificates\"N\n" +
 	"\x16SignCertificateRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"Q\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\"Q\n" +
 	"\x17SignCertificateResponse\x126\n" +
 	"\vcertificate\x18\x01 \x01(\v2\x14.herd.v1.CertificateR\vcertificate\".\n" +
 	"\x18RevokeCertificateRequest\x12\x12\n" +
@@ -2412,18 +2935,41 @@ const file_herd_proto_rawDesc = "" +
 	"\fname_pattern\x18\x01 \x01(\tR\vnamePattern\x12\x15\n" +
 	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x1d\n" +
 	"\n" +
-	"single_use\x18\x03 \x01(\bR\tsingleUse\"W\n" +
+	"single_use\x18\x03 \x01(\bR\tsingleUse\"g\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
-	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs2C\n" +
+	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\".\n" +
+	"\x18RejectCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
+	"\x19RejectCertificateResponse\"\xcf\x01\n" +
+	"\tJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fname_pattern\x18\x02 \x01(\tR\vnamePattern\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x03 \x01(\x03R\rexpiresUnixMs\x12\x1d\n" +
+	"\n" +
+	"single_use\x18\x04 \x01(\bR\tsingleUse\x12 \n" +
+	"\fused_unix_ms\x18\x05 \x01(\x03R\n" +
+	"usedUnixMs\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\"\x17\n" +
+	"\x15ListJoinTokensRequest\"D\n" +
+	"\x16ListJoinTokensResponse\x12*\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x12.herd.v1.JoinTokenR\x06tokens\"(\n" +
+	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
+	"\x17RevokeJoinTokenResponse2|\n" +
 	"\x06Enroll\x129\n" +
-	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse2\xfc\x01\n" +
+	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse\x127\n" +
+	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
+	"\x05Local\x12E\n" +
+	"\n" +
+	"IssueAdmin\x12\x1a.herd.v1.IssueAdminRequest\x1a\x1b.herd.v1.IssueAdminResponse2\xfc\x01\n" +
 	"\x04Node\x12<\n" +
 	"\aCheckin\x12\x17.herd.v1.CheckinRequest\x1a\x18.herd.v1.CheckinResponse\x128\n" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xc5\x05\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xca\a\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -2435,7 +2981,10 @@ const file_herd_proto_rawDesc = "" +
 	"\x10ListCertificates\x12 .herd.v1.ListCertificatesRequest\x1a!.herd.v1.ListCertificatesResponse\x12T\n" +
 	"\x0fSignCertificate\x12\x1f.herd.v1.SignCertificateRequest\x1a .herd.v1.SignCertificateResponse\x12Z\n" +
 	"\x11RevokeCertificate\x12!.herd.v1.RevokeCertificateRequest\x1a\".herd.v1.RevokeCertificateResponse\x12T\n" +
-	"\x0fCreateJoinToken\x12\x1f.herd.v1.CreateJoinTokenRequest\x1a .herd.v1.CreateJoinTokenResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\x0fCreateJoinToken\x12\x1f.herd.v1.CreateJoinTokenRequest\x1a .herd.v1.CreateJoinTokenResponse\x12Z\n" +
+	"\x11RejectCertificate\x12!.herd.v1.RejectCertificateRequest\x1a\".herd.v1.RejectCertificateResponse\x12Q\n" +
+	"\x0eListJoinTokens\x12\x1e.herd.v1.ListJoinTokensRequest\x1a\x1f.herd.v1.ListJoinTokensResponse\x12T\n" +
+	"\x0fRevokeJoinToken\x12\x1f.herd.v1.RevokeJoinTokenRequest\x1a .herd.v1.RevokeJoinTokenResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -2450,94 +2999,115 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
-	(*EnrollRequest)(nil),             // 2: herd.v1.EnrollRequest
-	(*EnrollResponse)(nil),            // 3: herd.v1.EnrollResponse
-	(*CheckinRequest)(nil),            // 4: herd.v1.CheckinRequest
-	(*CheckinResponse)(nil),           // 5: herd.v1.CheckinResponse
-	(*GetFileRequest)(nil),            // 6: herd.v1.GetFileRequest
-	(*FileChunk)(nil),                 // 7: herd.v1.FileChunk
-	(*SendReportRequest)(nil),         // 8: herd.v1.SendReportRequest
-	(*SendReportResponse)(nil),        // 9: herd.v1.SendReportResponse
-	(*WatchRequest)(nil),              // 10: herd.v1.WatchRequest
-	(*WatchEvent)(nil),                // 11: herd.v1.WatchEvent
-	(*Report)(nil),                    // 12: herd.v1.Report
-	(*Summary)(nil),                   // 13: herd.v1.Summary
-	(*Event)(nil),                     // 14: herd.v1.Event
-	(*Change)(nil),                    // 15: herd.v1.Change
-	(*NodeInfo)(nil),                  // 16: herd.v1.NodeInfo
-	(*ListNodesRequest)(nil),          // 17: herd.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 18: herd.v1.ListNodesResponse
-	(*GetFactsRequest)(nil),           // 19: herd.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),          // 20: herd.v1.GetFactsResponse
-	(*ListReportsRequest)(nil),        // 21: herd.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),       // 22: herd.v1.ListReportsResponse
-	(*StoredReport)(nil),              // 23: herd.v1.StoredReport
-	(*GetCatalogRequest)(nil),         // 24: herd.v1.GetCatalogRequest
-	(*GetCatalogResponse)(nil),        // 25: herd.v1.GetCatalogResponse
-	(*SiteStatusRequest)(nil),         // 26: herd.v1.SiteStatusRequest
-	(*SiteStatusResponse)(nil),        // 27: herd.v1.SiteStatusResponse
-	(*Certificate)(nil),               // 28: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 29: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 30: herd.v1.ListCertificatesResponse
-	(*SignCertificateRequest)(nil),    // 31: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 32: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 33: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 34: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 35: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 36: herd.v1.CreateJoinTokenResponse
-	nil,                               // 37: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	(*RenewRequest)(nil),              // 2: herd.v1.RenewRequest
+	(*IssueAdminRequest)(nil),         // 3: herd.v1.IssueAdminRequest
+	(*IssueAdminResponse)(nil),        // 4: herd.v1.IssueAdminResponse
+	(*EnrollRequest)(nil),             // 5: herd.v1.EnrollRequest
+	(*EnrollResponse)(nil),            // 6: herd.v1.EnrollResponse
+	(*CheckinRequest)(nil),            // 7: herd.v1.CheckinRequest
+	(*CheckinResponse)(nil),           // 8: herd.v1.CheckinResponse
+	(*GetFileRequest)(nil),            // 9: herd.v1.GetFileRequest
+	(*FileChunk)(nil),                 // 10: herd.v1.FileChunk
+	(*SendReportRequest)(nil),         // 11: herd.v1.SendReportRequest
+	(*SendReportResponse)(nil),        // 12: herd.v1.SendReportResponse
+	(*WatchRequest)(nil),              // 13: herd.v1.WatchRequest
+	(*WatchEvent)(nil),                // 14: herd.v1.WatchEvent
+	(*Report)(nil),                    // 15: herd.v1.Report
+	(*Summary)(nil),                   // 16: herd.v1.Summary
+	(*Event)(nil),                     // 17: herd.v1.Event
+	(*Change)(nil),                    // 18: herd.v1.Change
+	(*NodeInfo)(nil),                  // 19: herd.v1.NodeInfo
+	(*ListNodesRequest)(nil),          // 20: herd.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 21: herd.v1.ListNodesResponse
+	(*GetFactsRequest)(nil),           // 22: herd.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),          // 23: herd.v1.GetFactsResponse
+	(*ListReportsRequest)(nil),        // 24: herd.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),       // 25: herd.v1.ListReportsResponse
+	(*StoredReport)(nil),              // 26: herd.v1.StoredReport
+	(*GetCatalogRequest)(nil),         // 27: herd.v1.GetCatalogRequest
+	(*GetCatalogResponse)(nil),        // 28: herd.v1.GetCatalogResponse
+	(*SiteStatusRequest)(nil),         // 29: herd.v1.SiteStatusRequest
+	(*SiteStatusResponse)(nil),        // 30: herd.v1.SiteStatusResponse
+	(*Certificate)(nil),               // 31: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 32: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 33: herd.v1.ListCertificatesResponse
+	(*SignCertificateRequest)(nil),    // 34: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 35: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 36: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 37: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 38: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 39: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 40: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 41: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 42: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 43: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 44: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 45: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 46: herd.v1.RevokeJoinTokenResponse
+	nil,                               // 47: herd.v1.SiteStatusResponse.CompileErrorsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
 	1,  // 1: herd.v1.CheckinResponse.status:type_name -> herd.v1.CheckinResponse.Status
-	12, // 2: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
-	13, // 3: herd.v1.Report.summary:type_name -> herd.v1.Summary
-	14, // 4: herd.v1.Report.events:type_name -> herd.v1.Event
-	15, // 5: herd.v1.Event.changes:type_name -> herd.v1.Change
-	13, // 6: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
-	16, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
-	23, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
-	12, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	37, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	28, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	28, // 12: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	2,  // 13: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	4,  // 14: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	6,  // 15: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	8,  // 16: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	10, // 17: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	17, // 18: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	19, // 19: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	21, // 20: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	24, // 21: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	26, // 22: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	29, // 23: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	31, // 24: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	33, // 25: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	35, // 26: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	3,  // 27: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	5,  // 28: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	7,  // 29: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	9,  // 30: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	11, // 31: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	18, // 32: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	20, // 33: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	22, // 34: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	25, // 35: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	27, // 36: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	30, // 37: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	32, // 38: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	34, // 39: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	36, // 40: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 2: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
+	16, // 3: herd.v1.Report.summary:type_name -> herd.v1.Summary
+	17, // 4: herd.v1.Report.events:type_name -> herd.v1.Event
+	18, // 5: herd.v1.Event.changes:type_name -> herd.v1.Change
+	16, // 6: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
+	19, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
+	26, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
+	15, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
+	47, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	31, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	31, // 12: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	42, // 13: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	5,  // 14: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 15: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 16: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 17: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	9,  // 18: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	11, // 19: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	13, // 20: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	20, // 21: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	22, // 22: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	24, // 23: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	27, // 24: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	29, // 25: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	32, // 26: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	34, // 27: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	36, // 28: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	38, // 29: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	40, // 30: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	43, // 31: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	45, // 32: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	6,  // 33: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 34: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 35: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 36: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	10, // 37: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	12, // 38: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	14, // 39: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	21, // 40: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	23, // 41: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	25, // 42: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	28, // 43: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	30, // 44: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	33, // 45: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	35, // 46: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	37, // 47: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	39, // 48: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	41, // 49: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	44, // 50: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	46, // 51: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	33, // [33:52] is the sub-list for method output_type
+	14, // [14:33] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -2551,9 +3121,9 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   46,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_herd_proto_goTypes,
 		DependencyIndexes: file_herd_proto_depIdxs,

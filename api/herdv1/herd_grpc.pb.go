@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Enroll_Enroll_FullMethodName = "/herd.v1.Enroll/Enroll"
+	Enroll_Renew_FullMethodName  = "/herd.v1.Enroll/Renew"
 )
 
 // EnrollClient is the client API for Enroll service.
@@ -37,8 +38,15 @@ type EnrollClient interface {
 	// takes only the public key from the CSR (never its names or
 	// extensions), and refuses a second certificate for a name already
 	// issued unless an admin revoked the first. Without a valid token the
-	// request is kept PENDING; the agent asks again with the same key.
+	// request is kept PENDING; the agent asks again with the same key. The
+	// first pending request for a name holds it: another key gets
+	// ALREADY_EXISTS until an operator rejects that request or it expires.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
+	// Renew issues a new certificate for the key of the caller's current
+	// one; it needs the node's client certificate (not an admin's). Agents
+	// call it at two thirds of their certificate's life. The answer is
+	// ISSUED with the certificate, the CA bundle and the signing key.
+	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 }
 
 type enrollClient struct {
@@ -59,6 +67,16 @@ func (c *enrollClient) Enroll(ctx context.Context, in *EnrollRequest, opts ...gr
 	return out, nil
 }
 
+func (c *enrollClient) Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*EnrollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollResponse)
+	err := c.cc.Invoke(ctx, Enroll_Renew_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EnrollServer is the server API for Enroll service.
 // All implementations must embed UnimplementedEnrollServer
 // for forward compatibility.
@@ -70,8 +88,15 @@ type EnrollServer interface {
 	// takes only the public key from the CSR (never its names or
 	// extensions), and refuses a second certificate for a name already
 	// issued unless an admin revoked the first. Without a valid token the
-	// request is kept PENDING; the agent asks again with the same key.
+	// request is kept PENDING; the agent asks again with the same key. The
+	// first pending request for a name holds it: another key gets
+	// ALREADY_EXISTS until an operator rejects that request or it expires.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
+	// Renew issues a new certificate for the key of the caller's current
+	// one; it needs the node's client certificate (not an admin's). Agents
+	// call it at two thirds of their certificate's life. The answer is
+	// ISSUED with the certificate, the CA bundle and the signing key.
+	Renew(context.Context, *RenewRequest) (*EnrollResponse, error)
 	mustEmbedUnimplementedEnrollServer()
 }
 
@@ -84,6 +109,9 @@ type UnimplementedEnrollServer struct{}
 
 func (UnimplementedEnrollServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Enroll not implemented")
+}
+func (UnimplementedEnrollServer) Renew(context.Context, *RenewRequest) (*EnrollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Renew not implemented")
 }
 func (UnimplementedEnrollServer) mustEmbedUnimplementedEnrollServer() {}
 func (UnimplementedEnrollServer) testEmbeddedByValue()                {}
@@ -124,6 +152,24 @@ func _Enroll_Enroll_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Enroll_Renew_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnrollServer).Renew(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Enroll_Renew_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnrollServer).Renew(ctx, req.(*RenewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Enroll_ServiceDesc is the grpc.ServiceDesc for Enroll service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -134,6 +180,124 @@ var Enroll_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Enroll",
 			Handler:    _Enroll_Enroll_Handler,
+		},
+		{
+			MethodName: "Renew",
+			Handler:    _Enroll_Renew_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "herd.proto",
+}
+
+const (
+	Local_IssueAdmin_FullMethodName = "/herd.v1.Local/IssueAdmin"
+)
+
+// LocalClient is the client API for Local service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Local is served only on the server's unix socket (DIR/admin.sock, in
+// its 0700 state directory): whoever may open it may read the CA key
+// anyway. It lets `herd ca admin` issue admin credentials through the
+// running server instead of opening its store beside it.
+type LocalClient interface {
+	// IssueAdmin issues an admin certificate for the key of csr_der.
+	IssueAdmin(ctx context.Context, in *IssueAdminRequest, opts ...grpc.CallOption) (*IssueAdminResponse, error)
+}
+
+type localClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLocalClient(cc grpc.ClientConnInterface) LocalClient {
+	return &localClient{cc}
+}
+
+func (c *localClient) IssueAdmin(ctx context.Context, in *IssueAdminRequest, opts ...grpc.CallOption) (*IssueAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueAdminResponse)
+	err := c.cc.Invoke(ctx, Local_IssueAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LocalServer is the server API for Local service.
+// All implementations must embed UnimplementedLocalServer
+// for forward compatibility.
+//
+// Local is served only on the server's unix socket (DIR/admin.sock, in
+// its 0700 state directory): whoever may open it may read the CA key
+// anyway. It lets `herd ca admin` issue admin credentials through the
+// running server instead of opening its store beside it.
+type LocalServer interface {
+	// IssueAdmin issues an admin certificate for the key of csr_der.
+	IssueAdmin(context.Context, *IssueAdminRequest) (*IssueAdminResponse, error)
+	mustEmbedUnimplementedLocalServer()
+}
+
+// UnimplementedLocalServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLocalServer struct{}
+
+func (UnimplementedLocalServer) IssueAdmin(context.Context, *IssueAdminRequest) (*IssueAdminResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueAdmin not implemented")
+}
+func (UnimplementedLocalServer) mustEmbedUnimplementedLocalServer() {}
+func (UnimplementedLocalServer) testEmbeddedByValue()               {}
+
+// UnsafeLocalServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LocalServer will
+// result in compilation errors.
+type UnsafeLocalServer interface {
+	mustEmbedUnimplementedLocalServer()
+}
+
+func RegisterLocalServer(s grpc.ServiceRegistrar, srv LocalServer) {
+	// If the following call panics, it indicates UnimplementedLocalServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Local_ServiceDesc, srv)
+}
+
+func _Local_IssueAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LocalServer).IssueAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Local_IssueAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LocalServer).IssueAdmin(ctx, req.(*IssueAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Local_ServiceDesc is the grpc.ServiceDesc for Local service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Local_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.Local",
+	HandlerType: (*LocalServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "IssueAdmin",
+			Handler:    _Local_IssueAdmin_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -395,6 +559,9 @@ const (
 	Admin_SignCertificate_FullMethodName   = "/herd.v1.Admin/SignCertificate"
 	Admin_RevokeCertificate_FullMethodName = "/herd.v1.Admin/RevokeCertificate"
 	Admin_CreateJoinToken_FullMethodName   = "/herd.v1.Admin/CreateJoinToken"
+	Admin_RejectCertificate_FullMethodName = "/herd.v1.Admin/RejectCertificate"
+	Admin_ListJoinTokens_FullMethodName    = "/herd.v1.Admin/ListJoinTokens"
+	Admin_RevokeJoinToken_FullMethodName   = "/herd.v1.Admin/RevokeJoinToken"
 )
 
 // AdminClient is the client API for Admin service.
@@ -412,6 +579,12 @@ type AdminClient interface {
 	SignCertificate(ctx context.Context, in *SignCertificateRequest, opts ...grpc.CallOption) (*SignCertificateResponse, error)
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	// RejectCertificate drops a pending enrollment request.
+	RejectCertificate(ctx context.Context, in *RejectCertificateRequest, opts ...grpc.CallOption) (*RejectCertificateResponse, error)
+	// ListJoinTokens lists join tokens (never their secrets).
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	// RevokeJoinToken deletes a join token by its id.
+	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error)
 }
 
 type adminClient struct {
@@ -512,6 +685,36 @@ func (c *adminClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRe
 	return out, nil
 }
 
+func (c *adminClient) RejectCertificate(ctx context.Context, in *RejectCertificateRequest, opts ...grpc.CallOption) (*RejectCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RejectCertificateResponse)
+	err := c.cc.Invoke(ctx, Admin_RejectCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, Admin_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeJoinTokenResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -527,6 +730,12 @@ type AdminServer interface {
 	SignCertificate(context.Context, *SignCertificateRequest) (*SignCertificateResponse, error)
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	// RejectCertificate drops a pending enrollment request.
+	RejectCertificate(context.Context, *RejectCertificateRequest) (*RejectCertificateResponse, error)
+	// ListJoinTokens lists join tokens (never their secrets).
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	// RevokeJoinToken deletes a join token by its id.
+	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -563,6 +772,15 @@ func (UnimplementedAdminServer) RevokeCertificate(context.Context, *RevokeCertif
 }
 func (UnimplementedAdminServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedAdminServer) RejectCertificate(context.Context, *RejectCertificateRequest) (*RejectCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RejectCertificate not implemented")
+}
+func (UnimplementedAdminServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedAdminServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -747,6 +965,60 @@ func _Admin_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RejectCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejectCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RejectCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RejectCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RejectCertificate(ctx, req.(*RejectCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeJoinToken(ctx, req.(*RevokeJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -789,6 +1061,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateJoinToken",
 			Handler:    _Admin_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "RejectCertificate",
+			Handler:    _Admin_RejectCertificate_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _Admin_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "RevokeJoinToken",
+			Handler:    _Admin_RevokeJoinToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

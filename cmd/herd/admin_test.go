@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,6 +35,10 @@ func TestAdminCommands(t *testing.T) {
 	if out, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", adminDir); code != 0 || !strings.Contains(out, "admin credentials for ops") {
 		t.Fatalf("herd ca admin: exit %d: %s%s", code, out, stderr)
 	}
+	// With the server running, --offline (a second writer) is refused.
+	if _, stderr, code := herd(t, "", "ca", "admin", "ops2", "--dir", dir, "--out", t.TempDir(), "--offline"); code == 0 || !strings.Contains(stderr, "a server is running") {
+		t.Errorf("herd ca admin --offline beside a running server: exit %d: %s", code, stderr)
+	}
 	token, stderr, code := herd(t, "", append([]string{"ca", "token", "--pattern", "web-*", "--ttl", "1h"}, conn...)...)
 	if code != 0 || len(strings.TrimSpace(token)) < 20 {
 		t.Fatalf("herd ca token: exit %d, %q %s", code, token, stderr)
@@ -57,5 +62,26 @@ func TestAdminCommands(t *testing.T) {
 	_, stderr, code = herd(t, "", "nodes", "--server", s.Addr, "--admin-dir", t.TempDir())
 	if code == 0 || !strings.Contains(stderr, "herd ca admin") {
 		t.Errorf("herd nodes without credentials: exit %d, %s", code, stderr)
+	}
+}
+
+// TestCAAdminOffline: with no server running, herd ca admin opens the
+// store only when told to.
+func TestCAAdminOffline(t *testing.T) {
+	t.Parallel()
+	dir, out := t.TempDir(), t.TempDir()
+	if _, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", out); code == 0 || !strings.Contains(stderr, "--offline") {
+		t.Errorf("herd ca admin with no server: exit %d: %s; want a refusal naming --offline", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "herd.db")); !os.IsNotExist(err) {
+		t.Errorf("the refused command touched the store: %v", err)
+	}
+	if o, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", out, "--offline"); code != 0 || !strings.Contains(o, "admin credentials for ops") {
+		t.Fatalf("herd ca admin --offline: exit %d: %s%s", code, o, stderr)
+	}
+	for _, f := range []string{"admin.crt", "admin.key", "ca.crt"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -46,6 +46,7 @@ func newAgentCmd() *cobra.Command {
 	var (
 		configFile string
 		once       bool
+		reenroll   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server ADDR [--join-token T] [--once] [--noop] [--root DIR] | agent --site DIR",
@@ -95,6 +96,15 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
 			stateDir, certDir := state.String(), state.TLS()
 			ctx := cmd.Context()
+			if reenroll {
+				moved, err := agent.Reenroll(certDir)
+				if err != nil {
+					return err
+				}
+				if moved != "" {
+					log.Info("re-enrolling: the old identity was moved aside", "to", moved)
+				}
+			}
 			name := cfg.Name
 			if name == "" {
 				name, _ = os.Hostname()
@@ -143,6 +153,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
+	f.BoolVar(&reenroll, "reenroll", false, "make a new key and enroll again (after the certificate was revoked or expired); the old identity is moved aside")
 	f.StringVar(&cfg.Server, "server", cfg.Server, "the server's gRPC address")
 	f.StringVar(&cfg.Site, "site", "", "run masterless: apply this local site checkout on a schedule and on change (no server)")
 	f.StringVar(&cfg.ServerName, "server-name", "", "the name to verify in the server's certificate (default: the --server host)")

@@ -25,6 +25,7 @@ type serverConfig struct {
 	Retain          duration `toml:"retain"`
 	CACert          string   `toml:"ca_cert"`
 	CAKey           string   `toml:"ca_key"`
+	NodeCertTTL     duration `toml:"node_cert_ttl"`
 	LogLevel        string   `toml:"log_level"`
 	AcceptEmpty     bool     `toml:"accept_empty_store"`
 
@@ -67,7 +68,7 @@ func newServerCmd() *cobra.Command {
 	cfg := serverConfig{
 		Dir: "/var/lib/herd-server", Listen: "127.0.0.1:8140", HTTPListen: "127.0.0.1:8141",
 		CheckinInterval: duration(30 * time.Minute), Debounce: duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
-		Retain: duration(90 * 24 * time.Hour),
+		Retain: duration(90 * 24 * time.Hour), NodeCertTTL: duration(30 * 24 * time.Hour),
 	}
 	var configFile string
 	cmd := &cobra.Command{
@@ -110,7 +111,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
-				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
+				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, NodeCertValidity: time.Duration(cfg.NodeCertTTL), AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
 				MaxConnections: cfg.MaxConnections, MaxAnonymousConnections: cfg.MaxAnonymous, MaxEnrollBytes: cfg.MaxEnrollBytes,
 				AnonymousTimeout: time.Duration(cfg.AnonymousTimeout), IdleTimeout: time.Duration(cfg.IdleTimeout),
 				ReceiveTimeout:  time.Duration(cfg.ReceiveTimeout),
@@ -165,6 +166,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.Int64Var(&cfg.ReportBytesPerHour, "report-bytes-per-hour", 0, "report bytes a node may send an hour (default 64 MiB)")
 	f.Int64Var(&cfg.FactsBytesPerHour, "facts-bytes-per-hour", 0, "bytes of changed facts a node may send an hour (default 8 MiB)")
 	f.BoolVar(&cfg.AcceptEmpty, "accept-empty-store", false, "start although the store is empty and the CA exists (the store was lost: revocations and history start from nothing)")
+	f.Var(&cfg.NodeCertTTL, "node-cert-ttl", "how long a node certificate is valid; agents renew at two thirds of it")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,7 +27,9 @@ import (
 
 // Errors callers branch on with errors.Is. The server maps them to gRPC
 // codes: ErrInvalid (and so ErrInvalidName and ErrInvalidCSR) to
-// InvalidArgument, ErrExists to AlreadyExists, ErrNotFound to NotFound.
+// InvalidArgument, ErrExists and ErrPendingOther to AlreadyExists,
+// ErrNotFound to NotFound, ErrTooMany to ResourceExhausted, ErrFingerprint
+// to FailedPrecondition.
 var (
 	// ErrInvalid means a request is malformed: a bad name, certificate
 	// request, token pattern or lifetime. ErrInvalidName and ErrInvalidCSR
@@ -39,6 +42,15 @@ var (
 	// ErrNotFound means there is no pending request or no unrevoked
 	// certificate of that name.
 	ErrNotFound = errors.New("not found")
+	// ErrPendingOther means a request with another key is already pending
+	// for the name: the first request holds it until an operator rejects
+	// it or it expires.
+	ErrPendingOther = errors.New("a request with another key is pending for this name")
+	// ErrTooMany means the CA holds as many pending requests as it may.
+	ErrTooMany = errors.New("too many pending requests")
+	// ErrFingerprint means the key of a pending request is not the one the
+	// operator named.
+	ErrFingerprint = errors.New("the pending request's key has another fingerprint")
 	// ErrInvalidName means a name cannot be a node's or an admin's name.
 	ErrInvalidName error = invalid("invalid name")
 	// ErrInvalidCSR means a certificate request is malformed, its
@@ -76,7 +88,8 @@ type Options struct {
 	// directory on first start. Both or neither. They are read, never
 	// written.
 	CertFile, KeyFile string
-	// NodeValidity is how long a node certificate is valid; 0 is one year.
+	// NodeValidity is how long a node certificate is valid; 0 is 30 days.
+	// Agents renew theirs (Renew) at two thirds of its life.
 	NodeValidity time.Duration
 	// AdminValidity is how long an admin certificate is valid; 0 is one year.
 	AdminValidity time.Duration
@@ -86,6 +99,14 @@ type Options struct {
 	// RetryAfter is what a pending enrollment is told to wait before
 	// asking again; 0 is 30 seconds.
 	RetryAfter time.Duration
+	// PendingTTL is how long a pending request holds its name before it is
+	// dropped (and the name is open to a new request); 0 is 7 days.
+	PendingTTL time.Duration
+	// MaxPending bounds the requests pending at once; past it a new one is
+	// refused with ErrTooMany; 0 is 1,000.
+	MaxPending int
+	// MaxTokenTTL is the longest lifetime NewToken grants; 0 is 30 days.
+	MaxTokenTTL time.Duration
 	// Log receives issuance and revocation records; nil discards them.
 	Log *slog.Logger
 	// Now is the clock; nil is time.Now. Tests set it.
@@ -115,12 +136,20 @@ type CA struct {
 	// revocation so that IsRevoked, called on every RPC, is one atomic
 	// load and a map lookup.
 	revoked  atomic.Pointer[map[string]struct{}]
-	revokeMu sync.Mutex // serialises writers of revoked and subs
+	revokeMu sync.Mutex // serialises writers of revoked, subs and the CRL
 	subs     map[int]func(name, serial string)
 	nextSub  int
+	// crlNumber is the number of the CRL last written; noCRL says the CA
+	// certificate may not sign CRLs (a given CA without the CRL-signing
+	// usage), so revocations live in the store only.
+	crlNumber *big.Int
+	noCRL     bool
 
 	serverMu   sync.Mutex
 	serverCert *serverCert // cached by ServerCert
+
+	verified verified   // VerifyClient's cache
+	ticketMu sync.Mutex // serialises TicketKeys
 }
 
 // Open opens the CA kept in dir, creating dir, the CA (an ECDSA P-256
@@ -132,7 +161,7 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 		return nil, errors.New("opening CA: no store")
 	}
 	if opts.NodeValidity <= 0 {
-		opts.NodeValidity = 365 * 24 * time.Hour
+		opts.NodeValidity = 30 * 24 * time.Hour
 	}
 	if opts.AdminValidity <= 0 {
 		opts.AdminValidity = 365 * 24 * time.Hour
@@ -142,6 +171,15 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 	}
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = 30 * time.Second
+	}
+	if opts.PendingTTL <= 0 {
+		opts.PendingTTL = 7 * 24 * time.Hour
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 1000
+	}
+	if opts.MaxTokenTTL <= 0 {
+		opts.MaxTokenTTL = 30 * 24 * time.Hour
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -182,6 +220,34 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 	set := make(map[string]struct{}, len(serials))
 	for _, s := range serials {
 		set[s] = struct{}{}
+	}
+	// The CRL beside the CA and the store each keep every revocation; a
+	// serial in either stays revoked, so that a store emptied or restored
+	// from an old backup un-revokes nothing.
+	c.noCRL = c.cert.KeyUsage != 0 && c.cert.KeyUsage&x509.KeyUsageCRLSign == 0
+	if c.noCRL {
+		c.log.Warn("the CA certificate may not sign revocation lists: revocations are kept in the store only", "subject", c.cert.Subject.CommonName)
+	} else {
+		crlSerials, number, err := c.loadCRL()
+		if err != nil {
+			return nil, fmt.Errorf("opening CA: %w", err)
+		}
+		c.crlNumber = number
+		onlyCRL := 0
+		for _, s := range crlSerials {
+			if _, ok := set[s]; !ok {
+				set[s] = struct{}{}
+				onlyCRL++
+			}
+		}
+		if onlyCRL > 0 {
+			c.log.Warn("revocations in the CA's revocation list are missing from the store; they stay revoked", "count", onlyCRL)
+		}
+		if len(set) != len(crlSerials) || number.Sign() == 0 {
+			if err := c.writeCRL(set); err != nil {
+				return nil, fmt.Errorf("opening CA: %w", err)
+			}
+		}
 	}
 	c.revoked.Store(&set)
 	return c, nil

@@ -194,7 +194,7 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.ca.Enroll(context.Background(), "web-01", csr, f.token(t, "", true))
+	res, err := f.ca.Enroll(context.Background(), "web-01", csr, f.token(t, "", true), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func tlsPair(t *testing.T, f *fixture, name string) tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.ca.Enroll(context.Background(), name, csr, f.token(t, "", true))
+	res, err := f.ca.Enroll(context.Background(), name, csr, f.token(t, "", true), "")
 	if err != nil {
 		t.Fatal(err)
 	}

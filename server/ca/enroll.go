@@ -24,6 +24,9 @@ const (
 	StateIssued  State = "issued"
 	StatePending State = "pending"
 	StateRevoked State = "revoked"
+	// StateSuperseded is a certificate its node renewed; it is valid
+	// until it expires.
+	StateSuperseded State = "superseded"
 )
 
 // EnrollResult is the CA's answer to an enrollment.
@@ -56,13 +59,15 @@ type EnrollResult struct {
 //
 // A valid join token (unexpired, its pattern matching name) issues the
 // certificate at once. Otherwise the request is kept pending for `herd ca
-// sign NAME`: a request sent again with the same key stays as it is, and
-// one with a different key replaces it. Replacing means that whoever asks
-// last for a name is what the operator signs, so an operator compares the
-// key fingerprint the node shows with the one List shows before signing;
-// the alternative, first request wins, would let anyone hold a name
-// hostage by asking for it before the real node does.
-func (c *CA) Enroll(ctx context.Context, name string, csrDER []byte, token string) (EnrollResult, error) {
+// sign NAME`, with source (the requester's address) for the operator to
+// see. The first request for a name holds it: the same key asking again
+// is told to wait, another key is refused with ErrPendingOther until an
+// operator rejects the request (`herd ca reject NAME`) or it is older
+// than Options.PendingTTL. Letting the last request win instead would let
+// anyone replace a waiting node's key with their own just before the
+// operator signs. At most Options.MaxPending requests wait at once; past
+// that, after dropping expired ones, a new one fails with ErrTooMany.
+func (c *CA) Enroll(ctx context.Context, name string, csrDER []byte, token, source string) (EnrollResult, error) {
 	if err := CheckName(name); err != nil {
 		return EnrollResult{}, fmt.Errorf("enrolling: %w", err)
 	}
@@ -104,15 +109,71 @@ func (c *CA) Enroll(ctx context.Context, name string, csrDER []byte, token strin
 	if err != nil {
 		return EnrollResult{}, fmt.Errorf("enrolling %q: reading pending request: %w", name, err)
 	}
-	if ok && csrHasKey(old.CSR, pub) {
-		return pending, nil
+	if ok && !c.pendingExpired(old) {
+		if csrHasKey(old.CSR, pub) {
+			return pending, nil
+		}
+		oldFP := ""
+		if csr, err := x509.ParseCertificateRequest(old.CSR); err == nil {
+			oldFP, _ = Fingerprint(csr.PublicKey)
+		}
+		c.log.Warn("enrollment refused: another key's request is pending", "name", name, "source", source, "pending_key", oldFP)
+		return EnrollResult{}, fmt.Errorf("enrolling %q: %w (key %s); if that is not this node's key, an operator runs: herd ca reject %s", name, ErrPendingOther, oldFP, name)
 	}
-	if err := c.st.PutPending(ctx, Pending{Name: name, CSR: csrDER, Requested: c.now()}); err != nil {
+	if !ok {
+		if err := c.roomForPending(ctx); err != nil {
+			return EnrollResult{}, fmt.Errorf("enrolling %q: %w", name, err)
+		}
+	}
+	if err := c.st.PutPending(ctx, Pending{Name: name, CSR: csrDER, Requested: c.now(), Source: source}); err != nil {
 		return EnrollResult{}, fmt.Errorf("enrolling %q: storing pending request: %w", name, err)
 	}
 	fp, _ := Fingerprint(pub)
-	c.log.Info("enrollment pending", "name", name, "key", fp, "reason", reason, "replaced", ok)
+	c.log.Info("enrollment pending", "name", name, "key", fp, "source", source, "reason", reason, "replaced_expired", ok)
 	return pending, nil
+}
+
+// pendingExpired reports whether a pending request is past PendingTTL.
+func (c *CA) pendingExpired(p Pending) bool {
+	return !c.now().Before(p.Requested.Add(c.opts.PendingTTL))
+}
+
+// roomForPending makes sure one more request may be kept: below the cap,
+// or below it after dropping the expired ones. Concurrent enrollments of
+// different names may each see room and overshoot the cap by a few, which
+// bounds nothing less: the cap is about thousands, not one.
+func (c *CA) roomForPending(ctx context.Context) error {
+	n, err := c.st.CountPending(ctx)
+	if err != nil {
+		return fmt.Errorf("counting pending requests: %w", err)
+	}
+	if n < c.opts.MaxPending {
+		return nil
+	}
+	if _, err := c.PrunePending(ctx); err != nil {
+		return err
+	}
+	if n, err = c.st.CountPending(ctx); err != nil {
+		return fmt.Errorf("counting pending requests: %w", err)
+	}
+	if n >= c.opts.MaxPending {
+		return fmt.Errorf("%w: %d waiting for an operator (sign or reject them, or enroll with a join token)", ErrTooMany, n)
+	}
+	return nil
+}
+
+// PrunePending drops the pending requests older than Options.PendingTTL
+// and says how many it dropped. Enroll and List call it; the server also
+// calls it periodically.
+func (c *CA) PrunePending(ctx context.Context) (int, error) {
+	n, err := c.st.PrunePending(ctx, c.now().Add(-c.opts.PendingTTL))
+	if err != nil {
+		return 0, fmt.Errorf("dropping expired pending requests: %w", err)
+	}
+	if n > 0 {
+		c.log.Info("dropped expired pending requests", "count", n, "ttl", c.opts.PendingTTL)
+	}
+	return n, nil
 }
 
 // dropPending removes name's pending request, if it has one.

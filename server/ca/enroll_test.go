@@ -64,7 +64,7 @@ func TestEnrollTakesOnlyTheKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := f.ca.Enroll(context.Background(), "web-01", csr, f.token(t, "", false))
+			res, err := f.ca.Enroll(context.Background(), "web-01", csr, f.token(t, "", false), "")
 			if err != nil || res.State != ca.StateIssued {
 				t.Fatalf("Enroll = %+v, %v; want issued", res, err)
 			}
@@ -95,8 +95,8 @@ func TestEnrollTakesOnlyTheKey(t *testing.T) {
 			if n := cert.SerialNumber.BitLen(); n < 100 || n > 128 {
 				t.Errorf("serial is %d bits, want 128 random bits", n)
 			}
-			if life := cert.NotAfter.Sub(f.clock.Now()); life < 364*24*time.Hour || life > 366*24*time.Hour {
-				t.Errorf("certificate valid for %v, want a year", life)
+			if life := cert.NotAfter.Sub(f.clock.Now()); life < 29*24*time.Hour || life > 31*24*time.Hour {
+				t.Errorf("certificate valid for %v, want 30 days", life)
 			}
 			if ca.IsAdmin(cert) {
 				t.Error("node certificate is an admin's")
@@ -128,6 +128,9 @@ func TestEnrollTokens(t *testing.T) {
 		{name: "expired", node: "web-01", wait: 2 * time.Hour, wantState: ca.StatePending, wantReason: "expired"},
 		{name: "pattern matches", node: "web-01", pattern: "web-*", wantState: ca.StateIssued},
 		{name: "pattern refuses", node: "db-01", pattern: "web-*", wantState: ca.StatePending, wantReason: `"web-*"`},
+		// A '*' stays within one label: the pattern matches whole names.
+		{name: "pattern refuses more labels", node: "web-01.evil.example", pattern: "web-*", wantState: ca.StatePending, wantReason: `"web-*"`},
+		{name: "pattern with labels matches", node: "web-01.dc1.example", pattern: "web-*.*.example", wantState: ca.StateIssued},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -164,6 +167,18 @@ func TestSingleUseToken(t *testing.T) {
 			t.Fatalf("second Enroll = %+v, %v; want pending", res, err)
 		}
 	})
+	t.Run("spent only by what it issues", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		secret := f.token(t, "web-*", true)
+		// A name outside the pattern does not spend it.
+		if res, _, err := f.enroll(t, "db-01", secret); err != nil || res.State != ca.StatePending {
+			t.Fatalf("Enroll db-01 = %+v, %v; want pending", res, err)
+		}
+		if res, _, err := f.enroll(t, "web-01", secret); err != nil || res.State != ca.StateIssued {
+			t.Fatalf("Enroll web-01 after a refused use = %+v, %v; want issued", res, err)
+		}
+	})
 	t.Run("concurrent", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
@@ -173,7 +188,7 @@ func TestSingleUseToken(t *testing.T) {
 		for i := range states {
 			_, csr := newCSR(t, "x")
 			wg.Go(func() {
-				res, err := f.ca.Enroll(context.Background(), fmt.Sprintf("web-%02d", i), csr, secret)
+				res, err := f.ca.Enroll(context.Background(), fmt.Sprintf("web-%02d", i), csr, secret, "")
 				if err != nil {
 					t.Errorf("Enroll = %v", err)
 				}
@@ -199,7 +214,7 @@ func TestSingleUseToken(t *testing.T) {
 		for range 10 {
 			_, csr := newCSR(t, "web-01")
 			wg.Go(func() {
-				res, err := f.ca.Enroll(context.Background(), "web-01", csr, secret)
+				res, err := f.ca.Enroll(context.Background(), "web-01", csr, secret, "")
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -229,6 +244,7 @@ func TestNewTokenRefuses(t *testing.T) {
 		{"web-[", time.Hour},
 		{"web-*", 0},
 		{"web-*", -time.Hour},
+		{"web-*", 31 * 24 * time.Hour}, // past MaxTokenTTL's default
 	} {
 		if _, _, err := f.ca.NewToken(context.Background(), tc.pattern, tc.ttl, false); !errors.Is(err, ca.ErrInvalid) {
 			t.Errorf("NewToken(%q, %v) = %v, want ErrInvalid", tc.pattern, tc.ttl, err)
@@ -250,17 +266,17 @@ func TestEnrollExistsUntilRevoked(t *testing.T) {
 	_, csrA := newCSR(t, "web-01")
 	_, csrB := newCSR(t, "web-01")
 
-	first, err := f.ca.Enroll(ctx, "web-01", csrA, token)
+	first, err := f.ca.Enroll(ctx, "web-01", csrA, token, "")
 	if err != nil || first.State != ca.StateIssued {
 		t.Fatalf("Enroll = %+v, %v; want issued", first, err)
 	}
-	if _, err := f.ca.Enroll(ctx, "web-01", csrB, token); !errors.Is(err, ca.ErrExists) {
+	if _, err := f.ca.Enroll(ctx, "web-01", csrB, token, ""); !errors.Is(err, ca.ErrExists) {
 		t.Fatalf("Enroll with another key = %v, want ErrExists", err)
 	}
-	if _, err := f.ca.Enroll(ctx, "web-01", csrB, ""); !errors.Is(err, ca.ErrExists) {
+	if _, err := f.ca.Enroll(ctx, "web-01", csrB, "", ""); !errors.Is(err, ca.ErrExists) {
 		t.Fatalf("Enroll with another key and no token = %v, want ErrExists", err)
 	}
-	again, err := f.ca.Enroll(ctx, "web-01", csrA, "")
+	again, err := f.ca.Enroll(ctx, "web-01", csrA, "", "")
 	if err != nil || again.State != ca.StateIssued || again.Cert.Serial != first.Cert.Serial {
 		t.Fatalf("Enroll with the same key = %+v, %v; want the first certificate", again, err)
 	}
@@ -268,7 +284,7 @@ func TestEnrollExistsUntilRevoked(t *testing.T) {
 	if err := f.ca.Revoke(ctx, "web-01"); err != nil {
 		t.Fatal(err)
 	}
-	next, err := f.ca.Enroll(ctx, "web-01", csrB, token)
+	next, err := f.ca.Enroll(ctx, "web-01", csrB, token, "")
 	if err != nil || next.State != ca.StateIssued || next.Cert.Serial == first.Cert.Serial {
 		t.Fatalf("Enroll after Revoke = %+v, %v; want a new certificate", next, err)
 	}
@@ -276,7 +292,7 @@ func TestEnrollExistsUntilRevoked(t *testing.T) {
 		t.Error("IsRevoked: want the first certificate revoked and the second not")
 	}
 	// The revoked key cannot come back as the holder of the name.
-	if _, err := f.ca.Enroll(ctx, "web-01", csrA, token); !errors.Is(err, ca.ErrExists) {
+	if _, err := f.ca.Enroll(ctx, "web-01", csrA, token, ""); !errors.Is(err, ca.ErrExists) {
 		t.Errorf("Enroll with the revoked key = %v, want ErrExists", err)
 	}
 }
@@ -302,7 +318,7 @@ func TestPendingThenSign(t *testing.T) {
 		return list[0]
 	}
 
-	res, err := f.ca.Enroll(ctx, "db-01", csrA, "")
+	res, err := f.ca.Enroll(ctx, "db-01", csrA, "", "192.0.2.1:4000")
 	if err != nil || res.State != ca.StatePending {
 		t.Fatalf("Enroll = %+v, %v; want pending", res, err)
 	}
@@ -311,50 +327,187 @@ func TestPendingThenSign(t *testing.T) {
 		t.Errorf("pending fingerprint = %s, want %s", first.Fingerprint, fpA)
 	}
 	f.clock.Add(time.Minute)
-	if res, err := f.ca.Enroll(ctx, "db-01", csrA, ""); err != nil || res.State != ca.StatePending {
+	if res, err := f.ca.Enroll(ctx, "db-01", csrA, "", ""); err != nil || res.State != ca.StatePending {
 		t.Fatalf("Enroll again = %+v, %v; want pending", res, err)
 	}
 	if got := pendingOf(); !got.Time.Equal(first.Time) {
 		t.Errorf("same key asking again rewrote the request (time %v, was %v)", got.Time, first.Time)
 	}
-	if res, err := f.ca.Enroll(ctx, "db-01", csrB, ""); err != nil || res.State != ca.StatePending {
-		t.Fatalf("Enroll with another key = %+v, %v; want pending", res, err)
+	// The first request holds the name: another key (the attacker) is
+	// refused and the request stays the first one's.
+	if _, err := f.ca.Enroll(ctx, "db-01", csrB, "", "203.0.113.9:5555"); !errors.Is(err, ca.ErrPendingOther) {
+		t.Fatalf("Enroll with another key = %v; want ErrPendingOther", err)
 	}
-	if got := pendingOf(); got.Fingerprint != fpB {
-		t.Errorf("another key did not replace the request: fingerprint %s, want %s", got.Fingerprint, fpB)
+	if got := pendingOf(); got.Fingerprint != fpA || got.Source != "192.0.2.1:4000" {
+		t.Errorf("another key changed the request: fingerprint %s source %s, want %s from 192.0.2.1:4000", got.Fingerprint, got.Source, fpA)
 	}
-
-	cert, err := f.ca.Sign(ctx, "db-01")
+	// Signing names the key the operator compared.
+	if _, err := f.ca.Sign(ctx, "db-01", fpB); !errors.Is(err, ca.ErrFingerprint) {
+		t.Fatalf("Sign with the other key's fingerprint = %v, want ErrFingerprint", err)
+	}
+	cert, err := f.ca.Sign(ctx, "db-01", strings.ToUpper(strings.TrimPrefix(fpA, "sha256:")))
 	if err != nil {
 		t.Fatalf("Sign = %v", err)
 	}
 	x := mustParse(t, cert.DER)
-	if !pubB.(*ecdsa.PublicKey).Equal(x.PublicKey) {
-		t.Error("Sign issued for a key other than the last request's")
+	if !pubA.(*ecdsa.PublicKey).Equal(x.PublicKey) {
+		t.Error("Sign issued for a key other than the first request's")
 	}
 	if err := f.verify(x, x509.ExtKeyUsageClientAuth); err != nil {
 		t.Errorf("signed certificate does not verify: %v", err)
 	}
-	if _, err := f.ca.Sign(ctx, "db-01"); !errors.Is(err, ca.ErrNotFound) {
+	if _, err := f.ca.Sign(ctx, "db-01", ""); !errors.Is(err, ca.ErrNotFound) {
 		t.Errorf("Sign with nothing pending = %v, want ErrNotFound", err)
 	}
 	// The node asks again and gets what the operator signed.
-	if res, err := f.ca.Enroll(ctx, "db-01", csrB, ""); err != nil || res.State != ca.StateIssued || res.Cert.Serial != cert.Serial {
+	if res, err := f.ca.Enroll(ctx, "db-01", csrA, "", ""); err != nil || res.State != ca.StateIssued || res.Cert.Serial != cert.Serial {
 		t.Errorf("Enroll after Sign = %+v, %v; want the signed certificate", res, err)
 	}
-	if _, err := f.ca.Enroll(ctx, "db-01", csrA, ""); !errors.Is(err, ca.ErrExists) {
-		t.Errorf("Enroll with the replaced key after Sign = %v, want ErrExists", err)
+	if _, err := f.ca.Enroll(ctx, "db-01", csrB, "", ""); !errors.Is(err, ca.ErrExists) {
+		t.Errorf("Enroll with the other key after Sign = %v, want ErrExists", err)
 	}
 
 	// A stale request beside an issued certificate is not signed.
-	if err := f.st.PutPending(ctx, ca.Pending{Name: "db-01", CSR: csrA}); err != nil {
+	if err := f.st.PutPending(ctx, ca.Pending{Name: "db-01", CSR: csrB, Requested: f.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.ca.Sign(ctx, "db-01"); !errors.Is(err, ca.ErrExists) {
+	if _, err := f.ca.Sign(ctx, "db-01", ""); !errors.Is(err, ca.ErrExists) {
 		t.Errorf("Sign beside an issued certificate = %v, want ErrExists", err)
 	}
-	if _, err := f.ca.Sign(ctx, "../db"); !errors.Is(err, ca.ErrInvalidName) {
+	if _, err := f.ca.Sign(ctx, "../db", ""); !errors.Is(err, ca.ErrInvalidName) {
 		t.Errorf("Sign(../db) = %v, want ErrInvalidName", err)
+	}
+}
+
+// TestRejectAndExpiry: a squatted name is freed by `herd ca reject` or by
+// the request expiring, and the real node's key may then ask.
+func TestRejectAndExpiry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	_, attacker := newCSR(t, "web-01")
+	_, node := newCSR(t, "web-01")
+	if _, err := f.ca.Enroll(ctx, "web-01", attacker, "", "203.0.113.9:1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ca.Enroll(ctx, "web-01", node, "", "192.0.2.1:1"); !errors.Is(err, ca.ErrPendingOther) {
+		t.Fatalf("Enroll of the real node while squatted = %v, want ErrPendingOther", err)
+	}
+	if err := f.ca.Reject(ctx, "web-01"); err != nil {
+		t.Fatalf("Reject = %v", err)
+	}
+	if err := f.ca.Reject(ctx, "web-01"); !errors.Is(err, ca.ErrNotFound) {
+		t.Errorf("Reject again = %v, want ErrNotFound", err)
+	}
+	if res, err := f.ca.Enroll(ctx, "web-01", node, "", "192.0.2.1:1"); err != nil || res.State != ca.StatePending {
+		t.Fatalf("Enroll after Reject = %+v, %v; want pending", res, err)
+	}
+	// Past the TTL the request no longer holds the name nor can be signed.
+	f.clock.Add(8 * 24 * time.Hour)
+	if _, err := f.ca.Sign(ctx, "web-01", ""); !errors.Is(err, ca.ErrNotFound) {
+		t.Errorf("Sign of an expired request = %v, want ErrNotFound", err)
+	}
+	if res, err := f.ca.Enroll(ctx, "web-01", attacker, "", "203.0.113.9:1"); err != nil || res.State != ca.StatePending {
+		t.Errorf("Enroll after expiry = %+v, %v; want pending", res, err)
+	}
+}
+
+// TestPendingCap: past MaxPending new requests are refused until expired
+// ones are dropped; asking again for a held name still answers pending.
+func TestPendingCap(t *testing.T) {
+	t.Parallel()
+	st, clk := ca.NewMemStore(), newClock()
+	c, err := ca.Open(context.Background(), t.TempDir(), st, ca.Options{Now: clk.Now, Log: testLog(t), MaxPending: 3, PendingTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	csrs := map[string][]byte{}
+	for i := range 3 {
+		name := fmt.Sprintf("n-%d", i)
+		_, csrs[name] = newCSR(t, name)
+		if _, err := c.Enroll(ctx, name, csrs[name], "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, extra := newCSR(t, "n-3")
+	if _, err := c.Enroll(ctx, "n-3", extra, "", ""); !errors.Is(err, ca.ErrTooMany) {
+		t.Fatalf("Enroll past the cap = %v, want ErrTooMany", err)
+	}
+	if res, err := c.Enroll(ctx, "n-0", csrs["n-0"], "", ""); err != nil || res.State != ca.StatePending {
+		t.Errorf("Enroll again of a held name at the cap = %+v, %v; want pending", res, err)
+	}
+	clk.Add(2 * time.Hour)
+	if res, err := c.Enroll(ctx, "n-3", extra, "", ""); err != nil || res.State != ca.StatePending {
+		t.Fatalf("Enroll after the others expired = %+v, %v; want pending", res, err)
+	}
+	if n, _ := st.CountPending(ctx); n != 1 {
+		t.Errorf("%d pending after expiry pruning, want 1", n)
+	}
+}
+
+// TestRenewAndExpiry: a node renews over its identity with no operator
+// step; the old certificate stays valid until it expires, a lost answer
+// is given again, a stale serial is refused, a revocation covers both,
+// and a node whose certificate expired enrolls again with a token.
+func TestRenewAndExpiry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	res, pub, err := f.enroll(t, "web-01", f.token(t, "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := mustParse(t, res.Cert.DER)
+	caller, err := f.ca.VerifyClient(ctx, []*x509.Certificate{leaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(21 * 24 * time.Hour)
+	renewed, err := f.ca.Renew(ctx, caller, pub)
+	if err != nil {
+		t.Fatalf("Renew = %v", err)
+	}
+	if renewed.Supersedes != caller.Serial || !renewed.NotAfter.After(res.Cert.NotAfter) {
+		t.Errorf("Renew = %+v; want a later certificate superseding %s", renewed, caller.Serial)
+	}
+	if again, err := f.ca.Renew(ctx, caller, pub); err != nil || again.Serial != renewed.Serial {
+		t.Errorf("Renew again with the old certificate = %v, %v; want the same renewal", again.Serial, err)
+	}
+	if _, err := f.ca.VerifyClient(ctx, []*x509.Certificate{leaf}); err != nil {
+		t.Errorf("the superseded certificate before its expiry: %v", err)
+	}
+	newLeaf := mustParse(t, renewed.DER)
+	newCaller, err := f.ca.VerifyClient(ctx, []*x509.Certificate{newLeaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An old serial cannot renew once a newer certificate was renewed.
+	if _, err := f.ca.Renew(ctx, newCaller, pub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ca.Renew(ctx, caller, pub); !errors.Is(err, ca.ErrExists) {
+		t.Errorf("Renew with a twice-superseded certificate = %v, want ErrExists", err)
+	}
+	if err := f.ca.Revoke(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.ca.IsRevoked(caller.Serial) || !f.ca.IsRevoked(newCaller.Serial) {
+		t.Error("Revoke left a superseded, still valid certificate unrevoked")
+	}
+
+	// Offline past expiry: the name is free for a token enrollment.
+	res, pub, err = f.enroll(t, "db-01", f.token(t, "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(31 * 24 * time.Hour)
+	if _, err := f.ca.Renew(ctx, ca.Caller{Name: "db-01", Serial: res.Cert.Serial}, pub); err == nil {
+		t.Error("Renew of an expired certificate succeeded")
+	}
+	again, _, err := f.enroll(t, "db-01", f.token(t, "", false))
+	if err != nil || again.State != ca.StateIssued {
+		t.Fatalf("Enroll after expiry = %+v, %v; want issued", again, err)
 	}
 }
 
@@ -363,10 +516,10 @@ func TestTokenIssuesPending(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	_, csr := newCSR(t, "web-01")
-	if res, err := f.ca.Enroll(ctx, "web-01", csr, ""); err != nil || res.State != ca.StatePending {
+	if res, err := f.ca.Enroll(ctx, "web-01", csr, "", ""); err != nil || res.State != ca.StatePending {
 		t.Fatalf("Enroll = %+v, %v; want pending", res, err)
 	}
-	if res, err := f.ca.Enroll(ctx, "web-01", csr, f.token(t, "web-*", true)); err != nil || res.State != ca.StateIssued {
+	if res, err := f.ca.Enroll(ctx, "web-01", csr, f.token(t, "web-*", true), ""); err != nil || res.State != ca.StateIssued {
 		t.Fatalf("Enroll with a token = %+v, %v; want issued", res, err)
 	}
 	if _, ok, _ := f.st.Pending(ctx, "web-01"); ok {
@@ -430,7 +583,7 @@ func TestCheckName(t *testing.T) {
 	f := newFixture(t)
 	_, csr := newCSR(t, "web-01")
 	for _, name := range []string{"", "../x", "*", "Web-01", long} {
-		if _, err := f.ca.Enroll(context.Background(), name, csr, f.token(t, "", false)); !errors.Is(err, ca.ErrInvalidName) {
+		if _, err := f.ca.Enroll(context.Background(), name, csr, f.token(t, "", false), ""); !errors.Is(err, ca.ErrInvalidName) {
 			t.Errorf("Enroll(%q) = %v, want ErrInvalidName", name, err)
 		}
 	}
@@ -485,7 +638,7 @@ func TestEnrollRefusesRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
-			res, err := f.ca.Enroll(context.Background(), "web-01", tc.csr, f.token(t, "", false))
+			res, err := f.ca.Enroll(context.Background(), "web-01", tc.csr, f.token(t, "", false), "")
 			if tc.ok {
 				if err != nil || res.State != ca.StateIssued {
 					t.Errorf("Enroll = %+v, %v; want issued", res, err)

@@ -22,7 +22,7 @@ func FuzzEnrollName(f *testing.F) {
 	token := fx.token(f, "", false)
 	_, csr := newCSR(f, "web-01")
 	f.Fuzz(func(t *testing.T, name string) {
-		res, err := fx.ca.Enroll(context.Background(), name, csr, token)
+		res, err := fx.ca.Enroll(context.Background(), name, csr, token, "")
 		if err != nil {
 			return
 		}
@@ -52,7 +52,7 @@ func FuzzParseCSR(f *testing.F) {
 	fx := newFixture(f)
 	token := fx.token(f, "", false)
 	f.Fuzz(func(t *testing.T, der []byte) {
-		res, err := fx.ca.Enroll(context.Background(), "web-01", der, token)
+		res, err := fx.ca.Enroll(context.Background(), "web-01", der, token, "")
 		if err != nil {
 			return
 		}
@@ -66,6 +66,88 @@ func FuzzParseCSR(f *testing.F) {
 		}
 		if !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
 			t.Fatal("certificate is not for the request's key")
+		}
+	})
+}
+
+// FuzzMatchName: a token pattern never lets a name with more labels than
+// it has through, and a '*' never matches a dot.
+func FuzzMatchName(f *testing.F) {
+	for _, s := range [][2]string{{"web-*", "web-01"}, {"web-*", "web-01.evil.example"}, {"web-*.*", "web-1.a"}, {"", "x"}, {"[", "x"}, {"*", "."}, {"a.*", "a."}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		if !ca.MatchName(pattern, name) || pattern == "" {
+			return
+		}
+		if strings.Count(pattern, ".") != strings.Count(name, ".") {
+			t.Fatalf("MatchName(%q, %q) with a different number of labels", pattern, name)
+		}
+	})
+}
+
+// FuzzAdminCalls: the operator calls that take a name, a fingerprint or a
+// token id (Sign, Reject, RevokeToken) take any bytes without panicking,
+// never sign for a fingerprint other than the request's, and a token
+// survives every id but its own.
+func FuzzAdminCalls(f *testing.F) {
+	for _, s := range []string{"web-01", "", "sha256:", "../x", "0123456789abcdef", "ZZZZZZZZZZZZZZZZ", "\x00", strings.Repeat("f", 64)} {
+		f.Add(s, s)
+	}
+	fx := newFixture(f)
+	ctx := context.Background()
+	secret := fx.token(f, "", false)
+	id := ca.TokenID(secret)
+	f.Fuzz(func(t *testing.T, name, arg string) {
+		pub, csr := newCSR(t, "web-01")
+		fp, _ := ca.Fingerprint(pub)
+		if _, err := fx.ca.Enroll(ctx, "web-01", csr, "", ""); err != nil {
+			return // held by an earlier iteration's request
+		}
+		if _, err := fx.ca.Sign(ctx, "web-01", arg); err == nil {
+			if arg != "" && !strings.EqualFold(strings.ReplaceAll(strings.TrimPrefix(strings.ToLower(strings.TrimSpace(arg)), "sha256:"), ":", ""), strings.TrimPrefix(fp, "sha256:")) {
+				t.Fatalf("Sign with fingerprint %q signed a request for %s", arg, fp)
+			}
+			if err := fx.ca.Revoke(ctx, "web-01"); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			_ = fx.ca.Reject(ctx, "web-01")
+		}
+		_ = fx.ca.Reject(ctx, name)
+		if err := fx.ca.RevokeToken(ctx, arg); err == nil && !strings.EqualFold(strings.TrimSpace(arg), id) {
+			t.Fatalf("RevokeToken(%q) revoked token %s", arg, id)
+		}
+	})
+}
+
+// FuzzIssueAdminFor: the Local socket's entry point takes any name and
+// bytes; what it issues is an admin certificate for the request's key.
+func FuzzIssueAdminFor(f *testing.F) {
+	_, good := newCSR(f, "ops")
+	for _, s := range []string{"ops", "", "../x", "Ops", "a*"} {
+		f.Add(s, good)
+		f.Add(s, good[:len(good)/2])
+	}
+	fx := newFixture(f)
+	f.Fuzz(func(t *testing.T, name string, der []byte) {
+		cert, err := fx.ca.IssueAdminFor(context.Background(), name, der)
+		if err != nil {
+			return
+		}
+		x, err := x509.ParseCertificate(cert.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil || !x.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
+			t.Fatalf("IssueAdminFor(%q) issued for a key not the request's (%v)", name, err)
+		}
+		if got, err := ca.AdminName(x); got != name || err != nil {
+			t.Fatalf("AdminName = %q, %v; want %q", got, err, name)
+		}
+		if err := fx.ca.Revoke(context.Background(), name); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -95,7 +95,7 @@ func (f *fixture) token(t testing.TB, pattern string, singleUse bool) string {
 func (f *fixture) enroll(t *testing.T, name, token string) (ca.EnrollResult, crypto.PublicKey, error) {
 	t.Helper()
 	pub, csr := newCSR(t, name)
-	res, err := f.ca.Enroll(context.Background(), name, csr, token)
+	res, err := f.ca.Enroll(context.Background(), name, csr, token, "")
 	return res, pub, err
 }
 

@@ -58,11 +58,19 @@ func (c *CA) issue(pub crypto.PublicKey, name string, admin bool) (Cert, error) 
 }
 
 // issueAndStore issues a certificate and records it. The caller holds
-// name's lock and has checked that no unrevoked certificate exists.
+// name's lock and has checked that no current certificate exists (an
+// expired one is superseded by the new one).
 func (c *CA) issueAndStore(ctx context.Context, pub crypto.PublicKey, name string, admin bool, how string) (Cert, error) {
 	cert, err := c.issue(pub, name, admin)
 	if err != nil {
 		return Cert{}, err
+	}
+	cur, ok, err := c.st.Cert(ctx, name)
+	if err != nil {
+		return Cert{}, fmt.Errorf("reading certificate of %q: %w", name, err)
+	}
+	if ok && cur.RevokedAt.IsZero() && cur.SupersededBy == "" && !c.now().Before(cur.NotAfter) {
+		cert.Supersedes = cur.Serial
 	}
 	if err := c.st.PutCert(ctx, cert); err != nil {
 		return Cert{}, fmt.Errorf("storing certificate of %q: %w", name, err)
@@ -72,10 +80,14 @@ func (c *CA) issueAndStore(ctx context.Context, pub crypto.PublicKey, name strin
 }
 
 // Sign issues the certificate a pending request of name asks for: the
-// operator's `herd ca sign NAME`. It fails with ErrNotFound when nothing
-// of that name is pending and with ErrExists when name has an unrevoked
-// certificate.
-func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
+// operator's `herd ca sign NAME`. With a fingerprint (as Fingerprint
+// gives it; the "sha256:" prefix, colons and case do not matter) it signs
+// only a request for that key, and fails with ErrFingerprint otherwise, so
+// that an operator who compared the fingerprint the node shows signs that
+// node's key and no other. It fails with ErrNotFound when nothing of that
+// name is pending (or the request expired) and with ErrExists when name
+// has an unrevoked certificate.
+func (c *CA) Sign(ctx context.Context, name, fingerprint string) (Cert, error) {
 	if err := CheckName(name); err != nil {
 		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
 	}
@@ -84,7 +96,7 @@ func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
 	if err != nil {
 		return Cert{}, fmt.Errorf("signing %q: reading pending request: %w", name, err)
 	}
-	if !ok {
+	if !ok || c.pendingExpired(p) {
 		return Cert{}, fmt.Errorf("signing %q: no pending request: %w", name, ErrNotFound)
 	}
 	if _, ok, err := c.unrevoked(ctx, name); err != nil {
@@ -98,6 +110,12 @@ func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
 	if err != nil {
 		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
 	}
+	if fingerprint != "" {
+		have, _ := Fingerprint(pub)
+		if normalFingerprint(have) != normalFingerprint(fingerprint) {
+			return Cert{}, fmt.Errorf("signing %q: %w: the request's key is %s, not %s", name, ErrFingerprint, have, fingerprint)
+		}
+	}
 	cert, err := c.issueAndStore(ctx, pub, name, false, "signed")
 	if err != nil {
 		return Cert{}, fmt.Errorf("signing %q: %w", name, err)
@@ -106,6 +124,35 @@ func (c *CA) Sign(ctx context.Context, name string) (Cert, error) {
 		return Cert{}, fmt.Errorf("signing %q: removing pending request: %w", name, err)
 	}
 	return cert, nil
+}
+
+// Reject drops name's pending request, `herd ca reject NAME`: the name is
+// then open to a new request. It fails with ErrNotFound when nothing of
+// that name is pending.
+func (c *CA) Reject(ctx context.Context, name string) error {
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("rejecting %q: %w", name, err)
+	}
+	defer c.lock(name)()
+	p, ok, err := c.st.Pending(ctx, name)
+	if err != nil {
+		return fmt.Errorf("rejecting %q: reading pending request: %w", name, err)
+	}
+	if !ok {
+		return fmt.Errorf("rejecting %q: no pending request: %w", name, ErrNotFound)
+	}
+	if err := c.st.DeletePending(ctx, name); err != nil {
+		return fmt.Errorf("rejecting %q: %w", name, err)
+	}
+	c.log.Info("rejected pending request", "name", name, "source", p.Source, "requested", p.Requested)
+	return nil
+}
+
+// normalFingerprint reduces a fingerprint to its lowercase hex digits.
+func normalFingerprint(fp string) string {
+	fp = strings.ToLower(strings.TrimSpace(fp))
+	fp = strings.TrimPrefix(fp, "sha256:")
+	return strings.ReplaceAll(fp, ":", "")
 }
 
 // IssueAdmin makes an admin key and certificate named name, for `herd ca
@@ -137,16 +184,83 @@ func (c *CA) IssueAdmin(ctx context.Context, name string) (certPEM, keyPEM []byt
 	return CertPEM(cert.DER), keyPEM, nil
 }
 
-// unrevoked returns name's unrevoked certificate, if it has one.
+// IssueAdminFor issues an admin certificate named name for the key of a
+// DER certificate request, for `herd ca admin` going through a running
+// server (the key never leaves the operator's machine). It fails with
+// ErrExists when name has a current certificate of either kind.
+func (c *CA) IssueAdminFor(ctx context.Context, name string, csrDER []byte) (Cert, error) {
+	if err := CheckName(name); err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	pub, err := parseCSR(csrDER)
+	if err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	defer c.lock(name)()
+	if _, ok, err := c.unrevoked(ctx, name); err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	} else if ok {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, ErrExists)
+	}
+	cert, err := c.issueAndStore(ctx, pub, name, true, "admin")
+	if err != nil {
+		return Cert{}, fmt.Errorf("issuing admin certificate %q: %w", name, err)
+	}
+	return cert, nil
+}
+
+// unrevoked returns name's current certificate, if it has one that is
+// neither revoked nor expired: an expired certificate no longer holds its
+// name, so that a node offline past its expiry enrolls again (with a join
+// token or an operator's signature).
 func (c *CA) unrevoked(ctx context.Context, name string) (Cert, bool, error) {
 	cert, ok, err := c.st.Cert(ctx, name)
 	if err != nil {
 		return Cert{}, false, fmt.Errorf("reading certificate of %q: %w", name, err)
 	}
-	if !ok || !cert.RevokedAt.IsZero() {
+	if !ok || !cert.RevokedAt.IsZero() || !c.now().Before(cert.NotAfter) {
 		return Cert{}, false, nil
 	}
 	return cert, true, nil
+}
+
+// Renew issues a node a new certificate for the key of its current one,
+// over its mTLS identity and with no operator step: the agent calls it at
+// two thirds of its certificate's life. caller is what VerifyClient said
+// of the calling certificate. The new certificate supersedes the old,
+// which stays valid until it expires. A caller whose certificate was
+// already renewed gets the renewal again (its answer may have been lost);
+// one whose certificate is not its name's current one fails with
+// ErrExists. Admin certificates are not renewed this way.
+func (c *CA) Renew(ctx context.Context, caller Caller, pub crypto.PublicKey) (Cert, error) {
+	if caller.Admin {
+		return Cert{}, fmt.Errorf("renewing %q: %w: admin certificates are issued with herd ca admin", caller.Name, ErrInvalid)
+	}
+	defer c.lock(caller.Name)()
+	cur, ok, err := c.st.Cert(ctx, caller.Name)
+	if err != nil {
+		return Cert{}, fmt.Errorf("renewing %q: reading certificate: %w", caller.Name, err)
+	}
+	switch {
+	case !ok || !cur.RevokedAt.IsZero():
+		return Cert{}, fmt.Errorf("renewing %q: %w", caller.Name, ErrRevoked)
+	case cur.Supersedes == caller.Serial && certHasKey(cur.DER, pub):
+		return cur, nil
+	case cur.Serial != caller.Serial:
+		return Cert{}, fmt.Errorf("renewing %q: serial %s is not the name's current certificate: %w", caller.Name, caller.Serial, ErrExists)
+	case !c.now().Before(cur.NotAfter):
+		return Cert{}, fmt.Errorf("renewing %q: %w: the certificate expired; the node enrolls again", caller.Name, ErrInvalid)
+	}
+	cert, err := c.issue(pub, caller.Name, false)
+	if err != nil {
+		return Cert{}, fmt.Errorf("renewing %q: %w", caller.Name, err)
+	}
+	cert.Supersedes = caller.Serial
+	if err := c.st.PutCert(ctx, cert); err != nil {
+		return Cert{}, fmt.Errorf("renewing %q: storing certificate: %w", caller.Name, err)
+	}
+	c.log.Info("renewed certificate", "name", caller.Name, "serial", cert.Serial, "replaces", caller.Serial, "not_after", cert.NotAfter)
+	return cert, nil
 }
 
 // lock takes name's lock and returns its release.

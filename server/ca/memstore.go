@@ -31,8 +31,18 @@ func NewMemStore() *MemStore {
 func (m *MemStore) PutCert(_ context.Context, c Cert) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if old := m.certs[c.Name]; len(old) > 0 && old[0].RevokedAt.IsZero() {
-		return fmt.Errorf("storing certificate of %q: %w", c.Name, ErrExists)
+	old := m.certs[c.Name]
+	if c.Supersedes != "" {
+		i := slices.IndexFunc(old, func(o Cert) bool { return o.Serial == c.Supersedes })
+		if i < 0 || !old[i].RevokedAt.IsZero() || old[i].SupersededBy != "" {
+			return fmt.Errorf("storing certificate of %q: no current certificate with serial %s: %w", c.Name, c.Supersedes, ErrNotFound)
+		}
+		old[i].SupersededBy = c.Serial
+	}
+	for _, o := range old {
+		if o.RevokedAt.IsZero() && o.SupersededBy == "" {
+			return fmt.Errorf("storing certificate of %q: %w", c.Name, ErrExists)
+		}
 	}
 	c.DER = bytes.Clone(c.DER)
 	m.certs[c.Name] = append([]Cert{c}, m.certs[c.Name]...)
@@ -67,11 +77,16 @@ func (m *MemStore) Certs(context.Context) ([]Cert, error) {
 func (m *MemStore) Revoke(_ context.Context, name string, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cs := m.certs[name]
-	if len(cs) == 0 || !cs[0].RevokedAt.IsZero() {
+	n := 0
+	for i, c := range m.certs[name] {
+		if c.RevokedAt.IsZero() {
+			m.certs[name][i].RevokedAt = at
+			n++
+		}
+	}
+	if n == 0 {
 		return fmt.Errorf("revoking %q: no unrevoked certificate: %w", name, ErrNotFound)
 	}
-	cs[0].RevokedAt = at
 	return nil
 }
 
@@ -130,6 +145,58 @@ func (m *MemStore) Pendings(context.Context) ([]Pending, error) {
 	return out, nil
 }
 
+// Tokens implements Store.
+func (m *MemStore) Tokens(context.Context) ([]Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := slices.Collect(maps.Values(m.tokens))
+	slices.SortFunc(out, func(a, b Token) int { return b.Created.Compare(a.Created) })
+	return out, nil
+}
+
+// DeleteToken implements Store.
+func (m *MemStore) DeleteToken(_ context.Context, hash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.tokens, hash)
+	return nil
+}
+
+// CountPending implements Store.
+func (m *MemStore) CountPending(context.Context) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.pendings), nil
+}
+
+// PrunePending implements Store.
+func (m *MemStore) PrunePending(_ context.Context, before time.Time) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for name, p := range m.pendings {
+		if p.Requested.Before(before) {
+			delete(m.pendings, name)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// CertBySerial implements Store.
+func (m *MemStore) CertBySerial(_ context.Context, serial string) (Cert, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, cs := range m.certs {
+		for _, c := range cs {
+			if c.Serial == serial {
+				return cloneCert(c), true, nil
+			}
+		}
+	}
+	return Cert{}, false, nil
+}
+
 // PutToken implements Store.
 func (m *MemStore) PutToken(_ context.Context, t Token) error {
 	m.mu.Lock()
@@ -139,11 +206,11 @@ func (m *MemStore) PutToken(_ context.Context, t Token) error {
 }
 
 // UseToken implements Store.
-func (m *MemStore) UseToken(_ context.Context, hash string, at time.Time) (Token, bool, error) {
+func (m *MemStore) UseToken(_ context.Context, hash string, at time.Time, accept func(Token) bool) (Token, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[hash]
-	if !ok || t.SingleUse && !t.UsedAt.IsZero() {
+	if !ok || t.SingleUse && !t.UsedAt.IsZero() || !accept(t) {
 		return Token{}, false, nil
 	}
 	if t.SingleUse {

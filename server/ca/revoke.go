@@ -31,18 +31,41 @@ func (c *CA) Revoke(ctx context.Context, name string) error {
 		return fmt.Errorf("revoking %q: %w", name, err)
 	}
 
+	// The certificates the current one renewed may still be valid: they
+	// are revoked with it.
+	serials := []string{cert.Serial}
+	for prev, hops := cert.Supersedes, 0; prev != "" && hops < 16; hops++ {
+		rec, ok, err := c.st.CertBySerial(ctx, prev)
+		if err != nil || !ok {
+			break
+		}
+		serials = append(serials, rec.Serial)
+		prev = rec.Supersedes
+	}
+
 	c.revokeMu.Lock()
 	old := *c.revoked.Load()
-	set := make(map[string]struct{}, len(old)+1)
+	set := make(map[string]struct{}, len(old)+len(serials))
 	maps.Copy(set, old)
-	set[cert.Serial] = struct{}{}
+	for _, s := range serials {
+		set[s] = struct{}{}
+	}
 	c.revoked.Store(&set)
+	var crlErr error
+	if !c.noCRL {
+		crlErr = c.writeCRL(set)
+	}
 	subs := slices.Collect(maps.Values(c.subs))
 	c.revokeMu.Unlock()
 
 	c.log.Info("revoked certificate", "name", name, "serial", cert.Serial, "admin", cert.Admin)
 	for _, f := range subs {
 		f(name, cert.Serial)
+	}
+	if crlErr != nil {
+		// Revoked in the store and in memory; only the copy beside the
+		// CA is behind, and the next revocation or start rewrites it.
+		return fmt.Errorf("revoked %q, but: %w", name, crlErr)
 	}
 	return nil
 }
@@ -90,12 +113,17 @@ type Listed struct {
 	// to compare with the one the node shows before signing; empty when
 	// the stored record does not parse.
 	Fingerprint string
+	// Source is the address a pending request came from.
+	Source string
 }
 
 // List returns every certificate (issued and revoked) and pending
 // request, by name; for one name, certificates newest first, then its
-// pending request.
+// pending request. Expired pending requests are dropped first.
 func (c *CA) List(ctx context.Context) ([]Listed, error) {
+	if _, err := c.PrunePending(ctx); err != nil {
+		return nil, fmt.Errorf("listing certificates: %w", err)
+	}
 	certs, err := c.st.Certs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing certificates: %w", err)
@@ -107,8 +135,11 @@ func (c *CA) List(ctx context.Context) ([]Listed, error) {
 	out := make([]Listed, 0, len(certs)+len(pendings))
 	for _, ct := range certs {
 		l := Listed{Name: ct.Name, State: StateIssued, Serial: ct.Serial, NotAfter: ct.NotAfter, Admin: ct.Admin, Time: ct.Issued}
-		if !ct.RevokedAt.IsZero() {
+		switch {
+		case !ct.RevokedAt.IsZero():
 			l.State, l.Time = StateRevoked, ct.RevokedAt
+		case ct.SupersededBy != "":
+			l.State = StateSuperseded
 		}
 		if x, err := x509.ParseCertificate(ct.DER); err == nil {
 			l.Fingerprint, _ = Fingerprint(x.PublicKey)
@@ -116,7 +147,7 @@ func (c *CA) List(ctx context.Context) ([]Listed, error) {
 		out = append(out, l)
 	}
 	for _, p := range pendings {
-		l := Listed{Name: p.Name, State: StatePending, Time: p.Requested}
+		l := Listed{Name: p.Name, State: StatePending, Time: p.Requested, Source: p.Source}
 		if csr, err := x509.ParseCertificateRequest(p.CSR); err == nil {
 			l.Fingerprint, _ = Fingerprint(csr.PublicKey)
 		}

@@ -4,9 +4,14 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -195,7 +200,7 @@ func TestList(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, csr := newCSR(t, "db-01")
-	if _, err := f.ca.Enroll(ctx, "db-01", csr, ""); err != nil {
+	if _, err := f.ca.Enroll(ctx, "db-01", csr, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	fp, _ := ca.Fingerprint(pub)
@@ -224,5 +229,104 @@ func TestList(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, ignore); diff != "" {
 		t.Errorf("List (-want +got):\n%s", diff)
+	}
+}
+
+// TestRevocationSurvivesTheStore: the revocation list beside the CA keeps
+// a node revoked when the store is restored from a backup older than the
+// revocation, or emptied.
+func TestRevocationSurvivesTheStore(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	issued := f.mustIssue(t, "web-01")
+	serial := ca.SerialHex(issued)
+	rec, _, err := f.st.Cert(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ca.Revoke(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	// The backup from before the revocation: the certificate, unrevoked.
+	restored := ca.NewMemStore()
+	if err := restored.PutCert(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]ca.Store{"restored": restored, "emptied": ca.NewMemStore()} {
+		c, err := ca.Open(ctx, f.dir, st, ca.Options{Now: f.clock.Now, Log: testLog(t)})
+		if err != nil {
+			t.Fatalf("Open with the %s store = %v", name, err)
+		}
+		if !c.IsRevoked(serial) {
+			t.Errorf("with the %s store, serial %s is no longer revoked", name, serial)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, "crl.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	crl, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil || len(crl.RevokedCertificateEntries) != 1 || crl.RevokedCertificateEntries[0].SerialNumber.Cmp(issued.SerialNumber) != 0 {
+		t.Fatalf("crl.pem = %v, %v; want web-01's serial", crl, err)
+	}
+
+	// A CRL not signed by this CA stops Open: trusting it or dropping it
+	// could both be wrong.
+	other := newFixture(t)
+	forged, err := os.ReadFile(filepath.Join(other.dir, "crl.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "crl.pem"), forged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Open(ctx, f.dir, restored, ca.Options{Now: f.clock.Now}); err == nil || !strings.Contains(err.Error(), "not signed by this CA") {
+		t.Errorf("Open with another CA's CRL = %v, want an error", err)
+	}
+}
+
+// TestVerifyClient: only a leaf this CA issued and recorded, unrevoked and
+// unexpired, identifies a caller; the verdict is cached but revocation
+// and expiry still apply.
+func TestVerifyClient(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	node := f.mustIssue(t, "web-01")
+	id, err := f.ca.VerifyClient(ctx, []*x509.Certificate{node})
+	if err != nil || id.Name != "web-01" || id.Admin || id.Serial != ca.SerialHex(node) {
+		t.Fatalf("VerifyClient(node) = %+v, %v", id, err)
+	}
+	if _, err := f.ca.VerifyClient(ctx, []*x509.Certificate{node}); err != nil {
+		t.Errorf("VerifyClient(node) from the cache = %v", err)
+	}
+	// Same CA, no record: a store that lost it, or a certificate made with
+	// the CA key outside Herd.
+	other := newFixture(t)
+	unrecorded := f.mustIssue(t, "db-01")
+	c, err := ca.Open(ctx, f.dir, ca.NewMemStore(), ca.Options{Now: f.clock.Now, Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.VerifyClient(ctx, []*x509.Certificate{unrecorded}); !errors.Is(err, ca.ErrNotIssued) {
+		t.Errorf("VerifyClient(unrecorded) = %v, want ErrNotIssued", err)
+	}
+	if _, err := f.ca.VerifyClient(ctx, []*x509.Certificate{other.mustIssue(t, "web-01")}); err == nil {
+		t.Error("VerifyClient accepted another CA's certificate")
+	}
+	if err := f.ca.Revoke(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ca.VerifyClient(ctx, []*x509.Certificate{node}); !errors.Is(err, ca.ErrRevoked) {
+		t.Errorf("VerifyClient(revoked, cached) = %v, want ErrRevoked", err)
+	}
+	f.clock.Add(2 * 365 * 24 * time.Hour)
+	if _, err := f.ca.VerifyClient(ctx, []*x509.Certificate{unrecorded}); err == nil {
+		t.Error("VerifyClient accepted an expired certificate")
+	}
+	if _, err := f.ca.VerifyClient(ctx, nil); err == nil {
+		t.Error("VerifyClient accepted no certificate")
 	}
 }

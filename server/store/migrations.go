@@ -154,6 +154,18 @@ var migrations = []string{
 		id INTEGER PRIMARY KEY CHECK (id = 1),
 		checked INTEGER NOT NULL
 	);`,
+
+	// 3: where each pending enrollment came from, for `herd ca list`; the
+	// index lets the CA prune expired requests.
+	`ALTER TABLE pending ADD COLUMN source TEXT NOT NULL DEFAULT '';
+	CREATE INDEX pending_requested ON pending (requested);`,
+
+	// 4: renewal: a certificate may supersede its name's current one, which
+	// stays valid until it expires; only one per name is current.
+	`ALTER TABLE certs ADD COLUMN supersedes TEXT NOT NULL DEFAULT '';
+	ALTER TABLE certs ADD COLUMN superseded_by TEXT NOT NULL DEFAULT '';
+	DROP INDEX certs_valid;
+	CREATE UNIQUE INDEX certs_valid ON certs (name) WHERE revoked_at = 0 AND superseded_by = '';`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per
