@@ -1,8 +1,10 @@
 // Package herd_test holds repository-wide checks: the import rules between
-// Herd's packages (shared/CONVENTIONS.md §2).
+// Herd's packages (shared/CONVENTIONS.md §2) and what each binary may link.
 package herd_test
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"os/exec"
 	"slices"
@@ -13,80 +15,132 @@ import (
 const module = "github.com/herdcm/herd"
 
 // rules says, for each room, which of Herd's own packages it may import
-// (besides itself and its sub-packages when listed) and which outside
-// packages it must never pull in, directly or through a dependency.
-var rules = []struct {
-	pkg       string
+// (besides itself) and which outside packages it must never pull in,
+// directly or through a dependency. Every package of the module needs a
+// rule: a new package is denied until it is added here.
+var rules = map[string]struct {
 	allowHerd []string // Herd packages it may depend on
 	forbid    []string // import path prefixes it must not depend on
 }{
-	{pkg: "facts", allowHerd: nil},
-	{pkg: "catalogs", allowHerd: []string{"facts"}, forbid: []string{
+	"facts": {},
+	"catalogs": {allowHerd: []string{"facts"}, forbid: []string{
 		"google.golang.org/grpc", "github.com/mattn/go-sqlite3", "github.com/open-policy-agent/opa", "net/http",
 	}},
-	{pkg: "policies", allowHerd: []string{"catalogs", "facts"}},
-	{pkg: "agent", allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise", "agent/sandbox"}},
-	{pkg: "agent/resources", allowHerd: []string{"catalogs", "facts"}},
-	{pkg: "agent/supervise", allowHerd: nil},
-	{pkg: "server", allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "api/herdv1"}},
-	{pkg: "server/store", allowHerd: []string{"catalogs", "facts", "server/ca"}},
-	{pkg: "server/ca", allowHerd: []string{"catalogs", "facts"}},
-	{pkg: "api/herdv1", allowHerd: nil},
-	{pkg: "testkit", allowHerd: []string{"agent/sandbox"}},
-	{pkg: "agent/sandbox", allowHerd: nil},
+	"policies":        {allowHerd: []string{"catalogs", "facts"}},
+	"agent":           {allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise", "agent/sandbox"}, forbid: nodeForbid},
+	"agent/resources": {allowHerd: []string{"catalogs", "facts"}, forbid: nodeForbid},
+	"agent/supervise": {forbid: nodeForbid},
+	"agent/sandbox":   {forbid: nodeForbid},
+	"server":          {allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "api/herdv1"}},
+	"server/store":    {allowHerd: []string{"catalogs", "facts", "server/ca"}},
+	"server/ca":       {allowHerd: []string{"catalogs", "facts"}},
+	"api/herdv1":      {},
+	"testkit":         {allowHerd: []string{"agent/sandbox"}},
+	"testkit/fleet":   {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/store", "policies", "testkit"}},
+	"bench/loadgen":   {allowHerd: []string{"agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/store", "policies", "testkit"}},
+	"cmd/herd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/store", "policies", "cmd/nodecmd"}},
+	"cmd/nodecmd":     {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts"}, forbid: nodeForbid},
+	"cmd/herd-agent":  {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "cmd/nodecmd"}, forbid: nodeForbid},
+}
+
+// nodeForbid is what every node pays for and none may link: the node binary
+// and the packages it is built from carry no server, no policy engine and no
+// metrics server (Tailscale's deptest, applied to herd-agent).
+var nodeForbid = []string{
+	module + "/server", module + "/policies", module + "/testkit",
+	"github.com/open-policy-agent/opa",
+	"github.com/prometheus/client_golang",
 }
 
 type listedPkg struct {
 	ImportPath string
+	Name       string
 	Deps       []string
+}
+
+// listModule runs go list over the whole module with the build tags the
+// node binary ships with, so that what is checked is what is linked.
+func listModule(t *testing.T) map[string]listedPkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-tags", "grpcnotrace", "-json", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]listedPkg{}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var p listedPkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("decoding go list output: %v", err)
+		}
+		pkgs[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = p
+	}
+	return pkgs
 }
 
 func TestImportRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("go list over the whole module is slow; skipped in -short")
 	}
-	out, err := exec.Command("go", "list", "-json", "./...").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	pkgs := map[string]listedPkg{}
-	dec := json.NewDecoder(strings.NewReader(string(out)))
-	for dec.More() {
-		var p listedPkg
-		if err := dec.Decode(&p); err != nil {
-			t.Fatal(err)
+	pkgs := listModule(t)
+	for rel, p := range pkgs {
+		if rel == "" {
+			continue // this file's own package: tests only
 		}
-		pkgs[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = p
-	}
-	checked := 0
-	for _, r := range rules {
-		p, ok := pkgs[r.pkg]
+		r, ok := rules[rel]
 		if !ok {
-			continue // the room is not built yet
+			t.Errorf("package %s has no rule in deps_test.go: say which rooms it may use (CONVENTIONS.md §2)", rel)
+			continue
 		}
-		checked++
 		for _, dep := range p.Deps {
-			if rel, ok := strings.CutPrefix(dep, module+"/"); ok {
-				if rel == r.pkg || strings.HasPrefix(rel, r.pkg+"/") || slices.Contains(r.allowHerd, rel) {
+			if depRel, ok := strings.CutPrefix(dep, module+"/"); ok {
+				if depRel == rel || slices.Contains(r.allowHerd, depRel) {
 					continue
 				}
-				t.Errorf("%s depends on %s: CONVENTIONS.md §2 allows it only %v", r.pkg, rel, r.allowHerd)
+				t.Errorf("%s depends on %s: CONVENTIONS.md §2 allows it only %v", rel, depRel, r.allowHerd)
 				continue
 			}
+		}
+		for _, dep := range p.Deps {
 			for _, f := range r.forbid {
 				if dep == f || strings.HasPrefix(dep, f+"/") {
-					t.Errorf("%s depends on %s (forbidden: compile must stay pure)", r.pkg, dep)
+					t.Errorf("%s depends on %s, which it must never link", rel, dep)
 				}
 			}
 		}
-		// testkit is for tests only.
-		for _, dep := range p.Deps {
-			if dep == module+"/testkit" {
-				t.Errorf("%s imports testkit outside a test", r.pkg)
-			}
+	}
+	for rel := range rules {
+		if _, ok := pkgs[rel]; !ok && rel != "policies" {
+			t.Errorf("deps_test.go has a rule for %s, which does not exist", rel)
 		}
 	}
-	if checked == 0 {
-		t.Fatal("no package of the rules was found: is go list run in the module root?")
+}
+
+// TestNodeBinaryLinks builds what herd-agent links, as `go build` would,
+// and fails when a forbidden module reaches it through any path.
+func TestNodeBinaryLinks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("go list is slow; skipped in -short")
+	}
+	out, err := exec.Command("go", "list", "-tags", "grpcnotrace", "-deps", "./cmd/herd-agent").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/herd-agent: %v", err)
+	}
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		dep := sc.Text()
+		n++
+		for _, f := range nodeForbid {
+			if dep == f || strings.HasPrefix(dep, f+"/") {
+				t.Errorf("herd-agent links %s: a node must not pay for it", dep)
+			}
+		}
+		if strings.HasPrefix(dep, "golang.org/x/net/trace") || dep == "html/template" {
+			t.Errorf("herd-agent links %s: build it with -tags grpcnotrace", dep)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("go list -deps ./cmd/herd-agent listed %d packages: is the binary there?", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -38,8 +39,8 @@ func TestAgentSite(t *testing.T) {
 		{"agent", "--site", site, "--root", root, "--join-token", "x"},
 		{"agent", "--site", site, "--root", root, "--noop"},
 	} {
-		if _, stderr, code := herd(t, "", bad...); code != exitUsage {
-			t.Errorf("herd %s exited %d, want %d:\n%s", strings.Join(bad, " "), code, exitUsage, stderr)
+		if _, stderr, code := herd(t, "", bad...); code != nodecmd.ExitUsage {
+			t.Errorf("herd %s exited %d, want %d:\n%s", strings.Join(bad, " "), code, nodecmd.ExitUsage, stderr)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -85,8 +86,8 @@ require = ["file:/app"]
 	if b, _ := os.ReadFile(conf); string(b) != "port = 8080\n" {
 		t.Errorf("after restore the file holds %q", b)
 	}
-	if _, _, code := herd(t, "", "backups", "show", "x", "--root", root); code != exitUsage {
-		t.Errorf("backups show x exited %d, want %d", code, exitUsage)
+	if _, _, code := herd(t, "", "backups", "show", "x", "--root", root); code != nodecmd.ExitUsage {
+		t.Errorf("backups show x exited %d, want %d", code, nodecmd.ExitUsage)
 	}
 }
 

@@ -14,13 +14,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/server/store"
 )
 
 func newCACmd() *cobra.Command {
-	var af adminFlags
+	var af nodecmd.AdminFlags
 	cmd := &cobra.Command{
 		Use:   "ca",
 		Short: "The enrollment CA: list, sign, revoke certificates; join tokens; admin credentials",
@@ -40,7 +41,7 @@ server's state directory.`,
   herd ca token revoke 3f1c0a9be2d47781
   herd ca revoke web-03`,
 	}
-	af.register(cmd)
+	af.Register(cmd)
 
 	var serverDir, out string
 	var offline bool
@@ -59,7 +60,7 @@ writer beside a running server.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				out = af.dir
+				out = af.Dir
 			}
 			if err := issueAdmin(cmd.Context(), serverDir, args[0], out, offline); err != nil {
 				return err
@@ -73,13 +74,13 @@ writer beside a running server.`,
 	adminCmd.Flags().BoolVar(&offline, "offline", false, "no server is running: open its store and CA directly")
 
 	var pattern string
-	var ttl duration = duration(24 * time.Hour)
+	var ttl nodecmd.Duration = nodecmd.Duration(24 * time.Hour)
 	var singleUse bool
 	tokenCmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create a join token: nodes enrolling with it are issued at once",
 		Args:  cobra.NoArgs,
-		RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 			resp, err := c.CreateJoinToken(cmd.Context(), &herdv1.CreateJoinTokenRequest{
 				NamePattern: pattern, TtlMs: time.Duration(ttl).Milliseconds(), SingleUse: singleUse,
 			})
@@ -106,7 +107,7 @@ handshake, before it sends its join token.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if caFile == "" {
-				caFile = filepath.Join(af.dir, "ca.crt")
+				caFile = filepath.Join(af.Dir, "ca.crt")
 			}
 			b, err := os.ReadFile(caFile)
 			if err != nil {
@@ -133,7 +134,7 @@ them and pass the node's with --fingerprint: the server then signs only a
 request for that key, never one someone else sent under the node's name.`,
 		Example: "  herd ca sign web-07 --fingerprint sha256:3f1c…",
 		Args:    cobra.ExactArgs(1),
-		RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
 			if signFP == "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: signing without --fingerprint: whatever key requested this name is signed")
 			}
@@ -152,7 +153,7 @@ request for that key, never one someone else sent under the node's name.`,
 		Short:   "Revoke a join token by the id \"herd ca tokens\" shows",
 		Example: "  herd ca token revoke 3f1c0a9be2d47781",
 		Args:    cobra.ExactArgs(1),
-		RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
 			if _, err := c.RevokeJoinToken(cmd.Context(), &herdv1.RevokeJoinTokenRequest{Id: args[0]}); err != nil {
 				return err
 			}
@@ -170,7 +171,7 @@ request for that key, never one someone else sent under the node's name.`,
 fingerprint and the address it came from: compare the fingerprint with the
 one the node prints before "herd ca sign NAME --fingerprint FP".`,
 			Args: cobra.NoArgs,
-			RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 				resp, err := c.ListCertificates(cmd.Context(), &herdv1.ListCertificatesRequest{})
 				if err != nil {
 					return err
@@ -195,7 +196,7 @@ until it is signed, rejected or expires: reject one whose fingerprint is not
 the node's, and the node's own request is accepted on its next try.`,
 			Example: "  herd ca reject web-07",
 			Args:    cobra.ExactArgs(1),
-			RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+			RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
 				if _, err := c.RejectCertificate(cmd.Context(), &herdv1.RejectCertificateRequest{Name: args[0]}); err != nil {
 					return err
 				}
@@ -207,7 +208,7 @@ the node's, and the node's own request is accepted on its next try.`,
 			Use:   "tokens",
 			Short: "List join tokens (never their secrets)",
 			Args:  cobra.NoArgs,
-			RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 				resp, err := c.ListJoinTokens(cmd.Context(), &herdv1.ListJoinTokensRequest{})
 				if err != nil {
 					return err
@@ -228,7 +229,7 @@ the node's, and the node's own request is accepted on its next try.`,
 			Use:   "revoke NAME",
 			Short: "Revoke a node's certificate; it may then enroll again",
 			Args:  cobra.ExactArgs(1),
-			RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+			RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
 				if _, err := c.RevokeCertificate(cmd.Context(), &herdv1.RevokeCertificateRequest{Name: args[0]}); err != nil {
 					return err
 				}

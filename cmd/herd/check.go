@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/cmd/nodecmd"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -33,11 +34,11 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if site == "" {
-				return usageError(cmd, "--site is required")
+				return nodecmd.UsageError(cmd, "--site is required")
 			}
 			s, err := catalogs.Load(cmd.Context(), site, catalogs.LoadOptions{})
 			if err != nil {
-				return siteError(site, err)
+				return nodecmd.SiteError(site, err)
 			}
 			results := s.RunTests()
 			failed := 0
@@ -96,7 +97,7 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 				fmt.Fprintf(out, "site tests: %d passed, %d failed\n", len(results)-failed, failed)
 			}
 			if failed > 0 {
-				return &codedError{code: exitError, err: errors.New("")}
+				return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: errors.New("")}
 			}
 			return nil
 		},

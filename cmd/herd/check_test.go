@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -71,8 +72,8 @@ func TestCheckAndCompileRefuseWhatTheSiteMayNotHold(t *testing.T) {
 			}
 			for _, args := range runs {
 				out, stderr, code := herd(t, "", args...)
-				if code != exitError {
-					t.Fatalf("herd %s exited %d, want %d:\n%s%s", args[0], code, exitError, out, stderr)
+				if code != nodecmd.ExitError {
+					t.Fatalf("herd %s exited %d, want %d:\n%s%s", args[0], code, nodecmd.ExitError, out, stderr)
 				}
 				for _, want := range tt.want {
 					if !strings.Contains(stderr, dir+"/"+want) {

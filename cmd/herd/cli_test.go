@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/facts"
 	"github.com/herdcm/herd/testkit"
 )
@@ -81,8 +82,8 @@ func TestCompileErrorsNameFileAndLine(t *testing.T) {
 		"roles/web.toml": "[[file]]\npath = \"/etc/motd\"\ncontnet = \"x\"\n\n[[package]]\nname = \"nginx\"\nensure = 3\n",
 	})
 	_, stderr, code := herd(t, "", "compile", "--site", dir, "--node", "web-01", "--facts", exampleFacts)
-	if code != exitError {
-		t.Fatalf("exit %d, want %d", code, exitError)
+	if code != nodecmd.ExitError {
+		t.Fatalf("exit %d, want %d", code, nodecmd.ExitError)
 	}
 	for _, want := range []string{
 		"2 errors in site " + dir,
@@ -104,8 +105,8 @@ func TestUsageErrors(t *testing.T) {
 		{"lookup", "--site", exampleSite, "--node", "web-01"},
 	} {
 		_, stderr, code := herd(t, "", args...)
-		if code != exitUsage && !(args[0] == "lookup" && code == exitError) {
-			t.Errorf("herd %v exited %d, want %d (stderr %q)", args, code, exitUsage, stderr)
+		if code != nodecmd.ExitUsage && !(args[0] == "lookup" && code == nodecmd.ExitError) {
+			t.Errorf("herd %v exited %d, want %d (stderr %q)", args, code, nodecmd.ExitUsage, stderr)
 		}
 		if !strings.Contains(stderr, "herd") {
 			t.Errorf("herd %v printed no message", args)
@@ -142,8 +143,8 @@ error = "matches no rule"
 `,
 	})
 	out, _, code := herd(t, "", "check", "--site", dir, "--json")
-	if code != exitError {
-		t.Fatalf("exit %d, want %d\n%s", code, exitError, out)
+	if code != nodecmd.ExitError {
+		t.Fatalf("exit %d, want %d\n%s", code, nodecmd.ExitError, out)
 	}
 	var res struct {
 		Passed, Failed int
@@ -180,8 +181,8 @@ func TestLookupExplain(t *testing.T) {
 		t.Errorf("lookup workers for web-02 = %q (exit %d), want 4 from nodes.toml", out, code)
 	}
 	_, _, code = herd(t, "", "lookup", "nope", "--site", exampleSite, "--node", "web-02", "--facts", exampleFacts)
-	if code != exitError {
-		t.Errorf("lookup of a missing key exited %d, want %d", code, exitError)
+	if code != nodecmd.ExitError {
+		t.Errorf("lookup of a missing key exited %d, want %d", code, nodecmd.ExitError)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/facts"
 )
 
@@ -48,7 +48,7 @@ with file:line:column), 64 bad usage.`,
 			}
 			cat, err := s.Compile(node, f)
 			if err != nil {
-				return siteError(site, err)
+				return nodecmd.SiteError(site, err)
 			}
 			b, err := cat.Encode()
 			if err != nil {
@@ -83,12 +83,12 @@ with file:line:column), 64 bad usage.`,
 // the commands that take --site, --node and --facts.
 func siteAndFacts(cmd *cobra.Command, site, node, factsFile string) (*catalogs.Site, facts.Facts, error) {
 	if site == "" || node == "" {
-		return nil, nil, usageError(cmd, "--site and --node are required")
+		return nil, nil, nodecmd.UsageError(cmd, "--site and --node are required")
 	}
 	ctx := cmd.Context()
 	s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{})
 	if err != nil {
-		return nil, nil, siteError(site, err)
+		return nil, nil, nodecmd.SiteError(site, err)
 	}
 	f, err := readFacts(ctx, factsFile, cmd.InOrStdin())
 	if err != nil {
@@ -106,7 +106,7 @@ func readFacts(ctx context.Context, name string, stdin io.Reader) (facts.Facts, 
 	)
 	switch name {
 	case "":
-		f, err := facts.Collect(ctx, facts.Options{AgentVersion: herdVersion()})
+		f, err := facts.Collect(ctx, facts.Options{AgentVersion: nodecmd.Version()})
 		if f == nil && err != nil {
 			return nil, fmt.Errorf("collecting this host's facts: %w", err)
 		}
@@ -132,29 +132,4 @@ func readFacts(ctx context.Context, name string, stdin io.Reader) (facts.Facts, 
 		return nil, fmt.Errorf("reading facts from %s: %w", name, err)
 	}
 	return f, nil
-}
-
-// siteError prefixes each diagnostic with the site directory so that the
-// paths it prints open from where the command was run.
-func siteError(dir string, err error) error {
-	var ds catalogs.Diagnostics
-	if !errors.As(err, &ds) {
-		return err
-	}
-	prefix := strings.TrimSuffix(dir, "/") + "/"
-	for i := range ds {
-		if ds[i].File != "" {
-			ds[i].File = prefix + ds[i].File
-		}
-	}
-	n := len(ds)
-	noun := "errors"
-	if n == 1 {
-		noun = "error"
-	}
-	return fmt.Errorf("%d %s in site %s:\n%w", n, noun, dir, ds)
-}
-
-func usageError(cmd *cobra.Command, msg string) error {
-	return &codedError{code: exitUsage, err: fmt.Errorf("%s\nrun '%s --help' for usage", msg, cmd.CommandPath())}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/cmd/nodecmd"
 )
 
 func newLookupCmd() *cobra.Command {
@@ -38,7 +39,7 @@ Exit status: 0 found, 1 not found or the site has errors, 64 bad usage.`,
 			}
 			res, err := s.Lookup(node, f, args[0])
 			if err != nil {
-				return siteError(site, err)
+				return nodecmd.SiteError(site, err)
 			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
@@ -64,7 +65,7 @@ Exit status: 0 found, 1 not found or the site has errors, 64 bad usage.`,
 				}
 			}
 			if !res.Found {
-				return &codedError{code: exitError, err: fmt.Errorf("%s is not set for node %s at any level", res.Key, node)}
+				return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: fmt.Errorf("%s is not set for node %s at any level", res.Key, node)}
 			}
 			return nil
 		},

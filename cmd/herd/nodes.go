@@ -14,11 +14,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/cmd/nodecmd"
 )
 
 func newNodesCmd() *cobra.Command {
 	var (
-		af      adminFlags
+		af      nodecmd.AdminFlags
 		jsonOut bool
 	)
 	cmd := &cobra.Command{
@@ -27,7 +28,7 @@ func newNodesCmd() *cobra.Command {
 		Example: `  herd nodes
   herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
 		Args: cobra.NoArgs,
-		RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 			// Page by page: the server caps a page, so that a large fleet
 			// is never one huge response.
 			all := &herdv1.ListNodesResponse{}
@@ -58,24 +59,24 @@ func newNodesCmd() *cobra.Command {
 				}
 				cat := "-"
 				if n.CatalogEtag != "" {
-					cat = clean(short(n.CatalogEtag, 19))
+					cat = nodecmd.Clean(short(n.CatalogEtag, 19))
 					if n.AppliedEtag != "" && n.AppliedEtag != n.CatalogEtag {
 						cat += " (not applied yet)"
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(n.Name), ago(n.LastCheckinUnixMs), cat, run, clean(firstLine(n.CompileError)))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), ago(n.LastCheckinUnixMs), cat, run, nodecmd.Clean(firstLine(n.CompileError)))
 			}
 			return tw.Flush()
 		}),
 	}
-	af.register(cmd)
+	af.Register(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
 	return cmd
 }
 
 func newReportsCmd() *cobra.Command {
 	var (
-		af      adminFlags
+		af      nodecmd.AdminFlags
 		jsonOut bool
 		limit   int
 	)
@@ -84,7 +85,7 @@ func newReportsCmd() *cobra.Command {
 		Short:   "Show recent run reports, for a node or the fleet",
 		Example: "  herd reports web-01\n  herd reports --limit 200 --json",
 		Args:    cobra.MaximumNArgs(1),
-		RunE: withAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
 			node := ""
 			if len(args) == 1 {
 				node = args[0]
@@ -123,7 +124,7 @@ func newReportsCmd() *cobra.Command {
 			return nil
 		}),
 	}
-	af.register(cmd)
+	af.Register(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
 	cmd.Flags().IntVar(&limit, "limit", 20, "how many reports (0: all of them, page by page)")
 	return cmd
@@ -139,11 +140,11 @@ func printReports(out io.Writer, reports []*herdv1.StoredReport) {
 			mode = " (noop)"
 		}
 		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped in %s\n",
-			time.UnixMilli(sr.ReceivedUnixMs).Local().Format(time.DateTime), clean(sr.Node), mode, clean(r.GetRunId()), clean(shortVersion(r.GetVersion())),
+			time.UnixMilli(sr.ReceivedUnixMs).Local().Format(time.DateTime), nodecmd.Clean(sr.Node), mode, nodecmd.Clean(r.GetRunId()), nodecmd.Clean(nodecmd.ShortVersion(r.GetVersion())),
 			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
 		for _, e := range r.GetEvents() {
 			detail := e.Error + e.Cause
-			fmt.Fprintf(out, "    %-8s %s %s\n", clean(e.Status), clean(e.Id), clean(firstLine(detail)))
+			fmt.Fprintf(out, "    %-8s %s %s\n", nodecmd.Clean(e.Status), nodecmd.Clean(e.Id), nodecmd.Clean(firstLine(detail)))
 		}
 	}
 }

@@ -2,43 +2,43 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/server"
 )
 
 // serverConfig is server.toml; every setting is also a flag of the same
 // name ("_" spelled "-"), and flags win.
 type serverConfig struct {
-	Site            string   `toml:"site"`
-	Dir             string   `toml:"dir"`
-	Listen          string   `toml:"listen"`
-	HTTPListen      string   `toml:"http_listen"`
-	Hostnames       []string `toml:"hostnames"`
-	CheckinInterval duration `toml:"checkin_interval"`
-	Debounce        duration `toml:"debounce"`
-	MaxInFlight     int      `toml:"max_in_flight"`
-	CompileWorkers  int      `toml:"compile_workers"`
-	Retain          duration `toml:"retain"`
-	CACert          string   `toml:"ca_cert"`
-	CAKey           string   `toml:"ca_key"`
-	NodeCertTTL     duration `toml:"node_cert_ttl"`
-	LogLevel        string   `toml:"log_level"`
-	AcceptEmpty     bool     `toml:"accept_empty_store"`
+	Site            string           `toml:"site"`
+	Dir             string           `toml:"dir"`
+	Listen          string           `toml:"listen"`
+	HTTPListen      string           `toml:"http_listen"`
+	Hostnames       []string         `toml:"hostnames"`
+	CheckinInterval nodecmd.Duration `toml:"checkin_interval"`
+	Debounce        nodecmd.Duration `toml:"debounce"`
+	MaxInFlight     int              `toml:"max_in_flight"`
+	CompileWorkers  int              `toml:"compile_workers"`
+	Retain          nodecmd.Duration `toml:"retain"`
+	CACert          string           `toml:"ca_cert"`
+	CAKey           string           `toml:"ca_key"`
+	NodeCertTTL     nodecmd.Duration `toml:"node_cert_ttl"`
+	LogLevel        string           `toml:"log_level"`
+	AcceptEmpty     bool             `toml:"accept_empty_store"`
 
-	MaxConnections     int      `toml:"max_connections"`
-	MaxAnonymous       int      `toml:"max_anonymous_connections"`
-	MaxEnrollBytes     int      `toml:"max_enroll_bytes"`
-	AnonymousTimeout   duration `toml:"anonymous_timeout"`
-	IdleTimeout        duration `toml:"idle_timeout"`
-	ReceiveTimeout     duration `toml:"receive_timeout"`
-	MaxCallsPerNode    int      `toml:"max_calls_per_node"`
-	MaxWatchesPerNode  int      `toml:"max_watches_per_node"`
-	ReportBytesPerHour int64    `toml:"report_bytes_per_hour"`
-	FactsBytesPerHour  int64    `toml:"facts_bytes_per_hour"`
+	MaxConnections     int              `toml:"max_connections"`
+	MaxAnonymous       int              `toml:"max_anonymous_connections"`
+	MaxEnrollBytes     int              `toml:"max_enroll_bytes"`
+	AnonymousTimeout   nodecmd.Duration `toml:"anonymous_timeout"`
+	IdleTimeout        nodecmd.Duration `toml:"idle_timeout"`
+	ReceiveTimeout     nodecmd.Duration `toml:"receive_timeout"`
+	MaxCallsPerNode    int              `toml:"max_calls_per_node"`
+	MaxWatchesPerNode  int              `toml:"max_watches_per_node"`
+	ReportBytesPerHour int64            `toml:"report_bytes_per_hour"`
+	FactsBytesPerHour  int64            `toml:"facts_bytes_per_hour"`
 }
 
 // check refuses settings that cannot mean anything: a negative limit
@@ -67,8 +67,8 @@ func (c *serverConfig) check() error {
 func newServerCmd() *cobra.Command {
 	cfg := serverConfig{
 		Dir: "/var/lib/herd-server", Listen: "127.0.0.1:8140", HTTPListen: "127.0.0.1:8141",
-		CheckinInterval: duration(30 * time.Minute), Debounce: duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
-		Retain: duration(90 * 24 * time.Hour), NodeCertTTL: duration(30 * 24 * time.Hour),
+		CheckinInterval: nodecmd.Duration(30 * time.Minute), Debounce: nodecmd.Duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
+		Retain: nodecmd.Duration(90 * 24 * time.Hour), NodeCertTTL: nodecmd.Duration(30 * 24 * time.Hour),
 	}
 	var configFile string
 	cmd := &cobra.Command{
@@ -94,18 +94,18 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
   herd server --config /etc/herd/server.toml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyConfigFile(cmd, configFile, &cfg); err != nil {
+			if err := nodecmd.ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
 			if cfg.Site == "" {
-				return usageError(cmd, "a site is required (--site or site in the config file)")
+				return nodecmd.UsageError(cmd, "a site is required (--site or site in the config file)")
 			}
 			if err := cfg.check(); err != nil {
-				return usageError(cmd, err.Error())
+				return nodecmd.UsageError(cmd, err.Error())
 			}
-			log, err := logger(cmd, cfg.LogLevel)
+			log, err := nodecmd.Logger(cmd, cfg.LogLevel)
 			if err != nil {
-				return usageError(cmd, err.Error())
+				return nodecmd.UsageError(cmd, err.Error())
 			}
 			s, err := server.New(cmd.Context(), server.Options{
 				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
@@ -119,7 +119,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 			})
 			if err != nil {
-				return siteError(cfg.Site, err)
+				return nodecmd.SiteError(cfg.Site, err)
 			}
 			if err := s.Start(cmd.Context()); err != nil {
 				s.Close()
@@ -169,19 +169,4 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.Var(&cfg.NodeCertTTL, "node-cert-ttl", "how long a node certificate is valid; agents renew at two thirds of it")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	return cmd
-}
-
-// logger returns the log/slog logger commands hand to packages: text on a
-// terminal, JSON otherwise, so that logs shipped from a fleet parse.
-func logger(cmd *cobra.Command, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	w := cmd.ErrOrStderr()
-	if f, ok := w.(interface{ Fd() uintptr }); ok && isTerminalFd(f.Fd()) {
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewJSONHandler(w, opts)), nil
 }

@@ -10,11 +10,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/cmd/nodecmd"
 )
 
 func newStatusCmd() *cobra.Command {
 	var (
-		af      adminFlags
+		af      nodecmd.AdminFlags
 		jsonOut bool
 	)
 	cmd := &cobra.Command{
@@ -30,7 +31,7 @@ server cannot be reached).`,
 		Example: `  herd status
   herd status --json | jq -r .loadError`,
 		Args: cobra.NoArgs,
-		RunE: withAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 			st, err := c.SiteStatus(cmd.Context(), &herdv1.SiteStatusRequest{})
 			if err != nil {
 				return err
@@ -43,26 +44,26 @@ server cannot be reached).`,
 				printStatus(cmd.OutOrStdout(), st)
 			}
 			if st.LoadError != "" {
-				return &codedError{code: exitError, err: fmt.Errorf("the site's newest version does not load")}
+				return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: fmt.Errorf("the site's newest version does not load")}
 			}
 			return nil
 		}),
 	}
-	af.register(cmd)
+	af.Register(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
 	return cmd
 }
 
 // siteLine is the one line `herd nodes` prints above the fleet.
 func siteLine(st *herdv1.SiteStatusResponse) string {
-	line := fmt.Sprintf("site %s, loaded %s ago", clean(shortVersion(st.Version)), ago(st.LoadedUnixMs))
+	line := fmt.Sprintf("site %s, loaded %s ago", nodecmd.Clean(nodecmd.ShortVersion(st.Version)), ago(st.LoadedUnixMs))
 	if st.LoadError != "" {
 		newest := "a newer version"
 		if st.NewestVersion != "" {
-			newest = clean(shortVersion(st.NewestVersion))
+			newest = nodecmd.Clean(nodecmd.ShortVersion(st.NewestVersion))
 		}
 		n := strings.Count(strings.TrimSpace(st.LoadError), "\n") + 1
-		line += fmt.Sprintf("; %s does not load (%d error lines, see herd status): %s", newest, n, clean(firstLine(st.LoadError)))
+		line += fmt.Sprintf("; %s does not load (%d error lines, see herd status): %s", newest, n, nodecmd.Clean(firstLine(st.LoadError)))
 	}
 	if n := len(st.CompileErrors); n > 0 {
 		line += fmt.Sprintf("; %d nodes fail to compile", n)
@@ -72,18 +73,18 @@ func siteLine(st *herdv1.SiteStatusResponse) string {
 
 // printStatus writes the site status for people.
 func printStatus(w io.Writer, st *herdv1.SiteStatusResponse) {
-	fmt.Fprintf(w, "served:  %s (loaded %s, %s ago)\n", clean(st.Version), stamp(st.LoadedUnixMs), ago(st.LoadedUnixMs))
+	fmt.Fprintf(w, "served:  %s (loaded %s, %s ago)\n", nodecmd.Clean(st.Version), stamp(st.LoadedUnixMs), ago(st.LoadedUnixMs))
 	newest := st.NewestVersion
 	if newest == "" {
 		newest = "(not a git commit)"
 	}
-	fmt.Fprintf(w, "newest:  %s (tried %s)\n", clean(newest), stamp(st.NewestAttemptUnixMs))
+	fmt.Fprintf(w, "newest:  %s (tried %s)\n", nodecmd.Clean(newest), stamp(st.NewestAttemptUnixMs))
 	if st.LoadError == "" {
 		fmt.Fprintln(w, "loads:   ok")
 	} else {
 		fmt.Fprintln(w, "loads:   no; the served version stays until the site is fixed:")
 		for _, l := range strings.Split(strings.TrimRight(st.LoadError, "\n"), "\n") {
-			fmt.Fprintf(w, "  %s\n", clean(l))
+			fmt.Fprintf(w, "  %s\n", nodecmd.Clean(l))
 		}
 	}
 	if len(st.CompileErrors) == 0 {
@@ -96,7 +97,7 @@ func printStatus(w io.Writer, st *herdv1.SiteStatusResponse) {
 	}
 	slices.Sort(nodes)
 	for _, n := range nodes {
-		fmt.Fprintf(w, "  %s: %s\n", clean(n), clean(firstLine(st.CompileErrors[n])))
+		fmt.Fprintf(w, "  %s: %s\n", nodecmd.Clean(n), nodecmd.Clean(firstLine(st.CompileErrors[n])))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/testkit"
@@ -37,7 +38,7 @@ func TestClean(t *testing.T) {
 		{"bidi\u202eevil", `"bidi\u202eevil"`},
 		{"bad\xffutf8", `"bad\xffutf8"`},
 	} {
-		if got := clean(tc.in); got != tc.want {
+		if got := nodecmd.Clean(tc.in); got != tc.want {
 			t.Errorf("clean(%q) = %s, want %s", tc.in, got, tc.want)
 		}
 	}
@@ -212,7 +213,7 @@ func FuzzClean(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := clean(s)
+		got := nodecmd.Clean(s)
 		if !utf8.ValidString(got) {
 			t.Fatalf("clean(%q) = %q: invalid UTF-8", s, got)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/herdcm/herd/agent"
 	"github.com/herdcm/herd/agent/sandbox"
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
 )
@@ -21,7 +22,7 @@ import (
 func newUpCmd() *cobra.Command {
 	var (
 		site, dir, node, logLevel string
-		interval                  duration = duration(time.Minute)
+		interval                  nodecmd.Duration = nodecmd.Duration(time.Minute)
 	)
 	cmd := &cobra.Command{
 		Use:   "up [--site DIR] [--dir WORKDIR]",
@@ -43,9 +44,9 @@ resources fail and say so, and the rest converges.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			log, err := logger(cmd, logLevel)
+			log, err := nodecmd.Logger(cmd, logLevel)
 			if err != nil {
-				return usageError(cmd, err.Error())
+				return nodecmd.UsageError(cmd, err.Error())
 			}
 			return up(ctx, out, log, site, dir, node, time.Duration(interval))
 		},
@@ -81,7 +82,7 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 		CheckinInterval: interval, Debounce: 300 * time.Millisecond, Log: log.With("component", "server"),
 	})
 	if err != nil {
-		return siteError(site, err)
+		return nodecmd.SiteError(site, err)
 	}
 	defer srv.Close()
 	if err := srv.Start(ctx); err != nil {
@@ -123,9 +124,9 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 
 	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{
 		Server: srv.Addr, Root: root, StateDir: stateDir, CertDir: certDir, Interval: interval,
-		AgentVersion: herdVersion(), Log: log.With("component", "agent"),
-		Services: ownSupervisor(root, log),
-		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+		AgentVersion: nodecmd.Version(), Log: log.With("component", "agent"),
+		Services: nodecmd.OwnSupervisor(root, log),
+		Emit:     func(e agent.Event) { nodecmd.WriteEvent(out, e, false, false) },
 	})
 	if err != nil {
 		return err
@@ -134,7 +135,7 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 	defer d.Close()
 	r, err := d.RunOnce(ctx)
 	if r != nil {
-		writeSummary(out, r)
+		nodecmd.WriteSummary(out, r)
 	}
 	if err != nil {
 		return err

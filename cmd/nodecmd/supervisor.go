@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -22,11 +22,11 @@ func supervisorFor(root string, log *slog.Logger) func(context.Context, *agent.S
 	}
 }
 
-// ownSupervisor returns how the daemon gets its supervisor: it owns the
+// OwnSupervisor returns how the daemon gets its supervisor: it owns the
 // state directory's supervisor (waiting for a command that owns it
 // meanwhile to finish) and serves it to the other commands for as long as
 // it runs.
-func ownSupervisor(root string, log *slog.Logger) func(context.Context, *agent.State) (resources.Services, func(), error) {
+func OwnSupervisor(root string, log *slog.Logger) func(context.Context, *agent.State) (resources.Services, func(), error) {
 	return func(ctx context.Context, st *agent.State) (resources.Services, func(), error) {
 		s, err := agent.OwnServices(ctx, st, root, log)
 		if err != nil {

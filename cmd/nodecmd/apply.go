@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"encoding/json"
@@ -55,7 +55,7 @@ error, the lock held), 64 bad usage.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Site == "" {
-				return usageError(cmd, "--site is required")
+				return UsageError(cmd, "--site is required")
 			}
 			level := slog.LevelWarn
 			if verbose {
@@ -65,17 +65,17 @@ error, the lock held), 64 bad usage.`,
 			if err := prepareSandbox(o.Root, o.Noop); err != nil {
 				return err
 			}
-			o.AgentVersion = herdVersion()
+			o.AgentVersion = Version()
 			o.Services = supervisorFor(o.Root, o.Log)
 			out := cmd.OutOrStdout()
 			if !jsonOut {
-				o.Emit = func(e agent.Event) { writeEvent(out, e, diff, verbose) }
+				o.Emit = func(e agent.Event) { WriteEvent(out, e, diff, verbose) }
 			}
 			r, err := agent.Apply(cmd.Context(), o)
 			if r == nil && err != nil {
 				var ds catalogs.Diagnostics
 				if errors.As(err, &ds) {
-					return siteError(o.Site, err)
+					return SiteError(o.Site, err)
 				}
 				return err
 			}
@@ -86,13 +86,13 @@ error, the lock held), 64 bad usage.`,
 					return err
 				}
 			} else {
-				writeSummary(out, r)
+				WriteSummary(out, r)
 			}
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "herd: warning:", err)
 			}
 			if code := r.ExitCode(); code != 0 {
-				return &codedError{code: code}
+				return &CodedError{Code: code}
 			}
 			return nil
 		},
@@ -115,9 +115,9 @@ error, the lock held), 64 bad usage.`,
 	return cmd
 }
 
-// writeEvent prints one resource's outcome as it happens: terse, aligned,
+// WriteEvent prints one resource's outcome as it happens: terse, aligned,
 // in-sync resources only with --verbose.
-func writeEvent(w io.Writer, e agent.Event, diff, verbose bool) {
+func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 	if e.Status == agent.InSync && e.Refresh == "" && !verbose {
 		return
 	}
@@ -172,7 +172,8 @@ func indent(s, prefix string) string {
 	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n"
 }
 
-func writeSummary(w io.Writer, r *agent.Report) {
+// WriteSummary prints a run's one-line summary.
+func WriteSummary(w io.Writer, r *agent.Report) {
 	s := r.Summary
 	verb := "converged"
 	if r.Noop {
@@ -186,10 +187,11 @@ func writeSummary(w io.Writer, r *agent.Report) {
 	if s.Refreshed > 0 {
 		fmt.Fprintf(w, ", %d refreshed", s.Refreshed)
 	}
-	fmt.Fprintf(w, " (site %s, run %s)\n", shortVersion(r.Version), r.RunID)
+	fmt.Fprintf(w, " (site %s, run %s)\n", ShortVersion(r.Version), r.RunID)
 }
 
-func shortVersion(v string) string {
+// ShortVersion abbreviates a content-digest site version for a terminal.
+func ShortVersion(v string) string {
 	if strings.HasPrefix(v, "sha256:") && len(v) > 19 {
 		return v[:19]
 	}

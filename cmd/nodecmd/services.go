@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -100,7 +100,7 @@ otherwise it adopts them as a run would, with a supervisor of its own.`,
 		Short: "Stop services and forget them until a run ensures them again",
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if all == (len(names) > 0) {
-				return usageError(cmd, "name services to stop, or give --all")
+				return UsageError(cmd, "name services to stop, or give --all")
 			}
 			return withServices(cmd.Context(), func(sup agent.ServiceControl) error {
 				if all {

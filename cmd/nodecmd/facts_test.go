@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"bytes"
@@ -14,14 +14,14 @@ import (
 // stderr and exit code.
 func runFacts(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	root := newRootCmd()
+	root := NewRoot("herd", "", "")
 	var out, errb bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errb)
 	root.SetArgs(append([]string{"facts"}, args...))
-	code = exitOK
+	code = ExitOK
 	if err := root.Execute(); err != nil {
-		code = exitError
+		code = ExitError
 		var ce exitCoder
 		if errors.As(err, &ce) {
 			code = ce.ExitCode()
@@ -44,16 +44,16 @@ func TestFactsCommand(t *testing.T) {
 		wantErr  string
 		wantCode int
 	}{
-		{"one value", []string{"--root", tree, "os.family"}, "debian\n", "", exitOK},
-		{"external value", []string{"--root", tree, "role.name"}, "web\n", "", exitOK},
+		{"one value", []string{"--root", tree, "os.family"}, "debian\n", "", ExitOK},
+		{"external value", []string{"--root", tree, "role.name"}, "web\n", "", ExitOK},
 		{"several", []string{"--root", tree, "os.release", "hostname"},
-			"os.release.full  = 12.5\nos.release.major = 12\nos.release.minor = 5\nhostname         = web-01\n", "", exitOK},
+			"os.release.full  = 12.5\nos.release.major = 12\nos.release.minor = 5\nhostname         = web-01\n", "", ExitOK},
 		{"json", []string{"--root", tree, "--json", "os.family", "processors.count"},
-			"{\n  \"os.family\": \"debian\",\n  \"processors.count\": 2\n}\n", "", exitOK},
-		{"list inline", []string{"--root", tree, "owner.oncall"}, "[\"ana\",\"bo\"]\n", "", exitOK},
-		{"missing", []string{"--root", tree, "os.famly"}, "", `no fact named "os.famly"`, exitError},
-		{"some missing", []string{"--root", tree, "hostname", "nope"}, "hostname = web-01\n", `no fact named "nope"`, exitError},
-		{"bad flag", []string{"--nope"}, "", "unknown flag", exitUsage},
+			"{\n  \"os.family\": \"debian\",\n  \"processors.count\": 2\n}\n", "", ExitOK},
+		{"list inline", []string{"--root", tree, "owner.oncall"}, "[\"ana\",\"bo\"]\n", "", ExitOK},
+		{"missing", []string{"--root", tree, "os.famly"}, "", `no fact named "os.famly"`, ExitError},
+		{"some missing", []string{"--root", tree, "hostname", "nope"}, "hostname = web-01\n", `no fact named "nope"`, ExitError},
+		{"bad flag", []string{"--nope"}, "", "unknown flag", ExitUsage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,7 +77,7 @@ func TestFactsCommand(t *testing.T) {
 func TestFactsCommandWarns(t *testing.T) {
 	t.Parallel()
 	out, errOut, code := runFacts(t, "--root", t.TempDir(), "--json")
-	if code != exitOK {
+	if code != ExitOK {
 		t.Errorf("herd facts (empty root) exit = %d, want 0; stderr:\n%s", code, errOut)
 	}
 	if !strings.Contains(errOut, "herd: warning: collector os: reading ") {

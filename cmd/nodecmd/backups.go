@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"encoding/json"
@@ -119,7 +119,7 @@ func withBackup(sf *stateFlags, fn func(*cobra.Command, *agent.State, int64) err
 	return func(cmd *cobra.Command, args []string) error {
 		id, err := strconv.ParseInt(args[0], 10, 64)
 		if err != nil {
-			return usageError(cmd, "ID must be a number from herd backups")
+			return UsageError(cmd, "ID must be a number from herd backups")
 		}
 		st, err := agent.OpenState(sf.dir())
 		if err != nil {

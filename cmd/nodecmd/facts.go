@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 
 func newFactsCmd() *cobra.Command {
 	var (
-		af       adminFlags
+		af       AdminFlags
 		node     string
 		jsonOut  bool
 		root     string
@@ -55,14 +55,14 @@ exist, or no fact could be collected; 64 bad usage.`,
 				ExternalDir:  factsDir,
 				SandboxExec:  sandboxExec,
 				Timeout:      timeout,
-				AgentVersion: herdVersion(),
+				AgentVersion: Version(),
 				Only:         names,
 			})
 			for _, e := range unjoin(err) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "herd: warning:", e)
 			}
 			if len(f) == 0 && err != nil {
-				return &codedError{code: exitError, err: errors.New("no facts could be collected")}
+				return &CodedError{Code: ExitError, Err: errors.New("no facts could be collected")}
 			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
 			missing := writeFacts(w, f, names, jsonOut)
@@ -70,13 +70,13 @@ exist, or no fact could be collected; 64 bad usage.`,
 				return err
 			}
 			if len(missing) > 0 {
-				return &codedError{code: exitError, err: fmt.Errorf("no fact named %s", strings.Join(missing, ", "))}
+				return &CodedError{Code: ExitError, Err: fmt.Errorf("no fact named %s", strings.Join(missing, ", "))}
 			}
 			return nil
 		},
 	}
 	fl := cmd.Flags()
-	af.register(cmd)
+	af.Register(cmd)
 	fl.StringVar(&node, "node", "", "print the facts NODE last reported to the server (Admin service), instead of this host's")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON (indented, sorted keys)")
 	fl.StringVar(&root, "root", "/", "describe the host whose root is `DIR` (a sandbox or captured tree)")
@@ -142,7 +142,7 @@ func writeLeaves(w io.Writer, leaves []facts.Leaf) {
 		}
 	}
 	for _, l := range leaves {
-		fmt.Fprintf(w, "%-*s = %s\n", width, clean(l.Name), formatValue(l.Value))
+		fmt.Fprintf(w, "%-*s = %s\n", width, Clean(l.Name), formatValue(l.Value))
 	}
 }
 
@@ -153,7 +153,7 @@ func formatValue(v any) string {
 		// clean quotes a value holding a line break, a control
 		// sequence or anything else unprintable: a node's facts must
 		// not drive the operator's terminal.
-		if s == "" || strings.TrimSpace(s) != s || clean(s) != s {
+		if s == "" || strings.TrimSpace(s) != s || Clean(s) != s {
 			return strconv.Quote(s)
 		}
 		return s
@@ -177,8 +177,8 @@ func unjoin(err error) []error {
 }
 
 // serverFacts prints the facts a node last reported, from the server.
-func serverFacts(cmd *cobra.Command, af *adminFlags, node string, names []string, jsonOut bool) error {
-	return withAdmin(af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+func serverFacts(cmd *cobra.Command, af *AdminFlags, node string, names []string, jsonOut bool) error {
+	return WithAdmin(af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 		resp, err := c.GetFacts(cmd.Context(), &herdv1.GetFactsRequest{Node: node})
 		if err != nil {
 			return err
@@ -193,7 +193,7 @@ func serverFacts(cmd *cobra.Command, af *adminFlags, node string, names []string
 			return err
 		}
 		if len(missing) > 0 {
-			return &codedError{code: exitError, err: fmt.Errorf("node %s reported no fact named %s", node, strings.Join(missing, ", "))}
+			return &CodedError{Code: ExitError, Err: fmt.Errorf("node %s reported no fact named %s", node, strings.Join(missing, ", "))}
 		}
 		return nil
 	})(cmd, nil)

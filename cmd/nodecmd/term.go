@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"strconv"
@@ -14,13 +14,13 @@ func isTerminalFd(fd uintptr) bool {
 	return err == nil
 }
 
-// clean makes a string that came from a node (a name, a fact, a run id, a
+// Clean makes a string that came from a node (a name, a fact, a run id, a
 // report's message) safe to print on an operator's terminal: anything
 // that is not a printable character — control characters such as ESC,
 // C1 controls, line breaks, bidirectional overrides, invalid UTF-8 — is
 // written as a Go escape inside quotes, so that no control sequence
 // reaches the terminal and no line can pose as another.
-func clean(s string) string {
+func Clean(s string) string {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c >= 0x20 && c < 0x7f {

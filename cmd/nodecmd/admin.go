@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -15,14 +15,17 @@ import (
 	"github.com/herdcm/herd/api/herdv1"
 )
 
-// adminFlags locate the server and the operator's admin credentials:
+// AdminFlags locate the server and the operator's admin credentials:
 // DIR/admin.crt, DIR/admin.key and DIR/ca.crt, as `herd ca admin` writes
 // them.
-type adminFlags struct {
-	server, dir, serverName string
+type AdminFlags struct {
+	server, serverName string
+	// Dir holds admin.crt, admin.key and ca.crt.
+	Dir string
 }
 
-func (a *adminFlags) register(cmd *cobra.Command) {
+// Register adds the flags to cmd and its sub-commands.
+func (a *AdminFlags) Register(cmd *cobra.Command) {
 	def := os.Getenv("HERD_ADMIN_DIR")
 	if def == "" {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -34,23 +37,23 @@ func (a *adminFlags) register(cmd *cobra.Command) {
 		addr = "127.0.0.1:8140"
 	}
 	cmd.PersistentFlags().StringVar(&a.server, "server", addr, "the server's gRPC address (or $HERD_SERVER)")
-	cmd.PersistentFlags().StringVar(&a.dir, "admin-dir", def, "admin credentials: admin.crt, admin.key, ca.crt (or $HERD_ADMIN_DIR)")
+	cmd.PersistentFlags().StringVar(&a.Dir, "admin-dir", def, "admin credentials: admin.crt, admin.key, ca.crt (or $HERD_ADMIN_DIR)")
 	cmd.PersistentFlags().StringVar(&a.serverName, "server-name", "", "the name in the server's certificate (default: the --server host)")
 }
 
 // dial connects to the Admin service with the admin certificate.
-func (a *adminFlags) dial(ctx context.Context) (herdv1.AdminClient, func(), error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(a.dir, "admin.crt"), filepath.Join(a.dir, "admin.key"))
+func (a *AdminFlags) Dial(ctx context.Context) (herdv1.AdminClient, func(), error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(a.Dir, "admin.crt"), filepath.Join(a.Dir, "admin.key"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin): %w", a.dir, err)
+		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin): %w", a.Dir, err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(a.dir, "ca.crt"))
+	caPEM, err := os.ReadFile(filepath.Join(a.Dir, "ca.crt"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the server's CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("%s holds no certificate", filepath.Join(a.dir, "ca.crt"))
+		return nil, nil, fmt.Errorf("%s holds no certificate", filepath.Join(a.Dir, "ca.crt"))
 	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: a.serverName}
 	conn, err := grpc.NewClient(a.server, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
@@ -60,10 +63,10 @@ func (a *adminFlags) dial(ctx context.Context) (herdv1.AdminClient, func(), erro
 	return herdv1.NewAdminClient(conn), func() { conn.Close() }, nil
 }
 
-// withAdmin wraps a RunE that needs the Admin service.
-func withAdmin(a *adminFlags, fn func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error) func(*cobra.Command, []string) error {
+// WithAdmin wraps a RunE that needs the Admin service.
+func WithAdmin(a *AdminFlags, fn func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		c, closeConn, err := a.dial(cmd.Context())
+		c, closeConn, err := a.Dial(cmd.Context())
 		if err != nil {
 			return err
 		}

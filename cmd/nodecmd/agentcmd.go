@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"errors"
@@ -24,12 +24,12 @@ type agentConfig struct {
 	CAFingerprint    string   `toml:"ca_fingerprint"`
 	Root             string   `toml:"root"`
 	StateDir         string   `toml:"state_dir"`
-	Interval         duration `toml:"interval"`
-	Splay            duration `toml:"splay"`
+	Interval         Duration `toml:"interval"`
+	Splay            Duration `toml:"splay"`
 	Noop             bool     `toml:"noop"`
 	Parallel         int      `toml:"parallel"`
-	ResourceTimeout  duration `toml:"resource_timeout"`
-	RunTimeout       duration `toml:"run_timeout"`
+	ResourceTimeout  Duration `toml:"resource_timeout"`
+	RunTimeout       Duration `toml:"run_timeout"`
 	FactsDir         string   `toml:"facts_dir"`
 	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
 	LogLevel         string   `toml:"log_level"`
@@ -40,8 +40,8 @@ const defaultAgentServer = "127.0.0.1:8140"
 
 func newAgentCmd() *cobra.Command {
 	cfg := agentConfig{
-		Server: defaultAgentServer, Root: "/", Interval: duration(30 * time.Minute), Splay: duration(time.Minute),
-		Parallel: 4, ResourceTimeout: duration(10 * time.Minute), RunTimeout: duration(time.Hour), LogLevel: "info",
+		Server: defaultAgentServer, Root: "/", Interval: Duration(30 * time.Minute), Splay: Duration(time.Minute),
+		Parallel: 4, ResourceTimeout: Duration(10 * time.Minute), RunTimeout: Duration(time.Hour), LogLevel: "info",
 	}
 	var (
 		configFile string
@@ -80,12 +80,12 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
   herd agent --site /srv/site --interval 15m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyConfigFile(cmd, configFile, &cfg); err != nil {
+			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
-			log, err := logger(cmd, cfg.LogLevel)
+			log, err := Logger(cmd, cfg.LogLevel)
 			if err != nil {
-				return usageError(cmd, err.Error())
+				return UsageError(cmd, err.Error())
 			}
 			if err := prepareSandbox(cfg.Root, cfg.Noop); err != nil {
 				return err
@@ -118,7 +118,7 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			out := cmd.OutOrStdout()
 			// The daemon owns the state's supervisor for its whole life;
 			// a single run uses the daemon's when one runs.
-			services := ownSupervisor(cfg.Root, log)
+			services := OwnSupervisor(cfg.Root, log)
 			if once {
 				services = supervisorFor(cfg.Root, log)
 			}
@@ -126,9 +126,9 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
 				Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
 				ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
-				FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: herdVersion(), Log: log, Once: once,
+				FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log, Once: once,
 				Services: services,
-				Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+				Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
 			}
 			if once {
 				d, err := agent.NewDaemon(ctx, o)
@@ -138,13 +138,13 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				defer d.Close()
 				r, err := d.RunOnce(ctx)
 				if r != nil {
-					writeSummary(out, r)
+					WriteSummary(out, r)
 				}
 				if err != nil {
 					return err
 				}
 				if code := r.ExitCode(); code != 0 {
-					return &codedError{code: code}
+					return &CodedError{Code: code}
 				}
 				return nil
 			}
@@ -183,40 +183,40 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logg
 	// something with a server.
 	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
 		if cmd.Flags().Changed(name) {
-			return usageError(cmd, "--"+name+" has no meaning with --site (a masterless agent talks to no server)")
+			return UsageError(cmd, "--"+name+" has no meaning with --site (a masterless agent talks to no server)")
 		}
 	}
 	if cfg.Server != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" {
-		return usageError(cmd, "the config file's server settings have no meaning with --site (a masterless agent talks to no server)")
+		return UsageError(cmd, "the config file's server settings have no meaning with --site (a masterless agent talks to no server)")
 	}
 	if cfg.Noop && !once {
-		return usageError(cmd, "--noop with --site needs --once: a daemon that only checks supervises nothing (or use herd apply --noop)")
+		return UsageError(cmd, "--noop with --site needs --once: a daemon that only checks supervises nothing (or use herd apply --noop)")
 	}
 	out := cmd.OutOrStdout()
 	ao := agent.ApplyOptions{
 		Site: cfg.Site, Node: cfg.Name, Root: cfg.Root, StateDir: cfg.StateDir, Noop: cfg.Noop, Parallel: cfg.Parallel,
 		ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
-		FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: herdVersion(), Log: log,
+		FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log,
 		Services: supervisorFor(cfg.Root, log),
-		Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+		Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
 	}
 	if !once {
 		// The masterless daemon owns the state's supervisor for its whole
 		// life, as the pulling daemon does.
-		ao.Services = ownSupervisor(cfg.Root, log)
+		ao.Services = OwnSupervisor(cfg.Root, log)
 	}
 	if once {
 		r, err := agent.Apply(cmd.Context(), ao)
 		if err != nil {
 			var ds catalogs.Diagnostics
 			if errors.As(err, &ds) {
-				return siteError(cfg.Site, err)
+				return SiteError(cfg.Site, err)
 			}
 			return err
 		}
-		writeSummary(out, r)
+		WriteSummary(out, r)
 		if code := r.ExitCode(); code != 0 {
-			return &codedError{code: code}
+			return &CodedError{Code: code}
 		}
 		return nil
 	}

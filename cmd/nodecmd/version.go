@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"fmt"
@@ -8,11 +8,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version is set at link time (-ldflags "-X main.version=v1.2.3"); otherwise
-// the module version or VCS revision from the build info is shown.
+// version is set at link time
+// (-ldflags "-X github.com/herdcm/herd/cmd/nodecmd.version=v1.2.3");
+// otherwise the module version or VCS revision from the build info is shown.
 var version = ""
 
-func herdVersion() string {
+// Version is the version of this build of Herd.
+func Version() string {
 	if version != "" {
 		return version
 	}
@@ -37,7 +39,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print herd's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "herd %s %s %s/%s\n", herdVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s %s/%s\n", cmd.Root().Name(), Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
 	}

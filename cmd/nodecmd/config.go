@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"bytes"
@@ -13,12 +13,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// applyConfigFile fills cfg (a pointer to a struct whose fields have toml
+// ApplyConfigFile fills cfg (a pointer to a struct whose fields have toml
 // tags and are bound to flags of the same name, "_" spelled "-") from the
 // TOML file at path, for every setting whose flag was not given: flags
 // win. The file is decoded strictly: an unknown key is an error naming its
 // line, not a setting silently ignored.
-func applyConfigFile(cmd *cobra.Command, path string, cfg any) error {
+func ApplyConfigFile(cmd *cobra.Command, path string, cfg any) error {
 	if path == "" {
 		return nil
 	}
@@ -59,20 +59,20 @@ func applyConfigFile(cmd *cobra.Command, path string, cfg any) error {
 	return nil
 }
 
-// duration is a time.Duration that reads "30s" from TOML and from a flag.
-type duration time.Duration
+// Duration is a time.Duration that reads "30s" from TOML and from a flag.
+type Duration time.Duration
 
-func (d *duration) UnmarshalText(b []byte) error { return d.Set(string(b)) }
+func (d *Duration) UnmarshalText(b []byte) error { return d.Set(string(b)) }
 
-func (d *duration) Set(s string) error {
+func (d *Duration) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return fmt.Errorf("want a duration like \"30s\" or \"5m\": %w", err)
 	}
-	*d = duration(v)
+	*d = Duration(v)
 	return nil
 }
 
-func (d *duration) String() string { return time.Duration(*d).String() }
+func (d *Duration) String() string { return time.Duration(*d).String() }
 
-func (d *duration) Type() string { return "duration" }
+func (d *Duration) Type() string { return "duration" }
