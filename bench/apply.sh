@@ -27,13 +27,17 @@ done
 work=$(mktemp -d /tmp/herd-bench-apply.XXXXXX)
 cleanup() {
 	# Stop the services the services variant started, then remove the tree.
-	if [ -x "$work/herd" ] && [ -d "$work/svc-root" ]; then
-		"$work/herd" services stop --all --root "$work/svc-root" >/dev/null 2>&1 || true
+	if [ -x "$work/herd-agent" ] && [ -d "$work/svc-root" ]; then
+		"$work/herd-agent" services stop --all --root "$work/svc-root" >/dev/null 2>&1 || true
 	fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
 go build -o "$work/herd" ./cmd/herd
+# Nodes run the lean binary, as it ships (README: Two binaries).
+go build -tags grpcnotrace -o "$work/herd-agent" ./cmd/herd-agent
+. bench/lib.sh
+as_installed "$work/herd" "$work/herd-agent"
 
 # --- the same 200 resources for each tool ------------------------------------
 site="$work/site"
@@ -75,7 +79,7 @@ sed -i "s#PUPPETROOT#$puppet_root#g" "$pp"
 sed -i "s#CFROOT#$cf_root#g" "$cf"
 chmod 0600 "$cf"
 
-herd_cmd="$work/herd apply --site $site --root $herd_root --node bench"
+herd_cmd="$work/herd-agent apply --site $site --root $herd_root --node bench"
 puppet_cmd="puppet apply --confdir $work/puppet/conf --vardir $work/puppet/var --codedir $work/puppet/code --logdir $work/puppet/log --rundir $work/puppet/run $pp"
 cf_cmd="cf-agent --no-lock --file $cf"
 
@@ -127,7 +131,7 @@ if [ "$WITH_SERVICES" = 1 ]; then
 		printf '[[package]]\nname = "herd-bench-%s"\nsource = "herd-bench-%s.deb"\n\n' "$p" "$p" >> "$svc_site/roles/bench.toml"
 		printf '[[service]]\nname = "bench-%s"\nrun = ["/bin/sleep", "infinity"]\n\n' "$p" >> "$svc_site/roles/bench.toml"
 	done
-	svc_cmd="$work/herd apply --site $svc_site --root $svc_root --node bench"
+	svc_cmd="$work/herd-agent apply --site $svc_site --root $svc_root --node bench"
 	$svc_cmd >/dev/null 2>&1 || true
 	$svc_cmd > "$work/svc.second" 2>&1 || { echo "the services variant's second run was not a no-change run:"; cat "$work/svc.second"; exit 1; }
 	hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/svc.json" "$svc_cmd" >/dev/null 2>&1

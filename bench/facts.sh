@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/facts.sh — `herd facts --json` against facter and ohai on this host:
+# bench/facts.sh — `herd-agent facts --json` (and the full `herd`) against
+# facter and ohai on this host:
 # wall time (hyperfine, median) and peak RSS (GNU time -v, median of RSS_RUNS).
 # Prints a markdown table; run from anywhere in the repo.
 #
@@ -28,6 +29,10 @@ done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 go build -o "$out/herd" ./cmd/herd
+# The node binary, as it ships (README: Two binaries).
+go build -tags grpcnotrace -o "$out/herd-agent" ./cmd/herd-agent
+. bench/lib.sh
+as_installed "$out/herd" "$out/herd-agent"
 
 echo "## machine"
 echo
@@ -37,7 +42,8 @@ echo "- herd: $("$out/herd" version)"
 
 # name|command|hyperfine extra args. -i: facter exits 1 when one of its facts
 # fails (here: reading /proc/1/environ), which hyperfine would count a failure.
-tools=("herd|$out/herd facts --json|--warmup $WARMUP --runs $RUNS")
+tools=("herd-agent|$out/herd-agent facts --json|--warmup $WARMUP --runs $RUNS"
+	"herd|$out/herd facts --json|--warmup $WARMUP --runs $RUNS")
 if command -v facter >/dev/null; then
 	tools+=("facter|facter --json|--warmup $WARMUP --runs $RUNS -i")
 	echo "- facter: $(facter --version)"
