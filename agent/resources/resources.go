@@ -27,10 +27,12 @@ type Refresher interface {
 }
 
 // Watcher is a Type that can report drift as it happens (a file edited by
-// hand). Watch blocks until ctx ends, calling changed on every drift; the
-// engine answers with a full check, never a partial one.
+// hand). WatchTarget says which host path to watch for r; the daemon
+// watches the targets of all its resources with one DriftWatcher (one
+// inotify instance, one watch per directory) and answers a change with a
+// full check, never a partial one.
 type Watcher interface {
-	Watch(ctx context.Context, h *Host, r *catalogs.Resource, changed func()) error
+	WatchTarget(h *Host, r *catalogs.Resource) (WatchTarget, error)
 }
 
 // Action is what a Change does to its attribute.
