@@ -142,9 +142,10 @@ func failCycle(nodes []*node) {
 	}
 }
 
-// buildGraph links the catalog's resources by their require edges. The
-// compiler already rejected missing references and cycles; an edge to an
-// unknown id (a hand-made catalog) is ignored rather than deadlocking.
+// buildGraph links the catalog's resources by their require edges, and
+// makes every notify target wait for its notifier. The compiler already
+// rejected missing references and cycles; an edge to an unknown id (a
+// hand-made catalog) is ignored rather than deadlocking.
 func buildGraph(cat *catalogs.Catalog) []*node {
 	nodes := make([]*node, len(cat.Resources))
 	byID := make(map[string]*node, len(cat.Resources))
@@ -164,8 +165,18 @@ func buildGraph(cat *catalogs.Catalog) []*node {
 			}
 		}
 		for _, id := range n.res.Notify {
-			if t, ok := byID[id]; ok {
-				t.notifiers = append(t.notifiers, n)
+			t, ok := byID[id]
+			if !ok || t == n {
+				continue
+			}
+			t.notifiers = append(t.notifiers, n)
+			// A refresh is decided after the notifier ran, so the target
+			// waits for it. The compiler writes that edge as a require
+			// too; the engine does not count on it.
+			if !slices.Contains(t.res.Require, n.res.ID) {
+				t.deps = append(t.deps, n)
+				n.dependents = append(n.dependents, t)
+				t.waiting++
 			}
 		}
 	}
@@ -197,10 +208,10 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 	}
 	typ, ok := opts.Types[n.res.Type]
 	if !ok {
-		fail(n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
+		fail(ctx, n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, opts.ResourceTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, opts.ResourceTimeout, &resourceTimeout{opts.ResourceTimeout})
 	defer cancel()
 
 	var pendingDep string
@@ -219,7 +230,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		n.ev.Cause = fmt.Sprintf("depends on %s, which would change first (check said: %v)", pendingDep, err)
 		return
 	case err != nil:
-		fail(n, fmt.Errorf("check: %w", err))
+		fail(ctx, n, fmt.Errorf("check: %w", err))
 		return
 	}
 	n.ev.Changes = redact(plan.Changes)
@@ -248,16 +259,16 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		err := typ.Apply(ctx, h, plan)
 		n.ev.Output = plan.Output
 		if err != nil {
-			fail(n, fmt.Errorf("apply: %w", err))
+			fail(ctx, n, fmt.Errorf("apply: %w", err))
 			return
 		}
 		again, err := typ.Check(ctx, h, n.res)
 		if err != nil {
-			fail(n, fmt.Errorf("check after apply: %w", err))
+			fail(ctx, n, fmt.Errorf("check after apply: %w", err))
 			return
 		}
-		if !again.InSync() {
-			fail(n, fmt.Errorf("did not converge: still %s after apply", describe(again.Changes)))
+		if left := notConverged(again.Changes); len(left) > 0 {
+			fail(ctx, n, fmt.Errorf("did not converge: still %s after apply", describe(left)))
 			return
 		}
 		n.ev.Status = Changed
@@ -268,7 +279,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 	if notifier := changedNotifier(n); notifier != "" && n.ev.Status == InSync {
 		if r, ok := typ.(resources.Refresher); ok {
 			if err := r.Refresh(ctx, h, n.res); err != nil {
-				fail(n, fmt.Errorf("refresh (notified by %s): %w", notifier, err))
+				fail(ctx, n, fmt.Errorf("refresh (notified by %s): %w", notifier, err))
 				return
 			}
 			n.ev.Refresh = "refreshed"
@@ -291,13 +302,39 @@ func changedNotifier(n *node) string {
 	return strings.Join(ids, ", ")
 }
 
-func fail(n *node, err error) {
+// fail marks n failed with err. When the resource's own timeout ended
+// it and err does not say so (a type that returned ctx.Err()), the
+// message adds it, quoting that limit and no other.
+func fail(ctx context.Context, n *node, err error) {
 	n.ev.Status = Failed
 	n.ev.Error = err.Error()
-	var te interface{ Timeout() bool }
-	if errors.As(err, &te) && te.Timeout() {
-		n.ev.Error += " (resource timeout)"
+	var rt *resourceTimeout
+	if !errors.As(err, &rt) && errors.As(context.Cause(ctx), &rt) {
+		n.ev.Error += " (" + rt.Error() + ")"
 	}
+}
+
+// resourceTimeout is the cause of a resource's context ending at
+// ConvergeOptions.ResourceTimeout. Commands quote it when it kills them.
+type resourceTimeout struct{ after time.Duration }
+
+func (e *resourceTimeout) Error() string {
+	return "the resource timed out after " + e.after.String()
+}
+func (e *resourceTimeout) Timeout() bool        { return true }
+func (e *resourceTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// notConverged returns the changes of a re-check after Apply that count
+// against the resource: all but those whose successful Apply is
+// convergence.
+func notConverged(cs []resources.Change) []resources.Change {
+	var left []resources.Change
+	for _, c := range cs {
+		if !c.Converges {
+			left = append(left, c)
+		}
+	}
+	return left
 }
 
 // describe summarises changes for an error message.

@@ -20,7 +20,7 @@ import (
 // engine's ordering, skipping, noop and refresh rules are tested apart from
 // real types (which have their own conformance tests on real hosts).
 // Attributes: value (the wanted value), fail_check, fail_apply,
-// no_converge, panic, sleep_ms.
+// no_converge, converges (the change is marked Converges), panic, sleep_ms.
 type fakeType struct {
 	mu        sync.Mutex
 	host      map[string]string
@@ -56,7 +56,7 @@ func (f *fakeType) Check(_ context.Context, _ *resources.Host, r *catalogs.Resou
 	}
 	want := r.String("value")
 	if got := f.host[r.ID]; got != want {
-		return &resources.Plan{Resource: r, Changes: []resources.Change{{Attr: "value", From: f.host[r.ID], To: want, Action: resources.Update, Sensitive: r.Bool("secret")}}}, nil
+		return &resources.Plan{Resource: r, Changes: []resources.Change{{Attr: "value", From: f.host[r.ID], To: want, Action: resources.Update, Sensitive: r.Bool("secret"), Converges: r.Bool("converges")}}}, nil
 	}
 	return &resources.Plan{Resource: r}, nil
 }
@@ -112,16 +112,8 @@ func fakeCatalog(specs ...string) *catalogs.Catalog {
 		}
 		cat.Resources = append(cat.Resources, r)
 	}
-	// A notify implies the target waits, as the compiler makes it.
-	for i := range cat.Resources {
-		for _, t := range cat.Resources[i].Notify {
-			for j := range cat.Resources {
-				if cat.Resources[j].ID == t {
-					cat.Resources[j].Require = append(cat.Resources[j].Require, cat.Resources[i].ID)
-				}
-			}
-		}
-	}
+	// A notify is left without the require the compiler adds beside it:
+	// the engine makes the target wait by itself.
 	slices.SortFunc(cat.Resources, func(a, b catalogs.Resource) int { return strings.Compare(a.ID, b.ID) })
 	return cat
 }
@@ -167,6 +159,17 @@ func TestConverge(t *testing.T) {
 			name:  "did not converge is a failure",
 			specs: []string{"a no_converge"},
 			want:  map[string]string{"a": "failed"},
+		},
+		{
+			name:  "a change whose Apply is convergence is not held against the resource",
+			specs: []string{"a no_converge converges", "b require=a"},
+			want:  map[string]string{"a": "changed", "b": "changed"},
+		},
+		{
+			name:  "a notify alone makes the target wait and refresh",
+			specs: []string{"svc", "z-conf notify=svc"},
+			pre:   map[string]string{"fake:svc": "v"},
+			want:  map[string]string{"svc": "in-sync+refreshed", "z-conf": "changed"},
 		},
 		{
 			name:  "a panic fails one resource",
@@ -344,5 +347,62 @@ func TestExitCode(t *testing.T) {
 		if got := r.ExitCode(); got != tt.want {
 			t.Errorf("ExitCode(%+v) = %d, want %d", tt.s, got, tt.want)
 		}
+	}
+}
+
+// blockType's Check waits for its context and returns its error, as a
+// type blocked on something other than a command would.
+type blockType struct{}
+
+func (blockType) Check(ctx context.Context, _ *resources.Host, _ *catalogs.Resource) (*resources.Plan, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (blockType) Apply(context.Context, *resources.Host, *resources.Plan) error { return nil }
+
+// TestConvergeTimeoutMessages: a timeout's message quotes the limit that
+// fired (the resource's or the command's own), once.
+func TestConvergeTimeoutMessages(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name            string
+		res             catalogs.Resource
+		resourceTimeout time.Duration
+		want            string
+	}{{
+		name: "the resource timeout ends a command with a longer one",
+		res: catalogs.Resource{ID: "exec:slow", Type: "exec", Name: "slow",
+			Attrs: map[string]any{"command": []string{"/bin/sleep", "60"}, "timeout": "15m"}},
+		resourceTimeout: 200 * time.Millisecond,
+		want:            "apply: exec slow: running /bin/sleep: the resource timed out after 200ms; killed its process group",
+	}, {
+		name: "the command's own timeout",
+		res: catalogs.Resource{ID: "exec:slow", Type: "exec", Name: "slow",
+			Attrs: map[string]any{"command": []string{"/bin/sleep", "60"}, "timeout": "200ms"}},
+		resourceTimeout: time.Hour,
+		want:            "apply: exec slow: running /bin/sleep: timed out after 200ms; killed its process group",
+	}, {
+		name: "a type that returns its context's error",
+		res:  catalogs.Resource{ID: "block:x", Type: "block", Name: "x"},
+
+		resourceTimeout: 200 * time.Millisecond,
+		want:            "check: context deadline exceeded (the resource timed out after 200ms)",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			h := &resources.Host{Root: root, Run: func(ctx context.Context, c resources.Cmd) (resources.Result, error) {
+				return resources.RunCommand(ctx, root, c)
+			}}
+			types := resources.Types()
+			types["block"] = blockType{}
+			cat := &catalogs.Catalog{Node: "test", Resources: []catalogs.Resource{tt.res}}
+			evs := Converge(context.Background(), h, cat, ConvergeOptions{ResourceTimeout: tt.resourceTimeout, Types: types})
+			if len(evs) != 1 || evs[0].Status != Failed || evs[0].Error != tt.want {
+				t.Errorf("Converge = %+v\nwant failed with %q", evs, tt.want)
+			}
+		})
 	}
 }
