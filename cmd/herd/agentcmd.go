@@ -3,7 +3,11 @@ package main
 import (
 	"errors"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +41,7 @@ func newAgentCmd() *cobra.Command {
 		Server: "127.0.0.1:8140", Root: "/", Interval: duration(30 * time.Minute), Splay: duration(time.Minute),
 		Parallel: 4, ResourceTimeout: duration(10 * time.Minute), RunTimeout: duration(time.Hour), LogLevel: "info",
 	}
+	defaults := cfg
 	var (
 		configFile string
 		once       bool
@@ -65,6 +70,11 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
   herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP runs now with the configuration read again (it would
+			// otherwise kill the agent); caught from the start.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			if err := applyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
@@ -96,14 +106,17 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			o := agent.DaemonOptions{
-				Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
-				Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
-				ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
-				FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log, Once: once,
-				Services: supervisorFor(cfg.Root, log),
-				Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+			options := func(cfg agentConfig) agent.DaemonOptions {
+				return agent.DaemonOptions{
+					Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
+					Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
+					ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
+					FactsDir: cfg.FactsDir, AgentVersion: herdVersion(), Log: log, Once: once,
+					Services: supervisorFor(cfg.Root, log),
+					Emit:     func(e agent.Event) { writeEvent(out, e, false, false) },
+				}
 			}
+			o := options(cfg)
 			if once {
 				d, err := agent.NewDaemon(ctx, o)
 				if err != nil {
@@ -122,7 +135,23 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				}
 				return nil
 			}
-			return agent.RunDaemon(ctx, o)
+			d, err := agent.NewDaemon(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			go d.HandleHangups(ctx, hup, func() (agent.DaemonOptions, error) {
+				// What a restart would read: defaults, the file, flags.
+				next := flagsOver(cmd, defaults, cfg)
+				if err := applyConfigFile(cmd, configFile, &next); err != nil {
+					return agent.DaemonOptions{}, err
+				}
+				if next.StateDir != cfg.StateDir || next.LogLevel != cfg.LogLevel {
+					return agent.DaemonOptions{}, errors.New("state_dir and log_level change only with a restart of the agent")
+				}
+				return options(next), nil
+			})
+			return d.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -145,4 +174,16 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "run once and exit with apply's exit codes")
 	return cmd
+}
+
+// flagsOver returns base with the settings given as flags taken from cfg.
+func flagsOver(cmd *cobra.Command, base, cfg agentConfig) agentConfig {
+	dst, src := reflect.ValueOf(&base).Elem(), reflect.ValueOf(cfg)
+	for i := range dst.NumField() {
+		tag := strings.Split(dst.Type().Field(i).Tag.Get("toml"), ",")[0]
+		if f := cmd.Flags().Lookup(strings.ReplaceAll(tag, "_", "-")); f != nil && f.Changed {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+	return base
 }
