@@ -31,6 +31,8 @@ type ConvergeOptions struct {
 	// Emit receives every event as it happens (for a live terminal view);
 	// may be nil.
 	Emit func(Event)
+
+	timeout *resourceTimeout // the cause of every resource's deadline, made once a run
 }
 
 // node is one resource during a run. Only the goroutine that runs it
@@ -41,7 +43,7 @@ type node struct {
 	dependents []*node
 	notifiers  []*node // resources that refresh this one when they change
 	waiting    int     // dependencies not finished yet
-	ev         Event
+	ev         *Event // this resource's slot in the run's events
 	pending    bool   // noop: this resource's change was not made
 	blame      string // the failed resource that made this one skip
 }
@@ -59,7 +61,11 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 	if opts.Types == nil {
 		opts.Types = resources.Types()
 	}
-	nodes := buildGraph(cat)
+	opts.timeout = &resourceTimeout{opts.ResourceTimeout}
+	// The events are the run's only per-resource output: each node
+	// writes its own slot, so that no copy of them is made at the end.
+	events := make([]Event, len(cat.Resources))
+	nodes := buildGraph(cat, events)
 
 	var (
 		mu    sync.Mutex
@@ -68,8 +74,8 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		sem   = make(chan struct{}, opts.Parallel)
 		done  = make(chan *node, len(nodes))
 	)
-	for _, n := range nodes {
-		if n.waiting == 0 {
+	for i := range nodes {
+		if n := &nodes[i]; n.waiting == 0 {
 			ready = append(ready, n)
 		}
 	}
@@ -82,7 +88,7 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		for _, n := range batch {
 			inflight++
 			if ctx.Err() != nil {
-				n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Skipped, Cause: "run interrupted"}
+				*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Skipped, Cause: "run interrupted"}
 				done <- n
 				continue
 			}
@@ -106,7 +112,7 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		inflight--
 		finished++
 		if opts.Emit != nil {
-			opts.Emit(n.ev)
+			opts.Emit(*n.ev)
 		}
 		for _, d := range n.dependents {
 			d.waiting--
@@ -118,25 +124,24 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		}
 	}
 	wg.Wait()
-	events := make([]Event, len(nodes))
-	for i, n := range nodes {
-		events[i] = n.ev
+	// A canonical catalog is sorted by id already; a hand-made one may not be.
+	if !slices.IsSortedFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) }) {
+		slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) })
 	}
-	slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) })
 	return events
 }
 
-func failCycle(nodes []*node) {
+func failCycle(nodes []node) {
 	var stuck []string
-	for _, n := range nodes {
-		if n.waiting > 0 {
+	for i := range nodes {
+		if n := &nodes[i]; n.waiting > 0 {
 			stuck = append(stuck, n.res.ID)
 		}
 	}
 	slices.Sort(stuck)
-	for _, n := range nodes {
-		if n.waiting > 0 {
-			n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Failed,
+	for i := range nodes {
+		if n := &nodes[i]; n.waiting > 0 {
+			*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Failed,
 				Error: "dependency cycle among " + strings.Join(stuck, ", ")}
 		}
 	}
@@ -146,27 +151,25 @@ func failCycle(nodes []*node) {
 // makes every notify target wait for its notifier. The compiler already
 // rejected missing references and cycles; an edge to an unknown id (a
 // hand-made catalog) is ignored rather than deadlocking.
-func buildGraph(cat *catalogs.Catalog) []*node {
-	nodes := make([]*node, len(cat.Resources))
-	byID := make(map[string]*node, len(cat.Resources))
-	pool := make([]node, len(cat.Resources))
+func buildGraph(cat *catalogs.Catalog, events []Event) []node {
+	nodes := make([]node, len(cat.Resources))
 	for i := range cat.Resources {
-		n := &pool[i]
-		n.res = &cat.Resources[i]
-		nodes[i] = n
-		byID[n.res.ID] = n
+		nodes[i].res = &cat.Resources[i]
+		nodes[i].ev = &events[i]
 	}
-	for _, n := range nodes {
+	lookup := nodeLookup(cat, nodes)
+	for i := range nodes {
+		n := &nodes[i]
 		for _, id := range n.res.Require {
-			if d, ok := byID[id]; ok && d != n {
+			if d := lookup(id); d != nil && d != n {
 				n.deps = append(n.deps, d)
 				d.dependents = append(d.dependents, n)
 				n.waiting++
 			}
 		}
 		for _, id := range n.res.Notify {
-			t, ok := byID[id]
-			if !ok || t == n {
+			t := lookup(id)
+			if t == nil || t == n {
 				continue
 			}
 			t.notifiers = append(t.notifiers, n)
@@ -183,10 +186,31 @@ func buildGraph(cat *catalogs.Catalog) []*node {
 	return nodes
 }
 
+// nodeLookup finds a node by resource id: by binary search in a catalog
+// sorted by id (every compiled one), which costs no memory per resource;
+// through a map otherwise (a hand-made catalog).
+func nodeLookup(cat *catalogs.Catalog, nodes []node) func(id string) *node {
+	less := func(a, b catalogs.Resource) int { return cmp.Compare(a.ID, b.ID) }
+	if slices.IsSortedFunc(cat.Resources, less) {
+		return func(id string) *node {
+			i, ok := slices.BinarySearchFunc(cat.Resources, id, func(r catalogs.Resource, id string) int { return cmp.Compare(r.ID, id) })
+			if !ok {
+				return nil
+			}
+			return &nodes[i]
+		}
+	}
+	byID := make(map[string]*node, len(nodes))
+	for i := range nodes {
+		byID[nodes[i].res.ID] = &nodes[i]
+	}
+	return func(id string) *node { return byID[id] }
+}
+
 // converge runs one resource: skip, check, apply, re-check, refresh.
 func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOptions) {
 	start := time.Now()
-	n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source}
+	*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source}
 	defer func() {
 		if p := recover(); p != nil {
 			// A bug in one type fails that resource, not the run.
@@ -211,7 +235,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		fail(ctx, n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
 		return
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, opts.ResourceTimeout, &resourceTimeout{opts.ResourceTimeout})
+	ctx, cancel := context.WithTimeoutCause(ctx, opts.ResourceTimeout, opts.timeout)
 	defer cancel()
 
 	var pendingDep string

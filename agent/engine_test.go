@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -404,5 +407,38 @@ func TestConvergeTimeoutMessages(t *testing.T) {
 				t.Errorf("Converge = %+v\nwant failed with %q", evs, tt.want)
 			}
 		})
+	}
+}
+
+// BenchmarkConvergeNoChange20k converges 20,000 in-sync files (content
+// and mode) in a temporary root: the memory a run holds per resource (the
+// engine's graph and events, each Check's plan) is the cost measured.
+func BenchmarkConvergeNoChange20k(b *testing.B) {
+	root := b.TempDir()
+	const n, dirs = 20000, 100
+	var rs []catalogs.Resource
+	for d := range dirs {
+		if err := os.MkdirAll(filepath.Join(root, fmt.Sprintf("srv/d%03d", d)), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range n {
+		p := fmt.Sprintf("/srv/d%03d/f%05d.conf", i%dirs, i)
+		content := fmt.Sprintf("setting = %d\n", i)
+		if err := os.WriteFile(filepath.Join(root, p), []byte(content), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		rs = append(rs, catalogs.Resource{ID: "file:" + p, Type: "file", Name: p, Source: "roles/test.toml:1",
+			Attrs: map[string]any{"path": p, "content": content, "mode": "0644"}})
+	}
+	cat := &catalogs.Catalog{Node: "test", Resources: rs}
+	slices.SortFunc(cat.Resources, func(a, b catalogs.Resource) int { return strings.Compare(a.ID, b.ID) })
+	h := &resources.Host{Root: root, Catalog: cat}
+	b.ReportAllocs()
+	for b.Loop() {
+		evs := Converge(context.Background(), h, cat, ConvergeOptions{})
+		if len(evs) != n || evs[0].Status != InSync || evs[n-1].Status != InSync {
+			b.Fatalf("Converge: %d events, first %+v", len(evs), evs[0])
+		}
 	}
 }
