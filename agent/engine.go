@@ -43,9 +43,9 @@ type node struct {
 	dependents []*node
 	notifiers  []*node // resources that refresh this one when they change
 	waiting    int     // dependencies not finished yet
-	ev         *Event // this resource's slot in the run's events
-	pending    bool   // noop: this resource's change was not made
-	blame      string // the failed resource that made this one skip
+	ev         *Event  // this resource's slot in the run's events
+	pending    bool    // noop: this resource's change was not made
+	blame      string  // the failed resource that made this one skip
 }
 
 // Converge makes the host match cat and returns one event per resource,
