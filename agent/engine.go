@@ -44,8 +44,9 @@ type node struct {
 	notifiers  []*node // resources that refresh this one when they change
 	waiting    int     // dependencies not finished yet
 	ev         *Event  // this resource's slot in the run's events
-	pending    bool    // noop: this resource's change was not made
-	blame      string  // the failed resource that made this one skip
+	ctx        deadlineCtx
+	pending    bool   // noop: this resource's change was not made
+	blame      string // the failed resource that made this one skip
 }
 
 // Converge makes the host match cat and returns one event per resource,
@@ -235,8 +236,9 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		fail(ctx, n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
 		return
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, opts.ResourceTimeout, opts.timeout)
-	defer cancel()
+	n.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(opts.ResourceTimeout), cause: opts.timeout}
+	defer n.ctx.release()
+	ctx = &n.ctx
 
 	var pendingDep string
 	if opts.Noop {
@@ -333,7 +335,7 @@ func fail(ctx context.Context, n *node, err error) {
 	n.ev.Status = Failed
 	n.ev.Error = err.Error()
 	var rt *resourceTimeout
-	if !errors.As(err, &rt) && errors.As(context.Cause(ctx), &rt) {
+	if !errors.As(err, &rt) && errors.As(causeOf(ctx), &rt) {
 		n.ev.Error += " (" + rt.Error() + ")"
 	}
 }
@@ -385,4 +387,94 @@ func firstFrames(stack []byte) string {
 		lines = lines[:16]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// deadlineCtx is a resource's context: its parent with the resource's
+// deadline, whose timer and cancel context are made only when something
+// waits on Done (a command, a type blocking on I/O). Most checks only
+// read files and never wait, so that a no-change run of 20,000 files
+// makes no timer at all. It lives in the resource's node: no allocation
+// either.
+type deadlineCtx struct {
+	context.Context // the run's
+	deadline        time.Time
+	cause           error
+
+	mu       sync.Mutex
+	inner    context.Context // made by the first Done
+	cancel   context.CancelFunc
+	released bool // the resource is done: a later Done is closed at once
+}
+
+// Deadline is the sooner of the parent's and the resource's.
+func (c *deadlineCtx) Deadline() (time.Time, bool) {
+	if d, ok := c.Context.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+// Done arms the deadline: from then on the inner context answers.
+func (c *deadlineCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inner == nil {
+		c.inner, c.cancel = context.WithDeadlineCause(c.Context, c.deadline, c.cause)
+		if c.released {
+			c.cancel()
+		}
+	}
+	return c.inner.Done()
+}
+
+func (c *deadlineCtx) armed() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inner
+}
+
+// Err is the inner context's once armed; before, the parent's, or
+// DeadlineExceeded past the deadline.
+func (c *deadlineCtx) Err() error {
+	if in := c.armed(); in != nil {
+		return in.Err()
+	}
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Value answers from the inner context once armed, so that a context
+// derived from this one (a command's timeout) finds its cancel chain and
+// context.Cause finds the resource timeout.
+func (c *deadlineCtx) Value(key any) any {
+	if in := c.armed(); in != nil {
+		return in.Value(key)
+	}
+	return c.Context.Value(key)
+}
+
+// release stops the timer, if one was made.
+func (c *deadlineCtx) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.released = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// causeOf is context.Cause, also for a deadlineCtx whose deadline passed
+// while nothing waited on it.
+func causeOf(ctx context.Context) error {
+	if c, ok := ctx.(*deadlineCtx); ok && c.armed() == nil {
+		if err := c.Err(); err == context.DeadlineExceeded && c.Context.Err() == nil {
+			return c.cause
+		}
+	}
+	return context.Cause(ctx)
 }

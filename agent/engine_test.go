@@ -364,6 +364,55 @@ func (blockType) Check(ctx context.Context, _ *resources.Host, _ *catalogs.Resou
 
 func (blockType) Apply(context.Context, *resources.Host, *resources.Plan) error { return nil }
 
+// pollType's Check polls its context's Err until it fails, never
+// calling Done, as a type reading many files in a loop would.
+type pollType struct{}
+
+func (pollType) Check(ctx context.Context, _ *resources.Host, _ *catalogs.Resource) (*resources.Plan, error) {
+	for ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil, ctx.Err()
+}
+
+func (pollType) Apply(context.Context, *resources.Host, *resources.Plan) error { return nil }
+
+// TestDeadlineCtx: a resource's context without a timer ends like one
+// with: at its deadline, or with its parent, and never outlives it.
+func TestDeadlineCtx(t *testing.T) {
+	t.Parallel()
+	cause := &resourceTimeout{time.Minute}
+	parent, cancel := context.WithCancel(context.Background())
+	c := &deadlineCtx{Context: parent, deadline: time.Now().Add(time.Hour), cause: cause}
+	if err := c.Err(); err != nil {
+		t.Fatalf("Err() = %v before anything ended", err)
+	}
+	if d, ok := c.Deadline(); !ok || time.Until(d) < 59*time.Minute {
+		t.Errorf("Deadline() = %v, %v; want in an hour", d, ok)
+	}
+	cancel()
+	if err := c.Err(); err != context.Canceled {
+		t.Errorf("Err() after the parent ended = %v, want Canceled", err)
+	}
+	<-c.Done() // armed after the parent ended: closed at once
+
+	past := &deadlineCtx{Context: context.Background(), deadline: time.Now().Add(-time.Second), cause: cause}
+	if err := past.Err(); err != context.DeadlineExceeded {
+		t.Errorf("Err() past the deadline = %v, want DeadlineExceeded", err)
+	}
+	if got := causeOf(past); got != cause {
+		t.Errorf("causeOf past the deadline, unarmed = %v, want the resource timeout", got)
+	}
+	<-past.Done()
+	if got := context.Cause(past); got != cause {
+		t.Errorf("context.Cause past the deadline, armed = %v, want the resource timeout", got)
+	}
+
+	released := &deadlineCtx{Context: context.Background(), deadline: time.Now().Add(time.Hour), cause: cause}
+	released.release()
+	<-released.Done() // a goroutine left behind by a type is not kept for an hour
+}
+
 // TestConvergeTimeoutMessages: a timeout's message quotes the limit that
 // fired (the resource's or the command's own), once.
 func TestConvergeTimeoutMessages(t *testing.T) {
@@ -386,6 +435,11 @@ func TestConvergeTimeoutMessages(t *testing.T) {
 		resourceTimeout: time.Hour,
 		want:            "apply: exec slow: running /bin/sleep: timed out after 200ms; killed its process group",
 	}, {
+		name:            "a type that polls its context's error and never waits on Done",
+		res:             catalogs.Resource{ID: "poll:x", Type: "poll", Name: "x"},
+		resourceTimeout: 200 * time.Millisecond,
+		want:            "check: context deadline exceeded (the resource timed out after 200ms)",
+	}, {
 		name: "a type that returns its context's error",
 		res:  catalogs.Resource{ID: "block:x", Type: "block", Name: "x"},
 
@@ -401,6 +455,7 @@ func TestConvergeTimeoutMessages(t *testing.T) {
 			}}
 			types := resources.Types()
 			types["block"] = blockType{}
+			types["poll"] = pollType{}
 			cat := &catalogs.Catalog{Node: "test", Resources: []catalogs.Resource{tt.res}}
 			evs := Converge(context.Background(), h, cat, ConvergeOptions{ResourceTimeout: tt.resourceTimeout, Types: types})
 			if len(evs) != 1 || evs[0].Status != Failed || evs[0].Error != tt.want {
