@@ -64,7 +64,8 @@ unreachable the last good catalog is applied. A Watch stream makes the agent
 run at once when the server releases a new catalog, and files whose resource
 says drift = "watch" are put back within a second of a hand edit.
 
-Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
+Settings come from --config (TOML, decoded strictly) and flags; flags win.
+SIGHUP makes the agent run at once with --config read again.`,
 		Example: `  herd agent --server herd.example.com:8140 --join-token "$TOKEN"
   herd agent --config /etc/herd/agent.toml
   herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop`,
