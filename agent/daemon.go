@@ -106,10 +106,11 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	pending Trigger
-	busy    bool   // a run is in progress
-	etag    string // the cached catalog's; the Watch loop reads it
-	refused string // the last catalog refused, so that Watch does not ask for it again
-	watched string // the etag the last Watch event named
+	busy    bool           // a run is in progress
+	etag    string         // the cached catalog's; the Watch loop reads it
+	refused string         // the last catalog refused, so that Watch does not ask for it again
+	watched string         // the etag the last Watch event named
+	reload  *DaemonOptions // from Hangup, taken by the run loop between runs
 
 	// Owned by the run loop.
 	cat           *catalogs.Catalog
@@ -324,6 +325,7 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			return nil // select picks at random among ready cases
 		}
 		why := d.takePending()
+		d.takeReload()
 		if why == 0 {
 			continue // a wake-up whose trigger the last run already served
 		}

@@ -31,6 +31,8 @@ type ConvergeOptions struct {
 	// Emit receives every event as it happens (for a live terminal view);
 	// may be nil.
 	Emit func(Event)
+
+	timeout *resourceTimeout // the cause of every resource's deadline, made once a run
 }
 
 // node is one resource during a run. Only the goroutine that runs it
@@ -41,7 +43,8 @@ type node struct {
 	dependents []*node
 	notifiers  []*node // resources that refresh this one when they change
 	waiting    int     // dependencies not finished yet
-	ev         Event
+	ev         *Event  // this resource's slot in the run's events
+	ctx        deadlineCtx
 	pending    bool   // noop: this resource's change was not made
 	blame      string // the failed resource that made this one skip
 }
@@ -59,7 +62,11 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 	if opts.Types == nil {
 		opts.Types = resources.Types()
 	}
-	nodes := buildGraph(cat)
+	opts.timeout = &resourceTimeout{opts.ResourceTimeout}
+	// The events are the run's only per-resource output: each node
+	// writes its own slot, so that no copy of them is made at the end.
+	events := make([]Event, len(cat.Resources))
+	nodes := buildGraph(cat, events)
 
 	var (
 		mu    sync.Mutex
@@ -68,8 +75,8 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		sem   = make(chan struct{}, opts.Parallel)
 		done  = make(chan *node, len(nodes))
 	)
-	for _, n := range nodes {
-		if n.waiting == 0 {
+	for i := range nodes {
+		if n := &nodes[i]; n.waiting == 0 {
 			ready = append(ready, n)
 		}
 	}
@@ -82,7 +89,7 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		for _, n := range batch {
 			inflight++
 			if ctx.Err() != nil {
-				n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Skipped, Cause: "run interrupted"}
+				*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Skipped, Cause: "run interrupted"}
 				done <- n
 				continue
 			}
@@ -106,7 +113,7 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		inflight--
 		finished++
 		if opts.Emit != nil {
-			opts.Emit(n.ev)
+			opts.Emit(*n.ev)
 		}
 		for _, d := range n.dependents {
 			d.waiting--
@@ -118,64 +125,93 @@ func Converge(ctx context.Context, h *resources.Host, cat *catalogs.Catalog, opt
 		}
 	}
 	wg.Wait()
-	events := make([]Event, len(nodes))
-	for i, n := range nodes {
-		events[i] = n.ev
+	// A canonical catalog is sorted by id already; a hand-made one may not be.
+	if !slices.IsSortedFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) }) {
+		slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) })
 	}
-	slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) })
 	return events
 }
 
-func failCycle(nodes []*node) {
+func failCycle(nodes []node) {
 	var stuck []string
-	for _, n := range nodes {
-		if n.waiting > 0 {
+	for i := range nodes {
+		if n := &nodes[i]; n.waiting > 0 {
 			stuck = append(stuck, n.res.ID)
 		}
 	}
 	slices.Sort(stuck)
-	for _, n := range nodes {
-		if n.waiting > 0 {
-			n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Failed,
+	for i := range nodes {
+		if n := &nodes[i]; n.waiting > 0 {
+			*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source, Status: Failed,
 				Error: "dependency cycle among " + strings.Join(stuck, ", ")}
 		}
 	}
 }
 
-// buildGraph links the catalog's resources by their require edges. The
-// compiler already rejected missing references and cycles; an edge to an
-// unknown id (a hand-made catalog) is ignored rather than deadlocking.
-func buildGraph(cat *catalogs.Catalog) []*node {
-	nodes := make([]*node, len(cat.Resources))
-	byID := make(map[string]*node, len(cat.Resources))
-	pool := make([]node, len(cat.Resources))
+// buildGraph links the catalog's resources by their require edges, and
+// makes every notify target wait for its notifier. The compiler already
+// rejected missing references and cycles; an edge to an unknown id (a
+// hand-made catalog) is ignored rather than deadlocking.
+func buildGraph(cat *catalogs.Catalog, events []Event) []node {
+	nodes := make([]node, len(cat.Resources))
 	for i := range cat.Resources {
-		n := &pool[i]
-		n.res = &cat.Resources[i]
-		nodes[i] = n
-		byID[n.res.ID] = n
+		nodes[i].res = &cat.Resources[i]
+		nodes[i].ev = &events[i]
 	}
-	for _, n := range nodes {
+	lookup := nodeLookup(cat, nodes)
+	for i := range nodes {
+		n := &nodes[i]
 		for _, id := range n.res.Require {
-			if d, ok := byID[id]; ok && d != n {
+			if d := lookup(id); d != nil && d != n {
 				n.deps = append(n.deps, d)
 				d.dependents = append(d.dependents, n)
 				n.waiting++
 			}
 		}
 		for _, id := range n.res.Notify {
-			if t, ok := byID[id]; ok {
-				t.notifiers = append(t.notifiers, n)
+			t := lookup(id)
+			if t == nil || t == n {
+				continue
+			}
+			t.notifiers = append(t.notifiers, n)
+			// A refresh is decided after the notifier ran, so the target
+			// waits for it. The compiler writes that edge as a require
+			// too; the engine does not count on it.
+			if !slices.Contains(t.res.Require, n.res.ID) {
+				t.deps = append(t.deps, n)
+				n.dependents = append(n.dependents, t)
+				t.waiting++
 			}
 		}
 	}
 	return nodes
 }
 
+// nodeLookup finds a node by resource id: by binary search in a catalog
+// sorted by id (every compiled one), which costs no memory per resource;
+// through a map otherwise (a hand-made catalog).
+func nodeLookup(cat *catalogs.Catalog, nodes []node) func(id string) *node {
+	less := func(a, b catalogs.Resource) int { return cmp.Compare(a.ID, b.ID) }
+	if slices.IsSortedFunc(cat.Resources, less) {
+		return func(id string) *node {
+			i, ok := slices.BinarySearchFunc(cat.Resources, id, func(r catalogs.Resource, id string) int { return cmp.Compare(r.ID, id) })
+			if !ok {
+				return nil
+			}
+			return &nodes[i]
+		}
+	}
+	byID := make(map[string]*node, len(nodes))
+	for i := range nodes {
+		byID[nodes[i].res.ID] = &nodes[i]
+	}
+	return func(id string) *node { return byID[id] }
+}
+
 // converge runs one resource: skip, check, apply, re-check, refresh.
 func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOptions) {
 	start := time.Now()
-	n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source}
+	*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source}
 	defer func() {
 		if p := recover(); p != nil {
 			// A bug in one type fails that resource, not the run.
@@ -197,11 +233,12 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 	}
 	typ, ok := opts.Types[n.res.Type]
 	if !ok {
-		fail(n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
+		fail(ctx, n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, opts.ResourceTimeout)
-	defer cancel()
+	n.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(opts.ResourceTimeout), cause: opts.timeout}
+	defer n.ctx.release()
+	ctx = &n.ctx
 
 	var pendingDep string
 	if opts.Noop {
@@ -219,7 +256,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		n.ev.Cause = fmt.Sprintf("depends on %s, which would change first (check said: %v)", pendingDep, err)
 		return
 	case err != nil:
-		fail(n, fmt.Errorf("check: %w", err))
+		fail(ctx, n, fmt.Errorf("check: %w", err))
 		return
 	}
 	n.ev.Changes = redact(plan.Changes)
@@ -248,16 +285,16 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		err := typ.Apply(ctx, h, plan)
 		n.ev.Output = plan.Output
 		if err != nil {
-			fail(n, fmt.Errorf("apply: %w", err))
+			fail(ctx, n, fmt.Errorf("apply: %w", err))
 			return
 		}
 		again, err := typ.Check(ctx, h, n.res)
 		if err != nil {
-			fail(n, fmt.Errorf("check after apply: %w", err))
+			fail(ctx, n, fmt.Errorf("check after apply: %w", err))
 			return
 		}
-		if !again.InSync() {
-			fail(n, fmt.Errorf("did not converge: still %s after apply", describe(again.Changes)))
+		if left := notConverged(again.Changes); len(left) > 0 {
+			fail(ctx, n, fmt.Errorf("did not converge: still %s after apply", describe(left)))
 			return
 		}
 		n.ev.Status = Changed
@@ -268,7 +305,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 	if notifier := changedNotifier(n); notifier != "" && n.ev.Status == InSync {
 		if r, ok := typ.(resources.Refresher); ok {
 			if err := r.Refresh(ctx, h, n.res); err != nil {
-				fail(n, fmt.Errorf("refresh (notified by %s): %w", notifier, err))
+				fail(ctx, n, fmt.Errorf("refresh (notified by %s): %w", notifier, err))
 				return
 			}
 			n.ev.Refresh = "refreshed"
@@ -291,13 +328,39 @@ func changedNotifier(n *node) string {
 	return strings.Join(ids, ", ")
 }
 
-func fail(n *node, err error) {
+// fail marks n failed with err. When the resource's own timeout ended
+// it and err does not say so (a type that returned ctx.Err()), the
+// message adds it, quoting that limit and no other.
+func fail(ctx context.Context, n *node, err error) {
 	n.ev.Status = Failed
 	n.ev.Error = err.Error()
-	var te interface{ Timeout() bool }
-	if errors.As(err, &te) && te.Timeout() {
-		n.ev.Error += " (resource timeout)"
+	var rt *resourceTimeout
+	if !errors.As(err, &rt) && errors.As(causeOf(ctx), &rt) {
+		n.ev.Error += " (" + rt.Error() + ")"
 	}
+}
+
+// resourceTimeout is the cause of a resource's context ending at
+// ConvergeOptions.ResourceTimeout. Commands quote it when it kills them.
+type resourceTimeout struct{ after time.Duration }
+
+func (e *resourceTimeout) Error() string {
+	return "the resource timed out after " + e.after.String()
+}
+func (e *resourceTimeout) Timeout() bool        { return true }
+func (e *resourceTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// notConverged returns the changes of a re-check after Apply that count
+// against the resource: all but those whose successful Apply is
+// convergence.
+func notConverged(cs []resources.Change) []resources.Change {
+	var left []resources.Change
+	for _, c := range cs {
+		if !c.Converges {
+			left = append(left, c)
+		}
+	}
+	return left
 }
 
 // describe summarises changes for an error message.
@@ -324,4 +387,94 @@ func firstFrames(stack []byte) string {
 		lines = lines[:16]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// deadlineCtx is a resource's context: its parent with the resource's
+// deadline, whose timer and cancel context are made only when something
+// waits on Done (a command, a type blocking on I/O). Most checks only
+// read files and never wait, so that a no-change run of 20,000 files
+// makes no timer at all. It lives in the resource's node: no allocation
+// either.
+type deadlineCtx struct {
+	context.Context // the run's
+	deadline        time.Time
+	cause           error
+
+	mu       sync.Mutex
+	inner    context.Context // made by the first Done
+	cancel   context.CancelFunc
+	released bool // the resource is done: a later Done is closed at once
+}
+
+// Deadline is the sooner of the parent's and the resource's.
+func (c *deadlineCtx) Deadline() (time.Time, bool) {
+	if d, ok := c.Context.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+// Done arms the deadline: from then on the inner context answers.
+func (c *deadlineCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inner == nil {
+		c.inner, c.cancel = context.WithDeadlineCause(c.Context, c.deadline, c.cause)
+		if c.released {
+			c.cancel()
+		}
+	}
+	return c.inner.Done()
+}
+
+func (c *deadlineCtx) armed() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inner
+}
+
+// Err is the inner context's once armed; before, the parent's, or
+// DeadlineExceeded past the deadline.
+func (c *deadlineCtx) Err() error {
+	if in := c.armed(); in != nil {
+		return in.Err()
+	}
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Value answers from the inner context once armed, so that a context
+// derived from this one (a command's timeout) finds its cancel chain and
+// context.Cause finds the resource timeout.
+func (c *deadlineCtx) Value(key any) any {
+	if in := c.armed(); in != nil {
+		return in.Value(key)
+	}
+	return c.Context.Value(key)
+}
+
+// release stops the timer, if one was made.
+func (c *deadlineCtx) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.released = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// causeOf is context.Cause, also for a deadlineCtx whose deadline passed
+// while nothing waited on it.
+func causeOf(ctx context.Context) error {
+	if c, ok := ctx.(*deadlineCtx); ok && c.armed() == nil {
+		if err := c.Err(); err == context.DeadlineExceeded && c.Context.Err() == nil {
+			return c.cause
+		}
+	}
+	return context.Cause(ctx)
 }

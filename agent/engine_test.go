@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +23,7 @@ import (
 // engine's ordering, skipping, noop and refresh rules are tested apart from
 // real types (which have their own conformance tests on real hosts).
 // Attributes: value (the wanted value), fail_check, fail_apply,
-// no_converge, panic, sleep_ms.
+// no_converge, converges (the change is marked Converges), panic, sleep_ms.
 type fakeType struct {
 	mu        sync.Mutex
 	host      map[string]string
@@ -56,7 +59,7 @@ func (f *fakeType) Check(_ context.Context, _ *resources.Host, r *catalogs.Resou
 	}
 	want := r.String("value")
 	if got := f.host[r.ID]; got != want {
-		return &resources.Plan{Resource: r, Changes: []resources.Change{{Attr: "value", From: f.host[r.ID], To: want, Action: resources.Update, Sensitive: r.Bool("secret")}}}, nil
+		return &resources.Plan{Resource: r, Changes: []resources.Change{{Attr: "value", From: f.host[r.ID], To: want, Action: resources.Update, Sensitive: r.Bool("secret"), Converges: r.Bool("converges")}}}, nil
 	}
 	return &resources.Plan{Resource: r}, nil
 }
@@ -112,16 +115,8 @@ func fakeCatalog(specs ...string) *catalogs.Catalog {
 		}
 		cat.Resources = append(cat.Resources, r)
 	}
-	// A notify implies the target waits, as the compiler makes it.
-	for i := range cat.Resources {
-		for _, t := range cat.Resources[i].Notify {
-			for j := range cat.Resources {
-				if cat.Resources[j].ID == t {
-					cat.Resources[j].Require = append(cat.Resources[j].Require, cat.Resources[i].ID)
-				}
-			}
-		}
-	}
+	// A notify is left without the require the compiler adds beside it:
+	// the engine makes the target wait by itself.
 	slices.SortFunc(cat.Resources, func(a, b catalogs.Resource) int { return strings.Compare(a.ID, b.ID) })
 	return cat
 }
@@ -167,6 +162,17 @@ func TestConverge(t *testing.T) {
 			name:  "did not converge is a failure",
 			specs: []string{"a no_converge"},
 			want:  map[string]string{"a": "failed"},
+		},
+		{
+			name:  "a change whose Apply is convergence is not held against the resource",
+			specs: []string{"a no_converge converges", "b require=a"},
+			want:  map[string]string{"a": "changed", "b": "changed"},
+		},
+		{
+			name:  "a notify alone makes the target wait and refresh",
+			specs: []string{"svc", "z-conf notify=svc"},
+			pre:   map[string]string{"fake:svc": "v"},
+			want:  map[string]string{"svc": "in-sync+refreshed", "z-conf": "changed"},
 		},
 		{
 			name:  "a panic fails one resource",
@@ -343,6 +349,151 @@ func TestExitCode(t *testing.T) {
 		r := Report{Summary: tt.s}
 		if got := r.ExitCode(); got != tt.want {
 			t.Errorf("ExitCode(%+v) = %d, want %d", tt.s, got, tt.want)
+		}
+	}
+}
+
+// blockType's Check waits for its context and returns its error, as a
+// type blocked on something other than a command would.
+type blockType struct{}
+
+func (blockType) Check(ctx context.Context, _ *resources.Host, _ *catalogs.Resource) (*resources.Plan, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (blockType) Apply(context.Context, *resources.Host, *resources.Plan) error { return nil }
+
+// pollType's Check polls its context's Err until it fails, never
+// calling Done, as a type reading many files in a loop would.
+type pollType struct{}
+
+func (pollType) Check(ctx context.Context, _ *resources.Host, _ *catalogs.Resource) (*resources.Plan, error) {
+	for ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil, ctx.Err()
+}
+
+func (pollType) Apply(context.Context, *resources.Host, *resources.Plan) error { return nil }
+
+// TestDeadlineCtx: a resource's context without a timer ends like one
+// with: at its deadline, or with its parent, and never outlives it.
+func TestDeadlineCtx(t *testing.T) {
+	t.Parallel()
+	cause := &resourceTimeout{time.Minute}
+	parent, cancel := context.WithCancel(context.Background())
+	c := &deadlineCtx{Context: parent, deadline: time.Now().Add(time.Hour), cause: cause}
+	if err := c.Err(); err != nil {
+		t.Fatalf("Err() = %v before anything ended", err)
+	}
+	if d, ok := c.Deadline(); !ok || time.Until(d) < 59*time.Minute {
+		t.Errorf("Deadline() = %v, %v; want in an hour", d, ok)
+	}
+	cancel()
+	if err := c.Err(); err != context.Canceled {
+		t.Errorf("Err() after the parent ended = %v, want Canceled", err)
+	}
+	<-c.Done() // armed after the parent ended: closed at once
+
+	past := &deadlineCtx{Context: context.Background(), deadline: time.Now().Add(-time.Second), cause: cause}
+	if err := past.Err(); err != context.DeadlineExceeded {
+		t.Errorf("Err() past the deadline = %v, want DeadlineExceeded", err)
+	}
+	if got := causeOf(past); got != cause {
+		t.Errorf("causeOf past the deadline, unarmed = %v, want the resource timeout", got)
+	}
+	<-past.Done()
+	if got := context.Cause(past); got != cause {
+		t.Errorf("context.Cause past the deadline, armed = %v, want the resource timeout", got)
+	}
+
+	released := &deadlineCtx{Context: context.Background(), deadline: time.Now().Add(time.Hour), cause: cause}
+	released.release()
+	<-released.Done() // a goroutine left behind by a type is not kept for an hour
+}
+
+// TestConvergeTimeoutMessages: a timeout's message quotes the limit that
+// fired (the resource's or the command's own), once.
+func TestConvergeTimeoutMessages(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name            string
+		res             catalogs.Resource
+		resourceTimeout time.Duration
+		want            string
+	}{{
+		name: "the resource timeout ends a command with a longer one",
+		res: catalogs.Resource{ID: "exec:slow", Type: "exec", Name: "slow",
+			Attrs: map[string]any{"command": []string{"/bin/sleep", "60"}, "timeout": "15m"}},
+		resourceTimeout: 200 * time.Millisecond,
+		want:            "apply: exec slow: running /bin/sleep: the resource timed out after 200ms; killed its process group",
+	}, {
+		name: "the command's own timeout",
+		res: catalogs.Resource{ID: "exec:slow", Type: "exec", Name: "slow",
+			Attrs: map[string]any{"command": []string{"/bin/sleep", "60"}, "timeout": "200ms"}},
+		resourceTimeout: time.Hour,
+		want:            "apply: exec slow: running /bin/sleep: timed out after 200ms; killed its process group",
+	}, {
+		name:            "a type that polls its context's error and never waits on Done",
+		res:             catalogs.Resource{ID: "poll:x", Type: "poll", Name: "x"},
+		resourceTimeout: 200 * time.Millisecond,
+		want:            "check: context deadline exceeded (the resource timed out after 200ms)",
+	}, {
+		name: "a type that returns its context's error",
+		res:  catalogs.Resource{ID: "block:x", Type: "block", Name: "x"},
+
+		resourceTimeout: 200 * time.Millisecond,
+		want:            "check: context deadline exceeded (the resource timed out after 200ms)",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			h := &resources.Host{Root: root, Run: func(ctx context.Context, c resources.Cmd) (resources.Result, error) {
+				return resources.RunCommand(ctx, root, c)
+			}}
+			types := resources.Types()
+			types["block"] = blockType{}
+			types["poll"] = pollType{}
+			cat := &catalogs.Catalog{Node: "test", Resources: []catalogs.Resource{tt.res}}
+			evs := Converge(context.Background(), h, cat, ConvergeOptions{ResourceTimeout: tt.resourceTimeout, Types: types})
+			if len(evs) != 1 || evs[0].Status != Failed || evs[0].Error != tt.want {
+				t.Errorf("Converge = %+v\nwant failed with %q", evs, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkConvergeNoChange20k converges 20,000 in-sync files (content
+// and mode) in a temporary root: the memory a run holds per resource (the
+// engine's graph and events, each Check's plan) is the cost measured.
+func BenchmarkConvergeNoChange20k(b *testing.B) {
+	root := b.TempDir()
+	const n, dirs = 20000, 100
+	var rs []catalogs.Resource
+	for d := range dirs {
+		if err := os.MkdirAll(filepath.Join(root, fmt.Sprintf("srv/d%03d", d)), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range n {
+		p := fmt.Sprintf("/srv/d%03d/f%05d.conf", i%dirs, i)
+		content := fmt.Sprintf("setting = %d\n", i)
+		if err := os.WriteFile(filepath.Join(root, p), []byte(content), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		rs = append(rs, catalogs.Resource{ID: "file:" + p, Type: "file", Name: p, Source: "roles/test.toml:1",
+			Attrs: map[string]any{"path": p, "content": content, "mode": "0644"}})
+	}
+	cat := &catalogs.Catalog{Node: "test", Resources: rs}
+	slices.SortFunc(cat.Resources, func(a, b catalogs.Resource) int { return strings.Compare(a.ID, b.ID) })
+	h := &resources.Host{Root: root, Catalog: cat}
+	b.ReportAllocs()
+	for b.Loop() {
+		evs := Converge(context.Background(), h, cat, ConvergeOptions{})
+		if len(evs) != n || evs[0].Status != InSync || evs[n-1].Status != InSync {
+			b.Fatalf("Converge: %d events, first %+v", len(evs), evs[0])
 		}
 	}
 }

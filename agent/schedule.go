@@ -1,6 +1,10 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"time"
 )
@@ -21,8 +25,11 @@ const (
 	TriggerWatch
 	// TriggerDrift: a watched resource (drift = "watch") changed by hand.
 	TriggerDrift
-	// TriggerManual: an operator asked (SIGHUP) or a caller did.
+	// TriggerManual: a caller asked (RunOnce, herd agent --once).
 	TriggerManual
+	// TriggerHangup: the agent got SIGHUP: run now, with its
+	// configuration read again (see Daemon.Hangup).
+	TriggerHangup
 )
 
 // String names the triggers in t, joined by "+".
@@ -31,7 +38,7 @@ func (t Trigger) String() string {
 	for _, n := range []struct {
 		t    Trigger
 		name string
-	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}} {
+	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}, {TriggerHangup, "hup"}} {
 		if t&n.t != 0 {
 			names = append(names, n.name)
 		}
@@ -168,4 +175,116 @@ func scale(d time.Duration, f float64) time.Duration {
 		f = 0.999999
 	}
 	return time.Duration(f * float64(d))
+}
+
+// Hangup is what the agent does on SIGHUP: it asks for a run now and,
+// when reload is not nil, reads its settings again through reload (the
+// configuration file and flags, as at start) and takes them from that run
+// on. Settings only a restart can change (the server, the root, the state
+// and certificate directories, the agent's version, once) must come back
+// unchanged: a change is an error naming them, and then no setting is
+// taken. The run is asked for either way. The functions in o (Log, Emit,
+// Services, Types) are never replaced.
+func (d *Daemon) Hangup(reload func() (DaemonOptions, error)) error {
+	defer d.Trigger(TriggerHangup)
+	if reload == nil {
+		return nil
+	}
+	o, err := reload()
+	if err != nil {
+		return fmt.Errorf("reloading the configuration: %w; keeping the one in effect", err)
+	}
+	if err := d.checkReload(o); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.reload = &o
+	d.mu.Unlock()
+	return nil
+}
+
+// checkReload refuses new options that change a setting only a restart
+// can change: the daemon would otherwise run on with the old one while
+// the file says another.
+func (d *Daemon) checkReload(o DaemonOptions) error {
+	cur := d.o
+	var changed []string
+	for _, f := range []struct {
+		name     string
+		old, new string
+	}{
+		{"server", cur.Server, o.Server},
+		{"server_name", cur.ServerName, o.ServerName},
+		{"root", cur.Root, orDefault(o.Root, "/")},
+		{"state_dir", cur.StateDir, o.StateDir},
+		{"cert_dir", cur.CertDir, o.CertDir},
+		{"agent version", cur.AgentVersion, o.AgentVersion},
+	} {
+		// An empty value in o means the default, which cur already holds
+		// filled in.
+		if f.new != "" && f.new != f.old {
+			changed = append(changed, fmt.Sprintf("%s (%q → %q)", f.name, f.old, f.new))
+		}
+	}
+	if o.Once != cur.Once {
+		changed = append(changed, "once")
+	}
+	if len(changed) > 0 {
+		return errors.New("reloading the configuration: only a restart of the agent changes " +
+			strings.Join(changed, ", ") + "; no setting was reloaded")
+	}
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// takeReload applies the settings a Hangup left, between runs: the run
+// loop owns the options, so nothing reads them half-changed.
+func (d *Daemon) takeReload() {
+	d.mu.Lock()
+	o := d.reload
+	d.reload = nil
+	d.mu.Unlock()
+	if o == nil {
+		return
+	}
+	cur := &d.o
+	cur.Interval, cur.Splay = o.Interval, o.Splay
+	cur.Noop, cur.Parallel = o.Noop, o.Parallel
+	cur.ResourceTimeout, cur.RunTimeout = o.ResourceTimeout, o.RunTimeout
+	if o.LockWait > 0 {
+		cur.LockWait = o.LockWait
+	}
+	if o.KeepRuns > 0 {
+		cur.KeepRuns = o.KeepRuns
+	}
+	cur.FactsDir = o.FactsDir
+	// What every run shares follows: the runner reads d.runs, not d.o.
+	d.runs.Noop, d.runs.Parallel = cur.Noop, cur.Parallel
+	d.runs.ResourceTimeout, d.runs.RunTimeout, d.runs.LockWait = cur.ResourceTimeout, cur.RunTimeout, cur.LockWait
+	d.runs.KeepRuns, d.runs.FactsDir = cur.KeepRuns, cur.FactsDir
+	d.sched.Interval, d.sched.Splay = o.Interval, o.Splay
+	d.log.Info("configuration reloaded", "interval", o.Interval.String(), "splay", o.Splay.String(), "noop", o.Noop,
+		"parallel", o.Parallel, "resource_timeout", o.ResourceTimeout.String(), "run_timeout", o.RunTimeout.String())
+}
+
+// HandleHangups calls Hangup for every signal on sig until ctx ends,
+// logging what a reload refused. The agent command routes SIGHUP here.
+func (d *Daemon) HandleHangups(ctx context.Context, sig <-chan os.Signal, reload func() (DaemonOptions, error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			d.log.Info("SIGHUP: running now, with the configuration read again")
+			if err := d.Hangup(reload); err != nil {
+				d.log.Error("SIGHUP", "err", err)
+			}
+		}
+	}
 }

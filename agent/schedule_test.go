@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -117,4 +119,63 @@ func TestRunLoopFollowsSchedule(t *testing.T) {
 			t.Errorf("runs at %v for %v, want at %v for %v", runs, whys, want, wantWhy)
 		}
 	})
+}
+
+// TestScheduleHangup: SIGHUP's Hangup asks for a run at once and takes
+// the reloaded settings from that run on; a reload that changes a
+// restart-only setting is refused whole, and the run happens all the same.
+func TestScheduleHangup(t *testing.T) {
+	t.Parallel()
+	fs := newFakeServer(t)
+	fs.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "managed\n")), nil, false)
+	a := newTestAgent(t, fs)
+	a.start(t)
+	a.awaitRun(t, "the first run", anyRun)
+	a.settle(t)
+	hup := func(r ranRun) bool { return r.why&TriggerHangup != 0 }
+
+	// Refused: the server changed, noop asked for too; neither is taken.
+	refused := a.d.Hangup(func() (DaemonOptions, error) {
+		o := a.d.o
+		o.Server, o.Noop = "elsewhere:8140", true
+		return o, nil
+	})
+	if refused == nil || !strings.Contains(refused.Error(), `server ("`+fs.addr+`" → "elsewhere:8140")`) {
+		t.Errorf("Hangup with a new server = %v, want a refusal naming it", refused)
+	}
+	if r := a.awaitRun(t, "the run SIGHUP asked for", hup); r.r == nil || r.r.Noop {
+		t.Errorf("run after a refused reload: %+v, want a run, not noop", r.r)
+	}
+	a.settle(t)
+
+	// A failing reload: the run happens, with the settings in effect.
+	if err := a.d.Hangup(func() (DaemonOptions, error) { return DaemonOptions{}, errors.New("agent.toml:3:1: bad") }); err == nil ||
+		!strings.Contains(err.Error(), "agent.toml:3:1: bad") {
+		t.Errorf("Hangup with a failing reload = %v, want its error", err)
+	}
+	a.awaitRun(t, "the run SIGHUP asked for", hup)
+	a.settle(t)
+
+	// Taken: noop and a new interval.
+	if err := a.d.Hangup(func() (DaemonOptions, error) {
+		o := a.d.o
+		o.Noop, o.Interval = true, 2*time.Hour
+		return o, nil
+	}); err != nil {
+		t.Fatalf("Hangup: %v", err)
+	}
+	a.write(t, "etc/motd", "hand edit\n")
+	if r := a.awaitRun(t, "the run SIGHUP asked for", hup); r.r == nil || !r.r.Noop {
+		t.Errorf("run after reloading noop = true: %+v, want a noop run", r.r)
+	}
+	if got := a.read(t, "etc/motd"); got != "hand edit\n" {
+		t.Errorf("a noop run changed etc/motd to %q", got)
+	}
+	a.settle(t)
+	a.d.mu.Lock() // the run loop wrote sched before it went idle
+	interval := a.d.sched.Interval
+	a.d.mu.Unlock()
+	if interval != 2*time.Hour {
+		t.Errorf("interval after reload = %v, want 2h", interval)
+	}
 }

@@ -399,20 +399,22 @@ func (s *Server) Start(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	s.group = g
 	g.Go(func() error { return router.serve(ctx) })
+	// A Close that comes before a Serve makes that Serve return
+	// ErrServerStopped: a clean stop, not a failure to serve.
 	g.Go(func() error {
-		if err := s.grpc.Serve(router.authed); err != nil {
+		if err := s.grpc.Serve(router.authed); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serving gRPC on %s: %w", s.Addr, err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.anon.Serve(router.open); err != nil {
+		if err := s.anon.Serve(router.open); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serving gRPC (enrollment) on %s: %w", s.Addr, err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.local.Serve(localLis); err != nil {
+		if err := s.local.Serve(localLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serving the local admin socket: %w", err)
 		}
 		return nil

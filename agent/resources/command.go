@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // MaxOutput caps how much of a command's output is kept: the end, which
@@ -52,7 +54,11 @@ func RunCommand(ctx context.Context, root string, c Cmd) (Result, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// The command's own timeout has its own cause, so that the message
+	// quotes the limit that fired: a caller's deadline (the engine's
+	// resource timeout) may come first.
+	ownTimeout := &commandTimeout{argv0: c.Argv[0], after: timeout}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ownTimeout)
 	defer cancel()
 
 	cmd := exec.CommandContext(ctx, prog, c.Argv[1:]...)
@@ -94,18 +100,57 @@ func RunCommand(ctx context.Context, root string, c Cmd) (Result, error) {
 	res := Result{Output: out.Bytes(), Duration: time.Since(start), ExitCode: -1}
 	if cmd.ProcessState != nil {
 		res.ExitCode = cmd.ProcessState.ExitCode()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.Signal = ws.Signal()
+		}
 	}
-	switch {
-	case ctx.Err() == context.DeadlineExceeded:
-		return res, fmt.Errorf("running %s: timed out after %s; killed its process group", c.Argv[0], timeout)
-	case ctx.Err() != nil:
-		return res, fmt.Errorf("running %s: %w", c.Argv[0], ctx.Err())
+	if ctx.Err() != nil {
+		cause := context.Cause(ctx)
+		if cause == ownTimeout {
+			return res, cause
+		}
+		// The caller's context ended first: say why (its cause names
+		// the resource timeout), and that the group was killed.
+		return res, fmt.Errorf("running %s: %w; killed its process group", c.Argv[0], cause)
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		return res, fmt.Errorf("running %s: %w", c.Argv[0], err)
 	}
 	return res, nil
+}
+
+// commandTimeout is the error of a command that ran past its own
+// timeout. It is a timeout (net.Error's Timeout), and matches
+// context.DeadlineExceeded.
+type commandTimeout struct {
+	argv0 string
+	after time.Duration
+}
+
+func (e *commandTimeout) Error() string {
+	return fmt.Sprintf("running %s: timed out after %s; killed its process group", e.argv0, e.after)
+}
+func (e *commandTimeout) Timeout() bool        { return true }
+func (e *commandTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// DescribeExit says how a command that ran ended, for messages: "exited
+// 3", or "killed by SIGKILL" (never the signal's description, which for
+// SIGKILL is "killed" itself).
+func (r Result) DescribeExit() string {
+	if r.Signal != 0 {
+		return "killed by " + SignalName(r.Signal)
+	}
+	return fmt.Sprintf("exited %d", r.ExitCode)
+}
+
+// SignalName is a signal's name as kill(1) and the site spell it
+// ("SIGKILL"), or "signal N" for one without a name.
+func SignalName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(s))
 }
 
 // credential resolves user (a name or uid) in the host root's accounts.

@@ -2,6 +2,7 @@ package resources
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +103,77 @@ func TestTailBuffer(t *testing.T) {
 	out := tb.Bytes()
 	if !strings.HasSuffix(string(out), "end") || !strings.HasPrefix(string(out), "[…output cut…]") {
 		t.Errorf("tail = %q…%q", out[:20], out[len(out)-5:])
+	}
+}
+
+// TestRunCommandMessages: how a command ended is said once, with the
+// limit that fired and the signal's name.
+func TestRunCommandMessages(t *testing.T) {
+	t.Parallel()
+	errCause := errors.New("the resource timed out after 100ms")
+	tests := []struct {
+		name    string
+		ctx     func() (context.Context, context.CancelFunc)
+		cmd     Cmd
+		wantErr string
+		exit    string // Result.DescribeExit when there is no error
+	}{{
+		name:    "own timeout",
+		cmd:     Cmd{Argv: []string{"/bin/sleep", "60"}, Timeout: 100 * time.Millisecond},
+		wantErr: "running /bin/sleep: timed out after 100ms; killed its process group",
+	}, {
+		name: "the caller's deadline first",
+		ctx: func() (context.Context, context.CancelFunc) {
+			return context.WithTimeoutCause(context.Background(), 100*time.Millisecond, errCause)
+		},
+		cmd:     Cmd{Argv: []string{"/bin/sleep", "60"}, Timeout: 15 * time.Minute},
+		wantErr: "running /bin/sleep: the resource timed out after 100ms; killed its process group",
+	}, {
+		name: "killed by a signal",
+		cmd:  Cmd{Argv: []string{"/bin/sh", "-c", "kill -KILL $$"}},
+		exit: "killed by SIGKILL",
+	}, {
+		name: "terminated",
+		cmd:  Cmd{Argv: []string{"/bin/sh", "-c", "kill -TERM $$"}},
+		exit: "killed by SIGTERM",
+	}, {
+		name: "exit code",
+		cmd:  Cmd{Argv: []string{"/bin/sh", "-c", "exit 3"}},
+		exit: "exited 3",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			if tt.ctx != nil {
+				ctx, cancel = tt.ctx()
+			}
+			defer cancel()
+			res, err := RunCommand(ctx, "/", tt.cmd)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Errorf("RunCommand error = %v, want %q", err, tt.wantErr)
+				}
+				if tt.ctx == nil && !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("RunCommand error %v is not context.DeadlineExceeded", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.DescribeExit(); got != tt.exit {
+				t.Errorf("DescribeExit() = %q, want %q", got, tt.exit)
+			}
+		})
+	}
+}
+
+func TestSignalName(t *testing.T) {
+	t.Parallel()
+	for sig, want := range map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGHUP: "SIGHUP", 200: "signal 200"} {
+		if got := SignalName(sig); got != want {
+			t.Errorf("SignalName(%d) = %q, want %q", sig, got, want)
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/herdcm/herd/catalogs"
@@ -36,31 +35,19 @@ import (
 // runs every time. The engine re-checks every applied resource, and a
 // guarded exec whose guard still says "run" after running did not
 // converge (a creates the command did not create is a bug worth failing
-// on). An unguarded exec has nothing that could say so: the first Check
-// after its successful Apply on the same Host reports it in sync, and the
-// next run's Check finds it to run again.
+// on). An unguarded exec has nothing that could say so: its change is
+// marked Converges (the contract's "a change whose successful Apply is
+// convergence"), so the re-check finds it again and the engine accepts
+// it.
 //
 // The attribute ignore has no effect on an exec: it has no attributes whose
 // state another tool could own.
-type Exec struct {
-	mu sync.Mutex
-	// ran holds the unguarded execs that Apply just ran successfully, until
-	// the engine's re-check consumes the mark.
-	ran map[execRan]struct{}
-}
+type Exec struct{}
 
 var (
 	_ Type      = (*Exec)(nil)
 	_ Refresher = (*Exec)(nil)
 )
-
-// execRan identifies one exec on one Host: the re-check that follows an
-// Apply runs on the same Host and consumes the mark, and no other Host
-// (another root, in tests) ever sees it.
-type execRan struct {
-	h  *Host
-	id string
-}
 
 // execSpec is an exec resource's attributes, checked and decoded.
 type execSpec struct {
@@ -168,9 +155,6 @@ func (e *Exec) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Pl
 	if s.refreshonly {
 		return p, nil
 	}
-	if !s.guarded() && e.takeRan(h, want.ID) {
-		return p, nil
-	}
 	run, err := s.needed(ctx, h)
 	if err != nil {
 		return nil, err
@@ -178,7 +162,7 @@ func (e *Exec) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Pl
 	if !run {
 		return p, nil
 	}
-	p.Changes = []Change{{Attr: "command", To: shellQuoteArgv(s.command), Action: Create}}
+	p.Changes = []Change{{Attr: "command", To: shellQuoteArgv(s.command), Action: Create, Converges: !s.guarded()}}
 	return p, nil
 }
 
@@ -191,29 +175,7 @@ func (e *Exec) Apply(ctx context.Context, h *Host, p *Plan) error {
 	}
 	out, err := s.run(ctx, h)
 	p.Output = out
-	if err != nil {
-		return err
-	}
-	if !s.guarded() {
-		e.mu.Lock()
-		if e.ran == nil {
-			e.ran = map[execRan]struct{}{}
-		}
-		e.ran[execRan{h, p.Resource.ID}] = struct{}{}
-		e.mu.Unlock()
-	}
-	return nil
-}
-
-// takeRan reports whether Apply just ran the unguarded exec id on h, and
-// forgets it: only the one re-check after that Apply may see it.
-func (e *Exec) takeRan(h *Host, id string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	k := execRan{h, id}
-	_, ok := e.ran[k]
-	delete(e.ran, k)
-	return ok
+	return err
 }
 
 // Refresh runs the command of a notified exec when its guards (creates,
@@ -262,7 +224,7 @@ func (s *execSpec) run(ctx context.Context, h *Host) (string, error) {
 		return out, fmt.Errorf("exec %s: %w", s.name, err)
 	}
 	if res.ExitCode != 0 {
-		return out, fmt.Errorf("exec %s: exited %d", s.name, res.ExitCode)
+		return out, fmt.Errorf("exec %s: %s", s.name, res.DescribeExit())
 	}
 	return out, nil
 }

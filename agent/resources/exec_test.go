@@ -162,36 +162,34 @@ func TestExecGuards(t *testing.T) {
 }
 
 // TestExecUnguarded checks that an exec without guards runs on every run,
-// and that the engine's re-check right after its Apply finds it in sync.
+// and that its change is marked as one whose successful Apply is
+// convergence: the engine's re-check finds it again and accepts it.
 func TestExecUnguarded(t *testing.T) {
 	t.Parallel()
 	h, _ := newTestHost(t)
-	other, _ := newTestHost(t)
 	r := res("exec", "always", map[string]any{"command": execCounter("")})
 	e := &Exec{}
 	ctx := context.Background()
 	for run := 1; run <= 2; run++ {
 		p := execCheck(t, e, h, &r)
-		if p.InSync() {
-			t.Fatalf("run %d: an unguarded exec is in sync", run)
+		if p.InSync() || !p.Changes[0].Converges {
+			t.Fatalf("run %d: plan %+v, want a change marked Converges", run, p.Changes)
 		}
 		if err := e.Apply(ctx, h, p); err != nil {
 			t.Fatalf("run %d: Apply: %v", run, err)
 		}
-		// Another host (another run, another root) is not fooled by the
-		// mark this Apply left.
-		if execCheck(t, e, other, &r).InSync() {
-			t.Fatalf("run %d: a Check on another host is in sync", run)
-		}
-		if !execCheck(t, e, h, &r).InSync() {
-			t.Fatalf("run %d: the re-check after Apply is not in sync", run)
+		if again := execCheck(t, e, h, &r); again.InSync() || !again.Changes[0].Converges {
+			t.Fatalf("run %d: re-check after Apply %+v, want the change again, marked Converges", run, again.Changes)
 		}
 	}
 	if n := execRuns(t, h.Root); n != 2 {
 		t.Errorf("ran %d times in 2 runs, want 2", n)
 	}
-	if n := execRuns(t, other.Root); n != 0 {
-		t.Errorf("ran %d times on a host never applied", n)
+	// A guarded exec's change is never marked: its guard must say
+	// "done" after Apply.
+	g := res("exec", "guarded", map[string]any{"command": execCounter(""), "onlyif": []string{"/bin/true"}})
+	if p := execCheck(t, e, h, &g); p.InSync() || p.Changes[0].Converges {
+		t.Errorf("guarded exec: plan %+v, want a change not marked Converges", p.Changes)
 	}
 }
 

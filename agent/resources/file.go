@@ -253,7 +253,13 @@ func (f *File) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Pl
 	if err != nil {
 		return nil, fmt.Errorf("checking %s: %w", s.path, err)
 	}
-	st := &fileState{spec: s, rel: s.rel}
+	// The plan and the state it carries are one allocation: Check runs
+	// once per file per run, thousands of times.
+	ps := &struct {
+		p  Plan
+		st fileState
+	}{st: fileState{spec: s, rel: s.rel}}
+	st := &ps.st
 	dir, err := f.look(h, st)
 	if err != nil {
 		return nil, fmt.Errorf("checking %s: %w", s.path, err)
@@ -261,7 +267,8 @@ func (f *File) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Pl
 	if dir != nil {
 		defer dir.close()
 	}
-	p := &Plan{Resource: want, State: st}
+	p := &ps.p
+	p.Resource, p.State = want, st
 	if dir != nil {
 		if err := f.checkLeftovers(dir, st, p); err != nil {
 			return nil, fmt.Errorf("checking %s: %w", s.path, err)

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -910,80 +909,6 @@ func FuzzUnifiedDiff(f *testing.F) {
 			t.Fatalf("applying the diff of %q → %q gave %q\n%s", old, new, got, d)
 		}
 	})
-}
-
-func TestFileWatch(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name  string
-		res   catalogs.Resource
-		setup func(t *testing.T, root string)
-		edit  func(root string, i int)
-	}{{
-		name:  "content edited",
-		res:   fileRes("/etc/motd", map[string]any{"content": "x\n", "drift": "watch"}),
-		setup: func(t *testing.T, root string) { writeTestFile(t, filepath.Join(root, "etc/motd"), "x\n", 0o644) },
-		edit: func(root string, i int) {
-			os.WriteFile(filepath.Join(root, "etc/motd"), []byte(fmt.Sprint("edit ", i, "\n")), 0o644)
-		},
-	}, {
-		name:  "chmod",
-		res:   fileRes("/etc/motd", map[string]any{"mode": "0644", "drift": "watch"}),
-		setup: func(t *testing.T, root string) { writeTestFile(t, filepath.Join(root, "etc/motd"), "x\n", 0o644) },
-		edit:  func(root string, i int) { os.Chmod(filepath.Join(root, "etc/motd"), os.FileMode(0o600+i%2)) },
-	}, {
-		name:  "created under a missing parent",
-		res:   fileRes("/etc/app/app.conf", map[string]any{"drift": "watch"}),
-		setup: func(t *testing.T, root string) { os.Mkdir(filepath.Join(root, "etc"), 0o755) },
-		edit: func(root string, i int) {
-			os.MkdirAll(filepath.Join(root, "etc/app"), 0o755)
-			os.WriteFile(filepath.Join(root, "etc/app/app.conf"), []byte(fmt.Sprint(i)), 0o644)
-		},
-	}, {
-		name:  "entry added to a purged directory",
-		res:   fileRes("/conf.d", map[string]any{"ensure": "directory", "purge": true, "drift": "watch"}),
-		setup: func(t *testing.T, root string) { os.Mkdir(filepath.Join(root, "conf.d"), 0o755) },
-		edit: func(root string, i int) {
-			os.WriteFile(filepath.Join(root, "conf.d", fmt.Sprint("stray", i)), nil, 0o644)
-		},
-	}}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			h, _ := newTestHost(t)
-			tt.setup(t, h.Root)
-			ctx, cancel := context.WithCancel(context.Background())
-			fired := make(chan struct{}, 1)
-			done := make(chan error, 1)
-			go func() {
-				done <- (&File{}).Watch(ctx, h, &tt.res, func() {
-					select {
-					case fired <- struct{}{}:
-					default:
-					}
-				})
-			}()
-			// The watch arms asynchronously: edit again until it fires,
-			// within a deadline well past the one second it should take.
-			deadline := time.Now().Add(10 * time.Second)
-			for i := 0; ; i++ {
-				tt.edit(h.Root, i)
-				select {
-				case <-fired:
-				case <-time.After(100 * time.Millisecond):
-					if time.Now().Before(deadline) {
-						continue
-					}
-					t.Fatal("Watch did not report the edit")
-				}
-				break
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Watch returned %v after its context ended, want nil", err)
-			}
-		})
-	}
 }
 
 // BenchmarkFileCheckInSync checks 200 in-sync files with content, mode

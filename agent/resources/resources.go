@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/herdcm/herd/catalogs"
@@ -16,7 +17,8 @@ type Type interface {
 	Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Plan, error)
 	// Apply makes the host match p. The engine calls it only for a
 	// non-empty plan, never in noop, and calls Check again afterwards: a
-	// non-empty plan then is a failure ("did not converge").
+	// plan then with any change not marked Converges is a failure ("did
+	// not converge").
 	Apply(ctx context.Context, h *Host, p *Plan) error
 }
 
@@ -27,10 +29,12 @@ type Refresher interface {
 }
 
 // Watcher is a Type that can report drift as it happens (a file edited by
-// hand). Watch blocks until ctx ends, calling changed on every drift; the
-// engine answers with a full check, never a partial one.
+// hand). WatchTarget says which host path to watch for r; the daemon
+// watches the targets of all its resources with one DriftWatcher (one
+// inotify instance, one watch per directory) and answers a change with a
+// full check, never a partial one.
 type Watcher interface {
-	Watch(ctx context.Context, h *Host, r *catalogs.Resource, changed func()) error
+	WatchTarget(h *Host, r *catalogs.Resource) (WatchTarget, error)
 }
 
 // Action is what a Change does to its attribute.
@@ -66,6 +70,12 @@ type Change struct {
 	// Sensitive changes never show their values (From, To and Diff are
 	// left empty), in events, reports, logs or metrics.
 	Sensitive bool `json:"sensitive,omitempty"`
+	// Converges marks a change whose successful Apply is convergence: the
+	// host keeps no state a Check could compare (an exec without guards
+	// runs on every run). The engine's re-check after Apply does not hold
+	// such a change against the resource; every other change still there
+	// is "did not converge".
+	Converges bool `json:"-"`
 }
 
 // Plan is what Apply would do to make one resource match its catalog.
@@ -117,8 +127,9 @@ type Cmd struct {
 
 // Result is how a command ended.
 type Result struct {
-	ExitCode int
-	Output   []byte // stdout and stderr interleaved, capped
+	ExitCode int            // -1 when a signal ended it
+	Signal   syscall.Signal // the signal that ended it, if one did
+	Output   []byte         // stdout and stderr interleaved, capped
 	Duration time.Duration
 }
 

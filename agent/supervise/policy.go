@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExitInfo is how one run of a service ended.
@@ -50,7 +52,12 @@ func (e ExitInfo) String() string {
 	case e.Unknown:
 		return "exited, status unknown"
 	case e.Signal != 0:
-		return "killed by " + e.Signal.String()
+		// The signal's name, not its description: String of SIGKILL is
+		// "killed", which made "killed by killed".
+		if n := unix.SignalName(e.Signal); n != "" {
+			return "killed by " + n
+		}
+		return fmt.Sprintf("killed by signal %d", int(e.Signal))
 	}
 	return fmt.Sprintf("exited with code %d", e.Code)
 }

@@ -194,3 +194,21 @@ func TestPolicyOverTime(t *testing.T) {
 		})
 	}
 }
+
+// TestExitInfoString: an exit names the signal once, by its name.
+func TestExitInfoString(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		e    ExitInfo
+		want string
+	}{
+		{ExitInfo{Code: 3}, "exited with code 3"},
+		{ExitInfo{Code: -1, Signal: syscall.SIGKILL}, "killed by SIGKILL"},
+		{ExitInfo{Code: -1, Signal: syscall.SIGTERM}, "killed by SIGTERM"},
+		{ExitInfo{Unknown: true}, "exited, status unknown"},
+	} {
+		if got := tc.e.String(); got != tc.want {
+			t.Errorf("%+v.String() = %q, want %q", tc.e, got, tc.want)
+		}
+	}
+}

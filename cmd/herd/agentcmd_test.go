@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/herdcm/herd/cmd/nodecmd"
+	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -42,5 +47,117 @@ func TestAgentSite(t *testing.T) {
 		if _, stderr, code := herd(t, "", bad...); code != nodecmd.ExitUsage {
 			t.Errorf("herd %s exited %d, want %d:\n%s", strings.Join(bad, " "), code, nodecmd.ExitUsage, stderr)
 		}
+	}
+}
+
+// agentChildEnv, when set, makes TestAgentSIGHUP the agent itself: the
+// test binary re-executed as `herd agent`, with the arguments in the
+// variable (one a line).
+const agentChildEnv = "HERD_TEST_AGENT_CHILD_ARGS"
+
+// TestAgentSIGHUP: a real agent process that gets SIGHUP does not die (Go's
+// default for SIGHUP): it runs at once, with its configuration file read
+// again, and SIGTERM still stops it cleanly.
+func TestAgentSIGHUP(t *testing.T) {
+	if args := os.Getenv(agentChildEnv); args != "" {
+		os.Exit(run(strings.Split(args, "\n"), os.Stdin, os.Stdout, os.Stderr))
+	}
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"managed\\n\"\n",
+	})
+	s, err := server.New(context.Background(), server.Options{Site: site, Dir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	token, _, err := s.CA().NewToken(context.Background(), "web-01", time.Hour, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(t.TempDir(), "web-01")
+	config := filepath.Join(t.TempDir(), "agent.toml")
+	writeConfig := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("interval = \"1h\"\nsplay = \"1s\"\n")
+
+	args := []string{"agent", "--server", s.Addr, "--join-token", token, "--name", "web-01", "--root", root, "--config", config}
+	child := exec.Command(os.Args[0], "-test.run=^TestAgentSIGHUP$")
+	child.Env = append(os.Environ(), agentChildEnv+"="+strings.Join(args, "\n"))
+	var out syncBuffer
+	child.Stdout, child.Stderr = &out, &out
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// exited is closed when the child has ended, waitErr set before.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = child.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		child.Process.Kill()
+		<-exited
+	})
+
+	motd := filepath.Join(root, "motd")
+	await := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.After(60 * time.Second)
+		for !ok() {
+			select {
+			case <-exited:
+				t.Fatalf("the agent exited (%v) while waiting for %s:\n%s", waitErr, what, out.String())
+			case <-deadline:
+				t.Fatalf("waiting for %s: gave up; the agent said:\n%s", what, out.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	holds := func(want string) func() bool {
+		return func() bool {
+			b, err := os.ReadFile(motd)
+			return err == nil && string(b) == want
+		}
+	}
+	await("the first run", holds("managed\n"))
+
+	// Only a run puts the hand edit back: the interval is an hour, and the
+	// file is not watched.
+	for i, interval := range []string{"2h0m0s", "3h0m0s"} {
+		if err := os.WriteFile(motd, []byte("hand edit\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		writeConfig("interval = \"" + interval + "\"\nsplay = \"1s\"\n")
+		if err := child.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		await("the run SIGHUP "+string(rune('1'+i))+" asked for", holds("managed\n"))
+		await("the reloaded interval in the log", func() bool {
+			for _, line := range strings.Split(out.String(), "\n") {
+				if strings.Contains(line, `"msg":"configuration reloaded"`) && strings.Contains(line, `"interval":"`+interval+`"`) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+
+	if err := child.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("the agent ended with %v after SIGTERM, want exit 0:\n%s", waitErr, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the agent did not stop on SIGTERM:\n%s", out.String())
 	}
 }

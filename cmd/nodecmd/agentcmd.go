@@ -4,6 +4,10 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/signal"
+	"reflect"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,6 +47,7 @@ func newAgentCmd() *cobra.Command {
 		Server: defaultAgentServer, Root: "/", Interval: Duration(30 * time.Minute), Splay: Duration(time.Minute),
 		Parallel: 4, ResourceTimeout: Duration(10 * time.Minute), RunTimeout: Duration(time.Hour), LogLevel: "info",
 	}
+	defaults := cfg
 	var (
 		configFile string
 		once       bool
@@ -73,13 +78,19 @@ the site's services between runs (after herd apply exits, nothing does).
 With --site there is no enrollment: --name is the node name, and the
 server settings are refused.
 
-Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
+Settings come from --config (TOML, decoded strictly) and flags; flags win.
+SIGHUP makes the agent run at once with --config read again.`,
 		Example: `  herd agent --server herd.example.com:8140 --join-token "$TOKEN"
   herd agent --config /etc/herd/agent.toml
   herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop
   herd agent --site /srv/site --interval 15m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP runs now with the configuration read again (it would
+			// otherwise kill the agent); caught from the start.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
@@ -122,14 +133,17 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 			if once {
 				services = supervisorFor(cfg.Root, log)
 			}
-			o := agent.DaemonOptions{
-				Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
-				Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
-				ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
-				FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log, Once: once,
-				Services: services,
-				Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
+			options := func(cfg agentConfig) agent.DaemonOptions {
+				return agent.DaemonOptions{
+					Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
+					Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
+					ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
+					FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log, Once: once,
+					Services: services,
+					Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
+				}
 			}
+			o := options(cfg)
 			if once {
 				d, err := agent.NewDaemon(ctx, o)
 				if err != nil {
@@ -148,7 +162,23 @@ Settings come from --config (TOML, decoded strictly) and flags; flags win.`,
 				}
 				return nil
 			}
-			return agent.RunDaemon(ctx, o)
+			d, err := agent.NewDaemon(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			go d.HandleHangups(ctx, hup, func() (agent.DaemonOptions, error) {
+				// What a restart would read: defaults, the file, flags.
+				next := flagsOver(cmd, defaults, cfg)
+				if err := ApplyConfigFile(cmd, configFile, &next); err != nil {
+					return agent.DaemonOptions{}, err
+				}
+				if next.StateDir != cfg.StateDir || next.LogLevel != cfg.LogLevel {
+					return agent.DaemonOptions{}, errors.New("state_dir and log_level change only with a restart of the agent")
+				}
+				return options(next), nil
+			})
+			return d.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -223,4 +253,16 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logg
 	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
 		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay),
 	})
+}
+
+// flagsOver returns base with the settings given as flags taken from cfg.
+func flagsOver(cmd *cobra.Command, base, cfg agentConfig) agentConfig {
+	dst, src := reflect.ValueOf(&base).Elem(), reflect.ValueOf(cfg)
+	for i := range dst.NumField() {
+		tag := strings.Split(dst.Type().Field(i).Tag.Get("toml"), ",")[0]
+		if f := cmd.Flags().Lookup(strings.ReplaceAll(tag, "_", "-")); f != nil && f.Changed {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+	return base
 }
