@@ -301,6 +301,13 @@ func (l *loop) startFresh() error {
 // restart policy.
 func (l *loop) start() error {
 	now := time.Now()
+	if l.rec.Digest == "" {
+		// Found by its cgroup, without a record: what it ran is not
+		// known, so only an Ensure, which brings the spec, starts it.
+		err := errors.New("its spec is unknown (it was adopted without a record): ensure it to start it")
+		l.afterExit(now, ExitInfo{At: now, Code: -1, Err: err.Error()})
+		return err
+	}
 	p, err := l.spawn(now)
 	if err != nil {
 		l.log.Warn("starting service failed", "err", err)
@@ -742,7 +749,7 @@ func (s *Supervisor) resume(now time.Time, rec Record) {
 			break
 		}
 		s.cleanupDead(l.log, rec)
-		if rec.BootID != s.bootID {
+		if rec.BootID != s.bootID && rec.Digest != "" {
 			// The host rebooted: the service did not fail, start it as
 			// the boot would.
 			l.log.Info("starting service after a reboot")
