@@ -114,11 +114,13 @@ func newServices(ctx context.Context, st *State, root string, log *slog.Logger, 
 			lock.release()
 		}
 	}()
+	sd := StateDir(st.dir)
 	sup, err := supervise.New(ctx, supervise.Options{
-		Store:    st.ServiceStore(),
-		LogDir:   filepath.Join(st.dir, "logs"),
-		StateDir: st.dir,
-		Logger:   log,
+		Store:     st.ServiceStore(),
+		RecordDir: sd.ServiceRecords(),
+		LogDir:    sd.Logs(),
+		StateDir:  st.dir,
+		Logger:    log,
 	})
 	if err != nil {
 		return nil, err

@@ -121,7 +121,7 @@ func OpenState(dir string) (*State, error) {
 		if merr != nil {
 			return nil, fmt.Errorf("opening agent state: %w; moving it aside: %w", err, merr)
 		}
-		s.recovered = fmt.Sprintf("the agent state %s was unusable (%v): moved aside to %s, starting afresh (the report spool, run history and catalog cache are gone; services are adopted again from the supervisor's records)", sd.DB(), err, moved)
+		s.recovered = fmt.Sprintf("the agent state %s was unusable (%v): moved aside to %s, starting afresh (the report spool, run history and catalog cache are gone; the supervisor finds its services again from its side records in %s, or by their cgroups)", sd.DB(), err, moved, sd.ServiceRecords())
 		if db, err = openDB(sd); err != nil {
 			return nil, fmt.Errorf("opening agent state: %w", err)
 		}

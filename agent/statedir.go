@@ -42,6 +42,11 @@ func (d StateDir) Files() string { return filepath.Join(string(d), "files") }
 // Logs holds the supervised services' logs.
 func (d StateDir) Logs() string { return filepath.Join(string(d), "logs") }
 
+// ServiceRecords holds the supervisor's records again, one file per
+// service, beside the database: so that services survive the database
+// being moved aside as corrupt (supervise.Options.RecordDir).
+func (d StateDir) ServiceRecords() string { return filepath.Join(string(d), "supervise") }
+
 // Lock is the run lock.
 func (d StateDir) Lock() string { return filepath.Join(string(d), "run.lock") }
 
