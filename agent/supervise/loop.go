@@ -250,7 +250,7 @@ func (l *loop) handle(c *command) {
 		}
 		l.publish()
 	case cmdRestart:
-		if l.rec.Digest == "" {
+		if l.rec.Digest == "" || len(l.rec.Spec.Argv) == 0 || l.rec.Spec.Argv[0] == "" {
 			r.err = ErrUnknown
 			break
 		}
@@ -301,7 +301,7 @@ func (l *loop) startFresh() error {
 // restart policy.
 func (l *loop) start() error {
 	now := time.Now()
-	if l.rec.Digest == "" {
+	if l.rec.Digest == "" || len(l.rec.Spec.Argv) == 0 || l.rec.Spec.Argv[0] == "" {
 		// Found by its cgroup, without a record: what it ran is not
 		// known, so only an Ensure, which brings the spec, starts it.
 		err := errors.New("its spec is unknown (it was adopted without a record): ensure it to start it")
@@ -795,7 +795,7 @@ func (s *Supervisor) adopt(rec Record) *process {
 		return nil
 	}
 	pgid := rec.PGID
-	if pgid == 0 {
+	if pgid <= 0 {
 		pgid = rec.PID
 	}
 	return &process{

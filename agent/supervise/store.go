@@ -108,18 +108,31 @@ func (d *DirStore) loadEach(ctx context.Context) (recs []Record, bad []error, er
 			bad = append(bad, fmt.Errorf("loading service record %s: %w", path, err))
 			continue
 		}
-		var r Record
-		if err := json.Unmarshal(b, &r); err != nil {
+		r, err := parseRecord(name, b)
+		if err != nil {
 			bad = append(bad, fmt.Errorf("loading service record %s: %w", path, err))
-			continue
-		}
-		if r.Name != name {
-			bad = append(bad, fmt.Errorf("loading service record %s: it names %q", path, r.Name))
 			continue
 		}
 		recs = append(recs, r)
 	}
 	return recs, bad, nil
+}
+
+// parseRecord decodes the record file of service name. It must name that
+// service, and no negative pid or process group: kill(2) takes one for a
+// whole process group, or -1 for every process.
+func parseRecord(name string, b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, err
+	}
+	if r.Name != name {
+		return Record{}, fmt.Errorf("it names %q", r.Name)
+	}
+	if r.PID < 0 || r.PGID < 0 {
+		return Record{}, fmt.Errorf("negative pid %d or process group %d", r.PID, r.PGID)
+	}
+	return r, nil
 }
 
 // mirrorStore is the Store a Supervisor writes when Options.RecordDir is
