@@ -85,6 +85,33 @@ func checkPrivateDir(dir string) error {
 	return nil
 }
 
+// prepareRecordDir makes the side record directory, or tightens one that
+// others may write to 0700; one that is a link or another user's is an
+// error: records written through it could be read, or planted, by others.
+func prepareRecordDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("making the record directory: %w", err)
+	}
+	// The mode is what may be wrong; the rest is checked before it is
+	// changed, so that a link or another user's directory is left alone.
+	fi, err := os.Lstat(dir)
+	if err == nil && fi.IsDir() && fi.Mode().Perm() != 0o700 && ownedByUs(fi) {
+		err = os.Chmod(dir, 0o700)
+	}
+	if err == nil {
+		err = checkPrivateDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("checking the record directory: %w", err)
+	}
+	return nil
+}
+
+func ownedByUs(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
+}
+
 // fromCgroups returns a record for each service cgroup of this state
 // directory's subtree that still has processes and that known lacks: an
 // earlier supervisor over this state directory made that cgroup and ran

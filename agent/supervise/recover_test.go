@@ -209,3 +209,52 @@ func TestSideRecordsWrittenForOldRecords(t *testing.T) {
 		t.Errorf("Status over a lost store = %+v, %v; want pid %d adopted", st, ok, st1.PID)
 	}
 }
+
+// TestRecordDirMustBePrivate: New makes the side record directory 0700,
+// tightens one others may write to, and refuses a link: records written
+// through it could be read, or planted, by others.
+func TestRecordDirMustBePrivate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, dir string)
+		wantErr bool
+	}{
+		{"missing", func(*testing.T, string) {}, false},
+		{"open", func(t *testing.T, dir string) {
+			if err := os.Mkdir(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"link", func(t *testing.T, dir string) {
+			if err := os.Symlink(t.TempDir(), dir); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, cgroupOff)
+			opts := f.options()
+			opts.RecordDir = filepath.Join(f.dir, "side")
+			tt.prepare(t, opts.RecordDir)
+			s, err := New(context.Background(), opts)
+			if err == nil {
+				s.Close()
+			}
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("New = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if fi, err := os.Lstat(opts.RecordDir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+				t.Errorf("record directory after New: %v, %v; want a directory 0700", fi, err)
+			}
+		})
+	}
+}

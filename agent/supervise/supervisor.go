@@ -174,6 +174,9 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	}
 	var side *DirStore
 	if opts.RecordDir != "" {
+		if err := prepareRecordDir(opts.RecordDir); err != nil {
+			return nil, fmt.Errorf("new supervisor: %w", err)
+		}
 		side = NewDirStore(opts.RecordDir)
 		opts.Store = mirrorStore{main: opts.Store, side: side}
 	}
