@@ -47,6 +47,12 @@ func (d StateDir) Logs() string { return filepath.Join(string(d), "logs") }
 // being moved aside as corrupt (supervise.Options.RecordDir).
 func (d StateDir) ServiceRecords() string { return filepath.Join(string(d), "supervise") }
 
+// SuperviseLock is the lock of the state's one supervisor owner.
+func (d StateDir) SuperviseLock() string { return filepath.Join(string(d), SuperviseLockFile) }
+
+// ControlSocket is where the supervisor's owner serves it.
+func (d StateDir) ControlSocket() string { return filepath.Join(string(d), ControlSocketFile) }
+
 // Lock is the run lock.
 func (d StateDir) Lock() string { return filepath.Join(string(d), "run.lock") }
 
