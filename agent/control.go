@@ -113,7 +113,7 @@ func takeSuperviseLock(ctx context.Context, dir string, wait bool) (*superviseLo
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("taking the supervisor lock: %w", err)
 	}
-	path := filepath.Join(dir, SuperviseLockFile)
+	path := StateDir(dir).SuperviseLock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("taking the supervisor lock: %w", err)
@@ -157,7 +157,7 @@ type controlServer struct {
 // serve starts serving svc on the socket of its state directory. The
 // caller holds the supervisor lock, so a socket file left there is stale.
 func serve(svc *Services, log *slog.Logger) (*controlServer, error) {
-	path := filepath.Join(svc.st.dir, ControlSocketFile)
+	path := StateDir(svc.st.dir).ControlSocket()
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return nil, fmt.Errorf("serving the supervisor: %s exists and is not a socket", path)
@@ -409,7 +409,7 @@ type ServiceClient struct {
 // DialServices returns a client of the supervisor that owns stateDir's
 // services, after checking that it answers.
 func DialServices(ctx context.Context, stateDir, root string) (*ServiceClient, error) {
-	c := &ServiceClient{path: filepath.Join(stateDir, ControlSocketFile), root: root}
+	c := &ServiceClient{path: StateDir(stateDir).ControlSocket(), root: root}
 	if _, err := c.call(ctx, controlRequest{Op: "list"}); err != nil {
 		return nil, err
 	}

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,54 +16,6 @@ import (
 	"github.com/herdcm/herd/agent/supervise"
 	"github.com/herdcm/herd/catalogs"
 )
-
-// ServiceStore returns the supervisor's record store, kept in this state.
-// A record written (sqlite, WAL, synchronous=NORMAL) survives the agent
-// crashing; after a power loss the processes it names are gone anyway and
-// the boot id tells the supervisor so.
-func (s *State) ServiceStore() supervise.Store { return serviceStore{s.db} }
-
-type serviceStore struct{ db *sql.DB }
-
-func (ss serviceStore) Load(ctx context.Context) ([]supervise.Record, error) {
-	rows, err := ss.db.QueryContext(ctx, `SELECT name, record FROM services ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("loading service records: %w", err)
-	}
-	defer rows.Close()
-	var out []supervise.Record
-	for rows.Next() {
-		var name, rec string
-		if err := rows.Scan(&name, &rec); err != nil {
-			return nil, fmt.Errorf("loading service records: %w", err)
-		}
-		var r supervise.Record
-		if err := json.Unmarshal([]byte(rec), &r); err != nil {
-			return nil, fmt.Errorf("loading the record of service %s: %w", name, err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-func (ss serviceStore) Save(ctx context.Context, r supervise.Record) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("saving the record of service %s: %w", r.Name, err)
-	}
-	if _, err := ss.db.ExecContext(ctx, `INSERT INTO services (name, record) VALUES (?, ?)
-		ON CONFLICT(name) DO UPDATE SET record = excluded.record`, r.Name, string(b)); err != nil {
-		return fmt.Errorf("saving the record of service %s: %w", r.Name, err)
-	}
-	return nil
-}
-
-func (ss serviceStore) Delete(ctx context.Context, name string) error {
-	if _, err := ss.db.ExecContext(ctx, `DELETE FROM services WHERE name = ?`, name); err != nil {
-		return fmt.Errorf("deleting the record of service %s: %w", name, err)
-	}
-	return nil
-}
 
 // Services adapts the supervisor to the service resource type for one host
 // root: it resolves the catalog's names (a program, a user) under the
@@ -114,11 +64,13 @@ func newServices(ctx context.Context, st *State, root string, log *slog.Logger, 
 			lock.release()
 		}
 	}()
+	sd := StateDir(st.dir)
 	sup, err := supervise.New(ctx, supervise.Options{
-		Store:    st.ServiceStore(),
-		LogDir:   filepath.Join(st.dir, "logs"),
-		StateDir: st.dir,
-		Logger:   log,
+		Store:     st.ServiceStore(),
+		RecordDir: sd.ServiceRecords(),
+		LogDir:    sd.Logs(),
+		StateDir:  st.dir,
+		Logger:    log,
 	})
 	if err != nil {
 		return nil, err
@@ -136,20 +88,12 @@ func newServices(ctx context.Context, st *State, root string, log *slog.Logger, 
 }
 
 func (s *Services) loadWants(ctx context.Context) error {
-	rows, err := s.st.db.QueryContext(ctx, `SELECT name, want_digest, sup_digest FROM service_wants`)
+	wants, err := s.st.serviceWants(ctx)
 	if err != nil {
-		return fmt.Errorf("reading service wants: %w", err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var name, want, got string
-		if err := rows.Scan(&name, &want, &got); err != nil {
-			return fmt.Errorf("reading service wants: %w", err)
-		}
-		s.wants[name] = [2]string{want, got}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading service wants: %w", err)
+	for name, w := range wants {
+		s.wants[name] = w
 	}
 	return nil
 }
@@ -237,10 +181,8 @@ func (s *Services) Ensure(ctx context.Context, want resources.ServiceSpec) (bool
 	// remember it, so that the next Check reports that failure rather
 	// than a changed spec.
 	entry := [2]string{want.Digest(), supDigest}
-	if _, dberr := s.st.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
-		ON CONFLICT(name) DO UPDATE SET want_digest = excluded.want_digest, sup_digest = excluded.sup_digest`,
-		want.Name, entry[0], entry[1]); dberr != nil {
-		return changed, fmt.Errorf("recording service %s: %w", want.Name, dberr)
+	if dberr := s.st.saveServiceWant(ctx, want.Name, entry); dberr != nil {
+		return changed, dberr
 	}
 	s.mu.Lock()
 	s.wants[want.Name] = entry
@@ -253,8 +195,8 @@ func (s *Services) Stop(ctx context.Context, name string) error {
 	if err := s.sup.Remove(ctx, name); err != nil {
 		return err
 	}
-	if _, err := s.st.db.ExecContext(ctx, `DELETE FROM service_wants WHERE name = ?`, name); err != nil {
-		return fmt.Errorf("forgetting service %s: %w", name, err)
+	if err := s.st.deleteServiceWant(ctx, name); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	delete(s.wants, name)

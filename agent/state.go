@@ -19,6 +19,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the embedded store
 	"google.golang.org/protobuf/proto"
 
+	"github.com/herdcm/herd/agent/supervise"
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/catalogs"
 )
@@ -26,8 +27,8 @@ import (
 // State is the agent's local state: one sqlite file (run history, the
 // index of replaced file contents, the supervisor's records, the daemon's
 // catalog cache, settings and report spool) beside a content directory
-// holding those contents by digest. The agent's SQL lives in this file
-// (and, for the supervisor's records, in services.go).
+// holding those contents by digest. All the agent's SQL lives in this
+// file.
 type State struct {
 	db        *sql.DB
 	dir       string
@@ -121,7 +122,7 @@ func OpenState(dir string) (*State, error) {
 		if merr != nil {
 			return nil, fmt.Errorf("opening agent state: %w; moving it aside: %w", err, merr)
 		}
-		s.recovered = fmt.Sprintf("the agent state %s was unusable (%v): moved aside to %s, starting afresh (the report spool, run history and catalog cache are gone; services are adopted again from the supervisor's records)", sd.DB(), err, moved)
+		s.recovered = fmt.Sprintf("the agent state %s was unusable (%v): moved aside to %s, starting afresh (the report spool, run history and catalog cache are gone; the supervisor finds its services again from its side records in %s, or by their cgroups)", sd.DB(), err, moved, sd.ServiceRecords())
 		if db, err = openDB(sd); err != nil {
 			return nil, fmt.Errorf("opening agent state: %w", err)
 		}
@@ -580,6 +581,102 @@ func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) err
 func (s *State) unspool(ctx context.Context, runID string) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM report_spool WHERE run_id = ?`, runID); err != nil {
 		return fmt.Errorf("unspooling report %s: %w", runID, err)
+	}
+	return nil
+}
+
+// The supervisor's tables: its records, and what each service was
+// ensured with.
+
+// ServiceStore returns the supervisor's record store, kept in this state.
+// A record written (sqlite, WAL, synchronous=FULL) survives the agent
+// crashing; after a power loss the processes it names are gone anyway and
+// the boot id tells the supervisor so. The supervisor keeps a copy of each
+// record beside the database too (StateDir.ServiceRecords), read should
+// this state be moved aside as corrupt.
+func (s *State) ServiceStore() supervise.Store { return serviceStore{s.db} }
+
+type serviceStore struct{ db *sql.DB }
+
+func (ss serviceStore) Load(ctx context.Context) ([]supervise.Record, error) {
+	rows, err := ss.db.QueryContext(ctx, `SELECT name, record FROM services ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("loading service records: %w", err)
+	}
+	defer rows.Close()
+	var out []supervise.Record
+	for rows.Next() {
+		var name, rec string
+		if err := rows.Scan(&name, &rec); err != nil {
+			return nil, fmt.Errorf("loading service records: %w", err)
+		}
+		var r supervise.Record
+		if err := json.Unmarshal([]byte(rec), &r); err != nil {
+			return nil, fmt.Errorf("loading the record of service %s: %w", name, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("loading service records: %w", err)
+	}
+	return out, nil
+}
+
+func (ss serviceStore) Save(ctx context.Context, r supervise.Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("saving the record of service %s: %w", r.Name, err)
+	}
+	if _, err := ss.db.ExecContext(ctx, `INSERT INTO services (name, record) VALUES (?, ?)
+		ON CONFLICT(name) DO UPDATE SET record = excluded.record`, r.Name, string(b)); err != nil {
+		return fmt.Errorf("saving the record of service %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+func (ss serviceStore) Delete(ctx context.Context, name string) error {
+	if _, err := ss.db.ExecContext(ctx, `DELETE FROM services WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("deleting the record of service %s: %w", name, err)
+	}
+	return nil
+}
+
+// serviceWants returns what each service was last ensured with: name →
+// {catalog spec digest, supervisor spec digest}.
+func (s *State) serviceWants(ctx context.Context) (map[string][2]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, want_digest, sup_digest FROM service_wants`)
+	if err != nil {
+		return nil, fmt.Errorf("reading service wants: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][2]string{}
+	for rows.Next() {
+		var name, want, got string
+		if err := rows.Scan(&name, &want, &got); err != nil {
+			return nil, fmt.Errorf("reading service wants: %w", err)
+		}
+		out[name] = [2]string{want, got}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading service wants: %w", err)
+	}
+	return out, nil
+}
+
+// saveServiceWant records what service name was ensured with.
+func (s *State) saveServiceWant(ctx context.Context, name string, w [2]string) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO service_wants (name, want_digest, sup_digest) VALUES (?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET want_digest = excluded.want_digest, sup_digest = excluded.sup_digest`,
+		name, w[0], w[1]); err != nil {
+		return fmt.Errorf("recording service %s: %w", name, err)
+	}
+	return nil
+}
+
+// deleteServiceWant forgets what service name was ensured with.
+func (s *State) deleteServiceWant(ctx context.Context, name string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM service_wants WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("forgetting service %s: %w", name, err)
 	}
 	return nil
 }

@@ -42,6 +42,17 @@ func (d StateDir) Files() string { return filepath.Join(string(d), "files") }
 // Logs holds the supervised services' logs.
 func (d StateDir) Logs() string { return filepath.Join(string(d), "logs") }
 
+// ServiceRecords holds the supervisor's records again, one file per
+// service, beside the database: so that services survive the database
+// being moved aside as corrupt (supervise.Options.RecordDir).
+func (d StateDir) ServiceRecords() string { return filepath.Join(string(d), "supervise") }
+
+// SuperviseLock is the lock of the state's one supervisor owner.
+func (d StateDir) SuperviseLock() string { return filepath.Join(string(d), SuperviseLockFile) }
+
+// ControlSocket is where the supervisor's owner serves it.
+func (d StateDir) ControlSocket() string { return filepath.Join(string(d), ControlSocketFile) }
+
 // Lock is the run lock.
 func (d StateDir) Lock() string { return filepath.Join(string(d), "run.lock") }
 

@@ -250,7 +250,7 @@ func (l *loop) handle(c *command) {
 		}
 		l.publish()
 	case cmdRestart:
-		if l.rec.Digest == "" {
+		if l.rec.Digest == "" || len(l.rec.Spec.Argv) == 0 || l.rec.Spec.Argv[0] == "" {
 			r.err = ErrUnknown
 			break
 		}
@@ -301,6 +301,13 @@ func (l *loop) startFresh() error {
 // restart policy.
 func (l *loop) start() error {
 	now := time.Now()
+	if l.rec.Digest == "" || len(l.rec.Spec.Argv) == 0 || l.rec.Spec.Argv[0] == "" {
+		// Found by its cgroup, without a record: what it ran is not
+		// known, so only an Ensure, which brings the spec, starts it.
+		err := errors.New("its spec is unknown (it was adopted without a record): ensure it to start it")
+		l.afterExit(now, ExitInfo{At: now, Code: -1, Err: err.Error()})
+		return err
+	}
 	p, err := l.spawn(now)
 	if err != nil {
 		l.log.Warn("starting service failed", "err", err)
@@ -742,7 +749,7 @@ func (s *Supervisor) resume(now time.Time, rec Record) {
 			break
 		}
 		s.cleanupDead(l.log, rec)
-		if rec.BootID != s.bootID {
+		if rec.BootID != s.bootID && rec.Digest != "" {
 			// The host rebooted: the service did not fail, start it as
 			// the boot would.
 			l.log.Info("starting service after a reboot")
@@ -788,7 +795,7 @@ func (s *Supervisor) adopt(rec Record) *process {
 		return nil
 	}
 	pgid := rec.PGID
-	if pgid == 0 {
+	if pgid <= 0 {
 		pgid = rec.PID
 	}
 	return &process{

@@ -32,6 +32,8 @@ type Store interface {
 type Record struct {
 	Name string `json:"name"`
 	// Spec is the normalized spec the process runs with, Digest its digest.
+	// Digest is empty for a service found by its cgroup without a record:
+	// its spec is unknown, and only an Ensure starts it again.
 	Spec   Spec   `json:"spec"`
 	Digest string `json:"digest"`
 	State  State  `json:"state"`
@@ -72,36 +74,92 @@ func NewDirStore(dir string) *DirStore { return &DirStore{dir: dir} }
 
 // Load reads every record in the directory. A missing directory holds none.
 func (d *DirStore) Load(ctx context.Context) ([]Record, error) {
-	if err := ctx.Err(); err != nil {
+	recs, bad, err := d.loadEach(ctx)
+	if err != nil {
 		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, bad[0]
+	}
+	return recs, nil
+}
+
+// loadEach reads every record in the directory; a file that does not read
+// as its record is an error in bad, and the others are still returned.
+func (d *DirStore) loadEach(ctx context.Context) (recs []Record, bad []error, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
 	}
 	ents, err := os.ReadDir(d.dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loading service records: %w", err)
+		return nil, nil, fmt.Errorf("loading service records: %w", err)
 	}
-	var recs []Record
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || e.IsDir() || checkName(name) != nil {
-			continue // temporary files and strangers
+		if !ok || !e.Type().IsRegular() || checkName(name) != nil {
+			continue // temporary files, links and strangers
 		}
-		b, err := os.ReadFile(filepath.Join(d.dir, e.Name()))
+		path := filepath.Join(d.dir, e.Name())
+		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("loading service records: %w", err)
+			bad = append(bad, fmt.Errorf("loading service record %s: %w", path, err))
+			continue
 		}
-		var r Record
-		if err := json.Unmarshal(b, &r); err != nil {
-			return nil, fmt.Errorf("loading service record %s: %w", e.Name(), err)
-		}
-		if r.Name != name {
-			return nil, fmt.Errorf("loading service record %s: it names %q", e.Name(), r.Name)
+		r, err := parseRecord(name, b)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("loading service record %s: %w", path, err))
+			continue
 		}
 		recs = append(recs, r)
 	}
-	return recs, nil
+	return recs, bad, nil
+}
+
+// parseRecord decodes the record file of service name. It must name that
+// service, and no negative pid or process group: kill(2) takes one for a
+// whole process group, or -1 for every process.
+func parseRecord(name string, b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, err
+	}
+	if r.Name != name {
+		return Record{}, fmt.Errorf("it names %q", r.Name)
+	}
+	if r.PID < 0 || r.PGID < 0 {
+		return Record{}, fmt.Errorf("negative pid %d or process group %d", r.PID, r.PGID)
+	}
+	return r, nil
+}
+
+// mirrorStore is the Store a Supervisor writes when Options.RecordDir is
+// set: every record goes to the main store and to a DirStore beside it, so
+// that losing one (the agent's database moved aside as corrupt) loses no
+// service. Load reads the main store only; New reads the side one itself.
+type mirrorStore struct {
+	main Store
+	side *DirStore
+}
+
+func (m mirrorStore) Load(ctx context.Context) ([]Record, error) { return m.main.Load(ctx) }
+
+func (m mirrorStore) Save(ctx context.Context, r Record) error {
+	if err := m.main.Save(ctx, r); err != nil {
+		return err
+	}
+	return m.side.Save(ctx, r)
+}
+
+// Delete removes the side record first: should the main store then fail,
+// the service is still known in both, never resurrected from the side.
+func (m mirrorStore) Delete(ctx context.Context, name string) error {
+	if err := m.side.Delete(ctx, name); err != nil {
+		return err
+	}
+	return m.main.Delete(ctx, name)
 }
 
 // Save writes r atomically.

@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -74,5 +75,59 @@ func TestDirStore(t *testing.T) {
 	}
 	if _, err := s.Load(ctx); err == nil {
 		t.Errorf("Load with a mismatched record succeeded")
+	}
+}
+
+// FuzzParseRecord: a record file, from a disk that may hold anything,
+// never panics the parser, and one it accepts names its service, no
+// negative pid, and survives being written and read again unchanged.
+func FuzzParseRecord(f *testing.F) {
+	f.Add([]byte(`{"name":"web","spec":{"name":"web","argv":["/bin/true"]},"digest":"sha256:00","state":"running","pid":42,"pgid":42,"start_ticks":7,"boot_id":"b","cgroup":"/sys/fs/cgroup/herd/s-1/web.service","started_at":"2025-05-01T12:00:00Z","restarts":1,"policy":{"count":1}}`))
+	f.Add([]byte(`{"name":"web","pid":-1}`))
+	f.Add([]byte(`{"name":"web","pgid":-1,"pid":5}`))
+	f.Add([]byte(`{"name":"db"}`))
+	f.Add([]byte(`{"name":"web","last_exit":{"at":"2025-05-01T12:00:00Z","code":-1,"unknown":true}}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := parseRecord("web", b)
+		if err != nil {
+			return
+		}
+		if r.Name != "web" || r.PID < 0 || r.PGID < 0 {
+			t.Fatalf("parseRecord accepted %+v", r)
+		}
+		again, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := parseRecord("web", again)
+		if err != nil {
+			t.Fatalf("parseRecord of its own output %s: %v", again, err)
+		}
+		if diff := cmp.Diff(r, r2); diff != "" {
+			t.Errorf("round trip mismatch (-first +second):\n%s", diff)
+		}
+	})
+}
+
+func TestParseRecord(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in     string
+		wantOK bool
+	}{
+		{`{"name":"web","pid":42,"pgid":42}`, true},
+		{`{"name":"web"}`, true},
+		{`{"name":"db"}`, false},           // another service's
+		{`{"name":"web","pid":-1}`, false}, // kill(-1) is every process
+		{`{"name":"web","pid":5,"pgid":-5}`, false},
+		{`{"name":"web"`, false},
+		{``, false},
+	}
+	for _, tt := range tests {
+		if _, err := parseRecord("web", []byte(tt.in)); (err == nil) != tt.wantOK {
+			t.Errorf("parseRecord(web, %s) = %v, want ok %v", tt.in, err, tt.wantOK)
+		}
 	}
 }

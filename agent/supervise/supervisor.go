@@ -64,6 +64,13 @@ type Options struct {
 	// but not usable is an error. On a systemd host, point it at a
 	// delegated subtree (Delegate=yes) of the agent's unit.
 	CgroupRoot string
+	// RecordDir, when set, is a directory (made 0700) where the supervisor
+	// also keeps each record as a file, NAME.json, written atomically and
+	// 0600: New reads it for the services Store has no record of, so
+	// that a Store that lost its records (the agent's database moved
+	// aside as corrupt) loses no service, those in process groups alone
+	// included, which no cgroup tells New of.
+	RecordDir string
 	// NoCgroups runs services in process groups alone, without cgroups.
 	NoCgroups bool
 	// Settle is how long Ensure and Restart wait, after they started a
@@ -132,8 +139,11 @@ type service struct {
 // New returns a Supervisor and adopts the services recorded in opts.Store
 // by an earlier one: a recorded process that still runs (same boot, same
 // start time) is watched again, one that died meanwhile is restarted as its
-// restart policy says, and none is ever started twice. ctx bounds the
-// loading only; the Supervisor runs until Close.
+// restart policy says, and none is ever started twice. A service the Store
+// has no record of is found again from its side record (Options.RecordDir)
+// or, failing that, from its populated cgroup in this state directory's
+// subtree, adopted, and recorded anew. ctx bounds the loading only; the
+// Supervisor runs until Close.
 func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	if opts.Store == nil {
 		return nil, errors.New("new supervisor: Options.Store is nil")
@@ -161,6 +171,14 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	}
 	if opts.StateDir == "" {
 		opts.StateDir = opts.LogDir
+	}
+	var side *DirStore
+	if opts.RecordDir != "" {
+		if err := prepareRecordDir(opts.RecordDir); err != nil {
+			return nil, fmt.Errorf("new supervisor: %w", err)
+		}
+		side = NewDirStore(opts.RecordDir)
+		opts.Store = mirrorStore{main: opts.Store, side: side}
 	}
 	log := opts.Logger.With("component", "supervise")
 	if err := os.MkdirAll(opts.LogDir, 0o755); err != nil {
@@ -196,6 +214,23 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new supervisor: %w", err)
 	}
+	// Services whose records Store lost are found again, and their
+	// records written anew, before any of them is resumed.
+	var found []Record
+	if side != nil {
+		found = s.fromSide(ctx, side, recs)
+	}
+	known := map[string]bool{}
+	for _, r := range slices.Concat(recs, found) {
+		known[r.Name] = true
+	}
+	found = append(found, s.fromCgroups(known)...)
+	for _, r := range found {
+		if err := s.opts.Store.Save(ctx, r); err != nil {
+			log.Error("saving the record of a service found again", "service", r.Name, "err", err)
+		}
+	}
+	recs = append(recs, found...)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	now := time.Now()
 	for _, rec := range recs {
