@@ -66,6 +66,7 @@ func TestBuildDebInstalls(t *testing.T) {
 	if _, err := exec.LookPath("dpkg"); err != nil {
 		t.Skip("dpkg is not installed on this machine")
 	}
+	testkit.NeedRoot(t, "dpkg installs packages only as root")
 	root := testkit.NewSandboxHost(t)
 	_, content := testkit.BuildDeb(t, testkit.DebSpec{
 		Name: "herd-hello", Version: "1.0-1",

@@ -41,21 +41,21 @@ func packageConformance(t *testing.T) []conformanceCase {
 	hello2.Version = "2.0-1"
 	return []conformanceCase{
 		{
-			name: "package/from-source", typ: &Package{}, res: fromSource, tools: tools,
+			name: "package/from-source", typ: &Package{}, res: fromSource, tools: tools, root: dpkgRoot,
 			setup: func(t *testing.T, h *Host, files *testFiles) {
 				testkit.InitSandboxHost(t, h.Root)
 				shipped(&fromSource, files, hello)
 			},
 		},
 		{
-			name: "package/version-from-source", typ: &Package{}, res: version, tools: tools,
+			name: "package/version-from-source", typ: &Package{}, res: version, tools: tools, root: dpkgRoot,
 			setup: func(t *testing.T, h *Host, files *testFiles) {
 				testkit.InitSandboxHost(t, h.Root)
 				shipped(&version, files, hello)
 			},
 		},
 		{
-			name: "package/latest-from-source", typ: &Package{}, res: latest, tools: tools,
+			name: "package/latest-from-source", typ: &Package{}, res: latest, tools: tools, root: dpkgRoot,
 			setup: func(t *testing.T, h *Host, files *testFiles) {
 				testkit.InitSandboxHost(t, h.Root)
 				installed(t, h, files, hello)
@@ -63,7 +63,7 @@ func packageConformance(t *testing.T) []conformanceCase {
 			},
 		},
 		{
-			name: "package/upgrade-from-source", typ: &Package{}, res: upgrade, tools: tools,
+			name: "package/upgrade-from-source", typ: &Package{}, res: upgrade, tools: tools, root: dpkgRoot,
 			setup: func(t *testing.T, h *Host, files *testFiles) {
 				testkit.InitSandboxHost(t, h.Root)
 				installed(t, h, files, hello)
@@ -71,7 +71,7 @@ func packageConformance(t *testing.T) []conformanceCase {
 			},
 		},
 		{
-			name: "package/absent", typ: &Package{}, tools: tools,
+			name: "package/absent", typ: &Package{}, tools: tools, root: dpkgRoot,
 			res: res("package", "herd-hello", map[string]any{"ensure": "absent"}),
 			setup: func(t *testing.T, h *Host, files *testFiles) {
 				testkit.InitSandboxHost(t, h.Root)
@@ -79,7 +79,7 @@ func packageConformance(t *testing.T) []conformanceCase {
 			},
 		},
 		{
-			name: "package/purged", typ: &Package{}, tools: tools,
+			name: "package/purged", typ: &Package{}, tools: tools, root: dpkgRoot,
 			res: res("package", "herd-hello", map[string]any{"ensure": "purged"}),
 			setup: func(t *testing.T, h *Host, files *testFiles) {
 				testkit.InitSandboxHost(t, h.Root)

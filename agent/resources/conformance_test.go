@@ -32,6 +32,9 @@ type conformanceCase struct {
 	// tools the case needs on this machine; the case is skipped, saying
 	// which is missing, only when one truly is.
 	tools []string
+	// root, when set, says why the case needs root (dpkg installs,
+	// usermod chroots into the host root); it is skipped otherwise.
+	root string
 	// refresh says the type has a meaningful Refresh for this resource.
 	refresh bool
 }
@@ -60,6 +63,9 @@ func TestConformance(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			testkit.NeedTools(t, tc.tools...)
+			if tc.root != "" {
+				testkit.NeedRoot(t, tc.root)
+			}
 			h, files := newTestHost(t)
 			if tc.setup != nil {
 				tc.setup(t, h, files)

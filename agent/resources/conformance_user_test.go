@@ -33,8 +33,8 @@ func userConformance(t *testing.T) []conformanceCase {
 		{name: "user/create", typ: &User{}, tools: tools, setup: withGroups, res: res("user", "alice", full)},
 		{name: "user/system", typ: &User{}, tools: tools, setup: withGroups,
 			res: res("user", "svc-web", map[string]any{"system": true, "shell": "/usr/sbin/nologin", "home": "/srv/web"})},
-		{name: "user/change", typ: &User{}, tools: tools, setup: withAlice, res: res("user", "alice", full)},
-		{name: "user/absent", typ: &User{}, tools: tools, setup: withAlice,
+		{name: "user/change", typ: &User{}, tools: tools, root: shadowRoot, setup: withAlice, res: res("user", "alice", full)},
+		{name: "user/absent", typ: &User{}, tools: tools, root: shadowRoot, setup: withAlice,
 			res: res("user", "alice", map[string]any{"ensure": "absent", "managehome": true})},
 	}
 }

@@ -35,6 +35,10 @@ func newSandboxTestHost(t *testing.T) (*Host, *testFiles) {
 	return h, files
 }
 
+// dpkgRoot is why a test that installs or removes a package needs root:
+// dpkg refuses those operations to anyone else, even under --root.
+const dpkgRoot = "dpkg installs and removes packages only as root"
+
 // pkgNeedDpkg skips a test that needs dpkg when this machine has none.
 func pkgNeedDpkg(t *testing.T) {
 	t.Helper()
@@ -96,6 +100,7 @@ var helloSpec = testkit.DebSpec{
 func TestPackageLifecycle(t *testing.T) {
 	t.Parallel()
 	pkgNeedDpkg(t)
+	testkit.NeedRoot(t, dpkgRoot)
 	h, files := newSandboxTestHost(t)
 	runs := pkgCountRuns(h)
 	typ := &Package{}

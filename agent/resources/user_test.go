@@ -19,6 +19,10 @@ func accountsNeedShadow(t *testing.T) {
 	testkit.NeedTools(t, "useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel")
 }
 
+// shadowRoot is why a test that changes or removes an account needs root:
+// usermod and userdel chroot into the host root (--prefix).
+const shadowRoot = "usermod and userdel chroot into the host root"
+
 // editFile replaces old with new in the root's file, as an admin's editor would.
 func editFile(t *testing.T, root, rel, old, new string) {
 	t.Helper()
@@ -42,6 +46,7 @@ func editFile(t *testing.T, root, rel, old, new string) {
 func TestUserLifecycle(t *testing.T) {
 	t.Parallel()
 	accountsNeedShadow(t)
+	testkit.NeedRoot(t, shadowRoot)
 	h, _ := newSandboxTestHost(t)
 	ctx := context.Background()
 	for name, gid := range map[string]int64{"admins": 3000, "devs": 3001, "ops": 3002} {
