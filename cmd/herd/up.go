@@ -157,11 +157,38 @@ converges again within seconds. Ctrl-C stops the server, the agent and the
 sandbox's services.
 
 `, root, herdCmd, srv.Addr, adminDir, node, site)
-	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := runBeside(ctx, srv.Err(), d.Run); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nstopping")
 	return nil
+}
+
+// runBeside runs run (the agent) until ctx ends or the server stops: a
+// server whose listener failed serves nothing, so the quickstart exits
+// non-zero with its error, as herd server does, rather than keep an agent
+// checking in to nobody until Ctrl-C. Only ctx ending is a clean stop.
+func runBeside(ctx context.Context, srvErr <-chan error, run func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	case err, ok := <-srvErr:
+		cancel()
+		<-done
+		if ok && err != nil {
+			return fmt.Errorf("herd server stopped: %w", err)
+		}
+		// Closed with no error: nothing here closed the server, so it
+		// stopped on its own, and the agent has no one to talk to.
+		return errors.New("herd server stopped")
+	}
 }
 
 // stopSandboxServices stops what the quickstart started in its sandbox,
