@@ -89,7 +89,11 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 	}
 	authority := srv.CA()
 	caFile := filepath.Join(serverDir, "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(authority.CACertDER()), 0o644); err != nil {
+	bundle, err := ca.BundlePEM(authority.BundleDER())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(caFile, bundle, 0o644); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(adminDir, "admin.crt")); err != nil {
@@ -101,7 +105,7 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 			os.MkdirAll(adminDir, 0o700)
 			os.WriteFile(filepath.Join(adminDir, "admin.key"), keyPEM, 0o600)
 			os.WriteFile(filepath.Join(adminDir, "admin.crt"), certPEM, 0o644)
-			os.WriteFile(filepath.Join(adminDir, "ca.crt"), ca.CertPEM(authority.CACertDER()), 0o644)
+			os.WriteFile(filepath.Join(adminDir, "ca.crt"), bundle, 0o644)
 		}
 	}
 
