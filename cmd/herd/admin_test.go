@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,6 +153,10 @@ func TestCACommandsRotateAndPage(t *testing.T) {
 		t.Errorf("herd ca list printed %d lines, want a header and 5 entries:\n%s", lines, out)
 	}
 
+	oldCA, err := x509.ParseCertificate(s.CA().CACertDER())
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, stderr, code = herd(t, "", append([]string{"ca", "rotate"}, conn...)...)
 	if code != 0 || !strings.Contains(out, "issues every certificate from now on") || !strings.Contains(out, "What happens next") {
 		t.Fatalf("herd ca rotate: exit %d:\n%s%s", code, out, stderr)
@@ -162,6 +167,11 @@ func TestCACommandsRotateAndPage(t *testing.T) {
 	}
 	if n := strings.Count(string(b), "BEGIN CERTIFICATE"); n != 2 {
 		t.Errorf("after herd ca rotate the admin's ca.crt holds %d certificates, want both CAs", n)
+	}
+	// During the overlap the server's certificate comes from the old CA:
+	// the fingerprint agents may pin is its.
+	if fp, _, code := herd(t, "", "ca", "fingerprint", "--admin-dir", adminDir); code != 0 || strings.TrimSpace(fp) != ca.CertFingerprint(oldCA) {
+		t.Errorf("herd ca fingerprint during the overlap = %q, exit %d; want the old CA's %s", fp, code, ca.CertFingerprint(oldCA))
 	}
 	out, stderr, code = herd(t, "", append([]string{"ca", "status"}, conn...)...)
 	if code != 0 || !strings.Contains(out, "current") || !strings.Contains(out, "retiring") {

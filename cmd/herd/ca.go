@@ -206,7 +206,7 @@ this admin keeps reaching the server after the move.`,
 			fmt.Fprintln(out, "  - agents get both CAs and a certificate from the new one when they renew (at two thirds of their certificate's life)")
 			fmt.Fprintln(out, "  - the server retires the old CA on its own (checked at start and hourly) once none of its certificates is valid; herd ca status counts them")
 			fmt.Fprintln(out, "  - admin credentials from the old CA keep it until they expire: issue new ones (herd ca admin NAME) and revoke the old (herd ca revoke NAME)")
-			fmt.Fprintln(out, "  - new agents: pin the bundle (--ca-file with both CAs) or, during the overlap, the previous CA's fingerprint")
+			fmt.Fprintln(out, "  - new agents: pin the bundle (--ca-file with both CAs) or, during the overlap, the previous CA's fingerprint (herd ca fingerprint prints it)")
 			written, err := refreshAdminBundle(af.dir, resp.GetCaBundleDer(), p)
 			if written != "" {
 				fmt.Fprintf(out, "wrote both CAs to %s\n", written)

@@ -71,10 +71,13 @@ func (a *authorities) serverIssuer() (*x509.Certificate, crypto.Signer) {
 	return a.cur, a.curKey
 }
 
-// trusted returns the CAs agents and admins trust: cur, then old.
+// trusted returns the CAs agents and admins trust, the server's issuer
+// first: a ca.crt holding the bundle then starts with the CA whose
+// fingerprint agents can pin (`herd ca fingerprint` reads the first), the
+// one the server presents in its chain.
 func (a *authorities) trusted() []*x509.Certificate {
 	if a.old != nil {
-		return []*x509.Certificate{a.cur, a.old}
+		return []*x509.Certificate{a.old, a.cur}
 	}
 	return []*x509.Certificate{a.cur}
 }
@@ -86,7 +89,8 @@ func (a *authorities) all() []*x509.Certificate {
 
 // BundleDER returns the CA certificates that nodes and admins must trust,
 // DER-encoded one after another (x509.ParseCertificates reads them): the
-// CA that issues and, during a rotation's overlap, the one retiring.
+// CA that issues and, during a rotation's overlap, the one retiring
+// (first, as the issuer of the server's certificate).
 // Enroll and Renew answers carry it, so that agents trust the new CA
 // before the server's certificate moves to it.
 func (c *CA) BundleDER() []byte {

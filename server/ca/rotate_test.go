@@ -72,8 +72,8 @@ func TestRotateThenRetire(t *testing.T) {
 	if _, _, err := f.ca.Rotate(ctx); !errors.Is(err, ca.ErrRotation) {
 		t.Errorf("Rotate() during the overlap = %v, want ErrRotation", err)
 	}
-	if got := bundle(t, f.ca); len(got) != 2 || !got[0].Equal(newCA) || !got[1].Equal(oldCA) {
-		t.Errorf("BundleDER during the overlap holds %d certificates, want the new CA then the old", len(got))
+	if got := bundle(t, f.ca); len(got) != 2 || !got[0].Equal(oldCA) || !got[1].Equal(newCA) {
+		t.Errorf("BundleDER during the overlap holds %d certificates, want the old CA (the server's issuer) then the new", len(got))
 	}
 
 	// The overlap: a certificate from the old CA still verifies; new
