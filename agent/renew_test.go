@@ -37,7 +37,7 @@ func TestRenewDue(t *testing.T) {
 }
 
 // rootCA makes a self-signed CA certificate.
-func rootCA(t *testing.T, name string) *x509.Certificate {
+func rootCA(t testing.TB, name string) *x509.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -117,4 +117,36 @@ func mustCerts(t *testing.T, der []byte) []*x509.Certificate {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// FuzzRenewedBundle: the CA bundle of a Renew answer comes from the
+// network; whatever it holds, renewedBundle never panics, and a bundle it
+// takes holds only CAs, among them one the node already trusted.
+func FuzzRenewedBundle(f *testing.F) {
+	oldCA, newCA := rootCA(f, "old"), rootCA(f, "new")
+	roots := x509.NewCertPool()
+	roots.AddCert(oldCA)
+	for _, seed := range [][]byte{nil, oldCA.Raw, append(append([]byte{}, newCA.Raw...), oldCA.Raw...), newCA.Raw, []byte("garbage"), oldCA.Raw[:len(oldCA.Raw)/2]} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		b, changed, err := renewedBundle(der, roots)
+		if err != nil || !changed {
+			return
+		}
+		cas, perr := x509.ParseCertificates(der)
+		if perr != nil {
+			t.Fatalf("renewedBundle took a bundle that does not parse: %v", perr)
+		}
+		kept := false
+		for _, c := range cas {
+			if !c.IsCA {
+				t.Fatalf("renewedBundle took a bundle holding %q, not a CA", c.Subject.CommonName)
+			}
+			kept = kept || c.Equal(oldCA)
+		}
+		if !kept || !bytes.Contains(b.pem, []byte("BEGIN CERTIFICATE")) {
+			t.Fatal("renewedBundle took a bundle without the CA the node trusted")
+		}
+	})
 }

@@ -172,8 +172,8 @@ sandbox's services.
 // server whose listener failed serves nothing, so the quickstart exits
 // non-zero with its error, as herd server does, rather than keep an agent
 // checking in to nobody until Ctrl-C. Only ctx ending is a clean stop.
-func runBeside(ctx context.Context, srvErr <-chan error, run func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
+func runBeside(parent context.Context, srvErr <-chan error, run func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
@@ -186,6 +186,11 @@ func runBeside(ctx context.Context, srvErr <-chan error, run func(context.Contex
 	case err, ok := <-srvErr:
 		cancel()
 		<-done
+		if parent.Err() != nil {
+			// Ctrl-C stops the server too (it serves until the
+			// context ends): that is the clean stop.
+			return nil
+		}
 		if ok && err != nil {
 			return fmt.Errorf("herd server stopped: %w", err)
 		}

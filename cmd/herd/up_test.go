@@ -134,6 +134,9 @@ func TestRunBesideStopsWithTheServer(t *testing.T) {
 		{name: "listener failed", server: func(c chan error) { c <- listenErr }, wantErr: "herd server stopped: accept tcp"},
 		{name: "stopped on its own", server: func(c chan error) { close(c) }, wantErr: "herd server stopped"},
 		{name: "ctrl-c", server: func(chan error) {}, cancel: true},
+		// The server serves until the context ends, so Ctrl-C closes
+		// its channel too, whichever runBeside hears first.
+		{name: "ctrl-c stops the server too", server: func(c chan error) { close(c) }, cancel: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,10 +155,10 @@ func TestRunBesideStopsWithTheServer(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- runBeside(ctx, srvErr, run) }()
 			<-agentRunning
-			tt.server(srvErr)
 			if tt.cancel {
 				cancel()
 			}
+			tt.server(srvErr)
 			select {
 			case err := <-done:
 				switch {
