@@ -81,16 +81,30 @@ func dialOptions(cfg *tls.Config) []grpc.DialOption {
 }
 
 // dialNode opens (lazily) the mutual-TLS connection of an enrolled node:
-// its certificate, the CA bundle from enrollment as the only roots, the
-// server name verified.
+// its certificate, the CA bundle from enrollment (or the one a renewal
+// brought) as the only roots, the server name verified.
 func dialNode(id *Identity, addr, name string) (*grpc.ClientConn, error) {
+	sn := serverName(addr, name)
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// The current certificate at each handshake: a renewed one is
 		// used from the next connection on.
 		GetClientCertificate: id.clientCertificate,
-		RootCAs:              id.CAs,
-		ServerName:           serverName(addr, name),
+		ServerName:           sn,
+		// The server is verified by VerifyConnection, against the bundle
+		// in force at each handshake (resumed ones included): RootCAs is
+		// fixed when the connection is made, and a CA rotation moves the
+		// server's certificate to a CA the node learns of by renewing.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server presented no certificate")
+			}
+			if err := verifyServer(cs.PeerCertificates, id.roots(), sn); err != nil {
+				return fmt.Errorf("the server's certificate does not verify with this node's CA bundle: %w", err)
+			}
+			return nil
+		},
 		// Session resumption makes a reconnect after a server restart a
 		// cheap handshake: a whole fleet reconnecting at once costs the
 		// server far less.

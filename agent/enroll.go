@@ -81,14 +81,29 @@ type EnrollOptions struct {
 type Identity struct {
 	Node        string
 	Certificate tls.Certificate
-	CAs         *x509.CertPool
-	SigningKey  ed25519.PublicKey
-	NotBefore   time.Time
-	NotAfter    time.Time
+	// CAs is the CA bundle as loaded; a renewal during a CA rotation
+	// may replace it (roots returns the one in force).
+	CAs        *x509.CertPool
+	SigningKey ed25519.PublicKey
+	NotBefore  time.Time
+	NotAfter   time.Time
 
 	// current is the certificate connections present, replaced when the
 	// agent renews it (renew.go), so that the next connection uses it.
 	current atomic.Pointer[tls.Certificate]
+	// trust is the CA bundle connections verify the server with,
+	// replaced when a renewal brings a new one (a CA rotation), so that
+	// the next handshake uses it.
+	trust atomic.Pointer[x509.CertPool]
+}
+
+// roots returns the CA bundle in force: the one a renewal brought, or
+// the one loaded.
+func (id *Identity) roots() *x509.CertPool {
+	if p := id.trust.Load(); p != nil {
+		return p
+	}
+	return id.CAs
 }
 
 // clientCertificate is tls.Config.GetClientCertificate: the current

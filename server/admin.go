@@ -27,6 +27,8 @@ type adminService struct {
 const (
 	defaultNodesPage   = 500
 	maxNodesPage       = 1000
+	defaultCertsPage   = 500
+	maxCertsPage       = 1000
 	defaultReportsPage = 50
 	maxReportsPage     = 200
 	// maxReportsPageBytes ends a page of reports once their events' text
@@ -136,12 +138,12 @@ func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*
 	return out, nil
 }
 
-func (a *adminService) ListCertificates(ctx context.Context, _ *herdv1.ListCertificatesRequest) (*herdv1.ListCertificatesResponse, error) {
-	list, err := a.s.ca.List(ctx)
+func (a *adminService) ListCertificates(ctx context.Context, req *herdv1.ListCertificatesRequest) (*herdv1.ListCertificatesResponse, error) {
+	list, next, err := a.s.ca.ListPage(ctx, req.PageToken, pageSize(req.PageSize, defaultCertsPage, maxCertsPage))
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "listing certificates: %v", err)
+		return nil, caStatus(err, "listing certificates")
 	}
-	out := &herdv1.ListCertificatesResponse{}
+	out := &herdv1.ListCertificatesResponse{NextPageToken: next}
 	for _, c := range list {
 		out.Certificates = append(out.Certificates, wireCert(c))
 	}
@@ -179,7 +181,7 @@ func caStatus(err error, doing string) error {
 	switch {
 	case errors.Is(err, ca.ErrExists), errors.Is(err, ca.ErrPendingOther):
 		code = codes.AlreadyExists
-	case errors.Is(err, ca.ErrFingerprint):
+	case errors.Is(err, ca.ErrFingerprint), errors.Is(err, ca.ErrRotation):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ca.ErrNotFound):
 		code = codes.NotFound

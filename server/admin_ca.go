@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/ca"
 )
 
 // The Admin service's CA calls added with the hardening of enrollment;
@@ -36,4 +37,33 @@ func (a *adminService) RevokeJoinToken(ctx context.Context, req *herdv1.RevokeJo
 		return nil, caStatus(err, "revoking join token "+req.Id)
 	}
 	return &herdv1.RevokeJoinTokenResponse{}, nil
+}
+
+func (a *adminService) RotateCA(ctx context.Context, _ *herdv1.RotateCARequest) (*herdv1.RotateCAResponse, error) {
+	cur, retiring, err := a.s.ca.Rotate(ctx)
+	if err != nil {
+		return nil, caStatus(err, "rotating the CA")
+	}
+	return &herdv1.RotateCAResponse{Current: wireAuthority(cur), Retiring: wireAuthority(retiring), CaBundleDer: a.s.ca.BundleDER()}, nil
+}
+
+func (a *adminService) ListAuthorities(ctx context.Context, _ *herdv1.ListAuthoritiesRequest) (*herdv1.ListAuthoritiesResponse, error) {
+	list, err := a.s.ca.Authorities(ctx)
+	if err != nil {
+		return nil, caStatus(err, "listing CAs")
+	}
+	out := &herdv1.ListAuthoritiesResponse{CaBundleDer: a.s.ca.BundleDER()}
+	for _, au := range list {
+		out.Authorities = append(out.Authorities, wireAuthority(au))
+	}
+	return out, nil
+}
+
+// wireAuthority is a CA as the Admin service sends it.
+func wireAuthority(au ca.Authority) *herdv1.Authority {
+	return &herdv1.Authority{
+		Subject: au.Subject, Fingerprint: au.Fingerprint, State: string(au.State),
+		NotBeforeUnixMs: unixMs(au.NotBefore), NotAfterUnixMs: unixMs(au.NotAfter),
+		Dependents: int64(au.Dependents), LastDependentUnixMs: unixMs(au.LastDependent),
+	}
 }

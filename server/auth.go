@@ -48,6 +48,8 @@ var methodRoles = map[string]role{
 	herdv1.Admin_RejectCertificate_FullMethodName: adminRole,
 	herdv1.Admin_ListJoinTokens_FullMethodName:    adminRole,
 	herdv1.Admin_RevokeJoinToken_FullMethodName:   adminRole,
+	herdv1.Admin_RotateCA_FullMethodName:          adminRole,
+	herdv1.Admin_ListAuthorities_FullMethodName:   adminRole,
 }
 
 // identity is who a call comes from, by its verified certificate.

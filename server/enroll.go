@@ -37,7 +37,7 @@ func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (
 		e.s.log.Error("enrolling", "name", req.Name, "err", err)
 		return nil, status.Errorf(codes.Internal, "enrolling %s: internal error", req.Name)
 	}
-	out := &herdv1.EnrollResponse{CaCertificateDer: e.s.ca.CACertDER(), SigningPublicKey: e.s.ca.SigningPublicKey()}
+	out := &herdv1.EnrollResponse{CaCertificateDer: e.s.ca.BundleDER(), SigningPublicKey: e.s.ca.SigningPublicKey()}
 	if res.State == ca.StatePending {
 		e.s.log.Info("enrollment pending", "name", req.Name, "source", source, "reason", res.Reason)
 		out.Status = herdv1.EnrollResponse_PENDING
@@ -70,6 +70,6 @@ func (e *enrollService) Renew(ctx context.Context, _ *herdv1.RenewRequest) (*her
 	}
 	return &herdv1.EnrollResponse{
 		Status: herdv1.EnrollResponse_ISSUED, CertificateDer: cert.DER,
-		CaCertificateDer: e.s.ca.CACertDER(), SigningPublicKey: e.s.ca.SigningPublicKey(),
+		CaCertificateDer: e.s.ca.BundleDER(), SigningPublicKey: e.s.ca.SigningPublicKey(),
 	}, nil
 }

@@ -58,7 +58,7 @@ func (l *localService) IssueAdmin(ctx context.Context, req *herdv1.IssueAdminReq
 	if err != nil {
 		return nil, caStatus(err, "issuing admin certificate "+req.Name)
 	}
-	return &herdv1.IssueAdminResponse{CertificateDer: cert.DER, CaCertificateDer: l.s.ca.CACertDER()}, nil
+	return &herdv1.IssueAdminResponse{CertificateDer: cert.DER, CaCertificateDer: l.s.ca.BundleDER()}, nil
 }
 
 // DialLocal connects to the Local service of the server running on dir;

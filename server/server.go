@@ -323,14 +323,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 
 // Start listens and serves in the background until ctx ends or Close.
 func (s *Server) Start(ctx context.Context) error {
-	cert, err := s.ca.ServerCert(s.opts.Hostnames)
-	if err != nil {
+	// The first call issues the certificate, if need be, so that a
+	// failure stops Start; handshakes call it again (tls.go).
+	if _, err := s.ca.ServerCert(s.opts.Hostnames); err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
-	// Send the CA with the leaf: an agent pinning the CA by fingerprint
-	// checks it inside the handshake, before it sends its join token.
-	cert.Certificate = append(cert.Certificate, s.ca.CACertDER())
-	stls, err := s.newServerTLS(cert)
+	stls, err := s.newServerTLS()
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)
 	}
@@ -560,6 +558,9 @@ func (s *Server) prune(ctx context.Context) {
 			s.log.Debug("pruned the store", "pruned", p)
 			if _, err := s.ca.PrunePending(ctx); err != nil {
 				s.log.Warn("pruning pending enrollments", "err", err)
+			}
+			if _, err := s.ca.Retire(ctx); err != nil {
+				s.log.Warn("retiring the previous CA", "err", err)
 			}
 		}
 	}

@@ -27,17 +27,26 @@ type serverTLS struct {
 	cur  atomic.Pointer[tls.Config]
 }
 
-// newServerTLS builds the server's TLS configuration around cert: TLS 1.3,
-// client certificates optional at the handshake (Enroll is open to
-// anyone) but, when given, checked by the CA, a resumed session's
-// included; session ticket keys from the CA's directory.
-func (s *Server) newServerTLS(cert tls.Certificate) (*serverTLS, error) {
+// newServerTLS builds the server's TLS configuration: TLS 1.3, the CA's
+// server certificate (asked for at each handshake, so that it moves to
+// the new CA when a rotation's retiring CA retires), client certificates
+// optional at the handshake (Enroll is open to anyone) but, when given,
+// checked by the CA, a resumed session's included; session ticket keys
+// from the CA's directory.
+func (s *Server) newServerTLS() (*serverTLS, error) {
 	st := &serverTLS{s: s}
 	st.base = &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    s.ca.Pool(),
-		ClientAuth:   tls.VerifyClientCertIfGiven,
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert, err := s.ca.ServerCert(s.opts.Hostnames)
+			if err != nil {
+				s.log.Error("server certificate", "err", err)
+				return nil, err
+			}
+			return &cert, nil
+		},
+		// ClientCAs is set by current, from the CA's pool as it is now.
+		ClientAuth: tls.VerifyClientCertIfGiven,
 		// gRPC adds h2 to the configuration it is given, not to the one
 		// GetConfigForClient returns.
 		NextProtos: []string{"h2"},
@@ -76,8 +85,28 @@ func (s *Server) newServerTLS(cert tls.Certificate) (*serverTLS, error) {
 // config returns the tls.Config to give gRPC.
 func (st *serverTLS) config() *tls.Config {
 	c := st.base.Clone()
-	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return st.cur.Load(), nil }
+	c.ClientCAs = st.s.ca.ClientPool()
+	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return st.current(), nil }
 	return c
+}
+
+// current returns the configuration for a handshake, with the CA's pool
+// of trusted CAs as it is now: a rotation adds the new CA to it and a
+// retirement drops the old, and client certificates from either must
+// verify from that moment on.
+func (st *serverTLS) current() *tls.Config {
+	for {
+		c := st.cur.Load()
+		p := st.s.ca.ClientPool()
+		if c.ClientCAs == p {
+			return c
+		}
+		n := c.Clone() // keeps the session ticket keys
+		n.ClientCAs = p
+		if st.cur.CompareAndSwap(c, n) {
+			return n
+		}
+	}
 }
 
 // rotate loads the ticket keys (the CA adds and drops them as they age)
@@ -88,6 +117,7 @@ func (st *serverTLS) rotate() error {
 		return fmt.Errorf("session ticket keys: %w", err)
 	}
 	c := st.base.Clone()
+	c.ClientCAs = st.s.ca.ClientPool()
 	c.SetSessionTicketKeys(keys)
 	st.cur.Store(c)
 	return nil

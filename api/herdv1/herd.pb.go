@@ -221,9 +221,10 @@ func (x *IssueAdminRequest) GetCsrDer() []byte {
 }
 
 type IssueAdminResponse struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	CertificateDer   []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
-	CaCertificateDer []byte                 `protobuf:"bytes,2,opt,name=ca_certificate_der,json=caCertificateDer,proto3" json:"ca_certificate_der,omitempty"`
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificateDer []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	// The CA bundle, as in EnrollResponse.
+	CaCertificateDer []byte `protobuf:"bytes,2,opt,name=ca_certificate_der,json=caCertificateDer,proto3" json:"ca_certificate_der,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -333,10 +334,14 @@ func (x *EnrollRequest) GetJoinToken() string {
 }
 
 type EnrollResponse struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	Status           EnrollResponse_Status  `protobuf:"varint,1,opt,name=status,proto3,enum=herd.v1.EnrollResponse_Status" json:"status,omitempty"`
-	CertificateDer   []byte                 `protobuf:"bytes,2,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
-	CaCertificateDer []byte                 `protobuf:"bytes,3,opt,name=ca_certificate_der,json=caCertificateDer,proto3" json:"ca_certificate_der,omitempty"`
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Status         EnrollResponse_Status  `protobuf:"varint,1,opt,name=status,proto3,enum=herd.v1.EnrollResponse_Status" json:"status,omitempty"`
+	CertificateDer []byte                 `protobuf:"bytes,2,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	// The CA bundle to trust, DER certificates one after another: the CA
+	// that issues now and, while a rotation overlaps, the one before it.
+	// An agent takes it from a Renew answer too, so that it trusts the new
+	// CA before the server's certificate moves to it.
+	CaCertificateDer []byte `protobuf:"bytes,3,opt,name=ca_certificate_der,json=caCertificateDer,proto3" json:"ca_certificate_der,omitempty"`
 	// The server's ed25519 public key; agents pin it and verify every
 	// catalog's signature with it.
 	SigningPublicKey []byte `protobuf:"bytes,4,opt,name=signing_public_key,json=signingPublicKey,proto3" json:"signing_public_key,omitempty"`
@@ -2053,7 +2058,11 @@ func (x *Certificate) GetTimeUnixMs() int64 {
 }
 
 type ListCertificatesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many entries (0: the server's default; the server caps it).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Where to go on: the next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2088,9 +2097,25 @@ func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
 	return file_herd_proto_rawDescGZIP(), []int{30}
 }
 
+func (x *ListCertificatesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListCertificatesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListCertificatesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Certificates  []*Certificate         `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Certificates []*Certificate         `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	// Set when there are more: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2132,6 +2157,297 @@ func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
 	return nil
 }
 
+func (x *ListCertificatesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type Authority struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Subject string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// "sha256:<hex>" of the CA certificate's DER, as herd ca fingerprint
+	// prints it and agents' --ca-fingerprint takes it.
+	Fingerprint string `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// current (issues), retiring (trusted, issues nothing; the server's
+	// certificate still comes from it), retired (kept for reading records).
+	State           string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	NotBeforeUnixMs int64  `protobuf:"varint,4,opt,name=not_before_unix_ms,json=notBeforeUnixMs,proto3" json:"not_before_unix_ms,omitempty"`
+	NotAfterUnixMs  int64  `protobuf:"varint,5,opt,name=not_after_unix_ms,json=notAfterUnixMs,proto3" json:"not_after_unix_ms,omitempty"`
+	// Unexpired, unrevoked certificates it issued (not for retired CAs),
+	// and when the last of them expires.
+	Dependents          int64 `protobuf:"varint,6,opt,name=dependents,proto3" json:"dependents,omitempty"`
+	LastDependentUnixMs int64 `protobuf:"varint,7,opt,name=last_dependent_unix_ms,json=lastDependentUnixMs,proto3" json:"last_dependent_unix_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Authority) Reset() {
+	*x = Authority{}
+	mi := &file_herd_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Authority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Authority) ProtoMessage() {}
+
+func (x *Authority) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Authority.ProtoReflect.Descriptor instead.
+func (*Authority) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Authority) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Authority) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *Authority) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Authority) GetNotBeforeUnixMs() int64 {
+	if x != nil {
+		return x.NotBeforeUnixMs
+	}
+	return 0
+}
+
+func (x *Authority) GetNotAfterUnixMs() int64 {
+	if x != nil {
+		return x.NotAfterUnixMs
+	}
+	return 0
+}
+
+func (x *Authority) GetDependents() int64 {
+	if x != nil {
+		return x.Dependents
+	}
+	return 0
+}
+
+func (x *Authority) GetLastDependentUnixMs() int64 {
+	if x != nil {
+		return x.LastDependentUnixMs
+	}
+	return 0
+}
+
+type RotateCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_herd_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{33}
+}
+
+type RotateCAResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Current  *Authority             `protobuf:"bytes,1,opt,name=current,proto3" json:"current,omitempty"`
+	Retiring *Authority             `protobuf:"bytes,2,opt,name=retiring,proto3" json:"retiring,omitempty"`
+	// The bundle to trust now (both CAs), DER one after another.
+	CaBundleDer   []byte `protobuf:"bytes,3,opt,name=ca_bundle_der,json=caBundleDer,proto3" json:"ca_bundle_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCAResponse) Reset() {
+	*x = RotateCAResponse{}
+	mi := &file_herd_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAResponse) ProtoMessage() {}
+
+func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateCAResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RotateCAResponse) GetCurrent() *Authority {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
+func (x *RotateCAResponse) GetRetiring() *Authority {
+	if x != nil {
+		return x.Retiring
+	}
+	return nil
+}
+
+func (x *RotateCAResponse) GetCaBundleDer() []byte {
+	if x != nil {
+		return x.CaBundleDer
+	}
+	return nil
+}
+
+type ListAuthoritiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthoritiesRequest) Reset() {
+	*x = ListAuthoritiesRequest{}
+	mi := &file_herd_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthoritiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthoritiesRequest) ProtoMessage() {}
+
+func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
+func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{35}
+}
+
+type ListAuthoritiesResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Authorities []*Authority           `protobuf:"bytes,1,rep,name=authorities,proto3" json:"authorities,omitempty"`
+	// The bundle to trust now, DER one after another.
+	CaBundleDer   []byte `protobuf:"bytes,2,opt,name=ca_bundle_der,json=caBundleDer,proto3" json:"ca_bundle_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthoritiesResponse) Reset() {
+	*x = ListAuthoritiesResponse{}
+	mi := &file_herd_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthoritiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthoritiesResponse) ProtoMessage() {}
+
+func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
+func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
+	if x != nil {
+		return x.Authorities
+	}
+	return nil
+}
+
+func (x *ListAuthoritiesResponse) GetCaBundleDer() []byte {
+	if x != nil {
+		return x.CaBundleDer
+	}
+	return nil
+}
+
 type SignCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2143,7 +2459,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2471,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2484,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -2194,7 +2510,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2522,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2535,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2238,7 +2554,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2566,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2579,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2281,7 +2597,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2609,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2622,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2321,7 +2637,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2649,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2662,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -2382,7 +2698,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2710,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2723,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2440,7 +2756,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2768,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2781,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -2483,7 +2799,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2811,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2824,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{44}
 }
 
 type JoinToken struct {
@@ -2526,7 +2842,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2854,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2867,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2604,7 +2920,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2932,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2945,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{46}
 }
 
 type ListJoinTokensResponse struct {
@@ -2641,7 +2957,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2969,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2982,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2685,7 +3001,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +3013,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +3026,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -2728,7 +3044,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +3056,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +3069,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_proto_rawDescGZIP(), []int{49}
 }
 
 var File_herd_proto protoreflect.FileDescriptor
@@ -2919,10 +3235,33 @@ const file_herd_proto_rawDesc = "" +
 	"\vfingerprint\x18\x06 \x01(\tR\vfingerprint\x12\x16\n" +
 	"\x06source\x18\a \x01(\tR\x06source\x12 \n" +
 	"\ftime_unix_ms\x18\b \x01(\x03R\n" +
-	"timeUnixMs\"\x19\n" +
-	"\x17ListCertificatesRequest\"T\n" +
+	"timeUnixMs\"U\n" +
+	"\x17ListCertificatesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"|\n" +
 	"\x18ListCertificatesResponse\x128\n" +
-	"\fcertificates\x18\x01 \x03(\v2\x14.herd.v1.CertificateR\fcertificates\"N\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x14.herd.v1.CertificateR\fcertificates\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8a\x02\n" +
+	"\tAuthority\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12+\n" +
+	"\x12not_before_unix_ms\x18\x04 \x01(\x03R\x0fnotBeforeUnixMs\x12)\n" +
+	"\x11not_after_unix_ms\x18\x05 \x01(\x03R\x0enotAfterUnixMs\x12\x1e\n" +
+	"\n" +
+	"dependents\x18\x06 \x01(\x03R\n" +
+	"dependents\x123\n" +
+	"\x16last_dependent_unix_ms\x18\a \x01(\x03R\x13lastDependentUnixMs\"\x11\n" +
+	"\x0fRotateCARequest\"\x94\x01\n" +
+	"\x10RotateCAResponse\x12,\n" +
+	"\acurrent\x18\x01 \x01(\v2\x12.herd.v1.AuthorityR\acurrent\x12.\n" +
+	"\bretiring\x18\x02 \x01(\v2\x12.herd.v1.AuthorityR\bretiring\x12\"\n" +
+	"\rca_bundle_der\x18\x03 \x01(\fR\vcaBundleDer\"\x18\n" +
+	"\x16ListAuthoritiesRequest\"s\n" +
+	"\x17ListAuthoritiesResponse\x124\n" +
+	"\vauthorities\x18\x01 \x03(\v2\x12.herd.v1.AuthorityR\vauthorities\x12\"\n" +
+	"\rca_bundle_der\x18\x02 \x01(\fR\vcaBundleDer\"N\n" +
 	"\x16SignCertificateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\"Q\n" +
@@ -2969,7 +3308,7 @@ const file_herd_proto_rawDesc = "" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xca\a\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xe1\b\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -2984,7 +3323,9 @@ const file_herd_proto_rawDesc = "" +
 	"\x0fCreateJoinToken\x12\x1f.herd.v1.CreateJoinTokenRequest\x1a .herd.v1.CreateJoinTokenResponse\x12Z\n" +
 	"\x11RejectCertificate\x12!.herd.v1.RejectCertificateRequest\x1a\".herd.v1.RejectCertificateResponse\x12Q\n" +
 	"\x0eListJoinTokens\x12\x1e.herd.v1.ListJoinTokensRequest\x1a\x1f.herd.v1.ListJoinTokensResponse\x12T\n" +
-	"\x0fRevokeJoinToken\x12\x1f.herd.v1.RevokeJoinTokenRequest\x1a .herd.v1.RevokeJoinTokenResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\x0fRevokeJoinToken\x12\x1f.herd.v1.RevokeJoinTokenRequest\x1a .herd.v1.RevokeJoinTokenResponse\x12?\n" +
+	"\bRotateCA\x12\x18.herd.v1.RotateCARequest\x1a\x19.herd.v1.RotateCAResponse\x12T\n" +
+	"\x0fListAuthorities\x12\x1f.herd.v1.ListAuthoritiesRequest\x1a .herd.v1.ListAuthoritiesResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -2999,7 +3340,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -3035,20 +3376,25 @@ var file_herd_proto_goTypes = []any{
 	(*Certificate)(nil),               // 31: herd.v1.Certificate
 	(*ListCertificatesRequest)(nil),   // 32: herd.v1.ListCertificatesRequest
 	(*ListCertificatesResponse)(nil),  // 33: herd.v1.ListCertificatesResponse
-	(*SignCertificateRequest)(nil),    // 34: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 35: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 36: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 37: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 38: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 39: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 40: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 41: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 42: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 43: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 44: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 45: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 46: herd.v1.RevokeJoinTokenResponse
-	nil,                               // 47: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	(*Authority)(nil),                 // 34: herd.v1.Authority
+	(*RotateCARequest)(nil),           // 35: herd.v1.RotateCARequest
+	(*RotateCAResponse)(nil),          // 36: herd.v1.RotateCAResponse
+	(*ListAuthoritiesRequest)(nil),    // 37: herd.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),   // 38: herd.v1.ListAuthoritiesResponse
+	(*SignCertificateRequest)(nil),    // 39: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 40: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 41: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 42: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 43: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 44: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 45: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 46: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 47: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 48: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 49: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 50: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 51: herd.v1.RevokeJoinTokenResponse
+	nil,                               // 52: herd.v1.SiteStatusResponse.CompileErrorsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -3061,53 +3407,60 @@ var file_herd_proto_depIdxs = []int32{
 	19, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	26, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	15, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	47, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	52, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
 	31, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	31, // 12: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	42, // 13: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	5,  // 14: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 15: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 16: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 17: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	9,  // 18: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	11, // 19: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	13, // 20: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	20, // 21: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	22, // 22: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	24, // 23: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	27, // 24: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	29, // 25: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	32, // 26: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	34, // 27: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	36, // 28: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	38, // 29: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	40, // 30: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	43, // 31: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	45, // 32: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	6,  // 33: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 34: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 35: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 36: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	10, // 37: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	12, // 38: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	14, // 39: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	21, // 40: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	23, // 41: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	25, // 42: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	28, // 43: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	30, // 44: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	33, // 45: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	35, // 46: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	37, // 47: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	39, // 48: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	41, // 49: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	44, // 50: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	46, // 51: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	33, // [33:52] is the sub-list for method output_type
-	14, // [14:33] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	34, // 12: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
+	34, // 13: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
+	34, // 14: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
+	31, // 15: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	47, // 16: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	5,  // 17: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 18: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 19: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 20: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	9,  // 21: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	11, // 22: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	13, // 23: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	20, // 24: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	22, // 25: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	24, // 26: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	27, // 27: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	29, // 28: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	32, // 29: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	39, // 30: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	41, // 31: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	43, // 32: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	45, // 33: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	48, // 34: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	50, // 35: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	35, // 36: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	37, // 37: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	6,  // 38: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 39: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 40: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 41: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	10, // 42: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	12, // 43: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	14, // 44: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	21, // 45: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	23, // 46: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	25, // 47: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	28, // 48: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	30, // 49: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	33, // 50: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	40, // 51: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	42, // 52: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	44, // 53: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	46, // 54: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	49, // 55: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	51, // 56: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	36, // 57: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	38, // 58: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	38, // [38:59] is the sub-list for method output_type
+	17, // [17:38] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -3121,7 +3474,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   46,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

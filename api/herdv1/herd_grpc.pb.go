@@ -562,6 +562,8 @@ const (
 	Admin_RejectCertificate_FullMethodName = "/herd.v1.Admin/RejectCertificate"
 	Admin_ListJoinTokens_FullMethodName    = "/herd.v1.Admin/ListJoinTokens"
 	Admin_RevokeJoinToken_FullMethodName   = "/herd.v1.Admin/RevokeJoinToken"
+	Admin_RotateCA_FullMethodName          = "/herd.v1.Admin/RotateCA"
+	Admin_ListAuthorities_FullMethodName   = "/herd.v1.Admin/ListAuthorities"
 )
 
 // AdminClient is the client API for Admin service.
@@ -585,6 +587,12 @@ type AdminClient interface {
 	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
 	// RevokeJoinToken deletes a join token by its id.
 	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error)
+	// RotateCA makes a new CA the one that issues; the previous one stays
+	// trusted until no valid certificate depends on it, then retires.
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// ListAuthorities lists the server's CAs: the one that issues, the
+	// one retiring, and the retired.
+	ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error)
 }
 
 type adminClient struct {
@@ -715,6 +723,26 @@ func (c *adminClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRe
 	return out, nil
 }
 
+func (c *adminClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCAResponse)
+	err := c.cc.Invoke(ctx, Admin_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuthoritiesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListAuthorities_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -736,6 +764,12 @@ type AdminServer interface {
 	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
 	// RevokeJoinToken deletes a join token by its id.
 	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error)
+	// RotateCA makes a new CA the one that issues; the previous one stays
+	// trusted until no valid certificate depends on it, then retires.
+	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// ListAuthorities lists the server's CAs: the one that issues, the
+	// one retiring, and the retired.
+	ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -781,6 +815,12 @@ func (UnimplementedAdminServer) ListJoinTokens(context.Context, *ListJoinTokensR
 }
 func (UnimplementedAdminServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
+}
+func (UnimplementedAdminServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAdminServer) ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuthorities not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1019,6 +1059,42 @@ func _Admin_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListAuthorities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuthoritiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListAuthorities(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListAuthorities_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListAuthorities(ctx, req.(*ListAuthoritiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1073,6 +1149,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeJoinToken",
 			Handler:    _Admin_RevokeJoinToken_Handler,
+		},
+		{
+			MethodName: "RotateCA",
+			Handler:    _Admin_RotateCA_Handler,
+		},
+		{
+			MethodName: "ListAuthorities",
+			Handler:    _Admin_ListAuthorities_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herdcm/herd/server"
+	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -83,5 +86,101 @@ func TestCAAdminOffline(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestCACommandsRotateAndPage drives herd ca list, rotate and status
+// against a real server: the list pages through every entry and escapes
+// what nodes supplied; rotate makes a new CA, writes the bundle of both
+// to the admin's ca.crt and says what happens next; a second rotate
+// during the overlap is refused; the admin, whose certificate comes from
+// the old CA, keeps working.
+func TestCACommandsRotateAndPage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"hi\\n\"\n",
+	})
+	dir := t.TempDir()
+	s, err := server.New(ctx, server.Options{Site: site, Dir: dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	adminDir := filepath.Join(t.TempDir(), "admin")
+	conn := []string{"--server", s.Addr, "--admin-dir", adminDir}
+	if out, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", adminDir); code != 0 {
+		t.Fatalf("herd ca admin: exit %d: %s%s", code, out, stderr)
+	}
+	for _, name := range []string{"web-01", "web-02", "db-01"} {
+		token, _, err := s.CA().NewToken(ctx, name, time.Hour, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, csr, err := ca.NewKeyAndCSR(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CA().Enroll(ctx, name, csr, token, "192.0.2.1:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, csr, err := ca.NewKeyAndCSR("web-09")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CA().Enroll(ctx, "web-09", csr, "", "192.0.2.9:9\x1b[2J"); err != nil {
+		t.Fatal(err)
+	}
+
+	out, stderr, code := herd(t, "", append([]string{"ca", "list", "--page-size", "1"}, conn...)...)
+	if code != 0 {
+		t.Fatalf("herd ca list --page-size 1: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"ops", "web-01", "web-02", "db-01", "web-09", `"192.0.2.9:9\x1b[2J"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("herd ca list --page-size 1 lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("herd ca list printed a raw escape from a node's request:\n%q", out)
+	}
+	if lines := strings.Count(out, "\n"); lines != 6 {
+		t.Errorf("herd ca list printed %d lines, want a header and 5 entries:\n%s", lines, out)
+	}
+
+	oldCA, err := x509.ParseCertificate(s.CA().CACertDER())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = herd(t, "", append([]string{"ca", "rotate"}, conn...)...)
+	if code != 0 || !strings.Contains(out, "issues every certificate from now on") || !strings.Contains(out, "What happens next") {
+		t.Fatalf("herd ca rotate: exit %d:\n%s%s", code, out, stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(adminDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "BEGIN CERTIFICATE"); n != 2 {
+		t.Errorf("after herd ca rotate the admin's ca.crt holds %d certificates, want both CAs", n)
+	}
+	// During the overlap the server's certificate comes from the old CA:
+	// the fingerprint agents may pin is its.
+	if fp, _, code := herd(t, "", "ca", "fingerprint", "--admin-dir", adminDir); code != 0 || strings.TrimSpace(fp) != ca.CertFingerprint(oldCA) {
+		t.Errorf("herd ca fingerprint during the overlap = %q, exit %d; want the old CA's %s", fp, code, ca.CertFingerprint(oldCA))
+	}
+	out, stderr, code = herd(t, "", append([]string{"ca", "status"}, conn...)...)
+	if code != 0 || !strings.Contains(out, "current") || !strings.Contains(out, "retiring") {
+		t.Fatalf("herd ca status: exit %d:\n%s%s", code, out, stderr)
+	}
+	if _, stderr, code := herd(t, "", append([]string{"ca", "rotate"}, conn...)...); code == 0 || !strings.Contains(stderr, "still overlaps") {
+		t.Errorf("a second herd ca rotate during the overlap: exit %d: %s; want a refusal", code, stderr)
+	}
+	if out, stderr, code := herd(t, "", append([]string{"ca", "list"}, conn...)...); code != 0 || !strings.Contains(out, "web-09") {
+		t.Errorf("herd ca list after the rotation: exit %d: %s%s", code, out, stderr)
 	}
 }

@@ -1,17 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/cmd/nodecmd"
@@ -24,7 +30,7 @@ func newCACmd() *cobra.Command {
 	var af nodecmd.AdminFlags
 	cmd := &cobra.Command{
 		Use:   "ca",
-		Short: "The enrollment CA: list, sign, revoke certificates; join tokens; admin credentials",
+		Short: "The enrollment CA: list, sign, revoke certificates; join tokens; admin credentials; rotation",
 		Long: `Manage who may talk to the server. Nodes enroll with a join token (issued at
 once) or wait for an operator to sign their request. A revoked certificate is
 refused on its next call, and its node's open Watch stream is closed.
@@ -39,7 +45,9 @@ server's state directory.`,
   herd ca reject web-08
   herd ca tokens
   herd ca token revoke 3f1c0a9be2d47781
-  herd ca revoke web-03`,
+  herd ca revoke web-03
+  herd ca rotate                                   # a new CA; the old one retires when nothing depends on it
+  herd ca status`,
 	}
 	af.Register(cmd)
 
@@ -163,31 +171,107 @@ request for that key, never one someone else sent under the node's name.`,
 	}
 	tokenCmd.AddCommand(tokenRevokeCmd)
 
-	cmd.AddCommand(adminCmd, tokenCmd, fingerprintCmd, signCmd,
-		&cobra.Command{
-			Use:   "list",
-			Short: "List issued, pending and revoked certificates",
-			Long: `List certificates and pending requests. A pending request shows its key's
+	rotateCmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new CA the one that issues; the old one retires when nothing depends on it",
+		Long: `Create the next CA. From now on every certificate (enrollments, renewals,
+admin credentials) comes from it. The previous CA stays trusted, and the
+server's own certificate keeps coming from it, while any unexpired,
+unrevoked certificate it issued remains: agents receive the bundle of both
+CAs with their next renewal (at two thirds of their certificate's life) and
+a certificate from the new CA. The server checks at start and hourly, and
+retires the old CA once nothing depends on it: its key is deleted, its
+certificate kept, and the server's certificate moves to the new CA.
+
+This command writes the bundle of both CAs to --admin-dir's ca.crt, so that
+this admin keeps reaching the server after the move.`,
+		Example: `  herd ca rotate
+  herd ca status      # the CAs, and how many certificates still depend on the old one`,
+		Args: cobra.NoArgs,
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			var p peer.Peer
+			resp, err := c.RotateCA(cmd.Context(), &herdv1.RotateCARequest{}, grpc.Peer(&p))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			cur, old := resp.GetCurrent(), resp.GetRetiring()
+			fmt.Fprintf(out, "new CA %s (%s) issues every certificate from now on.\n", nodecmd.Clean(cur.GetSubject()), nodecmd.Clean(cur.GetFingerprint()))
+			fmt.Fprintf(out, "The previous CA %s (%s) stays trusted, and issues the server's certificate, while the %d certificates it issued are valid",
+				nodecmd.Clean(old.GetSubject()), nodecmd.Clean(old.GetFingerprint()), old.GetDependents())
+			if old.GetLastDependentUnixMs() > 0 {
+				fmt.Fprintf(out, " (the last expires %s)", time.UnixMilli(old.GetLastDependentUnixMs()).Local().Format(time.DateTime))
+			}
+			fmt.Fprintln(out, ".")
+			fmt.Fprintln(out, "What happens next:")
+			fmt.Fprintln(out, "  - agents get both CAs and a certificate from the new one when they renew (at two thirds of their certificate's life)")
+			fmt.Fprintln(out, "  - the server retires the old CA on its own (checked at start and hourly) once none of its certificates is valid; herd ca status counts them")
+			fmt.Fprintln(out, "  - admin credentials from the old CA keep it until they expire: issue new ones (herd ca admin NAME) and revoke the old (herd ca revoke NAME)")
+			fmt.Fprintln(out, "  - new agents: pin the bundle (--ca-file with both CAs) or, during the overlap, the previous CA's fingerprint (herd ca fingerprint prints it)")
+			written, err := refreshAdminBundle(af.Dir, resp.GetCaBundleDer(), p)
+			if written != "" {
+				fmt.Fprintf(out, "wrote both CAs to %s\n", written)
+			}
+			return err
+		}),
+	}
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the server's CAs: the one that issues, the one retiring, the retired",
+		Long: `Show the server's CAs and, for the current and the retiring one, how many
+unexpired, unrevoked certificates each issued and when the last expires: the
+retiring CA retires once that number is 0. When the server's CA bundle
+differs from --admin-dir's ca.crt, it is written there.`,
+		Example: "  herd ca status",
+		Args:    cobra.NoArgs,
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			var p peer.Peer
+			resp, err := c.ListAuthorities(cmd.Context(), &herdv1.ListAuthoritiesRequest{}, grpc.Peer(&p))
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SUBJECT\tSTATE\tNOT AFTER\tDEPENDENTS\tLAST EXPIRES\tFINGERPRINT")
+			for _, au := range resp.Authorities {
+				deps, last := "-", "-"
+				if au.State != string(ca.AuthorityRetired) {
+					deps = fmt.Sprint(au.Dependents)
+				}
+				if au.LastDependentUnixMs > 0 {
+					last = time.UnixMilli(au.LastDependentUnixMs).Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(au.Subject), nodecmd.Clean(au.State),
+					time.UnixMilli(au.NotAfterUnixMs).Local().Format(time.DateOnly), deps, last, nodecmd.Clean(au.Fingerprint))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			written, err := refreshAdminBundle(af.Dir, resp.CaBundleDer, p)
+			if written != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote the server's CA bundle to %s\n", written)
+			}
+			return err
+		}),
+	}
+
+	var listPageSize int32
+	listCmd := &cobra.Command{
+		Use:   "list",
+		Short: "List issued, pending and revoked certificates",
+		Long: `List certificates and pending requests. A pending request shows its key's
 fingerprint and the address it came from: compare the fingerprint with the
-one the node prints before "herd ca sign NAME --fingerprint FP".`,
-			Args: cobra.NoArgs,
-			RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
-				resp, err := c.ListCertificates(cmd.Context(), &herdv1.ListCertificatesRequest{})
-				if err != nil {
-					return err
-				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tADMIN\tNOT AFTER\tSERIAL\tFINGERPRINT\tSOURCE")
-				for _, ce := range resp.Certificates {
-					notAfter := "-"
-					if ce.NotAfterUnixMs > 0 {
-						notAfter = time.UnixMilli(ce.NotAfterUnixMs).Local().Format(time.DateOnly)
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\n", ce.Name, ce.State, ce.Admin, notAfter, dash(ce.Serial), dash(ce.Fingerprint), dash(ce.Source))
-				}
-				return tw.Flush()
-			}),
-		},
+one the node prints before "herd ca sign NAME --fingerprint FP". The list
+comes from the server page by page.`,
+		Example: "  herd ca list",
+		Args:    cobra.NoArgs,
+		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			return listCertificates(cmd.Context(), cmd.OutOrStdout(), c, listPageSize)
+		}),
+	}
+	listCmd.Flags().Int32Var(&listPageSize, "page-size", 0, "entries asked for per call (0: the server's default; the server caps it)")
+
+	cmd.AddCommand(adminCmd, tokenCmd, fingerprintCmd, signCmd, rotateCmd, statusCmd,
+		listCmd,
 		&cobra.Command{
 			Use:   "reject NAME",
 			Short: "Drop a pending request, so that the name may be requested again",
@@ -270,7 +354,10 @@ func issueAdmin(ctx context.Context, serverDir, name, out string, offline bool) 
 		if err != nil {
 			return fmt.Errorf("issuing admin credentials through the server on %s: %w", serverDir, err)
 		}
-		certPEM, caPEM = ca.CertPEM(resp.CertificateDer), ca.CertPEM(resp.CaCertificateDer)
+		certPEM = ca.CertPEM(resp.CertificateDer)
+		if caPEM, err = ca.BundlePEM(resp.CaCertificateDer); err != nil {
+			return fmt.Errorf("issuing admin credentials through the server on %s: %w", serverDir, err)
+		}
 	case !errors.Is(err, os.ErrNotExist):
 		return err
 	case !offline:
@@ -288,7 +375,9 @@ func issueAdmin(ctx context.Context, serverDir, name, out string, offline bool) 
 		if certPEM, keyPEM, err = authority.IssueAdmin(ctx, name); err != nil {
 			return err
 		}
-		caPEM = ca.CertPEM(authority.CACertDER())
+		if caPEM, err = ca.BundlePEM(authority.BundleDER()); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		return err
@@ -307,4 +396,75 @@ func issueAdmin(ctx context.Context, serverDir, name, out string, offline bool) 
 		}
 	}
 	return nil
+}
+
+// listCertificates prints every certificate and pending request, page by
+// page. Names and source addresses come from nodes: they are printed
+// through clean, so that none can move the cursor or forge a line.
+func listCertificates(ctx context.Context, w io.Writer, c herdv1.AdminClient, pageSize int32) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tADMIN\tNOT AFTER\tSERIAL\tFINGERPRINT\tSOURCE")
+	token := ""
+	for {
+		resp, err := c.ListCertificates(ctx, &herdv1.ListCertificatesRequest{PageSize: pageSize, PageToken: token})
+		if err != nil {
+			return err
+		}
+		for _, ce := range resp.Certificates {
+			notAfter := "-"
+			if ce.NotAfterUnixMs > 0 {
+				notAfter = time.UnixMilli(ce.NotAfterUnixMs).Local().Format(time.DateOnly)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\n", nodecmd.Clean(ce.Name), nodecmd.Clean(ce.State), ce.Admin, notAfter,
+				dash(nodecmd.Clean(ce.Serial)), dash(nodecmd.Clean(ce.Fingerprint)), dash(nodecmd.Clean(ce.Source)))
+		}
+		if token = resp.NextPageToken; token == "" {
+			break
+		}
+	}
+	return tw.Flush()
+}
+
+// refreshAdminBundle writes the server's CA bundle (DER, as the Admin
+// service sends it) to dir's ca.crt when it differs from the file, and
+// says where it wrote. The bundle came over a connection verified with
+// the file, and it must vouch for the server certificate that connection
+// presented: it may add the CA a rotation made, never swap the server.
+func refreshAdminBundle(dir string, der []byte, p peer.Peer) (string, error) {
+	if len(der) == 0 {
+		return "", nil
+	}
+	bundle, err := ca.BundlePEM(der)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "ca.crt")
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, bundle) {
+		return "", nil
+	}
+	certs, _ := x509.ParseCertificates(der)
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return "", errors.New("the server sent a new CA bundle, and no server certificate was seen to check it with")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range ti.State.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := ti.State.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return "", fmt.Errorf("the server's CA bundle does not vouch for the server that sent it; %s left alone: %w", path, err)
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, bundle, 0o644); err != nil {
+		return "", fmt.Errorf("writing the CA bundle: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("writing the CA bundle: %w", err)
+	}
+	return path, nil
 }

@@ -90,7 +90,11 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 	}
 	authority := srv.CA()
 	caFile := filepath.Join(serverDir, "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(authority.CACertDER()), 0o644); err != nil {
+	bundle, err := ca.BundlePEM(authority.BundleDER())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(caFile, bundle, 0o644); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(adminDir, "admin.crt")); err != nil {
@@ -102,7 +106,7 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 			os.MkdirAll(adminDir, 0o700)
 			os.WriteFile(filepath.Join(adminDir, "admin.key"), keyPEM, 0o600)
 			os.WriteFile(filepath.Join(adminDir, "admin.crt"), certPEM, 0o644)
-			os.WriteFile(filepath.Join(adminDir, "ca.crt"), ca.CertPEM(authority.CACertDER()), 0o644)
+			os.WriteFile(filepath.Join(adminDir, "ca.crt"), bundle, 0o644)
 		}
 	}
 
@@ -158,11 +162,43 @@ converges again within seconds. Ctrl-C stops the server, the agent and the
 sandbox's services.
 
 `, root, herdCmd, srv.Addr, adminDir, node, site)
-	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := runBeside(ctx, srv.Err(), d.Run); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nstopping")
 	return nil
+}
+
+// runBeside runs run (the agent) until ctx ends or the server stops: a
+// server whose listener failed serves nothing, so the quickstart exits
+// non-zero with its error, as herd server does, rather than keep an agent
+// checking in to nobody until Ctrl-C. Only ctx ending is a clean stop.
+func runBeside(parent context.Context, srvErr <-chan error, run func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	case err, ok := <-srvErr:
+		cancel()
+		<-done
+		if parent.Err() != nil {
+			// Ctrl-C stops the server too (it serves until the
+			// context ends): that is the clean stop.
+			return nil
+		}
+		if ok && err != nil {
+			return fmt.Errorf("herd server stopped: %w", err)
+		}
+		// Closed with no error: nothing here closed the server, so it
+		// stopped on its own, and the agent has no one to talk to.
+		return errors.New("herd server stopped")
+	}
 }
 
 // stopSandboxServices stops what the quickstart started in its sandbox,

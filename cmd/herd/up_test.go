@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -116,5 +117,67 @@ func TestUp(t *testing.T) {
 	defer svc.Close()
 	if left := svc.Supervisor().List(); len(left) != 0 {
 		t.Errorf("services left after herd up stopped: %+v", left)
+	}
+}
+
+// TestRunBesideStopsWithTheServer: herd up exits with the server's error
+// when the server stops, cancelling the agent; Ctrl-C is a clean stop.
+func TestRunBesideStopsWithTheServer(t *testing.T) {
+	t.Parallel()
+	listenErr := errors.New("accept tcp 127.0.0.1:1: use of closed network connection")
+	tests := []struct {
+		name    string
+		server  func(chan error) // what the server does
+		cancel  bool             // Ctrl-C
+		wantErr string           // "" is no error
+	}{
+		{name: "listener failed", server: func(c chan error) { c <- listenErr }, wantErr: "herd server stopped: accept tcp"},
+		{name: "stopped on its own", server: func(c chan error) { close(c) }, wantErr: "herd server stopped"},
+		{name: "ctrl-c", server: func(chan error) {}, cancel: true},
+		// The server serves until the context ends, so Ctrl-C closes
+		// its channel too, whichever runBeside hears first.
+		{name: "ctrl-c stops the server too", server: func(c chan error) { close(c) }, cancel: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srvErr := make(chan error, 1)
+			agentStopped := make(chan struct{})
+			agentRunning := make(chan struct{})
+			run := func(ctx context.Context) error {
+				close(agentRunning)
+				<-ctx.Done()
+				close(agentStopped)
+				return ctx.Err()
+			}
+			done := make(chan error, 1)
+			go func() { done <- runBeside(ctx, srvErr, run) }()
+			<-agentRunning
+			if tt.cancel {
+				cancel()
+			}
+			tt.server(srvErr)
+			select {
+			case err := <-done:
+				switch {
+				case tt.wantErr == "" && err != nil:
+					t.Fatalf("runBeside = %v, want nil", err)
+				case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+					t.Fatalf("runBeside = %v, want an error with %q", err, tt.wantErr)
+				}
+				if tt.wantErr != "" && strings.Contains(tt.wantErr, "accept") && !errors.Is(err, listenErr) {
+					t.Errorf("runBeside = %v, want it to wrap the server's error", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("runBeside did not return after the server stopped")
+			}
+			select {
+			case <-agentStopped:
+			default:
+				t.Error("runBeside returned with the agent still running")
+			}
+		})
 	}
 }

@@ -121,9 +121,14 @@ type CA struct {
 	opts Options
 	log  *slog.Logger
 
-	cert    *x509.Certificate
-	key     crypto.Signer
-	pool    *x509.CertPool
+	// auth is the CAs: the one that issues, the one retiring after a
+	// rotation, the retired. Replaced whole by Rotate and Retire, so that
+	// VerifyClient, on every call, reads it with one atomic load.
+	auth     atomic.Pointer[authorities]
+	rotateMu sync.Mutex // serialises Rotate and Retire
+	// given says the CA came from Options.CertFile and KeyFile, which
+	// Herd never writes: it cannot rotate them.
+	given   bool
 	signKey ed25519.PrivateKey
 
 	// names serialises the decision and the write for one name (check for
@@ -194,20 +199,29 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 		return nil, fmt.Errorf("opening CA: %w", err)
 	}
 	var err error
+	a := &authorities{}
 	switch {
 	case opts.CertFile != "" || opts.KeyFile != "":
 		if opts.CertFile == "" || opts.KeyFile == "" {
 			return nil, errors.New("opening CA: give both a CA certificate and its key, or neither")
 		}
-		c.cert, c.key, err = loadCA(opts.CertFile, opts.KeyFile, opts.Now())
+		c.given = true
+		a.cur, a.curKey, err = loadCA(opts.CertFile, opts.KeyFile, opts.Now())
 	default:
-		c.cert, c.key, err = c.loadOrCreateCA()
+		// A rotation cut short by a crash is finished before anything
+		// is loaded, so that the files say one thing.
+		if err := c.finishRotation(); err != nil {
+			return nil, fmt.Errorf("opening CA: %w", err)
+		}
+		if a.cur, a.curKey, err = c.loadOrCreateCA(); err == nil {
+			err = c.loadOthers(a)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	c.pool = x509.NewCertPool()
-	c.pool.AddCert(c.cert)
+	c.auth.Store(a.withPool())
+	cert := a.cur
 
 	if c.signKey, err = c.loadOrCreateSigningKey(); err != nil {
 		return nil, err
@@ -224,9 +238,9 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 	// The CRL beside the CA and the store each keep every revocation; a
 	// serial in either stays revoked, so that a store emptied or restored
 	// from an old backup un-revokes nothing.
-	c.noCRL = c.cert.KeyUsage != 0 && c.cert.KeyUsage&x509.KeyUsageCRLSign == 0
+	c.noCRL = cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCRLSign == 0
 	if c.noCRL {
-		c.log.Warn("the CA certificate may not sign revocation lists: revocations are kept in the store only", "subject", c.cert.Subject.CommonName)
+		c.log.Warn("the CA certificate may not sign revocation lists: revocations are kept in the store only", "subject", cert.Subject.CommonName)
 	} else {
 		crlSerials, number, err := c.loadCRL()
 		if err != nil {
@@ -250,6 +264,11 @@ func Open(ctx context.Context, dir string, st Store, opts Options) (*CA, error) 
 		}
 	}
 	c.revoked.Store(&set)
+	// At start, as hourly (the server's pruning), a retiring CA that no
+	// valid certificate depends on any more retires.
+	if _, err := c.Retire(ctx); err != nil {
+		return nil, fmt.Errorf("opening CA: %w", err)
+	}
 	return c, nil
 }
 
@@ -272,6 +291,13 @@ func (c *CA) loadOrCreateCA() (*x509.Certificate, crypto.Signer, error) {
 		return nil, nil, fmt.Errorf("opening CA: %w", errors.Join(certErr, keyErr))
 	}
 
+	return c.createCA(certPath, keyPath)
+}
+
+// createCA makes a new CA, an ECDSA P-256 self-signed root valid for ten
+// years, and writes its key and certificate to keyPath and certPath,
+// neither of which may exist.
+func (c *CA) createCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating CA: generating key: %w", err)
@@ -309,12 +335,13 @@ func (c *CA) loadOrCreateCA() (*x509.Certificate, crypto.Signer, error) {
 	if err := writeNew(certPath, CertPEM(der), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("creating CA: %w", err)
 	}
-	c.log.Info("created CA", "subject", cert.Subject.CommonName, "not_after", cert.NotAfter, "dir", c.dir)
+	c.log.Info("created CA", "subject", cert.Subject.CommonName, "not_after", cert.NotAfter, "path", certPath)
 	return cert, key, nil
 }
 
 // loadCA reads a CA certificate and its key and checks that they belong
-// together and can issue certificates now.
+// together and can issue certificates at now (the zero time: whatever
+// their age, for a retiring CA).
 func loadCA(certPath, keyPath string, now time.Time) (*x509.Certificate, crypto.Signer, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
@@ -341,7 +368,7 @@ func loadCA(certPath, keyPath string, now time.Time) (*x509.Certificate, crypto.
 	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
 		return nil, nil, fmt.Errorf("loading CA: key %s does not belong to certificate %s", keyPath, certPath)
 	}
-	if now.After(cert.NotAfter) {
+	if !now.IsZero() && now.After(cert.NotAfter) {
 		return nil, nil, fmt.Errorf("loading CA certificate %s: it expired at %s", certPath, cert.NotAfter.Format(time.RFC3339))
 	}
 	return cert, key, nil
@@ -381,14 +408,21 @@ func (c *CA) loadOrCreateSigningKey() (ed25519.PrivateKey, error) {
 	return ed, nil
 }
 
-// Pool returns a pool holding the CA certificate, for a tls.Config's
+// Pool returns a pool holding the trusted CA certificates (the one that
+// issues and, during a rotation, the one retiring), for a tls.Config's
 // ClientCAs (the server) or RootCAs (agents and the CLI). Each call
 // returns a new pool, so callers may add to it.
-func (c *CA) Pool() *x509.CertPool { return c.pool.Clone() }
+func (c *CA) Pool() *x509.CertPool { return c.auth.Load().pool.Clone() }
 
-// CACertDER returns the CA certificate, DER-encoded, as enrolling nodes
-// receive it.
-func (c *CA) CACertDER() []byte { return bytes.Clone(c.cert.Raw) }
+// ClientPool returns the pool of trusted CAs itself, for a server's
+// tls.Config ClientCAs: callers must not change it. Rotate and Retire
+// replace it with a new pool, so a caller holding one can tell, by
+// comparing pointers, that the CAs changed.
+func (c *CA) ClientPool() *x509.CertPool { return c.auth.Load().pool }
+
+// CACertDER returns the certificate of the CA that issues now,
+// DER-encoded. What nodes and admins must trust is BundleDER.
+func (c *CA) CACertDER() []byte { return bytes.Clone(c.auth.Load().cur.Raw) }
 
 // SigningKey returns the ed25519 key the server signs catalogs with.
 func (c *CA) SigningKey() ed25519.PrivateKey { return c.signKey }

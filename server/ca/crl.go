@@ -42,8 +42,10 @@ func (c *CA) loadCRL() (serials []string, number *big.Int, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading revocation list %s: %w", path, err)
 	}
-	if err := crl.CheckSignatureFrom(c.cert); err != nil {
-		return nil, nil, fmt.Errorf("reading revocation list %s: not signed by this CA: %w", path, err)
+	// The CA that issues signs the list; after a rotation the one
+	// before it (retiring or retired) signed the last one written.
+	if !slices.ContainsFunc(c.auth.Load().all(), func(ca *x509.Certificate) bool { return crl.CheckSignatureFrom(ca) == nil }) {
+		return nil, nil, fmt.Errorf("reading revocation list %s: not signed by this CA", path)
 	}
 	for _, e := range crl.RevokedCertificateEntries {
 		serials = append(serials, e.SerialNumber.Text(16))
@@ -59,6 +61,7 @@ func (c *CA) loadCRL() (serials []string, number *big.Int, err error) {
 // numbered one past the last. The caller holds revokeMu.
 func (c *CA) writeCRL(revoked map[string]struct{}) error {
 	now := c.now()
+	a := c.auth.Load()
 	serials := make([]string, 0, len(revoked))
 	for s := range revoked {
 		serials = append(serials, s)
@@ -78,7 +81,7 @@ func (c *CA) writeCRL(revoked map[string]struct{}) error {
 		ThisUpdate:                now,
 		NextUpdate:                now.Add(crlValidity),
 		RevokedCertificateEntries: entries,
-	}, c.cert, c.key)
+	}, a.cur, a.curKey)
 	if err != nil {
 		return fmt.Errorf("writing revocation list: %w", err)
 	}

@@ -17,6 +17,15 @@
 //	signing.key  the ed25519 key catalogs are signed with (0600)
 //	server.crt   the server's TLS certificate (0644), renewed by ServerCert
 //	server.key   its private key (0600)
+//	ca-old.crt   during a rotation, the retiring CA (0644), and
+//	ca-old.key   its key (0600): trusted until no valid certificate it
+//	             issued remains, then Retire deletes the key
+//	retired/     the certificates of retired CAs, for reading old records
+//
+// Rotate makes a new CA the one that issues (ca.crt, ca.key) and keeps the
+// previous one as the retiring CA, which also issues the server's
+// certificate until it retires, since agents that have not renewed trust
+// only it. BundleDER is what agents and admins trust meanwhile: both.
 //
 // The CA and signing keys are created once and never overwritten; a
 // certificate without its key, or the reverse, stops Open rather than

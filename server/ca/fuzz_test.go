@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -148,6 +149,27 @@ func FuzzIssueAdminFor(f *testing.F) {
 		}
 		if err := fx.ca.Revoke(context.Background(), name); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// FuzzParsePageToken: a page token comes from a client; whatever it
+// holds, parsing returns an error or a valid name and a positive count,
+// and a token it accepts is the one ListPage would make.
+func FuzzParsePageToken(f *testing.F) {
+	for _, s := range []string{"", "1:web-01", "3:db-01.example", "0:web-01", "1:", ":", "x:y", "-1:a", "1:a:b", "01:a", "1:\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		name, n, err := ca.ParsePageToken(token)
+		if err != nil || token == "" {
+			return
+		}
+		if n <= 0 || ca.CheckName(name) != nil {
+			t.Fatalf("ParsePageToken(%q) = %q, %d: want an error", token, name, n)
+		}
+		if again := strconv.Itoa(n) + ":" + name; again != token {
+			t.Fatalf("ParsePageToken(%q) = %q, %d, which encode as %q", token, name, n, again)
 		}
 	})
 }

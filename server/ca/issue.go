@@ -25,6 +25,7 @@ import (
 // reaches here.
 func (c *CA) issue(pub crypto.PublicKey, name string, admin bool) (Cert, error) {
 	now := c.now()
+	a := c.auth.Load()
 	validity, ou := c.opts.NodeValidity, nodeOU
 	if admin {
 		validity, ou = c.opts.AdminValidity, adminOU
@@ -34,12 +35,12 @@ func (c *CA) issue(pub crypto.PublicKey, name string, admin bool) (Cert, error) 
 		Subject:               pkix.Name{CommonName: name, OrganizationalUnit: []string{ou}},
 		DNSNames:              []string{name},
 		NotBefore:             now.Add(-backdate),
-		NotAfter:              minTime(now.Add(validity), c.cert.NotAfter),
+		NotAfter:              minTime(now.Add(validity), a.cur.NotAfter),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cur, pub, a.curKey)
 	if err != nil {
 		return Cert{}, fmt.Errorf("issuing certificate for %q: %w", name, err)
 	}
@@ -280,33 +281,53 @@ func (c *CA) lock(name string) (unlock func()) {
 type serverCert struct {
 	tls  tls.Certificate
 	leaf *x509.Certificate
+	// What it was last found to fit: the issuing CA, the hosts asked
+	// for, and the time from which it is due for renewal.
+	issuer  *x509.Certificate
+	hosts   string
+	renewAt time.Time
 }
 
-// ServerCert returns the server's TLS certificate, issued by the CA for
-// localhost, 127.0.0.1, ::1 and hosts (DNS names or IP addresses). It is
+// ServerCert returns the server's TLS certificate, issued for localhost,
+// 127.0.0.1, ::1 and hosts (DNS names or IP addresses), with its issuing
+// CA after it in the chain (an agent pinning the CA by fingerprint checks
+// it inside the handshake). During a rotation the retiring CA issues it,
+// since agents that have not renewed trust only that one; once the
+// retiring CA retires, the one that issues everything else does. It is
 // kept in the CA's directory and in memory, and issued anew when it is
 // missing, was issued by another CA, does not name every host, or is in
 // the last 30 days (or third) of its validity. A call that finds the
-// certificate in memory still good costs no I/O, so the server may call
-// it from tls.Config.GetCertificate.
+// certificate in memory still good costs no I/O and no signature check,
+// so the server calls it from tls.Config.GetCertificate.
 func (c *CA) ServerCert(hosts []string) (tls.Certificate, error) {
+	issuer, issuerKey := c.auth.Load().serverIssuer()
+	key := strings.Join(hosts, "\x00")
+	now := c.now()
+	c.serverMu.Lock()
+	defer c.serverMu.Unlock()
+	if sc := c.serverCert; sc != nil && sc.issuer == issuer && sc.hosts == key && now.Before(sc.renewAt) {
+		return sc.tls, nil
+	}
 	dns, ips, err := serverHosts(hosts)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
 	}
-	c.serverMu.Lock()
-	defer c.serverMu.Unlock()
-	now := c.now()
-	if sc := c.serverCert; sc != nil && c.serverCertFits(sc.leaf, dns, ips, now) {
-		return sc.tls, nil
+	keep := func(sc *serverCert) tls.Certificate {
+		sc.issuer, sc.hosts = issuer, key
+		sc.renewAt = sc.leaf.NotAfter.Add(-min(30*24*time.Hour, c.opts.ServerValidity/3))
+		sc.tls.Certificate = append(sc.tls.Certificate[:1:1], issuer.Raw)
+		c.serverCert = sc
+		return sc.tls
+	}
+	if sc := c.serverCert; sc != nil && c.serverCertFits(sc.leaf, issuer, dns, ips, now) {
+		return keep(sc), nil
 	}
 	certPath, keyPath := filepath.Join(c.dir, serverCertFile), filepath.Join(c.dir, serverKeyFile)
-	if sc, err := loadServerCert(certPath, keyPath); err == nil && c.serverCertFits(sc.leaf, dns, ips, now) {
-		c.serverCert = sc
-		return sc.tls, nil
+	if sc, err := loadServerCert(certPath, keyPath); err == nil && c.serverCertFits(sc.leaf, issuer, dns, ips, now) {
+		return keep(sc), nil
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate: generating key: %w", err)
 	}
@@ -316,16 +337,16 @@ func (c *CA) ServerCert(hosts []string) (tls.Certificate, error) {
 		DNSNames:              dns,
 		IPAddresses:           ips,
 		NotBefore:             now.Add(-backdate),
-		NotAfter:              minTime(now.Add(c.opts.ServerValidity), c.cert.NotAfter),
+		NotAfter:              minTime(now.Add(c.opts.ServerValidity), issuer.NotAfter),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, leafKey.Public(), issuerKey)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
 	}
-	keyPEM, err := marshalKeyPEM(key)
+	keyPEM, err := marshalKeyPEM(leafKey)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
 	}
@@ -341,9 +362,8 @@ func (c *CA) ServerCert(hosts []string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate: reading back: %w", err)
 	}
-	c.serverCert = sc
-	c.log.Info("issued server certificate", "dns", dns, "ips", ips, "not_after", sc.leaf.NotAfter)
-	return sc.tls, nil
+	c.log.Info("issued server certificate", "dns", dns, "ips", ips, "not_after", sc.leaf.NotAfter, "issuer", issuer.Subject.CommonName)
+	return keep(sc), nil
 }
 
 // loadServerCert reads the server's key pair.
@@ -368,11 +388,13 @@ func loadServerCert(certPath, keyPath string) (*serverCert, error) {
 	return &serverCert{tls: pair, leaf: leaf}, nil
 }
 
-// serverCertFits reports whether leaf was issued by this CA for server
+// serverCertFits reports whether leaf was issued by issuer for server
 // use, names every one of dns and ips, and is not yet due for renewal.
-func (c *CA) serverCertFits(leaf *x509.Certificate, dns []string, ips []net.IP, now time.Time) bool {
+func (c *CA) serverCertFits(leaf, issuer *x509.Certificate, dns []string, ips []net.IP, now time.Time) bool {
+	roots := x509.NewCertPool()
+	roots.AddCert(issuer)
 	_, err := leaf.Verify(x509.VerifyOptions{
-		Roots:       c.pool,
+		Roots:       roots,
 		CurrentTime: now,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -155,4 +157,78 @@ func (c *CA) List(ctx context.Context) ([]Listed, error) {
 	}
 	slices.SortStableFunc(out, func(a, b Listed) int { return cmp.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// ListPage returns one page of what List returns: at most size entries
+// from where token (the next token of the page before; "" for the first)
+// says, and the token of the page after ("" when this one is the last).
+// A token is the name of the page's last entry and how many entries of
+// that name were listed, so that a name with many certificates may span
+// pages. A token that does not parse fails with ErrInvalid.
+func (c *CA) ListPage(ctx context.Context, token string, size int) ([]Listed, string, error) {
+	if size <= 0 {
+		return nil, "", fmt.Errorf("listing certificates: page size %d: %w", size, ErrInvalid)
+	}
+	after, skip, err := ParsePageToken(token)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing certificates: %w", err)
+	}
+	all, err := c.List(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	start := len(all)
+	if token == "" {
+		start = 0
+	} else {
+		for i, l := range all {
+			if l.Name > after {
+				start = i
+				break
+			}
+			if l.Name == after {
+				if skip == 0 {
+					start = i
+					break
+				}
+				skip--
+			}
+		}
+	}
+	page := all[start:]
+	if len(page) <= size {
+		return page, "", nil
+	}
+	page = page[:size]
+	last := page[size-1].Name
+	n := 0
+	for i := start + size - 1; i >= 0 && all[i].Name == last; i-- {
+		n++
+	}
+	return page, pageToken(last, n), nil
+}
+
+// pageToken encodes where a page of ListPage ended: after the n-th entry
+// of name.
+func pageToken(name string, n int) string { return strconv.Itoa(n) + ":" + name }
+
+// ParsePageToken reads a token of ListPage: the name of the last entry
+// listed and how many entries of that name were. "" is the start. It is
+// exported for the fuzz test; the token comes from clients.
+func ParsePageToken(token string) (name string, n int, err error) {
+	if token == "" {
+		return "", 0, nil
+	}
+	num, name, ok := strings.Cut(token, ":")
+	if !ok {
+		return "", 0, fmt.Errorf("page token %q: %w", token, ErrInvalid)
+	}
+	n, err = strconv.Atoi(num)
+	if err != nil || n <= 0 || num != strconv.Itoa(n) {
+		return "", 0, fmt.Errorf("page token %q: want a count of entries: %w", token, ErrInvalid)
+	}
+	if err := CheckName(name); err != nil {
+		return "", 0, fmt.Errorf("page token %q: %w", token, err)
+	}
+	return name, n, nil
 }

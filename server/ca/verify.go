@@ -69,7 +69,7 @@ func (c *CA) VerifyClient(ctx context.Context, chain []*x509.Certificate) (Calle
 		return id, nil
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:       c.pool,
+		Roots:       c.auth.Load().pool,
 		CurrentTime: now,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
