@@ -96,7 +96,12 @@ var migrations = []string{
 
 // OpenState opens (creating when needed) the state in dir.
 //
-// A database that fails sqlite's quick_check, or that exists with no
+// At open sqlite's quick_check reads the tables a run reads and writes
+// besides the history (the spool, the catalog cache, the services, the
+// backups index, the settings), and every page of the file when the last
+// such full check is a day old (fullCheckEvery): the history grows to
+// megabytes, and reading all of it on every herd apply would cost more
+// than the run. A database that fails the check, or that exists with no
 // bytes at all (a crash or a full disk caught it being created), is not
 // worked around: it is moved aside to dir/corrupt and a fresh one takes its
 // place, so that the agent keeps taking catalogs instead of failing every
@@ -111,8 +116,9 @@ func OpenState(dir string) (*State, error) {
 	}
 	s := &State{dir: dir}
 	db, err := openDB(sd)
+	full := false
 	if err == nil {
-		err = s.check(db)
+		full, err = s.check(db, time.Now())
 		if err != nil {
 			db.Close()
 		}
@@ -126,11 +132,16 @@ func OpenState(dir string) (*State, error) {
 		if db, err = openDB(sd); err != nil {
 			return nil, fmt.Errorf("opening agent state: %w", err)
 		}
+		full = true // a new, empty file
 	}
 	s.db = db
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if full {
+		// Best effort: without the mark, the next open checks it all again.
+		_ = s.setSetting(context.Background(), fullCheckKey, time.Now().UTC().Format(time.RFC3339))
 	}
 	if err := s.tighten(); err != nil {
 		db.Close()
@@ -176,10 +187,50 @@ func openDB(sd StateDir) (*sql.DB, error) {
 	return db, nil
 }
 
-// check runs sqlite's quick_check: it reads every page and catches a
-// garbled file at open, not at the first query that happens to touch it.
-func (s *State) check(db *sql.DB) error {
-	rows, err := db.Query(`PRAGMA quick_check`)
+// fullCheckEvery is how often OpenState reads every page of the state,
+// the history included; fullCheckKey is the setting that says when it last
+// did.
+const (
+	fullCheckEvery = 24 * time.Hour
+	fullCheckKey   = "full_check_at"
+)
+
+// runTables are the tables a run reads and writes besides the history,
+// quick_checked at every open.
+var runTables = []string{"agent_settings", "report_spool", "catalog_cache", "services", "service_wants", "backups"}
+
+// check runs sqlite's quick_check at open, so that a garbled file is
+// caught there and not at the first query that happens to touch it: over
+// runTables, or over every page when the last full check is older than
+// fullCheckEvery (or unknown, or in the future). full says which it ran.
+func (s *State) check(db *sql.DB, now time.Time) (full bool, err error) {
+	var at string
+	if err := db.QueryRow(`SELECT value FROM agent_settings WHERE key = ?`, fullCheckKey).Scan(&at); err == nil {
+		if t, err := time.Parse(time.RFC3339, at); err == nil && now.Sub(t) < fullCheckEvery && !t.After(now.Add(time.Minute)) {
+			ok := true
+			for _, table := range runTables {
+				if err := quickCheck(db, `PRAGMA quick_check(`+table+`)`); err != nil {
+					if strings.Contains(err.Error(), "no such table") {
+						ok = false // an older schema: check it all
+						break
+					}
+					return false, err
+				}
+			}
+			if ok {
+				return false, nil
+			}
+		}
+	}
+	// Anything else — no mark, a new or older schema, a file too garbled
+	// to read the mark from — reads every page.
+	return true, quickCheck(db, `PRAGMA quick_check`)
+}
+
+// quickCheck runs one quick_check pragma and turns what it finds into an
+// error.
+func quickCheck(db *sql.DB, pragma string) error {
+	rows, err := db.Query(pragma)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herdcm/herd/api/herdv1"
 )
@@ -222,5 +223,67 @@ func TestDaemonCorruptState(t *testing.T) {
 	}
 	if got := a.read(t, "etc/motd"); got != "v2\n" || r.Version != "v2" {
 		t.Errorf("etc/motd = %q, version %q; want the new catalog applied", got, r.Version)
+	}
+}
+
+// TestOpenStateChecksWhatRunsUse: a garbled page of a table a run reads
+// (the spool) is caught at every open; a garbled page of the history,
+// which only the daily full check reads, is caught once the last full
+// check is a day old.
+func TestOpenStateChecksWhatRunsUse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		table     string
+		lastCheck time.Duration // how long ago the last full check was
+	}{
+		{"report_spool", time.Minute},
+		{"runs", 25 * time.Hour},
+	} {
+		t.Run(tc.table, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			spooledState(t, dir)
+			st, err := OpenState(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := st.setSetting(ctx, fullCheckKey, time.Now().Add(-tc.lastCheck).UTC().Format(time.RFC3339)); err != nil {
+				t.Fatal(err)
+			}
+			var root, pageSize int64
+			if err := st.db.QueryRow(`SELECT rootpage FROM sqlite_master WHERE name = ?`, tc.table).Scan(&root); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.db.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
+				t.Fatal(err)
+			}
+			// Into the main file, so that garbling it is what a disk does.
+			if _, err := st.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			f, err := os.OpenFile(StateDir(dir).DB(), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			junk := make([]byte, pageSize)
+			for i := range junk {
+				junk[i] = 0xa5
+			}
+			if _, err := f.WriteAt(junk, (root-1)*pageSize); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+
+			st, err = OpenState(dir)
+			if err != nil {
+				t.Fatalf("OpenState = %v, want a fresh state", err)
+			}
+			defer st.Close()
+			if !strings.Contains(st.Recovered(), "moved aside") {
+				t.Errorf("a garbled %s page (last full check %s ago) was not caught at open: Recovered() = %q", tc.table, tc.lastCheck, st.Recovered())
+			}
+		})
 	}
 }
