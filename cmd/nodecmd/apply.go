@@ -218,5 +218,10 @@ func prepareSandbox(root string, noop bool) error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("preparing sandbox %s: %w", root, err)
 	}
+	if !sandbox.NeedsLayout(root) {
+		// Laid out already (NeedsLayout reads through os.Root): the run
+		// itself checks the root (sandbox.Check) before it reads any of it.
+		return nil
+	}
 	return sandbox.Init(root)
 }
