@@ -33,6 +33,9 @@ type SiteDaemonOptions struct {
 	// a run (default 500 ms): an editor's burst of writes or a git pull is
 	// one run.
 	Debounce time.Duration
+	// Hangup, when set, asks for a run now with each value (the agent
+	// command routes SIGHUP here).
+	Hangup <-chan os.Signal
 
 	// afterRun is called after each run (tests).
 	afterRun func(r *Report, err error)
@@ -117,6 +120,8 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 			return nil
 		case <-timer.C:
 		case <-changed:
+		case <-o.Hangup:
+			log.Info("SIGHUP: running now")
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,10 +40,11 @@ func TestSiteDaemon(t *testing.T) {
 	runs := make(chan ran, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	hup := make(chan os.Signal, 1)
 	go func() {
 		done <- RunSiteDaemon(ctx, SiteDaemonOptions{
 			ApplyOptions: ApplyOptions{Site: site, Root: root, Node: "n1", Log: testLog(t)},
-			Interval:     time.Hour, Debounce: 20 * time.Millisecond,
+			Interval:     time.Hour, Debounce: 20 * time.Millisecond, Hangup: hup,
 			afterRun: func(r *Report, err error) { runs <- ran{r, err} },
 		})
 	}()
@@ -68,6 +70,15 @@ func TestSiteDaemon(t *testing.T) {
 	}
 	if r := next("the first run"); r.err != nil || motd() != "first\n" {
 		t.Fatalf("first run: err %v, motd %q", r.err, motd())
+	}
+
+	// SIGHUP runs now: a hand edit is put back long before the hour.
+	if err := os.WriteFile(filepath.Join(root, "motd"), []byte("by hand\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	if r := next("a run on SIGHUP"); r.err != nil || motd() != "first\n" {
+		t.Fatalf("run on SIGHUP: err %v, motd %q", r.err, motd())
 	}
 
 	write("roles/r.toml", role("second"))

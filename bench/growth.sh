@@ -31,18 +31,21 @@ go build -tags grpcnotrace -o "$work/herd-agent" ./cmd/herd-agent
 as_installed "$work/herd-agent"
 
 site="$work/site"; mkdir -p "$site/roles"
-printf '[[node]]\nroles = ["bench"]\n' > "$site/nodes.toml"
 cf="$work/bench.cf"
 herd_root="$work/herd-root"; mkdir -p "$herd_root/srv/bench"
 cf_root="$work/cf-root"; mkdir -p "$cf_root/srv/bench"
 # One awk pass writes both policies: a shell loop over 20,000 resources
-# would take longer than the benchmark.
-awk -v dirs="$DIRS" -v files="$FILES" -v role="$site/roles/bench.toml" -v cf="$cf" -v cfroot="$cf_root" 'BEGIN {
+# would take longer than the benchmark. Herd gets a role per directory (a
+# site file may hold 1 MiB at most).
+awk -v dirs="$DIRS" -v files="$FILES" -v site="$site" -v cf="$cf" -v cfroot="$cf_root" 'BEGIN {
 	print "body common control { bundlesequence => { \"bench\" }; }" > cf
 	print "body perms m(mode) { mode => \"$(mode)\"; }" > cf
 	print "bundle agent bench {\n  files:" > cf
+	printf "[[node]]\nroles = [" > (site "/nodes.toml")
 	for (d = 0; d < dirs; d++) {
 		dn = sprintf("d%03d", d)
+		role = site "/roles/" dn ".toml"
+		printf "%s\"%s\"", (d ? ", " : ""), dn > (site "/nodes.toml")
 		printf "[[file]]\npath = \"/srv/bench/%s\"\nensure = \"directory\"\nmode = \"0755\"\n\n", dn > role
 		printf "    \"%s/srv/bench/%s/.\" create => \"true\", perms => m(\"0755\");\n", cfroot, dn > cf
 		for (f = 0; f < files; f++) {
@@ -52,6 +55,7 @@ awk -v dirs="$DIRS" -v files="$FILES" -v role="$site/roles/bench.toml" -v cf="$c
 		}
 	}
 	print "}" > cf
+	print "]" > (site "/nodes.toml")
 }'
 chmod 0600 "$cf"
 

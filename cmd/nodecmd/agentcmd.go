@@ -102,7 +102,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				return err
 			}
 			if cfg.Site != "" {
-				return runSiteAgent(cmd, cfg, once, log)
+				return runSiteAgent(cmd, cfg, once, hup, log)
 			}
 			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
 			stateDir, certDir := state.String(), state.TLS()
@@ -208,7 +208,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 
 // runSiteAgent is `herd agent --site DIR`: the masterless daemon, or with
 // --once a single run, as herd apply does it.
-func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logger) error {
+func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, hup <-chan os.Signal, log *slog.Logger) error {
 	// A setting that would be ignored is refused: these only mean
 	// something with a server.
 	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
@@ -251,7 +251,7 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, log *slog.Logg
 		return nil
 	}
 	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
-		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay),
+		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup,
 	})
 }
 
