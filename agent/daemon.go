@@ -338,6 +338,7 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			continue
 		}
 		r, out := cycle(ctx, why)
+		releaseMemory()
 		if !out.local {
 			d.state.LastRun = time.Now()
 			d.state.Jitter = mrand.Float64()

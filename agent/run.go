@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/herdcm/herd/agent/resources"
@@ -220,3 +221,10 @@ func newRunHost(root string, content resources.ContentStore, files func(context.
 		Log:     log,
 	}
 }
+
+// releaseMemory hands the memory a run used back to the system once it
+// is over. A daemon runs every half hour or so and idles in between, and
+// Go's runtime returns freed pages only gradually: without this the
+// agent would sit idle on the garbage of its last run (about 4 MiB of a
+// 200-resource run). One collection per run is cheap at that rate.
+func releaseMemory() { debug.FreeOSMemory() }

@@ -138,6 +138,7 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		if o.afterRun != nil {
 			o.afterRun(r, err)
 		}
+		releaseMemory()
 		state.LastRun, state.Jitter = time.Now(), mrand.Float64()
 		if !timer.Stop() {
 			select {

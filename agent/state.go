@@ -176,7 +176,7 @@ func openDB(sd StateDir) (*sql.DB, error) {
 	case fi.Size() == 0:
 		return nil, errEmptyDB
 	}
-	dsn := "file:" + sd.DB() + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
+	dsn := "file:" + sd.DB() + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate&_cache_size=-512"
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, err
