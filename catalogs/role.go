@@ -74,6 +74,11 @@ func (l *loader) loadRoles() {
 		// Declarations compile in file order, so that a role reads top to
 		// bottom the way its catalog's sources do.
 		slices.SortStableFunc(ro.decls, func(a, b *decl) int { return a.pos.Line - b.pos.Line })
+		// Past the load only the positions of [params] are read (lookup
+		// explains where a default came from): the rest of the parse, a
+		// value and a position for every key of every declaration, would
+		// stay alive as long as the site.
+		ro.doc = doc.only("params")
 	}
 	for _, ro := range l.site.roles {
 		for i, inc := range ro.includes {

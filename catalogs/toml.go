@@ -168,6 +168,19 @@ func needsQuote(k string) bool {
 	return false
 }
 
+// only returns a doc that keeps just the positions of the keys at or under
+// prefix, for a caller that needs nothing else of the file once it is
+// loaded.
+func (d *tomlDoc) only(prefix string) *tomlDoc {
+	kept := &tomlDoc{file: d.file, pos: map[string]Pos{}}
+	for k, p := range d.pos {
+		if k == prefix || strings.HasPrefix(k, prefix+".") || strings.HasPrefix(k, prefix+"[") {
+			kept.pos[k] = p
+		}
+	}
+	return kept
+}
+
 // posOf returns where path was written, falling back to the nearest
 // enclosing key that has a position, then to the file itself.
 func (d *tomlDoc) posOf(path string) Pos {
