@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/herdcm/herd/agent"
 	"github.com/herdcm/herd/testkit"
@@ -275,4 +277,73 @@ func snapshot(t *testing.T, root string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// TestApplyNoopStartsNoSupervisor: a noop run with no daemon running does
+// not build a supervisor of its own, which would adopt the state's services
+// and start again one that died: a service killed by hand stays dead.
+func TestApplyNoopStartsNoSupervisor(t *testing.T) {
+	t.Parallel()
+	// A duration no other process sleeps: the marker in its command line.
+	marker := fmt.Sprintf("3000.%09d", time.Now().UnixNano()%1e9)
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[service]]\nname = \"sleeper\"\nrun = [\"/bin/sleep\", \"" + marker + "\"]\n",
+	})
+	root := t.TempDir()
+	r := fleet.Apply(t, site, root, "n1", false)
+	if r.Summary.Failed > 0 {
+		t.Fatalf("first run failed: %+v", r.Events)
+	}
+	pids := markedPIDs(t, marker)
+	if len(pids) != 1 {
+		t.Fatalf("after the first run %d processes carry the marker, want 1", len(pids))
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pids[0])
+
+	fleet.Apply(t, site, root, "n1", true)
+	if got := markedPIDs(t, marker); len(got) != 0 {
+		t.Errorf("a noop run started the killed service again: pids %v", got)
+	}
+}
+
+// markedPIDs lists the live processes whose command line holds marker.
+func markedPIDs(t *testing.T, marker string) []int {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), marker) {
+			continue
+		}
+		if st, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat")); err == nil && strings.Contains(string(st), ") Z ") {
+			continue // a zombie nobody reaped yet
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// waitGone waits (bounded) until pid has exited.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for range 500 {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d did not exit", pid)
 }
