@@ -279,10 +279,10 @@ func snapshot(t *testing.T, root string) string {
 	return b.String()
 }
 
-// TestApplyNoopStartsNoSupervisor: a noop run with no daemon running does
-// not build a supervisor of its own, which would adopt the state's services
-// and start again one that died: a service killed by hand stays dead.
-func TestApplyNoopStartsNoSupervisor(t *testing.T) {
+// TestApplyNoopRestartsNothing: a noop run on a host whose state has a
+// supervised service, with no daemon running, leaves a service killed by
+// hand dead: it reports, and starts nothing.
+func TestApplyNoopRestartsNothing(t *testing.T) {
 	t.Parallel()
 	// A duration no other process sleeps: the marker in its command line.
 	marker := fmt.Sprintf("3000.%09d", time.Now().UnixNano()%1e9)
