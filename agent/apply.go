@@ -72,7 +72,24 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 	}
 	call := runCall{state: st, facts: true}
 	var closeServices func()
-	if o.Services != nil && st != nil {
+	switch {
+	case o.Noop && st != nil:
+		// Noop asks a running daemon's supervisor, or else reads the
+		// supervisor's records: it never builds a supervisor of its own,
+		// which would take the lock and the socket, and adopt (and restart)
+		// what it finds.
+		call.services = func(ctx context.Context) resources.Services {
+			if c, err := DialServices(ctx, s.State.String(), s.Root); err == nil {
+				return c
+			}
+			v, err := viewServices(ctx, st)
+			if err != nil {
+				s.Log.Error("reading the services' state", "err", err)
+				return nil
+			}
+			return v
+		}
+	case o.Services != nil && st != nil:
 		call.services = func(ctx context.Context) resources.Services {
 			svc, closeSvc, err := o.Services(ctx, st)
 			if err != nil {

@@ -280,8 +280,9 @@ func snapshot(t *testing.T, root string) string {
 }
 
 // TestApplyNoopRestartsNothing: a noop run on a host whose state has a
-// supervised service, with no daemon running, leaves a service killed by
-// hand dead: it reports, and starts nothing.
+// supervised service, with no daemon running, reads the supervisor's
+// records instead of supervising: a service killed by hand stays dead and
+// is reported as one the run would start.
 func TestApplyNoopRestartsNothing(t *testing.T) {
 	t.Parallel()
 	// A duration no other process sleeps: the marker in its command line.
@@ -304,9 +305,17 @@ func TestApplyNoopRestartsNothing(t *testing.T) {
 	}
 	waitGone(t, pids[0])
 
-	fleet.Apply(t, site, root, "n1", true)
+	noop := fleet.Apply(t, site, root, "n1", true)
 	if got := markedPIDs(t, marker); len(got) != 0 {
 		t.Errorf("a noop run started the killed service again: pids %v", got)
+	}
+	// It read the state without supervising: the service is simply not
+	// running and would be started. A supervisor built for the run would
+	// have adopted the dead record and put the service in backoff, which
+	// is a change to the host, and reported that instead.
+	if len(noop.Events) != 1 || noop.Events[0].Status != agent.Changed || len(noop.Events[0].Changes) != 1 ||
+		noop.Events[0].Changes[0].From != "stopped" || noop.Events[0].Changes[0].To != "running" {
+		t.Errorf("noop events = %+v, want service:sleeper changed, ensure stopped → running", noop.Events)
 	}
 }
 

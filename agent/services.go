@@ -322,3 +322,68 @@ func (s *Services) credential(user, group string) (*supervise.Credential, error)
 	}
 	return cred, nil
 }
+
+// recordView answers what a noop run asks about services from the
+// supervisor's records in the state, without supervising: it takes no
+// lock, serves no socket, and adopts, restarts and writes nothing. Ensure,
+// Stop and Restart refuse; noop never calls them.
+type recordView struct {
+	recs  map[string]supervise.Record
+	wants map[string][2]string // name → {catalog digest, supervisor digest}
+}
+
+var _ resources.Services = (*recordView)(nil)
+
+// viewServices reads the records and wants of the state in st.
+func viewServices(ctx context.Context, st *State) (*recordView, error) {
+	recs, err := st.ServiceStore().Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the supervisor's records: %w", err)
+	}
+	wants, err := st.serviceWants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := &recordView{recs: map[string]supervise.Record{}, wants: wants}
+	for _, r := range recs {
+		v.recs[r.Name] = r
+	}
+	return v, nil
+}
+
+// Running says what the record of name says, with its process checked to
+// be alive: a service whose process died reads as not running, as the
+// supervisor would find it.
+func (v *recordView) Running(name string) (resources.ServiceState, bool) {
+	rec, ok := v.recs[name]
+	if !ok {
+		return resources.ServiceState{}, false
+	}
+	digest := "supervisor:" + rec.Digest
+	if w, known := v.wants[name]; known && w[1] == rec.Digest {
+		digest = w[0]
+	}
+	st := supervise.Status{Name: rec.Name, State: rec.State, Restarts: rec.Restarts, RetryAt: rec.RetryAt, LastExit: rec.LastExit}
+	alive := supervise.Alive(rec)
+	if alive {
+		st.PID = rec.PID
+	}
+	running := (rec.State == supervise.StateRunning && alive) || rec.State == supervise.StateBackoff
+	return resources.ServiceState{
+		PID: st.PID, SpecDigest: digest, Running: running,
+		State: string(rec.State), Problem: supervise.Problem(st),
+	}, true
+}
+
+var errView = errors.New("a noop run changes no service")
+
+// Ensure refuses: a noop run never calls it.
+func (v *recordView) Ensure(context.Context, resources.ServiceSpec) (bool, error) {
+	return false, errView
+}
+
+// Stop refuses: a noop run never calls it.
+func (v *recordView) Stop(context.Context, string) error { return errView }
+
+// Restart refuses: a noop run never calls it.
+func (v *recordView) Restart(context.Context, string) error { return errView }

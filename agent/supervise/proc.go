@@ -140,3 +140,18 @@ func serviceEnv(env []string) []string {
 	}
 	return out
 }
+
+// Alive reports whether the process rec names still runs: the same boot,
+// and a live process at its pid that started when the record says. It only
+// reads /proc, for a caller that must not supervise (a noop run).
+func Alive(rec Record) bool {
+	if rec.PID <= 0 {
+		return false
+	}
+	boot, err := readBootID()
+	if err != nil || boot != rec.BootID {
+		return false
+	}
+	st, err := readStat(rec.PID)
+	return err == nil && st.live() && st.StartTicks == rec.StartTicks
+}
