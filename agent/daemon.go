@@ -126,6 +126,15 @@ type Daemon struct {
 	revokedErr atomic.Pointer[error]
 }
 
+// settings are the run settings of the daemon's runs.
+func (o DaemonOptions) settings() runSettings {
+	return runSettings{
+		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
+		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
+	}.withDefaults()
+}
+
 // NewDaemon loads the node's identity and state and prepares the
 // connection (made lazily). Close it when done.
 func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
@@ -137,11 +146,7 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if o.LockWait == 0 {
 		o.LockWait = 10 * time.Minute
 	}
-	runs := runSettings{
-		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
-		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
-	}.withDefaults()
+	runs := o.settings()
 	o.Root, o.StateDir, o.KeepRuns, o.Log = runs.Root, runs.State.String(), runs.KeepRuns, runs.Log
 	if o.CertDir == "" {
 		o.CertDir = runs.State.TLS()
@@ -204,17 +209,6 @@ func (d *Daemon) Close() error {
 	}
 	err := d.conn.Close()
 	return errors.Join(err, d.st.Close())
-}
-
-// RunDaemon runs the agent daemon until ctx ends (or, with Once, for one
-// run).
-func RunDaemon(ctx context.Context, o DaemonOptions) error {
-	d, err := NewDaemon(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Run(ctx)
 }
 
 // Run runs until ctx ends, then returns nil: the run loop, the Watch

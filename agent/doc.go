@@ -21,7 +21,7 @@
 // schedule and whenever the site checkout changes, with the supervisor
 // kept between runs.
 //
-// The daemon (Daemon, RunDaemon) is the agent of a fleet: Enroll gets the
+// The daemon (NewDaemon, Daemon.Run) is the agent of a fleet: Enroll gets the
 // node its certificate once; then each run checks in with the server
 // (facts by digest, in full only when they changed), takes a new catalog
 // only when its ed25519 signature, etag and node name check out, caches it

@@ -264,10 +264,11 @@ func (d *Daemon) takeReload() {
 		cur.KeepRuns = o.KeepRuns
 	}
 	cur.FactsDir = o.FactsDir
-	// What every run shares follows: the runner reads d.runs, not d.o.
-	d.runs.Noop, d.runs.Parallel = cur.Noop, cur.Parallel
-	d.runs.ResourceTimeout, d.runs.RunTimeout, d.runs.LockWait = cur.ResourceTimeout, cur.RunTimeout, cur.LockWait
-	d.runs.KeepRuns, d.runs.FactsDir = cur.KeepRuns, cur.FactsDir
+	// The runner reads its settings, derived from the options as at start
+	// (the logger with the node's name kept).
+	log := d.runs.Log
+	d.runs = cur.settings()
+	d.runs.Log = log
 	d.sched.Interval, d.sched.Splay = o.Interval, o.Splay
 	d.log.Info("configuration reloaded", "interval", o.Interval.String(), "splay", o.Splay.String(), "noop", o.Noop,
 		"parallel", o.Parallel, "resource_timeout", o.ResourceTimeout.String(), "run_timeout", o.RunTimeout.String())

@@ -75,14 +75,6 @@ done
 count() { find "$1/srv/bench" -mindepth 1 | wc -l; }
 echo "managed entries: herd $(count "$herd_root"), cf-agent $(count "$cf_root")" >&2
 
-median_rss() { # command → median peak RSS in KiB over RSS_RUNS runs
-	local i vals=()
-	for i in $(seq "$RSS_RUNS"); do
-		vals+=("$(/usr/bin/time -v bash -c "$1 >/dev/null 2>&1" 2>&1 | awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}')")
-	done
-	printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
-
 echo
 echo "| command | median wall | peak RSS |"
 echo "|---|---:|---:|"

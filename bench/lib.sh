@@ -15,3 +15,13 @@ as_installed() {
 		dd if="$f" iflag=nocache count=0 status=none
 	done
 }
+
+# median_rss CMD prints the median peak RSS of CMD in KiB over RSS_RUNS
+# runs of GNU time.
+median_rss() {
+	local i vals=()
+	for i in $(seq "$RSS_RUNS"); do
+		vals+=("$(/usr/bin/time -v bash -c "$1 >/dev/null 2>&1" 2>&1 | awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}')")
+	done
+	printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}

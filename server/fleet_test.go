@@ -130,7 +130,7 @@ func awaitFile(t *testing.T, path, want string, timeout time.Duration) {
 
 func awaitSpooled(t *testing.T, a *fleet.Agent, timeout time.Duration) {
 	t.Helper()
-	st, err := agent.OpenState(filepath.Join(a.Root, "var/lib/herd"))
+	st, err := agent.OpenState(agent.DefaultStateDir(a.Root).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func awaitSpooled(t *testing.T, a *fleet.Agent, timeout time.Duration) {
 // runIDs lists the runs the agent made (its history), by id.
 func runIDs(t *testing.T, a *fleet.Agent) []string {
 	t.Helper()
-	st, err := agent.OpenState(filepath.Join(a.Root, "var/lib/herd"))
+	st, err := agent.OpenState(agent.DefaultStateDir(a.Root).String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,11 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herdcm/herd/agent"
-	"github.com/herdcm/herd/agent/sandbox"
 	"github.com/herdcm/herd/api/herdv1"
-	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
-	"github.com/herdcm/herd/testkit"
 )
 
 // TestAgentRenewsItsCertificate: with short-lived node certificates a real
@@ -27,30 +22,12 @@ import (
 // refuses callers without a node certificate.
 func TestAgentRenewsItsCertificate(t *testing.T) {
 	t.Parallel()
-	site := testkit.WriteSite(t, map[string]string{
-		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
-		"roles/r.toml": "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
-	})
 	ctx := context.Background()
 	// One minute of validity (plus the CA's five minutes of backdating)
 	// puts a fresh certificate past two thirds of its life at once.
-	s, err := server.New(ctx, server.Options{Site: site, Dir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "off", NodeCertValidity: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	root := t.TempDir()
-	if err := sandbox.Init(root); err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(s.CA().CACertDER()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	certDir := filepath.Join(root, "var/lib/herd/tls")
+	s := startMotdServer(t, time.Minute)
+	root, certDir := newAgentRoot(t)
+	caFile := writeCAFile(t, s.CA().CACertDER())
 	token, _, err := s.CA().NewToken(ctx, "web-01", time.Hour, true)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/herdcm/herd/agent"
-	"github.com/herdcm/herd/agent/sandbox"
 	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/testkit"
@@ -26,29 +25,10 @@ import (
 // token enrolls it again with a new key, and it runs.
 func TestRevokedAgentSaysSoAndReenrolls(t *testing.T) {
 	t.Parallel()
-	site := testkit.WriteSite(t, map[string]string{
-		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
-		"roles/r.toml": "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
-	})
 	ctx := context.Background()
-	s, err := server.New(ctx, server.Options{Site: site, Dir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-
-	root := t.TempDir()
-	if err := sandbox.Init(root); err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(s.CA().CACertDER()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	certDir := filepath.Join(root, "var/lib/herd/tls")
+	s := startMotdServer(t, 0)
+	root, certDir := newAgentRoot(t)
+	caFile := writeCAFile(t, s.CA().CACertDER())
 	enroll := func() {
 		t.Helper()
 		token, _, err := s.CA().NewToken(ctx, "web-01", time.Hour, true)

@@ -10,10 +10,7 @@ import (
 	"time"
 
 	"github.com/herdcm/herd/agent"
-	"github.com/herdcm/herd/agent/sandbox"
-	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
-	"github.com/herdcm/herd/testkit"
 )
 
 // TestCARotationWithRealAgents rotates the CA of a real server under two
@@ -25,39 +22,22 @@ import (
 // in, over a connection it makes after the move.
 func TestCARotationWithRealAgents(t *testing.T) {
 	t.Parallel()
-	site := testkit.WriteSite(t, map[string]string{
-		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
-		"roles/r.toml": "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
-	})
 	ctx := context.Background()
 	// Short-lived node certificates: renewal is due at once (the CA
 	// backdates five minutes), and the old CA's certificates expire
 	// within the test.
 	const validity = 8 * time.Second
-	s, err := server.New(ctx, server.Options{Site: site, Dir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "off", NodeCertValidity: validity})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := startMotdServer(t, validity)
 	oldCA, err := x509.ParseCertificate(s.CA().CACertDER())
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(oldCA.Raw), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	caFile := writeCAFile(t, oldCA.Raw)
 	type node struct{ root, certDir string }
 	enroll := func(name string) *node {
 		t.Helper()
-		n := &node{root: t.TempDir()}
-		if err := sandbox.Init(n.root); err != nil {
-			t.Fatal(err)
-		}
-		n.certDir = filepath.Join(n.root, "var/lib/herd/tls")
+		n := &node{}
+		n.root, n.certDir = newAgentRoot(t)
 		token, _, err := s.CA().NewToken(ctx, name, time.Hour, true)
 		if err != nil {
 			t.Fatal(err)
