@@ -41,6 +41,9 @@ type Settings struct {
 	// {environment} and {facts.dotted.name}. The level "nodes.toml" stands
 	// for the params of the classification rules.
 	Hierarchy []string
+	// Policy and Rollout are the [policy] and [rollout] tables.
+	Policy  PolicySettings
+	Rollout RolloutSettings
 }
 
 // DefaultHierarchy is used when herd.toml names none.

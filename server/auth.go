@@ -50,6 +50,10 @@ var methodRoles = map[string]role{
 	herdv1.Admin_RevokeJoinToken_FullMethodName:   adminRole,
 	herdv1.Admin_RotateCA_FullMethodName:          adminRole,
 	herdv1.Admin_ListAuthorities_FullMethodName:   adminRole,
+	herdv1.Admin_ListRollouts_FullMethodName:      adminRole,
+	herdv1.Admin_GetRollout_FullMethodName:        adminRole,
+	herdv1.Admin_RolloutAction_FullMethodName:     adminRole,
+	herdv1.Admin_RolloutDiff_FullMethodName:       adminRole,
 }
 
 // identity is who a call comes from, by its verified certificate.

@@ -498,8 +498,13 @@ type CheckinResponse struct {
 	// When to check in next, chosen by the server to spread the fleet.
 	NextCheckinUnixMs int64  `protobuf:"varint,5,opt,name=next_checkin_unix_ms,json=nextCheckinUnixMs,proto3" json:"next_checkin_unix_ms,omitempty"`
 	CompileError      string `protobuf:"bytes,6,opt,name=compile_error,json=compileError,proto3" json:"compile_error,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// A rehearsal a rollout asks of this node: run this catalog once in noop,
+	// report what would change (a noop report whose catalog_digest is its
+	// etag), and go on applying the catalog you hold. Sent on every check-in
+	// until that report arrives.
+	Rehearsal     *Rehearsal `protobuf:"bytes,7,opt,name=rehearsal,proto3" json:"rehearsal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckinResponse) Reset() {
@@ -574,6 +579,83 @@ func (x *CheckinResponse) GetCompileError() string {
 	return ""
 }
 
+func (x *CheckinResponse) GetRehearsal() *Rehearsal {
+	if x != nil {
+		return x.Rehearsal
+	}
+	return nil
+}
+
+// Rehearsal is a catalog to run in noop only, never to apply or cache as
+// the node's own.
+type Rehearsal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Catalog       []byte                 `protobuf:"bytes,1,opt,name=catalog,proto3" json:"catalog,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	Etag          string                 `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
+	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rehearsal) Reset() {
+	*x = Rehearsal{}
+	mi := &file_herd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rehearsal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rehearsal) ProtoMessage() {}
+
+func (x *Rehearsal) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rehearsal.ProtoReflect.Descriptor instead.
+func (*Rehearsal) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Rehearsal) GetCatalog() []byte {
+	if x != nil {
+		return x.Catalog
+	}
+	return nil
+}
+
+func (x *Rehearsal) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Rehearsal) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *Rehearsal) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 type GetFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
@@ -583,7 +665,7 @@ type GetFileRequest struct {
 
 func (x *GetFileRequest) Reset() {
 	*x = GetFileRequest{}
-	mi := &file_herd_proto_msgTypes[7]
+	mi := &file_herd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +677,7 @@ func (x *GetFileRequest) String() string {
 func (*GetFileRequest) ProtoMessage() {}
 
 func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[7]
+	mi := &file_herd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +690,7 @@ func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileRequest.ProtoReflect.Descriptor instead.
 func (*GetFileRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetFileRequest) GetDigest() string {
@@ -627,7 +709,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_herd_proto_msgTypes[8]
+	mi := &file_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +721,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[8]
+	mi := &file_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +734,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -671,7 +753,7 @@ type SendReportRequest struct {
 
 func (x *SendReportRequest) Reset() {
 	*x = SendReportRequest{}
-	mi := &file_herd_proto_msgTypes[9]
+	mi := &file_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +765,7 @@ func (x *SendReportRequest) String() string {
 func (*SendReportRequest) ProtoMessage() {}
 
 func (x *SendReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[9]
+	mi := &file_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +778,7 @@ func (x *SendReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReportRequest.ProtoReflect.Descriptor instead.
 func (*SendReportRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendReportRequest) GetReport() *Report {
@@ -716,7 +798,7 @@ type SendReportResponse struct {
 
 func (x *SendReportResponse) Reset() {
 	*x = SendReportResponse{}
-	mi := &file_herd_proto_msgTypes[10]
+	mi := &file_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +810,7 @@ func (x *SendReportResponse) String() string {
 func (*SendReportResponse) ProtoMessage() {}
 
 func (x *SendReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[10]
+	mi := &file_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +823,7 @@ func (x *SendReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReportResponse.ProtoReflect.Descriptor instead.
 func (*SendReportResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendReportResponse) GetDuplicate() bool {
@@ -761,7 +843,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herd_proto_msgTypes[11]
+	mi := &file_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +855,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[11]
+	mi := &file_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +868,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchRequest) GetEtag() string {
@@ -797,16 +879,20 @@ func (x *WatchRequest) GetEtag() string {
 }
 
 type WatchEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Etag          string                 `protobuf:"bytes,1,opt,name=etag,proto3" json:"etag,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Etag    string                 `protobuf:"bytes,1,opt,name=etag,proto3" json:"etag,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Run now even though the etag is the one the node holds: a rollout
+	// wants a fresh report (service health at the end of a bake, or a
+	// rehearsal waiting in the next check-in's answer).
+	Run           bool `protobuf:"varint,3,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +904,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +917,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchEvent) GetEtag() string {
@@ -848,6 +934,13 @@ func (x *WatchEvent) GetVersion() string {
 	return ""
 }
 
+func (x *WatchEvent) GetRun() bool {
+	if x != nil {
+		return x.Run
+	}
+	return false
+}
+
 // Report is one run's outcome, as the agent sends it.
 type Report struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -859,13 +952,16 @@ type Report struct {
 	DurationNs    int64                  `protobuf:"varint,6,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
 	Summary       *Summary               `protobuf:"bytes,7,opt,name=summary,proto3" json:"summary,omitempty"`
 	Events        []*Event               `protobuf:"bytes,8,rep,name=events,proto3" json:"events,omitempty"`
+	// The health of every supervised service of the catalog that has a
+	// health check, as the run ended.
+	Services      []*ServiceHealth `protobuf:"bytes,9,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +973,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +986,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Report) GetRunId() string {
@@ -949,6 +1045,77 @@ func (x *Report) GetEvents() []*Event {
 	return nil
 }
 
+func (x *Report) GetServices() []*ServiceHealth {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ServiceHealth is what a service's health check said.
+type ServiceHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// healthy, unhealthy (a failing check, or not running), or unknown (no
+	// verdict yet).
+	Health string `protobuf:"bytes,2,opt,name=health,proto3" json:"health,omitempty"`
+	// Why, when unhealthy: the check's last error.
+	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceHealth) Reset() {
+	*x = ServiceHealth{}
+	mi := &file_herd_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceHealth) ProtoMessage() {}
+
+func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
+func (*ServiceHealth) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ServiceHealth) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceHealth) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *ServiceHealth) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type Summary struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Resources     int32                  `protobuf:"varint,1,opt,name=resources,proto3" json:"resources,omitempty"`
@@ -964,7 +1131,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1143,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1156,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Summary) GetResources() int32 {
@@ -1059,7 +1226,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1238,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1251,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetId() string {
@@ -1171,7 +1338,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1350,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1363,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Change) GetAttr() string {
@@ -1252,13 +1419,22 @@ type NodeInfo struct {
 	LastSummary      *Summary `protobuf:"bytes,6,opt,name=last_summary,json=lastSummary,proto3" json:"last_summary,omitempty"`
 	LastReportUnixMs int64    `protobuf:"varint,7,opt,name=last_report_unix_ms,json=lastReportUnixMs,proto3" json:"last_report_unix_ms,omitempty"`
 	CompileError     string   `protobuf:"bytes,8,opt,name=compile_error,json=compileError,proto3" json:"compile_error,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The version the node is approved to run (catalog_version is the
+	// version of that catalog), the version its last real apply ran, and
+	// where the newest rollout has it: pending, released, healthy, failed,
+	// denied, compile-error, unchanged, rehearsed (empty: in no rollout).
+	AppliedVersion string `protobuf:"bytes,9,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
+	RolloutState   string `protobuf:"bytes,10,opt,name=rollout_state,json=rolloutState,proto3" json:"rollout_state,omitempty"`
+	RolloutId      int64  `protobuf:"varint,11,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// The last report was a noop run: last_summary says what would change.
+	LastNoop      bool `protobuf:"varint,12,opt,name=last_noop,json=lastNoop,proto3" json:"last_noop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1446,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1459,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1342,6 +1518,34 @@ func (x *NodeInfo) GetCompileError() string {
 	return ""
 }
 
+func (x *NodeInfo) GetAppliedVersion() string {
+	if x != nil {
+		return x.AppliedVersion
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRolloutState() string {
+	if x != nil {
+		return x.RolloutState
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRolloutId() int64 {
+	if x != nil {
+		return x.RolloutId
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetLastNoop() bool {
+	if x != nil {
+		return x.LastNoop
+	}
+	return false
+}
+
 type ListNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many nodes (0: the server's default; the server caps it).
@@ -1354,7 +1558,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1570,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1583,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListNodesRequest) GetPageSize() int32 {
@@ -1407,7 +1611,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1623,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1636,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1458,7 +1662,7 @@ type GetFactsRequest struct {
 
 func (x *GetFactsRequest) Reset() {
 	*x = GetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1674,7 @@ func (x *GetFactsRequest) String() string {
 func (*GetFactsRequest) ProtoMessage() {}
 
 func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1687,7 @@ func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetFactsRequest) GetNode() string {
@@ -1503,7 +1707,7 @@ type GetFactsResponse struct {
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1719,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1732,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetFactsResponse) GetFactsJson() []byte {
@@ -1560,7 +1764,7 @@ type ListReportsRequest struct {
 
 func (x *ListReportsRequest) Reset() {
 	*x = ListReportsRequest{}
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1776,7 @@ func (x *ListReportsRequest) String() string {
 func (*ListReportsRequest) ProtoMessage() {}
 
 func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1789,7 @@ func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsRequest.ProtoReflect.Descriptor instead.
 func (*ListReportsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListReportsRequest) GetNode() string {
@@ -1627,7 +1831,7 @@ type ListReportsResponse struct {
 
 func (x *ListReportsResponse) Reset() {
 	*x = ListReportsResponse{}
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1843,7 @@ func (x *ListReportsResponse) String() string {
 func (*ListReportsResponse) ProtoMessage() {}
 
 func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1856,7 @@ func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsResponse.ProtoReflect.Descriptor instead.
 func (*ListReportsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListReportsResponse) GetReports() []*StoredReport {
@@ -1680,7 +1884,7 @@ type StoredReport struct {
 
 func (x *StoredReport) Reset() {
 	*x = StoredReport{}
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1896,7 @@ func (x *StoredReport) String() string {
 func (*StoredReport) ProtoMessage() {}
 
 func (x *StoredReport) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1909,7 @@ func (x *StoredReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredReport.ProtoReflect.Descriptor instead.
 func (*StoredReport) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StoredReport) GetNode() string {
@@ -1738,7 +1942,7 @@ type GetCatalogRequest struct {
 
 func (x *GetCatalogRequest) Reset() {
 	*x = GetCatalogRequest{}
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1954,7 @@ func (x *GetCatalogRequest) String() string {
 func (*GetCatalogRequest) ProtoMessage() {}
 
 func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1967,7 @@ func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCatalogRequest) GetNode() string {
@@ -1783,7 +1987,7 @@ type GetCatalogResponse struct {
 
 func (x *GetCatalogResponse) Reset() {
 	*x = GetCatalogResponse{}
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1999,7 @@ func (x *GetCatalogResponse) String() string {
 func (*GetCatalogResponse) ProtoMessage() {}
 
 func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +2012,7 @@ func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCatalogResponse) GetCatalog() []byte {
@@ -1833,7 +2037,7 @@ type SiteStatusRequest struct {
 
 func (x *SiteStatusRequest) Reset() {
 	*x = SiteStatusRequest{}
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +2049,7 @@ func (x *SiteStatusRequest) String() string {
 func (*SiteStatusRequest) ProtoMessage() {}
 
 func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2062,7 @@ func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusRequest.ProtoReflect.Descriptor instead.
 func (*SiteStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_proto_rawDescGZIP(), []int{29}
 }
 
 type SiteStatusResponse struct {
@@ -1882,7 +2086,7 @@ type SiteStatusResponse struct {
 
 func (x *SiteStatusResponse) Reset() {
 	*x = SiteStatusResponse{}
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2098,7 @@ func (x *SiteStatusResponse) String() string {
 func (*SiteStatusResponse) ProtoMessage() {}
 
 func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2111,7 @@ func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusResponse.ProtoReflect.Descriptor instead.
 func (*SiteStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SiteStatusResponse) GetVersion() string {
@@ -1973,7 +2177,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2189,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2202,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Certificate) GetName() string {
@@ -2069,7 +2273,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2285,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2298,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListCertificatesRequest) GetPageSize() int32 {
@@ -2122,7 +2326,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2338,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2351,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -2185,7 +2389,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2401,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2414,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Authority) GetSubject() string {
@@ -2270,7 +2474,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2486,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2499,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 type RotateCAResponse struct {
@@ -2310,7 +2514,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2526,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2539,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RotateCAResponse) GetCurrent() *Authority {
@@ -2367,7 +2571,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2583,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2596,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 type ListAuthoritiesResponse struct {
@@ -2406,7 +2610,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2622,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2635,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -2459,7 +2663,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2675,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2688,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -2510,7 +2714,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2726,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2739,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2554,7 +2758,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2770,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2783,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2597,7 +2801,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2813,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2826,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2637,7 +2841,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2853,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2866,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -2698,7 +2902,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2914,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2927,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2756,7 +2960,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +2972,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +2985,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -2799,7 +3003,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +3015,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +3028,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_proto_rawDescGZIP(), []int{46}
 }
 
 type JoinToken struct {
@@ -2842,7 +3046,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3058,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3071,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2920,7 +3124,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2932,7 +3136,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2945,7 +3149,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_proto_rawDescGZIP(), []int{48}
 }
 
 type ListJoinTokensResponse struct {
@@ -2957,7 +3161,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3173,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3186,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -3001,7 +3205,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3217,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3230,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -3044,7 +3248,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3260,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3273,960 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_proto_rawDescGZIP(), []int{51}
+}
+
+// Rollout is one site version on its way to the fleet.
+type Rollout struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Version         string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	PreviousVersion string                 `protobuf:"bytes,3,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	// gating, running, paused, awaiting-approval, halted, blocked, done,
+	// aborted, superseded
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it is halted or blocked, in one line.
+	Reason        string          `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	CreatedUnixMs int64           `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	UpdatedUnixMs int64           `protobuf:"varint,7,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	Stages        []*RolloutStage `protobuf:"bytes,8,rep,name=stages,proto3" json:"stages,omitempty"`
+	// Node counts by decision and state over the whole rollout.
+	Counts map[string]int32 `protobuf:"bytes,9,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The rollout that superseded this one (0: none).
+	SupersededBy  int64 `protobuf:"varint,10,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_herd_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *Rollout) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Rollout) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Rollout) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+func (x *Rollout) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Rollout) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rollout) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *Rollout) GetUpdatedUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedUnixMs
+	}
+	return 0
+}
+
+func (x *Rollout) GetStages() []*RolloutStage {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+func (x *Rollout) GetCounts() map[string]int32 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *Rollout) GetSupersededBy() int64 {
+	if x != nil {
+		return x.SupersededBy
+	}
+	return 0
+}
+
+// RolloutStage is one stage of a rollout.
+type RolloutStage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// pending, awaiting-approval, rehearsing, releasing, baking, done, halted
+	State  string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Noop   bool   `protobuf:"varint,3,opt,name=noop,proto3" json:"noop,omitempty"`
+	Manual bool   `protobuf:"varint,4,opt,name=manual,proto3" json:"manual,omitempty"`
+	BakeNs int64  `protobuf:"varint,5,opt,name=bake_ns,json=bakeNs,proto3" json:"bake_ns,omitempty"`
+	// The failures the stage tolerates, as written ("0", "2", "10%").
+	MaxFailed string `protobuf:"bytes,6,opt,name=max_failed,json=maxFailed,proto3" json:"max_failed,omitempty"`
+	Nodes     int32  `protobuf:"varint,7,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	// Node counts of the stage by state (pending, released, healthy, failed,
+	// unchanged, rehearsed, …).
+	Counts        map[string]int32 `protobuf:"bytes,8,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	StartedUnixMs int64            `protobuf:"varint,9,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	// When the bake ends (0: not baking).
+	BakeUntilUnixMs int64 `protobuf:"varint,10,opt,name=bake_until_unix_ms,json=bakeUntilUnixMs,proto3" json:"bake_until_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RolloutStage) Reset() {
+	*x = RolloutStage{}
+	mi := &file_herd_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutStage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutStage) ProtoMessage() {}
+
+func (x *RolloutStage) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutStage.ProtoReflect.Descriptor instead.
+func (*RolloutStage) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RolloutStage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RolloutStage) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RolloutStage) GetNoop() bool {
+	if x != nil {
+		return x.Noop
+	}
+	return false
+}
+
+func (x *RolloutStage) GetManual() bool {
+	if x != nil {
+		return x.Manual
+	}
+	return false
+}
+
+func (x *RolloutStage) GetBakeNs() int64 {
+	if x != nil {
+		return x.BakeNs
+	}
+	return 0
+}
+
+func (x *RolloutStage) GetMaxFailed() string {
+	if x != nil {
+		return x.MaxFailed
+	}
+	return ""
+}
+
+func (x *RolloutStage) GetNodes() int32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *RolloutStage) GetCounts() map[string]int32 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *RolloutStage) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *RolloutStage) GetBakeUntilUnixMs() int64 {
+	if x != nil {
+		return x.BakeUntilUnixMs
+	}
+	return 0
+}
+
+// RolloutNode is one node's part in a rollout.
+type RolloutNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Stage string                 `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// allowed, denied, compile-error, unchanged
+	Decision string `protobuf:"bytes,3,opt,name=decision,proto3" json:"decision,omitempty"`
+	// pending, released, healthy, failed, rehearsed, …
+	State        string           `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Deny         []*PolicyMessage `protobuf:"bytes,5,rep,name=deny,proto3" json:"deny,omitempty"`
+	Warn         []*PolicyMessage `protobuf:"bytes,6,rep,name=warn,proto3" json:"warn,omitempty"`
+	CompileError string           `protobuf:"bytes,7,opt,name=compile_error,json=compileError,proto3" json:"compile_error,omitempty"`
+	// Why the node failed: failed resources ("type:name: error") and
+	// unhealthy services.
+	Failures     []string `protobuf:"bytes,8,rep,name=failures,proto3" json:"failures,omitempty"`
+	PreviousEtag string   `protobuf:"bytes,9,opt,name=previous_etag,json=previousEtag,proto3" json:"previous_etag,omitempty"`
+	Etag         string   `protobuf:"bytes,10,opt,name=etag,proto3" json:"etag,omitempty"`
+	// For a rehearsal: the summary of what would change.
+	Rehearsal     *Summary `protobuf:"bytes,11,opt,name=rehearsal,proto3" json:"rehearsal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutNode) Reset() {
+	*x = RolloutNode{}
+	mi := &file_herd_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutNode) ProtoMessage() {}
+
+func (x *RolloutNode) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
+func (*RolloutNode) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *RolloutNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetDeny() []*PolicyMessage {
+	if x != nil {
+		return x.Deny
+	}
+	return nil
+}
+
+func (x *RolloutNode) GetWarn() []*PolicyMessage {
+	if x != nil {
+		return x.Warn
+	}
+	return nil
+}
+
+func (x *RolloutNode) GetCompileError() string {
+	if x != nil {
+		return x.CompileError
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetFailures() []string {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *RolloutNode) GetPreviousEtag() string {
+	if x != nil {
+		return x.PreviousEtag
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetRehearsal() *Summary {
+	if x != nil {
+		return x.Rehearsal
+	}
+	return nil
+}
+
+// PolicyMessage is one message of a gate's deny or warn rule.
+type PolicyMessage struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// The resource it is about ("type:name"), when the rule named one.
+	Resource      string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyMessage) Reset() {
+	*x = PolicyMessage{}
+	mi := &file_herd_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyMessage) ProtoMessage() {}
+
+func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyMessage.ProtoReflect.Descriptor instead.
+func (*PolicyMessage) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *PolicyMessage) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PolicyMessage) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+type ListRolloutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsRequest) Reset() {
+	*x = ListRolloutsRequest{}
+	mi := &file_herd_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsRequest) ProtoMessage() {}
+
+func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
+func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListRolloutsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRolloutsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListRolloutsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollouts      []*Rollout             `protobuf:"bytes,1,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsResponse) Reset() {
+	*x = ListRolloutsResponse{}
+	mi := &file_herd_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsResponse) ProtoMessage() {}
+
+func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
+func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+func (x *ListRolloutsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the newest rollout.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Which nodes to list: "" the ones worth a look (denied, failed,
+	// compile errors, rehearsal results); "all" every node.
+	Nodes         string `protobuf:"bytes,2,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutRequest) Reset() {
+	*x = GetRolloutRequest{}
+	mi := &file_herd_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutRequest) ProtoMessage() {}
+
+func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetRolloutRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *GetRolloutRequest) GetNodes() string {
+	if x != nil {
+		return x.Nodes
+	}
+	return ""
+}
+
+func (x *GetRolloutRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetRolloutRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type GetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Nodes         []*RolloutNode         `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutResponse) Reset() {
+	*x = GetRolloutResponse{}
+	mi := &file_herd_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutResponse) ProtoMessage() {}
+
+func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *GetRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *GetRolloutResponse) GetNodes() []*RolloutNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *GetRolloutResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type RolloutActionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the newest rollout.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// pause, resume, approve, abort
+	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutActionRequest) Reset() {
+	*x = RolloutActionRequest{}
+	mi := &file_herd_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutActionRequest) ProtoMessage() {}
+
+func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutActionRequest.ProtoReflect.Descriptor instead.
+func (*RolloutActionRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *RolloutActionRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *RolloutActionRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type RolloutActionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutActionResponse) Reset() {
+	*x = RolloutActionResponse{}
+	mi := &file_herd_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutActionResponse) ProtoMessage() {}
+
+func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutActionResponse.ProtoReflect.Descriptor instead.
+func (*RolloutActionResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *RolloutActionResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type RolloutDiffRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the newest rollout.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// One node's diff only (empty: every node).
+	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutDiffRequest) Reset() {
+	*x = RolloutDiffRequest{}
+	mi := &file_herd_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutDiffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutDiffRequest) ProtoMessage() {}
+
+func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutDiffRequest.ProtoReflect.Descriptor instead.
+func (*RolloutDiffRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RolloutDiffRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *RolloutDiffRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RolloutDiffRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *RolloutDiffRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type RolloutDiffResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each changed node's change against its previous catalog, as the JSON
+	// of catalogs.Change, for the client to group and print.
+	Changes         []*NodeChange `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	NextPageToken   string        `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Version         string        `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	PreviousVersion string        `protobuf:"bytes,4,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RolloutDiffResponse) Reset() {
+	*x = RolloutDiffResponse{}
+	mi := &file_herd_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutDiffResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutDiffResponse) ProtoMessage() {}
+
+func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutDiffResponse.ProtoReflect.Descriptor instead.
+func (*RolloutDiffResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RolloutDiffResponse) GetChanges() []*NodeChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *RolloutDiffResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *RolloutDiffResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RolloutDiffResponse) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+type NodeChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	ChangeJson    []byte                 `protobuf:"bytes,2,opt,name=change_json,json=changeJson,proto3" json:"change_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeChange) Reset() {
+	*x = NodeChange{}
+	mi := &file_herd_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeChange) ProtoMessage() {}
+
+func (x *NodeChange) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
+func (*NodeChange) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *NodeChange) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeChange) GetChangeJson() []byte {
+	if x != nil {
+		return x.ChangeJson
+	}
+	return nil
 }
 
 var File_herd_proto protoreflect.FileDescriptor
@@ -3106,14 +4263,15 @@ const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"facts_json\x18\x02 \x01(\fR\tfactsJson\x12!\n" +
 	"\fcatalog_etag\x18\x03 \x01(\tR\vcatalogEtag\x12#\n" +
-	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\"\xce\x02\n" +
+	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\"\x80\x03\n" +
 	"\x0fCheckinResponse\x127\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1f.herd.v1.CheckinResponse.StatusR\x06status\x12\x18\n" +
 	"\acatalog\x18\x02 \x01(\fR\acatalog\x12\x1c\n" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\x12\x12\n" +
 	"\x04etag\x18\x04 \x01(\tR\x04etag\x12/\n" +
 	"\x14next_checkin_unix_ms\x18\x05 \x01(\x03R\x11nextCheckinUnixMs\x12#\n" +
-	"\rcompile_error\x18\x06 \x01(\tR\fcompileError\"`\n" +
+	"\rcompile_error\x18\x06 \x01(\tR\fcompileError\x120\n" +
+	"\trehearsal\x18\a \x01(\v2\x12.herd.v1.RehearsalR\trehearsal\"`\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tUNCHANGED\x10\x01\x12\x0f\n" +
@@ -3121,7 +4279,12 @@ const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"NEED_FACTS\x10\x03\x12\x0e\n" +
 	"\n" +
-	"NO_CATALOG\x10\x04\"(\n" +
+	"NO_CATALOG\x10\x04\"q\n" +
+	"\tRehearsal\x12\x18\n" +
+	"\acatalog\x18\x01 \x01(\fR\acatalog\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\"(\n" +
 	"\x0eGetFileRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"\x1f\n" +
 	"\tFileChunk\x12\x12\n" +
@@ -3131,11 +4294,12 @@ const file_herd_proto_rawDesc = "" +
 	"\x12SendReportResponse\x12\x1c\n" +
 	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"\"\n" +
 	"\fWatchRequest\x12\x12\n" +
-	"\x04etag\x18\x01 \x01(\tR\x04etag\":\n" +
+	"\x04etag\x18\x01 \x01(\tR\x04etag\"L\n" +
 	"\n" +
 	"WatchEvent\x12\x12\n" +
 	"\x04etag\x18\x01 \x01(\tR\x04etag\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\"\x91\x02\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
+	"\x03run\x18\x03 \x01(\bR\x03run\"\xc5\x02\n" +
 	"\x06Report\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12%\n" +
@@ -3145,7 +4309,12 @@ const file_herd_proto_rawDesc = "" +
 	"\vduration_ns\x18\x06 \x01(\x03R\n" +
 	"durationNs\x12*\n" +
 	"\asummary\x18\a \x01(\v2\x10.herd.v1.SummaryR\asummary\x12&\n" +
-	"\x06events\x18\b \x03(\v2\x0e.herd.v1.EventR\x06events\"\xc4\x01\n" +
+	"\x06events\x18\b \x03(\v2\x0e.herd.v1.EventR\x06events\x122\n" +
+	"\bservices\x18\t \x03(\v2\x16.herd.v1.ServiceHealthR\bservices\"S\n" +
+	"\rServiceHealth\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc4\x01\n" +
 	"\aSummary\x12\x1c\n" +
 	"\tresources\x18\x01 \x01(\x05R\tresources\x12\x17\n" +
 	"\ain_sync\x18\x02 \x01(\x05R\x06inSync\x12\x18\n" +
@@ -3173,7 +4342,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12\x12\n" +
 	"\x04diff\x18\x04 \x01(\tR\x04diff\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1c\n" +
-	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\xc7\x02\n" +
+	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\xd1\x03\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x14last_checkin_unix_ms\x18\x02 \x01(\x03R\x11lastCheckinUnixMs\x12!\n" +
@@ -3182,7 +4351,13 @@ const file_herd_proto_rawDesc = "" +
 	"\fapplied_etag\x18\x05 \x01(\tR\vappliedEtag\x123\n" +
 	"\flast_summary\x18\x06 \x01(\v2\x10.herd.v1.SummaryR\vlastSummary\x12-\n" +
 	"\x13last_report_unix_ms\x18\a \x01(\x03R\x10lastReportUnixMs\x12#\n" +
-	"\rcompile_error\x18\b \x01(\tR\fcompileError\"N\n" +
+	"\rcompile_error\x18\b \x01(\tR\fcompileError\x12'\n" +
+	"\x0fapplied_version\x18\t \x01(\tR\x0eappliedVersion\x12#\n" +
+	"\rrollout_state\x18\n" +
+	" \x01(\tR\frolloutState\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\v \x01(\x03R\trolloutId\x12\x1b\n" +
+	"\tlast_noop\x18\f \x01(\bR\blastNoop\"N\n" +
 	"\x10ListNodesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -3296,7 +4471,92 @@ const file_herd_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x12.herd.v1.JoinTokenR\x06tokens\"(\n" +
 	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
-	"\x17RevokeJoinTokenResponse2|\n" +
+	"\x17RevokeJoinTokenResponse\"\xa1\x03\n" +
+	"\aRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
+	"\x10previous_version\x18\x03 \x01(\tR\x0fpreviousVersion\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\x12&\n" +
+	"\x0fupdated_unix_ms\x18\a \x01(\x03R\rupdatedUnixMs\x12-\n" +
+	"\x06stages\x18\b \x03(\v2\x15.herd.v1.RolloutStageR\x06stages\x124\n" +
+	"\x06counts\x18\t \x03(\v2\x1c.herd.v1.Rollout.CountsEntryR\x06counts\x12#\n" +
+	"\rsuperseded_by\x18\n" +
+	" \x01(\x03R\fsupersededBy\x1a9\n" +
+	"\vCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xfd\x02\n" +
+	"\fRolloutStage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04noop\x18\x03 \x01(\bR\x04noop\x12\x16\n" +
+	"\x06manual\x18\x04 \x01(\bR\x06manual\x12\x17\n" +
+	"\abake_ns\x18\x05 \x01(\x03R\x06bakeNs\x12\x1d\n" +
+	"\n" +
+	"max_failed\x18\x06 \x01(\tR\tmaxFailed\x12\x14\n" +
+	"\x05nodes\x18\a \x01(\x05R\x05nodes\x129\n" +
+	"\x06counts\x18\b \x03(\v2!.herd.v1.RolloutStage.CountsEntryR\x06counts\x12&\n" +
+	"\x0fstarted_unix_ms\x18\t \x01(\x03R\rstartedUnixMs\x12+\n" +
+	"\x12bake_until_unix_ms\x18\n" +
+	" \x01(\x03R\x0fbakeUntilUnixMs\x1a9\n" +
+	"\vCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xeb\x02\n" +
+	"\vRolloutNode\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\x12\x1a\n" +
+	"\bdecision\x18\x03 \x01(\tR\bdecision\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12*\n" +
+	"\x04deny\x18\x05 \x03(\v2\x16.herd.v1.PolicyMessageR\x04deny\x12*\n" +
+	"\x04warn\x18\x06 \x03(\v2\x16.herd.v1.PolicyMessageR\x04warn\x12#\n" +
+	"\rcompile_error\x18\a \x01(\tR\fcompileError\x12\x1a\n" +
+	"\bfailures\x18\b \x03(\tR\bfailures\x12#\n" +
+	"\rprevious_etag\x18\t \x01(\tR\fpreviousEtag\x12\x12\n" +
+	"\x04etag\x18\n" +
+	" \x01(\tR\x04etag\x12.\n" +
+	"\trehearsal\x18\v \x01(\v2\x10.herd.v1.SummaryR\trehearsal\"E\n" +
+	"\rPolicyMessage\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\"Q\n" +
+	"\x13ListRolloutsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
+	"\x14ListRolloutsResponse\x12,\n" +
+	"\brollouts\x18\x01 \x03(\v2\x10.herd.v1.RolloutR\brollouts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"u\n" +
+	"\x11GetRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
+	"\x05nodes\x18\x02 \x01(\tR\x05nodes\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x94\x01\n" +
+	"\x12GetRolloutResponse\x12*\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\x12*\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x14.herd.v1.RolloutNodeR\x05nodes\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\">\n" +
+	"\x14RolloutActionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\"C\n" +
+	"\x15RolloutActionResponse\x12*\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\"t\n" +
+	"\x12RolloutDiffRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xb1\x01\n" +
+	"\x13RolloutDiffResponse\x12-\n" +
+	"\achanges\x18\x01 \x03(\v2\x13.herd.v1.NodeChangeR\achanges\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12)\n" +
+	"\x10previous_version\x18\x04 \x01(\tR\x0fpreviousVersion\"A\n" +
+	"\n" +
+	"NodeChange\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
+	"\vchange_json\x18\x02 \x01(\fR\n" +
+	"changeJson2|\n" +
 	"\x06Enroll\x129\n" +
 	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse\x127\n" +
 	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
@@ -3308,7 +4568,7 @@ const file_herd_proto_rawDesc = "" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xe1\b\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\x8f\v\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -3325,7 +4585,12 @@ const file_herd_proto_rawDesc = "" +
 	"\x0eListJoinTokens\x12\x1e.herd.v1.ListJoinTokensRequest\x1a\x1f.herd.v1.ListJoinTokensResponse\x12T\n" +
 	"\x0fRevokeJoinToken\x12\x1f.herd.v1.RevokeJoinTokenRequest\x1a .herd.v1.RevokeJoinTokenResponse\x12?\n" +
 	"\bRotateCA\x12\x18.herd.v1.RotateCARequest\x1a\x19.herd.v1.RotateCAResponse\x12T\n" +
-	"\x0fListAuthorities\x12\x1f.herd.v1.ListAuthoritiesRequest\x1a .herd.v1.ListAuthoritiesResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\x0fListAuthorities\x12\x1f.herd.v1.ListAuthoritiesRequest\x1a .herd.v1.ListAuthoritiesResponse\x12K\n" +
+	"\fListRollouts\x12\x1c.herd.v1.ListRolloutsRequest\x1a\x1d.herd.v1.ListRolloutsResponse\x12E\n" +
+	"\n" +
+	"GetRollout\x12\x1a.herd.v1.GetRolloutRequest\x1a\x1b.herd.v1.GetRolloutResponse\x12N\n" +
+	"\rRolloutAction\x12\x1d.herd.v1.RolloutActionRequest\x1a\x1e.herd.v1.RolloutActionResponse\x12H\n" +
+	"\vRolloutDiff\x12\x1b.herd.v1.RolloutDiffRequest\x1a\x1c.herd.v1.RolloutDiffResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -3340,7 +4605,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -3351,116 +4616,154 @@ var file_herd_proto_goTypes = []any{
 	(*EnrollResponse)(nil),            // 6: herd.v1.EnrollResponse
 	(*CheckinRequest)(nil),            // 7: herd.v1.CheckinRequest
 	(*CheckinResponse)(nil),           // 8: herd.v1.CheckinResponse
-	(*GetFileRequest)(nil),            // 9: herd.v1.GetFileRequest
-	(*FileChunk)(nil),                 // 10: herd.v1.FileChunk
-	(*SendReportRequest)(nil),         // 11: herd.v1.SendReportRequest
-	(*SendReportResponse)(nil),        // 12: herd.v1.SendReportResponse
-	(*WatchRequest)(nil),              // 13: herd.v1.WatchRequest
-	(*WatchEvent)(nil),                // 14: herd.v1.WatchEvent
-	(*Report)(nil),                    // 15: herd.v1.Report
-	(*Summary)(nil),                   // 16: herd.v1.Summary
-	(*Event)(nil),                     // 17: herd.v1.Event
-	(*Change)(nil),                    // 18: herd.v1.Change
-	(*NodeInfo)(nil),                  // 19: herd.v1.NodeInfo
-	(*ListNodesRequest)(nil),          // 20: herd.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 21: herd.v1.ListNodesResponse
-	(*GetFactsRequest)(nil),           // 22: herd.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),          // 23: herd.v1.GetFactsResponse
-	(*ListReportsRequest)(nil),        // 24: herd.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),       // 25: herd.v1.ListReportsResponse
-	(*StoredReport)(nil),              // 26: herd.v1.StoredReport
-	(*GetCatalogRequest)(nil),         // 27: herd.v1.GetCatalogRequest
-	(*GetCatalogResponse)(nil),        // 28: herd.v1.GetCatalogResponse
-	(*SiteStatusRequest)(nil),         // 29: herd.v1.SiteStatusRequest
-	(*SiteStatusResponse)(nil),        // 30: herd.v1.SiteStatusResponse
-	(*Certificate)(nil),               // 31: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 32: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 33: herd.v1.ListCertificatesResponse
-	(*Authority)(nil),                 // 34: herd.v1.Authority
-	(*RotateCARequest)(nil),           // 35: herd.v1.RotateCARequest
-	(*RotateCAResponse)(nil),          // 36: herd.v1.RotateCAResponse
-	(*ListAuthoritiesRequest)(nil),    // 37: herd.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),   // 38: herd.v1.ListAuthoritiesResponse
-	(*SignCertificateRequest)(nil),    // 39: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 40: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 41: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 42: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 43: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 44: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 45: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 46: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 47: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 48: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 49: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 50: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 51: herd.v1.RevokeJoinTokenResponse
-	nil,                               // 52: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	(*Rehearsal)(nil),                 // 9: herd.v1.Rehearsal
+	(*GetFileRequest)(nil),            // 10: herd.v1.GetFileRequest
+	(*FileChunk)(nil),                 // 11: herd.v1.FileChunk
+	(*SendReportRequest)(nil),         // 12: herd.v1.SendReportRequest
+	(*SendReportResponse)(nil),        // 13: herd.v1.SendReportResponse
+	(*WatchRequest)(nil),              // 14: herd.v1.WatchRequest
+	(*WatchEvent)(nil),                // 15: herd.v1.WatchEvent
+	(*Report)(nil),                    // 16: herd.v1.Report
+	(*ServiceHealth)(nil),             // 17: herd.v1.ServiceHealth
+	(*Summary)(nil),                   // 18: herd.v1.Summary
+	(*Event)(nil),                     // 19: herd.v1.Event
+	(*Change)(nil),                    // 20: herd.v1.Change
+	(*NodeInfo)(nil),                  // 21: herd.v1.NodeInfo
+	(*ListNodesRequest)(nil),          // 22: herd.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 23: herd.v1.ListNodesResponse
+	(*GetFactsRequest)(nil),           // 24: herd.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),          // 25: herd.v1.GetFactsResponse
+	(*ListReportsRequest)(nil),        // 26: herd.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),       // 27: herd.v1.ListReportsResponse
+	(*StoredReport)(nil),              // 28: herd.v1.StoredReport
+	(*GetCatalogRequest)(nil),         // 29: herd.v1.GetCatalogRequest
+	(*GetCatalogResponse)(nil),        // 30: herd.v1.GetCatalogResponse
+	(*SiteStatusRequest)(nil),         // 31: herd.v1.SiteStatusRequest
+	(*SiteStatusResponse)(nil),        // 32: herd.v1.SiteStatusResponse
+	(*Certificate)(nil),               // 33: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 34: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 35: herd.v1.ListCertificatesResponse
+	(*Authority)(nil),                 // 36: herd.v1.Authority
+	(*RotateCARequest)(nil),           // 37: herd.v1.RotateCARequest
+	(*RotateCAResponse)(nil),          // 38: herd.v1.RotateCAResponse
+	(*ListAuthoritiesRequest)(nil),    // 39: herd.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),   // 40: herd.v1.ListAuthoritiesResponse
+	(*SignCertificateRequest)(nil),    // 41: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 42: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 43: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 44: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 45: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 46: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 47: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 48: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 49: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 50: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 51: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 52: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 53: herd.v1.RevokeJoinTokenResponse
+	(*Rollout)(nil),                   // 54: herd.v1.Rollout
+	(*RolloutStage)(nil),              // 55: herd.v1.RolloutStage
+	(*RolloutNode)(nil),               // 56: herd.v1.RolloutNode
+	(*PolicyMessage)(nil),             // 57: herd.v1.PolicyMessage
+	(*ListRolloutsRequest)(nil),       // 58: herd.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 59: herd.v1.ListRolloutsResponse
+	(*GetRolloutRequest)(nil),         // 60: herd.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),        // 61: herd.v1.GetRolloutResponse
+	(*RolloutActionRequest)(nil),      // 62: herd.v1.RolloutActionRequest
+	(*RolloutActionResponse)(nil),     // 63: herd.v1.RolloutActionResponse
+	(*RolloutDiffRequest)(nil),        // 64: herd.v1.RolloutDiffRequest
+	(*RolloutDiffResponse)(nil),       // 65: herd.v1.RolloutDiffResponse
+	(*NodeChange)(nil),                // 66: herd.v1.NodeChange
+	nil,                               // 67: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 68: herd.v1.Rollout.CountsEntry
+	nil,                               // 69: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
 	1,  // 1: herd.v1.CheckinResponse.status:type_name -> herd.v1.CheckinResponse.Status
-	15, // 2: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
-	16, // 3: herd.v1.Report.summary:type_name -> herd.v1.Summary
-	17, // 4: herd.v1.Report.events:type_name -> herd.v1.Event
-	18, // 5: herd.v1.Event.changes:type_name -> herd.v1.Change
-	16, // 6: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
-	19, // 7: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
-	26, // 8: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
-	15, // 9: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	52, // 10: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	31, // 11: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	34, // 12: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
-	34, // 13: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
-	34, // 14: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
-	31, // 15: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	47, // 16: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	5,  // 17: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 18: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 19: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 20: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	9,  // 21: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	11, // 22: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	13, // 23: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	20, // 24: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	22, // 25: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	24, // 26: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	27, // 27: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	29, // 28: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	32, // 29: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	39, // 30: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	41, // 31: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	43, // 32: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	45, // 33: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	48, // 34: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	50, // 35: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	35, // 36: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	37, // 37: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	6,  // 38: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 39: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 40: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 41: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	10, // 42: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	12, // 43: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	14, // 44: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	21, // 45: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	23, // 46: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	25, // 47: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	28, // 48: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	30, // 49: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	33, // 50: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	40, // 51: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	42, // 52: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	44, // 53: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	46, // 54: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	49, // 55: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	51, // 56: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	36, // 57: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	38, // 58: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	38, // [38:59] is the sub-list for method output_type
-	17, // [17:38] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	9,  // 2: herd.v1.CheckinResponse.rehearsal:type_name -> herd.v1.Rehearsal
+	16, // 3: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
+	18, // 4: herd.v1.Report.summary:type_name -> herd.v1.Summary
+	19, // 5: herd.v1.Report.events:type_name -> herd.v1.Event
+	17, // 6: herd.v1.Report.services:type_name -> herd.v1.ServiceHealth
+	20, // 7: herd.v1.Event.changes:type_name -> herd.v1.Change
+	18, // 8: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
+	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
+	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
+	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
+	67, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
+	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
+	36, // 16: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
+	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
+	68, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	69, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
+	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
+	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
+	54, // 25: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
+	54, // 26: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
+	56, // 27: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
+	54, // 28: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
+	66, // 29: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
+	5,  // 30: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 31: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 32: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 33: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 34: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 35: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	14, // 36: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	22, // 37: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	24, // 38: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	26, // 39: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	29, // 40: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	31, // 41: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	34, // 42: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	41, // 43: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	43, // 44: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	45, // 45: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	47, // 46: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	50, // 47: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	52, // 48: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	37, // 49: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	39, // 50: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	58, // 51: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	60, // 52: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	62, // 53: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	64, // 54: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	6,  // 55: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 56: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 57: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 58: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 59: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 60: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	15, // 61: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	23, // 62: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	25, // 63: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	27, // 64: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	30, // 65: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	32, // 66: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	35, // 67: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	42, // 68: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	44, // 69: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	46, // 70: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	48, // 71: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	51, // 72: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	53, // 73: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	38, // 74: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	40, // 75: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	59, // 76: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	61, // 77: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	63, // 78: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	65, // 79: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	55, // [55:80] is the sub-list for method output_type
+	30, // [30:55] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -3474,7 +4777,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

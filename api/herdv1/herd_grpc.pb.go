@@ -564,6 +564,10 @@ const (
 	Admin_RevokeJoinToken_FullMethodName   = "/herd.v1.Admin/RevokeJoinToken"
 	Admin_RotateCA_FullMethodName          = "/herd.v1.Admin/RotateCA"
 	Admin_ListAuthorities_FullMethodName   = "/herd.v1.Admin/ListAuthorities"
+	Admin_ListRollouts_FullMethodName      = "/herd.v1.Admin/ListRollouts"
+	Admin_GetRollout_FullMethodName        = "/herd.v1.Admin/GetRollout"
+	Admin_RolloutAction_FullMethodName     = "/herd.v1.Admin/RolloutAction"
+	Admin_RolloutDiff_FullMethodName       = "/herd.v1.Admin/RolloutDiff"
 )
 
 // AdminClient is the client API for Admin service.
@@ -593,6 +597,15 @@ type AdminClient interface {
 	// ListAuthorities lists the server's CAs: the one that issues, the
 	// one retiring, and the retired.
 	ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error)
+	// ListRollouts lists rollouts, newest first.
+	ListRollouts(ctx context.Context, in *ListRolloutsRequest, opts ...grpc.CallOption) (*ListRolloutsResponse, error)
+	// GetRollout describes one rollout (the newest when id is 0): its
+	// stages, the decisions that block it and the nodes that failed.
+	GetRollout(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*GetRolloutResponse, error)
+	// RolloutAction pauses, resumes, approves or aborts a rollout.
+	RolloutAction(ctx context.Context, in *RolloutActionRequest, opts ...grpc.CallOption) (*RolloutActionResponse, error)
+	// RolloutDiff returns the catalog changes a rollout makes, per node.
+	RolloutDiff(ctx context.Context, in *RolloutDiffRequest, opts ...grpc.CallOption) (*RolloutDiffResponse, error)
 }
 
 type adminClient struct {
@@ -743,6 +756,46 @@ func (c *adminClient) ListAuthorities(ctx context.Context, in *ListAuthoritiesRe
 	return out, nil
 }
 
+func (c *adminClient) ListRollouts(ctx context.Context, in *ListRolloutsRequest, opts ...grpc.CallOption) (*ListRolloutsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRolloutsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListRollouts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetRollout(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*GetRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRolloutResponse)
+	err := c.cc.Invoke(ctx, Admin_GetRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RolloutAction(ctx context.Context, in *RolloutActionRequest, opts ...grpc.CallOption) (*RolloutActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutActionResponse)
+	err := c.cc.Invoke(ctx, Admin_RolloutAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RolloutDiff(ctx context.Context, in *RolloutDiffRequest, opts ...grpc.CallOption) (*RolloutDiffResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutDiffResponse)
+	err := c.cc.Invoke(ctx, Admin_RolloutDiff_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -770,6 +823,15 @@ type AdminServer interface {
 	// ListAuthorities lists the server's CAs: the one that issues, the
 	// one retiring, and the retired.
 	ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error)
+	// ListRollouts lists rollouts, newest first.
+	ListRollouts(context.Context, *ListRolloutsRequest) (*ListRolloutsResponse, error)
+	// GetRollout describes one rollout (the newest when id is 0): its
+	// stages, the decisions that block it and the nodes that failed.
+	GetRollout(context.Context, *GetRolloutRequest) (*GetRolloutResponse, error)
+	// RolloutAction pauses, resumes, approves or aborts a rollout.
+	RolloutAction(context.Context, *RolloutActionRequest) (*RolloutActionResponse, error)
+	// RolloutDiff returns the catalog changes a rollout makes, per node.
+	RolloutDiff(context.Context, *RolloutDiffRequest) (*RolloutDiffResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -821,6 +883,18 @@ func (UnimplementedAdminServer) RotateCA(context.Context, *RotateCARequest) (*Ro
 }
 func (UnimplementedAdminServer) ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuthorities not implemented")
+}
+func (UnimplementedAdminServer) ListRollouts(context.Context, *ListRolloutsRequest) (*ListRolloutsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRollouts not implemented")
+}
+func (UnimplementedAdminServer) GetRollout(context.Context, *GetRolloutRequest) (*GetRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRollout not implemented")
+}
+func (UnimplementedAdminServer) RolloutAction(context.Context, *RolloutActionRequest) (*RolloutActionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RolloutAction not implemented")
+}
+func (UnimplementedAdminServer) RolloutDiff(context.Context, *RolloutDiffRequest) (*RolloutDiffResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RolloutDiff not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1095,6 +1169,78 @@ func _Admin_ListAuthorities_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListRollouts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRolloutsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListRollouts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListRollouts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListRollouts(ctx, req.(*ListRolloutsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetRollout(ctx, req.(*GetRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RolloutAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RolloutAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RolloutAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RolloutAction(ctx, req.(*RolloutActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RolloutDiff_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutDiffRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RolloutDiff(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RolloutDiff_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RolloutDiff(ctx, req.(*RolloutDiffRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1157,6 +1303,22 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuthorities",
 			Handler:    _Admin_ListAuthorities_Handler,
+		},
+		{
+			MethodName: "ListRollouts",
+			Handler:    _Admin_ListRollouts_Handler,
+		},
+		{
+			MethodName: "GetRollout",
+			Handler:    _Admin_GetRollout_Handler,
+		},
+		{
+			MethodName: "RolloutAction",
+			Handler:    _Admin_RolloutAction_Handler,
+		},
+		{
+			MethodName: "RolloutDiff",
+			Handler:    _Admin_RolloutDiff_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
