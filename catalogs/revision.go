@@ -79,7 +79,9 @@ func resolveRevision(ctx context.Context, dir, rev string) (commit, top, prefix 
 	return strings.TrimSpace(out), top, prefix, nil
 }
 
-// git runs git in dir and returns its output; an error carries its stderr.
+// git runs git in dir and returns its output; an error carries its
+// stderr. Git's exit status is not wrapped: a command line tool must not
+// take it for its own.
 func git(ctx context.Context, dir string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
 	var stderr bytes.Buffer
@@ -87,9 +89,9 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 	out, err := cmd.Output()
 	if err != nil {
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return "", fmt.Errorf("git %s: %w: %s", args[0], err, msg)
+			return "", fmt.Errorf("git %s: %v: %s", args[0], err, msg)
 		}
-		return "", fmt.Errorf("git %s: %w", args[0], err)
+		return "", fmt.Errorf("git %s: %v", args[0], err)
 	}
 	return string(out), nil
 }
@@ -126,9 +128,9 @@ func archiveInto(ctx context.Context, top, commit, prefix, dst string) error {
 		return extractErr
 	case waitErr != nil:
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return fmt.Errorf("git archive: %w: %s", waitErr, msg)
+			return fmt.Errorf("git archive: %v: %s", waitErr, msg)
 		}
-		return fmt.Errorf("git archive: %w", waitErr)
+		return fmt.Errorf("git archive: %v", waitErr)
 	}
 	return nil
 }
