@@ -2,55 +2,113 @@ package catalogs
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 )
 
-// ChangeGroup is the nodes whose catalogs change in exactly the same way.
+// ChangeGroup is resource changes that the same nodes make: every node of
+// Nodes makes every change of Change, and no other node makes any of them.
 type ChangeGroup struct {
 	Nodes  []string // sorted
-	Change Change
+	Change Change   // Added, Removed and Changed each sorted by id
 }
 
-// GroupChanges puts together the nodes whose changes are identical, so
-// that 800 web nodes moving nginx from 1.24 to 1.26 read as one group.
-// Nodes whose change is empty are left out. The biggest group comes first;
-// groups of one size are ordered by their first node.
+// GroupChanges regroups per-node changes by resource change, so that 800
+// web nodes moving nginx from 1.24 to 1.26 read as one line even when each
+// node's templated motd changes differently too. Each resource change
+// (added, removed or changed, with its attribute changes and diffs) is
+// keyed by its canonical encoding; the changes made by exactly the same
+// set of nodes form one group: in that example, one group of 800 nodes
+// with the nginx bump and 800 one-node groups with a motd diff each.
+// Nodes whose change is empty are in no group. The biggest group comes
+// first; groups of one size are ordered by their first node.
 func GroupChanges(changes map[string]Change) []ChangeGroup {
-	byKey := map[string]*ChangeGroup{}
-	var groups []*ChangeGroup
+	type entry struct {
+		kind  byte // '+' added, '-' removed, '~' changed
+		rc    ResourceChange
+		nodes []string
+	}
+	byKey := map[string]*entry{}
+	var entries []*entry
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
 	for node, ch := range changes {
-		if ch.Empty() {
-			continue
+		for _, part := range [...]struct {
+			kind byte
+			rcs  []ResourceChange
+		}{{'+', ch.Added}, {'-', ch.Removed}, {'~', ch.Changed}} {
+			for _, rc := range part.rcs {
+				// A ResourceChange holds only JSON values (what catalogs
+				// hold), and encoding/json writes maps with sorted keys,
+				// so its encoding is a faithful key; an unencodable one
+				// stays alone.
+				buf.Reset()
+				buf.WriteByte(part.kind)
+				key := ""
+				if err := enc.Encode(rc); err != nil {
+					key = fmt.Sprintf("\x00%d", len(entries))
+				} else {
+					key = buf.String()
+				}
+				e, ok := byKey[key]
+				if !ok {
+					e = &entry{kind: part.kind, rc: rc}
+					byKey[key] = e
+					entries = append(entries, e)
+				}
+				// One node listing one change twice is still one node.
+				if n := len(e.nodes); n == 0 || e.nodes[n-1] != node {
+					e.nodes = append(e.nodes, node)
+				}
+			}
 		}
-		// A Change holds only JSON values (what catalogs hold), so its
-		// encoding is a faithful key; an unencodable one stays alone.
-		b, err := json.Marshal(ch)
-		key := string(b)
-		if err != nil {
-			key = "\x00" + node
+	}
+	bySet := map[string]*ChangeGroup{}
+	var groups []*ChangeGroup
+	for _, e := range entries {
+		slices.Sort(e.nodes)
+		// Length-prefixed names: no two node sets share a key, whatever
+		// the names hold.
+		var set strings.Builder
+		for _, n := range e.nodes {
+			set.WriteString(strconv.Itoa(len(n)))
+			set.WriteByte(':')
+			set.WriteString(n)
 		}
-		g, ok := byKey[key]
+		g, ok := bySet[set.String()]
 		if !ok {
-			g = &ChangeGroup{Change: ch}
-			byKey[key] = g
+			g = &ChangeGroup{Nodes: e.nodes}
+			bySet[set.String()] = g
 			groups = append(groups, g)
 		}
-		g.Nodes = append(g.Nodes, node)
+		switch e.kind {
+		case '+':
+			g.Change.Added = append(g.Change.Added, e.rc)
+		case '-':
+			g.Change.Removed = append(g.Change.Removed, e.rc)
+		default:
+			g.Change.Changed = append(g.Change.Changed, e.rc)
+		}
 	}
+	byID := func(a, b ResourceChange) int { return cmp.Compare(a.ID, b.ID) }
 	out := make([]ChangeGroup, len(groups))
 	for i, g := range groups {
-		slices.Sort(g.Nodes)
+		slices.SortStableFunc(g.Change.Added, byID)
+		slices.SortStableFunc(g.Change.Removed, byID)
+		slices.SortStableFunc(g.Change.Changed, byID)
 		out[i] = *g
 	}
 	slices.SortFunc(out, func(a, b ChangeGroup) int {
-		return cmp.Or(cmp.Compare(len(b.Nodes), len(a.Nodes)), cmp.Compare(a.Nodes[0], b.Nodes[0]))
+		return cmp.Or(cmp.Compare(len(b.Nodes), len(a.Nodes)), slices.Compare(a.Nodes, b.Nodes))
 	})
 	return out
 }
@@ -71,24 +129,41 @@ const (
 	ansiReset  = "\x1b[0m"
 )
 
+// FoldAfter is how many one-node groups making the same single resource
+// change (the same mark and id, e.g. "~ file:/etc/motd" whose templated
+// content differs on every node) WriteChanges prints in full; the rest it
+// counts in one line at the end, naming a node to look at with --node.
+// 800 nodes each with its own motd would otherwise bury the one line the
+// whole fleet shares under 800 diffs.
+const FoldAfter = 20
+
 // WriteChanges writes groups for a reader: a line naming each group's
 // nodes, then one line per resource (sorted by id: "+" added, "-"
 // removed, "~" changed with its attributes, "from → to"), and unified
 // diffs of content indented under their attribute. Groups are separated by
-// a blank line.
+// a blank line. One-node groups of a single resource change past the
+// FoldAfter-th of that resource are summed up at the end instead:
+// "… and 780 more nodes change file:/etc/motd (content differs per node;
+// --node web-021 to see one)".
 func WriteChanges(w io.Writer, groups []ChangeGroup, opts WriteOptions) error {
 	bw := bufio.NewWriter(w)
 	p := changePrinter{w: bw, color: opts.Color}
-	for i, g := range groups {
-		if i > 0 {
-			bw.WriteByte('\n')
-		}
-		p.paint(ansiBold, nodeList(g.Nodes))
-		bw.WriteByte('\n')
-		type line struct {
-			mark byte
-			rc   ResourceChange
-		}
+	type line struct {
+		mark byte
+		rc   ResourceChange
+	}
+	type foldKey struct {
+		mark byte
+		id   string
+	}
+	type fold struct {
+		shown, more int
+		first       string          // the first node not shown
+		attrs       map[string]bool // the attributes the folded changes change
+	}
+	folds := map[foldKey]*fold{}
+	printed := 0
+	for _, g := range groups {
 		var lines []line
 		for _, rc := range g.Change.Added {
 			lines = append(lines, line{'+', rc})
@@ -99,10 +174,60 @@ func WriteChanges(w io.Writer, groups []ChangeGroup, opts WriteOptions) error {
 		for _, rc := range g.Change.Changed {
 			lines = append(lines, line{'~', rc})
 		}
+		if len(g.Nodes) == 1 && len(lines) == 1 {
+			k := foldKey{lines[0].mark, lines[0].rc.ID}
+			f := folds[k]
+			if f == nil {
+				f = &fold{attrs: map[string]bool{}}
+				folds[k] = f
+			}
+			if f.shown >= FoldAfter {
+				if f.more == 0 {
+					f.first = g.Nodes[0]
+				}
+				f.more++
+				for _, a := range lines[0].rc.Attrs {
+					f.attrs[a.Name] = true
+				}
+				continue
+			}
+			f.shown++
+		}
+		if printed > 0 {
+			bw.WriteByte('\n')
+		}
+		printed++
+		p.paint(ansiBold, printable(nodeList(g.Nodes)))
+		bw.WriteByte('\n')
 		slices.SortStableFunc(lines, func(a, b line) int { return cmp.Compare(a.rc.ID, b.rc.ID) })
 		for _, l := range lines {
 			p.resource(l.mark, l.rc)
 		}
+	}
+	keys := slices.Collect(maps.Keys(folds))
+	slices.SortFunc(keys, func(a, b foldKey) int { return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.mark, b.mark)) })
+	for _, k := range keys {
+		f := folds[k]
+		if f.more == 0 {
+			continue
+		}
+		verb := map[byte]string{'+': "add", '-': "remove", '~': "change"}[k.mark]
+		who := fmt.Sprintf("%d more nodes %s", f.more, verb)
+		if f.more == 1 {
+			who = "1 more node " + verb + "s"
+		}
+		how := "differently on each node"
+		if k.mark == '~' && len(f.attrs) > 0 {
+			names := slices.Sorted(maps.Keys(f.attrs))
+			for i, n := range names {
+				names[i] = printable(n)
+			}
+			how = strings.Join(names, ", ") + " differs per node"
+			if len(names) > 1 {
+				how = strings.Join(names, ", ") + " differ per node"
+			}
+		}
+		fmt.Fprintf(bw, "\n… and %s %s (%s; --node %s to see one)\n", who, printable(k.id), how, printable(f.first))
 	}
 	return bw.Flush()
 }

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/herdcm/herd/facts"
 )
 
@@ -228,7 +231,8 @@ func FuzzPrintfSize(f *testing.F) {
 // a catalog against itself is no change, and two catalogs differ exactly
 // when their resources (by id, the first of a duplicate id) differ in
 // anything but their source position. The grouped text of the change is
-// written too, and carries no control character from the catalogs.
+// regrouped without losing or making up a change, and written, carrying
+// no control character from the catalogs.
 func FuzzDiff(f *testing.F) {
 	base := `{"environment":"p","files":[],"node":"n","resources":[` +
 		`{"attrs":{"content":"a\nb\n","mode":"0644","path":"/etc/a"},"id":"file:/etc/a","name":"/etc/a","notify":["service:s"],"source":"r:1","type":"file"},` +
@@ -260,8 +264,13 @@ func FuzzDiff(f *testing.F) {
 		if len(all.Removed)+len(all.Changed) != 0 {
 			t.Fatalf("Diff(nil, b) removes or changes: %+v", all)
 		}
+		changes := map[string]Change{"a": ch, "b": all}
+		groups := GroupChanges(changes)
+		if diff := cmp.Diff(changes, ungroup(groups, changes), cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("the groups do not add up to the nodes' changes (-want +got):\n%s", diff)
+		}
 		var out bytes.Buffer
-		if err := WriteChanges(&out, GroupChanges(map[string]Change{"a": ch, "b": all}), WriteOptions{}); err != nil {
+		if err := WriteChanges(&out, groups, WriteOptions{}); err != nil {
 			t.Fatalf("WriteChanges: %v", err)
 		}
 		if strings.ContainsAny(out.String(), "\x1b\x00\r\x07") {

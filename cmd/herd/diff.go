@@ -35,10 +35,12 @@ func newDiffCmd() *cobra.Command {
 		Short: "Show how a site change changes each node's catalog",
 		Long: `Show which nodes' catalogs a site change changes, and how, locally and
 without a server: resources added, removed and changed, each changed
-attribute as "from → to", and unified diffs of file content. Nodes whose
-catalogs change the same way are one group, so a package bump on 800 nodes
-reads as one line. A resource that only moved in its role (its source
-file:line) is not a change.
+attribute as "from → to", and unified diffs of file content. Each
+resource change is grouped with the nodes that make it, so a package bump
+on 800 nodes reads as one line even when each node's templated files change
+differently too; past 20 one-node groups of the same resource change, the
+rest are counted in one line. A resource that only moved in its role (its
+source file:line) is not a change.
 
 --from is a git revision of the site's repository (default HEAD); --to is
 one too, or, by default, the work tree as it is now, uncommitted edits
