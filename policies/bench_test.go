@@ -30,8 +30,8 @@ func exampleGate(tb testing.TB) *Gate {
 }
 
 // realisticInput is a node of n resources in the example site's style
-// (files under /etc with content, packages, services with users, users,
-// groups), whose change against its previous catalog moves one package's
+// (files under /etc with content, directories, an sshd drop-in, packages,
+// services with users, users), whose change against its previous catalog moves one package's
 // version, in a rollout of 1,000 nodes of which 300 move it.
 func realisticInput(tb testing.TB, n int) Input {
 	tb.Helper()
@@ -73,10 +73,14 @@ func realisticInput(tb testing.TB, n int) Input {
 					"name": name, "uid": int64(2000 + i), "groups": []string{"admins"}, "home": "/home/" + name,
 				}}
 			case 5:
-				p := fmt.Sprintf("/etc/ssh/sshd_config.d/%02d-herd.conf", i)
-				r = catalogs.Resource{Type: "file", Name: p, Attrs: map[string]any{
-					"path": p, "mode": "0600", "content": "PermitRootLogin no\nPasswordAuthentication no\n",
-				}}
+				// One sshd drop-in, as a host has; directories otherwise.
+				p := fmt.Sprintf("/var/lib/app%d", i)
+				attrs := map[string]any{"path": p, "ensure": "directory", "mode": "0750", "owner": "app"}
+				if i == 5 {
+					p = "/etc/ssh/sshd_config.d/50-herd.conf"
+					attrs = map[string]any{"path": p, "mode": "0600", "content": "PermitRootLogin no\nPasswordAuthentication no\n"}
+				}
+				r = catalogs.Resource{Type: "file", Name: p, Attrs: attrs}
 			}
 			r.ID = r.Type + ":" + r.Name
 			r.Source = fmt.Sprintf("roles/r%d.toml:%d", i%5, i+1)

@@ -45,6 +45,7 @@ type Gate struct {
 	// errors that must name a file:line the evaluator did not give.
 	rules map[string][]*ast.Rule
 	fleet fleetCache
+	cache *resourceCache
 	// uses says which parts of input the policies read: a part no rule
 	// reads is not converted.
 	uses inputUse
@@ -63,7 +64,7 @@ func (g *Gate) Empty() bool { return g == nil || g.empty }
 // or warn rule is an error too: it is most likely a misspelt rule that
 // would let everything through.
 func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*Gate, error) {
-	g := &Gate{timeout: cmp.Or(opts.Timeout, DefaultTimeout)}
+	g := &Gate{timeout: cmp.Or(opts.Timeout, DefaultTimeout), cache: newResourceCache()}
 	if g.timeout < 0 {
 		return nil, fmt.Errorf("preparing policies: timeout %v is negative", opts.Timeout)
 	}

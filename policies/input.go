@@ -39,14 +39,14 @@ func (g *Gate) inputValue(in Input) (ast.Value, error) {
 		}
 	}
 	if use("catalog") {
-		v, err := catalogValue(in.Catalog)
+		v, err := catalogValue(in.Catalog, g.cache)
 		if err != nil {
 			return nil, fmt.Errorf("input.catalog: %w", err)
 		}
 		top["catalog"] = v
 	}
 	if use("previous") {
-		v, err := catalogValue(in.Previous)
+		v, err := catalogValue(in.Previous, g.cache)
 		if err != nil {
 			return nil, fmt.Errorf("input.previous: %w", err)
 		}
@@ -167,7 +167,8 @@ func (cv *converter) value(v any) (*ast.Term, error) {
 }
 
 // catalogValue is c's canonical JSON shape as an OPA value; nil is null.
-func catalogValue(c *catalogs.Catalog) (ast.Value, error) {
+// Resources found in cache (which may be nil) are not converted again.
+func catalogValue(c *catalogs.Catalog, cache *resourceCache) (ast.Value, error) {
 	if c == nil {
 		return ast.NullValue, nil
 	}
@@ -188,9 +189,25 @@ func catalogValue(c *catalogs.Catalog) (ast.Value, error) {
 	if c.Resources != nil {
 		terms := make([]*ast.Term, len(c.Resources))
 		for i := range c.Resources {
-			v, err := cv.resource(&c.Resources[i])
+			r := &c.Resources[i]
+			var (
+				h         uint64
+				size      int
+				cacheable bool
+			)
+			if cache != nil {
+				var v ast.Value
+				if v, h, size, cacheable = cache.get(r); v != nil {
+					terms[i] = cv.term(v)
+					continue
+				}
+			}
+			v, err := cv.resource(r)
 			if err != nil {
 				return nil, err
+			}
+			if cacheable {
+				cache.put(h, size, r, v)
 			}
 			terms[i] = cv.term(v)
 		}
