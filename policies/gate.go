@@ -166,16 +166,23 @@ func (g *Gate) Evaluate(ctx context.Context, in Input) (d Decision, err error) {
 		// The query binds two rule values; one result is all it can give.
 		return Decision{}, fmt.Errorf("gating %s: the gate query gave %d results, want 1", in.Node, len(rs))
 	}
-	for name, dst := range map[string]*[]Message{"deny": &d.Deny, "warn": &d.Warn} {
-		v, ok := rs[0].Bindings[name]
+	for _, out := range []struct {
+		name string
+		dst  *[]Message
+	}{{"deny", &d.Deny}, {"warn", &d.Warn}} {
+		v, ok := rs[0].Bindings[out.name]
 		if !ok {
 			continue
 		}
-		msgs, err := messages(name, v.(*ast.Term), g.rules[name])
+		t, ok := v.(*ast.Term)
+		if !ok {
+			return Decision{}, fmt.Errorf("gating %s: %s came back as %T, not an OPA term", in.Node, out.name, v)
+		}
+		msgs, err := messages(out.name, t, g.rules[out.name])
 		if err != nil {
 			return Decision{}, fmt.Errorf("gating %s: %w", in.Node, err)
 		}
-		*dst = msgs
+		*out.dst = msgs
 	}
 	return d, nil
 }

@@ -402,3 +402,30 @@ func TestInputKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestTestGate(t *testing.T) {
+	t.Parallel()
+	if tg := mustPrepare(t, Options{}).TestGate(context.Background()); tg != nil {
+		t.Error("TestGate of an empty gate is not nil")
+	}
+	// A test node is gated as a new node: no previous catalog, every
+	// resource added, a fleet of one.
+	g := mustPrepare(t, Options{}, "policies/gate.rego", `package herd.gate
+deny contains {"message": "new node", "resource": "node:" } if input.previous == null
+deny contains sprintf("added %d of fleet %d on %s", [count(input.change.added), input.fleet.nodes, input.facts.os.family]) if true
+deny contains {"msg": "file:/etc/motd is mentioned", "resource": "file:/etc/motd"} if true`)
+	in := testInput()
+	denied, err := g.TestGate(context.Background())("web-01", map[string]any(in.Facts), in.Catalog)
+	if err != nil {
+		t.Fatalf("TestGate: %v", err)
+	}
+	want := []string{"added 3 of fleet 1 on debian", "file:/etc/motd is mentioned", "node:: new node"}
+	if diff := cmp.Diff(want, denied); diff != "" {
+		t.Errorf("TestGate() (-want +got):\n%s", diff)
+	}
+	// A gate error is the test gate's error, never an allow.
+	broken := mustPrepare(t, Options{}, "policies/gate.rego", "package herd.gate\ndeny contains x if { x := to_number(input.node) }")
+	if d, err := broken.TestGate(context.Background())("web-01", nil, in.Catalog); err == nil || !strings.Contains(err.Error(), "policies/gate.rego:2") {
+		t.Errorf("TestGate(broken gate) = %v, %v; want an error naming policies/gate.rego:2", d, err)
+	}
+}
