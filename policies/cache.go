@@ -26,7 +26,7 @@ type resourceCache struct {
 
 type cachedResource struct {
 	r catalogs.Resource // a deep copy: the caller's may change later
-	v ast.Value
+	t *ast.Term
 }
 
 // maxCacheBytes bounds a gate's cache: past it, resources are converted
@@ -39,7 +39,7 @@ func newResourceCache() *resourceCache {
 
 // get returns r's cached value, or nil, with r's hash and size for put
 // (ok false: r holds a value of a shape the cache does not handle).
-func (rc *resourceCache) get(r *catalogs.Resource) (v ast.Value, h uint64, size int, ok bool) {
+func (rc *resourceCache) get(r *catalogs.Resource) (t *ast.Term, h uint64, size int, ok bool) {
 	h, size, ok = rc.hash(r)
 	if !ok {
 		return nil, 0, 0, false
@@ -48,13 +48,13 @@ func (rc *resourceCache) get(r *catalogs.Resource) (v ast.Value, h uint64, size 
 	e := rc.m[h]
 	rc.mu.RUnlock()
 	if e != nil && resourceEqual(&e.r, r) {
-		return e.v, h, size, true
+		return e.t, h, size, true
 	}
 	return nil, h, size, true
 }
 
-// put keeps v as the value of r, whose hash and size get gave.
-func (rc *resourceCache) put(h uint64, size int, r *catalogs.Resource, v ast.Value) {
+// put keeps t as the value of r, whose hash and size get gave.
+func (rc *resourceCache) put(h uint64, size int, r *catalogs.Resource, t *ast.Term) {
 	c := copyResource(r)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -64,7 +64,7 @@ func (rc *resourceCache) put(h uint64, size int, r *catalogs.Resource, v ast.Val
 		}
 		rc.bytes += size
 	}
-	rc.m[h] = &cachedResource{r: c, v: v}
+	rc.m[h] = &cachedResource{r: c, t: t}
 }
 
 // hash digests every field of r but Source, which the value holds too and

@@ -103,11 +103,11 @@ type converter struct {
 	kvs   [][2]*ast.Term // scratch: NewObject copies what it keeps
 }
 
-func newConverter() *converter { return &converter{names: make(map[string]*ast.Term, 32)} }
+func newConverter() *converter { return &converter{names: map[string]*ast.Term{}} }
 
 func (cv *converter) term(v ast.Value) *ast.Term {
 	if len(cv.slab) == 0 {
-		cv.slab = make([]ast.Term, 512)
+		cv.slab = make([]ast.Term, 64)
 	}
 	t := &cv.slab[0]
 	cv.slab = cv.slab[1:]
@@ -196,9 +196,9 @@ func catalogValue(c *catalogs.Catalog, cache *resourceCache) (ast.Value, error) 
 				cacheable bool
 			)
 			if cache != nil {
-				var v ast.Value
-				if v, h, size, cacheable = cache.get(r); v != nil {
-					terms[i] = cv.term(v)
+				var t *ast.Term
+				if t, h, size, cacheable = cache.get(r); t != nil {
+					terms[i] = t
 					continue
 				}
 			}
@@ -206,10 +206,10 @@ func catalogValue(c *catalogs.Catalog, cache *resourceCache) (ast.Value, error) 
 			if err != nil {
 				return nil, err
 			}
-			if cacheable {
-				cache.put(h, size, r, v)
-			}
 			terms[i] = cv.term(v)
+			if cacheable {
+				cache.put(h, size, r, terms[i])
+			}
 		}
 		resources = ast.NewArray(terms...)
 	}
