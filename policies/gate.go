@@ -392,6 +392,7 @@ func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
 		WithDefaultRegoVersion(ast.RegoV1).
 		WithCapabilities(capabilities).
 		WithStrict(true).
+		WithSchemas(schemas).
 		WithEnablePrintStatements(false)
 	c.Compile(modules)
 	if c.Failed() {

@@ -134,6 +134,18 @@ warn contains k if {
 			want:   Decision{Warn: []Message{{Message: "package:nginx"}}},
 		},
 		{
+			// The input's schema leaves facts and attributes open.
+			name: "any fact, any attribute",
+			policy: `package herd.gate
+warn contains "no such fact" if not input.facts.no.such.fact
+warn contains "no such attribute" if {
+	some r in input.catalog.resources
+	not r.attrs.no_such_attribute
+	r.id == "file:/etc/motd"
+}`,
+			want: Decision{Warn: []Message{{Message: "no such attribute"}, {Message: "no such fact"}}},
+		},
+		{
 			name:   "deny only, no warn rule",
 			policy: "package herd.gate\ndeny contains \"x\" if input.node == \"other\"",
 			want:   Decision{},
@@ -210,6 +222,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"unused variable (strict)", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"m\" if {\n\tx := 1\n\tinput.y == 2\n}"}, []string{"policies/gate.rego:3"}},
 		{"network built-in refused", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"m\" if {\n\thttp.send({\"method\": \"get\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n}"}, []string{"policies/gate.rego:3", "http.send"}},
 		{"Rego v0 syntax", []string{"policies/gate.rego", "package herd.gate\ndeny[msg] { msg := \"x\" }"}, []string{"policies/gate.rego:2"}},
+		{"misspelt part of the catalog", []string{"policies/gate.rego", "package herd.gate\n\ndeny contains \"x\" if input.catalog.resorces[_].type == \"file\""}, []string{"policies/gate.rego:3", "undefined ref: input.catalog.resorces"}},
+		{"misspelt part of a resource", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if {\n\tsome r in input.catalog.resources\n\tr.atrs.mode == \"0666\"\n}"}, []string{"policies/gate.rego:4", "undefined ref: r.atrs.mode"}},
+		{"misspelt part of a change, through an alias", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if {\n\tc := input.change\n\tsome rc in c.chnaged\n\trc.id == \"x\"\n}"}, []string{"policies/gate.rego:4", "undefined ref"}},
 		{"gate without deny or warn", []string{"policies/gate.rego", "package herd.gate\ndenny contains \"x\" if true"}, []string{"policies/gate.rego:1", "neither a deny nor a warn rule"}},
 		{"error in a non-gate package still blocks", []string{
 			"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if false",
