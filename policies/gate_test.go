@@ -444,3 +444,34 @@ deny contains {"msg": "file:/etc/motd is mentioned", "resource": "file:/etc/motd
 		t.Errorf("TestGate(broken gate) = %v, %v; want an error naming policies/gate.rego:2", d, err)
 	}
 }
+
+// TestSchemaHasEveryInputField prepares a gate that reads every field the
+// input carries: the schema must know each, or such a gate would not
+// compile.
+func TestSchemaHasEveryInputField(t *testing.T) {
+	t.Parallel()
+	mustPrepare(t, Options{}, "policies/gate.rego", `package herd.gate
+warn contains "x" if {
+	input.node
+	input.facts
+	some c in [input.catalog, input.previous]
+	c.environment
+	c.node
+	c.version
+	f := c.files[_]
+	[f.digest, f.path, f.size]
+	r := c.resources[_]
+	[r.attrs, r.id, r.name, r.type, r.source, r.notify, r.require]
+	some l in [input.change.added, input.change.removed, input.change.changed]
+	rc := l[_]
+	[rc.id, rc.type, rc.name]
+	a := rc.attrs[_]
+	[a.name, a.from, a.to, a.diff]
+	fl := input.fleet
+	[fl.version, fl.previous_version, fl.nodes, fl.changing]
+	rs := fl.resources[_]
+	[rs.added, rs.removed, rs.changed]
+	p := fl.packages[_]
+	[p.nodes, p.versions["a -> b"]]
+}`)
+}
