@@ -157,15 +157,26 @@ func BenchmarkGateEvaluate(b *testing.B) {
 	}
 	for _, name := range []string{"example-web-01", "resources=30", "resources=192"} {
 		in := inputs[name]
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			ctx := context.Background()
-			for b.Loop() {
-				d, err := g.Evaluate(ctx, in)
-				if err != nil || d.Denied() {
-					b.Fatalf("Evaluate = %+v, %v", d, err)
-				}
+		// warm: the gate has seen these resources on other nodes (a
+		// role's nodes share most); cold: every resource is new.
+		for _, cold := range []bool{false, true} {
+			sub := name
+			if cold {
+				sub += "/cold"
 			}
-		})
+			b.Run(sub, func(b *testing.B) {
+				b.ReportAllocs()
+				ctx := context.Background()
+				for b.Loop() {
+					if cold {
+						g.cache = newResourceCache()
+					}
+					d, err := g.Evaluate(ctx, in)
+					if err != nil || d.Denied() {
+						b.Fatalf("Evaluate = %+v, %v", d, err)
+					}
+				}
+			})
+		}
 	}
 }
