@@ -86,7 +86,8 @@ type RolloutNode struct {
 	PreviousEtag string
 	Etag         string // the candidate
 	// Change is the JSON of the node's catalogs.Change against its
-	// previous catalog; nil when nothing changes.
+	// previous catalog. Writing nil keeps the stored one, so that a step
+	// need not hold every node's change in memory.
 	Change []byte
 	// Rehearsal is the summary of the node's noop run of the candidate;
 	// nil until it rehearsed.
@@ -180,8 +181,12 @@ func (s *Store) WriteRollout(ctx context.Context, w RolloutWrite) (int64, error)
 		}
 		for _, r := range rows {
 			n := r.n
-			if _, err := tx.exec(`INSERT OR REPLACE INTO rollout_nodes (rollout, node, stage, rehearse, decision, state, deny, warn,
-					compile_error, failures, previous_etag, etag, change, rehearsal, final) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			if _, err := tx.exec(`INSERT INTO rollout_nodes (rollout, node, stage, rehearse, decision, state, deny, warn,
+					compile_error, failures, previous_etag, etag, change, rehearsal, final) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT (rollout, node) DO UPDATE SET stage = excluded.stage, rehearse = excluded.rehearse, decision = excluded.decision,
+					state = excluded.state, deny = excluded.deny, warn = excluded.warn, compile_error = excluded.compile_error,
+					failures = excluded.failures, previous_etag = excluded.previous_etag, etag = excluded.etag,
+					change = COALESCE(excluded.change, rollout_nodes.change), rehearsal = excluded.rehearsal, final = excluded.final`,
 				id, n.Node, n.Stage, n.Rehearse, n.Decision, n.State, r.deny, r.warn,
 				n.CompileError, r.failures, n.PreviousEtag, n.Etag, r.change, r.rehears, n.Final); err != nil {
 				return fmt.Errorf("node %s: %w", n.Node, err)
@@ -355,7 +360,7 @@ func (s *Store) RolloutNodes(ctx context.Context, q RolloutNodeQuery) ([]Rollout
 			OR (rehearsal IS NOT NULL AND json_extract(rehearsal, '$.Changed') + json_extract(rehearsal, '$.Failed') > 0))`)
 	}
 	if q.Changed {
-		where = append(where, `change IS NOT NULL`)
+		where = append(where, `decision != 'unchanged' AND change IS NOT NULL`)
 	}
 	query := `SELECT node, stage, rehearse, decision, state, deny, warn, compile_error, failures, previous_etag, etag, ` + change + `, rehearsal, final
 		FROM rollout_nodes WHERE ` + strings.Join(where, " AND ") + ` ORDER BY node`
