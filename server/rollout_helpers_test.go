@@ -22,7 +22,7 @@ func rolloutSite(herdToml, greeting string) map[string]string {
 		"roles/r.toml": `
 [[file]]
 path = "/etc/motd"
-content = "{{ .params.greeting }} {{ .node }}\n"
+content = "{{ .params.greeting }} {{ .node }} on {{ .facts.os.family }}\n"
 `,
 		"data/common.toml": fmt.Sprintf("greeting = %q\n", greeting),
 	}
@@ -45,7 +45,8 @@ type fakeNode struct {
 	name string
 	cert tls.Certificate
 	c    herdv1.NodeClient
-	etag string // what it runs
+	etag   string // what it runs
+	family string // its facts' os.family
 	runs int
 }
 
@@ -56,7 +57,7 @@ func newRolloutHarness(t *testing.T, files map[string]string, nodes ...string) *
 	h.start()
 	for _, n := range nodes {
 		cert := enroll(t, h.s, n)
-		fn := &fakeNode{name: n, cert: cert, c: herdv1.NewNodeClient(dial(t, h.s, &cert))}
+		fn := &fakeNode{name: n, cert: cert, c: herdv1.NewNodeClient(dial(t, h.s, &cert)), family: "debian"}
 		h.nodes[n] = fn
 		resp := checkin(t, fn.c, map[string]any{"os": map[string]any{"family": "debian"}}, "")
 		if resp.Status != herdv1.CheckinResponse_NEW_CATALOG {
@@ -115,9 +116,22 @@ func (h *rolloutHarness) commit(files map[string]string) {
 // agent would; it returns the answer.
 func (h *rolloutHarness) checkin(node string) *herdv1.CheckinResponse {
 	h.t.Helper()
+	return h.checkinFacts(node, "")
+}
+
+// checkinFacts checks node in; a family not "" sends new facts with it.
+func (h *rolloutHarness) checkinFacts(node, family string) *herdv1.CheckinResponse {
+	h.t.Helper()
 	fn := h.nodes[node]
-	_, d := factsJSON(h.t, map[string]any{"os": map[string]any{"family": "debian"}})
-	resp, err := fn.c.Checkin(context.Background(), &herdv1.CheckinRequest{FactsDigest: d, CatalogEtag: fn.etag})
+	if family != "" {
+		fn.family = family
+	}
+	b, d := factsJSON(h.t, map[string]any{"os": map[string]any{"family": fn.family}})
+	req := &herdv1.CheckinRequest{FactsDigest: d, CatalogEtag: fn.etag}
+	if family != "" {
+		req.FactsJson = b
+	}
+	resp, err := fn.c.Checkin(context.Background(), req)
 	if err != nil {
 		h.t.Fatalf("Checkin(%s): %v", node, err)
 	}

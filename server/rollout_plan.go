@@ -174,7 +174,7 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 		p.rec.State, p.rec.Reason = rolloutBlocked, "the gate failed on "+listSome(gateErrors, 3)
 	case len(denied) > 0 && settings.Policy.OnDeny != "node":
 		p.rec.State = rolloutBlocked
-		p.rec.Reason = fmt.Sprintf("%d nodes denied (on_deny = \"block\"): %s", len(denied), deniedReason(p.nodes, denied))
+		p.rec.Reason = fmt.Sprintf("%d of %d nodes denied (on_deny = \"block\"): %s", len(denied), len(cands), deniedReason(p.nodes, denied))
 	}
 	// The candidates go to the store before the rollout names them: a
 	// restart must find every etag it releases. Many small writes that

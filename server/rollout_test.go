@@ -337,3 +337,182 @@ func TestNodesShowRollout(t *testing.T) {
 		t.Errorf("RolloutDiff = %v, %v; want both nodes' /etc/motd change", diff, err)
 	}
 }
+
+// forbidGate denies a node whose motd says "forbidden".
+const forbidGate = `package herd.gate
+
+deny contains {"message": sprintf("%s says forbidden", [r.id]), "resource": r.id} if {
+	some r in input.catalog.resources
+	contains(r.attrs.content, "forbidden")
+}
+`
+
+// TestRolloutGate: a denied node blocks the whole version (on_deny =
+// "block", the default) or only itself (on_deny = "node"); a policy that
+// does not compile blocks the version, its reason naming the file and
+// line.
+func TestRolloutGate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		herdToml   string
+		files      map[string]string
+		wantState  string
+		wantReason []string
+		wantMoved  []string
+	}{
+		{
+			name:       "block",
+			files:      map[string]string{"data/nodes/n-1.toml": "greeting = \"forbidden\"\n"},
+			wantState:  rolloutBlocked,
+			wantReason: []string{"1 of 3 nodes denied", "n-1: file:/etc/motd says forbidden"},
+		},
+		{
+			name:      "node",
+			herdToml:  "[policy]\non_deny = \"node\"\n",
+			files:     map[string]string{"data/nodes/n-1.toml": "greeting = \"forbidden\"\n"},
+			wantState: rolloutRunning,
+			wantMoved: []string{"n-0", "n-2"},
+		},
+		{
+			name:       "broken policy",
+			files:      map[string]string{"policies/bad.rego": "package herd.gate\n\ndeny contains x if {\n\tx := \n}\n"},
+			wantState:  rolloutBlocked,
+			wantReason: []string{"policies/bad.rego:"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			files := rolloutSite(tc.herdToml, "hello")
+			files["policies/gate.rego"] = forbidGate
+			h := newRolloutHarness(t, files, "n-0", "n-1", "n-2")
+			before := h.etags()
+			next := rolloutSite(tc.herdToml, "changed")
+			for k, v := range tc.files {
+				next[k] = v
+			}
+			h.commit(next)
+			r, nodes := h.get()
+			if r.State != tc.wantState {
+				t.Fatalf("rollout = %s (%s), want %s", r.State, r.Reason, tc.wantState)
+			}
+			for _, want := range tc.wantReason {
+				if !strings.Contains(r.Reason, want) {
+					t.Errorf("reason %q does not say %q", r.Reason, want)
+				}
+			}
+			if got := h.moved(before); !cmp.Equal(got, tc.wantMoved) {
+				t.Errorf("moved %v, want %v", got, tc.wantMoved)
+			}
+			if tc.files["data/nodes/n-1.toml"] != "" {
+				n1 := nodes["n-1"]
+				if n1.Decision != decisionDenied || len(n1.Deny) != 1 || n1.Deny[0].Resource != "file:/etc/motd" {
+					t.Errorf("n-1 = %s %v, want denied about file:/etc/motd", n1.Decision, n1.Deny)
+				}
+				// The node list of a rollout shows the denied one first.
+				resp, err := h.admin.GetRollout(context.Background(), &herdv1.GetRolloutRequest{})
+				if err != nil || len(resp.Nodes) != 1 || resp.Nodes[0].Node != "n-1" {
+					t.Errorf("GetRollout's interesting nodes = %v, %v; want n-1 alone", resp.GetNodes(), err)
+				}
+			}
+		})
+	}
+}
+
+// TestRolloutBake: a stage with a bake waits, then asks its nodes for a
+// run (Watch run) and is done on one more good report; a failure during
+// the bake fails the node and halts.
+func TestRolloutBake(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, bake string
+		fail       bool
+	}{
+		{"ends", "100ms", false},
+		{"fails", "1h", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			stages := "[[rollout.stage]]\nname = \"canary\"\nnodes = [\"n-0\"]\nbake = \"" + tc.bake + "\"\n"
+			h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1")
+			before := h.etags()
+			h.commit(rolloutSite(stages, "baked"))
+			h.moved(before)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			watch, err := h.nodes["n-0"].c.Watch(ctx, &herdv1.WatchRequest{Etag: h.nodes["n-0"].etag})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.report("n-0", h.nodes["n-0"].etag, false, nil)
+			r, _ := h.get()
+			if stageStates(r)["canary"] != stageBaking || r.Stages[0].BakeUntilUnixMs == 0 {
+				t.Fatalf("after the canary's report: stages %v, want canary baking until a time", stageStates(r))
+			}
+			if tc.fail {
+				h.report("n-0", h.nodes["n-0"].etag, false, []string{"file:/etc/motd"})
+				if r, _ := h.get(); r.State != rolloutHalted || !strings.Contains(r.Reason, "n-0") {
+					t.Errorf("a failure during the bake: rollout %s (%s), want halted naming n-0", r.State, r.Reason)
+				}
+				return
+			}
+			// The bake's end is a Watch run for the stage's nodes.
+			ev, err := watch.Recv()
+			if err != nil || !ev.Run || ev.Etag != h.nodes["n-0"].etag {
+				t.Fatalf("Watch at the bake's end = %v, %v; want a run of the etag it holds", ev, err)
+			}
+			if got := h.moved(h.etags()); len(got) != 0 {
+				t.Fatalf("released before the after-bake report: %v", got)
+			}
+			h.report("n-0", h.nodes["n-0"].etag, false, nil)
+			if got := h.moved(h.etags()); !cmp.Equal(got, []string{"n-1"}) {
+				t.Errorf("released after the bake = %v, want [n-1]", got)
+			}
+		})
+	}
+}
+
+// TestRolloutFactsChange: new facts mid-rollout recompile the node's
+// candidate, which ships only when its stage does (at once for a node
+// already released); after the rollout new facts are approved at once.
+func TestRolloutFactsChange(t *testing.T) {
+	t.Parallel()
+	stages := "[[rollout.stage]]\nname = \"canary\"\nnodes = [\"n-0\"]\n"
+	h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1")
+	before := h.etags()
+	h.commit(rolloutSite(stages, "facts"))
+	h.moved(before)
+	_, nodes := h.get()
+	cand1 := nodes["n-1"].Etag
+
+	// n-1 waits in "rest": its new facts make a new candidate, not a new
+	// catalog.
+	if resp := h.checkinFacts("n-1", "ubuntu"); resp.Status != herdv1.CheckinResponse_UNCHANGED {
+		t.Errorf("n-1's check-in with new facts = %v, want UNCHANGED (its stage has not started)", resp.Status)
+	}
+	_, nodes = h.get()
+	if nodes["n-1"].Etag == cand1 || nodes["n-1"].State != nodePending {
+		t.Errorf("n-1 after new facts: candidate %s (was %s), %s; want a new candidate, pending", nodes["n-1"].Etag, cand1, nodes["n-1"].State)
+	}
+	// n-0 was released: its new catalog ships now.
+	old0 := h.nodes["n-0"].etag
+	if resp := h.checkinFacts("n-0", "ubuntu"); resp.Status != herdv1.CheckinResponse_NEW_CATALOG || resp.Etag == old0 {
+		t.Errorf("released n-0's check-in with new facts = %v, want a NEW_CATALOG", resp.Status)
+	}
+	h.report("n-0", h.nodes["n-0"].etag, false, nil)
+	if got := h.moved(h.etags()); !cmp.Equal(got, []string{"n-1"}) {
+		t.Fatalf("released after the canary = %v, want [n-1]", got)
+	}
+	_, nodes = h.get()
+	if h.nodes["n-1"].etag != nodes["n-1"].Etag {
+		t.Errorf("n-1 runs %s, want its newest candidate %s", h.nodes["n-1"].etag, nodes["n-1"].Etag)
+	}
+	h.report("n-1", h.nodes["n-1"].etag, false, nil)
+	if r, _ := h.get(); r.State != rolloutDone {
+		t.Fatalf("rollout = %s, want done", r.State)
+	}
+	// Outside a rollout, new facts are gated and approved at once.
+	if resp := h.checkinFacts("n-1", "debian"); resp.Status != herdv1.CheckinResponse_NEW_CATALOG {
+		t.Errorf("check-in with new facts after the rollout = %v, want NEW_CATALOG", resp.Status)
+	}
+}
