@@ -42,12 +42,12 @@ type rolloutHarness struct {
 }
 
 type fakeNode struct {
-	name string
-	cert tls.Certificate
-	c    herdv1.NodeClient
+	name   string
+	cert   tls.Certificate
+	c      herdv1.NodeClient
 	etag   string // what it runs
 	family string // its facts' os.family
-	runs int
+	runs   int
 }
 
 func newRolloutHarness(t *testing.T, files map[string]string, nodes ...string) *rolloutHarness {
