@@ -30,6 +30,13 @@ type planned struct {
 	gateFailed bool
 }
 
+// planTimes says where the newest plan's time went: compiling (with the
+// diffs), gating, and in all (storing the candidates included).
+type planTimes struct {
+	nodes                int
+	compile, gate, total time.Duration
+}
+
 // candidate is one node's compile at a new version.
 type candidate struct {
 	node       string
@@ -197,6 +204,7 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 			c.nc.dropBytes()
 		}
 	}
+	s.lastPlan.Store(&planTimes{nodes: len(names), compile: compiled, gate: gated, total: time.Since(start)})
 	s.log.Info("rollout planned", "version", st.version, "nodes", len(names), "changing", fleet.Changing, "denied", len(denied),
 		"compile", compiled.Round(time.Millisecond), "gate", gated.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return p, nil
