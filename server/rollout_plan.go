@@ -303,17 +303,25 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 		return c
 	}
 	c.nc = nc
-	c.prev = s.decodeApproved(ctx, node, cur)
-	c.change = catalogs.Diff(c.prev, cat, s.content)
 	size := len(nc.bytes)
 	if cur != nil {
 		size *= 2
 	}
 	if keep(size) {
-		c.cat = cat
-	} else {
-		c.prev = nil
+		// The gate reads both whole: decode the previous one whole.
+		c.cat, c.prev = cat, s.decodeApproved(ctx, node, cur)
+		c.change = catalogs.Diff(c.prev, cat, s.content)
+		return c
 	}
+	if cur != nil {
+		if b, err := s.catalogBytes(ctx, cur); err == nil {
+			if ch, ok := diffEncoded(b, nc.bytes, cat, s.content); ok {
+				c.change = ch
+				return c
+			}
+		}
+	}
+	c.change = catalogs.Diff(s.decodeApproved(ctx, node, cur), cat, s.content)
 	return c
 }
 
