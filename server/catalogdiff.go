@@ -96,7 +96,7 @@ func rawResources(b []byte) (ids []string, raws [][]byte, ok bool) {
 // returns the index after it and the value of its top-level "id" key.
 func scanResource(b []byte, start int) (end int, id string, ok bool) {
 	depth, inString, escaped := 0, false, false
-	keyStart := -1 // where a top-level key's string starts
+	keyStart := -1  // where a top-level key's string starts
 	last := byte(0) // the last structural byte at depth 1
 	for i := start; i < len(b); i++ {
 		c := b[i]
