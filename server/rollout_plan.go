@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,16 +81,22 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 		return gating && kept.Add(int64(size)) <= maxKeptDecoded
 	}
 	cands := make([]candidate, len(names))
+	// The candidates go to the store before the rollout names them (a
+	// restart must find every etag it releases), while the rest compile.
+	sv := newSaver(ctx, s.st)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.compileWorkers())
 	for i, name := range names {
 		g.Go(func() error {
 			cands[i] = s.compileCandidate(gctx, st, name, keep)
+			if nc := cands[i].nc; nc != nil {
+				sv.add(store.CatalogRecord{Etag: nc.etag, Version: nc.version, Catalog: nc.bytes, Signature: nc.signature})
+			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	if err := errors.Join(g.Wait(), sv.wait()); err != nil {
+		return nil, fmt.Errorf("compiling %s: %w", st.version, err)
 	}
 	compiled := time.Since(start)
 
@@ -131,7 +139,6 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 	p.rec.Stages = stagesOf(settings.Rollout)
 	rest := -1
 	var denied, gateErrors []string
-	var puts []store.CatalogRecord
 	for i, c := range cands {
 		n := &liveNode{RolloutNode: store.RolloutNode{Node: c.node, Stage: -1, Rehearse: -1, PreviousEtag: c.prevEtag}, cand: c.nc}
 		switch {
@@ -152,7 +159,6 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 				n.Decision, n.State = decisionDenied, nodeDenied
 				denied = append(denied, c.node)
 			}
-			puts = append(puts, store.CatalogRecord{Etag: c.nc.etag, Version: c.nc.version, Catalog: c.nc.bytes, Signature: c.nc.signature})
 		}
 		// Each node takes part in the first non-noop stage that selects
 		// it, and rehearses in the first noop stage that does.
@@ -196,17 +202,6 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 		p.rec.State = rolloutBlocked
 		p.rec.Reason = fmt.Sprintf("%d of %d nodes denied (on_deny = \"block\"): %s", len(denied), len(cands), deniedReason(p.nodes, denied))
 	}
-	// The candidates go to the store before the rollout names them: a
-	// restart must find every etag it releases. Many small writes that
-	// the store's writer commits together.
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for chunk := range slices.Chunk(puts, 256) {
-		g.Go(func() error { return s.st.PutCatalogs(gctx, chunk) })
-	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("storing the candidates of %s: %w", st.version, err)
-	}
 	for _, c := range cands {
 		if c.nc == nil {
 			continue
@@ -221,6 +216,50 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 	s.log.Info("rollout planned", "version", st.version, "nodes", len(names), "changing", fleet.Changing, "denied", len(denied),
 		"compile", compiled.Round(time.Millisecond), "gate", gated.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return p, nil
+}
+
+// saver stores catalogs in batches as they come, a few batches at once,
+// so that the store's writer works beside the compiles.
+type saver struct {
+	ctx   context.Context
+	st    *store.Store
+	g     errgroup.Group
+	mu    sync.Mutex
+	batch []store.CatalogRecord
+}
+
+// saveBatch is how many catalogs one write stores.
+const saveBatch = 256
+
+func newSaver(ctx context.Context, st *store.Store) *saver {
+	v := &saver{ctx: ctx, st: st}
+	v.g.SetLimit(4) // past it, add waits: the compiles wait for the store
+	return v
+}
+
+func (v *saver) add(c store.CatalogRecord) {
+	v.mu.Lock()
+	v.batch = append(v.batch, c)
+	if len(v.batch) < saveBatch {
+		v.mu.Unlock()
+		return
+	}
+	b := v.batch
+	v.batch = nil
+	v.mu.Unlock()
+	v.g.Go(func() error { return v.st.PutCatalogs(v.ctx, b) })
+}
+
+// wait stores what is left and waits for every batch.
+func (v *saver) wait() error {
+	v.mu.Lock()
+	b := v.batch
+	v.batch = nil
+	v.mu.Unlock()
+	if len(b) > 0 {
+		v.g.Go(func() error { return v.st.PutCatalogs(v.ctx, b) })
+	}
+	return v.g.Wait()
 }
 
 // stagesOf snapshots herd.toml's stages for a rollout.

@@ -312,6 +312,19 @@ func TestRolloutSupersede(t *testing.T) {
 	if err != nil || old.Rollout.State != rolloutSuperseded || old.Rollout.SupersededBy != r2.Id {
 		t.Errorf("the older rollout = %v, %v; want superseded by %d", old.GetRollout(), err, r2.Id)
 	}
+	// The list is newest first, paged.
+	ctx := context.Background()
+	page, err := h.admin.ListRollouts(ctx, &herdv1.ListRolloutsRequest{PageSize: 1})
+	if err != nil || len(page.Rollouts) != 1 || page.Rollouts[0].Id != r2.Id || page.NextPageToken == "" {
+		t.Fatalf("ListRollouts(1) = %v, %v; want rollout %d and a next page", page, err, r2.Id)
+	}
+	rest, err := h.admin.ListRollouts(ctx, &herdv1.ListRolloutsRequest{PageToken: page.NextPageToken})
+	if err != nil || len(rest.Rollouts) != 2 || rest.Rollouts[0].Id != r1.Id || rest.Rollouts[0].State != rolloutSuperseded || rest.NextPageToken != "" {
+		t.Errorf("ListRollouts(next) = %v, %v; want the superseded %d and the first load's, no more", rest, err, r1.Id)
+	}
+	if _, err := h.admin.ListRollouts(ctx, &herdv1.ListRolloutsRequest{PageToken: "x"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ListRollouts(bad token) = %v, want InvalidArgument", err)
+	}
 	if nodes["n-0"].PreviousEtag != v2 {
 		t.Errorf("n-0's previous = %s, want its v2 catalog %s", nodes["n-0"].PreviousEtag, v2)
 	}

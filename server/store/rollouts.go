@@ -221,22 +221,20 @@ func jsonOrNil(v any, empty bool) ([]byte, error) {
 }
 
 // approve makes a.Etag node's approved catalog, keeping the one before.
+// Two statements in the common case (a known node's catalog changes): a
+// release writes thousands at once.
 func approve(w *wtx, a Approval, now time.Time) error {
-	var current string
-	err := w.queryRow(`SELECT catalog_etag FROM nodes WHERE name = ?`, a.Node).Scan(&current)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return err
-	}
-	if current == a.Etag {
-		return nil
-	}
-	if _, err := w.exec(`INSERT INTO node_catalogs (node, at, etag) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, a.Node, ns(now), a.Etag); err != nil {
-		return err
-	}
-	_, err = w.exec(`INSERT INTO nodes (name, first_seen, catalog_etag, catalog_saved) VALUES (?, ?, ?, ?)
+	res, err := w.exec(`INSERT INTO nodes (name, first_seen, catalog_etag, catalog_saved) VALUES (?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET previous_etag = nodes.catalog_etag, catalog_etag = excluded.catalog_etag,
-			catalog_saved = excluded.catalog_saved`,
+			catalog_saved = excluded.catalog_saved WHERE nodes.catalog_etag != excluded.catalog_etag`,
 		a.Node, ns(now), a.Etag, ns(now))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // already approved: no history row
+	}
+	_, err = w.exec(`INSERT INTO node_catalogs (node, at, etag) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, a.Node, ns(now), a.Etag)
 	return err
 }
 
