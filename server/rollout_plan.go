@@ -476,57 +476,80 @@ func (s *Server) gateCandidate(ctx context.Context, st *siteState, c *candidate,
 // new nodes (and those the superseded rollout had released) their
 // candidate at once, and starts the stages.
 func (c *controller) begin(ctx context.Context, p *planned) error {
+	// What earlier ops changed belongs to the rollout before: write it
+	// before this one takes its place.
+	if err := c.flush(); err != nil {
+		return err
+	}
 	old := c.cur
 	supersede := old != nil && (old.active() || old.rec.State == rolloutBlocked)
-	w := store.RolloutWrite{Rollout: &p.rec}
+	r := &liveRollout{rec: p.rec, nodes: p.nodes, fleet: p.fleet}
+	// The controller is the only writer of rollouts, so it names the id:
+	// the rollout, its nodes and its first releases are then one write.
+	r.rec.ID = c.newest.Load() + 1
+	r.index()
+	blocked := p.rec.State == rolloutBlocked
+	var approvals []store.Approval
+	effects := len(c.pending.effects)
+	for _, n := range p.nodes {
+		if n.Decision != decisionAllowed || n.State != nodePending || p.gateFailed {
+			continue
+		}
+		wasReleased := false
+		if supersede {
+			if o := old.nodes[n.Node]; o != nil {
+				wasReleased = o.State == nodeReleased || o.State == nodeHealthy || o.State == nodeFailed
+			}
+		}
+		// Nothing to roll back to: a new node gets its catalog now. A
+		// node the superseded rollout released goes to the newest
+		// version now, unless the version is blocked.
+		if n.PreviousEtag == "" || (wasReleased && !blocked) {
+			n.State = nodeReleased
+			approvals = append(approvals, store.Approval{Node: n.Node, Etag: n.Etag})
+			name, nc := n.Node, n.cand
+			c.effect(func() { c.s.serve(name, nc) })
+		}
+	}
+	c.cur = r
+	c.log.Info("rollout begins", "rollout", r.rec.ID, "version", r.rec.Version, "state", r.rec.State, "reason", r.rec.Reason)
+	c.advance(r)
+	rec := r.rec
+	rec.Stages = slices.Clone(r.rec.Stages)
+	w := store.RolloutWrite{Rollout: &rec, Create: true, Approvals: append(approvals, c.pending.approvals...)}
 	if supersede {
 		w.Superseded = old.rec.ID
 	}
-	var fx []func()
 	for _, n := range p.nodes {
-		if n.Decision == decisionAllowed && n.State == nodePending && !p.gateFailed {
-			wasReleased := false
-			if supersede {
-				if o := old.nodes[n.Node]; o != nil {
-					wasReleased = o.State == nodeReleased || o.State == nodeHealthy || o.State == nodeFailed
-				}
-			}
-			blocked := p.rec.State == rolloutBlocked
-			// Nothing to roll back to: a new node gets its catalog now.
-			// A node the superseded rollout released goes to the newest
-			// version now, unless the version is blocked.
-			if n.PreviousEtag == "" || (wasReleased && !blocked) {
-				n.State = nodeReleased
-				w.Approvals = append(w.Approvals, store.Approval{Node: n.Node, Etag: n.Etag})
-				name, nc := n.Node, n.cand
-				fx = append(fx, func() { c.s.serve(name, nc) })
-			}
-		}
 		w.Nodes = append(w.Nodes, n.RolloutNode)
 	}
-	id, err := c.s.st.WriteRollout(ctx, w)
-	if err != nil {
+	if _, err := c.s.st.WriteRollout(ctx, w); err != nil {
+		// Nothing of it happened.
+		c.cur = old
+		c.pending.effects = c.pending.effects[:effects]
+		c.pending.rollout, c.pending.approvals = false, nil
+		clear(c.pending.nodes)
+		if r.bake != nil {
+			r.bake.Stop()
+		}
 		return fmt.Errorf("recording the rollout of %s: %w", p.rec.Version, err)
 	}
+	c.pending.rollout, c.pending.approvals = false, nil
+	clear(c.pending.nodes)
+	c.newest.Store(r.rec.ID)
 	if supersede {
 		if old.bake != nil {
 			old.bake.Stop()
 		}
-		old.rec.State, old.rec.SupersededBy = rolloutSuperseded, id
-		c.s.rehearse.clear()
-		c.log.Info("rollout superseded", "rollout", old.rec.ID, "by", id)
+		old.rec.State, old.rec.SupersededBy = rolloutSuperseded, r.rec.ID
+		// Its pending rehearsals go; this rollout's own (set by advance)
+		// come after, among the effects.
+		c.pending.effects = slices.Insert(c.pending.effects, effects, c.s.rehearse.clear)
+		c.log.Info("rollout superseded", "rollout", old.rec.ID, "by", r.rec.ID)
 	}
 	for _, n := range p.nodes {
 		n.Change = nil
 	}
-	r := &liveRollout{rec: p.rec, nodes: p.nodes, fleet: p.fleet}
-	r.rec.ID = id
-	r.index()
-	c.cur = r
-	c.newest.Store(id)
-	c.pending.effects = append(c.pending.effects, fx...)
-	c.log.Info("rollout begins", "rollout", id, "version", r.rec.Version, "state", r.rec.State, "reason", r.rec.Reason)
-	c.advance(r)
 	return nil
 }
 

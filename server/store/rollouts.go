@@ -108,14 +108,17 @@ type Approval struct {
 // the approvals the step makes. Superseded, when not 0, is a rollout the
 // new one supersedes.
 type RolloutWrite struct {
-	Rollout    *Rollout
+	Rollout *Rollout
+	// Create inserts Rollout under its ID (which the caller chose)
+	// instead of updating it.
+	Create     bool
 	Nodes      []RolloutNode
 	Approvals  []Approval
 	Superseded int64
 }
 
 // WriteRollout writes w in one transaction and returns the rollout's id
-// (new when w.Rollout.ID was 0). Approved etags must be stored already
+// (new when w.Rollout.ID was 0; w.Create inserts it under its ID). Approved etags must be stored already
 // (PutCatalogs); each approval keeps the node's approved catalog before
 // it as its previous one. However many nodes a step touches, it is one
 // write.
@@ -156,10 +159,14 @@ func (s *Store) WriteRollout(ctx context.Context, w RolloutWrite) (int64, error)
 	now := time.Now()
 	err := s.write(ctx, func(tx *wtx) error {
 		if r := w.Rollout; r != nil {
-			if r.ID == 0 {
-				res, err := tx.exec(`INSERT INTO rollouts (version, previous_version, state, reason, created, updated, superseded_by, stages, fleet)
-					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-					r.Version, r.PreviousVersion, r.State, r.Reason, ns(r.Created), ns(r.Updated), r.SupersededBy, stages, fleet)
+			if r.ID == 0 || w.Create {
+				var rid any // NULL: the next id
+				if r.ID != 0 {
+					rid = r.ID
+				}
+				res, err := tx.exec(`INSERT INTO rollouts (id, version, previous_version, state, reason, created, updated, superseded_by, stages, fleet)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					rid, r.Version, r.PreviousVersion, r.State, r.Reason, ns(r.Created), ns(r.Updated), r.SupersededBy, stages, fleet)
 				if err != nil {
 					return err
 				}
