@@ -45,6 +45,10 @@ type Gate struct {
 	// errors that must name a file:line the evaluator did not give.
 	rules map[string][]*ast.Rule
 	fleet fleetCache
+	cache *resourceCache
+	// uses says which parts of input the policies read: a part no rule
+	// reads is not converted.
+	uses inputUse
 }
 
 // Empty reports whether the site has no gate (no policies, or none in
@@ -60,7 +64,7 @@ func (g *Gate) Empty() bool { return g == nil || g.empty }
 // or warn rule is an error too: it is most likely a misspelt rule that
 // would let everything through.
 func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*Gate, error) {
-	g := &Gate{timeout: cmp.Or(opts.Timeout, DefaultTimeout)}
+	g := &Gate{timeout: cmp.Or(opts.Timeout, DefaultTimeout), cache: newResourceCache()}
 	if g.timeout < 0 {
 		return nil, fmt.Errorf("preparing policies: timeout %v is negative", opts.Timeout)
 	}
@@ -87,6 +91,7 @@ func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*G
 		g.empty = true
 		return g, nil
 	}
+	g.uses = inputKeys(c.Modules)
 	g.rules = map[string][]*ast.Rule{}
 	var exprs []string
 	for _, name := range []string{"deny", "warn"} {
@@ -161,16 +166,23 @@ func (g *Gate) Evaluate(ctx context.Context, in Input) (d Decision, err error) {
 		// The query binds two rule values; one result is all it can give.
 		return Decision{}, fmt.Errorf("gating %s: the gate query gave %d results, want 1", in.Node, len(rs))
 	}
-	for name, dst := range map[string]*[]Message{"deny": &d.Deny, "warn": &d.Warn} {
-		v, ok := rs[0].Bindings[name]
+	for _, out := range []struct {
+		name string
+		dst  *[]Message
+	}{{"deny", &d.Deny}, {"warn", &d.Warn}} {
+		v, ok := rs[0].Bindings[out.name]
 		if !ok {
 			continue
 		}
-		msgs, err := messages(name, v.(*ast.Term), g.rules[name])
+		t, ok := v.(*ast.Term)
+		if !ok {
+			return Decision{}, fmt.Errorf("gating %s: %s came back as %T, not an OPA term", in.Node, out.name, v)
+		}
+		msgs, err := messages(out.name, t, g.rules[out.name])
 		if err != nil {
 			return Decision{}, fmt.Errorf("gating %s: %w", in.Node, err)
 		}
-		*dst = msgs
+		*out.dst = msgs
 	}
 	return d, nil
 }
@@ -264,6 +276,79 @@ func suspects(rules []*ast.Rule) []*ast.Rule {
 	return out
 }
 
+// inputUse records which parts of input rules read: the top-level keys,
+// and under each the second-level keys (input.change.changed), nil when
+// that part is read whole or by a computed key.
+type inputUse struct {
+	all  bool // input read whole (x := input, input[k], with input as …)
+	keys map[string]map[string]bool
+}
+
+// reads reports whether input.top (and, when sub is not empty,
+// input.top.sub) may be read.
+func (u inputUse) reads(top, sub string) bool {
+	if u.all {
+		return true
+	}
+	subs, ok := u.keys[top]
+	if !ok {
+		return false
+	}
+	return subs == nil || sub == "" || subs[sub]
+}
+
+// inputKeys finds which parts of input the compiled modules read.
+func inputKeys(modules map[string]*ast.Module) inputUse {
+	u := inputUse{keys: map[string]map[string]bool{}}
+	var visit func(x any)
+	visit = func(x any) {
+		ast.WalkTerms(x, func(t *ast.Term) bool {
+			switch v := t.Value.(type) {
+			case ast.Ref:
+				if !v[0].Equal(ast.InputRootDocument) {
+					return false
+				}
+				top, ok := refKey(v, 1)
+				if !ok {
+					u.all = true
+					return true
+				}
+				subs, seen := u.keys[top]
+				switch sub, ok := refKey(v, 2); {
+				case !ok:
+					u.keys[top] = nil // read whole
+				case !seen:
+					u.keys[top] = map[string]bool{sub: true}
+				case subs != nil:
+					subs[sub] = true
+				}
+				for _, e := range v[1:] {
+					visit(e)
+				}
+				return true
+			case ast.Var:
+				if v.Equal(ast.InputRootDocument.Value) {
+					u.all = true
+				}
+			}
+			return false
+		})
+	}
+	for _, m := range modules {
+		visit(m)
+	}
+	return u
+}
+
+// refKey is the i-th part of ref when it is a plain string.
+func refKey(ref ast.Ref, i int) (string, bool) {
+	if len(ref) <= i {
+		return "", false
+	}
+	s, ok := ref[i].Value.(ast.String)
+	return string(s), ok
+}
+
 // parseModules parses the .rego files of files: the policy tests only
 // when tests is set, the others always.
 func parseModules(files []catalogs.SourceFile, tests bool) (map[string]*ast.Module, error) {
@@ -307,6 +392,7 @@ func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
 		WithDefaultRegoVersion(ast.RegoV1).
 		WithCapabilities(capabilities).
 		WithStrict(true).
+		WithSchemas(schemas).
 		WithEnablePrintStatements(false)
 	c.Compile(modules)
 	if c.Failed() {

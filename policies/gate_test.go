@@ -116,6 +116,36 @@ warn contains "cpus" if input.facts.processors.count == 2`,
 			want: Decision{Warn: []Message{{Message: "cpus"}, {Message: "has no notify"}, {Message: "web-01 v2 v1 0 1 1.26 3 4 3 8080"}}},
 		},
 		{
+			// Parts of input no rule names are not converted; reading
+			// input whole, a part whole or by a computed key sees all.
+			name: "input read whole, by alias and by computed key",
+			policy: `package herd.gate
+warn contains i.previous.version if i := input
+warn contains sprintf("changed %d", [count(c.changed)]) if c := input.change
+warn contains k if {
+	some k in {"previous", "catalog"}
+	input[k].version == "v1"
+}`,
+			want: Decision{Warn: []Message{{Message: "changed 1"}, {Message: "previous"}, {Message: "v1"}}},
+		},
+		{
+			name:   "one list of change read",
+			policy: "package herd.gate\nwarn contains rc.id if some rc in input.change.changed",
+			want:   Decision{Warn: []Message{{Message: "package:nginx"}}},
+		},
+		{
+			// The input's schema leaves facts and attributes open.
+			name: "any fact, any attribute",
+			policy: `package herd.gate
+warn contains "no such fact" if not input.facts.no.such.fact
+warn contains "no such attribute" if {
+	some r in input.catalog.resources
+	not r.attrs.no_such_attribute
+	r.id == "file:/etc/motd"
+}`,
+			want: Decision{Warn: []Message{{Message: "no such attribute"}, {Message: "no such fact"}}},
+		},
+		{
 			name:   "deny only, no warn rule",
 			policy: "package herd.gate\ndeny contains \"x\" if input.node == \"other\"",
 			want:   Decision{},
@@ -192,6 +222,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"unused variable (strict)", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"m\" if {\n\tx := 1\n\tinput.y == 2\n}"}, []string{"policies/gate.rego:3"}},
 		{"network built-in refused", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"m\" if {\n\thttp.send({\"method\": \"get\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n}"}, []string{"policies/gate.rego:3", "http.send"}},
 		{"Rego v0 syntax", []string{"policies/gate.rego", "package herd.gate\ndeny[msg] { msg := \"x\" }"}, []string{"policies/gate.rego:2"}},
+		{"misspelt part of the catalog", []string{"policies/gate.rego", "package herd.gate\n\ndeny contains \"x\" if input.catalog.resorces[_].type == \"file\""}, []string{"policies/gate.rego:3", "undefined ref: input.catalog.resorces"}},
+		{"misspelt part of a resource", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if {\n\tsome r in input.catalog.resources\n\tr.atrs.mode == \"0666\"\n}"}, []string{"policies/gate.rego:4", "undefined ref: r.atrs.mode"}},
+		{"misspelt part of a change, through an alias", []string{"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if {\n\tc := input.change\n\tsome rc in c.chnaged\n\trc.id == \"x\"\n}"}, []string{"policies/gate.rego:4", "undefined ref"}},
 		{"gate without deny or warn", []string{"policies/gate.rego", "package herd.gate\ndenny contains \"x\" if true"}, []string{"policies/gate.rego:1", "neither a deny nor a warn rule"}},
 		{"error in a non-gate package still blocks", []string{
 			"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if false",
@@ -354,4 +387,91 @@ func TestSummarize(t *testing.T) {
 	if e := Summarize("v1", "", 0, nil); e.Changing != 0 || e.Resources == nil || e.Packages == nil {
 		t.Errorf("Summarize(no changes) = %+v, want zero counts and empty maps", e)
 	}
+}
+
+func TestInputKeys(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		policy string
+		reads  map[[2]string]bool
+	}{
+		{"deny contains \"x\" if input.change.added[0].id == \"a\"", map[[2]string]bool{
+			{"change", ""}: true, {"change", "added"}: true, {"change", "changed"}: false, {"catalog", ""}: false, {"previous", ""}: false,
+		}},
+		{"deny contains \"x\" if { c := input.change; c.added[0].id == \"a\" }", map[[2]string]bool{
+			{"change", "added"}: true, {"change", "changed"}: true, {"fleet", ""}: false,
+		}},
+		{"deny contains \"x\" if { some k in [\"a\"]; input[k] == 1 }", map[[2]string]bool{
+			{"previous", ""}: true, {"change", "removed"}: true,
+		}},
+		{"deny contains \"x\" if input.facts.os.family == input.catalog.environment", map[[2]string]bool{
+			{"facts", "os"}: true, {"catalog", "environment"}: true, {"catalog", "resources"}: false, {"change", ""}: false,
+		}},
+	}
+	for _, tt := range tests {
+		g := mustPrepare(t, Options{}, "policies/gate.rego", "package herd.gate\n"+tt.policy)
+		for k, want := range tt.reads {
+			if got := g.uses.reads(k[0], k[1]); got != want {
+				t.Errorf("%s: reads(%q, %q) = %v, want %v", tt.policy, k[0], k[1], got, want)
+			}
+		}
+	}
+}
+
+func TestTestGate(t *testing.T) {
+	t.Parallel()
+	if tg := mustPrepare(t, Options{}).TestGate(context.Background()); tg != nil {
+		t.Error("TestGate of an empty gate is not nil")
+	}
+	// A test node is gated as a new node: no previous catalog, every
+	// resource added, a fleet of one.
+	g := mustPrepare(t, Options{}, "policies/gate.rego", `package herd.gate
+deny contains {"message": "new node", "resource": "node:" } if input.previous == null
+deny contains sprintf("added %d of fleet %d on %s", [count(input.change.added), input.fleet.nodes, input.facts.os.family]) if true
+deny contains {"msg": "file:/etc/motd is mentioned", "resource": "file:/etc/motd"} if true`)
+	in := testInput()
+	denied, err := g.TestGate(context.Background())("web-01", map[string]any(in.Facts), in.Catalog)
+	if err != nil {
+		t.Fatalf("TestGate: %v", err)
+	}
+	want := []string{"added 3 of fleet 1 on debian", "file:/etc/motd is mentioned", "node:: new node"}
+	if diff := cmp.Diff(want, denied); diff != "" {
+		t.Errorf("TestGate() (-want +got):\n%s", diff)
+	}
+	// A gate error is the test gate's error, never an allow.
+	broken := mustPrepare(t, Options{}, "policies/gate.rego", "package herd.gate\ndeny contains x if { x := to_number(input.node) }")
+	if d, err := broken.TestGate(context.Background())("web-01", nil, in.Catalog); err == nil || !strings.Contains(err.Error(), "policies/gate.rego:2") {
+		t.Errorf("TestGate(broken gate) = %v, %v; want an error naming policies/gate.rego:2", d, err)
+	}
+}
+
+// TestSchemaHasEveryInputField prepares a gate that reads every field the
+// input carries: the schema must know each, or such a gate would not
+// compile.
+func TestSchemaHasEveryInputField(t *testing.T) {
+	t.Parallel()
+	mustPrepare(t, Options{}, "policies/gate.rego", `package herd.gate
+warn contains "x" if {
+	input.node
+	input.facts
+	some c in [input.catalog, input.previous]
+	c.environment
+	c.node
+	c.version
+	f := c.files[_]
+	[f.digest, f.path, f.size]
+	r := c.resources[_]
+	[r.attrs, r.id, r.name, r.type, r.source, r.notify, r.require]
+	some l in [input.change.added, input.change.removed, input.change.changed]
+	rc := l[_]
+	[rc.id, rc.type, rc.name]
+	a := rc.attrs[_]
+	[a.name, a.from, a.to, a.diff]
+	fl := input.fleet
+	[fl.version, fl.previous_version, fl.nodes, fl.changing]
+	rs := fl.resources[_]
+	[rs.added, rs.removed, rs.changed]
+	p := fl.packages[_]
+	[p.nodes, p.versions["a -> b"]]
+}`)
 }

@@ -58,6 +58,7 @@ func RunTests(ctx context.Context, files []catalogs.SourceFile) ([]TestResult, e
 		WithDefaultRegoVersion(ast.RegoV1).
 		WithCapabilities(capabilities).
 		WithStrict(true).
+		WithSchemas(schemas).
 		WithEnablePrintStatements(true)
 	ch, err := tester.NewRunner().
 		SetCompiler(c).

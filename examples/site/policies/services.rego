@@ -10,11 +10,9 @@ root_services_allowed := {
 	"demo-web",
 }
 
-deny contains {"message": sprintf("service %s runs as %s: set user, or allow it in root_services_allowed (policies/services.rego)", [r.name, run_as(r)]), "resource": r.id} if {
+deny contains {"message": sprintf("service %s runs as root: set user, or allow it in root_services_allowed (policies/services.rego)", [r.name]), "resource": r.id} if {
 	some r in input.catalog.resources
 	r.type == "service"
-	run_as(r) == "root"
+	object.get(r.attrs, "user", "root") == "root"
 	not r.name in root_services_allowed
 }
-
-run_as(r) := object.get(r.attrs, "user", "root")
