@@ -549,3 +549,28 @@ func TestRolloutFactsChange(t *testing.T) {
 		t.Errorf("check-in with new facts after the rollout = %v, want NEW_CATALOG", resp.Status)
 	}
 }
+
+// TestRehearsalFailureHalts: a rehearsal whose noop run fails counts
+// toward the stage's max_failed, and nothing is released.
+func TestRehearsalFailureHalts(t *testing.T) {
+	t.Parallel()
+	stages := "[[rollout.stage]]\nname = \"rehearsal\"\nnodes = [\"n-0\"]\nnoop = true\n"
+	h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1")
+	before := h.etags()
+	h.commit(rolloutSite(stages, "would fail"))
+	resp := h.checkin("n-0")
+	if resp.Rehearsal == nil {
+		t.Fatal("n-0 got no rehearsal")
+	}
+	h.report("n-0", resp.Rehearsal.Etag, true, []string{"file:/etc/motd"})
+	r, nodes := h.get()
+	if r.State != rolloutHalted || !strings.Contains(r.Reason, "rehearsal") || !strings.Contains(r.Reason, "n-0 (file:/etc/motd") {
+		t.Errorf("rollout = %s (%s), want halted naming the rehearsal and n-0's failure", r.State, r.Reason)
+	}
+	if nodes["n-0"].State != "rehearsed" || len(nodes["n-0"].Failures) != 1 {
+		t.Errorf("n-0 = %s %v, want rehearsed with its failure", nodes["n-0"].State, nodes["n-0"].Failures)
+	}
+	if got := h.moved(before); len(got) != 0 {
+		t.Errorf("released %v after a failed rehearsal, want nothing", got)
+	}
+}
