@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // reader reads typed values out of a tomlDoc by key path, recording a
@@ -211,4 +212,18 @@ func toStrings(v any) ([]string, error) {
 		out[i] = s
 	}
 	return out, nil
+}
+
+// duration reads a Go duration written as a string ("10m", "500ms").
+func (r reader) duration(p string) (time.Duration, bool) {
+	s, ok := r.str(p)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		r.bad(p, "%s %q: want a duration like \"30s\", \"10m\" or \"1h30m\"", lastKey(p), s)
+		return 0, false
+	}
+	return d, true
 }

@@ -29,6 +29,8 @@ type Site struct {
 	data   map[string]*tomlDoc // "os/debian" → data/os/debian.toml
 	render *renderers          // every file under templates/ and every templated value
 	files  map[string]FileRef  // "files/motd" → its digest and size
+	// policies are policies/**/*.rego, sorted by path.
+	policies []SourceFile
 }
 
 // Settings are the site-wide settings of herd.toml.
@@ -106,6 +108,7 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 	if err := l.readTree(sd); err != nil {
 		return nil, "", err
 	}
+	slices.SortFunc(l.site.policies, func(a, b SourceFile) int { return strings.Compare(a.Path, b.Path) })
 	// A file that could not be read would only cause confusing
 	// follow-on mistakes ("a site needs nodes.toml").
 	if err := l.diags.err(); err != nil {
@@ -177,6 +180,7 @@ func (l *loader) loadSettings() {
 	s := &l.site.Settings
 	s.Environment = "production"
 	s.Hierarchy = DefaultHierarchy
+	s.Policy = PolicySettings{OnDeny: "block", Timeout: DefaultGateTimeout}
 	if _, ok := l.contents["herd.toml"]; !ok {
 		return
 	}
@@ -185,7 +189,7 @@ func (l *loader) loadSettings() {
 		return
 	}
 	r := reader{doc: doc, diags: &l.diags}
-	r.knownSuggesting("", []string{"environment", "hierarchy", "policy", "rollout"}, []string{"environment", "hierarchy"})
+	r.known("", "environment", "hierarchy", "policy", "rollout")
 	if env, ok := r.str("environment"); ok {
 		if !validName(env) {
 			r.bad("environment", "environment %q: want letters, digits, '-', '_' or '.'", env)
@@ -200,21 +204,8 @@ func (l *loader) loadSettings() {
 			}
 		}
 	}
-	// Rollout stages and policy gates are not built yet. Accepting their
-	// settings would let a site believe a canary stage or a policy holds
-	// a bad change back while every node gets it at once.
-	for _, k := range []string{"policy", "rollout"} {
-		if _, ok := r.get(k); ok {
-			l.diags.add(doc.firstPos(k), "[%s] is not supported yet: %s; remove it from herd.toml", k, unsupported[k])
-		}
-	}
-}
-
-// unsupported says why a herd.toml section that a later release acts on is
-// refused today.
-var unsupported = map[string]string{
-	"policy":  "policy gates arrive with rollouts, and nothing would act on its mode",
-	"rollout": "rollout stages arrive in a later release, and every node would get a new version at once whatever the stages say",
+	l.loadPolicy(r)
+	l.loadRollout(r)
 }
 
 // checkLevel validates a hierarchy level's interpolations.
@@ -322,3 +313,10 @@ func (s *Site) Files() []FileRef {
 	slices.SortFunc(out, func(a, b FileRef) int { return strings.Compare(a.Path, b.Path) })
 	return out
 }
+
+// PolicyFiles returns every policies/**/*.rego file of the site, policy
+// tests included, sorted by path. They were read at Load through the same
+// confined reader and caps as every other site file, and they are part of
+// the site's content version, so a changed policy is a new version. The
+// caller must not modify the data.
+func (s *Site) PolicyFiles() []SourceFile { return slices.Clone(s.policies) }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"strings"
 	"syscall"
 )
@@ -217,7 +216,7 @@ func (l *loader) readTree(sd siteDir) error {
 		case static:
 			l.site.files[rel] = FileRef{Digest: "sha256:" + hexsum, Path: rel, Size: n}
 		case strings.HasPrefix(rel, "policies/") && strings.HasSuffix(rel, ".rego"):
-			l.diags.add(Pos{File: rel}, "policies are not supported yet: nothing would read %s (policy gates arrive with rollouts); remove it from the site", path.Base(rel))
+			l.site.policies = append(l.site.policies, SourceFile{Path: rel, Data: buf.Bytes()})
 		default:
 			l.contents[rel] = buf.Bytes()
 		}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"testing/fstest"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // writeSite writes a minimal valid site into a fresh directory and returns
@@ -226,16 +228,70 @@ func TestSiteReadFile(t *testing.T) {
 	}
 }
 
-// TestPoliciesAreRefused: a .rego file would gate nothing yet, so it is an
-// error rather than a silent no-op.
-func TestPoliciesAreRefused(t *testing.T) {
+// TestPolicyFiles: every policies/**/*.rego is read at Load, sorted,
+// through the confined reader (a link is refused, the size cap holds), and
+// changes the site's content version; other files under policies/ are not
+// policies.
+func TestPolicyFiles(t *testing.T) {
 	t.Parallel()
-	dir := writeSite(t, map[string]string{"policies/deny.rego": "package herd\n", "policies/README.md": "notes"})
-	_, err := Load(context.Background(), dir, LoadOptions{Version: "test"})
-	if err == nil || !strings.Contains(err.Error(), "policies/deny.rego: policies are not supported yet") {
-		t.Fatalf("Load = %v, want policies/deny.rego refused", err)
+	files := map[string]string{
+		"policies/gate.rego":       "package herd.gate\n",
+		"policies/gate_test.rego":  "package herd.gate_test\n",
+		"policies/audit/ssh.rego":  "package herd.audit\n",
+		"policies/audit.rego":      "package herd.audit2\n",
+		"policies/README.md":       "notes",
+		"policies/notes.rego.orig": "x",
 	}
-	if strings.Contains(err.Error(), "README") {
-		t.Errorf("Load error %q names a file that is not a policy", err)
+	dir := writeSite(t, files)
+	s, err := Load(context.Background(), dir, LoadOptions{ContentVersion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []SourceFile{
+		{"policies/audit.rego", []byte("package herd.audit2\n")},
+		{"policies/audit/ssh.rego", []byte("package herd.audit\n")},
+		{"policies/gate.rego", []byte("package herd.gate\n")},
+		{"policies/gate_test.rego", []byte("package herd.gate_test\n")},
+	}
+	if diff := cmp.Diff(want, s.PolicyFiles()); diff != "" {
+		t.Errorf("PolicyFiles() (-want +got):\n%s", diff)
+	}
+
+	// A changed policy is a new site version.
+	if err := os.WriteFile(filepath.Join(dir, "policies", "gate.rego"), []byte("package herd.gate\n# changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Load(context.Background(), dir, LoadOptions{ContentVersion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Version == s.Version {
+		t.Errorf("Version %s did not change when policies/gate.rego did", s.Version)
+	}
+
+	// A link is refused like any site file's.
+	outside := filepath.Join(t.TempDir(), "secret.rego")
+	if err := os.WriteFile(outside, []byte("package x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "policies", "link.rego")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(context.Background(), dir, LoadOptions{Version: "test"})
+	if err == nil || !strings.Contains(err.Error(), "policies/link.rego: reading the site: not a regular file: a symbolic link") {
+		t.Errorf("Load with a linked policy = %v, want it refused", err)
+	}
+
+	// The source-file cap holds for policies.
+	big := fstest.MapFS{
+		"nodes.toml":        {Data: []byte("[[node]]\nroles = [\"web\"]\n")},
+		"roles/web.toml":    {Data: []byte("")},
+		"policies/big.rego": {Data: []byte(strings.Repeat("#", 2048))},
+	}
+	limits := defaultLimits
+	limits.source = 1024
+	_, _, err = loadFS(fsSiteDir(big), LoadOptions{Version: "test"}, limits)
+	if err == nil || !strings.Contains(err.Error(), "policies/big.rego: reading the site: 2048 bytes, more than the 1 KiB a site allows") {
+		t.Errorf("Load with a 2 KiB policy under a 1 KiB cap = %v, want it refused", err)
 	}
 }

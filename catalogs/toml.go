@@ -197,22 +197,6 @@ func (d *tomlDoc) posOf(path string) Pos {
 	return Pos{File: d.file}
 }
 
-// firstPos returns where the table or key k is first written: for
-// [[rollout.stage]], whose header never names rollout alone, the earliest
-// key under it.
-func (d *tomlDoc) firstPos(k string) Pos {
-	best := d.posOf(k)
-	for path, p := range d.pos {
-		if path != k && !strings.HasPrefix(path, k+".") && !strings.HasPrefix(path, k+"[") {
-			continue
-		}
-		if best.Line == 0 || p.Line < best.Line || p.Line == best.Line && p.Col < best.Col {
-			best = p
-		}
-	}
-	return best
-}
-
 // typeName names a decoded TOML value's type for diagnostics.
 func typeName(v any) string {
 	switch v.(type) {

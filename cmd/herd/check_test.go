@@ -32,12 +32,12 @@ func TestCheckAndCompileRefuseWhatTheSiteMayNotHold(t *testing.T) {
 		// error shows in compile alone.
 		compileOnly bool
 	}{
-		{"rollout stages", map[string]string{
-			"herd.toml": "environment = \"production\"\n\n[[rollout.stage]]\nname = \"canary\"\nnodes = [\"web-01\"]\n",
-		}, nil, []string{"herd.toml:3:3: [rollout] is not supported yet"}, false},
+		{"a rollout stage without a name", map[string]string{
+			"herd.toml": "environment = \"production\"\n\n[[rollout.stage]]\nnodes = [\"web-01\"]\npercent = 0\n",
+		}, nil, []string{"herd.toml:3:3: [[rollout.stage]] #1: missing name", "herd.toml:5:1: percent 0: want a number above 0 and at most 100"}, false},
 		{"policy mode", map[string]string{
 			"herd.toml": "[policy]\nmode = \"warn\"\n",
-		}, nil, []string{"herd.toml:1:2: [policy] is not supported yet"}, false},
+		}, nil, []string{"herd.toml:2:1: unknown key \"mode\" in [policy] (want on_deny, timeout)"}, false},
 		{"a link to the CA key", nil, func(t *testing.T, dir string) {
 			if err := os.Symlink(secret, filepath.Join(dir, "files", "cakey")); err != nil {
 				t.Fatal(err)
