@@ -168,7 +168,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 func TestSiteTests(t *testing.T) {
 	t.Parallel()
 	s := loadExample(t)
-	results := s.RunTests()
+	results := s.RunTests(nil)
 	if len(results) == 0 {
 		t.Fatal("the example site has no tests")
 	}

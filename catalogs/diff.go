@@ -187,6 +187,8 @@ func unified(r *Resource, before, after string) string {
 	if r.Type == "file" {
 		label = strings.TrimPrefix(r.Name, "/")
 	}
+	// A name with a newline would forge lines of the diff.
+	label = printable(label)
 	edits := udiff.Lines(before, after)
 	out, err := udiff.ToUnified("a/"+label, "b/"+label, before, edits, udiff.DefaultContextLines)
 	if err != nil {

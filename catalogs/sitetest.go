@@ -22,6 +22,10 @@ type SiteTest struct {
 	Pos    Pos
 	Error  string // when set, compile must fail with a message containing it
 	Expect []Expectation
+	// Deny, when set, expects the policy gates to deny the node's catalog
+	// with messages containing each of these texts. A test without it
+	// expects the catalog to be allowed.
+	Deny []string
 }
 
 // Expectation is one [[test.expect]].
@@ -43,7 +47,7 @@ func (l *loader) loadTests() {
 		r.known("", "test")
 		for i := range r.tables("test") {
 			p := fmt.Sprintf("test[%d]", i)
-			r.known(p, "name", "node", "facts", "error", "expect")
+			r.known(p, "name", "node", "facts", "error", "expect", "deny")
 			t := SiteTest{Pos: doc.posOf(p), Facts: facts.Facts{}}
 			t.Node, _ = r.str(p + ".node")
 			if t.Node == "" {
@@ -56,6 +60,15 @@ func (l *loader) loadTests() {
 				t.Name = t.Node
 			}
 			t.Error, _ = r.str(p + ".error")
+			if deny, ok := r.strs(p + ".deny"); ok {
+				if len(deny) == 0 {
+					deny = []string{""} // deny = []: denied, whatever the message
+				}
+				t.Deny = deny
+				if t.Error != "" {
+					r.bad(p+".deny", "deny: a test that expects compile to fail (error = …) has no catalog to deny")
+				}
+			}
 			if v, ok := r.get(p + ".facts"); ok {
 				switch fv := v.(type) {
 				case string:
@@ -125,25 +138,31 @@ func (l *loader) factsFile(rel string, pos Pos) facts.Facts {
 
 // TestResult is the outcome of one site test.
 type TestResult struct {
-	Test     *SiteTest
-	Catalog  *Catalog // nil when compile failed
+	Test    *SiteTest
+	Catalog *Catalog // nil when compile failed
+	// Denied holds the gate's deny messages for the catalog (nil when it
+	// was allowed or no gate ran).
+	Denied   []string
 	Failures []Diagnostic
 }
 
 // Passed reports whether the test met every expectation.
 func (r TestResult) Passed() bool { return len(r.Failures) == 0 }
 
-// RunTests compiles the node of every site test and checks its
-// expectations.
-func (s *Site) RunTests() []TestResult {
+// RunTests compiles the node of every site test, checks its expectations,
+// and asks gate (the site's policy gates; nil when none are loaded) about
+// its catalog: a test with deny = [...] must be denied with those
+// messages, any other test must be allowed. With a nil gate a test that
+// expects a denial fails, saying no gate is loaded.
+func (s *Site) RunTests(gate TestGate) []TestResult {
 	out := make([]TestResult, 0, len(s.Tests))
 	for i := range s.Tests {
-		out = append(out, s.runTest(&s.Tests[i]))
+		out = append(out, s.runTest(&s.Tests[i], gate))
 	}
 	return out
 }
 
-func (s *Site) runTest(t *SiteTest) TestResult {
+func (s *Site) runTest(t *SiteTest, gate TestGate) TestResult {
 	res := TestResult{Test: t}
 	fail := func(pos Pos, format string, args ...any) {
 		res.Failures = append(res.Failures, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
@@ -163,6 +182,7 @@ func (s *Site) runTest(t *SiteTest) TestResult {
 		return res
 	}
 	res.Catalog = cat
+	s.checkGate(t, cat, gate, &res, fail)
 	for _, e := range t.Expect {
 		r, present := cat.Resource(e.Resource)
 		if e.Absent {
@@ -192,6 +212,47 @@ func (s *Site) runTest(t *SiteTest) TestResult {
 		}
 	}
 	return res
+}
+
+// checkGate asks gate about the test node's catalog and checks the answer
+// against the test's deny expectation.
+func (s *Site) checkGate(t *SiteTest, cat *Catalog, gate TestGate, res *TestResult, fail func(Pos, string, ...any)) {
+	if gate == nil {
+		if len(t.Deny) > 0 {
+			fail(t.Pos, "test %q: expects the catalog of %s to be denied, but no policy gate is loaded (no policies/*.rego with package herd.gate)", t.Name, t.Node)
+		}
+		return
+	}
+	denied, err := gate(t.Node, map[string]any(t.Facts), cat)
+	if err != nil {
+		// The server denies on a gate error; a test must not pass on one.
+		fail(t.Pos, "test %q: gating the catalog of %s: %v", t.Name, t.Node, err)
+		return
+	}
+	res.Denied = denied
+	if len(t.Deny) == 0 {
+		if len(denied) > 0 {
+			fail(t.Pos, "test %q: the policy gates deny the catalog of %s: %s", t.Name, t.Node, strings.Join(denied, "; "))
+		}
+		return
+	}
+	if len(denied) == 0 {
+		fail(t.Pos, "test %q: the policy gates allow the catalog of %s, want it denied with %s", t.Name, t.Node, quoteList(t.Deny))
+		return
+	}
+	for _, want := range t.Deny {
+		if !slices.ContainsFunc(denied, func(m string) bool { return strings.Contains(m, want) }) {
+			fail(t.Pos, "test %q: no deny message for %s contains %q (denied with: %s)", t.Name, t.Node, want, strings.Join(denied, "; "))
+		}
+	}
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // expectedValue puts a value written in a test into catalog shape, so that

@@ -40,7 +40,7 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 			if err != nil {
 				return nodecmd.SiteError(site, err)
 			}
-			results := s.RunTests()
+			results := s.RunTests(nil)
 			failed := 0
 			for _, r := range results {
 				if !r.Passed() {
