@@ -24,6 +24,7 @@ converge the host and report what they did.`)
 		newCACmd(),
 		newNodesCmd(),
 		newReportsCmd(),
+		newRolloutCmd(),
 		newStatusCmd(),
 		newUpCmd(),
 	)
