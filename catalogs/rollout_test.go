@@ -166,3 +166,28 @@ func TestBucket(t *testing.T) {
 		t.Errorf("10%% picked %d and 50%% picked %d of %d nodes, want about 1000 and 5000", in10, in50, n)
 	}
 }
+
+// TestExampleStages: the example site's canary is the node `herd up`
+// converges, and the rest take every other node.
+func TestExampleStages(t *testing.T) {
+	t.Parallel()
+	s := loadExample(t)
+	if s.Settings.Policy.OnDeny != "block" {
+		t.Errorf("example on_deny = %q, want block", s.Settings.Policy.OnDeny)
+	}
+	st := s.Settings.Rollout.Stages
+	if len(st) != 2 || st[0].Name != "canary" || st[1].Name != "rest" || st[0].Bake <= 0 || st[0].Bake > 10*time.Second {
+		t.Fatalf("example stages = %+v, want canary then rest with a short bake", st)
+	}
+	f := readFactsFile(t, "../examples/site/tests/facts/debian12.json")
+	for _, tt := range []struct {
+		node         string
+		canary, rest bool
+	}{{"sandbox", true, true}, {"web-01", true, true}, {"web-02", false, true}, {"db-01", false, true}} {
+		c, err1 := st[0].Selects(tt.node, f)
+		r, err2 := st[1].Selects(tt.node, f)
+		if c != tt.canary || r != tt.rest || err1 != nil || err2 != nil {
+			t.Errorf("%s: canary %v (%v), rest %v (%v); want %v, %v", tt.node, c, err1, r, err2, tt.canary, tt.rest)
+		}
+	}
+}

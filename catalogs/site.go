@@ -31,6 +31,9 @@ type Site struct {
 	files  map[string]FileRef  // "files/motd" → its digest and size
 	// policies are policies/**/*.rego, sorted by path.
 	policies []SourceFile
+	// blobs keeps static files by digest for a site whose directory is
+	// gone (LoadRevision), for FileContent.
+	blobs map[string][]byte
 }
 
 // Settings are the site-wide settings of herd.toml.

@@ -19,6 +19,7 @@ converge the host and report what they did.`)
 	root.AddCommand(
 		newCompileCmd(),
 		newCheckCmd(),
+		newDiffCmd(),
 		newLookupCmd(),
 		newServerCmd(),
 		newCACmd(),
