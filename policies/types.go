@@ -1,6 +1,8 @@
 package policies
 
 import (
+	"strings"
+
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
 )
@@ -61,4 +63,13 @@ func (d Decision) Denied() bool { return len(d.Deny) > 0 }
 type Message struct {
 	Message  string `json:"message"`
 	Resource string `json:"resource,omitempty"`
+}
+
+// String is the message as one line: the resource first when the rule
+// named one the message does not already contain.
+func (m Message) String() string {
+	if m.Resource == "" || strings.Contains(m.Message, m.Resource) {
+		return m.Message
+	}
+	return m.Resource + ": " + m.Message
 }

@@ -87,3 +87,100 @@ func TestCheckAndCompileRefuseWhatTheSiteMayNotHold(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckRunsPoliciesAndGatesSiteTests runs herd check on sites with
+// policies: a failing policy test, a broken policy, and site tests that
+// expect a denial (or none).
+func TestCheckRunsPoliciesAndGatesSiteTests(t *testing.T) {
+	t.Parallel()
+	gate := `package herd.gate
+
+deny contains sprintf("%s is world-writable", [r.id]) if {
+	some r in input.catalog.resources
+	r.type == "file"
+	r.attrs.mode == "0666"
+}
+`
+	base := map[string]string{
+		"files/.keep":    "",
+		"nodes.toml":     "[[node]]\nroles = [\"web\"]\n",
+		"roles/web.toml": "[[file]]\npath = \"/etc/motd\"\nmode = \"{{ if eq .node \\\"bad-01\\\" }}0666{{ else }}0644{{ end }}\"\ncontent = \"hi\\n\"\n",
+	}
+	tests := []struct {
+		name    string
+		files   map[string]string
+		code    int
+		want    []string // in stdout
+		wantErr []string // in stderr, after the site directory and a slash
+	}{
+		{"denial expected and got, allowed and allowed", map[string]string{
+			"policies/gate.rego": gate,
+			"policies/gate_test.rego": "package herd.gate_test\n\nimport data.herd.gate\n\n" +
+				"test_world_writable if {\n\tcount(gate.deny) == 1 with input as {\"catalog\": {\"resources\": [{\"id\": \"file:/x\", \"type\": \"file\", \"attrs\": {\"mode\": \"0666\"}}]}}\n}\n",
+			"tests/web.toml": "[[test]]\nname = \"bad is denied\"\nnode = \"bad-01\"\ndeny = [\"file:/etc/motd is world-writable\"]\n\n" +
+				"[[test]]\nname = \"good is allowed\"\nnode = \"good-01\"\n",
+		}, 0, []string{
+			"policy gate loaded, 2 tests, 1 policy tests",
+			"ok   bad-01: bad is denied (1 resources, denied)",
+			"ok   good-01: good is allowed (1 resources)",
+			"ok   policy herd.gate_test: test_world_writable (",
+			"policies/gate_test.rego:5)",
+			"site tests: 2 passed, 0 failed",
+			"policy tests: 1 passed, 0 failed",
+		}, nil},
+		{"denial expected, not got; denial not expected, got", map[string]string{
+			"policies/gate.rego": gate,
+			"tests/web.toml": "[[test]]\nname = \"good should be denied\"\nnode = \"good-01\"\ndeny = [\"world-writable\"]\n\n" +
+				"[[test]]\nname = \"bad should be allowed\"\nnode = \"bad-01\"\n",
+		}, nodecmd.ExitError, []string{
+			"FAIL good-01: good should be denied",
+			"the policy gates allow the catalog of good-01, want it denied with \"world-writable\"",
+			"FAIL bad-01: bad should be allowed",
+			"the policy gates deny the catalog of bad-01: file:/etc/motd is world-writable",
+			"site tests: 0 passed, 2 failed",
+		}, nil},
+		{"a failing policy test", map[string]string{
+			"policies/gate.rego": gate,
+			"policies/gate_test.rego": "package herd.gate_test\n\nimport data.herd.gate\n\n" +
+				"test_nothing_denied if {\n\tcount(gate.deny) == 0 with input as {\"catalog\": {\"resources\": [{\"id\": \"file:/x\", \"type\": \"file\", \"attrs\": {\"mode\": \"0666\"}}]}}\n}\n",
+		}, nodecmd.ExitError, []string{
+			"FAIL policy herd.gate_test: test_nothing_denied (",
+			"policies/gate_test.rego:6: failed: count(gate.deny) == 0",
+			"policy tests: 0 passed, 1 failed",
+		}, nil},
+		{"a broken policy", map[string]string{
+			"policies/gate.rego": "package herd.gate\n\ndeny contains msg if {\n\tinput.x == 1\n}\n",
+		}, nodecmd.ExitError, nil, []string{"policies/gate.rego:3: rego_unsafe_var_error"}},
+		{"a broken policy test", map[string]string{
+			"policies/gate.rego":      gate,
+			"policies/gate_test.rego": "package herd.gate_test\n\ntest_x if {\n",
+		}, nodecmd.ExitError, nil, []string{"policies/gate_test.rego:4: rego_parse_error"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			files := map[string]string{}
+			for k, v := range base {
+				files[k] = v
+			}
+			for k, v := range tt.files {
+				files[k] = v
+			}
+			dir := testkit.WriteSite(t, files)
+			out, stderr, code := herd(t, "", "check", "--site", dir)
+			if code != tt.code {
+				t.Fatalf("herd check exited %d, want %d:\n%s%s", code, tt.code, out, stderr)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("herd check: stdout lacks %q:\n%s", want, out)
+				}
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(stderr, dir+"/"+want) {
+					t.Errorf("herd check: stderr lacks %q:\n%s", dir+"/"+want, stderr)
+				}
+			}
+		})
+	}
+}

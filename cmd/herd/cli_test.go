@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -122,6 +123,11 @@ func TestCheckExampleSite(t *testing.T) {
 	}
 	if !strings.Contains(out, "0 failed") || strings.Contains(out, "FAIL") {
 		t.Errorf("herd check output:\n%s", out)
+	}
+	// The example gates and their tests run, and the example's nodes pass
+	// them.
+	if !strings.Contains(out, "policy gate loaded") || !regexp.MustCompile(`(?m)^policy tests: [1-9][0-9]* passed, 0 failed$`).MatchString(out) {
+		t.Errorf("herd check ran no policy gate or tests:\n%s", out)
 	}
 }
 
