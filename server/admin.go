@@ -57,10 +57,34 @@ func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesReque
 		nodes = nodes[:size]
 		out.NextPageToken = nodes[size-1].Name
 	}
+	// Where the newest rollout has each node of the page.
+	var inRollout map[string]string
+	var rollout store.Rollout
+	if id := a.s.ctl.newest.Load(); id != 0 && len(nodes) > 0 {
+		r, ok, err := a.s.st.Rollout(ctx, id)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
+		}
+		if ok {
+			rollout = r
+			rns, err := a.s.st.RolloutNodes(ctx, store.RolloutNodeQuery{Rollout: id, After: req.PageToken, Through: nodes[len(nodes)-1].Name})
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
+			}
+			inRollout = make(map[string]string, len(rns))
+			for _, rn := range rns {
+				inRollout[rn.Node] = rolloutNodeState(r, rn)
+			}
+		}
+	}
 	for _, n := range nodes {
 		info := &herdv1.NodeInfo{
 			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
 			LastSummary: wireSummary(n.LastSummary), LastReportUnixMs: unixMs(n.LastReport),
+			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop,
+		}
+		if st, ok := inRollout[n.Name]; ok {
+			info.RolloutState, info.RolloutId = st, rollout.ID
 		}
 		if cur, cerr := a.s.compiles.get(n.Name); cur != nil || cerr != "" {
 			if cur != nil {

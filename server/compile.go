@@ -2,23 +2,21 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
+	"github.com/herdcm/herd/policies"
+	"github.com/herdcm/herd/server/store"
 )
 
 // siteState is the site version being served.
@@ -33,6 +31,10 @@ type siteState struct {
 	loadErr   string
 	newest    string
 	attempted time.Time
+	// gate is the version's prepared policy gate; gateErr why its
+	// policies do not load (then nothing of the version ships).
+	gate    policyGate
+	gateErr string
 }
 
 // nodeCatalog is the catalog a node gets now. Its bytes stay in memory
@@ -227,10 +229,17 @@ func (s *Server) reload(ctx context.Context) error {
 	if err := s.storeFiles(site); err != nil {
 		return err
 	}
-	s.site.Store(&siteState{site: site, version: site.Version, loaded: now, newest: site.Version, attempted: now})
+	next := &siteState{site: site, version: site.Version, loaded: now, newest: site.Version, attempted: now}
+	// Prepared once per version; a broken policy blocks the version,
+	// never lets it through.
+	if next.gate, err = prepareGate(ctx, site.PolicyFiles(), site.Settings.Policy.Timeout); err != nil {
+		next.gateErr = err.Error()
+		s.log.Error("the site's policies do not load; the version is blocked", "version", site.Version, "err", err)
+	}
+	s.site.Store(next)
 	s.metrics.setServed(site.Version, now)
 	s.log.Info("site loaded", "version", site.Version)
-	return s.recompileAll(ctx)
+	return s.newVersion(ctx, next, prev == nil)
 }
 
 // gitVersion names the commit checked out in the site, for a version that
@@ -302,135 +311,96 @@ func (s *Server) openFile(digest string) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(s.files, hex))
 }
 
-// recompileAll compiles every node with known facts, in parallel.
-func (s *Server) recompileAll(ctx context.Context) error {
-	nodes := s.facts.nodes()
-	workers := s.opts.CompileWorkers
-	if workers <= 0 {
-		// More than the cores: each worker also waits for its catalog's
-		// durable write, and the store commits the writes of waiting
-		// workers together.
-		workers = 8 * runtime.GOMAXPROCS(0)
+// newVersion plans the rollout of st's version and hands it to the
+// controller. A server restarted on the version of its newest rollout
+// resumes that rollout instead (the controller loaded it): the
+// candidates are in the store already.
+func (s *Server) newVersion(ctx context.Context, st *siteState, restarted bool) error {
+	var newest store.Rollout
+	if err := s.ctl.do(ctx, func(c *controller) error {
+		if c.cur != nil {
+			newest = c.cur.rec
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
-	start := time.Now()
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(workers)
-	for _, n := range nodes {
-		g.Go(func() error {
-			s.compileNode(ctx, n)
-			return nil
-		})
+	if restarted && newest.ID != 0 && newest.Version == st.version {
+		s.log.Info("the site's version is the newest rollout's; resuming it", "rollout", newest.ID, "state", newest.State)
+		return nil
 	}
-	err := g.Wait()
-	s.log.Info("fleet recompiled", "nodes", len(nodes), "took", time.Since(start).Round(time.Millisecond))
-	return err
+	previous := newest.Version
+	if previous == "" {
+		// A store from before rollouts: the version the fleet runs.
+		previous = s.approvedVersion()
+	}
+	p, err := s.planRollout(ctx, st, previous)
+	if err != nil {
+		return fmt.Errorf("planning the rollout of %s: %w", st.version, err)
+	}
+	return s.ctl.do(ctx, func(c *controller) error { return c.begin(ctx, p) })
 }
 
-// compileNode compiles node's catalog from the served site and its cached
-// facts; a new catalog is signed, stored and announced to the node's
-// Watch streams. A failed compile keeps the last good catalog.
+// approvedVersion is the site version most nodes are approved at.
+func (s *Server) approvedVersion() string {
+	s.compiles.mu.RLock()
+	defer s.compiles.mu.RUnlock()
+	count := map[string]int{}
+	best := ""
+	for _, nc := range s.compiles.catalogs {
+		count[nc.version]++
+		if count[nc.version] > count[best] {
+			best = nc.version
+		}
+	}
+	return best
+}
+
+// compileNode compiles node at the served version, for a check-in that
+// brought new facts or a node without a catalog. The candidate is gated
+// and handed to the controller, which approves it at once or keeps it
+// for the node's rollout stage. It returns the node's approved catalog.
+// A failed compile keeps the last good catalog.
 func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 	unlock := s.compiles.lock(node)
 	defer unlock()
 	st := s.site.Load()
 	cf, ok := s.facts.get(node)
+	cur, _ := s.compiles.get(node)
 	if !ok || st == nil {
-		cur, _ := s.compiles.get(node)
 		return cur
 	}
-	start := time.Now()
-	s.metrics.compiles.Inc()
-	cat, err := st.site.Compile(node, cf.facts)
-	var enc []byte
-	if err == nil {
-		enc, err = cat.Encode()
-	}
-	if err != nil {
-		s.metrics.compileErrors.Inc()
-		msg := err.Error()
-		s.compiles.mu.Lock()
-		s.compiles.errors[node] = msg
-		cur := s.compiles.catalogs[node]
-		s.compiles.mu.Unlock()
-		if serr := s.st.SetCompileError(ctx, node, st.version, msg); serr != nil {
-			s.log.Error("recording a compile error", "node", node, "err", serr)
-		}
-		s.log.Warn("compile failed; the node keeps its last good catalog", "node", node, "version", st.version, "err", msg)
+	cat, nc, err := s.compileAt(ctx, st, node, cf.facts)
+	if err != nil || (cur != nil && cur.etag == nc.etag) {
 		return cur
 	}
-	etag := catalogs.Digest(enc)
-	cur, hadErr := s.compiles.get(node)
-	if hadErr != "" {
-		s.compiles.mu.Lock()
-		delete(s.compiles.errors, node)
-		s.compiles.mu.Unlock()
-		s.st.SetCompileError(ctx, node, st.version, "")
+	c := candidate{node: node, facts: cf.facts, nc: nc, cat: cat}
+	if cur != nil {
+		c.prevEtag = cur.etag
+		c.prev = s.decodeApproved(ctx, node, cur)
 	}
-	if cur != nil && cur.etag == etag {
+	c.change = catalogs.Diff(c.prev, cat, s.content)
+	var fleet *policies.Fleet
+	s.ctl.do(ctx, func(ctl *controller) error {
+		if ctl.cur != nil && ctl.cur.rec.Version == st.version {
+			fleet = ctl.cur.fleet
+		}
+		return nil
+	})
+	if fleet == nil {
+		fleet = summarize(st.version, "", 1, map[string]catalogs.Change{node: c.change})
+	}
+	d := s.gateCandidate(ctx, st, &c, fleet)
+	if err := s.st.PutCatalogs(ctx, []store.CatalogRecord{{Etag: nc.etag, Version: nc.version, Catalog: nc.bytes, Signature: nc.signature}}); err != nil {
+		s.log.Error("storing a catalog; the node keeps its approved one", "node", node, "err", err)
 		return cur
 	}
-	sig := ed25519.Sign(s.signer, enc)
-	nc := &nodeCatalog{etag: etag, version: st.version, bytes: enc, signature: sig, files: make(map[string]bool, len(cat.Files))}
-	for _, f := range cat.Files {
-		nc.files[f.Digest] = true
+	nc.stored.Store(true)
+	if err := s.ctl.do(ctx, func(ctl *controller) error { ctl.recompiled(node, cur, nc, d); return nil }); err != nil {
+		s.log.Error("handing a recompiled catalog to the rollout controller", "node", node, "err", err)
 	}
-	// Serve and announce it before the store has it: compile is
-	// deterministic, so a crash before the write only means the next start
-	// compiles the same catalog again. The fleet converges without waiting
-	// for a durable write per node.
-	s.compiles.mu.Lock()
-	s.compiles.catalogs[node] = nc
-	s.compiles.mu.Unlock()
-	s.metrics.compileTime.Observe(time.Since(start).Seconds())
-	s.watch.notify(node, etag, st.version)
-	s.saveCatalog(node, nc, enc)
-	return nc
-}
-
-// saveCatalog writes a node's new catalog to the store in the background,
-// so that compiling the fleet runs at the speed of the CPU rather than of
-// the store's writer (which commits the waiting writes together). At most
-// maxPendingSaves are outstanding; a save of a catalog that a newer one
-// already replaced is skipped, and saves of one node never overtake each
-// other.
-func (s *Server) saveCatalog(node string, nc *nodeCatalog, enc []byte) {
-	s.saves.sem <- struct{}{}
-	s.saves.wg.Add(1)
-	go func() {
-		defer s.saves.wg.Done()
-		defer func() { <-s.saves.sem }()
-		m, _ := s.saves.nodeMu.LoadOrStore(node, &sync.Mutex{})
-		mu := m.(*sync.Mutex)
-		mu.Lock()
-		defer mu.Unlock()
-		if cur, _ := s.compiles.get(node); cur != nc {
-			return // replaced before it was written; the newer one will be
-		}
-		// Not the request's context: the write must finish even when the
-		// check-in that compiled it is gone.
-		if err := s.st.SaveCatalog(context.Background(), node, nc.etag, nc.version, enc, nc.signature); err != nil {
-			s.log.Error("storing a catalog; it is served from memory until the next compile", "node", node, "err", err)
-			return
-		}
-		// A node holding a Watch stream fetches its new catalog at once:
-		// keep the bytes for that fetch. Others will fetch at their next
-		// check-in, from the cache of recent catalogs or the store.
-		nc.stored.Store(true)
-		if nc.fetched.Load() || !s.watch.has(node) {
-			s.recent.put(nc.etag, enc)
-			nc.dropBytes()
-		}
-	}()
-}
-
-// maxPendingSaves bounds the catalogs compiled but not yet stored.
-const maxPendingSaves = 512
-
-// pendingSaves tracks background catalog writes.
-type pendingSaves struct {
-	sem    chan struct{}
-	wg     sync.WaitGroup
-	nodeMu sync.Map // node → *sync.Mutex
+	cur, _ = s.compiles.get(node)
+	return cur
 }
 
 // dropBytes lets the catalog's bytes go: they are in the store.

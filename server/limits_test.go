@@ -300,7 +300,7 @@ func TestReceiveTimeout(t *testing.T) {
 	s.compiles.mu.Lock()
 	delete(s.compiles.catalogs, "a-01")
 	s.compiles.mu.Unlock()
-	s.watch.notify("a-01", "sha256:new", "v2")
+	s.watch.notify("a-01", "sha256:new", "v2", false)
 	ev, err := watch.Recv()
 	if err != nil || ev.Etag != "sha256:new" {
 		t.Errorf("Watch after the receive timeout = %v, %v; want the new etag", ev, err)

@@ -92,6 +92,13 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 			cur.dropBytes()
 		}
 	}
+	if reh := s.rehearse.get(node); reh != nil {
+		b, err := s.catalogBytes(ctx, reh)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "%v", err)
+		}
+		resp.Rehearsal = &herdv1.Rehearsal{Catalog: b, Signature: reh.signature, Etag: reh.etag, Version: reh.version}
+	}
 	s.metrics.checkins.WithLabelValues(resp.Status.String()).Inc()
 	if err := s.st.Checkin(ctx, node, now, req.AgentVersion, time.UnixMilli(resp.NextCheckinUnixMs)); err != nil {
 		s.log.Warn("recording a check-in", "node", node, "err", err)
@@ -165,9 +172,11 @@ func (n *nodeService) GetFile(req *herdv1.GetFileRequest, stream grpc.ServerStre
 	s := n.s
 	node := caller(stream.Context()).name
 	cur, _ := s.compiles.get(node)
-	// Only a digest the node's own catalog ships: a node cannot read
-	// another node's files by guessing digests.
-	if cur == nil || !cur.files[req.Digest] {
+	reh := s.rehearse.get(node)
+	// Only a digest the node's own catalog ships (or the catalog it is
+	// to rehearse): a node cannot read another node's files by guessing
+	// digests.
+	if (cur == nil || !cur.files[req.Digest]) && (reh == nil || !reh.files[req.Digest]) {
 		return status.Errorf(codes.PermissionDenied, "file %s is not in the catalog of %s", req.Digest, node)
 	}
 	f, err := s.openFile(req.Digest)
@@ -222,6 +231,9 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 		s.metrics.reports.WithLabelValues("duplicate").Inc()
 	} else {
 		s.metrics.reports.WithLabelValues("stored").Inc()
+		// The rollout's health reads stored reports only, once each.
+		services := r.Services
+		s.ctl.post(func(c *controller) error { c.report(node, rec, services); return nil })
 	}
 	return &herdv1.SendReportResponse{Duplicate: dup}, nil
 }
@@ -265,8 +277,10 @@ func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamin
 		s.watch.remove(id.name, w)
 		s.metrics.watchers.Dec()
 	}()
-	if cur, _ := s.compiles.get(id.name); cur != nil && cur.etag != req.Etag {
-		if err := stream.Send(&herdv1.WatchEvent{Etag: cur.etag, Version: cur.version}); err != nil {
+	// A node that (re)connects hears at once of a catalog it lacks, or
+	// of a rehearsal waiting for it.
+	if cur, _ := s.compiles.get(id.name); cur != nil && (cur.etag != req.Etag || s.rehearse.get(id.name) != nil) {
+		if err := stream.Send(&herdv1.WatchEvent{Etag: cur.etag, Version: cur.version, Run: cur.etag == req.Etag}); err != nil {
 			return err
 		}
 	}
@@ -285,7 +299,14 @@ func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamin
 				return status.Error(codes.Unavailable, "the server is stopping")
 			}
 		case m := <-w.box:
-			if err := stream.Send(&herdv1.WatchEvent{Etag: m.etag, Version: m.version}); err != nil {
+			if m.etag == "" {
+				cur, _ := s.compiles.get(id.name)
+				if cur == nil {
+					continue
+				}
+				m.etag, m.version = cur.etag, cur.version
+			}
+			if err := stream.Send(&herdv1.WatchEvent{Etag: m.etag, Version: m.version, Run: m.run}); err != nil {
 				return err
 			}
 		}

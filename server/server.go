@@ -211,7 +211,8 @@ type Server struct {
 
 	site     atomic.Pointer[siteState]
 	recent   *byteCache
-	saves    pendingSaves
+	ctl      *controller
+	rehearse rehearsals
 	compiles compileState
 	facts    factsCache
 	watch    watchers
@@ -291,7 +292,6 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		metrics: newMetrics(), files: filepath.Join(opts.Dir, "files"),
 		inFlight: make(chan struct{}, opts.MaxInFlight),
 		recent:   newByteCache(opts.CatalogCache),
-		saves:    pendingSaves{sem: make(chan struct{}, maxPendingSaves)},
 		errc:     make(chan error, 1),
 	}
 	s.compiles.init()
@@ -305,6 +305,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.ctl = newController(s)
+	if err := s.ctl.load(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("starting the server: resuming the newest rollout: %w", err)
+	}
+	s.ctl.start()
 	// A revoked node's open Watch streams end within the next poll; its
 	// next call is refused by the interceptor.
 	authority.OnRevoke(func(name, serial string) {
@@ -315,6 +321,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	})
 	if err := s.reload(ctx); err != nil {
 		// The first load must work: there is no previous version to serve.
+		s.ctl.close()
 		st.Close()
 		return nil, err
 	}
@@ -476,7 +483,7 @@ func (s *Server) Close() error {
 		serveErr = s.group.Wait()
 	}
 	s.shutdown()
-	s.saves.wg.Wait()
+	s.ctl.close()
 	return errors.Join(serveErr, s.st.Close())
 }
 

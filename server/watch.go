@@ -30,7 +30,13 @@ type watcher struct {
 	seq    uint64 // order of arrival: the oldest goes first
 }
 
-type watchMsg struct{ etag, version string }
+// watchMsg is a new catalog for the node (etag, version), or, with run
+// and no etag, a request to run now on the catalog it holds (a rollout
+// wants a fresh report, or has a rehearsal waiting).
+type watchMsg struct {
+	etag, version string
+	run           bool
+}
 
 // Why a Watch stream was ended by the server.
 var (
@@ -84,18 +90,25 @@ func (w *watchers) has(node string) bool {
 	return len(w.m[node]) > 0
 }
 
-// notify tells node's streams about a new catalog, never blocking.
-func (w *watchers) notify(node, etag, version string) {
+// notify tells node's streams about a new catalog (or, with run, asks
+// for a run), never blocking.
+func (w *watchers) notify(node, etag, version string, run bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for x := range w.m[node] {
-		msg := watchMsg{etag, version}
+		msg := watchMsg{etag, version, run}
 		select {
 		case x.box <- msg:
 		default:
-			// Drop the unread older message and put the newest.
+			// Drop the unread older message and put the newest; a run
+			// asked for is never lost to a newer catalog, which runs
+			// anyway, nor a new catalog to a run request.
 			select {
-			case <-x.box:
+			case old := <-x.box:
+				msg.run = msg.run || old.run
+				if msg.etag == "" {
+					msg.etag, msg.version = old.etag, old.version
+				}
 			default:
 			}
 			select {

@@ -166,6 +166,42 @@ var migrations = []string{
 	ALTER TABLE certs ADD COLUMN superseded_by TEXT NOT NULL DEFAULT '';
 	DROP INDEX certs_valid;
 	CREATE UNIQUE INDEX certs_valid ON certs (name) WHERE revoked_at = 0 AND superseded_by = '';`,
+
+	// 5: rollouts. A node's catalog_etag is now its approved catalog (the
+	// one check-ins serve); a rollout holds each node's candidate until a
+	// stage releases it. applied_version is the site version of the
+	// newest run that was not noop.
+	`ALTER TABLE nodes ADD COLUMN applied_version TEXT NOT NULL DEFAULT '';
+	CREATE TABLE rollouts (
+		id INTEGER PRIMARY KEY,
+		version TEXT NOT NULL,
+		previous_version TEXT NOT NULL,
+		state TEXT NOT NULL,
+		reason TEXT NOT NULL,
+		created INTEGER NOT NULL,
+		updated INTEGER NOT NULL,
+		superseded_by INTEGER NOT NULL DEFAULT 0,
+		stages BLOB NOT NULL,                    -- JSON: the stages as herd.toml said, and their state
+		fleet BLOB NOT NULL                      -- JSON: the fleet summary the gates read
+	);
+	CREATE TABLE rollout_nodes (
+		rollout INTEGER NOT NULL,
+		node TEXT NOT NULL,
+		stage INTEGER NOT NULL,                  -- index into the rollout's stages
+		rehearse INTEGER NOT NULL,               -- its rehearsal stage, -1 for none
+		decision TEXT NOT NULL,                  -- allowed, denied, compile-error, unchanged
+		state TEXT NOT NULL,
+		deny BLOB,                               -- JSON lists of {message, resource}
+		warn BLOB,
+		compile_error TEXT NOT NULL,
+		failures BLOB,                           -- JSON list of strings
+		previous_etag TEXT NOT NULL,
+		etag TEXT NOT NULL,                      -- the candidate
+		change BLOB,                             -- JSON of catalogs.Change
+		rehearsal BLOB,                          -- JSON summary of the noop run; NULL until rehearsed
+		final INTEGER NOT NULL,                  -- a good report came after the stage's bake
+		PRIMARY KEY (rollout, node)
+	) WITHOUT ROWID;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

@@ -36,6 +36,8 @@ type Node struct {
 	// AppliedEtag is the catalog digest of the newest run that was not
 	// noop: the catalog the host was last made to match.
 	AppliedEtag string
+	// AppliedVersion is the site version of that run.
+	AppliedVersion string
 	// The newest run by start time (a spooled older report that arrives
 	// late does not replace it).
 	LastRunID    string
@@ -189,7 +191,7 @@ func (s *Store) Checkin(ctx context.Context, node string, at time.Time, agentVer
 const nodeColumns = `n.name, n.first_seen, n.last_checkin, n.agent_version, n.next_checkin,
 	n.catalog_etag, COALESCE(c.version, ''), n.catalog_saved, n.previous_etag,
 	n.compile_error, n.compile_version, COALESCE(f.digest, ''), COALESCE(f.received, 0),
-	n.applied_etag, n.last_run_id, n.last_received, n.last_started, n.last_noop, n.last_exit_code,
+	n.applied_etag, n.applied_version, n.last_run_id, n.last_received, n.last_started, n.last_noop, n.last_exit_code,
 	n.last_resources, n.last_in_sync, n.last_changed, n.last_failed, n.last_skipped, n.last_unknown, n.last_refreshed
 	FROM nodes n
 	LEFT JOIN catalogs c ON c.etag = n.catalog_etag
@@ -201,7 +203,7 @@ func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
 	err := sc.Scan(&n.Name, &first, &checkin, &n.AgentVersion, &next,
 		&n.CatalogEtag, &n.CatalogVersion, &saved, &n.PreviousEtag,
 		&n.CompileError, &n.CompileVersion, &n.FactsDigest, &facts,
-		&n.AppliedEtag, &n.LastRunID, &received, &started, &n.LastNoop, &n.LastExitCode,
+		&n.AppliedEtag, &n.AppliedVersion, &n.LastRunID, &received, &started, &n.LastNoop, &n.LastExitCode,
 		&n.LastSummary.Resources, &n.LastSummary.InSync, &n.LastSummary.Changed, &n.LastSummary.Failed,
 		&n.LastSummary.Skipped, &n.LastSummary.Unknown, &n.LastSummary.Refreshed)
 	n.FirstSeen, n.LastCheckin, n.NextCheckin = fromNS(first), fromNS(checkin), fromNS(next)

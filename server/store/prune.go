@@ -14,6 +14,8 @@ type Pruned struct {
 	FactsBlobs     int64
 	CatalogChanges int64
 	Catalogs       int64
+	Rollouts       int64
+	RolloutNodes   int64
 }
 
 // pruneChunk is how many reports one prune write removes: small enough
@@ -57,8 +59,15 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (Pruned, error) {
 				AND digest NOT IN (SELECT digest FROM facts_history)`},
 			{&h.CatalogChanges, true, `DELETE FROM node_catalogs WHERE at < ?1
 				AND at < (SELECT MAX(at) FROM node_catalogs h WHERE h.node = node_catalogs.node)`},
+			// Rollouts last updated before it go, the newest excepted
+			// (it is what the controller resumes), and with them the
+			// candidates and previous catalogs only they named.
+			{&h.RolloutNodes, true, `DELETE FROM rollout_nodes WHERE rollout IN (SELECT id FROM rollouts WHERE updated < ?1
+				AND id < (SELECT MAX(id) FROM rollouts))`},
+			{&h.Rollouts, true, `DELETE FROM rollouts WHERE updated < ?1 AND id < (SELECT MAX(id) FROM rollouts)`},
 			{&h.Catalogs, false, `DELETE FROM catalogs WHERE etag NOT IN (SELECT catalog_etag FROM nodes)
-				AND etag NOT IN (SELECT previous_etag FROM nodes) AND etag NOT IN (SELECT etag FROM node_catalogs)`},
+				AND etag NOT IN (SELECT previous_etag FROM nodes) AND etag NOT IN (SELECT etag FROM node_catalogs)
+				AND etag NOT IN (SELECT etag FROM rollout_nodes) AND etag NOT IN (SELECT previous_etag FROM rollout_nodes)`},
 		}
 		for _, st := range steps {
 			var args []any
@@ -79,6 +88,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (Pruned, error) {
 		return p, fmt.Errorf("pruning history: %w", err)
 	}
 	p.FactsChanges, p.FactsBlobs, p.CatalogChanges, p.Catalogs = h.FactsChanges, h.FactsBlobs, h.CatalogChanges, h.Catalogs
+	p.Rollouts, p.RolloutNodes = h.Rollouts, h.RolloutNodes
 	return p, nil
 }
 

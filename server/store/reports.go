@@ -134,9 +134,9 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 	// dup is set on the writer goroutine; read it only after a nil error
 	// (when ctx ends first, the write may still be running).
 	var dup bool
-	applied := ""
+	applied, appliedVersion := "", ""
 	if !r.Noop {
-		applied = r.CatalogDigest
+		applied, appliedVersion = r.CatalogDigest, r.Version
 	}
 	err = s.write(ctx, func(w *wtx) error {
 		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, started, duration, exit_code,
@@ -160,18 +160,19 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		if err := insertEvents(w, id<<eventBits, keep); err != nil {
 			return err
 		}
-		_, err = w.exec(`INSERT INTO nodes (name, first_seen, applied_etag, last_run_id, last_received, last_started, last_noop, last_exit_code,
+		_, err = w.exec(`INSERT INTO nodes (name, first_seen, applied_etag, applied_version, last_run_id, last_received, last_started, last_noop, last_exit_code,
 				last_resources, last_in_sync, last_changed, last_failed, last_skipped, last_unknown, last_refreshed)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET
 				applied_etag = CASE WHEN excluded.last_noop THEN nodes.applied_etag ELSE excluded.applied_etag END,
+				applied_version = CASE WHEN excluded.last_noop THEN nodes.applied_version ELSE excluded.applied_version END,
 				last_run_id = excluded.last_run_id, last_received = excluded.last_received, last_started = excluded.last_started,
 				last_noop = excluded.last_noop, last_exit_code = excluded.last_exit_code,
 				last_resources = excluded.last_resources, last_in_sync = excluded.last_in_sync, last_changed = excluded.last_changed,
 				last_failed = excluded.last_failed, last_skipped = excluded.last_skipped, last_unknown = excluded.last_unknown,
 				last_refreshed = excluded.last_refreshed
 			WHERE excluded.last_started >= nodes.last_started`,
-			node, ns(r.Received), applied, r.RunID, ns(r.Received), ns(r.Started), r.Noop, exit,
+			node, ns(r.Received), applied, appliedVersion, r.RunID, ns(r.Received), ns(r.Started), r.Noop, exit,
 			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed)
 		return err
 	})

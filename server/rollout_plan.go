@@ -1,0 +1,479 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/facts"
+	"github.com/herdcm/herd/policies"
+	"github.com/herdcm/herd/server/store"
+)
+
+// planned is a new site version's rollout as compiled and gated, before
+// the controller takes it over.
+type planned struct {
+	rec   store.Rollout
+	nodes map[string]*liveNode
+	fleet *policies.Fleet
+	// gateFailed is set when gating itself failed (a broken policy, a gate
+	// error): nothing of the version ships, new nodes included.
+	gateFailed bool
+}
+
+// candidate is one node's compile at a new version.
+type candidate struct {
+	node       string
+	facts      facts.Facts
+	nc         *nodeCatalog // nil: unchanged or a compile error
+	cat, prev  *catalogs.Catalog
+	prevEtag   string
+	change     catalogs.Change
+	compileErr string
+}
+
+// compileWorkers is how many compiles run at once.
+func (s *Server) compileWorkers() int {
+	if s.opts.CompileWorkers > 0 {
+		return s.opts.CompileWorkers
+	}
+	// More than the cores: each worker also waits for reads of the
+	// approved catalogs it diffs against.
+	return 8 * runtime.GOMAXPROCS(0)
+}
+
+// planRollout compiles every known node at st's version, diffs each
+// candidate against the node's approved catalog, summarizes the fleet,
+// gates every changed node, assigns the stages, and stores the
+// candidates. previous is the version the fleet is on.
+func (s *Server) planRollout(ctx context.Context, st *siteState, previous string) (*planned, error) {
+	start := time.Now()
+	names := s.facts.nodes()
+	slices.Sort(names)
+	gate := st.gate
+	keep := gate != nil && !gate.Empty()
+	cands := make([]candidate, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.compileWorkers())
+	for i, name := range names {
+		g.Go(func() error {
+			cands[i] = s.compileCandidate(gctx, st, name, keep)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	compiled := time.Since(start)
+
+	changes := make(map[string]catalogs.Change, len(cands))
+	for _, c := range cands {
+		if c.nc != nil {
+			changes[c.node] = c.change
+		}
+	}
+	fleet := summarize(st.version, previous, len(names), changes)
+	p := &planned{fleet: fleet, nodes: make(map[string]*liveNode, len(cands))}
+	p.rec = store.Rollout{Version: st.version, PreviousVersion: previous, State: rolloutRunning, Created: time.Now(), Updated: time.Now()}
+	p.rec.Fleet, _ = json.Marshal(fleet)
+
+	// Gate the changed nodes in parallel: the gate is prepared once and
+	// safe for concurrent use.
+	decisions := make([]gated, len(cands))
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range cands {
+		if cands[i].nc == nil {
+			continue
+		}
+		g.Go(func() error {
+			c := &cands[i]
+			decisions[i] = s.gateCandidate(gctx, st, c, fleet)
+			c.cat, c.prev = nil, nil // done with them: let them go
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	gated := time.Since(start) - compiled
+
+	settings := st.site.Settings
+	p.rec.Stages = stagesOf(settings.Rollout)
+	rest := -1
+	var denied, gateErrors []string
+	var puts []store.CatalogRecord
+	for i, c := range cands {
+		n := &liveNode{RolloutNode: store.RolloutNode{Node: c.node, Stage: -1, Rehearse: -1, PreviousEtag: c.prevEtag}, cand: c.nc}
+		switch {
+		case c.compileErr != "":
+			n.Decision, n.State, n.CompileError = decisionCompileError, nodeCompileError, c.compileErr
+			n.Etag = c.prevEtag
+		case c.nc == nil:
+			n.Decision, n.State, n.Etag = decisionUnchanged, nodeUnchanged, c.prevEtag
+		default:
+			d := decisions[i]
+			n.Etag, n.Change, n.Deny, n.Warn = c.nc.etag, d.change, d.deny, d.warn
+			n.Decision, n.State = decisionAllowed, nodePending
+			if d.err != "" {
+				gateErrors = append(gateErrors, c.node+": "+d.err)
+				n.Deny = append(n.Deny, store.PolicyMessage{Message: "gate error: " + d.err})
+			}
+			if len(n.Deny) > 0 {
+				n.Decision, n.State = decisionDenied, nodeDenied
+				denied = append(denied, c.node)
+			}
+			puts = append(puts, store.CatalogRecord{Etag: c.nc.etag, Version: c.nc.version, Catalog: c.nc.bytes, Signature: c.nc.signature})
+		}
+		// Each node takes part in the first non-noop stage that selects
+		// it, and rehearses in the first noop stage that does.
+		for j := range settings.Rollout.Stages {
+			cs := &settings.Rollout.Stages[j]
+			if (cs.Noop && n.Rehearse >= 0) || (!cs.Noop && n.Stage >= 0) {
+				continue
+			}
+			ok, err := cs.Selects(c.node, c.facts)
+			if err != nil {
+				s.log.Warn("a rollout stage's condition fails on a node; the stage does not take it", "stage", cs.Name, "node", c.node, "err", err)
+				continue
+			}
+			if ok && cs.Noop {
+				n.Rehearse = j
+			} else if ok {
+				n.Stage = j
+			}
+		}
+		if n.Stage < 0 {
+			if rest < 0 {
+				rest = len(p.rec.Stages)
+				name := "rest"
+				if len(settings.Rollout.Stages) == 0 {
+					name = "all"
+				}
+				p.rec.Stages = append(p.rec.Stages, store.RolloutStage{Name: name, State: stagePending})
+			}
+			n.Stage = rest
+		}
+		p.nodes[c.node] = n
+	}
+	switch {
+	case st.gateErr != "":
+		p.gateFailed = true
+		p.rec.State, p.rec.Reason = rolloutBlocked, "the policies do not load: "+st.gateErr
+	case len(gateErrors) > 0:
+		p.gateFailed = true
+		p.rec.State, p.rec.Reason = rolloutBlocked, "the gate failed on "+listSome(gateErrors, 3)
+	case len(denied) > 0 && settings.Policy.OnDeny != "node":
+		p.rec.State = rolloutBlocked
+		p.rec.Reason = fmt.Sprintf("%d of %d nodes denied (on_deny = \"block\"): %s", len(denied), len(cands), deniedReason(p.nodes, denied))
+	}
+	// The candidates go to the store before the rollout names them: a
+	// restart must find every etag it releases. Many small writes that
+	// the store's writer commits together.
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for chunk := range slices.Chunk(puts, 256) {
+		g.Go(func() error { return s.st.PutCatalogs(gctx, chunk) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("storing the candidates of %s: %w", st.version, err)
+	}
+	for _, c := range cands {
+		if c.nc == nil {
+			continue
+		}
+		c.nc.stored.Store(true)
+		if !s.watch.has(c.node) {
+			s.recent.put(c.nc.etag, c.nc.bytes)
+			c.nc.dropBytes()
+		}
+	}
+	s.log.Info("rollout planned", "version", st.version, "nodes", len(names), "changing", fleet.Changing, "denied", len(denied),
+		"compile", compiled.Round(time.Millisecond), "gate", gated.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
+	return p, nil
+}
+
+// stagesOf snapshots herd.toml's stages for a rollout.
+func stagesOf(rs catalogs.RolloutSettings) []store.RolloutStage {
+	out := make([]store.RolloutStage, 0, len(rs.Stages)+1)
+	for _, cs := range rs.Stages {
+		out = append(out, store.RolloutStage{Name: cs.Name, Nodes: cs.Nodes, When: cs.When, Percent: cs.Percent, Bake: cs.Bake,
+			MaxFailed: cs.MaxFailed, MaxFailedPercent: cs.MaxFailedPercent, Noop: cs.Noop, Manual: cs.Manual, State: stagePending})
+	}
+	return out
+}
+
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:n], "; ") + fmt.Sprintf("; and %d more", len(items)-n)
+}
+
+func deniedReason(nodes map[string]*liveNode, denied []string) string {
+	var items []string
+	for _, name := range denied {
+		msgs := nodes[name].Deny
+		if len(msgs) > 0 {
+			items = append(items, name+": "+msgs[0].Message)
+		}
+	}
+	return listSome(items, 3)
+}
+
+// compileCandidate compiles node at st's version. keep keeps the catalog
+// and its previous one decoded, for the gate.
+func (s *Server) compileCandidate(ctx context.Context, st *siteState, node string, keep bool) candidate {
+	unlock := s.compiles.lock(node)
+	defer unlock()
+	c := candidate{node: node}
+	cf, ok := s.facts.get(node)
+	if !ok {
+		return c
+	}
+	c.facts = cf.facts
+	cur, _ := s.compiles.get(node)
+	if cur != nil {
+		c.prevEtag = cur.etag
+	}
+	cat, nc, err := s.compileAt(ctx, st, node, cf.facts)
+	if err != nil {
+		c.compileErr = err.Error()
+		return c
+	}
+	if cur != nil && cur.etag == nc.etag {
+		return c
+	}
+	c.nc = nc
+	c.prev = s.decodeApproved(ctx, node, cur)
+	c.change = catalogs.Diff(c.prev, cat, s.content)
+	if keep {
+		c.cat = cat
+	} else {
+		c.prev = nil
+	}
+	return c
+}
+
+// compileAt compiles, encodes and signs node's catalog at st's version,
+// recording a compile error (or clearing the last one).
+func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f facts.Facts) (*catalogs.Catalog, *nodeCatalog, error) {
+	start := time.Now()
+	s.metrics.compiles.Inc()
+	cat, err := st.site.Compile(node, f)
+	var enc []byte
+	if err == nil {
+		enc, err = cat.Encode()
+	}
+	if err != nil {
+		s.metrics.compileErrors.Inc()
+		msg := err.Error()
+		s.compiles.mu.Lock()
+		s.compiles.errors[node] = msg
+		s.compiles.mu.Unlock()
+		if serr := s.st.SetCompileError(ctx, node, st.version, msg); serr != nil {
+			s.log.Error("recording a compile error", "node", node, "err", serr)
+		}
+		s.log.Warn("compile failed; the node keeps its last good catalog", "node", node, "version", st.version, "err", msg)
+		return nil, nil, err
+	}
+	if _, hadErr := s.compiles.get(node); hadErr != "" {
+		s.compiles.mu.Lock()
+		delete(s.compiles.errors, node)
+		s.compiles.mu.Unlock()
+		s.st.SetCompileError(ctx, node, st.version, "")
+	}
+	nc := &nodeCatalog{etag: catalogs.Digest(enc), version: st.version, bytes: enc, signature: ed25519.Sign(s.signer, enc), files: make(map[string]bool, len(cat.Files))}
+	for _, f := range cat.Files {
+		nc.files[f.Digest] = true
+	}
+	s.metrics.compileTime.Observe(time.Since(start).Seconds())
+	return cat, nc, nil
+}
+
+// decodeApproved decodes node's approved catalog, nil when it has none
+// (or it cannot be read: then everything reads as added).
+func (s *Server) decodeApproved(ctx context.Context, node string, cur *nodeCatalog) *catalogs.Catalog {
+	if cur == nil {
+		return nil
+	}
+	b, err := s.catalogBytes(ctx, cur)
+	if err == nil {
+		var prev *catalogs.Catalog
+		if prev, err = catalogs.Decode(b); err == nil {
+			return prev
+		}
+	}
+	s.log.Warn("the approved catalog does not read; the diff shows every resource as added", "node", node, "err", err)
+	return nil
+}
+
+// maxDiffFile is the largest stored file read for a unified diff.
+const maxDiffFile = 1 << 20
+
+// content gives Diff the bytes of stored static files.
+func (s *Server) content(digest string) ([]byte, bool) {
+	f, err := s.openFile(digest)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxDiffFile+1))
+	if err != nil || len(b) > maxDiffFile {
+		return nil, false
+	}
+	return b, true
+}
+
+// gated is a gate's verdict on one candidate.
+type gated struct {
+	deny, warn []store.PolicyMessage
+	err        string // the gate failed: a denial
+	change     []byte // the change's JSON
+}
+
+// gateCandidate runs the gate over c.
+func (s *Server) gateCandidate(ctx context.Context, st *siteState, c *candidate, fleet *policies.Fleet) gated {
+	var out gated
+	if !c.change.Empty() {
+		out.change, _ = json.Marshal(c.change)
+	}
+	switch {
+	case st.gateErr != "":
+		out.err = "the policies do not load: " + st.gateErr
+		return out
+	case st.gate == nil || st.gate.Empty():
+		return out
+	}
+	d, err := st.gate.Evaluate(ctx, policies.Input{Node: c.node, Facts: c.facts, Catalog: c.cat, Previous: c.prev, Change: c.change, Fleet: fleet})
+	if err != nil {
+		out.err = err.Error()
+		return out
+	}
+	for _, m := range d.Deny {
+		out.deny = append(out.deny, store.PolicyMessage{Message: m.Message, Resource: m.Resource})
+	}
+	for _, m := range d.Warn {
+		out.warn = append(out.warn, store.PolicyMessage{Message: m.Message, Resource: m.Resource})
+	}
+	return out
+}
+
+// begin makes p the newest rollout: it supersedes the one running, gives
+// new nodes (and those the superseded rollout had released) their
+// candidate at once, and starts the stages.
+func (c *controller) begin(ctx context.Context, p *planned) error {
+	old := c.cur
+	supersede := old != nil && (old.active() || old.rec.State == rolloutBlocked)
+	w := store.RolloutWrite{Rollout: &p.rec}
+	if supersede {
+		w.Superseded = old.rec.ID
+	}
+	var fx []func()
+	for _, n := range p.nodes {
+		if n.Decision == decisionAllowed && n.State == nodePending && !p.gateFailed {
+			wasReleased := false
+			if supersede {
+				if o := old.nodes[n.Node]; o != nil {
+					wasReleased = o.State == nodeReleased || o.State == nodeHealthy || o.State == nodeFailed
+				}
+			}
+			blocked := p.rec.State == rolloutBlocked
+			// Nothing to roll back to: a new node gets its catalog now.
+			// A node the superseded rollout released goes to the newest
+			// version now, unless the version is blocked.
+			if n.PreviousEtag == "" || (wasReleased && !blocked) {
+				n.State = nodeReleased
+				w.Approvals = append(w.Approvals, store.Approval{Node: n.Node, Etag: n.Etag})
+				name, nc := n.Node, n.cand
+				fx = append(fx, func() { c.s.serve(name, nc) })
+			}
+		}
+		w.Nodes = append(w.Nodes, n.RolloutNode)
+	}
+	id, err := c.s.st.WriteRollout(ctx, w)
+	if err != nil {
+		return fmt.Errorf("recording the rollout of %s: %w", p.rec.Version, err)
+	}
+	if supersede {
+		if old.bake != nil {
+			old.bake.Stop()
+		}
+		old.rec.State, old.rec.SupersededBy = rolloutSuperseded, id
+		c.s.rehearse.clear()
+		c.log.Info("rollout superseded", "rollout", old.rec.ID, "by", id)
+	}
+	for _, n := range p.nodes {
+		n.Change = nil
+	}
+	r := &liveRollout{rec: p.rec, nodes: p.nodes, fleet: p.fleet}
+	r.rec.ID = id
+	r.index()
+	c.cur = r
+	c.newest.Store(id)
+	c.pending.effects = append(c.pending.effects, fx...)
+	c.log.Info("rollout begins", "rollout", id, "version", r.rec.Version, "state", r.rec.State, "reason", r.rec.Reason)
+	c.advance(r)
+	return nil
+}
+
+// recompiled is a node's new candidate after its facts changed (or its
+// first compile): inside the newest rollout it becomes the node's
+// candidate and ships when the node's stage does (at once when the stage
+// released it already); outside one it is approved at once when allowed.
+// It returns the node's approved catalog.
+func (c *controller) recompiled(node string, cur, nc *nodeCatalog, d gated) *nodeCatalog {
+	denied := d.err != "" || len(d.deny) > 0
+	r := c.cur
+	if r != nil && r.active() && r.rec.Version == nc.version {
+		if n := r.nodes[node]; n != nil {
+			n.Etag, n.cand, n.Change, n.Deny, n.Warn, n.CompileError = nc.etag, nc, d.change, d.deny, d.warn, ""
+			if d.err != "" {
+				n.Deny = append(n.Deny, store.PolicyMessage{Message: "gate error: " + d.err})
+			}
+			if cur != nil {
+				n.PreviousEtag = cur.etag
+			}
+			released := n.State == nodeReleased || n.State == nodeHealthy || n.State == nodeFailed
+			switch {
+			case denied:
+				n.Decision, n.State = decisionDenied, nodeDenied
+			case released || cur == nil:
+				n.Decision = decisionAllowed
+				c.release(n)
+			default:
+				n.Decision, n.State, n.Rehearsal = decisionAllowed, nodePending, nil
+			}
+			c.markNode(n)
+			return cur
+		}
+	}
+	if denied {
+		msg := d.err
+		if msg == "" {
+			msg = d.deny[0].Message
+		}
+		c.s.compiles.mu.Lock()
+		c.s.compiles.errors[node] = "denied by policy: " + msg
+		c.s.compiles.mu.Unlock()
+		c.log.Warn("a node's new catalog is denied; it keeps its approved one", "node", node, "reason", msg)
+		return cur
+	}
+	// The newest version was aborted or is blocked: it reaches no node
+	// that has a catalog to keep.
+	if cur != nil && r != nil && r.rec.Version == nc.version && (r.rec.State == rolloutAborted || r.rec.State == rolloutBlocked) {
+		return cur
+	}
+	c.approve(node, nc.etag)
+	c.effect(func() { c.s.serve(node, nc) })
+	return nc
+}
