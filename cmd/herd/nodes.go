@@ -131,11 +131,11 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 	for _, n := range nodes {
 		approved := "-"
 		if n.CatalogEtag != "" {
-			approved = nodecmd.Clean(shortVersion(n.CatalogVersion))
+			approved = nodecmd.Clean(shortSiteVersion(n.CatalogVersion))
 		}
 		running := "-"
 		if n.AppliedVersion != "" {
-			running = nodecmd.Clean(shortVersion(n.AppliedVersion))
+			running = nodecmd.Clean(shortSiteVersion(n.AppliedVersion))
 		}
 		rollout := "-"
 		if n.RolloutState != "" {
@@ -163,9 +163,9 @@ func lastRun(n *herdv1.NodeInfo) string {
 	return fmt.Sprintf("%s ago: %d changed, %d failed", ago(n.LastReportUnixMs), s.Changed, s.Failed)
 }
 
-// shortVersion is a site version cut for a table: a content digest to
+// shortSiteVersion is a site version cut for a table: a content digest to
 // its first 12 hex digits after "sha256:", a git commit to 12.
-func shortVersion(v string) string {
+func shortSiteVersion(v string) string {
 	if rest, ok := strings.CutPrefix(v, "sha256:"); ok {
 		return "sha256:" + short(rest, 12)
 	}

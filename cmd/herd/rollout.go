@@ -159,7 +159,7 @@ same change are grouped into one entry. --json prints
 				return enc.Encode(d)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s → %s: %s change\n", nodecmd.Clean(shortVersion(d.From)), nodecmd.Clean(shortVersion(d.To)), plural(len(d.Nodes), "node"))
+			fmt.Fprintf(out, "%s → %s: %s change\n", nodecmd.Clean(shortSiteVersion(d.From)), nodecmd.Clean(shortSiteVersion(d.To)), plural(len(d.Nodes), "node"))
 			return writeChanges(out, d.Nodes)
 		}),
 	}
@@ -286,7 +286,7 @@ func rehearsalChanges(ctx context.Context, c herdv1.AdminClient, st *herdv1.GetR
 
 // rolloutLine is one rollout in one line: the answer to an action.
 func rolloutLine(r *herdv1.Rollout) string {
-	line := fmt.Sprintf("rollout %d: %s ← %s: %s", r.GetId(), nodecmd.Clean(shortVersion(r.GetVersion())), nodecmd.Clean(previousVersion(r.GetPreviousVersion())), nodecmd.Clean(r.GetState()))
+	line := fmt.Sprintf("rollout %d: %s ← %s: %s", r.GetId(), nodecmd.Clean(shortSiteVersion(r.GetVersion())), nodecmd.Clean(previousVersion(r.GetPreviousVersion())), nodecmd.Clean(r.GetState()))
 	if r.GetReason() != "" {
 		line += ": " + nodecmd.Clean(firstLine(r.GetReason()))
 	}
@@ -297,7 +297,7 @@ func previousVersion(v string) string {
 	if v == "" {
 		return "(nothing)"
 	}
-	return shortVersion(v)
+	return shortSiteVersion(v)
 }
 
 // printRollouts writes the rollout list as a table.
@@ -315,7 +315,7 @@ func printRollouts(w io.Writer, rs []*herdv1.Rollout) error {
 		if r.SupersededBy != 0 {
 			state += fmt.Sprintf(" by %d", r.SupersededBy)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d done\t%s\t%s\t%s\n", r.Id, nodecmd.Clean(shortVersion(r.Version)), nodecmd.Clean(previousVersion(r.PreviousVersion)),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d done\t%s\t%s\t%s\n", r.Id, nodecmd.Clean(shortSiteVersion(r.Version)), nodecmd.Clean(previousVersion(r.PreviousVersion)),
 			nodecmd.Clean(state), done, len(r.Stages), counts(r.Counts), stamp(r.CreatedUnixMs), nodecmd.Clean(firstLine(r.Reason)))
 	}
 	return tw.Flush()
@@ -358,7 +358,7 @@ func counts(m map[string]int32) string {
 // that came from a node, a gate or the site is cleaned.
 func printRollout(w io.Writer, st *herdv1.GetRolloutResponse, rehearsed map[string]catalogs.Change, more int, now time.Time) error {
 	r := st.Rollout
-	fmt.Fprintf(w, "rollout %d: %s ← %s\n", r.Id, nodecmd.Clean(shortVersion(r.Version)), nodecmd.Clean(previousVersion(r.PreviousVersion)))
+	fmt.Fprintf(w, "rollout %d: %s ← %s\n", r.Id, nodecmd.Clean(shortSiteVersion(r.Version)), nodecmd.Clean(previousVersion(r.PreviousVersion)))
 	state := nodecmd.Clean(r.State)
 	if r.SupersededBy != 0 {
 		state += fmt.Sprintf(" by rollout %d", r.SupersededBy)
@@ -547,11 +547,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func plural(n int, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return fmt.Sprintf("%d %ss", n, what)
 }

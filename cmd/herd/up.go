@@ -276,7 +276,7 @@ func rolloutProgress(prev, cur *herdv1.Rollout) []string {
 		for i, s := range cur.Stages {
 			names[i] = nodecmd.Clean(s.Name)
 		}
-		lines = append(lines, fmt.Sprintf("rollout %d: site %s ← %s, stages %s", cur.Id, nodecmd.Clean(shortVersion(cur.Version)),
+		lines = append(lines, fmt.Sprintf("rollout %d: site %s ← %s, stages %s", cur.Id, nodecmd.Clean(shortSiteVersion(cur.Version)),
 			nodecmd.Clean(previousVersion(cur.PreviousVersion)), strings.Join(names, " → ")))
 		prev = nil
 	}
