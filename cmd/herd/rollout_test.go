@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +68,33 @@ func TestPrintRollout(t *testing.T) {
 		}
 	}
 	assertNoControl(t, "herd rollout status", out)
+}
+
+// FuzzRolloutChanges: the change JSON a server sends for herd rollout
+// diff and status (a hostile or broken server included) never panics the
+// CLI and never reaches the terminal with a control byte other than line
+// breaks and tabs.
+func FuzzRolloutChanges(f *testing.F) {
+	f.Add("web-01", []byte(`{"changed":[{"id":"file:/etc/motd","type":"file","name":"/etc/motd","attrs":[{"name":"content","diff":"--- a\n+++ b\n@@ -1 +1 @@\n-a\n+b\n"}]}]}`))
+	f.Add("web-01"+hostile, []byte(`{"added":[{"id":"package:nginx\u001b[2J","type":"package","name":"nginx","attrs":[{"name":"version","to":"1.26\r\u009b"}]}]}`))
+	f.Add("db\x00", []byte(`{"removed":[{"id":"service:y","type":"service","name":"y","attrs":[{"name":"run","from":["a","b\tc"]}]}],"changed":[{"id":"x","attrs":[{"name":"n","from":{"k":1},"to":null}]}]}`))
+	f.Add("", []byte(`not json`))
+	f.Fuzz(func(t *testing.T, node string, changeJSON []byte) {
+		var ch catalogs.Change
+		if json.Unmarshal(changeJSON, &ch) != nil {
+			return
+		}
+		var b bytes.Buffer
+		if err := writeChanges(&b, map[string]catalogs.Change{node: ch, "web-02": ch}); err != nil {
+			return
+		}
+		for i, c := range b.Bytes() {
+			if (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f {
+				t.Fatalf("control byte %#x at %d in:\n%q", c, i, b.String())
+			}
+		}
+		if bytes.Contains(b.Bytes(), []byte("\u009b")) || bytes.Contains(b.Bytes(), []byte("\u202e")) {
+			t.Fatalf("a C1 control or bidi override in:\n%q", b.String())
+		}
+	})
 }
