@@ -269,7 +269,13 @@ func rolloutOver(state string) bool {
 // rolloutProgress is what changed from prev (nil: nothing seen yet) to
 // cur, in lines for herd up's terminal: a new rollout with its stages,
 // each stage whose state or counts moved, and the rollout's own state.
+//
+// The rollout of the first version a server loads is not shown: every
+// node got that version at once, there being nothing to roll back to.
 func rolloutProgress(prev, cur *herdv1.Rollout) []string {
+	if cur.PreviousVersion == "" {
+		return nil
+	}
 	var lines []string
 	if prev == nil || prev.Id != cur.Id {
 		names := make([]string, len(cur.Stages))

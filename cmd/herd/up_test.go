@@ -99,6 +99,7 @@ func TestUp(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The edit went out as a rollout, printed stage by stage.
 	cancel()
 	select {
 	case err := <-done:
@@ -151,6 +152,10 @@ func TestRolloutProgress(t *testing.T) {
 			},
 		},
 		{
+			name: "the first version's rollout",
+			cur:  &herdv1.Rollout{Id: 1, Version: v1, State: "running", Stages: []*herdv1.RolloutStage{stage("canary", "baking", 0, nil)}},
+		},
+		{
 			name: "nothing moved",
 			prev: rollout(3, "running", stage("canary", "releasing", 1, pending)),
 			cur:  rollout(3, "running", stage("canary", "releasing", 1, pending)),
@@ -168,7 +173,7 @@ func TestRolloutProgress(t *testing.T) {
 		{
 			name: "halted, with an escaped reason",
 			prev: rollout(3, "running", stage("canary", "releasing", 1, pending)),
-			cur: &herdv1.Rollout{Id: 3, Version: v2, State: "halted", Reason: "web-01" + hostile,
+			cur: &herdv1.Rollout{Id: 3, Version: v2, PreviousVersion: v1, State: "halted", Reason: "web-01" + hostile,
 				Stages: []*herdv1.RolloutStage{stage("canary", "halted", 1, map[string]int32{"failed": 1})}},
 			want: []string{
 				"  stage canary: halted: failed 1",
