@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -117,4 +119,52 @@ func BenchmarkCompileFleet10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(resources.Load())/nodes, "resources/node")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/nodes, "ns/node")
+}
+
+// BenchmarkDiff diffs two catalogs of 192 resources that differ in 5: two
+// file contents (unified diffs), a package version, a service's command
+// and a file added in place of another. It is the per-node cost of a
+// rollout's stored diff and of herd diff.
+func BenchmarkDiff(b *testing.B) {
+	build := func(next bool) *catalogs.Catalog {
+		c := &catalogs.Catalog{Node: "web-001", Version: "v"}
+		for i := range 64 {
+			content := fmt.Sprintf("# app %d, managed by Herd\nlisten = %d\nworkers = 4\nlog_level = info\nlog_format = json\nserver_name = web-001\n", i, 8000+i)
+			if next && i < 2 {
+				content = strings.Replace(content, "workers = 4", "workers = 8", 1)
+			}
+			path := fmt.Sprintf("/etc/app%02d.conf", i)
+			ensure, run := "1.24", []string{"/usr/bin/app", "-c", path}
+			if next && i == 63 {
+				path = "/etc/app99.conf"
+			}
+			if next && i == 10 {
+				ensure = "1.26"
+			}
+			if next && i == 20 {
+				run = append(run, "-v")
+			}
+			c.Resources = append(c.Resources,
+				catalogs.Resource{ID: "file:" + path, Type: "file", Name: path, Source: "roles/web.toml:3",
+					Attrs: map[string]any{"path": path, "content": content, "mode": "0644"}, Notify: []string{fmt.Sprintf("service:app%02d", i)}},
+				catalogs.Resource{ID: fmt.Sprintf("package:app%02d", i), Type: "package", Name: fmt.Sprintf("app%02d", i), Source: "roles/web.toml:9",
+					Attrs: map[string]any{"name": fmt.Sprintf("app%02d", i), "ensure": ensure}},
+				catalogs.Resource{ID: fmt.Sprintf("service:app%02d", i), Type: "service", Name: fmt.Sprintf("app%02d", i), Source: "roles/web.toml:12",
+					Attrs:   map[string]any{"name": fmt.Sprintf("app%02d", i), "run": run, "env": map[string]string{"PORT": fmt.Sprint(8000 + i)}},
+					Require: []string{fmt.Sprintf("package:app%02d", i)}},
+			)
+		}
+		slices.SortFunc(c.Resources, func(x, y catalogs.Resource) int { return strings.Compare(x.ID, y.ID) })
+		return c
+	}
+	prev, next := build(false), build(true)
+	ch := catalogs.Diff(prev, next, nil)
+	if len(prev.Resources) != 192 || ch.Count() != 6 {
+		// 5 changes: the renamed file counts as one removed and one added.
+		b.Fatalf("%d resources, %d changed resources; want 192 and 6", len(prev.Resources), ch.Count())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		catalogs.Diff(prev, next, nil)
+	}
 }

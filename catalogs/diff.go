@@ -79,8 +79,15 @@ func byID(c *Catalog) []*Resource {
 		return nil
 	}
 	out := make([]*Resource, len(c.Resources))
+	sorted := true
 	for i := range c.Resources {
 		out[i] = &c.Resources[i]
+		if i > 0 && c.Resources[i-1].ID >= c.Resources[i].ID {
+			sorted = false
+		}
+	}
+	if sorted {
+		return out
 	}
 	slices.SortStableFunc(out, func(x, y *Resource) int { return cmp.Compare(x.ID, y.ID) })
 	return slices.CompactFunc(out, func(x, y *Resource) bool { return x.ID == y.ID })
@@ -117,6 +124,11 @@ func wholeResource(r *Resource, added bool) ResourceChange {
 
 // changedAttrs compares two versions of one resource.
 func changedAttrs(a, b *Resource, content ContentFunc) []AttrChange {
+	// Most resources of a new version are unchanged: say so without
+	// sorting or allocating.
+	if sameAttrs(a.Attrs, b.Attrs) && slices.Equal(a.Require, b.Require) && slices.Equal(a.Notify, b.Notify) {
+		return nil
+	}
 	var out []AttrChange
 	keys := sortedAttrKeys(a.Attrs)
 	for _, k := range sortedAttrKeys(b.Attrs) {
@@ -127,7 +139,7 @@ func changedAttrs(a, b *Resource, content ContentFunc) []AttrChange {
 	for _, k := range keys {
 		va, inA := a.Attrs[k]
 		vb, inB := b.Attrs[k]
-		if inA && inB && reflect.DeepEqual(va, vb) {
+		if inA && inB && valueEqual(va, vb) {
 			continue
 		}
 		out = append(out, attrChange(b, k, va, vb, content))
@@ -150,6 +162,51 @@ func changedAttrs(a, b *Resource, content ContentFunc) []AttrChange {
 	}
 	slices.SortStableFunc(out, func(x, y AttrChange) int { return cmp.Compare(x.Name, y.Name) })
 	return out
+}
+
+// sameAttrs reports whether two attribute maps hold the same values.
+func sameAttrs(a, b map[string]any) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok || !valueEqual(va, vb) {
+			return false
+		}
+	}
+	return true
+}
+
+// valueEqual compares two attribute values: directly for the shapes a
+// catalog holds, through reflection for anything else.
+func valueEqual(a, b any) bool {
+	switch a := a.(type) {
+	case string:
+		b, ok := b.(string)
+		return ok && a == b
+	case int64:
+		b, ok := b.(int64)
+		return ok && a == b
+	case bool:
+		b, ok := b.(bool)
+		return ok && a == b
+	case []string:
+		b, ok := b.([]string)
+		return ok && slices.Equal(a, b) && (a == nil) == (b == nil)
+	case map[string]string:
+		b, ok := b.(map[string]string)
+		if !ok || len(a) != len(b) || (a == nil) != (b == nil) {
+			return false
+		}
+		for k, v := range a {
+			if w, ok := b[k]; !ok || w != v {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // attrChange builds the change of attribute k of r from va to vb (either

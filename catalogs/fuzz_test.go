@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -16,11 +18,20 @@ import (
 // not panic, must fail only with positioned Diagnostics, and a compiled
 // catalog must encode and decode back to the same bytes.
 func FuzzLoadSite(f *testing.F) {
-	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ncontent = \"{{ .node }}\"\nmode = \"0644\"\n", "{{ .params.a }}")
+	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ncontent = \"{{ .node }}\"\nmode = \"0644\"\n", "{{ .params.a }}", "")
 	f.Add("[[node]]\nmatch = \"w*\"\nwhen = \"facts.os.family == 'debian'\"\nroles = [\"r\"]\n[node.params]\na = 1\n",
-		"include = [\"r\"]\n[params]\na = 2\n[[service]]\nname = \"s\"\nrun = [\"/bin/s\"]\nrequire = [\"file:/x\"]\nhealth = { tcp = \"h:1\" }\n", "")
-	f.Add("[[node]]\nroles = [\"r\"]\n", "[[exec]]\ncommand = [\"/bin/true\"]\nnotify = \"exec:/bin/true\"\nwhen = \"params.x?.y == 1\"\n", "{{ range .facts }}{{ end }}")
-	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/a\"\nrequire = [\"file:/a/b\"]\n[[file]]\npath = \"/a/b\"\ntemplate = \"t\"\n", "{{ template \"t\" }}")
+		"include = [\"r\"]\n[params]\na = 2\n[[service]]\nname = \"s\"\nrun = [\"/bin/s\"]\nrequire = [\"file:/x\"]\nhealth = { tcp = \"h:1\" }\n", "", "")
+	f.Add("[[node]]\nroles = [\"r\"]\n", "[[exec]]\ncommand = [\"/bin/true\"]\nnotify = \"exec:/bin/true\"\nwhen = \"params.x?.y == 1\"\n", "{{ range .facts }}{{ end }}", "")
+	f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/a\"\nrequire = [\"file:/a/b\"]\n[[file]]\npath = \"/a/b\"\ntemplate = \"t\"\n", "{{ template \"t\" }}", "")
+	// herd.toml's [policy] and [[rollout.stage]] (issue 10).
+	for _, herd := range []string{
+		"[policy]\non_deny = \"node\"\ntimeout = \"250ms\"\n\n[[rollout.stage]]\nname = \"canary\"\nnodes = [\"web-*\"]\nbake = \"2s\"\nmax_failed = 0\n\n[[rollout.stage]]\nname = \"rest\"\nmax_failed = \"10%\"\n",
+		"[[rollout.stage]]\nname = \"rehearsal\"\nnoop = true\npercent = 5.5\n[[rollout.stage]]\nname = \"c\"\nwhen = \"facts.os.family == 'debian' && node matches '^w'\"\napprove = \"manual\"\n",
+		"[[rollout.stage]]\nname = \"bad\"\nwhen = \"facts.os.nope.x\"\npercent = 101\nbake = \"-1s\"\nmax_failed = \"nan%\"\n[rollout]\n",
+		"[policy]\non_deny = 1\n[[rollout.stage]]\nname = \"a\"\n[[rollout.stage]]\nname = \"a\"\nnodes = [\"[\"]\n",
+	} {
+		f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ncontent = \"x\"\n", "", herd)
+	}
 	// Templates over budget (issue 9): each must fail at its file:line,
 	// quickly, whatever the fuzzer makes of them.
 	for _, tmpl := range []string{
@@ -31,10 +42,11 @@ func FuzzLoadSite(f *testing.F) {
 		"{{ printf \"%*d\" 999999 1 }}{{ html (printf \"%0900000d\" 0) }}",
 		"{{ range 3 }}{{ if eq . 1 }}{{ break }}{{ end }}{{ . }}{{ else }}none{{ end }}",
 	} {
-		f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ntemplate = \"t\"\n[[file]]\npath = \"/etc/y\"\ncontent = '''"+tmpl+"'''\n", tmpl)
+		f.Add("[[node]]\nroles = [\"r\"]\n", "[[file]]\npath = \"/etc/x\"\ntemplate = \"t\"\n[[file]]\npath = \"/etc/y\"\ncontent = '''"+tmpl+"'''\n", tmpl, "")
 	}
-	f.Fuzz(func(t *testing.T, nodes, role, tmpl string) {
+	f.Fuzz(func(t *testing.T, nodes, role, tmpl, herd string) {
 		fsys := fstest.MapFS{
+			"herd.toml":        {Data: []byte(herd)},
 			"nodes.toml":       {Data: []byte(nodes)},
 			"roles/r.toml":     {Data: []byte(role)},
 			"templates/t":      {Data: []byte(tmpl)},
@@ -46,7 +58,15 @@ func FuzzLoadSite(f *testing.F) {
 			checkDiagnostics(t, err)
 			return
 		}
-		cat, err := s.Compile("web-01", facts.Facts{"os": map[string]any{"family": "debian"}})
+		nodeFacts := facts.Facts{"os": map[string]any{"family": "debian"}}
+		for i := range s.Settings.Rollout.Stages {
+			// Selects may fail on these facts, never panic.
+			_, _ = s.Settings.Rollout.Stages[i].Selects("web-01", nodeFacts)
+		}
+		if p := s.Settings.Policy; (p.OnDeny != "block" && p.OnDeny != "node") || p.Timeout <= 0 {
+			t.Fatalf("a loaded site has policy %+v", p)
+		}
+		cat, err := s.Compile("web-01", nodeFacts)
 		if err != nil {
 			checkDiagnostics(t, err)
 			return
@@ -126,6 +146,7 @@ func FuzzCondition(f *testing.F) {
 func FuzzParseTOML(f *testing.F) {
 	f.Add("a = 1\n[t]\nb = [1, {c = 2}]\n[[x]]\ny.z = 3\n[[x]]\n[x.w]\nq = 'r'\n")
 	f.Add("[[a.b]]\n[[a.b]]\n[a.b.c]\nd = 1\n")
+	f.Add("[policy]\non_deny = \"block\"\n[[rollout.stage]]\nname = \"canary\"\nnodes = [\"web-*\"]\n[[rollout.stage]]\nname = \"rest\"\npercent = 100\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		d, err := parseTOML("f.toml", []byte(src))
 		if err != nil {
@@ -201,4 +222,76 @@ func FuzzPrintfSize(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDiff diffs two catalogs decoded from fuzzed JSON: Diff never panics,
+// a catalog against itself is no change, and two catalogs differ exactly
+// when their resources (by id, the first of a duplicate id) differ in
+// anything but their source position. The grouped text of the change is
+// written too, and carries no control character from the catalogs.
+func FuzzDiff(f *testing.F) {
+	base := `{"environment":"p","files":[],"node":"n","resources":[` +
+		`{"attrs":{"content":"a\nb\n","mode":"0644","path":"/etc/a"},"id":"file:/etc/a","name":"/etc/a","notify":["service:s"],"source":"r:1","type":"file"},` +
+		`{"attrs":{"ensure":"1.24","name":"nginx"},"id":"package:nginx","name":"nginx","source":"r:5","type":"package"},` +
+		`{"attrs":{"env":{"A":"1"},"name":"s","run":["/bin/s"]},"id":"service:s","name":"s","require":["package:nginx"],"source":"r:9","type":"service"}],"version":"v"}`
+	f.Add([]byte(base), []byte(base))
+	f.Add([]byte(base), []byte(strings.NewReplacer(`"r:5"`, `"r:50"`).Replace(base)))
+	f.Add([]byte(base), []byte(strings.NewReplacer(`1.24`, `1.26`, `a\nb\n`, `a\nB\n\u001b[2J`, `["package:nginx"]`, `[]`).Replace(base)))
+	f.Add([]byte(base), []byte(`{"resources":[{"attrs":{},"id":"x:y","name":"z","source":"","type":"q"},{"attrs":{"a":1},"id":"x:y","name":"y","source":"","type":"x"}]}`))
+	f.Add([]byte(`{"resources":[]}`), []byte(base))
+	f.Fuzz(func(t *testing.T, ja, jb []byte) {
+		a, errA := Decode(ja)
+		b, errB := Decode(jb)
+		if errA != nil || errB != nil {
+			return
+		}
+		content := func(d string) ([]byte, bool) { return []byte(d + "\n"), true }
+		if ch := Diff(a, a, content); !ch.Empty() {
+			t.Fatalf("Diff(a, a) = %+v, want empty", ch)
+		}
+		ch := Diff(a, b, content)
+		if same := sameResources(a, b); ch.Empty() != same {
+			t.Fatalf("Diff(a, b).Empty() = %v, but the resources are the same: %v\n%+v", ch.Empty(), same, ch)
+		}
+		if ch.Count() != len(ch.Added)+len(ch.Removed)+len(ch.Changed) {
+			t.Fatalf("Count() = %d for %+v", ch.Count(), ch)
+		}
+		all := Diff(nil, b, nil)
+		if len(all.Removed)+len(all.Changed) != 0 {
+			t.Fatalf("Diff(nil, b) removes or changes: %+v", all)
+		}
+		var out bytes.Buffer
+		if err := WriteChanges(&out, GroupChanges(map[string]Change{"a": ch, "b": all}), WriteOptions{}); err != nil {
+			t.Fatalf("WriteChanges: %v", err)
+		}
+		if strings.ContainsAny(out.String(), "\x1b\x00\r\x07") {
+			t.Fatalf("WriteChanges wrote a control character:\n%q", out.String())
+		}
+	})
+}
+
+// sameResources is FuzzDiff's oracle, written apart from Diff: the first
+// resource of each id, compared on everything but Source.
+func sameResources(a, b *Catalog) bool {
+	first := func(c *Catalog) map[string]Resource {
+		m := map[string]Resource{}
+		for _, r := range c.Resources {
+			if _, ok := m[r.ID]; !ok {
+				m[r.ID] = r
+			}
+		}
+		return m
+	}
+	ma, mb := first(a), first(b)
+	if len(ma) != len(mb) {
+		return false
+	}
+	for id, ra := range ma {
+		rb, ok := mb[id]
+		if !ok || ra.Type != rb.Type || ra.Name != rb.Name || !reflect.DeepEqual(ra.Attrs, rb.Attrs) ||
+			!slices.Equal(ra.Require, rb.Require) || !slices.Equal(ra.Notify, rb.Notify) {
+			return false
+		}
+	}
+	return true
 }

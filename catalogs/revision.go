@@ -76,7 +76,13 @@ func resolveRevision(ctx context.Context, dir, rev string) (commit, top, prefix 
 	if err != nil {
 		return "", "", "", fmt.Errorf("revision %q: no such commit in the repository of %s", rev, dir)
 	}
-	return strings.TrimSpace(out), top, prefix, nil
+	commit = strings.TrimSpace(out)
+	if prefix != "" {
+		if _, err := git(ctx, top, "cat-file", "-e", "--end-of-options", commit+":"+prefix); err != nil {
+			return "", "", "", fmt.Errorf("revision %q (%s) has no %s/: the site did not exist yet", rev, shortCommit(commit), prefix)
+		}
+	}
+	return commit, top, prefix, nil
 }
 
 // git runs git in dir and returns its output; an error carries its

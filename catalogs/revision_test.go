@@ -112,6 +112,15 @@ func TestLoadRevision(t *testing.T) {
 			t.Errorf("LoadRevision(%q) = nil error, want one", rev)
 		}
 	}
+	// A revision from before the site existed.
+	git("commit", "-q", "--allow-empty", "-m", "empty")
+	writeFiles(t, repo, map[string]string{"other/x": "x"})
+	if _, err := LoadRevision(context.Background(), site, "HEAD", LoadOptions{}); err != nil {
+		t.Errorf("LoadRevision(HEAD) = %v", err)
+	}
+	if _, err := LoadRevision(context.Background(), filepath.Join(repo, "other"), "HEAD", LoadOptions{}); err == nil || !strings.Contains(err.Error(), "has no other/: the site did not exist yet") {
+		t.Errorf("LoadRevision of a directory not in HEAD = %v, want 'the site did not exist yet'", err)
+	}
 	if _, err := LoadRevision(context.Background(), t.TempDir(), "HEAD", LoadOptions{}); err == nil || !strings.Contains(err.Error(), "not in a git work tree") {
 		t.Errorf("LoadRevision outside git = %v, want 'not in a git work tree'", err)
 	}

@@ -9,10 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/cmd/nodecmd"
@@ -225,21 +227,38 @@ func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts) *fleetDi
 		d.names = append(d.names, name)
 	}
 	slices.Sort(d.names)
-	for _, name := range d.names {
-		a, errA := prev.Compile(name, nodes[name])
-		b, errB := next.Compile(name, nodes[name])
-		var why []string
-		if errA != nil {
-			why = append(why, "at "+shortVersion(prev.Version)+": "+errSummary(errA))
+	// Sites are immutable once loaded: compile the nodes in parallel, one
+	// worker per CPU, each writing only its own slots.
+	changes := make([]catalogs.Change, len(d.names))
+	failed := make([]string, len(d.names))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, name := range d.names {
+		g.Go(func() error {
+			a, errA := prev.Compile(name, nodes[name])
+			b, errB := next.Compile(name, nodes[name])
+			var why []string
+			if errA != nil {
+				why = append(why, "at "+shortVersion(prev.Version)+": "+errSummary(errA))
+			}
+			if errB != nil {
+				why = append(why, "at "+shortVersion(next.Version)+": "+errSummary(errB))
+			}
+			if len(why) > 0 {
+				failed[i] = strings.Join(why, "; ")
+				return nil
+			}
+			changes[i] = catalogs.Diff(a, b, content)
+			return nil
+		})
+	}
+	_ = g.Wait() // the workers return no error
+	for i, name := range d.names {
+		if failed[i] != "" {
+			d.failed[name] = failed[i]
+		} else {
+			d.changes[name] = changes[i]
 		}
-		if errB != nil {
-			why = append(why, "at "+shortVersion(next.Version)+": "+errSummary(errB))
-		}
-		if len(why) > 0 {
-			d.failed[name] = strings.Join(why, "; ")
-			continue
-		}
-		d.changes[name] = catalogs.Diff(a, b, content)
 	}
 	return d
 }

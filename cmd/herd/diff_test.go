@@ -183,4 +183,28 @@ func TestDiffCommandUsage(t *testing.T) {
 			t.Errorf("herd %v = %d, %q; want %d and %q", tt.args, code, stderr, tt.code, tt.want)
 		}
 	}
+
+	// A side that does not load is the site's error, with its positions,
+	// whichever side it is.
+	if err := os.WriteFile(filepath.Join(site, "herd.toml"), []byte("[[rollout.stage]]\nname = \"c\"\npercent = 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := herd(t, "", "diff", "--site", site)
+	if code != nodecmd.ExitError || !strings.Contains(stderr, site+"/herd.toml:3:1: percent 0") {
+		t.Errorf("herd diff with a broken work tree = %d, %q; want %d and the diagnostic", code, stderr, nodecmd.ExitError)
+	}
+	_, stderr, code = herd(t, "", "diff", "--site", site, "--from", "HEAD", "--to", "HEAD~1")
+	if code != 0 {
+		t.Errorf("herd diff of two good commits beside a broken work tree = %d, %q; want 0", code, stderr)
+	}
+	for _, args := range [][]string{{"add", "."}, {"commit", "-q", "-m", "broken"}} {
+		cmd := exec.Command("git", append([]string{"-C", site, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, out)
+		}
+	}
+	_, stderr, code = herd(t, "", "diff", "--site", site, "--from", "HEAD", "--to", "HEAD~1")
+	if code != nodecmd.ExitError || !strings.Contains(stderr, "at HEAD: 1 error in site "+site+":\n"+site+"/herd.toml:3:1: percent 0") {
+		t.Errorf("herd diff from a broken commit = %d, %q; want %d and the diagnostic at HEAD", code, stderr, nodecmd.ExitError)
+	}
 }
