@@ -45,6 +45,9 @@ type Gate struct {
 	// errors that must name a file:line the evaluator did not give.
 	rules map[string][]*ast.Rule
 	fleet fleetCache
+	// uses says which parts of input the policies read: a part no rule
+	// reads is not converted.
+	uses inputUse
 }
 
 // Empty reports whether the site has no gate (no policies, or none in
@@ -87,6 +90,7 @@ func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*G
 		g.empty = true
 		return g, nil
 	}
+	g.uses = inputKeys(c.Modules)
 	g.rules = map[string][]*ast.Rule{}
 	var exprs []string
 	for _, name := range []string{"deny", "warn"} {
@@ -262,6 +266,79 @@ func suspects(rules []*ast.Rule) []*ast.Rule {
 		return rules
 	}
 	return out
+}
+
+// inputUse records which parts of input rules read: the top-level keys,
+// and under each the second-level keys (input.change.changed), nil when
+// that part is read whole or by a computed key.
+type inputUse struct {
+	all  bool // input read whole (x := input, input[k], with input as …)
+	keys map[string]map[string]bool
+}
+
+// reads reports whether input.top (and, when sub is not empty,
+// input.top.sub) may be read.
+func (u inputUse) reads(top, sub string) bool {
+	if u.all {
+		return true
+	}
+	subs, ok := u.keys[top]
+	if !ok {
+		return false
+	}
+	return subs == nil || sub == "" || subs[sub]
+}
+
+// inputKeys finds which parts of input the compiled modules read.
+func inputKeys(modules map[string]*ast.Module) inputUse {
+	u := inputUse{keys: map[string]map[string]bool{}}
+	var visit func(x any)
+	visit = func(x any) {
+		ast.WalkTerms(x, func(t *ast.Term) bool {
+			switch v := t.Value.(type) {
+			case ast.Ref:
+				if !v[0].Equal(ast.InputRootDocument) {
+					return false
+				}
+				top, ok := refKey(v, 1)
+				if !ok {
+					u.all = true
+					return true
+				}
+				subs, seen := u.keys[top]
+				switch sub, ok := refKey(v, 2); {
+				case !ok:
+					u.keys[top] = nil // read whole
+				case !seen:
+					u.keys[top] = map[string]bool{sub: true}
+				case subs != nil:
+					subs[sub] = true
+				}
+				for _, e := range v[1:] {
+					visit(e)
+				}
+				return true
+			case ast.Var:
+				if v.Equal(ast.InputRootDocument.Value) {
+					u.all = true
+				}
+			}
+			return false
+		})
+	}
+	for _, m := range modules {
+		visit(m)
+	}
+	return u
+}
+
+// refKey is the i-th part of ref when it is a plain string.
+func refKey(ref ast.Ref, i int) (string, bool) {
+	if len(ref) <= i {
+		return "", false
+	}
+	s, ok := ref[i].Value.(ast.String)
+	return string(s), ok
 }
 
 // parseModules parses the .rego files of files: the policy tests only

@@ -116,6 +116,24 @@ warn contains "cpus" if input.facts.processors.count == 2`,
 			want: Decision{Warn: []Message{{Message: "cpus"}, {Message: "has no notify"}, {Message: "web-01 v2 v1 0 1 1.26 3 4 3 8080"}}},
 		},
 		{
+			// Parts of input no rule names are not converted; reading
+			// input whole, a part whole or by a computed key sees all.
+			name: "input read whole, by alias and by computed key",
+			policy: `package herd.gate
+warn contains i.previous.version if i := input
+warn contains sprintf("changed %d", [count(c.changed)]) if c := input.change
+warn contains k if {
+	some k in {"previous", "catalog"}
+	input[k].version == "v1"
+}`,
+			want: Decision{Warn: []Message{{Message: "changed 1"}, {Message: "previous"}, {Message: "v1"}}},
+		},
+		{
+			name:   "one list of change read",
+			policy: "package herd.gate\nwarn contains rc.id if some rc in input.change.changed",
+			want:   Decision{Warn: []Message{{Message: "package:nginx"}}},
+		},
+		{
 			name:   "deny only, no warn rule",
 			policy: "package herd.gate\ndeny contains \"x\" if input.node == \"other\"",
 			want:   Decision{},
@@ -353,5 +371,34 @@ func TestSummarize(t *testing.T) {
 	}
 	if e := Summarize("v1", "", 0, nil); e.Changing != 0 || e.Resources == nil || e.Packages == nil {
 		t.Errorf("Summarize(no changes) = %+v, want zero counts and empty maps", e)
+	}
+}
+
+func TestInputKeys(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		policy string
+		reads  map[[2]string]bool
+	}{
+		{"deny contains \"x\" if input.change.added[0].id == \"a\"", map[[2]string]bool{
+			{"change", ""}: true, {"change", "added"}: true, {"change", "changed"}: false, {"catalog", ""}: false, {"previous", ""}: false,
+		}},
+		{"deny contains \"x\" if { c := input.change; c.added[0].id == \"a\" }", map[[2]string]bool{
+			{"change", "added"}: true, {"change", "changed"}: true, {"fleet", ""}: false,
+		}},
+		{"deny contains \"x\" if { some k in [\"a\"]; input[k] == 1 }", map[[2]string]bool{
+			{"previous", ""}: true, {"change", "removed"}: true,
+		}},
+		{"deny contains \"x\" if input.facts.os.family == input.catalog.environment", map[[2]string]bool{
+			{"facts", "os"}: true, {"catalog", "environment"}: true, {"catalog", "resources"}: false, {"change", ""}: false,
+		}},
+	}
+	for _, tt := range tests {
+		g := mustPrepare(t, Options{}, "policies/gate.rego", "package herd.gate\n"+tt.policy)
+		for k, want := range tt.reads {
+			if got := g.uses.reads(k[0], k[1]); got != want {
+				t.Errorf("%s: reads(%q, %q) = %v, want %v", tt.policy, k[0], k[1], got, want)
+			}
+		}
 	}
 }

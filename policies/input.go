@@ -18,42 +18,57 @@ import (
 // always has its three lists and input.fleet its two maps, empty or not,
 // so that count(input.change.added) is 0 rather than undefined.
 
-var (
-	keyNode     = ast.InternedTerm("node")
-	keyFacts    = ast.InternedTerm("facts")
-	keyCatalog  = ast.InternedTerm("catalog")
-	keyPrevious = ast.InternedTerm("previous")
-	keyChange   = ast.InternedTerm("change")
-	keyFleet    = ast.InternedTerm("fleet")
-)
+var keyNode = ast.InternedTerm("node")
 
 // inputValue converts in. Facts are converted lazily (ast.LazyObject):
-// most gates read a fact or two of a large tree.
+// most gates read a fact or two of a large tree. A top-level key that no
+// policy reads is left null rather than converted: most gates never look
+// at input.previous, a whole second catalog.
 func (g *Gate) inputValue(in Input) (ast.Value, error) {
-	var facts ast.Value = ast.NewObject()
-	if in.Facts != nil {
-		facts = ast.LazyObject(in.Facts)
+	use := func(k string) bool { return g.uses.reads(k, "") }
+	// The input object itself is lazy: an OPA object hashes its values
+	// when built, which would convert the whole facts tree. Each part
+	// below is an ast.Value (kept as is when read) but facts, a Go map
+	// converted a key at a time as rules read it.
+	top := map[string]any{"node": ast.String(in.Node)}
+	if use("facts") {
+		if in.Facts != nil {
+			top["facts"] = map[string]any(in.Facts)
+		} else {
+			top["facts"] = ast.NewObject()
+		}
 	}
-	cat, err := catalogValue(in.Catalog)
-	if err != nil {
-		return nil, fmt.Errorf("input.catalog: %w", err)
+	if use("catalog") {
+		v, err := catalogValue(in.Catalog)
+		if err != nil {
+			return nil, fmt.Errorf("input.catalog: %w", err)
+		}
+		top["catalog"] = v
 	}
-	prev, err := catalogValue(in.Previous)
-	if err != nil {
-		return nil, fmt.Errorf("input.previous: %w", err)
+	if use("previous") {
+		v, err := catalogValue(in.Previous)
+		if err != nil {
+			return nil, fmt.Errorf("input.previous: %w", err)
+		}
+		top["previous"] = v
 	}
-	change, err := changeValue(in.Change)
-	if err != nil {
-		return nil, fmt.Errorf("input.change: %w", err)
+	if use("change") {
+		v, err := changeValue(in.Change, g.uses)
+		if err != nil {
+			return nil, fmt.Errorf("input.change: %w", err)
+		}
+		top["change"] = v
 	}
-	return ast.NewObject(
-		[2]*ast.Term{keyNode, ast.StringTerm(in.Node)},
-		[2]*ast.Term{keyFacts, ast.NewTerm(facts)},
-		[2]*ast.Term{keyCatalog, ast.NewTerm(cat)},
-		[2]*ast.Term{keyPrevious, ast.NewTerm(prev)},
-		[2]*ast.Term{keyChange, ast.NewTerm(change)},
-		[2]*ast.Term{keyFleet, ast.NewTerm(g.fleet.value(in.Fleet))},
-	), nil
+	if use("fleet") {
+		top["fleet"] = g.fleet.value(in.Fleet)
+	}
+	for _, k := range []string{"facts", "catalog", "previous", "change", "fleet"} {
+		if _, ok := top[k]; !ok {
+			// Read by no rule: null keeps the shape.
+			top[k] = ast.NullValue
+		}
+	}
+	return ast.LazyObject(top), nil
 }
 
 var (
@@ -79,20 +94,93 @@ var (
 	keyDiff        = ast.InternedTerm("diff")
 )
 
+// converter builds OPA values with few allocations: terms come from
+// slabs, and the strings that repeat across a catalog (attribute names,
+// types) are one term each. Converting catalogs is most of a gate's cost.
+type converter struct {
+	names map[string]*ast.Term
+	slab  []ast.Term
+	kvs   [][2]*ast.Term // scratch: NewObject copies what it keeps
+}
+
+func newConverter() *converter { return &converter{names: make(map[string]*ast.Term, 32)} }
+
+func (cv *converter) term(v ast.Value) *ast.Term {
+	if len(cv.slab) == 0 {
+		cv.slab = make([]ast.Term, 512)
+	}
+	t := &cv.slab[0]
+	cv.slab = cv.slab[1:]
+	t.Value = v
+	return t
+}
+
+func (cv *converter) str(s string) *ast.Term { return cv.term(ast.String(s)) }
+
+// name is s as a term shared by every use in this conversion.
+func (cv *converter) name(s string) *ast.Term {
+	if t, ok := cv.names[s]; ok {
+		return t
+	}
+	t := ast.StringTerm(s)
+	cv.names[s] = t
+	return t
+}
+
+// value converts an attribute value. The shapes compile produces
+// (string, int64, bool, []string, map[string]string) are converted
+// directly; anything else goes through ast.InterfaceToValue, which
+// handles JSON's shapes and sends the rest through encoding/json, as the
+// canonical encoding does.
+func (cv *converter) value(v any) (*ast.Term, error) {
+	switch v := v.(type) {
+	case string:
+		return cv.str(v), nil
+	case int64:
+		return ast.InternedTerm(v), nil
+	case bool:
+		return ast.InternedTerm(v), nil
+	case []string:
+		if v == nil {
+			return ast.NullTerm(), nil
+		}
+		ts := make([]*ast.Term, len(v))
+		for i, s := range v {
+			ts[i] = cv.str(s)
+		}
+		return cv.term(ast.NewArray(ts...)), nil
+	case map[string]string:
+		if v == nil {
+			return ast.NullTerm(), nil
+		}
+		kvs := make([][2]*ast.Term, 0, len(v))
+		for k, s := range v {
+			kvs = append(kvs, [2]*ast.Term{cv.str(k), cv.str(s)})
+		}
+		return cv.term(ast.NewObject(kvs...)), nil
+	}
+	av, err := ast.InterfaceToValue(v)
+	if err != nil {
+		return nil, err
+	}
+	return cv.term(av), nil
+}
+
 // catalogValue is c's canonical JSON shape as an OPA value; nil is null.
 func catalogValue(c *catalogs.Catalog) (ast.Value, error) {
 	if c == nil {
 		return ast.NullValue, nil
 	}
+	cv := newConverter()
 	var files ast.Value = ast.NullValue
 	if c.Files != nil {
 		terms := make([]*ast.Term, len(c.Files))
 		for i, f := range c.Files {
-			terms[i] = ast.ObjectTerm(
-				[2]*ast.Term{keyDigest, ast.StringTerm(f.Digest)},
-				[2]*ast.Term{keyPath, ast.StringTerm(f.Path)},
+			terms[i] = cv.term(ast.NewObject(
+				[2]*ast.Term{keyDigest, cv.str(f.Digest)},
+				[2]*ast.Term{keyPath, cv.str(f.Path)},
 				[2]*ast.Term{keySize, ast.InternedTerm(f.Size)},
-			)
+			))
 		}
 		files = ast.NewArray(terms...)
 	}
@@ -100,73 +188,68 @@ func catalogValue(c *catalogs.Catalog) (ast.Value, error) {
 	if c.Resources != nil {
 		terms := make([]*ast.Term, len(c.Resources))
 		for i := range c.Resources {
-			v, err := resourceValue(&c.Resources[i])
+			v, err := cv.resource(&c.Resources[i])
 			if err != nil {
 				return nil, err
 			}
-			terms[i] = ast.NewTerm(v)
+			terms[i] = cv.term(v)
 		}
 		resources = ast.NewArray(terms...)
 	}
 	return ast.NewObject(
-		[2]*ast.Term{keyEnvironment, ast.StringTerm(c.Environment)},
-		[2]*ast.Term{keyFiles, ast.NewTerm(files)},
-		[2]*ast.Term{keyNode, ast.StringTerm(c.Node)},
-		[2]*ast.Term{keyResources, ast.NewTerm(resources)},
-		[2]*ast.Term{keyVersion, ast.StringTerm(c.Version)},
+		[2]*ast.Term{keyEnvironment, cv.str(c.Environment)},
+		[2]*ast.Term{keyFiles, cv.term(files)},
+		[2]*ast.Term{keyNode, cv.str(c.Node)},
+		[2]*ast.Term{keyResources, cv.term(resources)},
+		[2]*ast.Term{keyVersion, cv.str(c.Version)},
 	), nil
 }
 
-func resourceValue(r *catalogs.Resource) (ast.Value, error) {
-	var attrs ast.Value = ast.NullValue
+func (cv *converter) resource(r *catalogs.Resource) (ast.Value, error) {
+	attrs := ast.NullTerm()
 	if r.Attrs != nil {
-		kvs := make([][2]*ast.Term, 0, len(r.Attrs))
+		cv.kvs = cv.kvs[:0]
 		for k, v := range r.Attrs {
-			av, err := anyValue(v)
+			t, err := cv.value(v)
 			if err != nil {
 				return nil, fmt.Errorf("resource %s: attribute %s: %w", r.ID, k, err)
 			}
-			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(av)})
+			cv.kvs = append(cv.kvs, [2]*ast.Term{cv.name(k), t})
 		}
-		attrs = ast.NewObject(kvs...)
+		attrs = cv.term(ast.NewObject(cv.kvs...))
 	}
-	kvs := make([][2]*ast.Term, 0, 7)
-	kvs = append(kvs,
-		[2]*ast.Term{keyAttrs, ast.NewTerm(attrs)},
-		[2]*ast.Term{keyID, ast.StringTerm(r.ID)},
-		[2]*ast.Term{keyName, ast.StringTerm(r.Name)},
-		[2]*ast.Term{keySource, ast.StringTerm(r.Source)},
-		[2]*ast.Term{keyType, ast.StringTerm(r.Type)},
+	cv.kvs = append(cv.kvs[:0],
+		[2]*ast.Term{keyAttrs, attrs},
+		[2]*ast.Term{keyID, cv.str(r.ID)},
+		[2]*ast.Term{keyName, cv.str(r.Name)},
+		[2]*ast.Term{keySource, cv.str(r.Source)},
+		[2]*ast.Term{keyType, cv.name(r.Type)},
 	)
 	// As in the canonical encoding, empty edge lists are left out.
 	if len(r.Notify) > 0 {
-		kvs = append(kvs, [2]*ast.Term{keyNotify, stringsTerm(r.Notify)})
+		t, _ := cv.value(r.Notify)
+		cv.kvs = append(cv.kvs, [2]*ast.Term{keyNotify, t})
 	}
 	if len(r.Require) > 0 {
-		kvs = append(kvs, [2]*ast.Term{keyRequire, stringsTerm(r.Require)})
+		t, _ := cv.value(r.Require)
+		cv.kvs = append(cv.kvs, [2]*ast.Term{keyRequire, t})
 	}
-	return ast.NewObject(kvs...), nil
+	return ast.NewObject(cv.kvs...), nil
 }
 
-func stringsTerm(ss []string) *ast.Term {
-	terms := make([]*ast.Term, len(ss))
-	for i, s := range ss {
-		terms[i] = ast.StringTerm(s)
-	}
-	return ast.ArrayTerm(terms...)
-}
-
-// anyValue converts an attribute or fact value. The shapes compile
-// produces (string, int64, bool, []string, map[string]string) and those
-// JSON decoding produces are converted directly; anything else goes
-// through encoding/json, as in the canonical encoding.
+// anyValue converts a value of a change: JSON's shapes and compile's.
 func anyValue(v any) (ast.Value, error) {
 	return ast.InterfaceToValue(v)
 }
 
-func changeValue(c catalogs.Change) (ast.Value, error) {
+// changeValue converts c, leaving empty the lists no rule reads: a new
+// node's change has every resource of its catalog added.
+func changeValue(c catalogs.Change, uses inputUse) (ast.Value, error) {
 	lists := [3]*ast.Term{}
 	for i, rcs := range [3][]catalogs.ResourceChange{c.Added, c.Removed, c.Changed} {
+		if !uses.reads("change", [3]string{"added", "removed", "changed"}[i]) {
+			rcs = nil
+		}
 		terms := make([]*ast.Term, len(rcs))
 		for j, rc := range rcs {
 			kvs := make([][2]*ast.Term, 0, 4)
