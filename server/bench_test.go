@@ -18,7 +18,9 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/facts"
 	"github.com/herdcm/herd/server/ca"
+	"github.com/herdcm/herd/testkit"
 )
 
 // benchAgents is how many enrolled nodes, each with its own certificate
@@ -202,4 +204,77 @@ func factsJSONTB(tb testing.TB, f map[string]any) ([]byte, string) {
 	}
 	sum := sha256.Sum256(b)
 	return b, "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// BenchmarkRecompileFleet10k is a new site version reaching a server that
+// knows 10,000 nodes (the synthetic 200-resource site of
+// catalogs.BenchmarkCompileFleet10k): compile every node, diff it against
+// its approved catalog, gate it, store the candidates and record the
+// rollout. Gated runs the example site's policies; Ungated has none, so
+// the difference is what gating adds. One op is the whole fleet; the
+// compile-s, gate-s metrics split the plan's time.
+func BenchmarkRecompileFleet10k(b *testing.B) {
+	const nodes = 10000
+	for _, gated := range []bool{false, true} {
+		name := "Ungated"
+		if gated {
+			name = "Gated"
+		}
+		b.Run(name, func(b *testing.B) {
+			files := testkit.SyntheticFiles(testkit.SyntheticOptions{Roles: 50, RolesPerNode: 10, PerRole: 20})
+			if gated {
+				rego, err := filepath.Glob("../examples/site/policies/*.rego")
+				if err != nil || len(rego) == 0 {
+					b.Fatalf("the example policies: %v (%d files)", err, len(rego))
+				}
+				for _, p := range rego {
+					data, err := os.ReadFile(p)
+					if err != nil {
+						b.Fatal(err)
+					}
+					files["policies/"+filepath.Base(p)] = string(data)
+				}
+			}
+			site := testkit.WriteSite(b, files)
+			ctx := context.Background()
+			s, err := New(ctx, Options{Site: site, Dir: b.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "off"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			for i := range nodes {
+				f := facts.Facts(testkit.SyntheticFacts(i))
+				s.facts.put(fmt.Sprintf("node-%d", i), cachedFacts{digest: fmt.Sprintf("sha256:%d", i), facts: f})
+			}
+			rev := 1
+			next := func() {
+				rev++
+				if err := os.WriteFile(filepath.Join(site, "templates", "app.conf.tmpl"), []byte(testkit.SyntheticTemplate(rev)), 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The first version approves every node: they are new.
+			next()
+			if err := s.reload(ctx); err != nil {
+				b.Fatal(err)
+			}
+			var compile, gate time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				next()
+				b.StartTimer()
+				if err := s.reload(ctx); err != nil {
+					b.Fatal(err)
+				}
+				p := s.lastPlan.Load()
+				if p == nil || p.nodes != nodes {
+					b.Fatalf("the plan covered %v nodes, want %d", p, nodes)
+				}
+				compile += p.compile
+				gate += p.gate
+			}
+			b.ReportMetric(compile.Seconds()/float64(b.N), "compile-s")
+			b.ReportMetric(gate.Seconds()/float64(b.N), "gate-s")
+		})
+	}
 }

@@ -166,13 +166,6 @@ func (h *rolloutHarness) report(node, etag string, noop bool, failed []string, s
 	}
 }
 
-// converge checks node in and reports a good run of what it got.
-func (h *rolloutHarness) converge(node string) {
-	h.t.Helper()
-	h.checkin(node)
-	h.report(node, h.nodes[node].etag, false, nil)
-}
-
 // get returns the newest rollout with all its nodes.
 func (h *rolloutHarness) get() (*herdv1.Rollout, map[string]*herdv1.RolloutNode) {
 	h.t.Helper()

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -28,6 +29,13 @@ type planned struct {
 	// gateFailed is set when gating itself failed (a broken policy, a gate
 	// error): nothing of the version ships, new nodes included.
 	gateFailed bool
+}
+
+// planTimes says where the newest plan's time went: compiling (with the
+// diffs), gating, and in all (storing the candidates included).
+type planTimes struct {
+	nodes                int
+	compile, gate, total time.Duration
 }
 
 // candidate is one node's compile at a new version.
@@ -60,7 +68,16 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 	names := s.facts.nodes()
 	slices.Sort(names)
 	gate := st.gate
-	keep := gate != nil && !gate.Empty()
+	gating := gate != nil && !gate.Empty()
+	// The gate reads each changed node's catalog and previous one, after
+	// the whole fleet is diffed. Decoded catalogs are kept from the
+	// compile to the gate up to a budget; past it they are decoded again
+	// for the gate, so that a large fleet's plan does not hold every
+	// node's catalogs decoded at once.
+	var kept atomic.Int64
+	keep := func(size int) bool {
+		return gating && kept.Add(int64(size)) <= maxKeptDecoded
+	}
 	cands := make([]candidate, len(names))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.compileWorkers())
@@ -97,6 +114,9 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 		}
 		g.Go(func() error {
 			c := &cands[i]
+			if gating && c.cat == nil {
+				c.cat, c.prev = s.redecode(gctx, c)
+			}
 			decisions[i] = s.gateCandidate(gctx, st, c, fleet)
 			c.cat, c.prev = nil, nil // done with them: let them go
 			return nil
@@ -197,6 +217,7 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 			c.nc.dropBytes()
 		}
 	}
+	s.lastPlan.Store(&planTimes{nodes: len(names), compile: compiled, gate: gated, total: time.Since(start)})
 	s.log.Info("rollout planned", "version", st.version, "nodes", len(names), "changing", fleet.Changing, "denied", len(denied),
 		"compile", compiled.Round(time.Millisecond), "gate", gated.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return p, nil
@@ -230,9 +251,37 @@ func deniedReason(nodes map[string]*liveNode, denied []string) string {
 	return listSome(items, 3)
 }
 
-// compileCandidate compiles node at st's version. keep keeps the catalog
-// and its previous one decoded, for the gate.
-func (s *Server) compileCandidate(ctx context.Context, st *siteState, node string, keep bool) candidate {
+// maxKeptDecoded bounds the encoded bytes of the catalogs a plan keeps
+// decoded from the compile to the gate (their decoded form is several
+// times larger).
+const maxKeptDecoded = 128 << 20
+
+// redecode decodes c's candidate and previous catalogs again for the gate.
+func (s *Server) redecode(ctx context.Context, c *candidate) (cat, prev *catalogs.Catalog) {
+	b := c.nc.bytes
+	if b == nil {
+		var err error
+		if b, err = s.catalogBytes(ctx, c.nc); err != nil {
+			return nil, nil
+		}
+	}
+	cat, err := catalogs.Decode(b)
+	if err != nil {
+		return nil, nil
+	}
+	if c.prevEtag != "" {
+		cur, _ := s.compiles.get(c.node)
+		if cur != nil && cur.etag == c.prevEtag {
+			prev = s.decodeApproved(ctx, c.node, cur)
+		}
+	}
+	return cat, prev
+}
+
+// compileCandidate compiles node at st's version. keep says whether the
+// catalog and its previous one may stay decoded, for the gate (given
+// their encoded size).
+func (s *Server) compileCandidate(ctx context.Context, st *siteState, node string, keep func(int) bool) candidate {
 	unlock := s.compiles.lock(node)
 	defer unlock()
 	c := candidate{node: node}
@@ -256,7 +305,11 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 	c.nc = nc
 	c.prev = s.decodeApproved(ctx, node, cur)
 	c.change = catalogs.Diff(c.prev, cat, s.content)
-	if keep {
+	size := len(nc.bytes)
+	if cur != nil {
+		size *= 2
+	}
+	if keep(size) {
 		c.cat = cat
 	} else {
 		c.prev = nil
@@ -352,6 +405,10 @@ func (s *Server) gateCandidate(ctx context.Context, st *siteState, c *candidate,
 		out.err = "the policies do not load: " + st.gateErr
 		return out
 	case st.gate == nil || st.gate.Empty():
+		return out
+	case c.cat == nil:
+		// Never allow what the gate did not see.
+		out.err = "the candidate catalog could not be read for the gate"
 		return out
 	}
 	d, err := st.gate.Evaluate(ctx, policies.Input{Node: c.node, Facts: c.facts, Catalog: c.cat, Previous: c.prev, Change: c.change, Fleet: fleet})

@@ -247,7 +247,10 @@ nodes = ["n-0"]
 `
 	h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1")
 	before := h.etags()
-	h.commit(rolloutSite(stages, "rehearsed"))
+	next := rolloutSite(stages, "rehearsed")
+	next["roles/r.toml"] += "\n[[file]]\npath = \"/etc/banner\"\nsource = \"banner.txt\"\n"
+	next["files/banner.txt"] = "welcome\n"
+	h.commit(next)
 	resp := h.checkin("n-0")
 	if resp.Status != herdv1.CheckinResponse_UNCHANGED || resp.Rehearsal == nil || resp.Rehearsal.Etag == before["n-0"] {
 		t.Fatalf("check-in during the rehearsal = %v with rehearsal %v; want UNCHANGED with a new candidate", resp.Status, resp.Rehearsal)
@@ -258,6 +261,23 @@ nodes = ["n-0"]
 	cand := resp.Rehearsal.Etag
 	if catalogs.Digest(resp.Rehearsal.Catalog) != cand {
 		t.Errorf("the rehearsal's bytes are not its etag")
+	}
+	// The rehearsing node may fetch the candidate's files; no other may.
+	rc, err := catalogs.Decode(resp.Rehearsal.Catalog)
+	if err != nil || len(rc.Files) != 1 {
+		t.Fatalf("the rehearsal catalog = %v, %v; want one file", rc, err)
+	}
+	for _, tc := range []struct {
+		node string
+		want codes.Code
+	}{{"n-0", codes.OK}, {"n-1", codes.PermissionDenied}} {
+		stream, err := h.nodes[tc.node].c.GetFile(context.Background(), &herdv1.GetFileRequest{Digest: rc.Files[0].Digest})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if status.Code(err) != tc.want {
+			t.Errorf("GetFile(%s) of the rehearsal's file = %v, want %v", tc.node, err, tc.want)
+		}
 	}
 	h.report("n-0", cand, true, nil)
 	r, nodes := h.get()

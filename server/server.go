@@ -213,6 +213,7 @@ type Server struct {
 	recent   *byteCache
 	ctl      *controller
 	rehearse rehearsals
+	lastPlan atomic.Pointer[planTimes]
 	compiles compileState
 	facts    factsCache
 	watch    watchers

@@ -200,9 +200,17 @@ func (s *Store) WriteRollout(ctx context.Context, w RolloutWrite) (int64, error)
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("writing rollout %d: %w", id, err)
+		// Not id: when ctx ended first, the writer may still be setting it.
+		return 0, fmt.Errorf("writing rollout of %s: %w", w.version(), err)
 	}
 	return id, nil
+}
+
+func (w RolloutWrite) version() string {
+	if w.Rollout == nil {
+		return "no version"
+	}
+	return w.Rollout.Version
 }
 
 func jsonOrNil(v any, empty bool) ([]byte, error) {
