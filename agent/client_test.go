@@ -178,6 +178,8 @@ type fakeServer struct {
 	last          *herdv1.Report
 	watchers      map[chan *herdv1.WatchEvent]bool
 	nextCheckin   time.Time
+	rehearsal     *herdv1.Rehearsal // sent with every answer but NEED_FACTS
+	reports       []*herdv1.Report  // every report stored, in order
 }
 
 type checkinRecord struct {
@@ -352,6 +354,9 @@ func (fs *fakeServer) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		resp.Status = herdv1.CheckinResponse_NEW_CATALOG
 		resp.Catalog, resp.Signature, resp.Etag = fs.catalog, fs.sig, fs.etag
 	}
+	if resp.Status != herdv1.CheckinResponse_NEED_FACTS {
+		resp.Rehearsal = fs.rehearsal
+	}
 	rec.answer = resp.Status
 	fs.checkins = append(fs.checkins, rec)
 	return resp, nil
@@ -397,6 +402,7 @@ func (fs *fakeServer) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	}
 	fs.stored = append(fs.stored, id)
 	fs.last = req.Report
+	fs.reports = append(fs.reports, req.Report)
 	return &herdv1.SendReportResponse{}, nil
 }
 
@@ -455,6 +461,67 @@ func (fs *fakeServer) publish(cat *catalogs.Catalog, files map[string][]byte, ba
 		ch <- &herdv1.WatchEvent{Etag: fs.etag, Version: fs.version}
 	}
 	return fs.etag
+}
+
+// rehearse asks the node to rehearse cat (signed by the server's key, or
+// by another when badSig) from its next check-in on, and ships files;
+// mangle, when set, changes the rehearsal before it is served (a lying
+// server). It returns the rehearsal's etag.
+func (fs *fakeServer) rehearse(cat *catalogs.Catalog, files map[string][]byte, badSig bool, mangle func(*herdv1.Rehearsal)) string {
+	fs.t.Helper()
+	b, err := cat.Encode()
+	if err != nil {
+		fs.t.Fatal(err)
+	}
+	key := fs.signKey
+	if badSig {
+		_, key, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	reh := &herdv1.Rehearsal{Catalog: b, Signature: ed25519.Sign(key, b), Etag: catalogs.Digest(b), Version: cat.Version}
+	if mangle != nil {
+		mangle(reh)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.rehearsal = reh
+	for d, c := range files {
+		fs.files[d] = c
+	}
+	return reh.Etag
+}
+
+// sendWatch sends ev on every open Watch stream (replacing an event not
+// yet sent).
+func (fs *fakeServer) sendWatch(ev *herdv1.WatchEvent) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for ch := range fs.watchers {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- ev
+	}
+}
+
+// watching says how many Watch streams are open.
+func (fs *fakeServer) watching() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return len(fs.watchers)
+}
+
+// reportsOf returns the reports stored whose catalog digest is etag.
+func (fs *fakeServer) reportsOf(etag string) []*herdv1.Report {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var out []*herdv1.Report
+	for _, r := range fs.reports {
+		if r.CatalogDigest == etag {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (fs *fakeServer) checkinLog() []checkinRecord {

@@ -117,6 +117,9 @@ type Daemon struct {
 	state         ScheduleState
 	services      resources.Services
 	closeServices func()
+	// rehearsed are the etags of the last rehearsals run, so that one the
+	// server asks for again before it has the report is not run twice.
+	rehearsed []string
 
 	// Tests: runCycle replaces cycle; afterRun is called after each run.
 	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
@@ -365,8 +368,8 @@ type cycleResult struct {
 }
 
 // cycle is one run of the daemon: the runner with the server as its
-// catalog source, then the report into the spool. A drift-only run skips
-// facts and the check-in.
+// catalog source, then the report into the spool, then the rehearsal the
+// check-in brought, if any. A drift-only run skips facts and the check-in.
 func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) {
 	src := &pullSource{d: d, ctx: ctx, local: why.local() && d.cat != nil}
 	if err := d.revokedErr.Load(); err != nil && src.local {
@@ -374,6 +377,16 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		// asking the server; a revoked node applies nothing.
 		return nil, cycleResult{local: true, err: *err}
 	}
+	r, out := d.runOwn(ctx, why, src)
+	if src.rehearsal != nil {
+		// After the node's own catalog: a rehearsal never delays it.
+		d.rehearse(ctx, src.rehearsal)
+	}
+	return r, out
+}
+
+// runOwn runs the node's own catalog and spools the report.
+func (d *Daemon) runOwn(ctx context.Context, why Trigger, src *pullSource) (*Report, cycleResult) {
 	r, quiet, err := d.runs.run(ctx, src, runCall{state: d.st, facts: !src.local, services: d.runServices})
 	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr}
 	switch {
@@ -389,6 +402,15 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		d.log.Debug("drift check: in sync")
 		return r, out
 	}
+	d.spool(ctx, r)
+	d.log.Info("run done", "why", why.String(), "run", r.RunID, "version", r.Version,
+		"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
+		"duration", r.Duration.Round(time.Millisecond))
+	return r, out
+}
+
+// spool puts r into the report spool for the sender.
+func (d *Daemon) spool(ctx context.Context, r *Report) {
 	if dropped, err := d.st.spoolReport(context.WithoutCancel(ctx), r.Proto()); err != nil {
 		// A full disk (or a broken state) must not leave the server
 		// showing the last green run: the report goes out from memory
@@ -401,10 +423,6 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 	} else if dropped > 0 {
 		d.log.Warn("the report spool is full: dropped the oldest reports", "dropped", dropped)
 	}
-	d.log.Info("run done", "why", why.String(), "run", r.RunID, "version", r.Version,
-		"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
-		"duration", r.Duration.Round(time.Millisecond))
-	return r, out
 }
 
 // pullSource takes the catalog from the server: a check-in, a new
@@ -418,6 +436,9 @@ type pullSource struct {
 	// What the check-in told, for the schedule.
 	checkinErr error
 	serverNext time.Time
+	// rehearsal is the one the check-in's answer carried, not verified
+	// yet; nil when none.
+	rehearsal *herdv1.Rehearsal
 }
 
 func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(string)) (*sourced, error) {
@@ -450,6 +471,7 @@ func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(strin
 			if resp.NextCheckinUnixMs > 0 {
 				p.serverNext = time.UnixMilli(resp.NextCheckinUnixMs)
 			}
+			p.rehearsal = resp.Rehearsal
 			if problem, changed := d.takeCatalog(p.ctx, resp); problem != nil {
 				problems = append(problems, *problem)
 			} else {
@@ -660,9 +682,19 @@ func (d *Daemon) watch(ctx context.Context) (got bool, err error) {
 			d.watched = ev.Etag
 		}
 		d.mu.Unlock()
+		var why Trigger
 		if fresh {
 			d.log.Info("the server released a new catalog", "etag", ev.Etag, "version", ev.Version)
-			d.Trigger(TriggerWatch)
+			why |= TriggerWatch
+		}
+		if ev.Run {
+			// Even with the catalog held: the run's check-in and report
+			// are what the server asks for.
+			d.log.Info("the server asked for a run")
+			why |= TriggerServer
+		}
+		if why != 0 {
+			d.Trigger(why)
 		}
 	}
 }

@@ -63,6 +63,9 @@ type Report struct {
 	Phases        map[string]time.Duration `json:"phases_ns"`
 	Summary       Summary                  `json:"summary"`
 	Events        []Event                  `json:"events"` // sorted by resource id
+	// Services is the health of the catalog's supervised services that
+	// have a health check, as the run ended (see servicesHealth).
+	Services []ServiceHealth `json:"services,omitempty"`
 }
 
 // ExitCode is the run's exit status in Puppet's --detailed-exitcodes

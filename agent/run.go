@@ -151,6 +151,7 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 	}
 
 	var events []Event
+	var health []ServiceHealth
 	version := ""
 	if got.cat != nil {
 		version = got.cat.Version
@@ -166,6 +167,13 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit,
 		})
 		mark("converge")
+		if h.Services != nil {
+			// Before the report, so that a rollout reads the verdict on
+			// what this run started, not the state before it.
+			if health = servicesHealth(ctx, h.Services, got.cat, events, s.Noop); health != nil {
+				mark("health")
+			}
+		}
 		if got.converged != nil {
 			got.converged()
 		}
@@ -174,7 +182,7 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 
 	r = &Report{
 		RunID: NewRunID(), Node: got.node, Version: version, CatalogDigest: got.digest, Noop: s.Noop,
-		Started: start, Duration: time.Since(start), Phases: phases, Events: events,
+		Started: start, Duration: time.Since(start), Phases: phases, Events: events, Services: health,
 	}
 	for _, e := range events {
 		r.Summary.add(e)

@@ -30,6 +30,10 @@ const (
 	// TriggerHangup: the agent got SIGHUP: run now, with its
 	// configuration read again (see Daemon.Hangup).
 	TriggerHangup
+	// TriggerServer: a Watch event asked for a run now (WatchEvent.run),
+	// even with the catalog the node holds: a rollout wants a fresh report
+	// (health at the end of a bake), or has a rehearsal for the check-in.
+	TriggerServer
 )
 
 // String names the triggers in t, joined by "+".
@@ -38,7 +42,7 @@ func (t Trigger) String() string {
 	for _, n := range []struct {
 		t    Trigger
 		name string
-	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}, {TriggerHangup, "hup"}} {
+	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}, {TriggerHangup, "hup"}, {TriggerServer, "server"}} {
 		if t&n.t != 0 {
 			names = append(names, n.name)
 		}

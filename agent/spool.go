@@ -61,6 +61,12 @@ func (r *Report) Proto() *herdv1.Report {
 		}
 		p.Events[i] = pe
 	}
+	if len(r.Services) > 0 {
+		p.Services = make([]*herdv1.ServiceHealth, len(r.Services))
+		for i, sh := range r.Services {
+			p.Services[i] = &herdv1.ServiceHealth{Name: sh.Name, Health: string(sh.Health), Detail: sh.Detail}
+		}
+	}
 	return p
 }
 

@@ -247,6 +247,23 @@ func parseHealth(r *catalogs.Resource) (*HealthSpec, error) {
 	return h, nil
 }
 
+// SupervisedHealth returns the health check of a service resource that
+// the herd supervisor keeps running (provider herd, ensure running), and
+// nil for any other resource: a systemd service, a stopped one, one
+// without a check, or one whose attributes do not parse (its own event
+// says why). A run reports the health of these services. It allocates
+// nothing for a resource without a health check.
+func SupervisedHealth(r *catalogs.Resource) *HealthSpec {
+	if r.Type != "service" || !(r.Has("health.exec") || r.Has("health.http") || r.Has("health.tcp")) {
+		return nil
+	}
+	w, err := parseService(r)
+	if err != nil || w.provider != "herd" || !w.running {
+		return nil
+	}
+	return w.spec.Health
+}
+
 // checkServiceName accepts the names that are safe both for the herd
 // supervisor (a file and cgroup name) and for systemd (a unit name).
 func checkServiceName(name string) error {

@@ -485,3 +485,35 @@ func BenchmarkServiceCheckInSync(b *testing.B) {
 		}
 	}
 }
+
+func TestSupervisedHealth(t *testing.T) {
+	t.Parallel()
+	svc := func(attrs map[string]any) *catalogs.Resource {
+		a := map[string]any{"run": []string{"/bin/sleep", "300"}}
+		for k, v := range attrs {
+			a[k] = v
+		}
+		return &catalogs.Resource{ID: "service:web", Type: "service", Name: "web", Attrs: a}
+	}
+	tests := []struct {
+		name string
+		res  *catalogs.Resource
+		want *HealthSpec
+	}{
+		{"no check", svc(nil), nil},
+		{"exec with defaults", svc(map[string]any{"health.exec": []string{"/bin/true"}}),
+			&HealthSpec{Exec: []string{"/bin/true"}, Interval: defaultHealthInterval, Timeout: defaultHealthTimeout, Retries: defaultHealthRetries}},
+		{"tcp with settings", svc(map[string]any{"health.tcp": "127.0.0.1:80", "health.interval": "1s", "health.timeout": "500ms", "health.retries": int64(5)}),
+			&HealthSpec{TCP: "127.0.0.1:80", Interval: time.Second, Timeout: 500 * time.Millisecond, Retries: 5}},
+		{"ensure stopped", svc(map[string]any{"health.tcp": "127.0.0.1:80", "ensure": "stopped"}), nil},
+		{"systemd", svc(map[string]any{"health.tcp": "127.0.0.1:80", "provider": "systemd"}), nil},
+		{"bad attributes", svc(map[string]any{"health.tcp": "127.0.0.1:80", "health.interval": "soon"}), nil},
+		{"not a service", &catalogs.Resource{ID: "file:/x", Type: "file", Name: "/x", Attrs: map[string]any{"health.tcp": "127.0.0.1:80"}}, nil},
+	}
+	for _, tt := range tests {
+		got := SupervisedHealth(tt.res)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("SupervisedHealth(%s) (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}

@@ -706,7 +706,7 @@ func (l *loop) publish() {
 	st.Backoff = l.backoff
 	st.Health, st.HealthError = l.health, l.healthErr
 	st.Adopted = l.proc != nil && l.proc.adopted
-	l.svc.status.Store(&st)
+	l.svc.setStatus(&st)
 }
 
 // statusOf is the status a record implies.

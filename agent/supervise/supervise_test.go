@@ -582,7 +582,14 @@ func TestHealth(t *testing.T) {
 			h.Interval, h.Timeout, h.Retries = 20*time.Millisecond, 5*time.Second, 2
 			spec.Health = &h
 			ensure(t, s, spec)
-			st := awaitStatus(t, s, "web", string(tt.want), func(st Status) bool { return st.Health == tt.want })
+			// AwaitHealth returns with the first verdict, whichever it is,
+			// long before its context ends.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			st, ok := s.AwaitHealth(ctx, "web")
+			if !ok || st.Health != tt.want || ctx.Err() != nil {
+				t.Fatalf("AwaitHealth(web) = %+v, %v (context: %v); want health %s", st, ok, ctx.Err(), tt.want)
+			}
 			if tt.want == HealthUnhealthy && st.HealthError == "" {
 				t.Errorf("unhealthy without a HealthError")
 			}
@@ -591,6 +598,27 @@ func TestHealth(t *testing.T) {
 				t.Errorf("Status = %+v, want running, never restarted", st)
 			}
 		})
+	}
+}
+
+// TestAwaitHealthNotRunning: the wait for a verdict ends when the service
+// is not running (it crashed and waits in backoff); an unknown service is
+// said to be unknown at once.
+func TestAwaitHealthNotRunning(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, cgroupAuto)
+	s := f.start(f.options())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if st, ok := s.AwaitHealth(ctx, "nobody"); ok {
+		t.Errorf("AwaitHealth(nobody) = %+v, true; want false", st)
+	}
+	spec := f.spec("web", "run-for", "500ms", "3")
+	spec.Health = &HealthCheck{Exec: []string{f.exe, "sleep", "30"}, Interval: time.Hour, Timeout: time.Hour, Retries: 1}
+	ensure(t, s, spec)
+	st, ok := s.AwaitHealth(ctx, "web")
+	if !ok || st.State == StateRunning || st.Health != HealthUnknown || ctx.Err() != nil {
+		t.Fatalf("AwaitHealth(web) after a crash = %+v, %v (context: %v); want not running, health unknown, before the deadline", st, ok, ctx.Err())
 	}
 }
 

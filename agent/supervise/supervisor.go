@@ -134,6 +134,32 @@ type service struct {
 	// Guarded by Supervisor.mu.
 	loop *loop  // nil when no process runs and no restart is pending
 	rec  Record // the record as the last loop left it
+
+	// changed is made by a waiter (AwaitHealth) and closed by the next
+	// publish of a status: nobody waiting costs nothing per publish.
+	wmu     sync.Mutex
+	changed chan struct{}
+}
+
+// setStatus publishes st and wakes whoever waits for a change.
+func (svc *service) setStatus(st *Status) {
+	svc.status.Store(st)
+	svc.wmu.Lock()
+	if svc.changed != nil {
+		close(svc.changed)
+		svc.changed = nil
+	}
+	svc.wmu.Unlock()
+}
+
+// nextChange returns a channel closed at the next publish of a status.
+func (svc *service) nextChange() <-chan struct{} {
+	svc.wmu.Lock()
+	defer svc.wmu.Unlock()
+	if svc.changed == nil {
+		svc.changed = make(chan struct{})
+	}
+	return svc.changed
 }
 
 // New returns a Supervisor and adopts the services recorded in opts.Store
@@ -342,6 +368,37 @@ func (s *Supervisor) Status(name string) (Status, bool) {
 	return svc.status.Load().clone(), true
 }
 
+// AwaitHealth waits for the service's first health verdict: it returns
+// its status as soon as its health check has decided (healthy or
+// unhealthy) or it is not running (stopped, in backoff after a crash, in a
+// crash loop, failed), or when ctx ends, with the status as it is then
+// (health still unknown). A run that just started or restarted a service
+// waits here so that its report carries a real verdict; a running service
+// without a health check has none to give, and the wait lasts until ctx
+// ends. False when the service is unknown.
+func (s *Supervisor) AwaitHealth(ctx context.Context, name string) (Status, bool) {
+	s.mu.Lock()
+	svc := s.svcs[name]
+	s.mu.Unlock()
+	if svc == nil {
+		return Status{}, false
+	}
+	for {
+		// The channel is taken before the status is read, so that a
+		// publish between the two is never missed.
+		changed := svc.nextChange()
+		st := svc.status.Load()
+		if st.State != StateRunning || st.Health != HealthUnknown {
+			return st.clone(), true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return svc.status.Load().clone(), true
+		}
+	}
+}
+
 // List returns the state of every known service, sorted by name.
 func (s *Supervisor) List() []Status {
 	s.mu.Lock()
@@ -415,7 +472,7 @@ func (s *Supervisor) do(ctx context.Context, name string, c command, create bool
 				return result{}, ErrUnknown
 			}
 			svc = &service{name: name, rec: Record{Name: name, State: StateStopped}}
-			svc.status.Store(&Status{Name: name, State: StateStopped, Health: HealthUnknown})
+			svc.setStatus(&Status{Name: name, State: StateStopped, Health: HealthUnknown})
 			s.svcs[name] = svc
 		}
 		l := svc.loop

@@ -87,6 +87,7 @@ func supervisorGoroutines() string {
 //	                    pid to FILE, then run
 //	listen PORT         serve HTTP on 127.0.0.1:PORT (/ok 200, /fail 500)
 //	                    and run
+//	run-for DUR N       print "ready", run for DUR, then exit with code N
 func testprog(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "testprog: no mode")
@@ -165,6 +166,12 @@ func testprog(args []string) int {
 			return 1
 		}
 		return runUntilTerm()
+	case "run-for":
+		d, _ := time.ParseDuration(rest[0])
+		n, _ := strconv.Atoi(rest[1])
+		fmt.Println("ready")
+		time.Sleep(d)
+		return n
 	case "listen":
 		ln, err := net.Listen("tcp", "127.0.0.1:"+rest[0])
 		if err != nil {
