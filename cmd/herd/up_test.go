@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +74,21 @@ func TestUp(t *testing.T) {
 			}
 		}
 	}
+	// awaitRE is await for a pattern.
+	awaitRE := func(re *regexp.Regexp) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !re.MatchString(out.String()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("herd up never printed a line matching %s:\n%s", re, out.String())
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("herd up ended: %v\n%s", err, out.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	await("Look around")
 	if !strings.Contains(out.String(), "0 failed, 0 skipped") {
 		t.Fatalf("the first run had failures:\n%s", out.String())
@@ -100,6 +116,16 @@ func TestUp(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The edit went out as a rollout, printed stage by stage.
+	// The edit went out as a rollout of the example site's two stages,
+	// printed stage by stage: a rollout from the first version (not from
+	// nothing), its canary done, then the whole rollout done.
+	header := regexp.MustCompile(`(?m)^rollout (\d+): site \S+ ← sha256:\S+, stages canary → rest$`)
+	awaitRE(header)
+	id := header.FindStringSubmatch(out.String())[1]
+	awaitRE(regexp.MustCompile(`(?m)^rollout ` + id + `: done$`))
+	if !strings.Contains(out.String(), "  stage canary: done: healthy 1") {
+		t.Errorf("herd up did not print the canary stage done:\n%s", out.String())
+	}
 	cancel()
 	select {
 	case err := <-done:
