@@ -4,12 +4,15 @@
 // real Enroll RPC, each with its own key and certificate, and runs bounded
 // scenarios over real mutual TLS: unchanged check-ins, catalog fetches,
 // reports, storage per node, memory with Watch streams held, the commit →
-// fleet converged time, and a reconnect storm after a restart. It prints a
-// markdown table of target against measured.
+// fleet converged time, and a reconnect storm after a restart, and a
+// staged rollout (commit → canaries converged, commit → fleet converged
+// through the stages). It prints a markdown table of target against
+// measured.
 //
 //	go run ./bench/loadgen -help
 //	go run ./bench/loadgen -scenarios checkin,fetch,report,report100,storage
 //	go run ./bench/loadgen -server child -scenarios rss,converge,storm -watchers 10000
+//	go run ./bench/loadgen -server child -scenarios rollout -watchers 10000
 //
 // Every loop is bounded in count and time and stops by itself; the only
 // address it talks to is the server's on 127.0.0.1.
@@ -58,7 +61,7 @@ type config struct {
 
 func main() {
 	var c config
-	flag.StringVar(&c.scenarios, "scenarios", "checkin,fetch,report,report100,storage", "comma-separated: checkin, fetch, report, report100, storage, rss, converge, storm")
+	flag.StringVar(&c.scenarios, "scenarios", "checkin,fetch,report,report100,storage", "comma-separated: checkin, fetch, report, report100, storage, rss, converge, storm, rollout")
 	flag.StringVar(&c.mode, "server", "inproc", "where the server runs: inproc (this process) or child (a process of its own: its RSS is the server's alone)")
 	flag.IntVar(&c.agents, "agents", 512, "simulated agents the throughput scenarios cycle over (each its own certificate and connection)")
 	flag.IntVar(&c.conc, "concurrency", 128, "calls in flight in the throughput scenarios (the server admits 256 at once)")
@@ -66,7 +69,7 @@ func main() {
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "untimed run before each scenario's timed runs")
 	flag.IntVar(&c.count, "count", 3, "timed runs per throughput scenario; the table gives the median")
 	flag.Int64Var(&c.max, "max", 5_000_000, "most calls in one timed run")
-	flag.IntVar(&c.watchers, "watchers", 10000, "agents holding Watch streams in rss, converge and storm")
+	flag.IntVar(&c.watchers, "watchers", 10000, "agents holding Watch streams in rss, converge, storm and rollout")
 	flag.IntVar(&c.storageNodes, "storage-nodes", 50, "nodes the storage scenario fills")
 	flag.IntVar(&c.storageRuns, "storage-runs", 1440, "reports per node in the storage scenario (30 days of 30-minute runs)")
 	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "longest wait of any one step of the fleet scenarios")
@@ -118,7 +121,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	want := map[string]bool{}
 	for s := range strings.SplitSeq(c.scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "checkin", "fetch", "report", "report100", "storage", "rss", "converge", "storm":
+		case "checkin", "fetch", "report", "report100", "storage", "rss", "converge", "storm", "rollout":
 			want[s] = true
 		case "":
 		default:
@@ -167,6 +170,14 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	}
 	if want["rss"] || want["converge"] || want["storm"] {
 		r, err := fleetScenarios(ctx, c, site, filepath.Join(work, "fleet"), want)
+		rows = append(rows, r...)
+		if err != nil {
+			printTable(out, c, rows)
+			return err
+		}
+	}
+	if want["rollout"] {
+		r, err := rolloutScenario(ctx, c, work)
 		rows = append(rows, r...)
 		if err != nil {
 			printTable(out, c, rows)

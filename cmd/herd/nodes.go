@@ -24,7 +24,16 @@ func newNodesCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "nodes",
-		Short: "List the fleet: last check-in, catalog, last run, compile errors",
+		Short: "List the fleet: versions approved and running, rollout state, last run, compile errors",
+		Long: `List every node the server knows: when it last checked in, the site
+version it is approved to run (what check-ins serve), the version its last
+real apply ran, where the newest rollout has it (pending, released,
+healthy, failed, denied, compile-error, unchanged, rehearsed, with the
+rollout's id), its last run, and its compile error at the served version.
+
+A noop run (herd agent --noop, a rehearsal) changes nothing: it shows as
+"noop: would change N", never as changes, and the running version stays
+the one of the last real apply.`,
 		Example: `  herd nodes
   herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
 		Args: cobra.NoArgs,
@@ -50,23 +59,7 @@ func newNodesCmd() *cobra.Command {
 			if st, err := c.SiteStatus(cmd.Context(), &herdv1.SiteStatusRequest{}); err == nil {
 				fmt.Fprintln(cmd.OutOrStdout(), siteLine(st))
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tLAST CHECK-IN\tCATALOG\tLAST RUN\tCOMPILE ERROR")
-			for _, n := range all.Nodes {
-				run := "-"
-				if s := n.LastSummary; n.LastReportUnixMs > 0 && s != nil {
-					run = fmt.Sprintf("%s ago: %d changed, %d failed", ago(n.LastReportUnixMs), s.Changed, s.Failed)
-				}
-				cat := "-"
-				if n.CatalogEtag != "" {
-					cat = nodecmd.Clean(short(n.CatalogEtag, 19))
-					if n.AppliedEtag != "" && n.AppliedEtag != n.CatalogEtag {
-						cat += " (not applied yet)"
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), ago(n.LastCheckinUnixMs), cat, run, nodecmd.Clean(firstLine(n.CompileError)))
-			}
-			return tw.Flush()
+			return printNodes(cmd.OutOrStdout(), all.Nodes)
 		}),
 	}
 	af.Register(cmd)
@@ -128,6 +121,58 @@ func newReportsCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
 	cmd.Flags().IntVar(&limit, "limit", 20, "how many reports (0: all of them, page by page)")
 	return cmd
+}
+
+// printNodes writes the fleet as a table for people. Every string in it
+// came from a node or the site and is cleaned.
+func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tCHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tCOMPILE ERROR")
+	for _, n := range nodes {
+		approved := "-"
+		if n.CatalogEtag != "" {
+			approved = nodecmd.Clean(shortSiteVersion(n.CatalogVersion))
+		}
+		running := "-"
+		if n.AppliedVersion != "" {
+			running = nodecmd.Clean(shortSiteVersion(n.AppliedVersion))
+		}
+		rollout := "-"
+		if n.RolloutState != "" {
+			rollout = nodecmd.Clean(n.RolloutState)
+			if n.RolloutId != 0 {
+				rollout += fmt.Sprintf(" #%d", n.RolloutId)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), ago(n.LastCheckinUnixMs), approved, running, rollout,
+			lastRun(n), nodecmd.Clean(firstLine(n.CompileError)))
+	}
+	return tw.Flush()
+}
+
+// lastRun summarises a node's last report. A noop run changed nothing:
+// it says what would change, never "changed".
+func lastRun(n *herdv1.NodeInfo) string {
+	s := n.LastSummary
+	if n.LastReportUnixMs == 0 || s == nil {
+		return "-"
+	}
+	if n.LastNoop {
+		return fmt.Sprintf("%s ago: noop: would change %d, %d failed", ago(n.LastReportUnixMs), s.Changed, s.Failed)
+	}
+	return fmt.Sprintf("%s ago: %d changed, %d failed", ago(n.LastReportUnixMs), s.Changed, s.Failed)
+}
+
+// shortSiteVersion is a site version cut for a table: a content digest to
+// its first 12 hex digits after "sha256:", a git commit to 12.
+func shortSiteVersion(v string) string {
+	if rest, ok := strings.CutPrefix(v, "sha256:"); ok {
+		return "sha256:" + short(rest, 12)
+	}
+	if len(v) == 40 && strings.Trim(v, "0123456789abcdef") == "" {
+		return v[:12]
+	}
+	return v
 }
 
 // printReports writes reports for people. Every string in them came from

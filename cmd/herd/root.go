@@ -25,6 +25,7 @@ converge the host and report what they did.`)
 		newCACmd(),
 		newNodesCmd(),
 		newReportsCmd(),
+		newRolloutCmd(),
 		newStatusCmd(),
 		newUpCmd(),
 	)

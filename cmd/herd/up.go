@@ -2,15 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/herdcm/herd/api/herdv1"
 
 	"github.com/herdcm/herd/agent"
 	"github.com/herdcm/herd/agent/sandbox"
@@ -32,9 +40,11 @@ and one agent converging a sandbox host root under the work directory, then
 keep both running until Ctrl-C. Everything is real: the CA, mutual TLS,
 enrollment with a join token, signed catalogs, sqlite stores, dpkg installing
 the site's package into the sandbox, accounts made with useradd --prefix, a
-service under Herd's supervisor. Edit the site while it runs and the agent
-converges again within seconds (the server watches the site; the agent's
-Watch stream hears of the new catalog).
+service under Herd's supervisor. Edit the site while it runs and the change
+rolls out as the site's herd.toml says (the example site: a canary stage,
+then the rest), gated by its policies; herd up prints each stage as it
+moves, and the agent converges within seconds of its stage starting (the
+server watches the site; the agent's Watch stream hears of the release).
 
 Packages and accounts in the sandbox need root; as another user those
 resources fail and say so, and the rest converges.`,
@@ -144,6 +154,19 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 	if err != nil {
 		return err
 	}
+	// The rollout of every edit, printed as its stages progress.
+	if c, closeConn, err := dialAdmin(srv.Addr, adminDir); err != nil {
+		fmt.Fprintf(out, "note: rollouts will not be followed here: %v\n", err)
+	} else {
+		defer closeConn()
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			watchRollouts(watchCtx, out, c)
+		}()
+		defer func() { stopWatch(); <-watched }()
+	}
 	self, _ := os.Executable()
 	herdCmd := "go run ./cmd/herd"
 	if filepath.Base(self) == "herd" {
@@ -157,9 +180,12 @@ Look around (in another terminal):
   HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s reports %[5]s
   HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s nodes
 
-Edit %[6]s (say, workers in data/nodes/ or roles/web.toml) and the agent
-converges again within seconds. Ctrl-C stops the server, the agent and the
-sandbox's services.
+Edit %[6]s and the change rolls out as its herd.toml says (the example
+site: the canary stage first, then the rest), printed here stage by stage;
+the agent converges within seconds of its stage starting. For example:
+  sed -i 's/workers = 4/workers = 6/' %[6]s/nodes.toml
+  HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s rollout status
+Ctrl-C stops the server, the agent and the sandbox's services.
 
 `, root, herdCmd, srv.Addr, adminDir, node, site)
 	if err := runBeside(ctx, srv.Err(), d.Run); err != nil {
@@ -167,6 +193,136 @@ sandbox's services.
 	}
 	fmt.Fprintln(out, "\nstopping")
 	return nil
+}
+
+// dialAdmin connects to the Admin service at addr with the admin
+// credentials herd up wrote into dir.
+func dialAdmin(addr, dir string) (herdv1.AdminClient, func(), error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading admin credentials: %w", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading the server's CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, nil, fmt.Errorf("%s holds no certificate", filepath.Join(dir, "ca.crt"))
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool})))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to %s: %w", addr, err)
+	}
+	return herdv1.NewAdminClient(conn), func() { conn.Close() }, nil
+}
+
+// Rollout polling: every 250 ms while a rollout runs, so that each stage
+// shows as it moves; every 2 s otherwise, one small local call, to see
+// the next one begin.
+const (
+	rolloutPollRunning = 250 * time.Millisecond
+	rolloutPollIdle    = 2 * time.Second
+)
+
+// watchRollouts prints rollouts as they progress until ctx ends: each new
+// rollout, every change of a stage's state or counts, and how it ends. A
+// rollout already over when herd up starts is not printed.
+func watchRollouts(ctx context.Context, out io.Writer, c herdv1.AdminClient) {
+	var last *herdv1.Rollout
+	first := true
+	for {
+		wait := rolloutPollIdle
+		resp, err := c.GetRollout(ctx, &herdv1.GetRolloutRequest{PageSize: 1})
+		if err == nil && resp.Rollout != nil {
+			cur := resp.Rollout
+			if first && rolloutOver(cur.State) {
+				last = cur
+			}
+			for _, l := range rolloutProgress(last, cur) {
+				fmt.Fprintln(out, l)
+			}
+			last = cur
+			if !rolloutOver(cur.State) {
+				wait = rolloutPollRunning
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// rolloutOver says whether a rollout in state moves no more by itself.
+func rolloutOver(state string) bool {
+	switch state {
+	case "done", "aborted", "superseded", "halted", "blocked":
+		return true
+	}
+	return false
+}
+
+// rolloutProgress is what changed from prev (nil: nothing seen yet) to
+// cur, in lines for herd up's terminal: a new rollout with its stages,
+// each stage whose state or counts moved, and the rollout's own state.
+//
+// The rollout of the first version a server loads is not shown: every
+// node got that version at once, there being nothing to roll back to.
+func rolloutProgress(prev, cur *herdv1.Rollout) []string {
+	if cur.PreviousVersion == "" {
+		return nil
+	}
+	var lines []string
+	if prev == nil || prev.Id != cur.Id {
+		names := make([]string, len(cur.Stages))
+		for i, s := range cur.Stages {
+			names[i] = nodecmd.Clean(s.Name)
+		}
+		lines = append(lines, fmt.Sprintf("rollout %d: site %s ← %s, stages %s", cur.Id, nodecmd.Clean(shortSiteVersion(cur.Version)),
+			nodecmd.Clean(previousVersion(cur.PreviousVersion)), strings.Join(names, " → ")))
+		prev = nil
+	}
+	before := map[string]*herdv1.RolloutStage{}
+	for _, s := range prev.GetStages() {
+		before[s.Name] = s
+	}
+	for _, s := range cur.Stages {
+		p := before[s.Name]
+		if p != nil && p.State == s.State && maps.Equal(p.Counts, s.Counts) {
+			continue
+		}
+		if p == nil && s.State == "pending" {
+			// Not started: the header named it.
+			continue
+		}
+		state := nodecmd.Clean(s.State)
+		switch {
+		case s.State == "baking" && s.BakeNs > 0:
+			state += " " + time.Duration(s.BakeNs).String()
+		case s.State == "awaiting-approval":
+			state += fmt.Sprintf(" (herd rollout approve %d)", cur.Id)
+		}
+		what := counts(s.Counts)
+		if s.Nodes == 0 {
+			what = "no nodes"
+		}
+		lines = append(lines, fmt.Sprintf("  stage %s: %s: %s", nodecmd.Clean(s.Name), state, what))
+	}
+	if prev == nil || prev.State != cur.State {
+		line := fmt.Sprintf("rollout %d: %s", cur.Id, nodecmd.Clean(cur.State))
+		if cur.Reason != "" {
+			line += ": " + nodecmd.Clean(firstLine(cur.Reason))
+		}
+		if cur.State == "halted" || cur.State == "blocked" {
+			line += fmt.Sprintf(" (herd rollout status %d)", cur.Id)
+		}
+		lines = append(lines, line)
+	}
+	return lines
 }
 
 // runBeside runs run (the agent) until ctx ends or the server stops: a

@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -70,6 +74,21 @@ func TestUp(t *testing.T) {
 			}
 		}
 	}
+	// awaitRE is await for a pattern.
+	awaitRE := func(re *regexp.Regexp) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !re.MatchString(out.String()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("herd up never printed a line matching %s:\n%s", re, out.String())
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("herd up ended: %v\n%s", err, out.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	await("Look around")
 	if !strings.Contains(out.String(), "0 failed, 0 skipped") {
 		t.Fatalf("the first run had failures:\n%s", out.String())
@@ -96,6 +115,17 @@ func TestUp(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The edit went out as a rollout, printed stage by stage.
+	// The edit went out as a rollout of the example site's two stages,
+	// printed stage by stage: a rollout from the first version (not from
+	// nothing), its canary done, then the whole rollout done.
+	header := regexp.MustCompile(`(?m)^rollout (\d+): site \S+ ← sha256:\S+, stages canary → rest$`)
+	awaitRE(header)
+	id := header.FindStringSubmatch(out.String())[1]
+	awaitRE(regexp.MustCompile(`(?m)^rollout ` + id + `: done$`))
+	if !strings.Contains(out.String(), "  stage canary: done: healthy 1") {
+		t.Errorf("herd up did not print the canary stage done:\n%s", out.String())
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -117,6 +147,73 @@ func TestUp(t *testing.T) {
 	defer svc.Close()
 	if left := svc.Supervisor().List(); len(left) != 0 {
 		t.Errorf("services left after herd up stopped: %+v", left)
+	}
+}
+
+// TestRolloutProgress: herd up prints a new rollout with its stages, each
+// stage when its state or counts move (and nothing when nothing moved),
+// and how the rollout ends; strings from the site are escaped.
+func TestRolloutProgress(t *testing.T) {
+	t.Parallel()
+	v1, v2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
+	rollout := func(id int64, state string, stages ...*herdv1.RolloutStage) *herdv1.Rollout {
+		return &herdv1.Rollout{Id: id, Version: v2, PreviousVersion: v1, State: state, Stages: stages}
+	}
+	stage := func(name, state string, nodes int32, counts map[string]int32) *herdv1.RolloutStage {
+		return &herdv1.RolloutStage{Name: name, State: state, Nodes: nodes, Counts: counts, BakeNs: int64(2 * time.Second)}
+	}
+	pending := map[string]int32{"pending": 1}
+	tests := []struct {
+		name      string
+		prev, cur *herdv1.Rollout
+		want      []string
+	}{
+		{
+			name: "a new rollout",
+			cur:  rollout(3, "running", stage("canary", "releasing", 1, map[string]int32{"released": 1}), stage("rest", "pending", 0, nil)),
+			want: []string{
+				"rollout 3: site sha256:222222222222 ← sha256:111111111111, stages canary → rest",
+				"  stage canary: releasing: released 1",
+				"rollout 3: running",
+			},
+		},
+		{
+			name: "the first version's rollout",
+			cur:  &herdv1.Rollout{Id: 1, Version: v1, State: "running", Stages: []*herdv1.RolloutStage{stage("canary", "baking", 0, nil)}},
+		},
+		{
+			name: "nothing moved",
+			prev: rollout(3, "running", stage("canary", "releasing", 1, pending)),
+			cur:  rollout(3, "running", stage("canary", "releasing", 1, pending)),
+		},
+		{
+			name: "a stage bakes, the next waits for approval",
+			prev: rollout(3, "running", stage("canary", "releasing", 1, pending), stage("rest", "pending", 4, nil)),
+			cur:  rollout(3, "awaiting-approval", stage("canary", "baking", 1, map[string]int32{"healthy": 1}), stage("rest", "awaiting-approval", 4, map[string]int32{"pending": 4})),
+			want: []string{
+				"  stage canary: baking 2s: healthy 1",
+				"  stage rest: awaiting-approval (herd rollout approve 3): pending 4",
+				"rollout 3: awaiting-approval",
+			},
+		},
+		{
+			name: "halted, with an escaped reason",
+			prev: rollout(3, "running", stage("canary", "releasing", 1, pending)),
+			cur: &herdv1.Rollout{Id: 3, Version: v2, PreviousVersion: v1, State: "halted", Reason: "web-01" + hostile,
+				Stages: []*herdv1.RolloutStage{stage("canary", "halted", 1, map[string]int32{"failed": 1})}},
+			want: []string{
+				"  stage canary: halted: failed 1",
+				`rollout 3: halted: "web-01\x1b]0;owned\a\x1b[2J\u009b31m\rfake line …" (herd rollout status 3)`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if diff := cmp.Diff(tt.want, rolloutProgress(tt.prev, tt.cur)); diff != "" {
+				t.Errorf("rolloutProgress (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/herdcm/herd/agent"
+	"github.com/herdcm/herd/agent/resources"
 	"github.com/herdcm/herd/agent/sandbox"
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/server"
@@ -60,6 +61,11 @@ type Options struct {
 	// ConnectWait is how long an agent waits for a connection before it
 	// takes the server to be away (default: the agent's, 3 seconds).
 	ConnectWait time.Duration
+	// Services gives each daemon its supervisor (agent.OwnServices), as
+	// herd agent has, for sites with provider-herd services; every
+	// service is stopped when the test ends. Without it a service
+	// resource fails for want of a supervisor.
+	Services bool
 }
 
 // NewFleet starts a server for site and n agents named node-1 … node-n,
@@ -83,6 +89,9 @@ func NewFleetWith(tb testing.TB, site string, n int, o Options) *Fleet {
 	tb.Cleanup(func() {
 		for _, a := range f.Agents {
 			a.halt()
+			if o.Services {
+				StopServices(tb, a.Root)
+			}
 		}
 		if f.Server != nil {
 			f.Server.Close()
@@ -148,10 +157,20 @@ func (f *Fleet) AddAgent(name string) *Agent {
 	if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{Server: f.addr, Name: name, Dir: certDir, CAFile: caFile, Log: f.log}, token); err != nil {
 		f.tb.Fatalf("enrolling %s: %v", name, err)
 	}
-	d, err := agent.NewDaemon(ctx, agent.DaemonOptions{
+	opts := agent.DaemonOptions{
 		Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log,
 		MinBackoff: f.opts.Retry, WatchBackoff: f.opts.Retry, ConnectWait: f.opts.ConnectWait,
-	})
+	}
+	if f.opts.Services {
+		opts.Services = func(ctx context.Context, st *agent.State) (resources.Services, func(), error) {
+			s, err := agent.OwnServices(ctx, st, root, f.log)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s, func() { s.Close() }, nil
+		}
+	}
+	d, err := agent.NewDaemon(ctx, opts)
 	if err != nil {
 		f.tb.Fatal(err)
 	}

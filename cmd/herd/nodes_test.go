@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herdcm/herd/api/herdv1"
+)
+
+// TestPrintNodes: herd nodes shows the approved and the running version
+// and the rollout state; a noop run says what would change and never
+// "changed", and the running version stays the last real apply's.
+func TestPrintNodes(t *testing.T) {
+	t.Parallel()
+	v1, v2 := "sha256:"+strings.Repeat("1", 64), strings.Repeat("2", 40)
+	ago := time.Now().Add(-3 * time.Second).UnixMilli()
+	tests := []struct {
+		name      string
+		node      *herdv1.NodeInfo
+		want, not []string
+	}{
+		{
+			name: "noop run",
+			node: &herdv1.NodeInfo{Name: "web-01", CatalogEtag: "sha256:e", CatalogVersion: v2, AppliedVersion: v1, RolloutState: "rehearsed", RolloutId: 4,
+				LastNoop: true, LastReportUnixMs: ago, LastSummary: &herdv1.Summary{Resources: 9, Changed: 6}},
+			want: []string{"web-01", "222222222222", "sha256:111111111111", "rehearsed #4", "noop: would change 6, 0 failed"},
+			not:  []string{"6 changed"},
+		},
+		{
+			name: "real run",
+			node: &herdv1.NodeInfo{Name: "web-02", CatalogEtag: "sha256:e", CatalogVersion: v1, AppliedVersion: v1, RolloutState: "healthy", RolloutId: 4,
+				LastReportUnixMs: ago, LastSummary: &herdv1.Summary{Resources: 9, Changed: 2, Failed: 1}},
+			want: []string{"web-02", "sha256:111111111111", "healthy #4", "2 changed, 1 failed"},
+			not:  []string{"noop"},
+		},
+		{
+			name: "never ran, in no rollout",
+			node: &herdv1.NodeInfo{Name: "db-01" + hostile, CompileError: "roles/db.toml:1:1: bad\nmore"},
+			want: []string{`"db-01\x1b]0;owned`, "roles/db.toml:1:1: bad …"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var b bytes.Buffer
+			if err := printNodes(&b, []*herdv1.NodeInfo{tt.node}); err != nil {
+				t.Fatal(err)
+			}
+			out := b.String()
+			if !strings.Contains(out, "APPROVED") || !strings.Contains(out, "RUNNING") || !strings.Contains(out, "ROLLOUT") {
+				t.Errorf("herd nodes lacks its columns:\n%s", out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("herd nodes lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(out, w) {
+					t.Errorf("herd nodes says %q:\n%s", w, out)
+				}
+			}
+			assertNoControl(t, "herd nodes", out)
+		})
+	}
+}
+
+// assertNoControl fails when out holds a control byte other than a line
+// break: a node's string reached the terminal raw.
+func assertNoControl(t *testing.T, what, out string) {
+	t.Helper()
+	for i, c := range []byte(out) {
+		if (c < 0x20 && c != '\n') || c == 0x7f {
+			t.Errorf("%s printed control byte %#x at %d:\n%q", what, c, i, out)
+			return
+		}
+	}
+	if strings.Contains(out, "\u009b") {
+		t.Errorf("%s printed a C1 control:\n%q", what, out)
+	}
+}
