@@ -76,7 +76,7 @@ func SyntheticFiles(o SyntheticOptions) map[string]string {
 			case 0:
 				fmt.Fprintf(&b, "[[package]]\nname = \"pkg-%d-%d{{ .params.pkg_suffix }}\"\n\n", r, i)
 			case 1:
-				fmt.Fprintf(&b, "[[service]]\nname = \"svc-%d-%d\"\nrun = [\"/usr/bin/svc\", \"--port\", \"{{ .params.port_%d }}\"]\nrestart = \"always\"\nhealth = { tcp = \"127.0.0.1:{{ .params.port_%d }}\" }\nrequire = [\"file:/srv/r%d/f%d.conf\"]\n\n", r, i, r, r, r, i+1)
+				fmt.Fprintf(&b, "[[service]]\nname = \"svc-%d-%d\"\nrun = [\"/usr/bin/svc\", \"--port\", \"{{ .params.port_%d }}\"]\nuser = \"svc\"\nrestart = \"always\"\nhealth = { tcp = \"127.0.0.1:{{ .params.port_%d }}\" }\nrequire = [\"file:/srv/r%d/f%d.conf\"]\n\n", r, i, r, r, r, i+1)
 			case 2:
 				fmt.Fprintf(&b, "[[file]]\npath = \"/srv/r%d/f%d.conf\"\ntemplate = \"app.conf.tmpl\"\nmode = \"0640\"\nnotify = [\"service:svc-%d-%d\"]\n\n", r, i, r, i-1)
 			case 3:

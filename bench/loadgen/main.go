@@ -37,6 +37,7 @@ import (
 
 // config is the command line.
 type config struct {
+	gates          string
 	scenarios      string
 	mode           string
 	agents, conc   int
@@ -79,6 +80,7 @@ func main() {
 	flag.IntVar(&c.site.Roles, "roles", 50, "roles in the synthetic site")
 	flag.IntVar(&c.site.RolesPerNode, "roles-per-node", 10, "roles each node gets")
 	flag.IntVar(&c.site.PerRole, "per-role", 20, "resources per role")
+	flag.StringVar(&c.gates, "gates", "examples/site/policies", "the rollout scenario's policy gates: the *.rego (tests left out) of this directory, copied into the synthetic site (\"\": no gates)")
 	flag.BoolVar(&c.verbose, "v", false, "log the server's warnings to stderr")
 	flag.BoolVar(&c.serve, "serve", false, "internal: be the child server")
 	flag.StringVar(&c.serveSite, "site", "", "internal: the child server's site")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,9 @@ func rolloutScenario(ctx context.Context, c config, work string) ([]row, error) 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("writing the rollout stages: %w", err)
+	}
+	if err := copyGates(c.gates, filepath.Join(site, "policies")); err != nil {
+		return nil, err
 	}
 	t, err := startTarget(ctx, c, site, filepath.Join(work, "rollout"))
 	if err != nil {
@@ -167,4 +171,32 @@ func firstOf(ts []atomic.Int64, idx []int, since time.Time) time.Duration {
 		}
 	}
 	return best
+}
+
+// copyGates copies the gates (not the policy tests) of dir into the
+// synthetic site, so that the rollout is gated as a real site's would be.
+func copyGates(dir, dst string) error {
+	if dir == "" {
+		return nil
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "*.rego"))
+	if err != nil || len(names) == 0 {
+		return fmt.Errorf("rollout: no gates in %s (run from the repository root, or -gates \"\")", dir)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("rollout: %w", err)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, "_test.rego") {
+			continue
+		}
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return fmt.Errorf("rollout: reading a gate: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, filepath.Base(n)), b, 0o644); err != nil {
+			return fmt.Errorf("rollout: %w", err)
+		}
+	}
+	return nil
 }
