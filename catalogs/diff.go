@@ -35,6 +35,20 @@ const (
 // source digest changed gets a unified diff of the two files' bytes when
 // content (which may be nil) has both and they are text.
 func Diff(prev, next *Catalog, content ContentFunc) Change {
+	return diff(prev, next, content, false)
+}
+
+// DiffBrief is Diff without the text of content: a changed content (or
+// long) value is reported with its short values only and no unified diff.
+// A fleet's rollout keeps brief changes, for its gates and its store, and
+// makes the text again from the two catalogs when someone asks to read it:
+// unified diffs of every node's templated files cost more than compiling
+// them.
+func DiffBrief(prev, next *Catalog) Change {
+	return diff(prev, next, nil, true)
+}
+
+func diff(prev, next *Catalog, content ContentFunc, brief bool) Change {
 	var ch Change
 	a, b := byID(prev), byID(next)
 	i, j := 0, 0
@@ -57,7 +71,7 @@ func Diff(prev, next *Catalog, content ContentFunc) Change {
 				ch.Added = append(ch.Added, wholeResource(rb, true))
 				continue
 			}
-			if attrs := changedAttrs(ra, rb, content); len(attrs) > 0 {
+			if attrs := changedAttrs(ra, rb, content, brief); len(attrs) > 0 {
 				ch.Changed = append(ch.Changed, ResourceChange{ID: rb.ID, Type: rb.Type, Name: rb.Name, Attrs: attrs})
 			}
 		}
@@ -123,7 +137,7 @@ func wholeResource(r *Resource, added bool) ResourceChange {
 }
 
 // changedAttrs compares two versions of one resource.
-func changedAttrs(a, b *Resource, content ContentFunc) []AttrChange {
+func changedAttrs(a, b *Resource, content ContentFunc, brief bool) []AttrChange {
 	// Most resources of a new version are unchanged: say so without
 	// sorting or allocating.
 	if sameAttrs(a.Attrs, b.Attrs) && slices.Equal(a.Require, b.Require) && slices.Equal(a.Notify, b.Notify) {
@@ -142,7 +156,7 @@ func changedAttrs(a, b *Resource, content ContentFunc) []AttrChange {
 		if inA && inB && valueEqual(va, vb) {
 			continue
 		}
-		out = append(out, attrChange(b, k, va, vb, content))
+		out = append(out, attrChange(b, k, va, vb, content, brief))
 	}
 	for _, e := range []struct {
 		name string
@@ -211,7 +225,7 @@ func valueEqual(a, b any) bool {
 
 // attrChange builds the change of attribute k of r from va to vb (either
 // may be nil: unset).
-func attrChange(r *Resource, k string, va, vb any, content ContentFunc) AttrChange {
+func attrChange(r *Resource, k string, va, vb any, content ContentFunc, brief bool) AttrChange {
 	ac := AttrChange{Name: k, From: va, To: vb}
 	sa, aStr := va.(string)
 	sb, bStr := vb.(string)
@@ -223,7 +237,9 @@ func attrChange(r *Resource, k string, va, vb any, content ContentFunc) AttrChan
 			ac.Diff = unified(r, string(before), string(after))
 		}
 	case (aStr || va == nil) && (bStr || vb == nil) && (k == "content" || len(sa) > maxShortValue || len(sb) > maxShortValue):
-		ac.Diff = unified(r, sa, sb)
+		if !brief {
+			ac.Diff = unified(r, sa, sb)
+		}
 		if len(sa) > maxShortValue {
 			ac.From = nil
 		}

@@ -93,6 +93,26 @@ func TestDiff(t *testing.T) {
 		t.Errorf("short content change (-want +got):\n%s", cmp.Diff(want, got))
 	}
 
+	// DiffBrief: the same changes without the text: short values kept,
+	// long ones and every unified diff left out.
+	brief := DiffBrief(prev, next)
+	if len(brief.Changed) != len(want.Changed) || len(brief.Added) != len(want.Added) || len(brief.Removed) != len(want.Removed) {
+		t.Errorf("DiffBrief = %+v; want the changes of Diff", brief)
+	}
+	for _, rc := range brief.Changed {
+		for _, ac := range rc.Attrs {
+			if ac.Diff != "" {
+				t.Errorf("DiffBrief %s %s has a diff: %q", rc.ID, ac.Name, ac.Diff)
+			}
+			if s, ok := ac.To.(string); ok && len(s) > maxShortValue {
+				t.Errorf("DiffBrief %s %s keeps a long value", rc.ID, ac.Name)
+			}
+		}
+	}
+	if got, want := DiffBrief(a, b).Changed[0].Attrs[0], (AttrChange{Name: "content", From: "a\n", To: "b\n"}); !cmp.Equal(got, want) {
+		t.Errorf("brief short content change (-want +got):\n%s", cmp.Diff(want, got))
+	}
+
 	// Source alone: no change. The same catalog: no change.
 	if ch := Diff(prev, prev, content); !ch.Empty() {
 		t.Errorf("Diff(prev, prev) = %+v, want empty", ch)

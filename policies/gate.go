@@ -56,6 +56,12 @@ type Gate struct {
 // anything.
 func (g *Gate) Empty() bool { return g == nil || g.empty }
 
+// Reads reports whether some gate rule may read input.part (node, facts,
+// catalog, previous, change, fleet): a caller need not build a part no
+// rule reads, such as decoding every node's previous catalog for gates
+// that never look at it.
+func (g *Gate) Reads(part string) bool { return !g.Empty() && g.uses.reads(part, "") }
+
 // Prepare compiles the site version's gate policies (every .rego file in
 // files but the *_test.rego policy tests, as Rego v1) and prepares the
 // query of data.herd.gate.deny and data.herd.gate.warn once. A parse or

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/server/store"
 )
 
@@ -160,9 +162,39 @@ func (a *adminService) RolloutDiff(ctx context.Context, req *herdv1.RolloutDiffR
 		out.NextPageToken = nodes[size-1].Node
 	}
 	for _, n := range nodes {
-		out.Changes = append(out.Changes, &herdv1.NodeChange{Node: n.Node, ChangeJson: n.Change})
+		out.Changes = append(out.Changes, &herdv1.NodeChange{Node: n.Node, ChangeJson: a.fullChange(ctx, n)})
 	}
 	return out, nil
+}
+
+// fullChange is node n's change with its text: the rollout keeps brief
+// changes (catalogs.DiffBrief), and the unified diffs of content are made
+// here from the two catalogs, for the nodes someone reads. When either
+// catalog is gone (pruned), the brief change is what there is.
+func (a *adminService) fullChange(ctx context.Context, n store.RolloutNode) []byte {
+	if n.PreviousEtag == "" || n.Etag == "" || n.Etag == n.PreviousEtag {
+		return n.Change
+	}
+	decode := func(etag string) *catalogs.Catalog {
+		rec, ok, err := a.s.st.CatalogByEtag(ctx, etag)
+		if err != nil || !ok {
+			return nil
+		}
+		c, err := catalogs.Decode(rec.Catalog)
+		if err != nil {
+			return nil
+		}
+		return c
+	}
+	prev, next := decode(n.PreviousEtag), decode(n.Etag)
+	if prev == nil || next == nil {
+		return n.Change
+	}
+	b, err := json.Marshal(catalogs.Diff(prev, next, a.s.content))
+	if err != nil {
+		return n.Change
+	}
+	return b
 }
 
 // wireRollout is r with its counts, over the whole rollout and per stage.

@@ -6,13 +6,13 @@ import (
 	"github.com/herdcm/herd/catalogs"
 )
 
-// diffEncoded is catalogs.Diff(Decode(prev), next) that decodes only the
+// diffEncoded is catalogs.DiffBrief(Decode(prev), next) that decodes only the
 // resources of prev whose bytes differ from next's: a new version usually
 // changes a few resources of each node, and decoding a whole 200-resource
 // catalog costs more than compiling it. prev is a canonical encoding (the
 // store's bytes), nextEnc next's. ok is false when prev is not shaped as
 // catalogs.Encode writes it; the caller then decodes it whole.
-func diffEncoded(prev, nextEnc []byte, next *catalogs.Catalog, content catalogs.ContentFunc) (catalogs.Change, bool) {
+func diffEncoded(prev, nextEnc []byte, next *catalogs.Catalog) (catalogs.Change, bool) {
 	pIDs, pRaw, ok := rawResources(prev)
 	if !ok {
 		return catalogs.Change{}, false
@@ -57,7 +57,7 @@ func diffEncoded(prev, nextEnc []byte, next *catalogs.Catalog, content catalogs.
 			return catalogs.Change{}, false
 		}
 	}
-	return catalogs.Diff(old, sub, content), true
+	return catalogs.DiffBrief(old, sub), true
 }
 
 // rawResources splits a canonical catalog's resources into their ids and

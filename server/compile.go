@@ -330,6 +330,11 @@ func (s *Server) newVersion(ctx context.Context, st *siteState, restarted bool) 
 		return nil
 	}
 	previous := newest.Version
+	if newest.State == rolloutBlocked || newest.State == rolloutAborted {
+		// Nothing of a blocked or aborted version runs anywhere: the
+		// fleet is on the version before it.
+		previous = newest.PreviousVersion
+	}
 	if previous == "" {
 		// A store from before rollouts: the version the fleet runs.
 		previous = s.approvedVersion()
@@ -379,7 +384,7 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 		c.prevEtag = cur.etag
 		c.prev = s.decodeApproved(ctx, node, cur)
 	}
-	c.change = catalogs.Diff(c.prev, cat, s.content)
+	c.change = catalogs.DiffBrief(c.prev, cat)
 	var fleet *policies.Fleet
 	s.ctl.do(ctx, func(ctl *controller) error {
 		if ctl.cur != nil && ctl.cur.rec.Version == st.version {

@@ -12,6 +12,7 @@ import (
 // (a *policies.Gate).
 type policyGate interface {
 	Empty() bool
+	Reads(part string) bool
 	Evaluate(ctx context.Context, in policies.Input) (policies.Decision, error)
 }
 

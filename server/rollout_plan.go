@@ -123,7 +123,7 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 		g.Go(func() error {
 			c := &cands[i]
 			if gating && c.cat == nil {
-				c.cat, c.prev = s.redecode(gctx, c)
+				c.cat, c.prev = s.redecode(gctx, c, gate.Reads("previous"))
 			}
 			decisions[i] = s.gateCandidate(gctx, st, c, fleet)
 			c.cat, c.prev = nil, nil // done with them: let them go
@@ -299,7 +299,7 @@ func deniedReason(nodes map[string]*liveNode, denied []string) string {
 const maxKeptDecoded = 1 << 30
 
 // redecode decodes c's candidate and previous catalogs again for the gate.
-func (s *Server) redecode(ctx context.Context, c *candidate) (cat, prev *catalogs.Catalog) {
+func (s *Server) redecode(ctx context.Context, c *candidate, previous bool) (cat, prev *catalogs.Catalog) {
 	b := c.nc.bytes
 	if b == nil {
 		var err error
@@ -311,7 +311,7 @@ func (s *Server) redecode(ctx context.Context, c *candidate) (cat, prev *catalog
 	if err != nil {
 		return nil, nil
 	}
-	if c.prevEtag != "" {
+	if previous && c.prevEtag != "" {
 		cur, _ := s.compiles.get(c.node)
 		if cur != nil && cur.etag == c.prevEtag {
 			prev = s.decodeApproved(ctx, c.node, cur)
@@ -350,20 +350,24 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 		size *= 2
 	}
 	if keep(size) {
-		// The gate reads both whole: decode the previous one whole.
-		c.cat, c.prev = cat, s.decodeApproved(ctx, node, cur)
-		c.change = catalogs.Diff(c.prev, cat, s.content)
-		return c
+		c.cat = cat
+		if st.gate.Reads("previous") {
+			// The gate reads the previous catalog whole: decode it once,
+			// for the diff too.
+			c.prev = s.decodeApproved(ctx, node, cur)
+			c.change = catalogs.DiffBrief(c.prev, cat)
+			return c
+		}
 	}
 	if cur != nil {
 		if b, err := s.catalogBytes(ctx, cur); err == nil {
-			if ch, ok := diffEncoded(b, nc.bytes, cat, s.content); ok {
+			if ch, ok := diffEncoded(b, nc.bytes, cat); ok {
 				c.change = ch
 				return c
 			}
 		}
 	}
-	c.change = catalogs.Diff(s.decodeApproved(ctx, node, cur), cat, s.content)
+	c.change = catalogs.DiffBrief(s.decodeApproved(ctx, node, cur), cat)
 	return c
 }
 
@@ -425,6 +429,7 @@ const maxDiffFile = 1 << 20
 
 // content gives Diff the bytes of stored static files.
 func (s *Server) content(digest string) ([]byte, bool) {
+	// (The rollout keeps brief changes; RolloutDiff makes the text.)
 	f, err := s.openFile(digest)
 	if err != nil {
 		return nil, false

@@ -26,6 +26,12 @@ func (c *controller) advance(r *liveRollout) {
 			if r.rec.State == rolloutPaused {
 				return
 			}
+			if r.idle(i) {
+				// Nothing to release, rehearse or watch (no nodes, or
+				// none whose catalog changes): no approval to wait for
+				// and nothing to bake.
+				break
+			}
 			if st.Manual && !st.Approved {
 				if st.State != stageAwaiting {
 					st.State = stageAwaiting
@@ -88,6 +94,28 @@ func (c *controller) advance(r *liveRollout) {
 		c.markRollout()
 		c.log.Info("rollout stage done", "rollout", r.rec.ID, "stage", st.Name)
 	}
+}
+
+// idle reports whether stage i has nothing to do: a rehearsal with no
+// node to rehearse, or a stage none of whose nodes is to be released or
+// watched (each unchanged, denied or failing to compile).
+func (r *liveRollout) idle(i int) bool {
+	if r.rec.Stages[i].Noop {
+		for _, name := range r.rehearsers[i] {
+			if wantsRehearsal(r.nodes[name]) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, name := range r.members[i] {
+		switch r.nodes[name].State {
+		case nodeUnchanged, nodeDenied, nodeCompileError:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // current is the index of the first stage not done, -1 when all are.

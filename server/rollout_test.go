@@ -369,6 +369,13 @@ func TestNodesShowRollout(t *testing.T) {
 	if err != nil || len(diff.Changes) != 2 || !strings.Contains(string(diff.Changes[0].ChangeJson), "/etc/motd") {
 		t.Errorf("RolloutDiff = %v, %v; want both nodes' /etc/motd change", diff, err)
 	}
+	// The rollout keeps brief changes; the diff the operator reads has the
+	// content's unified diff, made from the two catalogs.
+	for _, c := range diff.GetChanges() {
+		if j := string(c.ChangeJson); !strings.Contains(j, `"diff":`) || !strings.Contains(j, `-hello`) || !strings.Contains(j, `+hi`) {
+			t.Errorf("RolloutDiff of %s = %s; want the content's unified diff", c.Node, j)
+		}
+	}
 }
 
 // forbidGate denies a node whose motd says "forbidden".
@@ -572,5 +579,62 @@ func TestRehearsalFailureHalts(t *testing.T) {
 	}
 	if got := h.moved(before); len(got) != 0 {
 		t.Errorf("released %v after a failed rehearsal, want nothing", got)
+	}
+}
+
+// TestRolloutIdleStages: a stage with nothing to release neither waits
+// for approval nor bakes: the first version's rollout (every node new)
+// is done at once whatever its stages say, and a stage that selects no
+// node is passed over.
+func TestRolloutIdleStages(t *testing.T) {
+	t.Parallel()
+	stages := `
+[[rollout.stage]]
+name = "nobody"
+nodes = ["no-such-node-*"]
+approve = "manual"
+bake = "1h"
+
+[[rollout.stage]]
+name = "canary"
+nodes = ["n-0"]
+approve = "manual"
+bake = "1h"
+`
+	h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1")
+	if r, _ := h.get(); r.State != rolloutDone {
+		t.Fatalf("the first version's rollout is %s (stages %v), want done: every node got it at once", r.State, stageStates(r))
+	}
+	before := h.etags()
+	h.commit(rolloutSite(stages, "hi"))
+	r, _ := h.get()
+	if got := stageStates(r); got["nobody"] != stageDone || got["canary"] != stageAwaiting {
+		t.Fatalf("stages %v; want nobody done at once, canary awaiting approval", got)
+	}
+	if got := h.moved(before); len(got) != 0 {
+		t.Fatalf("released before the canary's approval: %v", got)
+	}
+}
+
+// TestRolloutPreviousAfterBlocked: a blocked version ran nowhere, so the
+// rollout that supersedes it comes from the version before it.
+func TestRolloutPreviousAfterBlocked(t *testing.T) {
+	t.Parallel()
+	site := func(greeting string) map[string]string {
+		files := rolloutSite(canaryHalfRest, greeting)
+		files["policies/gate.rego"] = forbidGate
+		return files
+	}
+	h := newRolloutHarness(t, site("hello"), "n-0", "n-1")
+	first, _ := h.get()
+	h.commit(site("forbidden"))
+	blocked, _ := h.get()
+	if blocked.State != rolloutBlocked {
+		t.Fatalf("the forbidden version's rollout is %s, want blocked", blocked.State)
+	}
+	h.commit(site("hi"))
+	r, _ := h.get()
+	if r.Id == blocked.Id || r.PreviousVersion != first.Version {
+		t.Errorf("rollout %d comes from %q, want the version before the blocked one, %q", r.Id, r.PreviousVersion, first.Version)
 	}
 }
