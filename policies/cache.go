@@ -17,11 +17,17 @@ import (
 // cost. An entry is used only for a resource equal to the copy it keeps,
 // compared in full; the hash only finds the candidate. Resources holding
 // values of other shapes than compile's are never cached.
+//
+// A resource is kept only the second time it is seen: a node's own
+// resources (a file naming the node) are never seen again, and keeping
+// them would fill the cache with copies no other node uses before the
+// shared ones of later nodes get in.
 type resourceCache struct {
 	seed  maphash.Seed
 	mu    sync.RWMutex
 	m     map[uint64]*cachedResource
-	bytes int // roughly, what the entries hold
+	seen  map[uint64]struct{} // hashes seen once, not kept yet
+	bytes int                 // roughly, what the entries hold
 }
 
 type cachedResource struct {
@@ -33,8 +39,12 @@ type cachedResource struct {
 // and not kept.
 const maxCacheBytes = 64 << 20
 
+// maxSeen bounds the hashes remembered as seen once (8 bytes each, and
+// the map's own); past it they are forgotten and remembered afresh.
+const maxSeen = 1 << 20
+
 func newResourceCache() *resourceCache {
-	return &resourceCache{seed: maphash.MakeSeed(), m: map[uint64]*cachedResource{}}
+	return &resourceCache{seed: maphash.MakeSeed(), m: map[uint64]*cachedResource{}, seen: map[uint64]struct{}{}}
 }
 
 // get returns r's cached value, or nil, with r's hash and size for put
@@ -55,6 +65,23 @@ func (rc *resourceCache) get(r *catalogs.Resource) (t *ast.Term, h uint64, size 
 
 // put keeps t as the value of r, whose hash and size get gave.
 func (rc *resourceCache) put(h uint64, size int, r *catalogs.Resource, t *ast.Term) {
+	rc.mu.Lock()
+	_, exists := rc.m[h]
+	if !exists {
+		if _, twice := rc.seen[h]; !twice {
+			if len(rc.seen) >= maxSeen {
+				clear(rc.seen)
+			}
+			rc.seen[h] = struct{}{}
+			rc.mu.Unlock()
+			return
+		}
+		if rc.bytes+size > maxCacheBytes {
+			rc.mu.Unlock()
+			return
+		}
+	}
+	rc.mu.Unlock()
 	c := copyResource(r)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -63,6 +90,7 @@ func (rc *resourceCache) put(h uint64, size int, r *catalogs.Resource, t *ast.Te
 			return
 		}
 		rc.bytes += size
+		delete(rc.seen, h)
 	}
 	rc.m[h] = &cachedResource{r: c, t: t}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/herdcm/herd/catalogs"
 )
@@ -82,5 +83,31 @@ warn contains sprintf("previous %v", [r.attrs]) if some r in input.previous.reso
 	after := decide(shared, r)
 	if cmp.Equal(before, after) {
 		t.Errorf("a resource changed in place after gating decided as before: %+v", after)
+	}
+}
+
+// TestResourceCacheKeepsWhatRecurs: a resource is kept the second time it
+// is seen, never the first, so that one node's own resources do not fill
+// the cache before the shared ones get in.
+func TestResourceCacheKeepsWhatRecurs(t *testing.T) {
+	t.Parallel()
+	rc := newResourceCache()
+	r := &catalogs.Resource{ID: "file:/etc/motd", Type: "file", Name: "/etc/motd", Source: "roles/r.toml:1",
+		Attrs: map[string]any{"path": "/etc/motd", "content": "hello\n"}}
+	term := ast.StringTerm("converted")
+	for i, want := range []bool{false, false, true} {
+		got, h, size, ok := rc.get(r)
+		if !ok {
+			t.Fatalf("get %d: a resource of compile's shapes is not cacheable", i)
+		}
+		if (got != nil) != want {
+			t.Fatalf("get %d = %v, want cached %v", i, got, want)
+		}
+		if got == nil {
+			rc.put(h, size, r, term)
+		}
+	}
+	if len(rc.seen) != 0 || rc.bytes == 0 {
+		t.Errorf("after keeping it: seen %d, bytes %d; want it out of seen and counted", len(rc.seen), rc.bytes)
 	}
 }
