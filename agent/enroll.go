@@ -235,6 +235,10 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		cancel()
 		var wait time.Duration
 		switch {
+		case err != nil && ctx.Err() != nil:
+			// The caller gave up during the call: say that, not the
+			// call's Canceled status.
+			return nil, fmt.Errorf("enrolling %s: %w", o.Name, ctx.Err())
 		case err != nil:
 			if verr := tc.verifyErr(); verr != nil {
 				return nil, fmt.Errorf("enrolling with %s: %w", o.Server, verr)

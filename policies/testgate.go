@@ -18,7 +18,7 @@ func (g *Gate) TestGate(ctx context.Context) catalogs.TestGate {
 		return nil
 	}
 	return func(node string, f map[string]any, c *catalogs.Catalog) ([]string, error) {
-		change := catalogs.Diff(nil, c, nil)
+		change := catalogs.DiffBrief(nil, c)
 		d, err := g.Evaluate(ctx, Input{
 			Node:    node,
 			Facts:   facts.Facts(f),
