@@ -153,7 +153,7 @@ func changedAttrs(a, b *Resource, content ContentFunc, brief bool) []AttrChange 
 	for _, k := range keys {
 		va, inA := a.Attrs[k]
 		vb, inB := b.Attrs[k]
-		if inA && inB && valueEqual(va, vb) {
+		if inA && inB && ValueEqual(va, vb) {
 			continue
 		}
 		out = append(out, attrChange(b, k, va, vb, content, brief))
@@ -185,16 +185,16 @@ func sameAttrs(a, b map[string]any) bool {
 	}
 	for k, va := range a {
 		vb, ok := b[k]
-		if !ok || !valueEqual(va, vb) {
+		if !ok || !ValueEqual(va, vb) {
 			return false
 		}
 	}
 	return true
 }
 
-// valueEqual compares two attribute values: directly for the shapes a
-// catalog holds, through reflection for anything else.
-func valueEqual(a, b any) bool {
+// ValueEqual reports whether two attribute values are equal: directly for
+// the shapes a catalog holds, through reflection for anything else.
+func ValueEqual(a, b any) bool {
 	switch a := a.(type) {
 	case string:
 		b, ok := b.(string)

@@ -196,32 +196,11 @@ func resourceEqual(a, b *catalogs.Resource) bool {
 	}
 	for k, av := range a.Attrs {
 		bv, ok := b.Attrs[k]
-		if !ok || !valueEqual(av, bv) {
+		if !ok || !catalogs.ValueEqual(av, bv) {
 			return false
 		}
 	}
 	return true
-}
-
-func valueEqual(a, b any) bool {
-	switch a := a.(type) {
-	case string:
-		b, ok := b.(string)
-		return ok && a == b
-	case int64:
-		b, ok := b.(int64)
-		return ok && a == b
-	case bool:
-		b, ok := b.(bool)
-		return ok && a == b
-	case []string:
-		b, ok := b.([]string)
-		return ok && (a == nil) == (b == nil) && slices.Equal(a, b)
-	case map[string]string:
-		b, ok := b.(map[string]string)
-		return ok && (a == nil) == (b == nil) && maps.Equal(a, b)
-	}
-	return false
 }
 
 func copyResource(r *catalogs.Resource) catalogs.Resource {
