@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 
 	"google.golang.org/grpc/codes"
@@ -271,4 +272,22 @@ func wireRolloutNode(r store.Rollout, n store.RolloutNode) *herdv1.RolloutNode {
 		out.Rehearsal = wireSummary(*n.Rehearsal)
 	}
 	return out
+}
+
+// maxDiffFile is the largest stored file read for a unified diff.
+const maxDiffFile = 1 << 20
+
+// content gives Diff the bytes of stored static files, for the unified
+// diffs RolloutDiff makes.
+func (s *Server) content(digest string) ([]byte, bool) {
+	f, err := s.openFile(digest)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxDiffFile+1))
+	if err != nil || len(b) > maxDiffFile {
+		return nil, false
+	}
+	return b, true
 }

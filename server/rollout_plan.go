@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"slices"
 	"strings"
@@ -422,24 +421,6 @@ func (s *Server) decodeApproved(ctx context.Context, node string, cur *nodeCatal
 	}
 	s.log.Warn("the approved catalog does not read; the diff shows every resource as added", "node", node, "err", err)
 	return nil
-}
-
-// maxDiffFile is the largest stored file read for a unified diff.
-const maxDiffFile = 1 << 20
-
-// content gives Diff the bytes of stored static files.
-func (s *Server) content(digest string) ([]byte, bool) {
-	// (The rollout keeps brief changes; RolloutDiff makes the text.)
-	f, err := s.openFile(digest)
-	if err != nil {
-		return nil, false
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxDiffFile+1))
-	if err != nil || len(b) > maxDiffFile {
-		return nil, false
-	}
-	return b, true
 }
 
 // gated is a gate's verdict on one candidate.

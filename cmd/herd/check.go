@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -129,9 +128,7 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 						Passed: r.Passed, Skipped: r.Skipped, Error: r.Error, DurationNS: r.Duration.Nanoseconds(),
 					})
 				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(doc); err != nil {
+				if err := nodecmd.WriteJSON(out, doc); err != nil {
 					return err
 				}
 			} else {

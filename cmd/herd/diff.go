@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -272,9 +271,7 @@ func (d *fleetDiff) writeJSON(w io.Writer) error {
 		Nodes  map[string]catalogs.Change `json:"nodes"`
 		Failed map[string]string          `json:"failed,omitempty"`
 	}{d.from, d.to, d.changes, d.failed}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(doc)
+	return nodecmd.WriteJSON(w, doc)
 }
 
 func (d *fleetDiff) writeText(w io.Writer, site, from, to string, color bool) error {

@@ -43,9 +43,7 @@ Exit status: 0 found, 1 not found or the site has errors, 64 bad usage.`,
 			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(res); err != nil {
+				if err := nodecmd.WriteJSON(out, res); err != nil {
 					return err
 				}
 			} else {

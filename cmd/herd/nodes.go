@@ -213,9 +213,7 @@ func printProto(cmd *cobra.Command, m proto.Message) error {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
-	enc := json.NewEncoder(cmd.OutOrStdout())
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return nodecmd.WriteJSON(cmd.OutOrStdout(), v)
 }
 
 func ago(unixMs int64) string {

@@ -154,9 +154,7 @@ same change are grouped into one entry. --json prints
 				return err
 			}
 			if diffJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(d)
+				return nodecmd.WriteJSON(cmd.OutOrStdout(), d)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s → %s: %s change\n", nodecmd.Clean(shortSiteVersion(d.From)), nodecmd.Clean(shortSiteVersion(d.To)), plural(len(d.Nodes), "node"))

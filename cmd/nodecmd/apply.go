@@ -1,7 +1,6 @@
 package nodecmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,9 +79,7 @@ error, the lock held), 64 bad usage.`,
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(r); err != nil {
+				if err := WriteJSON(out, r); err != nil {
 					return err
 				}
 			} else {

@@ -1,7 +1,6 @@
 package nodecmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -60,12 +59,10 @@ puts it back (saving what is there now, so a restore can be undone too).`,
 			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
 				if bs == nil {
 					bs = []agent.Backup{}
 				}
-				return enc.Encode(bs)
+				return WriteJSON(out, bs)
 			}
 			if len(bs) == 0 {
 				fmt.Fprintln(out, "no backups")

@@ -91,7 +91,7 @@ exist, or no fact could be collected; 64 bad usage.`,
 func writeFacts(w io.Writer, f facts.Facts, names []string, jsonOut bool) (missing []string) {
 	if len(names) == 0 {
 		if jsonOut {
-			writeJSON(w, f)
+			_ = WriteJSON(w, f) // plain data always encodes; write errors surface at Flush
 		} else {
 			writeLeaves(w, facts.Flatten("", f))
 		}
@@ -113,7 +113,7 @@ func writeFacts(w io.Writer, f facts.Facts, names []string, jsonOut bool) (missi
 	case jsonOut:
 		// Keyed by the names asked for, as facter does, so that the output
 		// says what each value is.
-		writeJSON(w, found)
+		_ = WriteJSON(w, found) // as above
 	case len(names) == 1 && len(leaves) == 1 && leaves[0].Name == names[0]:
 		// One value asked for: just the value, for scripts.
 		fmt.Fprintln(w, formatValue(leaves[0].Value))
@@ -121,13 +121,6 @@ func writeFacts(w io.Writer, f facts.Facts, names []string, jsonOut bool) (missi
 		writeLeaves(w, leaves)
 	}
 	return missing
-}
-
-func writeJSON(w io.Writer, v any) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // plain data always encodes; write errors surface at Flush
 }
 
 // writeLeaves prints "name = value" lines with the "=" aligned. Names

@@ -2,7 +2,6 @@ package nodecmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,12 +58,10 @@ otherwise it adopts them as a run would, with a supervisor of its own.`,
 				}
 				out := cmd.OutOrStdout()
 				if jsonOut {
-					enc := json.NewEncoder(out)
-					enc.SetIndent("", "  ")
 					if list == nil {
 						list = []supervise.Status{}
 					}
-					return enc.Encode(list)
+					return WriteJSON(out, list)
 				}
 				if len(list) == 0 {
 					fmt.Fprintln(out, "no supervised services")

@@ -1,6 +1,8 @@
 package nodecmd
 
 import (
+	"encoding/json"
+	"io"
 	"strconv"
 	"unicode"
 	"unicode/utf8"
@@ -34,4 +36,14 @@ func Clean(s string) string {
 		i += n
 	}
 	return s
+}
+
+// WriteJSON writes v as indented JSON, the --json output of every
+// command: HTML characters are not escaped, since a person or jq reads it,
+// not a browser.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }

@@ -185,13 +185,43 @@ approve = "manual"
 	assertGreetings(t, f, "after the rollout", func(string) string { return "v2" })
 }
 
-// TestRolloutHaltsOnBrokenCanary: a change that fails on the canary (an
-// exec that exits 3) halts the rollout by itself; the halt names the node
-// and its failed resource, and the rest of the fleet stays on its old
-// catalog, on disk too.
+// TestRolloutHaltsOnBrokenCanary: a change that fails on the canary halts
+// the rollout by itself: an exec that exits 3, or a service left running
+// but failing its health check (the canary's report says it is
+// unhealthy). The halt names the node and how it failed, and the rest of
+// the fleet stays on its old catalog, on disk too.
 func TestRolloutHaltsOnBrokenCanary(t *testing.T) {
 	t.Parallel()
-	site := rolloutSite(t, `
+	for _, tc := range []struct {
+		name     string
+		services bool   // the agents supervise services
+		resource string // what breaks the canary, added to roles/base.toml
+		failure  []string
+	}{
+		{
+			name: "failing exec",
+			resource: `
+[[exec]]
+name = "migrate"
+command = ["/bin/sh", "-c", "echo the migration failed >&2; exit 3"]
+`,
+			failure: []string{"exec:migrate"},
+		},
+		{
+			name:     "unhealthy service",
+			services: true,
+			resource: `
+[[service]]
+name = "web"
+run = ["/bin/sleep", "3600"]
+health = { exec = ["/bin/sh", "-c", "echo port 8080 refused >&2; exit 1"], interval = "100ms", timeout = "1s", retries = 1 }
+`,
+			failure: []string{"web", "unhealthy"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			site := rolloutSite(t, `
 [[rollout.stage]]
 name = "canary"
 nodes = ["node-1"]
@@ -200,41 +230,46 @@ max_failed = 0
 [[rollout.stage]]
 name = "rest"
 `, nil)
-	f := fleet.NewFleet(t, site, 3)
-	before := f.AwaitConverged(await, nil)
-	v1 := f.Version()
+			f := fleet.NewFleetWith(t, site, 3, fleet.Options{Services: tc.services})
+			before := f.AwaitConverged(await, nil)
+			v1 := f.Version()
 
-	f.WriteSite(map[string]string{
-		"data/common.toml": "greeting = \"v2\"\n",
-		"roles/base.toml": `
+			f.WriteSite(map[string]string{
+				"data/common.toml": "greeting = \"v2\"\n",
+				"roles/base.toml": `
 [[file]]
 path = "/etc/motd"
 content = "{{ .node }}: {{ .params.greeting }}\n"
-
-[[exec]]
-name = "migrate"
-command = ["/bin/sh", "-c", "echo the migration failed >&2; exit 3"]
-`,
-	})
-	r := f.AwaitRollout(await, v1, "halted", rolloutState("halted"))
-	if !strings.Contains(r.Rollout.Reason, "node-1") {
-		t.Errorf("the halt's reason %q does not name the failed canary node-1", r.Rollout.Reason)
-	}
-	canary := fleet.Node(r, "node-1")
-	if canary == nil || canary.State != "failed" || !slices.ContainsFunc(canary.Failures, func(s string) bool { return strings.Contains(s, "exec:migrate") }) {
-		t.Errorf("node-1 in the halted rollout = %v, want failed with exec:migrate among its failures", canary)
-	}
-	if s := fleet.Stage(r.Rollout, "rest"); s == nil || s.State == "done" || s.Counts["released"]+s.Counts["healthy"]+s.Counts["failed"] != 0 {
-		t.Errorf("stage rest = %v, want nothing released", s)
-	}
-	ap := f.Approved()
-	for _, a := range f.Agents[1:] {
-		if ap[a.Name] != before[a.Name] {
-			t.Errorf("%s is approved %s, want its old catalog %s", a.Name, ap[a.Name], before[a.Name])
-		}
-		if got := motd(t, a); got != a.Name+": v1" {
-			t.Errorf("%s's motd = %q, want the old version's", a.Name, got)
-		}
+` + tc.resource,
+			})
+			r := f.AwaitRollout(await, v1, "halted", rolloutState("halted"))
+			if !strings.Contains(r.Rollout.Reason, "node-1") {
+				t.Errorf("the halt's reason %q does not name the failed canary node-1", r.Rollout.Reason)
+			}
+			canary := fleet.Node(r, "node-1")
+			if canary == nil || canary.State != "failed" || !slices.ContainsFunc(canary.Failures, func(s string) bool {
+				for _, w := range tc.failure {
+					if !strings.Contains(s, w) {
+						return false
+					}
+				}
+				return true
+			}) {
+				t.Errorf("node-1 in the halted rollout = %v, want failed with %q among its failures", canary, tc.failure)
+			}
+			if s := fleet.Stage(r.Rollout, "rest"); s == nil || s.State == "done" || s.Counts["released"]+s.Counts["healthy"]+s.Counts["failed"] != 0 {
+				t.Errorf("stage rest = %v, want nothing released", s)
+			}
+			ap := f.Approved()
+			for _, a := range f.Agents[1:] {
+				if ap[a.Name] != before[a.Name] {
+					t.Errorf("%s is approved %s, want its old catalog %s", a.Name, ap[a.Name], before[a.Name])
+				}
+				if got := motd(t, a); got != a.Name+": v1" {
+					t.Errorf("%s's motd = %q, want the old version's", a.Name, got)
+				}
+			}
+		})
 	}
 }
 
