@@ -110,8 +110,47 @@ type liveRollout struct {
 	// stage's.
 	members    [][]string
 	rehearsers [][]string
-	fleet      *policies.Fleet
-	bake       *time.Timer
+	// tally counts each stage's members by what advance asks of them.
+	tally []stageTally
+	fleet *policies.Fleet
+	bake  *time.Timer
+}
+
+// stageTally counts a stage's members in the states that hold it back,
+// so that a report moves a stage in constant time: scanning a stage's
+// members on every report made 10,000 reports over a 10,000-node stage
+// 10⁸ map lookups on the controller's one goroutine, and the reports
+// queued behind it.
+type stageTally struct {
+	released int // released, its run of the new catalog not reported yet
+	failed   int
+	unfinal  int // healthy, but not reported since the bake ended
+}
+
+// count adds d to the tally n's state belongs to.
+func (r *liveRollout) count(n *liveNode, d int) {
+	if n.Stage < 0 || n.Stage >= len(r.tally) {
+		return
+	}
+	t := &r.tally[n.Stage]
+	switch n.State {
+	case nodeReleased:
+		t.released += d
+	case nodeFailed:
+		t.failed += d
+	case nodeHealthy:
+		if !n.Final {
+			t.unfinal += d
+		}
+	}
+}
+
+// setNode sets n's state and whether its healthy report is final. Every
+// change of a member's state goes through it, keeping the tallies true.
+func (r *liveRollout) setNode(n *liveNode, state string, final bool) {
+	r.count(n, -1)
+	n.State, n.Final = state, final
+	r.count(n, +1)
 }
 
 type liveNode struct {
@@ -422,11 +461,13 @@ func (c *controller) load(ctx context.Context) error {
 	return nil
 }
 
-// index builds the stage lists of r from its nodes.
+// index builds the stage lists and tallies of r from its nodes.
 func (r *liveRollout) index() {
 	r.members = make([][]string, len(r.rec.Stages))
 	r.rehearsers = make([][]string, len(r.rec.Stages))
+	r.tally = make([]stageTally, len(r.rec.Stages))
 	for name, n := range r.nodes {
+		r.count(n, 1)
 		if n.Stage >= 0 && n.Stage < len(r.members) {
 			r.members[n.Stage] = append(r.members[n.Stage], name)
 		}

@@ -177,6 +177,22 @@ func (h *rolloutHarness) get() (*herdv1.Rollout, map[string]*herdv1.RolloutNode)
 	for _, n := range resp.Nodes {
 		nodes[n.Node] = n
 	}
+	// The tallies the controller keeps as nodes move are a count of the
+	// nodes' states.
+	err = h.s.ctl.do(context.Background(), func(c *controller) error {
+		if c.cur == nil {
+			return nil
+		}
+		kept := slices.Clone(c.cur.tally)
+		c.cur.index()
+		if !slices.Equal(kept, c.cur.tally) {
+			return fmt.Errorf("stage tallies %+v, counted %+v", kept, c.cur.tally)
+		}
+		return nil
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	return resp.Rollout, nodes
 }
 

@@ -476,7 +476,6 @@ func (c *controller) begin(ctx context.Context, p *planned) error {
 	// The controller is the only writer of rollouts, so it names the id:
 	// the rollout, its nodes and its first releases are then one write.
 	r.rec.ID = c.newest.Load() + 1
-	r.index()
 	blocked := p.rec.State == rolloutBlocked
 	var approvals []store.Approval
 	effects := len(c.pending.effects)
@@ -500,6 +499,7 @@ func (c *controller) begin(ctx context.Context, p *planned) error {
 			c.effect(func() { c.s.serve(name, nc) })
 		}
 	}
+	r.index()
 	c.cur = r
 	c.log.Info("rollout begins", "rollout", r.rec.ID, "version", r.rec.Version, "state", r.rec.State, "reason", r.rec.Reason)
 	c.advance(r)
@@ -562,12 +562,14 @@ func (c *controller) recompiled(node string, cur, nc *nodeCatalog, d gated) *nod
 			released := n.State == nodeReleased || n.State == nodeHealthy || n.State == nodeFailed
 			switch {
 			case denied:
-				n.Decision, n.State = decisionDenied, nodeDenied
+				n.Decision = decisionDenied
+				r.setNode(n, nodeDenied, n.Final)
 			case released || cur == nil:
 				n.Decision = decisionAllowed
-				c.release(n)
+				c.release(r, n)
 			default:
-				n.Decision, n.State, n.Rehearsal = decisionAllowed, nodePending, nil
+				n.Decision, n.Rehearsal = decisionAllowed, nil
+				r.setNode(n, nodePending, n.Final)
 			}
 			c.markNode(n)
 			return cur

@@ -55,20 +55,14 @@ func (c *controller) advance(r *liveRollout) {
 					failed = append(failed, name)
 				}
 			}
-			if c.haltOnFailures(r, i, len(r.rehearsers[i]), failed) || waiting > 0 {
+			if c.haltWith(r, i, len(r.rehearsers[i]), failed) || waiting > 0 {
 				return
 			}
 			for _, name := range r.rehearsers[i] {
 				c.effect(func() { c.s.rehearse.set(name, nil) })
 			}
 		case stageReleasing:
-			waiting, failed := 0, r.failedNodes(r.members[i])
-			for _, name := range r.members[i] {
-				if r.nodes[name].State == nodeReleased {
-					waiting++
-				}
-			}
-			if c.haltOnFailures(r, i, len(r.members[i]), failed) || waiting > 0 {
+			if c.haltOnFailures(r, i) || r.tally[i].released > 0 {
 				return
 			}
 			if st.Bake > 0 {
@@ -79,13 +73,8 @@ func (c *controller) advance(r *liveRollout) {
 				return
 			}
 		case stageBaking:
-			if c.haltOnFailures(r, i, len(r.members[i]), r.failedNodes(r.members[i])) || !st.BakeEnded {
+			if c.haltOnFailures(r, i) || !st.BakeEnded || r.tally[i].unfinal > 0 {
 				return
-			}
-			for _, name := range r.members[i] {
-				if n := r.nodes[name]; n.State == nodeHealthy && !n.Final {
-					return
-				}
 			}
 		default: // halted
 			return
@@ -150,7 +139,7 @@ func (c *controller) startStage(r *liveRollout, i int) {
 			}
 			nc, err := c.candidate(n)
 			if err != nil {
-				c.fail(n, "the candidate catalog: "+err.Error())
+				c.fail(r, n, "the candidate catalog: "+err.Error())
 				continue
 			}
 			c.effect(func() {
@@ -163,19 +152,20 @@ func (c *controller) startStage(r *liveRollout, i int) {
 	st.State = stageReleasing
 	for _, name := range r.members[i] {
 		if n := r.nodes[name]; n.State == nodePending && n.Decision == decisionAllowed {
-			c.release(n)
+			c.release(r, n)
 		}
 	}
 }
 
 // release makes n's candidate its approved catalog.
-func (c *controller) release(n *liveNode) {
+func (c *controller) release(r *liveRollout, n *liveNode) {
 	nc, err := c.candidate(n)
 	if err != nil {
-		c.fail(n, "the candidate catalog: "+err.Error())
+		c.fail(r, n, "the candidate catalog: "+err.Error())
 		return
 	}
-	n.State, n.Failures, n.Final = nodeReleased, nil, false
+	r.setNode(n, nodeReleased, false)
+	n.Failures = nil
 	c.markNode(n)
 	c.approve(n.Node, n.Etag)
 	name := n.Node
@@ -185,8 +175,9 @@ func (c *controller) release(n *liveNode) {
 	})
 }
 
-func (c *controller) fail(n *liveNode, why string) {
-	n.State, n.Failures = nodeFailed, []string{why}
+func (c *controller) fail(r *liveRollout, n *liveNode, why string) {
+	r.setNode(n, nodeFailed, n.Final)
+	n.Failures = []string{why}
 	c.markNode(n)
 }
 
@@ -218,9 +209,20 @@ func maxFailedText(st *store.RolloutStage) string {
 	return s
 }
 
-// haltOnFailures halts r when stage i has more failed nodes than it
+// haltOnFailures halts r when stage i has more failed members than it
 // tolerates, with a reason that names them and how they failed.
-func (c *controller) haltOnFailures(r *liveRollout, i, members int, failed []string) bool {
+func (c *controller) haltOnFailures(r *liveRollout, i int) bool {
+	st := &r.rec.Stages[i]
+	members := len(r.members[i])
+	if st.Override || r.tally[i].failed <= maxFailed(st, members) {
+		return false
+	}
+	return c.haltWith(r, i, members, r.failedNodes(r.members[i]))
+}
+
+// haltWith halts r when failed, of stage i's members, are more than it
+// tolerates.
+func (c *controller) haltWith(r *liveRollout, i, members int, failed []string) bool {
 	st := &r.rec.Stages[i]
 	if st.Override || len(failed) <= maxFailed(st, members) {
 		return false
@@ -315,14 +317,13 @@ func (c *controller) report(node string, rep store.Report, services []*herdv1.Se
 		return
 	}
 	if f := failures(rep, services); len(f) > 0 {
-		n.State, n.Failures, n.Final = nodeFailed, f, false
+		r.setNode(n, nodeFailed, false)
+		n.Failures = f
 	} else if n.State != nodeFailed || st.State == stageReleasing {
 		// A failure during the bake sticks; before it, the newest
 		// report decides.
-		n.State, n.Failures = nodeHealthy, nil
-		if st.BakeEnded && !rep.Received.Before(st.BakeUntil) {
-			n.Final = true
-		}
+		r.setNode(n, nodeHealthy, n.Final || (st.BakeEnded && !rep.Received.Before(st.BakeUntil)))
+		n.Failures = nil
 	}
 	c.markNode(n)
 	c.advance(r)
@@ -445,7 +446,7 @@ func (c *controller) abort(r *liveRollout) {
 			c.log.Error("aborting: the previous catalog is gone; the node keeps the new one", "node", n.Node, "err", err)
 			continue
 		}
-		n.State = nodeReverted
+		r.setNode(n, nodeReverted, n.Final)
 		c.markNode(n)
 		c.approve(n.Node, n.PreviousEtag)
 		name := n.Node
