@@ -148,7 +148,8 @@ func exampleNode(tb testing.TB) Input {
 
 // BenchmarkGateEvaluate is one node's gate evaluation with the example
 // site's gates (target: at most 0.3 ms median per node): the example's
-// web-01, and nodes of 30 and 192 resources.
+// web-01 (a new node: all of it is judged), and nodes of 30 and 192
+// resources, judged whole and judged by their change.
 func BenchmarkGateEvaluate(b *testing.B) {
 	g := exampleGate(b)
 	inputs := map[string]Input{"example-web-01": exampleNode(b)}
@@ -158,17 +159,20 @@ func BenchmarkGateEvaluate(b *testing.B) {
 	for _, name := range []string{"example-web-01", "resources=30", "resources=192"} {
 		in := inputs[name]
 		// warm: the gate has seen these resources on other nodes (a
-		// role's nodes share most); cold: every resource is new.
-		for _, cold := range []bool{false, true} {
-			sub := name
-			if cold {
-				sub += "/cold"
+		// role's nodes share most); cold: every resource is new; judged:
+		// the node's previous catalog passed the same policies, so that
+		// input.judge holds only what the change adds or changes.
+		for _, variant := range []string{"", "/cold", "/judged"} {
+			if variant == "/judged" && in.Previous == nil {
+				continue
 			}
-			b.Run(sub, func(b *testing.B) {
+			b.Run(name+variant, func(b *testing.B) {
 				b.ReportAllocs()
 				ctx := context.Background()
+				in := in
+				in.Judged = variant == "/judged"
 				for b.Loop() {
-					if cold {
+					if variant == "/cold" {
 						g.cache = newResourceCache()
 					}
 					d, err := g.Evaluate(ctx, in)

@@ -22,8 +22,20 @@ import (
 // resources (a file naming the node) are never seen again, and keeping
 // them would fill the cache with copies no other node uses before the
 // shared ones of later nodes get in.
+//
+// The cache is sharded by hash: a gate runs on every core at once, and
+// most resources of a rollout's change are new (a template rendered per
+// node), so each is a write; one lock made the gate's workers wait on
+// each other more than they ran.
 type resourceCache struct {
-	seed  maphash.Seed
+	seed   maphash.Seed
+	shards [cacheShards]cacheShard
+}
+
+// cacheShards is how many locks the cache has: far more than cores.
+const cacheShards = 64
+
+type cacheShard struct {
 	mu    sync.RWMutex
 	m     map[uint64]*cachedResource
 	seen  map[uint64]struct{} // hashes seen once, not kept yet
@@ -44,8 +56,15 @@ const maxCacheBytes = 64 << 20
 const maxSeen = 1 << 20
 
 func newResourceCache() *resourceCache {
-	return &resourceCache{seed: maphash.MakeSeed(), m: map[uint64]*cachedResource{}, seen: map[uint64]struct{}{}}
+	rc := &resourceCache{seed: maphash.MakeSeed()}
+	for i := range rc.shards {
+		rc.shards[i].m = map[uint64]*cachedResource{}
+		rc.shards[i].seen = map[uint64]struct{}{}
+	}
+	return rc
 }
+
+func (rc *resourceCache) shard(h uint64) *cacheShard { return &rc.shards[h%cacheShards] }
 
 // get returns r's cached value, or nil, with r's hash and size for put
 // (ok false: r holds a value of a shape the cache does not handle).
@@ -54,9 +73,10 @@ func (rc *resourceCache) get(r *catalogs.Resource) (t *ast.Term, h uint64, size 
 	if !ok {
 		return nil, 0, 0, false
 	}
-	rc.mu.RLock()
-	e := rc.m[h]
-	rc.mu.RUnlock()
+	sh := rc.shard(h)
+	sh.mu.RLock()
+	e := sh.m[h]
+	sh.mu.RUnlock()
 	if e != nil && resourceEqual(&e.r, r) {
 		return e.t, h, size, true
 	}
@@ -65,34 +85,36 @@ func (rc *resourceCache) get(r *catalogs.Resource) (t *ast.Term, h uint64, size 
 
 // put keeps t as the value of r, whose hash and size get gave.
 func (rc *resourceCache) put(h uint64, size int, r *catalogs.Resource, t *ast.Term) {
-	rc.mu.Lock()
-	_, exists := rc.m[h]
+	sh := rc.shard(h)
+	const maxShardBytes, maxShardSeen = maxCacheBytes / cacheShards, maxSeen / cacheShards
+	sh.mu.Lock()
+	_, exists := sh.m[h]
 	if !exists {
-		if _, twice := rc.seen[h]; !twice {
-			if len(rc.seen) >= maxSeen {
-				clear(rc.seen)
+		if _, twice := sh.seen[h]; !twice {
+			if len(sh.seen) >= maxShardSeen {
+				clear(sh.seen)
 			}
-			rc.seen[h] = struct{}{}
-			rc.mu.Unlock()
+			sh.seen[h] = struct{}{}
+			sh.mu.Unlock()
 			return
 		}
-		if rc.bytes+size > maxCacheBytes {
-			rc.mu.Unlock()
+		if sh.bytes+size > maxShardBytes {
+			sh.mu.Unlock()
 			return
 		}
 	}
-	rc.mu.Unlock()
+	sh.mu.Unlock()
 	c := copyResource(r)
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if _, exists := rc.m[h]; !exists {
-		if rc.bytes+size > maxCacheBytes {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, exists := sh.m[h]; !exists {
+		if sh.bytes+size > maxShardBytes {
 			return
 		}
-		rc.bytes += size
-		delete(rc.seen, h)
+		sh.bytes += size
+		delete(sh.seen, h)
 	}
-	rc.m[h] = &cachedResource{r: c, t: t}
+	sh.m[h] = &cachedResource{r: c, t: t}
 }
 
 // hash digests every field of r but Source, which the value holds too and

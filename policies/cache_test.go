@@ -107,7 +107,8 @@ func TestResourceCacheKeepsWhatRecurs(t *testing.T) {
 			rc.put(h, size, r, term)
 		}
 	}
-	if len(rc.seen) != 0 || rc.bytes == 0 {
-		t.Errorf("after keeping it: seen %d, bytes %d; want it out of seen and counted", len(rc.seen), rc.bytes)
+	_, h, _, _ := rc.get(r)
+	if sh := rc.shard(h); len(sh.seen) != 0 || sh.bytes == 0 {
+		t.Errorf("after keeping it: seen %d, bytes %d; want it out of seen and counted", len(sh.seen), sh.bytes)
 	}
 }

@@ -3,6 +3,8 @@ package policies
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -39,6 +41,7 @@ var gatePackage = ast.MustParseRef("data.herd.gate")
 // concurrent use.
 type Gate struct {
 	timeout time.Duration
+	digest  string
 	query   rego.PreparedEvalQuery
 	empty   bool
 	// rules holds, for "deny" and "warn", the rules that define it, for
@@ -55,6 +58,16 @@ type Gate struct {
 // package herd.gate): such a gate allows every catalog without evaluating
 // anything.
 func (g *Gate) Empty() bool { return g == nil || g.empty }
+
+// Digest identifies the policies (every .rego file but the policy
+// tests, by path and content): gates of the same digest give every input
+// the same verdict. It is "" for an empty gate.
+func (g *Gate) Digest() string {
+	if g.Empty() {
+		return ""
+	}
+	return g.digest
+}
 
 // Reads reports whether some gate rule may read input.part (node, facts,
 // catalog, previous, change, fleet): a caller need not build a part no
@@ -98,6 +111,7 @@ func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*G
 		return g, nil
 	}
 	g.uses = inputKeys(c.Modules)
+	g.digest = policyDigest(files)
 	g.rules = map[string][]*ast.Rule{}
 	var exprs []string
 	for _, name := range []string{"deny", "warn"} {
@@ -387,6 +401,19 @@ func parseModules(files []catalogs.SourceFile, tests bool) (map[string]*ast.Modu
 		return nil, fmt.Errorf("parsing policies: %w", sortedErrors(errs))
 	}
 	return modules, nil
+}
+
+// policyDigest digests the policies, tests left out, by path and content.
+func policyDigest(files []catalogs.SourceFile) string {
+	h := sha256.New()
+	for _, f := range slices.SortedFunc(slices.Values(files), func(a, b catalogs.SourceFile) int { return strings.Compare(a.Path, b.Path) }) {
+		if path.Ext(f.Path) != ".rego" || isTestFile(f.Path) {
+			continue
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", f.Path, len(f.Data))
+		h.Write(f.Data)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 func isTestFile(p string) bool { return strings.HasSuffix(path.Base(p), "_test.rego") }

@@ -473,5 +473,7 @@ warn contains "x" if {
 	[rs.added, rs.removed, rs.changed]
 	p := fl.packages[_]
 	[p.nodes, p.versions["a -> b"]]
+	j := input.judge[_]
+	[j.attrs, j.id, j.name, j.type, j.source, j.notify, j.require]
 }`)
 }

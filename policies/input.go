@@ -62,7 +62,14 @@ func (g *Gate) inputValue(in Input) (ast.Value, error) {
 	if use("fleet") {
 		top["fleet"] = g.fleet.value(in.Fleet)
 	}
-	for _, k := range []string{"facts", "catalog", "previous", "change", "fleet"} {
+	if use("judge") {
+		v, err := resourcesValue(toJudge(in), g.cache)
+		if err != nil {
+			return nil, fmt.Errorf("input.judge: %w", err)
+		}
+		top["judge"] = v
+	}
+	for _, k := range []string{"facts", "catalog", "previous", "change", "fleet", "judge"} {
 		if _, ok := top[k]; !ok {
 			// Read by no rule: null keeps the shape.
 			top[k] = ast.NullValue
@@ -187,31 +194,14 @@ func catalogValue(c *catalogs.Catalog, cache *resourceCache) (ast.Value, error) 
 	}
 	var resources ast.Value = ast.NullValue
 	if c.Resources != nil {
-		terms := make([]*ast.Term, len(c.Resources))
+		rs := make([]*catalogs.Resource, len(c.Resources))
 		for i := range c.Resources {
-			r := &c.Resources[i]
-			var (
-				h         uint64
-				size      int
-				cacheable bool
-			)
-			if cache != nil {
-				var t *ast.Term
-				if t, h, size, cacheable = cache.get(r); t != nil {
-					terms[i] = t
-					continue
-				}
-			}
-			v, err := cv.resource(r)
-			if err != nil {
-				return nil, err
-			}
-			terms[i] = cv.term(v)
-			if cacheable {
-				cache.put(h, size, r, terms[i])
-			}
+			rs[i] = &c.Resources[i]
 		}
-		resources = ast.NewArray(terms...)
+		var err error
+		if resources, err = cv.resources(rs, cache); err != nil {
+			return nil, err
+		}
 	}
 	return ast.NewObject(
 		[2]*ast.Term{keyEnvironment, cv.str(c.Environment)},
@@ -220,6 +210,91 @@ func catalogValue(c *catalogs.Catalog, cache *resourceCache) (ast.Value, error) 
 		[2]*ast.Term{keyResources, cv.term(resources)},
 		[2]*ast.Term{keyVersion, cv.str(c.Version)},
 	), nil
+}
+
+// resourcesValue is rs as an OPA array.
+func resourcesValue(rs []*catalogs.Resource, cache *resourceCache) (ast.Value, error) {
+	return newConverter().resources(rs, cache)
+}
+
+// resources converts rs to an array. Resources found in cache (which may
+// be nil) are not converted again.
+func (cv *converter) resources(rs []*catalogs.Resource, cache *resourceCache) (ast.Value, error) {
+	terms := make([]*ast.Term, len(rs))
+	for i, r := range rs {
+		var (
+			h         uint64
+			size      int
+			cacheable bool
+		)
+		if cache != nil {
+			var t *ast.Term
+			if t, h, size, cacheable = cache.get(r); t != nil {
+				terms[i] = t
+				continue
+			}
+		}
+		v, err := cv.resource(r)
+		if err != nil {
+			return nil, err
+		}
+		terms[i] = cv.term(v)
+		if cacheable {
+			cache.put(h, size, r, terms[i])
+		}
+	}
+	return ast.NewArray(terms...), nil
+}
+
+// toJudge lists the resources of in's catalog that input.judge holds:
+// all of them, or when in.Judged only those in.Change adds or changes.
+func toJudge(in Input) []*catalogs.Resource {
+	if in.Catalog == nil {
+		return nil
+	}
+	rs := make([]*catalogs.Resource, 0, len(in.Catalog.Resources))
+	if !in.Judged {
+		for i := range in.Catalog.Resources {
+			rs = append(rs, &in.Catalog.Resources[i])
+		}
+		return rs
+	}
+	fresh := freshIDs(in.Change)
+	for i := range in.Catalog.Resources {
+		if r := &in.Catalog.Resources[i]; fresh[r.ID] {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// JudgeOnly returns cat with only the resources ch adds or changes, and
+// no files: all a gate that reads input.judge, and not input.catalog,
+// needs of a node whose catalog was judged before (Input.Judged). A
+// caller holding many nodes' catalogs for the gate keeps this instead.
+func JudgeOnly(cat *catalogs.Catalog, ch catalogs.Change) *catalogs.Catalog {
+	fresh := freshIDs(ch)
+	out := *cat
+	out.Files = nil
+	out.Resources = make([]catalogs.Resource, 0, len(fresh))
+	for _, r := range cat.Resources {
+		if fresh[r.ID] {
+			out.Resources = append(out.Resources, r)
+		}
+	}
+	return &out
+}
+
+// freshIDs is the set of resource ids ch adds or changes.
+func freshIDs(ch catalogs.Change) map[string]bool {
+	fresh := make(map[string]bool, len(ch.Added)+len(ch.Changed))
+	for _, rc := range ch.Added {
+		fresh[rc.ID] = true
+	}
+	for _, rc := range ch.Changed {
+		fresh[rc.ID] = true
+	}
+	return fresh
 }
 
 func (cv *converter) resource(r *catalogs.Resource) (ast.Value, error) {
@@ -254,14 +329,10 @@ func (cv *converter) resource(r *catalogs.Resource) (ast.Value, error) {
 	return ast.NewObject(cv.kvs...), nil
 }
 
-// anyValue converts a value of a change: JSON's shapes and compile's.
-func anyValue(v any) (ast.Value, error) {
-	return ast.InterfaceToValue(v)
-}
-
 // changeValue converts c, leaving empty the lists no rule reads: a new
 // node's change has every resource of its catalog added.
 func changeValue(c catalogs.Change, uses inputUse) (ast.Value, error) {
+	cv := newConverter()
 	lists := [3]*ast.Term{}
 	for i, rcs := range [3][]catalogs.ResourceChange{c.Added, c.Removed, c.Changed} {
 		if !uses.reads("change", [3]string{"added", "removed", "changed"}[i]) {
@@ -282,18 +353,18 @@ func changeValue(c catalogs.Change, uses inputUse) (ast.Value, error) {
 					akvs = append(akvs, [2]*ast.Term{keyName, ast.StringTerm(a.Name)})
 					// omitempty, as catalogs.AttrChange's JSON.
 					if a.From != nil {
-						v, err := anyValue(a.From)
+						v, err := cv.value(a.From)
 						if err != nil {
 							return nil, fmt.Errorf("%s: attribute %s: %w", rc.ID, a.Name, err)
 						}
-						akvs = append(akvs, [2]*ast.Term{keyFrom, ast.NewTerm(v)})
+						akvs = append(akvs, [2]*ast.Term{keyFrom, v})
 					}
 					if a.To != nil {
-						v, err := anyValue(a.To)
+						v, err := cv.value(a.To)
 						if err != nil {
 							return nil, fmt.Errorf("%s: attribute %s: %w", rc.ID, a.Name, err)
 						}
-						akvs = append(akvs, [2]*ast.Term{keyTo, ast.NewTerm(v)})
+						akvs = append(akvs, [2]*ast.Term{keyTo, v})
 					}
 					if a.Diff != "" {
 						akvs = append(akvs, [2]*ast.Term{keyDiff, ast.StringTerm(a.Diff)})

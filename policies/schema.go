@@ -15,6 +15,7 @@ const inputSchema = `{
   "type": "object",
   "properties": {
     "node": {"type": "string"},
+    "judge": {"$ref": "#/definitions/resources"},
     "facts": {"type": "object", "additionalProperties": true},
     "catalog": {"$ref": "#/definitions/catalog"},
     "previous": {"anyOf": [{"$ref": "#/definitions/catalog"}, {"type": "null"}]},
@@ -73,24 +74,25 @@ const inputSchema = `{
             "additionalProperties": false
           }
         },
-        "resources": {
-          "type": "array",
-          "items": {
-            "type": "object",
-            "properties": {
-              "attrs": {"type": "object", "additionalProperties": true},
-              "id": {"type": "string"},
-              "name": {"type": "string"},
-              "type": {"type": "string"},
-              "source": {"type": "string"},
-              "notify": {"type": "array", "items": {"type": "string"}},
-              "require": {"type": "array", "items": {"type": "string"}}
-            },
-            "additionalProperties": false
-          }
-        }
+        "resources": {"$ref": "#/definitions/resources"}
       },
       "additionalProperties": false
+    },
+    "resources": {
+      "type": "array",
+      "items": {
+        "type": "object",
+        "properties": {
+          "attrs": {"type": "object", "additionalProperties": true},
+          "id": {"type": "string"},
+          "name": {"type": "string"},
+          "type": {"type": "string"},
+          "source": {"type": "string"},
+          "notify": {"type": "array", "items": {"type": "string"}},
+          "require": {"type": "array", "items": {"type": "string"}}
+        },
+        "additionalProperties": false
+      }
     },
     "changes": {
       "type": "array",

@@ -9,7 +9,8 @@ import (
 
 // Input is what a gate reads for one node: input.node, input.facts,
 // input.catalog, input.previous (null for a node without one),
-// input.change and input.fleet.
+// input.change, input.fleet, and input.judge (the catalog's resources to
+// judge, see Judged).
 type Input struct {
 	Node     string
 	Facts    facts.Facts
@@ -17,6 +18,11 @@ type Input struct {
 	Previous *catalogs.Catalog
 	Change   catalogs.Change
 	Fleet    *Fleet
+	// Judged says the node's previous catalog was allowed by policies
+	// of the same Digest: input.judge then lists only the resources
+	// Change adds or changes, since a resource the node runs unchanged
+	// was judged by the same rules then. Otherwise it lists them all.
+	Judged bool
 }
 
 // Fleet summarizes a whole rollout for gates that bound its blast radius.

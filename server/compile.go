@@ -381,7 +381,7 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 	}
 	c := candidate{node: node, facts: cf.facts, nc: nc, cat: cat}
 	if cur != nil {
-		c.prevEtag = cur.etag
+		c.prevEtag, c.prevVer = cur.etag, cur.version
 		c.prev = s.decodeApproved(ctx, node, cur)
 	}
 	c.change = catalogs.DiffBrief(c.prev, cat)
@@ -396,6 +396,7 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 		fleet = summarize(st.version, "", 1, map[string]catalogs.Change{node: c.change})
 	}
 	d := s.gateCandidate(ctx, st, &c, fleet)
+	s.gatedVersion(st)
 	if err := s.st.PutCatalogs(ctx, []store.CatalogRecord{{Etag: nc.etag, Version: nc.version, Catalog: nc.bytes, Signature: nc.signature}}); err != nil {
 		s.log.Error("storing a catalog; the node keeps its approved one", "node", node, "err", err)
 		return cur

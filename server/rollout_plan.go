@@ -46,6 +46,7 @@ type candidate struct {
 	nc         *nodeCatalog // nil: unchanged or a compile error
 	cat, prev  *catalogs.Catalog
 	prevEtag   string
+	prevVer    string // the approved catalog's version
 	change     catalogs.Change
 	compileErr string
 }
@@ -133,6 +134,7 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 		return nil, err
 	}
 	gated := time.Since(start) - compiled
+	s.gatedVersion(st)
 
 	settings := st.site.Settings
 	p.rec.Stages = stagesOf(settings.Rollout)
@@ -333,7 +335,7 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 	c.facts = cf.facts
 	cur, _ := s.compiles.get(node)
 	if cur != nil {
-		c.prevEtag = cur.etag
+		c.prevEtag, c.prevVer = cur.etag, cur.version
 	}
 	cat, nc, err := s.compileAt(ctx, st, node, cf.facts)
 	if err != nil {
@@ -344,30 +346,46 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 		return c
 	}
 	c.nc = nc
-	size := len(nc.bytes)
-	if cur != nil {
-		size *= 2
+	gating := st.gate != nil && !st.gate.Empty()
+	if gating && cur != nil && st.gate.Reads("previous") && keep(2*len(nc.bytes)) {
+		// The gate reads the previous catalog whole: decode it once,
+		// for the diff too.
+		c.cat, c.prev = cat, s.decodeApproved(ctx, node, cur)
+		c.change = catalogs.DiffBrief(c.prev, cat)
+		return c
 	}
-	if keep(size) {
-		c.cat = cat
-		if st.gate.Reads("previous") {
-			// The gate reads the previous catalog whole: decode it once,
-			// for the diff too.
-			c.prev = s.decodeApproved(ctx, node, cur)
-			c.change = catalogs.DiffBrief(c.prev, cat)
+	c.change = s.diffApproved(ctx, node, cur, nc, cat)
+	if !gating {
+		return c
+	}
+	if s.judgedBefore(c.prevVer, st.gate.Digest()) && !st.gate.Reads("catalog") {
+		// The gate reads input.judge, which holds only what the change
+		// adds or changes, and not the whole catalog: keep just those
+		// resources, a few of a catalog's hundreds. Ten thousand whole
+		// catalogs held to the gate made the garbage collector's work
+		// most of the plan's.
+		c.cat = policies.JudgeOnly(cat, c.change)
+		if keep(len(nc.bytes) * len(c.cat.Resources) / max(len(cat.Resources), 1)) {
 			return c
 		}
+		c.cat = nil
+	} else if keep(len(nc.bytes)) {
+		c.cat = cat
 	}
+	return c
+}
+
+// diffApproved is the change from node's approved catalog cur (nil: none)
+// to its candidate nc, decoded as cat.
+func (s *Server) diffApproved(ctx context.Context, node string, cur, nc *nodeCatalog, cat *catalogs.Catalog) catalogs.Change {
 	if cur != nil {
 		if b, err := s.catalogBytes(ctx, cur); err == nil {
 			if ch, ok := diffEncoded(b, nc.bytes, cat); ok {
-				c.change = ch
-				return c
+				return ch
 			}
 		}
 	}
-	c.change = catalogs.DiffBrief(s.decodeApproved(ctx, node, cur), cat)
-	return c
+	return catalogs.DiffBrief(s.decodeApproved(ctx, node, cur), cat)
 }
 
 // compileAt compiles, encodes and signs node's catalog at st's version,
@@ -447,7 +465,8 @@ func (s *Server) gateCandidate(ctx context.Context, st *siteState, c *candidate,
 		out.err = "the candidate catalog could not be read for the gate"
 		return out
 	}
-	d, err := st.gate.Evaluate(ctx, policies.Input{Node: c.node, Facts: c.facts, Catalog: c.cat, Previous: c.prev, Change: c.change, Fleet: fleet})
+	d, err := st.gate.Evaluate(ctx, policies.Input{Node: c.node, Facts: c.facts, Catalog: c.cat, Previous: c.prev, Change: c.change, Fleet: fleet,
+		Judged: s.judgedBefore(c.prevVer, st.gate.Digest())})
 	if err != nil {
 		out.err = err.Error()
 		return out

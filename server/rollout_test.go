@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -637,4 +638,44 @@ func TestRolloutPreviousAfterBlocked(t *testing.T) {
 	if r.Id == blocked.Id || r.PreviousVersion != first.Version {
 		t.Errorf("rollout %d comes from %q, want the version before the blocked one, %q", r.Id, r.PreviousVersion, first.Version)
 	}
+}
+
+// TestRolloutJudgesTheChange: once this server's gate allowed a node's
+// catalog, the next version's gate is given only the resources it adds or
+// changes in input.judge, as long as the policies are the same; changed
+// policies, or a restarted server, judge every resource again.
+func TestRolloutJudgesTheChange(t *testing.T) {
+	t.Parallel()
+	const judged = "package herd.gate\n\nwarn contains r.id if some r in input.judge\n"
+	site := func(greeting, policy string) map[string]string {
+		files := rolloutSite("", greeting)
+		files["roles/r.toml"] += "\n[[file]]\npath = \"/etc/fixed\"\ncontent = \"the same on every version\\n\"\n"
+		files["policies/judged.rego"] = policy
+		return files
+	}
+	h := newRolloutHarness(t, site("hello", judged), "n-0")
+	warned := func(step string, want ...string) {
+		t.Helper()
+		r, nodes := h.get()
+		if r.State != rolloutDone && r.State != rolloutRunning {
+			t.Fatalf("%s: rollout %s (%s)", step, r.State, r.Reason)
+		}
+		var got []string
+		for _, m := range nodes["n-0"].Warn {
+			got = append(got, m.Message)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: input.judge held %v, want %v", step, got, want)
+		}
+	}
+	h.commit(site("changed", judged))
+	warned("a change of the motd", "file:/etc/motd")
+	h.commit(site("changed again", judged+"# a new comment is a new policy\n"))
+	warned("changed policies", "file:/etc/fixed", "file:/etc/motd")
+	h.restart()
+	h.commit(site("changed after a restart", judged+"# a new comment is a new policy\n"))
+	warned("after a restart", "file:/etc/fixed", "file:/etc/motd")
+	h.commit(site("and once more", judged+"# a new comment is a new policy\n"))
+	warned("then a change", "file:/etc/motd")
 }

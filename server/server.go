@@ -214,6 +214,9 @@ type Server struct {
 	ctl      *controller
 	rehearse rehearsals
 	lastPlan atomic.Pointer[planTimes]
+	// judged maps the site versions this server gated to the digest of
+	// their policies (see judgedBefore).
+	judged   sync.Map
 	compiles compileState
 	facts    factsCache
 	watch    watchers

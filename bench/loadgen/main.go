@@ -81,7 +81,7 @@ func main() {
 	flag.IntVar(&c.site.RolesPerNode, "roles-per-node", 10, "roles each node gets")
 	flag.IntVar(&c.site.PerRole, "per-role", 20, "resources per role")
 	flag.StringVar(&c.gates, "gates", "examples/site/policies", "the rollout scenario's policy gates: the *.rego (tests left out) of this directory, copied into the synthetic site (\"\": no gates)")
-	flag.BoolVar(&c.verbose, "v", false, "log the server's warnings to stderr")
+	flag.BoolVar(&c.verbose, "v", false, "log the server's info lines and warnings to stderr (the rollout's plan: where its time went)")
 	flag.BoolVar(&c.serve, "serve", false, "internal: be the child server")
 	flag.StringVar(&c.serveSite, "site", "", "internal: the child server's site")
 	flag.StringVar(&c.serveDir, "dir", "", "internal: the child server's state directory")

@@ -52,7 +52,7 @@ type hello struct {
 func serverOptions(site, dir, listen string, compileWorkers int, verbose bool) server.Options {
 	log := slog.New(slog.DiscardHandler)
 	if verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	return server.Options{Site: site, Dir: dir, Listen: listen, HTTPListen: "127.0.0.1:0", CompileWorkers: compileWorkers, Log: log}
 }

@@ -2,9 +2,16 @@
 # what configures it.
 package herd.gate
 
-# files are the catalog's file resources, listed once per evaluation: the
-# gates of this package read this list rather than scan the catalog each.
-files := [r | some r in input.catalog.resources; r.type == "file"]
+# files are the file resources to judge, listed once per evaluation: the
+# gates of this package read this list rather than scan input.judge each.
+#
+# input.judge rather than input.catalog.resources: these gates judge each
+# resource on its own, so a resource the node already runs unchanged, and
+# that these same policies allowed then, need not be judged again. On a
+# node the policies never judged input.judge is the whole catalog;
+# otherwise it is what the change adds or changes, a few resources where
+# a catalog has hundreds.
+files := [r | some r in input.judge; r.type == "file"]
 
 deny contains {"message": sprintf("%s is world-writable (mode %s): files under /etc must not be", [r.attrs.path, r.attrs.mode]), "resource": r.id} if {
 	some r in files

@@ -11,7 +11,7 @@ root_services_allowed := {
 }
 
 deny contains {"message": sprintf("service %s runs as root: set user, or allow it in root_services_allowed (policies/services.rego)", [r.name]), "resource": r.id} if {
-	some r in input.catalog.resources
+	some r in input.judge
 	r.type == "service"
 	object.get(r.attrs, "user", "root") == "root"
 	not r.name in root_services_allowed
