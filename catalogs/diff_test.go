@@ -94,7 +94,7 @@ func TestDiff(t *testing.T) {
 	}
 
 	// DiffBrief: the same changes without the text: short values kept,
-	// long ones and every unified diff left out.
+	// long ones, content's and every unified diff left out.
 	brief := DiffBrief(prev, next)
 	if len(brief.Changed) != len(want.Changed) || len(brief.Added) != len(want.Added) || len(brief.Removed) != len(want.Removed) {
 		t.Errorf("DiffBrief = %+v; want the changes of Diff", brief)
@@ -109,8 +109,14 @@ func TestDiff(t *testing.T) {
 			}
 		}
 	}
-	if got, want := DiffBrief(a, b).Changed[0].Attrs[0], (AttrChange{Name: "content", From: "a\n", To: "b\n"}); !cmp.Equal(got, want) {
+	if got, want := DiffBrief(a, b).Changed[0].Attrs[0], (AttrChange{Name: "content"}); !cmp.Equal(got, want) {
 		t.Errorf("brief short content change (-want +got):\n%s", cmp.Diff(want, got))
+	}
+	if got := DiffBrief(nil, b).Added[0].Attrs[0]; got != (AttrChange{Name: "content"}) {
+		t.Errorf("brief added content = %+v, want its name alone", got)
+	}
+	if got := Diff(nil, b, nil).Added[0].Attrs[0]; got != (AttrChange{Name: "content", To: "b\n"}) {
+		t.Errorf("added short content = %+v, want its value", got)
 	}
 
 	// Source alone: no change. The same catalog: no change.

@@ -3,6 +3,7 @@ package catalogs
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 )
 
@@ -70,4 +71,52 @@ func FuzzEncode(f *testing.F) {
 			t.Fatalf("Encode =\n%q\nwant\n%q", got, want)
 		}
 	})
+}
+
+// TestEncodeIndexed: the indexed encoding is Encode's, its spans hold
+// each resource's own JSON, and the id digest tells apart catalogs whose
+// resources differ in ids or order, not in values.
+func TestEncodeIndexed(t *testing.T) {
+	t.Parallel()
+	mk := func(ids ...string) *Catalog {
+		c := &Catalog{Node: "n", Version: "v", Files: []FileRef{}}
+		for i, id := range ids {
+			typ, name, _ := SplitID(id)
+			c.Resources = append(c.Resources, Resource{ID: id, Type: typ, Name: name, Source: "r:1",
+				Attrs: map[string]any{"content": fmt.Sprintf("{\"q\": %d}\n", i), "mode": "0644"}})
+		}
+		return c
+	}
+	c := mk("file:/a", "file:/b\"c", "package:x")
+	b, idx, err := c.EncodeIndexed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := c.Encode()
+	if err != nil || !bytes.Equal(b, plain) {
+		t.Fatalf("EncodeIndexed's bytes differ from Encode's (%v)", err)
+	}
+	if len(idx.Spans) != 2*len(c.Resources) {
+		t.Fatalf("%d spans for %d resources", len(idx.Spans), len(c.Resources))
+	}
+	for i := range c.Resources {
+		var r Resource
+		if err := json.Unmarshal(b[idx.Spans[2*i]:idx.Spans[2*i+1]], &r); err != nil || r.ID != c.Resources[i].ID {
+			t.Errorf("span %d = %q (%v), want resource %s", i, b[idx.Spans[2*i]:idx.Spans[2*i+1]], err, c.Resources[i].ID)
+		}
+	}
+	other := mk("file:/a", "file:/b\"c", "package:x")
+	other.Resources[0].Attrs["mode"] = "0600"
+	_, same, _ := other.EncodeIndexed()
+	_, fewer, _ := mk("file:/a", "package:x").EncodeIndexed()
+	_, renamed, _ := mk("file:/a", "file:/bc", "package:x").EncodeIndexed()
+	_, joined, _ := mk("file:/a", "file:/b\"cpackage:x").EncodeIndexed()
+	if same.IDs != idx.IDs {
+		t.Error("a changed value changed the id digest")
+	}
+	for name, o := range map[string]Index{"fewer": fewer, "renamed": renamed, "joined": joined} {
+		if o.IDs == idx.IDs {
+			t.Errorf("%s ids: same digest", name)
+		}
+	}
 }

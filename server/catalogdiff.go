@@ -10,9 +10,27 @@ import (
 // resources of prev whose bytes differ from next's: a new version usually
 // changes a few resources of each node, and decoding a whole 200-resource
 // catalog costs more than compiling it. prev is a canonical encoding (the
-// store's bytes), nextEnc next's. ok is false when prev is not shaped as
+// store's bytes), nextEnc next's, each with its catalogs.Index when known
+// (a catalog read from the store has none): when both indexes hold the
+// same ids, the resources are compared in place, and otherwise found by
+// scanning both encodings. ok is false when prev is not shaped as
 // catalogs.Encode writes it; the caller then decodes it whole.
-func diffEncoded(prev, nextEnc []byte, next *catalogs.Catalog) (catalogs.Change, bool) {
+func diffEncoded(prev []byte, prevIdx *catalogs.Index, nextEnc []byte, nextIdx *catalogs.Index, next *catalogs.Catalog) (catalogs.Change, bool) {
+	if len(prevIdx.Spans) > 0 && prevIdx.IDs == nextIdx.IDs && len(prevIdx.Spans) == len(nextIdx.Spans) &&
+		len(nextIdx.Spans) == 2*len(next.Resources) && int(prevIdx.Spans[len(prevIdx.Spans)-1]) <= len(prev) {
+		// The same resources in the same order, where both indexes say:
+		// compare them in place, without scanning either encoding.
+		var oldRaw [][]byte
+		sub := &catalogs.Catalog{}
+		for k := 0; k < len(next.Resources); k++ {
+			p := prev[prevIdx.Spans[2*k]:prevIdx.Spans[2*k+1]]
+			if !bytes.Equal(p, nextEnc[nextIdx.Spans[2*k]:nextIdx.Spans[2*k+1]]) {
+				oldRaw = append(oldRaw, p)
+				sub.Resources = append(sub.Resources, next.Resources[k])
+			}
+		}
+		return diffRaw(oldRaw, sub)
+	}
 	pIDs, pRaw, ok := rawResources(prev)
 	if !ok {
 		return catalogs.Change{}, false
@@ -46,6 +64,12 @@ func diffEncoded(prev, nextEnc []byte, next *catalogs.Catalog) (catalogs.Change,
 			j++
 		}
 	}
+	return diffRaw(oldRaw, sub)
+}
+
+// diffRaw is the brief change from the resources oldRaw (their canonical
+// bytes, removed or changed) to sub (those added or changed).
+func diffRaw(oldRaw [][]byte, sub *catalogs.Catalog) (catalogs.Change, bool) {
 	old := &catalogs.Catalog{}
 	if len(oldRaw) > 0 {
 		var b bytes.Buffer

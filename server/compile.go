@@ -47,6 +47,9 @@ type nodeCatalog struct {
 	version   string
 	signature []byte
 	files     map[string]bool // digests the catalog ships
+	// index locates the resources in bytes (catalogs.Index), for the
+	// next version's diff; empty for a catalog read from the store.
+	index catalogs.Index
 
 	mu    sync.Mutex
 	bytes []byte // nil once stored and no longer wanted in memory

@@ -117,6 +117,24 @@ func TestFairAdmission(t *testing.T) {
 	if _, err := s.admit(ctx, "third"); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("a call past MaxInFlight = %v, want RESOURCE_EXHAUSTED", err)
 	}
+	// A call past MaxInFlight waits in line: a slot freed meanwhile is
+	// its.
+	waited := make(chan error, 1)
+	go func() {
+		r, err := s.admit(ctx, "patient")
+		if err == nil {
+			r()
+		}
+		waited <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	r3()
+	if err := <-waited; err != nil {
+		t.Errorf("a call in line when a slot freed = %v, want it admitted", err)
+	}
+	if r3, err = s.admit(ctx, "quiet"); err != nil {
+		t.Fatal(err)
+	}
 	r1()
 	r4, err := s.admit(ctx, "noisy")
 	if err != nil {

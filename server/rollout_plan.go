@@ -380,7 +380,7 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 func (s *Server) diffApproved(ctx context.Context, node string, cur, nc *nodeCatalog, cat *catalogs.Catalog) catalogs.Change {
 	if cur != nil {
 		if b, err := s.catalogBytes(ctx, cur); err == nil {
-			if ch, ok := diffEncoded(b, nc.bytes, cat); ok {
+			if ch, ok := diffEncoded(b, &cur.index, nc.bytes, &nc.index, cat); ok {
 				return ch
 			}
 		}
@@ -394,9 +394,12 @@ func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f fa
 	start := time.Now()
 	s.metrics.compiles.Inc()
 	cat, err := st.site.Compile(node, f)
-	var enc []byte
+	var (
+		enc []byte
+		idx catalogs.Index
+	)
 	if err == nil {
-		enc, err = cat.Encode()
+		enc, idx, err = cat.EncodeIndexed()
 	}
 	if err != nil {
 		s.metrics.compileErrors.Inc()
@@ -416,7 +419,7 @@ func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f fa
 		s.compiles.mu.Unlock()
 		s.st.SetCompileError(ctx, node, st.version, "")
 	}
-	nc := &nodeCatalog{etag: catalogs.Digest(enc), version: st.version, bytes: enc, signature: ed25519.Sign(s.signer, enc), files: make(map[string]bool, len(cat.Files))}
+	nc := &nodeCatalog{etag: catalogs.Digest(enc), version: st.version, bytes: enc, signature: ed25519.Sign(s.signer, enc), files: make(map[string]bool, len(cat.Files)), index: idx}
 	for _, f := range cat.Files {
 		nc.files[f.Digest] = true
 	}

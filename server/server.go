@@ -50,7 +50,8 @@ type Options struct {
 	// loaded (default 500ms).
 	Debounce time.Duration
 	// MaxInFlight bounds the check-ins and reports handled at once; past
-	// it a call gets RESOURCE_EXHAUSTED with a retry hint (default 256).
+	// it a call waits up to a second in line, then gets RESOURCE_EXHAUSTED
+	// with a retry hint (default 256).
 	MaxInFlight int
 	// CompileWorkers bounds parallel compiles (default: GOMAXPROCS).
 	CompileWorkers int

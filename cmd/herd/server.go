@@ -150,7 +150,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.StringSliceVar(&cfg.Hostnames, "hostnames", nil, "names and addresses in the server's certificate (default localhost, 127.0.0.1, this host)")
 	f.Var(&cfg.CheckinInterval, "checkin-interval", "how often nodes check in; the server spreads them over it")
 	f.Var(&cfg.Debounce, "debounce", "quiet time before a site change is loaded")
-	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "check-ins and reports handled at once; more get RESOURCE_EXHAUSTED with a retry hint")
+	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "check-ins and reports handled at once; more wait up to a second, then get RESOURCE_EXHAUSTED with a retry hint")
 	f.IntVar(&cfg.CompileWorkers, "compile-workers", 0, "parallel compiles (default: one per core)")
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
