@@ -1427,9 +1427,12 @@ type NodeInfo struct {
 	RolloutState   string `protobuf:"bytes,10,opt,name=rollout_state,json=rolloutState,proto3" json:"rollout_state,omitempty"`
 	RolloutId      int64  `protobuf:"varint,11,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
 	// The last report was a noop run: last_summary says what would change.
-	LastNoop      bool `protobuf:"varint,12,opt,name=last_noop,json=lastNoop,proto3" json:"last_noop,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastNoop bool `protobuf:"varint,12,opt,name=last_noop,json=lastNoop,proto3" json:"last_noop,omitempty"`
+	// When the node was deactivated (by an operator, or by node_ttl);
+	// 0 for an active node.
+	DeactivatedUnixMs int64 `protobuf:"varint,13,opt,name=deactivated_unix_ms,json=deactivatedUnixMs,proto3" json:"deactivated_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -1546,12 +1549,26 @@ func (x *NodeInfo) GetLastNoop() bool {
 	return false
 }
 
+func (x *NodeInfo) GetDeactivatedUnixMs() int64 {
+	if x != nil {
+		return x.DeactivatedUnixMs
+	}
+	return 0
+}
+
 type ListNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many nodes (0: the server's default; the server caps it).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Where to go on: the next_page_token of the previous page.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// An expression in the site conditions' language over the node's
+	// facts (facts.os.family, or os.family at the top level) and status
+	// (name, status, version, ...); only nodes for which it is true are
+	// listed. Empty: every node.
+	Where string `protobuf:"bytes,3,opt,name=where,proto3" json:"where,omitempty"`
+	// List deactivated nodes too.
+	Inactive      bool `protobuf:"varint,4,opt,name=inactive,proto3" json:"inactive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1598,6 +1615,20 @@ func (x *ListNodesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListNodesRequest) GetWhere() string {
+	if x != nil {
+		return x.Where
+	}
+	return ""
+}
+
+func (x *ListNodesRequest) GetInactive() bool {
+	if x != nil {
+		return x.Inactive
+	}
+	return false
 }
 
 type ListNodesResponse struct {
@@ -4229,6 +4260,287 @@ func (x *NodeChange) GetChangeJson() []byte {
 	return nil
 }
 
+type FleetFactsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A dotted fact path (os.release.major).
+	Fact string `protobuf:"bytes,1,opt,name=fact,proto3" json:"fact,omitempty"`
+	// As ListNodesRequest.where.
+	Where         string `protobuf:"bytes,2,opt,name=where,proto3" json:"where,omitempty"`
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Inactive      bool   `protobuf:"varint,5,opt,name=inactive,proto3" json:"inactive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetFactsRequest) Reset() {
+	*x = FleetFactsRequest{}
+	mi := &file_herd_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetFactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetFactsRequest) ProtoMessage() {}
+
+func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetFactsRequest.ProtoReflect.Descriptor instead.
+func (*FleetFactsRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *FleetFactsRequest) GetFact() string {
+	if x != nil {
+		return x.Fact
+	}
+	return ""
+}
+
+func (x *FleetFactsRequest) GetWhere() string {
+	if x != nil {
+		return x.Where
+	}
+	return ""
+}
+
+func (x *FleetFactsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *FleetFactsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *FleetFactsRequest) GetInactive() bool {
+	if x != nil {
+		return x.Inactive
+	}
+	return false
+}
+
+type FleetFact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The fact's value as JSON; empty when the node has no such fact.
+	ValueJson     []byte `protobuf:"bytes,2,opt,name=value_json,json=valueJson,proto3" json:"value_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetFact) Reset() {
+	*x = FleetFact{}
+	mi := &file_herd_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetFact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetFact) ProtoMessage() {}
+
+func (x *FleetFact) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetFact.ProtoReflect.Descriptor instead.
+func (*FleetFact) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *FleetFact) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *FleetFact) GetValueJson() []byte {
+	if x != nil {
+		return x.ValueJson
+	}
+	return nil
+}
+
+type FleetFactsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Facts         []*FleetFact           `protobuf:"bytes,1,rep,name=facts,proto3" json:"facts,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetFactsResponse) Reset() {
+	*x = FleetFactsResponse{}
+	mi := &file_herd_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetFactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetFactsResponse) ProtoMessage() {}
+
+func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetFactsResponse.ProtoReflect.Descriptor instead.
+func (*FleetFactsResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *FleetFactsResponse) GetFacts() []*FleetFact {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+func (x *FleetFactsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type NodeLifecycleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// "deactivate", "activate" or "purge".
+	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeLifecycleRequest) Reset() {
+	*x = NodeLifecycleRequest{}
+	mi := &file_herd_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLifecycleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLifecycleRequest) ProtoMessage() {}
+
+func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLifecycleRequest.ProtoReflect.Descriptor instead.
+func (*NodeLifecycleRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *NodeLifecycleRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeLifecycleRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type NodeLifecycleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node after the action; empty after a purge.
+	Node          *NodeInfo `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeLifecycleResponse) Reset() {
+	*x = NodeLifecycleResponse{}
+	mi := &file_herd_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLifecycleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLifecycleResponse) ProtoMessage() {}
+
+func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLifecycleResponse.ProtoReflect.Descriptor instead.
+func (*NodeLifecycleResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *NodeLifecycleResponse) GetNode() *NodeInfo {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
 var File_herd_proto protoreflect.FileDescriptor
 
 const file_herd_proto_rawDesc = "" +
@@ -4342,7 +4654,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12\x12\n" +
 	"\x04diff\x18\x04 \x01(\tR\x04diff\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1c\n" +
-	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\xd1\x03\n" +
+	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\x81\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x14last_checkin_unix_ms\x18\x02 \x01(\x03R\x11lastCheckinUnixMs\x12!\n" +
@@ -4357,11 +4669,14 @@ const file_herd_proto_rawDesc = "" +
 	" \x01(\tR\frolloutState\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\v \x01(\x03R\trolloutId\x12\x1b\n" +
-	"\tlast_noop\x18\f \x01(\bR\blastNoop\"N\n" +
+	"\tlast_noop\x18\f \x01(\bR\blastNoop\x12.\n" +
+	"\x13deactivated_unix_ms\x18\r \x01(\x03R\x11deactivatedUnixMs\"\x80\x01\n" +
 	"\x10ListNodesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"d\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05where\x18\x03 \x01(\tR\x05where\x12\x1a\n" +
+	"\binactive\x18\x04 \x01(\bR\binactive\"d\n" +
 	"\x11ListNodesResponse\x12'\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x11.herd.v1.NodeInfoR\x05nodes\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
@@ -4556,7 +4871,26 @@ const file_herd_proto_rawDesc = "" +
 	"NodeChange\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vchange_json\x18\x02 \x01(\fR\n" +
-	"changeJson2|\n" +
+	"changeJson\"\x95\x01\n" +
+	"\x11FleetFactsRequest\x12\x12\n" +
+	"\x04fact\x18\x01 \x01(\tR\x04fact\x12\x14\n" +
+	"\x05where\x18\x02 \x01(\tR\x05where\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x1a\n" +
+	"\binactive\x18\x05 \x01(\bR\binactive\">\n" +
+	"\tFleetFact\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"value_json\x18\x02 \x01(\fR\tvalueJson\"f\n" +
+	"\x12FleetFactsResponse\x12(\n" +
+	"\x05facts\x18\x01 \x03(\v2\x12.herd.v1.FleetFactR\x05facts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
+	"\x14NodeLifecycleRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\">\n" +
+	"\x15NodeLifecycleResponse\x12%\n" +
+	"\x04node\x18\x01 \x01(\v2\x11.herd.v1.NodeInfoR\x04node2|\n" +
 	"\x06Enroll\x129\n" +
 	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse\x127\n" +
 	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
@@ -4568,7 +4902,7 @@ const file_herd_proto_rawDesc = "" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\x8f\v\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xa6\f\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -4590,7 +4924,10 @@ const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"GetRollout\x12\x1a.herd.v1.GetRolloutRequest\x1a\x1b.herd.v1.GetRolloutResponse\x12N\n" +
 	"\rRolloutAction\x12\x1d.herd.v1.RolloutActionRequest\x1a\x1e.herd.v1.RolloutActionResponse\x12H\n" +
-	"\vRolloutDiff\x12\x1b.herd.v1.RolloutDiffRequest\x1a\x1c.herd.v1.RolloutDiffResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\vRolloutDiff\x12\x1b.herd.v1.RolloutDiffRequest\x1a\x1c.herd.v1.RolloutDiffResponse\x12E\n" +
+	"\n" +
+	"FleetFacts\x12\x1a.herd.v1.FleetFactsRequest\x1a\x1b.herd.v1.FleetFactsResponse\x12N\n" +
+	"\rNodeLifecycle\x12\x1d.herd.v1.NodeLifecycleRequest\x1a\x1e.herd.v1.NodeLifecycleResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -4605,7 +4942,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -4674,9 +5011,14 @@ var file_herd_proto_goTypes = []any{
 	(*RolloutDiffRequest)(nil),        // 64: herd.v1.RolloutDiffRequest
 	(*RolloutDiffResponse)(nil),       // 65: herd.v1.RolloutDiffResponse
 	(*NodeChange)(nil),                // 66: herd.v1.NodeChange
-	nil,                               // 67: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 68: herd.v1.Rollout.CountsEntry
-	nil,                               // 69: herd.v1.RolloutStage.CountsEntry
+	(*FleetFactsRequest)(nil),         // 67: herd.v1.FleetFactsRequest
+	(*FleetFact)(nil),                 // 68: herd.v1.FleetFact
+	(*FleetFactsResponse)(nil),        // 69: herd.v1.FleetFactsResponse
+	(*NodeLifecycleRequest)(nil),      // 70: herd.v1.NodeLifecycleRequest
+	(*NodeLifecycleResponse)(nil),     // 71: herd.v1.NodeLifecycleResponse
+	nil,                               // 72: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 73: herd.v1.Rollout.CountsEntry
+	nil,                               // 74: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -4691,7 +5033,7 @@ var file_herd_proto_depIdxs = []int32{
 	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	67, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	72, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
 	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
 	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
 	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
@@ -4699,8 +5041,8 @@ var file_herd_proto_depIdxs = []int32{
 	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
 	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
 	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	68, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	69, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	73, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	74, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
 	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
 	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
 	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
@@ -4709,61 +5051,67 @@ var file_herd_proto_depIdxs = []int32{
 	56, // 27: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
 	54, // 28: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
 	66, // 29: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
-	5,  // 30: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 31: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 32: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 33: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	10, // 34: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	12, // 35: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	14, // 36: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	22, // 37: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	24, // 38: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	26, // 39: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	29, // 40: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	31, // 41: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	34, // 42: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	41, // 43: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	43, // 44: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	45, // 45: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	47, // 46: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	50, // 47: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	52, // 48: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	37, // 49: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	39, // 50: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	58, // 51: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
-	60, // 52: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
-	62, // 53: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
-	64, // 54: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
-	6,  // 55: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 56: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 57: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 58: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 59: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 60: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 61: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 62: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 63: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 64: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 65: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 66: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	35, // 67: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	42, // 68: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	44, // 69: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	46, // 70: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	48, // 71: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	51, // 72: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	53, // 73: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	38, // 74: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	40, // 75: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	59, // 76: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	61, // 77: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	63, // 78: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	65, // 79: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	55, // [55:80] is the sub-list for method output_type
-	30, // [30:55] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	68, // 30: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
+	21, // 31: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
+	5,  // 32: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 33: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 34: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 35: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 36: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 37: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	14, // 38: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	22, // 39: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	24, // 40: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	26, // 41: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	29, // 42: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	31, // 43: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	34, // 44: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	41, // 45: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	43, // 46: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	45, // 47: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	47, // 48: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	50, // 49: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	52, // 50: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	37, // 51: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	39, // 52: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	58, // 53: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	60, // 54: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	62, // 55: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	64, // 56: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	67, // 57: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
+	70, // 58: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
+	6,  // 59: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 60: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 61: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 62: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 63: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 64: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	15, // 65: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	23, // 66: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	25, // 67: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	27, // 68: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	30, // 69: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	32, // 70: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	35, // 71: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	42, // 72: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	44, // 73: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	46, // 74: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	48, // 75: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	51, // 76: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	53, // 77: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	38, // 78: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	40, // 79: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	59, // 80: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	61, // 81: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	63, // 82: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	65, // 83: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	69, // 84: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	71, // 85: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	59, // [59:86] is the sub-list for method output_type
+	32, // [32:59] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -4777,7 +5125,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   68,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -568,6 +568,8 @@ const (
 	Admin_GetRollout_FullMethodName        = "/herd.v1.Admin/GetRollout"
 	Admin_RolloutAction_FullMethodName     = "/herd.v1.Admin/RolloutAction"
 	Admin_RolloutDiff_FullMethodName       = "/herd.v1.Admin/RolloutDiff"
+	Admin_FleetFacts_FullMethodName        = "/herd.v1.Admin/FleetFacts"
+	Admin_NodeLifecycle_FullMethodName     = "/herd.v1.Admin/NodeLifecycle"
 )
 
 // AdminClient is the client API for Admin service.
@@ -606,6 +608,13 @@ type AdminClient interface {
 	RolloutAction(ctx context.Context, in *RolloutActionRequest, opts ...grpc.CallOption) (*RolloutActionResponse, error)
 	// RolloutDiff returns the catalog changes a rollout makes, per node.
 	RolloutDiff(ctx context.Context, in *RolloutDiffRequest, opts ...grpc.CallOption) (*RolloutDiffResponse, error)
+	// FleetFacts returns one fact of every node that where selects, paged
+	// by node name: `herd facts --all FACT`.
+	FleetFacts(ctx context.Context, in *FleetFactsRequest, opts ...grpc.CallOption) (*FleetFactsResponse, error)
+	// NodeLifecycle deactivates a node (kept in history, out of the fleet
+	// views, rollouts and audits), activates it again, or purges it (its
+	// data deleted, its certificates revoked).
+	NodeLifecycle(ctx context.Context, in *NodeLifecycleRequest, opts ...grpc.CallOption) (*NodeLifecycleResponse, error)
 }
 
 type adminClient struct {
@@ -796,6 +805,26 @@ func (c *adminClient) RolloutDiff(ctx context.Context, in *RolloutDiffRequest, o
 	return out, nil
 }
 
+func (c *adminClient) FleetFacts(ctx context.Context, in *FleetFactsRequest, opts ...grpc.CallOption) (*FleetFactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FleetFactsResponse)
+	err := c.cc.Invoke(ctx, Admin_FleetFacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) NodeLifecycle(ctx context.Context, in *NodeLifecycleRequest, opts ...grpc.CallOption) (*NodeLifecycleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeLifecycleResponse)
+	err := c.cc.Invoke(ctx, Admin_NodeLifecycle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -832,6 +861,13 @@ type AdminServer interface {
 	RolloutAction(context.Context, *RolloutActionRequest) (*RolloutActionResponse, error)
 	// RolloutDiff returns the catalog changes a rollout makes, per node.
 	RolloutDiff(context.Context, *RolloutDiffRequest) (*RolloutDiffResponse, error)
+	// FleetFacts returns one fact of every node that where selects, paged
+	// by node name: `herd facts --all FACT`.
+	FleetFacts(context.Context, *FleetFactsRequest) (*FleetFactsResponse, error)
+	// NodeLifecycle deactivates a node (kept in history, out of the fleet
+	// views, rollouts and audits), activates it again, or purges it (its
+	// data deleted, its certificates revoked).
+	NodeLifecycle(context.Context, *NodeLifecycleRequest) (*NodeLifecycleResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -895,6 +931,12 @@ func (UnimplementedAdminServer) RolloutAction(context.Context, *RolloutActionReq
 }
 func (UnimplementedAdminServer) RolloutDiff(context.Context, *RolloutDiffRequest) (*RolloutDiffResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RolloutDiff not implemented")
+}
+func (UnimplementedAdminServer) FleetFacts(context.Context, *FleetFactsRequest) (*FleetFactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FleetFacts not implemented")
+}
+func (UnimplementedAdminServer) NodeLifecycle(context.Context, *NodeLifecycleRequest) (*NodeLifecycleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NodeLifecycle not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1241,6 +1283,42 @@ func _Admin_RolloutDiff_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_FleetFacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FleetFactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).FleetFacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_FleetFacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).FleetFacts(ctx, req.(*FleetFactsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_NodeLifecycle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeLifecycleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).NodeLifecycle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_NodeLifecycle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).NodeLifecycle(ctx, req.(*NodeLifecycleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1319,6 +1397,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RolloutDiff",
 			Handler:    _Admin_RolloutDiff_Handler,
+		},
+		{
+			MethodName: "FleetFacts",
+			Handler:    _Admin_FleetFacts_Handler,
+		},
+		{
+			MethodName: "NodeLifecycle",
+			Handler:    _Admin_NodeLifecycle_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
