@@ -49,6 +49,11 @@ type Stage struct {
 	// Bake is how long the stage's nodes must stay healthy on the new
 	// version before the next stage starts.
 	Bake time.Duration
+	// Timeout, when above 0, is how long a node the stage released (or
+	// asked to rehearse) may take to report that run: past it the node
+	// counts as failed, and MaxFailed decides whether the rollout halts.
+	// Zero waits as long as it takes.
+	Timeout time.Duration
 	// MaxFailed is how many of the stage's nodes may fail without halting
 	// the rollout: a count, or a share when MaxFailedPercent.
 	MaxFailed        float64
@@ -209,7 +214,7 @@ func (l *loader) loadRollout(r reader) {
 	before := len(l.diags)
 	for i := range r.tables("rollout.stage") {
 		p := fmt.Sprintf("rollout.stage[%d]", i)
-		r.known(p, "name", "nodes", "when", "percent", "bake", "max_failed", "noop", "approve")
+		r.known(p, "name", "nodes", "when", "percent", "bake", "timeout", "max_failed", "noop", "approve")
 		st := Stage{Pos: r.doc.posOf(p), environment: l.site.Settings.Environment}
 		if name, ok := r.str(p + ".name"); ok {
 			switch first, dup := names[name]; {
@@ -255,6 +260,13 @@ func (l *loader) loadRollout(r reader) {
 				r.bad(p+".bake", "bake %q: want a duration of 0 or more, like \"10m\"", d)
 			} else {
 				st.Bake = d
+			}
+		}
+		if d, ok := r.duration(p + ".timeout"); ok {
+			if d <= 0 {
+				r.bad(p+".timeout", "timeout %q: want a duration above 0, like \"30m\" (leave it out to wait as long as it takes)", d)
+			} else {
+				st.Timeout = d
 			}
 		}
 		if v, ok := r.get(p + ".max_failed"); ok {

@@ -33,6 +33,7 @@ name = "canary"
 nodes = ["web-01", "db-0*"]
 when = "facts.os.family == 'debian' && environment == 'staging'"
 bake = "2m"
+timeout = "45m"
 max_failed = 1
 approve = "manual"
 
@@ -53,9 +54,9 @@ name = "rest"
 	}
 	want := []Stage{
 		{Name: "rehearsal", Pos: Pos{"herd.toml", 7, 3}, Noop: true, Percent: 5},
-		{Name: "canary", Pos: Pos{"herd.toml", 12, 3}, Nodes: []string{"web-01", "db-0*"}, When: "facts.os.family == 'debian' && environment == 'staging'", Bake: 2 * time.Minute, MaxFailed: 1, Manual: true},
-		{Name: "half", Pos: Pos{"herd.toml", 20, 3}, Percent: 50, MaxFailed: 10, MaxFailedPercent: true},
-		{Name: "rest", Pos: Pos{"herd.toml", 25, 3}},
+		{Name: "canary", Pos: Pos{"herd.toml", 12, 3}, Nodes: []string{"web-01", "db-0*"}, When: "facts.os.family == 'debian' && environment == 'staging'", Bake: 2 * time.Minute, Timeout: 45 * time.Minute, MaxFailed: 1, Manual: true},
+		{Name: "half", Pos: Pos{"herd.toml", 21, 3}, Percent: 50, MaxFailed: 10, MaxFailedPercent: true},
+		{Name: "rest", Pos: Pos{"herd.toml", 26, 3}},
 	}
 	if diff := cmp.Diff(want, s.Settings.Rollout.Stages, cmpopts.IgnoreUnexported(Stage{})); diff != "" {
 		t.Errorf("Stages (-want +got):\n%s", diff)

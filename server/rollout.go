@@ -113,7 +113,17 @@ type liveRollout struct {
 	// tally counts each stage's members by what advance asks of them.
 	tally []stageTally
 	fleet *policies.Fleet
-	bake  *time.Timer
+	// bake ends the current stage's bake; deadline its timeout.
+	bake, deadline *time.Timer
+}
+
+// stopTimers stops r's timers: it no longer moves.
+func (r *liveRollout) stopTimers() {
+	for _, t := range []*time.Timer{r.bake, r.deadline} {
+		if t != nil {
+			t.Stop()
+		}
+	}
 }
 
 // stageTally counts a stage's members in the states that hold it back,
@@ -186,8 +196,8 @@ func (c *controller) close() {
 func (c *controller) run() {
 	defer close(c.done)
 	defer func() {
-		if c.cur != nil && c.cur.bake != nil {
-			c.cur.bake.Stop()
+		if c.cur != nil {
+			c.cur.stopTimers()
 		}
 		if c.retry != nil {
 			c.retry.Stop()
@@ -455,6 +465,9 @@ func (c *controller) load(ctx context.Context) error {
 			if !st.BakeEnded {
 				c.armBake(r, i)
 			}
+		}
+		if st.State == stageReleasing || st.State == stageRehearsing {
+			c.armDeadline(r, i)
 		}
 	}
 	c.log.Info("resumed a rollout", "rollout", rec.ID, "version", rec.Version, "state", rec.State)

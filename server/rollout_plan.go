@@ -267,7 +267,7 @@ func (v *saver) wait() error {
 func stagesOf(rs catalogs.RolloutSettings) []store.RolloutStage {
 	out := make([]store.RolloutStage, 0, len(rs.Stages)+1)
 	for _, cs := range rs.Stages {
-		out = append(out, store.RolloutStage{Name: cs.Name, Nodes: cs.Nodes, When: cs.When, Percent: cs.Percent, Bake: cs.Bake,
+		out = append(out, store.RolloutStage{Name: cs.Name, Nodes: cs.Nodes, When: cs.When, Percent: cs.Percent, Bake: cs.Bake, Timeout: cs.Timeout,
 			MaxFailed: cs.MaxFailed, MaxFailedPercent: cs.MaxFailedPercent, Noop: cs.Noop, Manual: cs.Manual, State: stagePending})
 	}
 	return out
@@ -540,18 +540,14 @@ func (c *controller) begin(ctx context.Context, p *planned) error {
 		c.pending.effects = c.pending.effects[:effects]
 		c.pending.rollout, c.pending.approvals = false, nil
 		clear(c.pending.nodes)
-		if r.bake != nil {
-			r.bake.Stop()
-		}
+		r.stopTimers()
 		return fmt.Errorf("recording the rollout of %s: %w", p.rec.Version, err)
 	}
 	c.pending.rollout, c.pending.approvals = false, nil
 	clear(c.pending.nodes)
 	c.newest.Store(r.rec.ID)
 	if supersede {
-		if old.bake != nil {
-			old.bake.Stop()
-		}
+		old.stopTimers()
 		old.rec.State, old.rec.SupersededBy = rolloutSuperseded, r.rec.ID
 		// Its pending rehearsals go; this rollout's own (set by advance)
 		// come after, among the effects.

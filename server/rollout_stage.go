@@ -130,6 +130,7 @@ func (c *controller) startStage(r *liveRollout, i int) {
 	st.Started = time.Now()
 	c.markRollout()
 	c.log.Info("rollout stage starts", "rollout", r.rec.ID, "stage", st.Name, "noop", st.Noop)
+	defer c.armDeadline(r, i)
 	if st.Noop {
 		st.State = stageRehearsing
 		for _, name := range r.rehearsers[i] {
@@ -261,6 +262,60 @@ func (c *controller) armBake(r *liveRollout, i int) {
 	r.bake = time.AfterFunc(time.Until(until), func() {
 		c.post(func(c *controller) error { c.bakeEnded(id, i); return nil })
 	})
+}
+
+// armDeadline sets the timer of stage i's timeout, counted from its
+// start (a restarted server arms what is left of it).
+func (c *controller) armDeadline(r *liveRollout, i int) {
+	st := &r.rec.Stages[i]
+	if st.Timeout <= 0 {
+		return
+	}
+	if r.deadline != nil {
+		r.deadline.Stop()
+	}
+	id := r.rec.ID
+	r.deadline = time.AfterFunc(time.Until(st.Started.Add(st.Timeout)), func() {
+		c.post(func(c *controller) error { c.timedOut(id, i); return nil })
+	})
+}
+
+// timedOut fails the nodes of stage i that have not reported their run
+// (or their rehearsal) within the stage's timeout: a node that is down,
+// or whose agent never hears of its release, must not hold the rollout
+// forever. max_failed then decides whether the rollout halts.
+func (c *controller) timedOut(id int64, i int) {
+	r := c.cur
+	if r == nil || r.rec.ID != id || i >= len(r.rec.Stages) || !r.active() {
+		return
+	}
+	st := &r.rec.Stages[i]
+	why := fmt.Sprintf("no report within the stage's timeout of %v", st.Timeout)
+	late := 0
+	switch st.State {
+	case stageReleasing:
+		for _, name := range r.members[i] {
+			if n := r.nodes[name]; n.State == nodeReleased {
+				c.fail(r, n, why)
+				late++
+			}
+		}
+	case stageRehearsing:
+		for _, name := range r.rehearsers[i] {
+			if n := r.nodes[name]; wantsRehearsal(n) {
+				n.Rehearsal, n.Failures = &store.Summary{}, []string{why}
+				c.markNode(n)
+				c.effect(func() { c.s.rehearse.set(name, nil) })
+				late++
+			}
+		}
+	default:
+		return
+	}
+	if late > 0 {
+		c.log.Warn("rollout stage timed out", "rollout", id, "stage", st.Name, "late", late, "timeout", st.Timeout)
+	}
+	c.advance(r)
 }
 
 // bakeEnded asks stage i's nodes for one more run: the stage is done when
@@ -428,9 +483,7 @@ func (c *controller) action(id int64, action string) (store.Rollout, error) {
 
 // abort gives every node this rollout released its previous catalog back.
 func (c *controller) abort(r *liveRollout) {
-	if r.bake != nil {
-		r.bake.Stop()
-	}
+	r.stopTimers()
 	reverted := 0
 	for _, n := range r.nodes {
 		switch n.State {

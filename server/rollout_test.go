@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -678,4 +679,59 @@ func TestRolloutJudgesTheChange(t *testing.T) {
 	warned("after a restart", "file:/etc/fixed", "file:/etc/motd")
 	h.commit(site("and once more", judged+"# a new comment is a new policy\n"))
 	warned("then a change", "file:/etc/motd")
+}
+
+// TestRolloutStageTimeout: a released node that never reports fails when
+// its stage's timeout passes, with a reason saying so; max_failed then
+// decides whether the rollout halts or the next stage starts.
+func TestRolloutStageTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, maxFailed string
+		wantState       string
+		wantMoved       []string
+	}{
+		{"halts", "0", rolloutHalted, nil},
+		// The canary stage is done; the last stage released n-2.
+		{"tolerated", "1", rolloutRunning, []string{"n-2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			stages := "[[rollout.stage]]\nname = \"canary\"\nnodes = [\"n-0\", \"n-1\"]\ntimeout = \"300ms\"\nmax_failed = " + tc.maxFailed + "\n"
+			h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1", "n-2")
+			h.commit(rolloutSite(stages, "late"))
+			if got := h.moved(h.etags()); !cmp.Equal(got, []string{"n-0", "n-1"}) {
+				t.Fatalf("released %v, want the canaries", got)
+			}
+			// n-1 reports; n-0 never does.
+			h.report("n-1", h.nodes["n-1"].etag, false, nil)
+			before := h.etags()
+			var r *herdv1.Rollout
+			var nodes map[string]*herdv1.RolloutNode
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if r, nodes = h.get(); nodes["n-0"].State == nodeFailed {
+					break
+				}
+			}
+			if r.State != tc.wantState {
+				t.Fatalf("rollout %s (%s), want %s once the timeout passed", r.State, r.Reason, tc.wantState)
+			}
+			if tc.wantState == rolloutRunning && stageStates(r)["canary"] != stageDone {
+				t.Errorf("stages %v, want the canary stage done", stageStates(r))
+			}
+			n0 := nodes["n-0"]
+			if n0.State != nodeFailed || len(n0.Failures) != 1 || !strings.Contains(n0.Failures[0], "no report within the stage's timeout of 300ms") {
+				t.Errorf("n-0 = %s %v, want failed for its silence", n0.State, n0.Failures)
+			}
+			if nodes["n-1"].State != nodeHealthy {
+				t.Errorf("n-1 = %s, want healthy", nodes["n-1"].State)
+			}
+			if tc.wantState == rolloutHalted && !strings.Contains(r.Reason, "n-0 (no report within") {
+				t.Errorf("reason %q does not name n-0 and why", r.Reason)
+			}
+			if got := h.moved(before); !cmp.Equal(got, tc.wantMoved) {
+				t.Errorf("released after the timeout: %v, want %v", got, tc.wantMoved)
+			}
+		})
+	}
 }

@@ -38,6 +38,7 @@ type RolloutStage struct {
 	When             string        `json:"when,omitempty"`
 	Percent          float64       `json:"percent,omitempty"`
 	Bake             time.Duration `json:"bake,omitempty"`
+	Timeout          time.Duration `json:"timeout,omitempty"`
 	MaxFailed        float64       `json:"max_failed,omitempty"`
 	MaxFailedPercent bool          `json:"max_failed_percent,omitempty"`
 	Noop             bool          `json:"noop,omitempty"`
