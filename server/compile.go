@@ -162,6 +162,16 @@ func (s *Server) warm(ctx context.Context) error {
 		}
 		s.compiles.catalogs[node] = nc
 	}
+	// A node whose newest compile failed still fails until it compiles
+	// again: a restart that resumes a rollout compiles nothing, and must
+	// not make the error disappear from herd nodes and herd status.
+	cerrs, err := s.st.CompileErrors(ctx)
+	if err != nil {
+		return fmt.Errorf("starting the server: %w", err)
+	}
+	for node, msg := range cerrs {
+		s.compiles.errors[node] = msg
+	}
 	digests, err := s.st.FactsDigests(ctx)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)

@@ -213,8 +213,18 @@ func TestRolloutResumesAfterRestart(t *testing.T) {
 	t.Parallel()
 	h := newRolloutHarness(t, rolloutSite(canaryHalfRest, "hello"), sixNodes...)
 	before := h.etags()
-	h.commit(rolloutSite(canaryHalfRest, "again"))
+	next := rolloutSite(canaryHalfRest, "again")
+	// n-5's catalog does not compile at the new version: its mode is no
+	// mode.
+	next["herd.toml"] = "hierarchy = [\"nodes/{node}\", \"common\"]\n" + canaryHalfRest
+	next["roles/r.toml"] += "\n[[file]]\npath = \"/etc/x\"\ncontent = \"x\"\nmode = \"{{ .params.mode }}\"\n"
+	next["data/common.toml"] += "mode = \"0644\"\n"
+	next["data/nodes/n-5.toml"] = "mode = \"0999\"\n"
+	h.commit(next)
 	h.moved(before)
+	if st, err := h.admin.SiteStatus(context.Background(), &herdv1.SiteStatusRequest{}); err != nil || st.GetCompileErrors()["n-5"] == "" {
+		t.Fatalf("before restart: compile errors %v (%v), want n-5's", st.GetCompileErrors(), err)
+	}
 	r1, _ := h.get()
 	h.restart()
 	r2, nodes := h.get()
@@ -224,6 +234,11 @@ func TestRolloutResumesAfterRestart(t *testing.T) {
 	}
 	if got := h.moved(h.etags()); len(got) != 0 {
 		t.Fatalf("after restart moved %v, want nothing", got)
+	}
+	// n-5's compile error survives the restart.
+	st, err := h.admin.SiteStatus(context.Background(), &herdv1.SiteStatusRequest{})
+	if err != nil || !strings.Contains(st.GetCompileErrors()["n-5"], "0999") {
+		t.Errorf("after restart: compile errors %v (%v), want n-5's", st.GetCompileErrors(), err)
 	}
 	h.report("n-0", h.nodes["n-0"].etag, false, nil)
 	r3, _ := h.get()

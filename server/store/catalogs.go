@@ -84,6 +84,28 @@ func (s *Store) SetCompileError(ctx context.Context, node, version, msg string) 
 	return nil
 }
 
+// CompileErrors returns every node's recorded compile error (by node
+// name), for a restarted server to show them until its next compile.
+func (s *Store) CompileErrors(ctx context.Context) (map[string]string, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT name, compile_error FROM nodes WHERE compile_error != ''`)
+	if err != nil {
+		return nil, fmt.Errorf("listing compile errors: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var node, msg string
+		if err := rows.Scan(&node, &msg); err != nil {
+			return nil, fmt.Errorf("listing compile errors: %w", err)
+		}
+		out[node] = msg
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing compile errors: %w", err)
+	}
+	return out, nil
+}
+
 const catalogColumns = `c.etag, c.version, c.catalog, c.signature, c.saved`
 
 func scanCatalog(sc interface{ Scan(...any) error }, extra ...any) (CatalogRecord, error) {
