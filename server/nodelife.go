@@ -146,6 +146,7 @@ func (s *Server) purgeNode(ctx context.Context, node, why string) error {
 	delete(s.facts.m, node)
 	s.facts.mu.Unlock()
 	unlock()
+	s.compiles.nodeMu.Delete(node)
 	s.rehearse.set(node, nil)
 	s.limits.Delete(node)
 	s.inactive.drop(node)

@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -297,4 +300,56 @@ func TestCheckNodeTTLs(t *testing.T) {
 	if err == nil {
 		t.Error("New with node_purge_ttl and no node_ttl = nil, want an error")
 	}
+}
+
+// FuzzNodeLifecycle feeds NodeLifecycle, a network entry point, any node
+// name and action: it answers OK, InvalidArgument or NotFound, never
+// panics, and touches no node but the one named.
+func FuzzNodeLifecycle(f *testing.F) {
+	for _, seed := range [][2]string{{"n-0", "deactivate"}, {"n-0", "activate"}, {"n-0", "purge"}, {"n-1", "purge"},
+		{"", "purge"}, {"../n-0", "deactivate"}, {"n-0\x00", "purge"}, {"N-0", "purge"}, {"n-0", "Purge"}} {
+		f.Add(seed[0], seed[1])
+	}
+	site := f.TempDir()
+	for name, body := range rolloutSite("", "hello") {
+		p := filepath.Join(site, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			f.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	s, err := New(context.Background(), Options{Site: site, Dir: f.TempDir(), HTTPListen: "off"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	a := &adminService{s: s}
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, node, action string) {
+		if !utf8.ValidString(node) || !utf8.ValidString(action) {
+			return // protobuf refuses invalid UTF-8 in strings on the wire
+		}
+		for _, n := range []string{"n-0", "bystander"} {
+			if err := s.st.Checkin(ctx, n, time.Now(), "v", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := a.NodeLifecycle(ctx, &herdv1.NodeLifecycleRequest{Node: node, Action: action})
+		switch status.Code(err) {
+		case codes.OK, codes.InvalidArgument, codes.NotFound:
+		default:
+			t.Fatalf("NodeLifecycle(%q, %q) = %v", node, action, err)
+		}
+		if err == nil && action != "deactivate" && action != "activate" && action != "purge" {
+			t.Fatalf("NodeLifecycle(%q, %q) accepted an unknown action", node, action)
+		}
+		if node == "bystander" {
+			return
+		}
+		if n, ok, err := s.st.Node(ctx, "bystander"); err != nil || !ok || !n.Deactivated.IsZero() {
+			t.Fatalf("NodeLifecycle(%q, %q) touched another node: %+v, %v, %v", node, action, n, ok, err)
+		}
+	})
 }
