@@ -225,6 +225,53 @@ nodes = ["n-0", "n-1"]
 	}
 }
 
+// TestRehearsalGoesOnWithoutALeavingNode: a rehearsal stage does not
+// wait for the noop run of a node deactivated before it rehearsed; the
+// next stage releases the rest, and the node, back, rejoins it.
+func TestRehearsalGoesOnWithoutALeavingNode(t *testing.T) {
+	t.Parallel()
+	const stages = `
+[[rollout.stage]]
+name = "rehearsal"
+nodes = ["n-0", "n-1"]
+noop = true
+
+[[rollout.stage]]
+name = "canary"
+nodes = ["n-0", "n-1"]
+`
+	h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1", "n-2")
+	h.commit(rolloutSite(stages, "rehearsed"))
+	resp := h.checkin("n-0")
+	if resp.Rehearsal == nil {
+		t.Fatal("n-0 got no rehearsal")
+	}
+	h.report("n-0", resp.Rehearsal.Etag, true, nil)
+	if r, _ := h.get(); stageStates(r)["rehearsal"] != stageRehearsing {
+		t.Fatalf("with n-1 not rehearsed, stages = %v, want rehearsal rehearsing", stageStates(r))
+	}
+	if _, err := h.lifecycle("n-1", "deactivate"); err != nil {
+		t.Fatal(err)
+	}
+	if h.s.rehearse.get("n-1") != nil {
+		t.Error("the deactivated n-1 still has a rehearsal waiting")
+	}
+	r, nodes := h.get()
+	if s := stageStates(r); s["rehearsal"] != stageDone || s["canary"] != stageReleasing {
+		t.Fatalf("after n-1 left, stages = %v, want rehearsal done and canary releasing", s)
+	}
+	if nodes["n-1"].State != nodeInactive {
+		t.Errorf("n-1 in the rollout = %s, want %s", nodes["n-1"].State, nodeInactive)
+	}
+	// n-1 comes back while canary releases: it is released with it.
+	if resp := h.checkin("n-1"); resp.Status != herdv1.CheckinResponse_NEW_CATALOG {
+		t.Fatalf("n-1's check-in once back = %v, want NEW_CATALOG (released with canary)", resp.Status)
+	}
+	if _, nodes := h.get(); nodes["n-1"].State != nodeReleased {
+		t.Errorf("n-1 once back = %s, want %s", nodes["n-1"].State, nodeReleased)
+	}
+}
+
 // TestNodeTTLSweep: with the clock handed to sweep, nodes idle for
 // node_ttl are deactivated and, node_purge_ttl later, purged and revoked.
 func TestNodeTTLSweep(t *testing.T) {
