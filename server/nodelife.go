@@ -178,9 +178,12 @@ func (s *Server) sweepNodes(ctx context.Context) {
 }
 
 // sweep deactivates the nodes idle for node_ttl at now, and purges those
-// deactivated for node_purge_ttl.
+// deactivated for node_purge_ttl. It does nothing until the server has
+// served for node_ttl: after a server outage longer than that, every
+// node would otherwise look idle (or long deactivated) at once, though
+// none could check in.
 func (s *Server) sweep(ctx context.Context, now time.Time) {
-	if s.opts.NodeTTL <= 0 {
+	if s.opts.NodeTTL <= 0 || s.started.IsZero() || now.Sub(s.started) < s.opts.NodeTTL {
 		return
 	}
 	idle, err := s.st.Idle(ctx, now.Add(-s.opts.NodeTTL))

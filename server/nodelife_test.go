@@ -280,10 +280,18 @@ func TestNodeTTLSweep(t *testing.T) {
 		rolloutSite("", "hello"), "n-0", "n-1")
 	ctx := context.Background()
 	now := time.Now()
+	// Silent for three hours, as during a server outage: not deactivated
+	// before the server has served for node_ttl.
+	if err := h.s.st.Checkin(ctx, "old", now.Add(-3*time.Hour), "v", now); err != nil {
+		t.Fatal(err)
+	}
 
 	h.s.sweep(ctx, now.Add(30*time.Minute))
-	if got, want := h.listed(true), map[string]bool{"n-0": false, "n-1": false}; !cmp.Equal(got, want) {
-		t.Fatalf("before node_ttl, ListNodes = %v, want %v", got, want)
+	if got, want := h.listed(true), map[string]bool{"n-0": false, "n-1": false, "old": false}; !cmp.Equal(got, want) {
+		t.Fatalf("before the server served for node_ttl, ListNodes = %v, want %v", got, want)
+	}
+	if _, err := h.lifecycle("old", "purge"); err != nil {
+		t.Fatal(err)
 	}
 	h.s.sweep(ctx, now.Add(90*time.Minute))
 	if got, want := h.listed(true), map[string]bool{"n-0": true, "n-1": true}; !cmp.Equal(got, want) {

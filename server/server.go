@@ -227,6 +227,9 @@ type Server struct {
 	compiles compileState
 	facts    factsCache
 	inactive inactiveNodes // deactivated nodes (nodelife.go)
+	// started is when Start began serving: the node TTLs count only
+	// time the nodes could have reached the server.
+	started  time.Time
 	watch    watchers
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
@@ -466,6 +469,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	watchSite := s.watchSite()
 	g.Go(func() error { return watchSite(ctx) })
+	s.started = time.Now()
 	g.Go(func() error { s.prune(ctx); return nil })
 	g.Go(func() error { s.sweepNodes(ctx); return nil })
 	g.Go(func() error { stls.rotateLoop(ctx); return nil })
