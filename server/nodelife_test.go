@@ -157,6 +157,9 @@ func TestPurgeDeletesAndRevokes(t *testing.T) {
 	if err != nil || len(reps.Reports) != 0 {
 		t.Errorf("ListReports(n-1) after purge = %d reports, %v; want none", len(reps.GetReports()), err)
 	}
+	if _, ok := h.s.facts.get("n-1"); ok {
+		t.Error("the server still holds n-1's facts in memory: the next rollout would plan it")
+	}
 	if _, err := ws.Recv(); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("n-1's Watch stream after purge ended with %v, want Unauthenticated", err)
 	}
