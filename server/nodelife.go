@@ -216,9 +216,9 @@ func (s *Server) sweep(ctx context.Context, now time.Time) {
 	}
 }
 
-// leave takes node out of the rollout: a deactivated node stays in it as
-// inactive (out of its stage's counts), a purged one goes. A stage that
-// waited only for it moves on.
+// leave takes node out of the newest rollout: a deactivated node stays
+// in it as inactive (out of its stage's counts), a purged one goes. A
+// stage that waited only for it moves on.
 func (c *controller) leave(node string, purge bool) {
 	r := c.cur
 	if r == nil {
@@ -240,7 +240,8 @@ func (c *controller) leave(node string, purge bool) {
 			r.rehearsers[n.Rehearse] = slices.DeleteFunc(r.rehearsers[n.Rehearse], func(x string) bool { return x == node })
 		}
 	} else {
-		if n.State == nodeInactive {
+		// A finished rollout's record stays as it ended.
+		if n.State == nodeInactive || !r.active() {
 			return
 		}
 		r.setNode(n, nodeInactive, n.Final)
