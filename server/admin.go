@@ -78,10 +78,15 @@ func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesReque
 		}
 	}
 	for _, n := range nodes {
+		// Filtered after the page is cut, so that the token stays a
+		// name of the store's order; a page may come out short.
+		if !n.Deactivated.IsZero() && !req.Inactive {
+			continue
+		}
 		info := &herdv1.NodeInfo{
 			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
 			LastSummary: wireSummary(n.LastSummary), LastReportUnixMs: unixMs(n.LastReport),
-			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop,
+			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop, DeactivatedUnixMs: unixMs(n.Deactivated),
 		}
 		if st, ok := inRollout[n.Name]; ok {
 			info.RolloutState, info.RolloutId = st, rollout.ID

@@ -37,6 +37,17 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 	}
 	defer release()
 	now := time.Now()
+	// A deactivated node that checks in is back in the fleet. It was
+	// left out of the rollouts planned meanwhile: it is compiled at the
+	// served version below, as a node that joins is.
+	returning := false
+	if s.inactive.has(node) {
+		if err := s.activateNode(ctx, node, "check-in"); err != nil {
+			s.log.Warn("activating a deactivated node that checked in", "node", node, "err", err)
+		} else {
+			returning = true
+		}
+	}
 	resp := &herdv1.CheckinResponse{NextCheckinUnixMs: s.nextCheckin(node, now).UnixMilli()}
 
 	cached, known := s.facts.get(node)
@@ -61,6 +72,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 			// New facts may change the catalog: compile now, on this call,
 			// so that the node gets it in this very answer.
 			s.compileNode(ctx, node)
+			returning = false
 		}
 	case !known || cached.digest != req.FactsDigest:
 		s.metrics.checkins.WithLabelValues("need-facts").Inc()
@@ -68,6 +80,9 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		return resp, nil
 	}
 
+	if returning {
+		s.compileNode(ctx, node)
+	}
 	cur, compileErr := s.compiles.get(node)
 	if cur == nil {
 		cur = s.compileNode(ctx, node)

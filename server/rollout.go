@@ -53,6 +53,9 @@ const (
 	nodeCompileError = "compile-error"
 	nodeUnchanged    = "unchanged"
 	nodeReverted     = "reverted"
+	// nodeInactive is a node deactivated during the rollout: out of its
+	// stage's counts, so that the stage does not wait for it.
+	nodeInactive = "inactive"
 )
 
 // Errors of rollout actions, mapped to gRPC codes at the edge.

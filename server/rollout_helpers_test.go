@@ -39,6 +39,8 @@ type rolloutHarness struct {
 	nodes map[string]*fakeNode
 
 	adminCert *tls.Certificate
+	// set, when not nil, changes the server's options on every start.
+	set func(*Options)
 }
 
 type fakeNode struct {
@@ -52,7 +54,14 @@ type fakeNode struct {
 
 func newRolloutHarness(t *testing.T, files map[string]string, nodes ...string) *rolloutHarness {
 	t.Helper()
-	h := &rolloutHarness{t: t, site: t.TempDir(), dir: t.TempDir(), nodes: map[string]*fakeNode{}}
+	return newHarnessWith(t, nil, files, nodes...)
+}
+
+// newHarnessWith is newRolloutHarness with the server's options changed
+// by set.
+func newHarnessWith(t *testing.T, set func(*Options), files map[string]string, nodes ...string) *rolloutHarness {
+	t.Helper()
+	h := &rolloutHarness{t: t, site: t.TempDir(), dir: t.TempDir(), nodes: map[string]*fakeNode{}, set: set}
 	writeFiles(t, h.site, files)
 	h.start()
 	for _, n := range nodes {
@@ -72,10 +81,14 @@ func newRolloutHarness(t *testing.T, files map[string]string, nodes ...string) *
 // start starts (or restarts) the server on the harness's site and dir.
 func (h *rolloutHarness) start() {
 	h.t.Helper()
-	s, err := New(context.Background(), Options{
+	opts := Options{
 		Site: h.site, Dir: h.dir, Listen: "127.0.0.1:0", HTTPListen: "off", Debounce: time.Hour,
 		Log: slog.New(slog.NewTextHandler(testLog{h.t}, nil)),
-	})
+	}
+	if h.set != nil {
+		h.set(&opts)
+	}
+	s, err := New(context.Background(), opts)
 	if err != nil {
 		h.t.Fatal(err)
 	}

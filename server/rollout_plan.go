@@ -67,7 +67,9 @@ func (s *Server) compileWorkers() int {
 // candidates. previous is the version the fleet is on.
 func (s *Server) planRollout(ctx context.Context, st *siteState, previous string) (*planned, error) {
 	start := time.Now()
-	names := s.facts.nodes()
+	// Deactivated nodes take no part: a check-in brings them back, and
+	// their catalog follows then.
+	names := slices.DeleteFunc(s.facts.nodes(), s.inactive.has)
 	slices.Sort(names)
 	gate := st.gate
 	gating := gate != nil && !gate.Empty()

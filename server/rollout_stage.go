@@ -51,7 +51,7 @@ func (c *controller) advance(r *liveRollout) {
 				if wantsRehearsal(n) {
 					waiting++
 				}
-				if n.Rehearsal != nil && len(n.Failures) > 0 {
+				if n.Rehearsal != nil && len(n.Failures) > 0 && n.State != nodeInactive {
 					failed = append(failed, name)
 				}
 			}
@@ -87,7 +87,7 @@ func (c *controller) advance(r *liveRollout) {
 
 // idle reports whether stage i has nothing to do: a rehearsal with no
 // node to rehearse, or a stage none of whose nodes is to be released or
-// watched (each unchanged, denied or failing to compile).
+// watched (each unchanged, denied, failing to compile or deactivated).
 func (r *liveRollout) idle(i int) bool {
 	if r.rec.Stages[i].Noop {
 		for _, name := range r.rehearsers[i] {
@@ -99,7 +99,7 @@ func (r *liveRollout) idle(i int) bool {
 	}
 	for _, name := range r.members[i] {
 		switch r.nodes[name].State {
-		case nodeUnchanged, nodeDenied, nodeCompileError:
+		case nodeUnchanged, nodeDenied, nodeCompileError, nodeInactive:
 		default:
 			return false
 		}

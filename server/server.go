@@ -119,7 +119,13 @@ type Options struct {
 	// store was lost or truncated, and with it the revocations and the
 	// name history (restore it from a backup instead).
 	AcceptEmptyStore bool
-	Log              *slog.Logger
+	// NodeTTL deactivates a node that has not checked in for this long
+	// (0: never); NodePurgeTTL purges a node deactivated this long ago,
+	// by NodeTTL or an operator, revoking its certificates (0: never).
+	// NodePurgeTTL needs NodeTTL and is at least as long (CheckNodeTTLs).
+	NodeTTL      time.Duration
+	NodePurgeTTL time.Duration
+	Log          *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -220,6 +226,10 @@ type Server struct {
 	judged   sync.Map
 	compiles compileState
 	facts    factsCache
+	inactive inactiveNodes // deactivated nodes (nodelife.go)
+	// started is when Start began serving: the node TTLs count only
+	// time the nodes could have reached the server.
+	started  time.Time
 	watch    watchers
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
@@ -266,6 +276,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Site == "" {
 		return nil, errors.New("starting the server: no site directory")
 	}
+	if err := CheckNodeTTLs(opts.NodeTTL, opts.NodePurgeTTL); err != nil {
+		return nil, fmt.Errorf("starting the server: %w", err)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
@@ -310,6 +323,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	inactive, err := st.Deactivated(ctx, time.Time{})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("starting the server: %w", err)
+	}
+	s.inactive.init(inactive)
 	s.ctl = newController(s)
 	if err := s.ctl.load(ctx); err != nil {
 		st.Close()
@@ -450,7 +469,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	watchSite := s.watchSite()
 	g.Go(func() error { return watchSite(ctx) })
+	s.started = time.Now()
 	g.Go(func() error { s.prune(ctx); return nil })
+	g.Go(func() error { s.sweepNodes(ctx); return nil })
 	g.Go(func() error { stls.rotateLoop(ctx); return nil })
 	g.Go(func() error {
 		<-ctx.Done()

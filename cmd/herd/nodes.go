@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,6 +22,7 @@ func newNodesCmd() *cobra.Command {
 	var (
 		af      nodecmd.AdminFlags
 		jsonOut bool
+		showAll bool
 	)
 	cmd := &cobra.Command{
 		Use:   "nodes",
@@ -33,8 +35,12 @@ rollout's id), its last run, and its compile error at the served version.
 
 A noop run (herd agent --noop, a rehearsal) changes nothing: it shows as
 "noop: would change N", never as changes, and the running version stays
-the one of the last real apply.`,
+the one of the last real apply.
+
+Deactivated nodes (herd node deactivate, node_ttl) are left out; --all lists
+them too, with a DEACTIVATED column saying since when.`,
 		Example: `  herd nodes
+  herd nodes --all
   herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
 		Args: cobra.NoArgs,
 		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
@@ -42,7 +48,7 @@ the one of the last real apply.`,
 			// is never one huge response.
 			all := &herdv1.ListNodesResponse{}
 			for token := ""; ; {
-				resp, err := c.ListNodes(cmd.Context(), &herdv1.ListNodesRequest{PageToken: token})
+				resp, err := c.ListNodes(cmd.Context(), &herdv1.ListNodesRequest{PageToken: token, Inactive: showAll})
 				if err != nil {
 					return err
 				}
@@ -64,6 +70,7 @@ the one of the last real apply.`,
 	}
 	af.Register(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&showAll, "all", false, "list deactivated nodes too")
 	return cmd
 }
 
@@ -127,7 +134,23 @@ func newReportsCmd() *cobra.Command {
 // came from a node or the site and is cleaned.
 func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tCHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tCOMPILE ERROR")
+	// A DEACTIVATED column only when a deactivated node is listed
+	// (herd nodes --all).
+	inactive := slices.ContainsFunc(nodes, func(n *herdv1.NodeInfo) bool { return n.DeactivatedUnixMs != 0 })
+	deactivated := func(n *herdv1.NodeInfo) string {
+		switch {
+		case !inactive:
+			return ""
+		case n.DeactivatedUnixMs == 0:
+			return "-\t"
+		}
+		return ago(n.DeactivatedUnixMs) + "\t"
+	}
+	head := "NODE\t"
+	if inactive {
+		head += "DEACTIVATED\t"
+	}
+	fmt.Fprintln(tw, head+"CHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tCOMPILE ERROR")
 	for _, n := range nodes {
 		approved := "-"
 		if n.CatalogEtag != "" {
@@ -144,7 +167,7 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 				rollout += fmt.Sprintf(" #%d", n.RolloutId)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), ago(n.LastCheckinUnixMs), approved, running, rollout,
+		fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), deactivated(n), ago(n.LastCheckinUnixMs), approved, running, rollout,
 			lastRun(n), nodecmd.Clean(firstLine(n.CompileError)))
 	}
 	return tw.Flush()

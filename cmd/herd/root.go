@@ -24,6 +24,7 @@ converge the host and report what they did.`)
 		newServerCmd(),
 		newCACmd(),
 		newNodesCmd(),
+		newNodeCmd(),
 		newReportsCmd(),
 		newRolloutCmd(),
 		newStatusCmd(),

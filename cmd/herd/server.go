@@ -23,6 +23,8 @@ type serverConfig struct {
 	MaxInFlight     int              `toml:"max_in_flight"`
 	CompileWorkers  int              `toml:"compile_workers"`
 	Retain          nodecmd.Duration `toml:"retain"`
+	NodeTTL         nodecmd.Duration `toml:"node_ttl"`
+	NodePurgeTTL    nodecmd.Duration `toml:"node_purge_ttl"`
 	CACert          string           `toml:"ca_cert"`
 	CAKey           string           `toml:"ca_key"`
 	NodeCertTTL     nodecmd.Duration `toml:"node_cert_ttl"`
@@ -55,6 +57,9 @@ func (c *serverConfig) check() error {
 		if v < 0 {
 			return fmt.Errorf("%s is %d: want 0 (the default) or more", name, v)
 		}
+	}
+	if err := server.CheckNodeTTLs(time.Duration(c.NodeTTL), time.Duration(c.NodePurgeTTL)); err != nil {
+		return err
 	}
 	// An enrollment is a name, a CSR and a token: past 16 MiB the limit
 	// would protect nothing.
@@ -117,6 +122,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				ReceiveTimeout:  time.Duration(cfg.ReceiveTimeout),
 				MaxCallsPerNode: cfg.MaxCallsPerNode, MaxWatchesPerNode: cfg.MaxWatchesPerNode,
 				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
+				NodeTTL: time.Duration(cfg.NodeTTL), NodePurgeTTL: time.Duration(cfg.NodePurgeTTL),
 			})
 			if err != nil {
 				return nodecmd.SiteError(cfg.Site, err)
@@ -153,6 +159,8 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "check-ins and reports handled at once; more wait up to a second, then get RESOURCE_EXHAUSTED with a retry hint")
 	f.IntVar(&cfg.CompileWorkers, "compile-workers", 0, "parallel compiles (default: one per core)")
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
+	f.Var(&cfg.NodeTTL, "node-ttl", "deactivate a node that has not checked in for this long (0: never); a check-in brings it back")
+	f.Var(&cfg.NodePurgeTTL, "node-purge-ttl", "purge a node (its data deleted, its certificates revoked) this long after its deactivation (0: never; needs --node-ttl, at least as long)")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open gRPC connections at most; more are closed at once (default: the fd limit less 512)")

@@ -202,6 +202,11 @@ var migrations = []string{
 		final INTEGER NOT NULL,                  -- a good report came after the stage's bake
 		PRIMARY KEY (rollout, node)
 	) WITHOUT ROWID;`,
+
+	// 6: node lifecycle. deactivated is when the node left the fleet
+	// views and rollouts (by an operator, or by node_ttl), 0 while it is
+	// active; a check-in after it brings the node back.
+	`ALTER TABLE nodes ADD COLUMN deactivated INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

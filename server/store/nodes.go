@@ -46,6 +46,10 @@ type Node struct {
 	LastNoop     bool
 	LastExitCode int
 	LastSummary  Summary
+
+	// Deactivated is when the node was deactivated (see Deactivate);
+	// zero while it is active.
+	Deactivated time.Time
 }
 
 // touch is one check-in waiting in memory to be written.
@@ -145,7 +149,8 @@ func (t *touches) snapshot() map[string]touch {
 func writeTouches(w *wtx, ts []touch) error {
 	for _, x := range ts {
 		_, err := w.exec(`INSERT INTO nodes (name, first_seen, last_checkin, agent_version, next_checkin) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET last_checkin = excluded.last_checkin, agent_version = excluded.agent_version, next_checkin = excluded.next_checkin
+			ON CONFLICT (name) DO UPDATE SET last_checkin = excluded.last_checkin, agent_version = excluded.agent_version, next_checkin = excluded.next_checkin,
+				deactivated = CASE WHEN excluded.last_checkin > nodes.deactivated THEN 0 ELSE nodes.deactivated END
 			WHERE excluded.last_checkin >= nodes.last_checkin`,
 			x.node, ns(x.at), ns(x.at), x.agentVersion, ns(x.next))
 		if err != nil {
@@ -192,23 +197,26 @@ const nodeColumns = `n.name, n.first_seen, n.last_checkin, n.agent_version, n.ne
 	n.catalog_etag, COALESCE(c.version, ''), n.catalog_saved, n.previous_etag,
 	n.compile_error, n.compile_version, COALESCE(f.digest, ''), COALESCE(f.received, 0),
 	n.applied_etag, n.applied_version, n.last_run_id, n.last_received, n.last_started, n.last_noop, n.last_exit_code,
-	n.last_resources, n.last_in_sync, n.last_changed, n.last_failed, n.last_skipped, n.last_unknown, n.last_refreshed
+	n.last_resources, n.last_in_sync, n.last_changed, n.last_failed, n.last_skipped, n.last_unknown, n.last_refreshed,
+	n.deactivated
 	FROM nodes n
 	LEFT JOIN catalogs c ON c.etag = n.catalog_etag
 	LEFT JOIN facts_latest f ON f.node = n.name`
 
 func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
 	var n Node
-	var first, checkin, next, saved, facts, received, started int64
+	var first, checkin, next, saved, facts, received, started, deactivated int64
 	err := sc.Scan(&n.Name, &first, &checkin, &n.AgentVersion, &next,
 		&n.CatalogEtag, &n.CatalogVersion, &saved, &n.PreviousEtag,
 		&n.CompileError, &n.CompileVersion, &n.FactsDigest, &facts,
 		&n.AppliedEtag, &n.AppliedVersion, &n.LastRunID, &received, &started, &n.LastNoop, &n.LastExitCode,
 		&n.LastSummary.Resources, &n.LastSummary.InSync, &n.LastSummary.Changed, &n.LastSummary.Failed,
-		&n.LastSummary.Skipped, &n.LastSummary.Unknown, &n.LastSummary.Refreshed)
+		&n.LastSummary.Skipped, &n.LastSummary.Unknown, &n.LastSummary.Refreshed,
+		&deactivated)
 	n.FirstSeen, n.LastCheckin, n.NextCheckin = fromNS(first), fromNS(checkin), fromNS(next)
 	n.CatalogSaved, n.FactsUpdated = fromNS(saved), fromNS(facts)
 	n.LastReport, n.LastStarted = fromNS(received), fromNS(started)
+	n.Deactivated = fromNS(deactivated)
 	return n, err
 }
 
@@ -218,6 +226,10 @@ func (x touch) apply(n *Node) {
 		return
 	}
 	n.LastCheckin, n.AgentVersion, n.NextCheckin = x.at, x.agentVersion, x.next
+	// As writeTouches does: a check-in after the deactivation ends it.
+	if x.at.After(n.Deactivated) {
+		n.Deactivated = time.Time{}
+	}
 	if n.FirstSeen.IsZero() {
 		n.FirstSeen = x.at
 	}

@@ -270,13 +270,16 @@ func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error
 	if _, err := w.exec(`BEGIN IMMEDIATE`); err != nil {
 		return nil, fmt.Errorf("beginning a write: %w", err)
 	}
-	for i, r := range batch {
-		if err := savepoint(w, r.fn, &errs[i]); err != nil {
+	// The check-ins first: they were taken before the requests ran, so
+	// a request that deletes a node (Purge) must come after them, or
+	// they would bring the node back.
+	if len(touched) > 0 {
+		if err := savepoint(w, func(w *wtx) error { return writeTouches(w, touched) }, &touchErr); err != nil {
 			return nil, err
 		}
 	}
-	if len(touched) > 0 {
-		if err := savepoint(w, func(w *wtx) error { return writeTouches(w, touched) }, &touchErr); err != nil {
+	for i, r := range batch {
+		if err := savepoint(w, r.fn, &errs[i]); err != nil {
 			return nil, err
 		}
 	}
