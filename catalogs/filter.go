@@ -3,8 +3,10 @@ package catalogs
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
@@ -14,8 +16,9 @@ import (
 // per item, such as a node's facts and status on the server. One Filter
 // is compiled once and run over many items.
 type Filter struct {
-	src  string
-	prog *vm.Program
+	src   string
+	prog  *vm.Program
+	names map[string]bool // the identifiers the expression reads
 }
 
 // FilterError is an expression that does not compile: Column (1-based,
@@ -57,8 +60,36 @@ func CompileFilter(src string, env map[string]any) (*Filter, error) {
 		}
 		return nil, fe
 	}
-	return &Filter{src: src, prog: prog}, nil
+	f := &Filter{src: src, prog: prog, names: map[string]bool{}}
+	ast.Find(prog.Node(), func(n ast.Node) bool {
+		if id, ok := n.(*ast.IdentifierNode); ok {
+			f.names[id.Value] = true
+		}
+		return false
+	})
+	return f, nil
 }
+
+// Names lists the top-level names the expression reads, so that a caller
+// may build each item's env with only those; nil when it reads $env,
+// which reaches any name by a string.
+func (f *Filter) Names() []string {
+	if f.names["$env"] {
+		return nil
+	}
+	out := make([]string, 0, len(f.names))
+	for n := range f.names {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Uses says whether the expression reads the top-level name, so that a
+// caller computes a costly value only for the filters that ask for it.
+// $env reaches every name by a string, so a filter that reads it uses
+// them all.
+func (f *Filter) Uses(name string) bool { return f.names[name] || f.names["$env"] }
 
 // String is the expression's source.
 func (f *Filter) String() string { return f.src }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // filterEnv declares the names a test filter may type-check against.
@@ -94,4 +96,49 @@ func FuzzCompileFilter(f *testing.F) {
 		}
 		_, _ = flt.Matcher()(env)
 	})
+}
+
+func TestFilterUses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		src  string
+		want bool
+	}{
+		{`changed > 0 && name == "a"`, true},
+		{`name == "changed"`, false},
+		{`facts.changed == 1`, false},
+		{`[1, 2] | any(# == changed)`, true},
+		{`$env["changed"] > 0`, true},
+	}
+	for _, tt := range tests {
+		f, err := CompileFilter(tt.src, filterEnv)
+		if err != nil {
+			t.Fatalf("CompileFilter(%q) = %v", tt.src, err)
+		}
+		if got := f.Uses("changed"); got != tt.want {
+			t.Errorf("CompileFilter(%q).Uses(changed) = %v, want %v", tt.src, got, tt.want)
+		}
+	}
+}
+
+func TestFilterNames(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		src  string
+		want []string
+	}{
+		{`changed > 0 && os.family == "debian"`, []string{"changed", "os"}},
+		{`facts.os.family == "x" || name == "y"`, []string{"facts", "name"}},
+		{`$env["os"] != nil`, nil},
+		{`true`, []string{}},
+	}
+	for _, tt := range tests {
+		f, err := CompileFilter(tt.src, filterEnv)
+		if err != nil {
+			t.Fatalf("CompileFilter(%q) = %v", tt.src, err)
+		}
+		if diff := cmp.Diff(tt.want, f.Names()); diff != "" {
+			t.Errorf("CompileFilter(%q).Names() (-want +got):\n%s", tt.src, diff)
+		}
+	}
 }
