@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -94,21 +96,20 @@ func runStatus(n store.Node) string {
 // the same name (a node must not pose as failed, or as another node).
 // Only the names the expression reads are filled in (every one when
 // names is nil), so that a query over the fleet builds small maps.
-func (s *Server) whereEnv(names []string, n store.Node, rolloutState string, now time.Time) map[string]any {
-	cf, _ := s.facts.get(n.Name)
+func (s *Server) whereEnv(names []string, n store.Node, f facts.Facts, rolloutState string, now time.Time) map[string]any {
 	if names == nil {
-		env := make(map[string]any, len(cf.facts)+len(whereDecl))
-		for k, v := range cf.facts {
+		env := make(map[string]any, len(f)+len(whereDecl))
+		for k, v := range f {
 			env[k] = v
 		}
 		for k := range whereDecl {
-			env[k], _ = s.whereValue(k, n, cf.facts, rolloutState, now)
+			env[k], _ = s.whereValue(k, n, f, rolloutState, now)
 		}
 		return env
 	}
 	env := make(map[string]any, len(names))
 	for _, k := range names {
-		if v, ok := s.whereValue(k, n, cf.facts, rolloutState, now); ok {
+		if v, ok := s.whereValue(k, n, f, rolloutState, now); ok {
 			env[k] = v
 		}
 	}
@@ -190,6 +191,14 @@ func (s *Server) scanNodes(ctx context.Context, after string, where *catalogs.Fi
 	limit := cmp.Or(s.queryScan, maxWhereScan)
 	match := where.Matcher()
 	names := where.Names()
+	if factsOnly(names) {
+		// A node the server holds no facts for sees an empty env. When
+		// the expression is false there, only nodes with facts can
+		// match, and the facts in memory are all it needs.
+		if ok, _ := match(s.whereEnv(names, store.Node{}, nil, "", time.Time{})); !ok {
+			return s.scanFacts(ctx, after, names, match, size, limit)
+		}
+	}
 	withRollout := where.Uses("rollout_state")
 	now := time.Now()
 	var page nodePage
@@ -211,7 +220,8 @@ func (s *Server) scanNodes(ctx context.Context, after string, where *catalogs.Fi
 			scanned++
 			// A node the expression fails on (a path through a fact it
 			// lacks) is not selected.
-			if ok, _ := match(s.whereEnv(names, n, states[n.Name], now)); ok {
+			cf, _ := s.facts.get(n.Name)
+			if ok, _ := match(s.whereEnv(names, n, cf.facts, states[n.Name], now)); ok {
 				if len(page.nodes) == size {
 					// One match past the page: there is a next page.
 					page.next = page.nodes[size-1].Name
@@ -232,6 +242,83 @@ func (s *Server) scanNodes(ctx context.Context, after string, where *catalogs.Fi
 			return nodePage{}, err
 		}
 	}
+}
+
+// factsOnly says whether an expression that reads names reads facts
+// only: no status name (not even name), no $env.
+func factsOnly(names []string) bool {
+	if names == nil {
+		return false
+	}
+	for _, n := range names {
+		if _, status := whereDecl[n]; status && n != "facts" {
+			return false
+		}
+	}
+	return true
+}
+
+// scanFacts is scanNodes for an expression over facts only: it runs over
+// the facts in memory, in name order, and reads from the store only the
+// rows of the nodes it selects, so that a query over the fleet reads a
+// page's worth of rows, not the fleet's. A node with facts in memory but
+// no row in the store is not listed.
+func (s *Server) scanFacts(ctx context.Context, after string, names []string, match func(map[string]any) (bool, error), size, limit int) (nodePage, error) {
+	type candidate struct {
+		name  string
+		facts facts.Facts
+	}
+	s.facts.mu.RLock()
+	cands := make([]candidate, 0, len(s.facts.m))
+	for name, cf := range s.facts.m {
+		if name > after {
+			cands = append(cands, candidate{name, cf.facts})
+		}
+	}
+	s.facts.mu.RUnlock()
+	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.name, b.name) })
+
+	var page nodePage
+	var picked []string
+	// take reads the picked nodes' rows onto the page; true once it holds
+	// one more than the page, which says there is a next page.
+	take := func() (bool, error) {
+		if len(picked) == 0 {
+			return false, nil
+		}
+		rows, err := s.st.NodesNamed(ctx, picked)
+		picked = picked[:0]
+		if err != nil {
+			return false, err
+		}
+		for _, n := range rows {
+			if len(page.nodes) == size {
+				page.next = page.nodes[size-1].Name
+				return true, nil
+			}
+			page.nodes = append(page.nodes, n)
+		}
+		return false, nil
+	}
+	for i, c := range cands {
+		if ok, _ := match(s.whereEnv(names, store.Node{Name: c.name}, c.facts, "", time.Time{})); ok {
+			picked = append(picked, c.name)
+			if len(page.nodes)+len(picked) > size {
+				if full, err := take(); err != nil || full {
+					return page, err
+				}
+			}
+		}
+		if i+1 >= limit {
+			if full, err := take(); err != nil || full {
+				return page, err
+			}
+			page.next = c.name
+			return page, nil
+		}
+	}
+	_, err := take()
+	return page, err
 }
 
 // rolloutStates says where the newest rollout has each node with a name

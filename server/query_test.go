@@ -174,59 +174,84 @@ func TestFleetFacts(t *testing.T) {
 // TestListNodesWherePaged: with a filter, pages hold at most page_size
 // matches, a call reads a bounded number of nodes (a page may come back
 // short, even empty, with a token), and following the tokens lists every
-// match once, in name order.
+// match once, in name order: over facts in memory (a facts-only
+// expression), and over the store's rows (one that reads status, or one
+// that is true for a node without facts).
 func TestListNodesWherePaged(t *testing.T) {
 	t.Parallel()
 	s, _ := startServer(t)
 	ctx := context.Background()
 	const nodes = 2600
-	var want []string
+	noFacts := func(i int) bool { return i%100 == 99 }
+	debian := func(i int) bool { return !noFacts(i) && (i == 7 || i == 1400 || i >= 1500 && i%3 == 0) }
 	for i := range nodes {
 		name := fmt.Sprintf("n-%05d", i)
 		if err := s.st.Checkin(ctx, name, time.Now(), "v", time.Now()); err != nil {
 			t.Fatal(err)
 		}
+		if noFacts(i) {
+			continue // a node the server holds no facts for
+		}
 		family := "redhat"
 		// Matches come in clusters with long gaps between them: the first
 		// 1,500 nodes hold only two.
-		if i == 7 || i == 1400 || i >= 1500 && i%3 == 0 {
+		if debian(i) {
 			family = "debian"
-			want = append(want, name)
 		}
 		s.facts.put(name, cachedFacts{digest: name, facts: facts.Facts{"os": map[string]any{"family": family}}})
 	}
+	// Facts of a node the store does not know: never listed.
+	s.facts.put("n-01500x", cachedFacts{digest: "x", facts: facts.Facts{"os": map[string]any{"family": "debian"}}})
 	s.queryScan = 500
 	adm := admin(t, s)
 	ac := herdv1.NewAdminClient(dial(t, s, &adm))
-	var got []string
-	short := 0
-	for token := ""; ; {
-		resp, err := ac.ListNodes(ctx, &herdv1.ListNodesRequest{Where: `os.family == "debian"`, PageSize: 100, PageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(resp.Nodes) > 100 {
-			t.Fatalf("a page of 100 holds %d nodes", len(resp.Nodes))
-		}
-		if len(resp.Nodes) < 100 && resp.NextPageToken != "" {
-			short++
-		}
-		for _, n := range resp.Nodes {
-			got = append(got, n.Name)
-		}
-		if token = resp.NextPageToken; token == "" {
-			break
-		}
+	tests := []struct {
+		where string
+		want  func(i int) bool
+	}{
+		{`os.family == "debian"`, debian},
+		{`facts.os.family == "debian"`, debian},
+		{`os.family == "debian" && name != ""`, debian},
+		{`os?.family != "redhat"`, func(i int) bool { return debian(i) || noFacts(i) }},
 	}
-	if !sort.StringsAreSorted(got) {
-		t.Error("filtered pages are not in name order")
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("filtered pages (-want +got):\n%s", diff)
-	}
-	// 1,500 nodes with two matches, read 500 at a time: three short pages.
-	if short < 3 {
-		t.Errorf("%d short pages with a token, want at least 3 (the scan bound of 500 nodes per call)", short)
+	for _, tt := range tests {
+		var want []string
+		for i := range nodes {
+			if tt.want(i) {
+				want = append(want, fmt.Sprintf("n-%05d", i))
+			}
+		}
+		var got []string
+		short := 0
+		for token := ""; ; {
+			resp, err := ac.ListNodes(ctx, &herdv1.ListNodesRequest{Where: tt.where, PageSize: 100, PageToken: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Nodes) > 100 {
+				t.Fatalf("where %q: a page of 100 holds %d nodes", tt.where, len(resp.Nodes))
+			}
+			if len(resp.Nodes) < 100 && resp.NextPageToken != "" {
+				short++
+			}
+			for _, n := range resp.Nodes {
+				got = append(got, n.Name)
+			}
+			if token = resp.NextPageToken; token == "" {
+				break
+			}
+		}
+		if !sort.StringsAreSorted(got) {
+			t.Errorf("where %q: pages are not in name order", tt.where)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("where %q: pages (-want +got):\n%s", tt.where, diff)
+		}
+		// 1,500 nodes with few matches, read 500 at a time: at least two
+		// short pages.
+		if short < 2 {
+			t.Errorf("where %q: %d short pages with a token, want at least 2 (the scan bound of 500 nodes per call)", tt.where, short)
+		}
 	}
 }
 
@@ -244,4 +269,43 @@ func TestWhereDeclMatchesValues(t *testing.T) {
 			t.Errorf("whereValue(%s) = %T, %v; declared %T", name, v, ok, decl)
 		}
 	}
+}
+
+// FuzzListNodesWhere: the where entry point, as ListNodes and FleetFacts
+// run it: any text either compiles or is InvalidArgument, and a compiled
+// one runs over a node's env, in full or by its names, without a panic.
+func FuzzListNodesWhere(f *testing.F) {
+	for _, s := range []string{`os.family == "debian" && memory.total_bytes < 4e9`, `status == "failed" || checkin_age > 3600`,
+		`now() - last_checkin > duration("1h")`, `$env["os"] != nil`, `facts.tags[0] == "a"`, `name matches "^web-[0-9]+$"`,
+		`os.family ==`, `name > 3`, "\x1b[2J", `1..100000000 | all(# > 0)`} {
+		f.Add(s)
+	}
+	s := &Server{}
+	s.facts.init()
+	s.compiles.init()
+	n := store.Node{Name: "web-01", LastCheckin: time.Now(), LastReport: time.Now(), LastSummary: store.Summary{Failed: 1}}
+	fs := facts.Facts{"os": map[string]any{"family": "debian"}, "memory": map[string]any{"total_bytes": 2e9}, "tags": []any{"a"}, "status": "ok"}
+	f.Fuzz(func(t *testing.T, src string) {
+		where, err := compileWhere(src)
+		if err != nil {
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("compileWhere(%q) = %v, want InvalidArgument", src, err)
+			}
+			return
+		}
+		if where == nil {
+			if src != "" {
+				t.Fatalf("compileWhere(%q) = nil filter", src)
+			}
+			return
+		}
+		match := where.Matcher()
+		full, errFull := match(s.whereEnv(nil, n, fs, "", time.Now()))
+		named, errNamed := match(s.whereEnv(where.Names(), n, fs, "", time.Now()))
+		// Only the names the expression reads are in the env: it must
+		// decide the same as over the whole env.
+		if (errFull == nil) != (errNamed == nil) || full != named {
+			t.Errorf("where %q: over the whole env %v, %v; over its names %v, %v", src, full, errFull, named, errNamed)
+		}
+	})
 }
