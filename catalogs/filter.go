@@ -28,6 +28,8 @@ type FilterError struct {
 	Msg    string
 }
 
+// Error says where the expression went wrong: "column 12: unexpected
+// token EOF".
 func (e *FilterError) Error() string {
 	if e.Column > 0 {
 		return fmt.Sprintf("column %d: %s", e.Column, e.Msg)
