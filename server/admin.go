@@ -45,36 +45,24 @@ func pageSize(asked int32, def, most int) int {
 }
 
 func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesRequest) (*herdv1.ListNodesResponse, error) {
-	size := pageSize(req.PageSize, defaultNodesPage, maxNodesPage)
-	// One more than the page: whether it comes says whether there is a
-	// next page. The token is the last name of the page.
-	nodes, err := a.s.st.NodesAfter(ctx, req.PageToken, size+1)
+	where, err := compileWhere(req.Where)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
+		return nil, err
 	}
-	out := &herdv1.ListNodesResponse{}
-	if len(nodes) > size {
-		nodes = nodes[:size]
-		out.NextPageToken = nodes[size-1].Name
+	// The token is the last name of the page (or, for a filtered page,
+	// the last node read).
+	page, err := a.s.scanNodes(ctx, req.PageToken, where, pageSize(req.PageSize, defaultNodesPage, maxNodesPage))
+	if err != nil {
+		return nil, queryStatus(err, "listing nodes")
 	}
+	out := &herdv1.ListNodesResponse{NextPageToken: page.next}
+	nodes := page.nodes
 	// Where the newest rollout has each node of the page.
 	var inRollout map[string]string
 	var rollout store.Rollout
-	if id := a.s.ctl.newest.Load(); id != 0 && len(nodes) > 0 {
-		r, ok, err := a.s.st.Rollout(ctx, id)
-		if err != nil {
+	if len(nodes) > 0 {
+		if inRollout, rollout, err = a.s.rolloutStates(ctx, req.PageToken, nodes[len(nodes)-1].Name); err != nil {
 			return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
-		}
-		if ok {
-			rollout = r
-			rns, err := a.s.st.RolloutNodes(ctx, store.RolloutNodeQuery{Rollout: id, After: req.PageToken, Through: nodes[len(nodes)-1].Name})
-			if err != nil {
-				return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
-			}
-			inRollout = make(map[string]string, len(rns))
-			for _, rn := range rns {
-				inRollout[rn.Node] = rolloutNodeState(r, rn)
-			}
 		}
 	}
 	for _, n := range nodes {

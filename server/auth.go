@@ -38,6 +38,7 @@ var methodRoles = map[string]role{
 
 	herdv1.Admin_ListNodes_FullMethodName:         adminRole,
 	herdv1.Admin_GetFacts_FullMethodName:          adminRole,
+	herdv1.Admin_FleetFacts_FullMethodName:        adminRole,
 	herdv1.Admin_ListReports_FullMethodName:       adminRole,
 	herdv1.Admin_GetCatalog_FullMethodName:        adminRole,
 	herdv1.Admin_SiteStatus_FullMethodName:        adminRole,
@@ -54,7 +55,6 @@ var methodRoles = map[string]role{
 	herdv1.Admin_GetRollout_FullMethodName:        adminRole,
 	herdv1.Admin_RolloutAction_FullMethodName:     adminRole,
 	herdv1.Admin_RolloutDiff_FullMethodName:       adminRole,
-	herdv1.Admin_FleetFacts_FullMethodName:        adminRole,
 	herdv1.Admin_NodeLifecycle_FullMethodName:     adminRole,
 }
 

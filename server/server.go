@@ -233,6 +233,9 @@ type Server struct {
 	watch    watchers
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
+	// queryScan bounds the nodes one filtered query reads (0:
+	// maxWhereScan; tests lower it).
+	queryScan int
 	// clientConns closes connections whose certificate expired or whose
 	// name was revoked (server/tls.go).
 	clientConns clientConns

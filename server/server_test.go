@@ -114,7 +114,7 @@ func enroll(t *testing.T, s *Server, name string) tls.Certificate {
 	return cert
 }
 
-func admin(t *testing.T, s *Server) tls.Certificate {
+func admin(t testing.TB, s *Server) tls.Certificate {
 	t.Helper()
 	certPEM, keyPEM, err := s.ca.IssueAdmin(context.Background(), "ops")
 	if err != nil {

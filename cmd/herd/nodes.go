@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -23,6 +22,7 @@ func newNodesCmd() *cobra.Command {
 		af      nodecmd.AdminFlags
 		jsonOut bool
 		showAll bool
+		where   string
 	)
 	cmd := &cobra.Command{
 		Use:   "nodes",
@@ -38,8 +38,23 @@ A noop run (herd agent --noop, a rehearsal) changes nothing: it shows as
 the one of the last real apply.
 
 Deactivated nodes (herd node deactivate, node_ttl) are left out; --all lists
-them too, with a DEACTIVATED column saying since when.`,
+them too, with a DEACTIVATED column saying since when.
+
+--where keeps the nodes for which an expression is true. It is written in
+the language of the site's conditions (expr-lang) and runs on the server
+over each node's facts, at the top level (os.family) and under facts
+(facts.os.family), and its status: name, version (approved),
+applied_version, agent_version, status (unreported, failed, changed,
+pending, unchanged), rollout_state, compile_error, changed and failed (the
+last run's counts), noop, last_checkin and last_report (times; compare with
+now() - duration("1h")), and checkin_age (seconds since the last check-in).
+A status name wins over a fact of the same name, which stays under facts.
+A node the expression fails on (a path through a fact it lacks) is not
+listed: write os?.family to read a missing fact as nil. See
+docs/operations.md.`,
 		Example: `  herd nodes
+  herd nodes --where 'os.family == "debian" && memory.total_bytes < 4e9'
+  herd nodes --where 'status == "failed" || checkin_age > 3600'
   herd nodes --all
   herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
 		Args: cobra.NoArgs,
@@ -48,7 +63,9 @@ them too, with a DEACTIVATED column saying since when.`,
 			// is never one huge response.
 			all := &herdv1.ListNodesResponse{}
 			for token := ""; ; {
-				resp, err := c.ListNodes(cmd.Context(), &herdv1.ListNodesRequest{PageToken: token, Inactive: showAll})
+				// A filtered page may come back short, even empty, with a
+				// token: the server bounds the nodes one call reads.
+				resp, err := c.ListNodes(cmd.Context(), &herdv1.ListNodesRequest{PageToken: token, Where: where, Inactive: showAll})
 				if err != nil {
 					return err
 				}
@@ -71,62 +88,7 @@ them too, with a DEACTIVATED column saying since when.`,
 	af.Register(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
 	cmd.Flags().BoolVar(&showAll, "all", false, "list deactivated nodes too")
-	return cmd
-}
-
-func newReportsCmd() *cobra.Command {
-	var (
-		af      nodecmd.AdminFlags
-		jsonOut bool
-		limit   int
-	)
-	cmd := &cobra.Command{
-		Use:     "reports [NODE]",
-		Short:   "Show recent run reports, for a node or the fleet",
-		Example: "  herd reports web-01\n  herd reports --limit 200 --json",
-		Args:    cobra.MaximumNArgs(1),
-		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error {
-			node := ""
-			if len(args) == 1 {
-				node = args[0]
-			}
-			// Page by page until --limit: the server caps each page (in
-			// reports and in bytes), and text output is written as pages
-			// come, so that neither side holds the fleet's history.
-			all := &herdv1.ListReportsResponse{}
-			out := cmd.OutOrStdout()
-			got := 0
-			for token := ""; limit <= 0 || got < limit; {
-				size := int32(0)
-				if limit > 0 {
-					size = int32(min(limit-got, math.MaxInt32))
-				}
-				resp, err := c.ListReports(cmd.Context(), &herdv1.ListReportsRequest{Node: node, PageSize: size, PageToken: token})
-				if err != nil {
-					return err
-				}
-				if limit > 0 && got+len(resp.Reports) > limit {
-					resp.Reports = resp.Reports[:limit-got]
-				}
-				got += len(resp.Reports)
-				if jsonOut {
-					all.Reports = append(all.Reports, resp.Reports...)
-				} else {
-					printReports(out, resp.Reports)
-				}
-				if token = resp.NextPageToken; token == "" {
-					break
-				}
-			}
-			if jsonOut {
-				return printProto(cmd, all)
-			}
-			return nil
-		}),
-	}
-	af.Register(cmd)
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
-	cmd.Flags().IntVar(&limit, "limit", 20, "how many reports (0: all of them, page by page)")
+	cmd.Flags().StringVar(&where, "where", "", "list only the nodes for which `EXPR` is true (facts and status; see --help)")
 	return cmd
 }
 
@@ -196,25 +158,6 @@ func shortSiteVersion(v string) string {
 		return v[:12]
 	}
 	return v
-}
-
-// printReports writes reports for people. Every string in them came from
-// a node and is cleaned.
-func printReports(out io.Writer, reports []*herdv1.StoredReport) {
-	for _, sr := range reports {
-		r, s := sr.Report, sr.Report.GetSummary()
-		mode := ""
-		if r.GetNoop() {
-			mode = " (noop)"
-		}
-		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped in %s\n",
-			time.UnixMilli(sr.ReceivedUnixMs).Local().Format(time.DateTime), nodecmd.Clean(sr.Node), mode, nodecmd.Clean(r.GetRunId()), nodecmd.Clean(nodecmd.ShortVersion(r.GetVersion())),
-			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
-		for _, e := range r.GetEvents() {
-			detail := e.Error + e.Cause
-			fmt.Fprintf(out, "    %-8s %s %s\n", nodecmd.Clean(e.Status), nodecmd.Clean(e.Id), nodecmd.Clean(firstLine(detail)))
-		}
-	}
 }
 
 // short is s cut to n bytes.

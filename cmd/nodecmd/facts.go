@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,8 @@ func newFactsCmd() *cobra.Command {
 	var (
 		af       AdminFlags
 		node     string
+		all      bool
+		where    string
 		jsonOut  bool
 		root     string
 		factsDir string
@@ -39,14 +42,29 @@ and printed; a single NAME that is a value prints just the value.
 
 A collector that fails is a warning on stderr; the other facts still print.
 
+With --node, the facts NODE last reported to the server. With --all, one
+fact of every node the server knows (or of those --where selects, an
+expression as for herd nodes --where): a table of node and value, or
+--json; a node without the fact shows as (missing).
+
 Exit status: 0 facts printed (possibly with warnings); 1 a NAME does not
 exist, or no fact could be collected; 64 bad usage.`,
 		Example: `  herd facts                          # every fact, one "name = value" per line
   herd facts os.family                # debian
   herd facts --json os networking     # selected facts as JSON
   herd facts --root /srv/rehearsal    # describe a sandbox host from its files
-  herd facts --node web-01 os.family  # what web-01 last reported to the server`,
+  herd facts --node web-01 os.family  # what web-01 last reported to the server
+  herd facts --all os.release.major --where 'os.family == "debian"'`,
 		RunE: func(cmd *cobra.Command, names []string) error {
+			if all {
+				if len(names) != 1 || node != "" {
+					return &CodedError{Code: ExitUsage, Err: errors.New("--all takes one fact NAME, and no --node")}
+				}
+				return fleetFacts(cmd, &af, names[0], where, jsonOut)
+			}
+			if where != "" {
+				return &CodedError{Code: ExitUsage, Err: errors.New("--where selects nodes for --all")}
+			}
 			if node != "" {
 				return serverFacts(cmd, &af, node, names, jsonOut)
 			}
@@ -78,6 +96,8 @@ exist, or no fact could be collected; 64 bad usage.`,
 	fl := cmd.Flags()
 	af.Register(cmd)
 	fl.StringVar(&node, "node", "", "print the facts NODE last reported to the server (Admin service), instead of this host's")
+	fl.BoolVar(&all, "all", false, "print one fact NAME of every node, from the server (Admin service)")
+	fl.StringVar(&where, "where", "", "with --all, only the nodes for which `EXPR` is true (as herd nodes --where)")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON (indented, sorted keys)")
 	fl.StringVar(&root, "root", "/", "describe the host whose root is `DIR` (a sandbox or captured tree)")
 	fl.StringVar(&factsDir, "facts-dir", facts.DefaultExternalDir, "read external facts from `DIR` (under --root)")
@@ -189,5 +209,67 @@ func serverFacts(cmd *cobra.Command, af *AdminFlags, node string, names []string
 			return &CodedError{Code: ExitError, Err: fmt.Errorf("node %s reported no fact named %s", node, strings.Join(missing, ", "))}
 		}
 		return nil
+	})(cmd, nil)
+}
+
+// fleetFacts prints one fact of every node the server knows that where
+// selects, page by page as the server gives them.
+func fleetFacts(cmd *cobra.Command, af *AdminFlags, name, where string, jsonOut bool) error {
+	return WithAdmin(af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+		type row struct {
+			Node    string          `json:"node"`
+			Value   json.RawMessage `json:"value,omitempty"`
+			Missing bool            `json:"missing,omitempty"`
+		}
+		var rows []row
+		for token := ""; ; {
+			// A filtered page may come back short, even empty, with a
+			// token: the server bounds the nodes one call reads.
+			resp, err := c.FleetFacts(cmd.Context(), &herdv1.FleetFactsRequest{Fact: name, Where: where, PageToken: token})
+			if err != nil {
+				return err
+			}
+			for _, f := range resp.Facts {
+				r := row{Node: f.Node, Missing: len(f.ValueJson) == 0}
+				if !r.Missing {
+					if !json.Valid(f.ValueJson) {
+						return fmt.Errorf("the server sent %s of %s as invalid JSON", name, Clean(f.Node))
+					}
+					r.Value = f.ValueJson
+				}
+				rows = append(rows, r)
+			}
+			if token = resp.NextPageToken; token == "" {
+				break
+			}
+		}
+		w := bufio.NewWriter(cmd.OutOrStdout())
+		if jsonOut {
+			if rows == nil {
+				rows = []row{}
+			}
+			_ = WriteJSON(w, map[string]any{"fact": name, "nodes": rows}) // write errors surface at Flush
+			return w.Flush()
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "NODE\t%s\n", strings.ToUpper(Clean(name)))
+		for _, r := range rows {
+			v := "(missing)"
+			if !r.Missing {
+				var x any
+				if err := json.Unmarshal(r.Value, &x); err != nil {
+					return fmt.Errorf("decoding %s of %s: %w", name, Clean(r.Node), err)
+				}
+				// A string that reads as the marker is quoted.
+				if v = formatValue(x); v == "(missing)" {
+					v = strconv.Quote(v)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", Clean(r.Node), v)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		return w.Flush()
 	})(cmd, nil)
 }
