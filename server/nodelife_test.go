@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -19,19 +20,44 @@ import (
 // deactivated.
 func (h *rolloutHarness) listed(inactive bool) map[string]bool {
 	h.t.Helper()
-	out := map[string]bool{}
-	for token := ""; ; {
-		resp, err := h.admin.ListNodes(context.Background(), &herdv1.ListNodesRequest{Inactive: inactive, PageToken: token})
-		if err != nil {
-			h.t.Fatalf("ListNodes: %v", err)
-		}
-		for _, n := range resp.Nodes {
-			out[n.Name] = n.DeactivatedUnixMs != 0
-		}
-		if token = resp.NextPageToken; token == "" {
-			return out
+	list := func(where string) map[string]bool {
+		out := map[string]bool{}
+		for token := ""; ; {
+			resp, err := h.admin.ListNodes(context.Background(), &herdv1.ListNodesRequest{Inactive: inactive, PageToken: token, Where: where})
+			if err != nil {
+				h.t.Fatalf("ListNodes: %v", err)
+			}
+			for _, n := range resp.Nodes {
+				out[n.Name] = n.DeactivatedUnixMs != 0
+			}
+			if token = resp.NextPageToken; token == "" {
+				return out
+			}
 		}
 	}
+	out := list("")
+	// A fleet query over facts (the path that reads the facts in memory)
+	// and FleetFacts leave out the same nodes.
+	if where := list(`os.family == "debian"`); !maps.Equal(where, out) {
+		h.t.Errorf("ListNodes(where facts) = %v, ListNodes = %v: want the same nodes", where, out)
+	}
+	ff := map[string]bool{}
+	for token := ""; ; {
+		resp, err := h.admin.FleetFacts(context.Background(), &herdv1.FleetFactsRequest{Fact: "os.family", Inactive: inactive, PageToken: token})
+		if err != nil {
+			h.t.Fatalf("FleetFacts: %v", err)
+		}
+		for _, f := range resp.Facts {
+			ff[f.Node] = out[f.Node]
+		}
+		if token = resp.NextPageToken; token == "" {
+			break
+		}
+	}
+	if !maps.Equal(ff, out) {
+		h.t.Errorf("FleetFacts listed %v, ListNodes %v: want the same nodes", ff, out)
+	}
+	return out
 }
 
 // lifecycle asks the server for action on node.

@@ -360,6 +360,10 @@ func (a *adminService) FleetFacts(ctx context.Context, req *herdv1.FleetFactsReq
 	}
 	out := &herdv1.FleetFactsResponse{NextPageToken: page.next}
 	for _, n := range page.nodes {
+		// As in ListNodes: deactivated nodes only when asked for.
+		if !n.Deactivated.IsZero() && !req.Inactive {
+			continue
+		}
 		ff := &herdv1.FleetFact{Node: n.Name}
 		cf, _ := a.s.facts.get(n.Name)
 		if v, ok := cf.facts.Lookup(req.Fact); ok {
