@@ -60,7 +60,49 @@ const inputSchema = `{
   },
   "additionalProperties": false,
   "definitions": {
-    "catalog": {
+` + catalogDefinitions + `,
+    "changes": {
+      "type": "array",
+      "items": {
+        "type": "object",
+        "properties": {
+          "id": {"type": "string"},
+          "type": {"type": "string"},
+          "name": {"type": "string"},
+          "attrs": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "properties": {"name": {"type": "string"}, "from": {}, "to": {}, "diff": {"type": "string"}},
+              "additionalProperties": false
+            }
+          }
+        },
+        "additionalProperties": false
+      }
+    }
+  }
+}`
+
+// schemas holds inputSchema for the compiler.
+var schemas = schemaSet("gate", inputSchema)
+
+// schemaSet parses a schema of this package into a set of one: the
+// input's.
+func schemaSet(name, schema string) *ast.SchemaSet {
+	var raw any
+	if err := json.Unmarshal([]byte(schema), &raw); err != nil {
+		panic("policies: the " + name + " input schema does not parse: " + err.Error())
+	}
+	ss := ast.NewSchemaSet()
+	ss.Put(ast.SchemaRootRef, raw)
+	return ss
+}
+
+// catalogDefinitions are the JSON schema definitions of a catalog
+// (catalogs.Catalog's canonical encoding) and of a list of its resources,
+// shared by the gate's and the audit's input schemas.
+const catalogDefinitions = `    "catalog": {
       "type": "object",
       "properties": {
         "environment": {"type": "string"},
@@ -93,20 +135,32 @@ const inputSchema = `{
         },
         "additionalProperties": false
       }
-    },
-    "changes": {
+    }`
+
+// auditSchema is the JSON schema of an audit control's input (see
+// AuditInput): as inputSchema does for the gate, it makes a ref to a part
+// of input that does not exist (input.reprot) a compile error with
+// file:line, where it would quietly never fail the control. The catalog
+// and the report are never null: OPA's type checker does not look into
+// a union with null, and would let input.report.summary.faild pass.
+const auditSchema = `{
+  "type": "object",
+  "properties": {
+    "node": {"type": "string"},
+    "facts": {"type": "object", "additionalProperties": true},
+    "catalog": {"$ref": "#/definitions/catalog"},
+    "report": {"$ref": "#/definitions/report"},
+    "drift": {
       "type": "array",
       "items": {
         "type": "object",
         "properties": {
           "id": {"type": "string"},
-          "type": {"type": "string"},
-          "name": {"type": "string"},
           "attrs": {
             "type": "array",
             "items": {
               "type": "object",
-              "properties": {"name": {"type": "string"}, "from": {}, "to": {}, "diff": {"type": "string"}},
+              "properties": {"name": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"}},
               "additionalProperties": false
             }
           }
@@ -114,16 +168,49 @@ const inputSchema = `{
         "additionalProperties": false
       }
     }
+  },
+  "additionalProperties": false,
+  "definitions": {
+` + catalogDefinitions + `,
+    "report": {
+      "type": "object",
+      "properties": {
+        "run_id": {"type": "string"},
+        "version": {"type": "string"},
+        "catalog_digest": {"type": "string"},
+        "started_unix_ms": {"type": "integer"},
+        "summary": {
+          "type": "object",
+          "properties": {
+            "resources": {"type": "integer"},
+            "in_sync": {"type": "integer"},
+            "changed": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "skipped": {"type": "integer"},
+            "unknown": {"type": "integer"},
+            "refreshed": {"type": "integer"}
+          },
+          "additionalProperties": false
+        },
+        "events": {
+          "type": "array",
+          "items": {
+            "type": "object",
+            "properties": {
+              "id": {"type": "string"},
+              "type": {"type": "string"},
+              "status": {"type": "string"},
+              "error": {"type": "string"},
+              "cause": {"type": "string"}
+            },
+            "additionalProperties": false
+          }
+        }
+      },
+      "additionalProperties": false
+    }
   }
 }`
 
-// schemas holds inputSchema for the compiler.
-var schemas = func() *ast.SchemaSet {
-	var raw any
-	if err := json.Unmarshal([]byte(inputSchema), &raw); err != nil {
-		panic("policies: the input schema does not parse: " + err.Error())
-	}
-	ss := ast.NewSchemaSet()
-	ss.Put(ast.SchemaRootRef, raw)
-	return ss
-}()
+// auditSchemas holds auditSchema for the compiler.
+var auditSchemas = schemaSet("audit", auditSchema)
