@@ -35,7 +35,13 @@ type RunReport struct {
 	// StartedUnixMS is when the run started, in Unix milliseconds.
 	StartedUnixMS int64      `json:"started_unix_ms"`
 	Summary       RunSummary `json:"summary"`
-	Events        []RunEvent `json:"events"`
+	// Events are the run's events, any or all of them: controls see
+	// those whose status is not in-sync (input.report.events), since a
+	// resource in sync says nothing the catalog does not, and the
+	// summary counts them. A run's events are mostly in sync; leaving
+	// them out keeps every control that looks for a failure from
+	// scanning the whole catalog again.
+	Events []RunEvent `json:"events"`
 }
 
 // RunSummary counts a run's events by status (herdv1.Summary).
@@ -78,6 +84,9 @@ type DriftAttr struct {
 	To   string `json:"to"`
 }
 
+// inSync is the status of a resource a run found as its catalog says.
+const inSync = "in-sync"
+
 var (
 	keyRunID         = ast.InternedTerm("run_id")
 	keyCatalogDigest = ast.InternedTerm("catalog_digest")
@@ -106,7 +115,7 @@ func (a *Audit) inputValue(in AuditInput) (ast.Value, error) {
 			top["facts"] = ast.NewObject()
 		}
 	}
-	if use("catalog") {
+	if use("catalog") || use("resources") || use("by_type") {
 		c := in.Catalog
 		if c == nil {
 			c = &catalogs.Catalog{Files: []catalogs.FileRef{}, Resources: []catalogs.Resource{}}
@@ -115,7 +124,12 @@ func (a *Audit) inputValue(in AuditInput) (ast.Value, error) {
 		if err != nil {
 			return nil, fmt.Errorf("input.catalog: %w", err)
 		}
-		top["catalog"] = v
+		if use("catalog") {
+			top["catalog"] = v
+		}
+		if use("resources") || use("by_type") {
+			top["resources"], top["by_type"] = indexResources(v)
+		}
 	}
 	if use("report") {
 		top["report"] = reportValue(in.Report, a.uses.reads("report", "events"))
@@ -123,7 +137,7 @@ func (a *Audit) inputValue(in AuditInput) (ast.Value, error) {
 	if use("drift") {
 		top["drift"] = driftValue(in.Drift)
 	}
-	for _, k := range []string{"facts", "catalog", "report", "drift"} {
+	for _, k := range []string{"facts", "catalog", "resources", "by_type", "report", "drift"} {
 		if _, ok := top[k]; !ok {
 			top[k] = ast.NullValue
 		}
@@ -150,15 +164,17 @@ func reportValue(r *RunReport, events bool) ast.Value {
 	var evs []*ast.Term
 	if events {
 		cv := newConverter()
-		evs = make([]*ast.Term, len(r.Events))
-		for i, e := range r.Events {
-			evs[i] = cv.term(ast.NewObject(
+		for _, e := range r.Events {
+			if e.Status == inSync {
+				continue
+			}
+			evs = append(evs, cv.term(ast.NewObject(
 				[2]*ast.Term{keyID, cv.str(e.ID)},
 				[2]*ast.Term{keyType, cv.name(e.Type)},
 				[2]*ast.Term{keyStatus, cv.name(e.Status)},
 				[2]*ast.Term{keyError, cv.str(e.Error)},
 				[2]*ast.Term{keyCause, cv.str(e.Cause)},
-			))
+			)))
 		}
 	}
 	return ast.NewObject(
@@ -190,4 +206,48 @@ func driftValue(ds []Drift) ast.Value {
 		))
 	}
 	return ast.NewArray(terms...)
+}
+
+// indexResources makes input.resources (the catalog's resources by id)
+// and input.by_type (its resources by type, in catalog order) of the
+// converted catalog, sharing its terms. A control that looks for one
+// resource then reads it by id instead of scanning the catalog: with
+// 50 controls over 200 resources, the scans were most of a node's
+// audit.
+func indexResources(catalog ast.Value) (byID, byType ast.Value) {
+	obj, _ := catalog.(ast.Object)
+	var rs *ast.Array
+	if obj != nil {
+		if t := obj.Get(keyResources); t != nil {
+			rs, _ = t.Value.(*ast.Array)
+		}
+	}
+	if rs == nil {
+		return ast.NewObject(), ast.NewObject()
+	}
+	ids := make([][2]*ast.Term, 0, rs.Len())
+	types := map[string][]*ast.Term{}
+	var order []string
+	rs.Foreach(func(r *ast.Term) {
+		ro, ok := r.Value.(ast.Object)
+		if !ok {
+			return
+		}
+		if id := ro.Get(keyID); id != nil {
+			ids = append(ids, [2]*ast.Term{id, r})
+		}
+		if t := ro.Get(keyType); t != nil {
+			if s, ok := t.Value.(ast.String); ok {
+				if _, seen := types[string(s)]; !seen {
+					order = append(order, string(s))
+				}
+				types[string(s)] = append(types[string(s)], r)
+			}
+		}
+	})
+	kvs := make([][2]*ast.Term, 0, len(order))
+	for _, typ := range order {
+		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(typ), ast.ArrayTerm(types[typ]...)})
+	}
+	return ast.NewObject(ids...), ast.NewObject(kvs...)
 }

@@ -100,7 +100,8 @@ func schemaSet(name, schema string) *ast.SchemaSet {
 }
 
 // catalogDefinitions are the JSON schema definitions of a catalog
-// (catalogs.Catalog's canonical encoding) and of a list of its resources,
+// (catalogs.Catalog's canonical encoding), of a list of its resources and
+// of one resource,
 // shared by the gate's and the audit's input schemas.
 const catalogDefinitions = `    "catalog": {
       "type": "object",
@@ -120,21 +121,19 @@ const catalogDefinitions = `    "catalog": {
       },
       "additionalProperties": false
     },
-    "resources": {
-      "type": "array",
-      "items": {
-        "type": "object",
-        "properties": {
-          "attrs": {"type": "object", "additionalProperties": true},
-          "id": {"type": "string"},
-          "name": {"type": "string"},
-          "type": {"type": "string"},
-          "source": {"type": "string"},
-          "notify": {"type": "array", "items": {"type": "string"}},
-          "require": {"type": "array", "items": {"type": "string"}}
-        },
-        "additionalProperties": false
-      }
+    "resources": {"type": "array", "items": {"$ref": "#/definitions/resource"}},
+    "resource": {
+      "type": "object",
+      "properties": {
+        "attrs": {"type": "object", "additionalProperties": true},
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "source": {"type": "string"},
+        "notify": {"type": "array", "items": {"type": "string"}},
+        "require": {"type": "array", "items": {"type": "string"}}
+      },
+      "additionalProperties": false
     }`
 
 // auditSchema is the JSON schema of an audit control's input (see
@@ -149,6 +148,8 @@ const auditSchema = `{
     "node": {"type": "string"},
     "facts": {"type": "object", "additionalProperties": true},
     "catalog": {"$ref": "#/definitions/catalog"},
+    "resources": {"type": "object", "additionalProperties": {"$ref": "#/definitions/resource"}},
+    "by_type": {"type": "object", "additionalProperties": {"$ref": "#/definitions/resources"}},
     "report": {"$ref": "#/definitions/report"},
     "drift": {
       "type": "array",

@@ -11,8 +11,7 @@
 package herd.audit.services_non_root
 
 violations contains {"message": sprintf("service %s runs as root: %s", [r.name, why]), "resource": r.id} if {
-	some r in input.catalog.resources
-	r.type == "service"
+	some r in input.by_type.service
 	object.get(r.attrs, "provider", "herd") == "herd"
 	user := object.get(r.attrs, "user", "")
 	user in {"", "root"}

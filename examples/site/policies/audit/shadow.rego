@@ -13,9 +13,7 @@ package herd.audit.shadow_perms
 shadow := "/etc/shadow"
 
 managed contains r if {
-	some r in input.catalog.resources
-	r.type == "file"
-	r.attrs.path == shadow
+	r := input.resources[concat(":", ["file", shadow])]
 	object.get(r.attrs, "ensure", "file") == "file"
 }
 

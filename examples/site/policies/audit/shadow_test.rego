@@ -2,7 +2,16 @@ package herd.audit.shadow_perms_test
 
 import data.herd.audit.shadow_perms
 
-shadow(attrs) := {"catalog": {"resources": [{"id": "file:/etc/shadow", "type": "file", "name": "/etc/shadow", "attrs": object.union({"path": "/etc/shadow"}, attrs)}]}}
+shadow(attrs) := input_of([{"id": "file:/etc/shadow", "type": "file", "name": "/etc/shadow", "attrs": object.union({"path": "/etc/shadow"}, attrs)}])
+
+# input builds the input of a catalog of rs, with the indexes the server
+# adds: input.resources (by id) and input.by_type.
+input_of(rs) := {
+	"catalog": {"resources": rs},
+	"resources": {r.id: r | some r in rs},
+	"by_type": {t: [r | some r in rs; r.type == t] | some t in {r.type | some r in rs}},
+}
+
 
 test_strict_modes_pass if {
 	every mode in ["0640", "640", "0600", "0400", "0000", "0440"] {
@@ -28,6 +37,6 @@ test_unset_mode_and_owner_fail if {
 }
 
 test_unmanaged_or_absent_passes if {
-	count(shadow_perms.violations) == 0 with input as {"catalog": {"resources": []}}
+	count(shadow_perms.violations) == 0 with input as input_of([])
 	count(shadow_perms.violations) == 0 with input as shadow({"ensure": "absent"})
 }

@@ -11,12 +11,11 @@ sshd_config := "/etc/ssh/sshd_config"
 # drop-ins by path, then sshd_config.
 files := array.concat(
 	[r | some p in sort(object.keys(dropins)); r := dropins[p]],
-	[r | some r in input.catalog.resources; r.type == "file"; r.attrs.path == sshd_config; present(r)],
+	[r | r := input.resources[concat(":", ["file", sshd_config])]; present(r)],
 )
 
 dropins[r.attrs.path] := r if {
-	some r in input.catalog.resources
-	r.type == "file"
+	some r in input.by_type.file
 	startswith(r.attrs.path, "/etc/ssh/sshd_config.d/")
 	endswith(r.attrs.path, ".conf")
 	present(r)
@@ -27,15 +26,22 @@ present(r) if object.get(r.attrs, "ensure", "file") == "file"
 # managed is true when the site manages any sshd configuration file.
 managed if count(files) > 0
 
-# settings(keyword) lists, in reading order, each managed file's lines
-# that set keyword (case-insensitive, as sshd reads it) as
-# {"resource", "path", "value", "line"}.
-settings(keyword) := [s |
+# lines are the settings of the managed files, in reading order, each
+# {"resource", "path", "keyword" (lower case, as sshd compares them),
+# "value" (lower case), "line"}: read once per node, whatever the number
+# of controls that look.
+lines := [s |
 	some r in files
 	is_string(r.attrs.content)
-	some line in regex.find_n(sprintf(`(?mi)^[ \t]*%s[ \t]+\S+`, [keyword]), r.attrs.content, -1)
-	s := {"resource": r.id, "path": r.attrs.path, "value": lower(regex.split(`[ \t]+`, trim_space(line))[1]), "line": trim_space(line)}
+	some line in regex.find_n(`(?m)^[ \t]*[A-Za-z]+[ \t]+\S+`, r.attrs.content, -1)
+	words := regex.split(`[ \t]+`, trim_space(line))
+	s := {"resource": r.id, "path": r.attrs.path, "keyword": lower(words[0]), "value": lower(words[1]), "line": trim_space(line)}
 ]
+
+# settings(keyword) lists the lines that set keyword, in reading order.
+settings(keyword) := [s | some s in lines; s.keyword == lower(keyword)]
+
+set(keyword) if some s in settings(keyword)
 
 # unreadable lists the managed files shipped by digest (source): their
 # content is not in the catalog, so a control cannot read it.
@@ -54,7 +60,7 @@ violations_of(keyword, want) := {v |
 	v := {"message": sprintf("%s sets %q: want %s %s", [s.path, s.line, keyword, want]), "resource": s.resource}
 } | {v |
 	managed
-	count(settings(keyword)) == 0
+	not set(keyword)
 	count(unreadable) == 0
 	paths := concat(", ", [r.attrs.path | some r in files])
 	v := sprintf("none of the managed sshd files (%s) sets %s: sshd's default applies; add \"%s %s\"", [paths, keyword, keyword, want])

@@ -5,7 +5,16 @@ import data.herd.audit.ssh_root_login
 
 file(path, content) := {"id": concat(":", ["file", path]), "type": "file", "name": path, "attrs": {"path": path, "content": content, "mode": "0600"}}
 
-catalog(resources) := {"catalog": {"resources": resources}}
+catalog(resources) := input_of(resources)
+
+# input builds the input of a catalog of rs, with the indexes the server
+# adds: input.resources (by id) and input.by_type.
+input_of(rs) := {
+	"catalog": {"resources": rs},
+	"resources": {r.id: r | some r in rs},
+	"by_type": {t: [r | some r in rs; r.type == t] | some t in {r.type | some r in rs}},
+}
+
 
 test_hardened_drop_in_passes if {
 	hardened := catalog([file("/etc/ssh/sshd_config.d/50-herd.conf", "PermitRootLogin no\nPasswordAuthentication no\n")])
