@@ -129,6 +129,10 @@ func TestPrepareAuditErrors(t *testing.T) {
 			[]string{"policies/audit/a.rego:10", "undefined ref: input.reprot"}},
 		{"misspelt report field", []string{"policies/audit/a.rego", control("a", ok, "violations contains \"x\" if input.report.summary.faild > 0")},
 			[]string{"policies/audit/a.rego:9", "input.report.summary.faild"}},
+		{"misspelt type", []string{"policies/audit/a.rego", control("a", ok, "violations contains r.id if some r in input.by_type.fiel")},
+			[]string{"policies/audit/a.rego:9", "input.by_type.fiel"}},
+		{"misspelt part of a resource by type", []string{"policies/audit/a.rego", control("a", ok, "violations contains r.id if {\n\tsome r in input.by_type.file\n\tr.atrs.mode == \"0666\"\n}")},
+			[]string{"policies/audit/a.rego:11", "r.atrs.mode"}},
 		{"network built-in", []string{"policies/audit/a.rego", control("a", ok, `violations contains "x" if http.send({"method": "get", "url": "http://x"}).status_code == 200`)},
 			[]string{"policies/audit/a.rego:9", "http.send"}},
 		{"syntax", []string{"policies/audit/a.rego", control("a", ok, "violations contains x if {")},
@@ -237,6 +241,17 @@ violations contains "big" if lib.number > 1`
 			{id: "a_files", state: StateFail, evidence: []Message{{Message: "/etc/motd is world-writable", Resource: "file:/etc/motd"}}},
 			{id: "b_conflict", state: StateError, errHas: "policies/audit/b_conflict.rego:"},
 			{id: "c_runs", state: StateFail, evidence: []Message{{Message: "package:nginx failed in the last run: apt-get: exit status 100"}}},
+		}},
+		{"the indexes and the events not in sync", [][]string{mk("a_index", `violations contains sprintf("%s %s", [r.id, r.attrs.ensure]) if r := input.resources["package:nginx"]
+
+violations contains sprintf("services: %v", [[r.id | some r in input.by_type.service]]) if true
+
+violations contains sprintf("events: %v", [[e.id | some e in input.report.events]]) if true`)}, nil, []want{
+			{id: "a_index", state: StateFail, evidence: []Message{
+				{Message: "events: [\"package:nginx\", \"service:web\"]"},
+				{Message: "package:nginx 1.26"},
+				{Message: "services: [\"service:web\"]"},
+			}},
 		}},
 		{"a wrongly shaped violation", [][]string{mk("a_shape", badShape), mk("b_runs", failedRun)}, nil, []want{
 			{id: "a_shape", state: StateError, errHas: "policies/audit/a_shape.rego:9: violations element 42"},

@@ -2,8 +2,12 @@ package policies
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/herdcm/herd/catalogs"
 )
 
 // inputSchema is the JSON schema of a gate's input. With it OPA's type
@@ -149,7 +153,7 @@ const auditSchema = `{
     "facts": {"type": "object", "additionalProperties": true},
     "catalog": {"$ref": "#/definitions/catalog"},
     "resources": {"type": "object", "additionalProperties": {"$ref": "#/definitions/resource"}},
-    "by_type": {"type": "object", "additionalProperties": {"$ref": "#/definitions/resources"}},
+    "by_type": {"type": "object", "properties": {BY_TYPE}},
     "report": {"$ref": "#/definitions/report"},
     "drift": {
       "type": "array",
@@ -213,5 +217,15 @@ const auditSchema = `{
   }
 }`
 
-// auditSchemas holds auditSchema for the compiler.
-var auditSchemas = schemaSet("audit", auditSchema)
+// auditSchemas holds auditSchema for the compiler, input.by_type with a
+// property per resource type: OPA's type checker reads an object's
+// properties and not its additionalProperties, and so checks
+// input.by_type.fiel and r.atrs in `some r in input.by_type.file`, while
+// input.resources[id] (keyed by id) is checked no deeper than its key.
+var auditSchemas = func() *ast.SchemaSet {
+	var props []string
+	for _, t := range catalogs.TypeNames() {
+		props = append(props, fmt.Sprintf("%q: {\"$ref\": \"#/definitions/resources\"}", t))
+	}
+	return schemaSet("audit", strings.Replace(auditSchema, "{BY_TYPE}", "{"+strings.Join(props, ", ")+"}", 1))
+}()
