@@ -377,17 +377,20 @@ func (a *Audit) findControls(c *ast.Compiler) error {
 // built-in error in such a control's file may belong to its reader too.
 func sharedControls(c *ast.Compiler, byFile map[string]int, pkgOf map[string]int, n int) []bool {
 	shared := make([]bool, n)
+	pkgs := make(map[int]ast.Ref, len(pkgOf))
+	for key, i := range pkgOf {
+		pkgs[i] = ast.MustParseRef(key)
+	}
 	for name, m := range c.Modules {
 		own, isControl := byFile[name]
 		ast.WalkRefs(m, func(ref ast.Ref) bool {
 			if !ref.HasPrefix(auditPackage) {
 				return false
 			}
-			for key, i := range pkgOf {
+			for i, pkg := range pkgs {
 				if isControl && i == own {
 					continue
 				}
-				pkg := ast.MustParseRef(key)
 				// data.herd.audit.x.y reads x; data.herd.audit[k]
 				// (a computed key) may read any.
 				if ref.HasPrefix(pkg) || pkg.HasPrefix(ref.GroundPrefix()) {

@@ -374,3 +374,46 @@ test_wrong if {
 		t.Errorf("RunTests(a test misspelling input.report) = %v, want an error at policies/audit/runs_test.rego:3", err)
 	}
 }
+
+// TestAuditEvaluateConcurrent evaluates one audit from many goroutines,
+// through the one query and the per-control fallback (a helper's
+// built-in error), as the server's workers do: results agree, and -race
+// finds no shared state written without a lock.
+func TestAuditEvaluateConcurrent(t *testing.T) {
+	t.Parallel()
+	a := mustPrepareAudit(t, Options{},
+		"policies/audit/lib.rego", "package herd.audit.lib\n\nnumber := to_number(input.node)\n",
+		"policies/audit/a.rego", control("a", "#   id: A\n#   severity: low", "import data.herd.audit.lib\n\nviolations contains \"big\" if lib.number > 1"),
+		"policies/audit/b.rego", control("b", "#   id: B\n#   severity: low", worldWritable),
+		"policies/audit/c.rego", control("c", "#   id: C\n#   severity: low", failedRun))
+	for _, node := range []string{"web-01", "42"} {
+		in := auditInput()
+		in.Node = node
+		want, err := a.Evaluate(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 8)
+		for range 8 {
+			go func() {
+				for range 20 {
+					got, err := a.Evaluate(context.Background(), in)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if diff := cmp.Diff(want, got); diff != "" {
+						errs <- fmt.Errorf("node %s: concurrent Evaluate (-want +got):\n%s", node, diff)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range 8 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
