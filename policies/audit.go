@@ -128,8 +128,10 @@ type Audit struct {
 	// rules holds each control's violations rules, in the order of
 	// controls, for errors that must name a file:line.
 	rules [][]*ast.Rule
-	// vars are the query's variables, one per control, in that order.
+	// vars are the query's variables, one per control, in that order;
+	// refs the refs of their violations.
 	vars []ast.Var
+	refs []ast.Ref
 	// query evaluates every control at once with built-in errors
 	// collected rather than fatal, so that a control whose built-in
 	// fails is that control's error, not every control's.
@@ -191,9 +193,9 @@ func PrepareAudit(ctx context.Context, files []catalogs.SourceFile, opts Options
 	a.single = make([]aloneQuery, len(a.controls))
 	a.vars = make([]ast.Var, len(a.controls))
 	body := make(ast.Body, len(a.controls))
-	for i, ctl := range a.controls {
+	for i := range a.controls {
 		a.vars[i] = ast.Var(fmt.Sprintf("c%d", i))
-		body[i] = ast.Equality.Expr(ast.VarTerm(string(a.vars[i])), ast.RefTerm(violationsRef(ctl)...))
+		body[i] = ast.Equality.Expr(ast.VarTerm(string(a.vars[i])), ast.RefTerm(a.refs[i]...))
 	}
 	a.query, err = rego.New(
 		rego.Compiler(c),
@@ -205,12 +207,6 @@ func PrepareAudit(ctx context.Context, files []catalogs.SourceFile, opts Options
 		return nil, fmt.Errorf("preparing the audit query: %w", errorWithLocations(err))
 	}
 	return a, nil
-}
-
-// violationsRef is data.<ctl.Package>.violations.
-func violationsRef(ctl Control) ast.Ref {
-	ref := ast.MustParseRef("data." + ctl.Package)
-	return ref.Append(ast.StringTerm(violationsRule))
 }
 
 // splitAudit parts modules into the gate's and the audit's: a module is
@@ -344,6 +340,7 @@ func (a *Audit) findControls(c *ast.Compiler) error {
 		slices.SortFunc(p.rules, func(a, b *ast.Rule) int { return compareLoc(a.Location, b.Location) })
 		a.controls = append(a.controls, ctl)
 		a.rules = append(a.rules, p.rules)
+		a.refs = append(a.refs, p.path.Copy().Append(ast.StringTerm(violationsRule)))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("audit controls: %w", sortedErrors(errs))
@@ -354,43 +351,38 @@ func (a *Audit) findControls(c *ast.Compiler) error {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(i, j int) int { return strings.Compare(a.controls[i].ID, a.controls[j].ID) })
-	controls, rules := make([]Control, len(order)), make([][]*ast.Rule, len(order))
+	controls, rules, refs := make([]Control, len(order)), make([][]*ast.Rule, len(order)), make([]ast.Ref, len(order))
 	for k, i := range order {
-		controls[k], rules[k] = a.controls[i], a.rules[i]
+		controls[k], rules[k], refs[k] = a.controls[i], a.rules[i], a.refs[i]
 	}
-	a.controls, a.rules = controls, rules
+	a.controls, a.rules, a.refs = controls, rules, refs
 	a.byFile = map[string]int{}
-	pkgOf := map[string]int{} // package key → control
-	for i, ctl := range a.controls {
-		key := "data." + ctl.Package
-		pkgOf[key] = i
-		for _, f := range pkgs[key].files {
+	for i, ref := range a.refs {
+		for _, f := range pkgs[ref[:len(ref)-1].String()].files {
 			a.byFile[f] = i
 		}
 	}
-	a.shared = sharedControls(c, a.byFile, pkgOf, len(a.controls))
+	a.shared = sharedControls(c, a.byFile, a.refs)
 	return nil
 }
 
 // sharedControls finds the controls whose package another module reads
 // (a control importing another's rules, or a helper that does): a
 // built-in error in such a control's file may belong to its reader too.
-func sharedControls(c *ast.Compiler, byFile map[string]int, pkgOf map[string]int, n int) []bool {
-	shared := make([]bool, n)
-	pkgs := make(map[int]ast.Ref, len(pkgOf))
-	for key, i := range pkgOf {
-		pkgs[i] = ast.MustParseRef(key)
-	}
+// refs are the controls' violations refs.
+func sharedControls(c *ast.Compiler, byFile map[string]int, refs []ast.Ref) []bool {
+	shared := make([]bool, len(refs))
 	for name, m := range c.Modules {
 		own, isControl := byFile[name]
 		ast.WalkRefs(m, func(ref ast.Ref) bool {
 			if !ref.HasPrefix(auditPackage) {
 				return false
 			}
-			for i, pkg := range pkgs {
+			for i, v := range refs {
 				if isControl && i == own {
 					continue
 				}
+				pkg := v[:len(v)-1]
 				// data.herd.audit.x.y reads x; data.herd.audit[k]
 				// (a computed key) may read any.
 				if ref.HasPrefix(pkg) || pkg.HasPrefix(ref.GroundPrefix()) {
@@ -481,8 +473,17 @@ func (a *Audit) Digest() string {
 
 // Reads reports whether some control may read input.part (node, facts,
 // catalog, report, drift): a caller need not load what no control reads,
-// nor evaluate a node again when only such a part changed.
-func (a *Audit) Reads(part string) bool { return !a.Empty() && a.uses.reads(part, "") }
+// nor evaluate a node again when only such a part changed. The catalog
+// is read when input.resources or input.by_type is.
+func (a *Audit) Reads(part string) bool {
+	if a.Empty() {
+		return false
+	}
+	if part == "catalog" {
+		return a.uses.reads("catalog", "") || a.uses.reads("resources", "") || a.uses.reads("by_type", "")
+	}
+	return a.uses.reads(part, "")
+}
 
 // Evaluate judges one node against every control: one Result per control,
 // in the order of Controls. A control that cannot be evaluated (a
@@ -629,7 +630,7 @@ func (a *Audit) evalUntil(ctx context.Context, deadline time.Time, q rego.Prepar
 func (a *Audit) aloneQuery(ctx context.Context, i int) (rego.PreparedEvalQuery, error) {
 	s := &a.single[i]
 	s.once.Do(func() {
-		body := ast.NewBody(ast.Equality.Expr(ast.VarTerm("v"), ast.RefTerm(violationsRef(a.controls[i])...)))
+		body := ast.NewBody(ast.Equality.Expr(ast.VarTerm("v"), ast.RefTerm(a.refs[i]...)))
 		s.query, s.err = rego.New(
 			rego.Compiler(a.c),
 			rego.ParsedQuery(body),

@@ -82,6 +82,11 @@ func TestPrepareAuditControls(t *testing.T) {
 	if g := mustPrepare(t, Options{}, "policies/audit/runs.rego", control("runs", "#   id: HERD-1\n#   severity: low", failedRun)); !g.Empty() {
 		t.Error("Prepare(only audit controls) is not an empty gate")
 	}
+	// The indexes are of the catalog: a caller must load it for them.
+	byID := mustPrepareAudit(t, Options{}, "policies/audit/a.rego", control("a", "#   id: A\n#   severity: low", `violations contains r.id if r := input.resources["file:/x"]`))
+	if !byID.Reads("catalog") || byID.Reads("report") {
+		t.Errorf("an audit reading input.resources: Reads(catalog) = %v, Reads(report) = %v; want true, false", byID.Reads("catalog"), byID.Reads("report"))
+	}
 	empty := mustPrepareAudit(t, Options{}, "policies/gate.rego", gatePolicy)
 	if !empty.Empty() || empty.Controls() != nil || empty.Digest() != "" {
 		t.Errorf("PrepareAudit(no controls) = %+v, want empty", empty.Controls())
