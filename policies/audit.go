@@ -259,7 +259,6 @@ func (a *Audit) findControls(c *ast.Compiler) error {
 		badRule bool        // a violations rule of the wrong kind
 		others  []string    // names of the other rules, for a misnamed one
 		meta    *ast.Annotations
-		control bool
 	}
 	pkgs := map[string]*pkg{}
 	for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
