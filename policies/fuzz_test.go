@@ -118,3 +118,69 @@ func exampleFiles(tb testing.TB) []catalogs.SourceFile {
 	}
 	return s.PolicyFiles()
 }
+
+// FuzzPrepareAudit feeds arbitrary control source to PrepareAudit: it
+// must return an error or an audit, never panic, and an audit it returns
+// must evaluate a node (each control passing, failing or in error)
+// without panicking either.
+func FuzzPrepareAudit(f *testing.F) {
+	ok := "# METADATA\n# title: t\n# custom:\n#   id: c-1\n#   severity: low\npackage herd.audit.c\n\n"
+	for _, seed := range []string{
+		ok + worldWritable,
+		ok + failedRun,
+		ok + `violations contains {"message": "x", "resource": 1} if true`,
+		ok + `violations contains 42 if true`,
+		ok + `violations contains "x" if to_number(input.node) > 1`,
+		ok + `violations contains "x" if input.reprot.events`,
+		ok + `violation contains "x" if true`,
+		ok + `violations := {"x"}`,
+		ok + `violations contains "x" if {`,
+		ok + `violations contains sprintf("%v", [input]) if true`,
+		ok + "violations contains d.id if {\n\tsome d in input.drift\n\tr := input.resources[d.id]\n\tr.type == \"file\"\n}",
+		"# METADATA\n# title: t\n# custom:\n#   id: [1, 2]\n#   severity: low\npackage herd.audit.c\n\nviolations contains \"x\" if true",
+		"# METADATA\n# title: t\n# custom:\n#   severity: extreme\npackage herd.audit.c\n\nviolations contains \"x\" if true",
+		"# METADATA\n# custom: 7\npackage herd.audit.c\n",
+		"# METADATA\n# title: [unclosed\npackage herd.audit.c\n",
+		"package herd.audit.c\n\nviolations contains \"x\" if true",
+		"package herd.audit.lib\n\nx := 1",
+		"package herd.audit\nok if true",
+		"",
+	} {
+		f.Add(seed)
+	}
+	in := auditInput()
+	f.Fuzz(func(t *testing.T, src string) {
+		a, err := PrepareAudit(context.Background(), []catalogs.SourceFile{
+			{Path: "policies/audit/fuzz.rego", Data: []byte(src)},
+			// A second control, so that a broken fuzzed one is seen
+			// not to spoil it.
+			{Path: "policies/audit/other.rego", Data: []byte("# METADATA\n# title: o\n# custom:\n#   id: other\n#   severity: high\npackage herd.audit.other\n\n" + failedRun)},
+		}, Options{Timeout: 50 * time.Millisecond})
+		if err != nil {
+			if a != nil {
+				t.Fatalf("PrepareAudit returned an audit and an error: %v", err)
+			}
+			return
+		}
+		rs, err := a.Evaluate(context.Background(), in)
+		if err != nil {
+			t.Fatalf("Evaluate: %v", err)
+		}
+		if len(rs) != len(a.Controls()) {
+			t.Fatalf("Evaluate gave %d results for %d controls", len(rs), len(a.Controls()))
+		}
+		for i, r := range rs {
+			if r.Control != a.Controls()[i].ID {
+				t.Errorf("result %d is for %q, want %q", i, r.Control, a.Controls()[i].ID)
+			}
+			switch r.State {
+			case StatePass, StateFail, StateError:
+			default:
+				t.Errorf("result %+v: state %q", r, r.State)
+			}
+			if r.Control == "other" && r.State != StateFail {
+				t.Errorf("the intact control = %+v, want it failing on the failed package", r)
+			}
+		}
+	})
+}

@@ -87,15 +87,18 @@ func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*G
 	if g.timeout < 0 {
 		return nil, fmt.Errorf("preparing policies: timeout %v is negative", opts.Timeout)
 	}
-	modules, err := parseModules(files, false)
+	all, err := parseModules(files, false)
 	if err != nil {
 		return nil, err
 	}
+	// The audit controls (package herd.audit and below) read another
+	// input and are compiled apart, by PrepareAudit.
+	modules, _ := splitAudit(all)
 	if len(modules) == 0 {
 		g.empty = true
 		return g, nil
 	}
-	c, err := compileModules(modules)
+	c, err := compileModules(modules, schemas)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +114,7 @@ func Prepare(ctx context.Context, files []catalogs.SourceFile, opts Options) (*G
 		return g, nil
 	}
 	g.uses = inputKeys(c.Modules)
-	g.digest = policyDigest(files)
+	g.digest = policyDigest(files, modules)
 	g.rules = map[string][]*ast.Rule{}
 	var exprs []string
 	for _, name := range []string{"deny", "warn"} {
@@ -381,6 +384,9 @@ func parseModules(files []catalogs.SourceFile, tests bool) (map[string]*ast.Modu
 		m, err := ast.ParseModuleWithOpts(f.Path, string(f.Data), ast.ParserOptions{
 			RegoVersion:  ast.RegoV1,
 			Capabilities: capabilities,
+			// METADATA blocks are read: an audit control's id, title
+			// and severity are its package's annotations.
+			ProcessAnnotation: true,
 		})
 		if err != nil {
 			var aerrs ast.Errors
@@ -403,11 +409,12 @@ func parseModules(files []catalogs.SourceFile, tests bool) (map[string]*ast.Modu
 	return modules, nil
 }
 
-// policyDigest digests the policies, tests left out, by path and content.
-func policyDigest(files []catalogs.SourceFile) string {
+// policyDigest digests the files of modules (parsed from files, keyed
+// by path), by path and content.
+func policyDigest(files []catalogs.SourceFile, modules map[string]*ast.Module) string {
 	h := sha256.New()
 	for _, f := range slices.SortedFunc(slices.Values(files), func(a, b catalogs.SourceFile) int { return strings.Compare(a.Path, b.Path) }) {
-		if path.Ext(f.Path) != ".rego" || isTestFile(f.Path) {
+		if _, ok := modules[f.Path]; !ok {
 			continue
 		}
 		fmt.Fprintf(h, "%s\x00%d\x00", f.Path, len(f.Data))
@@ -419,13 +426,15 @@ func policyDigest(files []catalogs.SourceFile) string {
 func isTestFile(p string) bool { return strings.HasSuffix(path.Base(p), "_test.rego") }
 
 // compileModules compiles the site's modules in strict mode (unused
-// variables and imports are errors) with the built-ins a gate may use.
-func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
+// variables and imports are errors) with the built-ins a gate may use,
+// type-checked against the input schema ss (schemas for the gate,
+// auditSchemas for the audit controls).
+func compileModules(modules map[string]*ast.Module, ss *ast.SchemaSet) (*ast.Compiler, error) {
 	c := ast.NewCompiler().
 		WithDefaultRegoVersion(ast.RegoV1).
 		WithCapabilities(capabilities).
 		WithStrict(true).
-		WithSchemas(schemas).
+		WithSchemas(ss).
 		WithEnablePrintStatements(false)
 	c.Compile(modules)
 	if c.Failed() {

@@ -228,7 +228,13 @@ func TestPrepareErrors(t *testing.T) {
 		{"gate without deny or warn", []string{"policies/gate.rego", "package herd.gate\ndenny contains \"x\" if true"}, []string{"policies/gate.rego:1", "neither a deny nor a warn rule"}},
 		{"error in a non-gate package still blocks", []string{
 			"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if false",
-			"policies/audit/ssh.rego", "package herd.audit\n\nok if { y }",
+			"policies/lib/ssh.rego", "package herd.lib\n\nok if { y }",
+		}, []string{"policies/lib/ssh.rego:3"}},
+		// The audit controls are compiled apart (PrepareAudit), but a
+		// file that does not parse blocks the gate too.
+		{"syntax error in an audit control still blocks", []string{
+			"policies/gate.rego", "package herd.gate\ndeny contains \"x\" if false",
+			"policies/audit/ssh.rego", "package herd.audit\n\nok if {",
 		}, []string{"policies/audit/ssh.rego:3"}},
 	}
 	for _, tt := range tests {

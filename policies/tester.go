@@ -35,15 +35,44 @@ type TestResult struct {
 }
 
 // RunTests runs the site's policy tests with OPA's tester: every test_*
-// rule of the *_test.rego files, compiled with the site's other policies
-// as Prepare compiles them (Rego v1, strict, no network built-ins). A
-// parse or compile error returns an error naming file:line. Results are
-// sorted by file and line.
+// rule of the *_test.rego files (in policies/ and its sub-directories),
+// compiled with the site's other policies as Prepare and PrepareAudit
+// compile them (Rego v1, strict, no network built-ins). The gate and
+// the audit controls read different inputs, so each is compiled apart
+// with its own input schema: a test whose package is under herd.audit or
+// herd.audit_test, or that imports data.herd.audit, is an audit test and
+// sees the audit controls; the others see the gate. A parse or compile
+// error returns an error naming file:line. Results are sorted by file and
+// line.
 func RunTests(ctx context.Context, files []catalogs.SourceFile) ([]TestResult, error) {
 	modules, err := parseModules(files, true)
 	if err != nil {
 		return nil, err
 	}
+	gate, audit := splitAudit(modules)
+	var out []TestResult
+	for _, g := range []struct {
+		modules map[string]*ast.Module
+		schemas *ast.SchemaSet
+	}{{gate, schemas}, {audit, auditSchemas}} {
+		res, err := runTests(ctx, g.modules, g.schemas)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+	}
+	if err := ctx.Err(); err != nil {
+		return out, fmt.Errorf("running policy tests: %w", err)
+	}
+	slices.SortFunc(out, func(a, b TestResult) int {
+		return cmp.Or(strings.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+// runTests runs the tests among modules, compiled against the input
+// schema ss; nothing when modules hold no test.
+func runTests(ctx context.Context, modules map[string]*ast.Module, ss *ast.SchemaSet) ([]TestResult, error) {
 	hasTests := false
 	for name := range modules {
 		if isTestFile(name) {
@@ -58,7 +87,7 @@ func RunTests(ctx context.Context, files []catalogs.SourceFile) ([]TestResult, e
 		WithDefaultRegoVersion(ast.RegoV1).
 		WithCapabilities(capabilities).
 		WithStrict(true).
-		WithSchemas(schemas).
+		WithSchemas(ss).
 		WithEnablePrintStatements(true)
 	ch, err := tester.NewRunner().
 		SetCompiler(c).
@@ -97,12 +126,6 @@ func RunTests(ctx context.Context, files []catalogs.SourceFile) ([]TestResult, e
 		}
 		out = append(out, tr)
 	}
-	if err := ctx.Err(); err != nil {
-		return out, fmt.Errorf("running policy tests: %w", err)
-	}
-	slices.SortFunc(out, func(a, b TestResult) int {
-		return cmp.Or(strings.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), strings.Compare(a.Name, b.Name))
-	})
 	return out, nil
 }
 

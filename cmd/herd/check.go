@@ -28,9 +28,10 @@ node of every test in tests/*.toml with that test's facts and checks the
 test's expectations: resources present or absent, attribute values, text a
 rendered file must contain, or a compile error the node must get.
 
-check also compiles the site's policies (policies/*.rego, Rego v1) and
-reports a broken one with its file:line, runs the policy tests
-(policies/*_test.rego, test_* rules) beside the site tests, and gates each
+check also compiles the site's policies (policies/**/*.rego, Rego v1:
+the gates, and the audit controls of policies/audit/) and reports a
+broken one with its file:line, runs the policy tests
+(policies/**/*_test.rego, test_* rules) beside the site tests, and gates each
 test node's catalog as the server would a new node's: a site test passes
 only when the gate allows its catalog, or, with deny = ["..."], when the
 gate denies it with messages containing each string.
@@ -58,6 +59,13 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 			gate, err := policies.Prepare(ctx, pfiles, policies.Options{Timeout: s.Settings.Policy.Timeout})
 			if err != nil {
 				return fmt.Errorf("policies of site %s: %w", site, err)
+			}
+			// The audit controls are compiled too, so that a broken one
+			// (or one without an id or severity) fails here, not on the
+			// server.
+			audit, err := policies.PrepareAudit(ctx, pfiles, policies.Options{Timeout: s.Settings.Policy.Timeout})
+			if err != nil {
+				return fmt.Errorf("audit controls of site %s: %w", site, err)
 			}
 			policyResults, err := policies.RunTests(ctx, pfiles)
 			if err != nil {
@@ -104,13 +112,14 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 					Site         string           `json:"site"`
 					Version      string           `json:"version"`
 					Gate         bool             `json:"gate"`
+					Controls     int              `json:"audit_controls"`
 					Tests        []jsonTest       `json:"tests"`
 					Passed       int              `json:"passed"`
 					Failed       int              `json:"failed"`
 					PolicyTests  []jsonPolicyTest `json:"policy_tests"`
 					PolicyPassed int              `json:"policy_passed"`
 					PolicyFailed int              `json:"policy_failed"`
-				}{Site: site, Version: s.Version, Gate: !gate.Empty(), Passed: len(results) - failed, Failed: failed, Tests: []jsonTest{},
+				}{Site: site, Version: s.Version, Gate: !gate.Empty(), Controls: len(audit.Controls()), Passed: len(results) - failed, Failed: failed, Tests: []jsonTest{},
 					PolicyTests: []jsonPolicyTest{}, PolicyPassed: policyPassed, PolicyFailed: policyFailed}
 				for _, r := range results {
 					jt := jsonTest{Name: r.Test.Name, Node: r.Test.Node, Passed: r.Passed(), Denied: r.Denied}
@@ -136,7 +145,7 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 				if !gate.Empty() {
 					gateNote = "policy gate loaded"
 				}
-				fmt.Fprintf(out, "site %s at %s: %d roles loaded, %s, %d tests, %d policy tests\n", site, s.Version, s.RoleCount(), gateNote, len(results), len(policyResults))
+				fmt.Fprintf(out, "site %s at %s: %d roles loaded, %s, %d tests, %d policy tests, %d audit controls\n", site, s.Version, s.RoleCount(), gateNote, len(results), len(policyResults), len(audit.Controls()))
 				for _, r := range results {
 					status := "ok  "
 					if !r.Passed() {

@@ -151,6 +151,18 @@ deny contains sprintf("%s is world-writable", [r.id]) if {
 		{"a broken policy", map[string]string{
 			"policies/gate.rego": "package herd.gate\n\ndeny contains msg if {\n\tinput.x == 1\n}\n",
 		}, nodecmd.ExitError, nil, []string{"policies/gate.rego:3: rego_unsafe_var_error"}},
+		{"audit controls and their tests", map[string]string{
+			"policies/audit/runs.rego": "# METADATA\n# title: no failures\n# custom:\n#   id: runs\n#   severity: low\npackage herd.audit.runs\n\n" +
+				"violations contains e.id if {\n\tsome e in input.report.events\n\te.status == \"failed\"\n}\n",
+			"policies/audit/runs_test.rego": "package herd.audit.runs_test\n\nimport data.herd.audit.runs\n\n" +
+				"test_failed if runs.violations == {\"x\"} with input as {\"report\": {\"events\": [{\"id\": \"x\", \"status\": \"failed\"}]}}\n",
+		}, 0, []string{
+			"no policy gate, 0 tests, 1 policy tests, 1 audit controls",
+			"ok   policy herd.audit.runs_test: test_failed (",
+		}, nil},
+		{"a control without a severity", map[string]string{
+			"policies/audit/runs.rego": "# METADATA\n# title: no failures\n# custom:\n#   id: runs\npackage herd.audit.runs\n\nviolations contains \"x\" if false\n",
+		}, nodecmd.ExitError, nil, []string{"policies/audit/runs.rego:1: rego_compile_error: control herd.audit.runs: custom.severity is missing"}},
 		{"a broken policy test", map[string]string{
 			"policies/gate.rego":      gate,
 			"policies/gate_test.rego": "package herd.gate_test\n\ntest_x if {\n",
