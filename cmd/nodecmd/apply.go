@@ -127,6 +127,9 @@ func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 		switch {
 		case c.Sensitive:
 			detail = append(detail, c.Attr+" (sensitive)")
+		case c.Diff != "" && e.Status == agent.Drift:
+			// Drift was found, not made.
+			detail = append(detail, c.Attr+" differs")
 		case c.Diff != "":
 			detail = append(detail, c.Attr+" changed")
 		case c.From != "" || c.To != "":
@@ -183,6 +186,9 @@ func WriteSummary(w io.Writer, r *agent.Report) {
 	}
 	if s.Refreshed > 0 {
 		fmt.Fprintf(w, ", %d refreshed", s.Refreshed)
+	}
+	if s.Drift > 0 {
+		fmt.Fprintf(w, ", %d drift", s.Drift)
 	}
 	fmt.Fprintf(w, " (site %s, run %s)\n", ShortVersion(r.Version), r.RunID)
 }
