@@ -243,11 +243,12 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 	sum := r.GetSummary()
 	rec := store.Report{
-		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop,
+		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit,
 		Started: time.Unix(0, r.StartedUnixNs), Duration: time.Duration(r.DurationNs), Received: time.Now(),
 		Summary: store.Summary{
 			Resources: int(sum.GetResources()), InSync: int(sum.GetInSync()), Changed: int(sum.GetChanged()),
 			Failed: int(sum.GetFailed()), Skipped: int(sum.GetSkipped()), Unknown: int(sum.GetUnknown()), Refreshed: int(sum.GetRefreshed()),
+			Drift: int(sum.GetDrift()),
 		},
 	}
 	for _, e := range r.Events {

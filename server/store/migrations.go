@@ -202,6 +202,16 @@ var migrations = []string{
 		final INTEGER NOT NULL,                  -- a good report came after the stage's bake
 		PRIMARY KEY (rollout, node)
 	) WITHOUT ROWID;`,
+
+	// 6: drift. A report says whether it was an audit run (the agent's
+	// noop check between applies) and how many resources differed from
+	// the catalog; a node keeps the drift of its newest report that
+	// checked its own state (an audit run or a real one) and that
+	// report's start, which orders late reports.
+	`ALTER TABLE reports ADD COLUMN audit INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE reports ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN drift_started INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per
