@@ -33,7 +33,13 @@ rollout's id), its last run, and its compile error at the served version.
 
 A noop run (herd agent --noop, a rehearsal) changes nothing: it shows as
 "noop: would change N", never as changes, and the running version stays
-the one of the last real apply.`,
+the one of the last real apply.
+
+DRIFT counts the resources that differed from the node's catalog at its
+newest run that checked the host: an audit run (the agent's audit_interval)
+or a real run. Resources marked audit = true count when they differ; in an
+audit run so does every resource that would change. An audit run is never
+the LAST RUN.`,
 		Example: `  herd nodes
   herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
 		Args: cobra.NoArgs,
@@ -127,7 +133,7 @@ func newReportsCmd() *cobra.Command {
 // came from a node or the site and is cleaned.
 func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tCHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tCOMPILE ERROR")
+	fmt.Fprintln(tw, "NODE\tCHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tDRIFT\tCOMPILE ERROR")
 	for _, n := range nodes {
 		approved := "-"
 		if n.CatalogEtag != "" {
@@ -144,8 +150,14 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 				rollout += fmt.Sprintf(" #%d", n.RolloutId)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), ago(n.LastCheckinUnixMs), approved, running, rollout,
-			lastRun(n), nodecmd.Clean(firstLine(n.CompileError)))
+		// Drift is the count of the newest run that checked the host (an
+		// audit or a real run); "-" before any report.
+		drift := "-"
+		if n.LastReportUnixMs != 0 {
+			drift = fmt.Sprint(n.Drift)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), ago(n.LastCheckinUnixMs), approved, running, rollout,
+			lastRun(n), drift, nodecmd.Clean(firstLine(n.CompileError)))
 	}
 	return tw.Flush()
 }
@@ -181,12 +193,21 @@ func printReports(out io.Writer, reports []*herdv1.StoredReport) {
 	for _, sr := range reports {
 		r, s := sr.Report, sr.Report.GetSummary()
 		mode := ""
-		if r.GetNoop() {
+		switch {
+		case r.GetAudit():
+			// An audit run checked the host between applies: what would
+			// change is drift.
+			mode = " (audit)"
+		case r.GetNoop():
 			mode = " (noop)"
 		}
-		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped in %s\n",
+		drift := ""
+		if s.GetDrift() > 0 {
+			drift = fmt.Sprintf(", %d drift", s.GetDrift())
+		}
+		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped%s in %s\n",
 			time.UnixMilli(sr.ReceivedUnixMs).Local().Format(time.DateTime), nodecmd.Clean(sr.Node), mode, nodecmd.Clean(r.GetRunId()), nodecmd.Clean(nodecmd.ShortVersion(r.GetVersion())),
-			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
+			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), drift, time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
 		for _, e := range r.GetEvents() {
 			detail := e.Error + e.Cause
 			fmt.Fprintf(out, "    %-8s %s %s\n", nodecmd.Clean(e.Status), nodecmd.Clean(e.Id), nodecmd.Clean(firstLine(detail)))
