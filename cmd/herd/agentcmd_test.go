@@ -161,3 +161,22 @@ func TestAgentSIGHUP(t *testing.T) {
 		t.Fatalf("the agent did not stop on SIGTERM:\n%s", out.String())
 	}
 }
+
+// TestAgentAuditIntervalRefused: audit_interval is refused where it
+// could not act (a masterless agent has no server to report drift to)
+// and when negative, before anything is touched.
+func TestAgentAuditIntervalRefused(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--site", exampleSite, "--root", t.TempDir(), "--audit-interval", "5m"}, "audit_interval has no meaning with --site"},
+		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--audit-interval", "-1m"}, "audit_interval must not be negative"},
+	} {
+		_, stderr, code := herd(t, "", tt.args...)
+		if code != nodecmd.ExitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("herd %v = exit %d, %q; want usage error saying %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}

@@ -99,15 +99,15 @@ SIGHUP makes the agent run at once with --config read again.`,
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
+			if cfg.AuditInterval < 0 {
+				return UsageError(cmd, "audit_interval must not be negative (0 turns audit runs off)")
+			}
 			log, err := Logger(cmd, cfg.LogLevel)
 			if err != nil {
 				return UsageError(cmd, err.Error())
 			}
 			if err := prepareSandbox(cfg.Root, cfg.Noop); err != nil {
 				return err
-			}
-			if cfg.AuditInterval < 0 {
-				return UsageError(cmd, "audit_interval must not be negative (0 turns audit runs off)")
 			}
 			if cfg.Site != "" {
 				return runSiteAgent(cmd, cfg, once, hup, log)
