@@ -45,9 +45,10 @@ empty dpkg database, passwd and group, login.defs, os-release…) is laid out
 first (not with --noop: a root not laid out yet is refused); files that
 exist are left alone. State lives in DIR/var/lib/herd.
 
-Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed,
-4 failures, 6 changes and failures, 1 the run could not start (a site
-error, the lock held), 64 bad usage.`,
+Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed (with
+--noop: would change; or a resource marked audit = true differs: drift,
+which is never a failure), 4 failures, 6 changes and failures, 1 the run
+could not start (a site error, the lock held), 64 bad usage.`,
 		Example: `  herd apply --site examples/site --root /tmp/sandbox --node web-01
   herd apply --site /srv/site --noop --diff
   herd apply --site . --json | jq '.events[] | select(.status == "failed")'`,
