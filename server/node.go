@@ -213,6 +213,12 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	if r == nil || r.RunId == "" {
 		return nil, status.Error(codes.InvalidArgument, "a report needs a run id")
 	}
+	if r.Audit && !r.Noop {
+		// An audit report is kept out of the node's last run and applied
+		// catalog: one that says it changed the host would hide a real
+		// run there.
+		return nil, status.Error(codes.InvalidArgument, "an audit report must be a noop run: audit runs change nothing")
+	}
 	if len(r.Events) > s.opts.MaxReportEvents {
 		return nil, status.Errorf(codes.InvalidArgument, "the report has %d events, more than the %d this server accepts", len(r.Events), s.opts.MaxReportEvents)
 	}
