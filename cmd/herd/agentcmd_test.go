@@ -164,7 +164,7 @@ func TestAgentSIGHUP(t *testing.T) {
 
 // TestAgentAuditIntervalRefused: audit_interval is refused where it
 // could not act (a masterless agent has no server to report drift to)
-// and when negative, before anything is touched.
+// and when negative or too short to be meant, before anything is touched.
 func TestAgentAuditIntervalRefused(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -172,7 +172,8 @@ func TestAgentAuditIntervalRefused(t *testing.T) {
 		want string
 	}{
 		{[]string{"agent", "--site", exampleSite, "--root", t.TempDir(), "--audit-interval", "5m"}, "audit_interval has no meaning with --site"},
-		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--audit-interval", "-1m"}, "audit_interval must not be negative"},
+		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--audit-interval", "-1m"}, "audit_interval -1m0s: want 0 (off) or at least 10s"},
+		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--audit-interval", "5ms"}, "audit_interval 5ms: want 0 (off) or at least 10s"},
 	} {
 		_, stderr, code := herd(t, "", tt.args...)
 		if code != nodecmd.ExitUsage || !strings.Contains(stderr, tt.want) {

@@ -2,6 +2,7 @@ package nodecmd
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -39,6 +40,9 @@ type agentConfig struct {
 	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
 	LogLevel         string   `toml:"log_level"`
 }
+
+// minAuditInterval is the shortest audit_interval the agent takes.
+const minAuditInterval = 10 * time.Second
 
 // defaultAgentServer is the server an agent talks to unless told.
 const defaultAgentServer = "127.0.0.1:8140"
@@ -99,8 +103,10 @@ SIGHUP makes the agent run at once with --config read again.`,
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
-			if cfg.AuditInterval < 0 {
-				return UsageError(cmd, "audit_interval must not be negative (0 turns audit runs off)")
+			if cfg.AuditInterval < 0 || (cfg.AuditInterval > 0 && time.Duration(cfg.AuditInterval) < minAuditInterval) {
+				// Each audit checks the whole catalog and sends a report:
+				// "5ms" is a typo, not a wish to do nothing else.
+				return UsageError(cmd, fmt.Sprintf("audit_interval %s: want 0 (off) or at least %s", time.Duration(cfg.AuditInterval), minAuditInterval))
 			}
 			log, err := Logger(cmd, cfg.LogLevel)
 			if err != nil {
