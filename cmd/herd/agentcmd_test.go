@@ -130,18 +130,21 @@ func TestAgentSIGHUP(t *testing.T) {
 
 	// Only a run puts the hand edit back: the interval is an hour, and the
 	// file is not watched.
+	// audit_interval is reloaded too.
 	for i, interval := range []string{"2h0m0s", "3h0m0s"} {
+		audit := []string{"20m0s", "0s"}[i]
 		if err := os.WriteFile(motd, []byte("hand edit\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		writeConfig("interval = \"" + interval + "\"\nsplay = \"1s\"\n")
+		writeConfig("interval = \"" + interval + "\"\nsplay = \"1s\"\naudit_interval = \"" + audit + "\"\n")
 		if err := child.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 		await("the run SIGHUP "+string(rune('1'+i))+" asked for", holds("managed\n"))
 		await("the reloaded interval in the log", func() bool {
 			for _, line := range strings.Split(out.String(), "\n") {
-				if strings.Contains(line, `"msg":"configuration reloaded"`) && strings.Contains(line, `"interval":"`+interval+`"`) {
+				if strings.Contains(line, `"msg":"configuration reloaded"`) && strings.Contains(line, `"interval":"`+interval+`"`) &&
+					strings.Contains(line, `"audit_interval":"`+audit+`"`) {
 					return true
 				}
 			}
