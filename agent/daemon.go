@@ -41,6 +41,12 @@ type DaemonOptions struct {
 	// check-in time (default 30 minutes); Splay adds up to this much at
 	// random.
 	Interval, Splay time.Duration
+	// AuditInterval, when positive, makes the daemon check the host
+	// against its cached catalog (noop, no check-in) this long after the
+	// last run that checked it, and send that as an audit report: its
+	// would-change events are the node's drift. A real run puts the next
+	// audit off. 0 (the default): no audit runs.
+	AuditInterval time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a run retries a
 	// failed check-in (defaults 10 seconds and 5 minutes); WatchBackoff is
 	// the first wait before the Watch stream reconnects (default 1
@@ -120,6 +126,9 @@ type Daemon struct {
 	// rehearsed are the etags of the last rehearsals run, so that one the
 	// server asks for again before it has the report is not run twice.
 	rehearsed []string
+	// checked is when the last run that checked the host (a real run or
+	// an audit) ended: the next audit is due AuditInterval after it.
+	checked time.Time
 
 	// Tests: runCycle replaces cycle; afterRun is called after each run.
 	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
@@ -308,13 +317,17 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		timer.Reset(time.Until(d.sched.Next(time.Now(), d.state)))
+		next, fire := d.sched.Next(time.Now(), d.state), TriggerTimer
+		if audit := NextAudit(d.o.AuditInterval, d.checked); !audit.IsZero() && audit.Before(next) && d.cat != nil {
+			next, fire = audit, TriggerAudit
+		}
+		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 			d.mu.Lock()
-			d.pending |= TriggerTimer
+			d.pending |= fire
 			d.mu.Unlock()
 		case <-d.wake:
 		}
@@ -334,7 +347,13 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			d.mu.Unlock()
 			continue
 		}
+		if why != TriggerAudit {
+			// Any other trigger with an audit due makes a real run, which
+			// checks the host as well.
+			why &^= TriggerAudit
+		}
 		r, out := cycle(ctx, why)
+		d.checked = time.Now()
 		releaseMemory()
 		if !out.local {
 			d.state.LastRun = time.Now()
@@ -371,6 +390,9 @@ type cycleResult struct {
 // catalog source, then the report into the spool, then the rehearsal the
 // check-in brought, if any. A drift-only run skips facts and the check-in.
 func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) {
+	if why == TriggerAudit {
+		return d.audit(ctx)
+	}
 	src := &pullSource{d: d, ctx: ctx, local: why.local() && d.cat != nil}
 	if err := d.revokedErr.Load(); err != nil && src.local {
 		// A drift trigger would re-apply the cached catalog without
@@ -382,6 +404,40 @@ func (d *Daemon) cycle(ctx context.Context, why Trigger) (*Report, cycleResult) 
 		// After the node's own catalog: a rehearsal never delays it.
 		d.rehearse(ctx, src.rehearsal)
 	}
+	return r, out
+}
+
+// audit is an audit run: a noop check of the cached catalog, without
+// facts or a check-in, always reported (marked audit), so that the
+// server's view of the node's drift follows the host, in sync or not.
+// It changes nothing and never touches the schedule of real runs.
+func (d *Daemon) audit(ctx context.Context) (*Report, cycleResult) {
+	out := cycleResult{local: true}
+	if err := d.revokedErr.Load(); err != nil {
+		// A revoked node reports nothing to a server that disowned it.
+		out.err = *err
+		return nil, out
+	}
+	if d.cat == nil {
+		return nil, out
+	}
+	runs := d.runs
+	runs.Noop = true
+	src := &pullSource{d: d, ctx: ctx, local: true, audit: true}
+	r, _, err := runs.run(ctx, src, runCall{state: d.st, services: d.runServices})
+	switch {
+	case errors.Is(err, errNothing):
+		return nil, out
+	case err != nil:
+		// A run holding the lock (a herd apply) checks the host anyway.
+		d.log.Warn("audit run not started", "err", err)
+		out.err = err
+		return nil, out
+	}
+	r.Audit = true
+	d.spool(ctx, r)
+	d.log.Info("audit done", "run", r.RunID, "version", r.Version, "drift", r.Summary.Drift,
+		"failed", r.Summary.Failed, "in_sync", r.Summary.InSync, "duration", r.Duration.Round(time.Millisecond))
 	return r, out
 }
 
@@ -432,6 +488,7 @@ type pullSource struct {
 	d     *Daemon
 	ctx   context.Context // the daemon's, which outlives the run: drift watches hang on it
 	local bool            // apply the cached catalog, without a check-in (drift)
+	audit bool            // an audit run: reported even when all is in sync
 
 	// What the check-in told, for the schedule.
 	checkinErr error
@@ -482,7 +539,7 @@ func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(strin
 	if d.cat == nil && len(problems) == 0 {
 		return nil, nil
 	}
-	out := &sourced{node: d.id.Node, problems: problems, quiet: p.local}
+	out := &sourced{node: d.id.Node, problems: problems, quiet: p.local && !p.audit}
 	if cat := d.cat; cat != nil {
 		out.cat, out.digest = cat, d.etag
 		if !p.local && p.checkinErr == nil {

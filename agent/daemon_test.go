@@ -664,3 +664,60 @@ func TestDaemonOwnsTheSupervisor(t *testing.T) {
 		t.Errorf("List through the daemon = %+v, %v; want none", list, err)
 	}
 }
+
+// TestDaemonAuditRuns: with AuditInterval the daemon checks its host
+// against the cached catalog between applies, with no check-in, and
+// spools that as an audit report (noop, marked audit) whose would-change
+// events are the drift; it changes nothing. A real run puts the next
+// audit off by the whole interval.
+func TestDaemonAuditRuns(t *testing.T) {
+	t.Parallel()
+	const every = 300 * time.Millisecond
+	fs := newFakeServer(t)
+	fs.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "managed by herd\n"),
+		fileRes("/etc/audited", "wanted\n", "audit", true)), nil, false)
+	a := newTestAgent(t, fs, func(o *DaemonOptions) { o.AuditInterval = every })
+	a.start(t)
+	if first := a.awaitRun(t, "the first run", anyRun); first.err != nil || first.why == TriggerAudit {
+		t.Fatalf("first run = %v (%s), want a real run", first.err, first.why)
+	}
+	a.write(t, "etc/motd", "edited by hand\n")
+	checkins := len(fs.checkinLog())
+	audit := a.awaitRun(t, "an audit run", func(r ranRun) bool { return r.why == TriggerAudit })
+	if audit.err != nil || audit.r == nil || !audit.r.Audit || !audit.r.Noop {
+		t.Fatalf("audit run = %+v, %v; want a noop report marked audit", audit.r, audit.err)
+	}
+	statuses := map[string]Status{}
+	for _, e := range audit.r.Events {
+		statuses[e.ID] = e.Status
+	}
+	if statuses["file:/etc/motd"] != Changed || statuses["file:/etc/audited"] != Drift || audit.r.Summary.Drift != 2 {
+		t.Errorf("audit run statuses %v, summary %+v; want motd would change, audited drift, drift 2", statuses, audit.r.Summary)
+	}
+	if got := a.read(t, "etc/motd"); got != "edited by hand\n" {
+		t.Errorf("an audit run changed etc/motd: %q", got)
+	}
+	if got := len(fs.checkinLog()); got != checkins {
+		t.Errorf("an audit run checked in (%d check-ins, want %d)", got, checkins)
+	}
+	waitFor(t, "the audit report at the server", func() bool {
+		r := fs.lastReport()
+		return r != nil && r.Audit && r.Summary.GetDrift() == 2
+	})
+
+	// A real run puts the edit back and the next audit off.
+	a.d.Trigger(TriggerManual)
+	manual := a.awaitRun(t, "a manual run", manualRun)
+	if manual.err != nil || manual.r == nil {
+		t.Fatalf("manual run: %v", manual.err)
+	}
+	// The run's own end is before the daemon noted it: a lower bound.
+	ended := manual.r.Started.Add(manual.r.Duration)
+	next := a.awaitRun(t, "the audit after the real run", func(r ranRun) bool { return r.why == TriggerAudit })
+	if started := next.r.Started; started.Sub(ended) < every {
+		t.Errorf("the audit after the real run started %s after it, want at least %s", started.Sub(ended), every)
+	}
+	if got := a.read(t, "etc/motd"); got != "managed by herd\n" || next.r.Summary.Drift != 1 {
+		t.Errorf("after the real run: etc/motd = %q, audit drift %d; want put back, drift 1 (the audited file)", got, next.r.Summary.Drift)
+	}
+}

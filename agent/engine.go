@@ -260,6 +260,18 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		return
 	}
 	n.ev.Changes = redact(plan.Changes)
+	if n.res.Bool("audit") {
+		// Audit versus enforce: an audit resource is checked in every
+		// run and never applied or refreshed. Its drift is no change, so
+		// it notifies nothing, and it is no failure, so its dependents
+		// run; nor is it pending in noop: nothing will change it.
+		if !plan.InSync() {
+			n.ev.Status = Drift
+		} else {
+			n.ev.Status = InSync
+		}
+		return
+	}
 	if opts.Noop {
 		switch {
 		case pendingDep != "":

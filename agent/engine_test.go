@@ -197,6 +197,36 @@ func TestConverge(t *testing.T) {
 			want:  map[string]string{"conf": "in-sync", "svc": "in-sync"},
 		},
 		{
+			name:  "an audit resource in sync is in sync",
+			specs: []string{"a audit"},
+			pre:   map[string]string{"fake:a": "v"},
+			want:  map[string]string{"a": "in-sync"},
+		},
+		{
+			name:  "a drifted audit resource is drift; it notifies nothing and its dependents run",
+			specs: []string{"a audit notify=svc", "b require=a", "svc"},
+			pre:   map[string]string{"fake:a": "hand", "fake:svc": "v"},
+			want:  map[string]string{"a": "drift", "b": "changed", "svc": "in-sync"},
+		},
+		{
+			name:  "a notified audit resource is never refreshed",
+			specs: []string{"conf notify=svc", "svc audit"},
+			pre:   map[string]string{"fake:svc": "v"},
+			want:  map[string]string{"conf": "changed", "svc": "in-sync"},
+		},
+		{
+			name:  "noop: a drifted audit resource is drift, and its dependents are not unknown because of it",
+			specs: []string{"a audit", "b require=a"},
+			noop:  true,
+			pre:   map[string]string{"fake:a": "hand", "fake:b": "v"},
+			want:  map[string]string{"a": "drift", "b": "in-sync"},
+		},
+		{
+			name:  "an audit resource whose check fails is a failure",
+			specs: []string{"a audit fail_check", "b require=a"},
+			want:  map[string]string{"a": "failed", "b": "skipped"},
+		},
+		{
 			name:  "noop reports would-change, unknown for dependents, would refresh",
 			specs: []string{"dir", "file require=dir notify=svc", "svc", "other"},
 			noop:  true,
@@ -219,6 +249,16 @@ func TestConverge(t *testing.T) {
 			}
 			if tt.noop && (len(f.applied) > 0 || len(f.refreshed) > 0 || len(f.host) != before) {
 				t.Errorf("noop applied %v, refreshed %v", f.applied, f.refreshed)
+			}
+			for _, id := range append(f.applied, f.refreshed...) {
+				if strings.Contains(strings.Join(tt.specs, "\n"), strings.TrimPrefix(id, "fake:")+" audit") {
+					t.Errorf("the audit resource %s was applied or refreshed (applied %v, refreshed %v)", id, f.applied, f.refreshed)
+				}
+			}
+			for _, e := range events {
+				if e.Status == Drift && (len(e.Changes) == 0 || e.Changes[0].From != tt.pre[e.ID] || e.Noop) {
+					t.Errorf("drift event %+v: want the changes that say what differs, not noop", e)
+				}
 			}
 			for _, e := range events {
 				if e.Status == Skipped && !strings.Contains(e.Cause, "fake:a failed") {
@@ -345,6 +385,8 @@ func TestExitCode(t *testing.T) {
 		{Summary{Failed: 1}, 4},
 		{Summary{Changed: 1, Skipped: 1}, 6},
 		{Summary{Refreshed: 1}, 2},
+		// Drift is a difference, as a noop would-change is, never a failure.
+		{Summary{Drift: 1, InSync: 2}, 2},
 	} {
 		r := Report{Summary: tt.s}
 		if got := r.ExitCode(); got != tt.want {

@@ -18,6 +18,9 @@ const (
 	Failed  Status = "failed"  // check, apply, re-check or refresh failed
 	Skipped Status = "skipped" // a dependency failed, or the run was stopped
 	Unknown Status = "unknown" // noop: depends on a change noop did not make
+	// Drift: an audit = true resource differs from the catalog; it is
+	// only checked, never changed, so the changes say what differs.
+	Drift Status = "drift"
 )
 
 // Event is everything a run says about one resource. The report, the
@@ -49,6 +52,9 @@ type Summary struct {
 	Skipped   int `json:"skipped"`
 	Unknown   int `json:"unknown"`
 	Refreshed int `json:"refreshed"`
+	// Drift counts the resources that differ from the catalog and were
+	// left so: status drift, and in a noop run those that would change.
+	Drift int `json:"drift"`
 }
 
 // Report is the outcome of one run.
@@ -66,15 +72,20 @@ type Report struct {
 	// Services is the health of the catalog's supervised services that
 	// have a health check, as the run ended (see servicesHealth).
 	Services []ServiceHealth `json:"services,omitempty"`
+	// Audit marks an audit run: the daemon's noop check of its cached
+	// catalog between applies (DaemonOptions.AuditInterval).
+	Audit bool `json:"audit,omitempty"`
 }
 
 // ExitCode is the run's exit status in Puppet's --detailed-exitcodes
 // convention: 0 in sync, 2 changed, 4 failures, 6 changes and failures.
 // Noop changes count as changes, so that `herd apply --noop` tells a
-// pipeline whether a run would do something.
+// pipeline whether a run would do something; drift (an audit = true
+// resource that differs) counts the same way, as a difference and never
+// as a failure.
 func (r *Report) ExitCode() int {
 	code := 0
-	if r.Summary.Changed > 0 || r.Summary.Refreshed > 0 {
+	if r.Summary.Changed > 0 || r.Summary.Refreshed > 0 || r.Summary.Drift > 0 {
 		code |= 2
 	}
 	if r.Summary.Failed > 0 || r.Summary.Skipped > 0 {
@@ -96,6 +107,9 @@ func (s *Summary) add(e Event) {
 		s.Skipped++
 	case Unknown:
 		s.Unknown++
+	}
+	if e.Status == Drift || (e.Status == Changed && e.Noop) {
+		s.Drift++
 	}
 	if e.Refresh == "refreshed" || e.Refresh == "would refresh" {
 		s.Refreshed++

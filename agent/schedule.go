@@ -34,6 +34,11 @@ const (
 	// even with the catalog the node holds: a rollout wants a fresh report
 	// (health at the end of a bake), or has a rehearsal for the check-in.
 	TriggerServer
+	// TriggerAudit: the audit interval passed since the last run that
+	// checked the host: a noop check of the cached catalog, reported as
+	// an audit run (DaemonOptions.AuditInterval). Any other trigger with
+	// it makes a real run instead, which checks the host as well.
+	TriggerAudit
 )
 
 // String names the triggers in t, joined by "+".
@@ -42,7 +47,7 @@ func (t Trigger) String() string {
 	for _, n := range []struct {
 		t    Trigger
 		name string
-	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}, {TriggerHangup, "hup"}, {TriggerServer, "server"}} {
+	}{{TriggerTimer, "timer"}, {TriggerWatch, "watch"}, {TriggerDrift, "drift"}, {TriggerManual, "manual"}, {TriggerHangup, "hup"}, {TriggerServer, "server"}, {TriggerAudit, "audit"}} {
 		if t&n.t != 0 {
 			names = append(names, n.name)
 		}
@@ -57,6 +62,17 @@ func (t Trigger) String() string {
 // alone. Such a run skips the check-in, so that a hand edit is put back
 // within moments even when the server is slow or away.
 func (t Trigger) local() bool { return t == TriggerDrift }
+
+// NextAudit returns when the next audit run is due: every after the last
+// run that checked the host (a real run or an audit), so that a real
+// apply puts the next audit off; zero when audits are off (every <= 0) or
+// nothing has checked the host yet (the first run is a real one).
+func NextAudit(every time.Duration, lastChecked time.Time) time.Time {
+	if every <= 0 || lastChecked.IsZero() {
+		return time.Time{}
+	}
+	return lastChecked.Add(every)
+}
 
 // Schedule holds the daemon's timing settings. Its methods are pure: every
 // input, the random draw included, is an argument, so a test states a
@@ -258,7 +274,7 @@ func (d *Daemon) takeReload() {
 		return
 	}
 	cur := &d.o
-	cur.Interval, cur.Splay = o.Interval, o.Splay
+	cur.Interval, cur.Splay, cur.AuditInterval = o.Interval, o.Splay, o.AuditInterval
 	cur.Noop, cur.Parallel = o.Noop, o.Parallel
 	cur.ResourceTimeout, cur.RunTimeout = o.ResourceTimeout, o.RunTimeout
 	if o.LockWait > 0 {
@@ -274,7 +290,7 @@ func (d *Daemon) takeReload() {
 	d.runs = cur.settings()
 	d.runs.Log = log
 	d.sched.Interval, d.sched.Splay = o.Interval, o.Splay
-	d.log.Info("configuration reloaded", "interval", o.Interval.String(), "splay", o.Splay.String(), "noop", o.Noop,
+	d.log.Info("configuration reloaded", "interval", o.Interval.String(), "splay", o.Splay.String(), "audit_interval", o.AuditInterval.String(), "noop", o.Noop,
 		"parallel", o.Parallel, "resource_timeout", o.ResourceTimeout.String(), "run_timeout", o.RunTimeout.String())
 }
 

@@ -179,3 +179,23 @@ func TestScheduleHangup(t *testing.T) {
 		t.Errorf("interval after reload = %v, want 2h", interval)
 	}
 }
+
+func TestNextAudit(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name    string
+		every   time.Duration
+		checked time.Time
+		want    time.Time
+	}{
+		{"off", 0, t0, time.Time{}},
+		{"negative is off", -time.Minute, t0, time.Time{}},
+		{"nothing checked yet: the first run is a real one", time.Minute, time.Time{}, time.Time{}},
+		{"every after the last run that checked the host", 5 * time.Minute, t0, t0.Add(5 * time.Minute)},
+	} {
+		if got := NextAudit(tt.every, tt.checked); !got.Equal(tt.want) {
+			t.Errorf("%s: NextAudit(%s, %s) = %s, want %s", tt.name, tt.every, tt.checked, got, tt.want)
+		}
+	}
+}

@@ -38,8 +38,9 @@ func (r *Report) Proto() *herdv1.Report {
 		Summary: &herdv1.Summary{
 			Resources: int32(r.Summary.Resources), InSync: int32(r.Summary.InSync), Changed: int32(r.Summary.Changed),
 			Failed: int32(r.Summary.Failed), Skipped: int32(r.Summary.Skipped), Unknown: int32(r.Summary.Unknown),
-			Refreshed: int32(r.Summary.Refreshed),
+			Refreshed: int32(r.Summary.Refreshed), Drift: int32(r.Summary.Drift),
 		},
+		Audit:  r.Audit,
 		Events: make([]*herdv1.Event, len(r.Events)),
 	}
 	for i, e := range r.Events {

@@ -171,6 +171,11 @@ func (c *compiler) declare(d *decl) {
 			}
 		}
 	}
+	if audit, _ := attrs["audit"].(bool); audit && attrs["drift"] == "watch" {
+		// watch puts a hand edit back at once; audit never changes the
+		// resource. Which one was meant is the author's to say.
+		c.diags.add(d.attrPos("drift"), "drift = \"watch\" changes the resource back at once, audit = true never changes it: give one")
+	}
 	name, _ := attrs[s.Key].(string)
 	if s.Type == "exec" && name == "" {
 		name = strings.Join(attrs["command"].([]string), " ")

@@ -92,7 +92,7 @@ func (s *Schema) Attr(n string) (*Attr, bool) {
 }
 
 // metaAttrs are accepted on every resource type. Edges and conditions are
-// consumed by the compiler; ignore travels to the agent.
+// consumed by the compiler; ignore and audit travel to the agent.
 var metaAttrs = []Attr{
 	{Name: "require", Kind: KindRefs, Doc: "resources that must be converged before this one"},
 	{Name: "before", Kind: KindRefs, Doc: "resources that must wait for this one"},
@@ -100,6 +100,7 @@ var metaAttrs = []Attr{
 	{Name: "subscribe", Kind: KindRefs, Doc: "resources whose change refreshes this one"},
 	{Name: "when", Kind: KindString, Doc: "a condition over node, facts, params and environment; the resource is left out when it is false"},
 	{Name: "ignore", Kind: KindList, Doc: "attributes the agent must leave alone because another tool owns them"},
+	{Name: "audit", Kind: KindBool, Doc: "only check: the agent reports how the resource differs (status drift) and never changes or refreshes it"},
 }
 
 // Schemas lists every resource type. It is an explicit table, never an

@@ -74,7 +74,7 @@ func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesReque
 		info := &herdv1.NodeInfo{
 			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
 			LastSummary: wireSummary(n.LastSummary), LastReportUnixMs: unixMs(n.LastReport),
-			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop, DeactivatedUnixMs: unixMs(n.Deactivated),
+			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop, DeactivatedUnixMs: unixMs(n.Deactivated), Drift: int32(n.Drift),
 		}
 		if st, ok := inRollout[n.Name]; ok {
 			info.RolloutState, info.RolloutId = st, rollout.ID
@@ -222,11 +222,12 @@ func unixMs(t time.Time) int64 {
 
 func wireSummary(s store.Summary) *herdv1.Summary {
 	return &herdv1.Summary{Resources: int32(s.Resources), InSync: int32(s.InSync), Changed: int32(s.Changed),
-		Failed: int32(s.Failed), Skipped: int32(s.Skipped), Unknown: int32(s.Unknown), Refreshed: int32(s.Refreshed)}
+		Failed: int32(s.Failed), Skipped: int32(s.Skipped), Unknown: int32(s.Unknown), Refreshed: int32(s.Refreshed),
+		Drift: int32(s.Drift)}
 }
 
 func wireReport(r store.Report) *herdv1.Report {
-	out := &herdv1.Report{RunId: r.RunID, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop,
+	out := &herdv1.Report{RunId: r.RunID, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit,
 		StartedUnixNs: r.Started.UnixNano(), DurationNs: int64(r.Duration), Summary: wireSummary(r.Summary)}
 	for _, e := range r.Events {
 		ev := &herdv1.Event{Id: e.ID, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,

@@ -228,6 +228,12 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	if r == nil || r.RunId == "" {
 		return nil, status.Error(codes.InvalidArgument, "a report needs a run id")
 	}
+	if r.Audit && !r.Noop {
+		// An audit report is kept out of the node's last run and applied
+		// catalog: one that says it changed the host would hide a real
+		// run there.
+		return nil, status.Error(codes.InvalidArgument, "an audit report must be a noop run: audit runs change nothing")
+	}
 	if len(r.Events) > s.opts.MaxReportEvents {
 		return nil, status.Errorf(codes.InvalidArgument, "the report has %d events, more than the %d this server accepts", len(r.Events), s.opts.MaxReportEvents)
 	}
@@ -258,11 +264,12 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 	sum := r.GetSummary()
 	rec := store.Report{
-		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop,
+		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit,
 		Started: time.Unix(0, r.StartedUnixNs), Duration: time.Duration(r.DurationNs), Received: time.Now(),
 		Summary: store.Summary{
 			Resources: int(sum.GetResources()), InSync: int(sum.GetInSync()), Changed: int(sum.GetChanged()),
 			Failed: int(sum.GetFailed()), Skipped: int(sum.GetSkipped()), Unknown: int(sum.GetUnknown()), Refreshed: int(sum.GetRefreshed()),
+			Drift: int(sum.GetDrift()),
 		},
 	}
 	for _, e := range r.Events {

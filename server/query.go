@@ -44,6 +44,7 @@ var whereDecl = map[string]any{
 	"changed":         0,
 	"failed":          0,
 	"noop":            false,
+	"drift":           0,
 }
 
 const (
@@ -159,6 +160,8 @@ func (s *Server) whereValue(name string, n store.Node, f facts.Facts, rolloutSta
 		return n.LastSummary.Failed, true
 	case "noop":
 		return n.LastNoop, true
+	case "drift":
+		return n.Drift, true
 	}
 	v, ok := f[name]
 	return v, ok

@@ -21,6 +21,7 @@ func FuzzRolloutEvents(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0, 2, 0, 3}, "resume", "failed", "unhealthy", "boom")
 	f.Add([]byte{4, 1, 9, 0, 0, 0}, "abort", "changed", "healthy", "")
 	f.Add([]byte{2, 2, 2, 2}, "approve", "in-sync", "unknown", "\x00")
+	f.Add([]byte{0, 0, 1, 0x80, 0, 0xa1, 1, 0x81}, "resume", "failed", "unhealthy", "drift")
 	f.Fuzz(func(t *testing.T, script []byte, action, evStatus, health, detail string) {
 		s := &Server{log: slog.New(slog.DiscardHandler)}
 		s.compiles.init()
@@ -64,6 +65,17 @@ func FuzzRolloutEvents(f *testing.F) {
 				var sv []*herdv1.ServiceHealth
 				if arg&0x40 != 0 {
 					sv = []*herdv1.ServiceHealth{{Name: "web", Health: health, Detail: detail}}
+				}
+				if arg&0x80 != 0 {
+					// An audit run (noop by rule): nothing of the
+					// rollout may move for it.
+					rep.Noop, rep.Audit = true, true
+					before := n.RolloutNode
+					c.report(name, rep, sv)
+					if n.State != before.State || (n.Rehearsal == nil) != (before.Rehearsal == nil) {
+						t.Fatalf("an audit run moved %s: %s → %s, rehearsal %v → %v", name, before.State, n.State, before.Rehearsal, n.Rehearsal)
+					}
+					break
 				}
 				c.report(name, rep, sv)
 			case 2:

@@ -342,7 +342,10 @@ func (c *controller) bakeEnded(id int64, i int) {
 // report is a stored report of node reaching the controller.
 func (c *controller) report(node string, rep store.Report, services []*herdv1.ServiceHealth) {
 	r := c.cur
-	if r == nil || !r.active() {
+	if r == nil || !r.active() || rep.Audit {
+		// An audit run checks the node's cached catalog between applies:
+		// it neither applied the rollout's catalog nor ran the rehearsal
+		// asked for, even when its digest is the candidate's.
 		return
 	}
 	n := r.nodes[node]

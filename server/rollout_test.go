@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -749,4 +750,74 @@ func TestRolloutStageTimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// auditReport sends node's audit run of etag (the agent's noop check
+// between applies): it would change one resource, and fails those named.
+func (h *rolloutHarness) auditReport(node, etag string, failed ...string) {
+	h.t.Helper()
+	fn := h.nodes[node]
+	fn.runs++
+	r := &herdv1.Report{RunId: fmt.Sprintf("%s-audit-%d", node, fn.runs), CatalogDigest: etag, Version: "version-of-" + etag,
+		Noop: true, Audit: true, StartedUnixNs: time.Now().UnixNano(), Summary: &herdv1.Summary{Resources: 1, Changed: 1, Drift: 1}}
+	for _, id := range failed {
+		r.Events = append(r.Events, &herdv1.Event{Id: id, Type: "file", Status: "failed", Error: "permission denied"})
+		r.Summary = &herdv1.Summary{Resources: 1, Failed: 1}
+	}
+	if _, err := fn.c.SendReport(context.Background(), &herdv1.SendReportRequest{Report: r}); err != nil {
+		h.t.Fatalf("SendReport(%s): %v", node, err)
+	}
+	if err := h.s.ctl.sync(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestRolloutIgnoresAuditRuns: an audit run, even of the rollout's
+// candidate, is never a rehearsal's answer, and neither a failure nor
+// proof of health of a released node.
+func TestRolloutIgnoresAuditRuns(t *testing.T) {
+	t.Parallel()
+	t.Run("rehearsal", func(t *testing.T) {
+		t.Parallel()
+		stages := "[[rollout.stage]]\nname = \"rehearsal\"\nnodes = [\"n-0\"]\nnoop = true\n\n[[rollout.stage]]\nname = \"canary\"\nnodes = [\"n-0\"]\n"
+		h := newRolloutHarness(t, rolloutSite(stages, "hello"), "n-0", "n-1")
+		h.commit(rolloutSite(stages, "rehearsed"))
+		resp := h.checkin("n-0")
+		if resp.Rehearsal == nil {
+			t.Fatal("n-0 got no rehearsal")
+		}
+		cand := resp.Rehearsal.Etag
+		h.auditReport("n-0", cand)
+		h.auditReport("n-0", cand, "file:/etc/motd")
+		r, nodes := h.get()
+		if nodes["n-0"].Rehearsal != nil || stageStates(r)["rehearsal"] == stageDone || r.State == rolloutHalted {
+			t.Fatalf("after audit runs: n-0 rehearsal %v, stages %v, rollout %s; want the rehearsal still waiting", nodes["n-0"].Rehearsal, stageStates(r), r.State)
+		}
+		h.report("n-0", cand, true, nil)
+		if r, nodes := h.get(); nodes["n-0"].Rehearsal == nil || stageStates(r)["rehearsal"] != stageDone {
+			t.Errorf("after the rehearsal's own report: n-0 rehearsal %v, stages %v; want it rehearsed", nodes["n-0"].Rehearsal, stageStates(r))
+		}
+	})
+	t.Run("canary", func(t *testing.T) {
+		t.Parallel()
+		h := newRolloutHarness(t, rolloutSite(canaryHalfRest, "hello"), sixNodes...)
+		before := h.etags()
+		h.commit(rolloutSite(canaryHalfRest, "good morning"))
+		if got := h.moved(before); !cmp.Equal(got, []string{"n-0"}) {
+			t.Fatalf("released with the canary = %v, want [n-0]", got)
+		}
+		h.auditReport("n-0", h.nodes["n-0"].etag, "file:/etc/motd")
+		r, nodes := h.get()
+		if r.State == rolloutHalted || nodes["n-0"].State != nodeReleased {
+			t.Errorf("after a failing audit run: rollout %s (%s), n-0 %s; want running, n-0 released", r.State, r.Reason, nodes["n-0"].State)
+		}
+		h.auditReport("n-0", h.nodes["n-0"].etag)
+		if got := h.moved(h.etags()); len(got) != 0 {
+			t.Fatalf("after an audit run, released %v; want nothing", got)
+		}
+		h.report("n-0", h.nodes["n-0"].etag, false, nil)
+		if got := h.moved(before); len(got) < 2 {
+			t.Errorf("after the canary's real run, released %v; want the next stage too", got)
+		}
+	})
 }

@@ -467,3 +467,51 @@ func selfSigned(t *testing.T, name string) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// TestAuditReports: an audit report (noop, marked audit) is stored and
+// listed as such, moves the node's drift and not its last run; one that
+// claims to have changed the host is refused.
+func TestAuditReports(t *testing.T) {
+	t.Parallel()
+	s, _ := startServer(t)
+	ctx := context.Background()
+	c := enroll(t, s, "a-01")
+	nc := herdv1.NewNodeClient(dial(t, s, &c))
+	checkin(t, nc, map[string]any{}, "")
+	now := time.Now()
+	send := func(r *herdv1.Report) error {
+		_, err := nc.SendReport(ctx, &herdv1.SendReportRequest{Report: r})
+		return err
+	}
+	if err := send(&herdv1.Report{RunId: "apply-1", StartedUnixNs: now.UnixNano(), Summary: &herdv1.Summary{Resources: 2, InSync: 1, Drift: 1},
+		Events: []*herdv1.Event{{Id: "file:/etc/audited", Type: "file", Status: "drift", Changes: []*herdv1.Change{{Attr: "mode", From: "0644", To: "0600"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(&herdv1.Report{RunId: "audit-1", Noop: true, Audit: true, StartedUnixNs: now.Add(time.Second).UnixNano(),
+		Summary: &herdv1.Summary{Resources: 2, Changed: 1, Drift: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(&herdv1.Report{RunId: "audit-2", Audit: true, StartedUnixNs: now.Add(2 * time.Second).UnixNano(),
+		Summary: &herdv1.Summary{Resources: 2, Changed: 2}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("an audit report that is not noop = %v, want InvalidArgument", err)
+	}
+	adm := admin(t, s)
+	ac := herdv1.NewAdminClient(dial(t, s, &adm))
+	nodes, err := ac.ListNodes(ctx, &herdv1.ListNodesRequest{})
+	if err != nil || len(nodes.Nodes) != 1 {
+		t.Fatalf("ListNodes = %v, %v", nodes, err)
+	}
+	if n := nodes.Nodes[0]; n.Drift != 2 || n.LastNoop || n.LastSummary.GetInSync() != 1 {
+		t.Errorf("node = drift %d, last noop %v, last summary %v; want drift 2 from the audit, the last run the apply's", n.Drift, n.LastNoop, n.LastSummary)
+	}
+	list, err := ac.ListReports(ctx, &herdv1.ListReportsRequest{Node: "a-01"})
+	if err != nil || len(list.Reports) != 2 {
+		t.Fatalf("ListReports = %v, %v; want two reports", list, err)
+	}
+	if r := list.Reports[0].Report; r.RunId != "audit-1" || !r.Audit || r.Summary.GetDrift() != 2 {
+		t.Errorf("newest report = %v, want audit-1 marked audit with drift 2", r)
+	}
+	if r := list.Reports[1].Report; r.Audit || len(r.Events) != 1 || r.Events[0].Status != "drift" || r.Events[0].Changes[0].To != "0600" {
+		t.Errorf("the apply's report = %v, want its drift event with what differs", r)
+	}
+}

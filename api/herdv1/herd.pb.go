@@ -954,7 +954,12 @@ type Report struct {
 	Events        []*Event               `protobuf:"bytes,8,rep,name=events,proto3" json:"events,omitempty"`
 	// The health of every supervised service of the catalog that has a
 	// health check, as the run ended.
-	Services      []*ServiceHealth `protobuf:"bytes,9,rep,name=services,proto3" json:"services,omitempty"`
+	Services []*ServiceHealth `protobuf:"bytes,9,rep,name=services,proto3" json:"services,omitempty"`
+	// An audit run: a noop check of the node's cached catalog between
+	// applies (the agent's audit_interval). Its events that would change,
+	// and those of audit = true resources, are the node's drift; it never
+	// answers a rollout.
+	Audit         bool `protobuf:"varint,10,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1052,6 +1057,13 @@ func (x *Report) GetServices() []*ServiceHealth {
 	return nil
 }
 
+func (x *Report) GetAudit() bool {
+	if x != nil {
+		return x.Audit
+	}
+	return false
+}
+
 // ServiceHealth is what a service's health check said.
 type ServiceHealth struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1117,14 +1129,18 @@ func (x *ServiceHealth) GetDetail() string {
 }
 
 type Summary struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resources     int32                  `protobuf:"varint,1,opt,name=resources,proto3" json:"resources,omitempty"`
-	InSync        int32                  `protobuf:"varint,2,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`
-	Changed       int32                  `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
-	Failed        int32                  `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
-	Skipped       int32                  `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
-	Unknown       int32                  `protobuf:"varint,6,opt,name=unknown,proto3" json:"unknown,omitempty"`
-	Refreshed     int32                  `protobuf:"varint,7,opt,name=refreshed,proto3" json:"refreshed,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resources int32                  `protobuf:"varint,1,opt,name=resources,proto3" json:"resources,omitempty"`
+	InSync    int32                  `protobuf:"varint,2,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`
+	Changed   int32                  `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	Failed    int32                  `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	Skipped   int32                  `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Unknown   int32                  `protobuf:"varint,6,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	Refreshed int32                  `protobuf:"varint,7,opt,name=refreshed,proto3" json:"refreshed,omitempty"`
+	// Resources that differ from the catalog and were left so: status
+	// drift (audit = true resources), and in a noop run those that would
+	// change.
+	Drift         int32 `protobuf:"varint,8,opt,name=drift,proto3" json:"drift,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1204,6 +1220,13 @@ func (x *Summary) GetUnknown() int32 {
 func (x *Summary) GetRefreshed() int32 {
 	if x != nil {
 		return x.Refreshed
+	}
+	return 0
+}
+
+func (x *Summary) GetDrift() int32 {
+	if x != nil {
+		return x.Drift
 	}
 	return 0
 }
@@ -1431,8 +1454,11 @@ type NodeInfo struct {
 	// When the node was deactivated (by an operator, or by node_ttl);
 	// 0 for an active node.
 	DeactivatedUnixMs int64 `protobuf:"varint,13,opt,name=deactivated_unix_ms,json=deactivatedUnixMs,proto3" json:"deactivated_unix_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Summary.drift of the node's newest report that checked its own
+	// state: an audit run or a real (not noop) run.
+	Drift         int32 `protobuf:"varint,14,opt,name=drift,proto3" json:"drift,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -1552,6 +1578,13 @@ func (x *NodeInfo) GetLastNoop() bool {
 func (x *NodeInfo) GetDeactivatedUnixMs() int64 {
 	if x != nil {
 		return x.DeactivatedUnixMs
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetDrift() int32 {
+	if x != nil {
+		return x.Drift
 	}
 	return 0
 }
@@ -4611,7 +4644,7 @@ const file_herd_proto_rawDesc = "" +
 	"WatchEvent\x12\x12\n" +
 	"\x04etag\x18\x01 \x01(\tR\x04etag\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
-	"\x03run\x18\x03 \x01(\bR\x03run\"\xc5\x02\n" +
+	"\x03run\x18\x03 \x01(\bR\x03run\"\xdb\x02\n" +
 	"\x06Report\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12%\n" +
@@ -4622,11 +4655,13 @@ const file_herd_proto_rawDesc = "" +
 	"durationNs\x12*\n" +
 	"\asummary\x18\a \x01(\v2\x10.herd.v1.SummaryR\asummary\x12&\n" +
 	"\x06events\x18\b \x03(\v2\x0e.herd.v1.EventR\x06events\x122\n" +
-	"\bservices\x18\t \x03(\v2\x16.herd.v1.ServiceHealthR\bservices\"S\n" +
+	"\bservices\x18\t \x03(\v2\x16.herd.v1.ServiceHealthR\bservices\x12\x14\n" +
+	"\x05audit\x18\n" +
+	" \x01(\bR\x05audit\"S\n" +
 	"\rServiceHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc4\x01\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xda\x01\n" +
 	"\aSummary\x12\x1c\n" +
 	"\tresources\x18\x01 \x01(\x05R\tresources\x12\x17\n" +
 	"\ain_sync\x18\x02 \x01(\x05R\x06inSync\x12\x18\n" +
@@ -4634,7 +4669,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x06failed\x18\x04 \x01(\x05R\x06failed\x12\x18\n" +
 	"\askipped\x18\x05 \x01(\x05R\askipped\x12\x18\n" +
 	"\aunknown\x18\x06 \x01(\x05R\aunknown\x12\x1c\n" +
-	"\trefreshed\x18\a \x01(\x05R\trefreshed\"\x81\x02\n" +
+	"\trefreshed\x18\a \x01(\x05R\trefreshed\x12\x14\n" +
+	"\x05drift\x18\b \x01(\x05R\x05drift\"\x81\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -4654,7 +4690,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12\x12\n" +
 	"\x04diff\x18\x04 \x01(\tR\x04diff\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1c\n" +
-	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\x81\x04\n" +
+	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\x97\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x14last_checkin_unix_ms\x18\x02 \x01(\x03R\x11lastCheckinUnixMs\x12!\n" +
@@ -4670,7 +4706,8 @@ const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"rollout_id\x18\v \x01(\x03R\trolloutId\x12\x1b\n" +
 	"\tlast_noop\x18\f \x01(\bR\blastNoop\x12.\n" +
-	"\x13deactivated_unix_ms\x18\r \x01(\x03R\x11deactivatedUnixMs\"\x80\x01\n" +
+	"\x13deactivated_unix_ms\x18\r \x01(\x03R\x11deactivatedUnixMs\x12\x14\n" +
+	"\x05drift\x18\x0e \x01(\x05R\x05drift\"\x80\x01\n" +
 	"\x10ListNodesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +

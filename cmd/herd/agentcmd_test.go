@@ -130,18 +130,21 @@ func TestAgentSIGHUP(t *testing.T) {
 
 	// Only a run puts the hand edit back: the interval is an hour, and the
 	// file is not watched.
+	// audit_interval is reloaded too.
 	for i, interval := range []string{"2h0m0s", "3h0m0s"} {
+		audit := []string{"20m0s", "0s"}[i]
 		if err := os.WriteFile(motd, []byte("hand edit\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		writeConfig("interval = \"" + interval + "\"\nsplay = \"1s\"\n")
+		writeConfig("interval = \"" + interval + "\"\nsplay = \"1s\"\naudit_interval = \"" + audit + "\"\n")
 		if err := child.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 		await("the run SIGHUP "+string(rune('1'+i))+" asked for", holds("managed\n"))
 		await("the reloaded interval in the log", func() bool {
 			for _, line := range strings.Split(out.String(), "\n") {
-				if strings.Contains(line, `"msg":"configuration reloaded"`) && strings.Contains(line, `"interval":"`+interval+`"`) {
+				if strings.Contains(line, `"msg":"configuration reloaded"`) && strings.Contains(line, `"interval":"`+interval+`"`) &&
+					strings.Contains(line, `"audit_interval":"`+audit+`"`) {
 					return true
 				}
 			}
@@ -159,5 +162,25 @@ func TestAgentSIGHUP(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the agent did not stop on SIGTERM:\n%s", out.String())
+	}
+}
+
+// TestAgentAuditIntervalRefused: audit_interval is refused where it
+// could not act (a masterless agent has no server to report drift to)
+// and when negative or too short to be meant, before anything is touched.
+func TestAgentAuditIntervalRefused(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--site", exampleSite, "--root", t.TempDir(), "--audit-interval", "5m"}, "audit_interval has no meaning with --site"},
+		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--audit-interval", "-1m"}, "audit_interval -1m0s: want 0 (off) or at least 10s"},
+		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--audit-interval", "5ms"}, "audit_interval 5ms: want 0 (off) or at least 10s"},
+	} {
+		_, stderr, code := herd(t, "", tt.args...)
+		if code != nodecmd.ExitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("herd %v = exit %d, %q; want usage error saying %q", tt.args, code, stderr, tt.want)
+		}
 	}
 }

@@ -46,12 +46,18 @@ over each node's facts, at the top level (os.family) and under facts
 (facts.os.family), and its status: name, version (approved),
 applied_version, agent_version, status (unreported, failed, changed,
 pending, unchanged), rollout_state, compile_error, changed and failed (the
-last run's counts), noop, last_checkin and last_report (times; compare with
+last run's counts), noop, drift, last_checkin and last_report (times; compare with
 now() - duration("1h")), and checkin_age (seconds since the last check-in).
 A status name wins over a fact of the same name, which stays under facts.
 A node the expression fails on (a path through a fact it lacks) is not
 listed: write os?.family to read a missing fact as nil. See
-docs/operations.md.`,
+docs/operations.md.
+
+DRIFT counts the resources that differed from the node's catalog at its
+newest run that checked the host: an audit run (the agent's audit_interval)
+or a real run. Resources marked audit = true count when they differ; in an
+audit run so does every resource that would change. An audit run is never
+the LAST RUN.`,
 		Example: `  herd nodes
   herd nodes --where 'os.family == "debian" && memory.total_bytes < 4e9'
   herd nodes --where 'status == "failed" || checkin_age > 3600'
@@ -112,7 +118,7 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 	if inactive {
 		head += "DEACTIVATED\t"
 	}
-	fmt.Fprintln(tw, head+"CHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tCOMPILE ERROR")
+	fmt.Fprintln(tw, head+"CHECK-IN\tAPPROVED\tRUNNING\tROLLOUT\tLAST RUN\tDRIFT\tCOMPILE ERROR")
 	for _, n := range nodes {
 		approved := "-"
 		if n.CatalogEtag != "" {
@@ -129,8 +135,14 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 				rollout += fmt.Sprintf(" #%d", n.RolloutId)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), deactivated(n), ago(n.LastCheckinUnixMs), approved, running, rollout,
-			lastRun(n), nodecmd.Clean(firstLine(n.CompileError)))
+		// Drift is the count of the newest run that checked the host (an
+		// audit or a real run); "-" before any report.
+		drift := "-"
+		if n.LastReportUnixMs != 0 {
+			drift = fmt.Sprint(n.Drift)
+		}
+		fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), deactivated(n), ago(n.LastCheckinUnixMs), approved, running, rollout,
+			lastRun(n), drift, nodecmd.Clean(firstLine(n.CompileError)))
 	}
 	return tw.Flush()
 }

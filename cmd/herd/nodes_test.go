@@ -36,6 +36,11 @@ func TestPrintNodes(t *testing.T) {
 			not:  []string{"noop"},
 		},
 		{
+			name: "drift",
+			node: &herdv1.NodeInfo{Name: "web-03", AppliedVersion: v1, LastReportUnixMs: ago, LastSummary: &herdv1.Summary{Resources: 9, InSync: 9}, Drift: 3},
+			want: []string{"DRIFT", "0 changed, 0 failed  3 "},
+		},
+		{
 			name: "never ran, in no rollout",
 			node: &herdv1.NodeInfo{Name: "db-01" + hostile, CompileError: "roles/db.toml:1:1: bad\nmore"},
 			want: []string{`"db-01\x1b]0;owned`, "roles/db.toml:1:1: bad …"},
@@ -79,5 +84,43 @@ func assertNoControl(t *testing.T, what, out string) {
 	}
 	if strings.Contains(out, "\u009b") {
 		t.Errorf("%s printed a C1 control:\n%q", what, out)
+	}
+}
+
+// TestPrintReportsMarksAudits: herd reports marks an audit run as such
+// (not as an operator's noop run) and says how much drift a run found.
+func TestPrintReportsMarksAudits(t *testing.T) {
+	t.Parallel()
+	at := time.Now().UnixMilli()
+	tests := []struct {
+		name      string
+		r         *herdv1.Report
+		want, not []string
+	}{
+		{"audit run", &herdv1.Report{RunId: "r1", Noop: true, Audit: true, Summary: &herdv1.Summary{Resources: 4, Changed: 1, Drift: 2},
+			Events: []*herdv1.Event{{Id: "file:/etc/ssh/sshd_config", Status: "drift"}}},
+			[]string{"web-01 (audit)", ", 2 drift", "drift        file:/etc/ssh/sshd_config"}, []string{"(noop)"}},
+		{"noop run", &herdv1.Report{RunId: "r2", Noop: true, Summary: &herdv1.Summary{Resources: 4, Changed: 1, Drift: 1}},
+			[]string{"web-01 (noop)", ", 1 drift"}, []string{"(audit)"}},
+		{"real run without drift", &herdv1.Report{RunId: "r3", Summary: &herdv1.Summary{Resources: 4, Changed: 1}},
+			[]string{"web-01  run r3"}, []string{"(audit)", "(noop)", "drift"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var b bytes.Buffer
+			printReports(&b, []*herdv1.StoredReport{{Node: "web-01", ReceivedUnixMs: at, Report: tt.r}}, time.Local)
+			out := b.String()
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("herd reports lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(out, w) {
+					t.Errorf("herd reports says %q:\n%s", w, out)
+				}
+			}
+		})
 	}
 }

@@ -115,12 +115,21 @@ func printReports(out io.Writer, reports []*herdv1.StoredReport, loc *time.Locat
 	for _, sr := range reports {
 		r, s := sr.Report, sr.Report.GetSummary()
 		mode := ""
-		if r.GetNoop() {
+		switch {
+		case r.GetAudit():
+			// An audit run checked the host between applies: what would
+			// change is drift.
+			mode = " (audit)"
+		case r.GetNoop():
 			mode = " (noop)"
 		}
-		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped in %s\n",
+		drift := ""
+		if s.GetDrift() > 0 {
+			drift = fmt.Sprintf(", %d drift", s.GetDrift())
+		}
+		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped%s in %s\n",
 			time.UnixMilli(sr.ReceivedUnixMs).In(loc).Format(time.DateTime), nodecmd.Clean(sr.Node), mode, nodecmd.Clean(r.GetRunId()), nodecmd.Clean(nodecmd.ShortVersion(r.GetVersion())),
-			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
+			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), drift, time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
 		for _, e := range r.GetEvents() {
 			printEvent(out, e, r.GetNoop(), "    ", false)
 		}
@@ -131,7 +140,10 @@ func printReports(out io.Writer, reports []*herdv1.StoredReport, loc *time.Locat
 func printRun(out io.Writer, sr *herdv1.StoredReport, loc *time.Location) {
 	r, s := sr.Report, sr.Report.GetSummary()
 	mode := "apply"
-	if r.GetNoop() {
+	switch {
+	case r.GetAudit():
+		mode = "audit (a check between applies; nothing changed; what would change is drift)"
+	case r.GetNoop():
 		mode = "noop (nothing changed; changes are what would change)"
 	}
 	started := "-"
@@ -145,8 +157,8 @@ func printRun(out io.Writer, sr *herdv1.StoredReport, loc *time.Location) {
 	fmt.Fprintf(out, "catalog   %s\n", nodecmd.Clean(r.GetCatalogDigest()))
 	fmt.Fprintf(out, "started   %s, took %s\n", started, time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
 	fmt.Fprintf(out, "received  %s\n", time.UnixMilli(sr.ReceivedUnixMs).In(loc).Format(time.DateTime))
-	fmt.Fprintf(out, "summary   %d resources: %d in sync, %d changed, %d failed, %d skipped, %d unknown, %d refreshed\n",
-		s.GetResources(), s.GetInSync(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), s.GetUnknown(), s.GetRefreshed())
+	fmt.Fprintf(out, "summary   %d resources: %d in sync, %d changed, %d failed, %d skipped, %d unknown, %d refreshed, %d drift\n",
+		s.GetResources(), s.GetInSync(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), s.GetUnknown(), s.GetRefreshed(), s.GetDrift())
 	for _, h := range r.GetServices() {
 		line := nodecmd.Clean(h.GetName()) + ": " + nodecmd.Clean(h.GetHealth())
 		if h.GetDetail() != "" {

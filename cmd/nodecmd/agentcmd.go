@@ -2,6 +2,7 @@ package nodecmd
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -30,6 +31,7 @@ type agentConfig struct {
 	StateDir         string   `toml:"state_dir"`
 	Interval         Duration `toml:"interval"`
 	Splay            Duration `toml:"splay"`
+	AuditInterval    Duration `toml:"audit_interval"`
 	Noop             bool     `toml:"noop"`
 	Parallel         int      `toml:"parallel"`
 	ResourceTimeout  Duration `toml:"resource_timeout"`
@@ -38,6 +40,9 @@ type agentConfig struct {
 	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
 	LogLevel         string   `toml:"log_level"`
 }
+
+// minAuditInterval is the shortest audit_interval the agent takes.
+const minAuditInterval = 10 * time.Second
 
 // defaultAgentServer is the server an agent talks to unless told.
 const defaultAgentServer = "127.0.0.1:8140"
@@ -69,7 +74,10 @@ converges the host with the same engine as herd apply, and sends the report;
 reports wait in a spool until the server has them. With the server
 unreachable the last good catalog is applied. A Watch stream makes the agent
 run at once when the server releases a new catalog, and files whose resource
-says drift = "watch" are put back within a second of a hand edit.
+says drift = "watch" are put back within a second of a hand edit. With
+--audit-interval the agent also checks the host against its cached catalog
+that long after each run (noop, no check-in) and reports what differs as
+drift; a real run puts the next audit off.
 
 A masterless host runs the daemon with --site DIR instead of --server: it
 applies the site from the local checkout at once, again whenever the
@@ -83,6 +91,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 		Example: `  herd agent --server herd.example.com:8140 --join-token "$TOKEN"
   herd agent --config /etc/herd/agent.toml
   herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop
+  herd agent --config /etc/herd/agent.toml --audit-interval 5m
   herd agent --site /srv/site --interval 15m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -93,6 +102,11 @@ SIGHUP makes the agent run at once with --config read again.`,
 			defer signal.Stop(hup)
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
+			}
+			if cfg.AuditInterval < 0 || (cfg.AuditInterval > 0 && time.Duration(cfg.AuditInterval) < minAuditInterval) {
+				// Each audit checks the whole catalog and sends a report:
+				// "5ms" is a typo, not a wish to do nothing else.
+				return UsageError(cmd, fmt.Sprintf("audit_interval %s: want 0 (off) or at least %s", time.Duration(cfg.AuditInterval), minAuditInterval))
 			}
 			log, err := Logger(cmd, cfg.LogLevel)
 			if err != nil {
@@ -136,7 +150,8 @@ SIGHUP makes the agent run at once with --config read again.`,
 			options := func(cfg agentConfig) agent.DaemonOptions {
 				return agent.DaemonOptions{
 					Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
-					Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Noop: cfg.Noop, Parallel: cfg.Parallel,
+					Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), AuditInterval: time.Duration(cfg.AuditInterval),
+					Noop: cfg.Noop, Parallel: cfg.Parallel,
 					ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
 					FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log, Once: once,
 					Services: services,
@@ -195,6 +210,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 	f.StringVar(&cfg.StateDir, "state-dir", "", "the agent's state directory (default ROOT/var/lib/herd)")
 	f.Var(&cfg.Interval, "interval", "time between runs when the server names no check-in time")
 	f.Var(&cfg.Splay, "splay", "random delay added to the interval")
+	f.Var(&cfg.AuditInterval, "audit-interval", "check the host against its catalog this long after each run and report drift (0: off)")
 	f.BoolVar(&cfg.Noop, "noop", false, "check only: report what would change and change nothing")
 	f.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "resources converged at once, at most")
 	f.Var(&cfg.ResourceTimeout, "resource-timeout", "how long one resource may take")
@@ -218,6 +234,11 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, hup <-chan os.
 	}
 	if cfg.Server != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" {
 		return UsageError(cmd, "the config file's server settings have no meaning with --site (a masterless agent talks to no server)")
+	}
+	if cfg.AuditInterval != 0 {
+		// Audit runs report drift to a server; a masterless agent has
+		// none to tell.
+		return UsageError(cmd, "audit_interval has no meaning with --site (audit runs report drift to a server; use herd apply --noop)")
 	}
 	if cfg.Noop && !once {
 		return UsageError(cmd, "--noop with --site needs --once: a daemon that only checks supervises nothing (or use herd apply --noop)")

@@ -45,9 +45,10 @@ empty dpkg database, passwd and group, login.defs, os-release…) is laid out
 first (not with --noop: a root not laid out yet is refused); files that
 exist are left alone. State lives in DIR/var/lib/herd.
 
-Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed,
-4 failures, 6 changes and failures, 1 the run could not start (a site
-error, the lock held), 64 bad usage.`,
+Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed (with
+--noop: would change; or a resource marked audit = true differs: drift,
+which is never a failure), 4 failures, 6 changes and failures, 1 the run
+could not start (a site error, the lock held), 64 bad usage.`,
 		Example: `  herd apply --site examples/site --root /tmp/sandbox --node web-01
   herd apply --site /srv/site --noop --diff
   herd apply --site . --json | jq '.events[] | select(.status == "failed")'`,
@@ -127,6 +128,9 @@ func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 		switch {
 		case c.Sensitive:
 			detail = append(detail, c.Attr+" (sensitive)")
+		case c.Diff != "" && e.Status == agent.Drift:
+			// Drift was found, not made.
+			detail = append(detail, c.Attr+" differs")
 		case c.Diff != "":
 			detail = append(detail, c.Attr+" changed")
 		case c.From != "" || c.To != "":
@@ -183,6 +187,9 @@ func WriteSummary(w io.Writer, r *agent.Report) {
 	}
 	if s.Refreshed > 0 {
 		fmt.Fprintf(w, ", %d refreshed", s.Refreshed)
+	}
+	if s.Drift > 0 {
+		fmt.Fprintf(w, ", %d drift", s.Drift)
 	}
 	fmt.Fprintf(w, " (site %s, run %s)\n", ShortVersion(r.Version), r.RunID)
 }

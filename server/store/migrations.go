@@ -207,6 +207,15 @@ var migrations = []string{
 	// views and rollouts (by an operator, or by node_ttl), 0 while it is
 	// active; a check-in after it brings the node back.
 	`ALTER TABLE nodes ADD COLUMN deactivated INTEGER NOT NULL DEFAULT 0;`,
+	// 7: drift. A report says whether it was an audit run (the agent's
+	// noop check between applies) and how many resources differed from
+	// the catalog; a node keeps the drift of its newest report that
+	// checked its own state (an audit run or a real one) and that
+	// report's start, which orders late reports.
+	`ALTER TABLE reports ADD COLUMN audit INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE reports ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN drift_started INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

@@ -50,6 +50,9 @@ type Node struct {
 	// Deactivated is when the node was deactivated (see Deactivate);
 	// zero while it is active.
 	Deactivated time.Time
+	// Drift is Summary.Drift of the newest report that checked the
+	// node's own state: an audit run or a real (not noop) run.
+	Drift int
 }
 
 // touch is one check-in waiting in memory to be written.
@@ -198,7 +201,7 @@ const nodeColumns = `n.name, n.first_seen, n.last_checkin, n.agent_version, n.ne
 	n.compile_error, n.compile_version, COALESCE(f.digest, ''), COALESCE(f.received, 0),
 	n.applied_etag, n.applied_version, n.last_run_id, n.last_received, n.last_started, n.last_noop, n.last_exit_code,
 	n.last_resources, n.last_in_sync, n.last_changed, n.last_failed, n.last_skipped, n.last_unknown, n.last_refreshed,
-	n.deactivated
+	n.deactivated, n.drift
 	FROM nodes n
 	LEFT JOIN catalogs c ON c.etag = n.catalog_etag
 	LEFT JOIN facts_latest f ON f.node = n.name`
@@ -212,7 +215,7 @@ func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
 		&n.AppliedEtag, &n.AppliedVersion, &n.LastRunID, &received, &started, &n.LastNoop, &n.LastExitCode,
 		&n.LastSummary.Resources, &n.LastSummary.InSync, &n.LastSummary.Changed, &n.LastSummary.Failed,
 		&n.LastSummary.Skipped, &n.LastSummary.Unknown, &n.LastSummary.Refreshed,
-		&deactivated)
+		&deactivated, &n.Drift)
 	n.FirstSeen, n.LastCheckin, n.NextCheckin = fromNS(first), fromNS(checkin), fromNS(next)
 	n.CatalogSaved, n.FactsUpdated = fromNS(saved), fromNS(facts)
 	n.LastReport, n.LastStarted = fromNS(received), fromNS(started)

@@ -32,6 +32,9 @@ type Summary struct {
 	Skipped   int
 	Unknown   int
 	Refreshed int
+	// Drift counts the resources left differing from the catalog: status
+	// drift, and in a noop run those that would change.
+	Drift int
 }
 
 // Report is one run's outcome, as stored.
@@ -41,10 +44,15 @@ type Report struct {
 	Version       string // the site version of the catalog the run used
 	CatalogDigest string
 	Noop          bool
-	Started       time.Time
-	Duration      time.Duration
-	Received      time.Time // when the server received it
-	Summary       Summary
+	// Audit marks an audit run: the agent's noop check of its cached
+	// catalog between applies. It is never the node's last run (Node's
+	// Last fields follow real and noop runs only); its drift is the
+	// node's drift.
+	Audit    bool
+	Started  time.Time
+	Duration time.Duration
+	Received time.Time // when the server received it
+	Summary  Summary
 	// Events are the run's events that were not plainly in sync (see
 	// Event.InSync), in the order sent: a run that changed nothing keeps
 	// its summary only.
@@ -52,11 +60,11 @@ type Report struct {
 }
 
 // ExitCode is the run's exit status in Puppet's --detailed-exitcodes
-// convention, as the agent computes it: 0 in sync, 2 changed, 4 failures,
-// 6 both.
+// convention, as the agent computes it: 0 in sync, 2 changed (or
+// drift), 4 failures, 6 both.
 func (r Report) ExitCode() int {
 	code := 0
-	if r.Summary.Changed > 0 || r.Summary.Refreshed > 0 {
+	if r.Summary.Changed > 0 || r.Summary.Refreshed > 0 || r.Summary.Drift > 0 {
 		code |= 2
 	}
 	if r.Summary.Failed > 0 || r.Summary.Skipped > 0 {
@@ -69,7 +77,7 @@ func (r Report) ExitCode() int {
 type Event struct {
 	ID     string // the resource, "type:name"
 	Type   string
-	Status string // in-sync, changed, failed, skipped, unknown
+	Status string // in-sync, changed, failed, skipped, unknown, drift
 	Noop   bool
 	// ChangesJSON is the event's changes as JSON the server made; the
 	// store keeps it as it is.
@@ -139,11 +147,11 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		applied, appliedVersion = r.CatalogDigest, r.Version
 	}
 	err = s.write(ctx, func(w *wtx) error {
-		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, started, duration, exit_code,
-				resources, in_sync, changed, failed, skipped, unknown, refreshed, events)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING`,
-			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, ns(r.Started), int64(r.Duration), exit,
-			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, len(keep))
+		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, started, duration, exit_code,
+				resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING`,
+			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, ns(r.Started), int64(r.Duration), exit,
+			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(keep))
 		if err != nil {
 			return err
 		}
@@ -159,6 +167,22 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		}
 		if err := insertEvents(w, id<<eventBits, keep); err != nil {
 			return err
+		}
+		if r.Audit || !r.Noop {
+			// A run that checked the node's own state says how far it
+			// drifted; a plain noop run (a rehearsal, an operator's
+			// --noop) is a question, not an answer.
+			if _, err := w.exec(`INSERT INTO nodes (name, first_seen, drift, drift_started) VALUES (?, ?, ?, ?)
+				ON CONFLICT (name) DO UPDATE SET drift = excluded.drift, drift_started = excluded.drift_started
+				WHERE excluded.drift_started >= nodes.drift_started`,
+				node, ns(r.Received), sum.Drift, ns(r.Started)); err != nil {
+				return err
+			}
+		}
+		if r.Audit {
+			// An audit run is not the node's last run: herd nodes goes
+			// on showing how its last apply went.
+			return nil
 		}
 		_, err = w.exec(`INSERT INTO nodes (name, first_seen, applied_etag, applied_version, last_run_id, last_received, last_started, last_noop, last_exit_code,
 				last_resources, last_in_sync, last_changed, last_failed, last_skipped, last_unknown, last_refreshed)
@@ -241,8 +265,8 @@ type ReportQuery struct {
 // the next page (0 when this one is the last).
 func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64, error) {
 	limit := limitOr(q.Limit, DefaultHistoryLimit)
-	query := `SELECT id, node, run_id, received, version, catalog_digest, noop, started, duration,
-		resources, in_sync, changed, failed, skipped, unknown, refreshed, events FROM reports`
+	query := `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, started, duration,
+		resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events FROM reports`
 	before := q.Before
 	if before <= 0 {
 		before = math.MaxInt64
@@ -279,8 +303,8 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 		var id, received, started, duration int64
 		var events int
 		sm := &r.Summary
-		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &started, &duration,
-			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &events); err != nil {
+		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &started, &duration,
+			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events); err != nil {
 			rows.Close()
 			return nil, 0, fmt.Errorf("listing reports: %w", err)
 		}

@@ -201,3 +201,56 @@ func TestReportRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestReportDrift: a node's drift follows its newest report that checked
+// its own state (an audit run or a real run), never a plain noop run or a
+// late older report; an audit run is kept and marked, and is never the
+// node's last run.
+func TestReportDrift(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	steps := []struct {
+		name      string
+		r         Report
+		wantDrift int
+		wantLast  string // the node's LastRunID after it
+	}{
+		{"a real run with an audited resource drifted",
+			Report{RunID: "apply-1", Started: at(10), Summary: Summary{Resources: 3, InSync: 2, Drift: 1}}, 1, "apply-1"},
+		{"an audit run: what would change is drift",
+			Report{RunID: "audit-1", Noop: true, Audit: true, Started: at(20), Summary: Summary{Resources: 3, InSync: 1, Changed: 2, Drift: 2}}, 2, "apply-1"},
+		{"a plain noop run answers nothing",
+			Report{RunID: "noop-1", Noop: true, Started: at(30), Summary: Summary{Resources: 3, Changed: 3, Drift: 3}}, 2, "noop-1"},
+		{"an older audit run arriving late changes nothing",
+			Report{RunID: "audit-0", Noop: true, Audit: true, Started: at(15), Summary: Summary{Resources: 3, InSync: 3}}, 2, "noop-1"},
+		{"a real run puts it right",
+			Report{RunID: "apply-2", Started: at(40), Summary: Summary{Resources: 3, InSync: 2, Changed: 1}}, 0, "apply-2"},
+	}
+	for _, st := range steps {
+		st.r.Received = st.r.Started
+		if _, err := s.SaveReport(ctx, "web-01", st.r); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		n, ok, err := s.Node(ctx, "web-01")
+		if err != nil || !ok {
+			t.Fatalf("%s: Node = %v, %v", st.name, ok, err)
+		}
+		if n.Drift != st.wantDrift || n.LastRunID != st.wantLast {
+			t.Errorf("%s: node drift %d, last run %q; want %d, %q", st.name, n.Drift, n.LastRunID, st.wantDrift, st.wantLast)
+		}
+	}
+	got, err := s.Reports(ctx, "web-01", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audits := map[string]int{}
+	for _, r := range got {
+		if r.Audit {
+			audits[r.RunID] = r.Summary.Drift
+		}
+	}
+	if d := cmp.Diff(map[string]int{"audit-1": 2, "audit-0": 0}, audits); d != "" {
+		t.Errorf("audit reports and their drift (-want +got):\n%s", d)
+	}
+}

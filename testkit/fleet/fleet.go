@@ -66,6 +66,9 @@ type Options struct {
 	// service is stopped when the test ends. Without it a service
 	// resource fails for want of a supervisor.
 	Services bool
+	// AuditInterval is each daemon's DaemonOptions.AuditInterval: audit
+	// runs between applies (default off).
+	AuditInterval time.Duration
 }
 
 // NewFleet starts a server for site and n agents named node-1 … node-n,
@@ -160,6 +163,7 @@ func (f *Fleet) AddAgent(name string) *Agent {
 	opts := agent.DaemonOptions{
 		Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log,
 		MinBackoff: f.opts.Retry, WatchBackoff: f.opts.Retry, ConnectWait: f.opts.ConnectWait,
+		AuditInterval: f.opts.AuditInterval,
 	}
 	if f.opts.Services {
 		opts.Services = func(ctx context.Context, st *agent.State) (resources.Services, func(), error) {
