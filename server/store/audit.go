@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -221,3 +223,45 @@ func (s *Store) AuditControls(ctx context.Context) (map[string][]byte, error) {
 const pruneAuditSQL = `DELETE FROM audit_results WHERE at < ?1 AND (state = '' OR EXISTS (
 	SELECT 1 FROM audit_results n WHERE n.node = audit_results.node AND n.control = audit_results.control
 	AND n.id > audit_results.id AND n.at <= ?1))`
+
+// AuditReports returns what the audit controls read of node's reports:
+// its last real (not noop) run, and its newest report that checked its
+// own state (a real run or an audit run), each with its stored events;
+// nil when there is none.
+func (s *Store) AuditReports(ctx context.Context, node string) (last, check *Report, err error) {
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the reports of %s: %w", node, err)
+	}
+	defer tx.Rollback() // read-only: nothing to keep
+	one := func(where string) (*Report, error) {
+		var r Report
+		var id, received, started, duration int64
+		var events int
+		sm := &r.Summary
+		err := tx.QueryRowContext(ctx, `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, started, duration,
+			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events FROM reports
+			WHERE node = ? AND `+where+` ORDER BY started DESC, id DESC LIMIT 1`, node).Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &started, &duration,
+			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.Received, r.Started, r.Duration = fromNS(received), fromNS(started), time.Duration(duration)
+		if events > 0 {
+			if r.Events, err = readEvents(ctx, tx, id, events); err != nil {
+				return nil, err
+			}
+		}
+		return &r, nil
+	}
+	if last, err = one(`noop = 0`); err != nil {
+		return nil, nil, fmt.Errorf("reading the last run of %s: %w", node, err)
+	}
+	if check, err = one(`(noop = 0 OR audit != 0)`); err != nil {
+		return nil, nil, fmt.Errorf("reading the last check of %s: %w", node, err)
+	}
+	return last, check, nil
+}
