@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/policies"
@@ -265,27 +263,50 @@ func (s *Server) auditNodes(ctx context.Context, nodes []string) {
 		}
 		batch, digests = map[string][]store.AuditRecord{}, map[string][32]byte{}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	one := func(node string) {
+		recs, digest, changed := s.auditNode(ctx, st, node, now)
+		if !changed {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		batch[node], digests[node] = recs, digest
+		if len(batch) >= auditBatch {
+			flush()
+		}
+	}
+	if len(nodes) == 1 {
+		// A change to one node: on this goroutine, whose stack has
+		// grown already.
+		if !s.inactive.has(nodes[0]) {
+			one(nodes[0])
+		}
+		flush()
+		return
+	}
+	// Long-lived workers rather than a goroutine per node: OPA's
+	// evaluation recurses deeply, and a new goroutine grows its stack
+	// again for every node.
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(nodes)) {
+		wg.Go(func() {
+			for node := range work {
+				one(node)
+			}
+		})
+	}
 	for _, node := range nodes {
 		if s.inactive.has(node) {
 			continue
 		}
-		g.Go(func() error {
-			recs, digest, changed := s.auditNode(gctx, st, node, now)
-			if !changed {
-				return nil
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			batch[node], digests[node] = recs, digest
-			if len(batch) >= auditBatch {
-				flush()
-			}
-			return nil
-		})
+		select {
+		case work <- node:
+		case <-ctx.Done():
+		}
 	}
-	g.Wait()
+	close(work)
+	wg.Wait()
 	flush()
 }
 
