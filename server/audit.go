@@ -111,25 +111,26 @@ func (a *auditor) forget(node string) {
 // the controls read, and queues the node.
 func (a *auditor) reported(node string, r store.Report) {
 	a.mu.Lock()
-	n := a.node(node)
-	if n.loaded {
-		applyReport(n, r, false)
-	}
+	// Folded in even before the store's reports are read: applyReport
+	// orders by start, so a read that began before this report was
+	// stored cannot put an older run over it.
+	applyReport(a.node(node), r)
 	a.mu.Unlock()
 	a.touch(node)
 }
 
-// applyReport folds r into n: a real run is the last run; a real or audit
-// run that started after the last check gives the drift. Callers hold
-// the auditor's lock. check says r is known to be the newest check.
-func applyReport(n *auditNode, r store.Report, check bool) {
+// applyReport folds r into n: a real run that started no earlier than
+// the last run is the last run; a real or audit run that started no
+// earlier than the last check gives the drift. Callers hold the
+// auditor's lock.
+func applyReport(n *auditNode, r store.Report) {
 	if r.Received.After(n.received) && (r.Audit || !r.Noop) {
 		n.received = r.Received
 	}
 	if !r.Noop && (n.report == nil || r.Started.UnixMilli() >= n.report.StartedUnixMS) {
 		n.report = runReport(r)
 	}
-	if (r.Audit || !r.Noop) && (check || !r.Started.Before(n.checked)) {
+	if (r.Audit || !r.Noop) && !r.Started.Before(n.checked) {
 		n.checked = r.Started
 		n.drift = driftOf(r)
 	}
@@ -380,10 +381,10 @@ func (s *Server) auditInput(ctx context.Context, st *siteState, node string, now
 		if !n.loaded {
 			n.loaded = true
 			if last != nil {
-				applyReport(n, *last, false)
+				applyReport(n, *last)
 			}
 			if check != nil {
-				applyReport(n, *check, true)
+				applyReport(n, *check)
 			}
 		}
 		a.mu.Unlock()

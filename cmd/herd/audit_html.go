@@ -163,7 +163,7 @@ func visibleResponse(r *herdv1.AuditResponse) *herdv1.AuditResponse {
 	return r
 }
 
-// visible shows s's control characters (but newline and tab) and invalid
+// visible shows s's control characters (but newline) and invalid
 // bytes as Go escapes.
 func visible(s string) string {
 	var b strings.Builder
@@ -171,7 +171,7 @@ func visible(s string) string {
 		switch {
 		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
 			fmt.Fprintf(&b, "\\x%02x", s[i])
-		case r == '\n' || r == '\t' || unicode.IsPrint(r) || r == ' ':
+		case r == '\n' || unicode.IsPrint(r):
 			b.WriteRune(r)
 		default:
 			b.WriteString(strings.Trim(strconv.QuoteRune(r), "'"))

@@ -256,3 +256,46 @@ violations contains {"message": sprintf("motd says %s", [r.attrs.content]), "res
 		t.Errorf("herd audit -o %s wrote %v:\n%s", html, err, b)
 	}
 }
+
+// FuzzAuditPrinters: whatever a node puts in its evidence or a control's
+// error, the table and CSV send no control character to a terminal, the
+// HTML holds none and no markup of it, and no CSV cell starts a formula.
+func FuzzAuditPrinters(f *testing.F) {
+	f.Add("db-01", auditHostile, "=1+1")
+	f.Add("x", "\xff\xfe<b>", "@SUM(A1)")
+	f.Add("", "", "")
+	f.Fuzz(func(t *testing.T, node, message, errText string) {
+		r := goldenAudit()
+		r.Results[0].Node, r.Results[0].Error = node, errText
+		// <zq is in no template: found in the HTML, it came through raw.
+		r.Results[2].Evidence[0].Message, r.Results[2].Evidence[1].Resource = "<zq"+message, message
+		v := auditView{resp: r, now: time.Unix(0, 0)}
+		for name, print := range map[string]func(w *bytes.Buffer) error{
+			"table": func(w *bytes.Buffer) error { return printAudit(w, v) },
+			"csv":   func(w *bytes.Buffer) error { return printAuditCSV(w, r) },
+			"html":  func(w *bytes.Buffer) error { return printAuditHTML(w, v) },
+		} {
+			var b bytes.Buffer
+			if err := print(&b); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			assertNoControl(t, name, b.String())
+			if name == "html" && strings.Contains(b.String(), "<zq") {
+				t.Errorf("the HTML holds %q unescaped", "<zq"+message)
+			}
+			if name == "csv" {
+				rows, err := csv.NewReader(&b).ReadAll()
+				if err != nil {
+					t.Fatalf("the CSV does not read back: %v", err)
+				}
+				for _, row := range rows {
+					for _, cell := range row {
+						if cell != "" && strings.ContainsRune("=+-@", rune(cell[0])) {
+							t.Errorf("CSV cell %q starts a formula", cell)
+						}
+					}
+				}
+			}
+		}
+	})
+}
