@@ -36,6 +36,9 @@ type auditor struct {
 	all   bool
 	wake  chan struct{}
 	nodes map[string]*auditNode
+	// gone holds the nodes purged since they were last queued: an
+	// evaluation under way when its node was purged stores nothing.
+	gone map[string]bool
 	// done is closed and replaced after each pass, for tests that await
 	// one (awaitAudits).
 	done chan struct{}
@@ -63,6 +66,7 @@ func (a *auditor) init() {
 	a.dirty = map[string]bool{}
 	a.wake = make(chan struct{}, 1)
 	a.nodes = map[string]*auditNode{}
+	a.gone = map[string]bool{}
 	a.done = make(chan struct{})
 }
 
@@ -70,6 +74,7 @@ func (a *auditor) init() {
 func (a *auditor) touch(node string) {
 	a.mu.Lock()
 	a.dirty[node] = true
+	delete(a.gone, node)
 	a.mu.Unlock()
 	a.poke()
 }
@@ -104,6 +109,7 @@ func (a *auditor) forget(node string) {
 	a.mu.Lock()
 	delete(a.nodes, node)
 	delete(a.dirty, node)
+	a.gone[node] = true
 	a.mu.Unlock()
 }
 
@@ -248,6 +254,13 @@ func (s *Server) auditNodes(ctx context.Context, nodes []string) {
 	batch := map[string][]store.AuditRecord{}
 	digests := map[string][32]byte{}
 	flush := func() {
+		s.audits.mu.Lock()
+		for node := range batch {
+			if s.audits.gone[node] {
+				delete(batch, node)
+			}
+		}
+		s.audits.mu.Unlock()
 		if len(batch) == 0 {
 			return
 		}

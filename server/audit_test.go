@@ -179,6 +179,16 @@ func TestAuditFleet(t *testing.T) {
 		t.Errorf("Audit(motd-clean) with n-1 deactivated (-want +got):\n%s", d)
 	}
 
+	// A purged node is forgotten, its history too.
+	if _, err := h.lifecycle("n-1", "purge"); err != nil {
+		t.Fatal(err)
+	}
+	got = verdicts(h.audit(&herdv1.AuditRequest{Control: "no-drift", AtUnixMs: before.UnixMilli()}))
+	if d := cmp.Diff([]string{"no-drift 1/0/0/0 100%", "n-0 no-drift pass"}, got); d != "" {
+		t.Errorf("Audit(no-drift, at before the edit) after purging n-1 (-want +got):\n%s", d)
+	}
+	delete(h.nodes, "n-1")
+
 	// After a restart, the results are those stored, and a new site
 	// version evaluates the fleet again from the store's reports.
 	h.restart()
