@@ -146,6 +146,7 @@ func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*
 	if st != nil {
 		out.Version, out.LoadedUnixMs, out.LoadError = st.version, unixMs(st.loaded), st.loadErr
 		out.NewestVersion, out.NewestAttemptUnixMs = st.newest, unixMs(st.attempted)
+		out.AuditError = st.auditErr
 	}
 	a.s.compiles.mu.RLock()
 	for n, e := range a.s.compiles.errors {

@@ -56,6 +56,7 @@ var methodRoles = map[string]role{
 	herdv1.Admin_RolloutAction_FullMethodName:     adminRole,
 	herdv1.Admin_RolloutDiff_FullMethodName:       adminRole,
 	herdv1.Admin_NodeLifecycle_FullMethodName:     adminRole,
+	herdv1.Admin_Audit_FullMethodName:             adminRole,
 }
 
 // identity is who a call comes from, by its verified certificate.

@@ -35,6 +35,11 @@ type siteState struct {
 	// policies do not load (then nothing of the version ships).
 	gate    policyGate
 	gateErr string
+	// audit is the version's prepared audit controls (server/audit.go);
+	// auditErr why they do not compile (then nothing is evaluated, and
+	// the version ships all the same).
+	audit    *policies.Audit
+	auditErr string
 }
 
 // nodeCatalog is the catalog a node gets now. Its bytes stay in memory
@@ -249,7 +254,9 @@ func (s *Server) reload(ctx context.Context) error {
 		next.gateErr = err.Error()
 		s.log.Error("the site's policies do not load; the version is blocked", "version", site.Version, "err", err)
 	}
+	s.prepareAudit(ctx, next, site.PolicyFiles(), policies.Options{Timeout: site.Settings.Policy.Timeout})
 	s.site.Store(next)
+	s.audits.touchAll()
 	s.metrics.setServed(site.Version, now)
 	s.log.Info("site loaded", "version", site.Version)
 	return s.newVersion(ctx, next, prev == nil)

@@ -69,6 +69,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 				return nil, status.Errorf(codes.Unavailable, "storing facts: %v", err)
 			}
 			s.facts.put(node, cachedFacts{digest: digest, facts: f})
+			s.audits.touch(node)
 			// New facts may change the catalog: compile now, on this call,
 			// so that the node gets it in this very answer.
 			s.compileNode(ctx, node)
@@ -255,6 +256,7 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 		// The rollout's health reads stored reports only, once each.
 		services := r.Services
 		s.ctl.post(func(c *controller) error { c.report(node, rec, services); return nil })
+		s.audits.reported(node, rec)
 	}
 	return &herdv1.SendReportResponse{Duplicate: dup}, nil
 }

@@ -107,6 +107,8 @@ func (s *Server) activateNode(ctx context.Context, node, why string) error {
 	if err := s.ctl.do(ctx, func(c *controller) error { c.rejoin(node); return nil }); err != nil {
 		return fmt.Errorf("activating %s: putting it back in the rollout: %w", node, err)
 	}
+	// Audits left it out while it was away.
+	s.audits.touch(node)
 	s.log.Info("node active again", "node", node, "by", why)
 	return nil
 }
@@ -150,6 +152,7 @@ func (s *Server) purgeNode(ctx context.Context, node, why string) error {
 	s.rehearse.set(node, nil)
 	s.limits.Delete(node)
 	s.inactive.drop(node)
+	s.audits.forget(node)
 	s.log.Info("node purged", "node", node, "by", why)
 	return nil
 }

@@ -390,6 +390,7 @@ func (s *Server) serve(node string, nc *nodeCatalog) {
 	s.compiles.catalogs[node] = nc
 	s.compiles.mu.Unlock()
 	s.watch.notify(node, nc.etag, nc.version, false)
+	s.audits.touch(node)
 }
 
 // rehearsals holds each node's pending rehearsal: a candidate it is to

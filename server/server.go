@@ -125,7 +125,11 @@ type Options struct {
 	// NodePurgeTTL needs NodeTTL and is at least as long (CheckNodeTTLs).
 	NodeTTL      time.Duration
 	NodePurgeTTL time.Duration
-	Log          *slog.Logger
+	// AuditStale is how long a node may go without a report (a real run
+	// or an audit run) before every audit control says no-data of it
+	// instead of judging stale records (default DefaultAuditStale).
+	AuditStale time.Duration
+	Log        *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -198,6 +202,9 @@ func (o *Options) defaults() {
 	if o.CatalogCache <= 0 {
 		o.CatalogCache = 64 << 20
 	}
+	if o.AuditStale <= 0 {
+		o.AuditStale = DefaultAuditStale
+	}
 	if o.Retain <= 0 {
 		o.Retain = 90 * 24 * time.Hour
 	}
@@ -227,6 +234,7 @@ type Server struct {
 	compiles compileState
 	facts    factsCache
 	inactive inactiveNodes // deactivated nodes (nodelife.go)
+	audits   auditor       // compliance audits (audit.go)
 	// started is when Start began serving: the node TTLs count only
 	// time the nodes could have reached the server.
 	started  time.Time
@@ -318,6 +326,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.compiles.init()
 	s.facts.init()
 	s.watch.init()
+	s.audits.init()
 	if err := os.MkdirAll(s.files, 0o700); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -475,6 +484,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.started = time.Now()
 	g.Go(func() error { s.prune(ctx); return nil })
 	g.Go(func() error { s.sweepNodes(ctx); return nil })
+	g.Go(func() error { s.runAudits(ctx); return nil })
 	g.Go(func() error { stls.rotateLoop(ctx); return nil })
 	g.Go(func() error {
 		<-ctx.Done()

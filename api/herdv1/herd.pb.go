@@ -2144,8 +2144,12 @@ type SiteStatusResponse struct {
 	// load_error is set.
 	NewestVersion       string `protobuf:"bytes,5,opt,name=newest_version,json=newestVersion,proto3" json:"newest_version,omitempty"`
 	NewestAttemptUnixMs int64  `protobuf:"varint,6,opt,name=newest_attempt_unix_ms,json=newestAttemptUnixMs,proto3" json:"newest_attempt_unix_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The served version's audit controls do not compile: every
+	// diagnostic, file:line first. Audits are then not evaluated; the
+	// version ships all the same.
+	AuditError    string `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SiteStatusResponse) Reset() {
@@ -2218,6 +2222,13 @@ func (x *SiteStatusResponse) GetNewestAttemptUnixMs() int64 {
 		return x.NewestAttemptUnixMs
 	}
 	return 0
+}
+
+func (x *SiteStatusResponse) GetAuditError() string {
+	if x != nil {
+		return x.AuditError
+	}
+	return ""
 }
 
 type Certificate struct {
@@ -4574,6 +4585,453 @@ func (x *NodeLifecycleResponse) GetNode() *NodeInfo {
 	return nil
 }
 
+type AuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this control (its id); empty for every control.
+	Control string `protobuf:"bytes,1,opt,name=control,proto3" json:"control,omitempty"`
+	// Only this node; empty for every active node.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// The results as they stood at this time (Unix ms); 0 for now.
+	AtUnixMs int64 `protobuf:"varint,3,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	// Node results per page (default 1000) and where the page starts
+	// (the next_page_token of the previous page).
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRequest) Reset() {
+	*x = AuditRequest{}
+	mi := &file_herd_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRequest) ProtoMessage() {}
+
+func (x *AuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
+func (*AuditRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *AuditRequest) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *AuditRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuditRequest) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *AuditRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *AuditRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type AuditControl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Title string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// low, medium, high or critical.
+	Severity    string `protobuf:"bytes,3,opt,name=severity,proto3" json:"severity,omitempty"`
+	Reference   string `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
+	Remediation string `protobuf:"bytes,5,opt,name=remediation,proto3" json:"remediation,omitempty"`
+	Description string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	// Counts over every node selected (all pages).
+	Pass   int32 `protobuf:"varint,7,opt,name=pass,proto3" json:"pass,omitempty"`
+	Fail   int32 `protobuf:"varint,8,opt,name=fail,proto3" json:"fail,omitempty"`
+	NoData int32 `protobuf:"varint,9,opt,name=no_data,json=noData,proto3" json:"no_data,omitempty"`
+	Error  int32 `protobuf:"varint,10,opt,name=error,proto3" json:"error,omitempty"`
+	// pass / (pass + fail + error) * 100; no-data nodes are not judged.
+	// 0 when no node was judged.
+	PercentCompliant float64 `protobuf:"fixed64,11,opt,name=percent_compliant,json=percentCompliant,proto3" json:"percent_compliant,omitempty"`
+	// The control's file:line in the site.
+	Location      string `protobuf:"bytes,12,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditControl) Reset() {
+	*x = AuditControl{}
+	mi := &file_herd_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditControl) ProtoMessage() {}
+
+func (x *AuditControl) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditControl.ProtoReflect.Descriptor instead.
+func (*AuditControl) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *AuditControl) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditControl) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *AuditControl) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *AuditControl) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *AuditControl) GetRemediation() string {
+	if x != nil {
+		return x.Remediation
+	}
+	return ""
+}
+
+func (x *AuditControl) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *AuditControl) GetPass() int32 {
+	if x != nil {
+		return x.Pass
+	}
+	return 0
+}
+
+func (x *AuditControl) GetFail() int32 {
+	if x != nil {
+		return x.Fail
+	}
+	return 0
+}
+
+func (x *AuditControl) GetNoData() int32 {
+	if x != nil {
+		return x.NoData
+	}
+	return 0
+}
+
+func (x *AuditControl) GetError() int32 {
+	if x != nil {
+		return x.Error
+	}
+	return 0
+}
+
+func (x *AuditControl) GetPercentCompliant() float64 {
+	if x != nil {
+		return x.PercentCompliant
+	}
+	return 0
+}
+
+func (x *AuditControl) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+type AuditEvidence struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// The resource the violation is about, when the control named one.
+	Resource      string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvidence) Reset() {
+	*x = AuditEvidence{}
+	mi := &file_herd_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvidence) ProtoMessage() {}
+
+func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvidence.ProtoReflect.Descriptor instead.
+func (*AuditEvidence) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *AuditEvidence) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *AuditEvidence) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+type AuditResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Node    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Control string                 `protobuf:"bytes,2,opt,name=control,proto3" json:"control,omitempty"`
+	// pass, fail, no-data or error.
+	State    string           `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Evidence []*AuditEvidence `protobuf:"bytes,4,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// Why the control could not be evaluated (state error), file:line
+	// first.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// When the state (or its evidence) last changed, and the site version
+	// it was judged at.
+	SinceUnixMs   int64  `protobuf:"varint,6,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	Version       string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditResult) Reset() {
+	*x = AuditResult{}
+	mi := &file_herd_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditResult) ProtoMessage() {}
+
+func (x *AuditResult) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditResult.ProtoReflect.Descriptor instead.
+func (*AuditResult) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *AuditResult) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuditResult) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *AuditResult) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AuditResult) GetEvidence() []*AuditEvidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *AuditResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *AuditResult) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *AuditResult) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type AuditResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Controls []*AuditControl        `protobuf:"bytes,1,rep,name=controls,proto3" json:"controls,omitempty"`
+	// This page's results, sorted by node, then control.
+	Results       []*AuditResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	NextPageToken string         `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The served site version, and its audit controls' compile error (then
+	// no control is evaluated).
+	Version       string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	AuditError    string `protobuf:"bytes,5,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditResponse) Reset() {
+	*x = AuditResponse{}
+	mi := &file_herd_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditResponse) ProtoMessage() {}
+
+func (x *AuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
+func (*AuditResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *AuditResponse) GetControls() []*AuditControl {
+	if x != nil {
+		return x.Controls
+	}
+	return nil
+}
+
+func (x *AuditResponse) GetResults() []*AuditResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *AuditResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *AuditResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AuditResponse) GetAuditError() string {
+	if x != nil {
+		return x.AuditError
+	}
+	return ""
+}
+
 var File_herd_proto protoreflect.FileDescriptor
 
 const file_herd_proto_rawDesc = "" +
@@ -4741,7 +5199,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x12GetCatalogResponse\x12\x18\n" +
 	"\acatalog\x18\x01 \x01(\fR\acatalog\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x13\n" +
-	"\x11SiteStatusRequest\"\xe8\x02\n" +
+	"\x11SiteStatusRequest\"\x89\x03\n" +
 	"\x12SiteStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12$\n" +
 	"\x0eloaded_unix_ms\x18\x02 \x01(\x03R\floadedUnixMs\x12\x1d\n" +
@@ -4749,7 +5207,9 @@ const file_herd_proto_rawDesc = "" +
 	"load_error\x18\x03 \x01(\tR\tloadError\x12U\n" +
 	"\x0ecompile_errors\x18\x04 \x03(\v2..herd.v1.SiteStatusResponse.CompileErrorsEntryR\rcompileErrors\x12%\n" +
 	"\x0enewest_version\x18\x05 \x01(\tR\rnewestVersion\x123\n" +
-	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x1a@\n" +
+	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x12\x1f\n" +
+	"\vaudit_error\x18\a \x01(\tR\n" +
+	"auditError\x1a@\n" +
 	"\x12CompileErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
@@ -4927,7 +5387,47 @@ const file_herd_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\">\n" +
 	"\x15NodeLifecycleResponse\x12%\n" +
-	"\x04node\x18\x01 \x01(\v2\x11.herd.v1.NodeInfoR\x04node2|\n" +
+	"\x04node\x18\x01 \x01(\v2\x11.herd.v1.NodeInfoR\x04node\"\x96\x01\n" +
+	"\fAuditRequest\x12\x18\n" +
+	"\acontrol\x18\x01 \x01(\tR\acontrol\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xd2\x02\n" +
+	"\fAuditControl\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1a\n" +
+	"\bseverity\x18\x03 \x01(\tR\bseverity\x12\x1c\n" +
+	"\treference\x18\x04 \x01(\tR\treference\x12 \n" +
+	"\vremediation\x18\x05 \x01(\tR\vremediation\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\x12\x12\n" +
+	"\x04pass\x18\a \x01(\x05R\x04pass\x12\x12\n" +
+	"\x04fail\x18\b \x01(\x05R\x04fail\x12\x17\n" +
+	"\ano_data\x18\t \x01(\x05R\x06noData\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\x05R\x05error\x12+\n" +
+	"\x11percent_compliant\x18\v \x01(\x01R\x10percentCompliant\x12\x1a\n" +
+	"\blocation\x18\f \x01(\tR\blocation\"E\n" +
+	"\rAuditEvidence\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\"\xd9\x01\n" +
+	"\vAuditResult\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\acontrol\x18\x02 \x01(\tR\acontrol\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x122\n" +
+	"\bevidence\x18\x04 \x03(\v2\x16.herd.v1.AuditEvidenceR\bevidence\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\"\n" +
+	"\rsince_unix_ms\x18\x06 \x01(\x03R\vsinceUnixMs\x12\x18\n" +
+	"\aversion\x18\a \x01(\tR\aversion\"\xd5\x01\n" +
+	"\rAuditResponse\x121\n" +
+	"\bcontrols\x18\x01 \x03(\v2\x15.herd.v1.AuditControlR\bcontrols\x12.\n" +
+	"\aresults\x18\x02 \x03(\v2\x14.herd.v1.AuditResultR\aresults\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1f\n" +
+	"\vaudit_error\x18\x05 \x01(\tR\n" +
+	"auditError2|\n" +
 	"\x06Enroll\x129\n" +
 	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse\x127\n" +
 	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
@@ -4939,7 +5439,7 @@ const file_herd_proto_rawDesc = "" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xa6\f\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xde\f\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -4964,7 +5464,8 @@ const file_herd_proto_rawDesc = "" +
 	"\vRolloutDiff\x12\x1b.herd.v1.RolloutDiffRequest\x1a\x1c.herd.v1.RolloutDiffResponse\x12E\n" +
 	"\n" +
 	"FleetFacts\x12\x1a.herd.v1.FleetFactsRequest\x1a\x1b.herd.v1.FleetFactsResponse\x12N\n" +
-	"\rNodeLifecycle\x12\x1d.herd.v1.NodeLifecycleRequest\x1a\x1e.herd.v1.NodeLifecycleResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\rNodeLifecycle\x12\x1d.herd.v1.NodeLifecycleRequest\x1a\x1e.herd.v1.NodeLifecycleResponse\x126\n" +
+	"\x05Audit\x12\x15.herd.v1.AuditRequest\x1a\x16.herd.v1.AuditResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -4979,7 +5480,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -5053,9 +5554,14 @@ var file_herd_proto_goTypes = []any{
 	(*FleetFactsResponse)(nil),        // 69: herd.v1.FleetFactsResponse
 	(*NodeLifecycleRequest)(nil),      // 70: herd.v1.NodeLifecycleRequest
 	(*NodeLifecycleResponse)(nil),     // 71: herd.v1.NodeLifecycleResponse
-	nil,                               // 72: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 73: herd.v1.Rollout.CountsEntry
-	nil,                               // 74: herd.v1.RolloutStage.CountsEntry
+	(*AuditRequest)(nil),              // 72: herd.v1.AuditRequest
+	(*AuditControl)(nil),              // 73: herd.v1.AuditControl
+	(*AuditEvidence)(nil),             // 74: herd.v1.AuditEvidence
+	(*AuditResult)(nil),               // 75: herd.v1.AuditResult
+	(*AuditResponse)(nil),             // 76: herd.v1.AuditResponse
+	nil,                               // 77: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 78: herd.v1.Rollout.CountsEntry
+	nil,                               // 79: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -5070,7 +5576,7 @@ var file_herd_proto_depIdxs = []int32{
 	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	72, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	77, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
 	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
 	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
 	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
@@ -5078,8 +5584,8 @@ var file_herd_proto_depIdxs = []int32{
 	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
 	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
 	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	73, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	74, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	78, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	79, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
 	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
 	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
 	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
@@ -5090,65 +5596,70 @@ var file_herd_proto_depIdxs = []int32{
 	66, // 29: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
 	68, // 30: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
 	21, // 31: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
-	5,  // 32: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 33: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 34: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 35: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	10, // 36: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	12, // 37: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	14, // 38: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	22, // 39: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	24, // 40: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	26, // 41: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	29, // 42: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	31, // 43: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	34, // 44: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	41, // 45: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	43, // 46: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	45, // 47: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	47, // 48: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	50, // 49: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	52, // 50: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	37, // 51: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	39, // 52: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	58, // 53: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
-	60, // 54: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
-	62, // 55: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
-	64, // 56: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
-	67, // 57: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
-	70, // 58: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
-	6,  // 59: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 60: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 61: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 62: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 63: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 64: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 65: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 66: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 67: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 68: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 69: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 70: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	35, // 71: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	42, // 72: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	44, // 73: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	46, // 74: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	48, // 75: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	51, // 76: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	53, // 77: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	38, // 78: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	40, // 79: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	59, // 80: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	61, // 81: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	63, // 82: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	65, // 83: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	69, // 84: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
-	71, // 85: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
-	59, // [59:86] is the sub-list for method output_type
-	32, // [32:59] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	74, // 32: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
+	73, // 33: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
+	75, // 34: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
+	5,  // 35: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 36: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 37: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 38: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 39: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 40: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	14, // 41: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	22, // 42: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	24, // 43: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	26, // 44: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	29, // 45: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	31, // 46: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	34, // 47: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	41, // 48: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	43, // 49: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	45, // 50: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	47, // 51: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	50, // 52: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	52, // 53: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	37, // 54: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	39, // 55: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	58, // 56: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	60, // 57: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	62, // 58: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	64, // 59: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	67, // 60: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
+	70, // 61: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
+	72, // 62: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
+	6,  // 63: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 64: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 65: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 66: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 67: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 68: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	15, // 69: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	23, // 70: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	25, // 71: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	27, // 72: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	30, // 73: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	32, // 74: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	35, // 75: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	42, // 76: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	44, // 77: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	46, // 78: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	48, // 79: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	51, // 80: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	53, // 81: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	38, // 82: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	40, // 83: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	59, // 84: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	61, // 85: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	63, // 86: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	65, // 87: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	69, // 88: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	71, // 89: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	76, // 90: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
+	63, // [63:91] is the sub-list for method output_type
+	35, // [35:63] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -5162,7 +5673,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   73,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -570,6 +570,7 @@ const (
 	Admin_RolloutDiff_FullMethodName       = "/herd.v1.Admin/RolloutDiff"
 	Admin_FleetFacts_FullMethodName        = "/herd.v1.Admin/FleetFacts"
 	Admin_NodeLifecycle_FullMethodName     = "/herd.v1.Admin/NodeLifecycle"
+	Admin_Audit_FullMethodName             = "/herd.v1.Admin/Audit"
 )
 
 // AdminClient is the client API for Admin service.
@@ -615,6 +616,10 @@ type AdminClient interface {
 	// views, rollouts and audits), activates it again, or purges it (its
 	// data deleted, its certificates revoked).
 	NodeLifecycle(ctx context.Context, in *NodeLifecycleRequest, opts ...grpc.CallOption) (*NodeLifecycleResponse, error)
+	// Audit returns the site's compliance: per control its counts and
+	// percent compliant, and the results per node with their evidence
+	// (paged by node name), now or as they stood at a past time.
+	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error)
 }
 
 type adminClient struct {
@@ -825,6 +830,16 @@ func (c *adminClient) NodeLifecycle(ctx context.Context, in *NodeLifecycleReques
 	return out, nil
 }
 
+func (c *adminClient) Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditResponse)
+	err := c.cc.Invoke(ctx, Admin_Audit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -868,6 +883,10 @@ type AdminServer interface {
 	// views, rollouts and audits), activates it again, or purges it (its
 	// data deleted, its certificates revoked).
 	NodeLifecycle(context.Context, *NodeLifecycleRequest) (*NodeLifecycleResponse, error)
+	// Audit returns the site's compliance: per control its counts and
+	// percent compliant, and the results per node with their evidence
+	// (paged by node name), now or as they stood at a past time.
+	Audit(context.Context, *AuditRequest) (*AuditResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -937,6 +956,9 @@ func (UnimplementedAdminServer) FleetFacts(context.Context, *FleetFactsRequest) 
 }
 func (UnimplementedAdminServer) NodeLifecycle(context.Context, *NodeLifecycleRequest) (*NodeLifecycleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NodeLifecycle not implemented")
+}
+func (UnimplementedAdminServer) Audit(context.Context, *AuditRequest) (*AuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1319,6 +1341,24 @@ func _Admin_NodeLifecycle_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Audit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Audit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Audit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Audit(ctx, req.(*AuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1405,6 +1445,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NodeLifecycle",
 			Handler:    _Admin_NodeLifecycle_Handler,
+		},
+		{
+			MethodName: "Audit",
+			Handler:    _Admin_Audit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -28,6 +28,7 @@ converge the host and report what they did.`)
 		newReportsCmd(),
 		newRolloutCmd(),
 		newStatusCmd(),
+		newAuditCmd(),
 		newUpCmd(),
 	)
 	return root

@@ -25,6 +25,7 @@ type serverConfig struct {
 	Retain          nodecmd.Duration `toml:"retain"`
 	NodeTTL         nodecmd.Duration `toml:"node_ttl"`
 	NodePurgeTTL    nodecmd.Duration `toml:"node_purge_ttl"`
+	AuditStale      nodecmd.Duration `toml:"audit_stale"`
 	CACert          string           `toml:"ca_cert"`
 	CAKey           string           `toml:"ca_key"`
 	NodeCertTTL     nodecmd.Duration `toml:"node_cert_ttl"`
@@ -53,6 +54,7 @@ func (c *serverConfig) check() error {
 		"max-watches-per-node": int64(c.MaxWatchesPerNode), "report-bytes-per-hour": c.ReportBytesPerHour,
 		"facts-bytes-per-hour": c.FactsBytesPerHour, "anonymous-timeout": int64(c.AnonymousTimeout),
 		"idle-timeout": int64(c.IdleTimeout), "receive-timeout": int64(c.ReceiveTimeout),
+		"audit-stale": int64(c.AuditStale),
 	} {
 		if v < 0 {
 			return fmt.Errorf("%s is %d: want 0 (the default) or more", name, v)
@@ -123,6 +125,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				MaxCallsPerNode: cfg.MaxCallsPerNode, MaxWatchesPerNode: cfg.MaxWatchesPerNode,
 				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 				NodeTTL: time.Duration(cfg.NodeTTL), NodePurgeTTL: time.Duration(cfg.NodePurgeTTL),
+				AuditStale: time.Duration(cfg.AuditStale),
 			})
 			if err != nil {
 				return nodecmd.SiteError(cfg.Site, err)
@@ -161,6 +164,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.Var(&cfg.Retain, "retain", "how long reports and history are kept")
 	f.Var(&cfg.NodeTTL, "node-ttl", "deactivate a node that has not checked in for this long (0: never); a check-in brings it back")
 	f.Var(&cfg.NodePurgeTTL, "node-purge-ttl", "purge a node (its data deleted, its certificates revoked) this long after its deactivation (0: never; needs --node-ttl, at least as long)")
+	f.Var(&cfg.AuditStale, "audit-stale", "a node without a report for this long is no-data for every audit control (default 2h)")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "an existing CA certificate (PEM) to issue from, instead of creating one under --dir")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the private key (PEM) of --ca-cert")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open gRPC connections at most; more are closed at once (default: the fd limit less 512)")

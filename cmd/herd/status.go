@@ -87,6 +87,13 @@ func printStatus(w io.Writer, st *herdv1.SiteStatusResponse) {
 			fmt.Fprintf(w, "  %s\n", nodecmd.Clean(l))
 		}
 	}
+	if st.AuditError != "" {
+		// The version ships all the same: only its audits wait.
+		fmt.Fprintln(w, "audits:  the audit controls do not compile; results stay as last judged (see herd audit):")
+		for _, l := range strings.Split(strings.TrimRight(st.AuditError, "\n"), "\n") {
+			fmt.Fprintf(w, "  %s\n", nodecmd.Clean(l))
+		}
+	}
 	if len(st.CompileErrors) == 0 {
 		return
 	}

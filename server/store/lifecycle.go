@@ -162,6 +162,8 @@ func (s *Store) Purge(ctx context.Context, node string) (ok bool, err error) {
 			`DELETE FROM facts_latest WHERE node = ?`,
 			`DELETE FROM facts_history WHERE node = ?`,
 			`DELETE FROM node_catalogs WHERE node = ?`,
+			`DELETE FROM audit_results WHERE node = ?`,
+			`DELETE FROM audit_current WHERE node = ?`,
 			`DELETE FROM rollout_nodes WHERE node = ?`,
 			`DELETE FROM pending WHERE name = ?`,
 			`DELETE FROM nodes WHERE name = ?`,

@@ -216,6 +216,38 @@ var migrations = []string{
 	ALTER TABLE reports ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE nodes ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE nodes ADD COLUMN drift_started INTEGER NOT NULL DEFAULT 0;`,
+	// 8: compliance audits. audit_results keeps a row each time a
+	// (node, control) state or evidence changed, with the time and the
+	// site version it was judged at, so that "compliance at time X" is
+	// the newest row at or before X; state "" marks a control that no
+	// longer exists (or a node left out) from then on. audit_current is
+	// each pair's newest row, for the answers about now.
+	// audit_controls is every control's metadata as last seen, for the
+	// answers about a time whose controls are gone.
+	`CREATE TABLE audit_results (
+		id INTEGER PRIMARY KEY,
+		node TEXT NOT NULL,
+		control TEXT NOT NULL,
+		at INTEGER NOT NULL,                     -- unix ns
+		version TEXT NOT NULL,
+		state TEXT NOT NULL,                     -- pass, fail, error, no-data; "" gone
+		evidence BLOB NOT NULL                   -- JSON [{message, resource}] or the error text
+	);
+	CREATE INDEX audit_results_pair ON audit_results (node, control, at);
+	CREATE INDEX audit_results_at ON audit_results (at);
+	CREATE TABLE audit_current (
+		node TEXT NOT NULL,
+		control TEXT NOT NULL,
+		at INTEGER NOT NULL,
+		version TEXT NOT NULL,
+		state TEXT NOT NULL,
+		evidence BLOB NOT NULL,
+		PRIMARY KEY (node, control)
+	) WITHOUT ROWID;
+	CREATE TABLE audit_controls (
+		id TEXT PRIMARY KEY,
+		meta BLOB NOT NULL                       -- JSON of the control's metadata
+	) WITHOUT ROWID;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

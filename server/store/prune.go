@@ -16,6 +16,9 @@ type Pruned struct {
 	Catalogs       int64
 	Rollouts       int64
 	RolloutNodes   int64
+	// AuditResults counts the audit history rows no answer about a time
+	// after before needs any longer.
+	AuditResults int64
 }
 
 // pruneChunk is how many reports one prune write removes: small enough
@@ -65,6 +68,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (Pruned, error) {
 			{&h.RolloutNodes, true, `DELETE FROM rollout_nodes WHERE rollout IN (SELECT id FROM rollouts WHERE updated < ?1
 				AND id < (SELECT MAX(id) FROM rollouts))`},
 			{&h.Rollouts, true, `DELETE FROM rollouts WHERE updated < ?1 AND id < (SELECT MAX(id) FROM rollouts)`},
+			{&h.AuditResults, true, pruneAuditSQL},
 			{&h.Catalogs, false, `DELETE FROM catalogs WHERE etag NOT IN (SELECT catalog_etag FROM nodes)
 				AND etag NOT IN (SELECT previous_etag FROM nodes) AND etag NOT IN (SELECT etag FROM node_catalogs)
 				AND etag NOT IN (SELECT etag FROM rollout_nodes) AND etag NOT IN (SELECT previous_etag FROM rollout_nodes)`},
@@ -89,6 +93,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (Pruned, error) {
 	}
 	p.FactsChanges, p.FactsBlobs, p.CatalogChanges, p.Catalogs = h.FactsChanges, h.FactsBlobs, h.CatalogChanges, h.Catalogs
 	p.Rollouts, p.RolloutNodes = h.Rollouts, h.RolloutNodes
+	p.AuditResults = h.AuditResults
 	return p, nil
 }
 
