@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -147,37 +146,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 			return
 		}
 		resp, err := a.GetRollout(r.Context(), req)
-		if err != nil {
-			writeAPIStatus(w, err)
-			return
-		}
-		// Each node's change is JSON in a bytes field: inlined as
-		// "change" rather than left as base64.
-		b, err := apiMarshal.Marshal(resp)
-		if err != nil {
-			writeAPIError(w, http.StatusInternalServerError, "encoding the rollout: "+err.Error())
-			return
-		}
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			writeAPIError(w, http.StatusInternalServerError, "encoding the rollout: "+err.Error())
-			return
-		}
-		nodes, _ := m["nodes"].([]any)
-		for _, n := range nodes {
-			nm, ok := n.(map[string]any)
-			if !ok {
-				continue
-			}
-			if cj, ok := nm["change_json"].(string); ok {
-				raw, err := base64.StdEncoding.DecodeString(cj)
-				if err == nil && json.Valid(raw) {
-					nm["change"] = json.RawMessage(raw)
-				}
-				delete(nm, "change_json")
-			}
-		}
-		writeAPIJSON(w, m)
+		writeAPIProto(w, resp, err)
 	})
 }
 
