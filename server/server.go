@@ -35,8 +35,9 @@ type Options struct {
 	// store, and file contents by digest. Made if missing.
 	Dir string
 	// Listen is the gRPC address (default 127.0.0.1:8140); HTTPListen the
-	// address of /healthz and /metrics (default 127.0.0.1:8141; "off"
-	// disables it).
+	// address of /healthz and /metrics in plain HTTP and, over TLS on the
+	// same port, of sign-in, the dashboard and /api/v1 (default
+	// 127.0.0.1:8141; "off" disables it).
 	Listen     string
 	HTTPListen string
 	// Hostnames are the names and addresses in the server's certificate

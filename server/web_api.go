@@ -102,16 +102,19 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 			writeAPIStatus(w, err)
 			return
 		}
+		// A node without the fact says so, as herd facts --all --json
+		// does: a fact whose value is null is not missing.
 		type fact struct {
-			Node  string          `json:"node"`
-			Value json.RawMessage `json:"value"`
+			Node    string          `json:"node"`
+			Value   json.RawMessage `json:"value,omitempty"`
+			Missing bool            `json:"missing,omitempty"`
 		}
 		out := struct {
 			Facts         []fact `json:"facts"`
 			NextPageToken string `json:"next_page_token,omitempty"`
 		}{Facts: []fact{}, NextPageToken: resp.NextPageToken}
 		for _, f := range resp.Facts {
-			out.Facts = append(out.Facts, fact{f.Node, f.ValueJson})
+			out.Facts = append(out.Facts, fact{f.Node, f.ValueJson, len(f.ValueJson) == 0})
 		}
 		writeAPIJSON(w, out)
 	})

@@ -127,6 +127,14 @@ func TestAPIEndpoints(t *testing.T) {
 		t.Errorf("fleet facts where debian: %d nodes, want 4 (n-0, n-1, n-2, n-4)", seen)
 	}
 
+	var missing struct {
+		Facts []map[string]any
+	}
+	apiGet(t, c, s, "/api/v1/facts?fact=no.such.fact", http.StatusOK, &missing)
+	if len(missing.Facts) != 5 || missing.Facts[0]["missing"] != true || missing.Facts[0]["value"] != nil {
+		t.Errorf("fleet facts of a fact nobody has = %+v, want 5 nodes marked missing", missing.Facts)
+	}
+
 	// Reports, newest first, paged.
 	h.report("n-0", h.nodes["n-0"].etag, false, []string{"file:/etc/motd"})
 	var reports struct {
