@@ -171,7 +171,10 @@ func (s *Server) httpHandler() http.Handler {
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+		// Pages are server-rendered: no script from anywhere but this
+		// origin, inline styles allowed (self-contained pages), no
+		// framing, forms only to this origin.
+		h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
 		h.Set("Referrer-Policy", "same-origin")
 		secureH.ServeHTTP(w, r)
 	})

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -293,8 +294,14 @@ func TestHTTPLoginLogout(t *testing.T) {
 	if r := webDo(t, c, s, "GET", "/api/v1/nodes", nil, session); r.code != http.StatusOK || !strings.Contains(r.body, "a-01") {
 		t.Fatalf("GET /api/v1/nodes with the session = %d: %s", r.code, r.body)
 	}
-	if r := webDo(t, c, s, "GET", "/", nil, session); !strings.Contains(r.body, "Signed in as ops") || !strings.Contains(r.body, `action="/logout"`) {
+	r = webDo(t, c, s, "GET", "/", nil, session)
+	if !strings.Contains(r.body, "Signed in as ops") || !strings.Contains(r.body, `action="/logout"`) {
 		t.Errorf("GET / with the session = %d: %s", r.code, r.body)
+	}
+	for _, h := range []string{"Strict-Transport-Security", "Content-Security-Policy", "X-Frame-Options"} {
+		if r.header.Get(h) == "" {
+			t.Errorf("GET / over TLS: no %s header", h)
+		}
 	}
 	// The store keeps the cookie's hash, never the cookie.
 	id, _ := sessionID(cookie.Value)
@@ -472,4 +479,41 @@ func TestLoginThroughLocalSocket(t *testing.T) {
 		t.Errorf("SetLoginLocal with a bad hash = %v, want a refusal", err)
 	}
 	signIn(t, webClient(t, s, nil), s, "ops", "through the socket")
+}
+
+// TestHTTPPortSurvivesJunk: connections that close at once, start a
+// handshake and stop, or present a certificate from another CA leave the
+// port serving.
+func TestHTTPPortSurvivesJunk(t *testing.T) {
+	t.Parallel()
+	s := webServer(t)
+	for _, junk := range []string{"", "\x16\x03\x01\x00\x05junk", "\x00\x01\x02", "GET / HTTP/1.1\r\nHost: x\r\n"} {
+		conn, err := net.Dial("tcp", s.HTTPAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte(junk))
+		conn.Close()
+	}
+	// Sent whatever the server asks for (a Go client would not send a
+	// certificate the server's CA list rules out).
+	stranger := selfSigned(t, "ops")
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost",
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &stranger, nil }}}
+	defer tr.CloseIdleConnections()
+	if resp, err := (&http.Client{Transport: tr}).Get("https://" + s.HTTPAddr + "/api/v1/nodes"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a certificate from another CA: GET /api/v1/nodes = %d, want a refused handshake", resp.StatusCode)
+	}
+	resp, err := http.Get("http://" + s.HTTPAddr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz after junk = %d", resp.StatusCode)
+	}
+	if r := webDo(t, webClient(t, s, nil), s, "GET", "/login", nil, nil); r.code != http.StatusOK || !strings.Contains(r.body, `name="password"`) {
+		t.Errorf("GET /login after junk = %d: %s", r.code, r.body)
+	}
 }
