@@ -111,7 +111,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 		}
 		out := struct {
 			Facts         []fact `json:"facts"`
-			NextPageToken string `json:"next_page_token,omitempty"`
+			NextPageToken string `json:"next_page_token"`
 		}{Facts: []fact{}, NextPageToken: resp.NextPageToken}
 		for _, f := range resp.Facts {
 			out.Facts = append(out.Facts, fact{f.Node, f.ValueJson, len(f.ValueJson) == 0})
@@ -155,8 +155,9 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 
 // apiMarshal is the API's encoding of Admin messages: proto3 JSON with
 // the .proto's snake_case names (int64 fields are strings, as proto3
-// JSON has them).
-var apiMarshal = protojson.MarshalOptions{UseProtoNames: true}
+// JSON has them), every field present, so that a script sees the same
+// shape whether a list is empty or a field is zero.
+var apiMarshal = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
 // apiParams are a request's query parameters; the first malformed one's
 // error is kept in err.
