@@ -53,12 +53,16 @@ type webAuth struct {
 	limit     limiter
 	logins    *prometheus.CounterVec // by outcome
 	// dummy is a hash checked when the name has no login, so that a
-	// wrong name costs as long as a wrong password.
-	dummy string
+	// wrong name costs as long as a wrong password; made at the first
+	// such sign-in, not at every start.
+	dummy func() string
 }
 
 func newWebAuth(s *Server) *webAuth {
-	dummy, _ := HashPassword(GeneratePassword())
+	dummy := sync.OnceValue(func() string {
+		h, _ := HashPassword(GeneratePassword()) // a generated password is never too short
+		return h
+	})
 	a := &webAuth{s: s, ttl: defaultSessionTTL, now: time.Now, hashSlots: make(chan struct{}, 2), dummy: dummy,
 		limit: limiter{fails: map[string]*window{}},
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -244,7 +248,7 @@ func (a *webAuth) check(ctx context.Context, name, password string) (bool, error
 		return false, err
 	}
 	if !found {
-		hash = a.dummy
+		hash = a.dummy()
 	}
 	select {
 	case a.hashSlots <- struct{}{}:
