@@ -42,7 +42,9 @@ func (s *Server) startLocal() (net.Listener, error) {
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}
 	s.local = grpc.NewServer(grpc.Creds(local.NewCredentials()), grpc.MaxRecvMsgSize(1<<20))
-	herdv1.RegisterLocalServer(s.local, &localService{s: s})
+	ls := &localService{s: s}
+	herdv1.RegisterLocalServer(s.local, ls)
+	s.local.RegisterService(&localLoginDesc, ls) // server/web_local.go
 	return lis, nil
 }
 
@@ -64,15 +66,25 @@ func (l *localService) IssueAdmin(ctx context.Context, req *herdv1.IssueAdminReq
 // DialLocal connects to the Local service of the server running on dir;
 // it fails with an error wrapping os.ErrNotExist when none runs there.
 func DialLocal(ctx context.Context, dir string) (herdv1.LocalClient, func() error, error) {
+	conn, err := dialLocalConn(ctx, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return herdv1.NewLocalClient(conn), conn.Close, nil
+}
+
+// dialLocalConn connects to the local socket of the server running on
+// dir, failing with os.ErrNotExist when none answers.
+func dialLocalConn(ctx context.Context, dir string) (*grpc.ClientConn, error) {
 	path := LocalSocket(dir)
 	c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("no server is running on %s (%v): %w", dir, err, os.ErrNotExist)
+		return nil, fmt.Errorf("no server is running on %s (%v): %w", dir, err, os.ErrNotExist)
 	}
 	c.Close()
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(local.NewCredentials()))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to %s: %w", path, err)
+		return nil, fmt.Errorf("connecting to %s: %w", path, err)
 	}
-	return herdv1.NewLocalClient(conn), conn.Close, nil
+	return conn, nil
 }

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -36,8 +35,9 @@ type Options struct {
 	// store, and file contents by digest. Made if missing.
 	Dir string
 	// Listen is the gRPC address (default 127.0.0.1:8140); HTTPListen the
-	// address of /healthz and /metrics (default 127.0.0.1:8141; "off"
-	// disables it).
+	// address of /healthz and /metrics in plain HTTP and, over TLS on the
+	// same port, of sign-in, the dashboard and /api/v1 (default
+	// 127.0.0.1:8141; "off" disables it).
 	Listen     string
 	HTTPListen string
 	// Hostnames are the names and addresses in the server's certificate
@@ -129,7 +129,10 @@ type Options struct {
 	// or an audit run) before every audit control says no-data of it
 	// instead of judging stale records (default DefaultAuditStale).
 	AuditStale time.Duration
-	Log        *slog.Logger
+	// Dashboard is served at / on the HTTP port, over TLS, to signed-in
+	// users only (WebUser says who); nil serves a small sign-in page.
+	Dashboard http.Handler
+	Log       *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -256,10 +259,13 @@ type Server struct {
 	anon  *grpc.Server // connections without: Enroll, with tiny limits
 	local *grpc.Server // the Local service on LocalSocket (server/local.go)
 	http  *http.Server
-	lis   net.Listener // the gRPC listener, as Start bound it
-	stop  context.CancelFunc
-	group *errgroup.Group
-	once  sync.Once
+	// httpLis is the HTTP port's listener; web its sign-in.
+	httpLis net.Listener
+	web     *webAuth
+	lis     net.Listener // the gRPC listener, as Start bound it
+	stop    context.CancelFunc
+	group   *errgroup.Group
+	once    sync.Once
 	// errc carries the error that stopped the serving goroutines (a
 	// listener that failed), once; it is closed when they have all
 	// returned. See Err.
@@ -323,6 +329,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		recent:   newByteCache(opts.CatalogCache),
 		errc:     make(chan error, 1),
 	}
+	s.web = newWebAuth(s)
 	s.compiles.init()
 	s.facts.init()
 	s.watch.init()
@@ -468,12 +475,15 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("starting the server: %w", err)
 		}
 		s.HTTPAddr = hl.Addr().String()
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", s.healthz)
-		mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// One port, plain HTTP and TLS (server/http.go).
+		sniffer := &httpSniffer{lis: hl, tlsConf: httpTLS(stls), out: newChanListener(hl.Addr()), log: s.log}
+		s.httpLis = hl
+		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
+			MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+		g.Go(func() error { return sniffer.serve(ctx) })
 		g.Go(func() error {
-			if err := s.http.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+			// The sniffer closes its output when the port closes.
+			if err := s.http.Serve(sniffer.out); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("serving HTTP on %s: %w", s.HTTPAddr, err)
 			}
 			return nil
@@ -558,6 +568,7 @@ func (s *Server) shutdown() {
 			s.lis.Close()
 		}
 		if s.http != nil {
+			s.httpLis.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			s.http.Shutdown(ctx)
 			cancel()

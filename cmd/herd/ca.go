@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -52,21 +54,38 @@ server's state directory.`,
 	af.Register(cmd)
 
 	var serverDir, out string
-	var offline bool
+	var offline, login, passwordStdin bool
 	adminCmd := &cobra.Command{
 		Use:   "admin NAME --dir SERVER_DIR",
-		Short: "Issue an admin certificate from the server's CA (on the server's machine)",
+		Short: "Issue an admin certificate, or a sign-in for the HTTP port, on the server's machine",
 		Long: `Issue admin credentials (admin.crt, admin.key, ca.crt) on the server's
 machine. With the server running, the request goes through it, over the
 unix socket in its state directory (whoever can open it can read the CA key
 anyway): the key is made here and never leaves this machine. With no server
 running, --offline opens the server's store and CA directly; it is refused
 without it, and whenever a server runs, so that there is never a second
-writer beside a running server.`,
+writer beside a running server.
+
+With --login, NAME gets a login for the HTTP port (the dashboard and the
+JSON API) instead: a generated password is printed once, or one is read
+from stdin with --password-stdin (at least 12 characters). Only its
+argon2id hash is stored. Running it again for NAME replaces the password
+and ends NAME's sessions.`,
 		Example: `  herd ca admin ops --dir /var/lib/herd-server
-  herd ca admin ops --dir /var/lib/herd-server --offline   # the server is stopped`,
+  herd ca admin ops --dir /var/lib/herd-server --offline   # the server is stopped
+  herd ca admin ops --login --dir /var/lib/herd-server     # prints a generated password once
+  pass show herd/ops | herd ca admin ops --login --password-stdin`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if login {
+				if out != "" {
+					return errors.New("--out: a login writes no files; drop it")
+				}
+				return setLogin(cmd, serverDir, args[0], passwordStdin, offline)
+			}
+			if passwordStdin {
+				return errors.New("--password-stdin goes with --login")
+			}
 			if out == "" {
 				out = af.Dir
 			}
@@ -80,6 +99,8 @@ writer beside a running server.`,
 	adminCmd.Flags().StringVar(&serverDir, "dir", "/var/lib/herd-server", "the server's state directory")
 	adminCmd.Flags().StringVar(&out, "out", "", "where to write the credentials (default: --admin-dir)")
 	adminCmd.Flags().BoolVar(&offline, "offline", false, "no server is running: open its store and CA directly")
+	adminCmd.Flags().BoolVar(&login, "login", false, "make a login (name and password) for the HTTP port instead of a certificate")
+	adminCmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "with --login: read the password from stdin's first line instead of generating one")
 
 	var pattern string
 	var ttl nodecmd.Duration = nodecmd.Duration(24 * time.Hour)
@@ -332,6 +353,60 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// setLogin stores a login for the HTTP port through the server running
+// on serverDir or, with offline and no server running, in its store
+// opened directly.
+func setLogin(cmd *cobra.Command, serverDir, name string, fromStdin, offline bool) error {
+	ctx := cmd.Context()
+	if err := server.CheckLoginName(name); err != nil {
+		return err
+	}
+	password := ""
+	if fromStdin {
+		line, err := bufio.NewReader(io.LimitReader(cmd.InOrStdin(), 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading the password from stdin: %w", err)
+		}
+		password = strings.TrimRight(line, "\r\n")
+	} else {
+		password = server.GeneratePassword()
+	}
+	hash, err := server.HashPassword(password)
+	if err != nil {
+		return fmt.Errorf("the password from stdin: %w", err)
+	}
+	if !offline {
+		if err := server.SetLoginLocal(ctx, serverDir, name, hash); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("%w; start it, or pass --offline to open its store directly", err)
+			}
+			return err
+		}
+	} else {
+		if _, closeConn, err := server.DialLocal(ctx, serverDir); err == nil {
+			closeConn()
+			return fmt.Errorf("a server is running on %s: drop --offline, the request goes through it", serverDir)
+		}
+		st, err := store.Open(filepath.Join(serverDir, "herd.db"), store.Options{})
+		if err != nil {
+			return err
+		}
+		if err := server.SetLogin(ctx, st, name, hash); err != nil {
+			st.Close()
+			return err
+		}
+		if err := st.Close(); err != nil {
+			return err
+		}
+	}
+	if fromStdin {
+		fmt.Fprintf(cmd.OutOrStdout(), "login %s stored for the HTTP port\n", name)
+		return nil
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "login %s stored for the HTTP port; its password, shown only now:\n%s\n", name, password)
+	return nil
 }
 
 // issueAdmin writes admin credentials for name to out, issued through

@@ -155,7 +155,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.StringVar(&cfg.Site, "site", cfg.Site, "the site directory (a git work tree gives versions by commit)")
 	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "the server's state: CA, signing key, store, file contents")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC address")
-	f.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, `address of /healthz and /metrics ("off" to disable)`)
+	f.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, `address of /healthz and /metrics, and over TLS of sign-in and /api/v1 ("off" to disable)`)
 	f.StringSliceVar(&cfg.Hostnames, "hostnames", nil, "names and addresses in the server's certificate (default localhost, 127.0.0.1, this host)")
 	f.Var(&cfg.CheckinInterval, "checkin-interval", "how often nodes check in; the server spreads them over it")
 	f.Var(&cfg.Debounce, "debounce", "quiet time before a site change is loaded")

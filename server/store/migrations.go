@@ -248,6 +248,23 @@ var migrations = []string{
 		id TEXT PRIMARY KEY,
 		meta BLOB NOT NULL                       -- JSON of the control's metadata
 	) WITHOUT ROWID;`,
+
+	// 9: sign-in on the HTTP port. A login is a name and its password's
+	// argon2id hash (PHC string); a session is kept by the SHA-256 of its
+	// cookie, so that a copy of the store signs nobody in.
+	`CREATE TABLE web_logins (
+		name TEXT PRIMARY KEY,
+		hash TEXT NOT NULL,
+		created INTEGER NOT NULL
+	);
+	CREATE TABLE web_sessions (
+		id TEXT PRIMARY KEY,                     -- hex SHA-256 of the cookie's value
+		name TEXT NOT NULL,
+		created INTEGER NOT NULL,
+		expires INTEGER NOT NULL
+	);
+	CREATE INDEX web_sessions_expires ON web_sessions (expires);
+	CREATE INDEX web_sessions_name ON web_sessions (name);`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per
