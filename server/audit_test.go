@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -240,4 +242,38 @@ func TestAuditStale(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Audit() of a stale node (-want +got):\n%s", d)
 	}
+}
+
+// TestAPIAudits: GET /api/v1/audits answers what Admin.Audit answers, with
+// its filters, and refuses a time it cannot read.
+func TestAPIAudits(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, func(o *Options) { o.HTTPListen = "127.0.0.1:0" }, auditSite("hello"), "n-0", "n-1")
+	h.checkinFacts("n-1", "evil")
+	want := h.audit(&herdv1.AuditRequest{})
+	c := webClient(t, h.s, h.adminCert)
+	var got struct {
+		Controls []struct {
+			ID   string `json:"id"`
+			Pass int    `json:"pass"`
+			Fail int    `json:"fail"`
+		} `json:"controls"`
+		Results []struct {
+			Node, Control, State string
+		} `json:"results"`
+	}
+	apiGet(t, c, h.s, "/api/v1/audits", http.StatusOK, &got)
+	if len(got.Controls) != len(want.Controls) || len(got.Results) != len(want.Results) {
+		t.Fatalf("GET /api/v1/audits = %+v, want the %d controls and %d results of Admin.Audit", got, len(want.Controls), len(want.Results))
+	}
+	for i, c := range want.Controls {
+		if g := got.Controls[i]; g.ID != c.Id || g.Pass != int(c.Pass) || g.Fail != int(c.Fail) {
+			t.Errorf("control %d = %+v, want %s %d/%d", i, g, c.Id, c.Pass, c.Fail)
+		}
+	}
+	apiGet(t, c, h.s, "/api/v1/audits?control=motd-clean&node=n-1&at="+url.QueryEscape(time.Now().Add(time.Second).UTC().Format(time.RFC3339)), http.StatusOK, &got)
+	if len(got.Results) != 1 || got.Results[0].Node != "n-1" || got.Results[0].Control != "motd-clean" || got.Results[0].State != "fail" {
+		t.Errorf("one control of one node = %+v, want n-1 motd-clean fail", got.Results)
+	}
+	apiGet(t, c, h.s, "/api/v1/audits?at=yesterday", http.StatusBadRequest, nil)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -151,6 +152,20 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 		resp, err := a.GetRollout(r.Context(), req)
 		writeAPIProto(w, resp, err)
 	})
+	mux.HandleFunc("GET /api/v1/audits", func(w http.ResponseWriter, r *http.Request) {
+		q, err := apiQuery(r, "control", "node", "at", "page_size", "page_token")
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		req := &herdv1.AuditRequest{Control: q.str("control"), Node: q.str("node"), AtUnixMs: q.time("at"), PageSize: q.int("page_size"), PageToken: q.str("page_token")}
+		if q.err != nil {
+			writeAPIError(w, http.StatusBadRequest, q.err.Error())
+			return
+		}
+		resp, err := a.Audit(r.Context(), req)
+		writeAPIProto(w, resp, err)
+	})
 }
 
 // apiMarshal is the API's encoding of Admin messages: proto3 JSON with
@@ -203,6 +218,25 @@ func (p *apiParams) bool(k string) bool {
 		p.err = fmt.Errorf("query parameter %s=%q: want true or false", k, s)
 	}
 	return b
+}
+
+// time reads an instant as Unix milliseconds or RFC 3339; 0 when absent.
+func (p *apiParams) time(k string) int64 {
+	s := p.v.Get(k)
+	if s == "" {
+		return 0
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil && ms > 0 {
+		return ms
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		if p.err == nil {
+			p.err = fmt.Errorf("query parameter %s=%q: want Unix milliseconds or an RFC 3339 time like 2026-11-01T00:00:00Z", k, s)
+		}
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 func (p *apiParams) int(k string) int32 {
