@@ -281,3 +281,92 @@ func BenchmarkOverview10k(b *testing.B) {
 		})
 	}
 }
+
+// TestDashboardServices: the node page shows the service health of the
+// node's newest run by start time; a spooled older report arriving late
+// does not replace it, and an audit run says nothing of services.
+func TestDashboardServices(t *testing.T) {
+	t.Parallel()
+	s, _ := startServer(t)
+	ctx := context.Background()
+	cert := enroll(t, s, "a-01")
+	nc := herdv1.NewNodeClient(dial(t, s, &cert))
+	now := time.Now()
+	send := func(run string, started time.Time, audit bool, health, detail string) {
+		t.Helper()
+		rep := &herdv1.Report{RunId: run, StartedUnixNs: started.UnixNano(), Audit: audit, Noop: audit,
+			Summary:  &herdv1.Summary{Resources: 1, InSync: 1},
+			Services: []*herdv1.ServiceHealth{{Name: "web", Health: health, Detail: detail}}}
+		if _, err := nc.SendReport(ctx, &herdv1.SendReportRequest{Report: rep}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := s.Dashboard()
+	health := func() []dashboard.Service {
+		t.Helper()
+		n, ok, err := src.Node(ctx, "a-01")
+		if err != nil || !ok {
+			t.Fatalf("Node(a-01) = %v, %v", ok, err)
+		}
+		return n.Services
+	}
+	send("new", now, false, "healthy", "")
+	send("old", now.Add(-time.Hour), false, "unhealthy", "spooled while away")
+	send("audit", now.Add(time.Minute), true, "unhealthy", "an audit run")
+	if got, want := health(), []dashboard.Service{{Name: "web", Health: "healthy"}}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("services = %+v, want %+v (the newest real run's)", got, want)
+	}
+	send("newer", now.Add(2*time.Minute), false, "unhealthy", "connection refused")
+	if got := health(); len(got) != 1 || got[0].Health != "unhealthy" || got[0].Detail != "connection refused" {
+		t.Errorf("services after a newer run = %+v, want web unhealthy: connection refused", got)
+	}
+	_, _, body := dashboardGet(t, dashboard.New(src, dashboard.Options{}), "/nodes/a-01")
+	if !strings.Contains(body, `<td class="st-unhealthy">unhealthy</td><td>connection refused</td>`) {
+		t.Errorf("node page does not show web unhealthy with its detail")
+	}
+}
+
+// TestDashboardRollouts: a rollout halted by its canaries' failures shows
+// on the rollouts page with its stage's progress and what holds it.
+func TestDashboardRollouts(t *testing.T) {
+	t.Parallel()
+	stages := `
+[[rollout.stage]]
+name = "canary"
+nodes = ["n-0", "n-1", "n-2"]
+max_failed = 1
+`
+	h := newRolloutHarness(t, rolloutSite(stages, "hello"), sixNodes...)
+	before := h.etags()
+	h.commit(rolloutSite(stages, "broken"))
+	h.moved(before)
+	h.report("n-0", h.nodes["n-0"].etag, false, []string{"file:/etc/motd"})
+	h.report("n-1", h.nodes["n-1"].etag, false, nil, &herdv1.ServiceHealth{Name: "web", Health: "unhealthy", Detail: "connection <b>refused</b>"})
+	h.report("n-2", h.nodes["n-2"].etag, false, nil)
+	if r, _ := h.get(); r.State != rolloutHalted {
+		t.Fatalf("rollout = %s (%s), want halted", r.State, r.Reason)
+	}
+	rs, err := h.s.Dashboard().Rollouts(context.Background(), 5)
+	if err != nil || len(rs) == 0 {
+		t.Fatalf("Rollouts = %d, %v", len(rs), err)
+	}
+	r := rs[0]
+	if r.State != rolloutHalted || len(r.Stages) == 0 {
+		t.Fatalf("newest rollout = %s with %d stages, want halted with stages", r.State, len(r.Stages))
+	}
+	if c := r.Stages[0]; c.Name != "canary" || c.Nodes != 3 || c.Done != 1 || c.Failed != 2 {
+		t.Errorf("canary = %+v, want 3 nodes, 1 done, 2 failed", c)
+	}
+	blocking := strings.Join(r.Blocking, "\n")
+	for _, want := range []string{"n-0: file:/etc/motd", "n-1: service web: unhealthy: connection <b>refused</b>"} {
+		if !strings.Contains(blocking, want) {
+			t.Errorf("blocking = %q, want it to say %q", blocking, want)
+		}
+	}
+	code, _, body := dashboardGet(t, dashboard.New(h.s.Dashboard(), dashboard.Options{}), "/rollouts")
+	for _, want := range []string{`<span class="state">halted</span>`, `<progress max="3" value="1">33%</progress>`, `connection &lt;b&gt;refused&lt;/b&gt;`} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET /rollouts = %d, lacks %q", code, want)
+		}
+	}
+}
