@@ -370,3 +370,38 @@ max_failed = 1
 		}
 	}
 }
+
+// FuzzDashboardRequest sends arbitrary paths and query strings (a where
+// expression above all) to the dashboard over a real server with nodes:
+// no answer is a server error or lacks the security headers.
+func FuzzDashboardRequest(f *testing.F) {
+	for _, s := range []string{"/", "/?where=os.family+%3D%3D+%22debian%22&sort=drift&desc=1", "/?where=%28%28%28", "/?where=facts%5B%22x%22%5D",
+		"/?where=name+matches+%22%28a%2A%29%2A%24%22", "/nodes/node-00001", "/nodes/node-00001/runs/%00", "/nodes/..%2F..%2Fetc", "/static/../templates/run.html",
+		"/site", "/rollouts", "/?offset=999999999"} {
+		f.Add(s)
+	}
+	s := startServerTB(f)
+	seedNodes(f, s, 20)
+	h := dashboard.New(s.Dashboard(), dashboard.Options{})
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.Parse(target)
+		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+			return
+		}
+		// The URL as a client's request line would carry it, set after
+		// NewRequest, which takes only well-formed request lines.
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.URL, req.RequestURI = u, u.RequestURI()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("GET %s = %d:\n%s", target, rec.Code, rec.Body)
+		}
+		if rec.Header().Get("X-Frame-Options") != "DENY" || !strings.Contains(rec.Header().Get("Content-Security-Policy"), "script-src 'none'") {
+			t.Fatalf("GET %s: security headers missing: %v", target, rec.Header())
+		}
+		if strings.Contains(rec.Body.String(), "{{") {
+			t.Fatalf("GET %s: a template leaked: %s", target, rec.Body)
+		}
+	})
+}

@@ -9,8 +9,10 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,8 +94,7 @@ func New(src Source, opts Options) http.Handler {
 	for _, page := range []string{"overview", "node", "run", "site", "rollouts", "error"} {
 		h.pages[page] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html"))
 	}
-	static, _ := fs.Sub(staticFS, "static")
-	h.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	h.mux.HandleFunc("GET /static/{file}", h.static)
 	h.mux.HandleFunc("GET /{$}", h.overview)
 	h.mux.HandleFunc("GET /nodes/{node}", h.node)
 	h.mux.HandleFunc("GET /nodes/{node}/runs/{run}", h.run)
@@ -143,6 +144,29 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, code int, msg str
 
 func (h *handler) ctx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), h.opts.Timeout)
+}
+
+// static serves an embedded asset. Not http.FileServerFS: it answers a
+// name that is no valid fs path (invalid UTF-8) with a 500.
+func (h *handler) static(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	var b []byte
+	err := fs.ErrNotExist
+	if fs.ValidPath(name) {
+		b, err = fs.ReadFile(staticFS, "static/"+name)
+	}
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	ctype := mime.TypeByExtension(path.Ext(name))
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	w.Header().Set("Content-Type", ctype)
+	// Assets change only with the binary.
+	w.Header().Set("Cache-Control", "max-age=3600")
+	w.Write(b)
 }
 
 type overviewData struct {
