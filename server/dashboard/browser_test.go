@@ -79,8 +79,11 @@ func needBrowser(t *testing.T) context.Context {
 	}
 	tab, cancel := chromedp.NewContext(browser)
 	t.Cleanup(cancel)
-	tab, cancelT := context.WithTimeout(tab, 60*time.Second)
-	t.Cleanup(cancelT)
+	// Open the tab now, on the tab's own context: a tab opened by a
+	// step's shorter-lived context would close when that step ends.
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("opening a browser tab: %v", err)
+	}
 	return tab
 }
 
@@ -102,7 +105,9 @@ func artifacts(t *testing.T) string {
 // screenshot saves the whole page as name.png.
 func screenshot(t *testing.T, tab context.Context, dir, name string) {
 	t.Helper()
-	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100)) // 100: PNG; less is JPEG
+	ctx, cancel := context.WithTimeout(tab, stepTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; less is JPEG
 	if err != nil {
 		t.Fatalf("screenshot of %s: %v", name, err)
 	}
@@ -181,7 +186,9 @@ content = "hello {{ .node }}\n"
 		chromedp.WaitVisible(css(`#where`)),
 		chromedp.SetValue(css(`#where`), `name == "node-2"`),
 		chromedp.Click(css(`#filter`)),
-		chromedp.WaitVisible(css(`#count`)),
+		// The form's answer is a new page: wait for it, not for the
+		// count of the page that is still showing.
+		chromedp.WaitVisible(chromedp.Search(`//p[@id="count" and contains(., " of 1")]`)),
 	)
 	count := get(t, tab, chromedp.Text(css(`#count`)))
 	nodes = get(t, tab, chromedp.Text(css(`#nodes tbody`)))
@@ -204,13 +211,19 @@ content = "hello {{ .node }}\n"
 	screenshot(t, tab, dir, "rollouts")
 }
 
+// stepTimeout bounds each browser step, so that a page that never comes
+// says which step waited for it.
+const stepTimeout = 20 * time.Second
+
 // css is a CSS selector (querySelector), as the tests write them.
 func css(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 
 // do runs browser steps, failing the test with what it was doing.
 func do(t *testing.T, tab context.Context, doing string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(tab, steps...); err != nil {
+	ctx, cancel := context.WithTimeout(tab, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
 		t.Fatalf("%s: %v", doing, err)
 	}
 }
@@ -218,7 +231,9 @@ func do(t *testing.T, tab context.Context, doing string, steps ...chromedp.Actio
 // get runs one browser action and returns its value.
 func get[T any](t *testing.T, tab context.Context, a chromedp.Action[T]) T {
 	t.Helper()
-	v, err := chromedp.Run(tab, a)
+	ctx, cancel := context.WithTimeout(tab, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
 	if err != nil {
 		t.Fatalf("reading the page: %v", err)
 	}
