@@ -170,11 +170,11 @@ func (d dashboardSource) Node(ctx context.Context, name string) (dashboard.NodeD
 	if err != nil || !ok {
 		return dashboard.NodeDetail{}, false, err
 	}
-	states, _, err := s.rolloutStates(ctx, "", "")
+	state, err := s.rolloutState(ctx, name)
 	if err != nil {
 		return dashboard.NodeDetail{}, false, fmt.Errorf("reading node %s: %w", name, err)
 	}
-	out := dashboard.NodeDetail{Row: s.dashboardRow(n, states[name]), FactsUpdated: n.FactsUpdated}
+	out := dashboard.NodeDetail{Row: s.dashboardRow(n, state), FactsUpdated: n.FactsUpdated}
 	if cf, ok := s.facts.get(name); ok {
 		out.Facts = flattenFacts(cf.facts)
 	} else if _, b, updated, ok, err := s.st.Facts(ctx, name); err != nil {
@@ -207,6 +207,24 @@ func (d dashboardSource) Node(ctx context.Context, name string) (dashboard.NodeD
 		}
 	}
 	return out, true, nil
+}
+
+// rolloutState is where the newest rollout has one node; "" when it is
+// not in it or there is no rollout.
+func (s *Server) rolloutState(ctx context.Context, node string) (string, error) {
+	id := s.ctl.newest.Load()
+	if id == 0 {
+		return "", nil
+	}
+	r, ok, err := s.st.Rollout(ctx, id)
+	if err != nil || !ok {
+		return "", err
+	}
+	rns, err := s.st.RolloutNodes(ctx, store.RolloutNodeQuery{Rollout: id, Node: node})
+	if err != nil || len(rns) == 0 {
+		return "", err
+	}
+	return rolloutNodeState(r, rns[0]), nil
 }
 
 // flattenFacts lists the leaves of a JSON tree by dotted path, each value

@@ -363,6 +363,12 @@ max_failed = 1
 			t.Errorf("blocking = %q, want it to say %q", blocking, want)
 		}
 	}
+	for node, want := range map[string]string{"n-0": nodeFailed, "n-2": nodeHealthy, "n-4": nodePending} {
+		n, ok, err := h.s.Dashboard().Node(context.Background(), node)
+		if err != nil || !ok || n.Row.RolloutState != want {
+			t.Errorf("Node(%s) rollout state = %q (%v, %v), want %q", node, n.Row.RolloutState, ok, err, want)
+		}
+	}
 	code, _, body := dashboardGet(t, dashboard.New(h.s.Dashboard(), dashboard.Options{}), "/rollouts")
 	for _, want := range []string{`<span class="state">halted</span>`, `<progress max="3" value="1">33%</progress>`, `connection &lt;b&gt;refused&lt;/b&gt;`} {
 		if code != http.StatusOK || !strings.Contains(body, want) {
