@@ -31,16 +31,20 @@ var rules = map[string]struct {
 	"agent/resources": {allowHerd: []string{"catalogs", "facts"}, forbid: nodeForbid},
 	"agent/supervise": {forbid: nodeForbid},
 	"agent/sandbox":   {forbid: nodeForbid},
-	"server":          {allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "api/herdv1"}},
+	"server":          {allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "server/dashboard", "api/herdv1"}},
 	"server/store":    {allowHerd: []string{"catalogs", "facts", "server/ca"}},
 	"server/ca":       {allowHerd: []string{"catalogs", "facts"}},
 	"api/herdv1":      {},
 	"testkit":         {allowHerd: []string{"agent/sandbox"}},
-	"testkit/fleet":   {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/store", "policies", "testkit"}},
-	"bench/loadgen":   {allowHerd: []string{"agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/store", "policies", "testkit"}},
-	"cmd/herd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/store", "policies", "cmd/nodecmd"}},
+	"testkit/fleet":   {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
+	"bench/loadgen":   {allowHerd: []string{"agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
+	"cmd/herd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "cmd/nodecmd"}},
 	"cmd/nodecmd":     {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts"}, forbid: nodeForbid},
 	"cmd/herd-agent":  {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "cmd/nodecmd"}, forbid: nodeForbid},
+
+	// The dashboard's pages read the fleet through its Source interface:
+	// it needs nothing of Herd's own.
+	"server/dashboard": {},
 }
 
 // nodeForbid is what every node pays for and none may link: the node binary

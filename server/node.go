@@ -255,6 +255,7 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 		s.metrics.reports.WithLabelValues("stored").Inc()
 		// The rollout's health reads stored reports only, once each.
 		services := r.Services
+		s.noteServices(node, rec, services)
 		s.ctl.post(func(c *controller) error { c.report(node, rec, services); return nil })
 		s.audits.reported(node, rec)
 	}

@@ -151,6 +151,7 @@ func (s *Server) purgeNode(ctx context.Context, node, why string) error {
 	s.compiles.nodeMu.Delete(node)
 	s.rehearse.set(node, nil)
 	s.limits.Delete(node)
+	s.services.Delete(node)
 	s.inactive.drop(node)
 	s.audits.forget(node)
 	s.log.Info("node purged", "node", node, "by", why)

@@ -244,6 +244,9 @@ type Server struct {
 	watch    watchers
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
+	// services holds each node's service health of its newest report:
+	// node → *nodeServices (dashboard_source.go).
+	services sync.Map
 	// queryScan bounds the nodes one filtered query reads (0:
 	// maxWhereScan; tests lower it).
 	queryScan int

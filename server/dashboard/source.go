@@ -1,0 +1,192 @@
+package dashboard
+
+import (
+	"context"
+	"time"
+)
+
+// Source is what the pages read. The server implements it from its store
+// and its memory; every method is read-only.
+type Source interface {
+	// Nodes is one page of the fleet's nodes that q selects, sorted as q
+	// asks. A bad q.Where is an error the page shows (see BadQueryError).
+	Nodes(ctx context.Context, q NodeQuery) (NodePage, error)
+	// Node is one node with its facts, current catalog and services;
+	// false when there is no such node.
+	Node(ctx context.Context, name string) (NodeDetail, bool, error)
+	// Reports is a node's newest reports, newest first, at most limit.
+	Reports(ctx context.Context, node string, limit int) ([]Report, error)
+	// Run is one run of a node by its run id; false when it is not among
+	// the node's stored reports.
+	Run(ctx context.Context, node, runID string) (Report, bool, error)
+	// RunHistory counts the runs (of node, or of the fleet when node is
+	// "") received from since on, in buckets of step, oldest first.
+	RunHistory(ctx context.Context, node string, since time.Time, step time.Duration) ([]RunBucket, error)
+	// Site is the site's status.
+	Site(ctx context.Context) (SiteStatus, error)
+	// Rollouts is the newest rollouts, newest first, at most limit.
+	Rollouts(ctx context.Context, limit int) ([]Rollout, error)
+}
+
+// BadQueryError is a Nodes query the user got wrong (a where expression
+// that does not compile): the page shows it rather than failing.
+type BadQueryError struct{ Err error }
+
+func (e *BadQueryError) Error() string { return e.Err.Error() }
+func (e *BadQueryError) Unwrap() error { return e.Err }
+
+// Sort orders of NodeQuery.
+const (
+	SortName       = "name"
+	SortLastRun    = "last_run"
+	SortStatus     = "status"
+	SortVersion    = "version"
+	SortDrift      = "drift"
+	SortCheckin    = "checkin"
+	SortRollout    = "rollout"
+	SortAgent      = "agent"
+	defaultPageLen = 100
+	maxPageLen     = 1000
+)
+
+// sorts are the orders a NodeQuery may ask for.
+var sorts = []string{SortName, SortLastRun, SortStatus, SortVersion, SortDrift, SortCheckin, SortRollout, SortAgent}
+
+// NodeQuery selects and orders nodes for the overview.
+type NodeQuery struct {
+	// Where is an expression in the language of site conditions over
+	// facts and status (as herd nodes --where); "" selects every node.
+	Where string
+	// Sort is one of the Sort constants; Desc reverses it.
+	Sort string
+	Desc bool
+	// Offset and Limit cut the page out of the sorted selection.
+	Offset, Limit int
+	// Inactive includes deactivated nodes.
+	Inactive bool
+}
+
+// NodePage is one page of nodes and how many the query selects in all.
+type NodePage struct {
+	Nodes []NodeRow
+	Total int
+}
+
+// NodeRow is one node as the overview lists it.
+type NodeRow struct {
+	Name        string
+	LastCheckin time.Time
+	LastReport  time.Time
+	LastRunID   string
+	// Status is unreported, failed, changed, pending or unchanged.
+	Status         string
+	Version        string // the site version of the node's current catalog
+	AppliedVersion string // the version of its newest applied run
+	AgentVersion   string
+	RolloutState   string // in the newest rollout; "" when not in it
+	Drift          int
+	Changed        int
+	Failed         int
+	CompileError   string
+	Deactivated    time.Time
+}
+
+// NodeDetail is a node's page: its row, facts, catalog and services.
+type NodeDetail struct {
+	Row          NodeRow
+	Facts        []Fact // sorted by path
+	FactsUpdated time.Time
+	Catalog      *Catalog // nil when the node has none
+	Services     []Service
+}
+
+// Fact is one leaf of a node's facts: its dotted path and its value as
+// JSON.
+type Fact struct{ Path, Value string }
+
+// Catalog is a node's current catalog.
+type Catalog struct {
+	Etag, Version string
+	Resources     []Resource
+}
+
+// Resource is one resource of a catalog, its attributes as JSON text.
+type Resource struct {
+	ID, Source string
+	Attrs      []Fact
+}
+
+// Service is what a service's health check said at the node's newest
+// report.
+type Service struct{ Name, Health, Detail string }
+
+// Report is one run.
+type Report struct {
+	Node, RunID, Version string
+	Noop, Audit          bool
+	Started, Received    time.Time
+	Duration             time.Duration
+	Summary              Summary
+	Events               []Event
+}
+
+// Summary counts a run's events by outcome.
+type Summary struct {
+	Resources, InSync, Changed, Failed, Skipped, Unknown, Refreshed, Drift int
+}
+
+// Event is what a run says about one resource.
+type Event struct {
+	ID, Type, Status, Refresh string
+	Noop                      bool
+	Error, Cause, Output      string
+	Duration                  time.Duration
+	Changes                   []Change
+}
+
+// Change is one attribute an event changed (or would change).
+type Change struct {
+	Attr, From, To, Diff, Action string
+	Sensitive                    bool
+}
+
+// RunBucket counts the runs received in [Start, Start+step).
+type RunBucket struct {
+	Start  time.Time
+	Runs   int
+	Failed int
+}
+
+// SiteStatus is the site the server serves and the newest it tried.
+type SiteStatus struct {
+	Version       string
+	Loaded        time.Time
+	LoadError     string // of the newest attempt, when it failed
+	Newest        string
+	NewestAttempt time.Time
+	CompileErrors []CompileError // sorted by node
+}
+
+// CompileError is why one node's catalog does not compile.
+type CompileError struct{ Node, Error string }
+
+// Rollout is one rollout with its stages.
+type Rollout struct {
+	ID               int64
+	Version          string
+	PreviousVersion  string
+	State, Reason    string
+	Created, Updated time.Time
+	Stages           []Stage
+	// Blocking are messages that hold the rollout: policy denials and
+	// node failures, "node: message".
+	Blocking []string
+}
+
+// Stage is one stage of a rollout and how far it is.
+type Stage struct {
+	Name, State string
+	// Nodes is how many nodes the stage has; Done those healthy or
+	// unchanged, Failed those failed, denied or not compiling.
+	Nodes, Done, Failed int
+}
