@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herdcm/herd/server/dashboard"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -124,13 +125,10 @@ func (s *Server) httpHandler() http.Handler {
 	authed.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s (see docs/api.md)", r.Method, r.URL.Path))
 	})
-	if s.opts.Dashboard != nil {
-		authed.Handle("/", s.opts.Dashboard)
-	} else {
-		authed.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-			s.web.loginPage(w, r, http.StatusOK, "")
-		})
-	}
+	authed.Handle("/", dashboard.New(s.Dashboard(), dashboard.Options{
+		Log:  s.log.With("component", "dashboard"),
+		User: func(r *http.Request) (string, bool) { return WebUser(r.Context()) },
+	}))
 
 	secure := http.NewServeMux()
 	secure.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {

@@ -129,10 +129,7 @@ type Options struct {
 	// or an audit run) before every audit control says no-data of it
 	// instead of judging stale records (default DefaultAuditStale).
 	AuditStale time.Duration
-	// Dashboard is served at / on the HTTP port, over TLS, to signed-in
-	// users only (WebUser says who); nil serves a small sign-in page.
-	Dashboard http.Handler
-	Log       *slog.Logger
+	Log        *slog.Logger
 }
 
 func (o *Options) defaults() {

@@ -35,6 +35,9 @@ type Options struct {
 	Now func() time.Time
 	// Timeout bounds the work of one page (default 10 seconds).
 	Timeout time.Duration
+	// User names who is signed in, for the header's "Signed in as" and
+	// its sign-out button; nil (or ok false) shows neither.
+	User func(r *http.Request) (name string, ok bool)
 }
 
 // Chart ranges: the overview shows the fleet's last day by the hour, a
@@ -120,7 +123,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // is a clean 500, not half a page.
 func (h *handler) render(w http.ResponseWriter, r *http.Request, page string, code int, data any) {
 	var buf bytes.Buffer
-	if err := h.pages[page].Execute(&buf, data); err != nil {
+	var user string
+	if h.opts.User != nil {
+		user, _ = h.opts.User(r)
+	}
+	frame := struct {
+		User string
+		Page any
+	}{user, data}
+	if err := h.pages[page].Execute(&buf, frame); err != nil {
 		h.opts.Log.Error("rendering a dashboard page", "page", page, "path", r.URL.Path, "err", err)
 		http.Error(w, "rendering the page failed", http.StatusInternalServerError)
 		return
