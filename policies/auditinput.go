@@ -109,11 +109,7 @@ func (a *Audit) inputValue(in AuditInput) (ast.Value, error) {
 	use := func(k string) bool { return a.uses.reads(k, "") }
 	top := map[string]any{"node": ast.String(in.Node)}
 	if use("facts") {
-		if in.Facts != nil {
-			top["facts"] = map[string]any(in.Facts)
-		} else {
-			top["facts"] = ast.NewObject()
-		}
+		top["facts"] = factsValue(in.Facts)
 	}
 	if use("catalog") || use("resources") || use("by_type") {
 		c := in.Catalog
@@ -137,12 +133,7 @@ func (a *Audit) inputValue(in AuditInput) (ast.Value, error) {
 	if use("drift") {
 		top["drift"] = driftValue(in.Drift)
 	}
-	for _, k := range []string{"facts", "catalog", "resources", "by_type", "report", "drift"} {
-		if _, ok := top[k]; !ok {
-			top[k] = ast.NullValue
-		}
-	}
-	return ast.LazyObject(top), nil
+	return lazyInput(top, "facts", "catalog", "resources", "by_type", "report", "drift"), nil
 }
 
 // reportValue is r as an OPA value, an empty run for nil; its events

@@ -9,6 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/facts"
 )
 
 // The input is built as OPA values directly, without a JSON encoding and
@@ -32,11 +33,7 @@ func (g *Gate) inputValue(in Input) (ast.Value, error) {
 	// converted a key at a time as rules read it.
 	top := map[string]any{"node": ast.String(in.Node)}
 	if use("facts") {
-		if in.Facts != nil {
-			top["facts"] = map[string]any(in.Facts)
-		} else {
-			top["facts"] = ast.NewObject()
-		}
+		top["facts"] = factsValue(in.Facts)
 	}
 	if use("catalog") {
 		v, err := catalogValue(in.Catalog, g.cache)
@@ -69,13 +66,27 @@ func (g *Gate) inputValue(in Input) (ast.Value, error) {
 		}
 		top["judge"] = v
 	}
-	for _, k := range []string{"facts", "catalog", "previous", "change", "fleet", "judge"} {
+	return lazyInput(top, "facts", "catalog", "previous", "change", "fleet", "judge"), nil
+}
+
+// factsValue is f as input.facts: a Go map that the lazy input object
+// converts a key at a time as rules read it; an empty object for none.
+func factsValue(f facts.Facts) any {
+	if f == nil {
+		return ast.NewObject()
+	}
+	return map[string]any(f)
+}
+
+// lazyInput is top as the input object, each of parts that top lacks (no
+// rule reads it) set to null, which keeps the input's shape.
+func lazyInput(top map[string]any, parts ...string) ast.Value {
+	for _, k := range parts {
 		if _, ok := top[k]; !ok {
-			// Read by no rule: null keeps the shape.
 			top[k] = ast.NullValue
 		}
 	}
-	return ast.LazyObject(top), nil
+	return ast.LazyObject(top)
 }
 
 var (

@@ -403,6 +403,9 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 	if cur != nil {
 		c.prevEtag, c.prevVer = cur.etag, cur.version
 		c.prev = s.decodeApproved(ctx, node, cur)
+		if st.gate != nil {
+			c.judged = s.judgedBefore(cur.version, st.gate.Digest())
+		}
 	}
 	c.change = catalogs.DiffBrief(c.prev, cat)
 	var fleet *policies.Fleet

@@ -47,6 +47,9 @@ type candidate struct {
 	cat, prev  *catalogs.Catalog
 	prevEtag   string
 	prevVer    string // the approved catalog's version
+	// judged: the approved catalog passed policies of the gate's digest,
+	// so the gate judges only the change (and cat may hold only that).
+	judged bool
 	change     catalogs.Change
 	compileErr string
 }
@@ -349,6 +352,9 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 	}
 	c.nc = nc
 	gating := st.gate != nil && !st.gate.Empty()
+	if gating {
+		c.judged = s.judgedBefore(c.prevVer, st.gate.Digest())
+	}
 	if gating && cur != nil && st.gate.Reads("previous") && keep(2*len(nc.bytes)) {
 		// The gate reads the previous catalog whole: decode it once,
 		// for the diff too.
@@ -360,7 +366,7 @@ func (s *Server) compileCandidate(ctx context.Context, st *siteState, node strin
 	if !gating {
 		return c
 	}
-	if s.judgedBefore(c.prevVer, st.gate.Digest()) && !st.gate.Reads("catalog") {
+	if c.judged && !st.gate.Reads("catalog") {
 		// The gate reads input.judge, which holds only what the change
 		// adds or changes, and not the whole catalog: keep just those
 		// resources, a few of a catalog's hundreds. Ten thousand whole
@@ -471,7 +477,7 @@ func (s *Server) gateCandidate(ctx context.Context, st *siteState, c *candidate,
 		return out
 	}
 	d, err := st.gate.Evaluate(ctx, policies.Input{Node: c.node, Facts: c.facts, Catalog: c.cat, Previous: c.prev, Change: c.change, Fleet: fleet,
-		Judged: s.judgedBefore(c.prevVer, st.gate.Digest())})
+		Judged: c.judged})
 	if err != nil {
 		out.err = err.Error()
 		return out

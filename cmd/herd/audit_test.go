@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/herdcm/herd/api/herdv1"
-	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -186,15 +185,7 @@ violations contains {"message": sprintf("motd says %s", [r.attrs.content]), "res
 }
 `,
 	})
-	dir := t.TempDir()
-	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := startServer(t, site)
 	for name, motd := range map[string]string{"web-01": "hello", "db-01": "rude " + auditHostile} {
 		nc := checkedIn(t, s, name, map[string]any{"motd": motd})
 		if _, err := nc.SendReport(context.Background(), &herdv1.SendReportRequest{Report: &herdv1.Report{

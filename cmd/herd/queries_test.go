@@ -23,6 +23,23 @@ import (
 
 // checkedIn enrolls name with a join token and checks in with f, over
 // its own gRPC client, as a node (or an attacker) would.
+// startServer starts a real server over site (TLS on 127.0.0.1, sqlite
+// in a temporary directory, no HTTP port) for the test, and returns it
+// and its directory.
+func startServer(t *testing.T, site string) (*server.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
 func checkedIn(t *testing.T, s *server.Server, name string, f map[string]any) herdv1.NodeClient {
 	t.Helper()
 	ctx := context.Background()
@@ -72,15 +89,7 @@ func TestFleetQueryCommands(t *testing.T) {
 		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
 		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"hi\\n\"\n",
 	})
-	dir := t.TempDir()
-	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := startServer(t, site)
 	web := checkedIn(t, s, "web-01", map[string]any{"os": map[string]any{"family": "debian"}, "memory": map[string]any{"total_bytes": 2e9}})
 	checkedIn(t, s, "web-02", map[string]any{"os": map[string]any{"family": "debian"}, "memory": map[string]any{"total_bytes": 8e9}})
 	checkedIn(t, s, "db-01", map[string]any{"os": map[string]any{"family": "\x1b[31mredhat"}})

@@ -56,15 +56,7 @@ func TestNodeStringsReachTheTerminalEscaped(t *testing.T) {
 		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
 		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"hi\\n\"\n",
 	})
-	dir := t.TempDir()
-	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir, Listen: "127.0.0.1:0", HTTPListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := startServer(t, site)
 	ctx := context.Background()
 
 	// The node, as an attacker would drive it: its own gRPC client.
