@@ -41,15 +41,15 @@ type planTimes struct {
 
 // candidate is one node's compile at a new version.
 type candidate struct {
-	node       string
-	facts      facts.Facts
-	nc         *nodeCatalog // nil: unchanged or a compile error
-	cat, prev  *catalogs.Catalog
-	prevEtag   string
-	prevVer    string // the approved catalog's version
+	node      string
+	facts     facts.Facts
+	nc        *nodeCatalog // nil: unchanged or a compile error
+	cat, prev *catalogs.Catalog
+	prevEtag  string
+	prevVer   string // the approved catalog's version
 	// judged: the approved catalog passed policies of the gate's digest,
 	// so the gate judges only the change (and cat may hold only that).
-	judged bool
+	judged     bool
 	change     catalogs.Change
 	compileErr string
 }
