@@ -89,7 +89,7 @@ func Decode(data []byte) (*Catalog, error) {
 
 // normalizeJSON turns decoded JSON into the value shapes compile produces:
 // json.Number → int64, []any of strings → []string, objects of strings →
-// map[string]string.
+// map[string]string, and {"sealed":{…}} → Sealed.
 func normalizeJSON(v any) (any, error) {
 	switch v := v.(type) {
 	case json.Number:
@@ -109,6 +109,9 @@ func normalizeJSON(v any) (any, error) {
 		}
 		return out, nil
 	case map[string]any:
+		if s, ok, err := sealedFromJSON(v); ok || err != nil {
+			return s, err
+		}
 		out := make(map[string]string, len(v))
 		for k, e := range v {
 			s, ok := e.(string)
