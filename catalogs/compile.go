@@ -293,6 +293,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 func (c *compiler) link() {
 	for _, b := range c.order {
 		c.implicit(b)
+		c.editConflict(b)
 	}
 	for _, b := range c.order {
 		self := b.res.ID
@@ -378,6 +379,24 @@ func (c *compiler) implicit(b *built) {
 		if d := str("dir"); d != "" {
 			add("dir", "file:"+d)
 		}
+	case "line", "ini":
+		// An edit waits for the file resource that manages the same
+		// path's mode or owner (editConflict refuses one that manages its
+		// content), and for the directory it is in.
+		p := str("path")
+		add("file", "file:"+p)
+		for dir := path.Dir(p); dir != "/" && dir != "."; dir = path.Dir(dir) {
+			if _, ok := c.byID["file:"+dir]; ok {
+				add("parent directory", "file:"+dir)
+				break
+			}
+		}
+	case "cron":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+	case "mount":
+		add("mount point", "file:"+b.res.Name)
 	case "user":
 		if g := str("gid"); g != "" {
 			add("primary group", "group:"+g)
@@ -385,6 +404,31 @@ func (c *compiler) implicit(b *built) {
 		for _, g := range b.res.Strings("groups") {
 			add("group", "group:"+g)
 		}
+	}
+}
+
+// editConflict refuses a line or ini resource on a path whose whole
+// content a file resource manages: each run would put back the other's
+// work, and neither would ever be in sync.
+func (c *compiler) editConflict(b *built) {
+	if b.res.Type != "line" && b.res.Type != "ini" {
+		return
+	}
+	p, _ := b.res.Attrs["path"].(string)
+	f, ok := c.byID["file:"+p]
+	if !ok {
+		return
+	}
+	a := f.res.Attrs
+	ensure, _ := a["ensure"].(string)
+	_, content := a["content"]
+	_, source := a["source"]
+	if content || source || (ensure != "" && ensure != "file") {
+		what := "content"
+		if !content && !source {
+			what = fmt.Sprintf("ensure = %q", ensure)
+		}
+		c.diags.add(b.pos, "%s edits %s, whose %s file:%s (declared at %s) manages: give the whole file to one of them", b.res.ID, p, what, p, f.pos)
 	}
 }
 
