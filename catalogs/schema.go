@@ -352,8 +352,10 @@ var iniSchema = &Schema{
 		if _, ok := a["value"]; !ok && a["ensure"] != "absent" {
 			bad("value", "value is required with ensure = \"present\"")
 		}
-		if s, _ := a["setting"].(string); s == "" {
+		if s, _ := a["setting"].(string); strings.TrimSpace(s) == "" {
 			bad("setting", "setting is empty")
+		} else if t := strings.TrimSpace(s); t[0] == '#' || t[0] == ';' {
+			bad("setting", "setting %q: a line starting with # or ; is a comment", s)
 		}
 	},
 }

@@ -19,8 +19,8 @@ import (
 // around = optional) is a setting. A setting found with another value has
 // only its value replaced (the key and its spacing stay as written); every
 // occurrence of it in sections of that name is set, since readers differ
-// on which one wins. A missing setting is added after the last non-blank
-// line of its section; a missing section is appended to the file. With
+// on which one wins. A missing setting is added after the last setting of
+// its section (or its header); a missing section is appended to the file. With
 // ensure = absent every occurrence is removed; the section stays.
 //
 // A missing file is created (mode 0644) when the setting is wanted; an
@@ -56,8 +56,8 @@ func parseINISpec(r *catalogs.Resource) (iniSpec, error) {
 		return s, fmt.Errorf("ensure %q: want present or absent", e)
 	}
 	switch {
-	case strings.TrimSpace(s.setting) == "" || strings.ContainsAny(s.setting, "=[\n\r"):
-		return s, fmt.Errorf("setting %q: want a name without =, [ or a newline", s.setting)
+	case strings.TrimSpace(s.setting) == "" || strings.ContainsAny(s.setting, "=[\n\r") || strings.ContainsAny(strings.TrimSpace(s.setting)[:1], "#;"):
+		return s, fmt.Errorf("setting %q: want a name without =, [ or a newline, not starting with # or ;", s.setting)
 	case strings.ContainsAny(s.section, "]\n\r"):
 		return s, fmt.Errorf("section %q: want a name without ] or a newline", s.section)
 	case strings.ContainsAny(s.value, "\n\r"):
@@ -79,7 +79,8 @@ const (
 // iniLine is one parsed line of an INI file.
 type iniLine struct {
 	kind    iniKind
-	blank   bool   // nothing but white space
+	blank   bool // nothing but white space
+	comment bool
 	name    string // the section's name, or the setting's key
 	section string // the section the line is in ("" at the top)
 	// valueAt is where a setting's value starts in the line's text: after
@@ -96,7 +97,9 @@ func parseINI(ls []lineSpan) []iniLine {
 		t := bytes.TrimSpace(l.text)
 		il := iniLine{section: section, blank: len(t) == 0}
 		switch {
-		case len(t) == 0 || t[0] == ';' || t[0] == '#':
+		case len(t) == 0:
+		case t[0] == ';' || t[0] == '#':
+			il.comment = true
 		case t[0] == '[':
 			if end := bytes.IndexByte(t, ']'); end > 0 {
 				section = string(bytes.TrimSpace(t[1:end]))
@@ -147,7 +150,9 @@ func (s *iniSpec) edit(old []byte) ([]byte, *Change) {
 		return joinText(kept), &Change{Attr: attr, Action: Delete, From: s.describe(from)}
 	}
 	found, hasSection := false, s.section == ""
-	insertAt := -1 // after the last non-blank line of the section
+	// A new setting goes after the section's last setting (or its
+	// header): comments after that often introduce the next section.
+	insertAt := -1
 	if s.section == "" {
 		insertAt = 0
 	}
@@ -160,7 +165,7 @@ func (s *iniSpec) edit(old []byte) ([]byte, *Change) {
 			hasSection, insertAt = true, i+1
 			continue
 		}
-		if !il.blank {
+		if !il.blank && !il.comment {
 			insertAt = i + 1
 		}
 		if il.kind != iniSetting || il.name != s.setting {

@@ -117,7 +117,10 @@ func (s *lineSpec) edit(old []byte) ([]byte, *Change) {
 	for _, i := range matched {
 		if !bytes.Equal(ls[i].text, want) {
 			touched = append(touched, string(ls[i].text))
-			ls[i].text = want
+			// A line Herd writes ends with a newline, even in place of
+			// an unterminated last line (which, were it made empty,
+			// would otherwise vanish).
+			ls[i].text, ls[i].nl = want, true
 		}
 	}
 	switch {

@@ -1,7 +1,6 @@
 package resources
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,15 +31,16 @@ import (
 //
 // The zero Mount is ready to use.
 type Mount struct {
-	// mountinfo is where the kernel lists mounts; tests point it
-	// elsewhere. Empty means /proc/self/mountinfo.
-	mountinfo string
+	// fstab is the table's path under the host root; tests that mount
+	// for real (root "/") point it into a temporary directory. Empty
+	// means /etc/fstab.
+	fstab string
 }
 
 var _ Type = (*Mount)(nil)
 
-// fstabPath is where the entries live.
-const fstabPath = "/etc/fstab"
+// defaultFstab is where the entries live.
+const defaultFstab = "/etc/fstab"
 
 // mountSpec is a mount resource, checked.
 type mountSpec struct {
@@ -51,7 +51,7 @@ type mountSpec struct {
 
 // entry is the spec as an fstab line.
 func (s *mountSpec) entry() string {
-	return strings.Join([]string{fstabEscape(s.device), fstabEscape(s.point), s.fstype, s.options, strconv.FormatInt(s.dump, 10), strconv.FormatInt(s.pass, 10)}, "\t")
+	return strings.Join([]string{fstabEscape(s.device), fstabEscape(s.point), fstabEscape(s.fstype), fstabEscape(s.options), strconv.FormatInt(s.dump, 10), strconv.FormatInt(s.pass, 10)}, "\t")
 }
 
 // parseMount checks a mount resource as the agent receives it.
@@ -99,11 +99,10 @@ type fstabEntry struct {
 func parseFstab(ls []lineSpan) []fstabEntry {
 	out := make([]fstabEntry, len(ls))
 	for i, l := range ls {
-		t := bytes.TrimSpace(l.text)
-		if len(t) == 0 || t[0] == '#' {
+		f := fstabFields(string(l.text))
+		if len(f) == 0 || f[0][0] == '#' {
 			continue
 		}
-		f := strings.Fields(string(t))
 		if len(f) < 4 {
 			continue
 		}
@@ -116,6 +115,12 @@ func parseFstab(ls []lineSpan) []fstabEntry {
 		out[i].fields = f
 	}
 	return out
+}
+
+// fstabFields splits an fstab line as getmntent does: at spaces and
+// tabs only (any other byte, a \v say, is part of a field).
+func fstabFields(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\t' })
 }
 
 // octalUnescape decodes the \ooo escapes fstab and mountinfo use for
@@ -150,15 +155,16 @@ func isOctal(s string) bool {
 }
 
 // fstabEscape encodes a field as fstab needs it: white space and
-// backslashes as octal escapes.
+// backslashes as octal escapes (a leading # too, which would make the
+// line a comment).
 func fstabEscape(s string) string {
-	if !strings.ContainsAny(s, " \t\n\\") {
+	if !strings.ContainsAny(s, " \t\n\r\\") && !strings.HasPrefix(s, "#") {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case ' ', '\t', '\n', '\\':
+		switch c := s[i]; {
+		case c == ' ', c == '\t', c == '\n', c == '\r', c == '\\', c == '#' && i == 0:
 			fmt.Fprintf(&b, `\%03o`, c)
 		default:
 			b.WriteByte(c)
@@ -243,7 +249,7 @@ func (m *Mount) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*P
 	if err != nil {
 		return nil, err
 	}
-	tf, err := readText(h.Root, fstabPath)
+	tf, err := readText(h.Root, m.fstabPath())
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +261,7 @@ func (m *Mount) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*P
 	if tf.exists || s.ensure != "absent" {
 		next, c := s.editFstab(tf.content)
 		if c != nil {
-			c.Diff = textDiff(fstabPath, tf.exists, tf.content, next)
+			c.Diff = textDiff(tf.path, tf.exists, tf.content, next)
 			p.Changes = append(p.Changes, *c)
 			st.fstab = true
 		}
@@ -283,13 +289,17 @@ func (m *Mount) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*P
 	return p, nil
 }
 
+// fstabPath is the table this Mount edits.
+func (m *Mount) fstabPath() string {
+	if m.fstab != "" {
+		return m.fstab
+	}
+	return defaultFstab
+}
+
 // mounted reports whether the kernel lists point as a mount point.
 func (m *Mount) mounted(point string) (bool, error) {
-	file := m.mountinfo
-	if file == "" {
-		file = "/proc/self/mountinfo"
-	}
-	b, err := os.ReadFile(file)
+	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return false, fmt.Errorf("reading the mounts: %w", err)
 	}
@@ -306,7 +316,7 @@ func (m *Mount) mounted(point string) (bool, error) {
 func parseMountinfo(b []byte) []string {
 	var out []string
 	for _, l := range splitText(b) {
-		f := strings.Fields(string(l.text))
+		f := fstabFields(string(l.text))
 		if len(f) < 5 {
 			continue
 		}
@@ -330,7 +340,7 @@ func (m *Mount) Apply(ctx context.Context, h *Host, p *Plan) error {
 		}
 	}
 	if st.fstab {
-		err := editText(ctx, h, fstabPath, "mount", func(old []byte) ([]byte, bool) {
+		err := editText(ctx, h, m.fstabPath(), "mount", func(old []byte) ([]byte, bool) {
 			next, c := s.editFstab(old)
 			return next, c != nil
 		}, s.ensure != "absent")
