@@ -164,7 +164,9 @@ func (c *compiler) declare(d *decl) {
 			c.diags.add(d.attrPos(attr), format, args...)
 		})
 	}
-	if ig, ok := attrs["ignore"].([]string); ok {
+	if ig, ok := attrs["ignore"].([]string); ok && len(ig) > 0 && wholeTypes[s.Type] {
+		c.diags.add(d.attrPos("ignore"), "ignore: a %s resource is one edit, converged whole: it has no attribute to leave alone", s.Type)
+	} else if ok {
 		for _, name := range ig {
 			if _, known := s.Attr(name); !known || name == s.Key {
 				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent manages for %s (want one of %s)", name, s.Type, strings.Join(managedNames(s), ", "))
@@ -197,6 +199,12 @@ func (c *compiler) declare(d *decl) {
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
 }
+
+// wholeTypes are the types whose attributes together make one edit (a
+// line, a setting, a job, a parameter, an fstab entry): leaving one of
+// them alone would mean writing something no one declared, so ignore is
+// refused rather than silently not acted on.
+var wholeTypes = map[string]bool{"line": true, "ini": true, "cron": true, "sysctl": true, "mount": true}
 
 // managedNames lists the attributes of s that ignore may name.
 func managedNames(s *Schema) []string {

@@ -11,6 +11,8 @@ import (
 	"path"
 	"sync"
 	"syscall"
+
+	"github.com/herdcm/herd/catalogs"
 )
 
 // This file is what the types that edit a text file in place (line, ini,
@@ -260,6 +262,16 @@ func insertLine(ls []lineSpan, i int, text string) []lineSpan {
 func cleanAbs(attr, p string) error {
 	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
 		return fmt.Errorf("%s %q: want an absolute, clean path below /", attr, p)
+	}
+	return nil
+}
+
+// refuseIgnore fails a resource of a type converged whole (line, ini,
+// cron, sysctl, mount) that asks to ignore attributes: the compiler
+// refuses it, and a hand-made catalog must not have it silently dropped.
+func refuseIgnore(r *catalogs.Resource) error {
+	if ig := r.Strings("ignore"); len(ig) > 0 {
+		return fmt.Errorf("ignore %q: a %s resource is converged whole and has no attribute to leave alone", ig, r.Type)
 	}
 	return nil
 }
