@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/testkit"
 )
 
 // mustParse builds a spec from attributes or fails the test.
@@ -485,9 +486,7 @@ func TestSysctlReadsTheKernel(t *testing.T) {
 // on this machine's real root, with the fstab entry kept in a temporary
 // file (the machine's /etc/fstab is never touched).
 func TestMountReal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounting a tmpfs")
-	}
+	testkit.NeedRoot(t, "mounting a tmpfs")
 	t.Parallel()
 	dir := t.TempDir()
 	point := filepath.Join(dir, "mnt")
@@ -626,4 +625,79 @@ func FuzzLineEdit(f *testing.F) {
 			t.Fatalf("edit of %q gave %q, without the line %q", content, got, line)
 		}
 	})
+}
+
+// TestPurgeKeepsEditedFiles checks that a purged directory keeps the
+// files the edit types write in it (a cron job, a persisted sysctl, a
+// file a line edits): they are managed, only not by a file resource.
+func TestPurgeKeepsEditedFiles(t *testing.T) {
+	t.Parallel()
+	h, _ := newTestHost(t)
+	for _, p := range []string{"etc/cron.d/backup", "etc/cron.d/stray", "etc/sysctl.d/60-herd-vm.swappiness.conf", "etc/sysctl.d/60-herd-vm.overcommit_memory.conf", "etc/app/app.conf"} {
+		writeRootFile(t, h, p, "x\n")
+	}
+	dirs := []catalogs.Resource{
+		fileRes("/etc/cron.d", map[string]any{"ensure": "directory", "purge": true}),
+		fileRes("/etc/sysctl.d", map[string]any{"ensure": "directory", "purge": true}),
+		fileRes("/etc/app", map[string]any{"ensure": "directory", "purge": true}),
+	}
+	setCatalog(h, append(dirs,
+		res("cron", "backup", map[string]any{"schedule": "@daily", "command": "/bin/true"}),
+		res("sysctl", "vm.swappiness", map[string]any{"value": "10"}),
+		// Not persisted: its file is a stray.
+		res("sysctl", "vm.overcommit_memory", map[string]any{"value": "1", "persist": false}),
+		res("line", "l", map[string]any{"path": "/etc/app/app.conf", "line": "x"}),
+	)...)
+	var got []string
+	for _, d := range dirs {
+		for _, c := range converge(t, &File{}, h, d) {
+			got = append(got, c.From)
+		}
+	}
+	want := []string{"/etc/cron.d/stray", "/etc/sysctl.d/60-herd-vm.overcommit_memory.conf"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("purged %q, want %q", got, want)
+	}
+}
+
+// TestOwnedFilesNeverLeaveRoot plants links out of the root where cron and
+// sysctl write (/etc/cron.d, /etc/sysctl.d, /proc/sys): nothing may be
+// written outside, whatever the outcome.
+func TestOwnedFilesNeverLeaveRoot(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		link string // the link planted under the root, to the outside directory
+		typ  Type
+		r    catalogs.Resource
+	}{
+		{"etc/cron.d", &Cron{}, res("cron", "job", map[string]any{"schedule": "@daily", "command": "/bin/true"})},
+		{"etc/sysctl.d", &Sysctl{}, res("sysctl", "net.ipv4.ip_forward", map[string]any{"value": "1"})},
+		{"proc/sys/net", &Sysctl{}, res("sysctl", "net.ipv4.ip_forward", map[string]any{"value": "1"})},
+	} {
+		t.Run(tc.link, func(t *testing.T) {
+			outside := t.TempDir()
+			writeTestFile(t, filepath.Join(outside, "ipv4/ip_forward"), "0\n", 0o644)
+			h, _ := newTestHost(t)
+			sysctlSandbox(t, h, "0\n")
+			os.MkdirAll(filepath.Join(h.Root, "etc/cron.d"), 0o755)
+			target := filepath.Join(h.Root, tc.link)
+			if err := os.RemoveAll(target); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, target); err != nil {
+				t.Fatal(err)
+			}
+			before := treeHash(t, outside)
+			p, err := tc.typ.Check(context.Background(), h, &tc.r)
+			if err == nil && !p.InSync() {
+				err = tc.typ.Apply(context.Background(), h, p)
+			}
+			if err == nil {
+				t.Errorf("%s through a link out of the root: no error", tc.r.ID)
+			}
+			if treeHash(t, outside) != before {
+				t.Errorf("%s wrote outside the root", tc.r.ID)
+			}
+		})
+	}
 }

@@ -275,3 +275,28 @@ func refuseIgnore(r *catalogs.Resource) error {
 	}
 	return nil
 }
+
+// managedPath is the host path a resource writes, for a purged directory
+// that must keep it: a file's path, the file a line or ini resource edits,
+// a cron job's file, a persisted sysctl's file, the fstab of a mount; ""
+// for a resource that writes no file of its own.
+func managedPath(r *catalogs.Resource) string {
+	switch r.Type {
+	case "file":
+		if p := r.String("path"); p != "" {
+			return p
+		}
+		return r.Name
+	case "line", "ini":
+		return r.String("path")
+	case "cron":
+		return cronDir + "/" + r.Name
+	case "sysctl":
+		if !r.Has("persist") || r.Bool("persist") {
+			return sysctlConfPath(r.Name)
+		}
+	case "mount":
+		return defaultFstab
+	}
+	return ""
+}
