@@ -273,7 +273,10 @@ func (m *Mount) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*P
 		if st.fstab && (s.ensure == "mounted" || s.ensure == "unmounted") {
 			// Said, not hidden: the entry is managed, the mount is not.
 			// Marked Converges: nothing a re-check could compare.
-			p.Changes = append(p.Changes, Change{Attr: "mounted", To: "mount state not managed under --root", Action: Update, Converges: true})
+			// The note is the whole change, so that every view shows it as
+			// it stands ("fstab changed; mount state not managed under
+			// --root").
+			p.Changes = append(p.Changes, Change{Attr: "mount state not managed under --root", Action: Update, Converges: true})
 		}
 		return p, nil
 	}
