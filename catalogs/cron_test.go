@@ -1,8 +1,12 @@
 package catalogs
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
+
+	"github.com/herdcm/herd/facts"
 )
 
 func TestCheckCronSchedule(t *testing.T) {
@@ -64,4 +68,69 @@ func FuzzCheckCronSchedule(f *testing.F) {
 			t.Fatalf("CheckCronSchedule accepted %q", s)
 		}
 	})
+}
+
+// TestEditTypesImplicitEdges checks the edges the edit types get without
+// writing them: a line or ini waits for the file resource of its path and
+// its managed parent directory, a cron job for its user, a mount for its
+// mount point's directory.
+func TestEditTypesImplicitEdges(t *testing.T) {
+	t.Parallel()
+	fsys := fstest.MapFS{
+		"nodes.toml": {Data: []byte("[[node]]\nroles = [\"r\"]\n")},
+		"roles/r.toml": {Data: []byte(`
+[[file]]
+path = "/etc/app"
+ensure = "directory"
+[[file]]
+path = "/etc/app/app.conf"
+mode = "0600"
+[[line]]
+name = "l"
+path = "/etc/app/app.conf"
+line = "x"
+[[ini]]
+name = "i"
+path = "/etc/app/other.ini"
+setting = "k"
+value = "v"
+[[user]]
+name = "backup"
+[[cron]]
+name = "job"
+schedule = "@daily"
+command = "/bin/true"
+user = "backup"
+[[file]]
+path = "/srv/data"
+ensure = "directory"
+[[mount]]
+name = "/srv/data"
+device = "tmpfs"
+fstype = "tmpfs"
+`)},
+	}
+	s, _, err := loadFS(fsSiteDir(fsys), LoadOptions{Version: "test"}, defaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := s.Compile("web-01", facts.Facts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"line:l":          {"file:/etc/app", "file:/etc/app/app.conf"},
+		"ini:i":           {"file:/etc/app"},
+		"cron:job":        {"user:backup"},
+		"mount:/srv/data": {"file:/srv/data"},
+	}
+	for id, w := range want {
+		r, ok := cat.Resource(id)
+		if !ok {
+			t.Fatalf("no %s in the catalog", id)
+		}
+		if !slices.Equal(r.Require, w) {
+			t.Errorf("%s requires %v, want %v", id, r.Require, w)
+		}
+	}
 }
