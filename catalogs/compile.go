@@ -183,6 +183,10 @@ func (c *compiler) declare(d *decl) {
 		name = strings.Join(attrs["command"].([]string), " ")
 		attrs["name"] = name
 	}
+	if name == "" && (s.Type == "line" || s.Type == "ini") {
+		name = defaultEditName(s.Type, attrs)
+		attrs["name"] = name
+	}
 	if name == "" {
 		c.diags.add(d.attrPos(s.Key), "%s: %s is empty", s.Type, s.Key)
 	}
@@ -205,6 +209,23 @@ func (c *compiler) declare(d *decl) {
 // them alone would mean writing something no one declared, so ignore is
 // refused rather than silently not acted on.
 var wholeTypes = map[string]bool{"line": true, "ini": true, "cron": true, "sysctl": true, "mount": true}
+
+// defaultEditName names a line or ini resource that was given no name
+// by what it edits: "/etc/app.conf: allow all" (the line, or the match
+// between slashes), "/etc/app.ini: [server] port".
+func defaultEditName(typ string, a map[string]any) string {
+	str := func(k string) string { s, _ := a[k].(string); return s }
+	if typ == "ini" {
+		if sec := str("section"); sec != "" {
+			return str("path") + ": [" + sec + "] " + strings.TrimSpace(str("setting"))
+		}
+		return str("path") + ": " + strings.TrimSpace(str("setting"))
+	}
+	if _, ok := a["line"]; ok {
+		return str("path") + ": " + str("line")
+	}
+	return str("path") + ": /" + str("match") + "/"
+}
 
 // managedNames lists the attributes of s that ignore may name.
 func managedNames(s *Schema) []string {

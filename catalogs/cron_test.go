@@ -134,3 +134,49 @@ fstype = "tmpfs"
 		}
 	}
 }
+
+// TestEditTypesDefaultNames checks the names a line or ini resource gets
+// when it is given none, and that two edits of one file may both go
+// without.
+func TestEditTypesDefaultNames(t *testing.T) {
+	t.Parallel()
+	fsys := fstest.MapFS{
+		"nodes.toml": {Data: []byte("[[node]]\nroles = [\"r\"]\n")},
+		"roles/r.toml": {Data: []byte(`
+[[line]]
+path = "/etc/app.conf"
+line = "allow {{ .node }}"
+[[line]]
+path = "/etc/app.conf"
+match = "^legacy"
+ensure = "absent"
+[[ini]]
+path = "/etc/app.ini"
+section = "server"
+setting = "port"
+value = "80"
+[[ini]]
+path = "/etc/app.ini"
+setting = "debug"
+value = "no"
+require = ["ini:/etc/app.ini: [server] port"]
+`)},
+	}
+	s, _, err := loadFS(fsSiteDir(fsys), LoadOptions{Version: "test"}, defaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := s.Compile("web-01", facts.Facts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range cat.Resources {
+		ids = append(ids, r.ID)
+	}
+	want := []string{"ini:/etc/app.ini: [server] port", "ini:/etc/app.ini: debug", "line:/etc/app.conf: /^legacy/", "line:/etc/app.conf: allow web-01"}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Errorf("resources %q, want %q", ids, want)
+	}
+}

@@ -316,7 +316,7 @@ var lineSchema = &Schema{
 	Type: "line", Key: "name",
 	Doc: "one line present in (or absent from) a text file, the rest of the file kept byte for byte",
 	Attrs: []Attr{
-		{Name: "name", Kind: KindString, Required: true, Doc: "the resource name (several line resources may edit one file)"},
+		{Name: "name", Kind: KindString, Doc: "the resource name (default: \"PATH: LINE\", or \"PATH: /MATCH/\" without a line)"},
 		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the line is wanted)", Check: absPath},
 		{Name: "line", Kind: KindString, Doc: "the whole line, without its newline (required unless ensure = \"absent\" with match)", Check: oneLine},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
@@ -341,7 +341,7 @@ var iniSchema = &Schema{
 	Type: "ini", Key: "name",
 	Doc: "one setting in one section of an INI-style file, the rest of the file (comments too) kept byte for byte",
 	Attrs: []Attr{
-		{Name: "name", Kind: KindString, Required: true, Doc: "the resource name (several ini resources may edit one file)"},
+		{Name: "name", Kind: KindString, Doc: "the resource name (default: \"PATH: [SECTION] SETTING\", or \"PATH: SETTING\" at the top of the file)"},
 		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the setting is wanted)", Check: absPath},
 		{Name: "section", Kind: KindString, Doc: "the section, without brackets; empty (the default) is the top of the file, before any section", Check: iniName("]")},
 		{Name: "setting", Kind: KindString, Required: true, Doc: "the setting's name (the part before =)", Check: iniName("=[")},
