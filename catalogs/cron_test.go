@@ -154,7 +154,10 @@ ensure = "absent"
 path = "/etc/app.ini"
 section = "server"
 setting = "port"
-value = "80"
+value = 80
+[[sysctl]]
+name = "vm.swappiness"
+value = 10
 [[ini]]
 path = "/etc/app.ini"
 setting = "debug"
@@ -174,9 +177,15 @@ require = ["ini:/etc/app.ini: [server] port"]
 	for _, r := range cat.Resources {
 		ids = append(ids, r.ID)
 	}
-	want := []string{"ini:/etc/app.ini: [server] port", "ini:/etc/app.ini: debug", "line:/etc/app.conf: /^legacy/", "line:/etc/app.conf: allow web-01"}
+	want := []string{"ini:/etc/app.ini: [server] port", "ini:/etc/app.ini: debug", "line:/etc/app.conf: /^legacy/", "line:/etc/app.conf: allow web-01", "sysctl:vm.swappiness"}
 	slices.Sort(want)
 	if !slices.Equal(ids, want) {
 		t.Errorf("resources %q, want %q", ids, want)
+	}
+	// An integer value is stored as the text it stands for.
+	for id, v := range map[string]string{"ini:/etc/app.ini: [server] port": "80", "sysctl:vm.swappiness": "10"} {
+		if r, _ := cat.Resource(id); r.String("value") != v {
+			t.Errorf("%s value = %#v, want %q", id, r.Attrs["value"], v)
+		}
 	}
 }

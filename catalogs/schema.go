@@ -28,9 +28,10 @@ const (
 	KindRefs          // []string of "type:name"
 	KindSignal        // string signal name, "SIGTERM"
 	KindTable         // a table of sub-attributes, flattened to "name.sub"
+	KindScalar        // string; an integer is accepted and stored as its decimal string
 )
 
-var kindNames = [...]string{"string", "integer", "boolean", "list of strings", "table of strings", "file mode string like \"0644\"", "duration like \"30s\"", "list of resource references like \"package:nginx\"", "signal name like \"SIGTERM\"", "table"}
+var kindNames = [...]string{"string", "integer", "boolean", "list of strings", "table of strings", "file mode string like \"0644\"", "duration like \"30s\"", "list of resource references like \"package:nginx\"", "signal name like \"SIGTERM\"", "table", "string or integer"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -345,7 +346,7 @@ var iniSchema = &Schema{
 		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the setting is wanted)", Check: absPath},
 		{Name: "section", Kind: KindString, Doc: "the section, without brackets; empty (the default) is the top of the file, before any section", Check: iniName("]")},
 		{Name: "setting", Kind: KindString, Required: true, Doc: "the setting's name (the part before =)", Check: iniName("=[")},
-		{Name: "value", Kind: KindString, Doc: "the setting's value (required with ensure = \"present\"), written as `setting = value`", Check: oneLine},
+		{Name: "value", Kind: KindScalar, Doc: "the setting's value (required with ensure = \"present\"), written as `setting = value`", Check: oneLine},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
@@ -391,7 +392,7 @@ var sysctlSchema = &Schema{
 	Doc: "a kernel parameter: set live (/proc/sys) and kept in /etc/sysctl.d/60-herd-<name>.conf",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the parameter, like net.ipv4.ip_forward", Check: sysctlName},
-		{Name: "value", Kind: KindString, Required: true, Doc: "its value, as sysctl prints it (whitespace between numbers is compared as one space)", Check: oneLine},
+		{Name: "value", Kind: KindScalar, Required: true, Doc: "its value, as sysctl prints it (whitespace between numbers is compared as one space)", Check: oneLine},
 		{Name: "persist", Kind: KindBool, Doc: "keep the value across reboots in /etc/sysctl.d/60-herd-<name>.conf (default true; false removes that file)"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
@@ -633,6 +634,17 @@ func coerceKind(a *Attr, v any, rendered bool) (any, error) {
 			return nil, fmt.Errorf("duration %q: want a positive duration like \"30s\" or \"5m\"", s)
 		}
 		return s, nil
+	case KindScalar:
+		// A value written into a file (a sysctl, an ini setting) reads
+		// naturally as a TOML integer; it is stored as the text it
+		// stands for.
+		switch x := v.(type) {
+		case string:
+			return x, nil
+		case int64:
+			return strconv.FormatInt(x, 10), nil
+		}
+		return nil, fmt.Errorf("want a %s, got %s", a.Kind, typeName(v))
 	case KindSignal:
 		s, ok := v.(string)
 		if !ok {
