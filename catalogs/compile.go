@@ -164,7 +164,9 @@ func (c *compiler) declare(d *decl) {
 			c.diags.add(d.attrPos(attr), format, args...)
 		})
 	}
-	if ig, ok := attrs["ignore"].([]string); ok {
+	if ig, ok := attrs["ignore"].([]string); ok && len(ig) > 0 && wholeTypes[s.Type] {
+		c.diags.add(d.attrPos("ignore"), "ignore: a %s resource is one edit, converged whole: it has no attribute to leave alone", s.Type)
+	} else if ok {
 		for _, name := range ig {
 			if _, known := s.Attr(name); !known || name == s.Key {
 				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent manages for %s (want one of %s)", name, s.Type, strings.Join(managedNames(s), ", "))
@@ -179,6 +181,10 @@ func (c *compiler) declare(d *decl) {
 	name, _ := attrs[s.Key].(string)
 	if s.Type == "exec" && name == "" {
 		name = strings.Join(attrs["command"].([]string), " ")
+		attrs["name"] = name
+	}
+	if name == "" && (s.Type == "line" || s.Type == "ini") {
+		name = defaultEditName(s.Type, attrs)
 		attrs["name"] = name
 	}
 	if name == "" {
@@ -196,6 +202,29 @@ func (c *compiler) declare(d *decl) {
 	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
+}
+
+// wholeTypes are the types whose attributes together make one edit (a
+// line, a setting, a job, a parameter, an fstab entry): leaving one of
+// them alone would mean writing something no one declared, so ignore is
+// refused rather than silently not acted on.
+var wholeTypes = map[string]bool{"line": true, "ini": true, "cron": true, "sysctl": true, "mount": true}
+
+// defaultEditName names a line or ini resource that was given no name
+// by what it edits: "/etc/app.conf: allow all" (the line, or the match
+// between slashes), "/etc/app.ini: [server] port".
+func defaultEditName(typ string, a map[string]any) string {
+	str := func(k string) string { s, _ := a[k].(string); return s }
+	if typ == "ini" {
+		if sec := str("section"); sec != "" {
+			return str("path") + ": [" + sec + "] " + strings.TrimSpace(str("setting"))
+		}
+		return str("path") + ": " + strings.TrimSpace(str("setting"))
+	}
+	if _, ok := a["line"]; ok {
+		return str("path") + ": " + str("line")
+	}
+	return str("path") + ": /" + str("match") + "/"
 }
 
 // managedNames lists the attributes of s that ignore may name.
@@ -293,6 +322,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 func (c *compiler) link() {
 	for _, b := range c.order {
 		c.implicit(b)
+		c.editConflict(b)
 	}
 	for _, b := range c.order {
 		self := b.res.ID
@@ -378,6 +408,24 @@ func (c *compiler) implicit(b *built) {
 		if d := str("dir"); d != "" {
 			add("dir", "file:"+d)
 		}
+	case "line", "ini":
+		// An edit waits for the file resource that manages the same
+		// path's mode or owner (editConflict refuses one that manages its
+		// content), and for the directory it is in.
+		p := str("path")
+		add("file", "file:"+p)
+		for dir := path.Dir(p); dir != "/" && dir != "."; dir = path.Dir(dir) {
+			if _, ok := c.byID["file:"+dir]; ok {
+				add("parent directory", "file:"+dir)
+				break
+			}
+		}
+	case "cron":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+	case "mount":
+		add("mount point", "file:"+b.res.Name)
 	case "user":
 		if g := str("gid"); g != "" {
 			add("primary group", "group:"+g)
@@ -385,6 +433,31 @@ func (c *compiler) implicit(b *built) {
 		for _, g := range b.res.Strings("groups") {
 			add("group", "group:"+g)
 		}
+	}
+}
+
+// editConflict refuses a line or ini resource on a path whose whole
+// content a file resource manages: each run would put back the other's
+// work, and neither would ever be in sync.
+func (c *compiler) editConflict(b *built) {
+	if b.res.Type != "line" && b.res.Type != "ini" {
+		return
+	}
+	p, _ := b.res.Attrs["path"].(string)
+	f, ok := c.byID["file:"+p]
+	if !ok {
+		return
+	}
+	a := f.res.Attrs
+	ensure, _ := a["ensure"].(string)
+	_, content := a["content"]
+	_, source := a["source"]
+	if content || source || (ensure != "" && ensure != "file") {
+		what := "content"
+		if !content && !source {
+			what = fmt.Sprintf("ensure = %q", ensure)
+		}
+		c.diags.add(b.pos, "%s edits %s, whose %s file:%s (declared at %s) manages: give the whole file to one of them", b.res.ID, p, what, p, f.pos)
 	}
 }
 

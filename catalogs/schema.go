@@ -3,6 +3,7 @@ package catalogs
 import (
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,9 +28,10 @@ const (
 	KindRefs          // []string of "type:name"
 	KindSignal        // string signal name, "SIGTERM"
 	KindTable         // a table of sub-attributes, flattened to "name.sub"
+	KindScalar        // string; an integer is accepted and stored as its decimal string
 )
 
-var kindNames = [...]string{"string", "integer", "boolean", "list of strings", "table of strings", "file mode string like \"0644\"", "duration like \"30s\"", "list of resource references like \"package:nginx\"", "signal name like \"SIGTERM\"", "table"}
+var kindNames = [...]string{"string", "integer", "boolean", "list of strings", "table of strings", "file mode string like \"0644\"", "duration like \"30s\"", "list of resource references like \"package:nginx\"", "signal name like \"SIGTERM\"", "table", "string or integer"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -112,6 +114,11 @@ var Schemas = map[string]*Schema{
 	"exec":    execSchema,
 	"user":    userSchema,
 	"group":   groupSchema,
+	"line":    lineSchema,
+	"ini":     iniSchema,
+	"cron":    cronSchema,
+	"sysctl":  sysctlSchema,
+	"mount":   mountSchema,
 }
 
 // TypeNames returns the resource type names, sorted.
@@ -306,6 +313,214 @@ var groupSchema = &Schema{
 	},
 }
 
+var lineSchema = &Schema{
+	Type: "line", Key: "name",
+	Doc: "one line present in (or absent from) a text file, the rest of the file kept byte for byte",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Doc: "the resource name (default: \"PATH: LINE\", or \"PATH: /MATCH/\" without a line)"},
+		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the line is wanted)", Check: absPath},
+		{Name: "line", Kind: KindString, Doc: "the whole line, without its newline (required unless ensure = \"absent\" with match)", Check: oneLine},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+		{Name: "match", Kind: KindString, Doc: "a regular expression (Go syntax): with present, the first matching line is replaced by line when line is not in the file yet; with absent, every matching line is removed", Check: goRegexp},
+		{Name: "replace_all", Kind: KindBool, Doc: "with match: replace every matching line, not only the first"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		ensure, _ := a["ensure"].(string)
+		_, hasMatch := a["match"]
+		if _, ok := a["line"]; !ok && (ensure != "absent" || !hasMatch) {
+			bad("line", "line is required (only ensure = \"absent\" with match can do without)")
+		}
+		if all, _ := a["replace_all"].(bool); all && !hasMatch {
+			bad("replace_all", "replace_all needs match")
+		} else if all && ensure == "absent" {
+			bad("replace_all", "replace_all is for ensure = \"present\": with absent every matching line is removed")
+		}
+	},
+}
+
+var iniSchema = &Schema{
+	Type: "ini", Key: "name",
+	Doc: "one setting in one section of an INI-style file, the rest of the file (comments too) kept byte for byte",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Doc: "the resource name (default: \"PATH: [SECTION] SETTING\", or \"PATH: SETTING\" at the top of the file)"},
+		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the setting is wanted)", Check: absPath},
+		{Name: "section", Kind: KindString, Doc: "the section, without brackets; empty (the default) is the top of the file, before any section", Check: iniName("]")},
+		{Name: "setting", Kind: KindString, Required: true, Doc: "the setting's name (the part before =)", Check: iniName("=[")},
+		{Name: "value", Kind: KindScalar, Doc: "the setting's value (required with ensure = \"present\"), written as `setting = value`", Check: oneLine},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if _, ok := a["value"]; !ok && a["ensure"] != "absent" {
+			bad("value", "value is required with ensure = \"present\"")
+		}
+		if s, _ := a["setting"].(string); strings.TrimSpace(s) == "" {
+			bad("setting", "setting is empty")
+		} else if t := strings.TrimSpace(s); t[0] == '#' || t[0] == ';' {
+			bad("setting", "setting %q: a line starting with # or ; is a comment", s)
+		}
+	},
+}
+
+var cronSchema = &Schema{
+	Type: "cron", Key: "name",
+	Doc: "a cron job: one file /etc/cron.d/<name>, mode 0644, owned by root",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "the job's file name in /etc/cron.d (letters, digits, _ and -: cron skips other names, as run-parts does)", Check: cronName},
+		{Name: "schedule", Kind: KindString, Doc: "five fields (minute hour day-of-month month day-of-week, like \"*/15 * * * *\") or @reboot, @hourly, @daily, @weekly, @monthly, @yearly (required with ensure = \"present\")", Check: func(v any) error { return CheckCronSchedule(v.(string)) }},
+		{Name: "user", Kind: KindString, Doc: "the user the command runs as (default root)"},
+		{Name: "command", Kind: KindString, Doc: "the command line; cron runs it with /bin/sh (a shell: quote accordingly), and a % in it is cron's newline unless written \\% (required with ensure = \"present\")", Check: oneLine},
+		{Name: "environment", Kind: KindMap, Doc: "variables set for the job (NAME = \"value\"), like MAILTO or PATH", Check: cronEnvironment},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["ensure"] == "absent" {
+			return
+		}
+		for _, k := range []string{"schedule", "command"} {
+			if s, _ := a[k].(string); strings.TrimSpace(s) == "" {
+				bad(k, "%s is required with ensure = \"present\"", k)
+			}
+		}
+		if u, ok := a["user"].(string); ok {
+			checkAccountName(map[string]any{"name": u}, func(_, format string, args ...any) { bad("user", "user: "+format, args...) })
+		}
+	},
+}
+
+var sysctlSchema = &Schema{
+	Type: "sysctl", Key: "name",
+	Doc: "a kernel parameter: set live (/proc/sys) and kept in /etc/sysctl.d/60-herd-<name>.conf",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "the parameter, like net.ipv4.ip_forward", Check: sysctlName},
+		{Name: "value", Kind: KindScalar, Required: true, Doc: "its value, as sysctl prints it (whitespace between numbers is compared as one space)", Check: oneLine},
+		{Name: "persist", Kind: KindBool, Doc: "keep the value across reboots in /etc/sysctl.d/60-herd-<name>.conf (default true; false removes that file)"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if v, _ := a["value"].(string); strings.TrimSpace(v) == "" {
+			bad("value", "value is empty")
+		}
+	},
+}
+
+var mountSchema = &Schema{
+	Type: "mount", Key: "name",
+	Doc: "a file system: its /etc/fstab entry (other lines kept byte for byte) and, on a real host, whether it is mounted",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "the mount point", Check: absPath},
+		{Name: "device", Kind: KindString, Doc: "what is mounted: a device, UUID=…, LABEL=…, host:/export, or tmpfs (required unless ensure = \"absent\")", Check: oneLine},
+		{Name: "fstype", Kind: KindString, Doc: "the file system type, like ext4, xfs, nfs or tmpfs (required unless ensure = \"absent\")", Check: oneWord},
+		{Name: "options", Kind: KindString, Doc: "mount options (default \"defaults\")", Check: oneWord},
+		{Name: "dump", Kind: KindInt, Doc: "fstab's fifth field, for dump(8) (default 0)"},
+		{Name: "pass", Kind: KindInt, Doc: "fstab's sixth field, the fsck order: 0 none, 1 root, 2 others (default 0)"},
+		{Name: "ensure", Kind: KindString, Enum: []string{"mounted", "present", "unmounted", "absent"}, Doc: "mounted (default): in fstab and mounted; present: in fstab, mount state left alone; unmounted: in fstab, not mounted; absent: not in fstab, not mounted. Mount state is managed only on a real host (root /), never under --root"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["name"] == "/" {
+			bad("name", "name \"/\": the root file system is not managed by a mount resource")
+		}
+		if a["ensure"] != "absent" {
+			for _, k := range []string{"device", "fstype"} {
+				if s, _ := a[k].(string); strings.TrimSpace(s) == "" {
+					bad(k, "%s is required unless ensure = \"absent\"", k)
+				}
+			}
+		}
+		for _, k := range []string{"dump", "pass"} {
+			if n, ok := a[k].(int64); ok && (n < 0 || n > 9) {
+				bad(k, "%s %d: want a number from 0 to 9", k, n)
+			}
+		}
+	},
+}
+
+// oneLine refuses a string with a line break: each of these values
+// becomes (part of) one line of a file, and a newline in it would add a
+// line nobody declared.
+func oneLine(v any) error {
+	if s, _ := v.(string); strings.ContainsAny(s, "\n\r") {
+		return fmt.Errorf("%q: must be one line (no newline)", s)
+	}
+	return nil
+}
+
+// oneWord refuses an empty string or one with white space: an fstab field.
+func oneWord(v any) error {
+	if s, _ := v.(string); s == "" || strings.ContainsAny(s, " \t\n\r") {
+		return fmt.Errorf("%q: want one word, without spaces", s)
+	}
+	return nil
+}
+
+// goRegexp checks that a match attribute compiles as a Go regular
+// expression, so that a typo fails at compile instead of on every host.
+func goRegexp(v any) error {
+	s, _ := v.(string)
+	if _, err := regexp.Compile(s); err != nil {
+		return fmt.Errorf("not a regular expression (Go syntax): %w", err)
+	}
+	return oneLine(v)
+}
+
+// iniName checks a section or setting name: one line, without the
+// characters that would end it early.
+func iniName(forbidden string) func(v any) error {
+	return func(v any) error {
+		s, _ := v.(string)
+		if strings.ContainsAny(s, forbidden+"\n\r") {
+			return fmt.Errorf("%q: may not contain %s or a newline", s, strings.Join(strings.Split(forbidden, ""), " or "))
+		}
+		return nil
+	}
+}
+
+// cronNameRE is the name rule of run-parts (--lsbsysinit off), which
+// Debian's cron applies to /etc/cron.d: a file with any other name (a dot
+// in it, like "job.conf") is silently skipped.
+var cronNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// CronName checks a cron job's name, which is its file name in
+// /etc/cron.d.
+func CronName(name string) error {
+	if !cronNameRE.MatchString(name) || len(name) > 200 {
+		return fmt.Errorf("%q: want letters, digits, _ and - only (cron skips files in /etc/cron.d with other names, like a dot)", name)
+	}
+	return nil
+}
+
+func cronName(v any) error { s, _ := v.(string); return CronName(s) }
+
+// cronEnvironment checks a cron job's variables: a name cron reads as one
+// and values on one line.
+func cronEnvironment(v any) error {
+	for k, val := range v.(map[string]string) {
+		if !envNameRE.MatchString(k) {
+			return fmt.Errorf("variable %q: want a name of letters, digits and _ not starting with a digit", k)
+		}
+		if err := oneLine(val); err != nil {
+			return fmt.Errorf("variable %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// sysctlNameRE is a kernel parameter's name: dot-separated parts of the
+// characters /proc/sys entries use.
+var sysctlNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$`)
+
+// SysctlName checks a kernel parameter's name (net.ipv4.ip_forward). The
+// agent maps it to a path under /proc/sys and a file name under
+// /etc/sysctl.d, so nothing but the characters of such names passes.
+func SysctlName(name string) error {
+	if !sysctlNameRE.MatchString(name) || len(name) > 200 {
+		return fmt.Errorf("%q: want dot-separated parts of letters, digits, _ and -, like net.ipv4.ip_forward", name)
+	}
+	return nil
+}
+
+func sysctlName(v any) error { s, _ := v.(string); return SysctlName(s) }
+
 // checkAccountName applies the shadow suite's rule for user and group names
 // (useradd refuses the rest), so that the mistake surfaces at compile time
 // instead of on every host.
@@ -419,6 +634,17 @@ func coerceKind(a *Attr, v any, rendered bool) (any, error) {
 			return nil, fmt.Errorf("duration %q: want a positive duration like \"30s\" or \"5m\"", s)
 		}
 		return s, nil
+	case KindScalar:
+		// A value written into a file (a sysctl, an ini setting) reads
+		// naturally as a TOML integer; it is stored as the text it
+		// stands for.
+		switch x := v.(type) {
+		case string:
+			return x, nil
+		case int64:
+			return strconv.FormatInt(x, 10), nil
+		}
+		return nil, fmt.Errorf("want a %s, got %s", a.Kind, typeName(v))
 	case KindSignal:
 		s, ok := v.(string)
 		if !ok {
