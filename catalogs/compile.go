@@ -28,6 +28,7 @@ func compileEnv(node, environment string, f facts.Facts, params map[string]any) 
 type built struct {
 	res   Resource
 	pos   Pos
+	where string // the declaration as diagnostics name it: source, and the for_each element
 	edges []edge
 }
 
@@ -62,9 +63,10 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 		// in byID stay valid.
 		pool: make([]built, 0, n),
 	}
+	c.instances = map[string]*instance{}
 	for _, name := range cls.roles {
 		for _, d := range s.roles[name].decls {
-			c.declare(d)
+			c.run(d)
 		}
 	}
 	if c.r != nil {
@@ -104,6 +106,8 @@ type compiler struct {
 	buf   strings.Builder
 	pool  []built
 	r     *renderer // the templates bound to this compile's budget, once one renders
+	frame
+	instances map[string]*instance // every use of a definition, by "vhost:shop"
 }
 
 // renderer returns the compile's templates, taking them on first use.
@@ -188,11 +192,20 @@ func (c *compiler) declare(d *decl) {
 	if len(c.diags) > before {
 		return
 	}
-	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: d.source}
+	c.addTags(d, attrs)
+	if len(c.diags) > before {
+		return
+	}
+	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: c.via + d.source}
+	b.where = c.whereVia + d.pos.String() + c.elem
 	if prev, dup := c.byID[b.res.ID]; dup {
-		c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.pos)
+		c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where)
 		c.pool = c.pool[:len(c.pool)-1]
 		return
+	}
+	b.edges = append(b.edges, c.useEdges...)
+	for _, in := range c.insts {
+		in.members = append(in.members, b)
 	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
@@ -291,6 +304,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 
 // link resolves every edge, adds the implicit ones and checks the graph.
 func (c *compiler) link() {
+	c.expandInstances()
 	for _, b := range c.order {
 		c.implicit(b)
 	}
