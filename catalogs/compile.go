@@ -107,7 +107,8 @@ type compiler struct {
 	pool  []built
 	r     *renderer // the templates bound to this compile's budget, once one renders
 	frame
-	instances map[string]*instance // every use of a definition, by "vhost:shop"
+	instances  map[string]*instance // every use of a definition, by "vhost:shop"
+	expansions int                  // declarations made, against MaxExpansions
 }
 
 // renderer returns the compile's templates, taking them on first use.
@@ -199,7 +200,12 @@ func (c *compiler) declare(d *decl) {
 	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: c.via + d.source}
 	b.where = c.whereVia + d.pos.String() + c.elem
 	if prev, dup := c.byID[b.res.ID]; dup {
-		c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where)
+		if b.where != d.pos.String() {
+			// From a for_each or a definition: name this place too.
+			c.diags.add(d.pos, "duplicate resource %s from %s: already declared at %s", b.res.ID, b.where, prev.where)
+		} else {
+			c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where)
+		}
 		c.pool = c.pool[:len(c.pool)-1]
 		return
 	}

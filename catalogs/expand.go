@@ -25,8 +25,16 @@ type instance struct {
 	members []*built
 }
 
+// MaxExpansions caps how many resources and uses of definitions one
+// node's compile may declare: definitions that each use the next ten
+// times would otherwise grow a catalog exponentially with a few lines.
+const MaxExpansions = 50_000
+
 // run declares d once, or once per element of its for_each.
 func (c *compiler) run(d *decl) {
+	if !c.expand(d) {
+		return
+	}
 	if d.forEach == nil {
 		c.one(d)
 		return
@@ -40,18 +48,35 @@ func (c *compiler) run(d *decl) {
 	}
 	ctx, elem := c.ctx, c.elem
 	for _, e := range elems {
+		if !c.expand(d) {
+			break
+		}
 		c.ctx = maps.Clone(ctx)
 		c.ctx["each"] = map[string]any{"key": e.key, "value": e.value}
 		c.elem = " (" + e.label() + ")"
 		before := len(c.diags)
 		c.one(d)
 		for i := before; i < len(c.diags); i++ {
-			if !strings.Contains(c.diags[i].Msg, c.elem) {
+			// An element or use named already names the chain up to
+			// here: a diagnostic inside one says where it is once.
+			if m := c.diags[i].Msg; !strings.Contains(m, "(for_each ") && !strings.Contains(m, " (in the use at ") {
 				c.diags[i].Msg += fmt.Sprintf(" (%s of %s)", e.label(), d.source)
 			}
 		}
 	}
 	c.ctx, c.elem = ctx, elem
+}
+
+// expand counts one more declaration, and says whether the compile may
+// go on: past MaxExpansions it says so once, at d.
+func (c *compiler) expand(d *decl) bool {
+	if c.expansions++; c.expansions <= MaxExpansions {
+		return true
+	}
+	if c.expansions == MaxExpansions+1 {
+		c.diags.add(d.pos, "the catalog grows past %d resources and uses of definitions: a for_each or a chain of definitions expands too far", MaxExpansions)
+	}
+	return false
 }
 
 // inUse names the use being expanded, for a diagnostic inside a
@@ -70,8 +95,17 @@ func (c *compiler) one(d *decl) {
 	}
 	before := len(c.diags)
 	c.declare(d)
-	if len(c.insts) > 0 {
-		for i := before; i < len(c.diags); i++ {
+	c.noteUse(before)
+}
+
+// noteUse names the use being expanded in the diagnostics from i on that
+// name none yet.
+func (c *compiler) noteUse(i int) {
+	if len(c.insts) == 0 {
+		return
+	}
+	for ; i < len(c.diags); i++ {
+		if !strings.Contains(c.diags[i].Msg, " (in the use at ") {
 			c.diags[i].Msg += c.inUse()
 		}
 	}
@@ -185,11 +219,7 @@ func (c *compiler) instantiate(d *decl) {
 		c.run(dd)
 	}
 	c.frame, c.ctx = saved, ctx
-	if len(c.diags) > inner && len(c.insts) > 0 {
-		for i := inner; i < len(c.diags); i++ {
-			c.diags[i].Msg += c.inUse()
-		}
-	}
+	c.noteUse(inner)
 }
 
 func asString(v any) string { s, _ := v.(string); return s }

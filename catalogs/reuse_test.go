@@ -1,6 +1,9 @@
 package catalogs
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -185,5 +188,25 @@ func TestSelect(t *testing.T) {
 				t.Errorf("Select(%v, %v) (-want +got):\n%s", tt.tags, tt.only, diff)
 			}
 		})
+	}
+}
+
+// TestExpansionCapped: a for_each over a long list, or definitions that
+// each use the next ten times, would grow a catalog without bound; the
+// compile stops at MaxExpansions with a diagnostic.
+func TestExpansionCapped(t *testing.T) {
+	t.Parallel()
+	var items strings.Builder
+	items.WriteString("items = [")
+	for i := range MaxExpansions + 1 {
+		fmt.Fprintf(&items, "%d,", i)
+	}
+	items.WriteString("]\n")
+	s := siteFromTxtar(t, "-- nodes.toml --\n[[node]]\nroles = [\"r\"]\n-- data/common.toml --\n"+items.String()+
+		"-- roles/r.toml --\n[[group]]\nfor_each = \"params.items\"\nname = \"g{{ .each.value }}\"\n")
+	_, err := s.Compile("web-01", facts.Facts{})
+	var ds Diagnostics
+	if !errors.As(err, &ds) || !slices.ContainsFunc(ds, func(d Diagnostic) bool { return strings.Contains(d.Msg, "grows past") }) {
+		t.Fatalf("Compile of %d resources = %v, want the cap's diagnostic", MaxExpansions+1, err)
 	}
 }
