@@ -26,11 +26,17 @@ func compileEnv(node, environment string, f facts.Facts, params map[string]any) 
 // built is a resource during compile, with what the catalog does not keep:
 // where each edge was written.
 type built struct {
-	res   Resource
-	pos   Pos
-	where string // the declaration as diagnostics name it: source, and the for_each element
-	edges []edge
+	res Resource
+	pos Pos
+	// whereVia and elem say, with pos, where the declaration was made
+	// for diagnostics (see where).
+	whereVia, elem string
+	edges          []edge
 }
+
+// where names the declaration of b for a diagnostic: its place, the uses
+// of definitions it came through and its for_each element.
+func (b *built) where() string { return b.whereVia + b.pos.String() + b.elem }
 
 type edge struct {
 	kind string // require, before, notify, subscribe, or "implicit: …"
@@ -54,13 +60,18 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 	for _, name := range cls.roles {
 		n += len(s.roles[name].decls)
 	}
+	// for_each and definitions make more resources than declarations:
+	// the largest catalog compiled from this site so far is the better
+	// guess (nodes of a fleet are alike). It only sizes allocations.
+	n = max(n, int(s.sizeHint.Load()))
 	c := &compiler{
 		site:  s,
 		ctx:   compileEnv(node, s.Settings.Environment, f, params),
 		byID:  make(map[string]*built, n),
 		files: map[string]FileRef{},
-		// One allocation for every resource; never grown, so the pointers
-		// in byID stay valid.
+		// One allocation for every resource when the guess holds; past
+		// it, new chunks (never a copy), so the pointers in byID stay
+		// valid.
 		pool: make([]built, 0, n),
 	}
 	c.instances = map[string]*instance{}
@@ -76,6 +87,7 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 	if len(c.diags) > 0 {
 		return nil, c.diags.err()
 	}
+	s.noteSize(len(c.order))
 	cat := &Catalog{
 		Environment: s.Settings.Environment,
 		Node:        node,
@@ -138,6 +150,9 @@ func (c *compiler) declare(d *decl) {
 	s := d.schema
 	before := len(c.diags)
 	attrs := make(map[string]any, len(d.attrs)+2)
+	if len(c.pool) == cap(c.pool) {
+		c.pool = make([]built, 0, max(32, cap(c.pool)))
+	}
 	c.pool = append(c.pool, built{pos: d.pos})
 	b := &c.pool[len(c.pool)-1]
 	for _, a := range d.attrs {
@@ -198,13 +213,13 @@ func (c *compiler) declare(d *decl) {
 		return
 	}
 	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: c.via + d.source}
-	b.where = c.whereVia + d.pos.String() + c.elem
+	b.whereVia, b.elem = c.whereVia, c.elem
 	if prev, dup := c.byID[b.res.ID]; dup {
-		if b.where != d.pos.String() {
+		if b.whereVia != "" || b.elem != "" {
 			// From a for_each or a definition: name this place too.
-			c.diags.add(d.pos, "duplicate resource %s from %s: already declared at %s", b.res.ID, b.where, prev.where)
+			c.diags.add(d.pos, "duplicate resource %s from %s: already declared at %s", b.res.ID, b.where(), prev.where())
 		} else {
-			c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where)
+			c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where())
 		}
 		c.pool = c.pool[:len(c.pool)-1]
 		return
@@ -215,6 +230,16 @@ func (c *compiler) declare(d *decl) {
 	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
+}
+
+// noteSize raises the site's size hint to n.
+func (s *Site) noteSize(n int) {
+	for {
+		hint := s.sizeHint.Load()
+		if int64(n) <= hint || s.sizeHint.CompareAndSwap(hint, int64(n)) {
+			return
+		}
+	}
 }
 
 // managedNames lists the attributes of s that ignore may name.

@@ -47,12 +47,16 @@ func (c *compiler) run(d *decl) {
 		return
 	}
 	ctx, elem := c.ctx, c.elem
+	// One context for the loop, each set per element: nothing an element
+	// declares keeps a reference to the context.
+	c.ctx = maps.Clone(ctx)
+	each := map[string]any{}
+	c.ctx["each"] = each
 	for _, e := range elems {
 		if !c.expand(d) {
 			break
 		}
-		c.ctx = maps.Clone(ctx)
-		c.ctx["each"] = map[string]any{"key": e.key, "value": e.value}
+		each["key"], each["value"] = e.key, e.value
 		c.elem = " (" + e.label() + ")"
 		before := len(c.diags)
 		c.one(d)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,9 @@ type Site struct {
 	rules []*rule
 	nodes *tomlDoc // nodes.toml, for positions in explanations
 	roles map[string]*role
+	// sizeHint is the most resources a compile of this site has made,
+	// to size the next one's allocations.
+	sizeHint atomic.Int64
 	// defines are defines/<name>.toml, the site's own resource types.
 	defines map[string]*definition
 	data    map[string]*tomlDoc // "os/debian" → data/os/debian.toml
