@@ -155,6 +155,8 @@ func TestSelect(t *testing.T) {
 		{name: "unknown tag", tags: []string{"nope"}, wantErr: "--tags nope: no resource"},
 		{name: "unknown resource", only: []string{"file:/nope"}, wantErr: "--only file:/nope: no such resource"},
 		{name: "bad id", only: []string{"nope"}, wantErr: "want a resource as type:name"},
+		{name: "bad tag", tags: []string{"a b"}, wantErr: "a tag is letters"},
+		{name: "bad tag with a slash", tags: []string{"a/ b"}, wantErr: "a tag is letters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,6 +27,17 @@ func (r *Resource) Tags() []string {
 	return sortedSet(tags)
 }
 
+// validTag reports whether t can be a tag: a name, or a role's name
+// with its directories (profiles/web).
+func validTag(t string) bool {
+	for part := range strings.SplitSeq(t, "/") {
+		if !validName(part) {
+			return false
+		}
+	}
+	return true
+}
+
 // Selection is what a partial run converges: the resources that carry one
 // of Tags or are named in Only ("type:name"), with everything they require.
 // The zero Selection is the whole catalog.
@@ -60,8 +71,8 @@ func ParseSelection(tags, only []string) (Selection, error) {
 			if t == "" {
 				continue
 			}
-			if !validName(t) && !strings.Contains(t, "/") {
-				return Selection{}, fmt.Errorf("--tags %q: a tag is letters, digits, _ - and .", t)
+			if !validTag(t) {
+				return Selection{}, fmt.Errorf("--tags %q: a tag is letters, digits, _ - and . (a role's may have /)", t)
 			}
 			s.Tags = append(s.Tags, t)
 		}
