@@ -66,6 +66,7 @@ tags = ["sites"]
 [[vhost]]
 name = "static"
 aliases = ["a.example", "b.example"]
+require = "group:adm"
 
 [[service]]
 name = "nginx"
@@ -89,7 +90,7 @@ func TestForEachAndDefinitions(t *testing.T) {
 		got = append(got, row{r.ID, r.Source, r.String("content"), strings.Join(r.Tags(), ",")})
 	}
 	want := []row{
-		{"exec:/usr/bin/reload-all", "roles/web.toml:25", "", "web"},
+		{"exec:/usr/bin/reload-all", "roles/web.toml:26", "", "web"},
 		{"file:/etc/nginx/aliases/a.example", "roles/web.toml:17 via defines/vhost.toml:12", "static", "vhost,web"},
 		{"file:/etc/nginx/aliases/b.example", "roles/web.toml:17 via defines/vhost.toml:12", "static", "vhost,web"},
 		{"file:/etc/nginx/sites/blog.conf", "roles/web.toml:10 via defines/vhost.toml:7", "server blog listen 8081;\n", "sites,vhost,web"},
@@ -97,7 +98,7 @@ func TestForEachAndDefinitions(t *testing.T) {
 		{"file:/etc/nginx/sites/static.conf", "roles/web.toml:17 via defines/vhost.toml:7", "server static listen 80;\n", "vhost,web"},
 		{"file:/etc/ssl/blog.pem", "roles/web.toml:10 via defines/vhost.toml:17 via defines/certificate.toml:1", "cert for blog", "certificate,sites,tls,vhost,web"},
 		{"group:adm", "roles/web.toml:7", "", "web"},
-		{"service:nginx", "roles/web.toml:21", "", "web"},
+		{"service:nginx", "roles/web.toml:22", "", "web"},
 		{"user:alice", "roles/web.toml:1", "", "web"},
 		{"user:bob", "roles/web.toml:1", "", "web"},
 	}
@@ -113,6 +114,13 @@ func TestForEachAndDefinitions(t *testing.T) {
 	conf, _ := cat.Resource("file:/etc/nginx/sites/shop.conf")
 	if diff := cmp.Diff([]string{"service:nginx"}, conf.Notify); diff != "" {
 		t.Errorf("shop.conf notify (-want +got):\n%s", diff)
+	}
+	// An edge written on a use applies from each of its resources.
+	for _, id := range []string{"file:/etc/nginx/sites/static.conf", "file:/etc/nginx/aliases/a.example", "file:/etc/nginx/aliases/b.example"} {
+		r, _ := cat.Resource(id)
+		if !slices.Contains(r.Require, "group:adm") {
+			t.Errorf("%s requires %v, want group:adm from its use's require", id, r.Require)
+		}
 	}
 	alice, _ := cat.Resource("user:alice")
 	if diff := cmp.Diff([]string{"group:adm"}, alice.Require); diff != "" {
