@@ -26,10 +26,17 @@ func compileEnv(node, environment string, f facts.Facts, params map[string]any) 
 // built is a resource during compile, with what the catalog does not keep:
 // where each edge was written.
 type built struct {
-	res   Resource
-	pos   Pos
-	edges []edge
+	res Resource
+	pos Pos
+	// whereVia and elem say, with pos, where the declaration was made
+	// for diagnostics (see where).
+	whereVia, elem string
+	edges          []edge
 }
+
+// where names the declaration of b for a diagnostic: its place, the uses
+// of definitions it came through and its for_each element.
+func (b *built) where() string { return b.whereVia + b.pos.String() + b.elem }
 
 type edge struct {
 	kind string // require, before, notify, subscribe, or "implicit: …"
@@ -53,18 +60,24 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 	for _, name := range cls.roles {
 		n += len(s.roles[name].decls)
 	}
+	// for_each and definitions make more resources than declarations:
+	// the largest catalog compiled from this site so far is the better
+	// guess (nodes of a fleet are alike). It only sizes allocations.
+	n = max(n, int(s.sizeHint.Load()))
 	c := &compiler{
 		site:  s,
 		ctx:   compileEnv(node, s.Settings.Environment, f, params),
 		byID:  make(map[string]*built, n),
 		files: map[string]FileRef{},
-		// One allocation for every resource; never grown, so the pointers
-		// in byID stay valid.
+		// One allocation for every resource when the guess holds; past
+		// it, new chunks (never a copy), so the pointers in byID stay
+		// valid.
 		pool: make([]built, 0, n),
 	}
+	c.instances = map[string]*instance{}
 	for _, name := range cls.roles {
 		for _, d := range s.roles[name].decls {
-			c.declare(d)
+			c.run(d)
 		}
 	}
 	if c.r != nil {
@@ -74,6 +87,7 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 	if len(c.diags) > 0 {
 		return nil, c.diags.err()
 	}
+	s.noteSize(len(c.order))
 	cat := &Catalog{
 		Environment: s.Settings.Environment,
 		Node:        node,
@@ -104,6 +118,9 @@ type compiler struct {
 	buf   strings.Builder
 	pool  []built
 	r     *renderer // the templates bound to this compile's budget, once one renders
+	frame
+	instances  map[string]*instance // every use of a definition, by "vhost:shop"
+	expansions int                  // declarations made, against MaxExpansions
 }
 
 // renderer returns the compile's templates, taking them on first use.
@@ -133,6 +150,9 @@ func (c *compiler) declare(d *decl) {
 	s := d.schema
 	before := len(c.diags)
 	attrs := make(map[string]any, len(d.attrs)+2)
+	if len(c.pool) == cap(c.pool) {
+		c.pool = make([]built, 0, max(32, cap(c.pool)))
+	}
 	c.pool = append(c.pool, built{pos: d.pos})
 	b := &c.pool[len(c.pool)-1]
 	for _, a := range d.attrs {
@@ -194,11 +214,25 @@ func (c *compiler) declare(d *decl) {
 	if len(c.diags) > before {
 		return
 	}
-	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: d.source}
+	c.addTags(d, attrs)
+	if len(c.diags) > before {
+		return
+	}
+	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: c.via + d.source}
+	b.whereVia, b.elem = c.whereVia, c.elem
 	if prev, dup := c.byID[b.res.ID]; dup {
-		c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.pos)
+		if b.whereVia != "" || b.elem != "" {
+			// From a for_each or a definition: name this place too.
+			c.diags.add(d.pos, "duplicate resource %s from %s: already declared at %s", b.res.ID, b.where(), prev.where())
+		} else {
+			c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where())
+		}
 		c.pool = c.pool[:len(c.pool)-1]
 		return
+	}
+	b.edges = append(b.edges, c.useEdges...)
+	for _, in := range c.insts {
+		in.members = append(in.members, b)
 	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
@@ -225,6 +259,16 @@ func defaultEditName(typ string, a map[string]any) string {
 		return str("path") + ": " + str("line")
 	}
 	return str("path") + ": /" + str("match") + "/"
+}
+
+// noteSize raises the site's size hint to n.
+func (s *Site) noteSize(n int) {
+	for {
+		hint := s.sizeHint.Load()
+		if int64(n) <= hint || s.sizeHint.CompareAndSwap(hint, int64(n)) {
+			return
+		}
+	}
 }
 
 // managedNames lists the attributes of s that ignore may name.
@@ -320,6 +364,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 
 // link resolves every edge, adds the implicit ones and checks the graph.
 func (c *compiler) link() {
+	c.expandInstances()
 	for _, b := range c.order {
 		c.implicit(b)
 		c.editConflict(b)

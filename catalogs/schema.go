@@ -103,6 +103,8 @@ var metaAttrs = []Attr{
 	{Name: "when", Kind: KindString, Doc: "a condition over node, facts, params and environment; the resource is left out when it is false"},
 	{Name: "ignore", Kind: KindList, Doc: "attributes the agent must leave alone because another tool owns them"},
 	{Name: "audit", Kind: KindBool, Doc: "only check: the agent reports how the resource differs (status drift) and never changes or refreshes it"},
+	{Name: "tags", Kind: KindList, Doc: "names that select the resource in a partial run (--tags); the declaring role and every definition it came through are tags too"},
+	{Name: "for_each", Kind: KindString, Doc: "declare the resource once per element of a list or map (an expression over node, facts and params, or a literal array or table); attributes read each.key and each.value"},
 }
 
 // Schemas lists every resource type. It is an explicit table, never an
@@ -596,8 +598,10 @@ func coerceKind(a *Attr, v any, rendered bool) (any, error) {
 			return nil, fmt.Errorf("want a list of strings, got %s", typeName(v))
 		}
 		if a.Kind == KindRefs {
+			// The type is checked by the loader, which knows the site's
+			// definitions too (checkRefTypes).
 			for _, ref := range list {
-				if err := checkRef(ref); err != nil {
+				if err := checkRefShape(ref); err != nil {
 					return nil, err
 				}
 			}

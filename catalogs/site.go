@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,12 +24,17 @@ type Site struct {
 	Settings Settings
 	Tests    []SiteTest
 
-	rules  []*rule
-	nodes  *tomlDoc // nodes.toml, for positions in explanations
-	roles  map[string]*role
-	data   map[string]*tomlDoc // "os/debian" → data/os/debian.toml
-	render *renderers          // every file under templates/ and every templated value
-	files  map[string]FileRef  // "files/motd" → its digest and size
+	rules []*rule
+	nodes *tomlDoc // nodes.toml, for positions in explanations
+	roles map[string]*role
+	// sizeHint is the most resources a compile of this site has made,
+	// to size the next one's allocations.
+	sizeHint atomic.Int64
+	// defines are defines/<name>.toml, the site's own resource types.
+	defines map[string]*definition
+	data    map[string]*tomlDoc // "os/debian" → data/os/debian.toml
+	render  *renderers          // every file under templates/ and every templated value
+	files   map[string]FileRef  // "files/motd" → its digest and size
 	// policies are policies/**/*.rego, sorted by path.
 	policies []SourceFile
 	// blobs keeps static files by digest for a site whose directory is
@@ -99,10 +105,11 @@ func Load(ctx context.Context, dir string, opts LoadOptions) (*Site, error) {
 func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, error) {
 	l := &loader{
 		site: &Site{
-			roles:  map[string]*role{},
-			data:   map[string]*tomlDoc{},
-			files:  map[string]FileRef{},
-			render: newRenderers(),
+			roles:   map[string]*role{},
+			defines: map[string]*definition{},
+			data:    map[string]*tomlDoc{},
+			files:   map[string]FileRef{},
+			render:  newRenderers(),
 		},
 		contents:  map[string][]byte{},
 		inlinePos: map[string]Pos{},
@@ -118,6 +125,7 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 		return nil, "", err
 	}
 	l.loadSettings()
+	l.loadDefines()
 	l.loadRoles()
 	l.loadNodes()
 	l.loadData()

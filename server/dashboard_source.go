@@ -42,7 +42,7 @@ type nodeServices struct {
 // that started later already said otherwise (a spooled report arriving
 // late). Audit runs say nothing of services.
 func (s *Server) noteServices(node string, rep store.Report, health []*herdv1.ServiceHealth) {
-	if rep.Audit {
+	if rep.Audit || rep.Partial {
 		return
 	}
 	v := &nodeServices{started: rep.Started, health: health}

@@ -265,6 +265,11 @@ var migrations = []string{
 	);
 	CREATE INDEX web_sessions_expires ON web_sessions (expires);
 	CREATE INDEX web_sessions_name ON web_sessions (name);`,
+	// 10: partial runs (herd apply --tags/--only). A partial report
+	// checked some resources only: it is kept and listed, but is neither
+	// the node's last run, its applied catalog, its drift nor the report
+	// its compliance is judged on.
+	`ALTER TABLE reports ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per
