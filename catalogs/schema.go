@@ -43,6 +43,10 @@ type Attr struct {
 	Doc      string
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
+	// Sensitive marks a value that is secret by its nature (a password
+	// hash): the agent's changes for it carry no values, so reports,
+	// events, logs and noop output never show it.
+	Sensitive bool
 }
 
 // absPath checks that a path attribute is absolute and clean, so that every
@@ -280,6 +284,7 @@ var userSchema = &Schema{
 		{Name: "comment", Kind: KindString, Doc: "the GECOS field"},
 		{Name: "system", Kind: KindBool, Doc: "a system account (uid below UID_MIN)"},
 		{Name: "managehome", Kind: KindBool, Doc: "create the home directory"},
+		{Name: "password", Kind: KindString, Sensitive: true, Doc: "the password as a crypt(3) hash (\"$y$…\", \"$6$…\", \"$5$…\"), \"!\" or \"*\" for locked, or \"!\" before a hash to lock it; written to etc/shadow", Check: cryptHash},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		checkAccountName(a, bad)
@@ -304,6 +309,36 @@ var groupSchema = &Schema{
 			bad("gid", "gid %d is out of range", gid)
 		}
 	},
+}
+
+// cryptHash checks a password attribute's shape: a crypt(3) hash of a
+// method the shadow suite writes (yescrypt, SHA-512, SHA-256, bcrypt,
+// gost-yescrypt, scrypt), or a locked field. A clear-text password put
+// there by mistake must fail the compile, never reach etc/shadow (where it
+// would be a password nobody can type) or a report.
+func cryptHash(v any) error {
+	s, _ := v.(string)
+	if s == "!" || s == "*" || s == "!*" {
+		return nil
+	}
+	h := strings.TrimPrefix(s, "!")
+	ok := false
+	for _, id := range []string{"$y$", "$6$", "$5$", "$2b$", "$2y$", "$gy$", "$7$"} {
+		if strings.HasPrefix(h, id) && len(h) > len(id)+1 {
+			ok = true
+		}
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '/' || c == '$' || c == '=') {
+			ok = false
+		}
+	}
+	if !ok || strings.Count(h, "$") < 3 {
+		// The value itself is never quoted: it may be a clear-text
+		// password typed into the wrong attribute.
+		return fmt.Errorf("want a crypt(3) hash like \"$y$…\" or \"$6$…\" (mkpasswd makes one), or \"!\" or \"*\" for a locked account")
+	}
+	return nil
 }
 
 // checkAccountName applies the shadow suite's rule for user and group names
