@@ -336,7 +336,8 @@ func sortedSet(ids []string) []string {
 
 // implicit adds the edges an operator should not have to write: a file
 // waits for its managed parent directory, owner and group; an exec or a
-// service for its user; a user for its groups.
+// service for its user; a user for its groups; an authorized key for its
+// user.
 func (c *compiler) implicit(b *built) {
 	a := b.res.Attrs
 	add := func(kind, ref string) {
@@ -377,6 +378,10 @@ func (c *compiler) implicit(b *built) {
 		}
 		if d := str("dir"); d != "" {
 			add("dir", "file:"+d)
+		}
+	case "authorized_key":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
 		}
 	case "user":
 		if g := str("gid"); g != "" {

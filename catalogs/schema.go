@@ -116,6 +116,8 @@ var Schemas = map[string]*Schema{
 	"exec":    execSchema,
 	"user":    userSchema,
 	"group":   groupSchema,
+
+	"authorized_key": authorizedKeySchema,
 }
 
 // TypeNames returns the resource type names, sorted.
@@ -339,6 +341,37 @@ func cryptHash(v any) error {
 		return fmt.Errorf("want a crypt(3) hash like \"$y$…\" or \"$6$…\" (mkpasswd makes one), or \"!\" or \"*\" for a locked account")
 	}
 	return nil
+}
+
+var authorizedKeySchema = &Schema{
+	Type: "authorized_key", Key: "name",
+	Doc: "one public key in a user's ~/.ssh/authorized_keys",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "a label for the key, written as its comment (\"alice@laptop\")"},
+		{Name: "user", Kind: KindString, Required: true, Doc: "whose authorized_keys (the home comes from the host's etc/passwd)"},
+		{Name: "key", Kind: KindString, Required: true, Doc: "the public key as \"type base64\", like \"ssh-ed25519 AAAAC3Nza…\"", Check: func(v any) error {
+			_, _, err := SplitPublicKey(v.(string))
+			return err
+		}},
+		{Name: "options", Kind: KindList, Doc: "the key's options, like [\"no-pty\", \"from=\\\"10.0.0.0/8\\\"\"]", Check: func(v any) error {
+			for _, o := range v.([]string) {
+				if err := CheckKeyOption(o); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+		{Name: "purge", Kind: KindBool, Doc: "the user's authorized_keys holds only the keys this catalog manages for the user: every other key is removed (comments stay)"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if n, _ := a["name"].(string); strings.ContainsAny(n, "\n\r\x00") {
+			bad("name", "name: a key's label is one line")
+		}
+		if u, _ := a["user"].(string); u != "" {
+			checkAccountName(map[string]any{"name": u}, func(_, format string, args ...any) { bad("user", "user: "+format, args...) })
+		}
+	},
 }
 
 // checkAccountName applies the shadow suite's rule for user and group names

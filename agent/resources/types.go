@@ -12,5 +12,7 @@ func Types() map[string]Type {
 		"exec":    &Exec{},
 		"user":    &User{},
 		"group":   &Group{},
+
+		"authorized_key": &AuthorizedKey{},
 	}
 }
