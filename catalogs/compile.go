@@ -104,6 +104,7 @@ type compiler struct {
 	buf   strings.Builder
 	pool  []built
 	r     *renderer // the templates bound to this compile's budget, once one renders
+	repos []string  // the apt_repository ids, once aptRepos looked
 }
 
 // renderer returns the compile's templates, taking them on first use.
@@ -276,6 +277,17 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 		}
 		attrs["content"] = c.buf.String()
 	}
+	if key, ok := attrs["key"].(string); ok && d.schema.Type == "apt_repository" {
+		rel := path.Clean("files/" + strings.TrimPrefix(key, "files/"))
+		fr, ok := c.site.files[rel]
+		if !ok || !strings.HasPrefix(rel, "files/") {
+			c.diags.add(d.attrPos("key"), "key %q: no such file under files/", key)
+			return
+		}
+		attrs["key"] = rel
+		attrs["key_digest"] = fr.Digest
+		c.files[fr.Digest] = fr
+	}
 	if src, ok := attrs["source"].(string); ok {
 		rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
 		fr, ok := c.site.files[rel]
@@ -337,7 +349,7 @@ func sortedSet(ids []string) []string {
 // implicit adds the edges an operator should not have to write: a file
 // waits for its managed parent directory, owner and group; an exec or a
 // service for its user; a user for its groups; an authorized key for its
-// user.
+// user; a package installed by name for every apt_repository.
 func (c *compiler) implicit(b *built) {
 	a := b.res.Attrs
 	add := func(kind, ref string) {
@@ -383,6 +395,15 @@ func (c *compiler) implicit(b *built) {
 		if u := str("user"); u != "" {
 			add("user", "user:"+u)
 		}
+	case "package":
+		// An install by name needs the catalog's sources in place first
+		// (the agent refreshes apt's lists once, before the first such
+		// install); a package from a site .deb needs none.
+		if str("source") == "" {
+			for _, r := range c.aptRepos() {
+				add("apt source", r)
+			}
+		}
 	case "user":
 		if g := str("gid"); g != "" {
 			add("primary group", "group:"+g)
@@ -391,6 +412,20 @@ func (c *compiler) implicit(b *built) {
 			add("group", "group:"+g)
 		}
 	}
+}
+
+// aptRepos returns the ids of the catalog's apt_repository resources,
+// found once per compile.
+func (c *compiler) aptRepos() []string {
+	if c.repos == nil {
+		c.repos = []string{}
+		for _, b := range c.order {
+			if b.res.Type == "apt_repository" {
+				c.repos = append(c.repos, b.res.ID)
+			}
+		}
+	}
+	return c.repos
 }
 
 // findCycles reports every dependency cycle, spelled out with where each

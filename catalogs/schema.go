@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // Kind is the type of a resource attribute's value.
@@ -118,6 +119,7 @@ var Schemas = map[string]*Schema{
 	"group":   groupSchema,
 
 	"authorized_key": authorizedKeySchema,
+	"apt_repository": aptRepositorySchema,
 }
 
 // TypeNames returns the resource type names, sorted.
@@ -183,13 +185,13 @@ var packageSchema = &Schema{
 	Doc: "a software package",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the package name"},
-		{Name: "ensure", Kind: KindString, Doc: "installed (default), absent, purged, latest, or a version"},
+		{Name: "ensure", Kind: KindString, Doc: "installed (default), held (installed and held at its version), absent, purged, latest, or a version"},
 		{Name: "provider", Kind: KindString, Enum: []string{"apt"}, Doc: "package manager (default apt)"},
 		{Name: "source", Kind: KindString, Doc: "a .deb under the site's files/ directory, installed with dpkg"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		if e, _ := a["ensure"].(string); strings.ContainsAny(e, " \t\n") {
-			bad("ensure", "ensure %q: want installed, absent, purged, latest or a version", e)
+			bad("ensure", "ensure %q: want installed, held, absent, purged, latest or a version", e)
 		}
 		if s, ok := a["source"].(string); ok && !strings.HasSuffix(s, ".deb") {
 			bad("source", "source %q: want a .deb file", s)
@@ -372,6 +374,87 @@ var authorizedKeySchema = &Schema{
 			checkAccountName(map[string]any{"name": u}, func(_, format string, args ...any) { bad("user", "user: "+format, args...) })
 		}
 	},
+}
+
+var aptRepositorySchema = &Schema{
+	Type: "apt_repository", Key: "name",
+	Doc: "an apt source, /etc/apt/sources.list.d/<name>.sources (deb822), with its signing key in /etc/apt/keyrings; packages installed by name wait for every apt_repository",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "names the files: letters, digits, _ . -", Check: func(v any) error {
+			n := v.(string)
+			for i, c := range n {
+				if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || (i > 0 && (c == '.' || c == '-'))) {
+					return fmt.Errorf("name %q: want letters, digits, _ . - (it names files apt reads)", n)
+				}
+			}
+			return nil
+		}},
+		{Name: "uris", Kind: KindList, Required: true, Doc: "the repository's URIs, like [\"https://deb.example.com/debian\"]", Check: func(v any) error {
+			return aptWords(v.([]string), func(u string) error {
+				scheme, rest, ok := strings.Cut(u, ":")
+				if !ok || scheme == "" || rest == "" || strings.Trim(scheme, "abcdefghijklmnopqrstuvwxyz0123456789+") != "" {
+					return fmt.Errorf("uri %q: want a URI like https://deb.example.com/debian or file:/srv/repo", u)
+				}
+				return nil
+			})
+		}},
+		{Name: "suites", Kind: KindList, Required: true, Doc: "suites, like [\"bookworm\"]; a path ending in / (\"./\") is a flat repository, without components", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "components", Kind: KindList, Doc: "components, like [\"main\"] (required unless the suites are flat)", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "architectures", Kind: KindList, Doc: "architectures to fetch, like [\"amd64\"] (default: apt's)", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "key", Kind: KindString, Doc: "the signing key, a .asc (ASCII-armored) or .gpg (binary) file under the site's files/, written to /etc/apt/keyrings/<name>.asc|.gpg and named by Signed-By"},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		flat := 0
+		suites, _ := a["suites"].([]string)
+		for _, s := range suites {
+			if strings.HasSuffix(s, "/") {
+				flat++
+			}
+		}
+		comps, _ := a["components"].([]string)
+		switch {
+		case flat > 0 && flat < len(suites):
+			bad("suites", "suites: a flat suite (ending in /) and a named one cannot share a source")
+		case flat > 0 && len(comps) > 0:
+			bad("components", "components: a flat suite (ending in /) has none")
+		case flat == 0 && len(suites) > 0 && len(comps) == 0:
+			bad("suites", "suites: a named suite needs components, like [\"main\"]")
+		}
+		if k, ok := a["key"].(string); ok && !strings.HasSuffix(k, ".asc") && !strings.HasSuffix(k, ".gpg") {
+			bad("key", "key %q: want a .asc (ASCII-armored) or .gpg (binary) file under files/", k)
+		}
+	},
+}
+
+// aptWords checks the words of a deb822 list field: at least one, each
+// non-empty without spaces, line breaks or #, and each passing check.
+func aptWords(vs []string, check func(string) error) error {
+	if len(vs) == 0 {
+		return fmt.Errorf("want at least one")
+	}
+	for _, v := range vs {
+		for _, c := range v {
+			if c == '#' || unicode.IsSpace(c) || !unicode.IsGraphic(c) {
+				return fmt.Errorf("%q: want one word, without spaces, control characters or #", v)
+			}
+		}
+		if v == "" {
+			return fmt.Errorf("want a word, not an empty string")
+		}
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkAccountName applies the shadow suite's rule for user and group names

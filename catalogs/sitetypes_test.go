@@ -37,14 +37,36 @@ func compileDir(t *testing.T, dir string) (*Catalog, error) {
 }
 
 // TestImplicitEdgesOfNewTypes: an authorized key waits for its managed
-// user, as a file waits for its owner.
+// user, as a file waits for its owner; a package installed by name waits
+// for every apt source (one from a site .deb for none).
 func TestImplicitEdgesOfNewTypes(t *testing.T) {
 	t.Parallel()
 	cat, err := compileFiles(t, map[string]string{
-		"nodes.toml": "[[node]]\nroles = [\"r\"]\n",
+		"nodes.toml":        "[[node]]\nroles = [\"r\"]\n",
+		"files/vendor.asc":  "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+		"files/local_1.deb": "not really a deb",
 		"roles/r.toml": `
 [[user]]
 name = "alice"
+
+[[apt_repository]]
+name = "vendor"
+uris = ["https://deb.example.com/debian"]
+suites = ["bookworm"]
+components = ["main"]
+key = "vendor.asc"
+
+[[apt_repository]]
+name = "local"
+uris = ["file:/srv/repo"]
+suites = ["./"]
+
+[[package]]
+name = "nginx"
+
+[[package]]
+name = "local"
+source = "local_1.deb"
 
 [[authorized_key]]
 name = "alice@laptop"
@@ -57,6 +79,8 @@ key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 	}
 	for id, want := range map[string][]string{
 		"authorized_key:alice@laptop": {"user:alice"},
+		"package:nginx":               {"apt_repository:local", "apt_repository:vendor"},
+		"package:local":               nil,
 	} {
 		r, ok := cat.Resource(id)
 		if !ok {
@@ -65,5 +89,13 @@ key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 		if !slices.Equal(r.Require, want) {
 			t.Errorf("%s requires %v, want %v", id, r.Require, want)
 		}
+	}
+	// The key ships by digest like any static file.
+	r, _ := cat.Resource("apt_repository:vendor")
+	if r.String("key") != "files/vendor.asc" || r.String("key_digest") != Digest([]byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")) {
+		t.Errorf("apt_repository:vendor's key = %q %q", r.String("key"), r.String("key_digest"))
+	}
+	if !slices.ContainsFunc(cat.Files, func(f FileRef) bool { return f.Path == "files/vendor.asc" }) {
+		t.Errorf("the catalog does not ship the key: %+v", cat.Files)
 	}
 }

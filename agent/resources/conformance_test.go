@@ -44,7 +44,7 @@ func allConformanceCases(t *testing.T) []conformanceCase {
 	var cs []conformanceCase
 	for _, f := range []func(*testing.T) []conformanceCase{
 		fileConformance, packageConformance, userConformance, groupConformance, execConformance, serviceConformance,
-		authorizedKeyConformance,
+		authorizedKeyConformance, aptRepositoryConformance,
 	} {
 		cs = append(cs, f(t)...)
 	}

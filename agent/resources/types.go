@@ -14,5 +14,6 @@ func Types() map[string]Type {
 		"group":   &Group{},
 
 		"authorized_key": &AuthorizedKey{},
+		"apt_repository": &AptRepository{},
 	}
 }
