@@ -149,9 +149,24 @@ var fileSchema = &Schema{
 		{Name: "backup", Kind: KindBool, Doc: "keep replaced content in the agent's content store (default true)"},
 		{Name: "follow", Kind: KindBool, Doc: "follow a symbolic link at path instead of replacing it"},
 		{Name: "drift", Kind: KindString, Enum: []string{"report", "watch"}, Doc: "watch: put a hand edit back at once instead of at the next run"},
+		{Name: "recurse", Kind: KindBool, Doc: "source is a directory under files/ (as a source ending in / is): the tree is copied, each file and directory a resource of its own in the catalog"},
+		{Name: "dir_mode", Kind: KindMode, Doc: "with a source directory: the mode of its directories (mode is then its files'; without mode a file keeps the site's executable bit, 0755 or 0644)"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		ensure, _ := a["ensure"].(string)
+		src, _ := a["source"].(string)
+		tree := a["recurse"] == true || strings.HasSuffix(src, "/")
+		if tree {
+			switch {
+			case src == "":
+				bad("recurse", "recurse needs source, a directory under files/")
+			case ensure != "" && ensure != "directory":
+				bad("ensure", "a source directory needs ensure = \"directory\" (the default for one), not %q", ensure)
+			}
+			ensure = "directory"
+		} else if _, ok := a["dir_mode"]; ok {
+			bad("dir_mode", "dir_mode is for a source directory (source = \"files/dir/\" or recurse = true)")
+		}
 		if ensure == "" {
 			ensure = "file"
 		}
@@ -162,7 +177,7 @@ var fileSchema = &Schema{
 				if n > 1 {
 					bad(k, "content, source and template are alternatives: give one")
 				}
-				if ensure != "file" {
+				if ensure != "file" && !(k == "source" && tree) {
 					bad(k, "%s needs ensure = \"file\", not %q", k, ensure)
 				}
 			}

@@ -2,11 +2,14 @@ package catalogs
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/herdcm/herd/facts"
 )
 
@@ -97,5 +100,185 @@ key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 	}
 	if !slices.ContainsFunc(cat.Files, func(f FileRef) bool { return f.Path == "files/vendor.asc" }) {
 		t.Errorf("the catalog does not ship the key: %+v", cat.Files)
+	}
+}
+
+// writeTree writes files (slash path → content) into dir; a path in execs
+// is made executable.
+func writeTree(t *testing.T, dir string, files map[string]string, execs ...string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if slices.Contains(execs, name) {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSourceDirectory: a file whose source is a directory of the site
+// becomes the directory and one resource per file and directory below,
+// each file shipped by digest with the site's executable bit (or mode),
+// each directory with dir_mode and purge; what waits for the top waits for
+// the whole tree, and what the top notifies each file notifies. The
+// catalog is the same bytes on every compile.
+func TestSourceDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"nodes.toml":              "[[node]]\nroles = [\"r\"]\n",
+		"files/app/bin/run":       "#!/bin/sh\n",
+		"files/app/conf/app.conf": "x = 1\n",
+		"files/app/README":        "read me\n",
+		"files/other":             "not in the tree\n",
+		"roles/r.toml": `
+[[file]]
+path = "/opt/app"
+source = "files/app/"
+dir_mode = "0750"
+owner = "root"
+purge = true
+notify = ["service:app"]
+
+[[file]]
+path = "/opt/app2"
+source = "app"
+recurse = true
+mode = "0600"
+
+[[service]]
+name = "app"
+run = ["/opt/app/bin/run"]
+require = ["file:/opt/app"]
+`,
+	}, "files/app/bin/run")
+	if err := os.MkdirAll(filepath.Join(dir, "files/app/empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := compileDir(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"file:/opt/app":                "ensure=directory mode=0750 owner=root purge=true",
+		"file:/opt/app/README":         "mode=0644 owner=root source=files/app/README",
+		"file:/opt/app/bin":            "ensure=directory mode=0750 owner=root purge=true",
+		"file:/opt/app/bin/run":        "mode=0755 owner=root source=files/app/bin/run",
+		"file:/opt/app/conf":           "ensure=directory mode=0750 owner=root purge=true",
+		"file:/opt/app/conf/app.conf":  "mode=0644 owner=root source=files/app/conf/app.conf",
+		"file:/opt/app/empty":          "ensure=directory mode=0750 owner=root purge=true",
+		"file:/opt/app2":               "ensure=directory",
+		"file:/opt/app2/README":        "mode=0600 source=files/app/README",
+		"file:/opt/app2/bin":           "ensure=directory",
+		"file:/opt/app2/bin/run":       "mode=0600 source=files/app/bin/run",
+		"file:/opt/app2/conf":          "ensure=directory",
+		"file:/opt/app2/conf/app.conf": "mode=0600 source=files/app/conf/app.conf",
+		"file:/opt/app2/empty":         "ensure=directory",
+	}
+	got := map[string]string{}
+	for _, r := range cat.Resources {
+		if r.Type != "file" {
+			continue
+		}
+		var parts []string
+		for _, k := range []string{"ensure", "mode", "owner", "purge", "source"} {
+			if v, ok := r.Attrs[k]; ok {
+				parts = append(parts, k+"="+fmt.Sprint(v))
+			}
+		}
+		got[r.ID] = strings.Join(parts, " ")
+		if src := r.String("source"); src != "" {
+			if !slices.ContainsFunc(cat.Files, func(f FileRef) bool { return f.Path == src && f.Digest == r.String("digest") }) {
+				t.Errorf("%s: the catalog does not ship %s by its digest", r.ID, src)
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the trees' resources (-want +got):\n%s", diff)
+	}
+	svc, _ := cat.Resource("service:app")
+	for _, id := range []string{"file:/opt/app", "file:/opt/app/bin/run", "file:/opt/app/conf/app.conf", "file:/opt/app/empty"} {
+		if !slices.Contains(svc.Require, id) {
+			t.Errorf("service:app does not wait for %s: %v", id, svc.Require)
+		}
+	}
+	run, _ := cat.Resource("file:/opt/app/bin/run")
+	if !slices.Contains(run.Notify, "service:app") || !slices.Contains(run.Require, "file:/opt/app/bin") {
+		t.Errorf("file:/opt/app/bin/run notifies %v and requires %v", run.Notify, run.Require)
+	}
+	first, _ := cat.Encode()
+	again, err := compileDir(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := again.Encode(); string(b) != string(first) {
+		t.Error("two compiles of the same tree differ")
+	}
+}
+
+// TestSourceDirectoryRefusesLinks: a symbolic link anywhere in a source
+// directory of the site (to a file outside it, like /etc/shadow, or to a
+// directory) fails the load, naming the link; nothing is shipped.
+func TestSourceDirectoryRefusesLinks(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, link, target string }{
+		{"a file", "files/app/shadow", "/etc/shadow"},
+		{"a directory", "files/app/etc", "/etc"},
+		{"inside the site", "files/app/again", "../other"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			writeTree(t, dir, map[string]string{
+				"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+				"files/app/ok": "ok\n",
+				"files/other":  "other\n",
+				"roles/r.toml": "[[file]]\npath = \"/opt/app\"\nsource = \"files/app/\"\n",
+			})
+			if err := os.Symlink(tt.target, filepath.Join(dir, filepath.FromSlash(tt.link))); err != nil {
+				t.Fatal(err)
+			}
+			_, err := compileDir(t, dir)
+			if err == nil || !strings.Contains(err.Error(), tt.link) || !strings.Contains(err.Error(), "symbolic link") {
+				t.Errorf("compile = %v, want an error naming %s as a symbolic link", err, tt.link)
+			}
+		})
+	}
+}
+
+// TestSourceDirectoryErrors: a missing directory, a file where a directory
+// was meant, a file also declared on its own, and misplaced attributes
+// are errors naming the declaration.
+func TestSourceDirectoryErrors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, role, want string }{
+		{"missing", "[[file]]\npath = \"/opt/app\"\nsource = \"nope/\"\n", `roles/r.toml:3:1: source "nope/": no such directory under files/`},
+		{"a file", "[[file]]\npath = \"/opt/app\"\nsource = \"other\"\nrecurse = true\n", `roles/r.toml:3:1: source "other" is a file`},
+		{"duplicate", "[[file]]\npath = \"/opt/app\"\nsource = \"app/\"\n\n[[file]]\npath = \"/opt/app/ok\"\ncontent = \"x\"\n", "duplicate resource file:/opt/app/ok"},
+		{"dir_mode alone", "[[file]]\npath = \"/opt/app\"\nensure = \"directory\"\ndir_mode = \"0700\"\n", "dir_mode is for a source directory"},
+		{"ensure file", "[[file]]\npath = \"/opt/app\"\nsource = \"app/\"\nensure = \"file\"\n", `a source directory needs ensure = "directory"`},
+		{"recurse alone", "[[file]]\npath = \"/opt/app\"\nrecurse = true\n", "recurse needs source"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := compileFiles(t, map[string]string{
+				"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+				"files/app/ok": "ok\n",
+				"files/other":  "other\n",
+				"roles/r.toml": tt.role,
+			})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("compile = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
