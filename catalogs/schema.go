@@ -122,6 +122,21 @@ var Schemas = map[string]*Schema{
 	"apt_repository": aptRepositorySchema,
 }
 
+// Redacted stands for a sensitive value wherever one would be shown.
+const Redacted = "(sensitive)"
+
+// SensitiveAttr reports whether attribute name of resource type typ is
+// sensitive by nature (Attr.Sensitive), so that diffs and reports show
+// Redacted instead of its value.
+func SensitiveAttr(typ, name string) bool {
+	if s, ok := Schemas[typ]; ok {
+		if a, ok := s.Attr(name); ok {
+			return a.Sensitive
+		}
+	}
+	return false
+}
+
 // TypeNames returns the resource type names, sorted.
 func TypeNames() []string {
 	names := make([]string, 0, len(Schemas))

@@ -282,3 +282,61 @@ func TestSourceDirectoryErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestDiffRedactsSensitiveAttrs: herd diff says a password changed, was
+// added or removed, never its hash.
+func TestDiffRedactsSensitiveAttrs(t *testing.T) {
+	t.Parallel()
+	user := func(pw string) Resource {
+		r := Resource{ID: "user:alice", Type: "user", Name: "alice", Attrs: map[string]any{"name": "alice"}}
+		if pw != "" {
+			r.Attrs["password"] = pw
+		}
+		return r
+	}
+	const a, b = "$6$salt$oldhasholdhash", "$6$salt$newhashnewhash"
+	for _, tt := range []struct {
+		name       string
+		prev, next []Resource
+	}{
+		{"changed", []Resource{user(a)}, []Resource{user(b)}},
+		{"set", []Resource{user("")}, []Resource{user(b)}},
+		{"added", nil, []Resource{user(b)}},
+		{"removed", []Resource{user(a)}, nil},
+	} {
+		ch := Diff(&Catalog{Resources: tt.prev}, &Catalog{Resources: tt.next}, nil)
+		out := fmt.Sprintf("%+v", ch)
+		if strings.Contains(out, "hash") || !strings.Contains(out, Redacted) {
+			t.Errorf("%s: Diff = %s, want the password redacted", tt.name, out)
+		}
+	}
+}
+
+// FuzzNewTypeValues: the checks of an authorized key, its options and a
+// password hash never panic, and what they accept cannot break the line
+// or the file it is written to.
+func FuzzNewTypeValues(f *testing.F) {
+	for _, s := range []string{
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+		"ssh-rsa AAAA", "", "ssh-ed25519", `from="10.0.0.0/8"`, `command="a\"b"`, "no-pty",
+		"$6$salt$hash", "!", "$y$j9T$a$b", "!$5$x$y",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if typ, blob, err := SplitPublicKey(s); err == nil {
+			if !KnownKeyType(typ) || strings.ContainsAny(typ+blob, " \t\r\n") {
+				t.Fatalf("SplitPublicKey(%q) accepted %q %q", s, typ, blob)
+			}
+		}
+		if CheckKeyOption(s) == nil && strings.ContainsAny(s, " \t\r\n\x00") && !strings.Contains(s, `"`) {
+			t.Fatalf("CheckKeyOption(%q) accepted a space outside quotes", s)
+		}
+		if CheckKeyOption(s) == nil && strings.ContainsAny(s, "\r\n\x00") {
+			t.Fatalf("CheckKeyOption(%q) accepted a line break", s)
+		}
+		if cryptHash(s) == nil && strings.ContainsAny(s, ":\r\n\x00 ") {
+			t.Fatalf("cryptHash(%q) accepted a field that would break etc/shadow", s)
+		}
+	})
+}

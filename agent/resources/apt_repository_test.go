@@ -345,3 +345,107 @@ func FuzzParseDeb822(f *testing.F) {
 		}
 	})
 }
+
+// TestNewTypesDriftPutBack: a hand edit of what authorized_key and
+// apt_repository manage is found by Check (which changes nothing) and put
+// back by Apply, keeping the hand-made lines that are not the resource's.
+func TestNewTypesDriftPutBack(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		typ   Type
+		res   func(files *testFiles) catalogs.Resource
+		setup func(t *testing.T, root string)
+		edit  func(t *testing.T, root string)
+		check func(t *testing.T, root string)
+	}{
+		{"authorized_key: line removed by hand", &AuthorizedKey{},
+			func(*testFiles) catalogs.Resource {
+				return res("authorized_key", "alice@laptop", map[string]any{"user": "alice", "key": testPubKey(1)})
+			},
+			withHome,
+			func(t *testing.T, root string) { writeKeys(t, root, "# mine\n"+testPubKey(7)+" by-hand\n") },
+			func(t *testing.T, root string) {
+				if got, want := readKeys(t, root), "# mine\n"+testPubKey(7)+" by-hand\n"+testPubKey(1)+" alice@laptop\n"; got != want {
+					t.Errorf("authorized_keys = %q, want %q", got, want)
+				}
+			}},
+		{"apt_repository: URIs edited by hand", &AptRepository{},
+			func(files *testFiles) catalogs.Resource {
+				return res("apt_repository", "example", map[string]any{"uris": []string{"https://deb.example.com/debian"}, "suites": []string{"bookworm"}, "components": []string{"main"},
+					"key": "files/example.gpg", "key_digest": files.add([]byte("binary key"))})
+			},
+			func(t *testing.T, root string) {},
+			func(t *testing.T, root string) {
+				p := filepath.Join(root, "etc/apt/sources.list.d/example.sources")
+				b, _ := os.ReadFile(p)
+				os.WriteFile(p, []byte(strings.Replace(string(b), "https://deb.example.com", "http://evil.example", 1)), 0o644)
+				os.WriteFile(filepath.Join(root, "etc/apt/keyrings/example.gpg"), []byte("another key"), 0o644)
+			},
+			func(t *testing.T, root string) {
+				b, _ := os.ReadFile(filepath.Join(root, "etc/apt/sources.list.d/example.sources"))
+				k, _ := os.ReadFile(filepath.Join(root, "etc/apt/keyrings/example.gpg"))
+				if !strings.Contains(string(b), "URIs: https://deb.example.com/debian\n") || string(k) != "binary key" {
+					t.Errorf("not put back: %q, key %q", b, k)
+				}
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h, files := newTestHost(t)
+			tt.setup(t, h.Root)
+			r := tt.res(files)
+			h.Catalog = &catalogs.Catalog{Resources: []catalogs.Resource{r}}
+			pkgConverge(t, h, tt.typ, &r)
+			tt.edit(t, h.Root)
+			before := treeHash(t, h.Root)
+			p, err := tt.typ.Check(context.Background(), h, &r)
+			if err != nil || p.InSync() {
+				t.Fatalf("Check after a hand edit = %+v, %v; want changes", p, err)
+			}
+			if treeHash(t, h.Root) != before {
+				t.Fatal("Check changed the host")
+			}
+			if err := tt.typ.Apply(context.Background(), h, p); err != nil {
+				t.Fatal(err)
+			}
+			if again, err := tt.typ.Check(context.Background(), h, &r); err != nil || !again.InSync() {
+				t.Fatalf("after the put back: %+v, %v", again, err)
+			}
+			tt.check(t, h.Root)
+		})
+	}
+}
+
+// TestAptRepositoryBadInput: a catalog's bad name, word or key is a clear
+// error at Check.
+func TestAptRepositoryBadInput(t *testing.T) {
+	t.Parallel()
+	h, _ := newTestHost(t)
+	ok := map[string]any{"uris": []string{"https://a.example/debian"}, "suites": []string{"bookworm"}, "components": []string{"main"}}
+	with := func(k string, v any) map[string]any {
+		m := map[string]any{}
+		for a, b := range ok {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
+	for _, tt := range []struct {
+		name  string
+		attrs map[string]any
+		want  string
+	}{
+		{"../x", ok, "the name must be"},
+		{"x", with("suites", []string{"book\nworm"}), "not one word"},
+		{"x", with("uris", []string(nil)), "want at least one"},
+		{"x", with("key", "files/k.txt"), "want a .asc"},
+		{"x", with("key", "files/k.asc"), "no digest"},
+		{"x", with("ensure", "latest"), "want present or absent"},
+	} {
+		r := res("apt_repository", tt.name, tt.attrs)
+		if _, err := (&AptRepository{}).Check(context.Background(), h, &r); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Check(%s %v) = %v, want an error saying %q", tt.name, tt.attrs, err, tt.want)
+		}
+	}
+}
