@@ -109,13 +109,17 @@ func (t *AuthorizedKey) Check(_ context.Context, h *Host, want *catalogs.Resourc
 	}
 	plan.Changes = changes
 	keysPath := path.Join(u.Home, ".ssh/authorized_keys")
-	if cur.dir == nil {
+	switch {
+	case cur.dir == nil:
 		plan.Changes = append([]Change{{Attr: "ensure", From: "absent", To: path.Join(u.Home, ".ssh") + " (0700)", Action: Create}}, plan.Changes...)
-	} else {
+	case w.absent && len(plan.Changes) == 0:
+		// Nothing of this key is left: the file is not this resource's
+		// to keep.
+	default:
 		plan.Changes = append(plan.Changes, akOwnership(".ssh", cur.dir, 0o700, u)...)
-	}
-	if cur.file != nil {
-		plan.Changes = append(plan.Changes, akOwnership(keysPath, cur.file, 0o600, u)...)
+		if cur.file != nil {
+			plan.Changes = append(plan.Changes, akOwnership(keysPath, cur.file, 0o600, u)...)
+		}
 	}
 	if len(plan.Changes) > 0 {
 		plan.State = st

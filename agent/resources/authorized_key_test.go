@@ -321,3 +321,19 @@ func FuzzParseKeyLine(f *testing.F) {
 		}
 	})
 }
+
+// TestAuthorizedKeyAbsentLeavesTheFile: a key that is absent already is in
+// sync, whatever the file's mode (it is no longer this resource's).
+func TestAuthorizedKeyAbsentLeavesTheFile(t *testing.T) {
+	t.Parallel()
+	h, _ := newTestHost(t)
+	withHome(t, h.Root)
+	writeKeys(t, h.Root, testPubKey(9)+" bob\n")
+	if err := os.Chmod(filepath.Join(h.Root, "home/alice/.ssh/authorized_keys"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := res("authorized_key", "alice@laptop", map[string]any{"user": "alice", "key": testPubKey(1), "ensure": "absent"})
+	if p, err := (&AuthorizedKey{}).Check(context.Background(), h, &r); err != nil || !p.InSync() {
+		t.Errorf("Check = %+v, %v; want in sync", p, err)
+	}
+}
