@@ -340,3 +340,38 @@ func FuzzNewTypeValues(f *testing.F) {
 		}
 	})
 }
+
+// TestLoadRevisionKeepsExecutableBits: a source directory compiled from a
+// git revision (herd diff) ships the same modes as one compiled from the
+// work tree: the archive's executable bit is kept.
+func TestLoadRevisionKeepsExecutableBits(t *testing.T) {
+	t.Parallel()
+	repo, git := gitRepo(t)
+	writeTree(t, repo, map[string]string{
+		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml":     "[[file]]\npath = \"/opt/app\"\nsource = \"app/\"\n",
+		"files/app/run":    "#!/bin/sh\n",
+		"files/app/README": "x\n",
+	}, "files/app/run")
+	git("add", ".")
+	git("commit", "-q", "-m", "tree")
+	s, err := LoadRevision(context.Background(), repo, "HEAD", LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromGit, err := s.Compile("web-01", facts.Facts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromDir, err := compileDir(t, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cat := range []*Catalog{fromGit, fromDir} {
+		run, _ := cat.Resource("file:/opt/app/run")
+		readme, _ := cat.Resource("file:/opt/app/README")
+		if run.String("mode") != "0755" || readme.String("mode") != "0644" {
+			t.Errorf("modes: run %s, README %s; want 0755 and 0644", run.String("mode"), readme.String("mode"))
+		}
+	}
+}
