@@ -419,7 +419,7 @@ var aptRepositorySchema = &Schema{
 			}
 			return nil
 		}},
-		{Name: "uris", Kind: KindList, Required: true, Doc: "the repository's URIs, like [\"https://deb.example.com/debian\"]", Check: func(v any) error {
+		{Name: "uris", Kind: KindList, Doc: "the repository's URIs (required unless ensure = \"absent\"), like [\"https://deb.example.com/debian\"]", Check: func(v any) error {
 			return aptWords(v.([]string), func(u string) error {
 				scheme, rest, ok := strings.Cut(u, ":")
 				if !ok || scheme == "" || rest == "" || strings.Trim(scheme, "abcdefghijklmnopqrstuvwxyz0123456789+") != "" {
@@ -428,7 +428,7 @@ var aptRepositorySchema = &Schema{
 				return nil
 			})
 		}},
-		{Name: "suites", Kind: KindList, Required: true, Doc: "suites, like [\"bookworm\"]; a path ending in / (\"./\") is a flat repository, without components", Check: func(v any) error {
+		{Name: "suites", Kind: KindList, Doc: "suites (required unless ensure = \"absent\"), like [\"bookworm\"]; a path ending in / (\"./\") is a flat repository, without components", Check: func(v any) error {
 			return aptWords(v.([]string), nil)
 		}},
 		{Name: "components", Kind: KindList, Doc: "components, like [\"main\"] (required unless the suites are flat)", Check: func(v any) error {
@@ -441,6 +441,13 @@ var aptRepositorySchema = &Schema{
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["ensure"] != "absent" {
+			for _, k := range []string{"uris", "suites"} {
+				if _, ok := a[k]; !ok {
+					bad("name", "apt_repository needs %s (unless ensure = \"absent\")", k)
+				}
+			}
+		}
 		flat := 0
 		suites, _ := a["suites"].([]string)
 		for _, s := range suites {

@@ -53,7 +53,7 @@ type aptRepoState struct {
 	keySource   string // the key's path in the site, for messages
 	writeSrc    bool
 	writeKey    bool
-	removeFiles []string // what ensure = absent removes
+	removeFiles []string // what ensure = absent removes, or a stale key
 }
 
 // Check compares the source file and the key with want.
@@ -118,6 +118,20 @@ func (t *AptRepository) Check(_ context.Context, h *Host, want *catalogs.Resourc
 			st.writeSrc = true
 		}
 	}
+	// A key of the other kind (.asc for .gpg, or any when the source has
+	// no key now) is a key apt no longer needs: remove it.
+	for _, ext := range []string{".asc", ".gpg"} {
+		rel := "etc/apt/keyrings/" + name + ext
+		if rel == st.keyRel {
+			continue
+		}
+		if _, err := lstatInRoot(root, rel); err == nil {
+			plan.Changes = append(plan.Changes, Change{Attr: "old key", From: "/" + rel, To: "absent", Action: Delete})
+			st.removeFiles = append(st.removeFiles, rel)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("checking apt_repository %s: %w", name, err)
+		}
+	}
 	if st.keyRel != "" {
 		kb, kst, err := readInRoot(root, st.keyRel, maxAptKey)
 		switch {
@@ -158,12 +172,12 @@ func (t *AptRepository) Apply(ctx context.Context, h *Host, p *Plan) error {
 		return fmt.Errorf("applying %s: %w", p.Resource.ID, err)
 	}
 	defer r.Close()
-	if st.absent {
-		for _, rel := range st.removeFiles {
-			if err := r.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("removing /%s: %w", rel, err)
-			}
+	for _, rel := range st.removeFiles {
+		if err := r.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing /%s: %w", rel, err)
 		}
+	}
+	if st.absent {
 		return nil
 	}
 	write := func(rel string, fill func(io.Writer) error) error {
