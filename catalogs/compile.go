@@ -121,6 +121,11 @@ type compiler struct {
 	frame
 	instances  map[string]*instance // every use of a definition, by "vhost:shop"
 	expansions int                  // declarations made, against MaxExpansions
+	repos      []string             // the apt_repository ids, once aptRepos looked
+	// trees maps the top of a source directory's tree to the ids of the
+	// resources below it, and treeOf each of those to its top.
+	trees  map[string][]string
+	treeOf map[string]string
 }
 
 // renderer returns the compile's templates, taking them on first use.
@@ -210,6 +215,10 @@ func (c *compiler) declare(d *decl) {
 	if name == "" {
 		c.diags.add(d.attrPos(s.Key), "%s: %s is empty", s.Type, s.Key)
 	}
+	treeSrc := ""
+	if src, _ := attrs["source"].(string); s.Type == "file" && (attrs["recurse"] == true || strings.HasSuffix(src, "/")) {
+		treeSrc = c.treeTop(attrs)
+	}
 	c.resolveContent(d, attrs)
 	if len(c.diags) > before {
 		return
@@ -236,6 +245,106 @@ func (c *compiler) declare(d *decl) {
 	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
+	if treeSrc != "" {
+		c.expandTree(d, b, treeSrc)
+	}
+}
+
+// treeTop turns a file resource whose source is a directory into the
+// directory at the top of the tree and returns the source: its own mode
+// is dir_mode's, and the files' mode stays in the attributes as
+// "file_mode" only until expandTree has read it.
+func (c *compiler) treeTop(attrs map[string]any) string {
+	src, _ := attrs["source"].(string)
+	delete(attrs, "source")
+	attrs["recurse"] = true
+	attrs["ensure"] = "directory"
+	if m, ok := attrs["mode"]; ok {
+		attrs["\x00file_mode"] = m
+	}
+	delete(attrs, "mode")
+	if dm, ok := attrs["dir_mode"]; ok {
+		attrs["mode"] = dm
+	}
+	return src
+}
+
+// treeCopied are the attributes every resource of a source directory's
+// tree takes from the declaration.
+var treeCopied = []string{"owner", "group", "backup", "drift", "audit", "ignore"}
+
+// expandTree adds a file resource for every file and directory under the
+// source directory src of top (a directory resource), below top's path:
+// each file by digest like any source, so the catalog lists every file it
+// ships and the agent fetches each as it does one. Files take mode, or the
+// site's executable bit (0755, else 0644); directories dir_mode, and purge.
+// The site never holds a symbolic link (Load refuses one, naming it), so
+// nothing a link in the site points at can be shipped.
+func (c *compiler) expandTree(d *decl, top *built, src string) {
+	a := top.res.Attrs
+	fileMode, hasFileMode := a["\x00file_mode"]
+	delete(a, "\x00file_mode")
+	rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
+	if !strings.HasPrefix(rel, "files/") || !c.site.dirs[rel] {
+		if _, isFile := c.site.files[rel]; isFile {
+			c.diags.add(d.attrPos("source"), "source %q is a file: a source directory (recurse) names a directory under files/", src)
+		} else {
+			c.diags.add(d.attrPos("source"), "source %q: no such directory under files/", src)
+		}
+		return
+	}
+	prefix := rel + "/"
+	if c.trees == nil {
+		c.trees = map[string][]string{}
+		c.treeOf = map[string]string{}
+	}
+	tree := c.site.tree
+	for i, _ := slices.BinarySearch(tree, prefix); i < len(tree) && strings.HasPrefix(tree[i], prefix); i++ {
+		p := top.res.Name + "/" + tree[i][len(prefix):]
+		attrs := map[string]any{"path": p}
+		for _, k := range treeCopied {
+			if v, ok := a[k]; ok {
+				attrs[k] = v
+			}
+		}
+		if c.site.dirs[tree[i]] {
+			attrs["ensure"] = "directory"
+			if dm, ok := a["dir_mode"]; ok {
+				attrs["mode"] = dm
+			}
+			if a["purge"] == true {
+				attrs["purge"] = true
+			}
+		} else {
+			fr := c.site.files[tree[i]]
+			attrs["source"], attrs["digest"] = tree[i], fr.Digest
+			c.files[fr.Digest] = fr
+			switch {
+			case hasFileMode:
+				attrs["mode"] = fileMode
+			case c.site.execs[tree[i]]:
+				attrs["mode"] = "0755"
+			default:
+				attrs["mode"] = "0644"
+			}
+		}
+		id := "file:" + p
+		if prev, dup := c.byID[id]; dup {
+			c.diags.add(d.attrPos("source"), "duplicate resource %s: already declared at %s, and %s holds it too", id, prev.pos, tree[i])
+			continue
+		}
+		nb := &built{pos: d.pos, res: Resource{ID: id, Type: "file", Name: p, Attrs: attrs, Source: d.source}}
+		for _, e := range top.edges {
+			if e.kind == "notify" {
+				nb.edges = append(nb.edges, e)
+			}
+		}
+		c.byID[id] = nb
+		c.order = append(c.order, nb)
+		c.trees[top.res.ID] = append(c.trees[top.res.ID], id)
+		c.treeOf[id] = top.res.ID
+	}
+	delete(a, "dir_mode") // the top's own mode now; its directories have theirs
 }
 
 // wholeTypes are the types whose attributes together make one edit (a
@@ -349,6 +458,17 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 		}
 		attrs["content"] = c.buf.String()
 	}
+	if key, ok := attrs["key"].(string); ok && d.schema.Type == "apt_repository" {
+		rel := path.Clean("files/" + strings.TrimPrefix(key, "files/"))
+		fr, ok := c.site.files[rel]
+		if !ok || !strings.HasPrefix(rel, "files/") {
+			c.diags.add(d.attrPos("key"), "key %q: no such file under files/", key)
+			return
+		}
+		attrs["key"] = rel
+		attrs["key_digest"] = fr.Digest
+		c.files[fr.Digest] = fr
+	}
 	if src, ok := attrs["source"].(string); ok {
 		rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
 		fr, ok := c.site.files[rel]
@@ -379,17 +499,31 @@ func (c *compiler) link() {
 				}
 				continue
 			}
+			// A source directory's tree stands for all of it: what waits
+			// for the top, or is before it, or subscribes to it, does so
+			// for every file below too (the tree's own resources aside,
+			// which wait for their directories).
+			kids := c.trees[e.ref]
+			if c.treeOf[self] == e.ref {
+				kids = nil
+			}
 			switch e.kind {
 			case "before":
 				t.res.Require = append(t.res.Require, self)
+				t.res.Require = append(t.res.Require, c.trees[self]...)
 			case "notify":
 				t.res.Require = append(t.res.Require, self)
 				b.res.Notify = append(b.res.Notify, e.ref)
 			case "subscribe":
 				b.res.Require = append(b.res.Require, e.ref)
 				t.res.Notify = append(t.res.Notify, self)
+				for _, k := range kids {
+					b.res.Require = append(b.res.Require, k)
+					c.byID[k].res.Notify = append(c.byID[k].res.Notify, self)
+				}
 			default: // require, implicit
 				b.res.Require = append(b.res.Require, e.ref)
+				b.res.Require = append(b.res.Require, kids...)
 			}
 		}
 	}
@@ -411,7 +545,8 @@ func sortedSet(ids []string) []string {
 
 // implicit adds the edges an operator should not have to write: a file
 // waits for its managed parent directory, owner and group; an exec or a
-// service for its user; a user for its groups.
+// service for its user; a user for its groups; an authorized key for its
+// user; a package installed by name for every apt_repository.
 func (c *compiler) implicit(b *built) {
 	a := b.res.Attrs
 	add := func(kind, ref string) {
@@ -471,6 +606,19 @@ func (c *compiler) implicit(b *built) {
 		}
 	case "mount":
 		add("mount point", "file:"+b.res.Name)
+	case "authorized_key":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+	case "package":
+		// An install by name needs the catalog's sources in place first
+		// (the agent refreshes apt's lists once, before the first such
+		// install); a package from a site .deb needs none.
+		if str("source") == "" {
+			for _, r := range c.aptRepos() {
+				add("apt source", r)
+			}
+		}
 	case "user":
 		if g := str("gid"); g != "" {
 			add("primary group", "group:"+g)
@@ -504,6 +652,20 @@ func (c *compiler) editConflict(b *built) {
 		}
 		c.diags.add(b.pos, "%s edits %s, whose %s file:%s (declared at %s) manages: give the whole file to one of them", b.res.ID, p, what, p, f.pos)
 	}
+}
+
+// aptRepos returns the ids of the catalog's apt_repository resources,
+// found once per compile.
+func (c *compiler) aptRepos() []string {
+	if c.repos == nil {
+		c.repos = []string{}
+		for _, b := range c.order {
+			if b.res.Type == "apt_repository" {
+				c.repos = append(c.repos, b.res.ID)
+			}
+		}
+	}
+	return c.repos
 }
 
 // findCycles reports every dependency cycle, spelled out with where each

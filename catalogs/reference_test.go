@@ -66,6 +66,9 @@ func writeAttrRow(b *strings.Builder, prefix string, a Attr) {
 	if a.Required {
 		doc += " (required)"
 	}
+	if a.Sensitive {
+		doc += " (sensitive: never shown in reports, events or noop output)"
+	}
 	fmt.Fprintf(b, "| `%s%s` | %s | %s |\n", prefix, a.Name, strings.ReplaceAll(kind, "|", "\\|"), doc)
 	for _, sub := range a.Sub {
 		writeAttrRow(b, prefix+a.Name+".", sub)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // Kind is the type of a resource attribute's value.
@@ -45,6 +46,10 @@ type Attr struct {
 	Doc      string
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
+	// Sensitive marks a value that is secret by its nature (a password
+	// hash): the agent's changes for it carry no values, so reports,
+	// events, logs and noop output never show it.
+	Sensitive bool
 }
 
 // absPath checks that a path attribute is absolute and clean, so that every
@@ -121,6 +126,21 @@ var Schemas = map[string]*Schema{
 	"cron":    cronSchema,
 	"sysctl":  sysctlSchema,
 	"mount":   mountSchema,
+
+	"authorized_key": authorizedKeySchema,
+	"apt_repository": aptRepositorySchema,
+}
+
+// SensitiveAttr reports whether attribute name of resource type typ is
+// sensitive by nature (Attr.Sensitive), so that diffs and reports show
+// SensitiveText instead of its value.
+func SensitiveAttr(typ, name string) bool {
+	if s, ok := Schemas[typ]; ok {
+		if a, ok := s.Attr(name); ok {
+			return a.Sensitive
+		}
+	}
+	return false
 }
 
 // TypeNames returns the resource type names, sorted.
@@ -150,9 +170,24 @@ var fileSchema = &Schema{
 		{Name: "backup", Kind: KindBool, Doc: "keep replaced content in the agent's content store (default true)"},
 		{Name: "follow", Kind: KindBool, Doc: "follow a symbolic link at path instead of replacing it"},
 		{Name: "drift", Kind: KindString, Enum: []string{"report", "watch"}, Doc: "watch: put a hand edit back at once instead of at the next run"},
+		{Name: "recurse", Kind: KindBool, Doc: "source is a directory under files/ (as a source ending in / is): the tree is copied, each file and directory a resource of its own in the catalog"},
+		{Name: "dir_mode", Kind: KindMode, Doc: "with a source directory: the mode of its directories (mode is then its files'; without mode a file keeps the site's executable bit, 0755 or 0644)"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		ensure, _ := a["ensure"].(string)
+		src, _ := a["source"].(string)
+		tree := a["recurse"] == true || strings.HasSuffix(src, "/")
+		if tree {
+			switch {
+			case src == "":
+				bad("recurse", "recurse needs source, a directory under files/")
+			case ensure != "" && ensure != "directory":
+				bad("ensure", "a source directory needs ensure = \"directory\" (the default for one), not %q", ensure)
+			}
+			ensure = "directory"
+		} else if _, ok := a["dir_mode"]; ok {
+			bad("dir_mode", "dir_mode is for a source directory (source = \"files/dir/\" or recurse = true)")
+		}
 		if ensure == "" {
 			ensure = "file"
 		}
@@ -163,7 +198,7 @@ var fileSchema = &Schema{
 				if n > 1 {
 					bad(k, "content, source and template are alternatives: give one")
 				}
-				if ensure != "file" {
+				if ensure != "file" && !(k == "source" && tree) {
 					bad(k, "%s needs ensure = \"file\", not %q", k, ensure)
 				}
 			}
@@ -186,13 +221,13 @@ var packageSchema = &Schema{
 	Doc: "a software package",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the package name"},
-		{Name: "ensure", Kind: KindString, Doc: "installed (default), absent, purged, latest, or a version"},
+		{Name: "ensure", Kind: KindString, Doc: "installed (default), held (installed and held at its version), absent, purged, latest, or a version"},
 		{Name: "provider", Kind: KindString, Enum: []string{"apt"}, Doc: "package manager (default apt)"},
 		{Name: "source", Kind: KindString, Doc: "a .deb under the site's files/ directory, installed with dpkg"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		if e, _ := a["ensure"].(string); strings.ContainsAny(e, " \t\n") {
-			bad("ensure", "ensure %q: want installed, absent, purged, latest or a version", e)
+			bad("ensure", "ensure %q: want installed, held, absent, purged, latest or a version", e)
 		}
 		if s, ok := a["source"].(string); ok && !strings.HasSuffix(s, ".deb") {
 			bad("source", "source %q: want a .deb file", s)
@@ -289,6 +324,7 @@ var userSchema = &Schema{
 		{Name: "comment", Kind: KindString, Doc: "the GECOS field"},
 		{Name: "system", Kind: KindBool, Doc: "a system account (uid below UID_MIN)"},
 		{Name: "managehome", Kind: KindBool, Doc: "create the home directory"},
+		{Name: "password", Kind: KindString, Sensitive: true, Doc: "the password as a crypt(3) hash (\"$y$…\", \"$6$…\", \"$5$…\"), \"!\" or \"*\" for locked, or \"!\" before a hash to lock it; written to etc/shadow", Check: cryptHash},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		checkAccountName(a, bad)
@@ -522,6 +558,155 @@ func SysctlName(name string) error {
 }
 
 func sysctlName(v any) error { s, _ := v.(string); return SysctlName(s) }
+
+// cryptHash checks a password attribute's shape: a crypt(3) hash of a
+// method the shadow suite writes (yescrypt, SHA-512, SHA-256, bcrypt,
+// gost-yescrypt, scrypt), or a locked field. A clear-text password put
+// there by mistake must fail the compile, never reach etc/shadow (where it
+// would be a password nobody can type) or a report.
+func cryptHash(v any) error {
+	s, _ := v.(string)
+	if s == "!" || s == "*" || s == "!*" {
+		return nil
+	}
+	h := strings.TrimPrefix(s, "!")
+	ok := false
+	for _, id := range []string{"$y$", "$6$", "$5$", "$2b$", "$2y$", "$gy$", "$7$"} {
+		if strings.HasPrefix(h, id) && len(h) > len(id)+1 {
+			ok = true
+		}
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '/' || c == '$' || c == '=') {
+			ok = false
+		}
+	}
+	if !ok || strings.Count(h, "$") < 3 {
+		// The value itself is never quoted: it may be a clear-text
+		// password typed into the wrong attribute.
+		return fmt.Errorf("want a crypt(3) hash like \"$y$…\" or \"$6$…\" (mkpasswd makes one), or \"!\" or \"*\" for a locked account")
+	}
+	return nil
+}
+
+var authorizedKeySchema = &Schema{
+	Type: "authorized_key", Key: "name",
+	Doc: "one public key in a user's ~/.ssh/authorized_keys",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "a label for the key, written as its comment (\"alice@laptop\")"},
+		{Name: "user", Kind: KindString, Required: true, Doc: "whose authorized_keys (the home comes from the host's etc/passwd)"},
+		{Name: "key", Kind: KindString, Required: true, Doc: "the public key as \"type base64\", like \"ssh-ed25519 AAAAC3Nza…\"", Check: func(v any) error {
+			_, _, err := SplitPublicKey(v.(string))
+			return err
+		}},
+		{Name: "options", Kind: KindList, Doc: "the key's options, like [\"no-pty\", \"from=\\\"10.0.0.0/8\\\"\"]", Check: func(v any) error {
+			for _, o := range v.([]string) {
+				if err := CheckKeyOption(o); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+		{Name: "purge", Kind: KindBool, Doc: "the user's authorized_keys holds only the keys this catalog manages for the user: every other key is removed (comments stay)"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if n, _ := a["name"].(string); strings.ContainsAny(n, "\n\r\x00") {
+			bad("name", "name: a key's label is one line")
+		}
+		if u, _ := a["user"].(string); u != "" {
+			checkAccountName(map[string]any{"name": u}, func(_, format string, args ...any) { bad("user", "user: "+format, args...) })
+		}
+	},
+}
+
+var aptRepositorySchema = &Schema{
+	Type: "apt_repository", Key: "name",
+	Doc: "an apt source, /etc/apt/sources.list.d/<name>.sources (deb822), with its signing key in /etc/apt/keyrings; packages installed by name wait for every apt_repository",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "names the files: letters, digits, _ . -", Check: func(v any) error {
+			n := v.(string)
+			for i, c := range n {
+				if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || (i > 0 && (c == '.' || c == '-'))) {
+					return fmt.Errorf("name %q: want letters, digits, _ . - (it names files apt reads)", n)
+				}
+			}
+			return nil
+		}},
+		{Name: "uris", Kind: KindList, Doc: "the repository's URIs (required unless ensure = \"absent\"), like [\"https://deb.example.com/debian\"]", Check: func(v any) error {
+			return aptWords(v.([]string), func(u string) error {
+				scheme, rest, ok := strings.Cut(u, ":")
+				if !ok || scheme == "" || rest == "" || strings.Trim(scheme, "abcdefghijklmnopqrstuvwxyz0123456789+") != "" {
+					return fmt.Errorf("uri %q: want a URI like https://deb.example.com/debian or file:/srv/repo", u)
+				}
+				return nil
+			})
+		}},
+		{Name: "suites", Kind: KindList, Doc: "suites (required unless ensure = \"absent\"), like [\"bookworm\"]; a path ending in / (\"./\") is a flat repository, without components", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "components", Kind: KindList, Doc: "components, like [\"main\"] (required unless the suites are flat)", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "architectures", Kind: KindList, Doc: "architectures to fetch, like [\"amd64\"] (default: apt's)", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "key", Kind: KindString, Doc: "the signing key, a .asc (ASCII-armored) or .gpg (binary) file under the site's files/, written to /etc/apt/keyrings/<name>.asc|.gpg and named by Signed-By"},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["ensure"] != "absent" {
+			for _, k := range []string{"uris", "suites"} {
+				if _, ok := a[k]; !ok {
+					bad("name", "apt_repository needs %s (unless ensure = \"absent\")", k)
+				}
+			}
+		}
+		flat := 0
+		suites, _ := a["suites"].([]string)
+		for _, s := range suites {
+			if strings.HasSuffix(s, "/") {
+				flat++
+			}
+		}
+		comps, _ := a["components"].([]string)
+		switch {
+		case flat > 0 && flat < len(suites):
+			bad("suites", "suites: a flat suite (ending in /) and a named one cannot share a source")
+		case flat > 0 && len(comps) > 0:
+			bad("components", "components: a flat suite (ending in /) has none")
+		case flat == 0 && len(suites) > 0 && len(comps) == 0:
+			bad("suites", "suites: a named suite needs components, like [\"main\"]")
+		}
+		if k, ok := a["key"].(string); ok && !strings.HasSuffix(k, ".asc") && !strings.HasSuffix(k, ".gpg") {
+			bad("key", "key %q: want a .asc (ASCII-armored) or .gpg (binary) file under files/", k)
+		}
+	},
+}
+
+// aptWords checks the words of a deb822 list field: at least one, each
+// non-empty without spaces, line breaks or #, and each passing check.
+func aptWords(vs []string, check func(string) error) error {
+	if len(vs) == 0 {
+		return fmt.Errorf("want at least one")
+	}
+	for _, v := range vs {
+		for _, c := range v {
+			if c == '#' || unicode.IsSpace(c) || !unicode.IsGraphic(c) {
+				return fmt.Errorf("%q: want one word, without spaces, control characters or #", v)
+			}
+		}
+		if v == "" {
+			return fmt.Errorf("want a word, not an empty string")
+		}
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // checkAccountName applies the shadow suite's rule for user and group names
 // (useradd refuses the rest), so that the mistake surfaces at compile time

@@ -35,6 +35,14 @@ type Site struct {
 	data    map[string]*tomlDoc // "os/debian" → data/os/debian.toml
 	render  *renderers          // every file under templates/ and every templated value
 	files   map[string]FileRef  // "files/motd" → its digest and size
+	// execs are the static files with an executable bit in the site, and
+	// dirs the directories under files/: what a source directory copies
+	// (recurse) keeps.
+	execs map[string]bool
+	dirs  map[string]bool
+	// tree is every static file and directory under files/, sorted, for
+	// source directories; built once at load.
+	tree []string
 	// policies are policies/**/*.rego, sorted by path.
 	policies []SourceFile
 	// blobs keeps static files by digest for a site whose directory is
@@ -110,6 +118,8 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 			data:    map[string]*tomlDoc{},
 			files:   map[string]FileRef{},
 			render:  newRenderers(),
+			execs:   map[string]bool{},
+			dirs:    map[string]bool{},
 		},
 		contents:  map[string][]byte{},
 		inlinePos: map[string]Pos{},
@@ -119,6 +129,13 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 		return nil, "", err
 	}
 	slices.SortFunc(l.site.policies, func(a, b SourceFile) int { return strings.Compare(a.Path, b.Path) })
+	for rel := range l.site.files {
+		l.site.tree = append(l.site.tree, rel)
+	}
+	for rel := range l.site.dirs {
+		l.site.tree = append(l.site.tree, rel)
+	}
+	slices.Sort(l.site.tree)
 	// A file that could not be read would only cause confusing
 	// follow-on mistakes ("a site needs nodes.toml").
 	if err := l.diags.err(); err != nil {

@@ -48,6 +48,7 @@ func allConformanceCases(t *testing.T) []conformanceCase {
 	for _, f := range []func(*testing.T) []conformanceCase{
 		fileConformance, packageConformance, userConformance, groupConformance, execConformance, serviceConformance,
 		lineConformance, iniConformance, cronConformance, sysctlConformance, mountConformance,
+		authorizedKeyConformance, aptRepositoryConformance,
 	} {
 		cs = append(cs, f(t)...)
 	}

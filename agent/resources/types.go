@@ -17,5 +17,8 @@ func Types() map[string]Type {
 		"cron":    &Cron{},
 		"sysctl":  &Sysctl{},
 		"mount":   &Mount{},
+
+		"authorized_key": &AuthorizedKey{},
+		"apt_repository": &AptRepository{},
 	}
 }
