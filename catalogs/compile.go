@@ -189,12 +189,12 @@ func (c *compiler) declare(d *decl) {
 			c.diags.add(d.attrPos(attr), format, args...)
 		})
 	}
-	if ig, ok := attrs["ignore"].([]string); ok && len(ig) > 0 && wholeTypes[s.Type] {
-		c.diags.add(d.attrPos("ignore"), "ignore: a %s resource is one edit, converged whole: it has no attribute to leave alone", s.Type)
+	if ig, ok := attrs["ignore"].([]string); ok && len(ig) > 0 && len(s.Ignorable) == 0 {
+		c.diags.add(d.attrPos("ignore"), "ignore: every %s resource is converged whole: it has no attribute the agent could leave alone", s.Type)
 	} else if ok {
 		for _, name := range ig {
-			if _, known := s.Attr(name); !known || name == s.Key {
-				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent manages for %s (want one of %s)", name, s.Type, strings.Join(managedNames(s), ", "))
+			if !slices.Contains(s.Ignorable, name) {
+				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent can leave alone for %s (want one of %s)", name, s.Type, strings.Join(s.Ignorable, ", "))
 			}
 		}
 	}
@@ -347,12 +347,6 @@ func (c *compiler) expandTree(d *decl, top *built, src string) {
 	delete(a, "dir_mode") // the top's own mode now; its directories have theirs
 }
 
-// wholeTypes are the types whose attributes together make one edit (a
-// line, a setting, a job, a parameter, an fstab entry): leaving one of
-// them alone would mean writing something no one declared, so ignore is
-// refused rather than silently not acted on.
-var wholeTypes = map[string]bool{"line": true, "ini": true, "cron": true, "sysctl": true, "mount": true}
-
 // defaultEditName names a line or ini resource that was given no name
 // by what it edits: "/etc/app.conf: allow all" (the line, or the match
 // between slashes), "/etc/app.ini: [server] port".
@@ -378,17 +372,6 @@ func (s *Site) noteSize(n int) {
 			return
 		}
 	}
-}
-
-// managedNames lists the attributes of s that ignore may name.
-func managedNames(s *Schema) []string {
-	var out []string
-	for _, a := range s.Attrs {
-		if a.Name != s.Key {
-			out = append(out, a.Name)
-		}
-	}
-	return out
 }
 
 // render executes a declAttr's templates and coerces the result.

@@ -47,6 +47,11 @@ func resourceTables() string {
 		for _, a := range s.Attrs {
 			writeAttrRow(&b, "", a)
 		}
+		if len(s.Ignorable) > 0 {
+			fmt.Fprintf(&b, "\n`ignore` may name: %s.\n", strings.Join(s.Ignorable, ", "))
+		} else {
+			b.WriteString("\n`ignore` is refused: the type converges the resource whole.\n")
+		}
 		b.WriteString("\n")
 	}
 	b.WriteString("### attributes of every type\n\n| attribute | type | meaning |\n|---|---|---|\n")

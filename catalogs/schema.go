@@ -83,6 +83,10 @@ type Schema struct {
 	Key   string // the attribute that names the resource: "path" for file, "name" otherwise
 	Attrs []Attr
 	Doc   string
+	// Ignorable lists the attributes `ignore` may name: those the agent's
+	// type really leaves alone when told to. A type with none refuses
+	// ignore, rather than accept a setting nothing acts on.
+	Ignorable []string
 	// check validates the attributes together after rendering; it reports
 	// each problem against the attribute at fault.
 	check func(a map[string]any, bad func(attr, format string, args ...any))
@@ -106,7 +110,7 @@ var metaAttrs = []Attr{
 	{Name: "notify", Kind: KindRefs, Doc: "resources refreshed (service restarted, refreshonly exec run) when this one changes"},
 	{Name: "subscribe", Kind: KindRefs, Doc: "resources whose change refreshes this one"},
 	{Name: "when", Kind: KindString, Doc: "a condition over node, facts, params and environment; the resource is left out when it is false"},
-	{Name: "ignore", Kind: KindList, Doc: "attributes the agent must leave alone because another tool owns them"},
+	{Name: "ignore", Kind: KindList, Doc: "attributes the agent must leave alone because another tool owns them; each type lists those it can leave alone, and a type converged whole refuses ignore"},
 	{Name: "audit", Kind: KindBool, Doc: "only check: the agent reports how the resource differs (status drift) and never changes or refreshes it"},
 	{Name: "tags", Kind: KindList, Doc: "names that select the resource in a partial run (--tags); the declaring role and every definition it came through are tags too"},
 	{Name: "for_each", Kind: KindString, Doc: "declare the resource once per element of a list or map (an expression over node, facts and params, or a literal array or table); attributes read each.key and each.value"},
@@ -155,7 +159,8 @@ func TypeNames() []string {
 
 var fileSchema = &Schema{
 	Type: "file", Key: "path",
-	Doc: "a file, directory or symbolic link",
+	Ignorable: []string{"ensure", "content", "source", "template", "mode", "owner", "group", "target", "purge"},
+	Doc:       "a file, directory or symbolic link",
 	Attrs: []Attr{
 		{Name: "path", Kind: KindString, Required: true, Doc: "absolute path on the host", Check: absPath},
 		{Name: "ensure", Kind: KindString, Enum: []string{"file", "directory", "link", "absent"}, Doc: "what the path should be (default file)"},
@@ -218,7 +223,8 @@ var fileSchema = &Schema{
 
 var packageSchema = &Schema{
 	Type: "package", Key: "name",
-	Doc: "a software package",
+	Ignorable: []string{"ensure"},
+	Doc:       "a software package",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the package name"},
 		{Name: "ensure", Kind: KindString, Doc: "installed (default), held (installed and held at its version), absent, purged, latest, or a version"},
@@ -237,7 +243,8 @@ var packageSchema = &Schema{
 
 var serviceSchema = &Schema{
 	Type: "service", Key: "name",
-	Doc: "a long-running process, supervised by the agent or by systemd",
+	Ignorable: []string{"ensure", "enable"},
+	Doc:       "a long-running process, supervised by the agent or by systemd",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the service name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"running", "stopped"}, Doc: "default running"},
@@ -312,7 +319,8 @@ var execSchema = &Schema{
 
 var userSchema = &Schema{
 	Type: "user", Key: "name",
-	Doc: "a local user account",
+	Ignorable: []string{"ensure", "uid", "gid", "groups", "home", "shell", "comment", "password"},
+	Doc:       "a local user account",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "login name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
@@ -336,7 +344,8 @@ var userSchema = &Schema{
 
 var groupSchema = &Schema{
 	Type: "group", Key: "name",
-	Doc: "a local group",
+	Ignorable: []string{"ensure", "gid"},
+	Doc:       "a local group",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "group name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
