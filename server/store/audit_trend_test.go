@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// countAt is the trend point at end counted the slow way, from what
+// AuditResults says at that time.
+func countAt(t *testing.T, s *Store, end time.Time) AuditTrendPoint {
+	t.Helper()
+	rs, err := s.AuditResults(context.Background(), AuditQuery{At: end})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := AuditTrendPoint{End: end}
+	nodes := map[string][2]int{} // judged, failing
+	for _, r := range rs {
+		nc := nodes[r.Node]
+		switch r.State {
+		case "pass":
+			p.Pass++
+			nc[0]++
+		case "fail":
+			p.Fail++
+			nc[0]++
+			nc[1]++
+		case "error":
+			p.Error++
+			nc[0]++
+			nc[1]++
+		case "no-data":
+			p.NoData++
+		}
+		nodes[r.Node] = nc
+	}
+	for _, nc := range nodes {
+		switch {
+		case nc[1] > 0:
+			p.NonCompliant++
+		case nc[0] > 0:
+			p.Compliant++
+		default:
+			p.NodesNoData++
+		}
+	}
+	return p
+}
+
+// TestAuditTrend replays a random history (states changing, controls
+// removed, a node deactivated) and checks every point of the trend
+// against AuditResults at the point's end: the trend says what herd audit
+// --at would have said.
+func TestAuditTrend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{})
+	rng := rand.New(rand.NewPCG(1, 2))
+	states := []string{"pass", "pass", "pass", "fail", "error", "no-data"}
+	for step := range 40 {
+		sets := map[string][]AuditRecord{}
+		for n := range 6 {
+			if rng.IntN(3) == 0 {
+				continue // not re-judged this time
+			}
+			var recs []AuditRecord
+			controls := 4
+			if step > 25 {
+				controls = 3 // the site dropped a control
+			}
+			for c := range controls {
+				recs = append(recs, rec(fmt.Sprintf("c%d", c), states[rng.IntN(len(states))], fmt.Sprint(rng.IntN(2))))
+			}
+			sets[fmt.Sprintf("n%d", n)] = recs
+		}
+		if _, err := s.SaveAudit(ctx, "v", at(step*100), sets); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"n0", "n1", "n2", "n3", "n4", "n5"} {
+		if err := s.Checkin(ctx, n, at(0), "", at(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := s.Deactivate(ctx, "n5", at(4000)); err != nil || !ok {
+		t.Fatalf("Deactivate = %v, %v", ok, err)
+	}
+	for _, tc := range []struct {
+		since time.Time
+		step  time.Duration
+		n     int
+	}{
+		{at(-500), 100 * time.Second, 50}, // from before the first result
+		{at(1050), 250 * time.Second, 8},  // from the middle, buckets ending between saves
+		{at(3900), time.Second, 3},        // past the end: the last state repeats
+	} {
+		got, err := s.AuditTrend(ctx, tc.since, tc.step, tc.n)
+		if err != nil {
+			t.Fatalf("AuditTrend(%v, %v, %d) = %v", tc.since, tc.step, tc.n, err)
+		}
+		if len(got) != tc.n {
+			t.Fatalf("AuditTrend(%v, %v, %d) = %d points", tc.since, tc.step, tc.n, len(got))
+		}
+		for i, p := range got {
+			want := countAt(t, s, tc.since.Add(time.Duration(i+1)*tc.step))
+			if diff := cmp.Diff(want, p, cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+				t.Errorf("AuditTrend(%v, %v) point %d (-AuditResults +trend):\n%s", tc.since, tc.step, i, diff)
+			}
+		}
+	}
+	if _, err := s.AuditTrend(ctx, at(0), 0, 5); err == nil {
+		t.Error("AuditTrend with a zero step: no error")
+	}
+}
+
+// TestAuditMark: the mark moves when results are recorded, a node is
+// deactivated or purged, and stays put otherwise.
+func TestAuditMark(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{})
+	mark := func() AuditMark {
+		t.Helper()
+		m, err := s.AuditMark(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m0 := mark()
+	for _, n := range []string{"a", "b"} {
+		if err := s.Checkin(ctx, n, at(0), "", at(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := mark(); m != m0 {
+		t.Errorf("a check-in moved the mark: %+v → %+v", m0, m)
+	}
+	if _, err := s.SaveAudit(ctx, "v", at(1), map[string][]AuditRecord{"a": {rec("c", "pass", "")}, "b": {rec("c", "fail", "x")}}); err != nil {
+		t.Fatal(err)
+	}
+	m1 := mark()
+	if m1 == m0 {
+		t.Error("saving results left the mark")
+	}
+	if _, err := s.SaveAudit(ctx, "v", at(2), map[string][]AuditRecord{"a": {rec("c", "pass", "")}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := mark(); m != m1 {
+		t.Errorf("saving the same results moved the mark: %+v → %+v", m1, m)
+	}
+	if _, err := s.Deactivate(ctx, "a", at(3)); err != nil {
+		t.Fatal(err)
+	}
+	m2 := mark()
+	if m2 == m1 {
+		t.Error("deactivating a node left the mark")
+	}
+	if _, err := s.Purge(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if m := mark(); m == m2 {
+		t.Error("purging a node left the mark")
+	}
+}
