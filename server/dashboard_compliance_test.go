@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"html"
+	"io"
+	"log/slog"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -286,4 +290,82 @@ func TestDashboardCompliancePages(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkCompliance10k is the compliance page over 10,000 nodes and 50
+// controls (one result in 17 failing): Warm when the results did not
+// change since the last load, Changed when one node's did before each
+// load (the view and the trend are read again), Control a control's
+// page, and the overview sorted by its compliance column.
+func BenchmarkCompliance10k(b *testing.B) {
+	const nodes = 10000
+	s := startAuditServer(b, benchAuditFiles(b))
+	seedNodes(b, s, nodes)
+	var ids []string
+	for _, c := range s.site.Load().audit.Controls() {
+		ids = append(ids, c.ID)
+	}
+	if len(ids) != 50 {
+		b.Fatalf("%d controls, want 50", len(ids))
+	}
+	when := time.Now().Add(-3 * time.Hour)
+	for from := 0; from < nodes; from += 500 {
+		sets := map[string]map[string]string{}
+		for i := from; i < from+500; i++ {
+			states := map[string]string{}
+			for j, id := range ids {
+				states[id] = "pass"
+				if (i+j)%17 == 0 {
+					states[id] = "fail"
+				}
+			}
+			sets[fmt.Sprintf("node-%05d", i)] = states
+		}
+		storeAudit(b, s, when, sets, "/etc/ssh/sshd_config has PermitRootLogin yes")
+	}
+	srv := httptestServer(b, dashboard.New(s.Dashboard(), dashboard.Options{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}))
+	get := func(b *testing.B, path string) {
+		resp, err := http.Get(srv + path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n == 0 {
+			b.Fatalf("GET %s = %d", path, resp.StatusCode)
+		}
+	}
+	flip := 0
+	for _, bc := range []struct {
+		name, path string
+		change     bool
+	}{
+		{"Warm", "/compliance", false},
+		{"Changed", "/compliance", true},
+		{"Control", "/compliance/controls/" + ids[len(ids)-1], false},
+		{"OverviewSort", "/?sort=compliance&desc=1", false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			get(b, bc.path) // the first build is not what is measured
+			for b.Loop() {
+				if bc.change {
+					b.StopTimer()
+					flip++
+					st := map[string]string{ids[0]: []string{"pass", "fail"}[flip%2]}
+					storeAudit(b, s, time.Now(), map[string]map[string]string{"node-00001": st}, "flipped")
+					b.StartTimer()
+				}
+				get(b, bc.path)
+			}
+		})
+	}
+}
+
+// httptestServer serves h on 127.0.0.1 until the benchmark ends and
+// returns its URL.
+func httptestServer(tb testing.TB, h http.Handler) string {
+	tb.Helper()
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	return srv.URL
 }
