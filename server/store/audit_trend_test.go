@@ -169,3 +169,81 @@ func TestAuditMark(t *testing.T) {
 		t.Error("purging a node left the mark")
 	}
 }
+
+// TestAuditFollower follows a random history as it is written, a save at
+// a time, through a deactivation and a purge, and checks after each step
+// that the follower's points are AuditTrend's.
+func TestAuditFollower(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{})
+	rng := rand.New(rand.NewPCG(3, 4))
+	states := []string{"pass", "pass", "fail", "error", "no-data"}
+	f := &AuditFollower{Step: 50 * time.Second, Keep: 1000 * time.Hour}
+	since := at(0).Truncate(f.Step).Add(-5 * f.Step)
+	var now time.Time
+	check := func(when string) {
+		t.Helper()
+		if err := s.Follow(ctx, f, now); err != nil {
+			t.Fatal(err)
+		}
+		for _, span := range []struct {
+			step time.Duration
+			n    int
+		}{{f.Step, 61}, {4 * f.Step, 15}} {
+			want, err := s.AuditTrend(ctx, since, span.step, span.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := f.Points(since, span.step, span.n)
+			if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+				t.Fatalf("%s, by %v: Points (-AuditTrend +follower):\n%s", when, span.step, diff)
+			}
+		}
+	}
+	now = at(0)
+	check("before any result")
+	for n := range 5 {
+		if err := s.Checkin(ctx, fmt.Sprintf("n%d", n), at(0), "", at(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for step := range 30 {
+		sets := map[string][]AuditRecord{}
+		for n := range 5 {
+			if rng.IntN(3) == 0 {
+				continue
+			}
+			controls := 3
+			if step > 20 {
+				controls = 2
+			}
+			var recs []AuditRecord
+			for c := range controls {
+				recs = append(recs, rec(fmt.Sprintf("c%d", c), states[rng.IntN(len(states))], ""))
+			}
+			sets[fmt.Sprintf("n%d", n)] = recs
+		}
+		// The pass's rows are stamped with its start; now is later.
+		if _, err := s.SaveAudit(ctx, "v", at(step*90+rng.IntN(40)), sets); err != nil {
+			t.Fatal(err)
+		}
+		now = at(step*90 + 60)
+		if step%4 == 0 {
+			check(fmt.Sprintf("after save %d", step))
+		}
+		switch step {
+		case 12:
+			if _, err := s.Deactivate(ctx, "n1", at(step*90)); err != nil {
+				t.Fatal(err)
+			}
+			check("after a deactivation")
+		case 17:
+			if _, err := s.Purge(ctx, "n1"); err != nil {
+				t.Fatal(err)
+			}
+			check("after a purge")
+		}
+	}
+	check("at the end")
+}
