@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -246,4 +247,76 @@ func TestAuditFollower(t *testing.T) {
 		}
 	}
 	check("at the end")
+}
+
+// TestAuditSummary: the summary's counts and failing results are those
+// of AuditResults{} over the controls asked for, with a deactivated node
+// and results of a control not asked for (stale) in the store.
+func TestAuditSummary(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{})
+	rng := rand.New(rand.NewPCG(5, 6))
+	states := []string{"pass", "pass", "fail", "error", "no-data"}
+	sets := map[string][]AuditRecord{}
+	for n := range 8 {
+		name := fmt.Sprintf("n%d", n)
+		if err := s.Checkin(ctx, name, at(0), "", at(0)); err != nil {
+			t.Fatal(err)
+		}
+		for c := range 4 {
+			st := states[rng.IntN(len(states))]
+			sets[name] = append(sets[name], rec(fmt.Sprintf("c%d", c), st, fmt.Sprintf(`[{"message":"%s %d"}]`, name, c)))
+		}
+	}
+	if _, err := s.SaveAudit(ctx, "v", at(10), sets); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deactivate(ctx, "n3", at(20)); err != nil {
+		t.Fatal(err)
+	}
+	asked := []string{"c0", "c1", "c2"} // c3 is stale
+	got, err := s.AuditSummary(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.AuditResults(ctx, AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, controls := map[[2]string]int{}, map[[2]string]int{}
+	var failing []string
+	for _, r := range rs {
+		if !slices.Contains(asked, r.Control) {
+			continue
+		}
+		nodes[[2]string{r.Node, r.State}]++
+		controls[[2]string{r.Control, r.State}]++
+		if r.State == "fail" || r.State == "error" {
+			failing = append(failing, r.Node+" "+r.Control+" "+string(r.Evidence))
+		}
+	}
+	gotNodes, gotControls := map[[2]string]int{}, map[[2]string]int{}
+	for _, c := range got.Nodes {
+		gotNodes[[2]string{c.Key, c.State}] += c.N
+	}
+	for _, c := range got.Controls {
+		gotControls[[2]string{c.Key, c.State}] += c.N
+	}
+	var gotFailing []string
+	for _, r := range got.Failing {
+		gotFailing = append(gotFailing, r.Node+" "+r.Control+" "+string(r.Evidence))
+	}
+	if diff := cmp.Diff(nodes, gotNodes); diff != "" {
+		t.Errorf("by node (-AuditResults +AuditSummary):\n%s", diff)
+	}
+	if diff := cmp.Diff(controls, gotControls); diff != "" {
+		t.Errorf("by control (-AuditResults +AuditSummary):\n%s", diff)
+	}
+	if diff := cmp.Diff(failing, gotFailing); diff != "" {
+		t.Errorf("failing (-AuditResults +AuditSummary):\n%s", diff)
+	}
+	if len(nodes) == 0 || len(failing) == 0 {
+		t.Fatal("the test's results are empty: it proves nothing")
+	}
 }
