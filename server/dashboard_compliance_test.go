@@ -202,6 +202,25 @@ func TestDashboardComplianceAgreesWithAPI(t *testing.T) {
 	}
 	agree(map[string][]string{"motd-clean": {"n-1"}, "last-run-clean": {"n-3"}, "no-drift": {"n-3"}})
 
+	// herd nodes --where reads the same names (the JSON API's nodes, as
+	// ListNodes answers), fresh: n-5 fails again, and no page was loaded
+	// since.
+	storeAudit(t, s, now.Add(-time.Minute), map[string]map[string]string{
+		"n-5": {"motd-clean": "pass", "last-run-clean": "pass", "no-drift": "fail"},
+	}, "again")
+	var listed apiNodes
+	apiGet(t, c, s, "/api/v1/nodes?where="+url.QueryEscape("controls_failed > 0"), http.StatusOK, &listed)
+	var names []string
+	for _, n := range listed.Nodes {
+		names = append(names, n.Name)
+	}
+	if diff := cmp.Diff([]string{"n-1", "n-3", "n-5"}, names); diff != "" {
+		t.Errorf("/api/v1/nodes where controls_failed > 0 (-want +got):\n%s", diff)
+	}
+	storeAudit(t, s, now.Add(-time.Minute), map[string]map[string]string{
+		"n-5": {"motd-clean": "pass", "last-run-clean": "pass", "no-drift": "pass"},
+	}, "")
+
 	// The overview's column, its sort and its where names.
 	_, _, body := dashboardGet(t, h, "/?where="+url.QueryEscape("controls_failed > 0")+"&sort=compliance&desc=1")
 	if !strings.Contains(body, "nodes 1–2 of 2") {
