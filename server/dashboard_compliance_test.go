@@ -309,6 +309,30 @@ func TestDashboardCompliancePages(t *testing.T) {
 			}
 		}
 	}
+	// Without a where, failing and compliant nodes come from the view;
+	// with one, from the fleet: the same nodes in the same order.
+	listed := func(path string) []string {
+		t.Helper()
+		_, _, body := dashboardGet(t, h, path)
+		i := strings.Index(body, `id="compliance-nodes"`)
+		if i < 0 {
+			t.Fatalf("GET %s: no node list", path)
+		}
+		var names []string
+		for _, m := range regexp.MustCompile(`<a class="node" href="/nodes/([^"]+)"`).FindAllStringSubmatch(body[i:], -1) {
+			names = append(names, m[1])
+		}
+		return names
+	}
+	for _, q := range []string{"", "show=compliant", "nsort=name", "ndesc=1", "show=compliant&nsort=name&ndesc=1", "limit=50&offset=5"} {
+		fast, slow := listed("/compliance?"+q), listed("/compliance?where=true&"+q)
+		if len(fast) == 0 {
+			t.Errorf("/compliance?%s lists no node", q)
+		}
+		if diff := cmp.Diff(slow, fast); diff != "" {
+			t.Errorf("/compliance?%s from the view against the fleet (-fleet +view):\n%s", q, diff)
+		}
+	}
 }
 
 // BenchmarkCompliance10k is the compliance page over 10,000 nodes and 50

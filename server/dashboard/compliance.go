@@ -248,14 +248,21 @@ func (h *handler) compliance(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	code := http.StatusOK
-	page, err := h.src.Nodes(ctx, q.nodeQuery())
-	var bad *BadQueryError
-	switch {
-	case errors.As(err, &bad):
-		d.WhereErr, code = bad.Error(), http.StatusBadRequest
-	case err != nil:
-		h.fail(w, r, http.StatusInternalServerError, "listing the nodes failed", err)
-		return
+	var page NodePage
+	if q.Where == "" && (q.Show == showFailing || q.Show == showCompliant) {
+		// Nodes that fail or comply all have results: the view lists
+		// them, without reading the fleet again.
+		page = complianceNodes(c, q)
+	} else {
+		page, err = h.src.Nodes(ctx, q.nodeQuery())
+		var bad *BadQueryError
+		switch {
+		case errors.As(err, &bad):
+			d.WhereErr, code = bad.Error(), http.StatusBadRequest
+		case err != nil:
+			h.fail(w, r, http.StatusInternalServerError, "listing the nodes failed", err)
+			return
+		}
 	}
 	d.Total = page.Total
 	for _, row := range page.Nodes {
@@ -293,6 +300,45 @@ func (h *handler) compliance(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Chart = complianceChart(bs, tr.step, tr.title)
 	h.render(w, r, "compliance", code, d)
+}
+
+// complianceNodes is the page of nodes q selects (failing or compliant,
+// no where) from the view, ordered as Source.Nodes orders them.
+func complianceNodes(c *Compliance, q complianceQuery) NodePage {
+	var rows []NodeRow
+	for _, n := range c.Nodes {
+		failing := n.Failed() > 0
+		if q.Show == showFailing && failing || q.Show == showCompliant && !failing && n.Pass > 0 {
+			rows = append(rows, NodeRow{Name: n.Node, Audit: n.AuditCounts})
+		}
+	}
+	nq := q.nodeQuery()
+	slices.SortStableFunc(rows, func(a, b NodeRow) int {
+		c := 0
+		if nq.Sort == SortCompliance {
+			c = cmp.Compare(complianceKey(a.Audit), complianceKey(b.Audit))
+		}
+		c = cmp.Or(c, strings.Compare(a.Name, b.Name))
+		if nq.Desc {
+			return -c
+		}
+		return c
+	})
+	page := NodePage{Total: len(rows)}
+	if q.Offset < len(rows) {
+		page.Nodes = rows[q.Offset:min(len(rows), q.Offset+q.Limit)]
+	}
+	return page
+}
+
+// complianceKey orders nodes by the controls they fail; a node no
+// control judged comes before one that passes them all (as the server
+// sorts SortCompliance).
+func complianceKey(c AuditCounts) int {
+	if c.Judged() == 0 {
+		return -1
+	}
+	return c.Failed()
 }
 
 // sortControls orders the controls by key, then as the source gave
