@@ -340,7 +340,12 @@ func (s *Server) auditNode(ctx context.Context, st *siteState, node string, now 
 		var err error
 		results, err = st.audit.Evaluate(ctx, in)
 		if err != nil {
-			// Evaluate fails only when ctx ends: the server stops.
+			// Evaluate fails when ctx ends (the server stops) or the
+			// node's catalog does not decode: its results stay as
+			// stored last.
+			if ctx.Err() == nil {
+				s.log.Error("auditing a node", "node", node, "err", err)
+			}
 			return nil, [32]byte{}, false
 		}
 	}
@@ -414,7 +419,14 @@ func (s *Server) auditInput(ctx context.Context, st *siteState, node string, now
 	}
 	if st.audit.Reads("catalog") || st.audit.Reads("resources") || st.audit.Reads("by_type") {
 		if cur, _ := s.compiles.get(node); cur != nil {
-			in.Catalog = s.decodeApproved(ctx, node, cur)
+			// The bytes, not a decoded catalog: the controls' input is
+			// converted from them directly (policies.AuditInput).
+			b, err := s.catalogBytes(ctx, cur)
+			if err != nil {
+				s.log.Error("reading a node's approved catalog for its audit", "node", node, "err", err)
+				return in, false, false
+			}
+			in.CatalogJSON = b
 		}
 	}
 	return in, true, true
