@@ -93,6 +93,10 @@ type jsonReader struct {
 	b  []byte
 	i  int
 	cv *converter
+	// src, when not empty, is b as a string: strings without escapes
+	// are taken from it rather than copied one by one, one allocation
+	// a resource instead of one a string.
+	src string
 }
 
 // lit consumes s if b continues with it.
@@ -175,9 +179,16 @@ func (p *jsonReader) resources(spans *spanCache) (ast.Value, bool) {
 				}
 			}
 		}
-		v, ok := p.resource()
+		r := p
+		if span != nil {
+			r = &jsonReader{b: span, cv: p.cv, src: string(span)}
+		}
+		v, ok := r.resource()
 		if !ok {
 			return nil, false
+		}
+		if r != p {
+			p.i = start + r.i
 		}
 		t := p.cv.term(v)
 		terms = append(terms, t)
@@ -239,7 +250,8 @@ func (p *jsonReader) resource() (ast.Value, bool) {
 	if !ok {
 		return nil, false
 	}
-	kvs := [][2]*ast.Term{{keyAttrs, attrs}, {keyID, id}, {keyName, name}}
+	var buf [7][2]*ast.Term
+	kvs := append(buf[:0], [2]*ast.Term{keyAttrs, attrs}, [2]*ast.Term{keyID, id}, [2]*ast.Term{keyName, name})
 	var notify, require *ast.Term
 	if p.lit(`,"notify":`) {
 		// The canonical encoding leaves out an empty list.
@@ -280,7 +292,8 @@ func (p *jsonReader) attrs() (*ast.Term, bool) {
 		return nil, false
 	}
 	var (
-		kvs  [][2]*ast.Term
+		buf  [16][2]*ast.Term
+		kvs  = buf[:0]
 		prev string
 	)
 	for first := true; !p.lit("}"); first = false {
@@ -463,9 +476,12 @@ func (p *jsonReader) rawStr() (string, bool) {
 		switch {
 		case c == '"':
 			var s string
-			if buf == nil {
+			switch {
+			case buf == nil && len(p.src) == len(p.b):
+				s = p.src[from:i]
+			case buf == nil:
 				s = string(p.b[from:i])
-			} else {
+			default:
 				s = string(append(buf, p.b[from:i]...))
 			}
 			if nonASCI && !utf8.ValidString(s) {
@@ -534,6 +550,11 @@ func (p *jsonReader) slowStr(start int) (string, bool) {
 // their decoded value: kept the second time they are seen, within
 // maxCacheBytes, sharded by hash. An entry is used only for bytes equal
 // to the copy it keeps.
+//
+// What was seen once is a bit set per shard (two bits a span), not a
+// map: at 10,000 nodes most spans are a node's own (a file naming it),
+// seen once and never again, and looking each up in a map of a million
+// hashes cost more than converting it.
 type spanCache struct {
 	seed   maphash.Seed
 	shards [cacheShards]spanShard
@@ -542,9 +563,15 @@ type spanCache struct {
 type spanShard struct {
 	mu    sync.RWMutex
 	m     map[uint64]spanEntry
-	seen  map[uint64]struct{}
+	seen  []uint64 // spanSeenBits bits
+	added int      // spans marked in seen since it was cleared
 	bytes int
 }
+
+// spanSeenBits is the size of a shard's seen set; it is cleared when an
+// eighth as many spans were marked in it, which keeps a false "seen"
+// (a span kept the first time) under one in twenty.
+const spanSeenBits = 1 << 17
 
 type spanEntry struct {
 	b []byte
@@ -555,7 +582,7 @@ func newSpanCache() *spanCache {
 	sc := &spanCache{seed: maphash.MakeSeed()}
 	for i := range sc.shards {
 		sc.shards[i].m = map[uint64]spanEntry{}
-		sc.shards[i].seen = map[uint64]struct{}{}
+		sc.shards[i].seen = make([]uint64, spanSeenBits/64)
 	}
 	return sc
 }
@@ -573,29 +600,35 @@ func (sc *spanCache) get(b []byte) (uint64, *ast.Term) {
 	return h, nil
 }
 
+// seenBits are the two bits of the seen set that stand for h; the low
+// bits chose the shard, so these come from the high ones.
+func seenBits(h uint64) (uint64, uint64) {
+	return (h >> 20) % spanSeenBits, (h >> 40) % spanSeenBits
+}
+
 // put keeps t as the value of b, whose hash get gave, if b was seen
 // before and the shard has room.
 func (sc *spanCache) put(h uint64, b []byte, t *ast.Term) {
 	sh := &sc.shards[h%cacheShards]
-	const maxShardBytes, maxShardSeen = maxCacheBytes / cacheShards, maxSeen / cacheShards
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if _, exists := sh.m[h]; exists {
-		return
-	}
-	if _, twice := sh.seen[h]; !twice {
-		if len(sh.seen) >= maxShardSeen {
-			clear(sh.seen)
-		}
-		sh.seen[h] = struct{}{}
-		return
-	}
+	const maxShardBytes = maxCacheBytes / cacheShards
 	// The value's terms weigh about as much again as the bytes.
 	size := 2 * len(b)
-	if sh.bytes+size > maxShardBytes {
+	i, j := seenBits(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.seen[i/64]&(1<<(i%64)) == 0 || sh.seen[j/64]&(1<<(j%64)) == 0 {
+		if sh.added >= spanSeenBits/8 {
+			clear(sh.seen)
+			sh.added = 0
+		}
+		sh.seen[i/64] |= 1 << (i % 64)
+		sh.seen[j/64] |= 1 << (j % 64)
+		sh.added++
 		return
 	}
-	delete(sh.seen, h)
+	if _, exists := sh.m[h]; exists || sh.bytes+size > maxShardBytes {
+		return
+	}
 	sh.bytes += size
 	sh.m[h] = spanEntry{b: bytes.Clone(b), t: t}
 }
