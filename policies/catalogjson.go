@@ -61,13 +61,18 @@ func fastCatalogValue(b []byte, spans *spanCache) (v ast.Value, ok bool) {
 	if !p.lit(`,"node":`) {
 		return nil, false
 	}
+	nodeStart := p.i
 	node, ok := p.str()
 	if !ok || !p.lit(`,"resources":`) {
 		return nil, false
 	}
 	var resources ast.Value = ast.NullValue
 	if !p.lit("null") {
-		if resources, ok = p.resources(spans); !ok {
+		var tag uint64
+		if spans != nil {
+			tag = spans.nodeTag(p.b[nodeStart : p.i-len(`,"resources":`)])
+		}
+		if resources, ok = p.resources(spans, tag); !ok {
 			return nil, false
 		}
 	}
@@ -150,8 +155,9 @@ func (p *jsonReader) files() (ast.Value, bool) {
 }
 
 // resources reads the resources array, taking each resource's value
-// from spans when its bytes were converted before.
-func (p *jsonReader) resources(spans *spanCache) (ast.Value, bool) {
+// from spans when its bytes were converted before; node is the
+// catalog's node (spanCache.nodeTag).
+func (p *jsonReader) resources(spans *spanCache, node uint64) (ast.Value, bool) {
 	if !p.lit("[") {
 		return nil, false
 	}
@@ -193,7 +199,7 @@ func (p *jsonReader) resources(spans *spanCache) (ast.Value, bool) {
 		t := p.cv.term(v)
 		terms = append(terms, t)
 		if lookedUp && p.i == start+len(span) {
-			spans.put(h, span, t)
+			spans.put(h, node, span, t)
 		}
 	}
 	return ast.NewArray(terms...), true
@@ -547,31 +553,38 @@ func (p *jsonReader) slowStr(start int) (string, bool) {
 
 // spanCache keeps the converted value of resources by their canonical
 // bytes across the nodes an audit evaluates, as resourceCache does by
-// their decoded value: kept the second time they are seen, within
+// their decoded value: kept when seen on a second node, within
 // maxCacheBytes, sharded by hash. An entry is used only for bytes equal
 // to the copy it keeps.
 //
-// What was seen once is a bit set per shard (two bits a span), not a
-// map: at 10,000 nodes most spans are a node's own (a file naming it),
-// seen once and never again, and looking each up in a map of a million
-// hashes cost more than converting it.
+// What was seen once, and on which node, is a table of one word a slot
+// per shard, indexed by the span's hash, not a map: at 10,000 nodes most
+// spans are a node's own (a file naming it), and looking each up in a
+// map of a million hashes cost more than converting it. A span kept only
+// when a second node has it keeps a node's own spans out even when the
+// node is audited again, so the entries stay few and their lookups fast.
 type spanCache struct {
 	seed   maphash.Seed
 	shards [cacheShards]spanShard
 }
 
 type spanShard struct {
-	mu    sync.RWMutex
-	m     map[uint64]spanEntry
-	seen  []uint64 // spanSeenBits bits
-	added int      // spans marked in seen since it was cleared
+	mu sync.RWMutex
+	m  map[uint64]spanEntry
+	// seen holds, per slot, the high bits of the hash of the last span
+	// seen there and the low bits of its node's (spanNodeBits).
+	seen  []uint64
 	bytes int
 }
 
-// spanSeenBits is the size of a shard's seen set; it is cleared when an
-// eighth as many spans were marked in it, which keeps a false "seen"
-// (a span kept the first time) under one in twenty.
-const spanSeenBits = 1 << 17
+// spanSeenSlots is the size of a shard's seen table: two shared spans
+// that fall in one slot, with node-specific ones between them, may need
+// a third sight to be kept.
+const spanSeenSlots = 1 << 13
+
+// spanNodeBits of a seen slot tell nodes apart; two nodes alike in them
+// delay keeping a span that both have, no more.
+const spanNodeBits = 16
 
 type spanEntry struct {
 	b []byte
@@ -582,9 +595,14 @@ func newSpanCache() *spanCache {
 	sc := &spanCache{seed: maphash.MakeSeed()}
 	for i := range sc.shards {
 		sc.shards[i].m = map[uint64]spanEntry{}
-		sc.shards[i].seen = make([]uint64, spanSeenBits/64)
+		sc.shards[i].seen = make([]uint64, spanSeenSlots)
 	}
 	return sc
+}
+
+// nodeTag identifies a node in seen slots.
+func (sc *spanCache) nodeTag(node []byte) uint64 {
+	return maphash.Bytes(sc.seed, node) & (1<<spanNodeBits - 1)
 }
 
 // get returns b's hash and its value, nil when not kept.
@@ -600,30 +618,23 @@ func (sc *spanCache) get(b []byte) (uint64, *ast.Term) {
 	return h, nil
 }
 
-// seenBits are the two bits of the seen set that stand for h; the low
-// bits chose the shard, so these come from the high ones.
-func seenBits(h uint64) (uint64, uint64) {
-	return (h >> 20) % spanSeenBits, (h >> 40) % spanSeenBits
-}
-
-// put keeps t as the value of b, whose hash get gave, if b was seen
-// before and the shard has room.
-func (sc *spanCache) put(h uint64, b []byte, t *ast.Term) {
+// put keeps t as the value of b, whose hash get gave, if a node other
+// than node (its nodeTag) had b before and the shard has room.
+func (sc *spanCache) put(h, node uint64, b []byte, t *ast.Term) {
 	sh := &sc.shards[h%cacheShards]
 	const maxShardBytes = maxCacheBytes / cacheShards
 	// The value's terms weigh about as much again as the bytes.
 	size := 2 * len(b)
-	i, j := seenBits(h)
+	// The low bits chose the shard: the slot comes from the middle ones,
+	// what the slot keeps of the hash from the high ones.
+	slot := (h >> 8) % spanSeenSlots
+	mark := h&^(1<<spanNodeBits-1) | node
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.seen[i/64]&(1<<(i%64)) == 0 || sh.seen[j/64]&(1<<(j%64)) == 0 {
-		if sh.added >= spanSeenBits/8 {
-			clear(sh.seen)
-			sh.added = 0
-		}
-		sh.seen[i/64] |= 1 << (i % 64)
-		sh.seen[j/64] |= 1 << (j % 64)
-		sh.added++
+	prev := sh.seen[slot]
+	if prev&^(1<<spanNodeBits-1) != h&^(1<<spanNodeBits-1) || prev == mark {
+		// Not seen, or seen on this node only.
+		sh.seen[slot] = mark
 		return
 	}
 	if _, exists := sh.m[h]; exists || sh.bytes+size > maxShardBytes {

@@ -1,7 +1,9 @@
 package policies
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -87,11 +89,23 @@ func TestCatalogBytesValue(t *testing.T) {
 			if !sameCatalogValue(t, b, nil) {
 				t.Errorf("the fast path did not read the canonical encoding %s", b)
 			}
-			// The third conversion through a cache takes the resources
-			// kept the second time: still the same value.
+			// Through a cache: the same catalog of other nodes (the same
+			// resources) keeps them the second time and takes them the
+			// third, still the same value.
 			spans := newSpanCache()
-			for range 3 {
-				sameCatalogValue(t, b, spans)
+			for i := range 3 {
+				other := *c
+				other.Node = fmt.Sprintf("%s-%d", c.Node, i)
+				sameCatalogValue(t, encodeCatalog(t, &other), spans)
+			}
+			if len(c.Resources) > 0 {
+				span := encodeCatalog(t, &catalogs.Catalog{Resources: c.Resources[:1]})
+				span = span[bytes.Index(span, []byte(`"resources":[`))+len(`"resources":[`):]
+				if end, ok := resourceEnd(span, 0); !ok {
+					t.Fatalf("no resource in %s", span)
+				} else if _, hit := spans.get(span[:end]); hit == nil {
+					t.Errorf("the first resource was not kept after a second node had it")
+				}
 			}
 		})
 	}
@@ -152,14 +166,14 @@ func FuzzCatalogBytesValue(f *testing.F) {
 		for range 3 {
 			sameCatalogValue(t, b, spans)
 		}
-		c := &catalogs.Catalog{Node: val, Version: key, Files: []catalogs.FileRef{{Digest: val, Path: key, Size: n}},
+		c := &catalogs.Catalog{Version: key, Files: []catalogs.FileRef{{Digest: val, Path: key, Size: n}},
 			Resources: []catalogs.Resource{
 				{ID: id, Type: key, Name: val, Source: id, Attrs: map[string]any{key: val, "n": n, val: []string{key, id}, id: map[string]string{key: val, val: id}}, Notify: []string{val}},
 				{ID: val, Type: id, Name: key, Attrs: map[string]any{"b": n%2 == 0, key: nil}, Require: []string{key, id}},
 			}}
-		enc := encodeCatalog(t, c)
-		for range 3 {
-			if !sameCatalogValue(t, enc, spans) {
+		for i := range 3 {
+			c.Node = fmt.Sprintf("%s%d", val, i)
+			if enc := encodeCatalog(t, c); !sameCatalogValue(t, enc, spans) {
 				t.Fatalf("the fast path did not read the canonical encoding %s", enc)
 			}
 		}
@@ -184,8 +198,12 @@ func TestAuditCatalogJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	byBytes := in
-	byBytes.Catalog, byBytes.CatalogJSON = nil, encodeCatalog(t, in.Catalog)
 	for i := range 3 {
+		// Other nodes' catalogs with the same resources: the second
+		// keeps them in the span cache, the third takes them from it.
+		other := *in.Catalog
+		other.Node = fmt.Sprintf("%s-%d", in.Catalog.Node, i)
+		byBytes.Catalog, byBytes.CatalogJSON = nil, encodeCatalog(t, &other)
 		got, err := a.Evaluate(ctx, byBytes)
 		if err != nil {
 			t.Fatal(err)
@@ -197,5 +215,36 @@ func TestAuditCatalogJSON(t *testing.T) {
 	byBytes.CatalogJSON = byBytes.CatalogJSON[:len(byBytes.CatalogJSON)-1]
 	if rs, err := a.Evaluate(ctx, byBytes); err == nil || !strings.Contains(err.Error(), "input.catalog") {
 		t.Errorf("Evaluate(truncated catalog) = %v, %v; want an error about input.catalog", rs, err)
+	}
+}
+
+// TestSpanCache: a span is kept once a second node has it, never for
+// one node seen again and again (a node's own resources), and a kept
+// span is found only for equal bytes.
+func TestSpanCache(t *testing.T) {
+	t.Parallel()
+	sc := newSpanCache()
+	span := []byte(`{"attrs":{},"id":"a:b","name":"b","source":"","type":"a"}`)
+	term := ast.StringTerm("value")
+	web1, web2 := sc.nodeTag([]byte(`"web-1"`)), sc.nodeTag([]byte(`"web-2"`))
+	for i := 3; web1 == web2; i++ {
+		// One in 65,536 seeds gives the two names one tag.
+		web2 = sc.nodeTag([]byte(fmt.Sprintf(`"web-%d"`, i)))
+	}
+	for range 3 {
+		h, got := sc.get(span)
+		if got != nil {
+			t.Fatal("a span seen on one node only was kept")
+		}
+		sc.put(h, web1, span, term)
+	}
+	h, _ := sc.get(span)
+	sc.put(h, web2, span, term)
+	if _, got := sc.get(span); got != term {
+		t.Fatalf("get after a second node = %v, want the kept term", got)
+	}
+	other := []byte(`{"attrs":{},"id":"a:c","name":"c","source":"","type":"a"}`)
+	if _, got := sc.get(other); got != nil {
+		t.Errorf("get(other bytes) = %v, want nothing", got)
 	}
 }
