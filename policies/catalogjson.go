@@ -595,7 +595,6 @@ func newSpanCache() *spanCache {
 	sc := &spanCache{seed: maphash.MakeSeed()}
 	for i := range sc.shards {
 		sc.shards[i].m = map[uint64]spanEntry{}
-		sc.shards[i].seen = make([]uint64, spanSeenSlots)
 	}
 	return sc
 }
@@ -631,6 +630,11 @@ func (sc *spanCache) put(h, node uint64, b []byte, t *ast.Term) {
 	mark := h&^(1<<spanNodeBits-1) | node
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if sh.seen == nil {
+		// Made on first need: an audit whose input never comes as
+		// bytes (herd check, tests) needs no table.
+		sh.seen = make([]uint64, spanSeenSlots)
+	}
 	prev := sh.seen[slot]
 	if prev&^(1<<spanNodeBits-1) != h&^(1<<spanNodeBits-1) || prev == mark {
 		// Not seen, or seen on this node only.
