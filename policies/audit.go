@@ -145,6 +145,7 @@ type Audit struct {
 	single []aloneQuery
 	c      *ast.Compiler
 	cache  *resourceCache
+	spans  *spanCache
 	uses   inputUse
 }
 
@@ -165,7 +166,7 @@ type aloneQuery struct {
 // naming file:line, all of them at once. A site without controls gives
 // an empty Audit.
 func PrepareAudit(ctx context.Context, files []catalogs.SourceFile, opts Options) (*Audit, error) {
-	a := &Audit{timeout: cmp.Or(opts.Timeout, DefaultTimeout), cache: newResourceCache()}
+	a := &Audit{timeout: cmp.Or(opts.Timeout, DefaultTimeout), cache: newResourceCache(), spans: newSpanCache()}
 	if a.timeout < 0 {
 		return nil, fmt.Errorf("preparing audit controls: timeout %v is negative", opts.Timeout)
 	}

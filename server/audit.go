@@ -255,10 +255,12 @@ func (s *Server) auditNodes(ctx context.Context, nodes []string) {
 		return
 	}
 	now := time.Now()
+	// A full batch is written by the worker that filled it, outside the
+	// lock, so that the other workers go on evaluating meanwhile.
 	var mu sync.Mutex
 	batch := map[string][]store.AuditRecord{}
 	digests := map[string][32]byte{}
-	flush := func() {
+	write := func(batch map[string][]store.AuditRecord, digests map[string][32]byte) {
 		s.audits.mu.Lock()
 		for node := range batch {
 			if s.audits.gone[node] {
@@ -271,56 +273,73 @@ func (s *Server) auditNodes(ctx context.Context, nodes []string) {
 		}
 		if _, err := s.st.SaveAudit(ctx, st.version, now, batch); err != nil {
 			s.log.Error("storing audit results", "nodes", len(batch), "err", err)
-		} else {
-			s.audits.mu.Lock()
-			for node, d := range digests {
-				if n := s.audits.nodes[node]; n != nil {
-					n.digest = d
-				}
-			}
-			s.audits.mu.Unlock()
+			return
 		}
-		batch, digests = map[string][]store.AuditRecord{}, map[string][32]byte{}
+		s.audits.mu.Lock()
+		for node, d := range digests {
+			if n := s.audits.nodes[node]; n != nil {
+				n.digest = d
+			}
+		}
+		s.audits.mu.Unlock()
 	}
-	one := func(node string) {
-		recs, digest, changed := s.auditNode(ctx, st, node, now)
+	flush := func() {
+		mu.Lock()
+		b, d := batch, digests
+		batch, digests = map[string][]store.AuditRecord{}, map[string][32]byte{}
+		mu.Unlock()
+		write(b, d)
+	}
+	one := func(node string, pre map[string][]byte) {
+		recs, digest, changed := s.auditNode(ctx, st, node, now, pre)
 		if !changed {
 			return
 		}
 		mu.Lock()
-		defer mu.Unlock()
 		batch[node], digests[node] = recs, digest
-		if len(batch) >= auditBatch {
-			flush()
+		if len(batch) < auditBatch {
+			mu.Unlock()
+			return
 		}
+		b, d := batch, digests
+		batch, digests = map[string][]store.AuditRecord{}, map[string][32]byte{}
+		mu.Unlock()
+		write(b, d)
 	}
 	if len(nodes) == 1 {
 		// A change to one node: on this goroutine, whose stack has
 		// grown already.
 		if !s.inactive.has(nodes[0]) {
-			one(nodes[0])
+			one(nodes[0], nil)
 		}
 		flush()
 		return
 	}
 	// Long-lived workers rather than a goroutine per node: OPA's
 	// evaluation recurses deeply, and a new goroutine grows its stack
-	// again for every node.
-	work := make(chan string)
+	// again for every node. Each takes a chunk of nodes at a time and
+	// reads the catalogs the chunk needs in one query.
+	work := make(chan []string)
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(nodes)) {
 		wg.Go(func() {
-			for node := range work {
-				one(node)
+			for chunk := range work {
+				pre := s.prefetchCatalogs(ctx, st, chunk)
+				for _, node := range chunk {
+					one(node, pre)
+				}
 			}
 		})
 	}
+	active := make([]string, 0, len(nodes))
 	for _, node := range nodes {
-		if s.inactive.has(node) {
-			continue
+		if !s.inactive.has(node) {
+			active = append(active, node)
 		}
+	}
+	for chunk := range slices.Chunk(active, auditChunk) {
 		select {
-		case work <- node:
+		case work <- chunk:
 		case <-ctx.Done():
 		}
 	}
@@ -329,10 +348,52 @@ func (s *Server) auditNodes(ctx context.Context, nodes []string) {
 	flush()
 }
 
+// auditChunk is how many nodes a worker of a fleet's audit takes at once,
+// reading their catalogs in one query.
+const auditChunk = 32
+
+// prefetchCatalogs reads the approved catalogs of nodes that are neither
+// in memory nor in the recent cache, in one query, by etag. They are not
+// kept in the cache: a fleet's audit reads each once, and would push out
+// the catalogs that nodes fetch. A catalog it cannot read is left out,
+// and read alone (or reported) when its node is audited.
+func (s *Server) prefetchCatalogs(ctx context.Context, st *siteState, nodes []string) map[string][]byte {
+	if !st.audit.Reads("catalog") {
+		return nil
+	}
+	var etags []string
+	for _, node := range nodes {
+		cur, _ := s.compiles.get(node)
+		if cur == nil {
+			continue
+		}
+		cur.mu.Lock()
+		held := cur.bytes != nil
+		cur.mu.Unlock()
+		if held {
+			continue
+		}
+		if _, ok := s.recent.get(cur.etag); !ok {
+			etags = append(etags, cur.etag)
+		}
+	}
+	if len(etags) == 0 {
+		return nil
+	}
+	pre, err := s.st.CatalogsByEtag(ctx, etags)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("reading approved catalogs for their nodes' audits", "catalogs", len(etags), "err", err)
+		}
+		return nil
+	}
+	return pre
+}
+
 // auditNode evaluates st's controls on node, and says whether the
 // results differ from those stored last.
-func (s *Server) auditNode(ctx context.Context, st *siteState, node string, now time.Time) ([]store.AuditRecord, [32]byte, bool) {
-	in, fresh, ok := s.auditInput(ctx, st, node, now)
+func (s *Server) auditNode(ctx context.Context, st *siteState, node string, now time.Time, pre map[string][]byte) ([]store.AuditRecord, [32]byte, bool) {
+	in, fresh, ok := s.auditInput(ctx, st, node, now, pre)
 	if !ok {
 		return nil, [32]byte{}, false
 	}
@@ -345,7 +406,12 @@ func (s *Server) auditNode(ctx context.Context, st *siteState, node string, now 
 		var err error
 		results, err = st.audit.Evaluate(ctx, in)
 		if err != nil {
-			// Evaluate fails only when ctx ends: the server stops.
+			// Evaluate fails when ctx ends (the server stops) or the
+			// node's catalog does not decode: its results stay as
+			// stored last.
+			if ctx.Err() == nil {
+				s.log.Error("auditing a node", "node", node, "err", err)
+			}
 			return nil, [32]byte{}, false
 		}
 	}
@@ -382,8 +448,9 @@ func evidenceJSON(r policies.Result) []byte {
 
 // auditInput builds node's input from what the server holds. fresh is
 // false for a node without a report within AuditStale (no-data); ok false
-// when the node cannot be judged now (its reports do not read).
-func (s *Server) auditInput(ctx context.Context, st *siteState, node string, now time.Time) (in policies.AuditInput, fresh, ok bool) {
+// when the node cannot be judged now (its reports do not read). pre
+// holds catalogs read ahead, by etag (prefetchCatalogs).
+func (s *Server) auditInput(ctx context.Context, st *siteState, node string, now time.Time, pre map[string][]byte) (in policies.AuditInput, fresh, ok bool) {
 	a := &s.audits
 	a.mu.Lock()
 	n := a.node(node)
@@ -417,9 +484,19 @@ func (s *Server) auditInput(ctx context.Context, st *siteState, node string, now
 	if cf, ok := s.facts.get(node); ok {
 		in.Facts = cf.facts
 	}
-	if st.audit.Reads("catalog") || st.audit.Reads("resources") || st.audit.Reads("by_type") {
+	if st.audit.Reads("catalog") {
 		if cur, _ := s.compiles.get(node); cur != nil {
-			in.Catalog = s.decodeApproved(ctx, node, cur)
+			// The bytes, not a decoded catalog: the controls' input is
+			// converted from them directly (policies.AuditInput).
+			b, err := pre[cur.etag], error(nil)
+			if b == nil {
+				b, err = s.catalogBytes(ctx, cur)
+			}
+			if err != nil {
+				s.log.Error("reading a node's approved catalog for its audit", "node", node, "err", err)
+				return in, false, false
+			}
+			in.CatalogJSON = b
 		}
 	}
 	return in, true, true

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/store"
 )
 
 // auditControls are small test controls: the motd must not mention an
@@ -276,4 +278,45 @@ func TestAPIAudits(t *testing.T) {
 		t.Errorf("one control of one node = %+v, want n-1 motd-clean fail", got.Results)
 	}
 	apiGet(t, c, h.s, "/api/v1/audits?at=yesterday", http.StatusBadRequest, nil)
+}
+
+// TestAuditPrefetch: a fleet's audit reads the approved catalogs that are
+// no longer in memory in one query a chunk, and judges each node as
+// reading its catalog alone does; the catalogs read so are not kept in
+// the recent cache.
+func TestAuditPrefetch(t *testing.T) {
+	t.Parallel()
+	s, names := benchAuditServer(t, auditChunk+5)
+	ctx := context.Background()
+	st := s.site.Load()
+	s.recent = newByteCache(64 << 20)
+	pre := s.prefetchCatalogs(ctx, st, names)
+	if len(pre) != len(names) {
+		t.Fatalf("prefetchCatalogs read %d catalogs, want %d (one a node)", len(pre), len(names))
+	}
+	for _, node := range names {
+		cur, _ := s.compiles.get(node)
+		if _, ok := s.recent.get(cur.etag); ok {
+			t.Errorf("%s: a prefetched catalog went into the recent cache", node)
+		}
+	}
+	now := time.Now()
+	for _, node := range names {
+		// Forget the digest so that both evaluations return their
+		// records.
+		s.audits.mu.Lock()
+		s.audits.nodes[node].digest = [32]byte{}
+		s.audits.mu.Unlock()
+		got, _, changed := s.auditNode(ctx, st, node, now, pre)
+		if !changed {
+			t.Fatalf("%s: not judged", node)
+		}
+		want, _, _ := s.auditNode(ctx, st, node, now, nil)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: judged over the prefetched catalog (-alone +prefetched):\n%s", node, diff)
+		}
+		if !slices.ContainsFunc(got, func(r store.AuditRecord) bool { return r.State == "fail" }) {
+			t.Errorf("%s: no control fails; the bench controls fail on the drifted file", node)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -84,5 +85,31 @@ func TestCatalogs(t *testing.T) {
 	must(t, s.SetCompileError(ctx, "web-02", "v9", ""))
 	if n, _, _ := s.Node(ctx, "web-02"); n.CompileError != "" || n.CompileVersion != "" {
 		t.Errorf("compile error after clearing = %q at %q", n.CompileError, n.CompileVersion)
+	}
+}
+
+// TestCatalogsByEtag: many catalogs in one read, across query chunks;
+// an etag the store lacks is left out, and no etags read nothing.
+func TestCatalogsByEtag(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	want := map[string][]byte{}
+	var etags []string
+	for i := range etagChunk + 7 {
+		etag := fmt.Sprintf("sha256:%d", i)
+		want[etag] = []byte(fmt.Sprintf(`{"n":%d}`, i))
+		must(t, s.SaveCatalog(ctx, fmt.Sprintf("node-%d", i), etag, "v1", want[etag], []byte("sig")))
+		etags = append(etags, etag)
+	}
+	got, err := s.CatalogsByEtag(ctx, append(etags, "sha256:missing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("CatalogsByEtag (-want +got):\n%s", diff)
+	}
+	if got, err := s.CatalogsByEtag(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("CatalogsByEtag(nil) = %v, %v; want nothing", got, err)
 	}
 }
