@@ -159,8 +159,8 @@ type compiler struct {
 	// secretPaths are the dotted paths of the secrets in the context,
 	// "params.db.password".
 	secretPaths []string
-	decoy    bool
-	opened   int // secrets opened for plain renders so far
+	decoy       bool
+	opened      int // secrets opened for plain renders so far
 }
 
 // renderer returns the compile's templates, taking them on first use.

@@ -60,7 +60,7 @@ func secretSite(t *testing.T, recipient string, extra map[string]string) string 
 [[node]]
 roles = ["app"]
 `,
-		"data/common.toml": "port = 5432\n[db]\nuser = \"app\"\npassword = \"" + mustEncrypt(t, recipient, dbPass) + "\"\n",
+		"data/common.toml":  "port = 5432\n[db]\nuser = \"app\"\npassword = \"" + mustEncrypt(t, recipient, dbPass) + "\"\n",
 		"data/nodes/a.toml": "only_a = \"" + mustEncrypt(t, recipient, onlyA) + "\"\n",
 		"roles/app.toml": `
 [params]
@@ -112,7 +112,7 @@ name = "app"
 run = ["/usr/bin/app"]
 env = { TOKEN = "{{ secret \"tls/key\" }}" }
 `,
-		"templates/app.conf": "[db]\nhost = localhost\npassword = {{ .params.db.password | upper }}\n",
+		"templates/app.conf":  "[db]\nhost = localhost\npassword = {{ .params.db.password | upper }}\n",
 		"secrets/tls/key.age": string(keyFile),
 	}
 	for k, v := range extra {

@@ -242,7 +242,6 @@ func (c *compiler) seal() {
 	}
 }
 
-
 // tmplRefs is what a template reads of its context, found in its parse
 // tree, so that a render that cannot reach a secret runs once. unknown is
 // set when the template reads in a way not followed here (a with or range
