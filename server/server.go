@@ -233,7 +233,7 @@ type Server struct {
 	judged   sync.Map
 	compiles compileState
 	facts    factsCache
-	secrets  secretsState // the secrets key and the nodes' sealing keys (secrets.go)
+	secrets  secretsState  // the secrets key and the nodes' sealing keys (secrets.go)
 	inactive inactiveNodes // deactivated nodes (nodelife.go)
 	audits   auditor       // compliance audits (audit.go)
 	// started is when Start began serving: the node TTLs count only
