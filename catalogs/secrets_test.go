@@ -540,3 +540,40 @@ func FuzzParseSecretValue(f *testing.F) {
 }
 
 var _ = ecdh.X25519
+
+// FuzzRotateSecrets: whatever a site file holds, re-encrypting its
+// secrets never panics, and text without a secret comes back unchanged.
+func FuzzRotateSecrets(f *testing.F) {
+	text, _ := GenerateSecretKey()
+	k, _ := ParseSecretKeys([]byte(text))
+	v, _ := EncryptSecret(k.Recipient(), []byte("seed"))
+	for _, s := range []string{"a = \"" + v + "\"\n", "x = 1\n", "age:", "age:====", "b = 'age:-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----'"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, n, err := RotateSecrets(k, k.Recipient(), []byte(s), false)
+		if err != nil {
+			return
+		}
+		if n == 0 && string(out) != s {
+			t.Fatalf("RotateSecrets changed text without a secret:\n%q\n%q", s, out)
+		}
+		if _, err := CheckSecrets(k, out, false); err != nil {
+			t.Fatalf("a rotated text does not open: %v", err)
+		}
+	})
+}
+
+// FuzzParseSecretKeys: a key file never panics the parser.
+func FuzzParseSecretKeys(f *testing.F) {
+	text, _ := GenerateSecretKey()
+	for _, s := range []string{text, "# c\n" + text + "\n" + text, "", "AGE-SECRET-KEY-1", "\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseSecretKeys([]byte(s))
+		if err == nil && !strings.HasPrefix(k.Recipient(), "age1") {
+			t.Fatalf("recipient %q", k.Recipient())
+		}
+	})
+}
