@@ -34,13 +34,15 @@ var rules = map[string]struct {
 	"server":          {allowHerd: []string{"catalogs", "facts", "policies", "server/store", "server/ca", "server/dashboard", "api/herdv1"}},
 	"server/store":    {allowHerd: []string{"catalogs", "facts", "server/ca"}},
 	"server/ca":       {allowHerd: []string{"catalogs", "facts"}},
-	"api/herdv1":      {},
-	"testkit":         {allowHerd: []string{"agent/sandbox"}},
-	"testkit/fleet":   {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
-	"bench/loadgen":   {allowHerd: []string{"agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
-	"cmd/herd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "cmd/nodecmd"}},
-	"cmd/nodecmd":     {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts"}, forbid: nodeForbid},
-	"cmd/herd-agent":  {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "cmd/nodecmd"}, forbid: nodeForbid},
+	// The audit report an auditor keeps: made from the wire's answer.
+	"server/auditreport": {allowHerd: []string{"api/herdv1"}},
+	"api/herdv1":         {},
+	"testkit":            {allowHerd: []string{"agent/sandbox"}},
+	"testkit/fleet":      {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
+	"bench/loadgen":      {allowHerd: []string{"agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
+	"cmd/herd":           {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "cmd/nodecmd", "server/auditreport"}},
+	"cmd/nodecmd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts"}, forbid: nodeForbid},
+	"cmd/herd-agent":     {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "cmd/nodecmd"}, forbid: nodeForbid},
 
 	// The dashboard's pages read the fleet through its Source interface:
 	// it needs nothing of Herd's own.

@@ -25,6 +25,8 @@ type ApplyOptions struct {
 	// default ROOT/var/lib/herd.
 	StateDir string
 	Noop     bool
+	// Select makes the run partial (herd apply --tags, --only).
+	Select   catalogs.Selection
 	Parallel int
 	// ResourceTimeout bounds one resource; RunTimeout the whole run.
 	ResourceTimeout time.Duration
@@ -121,7 +123,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 // settings are the run settings of a masterless run.
 func (o ApplyOptions) settings() runSettings {
 	return runSettings{
-		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
+		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Select: o.Select, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
 		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types,
 	}.withDefaults()

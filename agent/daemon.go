@@ -87,6 +87,9 @@ type DaemonOptions struct {
 	Types map[string]resources.Type
 	// Once makes Run do one run and return, without Watch or drift.
 	Once bool
+	// Select makes the run partial (--tags, --only); only with Once: a
+	// daemon converges its whole catalog.
+	Select catalogs.Selection
 }
 
 // Daemon is the agent's long-running side: it checks in with the server on
@@ -145,7 +148,7 @@ type Daemon struct {
 // settings are the run settings of the daemon's runs.
 func (o DaemonOptions) settings() runSettings {
 	return runSettings{
-		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
+		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Select: o.Select, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
 		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
 	}.withDefaults()
@@ -158,6 +161,11 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	// written: its identity, state and files included.
 	if err := sandbox.Check(o.Root); err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
+	if !o.Select.Empty() && !o.Once {
+		// A daemon that converged a part of its catalog on every run
+		// would let the rest drift unseen.
+		return nil, fmt.Errorf("starting the agent: a partial run (%s) needs --once", o.Select)
 	}
 	if o.LockWait == 0 {
 		o.LockWait = 10 * time.Minute

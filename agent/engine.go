@@ -236,6 +236,10 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		fail(ctx, n, fmt.Errorf("no implementation of resource type %q in this agent", n.res.Type))
 		return
 	}
+	if err := checkIgnore(n.res); err != nil {
+		fail(ctx, n, err)
+		return
+	}
 	n.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(opts.ResourceTimeout), cause: opts.timeout}
 	defer n.ctx.release()
 	ctx = &n.ctx
@@ -489,4 +493,27 @@ func causeOf(ctx context.Context) error {
 		}
 	}
 	return context.Cause(ctx)
+}
+
+// checkIgnore refuses an ignore the resource's type cannot honour. The
+// compiler refuses it too; a hand-made catalog must not have the setting
+// silently dropped.
+func checkIgnore(r *catalogs.Resource) error {
+	ig := r.Strings("ignore")
+	if len(ig) == 0 {
+		return nil
+	}
+	s, ok := catalogs.Schemas[r.Type]
+	if !ok {
+		return nil
+	}
+	for _, a := range ig {
+		if !slices.Contains(s.Ignorable, a) {
+			if len(s.Ignorable) == 0 {
+				return fmt.Errorf("ignore %q: every %s resource is converged whole: it has no attribute the agent could leave alone", ig, r.Type)
+			}
+			return fmt.Errorf("ignore %q: the agent cannot leave %s alone for %s (it can: %s)", ig, a, r.Type, strings.Join(s.Ignorable, ", "))
+		}
+	}
+	return nil
 }

@@ -374,6 +374,35 @@ func TestUnknownTypeFails(t *testing.T) {
 	}
 }
 
+// TestIgnoreTheTypeCannotHonour: a hand-made catalog's ignore that the
+// type would not act on fails the resource instead of being dropped; one
+// it honours passes through to the type.
+func TestIgnoreTheTypeCannotHonour(t *testing.T) {
+	t.Parallel()
+	res := func(typ, name string, ignore ...string) catalogs.Resource {
+		return catalogs.Resource{ID: typ + ":" + name, Type: typ, Name: name, Attrs: map[string]any{"ignore": ignore}}
+	}
+	cat := &catalogs.Catalog{Resources: []catalogs.Resource{
+		res("exec", "migrate", "command"),
+		res("package", "nginx", "ensure"),
+		res("service", "app", "restart"),
+	}}
+	fake := newFake()
+	events := Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{"exec": fake, "package": fake, "service": fake}})
+	got := map[string]Event{}
+	for _, e := range events {
+		got[e.ID] = e
+	}
+	for id, want := range map[string]string{"exec:migrate": "converged whole", "service:app": "cannot leave restart alone"} {
+		if e := got[id]; e.Status != Failed || !strings.Contains(e.Error, want) {
+			t.Errorf("%s: %s %q, want failed with %q", id, e.Status, e.Error, want)
+		}
+	}
+	if e := got["package:nginx"]; e.Status == Failed {
+		t.Errorf("package:nginx with ignore = [ensure] failed: %s", e.Error)
+	}
+}
+
 func TestExitCode(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {

@@ -75,6 +75,9 @@ type Report struct {
 	// Audit marks an audit run: the daemon's noop check of its cached
 	// catalog between applies (DaemonOptions.AuditInterval).
 	Audit bool `json:"audit,omitempty"`
+	// Partial marks a run of some resources only (--tags, --only): it
+	// says nothing of the rest of the catalog.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // ExitCode is the run's exit status in Puppet's --detailed-exitcodes

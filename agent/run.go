@@ -19,9 +19,12 @@ import (
 // herd apply and the daemon fill them from their options and get the same
 // defaults.
 type runSettings struct {
-	Root     string
-	State    StateDir
-	Noop     bool
+	Root  string
+	State StateDir
+	Noop  bool
+	// Select makes the run partial: only the selected resources (--tags,
+	// --only) and what they require are converged.
+	Select   catalogs.Selection
 	Parallel int
 	// ResourceTimeout bounds one resource, RunTimeout a whole run, and
 	// LockWait the wait for another run to finish (0 declines at once).
@@ -163,18 +166,26 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 		if call.state != nil {
 			content = call.state
 		}
+		// The host sees the whole catalog (a purged directory keeps what
+		// any resource manages); the run converges the selection.
+		cat := got.cat
+		if !s.Select.Empty() {
+			if cat, err = cat.Select(s.Select); err != nil {
+				return nil, false, err
+			}
+		}
 		h := newRunHost(s.Root, content, got.files, got.cat, s.Log)
-		if call.services != nil && hasType(got.cat, "service") {
+		if call.services != nil && hasType(cat, "service") {
 			h.Services = call.services(ctx)
 		}
-		events = Converge(ctx, h, got.cat, ConvergeOptions{
+		events = Converge(ctx, h, cat, ConvergeOptions{
 			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit,
 		})
 		mark("converge")
 		if h.Services != nil {
 			// Before the report, so that a rollout reads the verdict on
 			// what this run started, not the state before it.
-			if health = servicesHealth(ctx, h.Services, got.cat, events, s.Noop); health != nil {
+			if health = servicesHealth(ctx, h.Services, cat, events, s.Noop); health != nil {
 				mark("health")
 			}
 		}
@@ -187,6 +198,7 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 	r = &Report{
 		RunID: NewRunID(), Node: got.node, Version: version, CatalogDigest: got.digest, Noop: s.Noop,
 		Started: start, Duration: time.Since(start), Phases: phases, Events: events, Services: health,
+		Partial: !s.Select.Empty(),
 	}
 	for _, e := range events {
 		r.Summary.add(e)

@@ -40,8 +40,9 @@ func (r *Report) Proto() *herdv1.Report {
 			Failed: int32(r.Summary.Failed), Skipped: int32(r.Summary.Skipped), Unknown: int32(r.Summary.Unknown),
 			Refreshed: int32(r.Summary.Refreshed), Drift: int32(r.Summary.Drift),
 		},
-		Audit:  r.Audit,
-		Events: make([]*herdv1.Event, len(r.Events)),
+		Audit:   r.Audit,
+		Partial: r.Partial,
+		Events:  make([]*herdv1.Event, len(r.Events)),
 	}
 	for i, e := range r.Events {
 		pe := &herdv1.Event{

@@ -277,3 +277,94 @@ func appendFile(b *testing.B, path, text string) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkCompileReuse compiles one node that uses 20 instances of a
+// definition (each a templated config file, a directory and a service,
+// one with a nested definition) and 3 for_each loops of 50 elements
+// (users, files from a map, packages): issue 13's per-node cost of reuse.
+func BenchmarkCompileReuse(b *testing.B) {
+	files := map[string]string{
+		"nodes.toml": "[[node]]\nroles = [\"web\"]\n",
+		"defines/vhost.toml": `
+[params]
+port = { type = "integer", default = 80 }
+root = { type = "string", default = "/srv" }
+
+[[file]]
+path = "/etc/vhost/{{ .params.name }}"
+ensure = "directory"
+
+[[file]]
+path = "/etc/vhost/{{ .params.name }}/site.conf"
+template = "vhost.conf.tmpl"
+notify = ["service:vhost-{{ .params.name }}"]
+
+[[service]]
+name = "vhost-{{ .params.name }}"
+run = ["/usr/sbin/httpd", "--port", "{{ .params.port }}"]
+
+[[logrotate]]
+name = "{{ .params.name }}"
+`,
+		"defines/logrotate.toml": `
+[[file]]
+path = "/etc/logrotate.d/{{ .params.name }}"
+content = "/var/log/{{ .params.name }}/*.log { weekly }\n"
+`,
+		"templates/vhost.conf.tmpl": "server {{ .params.name }} {\n  listen {{ .params.port }};\n  root {{ .params.root }}/{{ .params.name }};\n}\n",
+	}
+	var role strings.Builder
+	role.WriteString("[params]\nadmins = [")
+	for i := range 50 {
+		fmt.Fprintf(&role, "%q, ", fmt.Sprintf("admin%02d", i))
+	}
+	role.WriteString("]\npkgs = [")
+	for i := range 50 {
+		fmt.Fprintf(&role, "%q, ", fmt.Sprintf("pkg%02d", i))
+	}
+	role.WriteString("]\n[params.motds]\n")
+	for i := range 50 {
+		fmt.Fprintf(&role, "m%02d = \"message %d\"\n", i, i)
+	}
+	role.WriteString(`
+[[user]]
+for_each = "params.admins"
+name = "{{ .each.value }}"
+groups = ["adm"]
+
+[[group]]
+name = "adm"
+
+[[file]]
+for_each = "params.motds"
+path = "/etc/motd.d/{{ .each.key }}"
+content = "{{ .each.value }}\n"
+
+[[package]]
+for_each = "params.pkgs"
+name = "{{ .each.value }}"
+`)
+	for i := range 20 {
+		fmt.Fprintf(&role, "\n[[vhost]]\nname = \"site%02d\"\nport = %d\n", i, 8000+i)
+	}
+	files["roles/web.toml"] = role.String()
+	s, err := catalogs.Load(context.Background(), testkit.WriteSite(b, files), catalogs.LoadOptions{Version: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := facts.Facts(testkit.SyntheticFacts(1))
+	cat, err := s.Compile("node-1", f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if want := 50 + 1 + 50 + 50 + 20*4; len(cat.Resources) != want {
+		b.Fatalf("the catalog has %d resources, want %d", len(cat.Resources), want)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Compile("node-1", f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(cat.Resources)), "resources")
+}

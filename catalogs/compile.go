@@ -27,13 +27,20 @@ func compileEnv(node, environment string, f facts.Facts, params map[string]any) 
 // built is a resource during compile, with what the catalog does not keep:
 // where each edge was written.
 type built struct {
-	res   Resource
-	pos   Pos
-	edges []edge
+	res Resource
+	pos Pos
+	// whereVia and elem say, with pos, where the declaration was made
+	// for diagnostics (see where).
+	whereVia, elem string
+	edges          []edge
 	// tainted names the attributes whose value depends on a secret: they
 	// are sealed to the node.
 	tainted []string
 }
+
+// where names the declaration of b for a diagnostic: its place, the uses
+// of definitions it came through and its for_each element.
+func (b *built) where() string { return b.whereVia + b.pos.String() + b.elem }
 
 type edge struct {
 	kind string // require, before, notify, subscribe, or "implicit: …"
@@ -85,16 +92,22 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 	if opts.Seal == nil && opts.Secrets != nil {
 		opts.Seal = opts.Secrets.SealKey()
 	}
+	// for_each and definitions make more resources than declarations:
+	// the largest catalog compiled from this site so far is the better
+	// guess (nodes of a fleet are alike). It only sizes allocations.
+	n = max(n, int(s.sizeHint.Load()))
 	c := &compiler{
 		site:  s,
 		byID:  make(map[string]*built, n),
 		files: map[string]FileRef{},
-		// One allocation for every resource; never grown, so the pointers
-		// in byID stay valid.
+		// One allocation for every resource when the guess holds; past
+		// it, new chunks (never a copy), so the pointers in byID stay
+		// valid.
 		pool:     make([]built, 0, n),
 		opts:     opts,
 		tracking: s.hasSecrets,
 	}
+	c.instances = map[string]*instance{}
 	if c.tracking {
 		plain, decoy, found := c.resolveSecrets("params", params)
 		if found {
@@ -105,7 +118,7 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 	c.ctx = compileEnv(node, s.Settings.Environment, f, params)
 	for _, name := range cls.roles {
 		for _, d := range s.roles[name].decls {
-			c.declare(d)
+			c.run(d)
 		}
 	}
 	if c.r != nil {
@@ -120,6 +133,7 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 		c.scrubDiags()
 		return nil, c.diags.err()
 	}
+	s.noteSize(len(c.order))
 	cat := &Catalog{
 		Environment: s.Settings.Environment,
 		Node:        node,
@@ -150,6 +164,14 @@ type compiler struct {
 	buf   strings.Builder
 	pool  []built
 	r     *renderer // the templates bound to this compile's budget, once one renders
+	frame
+	instances  map[string]*instance // every use of a definition, by "vhost:shop"
+	expansions int                  // declarations made, against MaxExpansions
+	repos      []string             // the apt_repository ids, once aptRepos looked
+	// trees maps the top of a source directory's tree to the ids of the
+	// resources below it, and treeOf each of those to its top.
+	trees  map[string][]string
+	treeOf map[string]string
 
 	opts CompileOptions
 	// tracking says the site has secrets: renders that may read one run
@@ -183,27 +205,15 @@ func (c *compiler) renderer() (*renderer, error) {
 
 // declare renders one declaration for this node and adds it.
 func (c *compiler) declare(d *decl) {
-	if d.when != nil {
-		ok, err := d.when.eval(c.ctx)
-		if err != nil {
-			c.diags = append(c.diags, err.(Diagnostic))
-			return
-		}
-		if c.decoyCtx != nil {
-			// Whether a resource exists is in every report: a secret
-			// must not decide it.
-			if alt, err := d.when.eval(c.decoyCtx); err != nil || alt != ok {
-				c.diags.add(d.when.pos, "condition %s reads a secret: whether a resource exists shows in every report and diff, so a secret cannot decide it", quoteShort(d.when.src))
-				return
-			}
-		}
-		if !ok {
-			return
-		}
+	if ok, _ := c.when(d); !ok {
+		return
 	}
 	s := d.schema
 	before := len(c.diags)
 	attrs := make(map[string]any, len(d.attrs)+2)
+	if len(c.pool) == cap(c.pool) {
+		c.pool = make([]built, 0, max(32, cap(c.pool)))
+	}
 	c.pool = append(c.pool, built{pos: d.pos})
 	b := &c.pool[len(c.pool)-1]
 	for _, a := range d.attrs {
@@ -250,10 +260,12 @@ func (c *compiler) declare(d *decl) {
 			c.diags.add(d.attrPos(attr), format, args...)
 		})
 	}
-	if ig, ok := attrs["ignore"].([]string); ok {
+	if ig, ok := attrs["ignore"].([]string); ok && len(ig) > 0 && len(s.Ignorable) == 0 {
+		c.diags.add(d.attrPos("ignore"), "ignore: every %s resource is converged whole: it has no attribute the agent could leave alone", s.Type)
+	} else if ok {
 		for _, name := range ig {
-			if _, known := s.Attr(name); !known || name == s.Key {
-				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent manages for %s (want one of %s)", name, s.Type, strings.Join(managedNames(s), ", "))
+			if !slices.Contains(s.Ignorable, name) {
+				c.diags.add(d.attrPos("ignore"), "ignore: %q is not an attribute the agent can leave alone for %s (want one of %s)", name, s.Type, strings.Join(s.Ignorable, ", "))
 			}
 		}
 	}
@@ -267,8 +279,21 @@ func (c *compiler) declare(d *decl) {
 		name = strings.Join(attrs["command"].([]string), " ")
 		attrs["name"] = name
 	}
+	if name == "" && (s.Type == "line" || s.Type == "ini") {
+		if t := slices.IndexFunc(b.tainted, func(n string) bool { return n != "value" }); t >= 0 {
+			// The default name quotes the line or the match.
+			c.diags.add(d.attrPos(b.tainted[t]), "%s comes from a secret, so it cannot name the resource: give %s a name", b.tainted[t], s.Type)
+			return
+		}
+		name = defaultEditName(s.Type, attrs)
+		attrs["name"] = name
+	}
 	if name == "" {
 		c.diags.add(d.attrPos(s.Key), "%s: %s is empty", s.Type, s.Key)
+	}
+	treeSrc := ""
+	if src, _ := attrs["source"].(string); s.Type == "file" && (attrs["recurse"] == true || strings.HasSuffix(src, "/")) {
+		treeSrc = c.treeTop(attrs)
 	}
 	if c.resolveContent(d, attrs) {
 		b.tainted = append(b.tainted, "content")
@@ -276,25 +301,155 @@ func (c *compiler) declare(d *decl) {
 	if len(c.diags) > before {
 		return
 	}
-	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: d.source}
+	c.addTags(d, attrs)
+	if len(c.diags) > before {
+		return
+	}
+	b.res = Resource{ID: s.Type + ":" + name, Type: s.Type, Name: name, Attrs: attrs, Source: c.via + d.source}
+	b.whereVia, b.elem = c.whereVia, c.elem
 	if prev, dup := c.byID[b.res.ID]; dup {
-		c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.pos)
+		if b.whereVia != "" || b.elem != "" {
+			// From a for_each or a definition: name this place too.
+			c.diags.add(d.pos, "duplicate resource %s from %s: already declared at %s", b.res.ID, b.where(), prev.where())
+		} else {
+			c.diags.add(d.pos, "duplicate resource %s: already declared at %s", b.res.ID, prev.where())
+		}
 		c.pool = c.pool[:len(c.pool)-1]
 		return
 	}
+	b.edges = append(b.edges, c.useEdges...)
+	for _, in := range c.insts {
+		in.members = append(in.members, b)
+	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
+	if treeSrc != "" {
+		c.expandTree(d, b, treeSrc)
+	}
 }
 
-// managedNames lists the attributes of s that ignore may name.
-func managedNames(s *Schema) []string {
-	var out []string
-	for _, a := range s.Attrs {
-		if a.Name != s.Key {
-			out = append(out, a.Name)
+// treeTop turns a file resource whose source is a directory into the
+// directory at the top of the tree and returns the source: its own mode
+// is dir_mode's, and the files' mode stays in the attributes as
+// "file_mode" only until expandTree has read it.
+func (c *compiler) treeTop(attrs map[string]any) string {
+	src, _ := attrs["source"].(string)
+	delete(attrs, "source")
+	attrs["recurse"] = true
+	attrs["ensure"] = "directory"
+	if m, ok := attrs["mode"]; ok {
+		attrs["\x00file_mode"] = m
+	}
+	delete(attrs, "mode")
+	if dm, ok := attrs["dir_mode"]; ok {
+		attrs["mode"] = dm
+	}
+	return src
+}
+
+// treeCopied are the attributes every resource of a source directory's
+// tree takes from the declaration.
+var treeCopied = []string{"owner", "group", "backup", "drift", "audit", "ignore"}
+
+// expandTree adds a file resource for every file and directory under the
+// source directory src of top (a directory resource), below top's path:
+// each file by digest like any source, so the catalog lists every file it
+// ships and the agent fetches each as it does one. Files take mode, or the
+// site's executable bit (0755, else 0644); directories dir_mode, and purge.
+// The site never holds a symbolic link (Load refuses one, naming it), so
+// nothing a link in the site points at can be shipped.
+func (c *compiler) expandTree(d *decl, top *built, src string) {
+	a := top.res.Attrs
+	fileMode, hasFileMode := a["\x00file_mode"]
+	delete(a, "\x00file_mode")
+	rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
+	if !strings.HasPrefix(rel, "files/") || !c.site.dirs[rel] {
+		if _, isFile := c.site.files[rel]; isFile {
+			c.diags.add(d.attrPos("source"), "source %q is a file: a source directory (recurse) names a directory under files/", src)
+		} else {
+			c.diags.add(d.attrPos("source"), "source %q: no such directory under files/", src)
+		}
+		return
+	}
+	prefix := rel + "/"
+	if c.trees == nil {
+		c.trees = map[string][]string{}
+		c.treeOf = map[string]string{}
+	}
+	tree := c.site.tree
+	for i, _ := slices.BinarySearch(tree, prefix); i < len(tree) && strings.HasPrefix(tree[i], prefix); i++ {
+		p := top.res.Name + "/" + tree[i][len(prefix):]
+		attrs := map[string]any{"path": p}
+		for _, k := range treeCopied {
+			if v, ok := a[k]; ok {
+				attrs[k] = v
+			}
+		}
+		if c.site.dirs[tree[i]] {
+			attrs["ensure"] = "directory"
+			if dm, ok := a["dir_mode"]; ok {
+				attrs["mode"] = dm
+			}
+			if a["purge"] == true {
+				attrs["purge"] = true
+			}
+		} else {
+			fr := c.site.files[tree[i]]
+			attrs["source"], attrs["digest"] = tree[i], fr.Digest
+			c.files[fr.Digest] = fr
+			switch {
+			case hasFileMode:
+				attrs["mode"] = fileMode
+			case c.site.execs[tree[i]]:
+				attrs["mode"] = "0755"
+			default:
+				attrs["mode"] = "0644"
+			}
+		}
+		id := "file:" + p
+		if prev, dup := c.byID[id]; dup {
+			c.diags.add(d.attrPos("source"), "duplicate resource %s: already declared at %s, and %s holds it too", id, prev.pos, tree[i])
+			continue
+		}
+		nb := &built{pos: d.pos, res: Resource{ID: id, Type: "file", Name: p, Attrs: attrs, Source: d.source}}
+		for _, e := range top.edges {
+			if e.kind == "notify" {
+				nb.edges = append(nb.edges, e)
+			}
+		}
+		c.byID[id] = nb
+		c.order = append(c.order, nb)
+		c.trees[top.res.ID] = append(c.trees[top.res.ID], id)
+		c.treeOf[id] = top.res.ID
+	}
+	delete(a, "dir_mode") // the top's own mode now; its directories have theirs
+}
+
+// defaultEditName names a line or ini resource that was given no name
+// by what it edits: "/etc/app.conf: allow all" (the line, or the match
+// between slashes), "/etc/app.ini: [server] port".
+func defaultEditName(typ string, a map[string]any) string {
+	str := func(k string) string { s, _ := a[k].(string); return s }
+	if typ == "ini" {
+		if sec := str("section"); sec != "" {
+			return str("path") + ": [" + sec + "] " + strings.TrimSpace(str("setting"))
+		}
+		return str("path") + ": " + strings.TrimSpace(str("setting"))
+	}
+	if _, ok := a["line"]; ok {
+		return str("path") + ": " + str("line")
+	}
+	return str("path") + ": /" + str("match") + "/"
+}
+
+// noteSize raises the site's size hint to n.
+func (s *Site) noteSize(n int) {
+	for {
+		hint := s.sizeHint.Load()
+		if int64(n) <= hint || s.sizeHint.CompareAndSwap(hint, int64(n)) {
+			return
 		}
 	}
-	return out
 }
 
 // renderRaw executes a declAttr's templates (and opens its secrets); the
@@ -368,6 +523,17 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) (tainted bool) 
 		attrs["content"] = content
 		tainted = t
 	}
+	if key, ok := attrs["key"].(string); ok && d.schema.Type == "apt_repository" {
+		rel := path.Clean("files/" + strings.TrimPrefix(key, "files/"))
+		fr, ok := c.site.files[rel]
+		if !ok || !strings.HasPrefix(rel, "files/") {
+			c.diags.add(d.attrPos("key"), "key %q: no such file under files/", key)
+			return
+		}
+		attrs["key"] = rel
+		attrs["key_digest"] = fr.Digest
+		c.files[fr.Digest] = fr
+	}
 	if src, ok := attrs["source"].(string); ok {
 		rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
 		fr, ok := c.site.files[rel]
@@ -384,8 +550,10 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) (tainted bool) 
 
 // link resolves every edge, adds the implicit ones and checks the graph.
 func (c *compiler) link() {
+	c.expandInstances()
 	for _, b := range c.order {
 		c.implicit(b)
+		c.editConflict(b)
 	}
 	for _, b := range c.order {
 		self := b.res.ID
@@ -397,17 +565,31 @@ func (c *compiler) link() {
 				}
 				continue
 			}
+			// A source directory's tree stands for all of it: what waits
+			// for the top, or is before it, or subscribes to it, does so
+			// for every file below too (the tree's own resources aside,
+			// which wait for their directories).
+			kids := c.trees[e.ref]
+			if c.treeOf[self] == e.ref {
+				kids = nil
+			}
 			switch e.kind {
 			case "before":
 				t.res.Require = append(t.res.Require, self)
+				t.res.Require = append(t.res.Require, c.trees[self]...)
 			case "notify":
 				t.res.Require = append(t.res.Require, self)
 				b.res.Notify = append(b.res.Notify, e.ref)
 			case "subscribe":
 				b.res.Require = append(b.res.Require, e.ref)
 				t.res.Notify = append(t.res.Notify, self)
+				for _, k := range kids {
+					b.res.Require = append(b.res.Require, k)
+					c.byID[k].res.Notify = append(c.byID[k].res.Notify, self)
+				}
 			default: // require, implicit
 				b.res.Require = append(b.res.Require, e.ref)
+				b.res.Require = append(b.res.Require, kids...)
 			}
 		}
 	}
@@ -429,7 +611,8 @@ func sortedSet(ids []string) []string {
 
 // implicit adds the edges an operator should not have to write: a file
 // waits for its managed parent directory, owner and group; an exec or a
-// service for its user; a user for its groups.
+// service for its user; a user for its groups; an authorized key for its
+// user; a package installed by name for every apt_repository.
 func (c *compiler) implicit(b *built) {
 	a := b.res.Attrs
 	add := func(kind, ref string) {
@@ -471,6 +654,37 @@ func (c *compiler) implicit(b *built) {
 		if d := str("dir"); d != "" {
 			add("dir", "file:"+d)
 		}
+	case "line", "ini":
+		// An edit waits for the file resource that manages the same
+		// path's mode or owner (editConflict refuses one that manages its
+		// content), and for the directory it is in.
+		p := str("path")
+		add("file", "file:"+p)
+		for dir := path.Dir(p); dir != "/" && dir != "."; dir = path.Dir(dir) {
+			if _, ok := c.byID["file:"+dir]; ok {
+				add("parent directory", "file:"+dir)
+				break
+			}
+		}
+	case "cron":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+	case "mount":
+		add("mount point", "file:"+b.res.Name)
+	case "authorized_key":
+		if u := str("user"); u != "" {
+			add("user", "user:"+u)
+		}
+	case "package":
+		// An install by name needs the catalog's sources in place first
+		// (the agent refreshes apt's lists once, before the first such
+		// install); a package from a site .deb needs none.
+		if str("source") == "" {
+			for _, r := range c.aptRepos() {
+				add("apt source", r)
+			}
+		}
 	case "user":
 		if g := str("gid"); g != "" {
 			add("primary group", "group:"+g)
@@ -479,6 +693,45 @@ func (c *compiler) implicit(b *built) {
 			add("group", "group:"+g)
 		}
 	}
+}
+
+// editConflict refuses a line or ini resource on a path whose whole
+// content a file resource manages: each run would put back the other's
+// work, and neither would ever be in sync.
+func (c *compiler) editConflict(b *built) {
+	if b.res.Type != "line" && b.res.Type != "ini" {
+		return
+	}
+	p, _ := b.res.Attrs["path"].(string)
+	f, ok := c.byID["file:"+p]
+	if !ok {
+		return
+	}
+	a := f.res.Attrs
+	ensure, _ := a["ensure"].(string)
+	_, content := a["content"]
+	_, source := a["source"]
+	if content || source || (ensure != "" && ensure != "file") {
+		what := "content"
+		if !content && !source {
+			what = fmt.Sprintf("ensure = %q", ensure)
+		}
+		c.diags.add(b.pos, "%s edits %s, whose %s file:%s (declared at %s) manages: give the whole file to one of them", b.res.ID, p, what, p, f.pos)
+	}
+}
+
+// aptRepos returns the ids of the catalog's apt_repository resources,
+// found once per compile.
+func (c *compiler) aptRepos() []string {
+	if c.repos == nil {
+		c.repos = []string{}
+		for _, b := range c.order {
+			if b.res.Type == "apt_repository" {
+				c.repos = append(c.repos, b.res.ID)
+			}
+		}
+	}
+	return c.repos
 }
 
 // findCycles reports every dependency cycle, spelled out with where each

@@ -32,8 +32,18 @@ var conditionEnv = map[string]any{
 // Builtins that read the clock are disabled: compile stays a pure function
 // of site, node and facts.
 func compileCondition(src string, pos Pos) (*condition, error) {
+	return compileConditionIn(src, pos, false)
+}
+
+// compileConditionIn compiles src; withEach lets it read each, the
+// element of its declaration's for_each.
+func compileConditionIn(src string, pos Pos, withEach bool) (*condition, error) {
+	env := conditionEnv
+	if withEach {
+		env = conditionEnvEach
+	}
 	prog, err := expr.Compile(src,
-		expr.Env(conditionEnv),
+		expr.Env(env),
 		expr.AsBool(),
 		expr.DisableBuiltin("now"),
 		expr.MaxNodes(2000),

@@ -47,6 +47,11 @@ func resourceTables() string {
 		for _, a := range s.Attrs {
 			writeAttrRow(&b, "", a)
 		}
+		if len(s.Ignorable) > 0 {
+			fmt.Fprintf(&b, "\n`ignore` may name: %s.\n", strings.Join(s.Ignorable, ", "))
+		} else {
+			b.WriteString("\n`ignore` is refused: the type converges the resource whole.\n")
+		}
 		b.WriteString("\n")
 	}
 	b.WriteString("### attributes of every type\n\n| attribute | type | meaning |\n|---|---|---|\n")
@@ -65,6 +70,9 @@ func writeAttrRow(b *strings.Builder, prefix string, a Attr) {
 	doc := a.Doc
 	if a.Required {
 		doc += " (required)"
+	}
+	if a.Sensitive {
+		doc += " (sensitive: never shown in reports, events or noop output)"
 	}
 	fmt.Fprintf(b, "| `%s%s` | %s | %s |\n", prefix, a.Name, strings.ReplaceAll(kind, "|", "\\|"), doc)
 	for _, sub := range a.Sub {

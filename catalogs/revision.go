@@ -188,7 +188,7 @@ func extractTar(r io.Reader, dst string, limits siteLimits) error {
 			if total += hdr.Size; total > limits.total {
 				return fmt.Errorf("the site holds more than %s, the most a site may hold", byteSize(limits.total))
 			}
-			if err := writeEntry(root, name, tr, hdr.Size); err != nil {
+			if err := writeEntry(root, name, tr, hdr.Size, hdr.Mode&0o111 != 0); err != nil {
 				return fmt.Errorf("archive entry %s: %w", name, err)
 			}
 		case tar.TypeSymlink:
@@ -216,14 +216,22 @@ func mkParent(root *os.Root, name string) error {
 }
 
 // writeEntry creates name (which must not exist: an earlier entry of the
-// same name, or a link, is not written through) with size bytes of r.
-func writeEntry(root *os.Root, name string, r io.Reader, size int64) error {
+// same name, or a link, is not written through) with size bytes of r,
+// executable when exec says (git keeps that bit, and a source directory
+// ships it).
+func writeEntry(root *os.Root, name string, r io.Reader, size int64, exec bool) error {
 	if err := mkParent(root, name); err != nil {
 		return err
 	}
 	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return unwrapPath(err)
+	}
+	if exec {
+		if err := f.Chmod(0o755); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	n, err := io.Copy(f, io.LimitReader(r, size))
 	if cerr := f.Close(); err == nil {

@@ -21,11 +21,13 @@ type role struct {
 // decl is one resource declaration in a role, checked at load so that only
 // templated values remain to be rendered and checked per node.
 type decl struct {
-	schema *Schema
-	pos    Pos
-	source string // pos as the catalog records it, "roles/web.toml:12"
-	when   *condition
-	attrs  []*declAttr // sorted by name
+	schema  *Schema // nil for a use of a definition
+	use     *use    // set for a use of a definition
+	pos     Pos
+	source  string // pos as the catalog records it, "roles/web.toml:12"
+	when    *condition
+	forEach *iteration
+	attrs   []*declAttr // sorted by name; for a use, its edges and tags
 }
 
 // declAttr is one attribute of a declaration. Values without templates are
@@ -52,7 +54,7 @@ func (l *loader) loadRoles() {
 		ro := &role{name: name, file: rel, doc: doc, params: map[string]any{}}
 		l.site.roles[name] = ro
 		r := reader{doc: doc, diags: &l.diags}
-		allowed := append([]string{"include", "params", "description"}, TypeNames()...)
+		allowed := append([]string{"include", "params", "description"}, l.declTypes()...)
 		r.known("", allowed...)
 		r.str("description")
 		if inc, ok := r.strs("include"); ok {
@@ -64,16 +66,7 @@ func (l *loader) loadRoles() {
 		if r.table("params") {
 			ro.params = doc.data["params"].(map[string]any)
 		}
-		for _, typ := range TypeNames() {
-			for i := range r.tables(typ) {
-				if d := l.loadDecl(doc, Schemas[typ], fmt.Sprintf("%s[%d]", typ, i)); d != nil {
-					ro.decls = append(ro.decls, d)
-				}
-			}
-		}
-		// Declarations compile in file order, so that a role reads top to
-		// bottom the way its catalog's sources do.
-		slices.SortStableFunc(ro.decls, func(a, b *decl) int { return a.pos.Line - b.pos.Line })
+		ro.decls = l.loadDecls(doc)
 		// Past the load only the positions of [params] are read (lookup
 		// explains where a default came from): the rest of the parse, a
 		// value and a position for every key of every declaration, would
@@ -97,6 +90,23 @@ func (l *loader) roleNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// loadDecls loads every declaration of a role or definition file, built-in
+// types and uses of definitions alike, in file order, so that a role
+// reads top to bottom the way its catalog's sources do.
+func (l *loader) loadDecls(doc *tomlDoc) []*decl {
+	r := reader{doc: doc, diags: &l.diags}
+	var decls []*decl
+	for _, typ := range l.declTypes() {
+		for i := range r.tables(typ) {
+			if d := l.loadDecl(doc, typ, fmt.Sprintf("%s[%d]", typ, i)); d != nil {
+				decls = append(decls, d)
+			}
+		}
+	}
+	slices.SortStableFunc(decls, func(a, b *decl) int { return a.pos.Line - b.pos.Line })
+	return decls
 }
 
 // checkIncludeCycles finds every include cycle and spells it out.
@@ -139,12 +149,43 @@ func (l *loader) checkIncludeCycles() {
 // loadDecl checks one [[type]] table: unknown attributes, value types,
 // templates and the condition. Values that need no template are coerced
 // here, once.
-func (l *loader) loadDecl(doc *tomlDoc, s *Schema, p string) *decl {
+func (l *loader) loadDecl(doc *tomlDoc, typ, p string) *decl {
 	r := reader{doc: doc, diags: &l.diags}
-	raw := doc.data[s.Type].([]any)[indexOf(p)].(map[string]any)
-	d := &decl{schema: s, pos: doc.posOf(p)}
+	raw := doc.data[typ].([]any)[indexOf(p)].(map[string]any)
+	d := &decl{pos: doc.posOf(p)}
 	d.source = fmt.Sprintf("%s:%d", d.pos.File, d.pos.Line)
 	before := len(l.diags)
+	// for_each first: each is known to the condition only when it is set.
+	if v, ok := raw["for_each"]; ok {
+		d.forEach = l.loadIteration(doc, joinKey(p, "for_each"), v)
+	}
+	if _, ok := raw["when"]; ok {
+		kp := joinKey(p, "when")
+		if src, ok := r.str(kp); ok {
+			c, err := compileConditionIn(src, doc.posOf(kp), d.forEach != nil)
+			if err != nil {
+				l.diags = append(l.diags, err.(Diagnostic))
+			}
+			d.when = c
+		}
+	}
+	if df := l.site.defines[typ]; df != nil && Schemas[typ] == nil {
+		l.loadUse(doc, df, p, raw, d)
+		for _, k := range []string{"before", "notify", "require", "subscribe", "tags"} {
+			if v, ok := raw[k]; ok {
+				a, _ := metaAttr(k)
+				if da := l.loadAttr(doc, joinKey(p, k), k, a, v); da != nil {
+					d.attrs = append(d.attrs, da)
+				}
+			}
+		}
+		if len(l.diags) > before {
+			return nil
+		}
+		return d
+	}
+	s := Schemas[typ]
+	d.schema = s
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
 		keys = append(keys, k)
@@ -153,17 +194,7 @@ func (l *loader) loadDecl(doc *tomlDoc, s *Schema, p string) *decl {
 	for _, k := range keys {
 		v := raw[k]
 		kp := joinKey(p, k)
-		if k == "when" {
-			src, ok := r.str(kp)
-			if !ok {
-				continue
-			}
-			c, err := compileCondition(src, doc.posOf(kp))
-			if err != nil {
-				l.diags = append(l.diags, err.(Diagnostic))
-				continue
-			}
-			d.when = c
+		if k == "when" || k == "for_each" {
 			continue
 		}
 		a, ok := s.Attr(k)
@@ -215,7 +246,8 @@ func (l *loader) loadDecl(doc *tomlDoc, s *Schema, p string) *decl {
 		return nil
 	}
 	// Cross-attribute rules run now when every value is static; otherwise
-	// they run per node after rendering.
+	// they run per node after rendering. A for_each's elements may differ
+	// only through templates, so the rule holds for all of them.
 	if d.static() {
 		vals := map[string]any{}
 		for _, a := range d.attrs {
@@ -319,6 +351,9 @@ func (l *loader) loadAttr(doc *tomlDoc, kp, name string, a *Attr, v any) *declAt
 	cv, err := coerce(a, v, false)
 	if err != nil {
 		return fail(err)
+	}
+	if refs, ok := cv.([]string); ok && a.Kind == KindRefs && !l.checkRefTypes(name, refs, pos) {
+		return nil
 	}
 	da.static = cv
 	return da

@@ -3,11 +3,13 @@ package catalogs
 import (
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // Kind is the type of a resource attribute's value.
@@ -27,9 +29,10 @@ const (
 	KindRefs          // []string of "type:name"
 	KindSignal        // string signal name, "SIGTERM"
 	KindTable         // a table of sub-attributes, flattened to "name.sub"
+	KindScalar        // string; an integer is accepted and stored as its decimal string
 )
 
-var kindNames = [...]string{"string", "integer", "boolean", "list of strings", "table of strings", "file mode string like \"0644\"", "duration like \"30s\"", "list of resource references like \"package:nginx\"", "signal name like \"SIGTERM\"", "table"}
+var kindNames = [...]string{"string", "integer", "boolean", "list of strings", "table of strings", "file mode string like \"0644\"", "duration like \"30s\"", "list of resource references like \"package:nginx\"", "signal name like \"SIGTERM\"", "table", "string or integer"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -43,12 +46,18 @@ type Attr struct {
 	Doc      string
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
-	// Sensitive says the value is secret by nature (a password hash): it
-	// is sealed to the node even when no secret made it.
+	// Sensitive marks a value that is secret by its nature (a password
+	// hash): it is sealed to the node even when no secret made it, and
+	// the agent's changes for it carry no values, so reports, events,
+	// logs and noop output never show it.
 	Sensitive bool
 	// Command says the value is a command line (argv): a secret in it
 	// would be visible to every user of the host, so compile refuses one.
 	Command bool
+	// Public names where on the host the value is written for every user
+	// to read (cron's "/etc/cron.d/NAME, mode 0644"): compile refuses a
+	// secret in it.
+	Public string
 }
 
 // absPath checks that a path attribute is absolute and clean, so that every
@@ -82,6 +91,10 @@ type Schema struct {
 	Key   string // the attribute that names the resource: "path" for file, "name" otherwise
 	Attrs []Attr
 	Doc   string
+	// Ignorable lists the attributes `ignore` may name: those the agent's
+	// type really leaves alone when told to. A type with none refuses
+	// ignore, rather than accept a setting nothing acts on.
+	Ignorable []string
 	// check validates the attributes together after rendering; it reports
 	// each problem against the attribute at fault.
 	check func(a map[string]any, bad func(attr, format string, args ...any))
@@ -105,8 +118,10 @@ var metaAttrs = []Attr{
 	{Name: "notify", Kind: KindRefs, Doc: "resources refreshed (service restarted, refreshonly exec run) when this one changes"},
 	{Name: "subscribe", Kind: KindRefs, Doc: "resources whose change refreshes this one"},
 	{Name: "when", Kind: KindString, Doc: "a condition over node, facts, params and environment; the resource is left out when it is false"},
-	{Name: "ignore", Kind: KindList, Doc: "attributes the agent must leave alone because another tool owns them"},
+	{Name: "ignore", Kind: KindList, Doc: "attributes the agent must leave alone because another tool owns them; each type lists those it can leave alone, and a type converged whole refuses ignore"},
 	{Name: "audit", Kind: KindBool, Doc: "only check: the agent reports how the resource differs (status drift) and never changes or refreshes it"},
+	{Name: "tags", Kind: KindList, Doc: "names that select the resource in a partial run (--tags); the declaring role and every definition it came through are tags too"},
+	{Name: "for_each", Kind: KindString, Doc: "declare the resource once per element of a list or map (an expression over node, facts and params, or a literal array or table); attributes read each.key and each.value"},
 }
 
 // Schemas lists every resource type. It is an explicit table, never an
@@ -118,6 +133,26 @@ var Schemas = map[string]*Schema{
 	"exec":    execSchema,
 	"user":    userSchema,
 	"group":   groupSchema,
+	"line":    lineSchema,
+	"ini":     iniSchema,
+	"cron":    cronSchema,
+	"sysctl":  sysctlSchema,
+	"mount":   mountSchema,
+
+	"authorized_key": authorizedKeySchema,
+	"apt_repository": aptRepositorySchema,
+}
+
+// SensitiveAttr reports whether attribute name of resource type typ is
+// sensitive by nature (Attr.Sensitive), so that diffs and reports show
+// SensitiveText instead of its value.
+func SensitiveAttr(typ, name string) bool {
+	if s, ok := Schemas[typ]; ok {
+		if a, ok := s.Attr(name); ok {
+			return a.Sensitive
+		}
+	}
+	return false
 }
 
 // TypeNames returns the resource type names, sorted.
@@ -132,7 +167,8 @@ func TypeNames() []string {
 
 var fileSchema = &Schema{
 	Type: "file", Key: "path",
-	Doc: "a file, directory or symbolic link",
+	Ignorable: []string{"ensure", "content", "source", "template", "mode", "owner", "group", "target", "purge"},
+	Doc:       "a file, directory or symbolic link",
 	Attrs: []Attr{
 		{Name: "path", Kind: KindString, Required: true, Doc: "absolute path on the host", Check: absPath},
 		{Name: "ensure", Kind: KindString, Enum: []string{"file", "directory", "link", "absent"}, Doc: "what the path should be (default file)"},
@@ -147,9 +183,24 @@ var fileSchema = &Schema{
 		{Name: "backup", Kind: KindBool, Doc: "keep replaced content in the agent's content store (default true)"},
 		{Name: "follow", Kind: KindBool, Doc: "follow a symbolic link at path instead of replacing it"},
 		{Name: "drift", Kind: KindString, Enum: []string{"report", "watch"}, Doc: "watch: put a hand edit back at once instead of at the next run"},
+		{Name: "recurse", Kind: KindBool, Doc: "source is a directory under files/ (as a source ending in / is): the tree is copied, each file and directory a resource of its own in the catalog"},
+		{Name: "dir_mode", Kind: KindMode, Doc: "with a source directory: the mode of its directories (mode is then its files'; without mode a file keeps the site's executable bit, 0755 or 0644)"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		ensure, _ := a["ensure"].(string)
+		src, _ := a["source"].(string)
+		tree := a["recurse"] == true || strings.HasSuffix(src, "/")
+		if tree {
+			switch {
+			case src == "":
+				bad("recurse", "recurse needs source, a directory under files/")
+			case ensure != "" && ensure != "directory":
+				bad("ensure", "a source directory needs ensure = \"directory\" (the default for one), not %q", ensure)
+			}
+			ensure = "directory"
+		} else if _, ok := a["dir_mode"]; ok {
+			bad("dir_mode", "dir_mode is for a source directory (source = \"files/dir/\" or recurse = true)")
+		}
 		if ensure == "" {
 			ensure = "file"
 		}
@@ -160,7 +211,7 @@ var fileSchema = &Schema{
 				if n > 1 {
 					bad(k, "content, source and template are alternatives: give one")
 				}
-				if ensure != "file" {
+				if ensure != "file" && !(k == "source" && tree) {
 					bad(k, "%s needs ensure = \"file\", not %q", k, ensure)
 				}
 			}
@@ -180,16 +231,17 @@ var fileSchema = &Schema{
 
 var packageSchema = &Schema{
 	Type: "package", Key: "name",
-	Doc: "a software package",
+	Ignorable: []string{"ensure"},
+	Doc:       "a software package",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the package name"},
-		{Name: "ensure", Kind: KindString, Doc: "installed (default), absent, purged, latest, or a version"},
+		{Name: "ensure", Kind: KindString, Doc: "installed (default), held (installed and held at its version), absent, purged, latest, or a version"},
 		{Name: "provider", Kind: KindString, Enum: []string{"apt"}, Doc: "package manager (default apt)"},
 		{Name: "source", Kind: KindString, Doc: "a .deb under the site's files/ directory, installed with dpkg"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		if e, _ := a["ensure"].(string); strings.ContainsAny(e, " \t\n") {
-			bad("ensure", "ensure %q: want installed, absent, purged, latest or a version", e)
+			bad("ensure", "ensure %q: want installed, held, absent, purged, latest or a version", e)
 		}
 		if s, ok := a["source"].(string); ok && !strings.HasSuffix(s, ".deb") {
 			bad("source", "source %q: want a .deb file", s)
@@ -199,7 +251,8 @@ var packageSchema = &Schema{
 
 var serviceSchema = &Schema{
 	Type: "service", Key: "name",
-	Doc: "a long-running process, supervised by the agent or by systemd",
+	Ignorable: []string{"ensure", "enable"},
+	Doc:       "a long-running process, supervised by the agent or by systemd",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the service name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"running", "stopped"}, Doc: "default running"},
@@ -275,7 +328,8 @@ var execSchema = &Schema{
 
 var userSchema = &Schema{
 	Type: "user", Key: "name",
-	Doc: "a local user account",
+	Ignorable: []string{"ensure", "uid", "gid", "groups", "home", "shell", "comment", "password"},
+	Doc:       "a local user account",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "login name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
@@ -287,6 +341,7 @@ var userSchema = &Schema{
 		{Name: "comment", Kind: KindString, Doc: "the GECOS field"},
 		{Name: "system", Kind: KindBool, Doc: "a system account (uid below UID_MIN)"},
 		{Name: "managehome", Kind: KindBool, Doc: "create the home directory"},
+		{Name: "password", Kind: KindString, Sensitive: true, Doc: "the password as a crypt(3) hash (\"$y$…\", \"$6$…\", \"$5$…\"), \"!\" or \"*\" for locked, or \"!\" before a hash to lock it; written to etc/shadow", Check: cryptHash},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {
 		checkAccountName(a, bad)
@@ -298,7 +353,8 @@ var userSchema = &Schema{
 
 var groupSchema = &Schema{
 	Type: "group", Key: "name",
-	Doc: "a local group",
+	Ignorable: []string{"ensure", "gid"},
+	Doc:       "a local group",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "group name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
@@ -311,6 +367,367 @@ var groupSchema = &Schema{
 			bad("gid", "gid %d is out of range", gid)
 		}
 	},
+}
+
+var lineSchema = &Schema{
+	Type: "line", Key: "name",
+	Doc: "one line present in (or absent from) a text file, the rest of the file kept byte for byte",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Doc: "the resource name (default: \"PATH: LINE\", or \"PATH: /MATCH/\" without a line)"},
+		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the line is wanted)", Check: absPath},
+		{Name: "line", Kind: KindString, Doc: "the whole line, without its newline (required unless ensure = \"absent\" with match)", Check: oneLine},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+		{Name: "match", Kind: KindString, Doc: "a regular expression (Go syntax): with present, the first matching line is replaced by line when line is not in the file yet; with absent, every matching line is removed", Check: goRegexp},
+		{Name: "replace_all", Kind: KindBool, Doc: "with match: replace every matching line, not only the first"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		ensure, _ := a["ensure"].(string)
+		_, hasMatch := a["match"]
+		if _, ok := a["line"]; !ok && (ensure != "absent" || !hasMatch) {
+			bad("line", "line is required (only ensure = \"absent\" with match can do without)")
+		}
+		if all, _ := a["replace_all"].(bool); all && !hasMatch {
+			bad("replace_all", "replace_all needs match")
+		} else if all && ensure == "absent" {
+			bad("replace_all", "replace_all is for ensure = \"present\": with absent every matching line is removed")
+		}
+	},
+}
+
+var iniSchema = &Schema{
+	Type: "ini", Key: "name",
+	Doc: "one setting in one section of an INI-style file, the rest of the file (comments too) kept byte for byte",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Doc: "the resource name (default: \"PATH: [SECTION] SETTING\", or \"PATH: SETTING\" at the top of the file)"},
+		{Name: "path", Kind: KindString, Required: true, Doc: "the file to edit (created with mode 0644 when missing and the setting is wanted)", Check: absPath},
+		{Name: "section", Kind: KindString, Doc: "the section, without brackets; empty (the default) is the top of the file, before any section", Check: iniName("]")},
+		{Name: "setting", Kind: KindString, Required: true, Doc: "the setting's name (the part before =)", Check: iniName("=[")},
+		{Name: "value", Kind: KindScalar, Doc: "the setting's value (required with ensure = \"present\"), written as `setting = value`", Check: oneLine},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if _, ok := a["value"]; !ok && a["ensure"] != "absent" {
+			bad("value", "value is required with ensure = \"present\"")
+		}
+		if s, _ := a["setting"].(string); strings.TrimSpace(s) == "" {
+			bad("setting", "setting is empty")
+		} else if t := strings.TrimSpace(s); t[0] == '#' || t[0] == ';' {
+			bad("setting", "setting %q: a line starting with # or ; is a comment", s)
+		}
+	},
+}
+
+// cronPublic is where a cron job's attributes are written: cron reads
+// only files every user may read too.
+const cronPublic = "/etc/cron.d/NAME, mode 0644"
+
+var cronSchema = &Schema{
+	Type: "cron", Key: "name",
+	Doc: "a cron job: one file /etc/cron.d/<name>, mode 0644, owned by root",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "the job's file name in /etc/cron.d (letters, digits, _ and -: cron skips other names, as run-parts does)", Check: cronName},
+		{Name: "schedule", Kind: KindString, Doc: "five fields (minute hour day-of-month month day-of-week, like \"*/15 * * * *\") or @reboot, @hourly, @daily, @weekly, @monthly, @yearly (required with ensure = \"present\")", Check: func(v any) error { return CheckCronSchedule(v.(string)) }, Public: cronPublic},
+		{Name: "user", Kind: KindString, Doc: "the user the command runs as (default root)", Public: cronPublic},
+		{Name: "command", Kind: KindString, Doc: "the command line; cron runs it with /bin/sh (a shell: quote accordingly), and a % in it is cron's newline unless written \\% (required with ensure = \"present\")", Check: oneLine, Public: cronPublic},
+		{Name: "environment", Kind: KindMap, Doc: "variables set for the job (NAME = \"value\"), like MAILTO or PATH", Check: cronEnvironment, Public: cronPublic},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["ensure"] == "absent" {
+			return
+		}
+		for _, k := range []string{"schedule", "command"} {
+			if s, _ := a[k].(string); strings.TrimSpace(s) == "" {
+				bad(k, "%s is required with ensure = \"present\"", k)
+			}
+		}
+		if u, ok := a["user"].(string); ok {
+			checkAccountName(map[string]any{"name": u}, func(_, format string, args ...any) { bad("user", "user: "+format, args...) })
+		}
+	},
+}
+
+var sysctlSchema = &Schema{
+	Type: "sysctl", Key: "name",
+	Doc: "a kernel parameter: set live (/proc/sys) and kept in /etc/sysctl.d/60-herd-<name>.conf",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "the parameter, like net.ipv4.ip_forward", Check: sysctlName},
+		{Name: "value", Kind: KindScalar, Required: true, Doc: "its value, as sysctl prints it (whitespace between numbers is compared as one space)", Check: oneLine},
+		{Name: "persist", Kind: KindBool, Doc: "keep the value across reboots in /etc/sysctl.d/60-herd-<name>.conf (default true; false removes that file)"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if v, _ := a["value"].(string); strings.TrimSpace(v) == "" {
+			bad("value", "value is empty")
+		}
+	},
+}
+
+var mountSchema = &Schema{
+	Type: "mount", Key: "name",
+	Doc: "a file system: its /etc/fstab entry (other lines kept byte for byte) and, on a real host, whether it is mounted",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "the mount point", Check: absPath},
+		{Name: "device", Kind: KindString, Doc: "what is mounted: a device, UUID=…, LABEL=…, host:/export, or tmpfs (required unless ensure = \"absent\")", Check: oneLine},
+		{Name: "fstype", Kind: KindString, Doc: "the file system type, like ext4, xfs, nfs or tmpfs (required unless ensure = \"absent\")", Check: oneWord},
+		{Name: "options", Kind: KindString, Doc: "mount options (default \"defaults\")", Check: oneWord},
+		{Name: "dump", Kind: KindInt, Doc: "fstab's fifth field, for dump(8) (default 0)"},
+		{Name: "pass", Kind: KindInt, Doc: "fstab's sixth field, the fsck order: 0 none, 1 root, 2 others (default 0)"},
+		{Name: "ensure", Kind: KindString, Enum: []string{"mounted", "present", "unmounted", "absent"}, Doc: "mounted (default): in fstab and mounted; present: in fstab, mount state left alone; unmounted: in fstab, not mounted; absent: not in fstab, not mounted. Mount state is managed only on a real host (root /), never under --root"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["name"] == "/" {
+			bad("name", "name \"/\": the root file system is not managed by a mount resource")
+		}
+		if a["ensure"] != "absent" {
+			for _, k := range []string{"device", "fstype"} {
+				if s, _ := a[k].(string); strings.TrimSpace(s) == "" {
+					bad(k, "%s is required unless ensure = \"absent\"", k)
+				}
+			}
+		}
+		for _, k := range []string{"dump", "pass"} {
+			if n, ok := a[k].(int64); ok && (n < 0 || n > 9) {
+				bad(k, "%s %d: want a number from 0 to 9", k, n)
+			}
+		}
+	},
+}
+
+// oneLine refuses a string with a line break: each of these values
+// becomes (part of) one line of a file, and a newline in it would add a
+// line nobody declared.
+func oneLine(v any) error {
+	if s, _ := v.(string); strings.ContainsAny(s, "\n\r") {
+		return fmt.Errorf("%q: must be one line (no newline)", s)
+	}
+	return nil
+}
+
+// oneWord refuses an empty string or one with white space: an fstab field.
+func oneWord(v any) error {
+	if s, _ := v.(string); s == "" || strings.ContainsAny(s, " \t\n\r") {
+		return fmt.Errorf("%q: want one word, without spaces", s)
+	}
+	return nil
+}
+
+// goRegexp checks that a match attribute compiles as a Go regular
+// expression, so that a typo fails at compile instead of on every host.
+func goRegexp(v any) error {
+	s, _ := v.(string)
+	if _, err := regexp.Compile(s); err != nil {
+		return fmt.Errorf("not a regular expression (Go syntax): %w", err)
+	}
+	return oneLine(v)
+}
+
+// iniName checks a section or setting name: one line, without the
+// characters that would end it early.
+func iniName(forbidden string) func(v any) error {
+	return func(v any) error {
+		s, _ := v.(string)
+		if strings.ContainsAny(s, forbidden+"\n\r") {
+			return fmt.Errorf("%q: may not contain %s or a newline", s, strings.Join(strings.Split(forbidden, ""), " or "))
+		}
+		return nil
+	}
+}
+
+// cronNameRE is the name rule of run-parts (--lsbsysinit off), which
+// Debian's cron applies to /etc/cron.d: a file with any other name (a dot
+// in it, like "job.conf") is silently skipped.
+var cronNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// CronName checks a cron job's name, which is its file name in
+// /etc/cron.d.
+func CronName(name string) error {
+	if !cronNameRE.MatchString(name) || len(name) > 200 {
+		return fmt.Errorf("%q: want letters, digits, _ and - only (cron skips files in /etc/cron.d with other names, like a dot)", name)
+	}
+	return nil
+}
+
+func cronName(v any) error { s, _ := v.(string); return CronName(s) }
+
+// cronEnvironment checks a cron job's variables: a name cron reads as one
+// and values on one line.
+func cronEnvironment(v any) error {
+	for k, val := range v.(map[string]string) {
+		if !envNameRE.MatchString(k) {
+			return fmt.Errorf("variable %q: want a name of letters, digits and _ not starting with a digit", k)
+		}
+		if err := oneLine(val); err != nil {
+			return fmt.Errorf("variable %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// sysctlNameRE is a kernel parameter's name: dot-separated parts of the
+// characters /proc/sys entries use.
+var sysctlNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$`)
+
+// SysctlName checks a kernel parameter's name (net.ipv4.ip_forward). The
+// agent maps it to a path under /proc/sys and a file name under
+// /etc/sysctl.d, so nothing but the characters of such names passes.
+func SysctlName(name string) error {
+	if !sysctlNameRE.MatchString(name) || len(name) > 200 {
+		return fmt.Errorf("%q: want dot-separated parts of letters, digits, _ and -, like net.ipv4.ip_forward", name)
+	}
+	return nil
+}
+
+func sysctlName(v any) error { s, _ := v.(string); return SysctlName(s) }
+
+// cryptHash checks a password attribute's shape: a crypt(3) hash of a
+// method the shadow suite writes (yescrypt, SHA-512, SHA-256, bcrypt,
+// gost-yescrypt, scrypt), or a locked field. A clear-text password put
+// there by mistake must fail the compile, never reach etc/shadow (where it
+// would be a password nobody can type) or a report.
+func cryptHash(v any) error {
+	s, _ := v.(string)
+	if s == "!" || s == "*" || s == "!*" {
+		return nil
+	}
+	h := strings.TrimPrefix(s, "!")
+	ok := false
+	for _, id := range []string{"$y$", "$6$", "$5$", "$2b$", "$2y$", "$gy$", "$7$"} {
+		if strings.HasPrefix(h, id) && len(h) > len(id)+1 {
+			ok = true
+		}
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '/' || c == '$' || c == '=') {
+			ok = false
+		}
+	}
+	if !ok || strings.Count(h, "$") < 3 {
+		// The value itself is never quoted: it may be a clear-text
+		// password typed into the wrong attribute.
+		return fmt.Errorf("want a crypt(3) hash like \"$y$…\" or \"$6$…\" (mkpasswd makes one), or \"!\" or \"*\" for a locked account")
+	}
+	return nil
+}
+
+var authorizedKeySchema = &Schema{
+	Type: "authorized_key", Key: "name",
+	Doc: "one public key in a user's ~/.ssh/authorized_keys",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "a label for the key, written as its comment (\"alice@laptop\")"},
+		{Name: "user", Kind: KindString, Required: true, Doc: "whose authorized_keys (the home comes from the host's etc/passwd)"},
+		{Name: "key", Kind: KindString, Required: true, Doc: "the public key as \"type base64\", like \"ssh-ed25519 AAAAC3Nza…\"", Check: func(v any) error {
+			_, _, err := SplitPublicKey(v.(string))
+			return err
+		}},
+		{Name: "options", Kind: KindList, Doc: "the key's options, like [\"no-pty\", \"from=\\\"10.0.0.0/8\\\"\"]", Check: func(v any) error {
+			for _, o := range v.([]string) {
+				if err := CheckKeyOption(o); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+		{Name: "purge", Kind: KindBool, Doc: "the user's authorized_keys holds only the keys this catalog manages for the user: every other key is removed (comments stay)"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if n, _ := a["name"].(string); strings.ContainsAny(n, "\n\r\x00") {
+			bad("name", "name: a key's label is one line")
+		}
+		if u, _ := a["user"].(string); u != "" {
+			checkAccountName(map[string]any{"name": u}, func(_, format string, args ...any) { bad("user", "user: "+format, args...) })
+		}
+	},
+}
+
+var aptRepositorySchema = &Schema{
+	Type: "apt_repository", Key: "name",
+	Doc: "an apt source, /etc/apt/sources.list.d/<name>.sources (deb822), with its signing key in /etc/apt/keyrings; packages installed by name wait for every apt_repository",
+	Attrs: []Attr{
+		{Name: "name", Kind: KindString, Required: true, Doc: "names the files: letters, digits, _ . -", Check: func(v any) error {
+			n := v.(string)
+			for i, c := range n {
+				if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || (i > 0 && (c == '.' || c == '-'))) {
+					return fmt.Errorf("name %q: want letters, digits, _ . - (it names files apt reads)", n)
+				}
+			}
+			return nil
+		}},
+		{Name: "uris", Kind: KindList, Doc: "the repository's URIs (required unless ensure = \"absent\"), like [\"https://deb.example.com/debian\"]", Check: func(v any) error {
+			return aptWords(v.([]string), func(u string) error {
+				scheme, rest, ok := strings.Cut(u, ":")
+				if !ok || scheme == "" || rest == "" || strings.Trim(scheme, "abcdefghijklmnopqrstuvwxyz0123456789+") != "" {
+					return fmt.Errorf("uri %q: want a URI like https://deb.example.com/debian or file:/srv/repo", u)
+				}
+				return nil
+			})
+		}},
+		{Name: "suites", Kind: KindList, Doc: "suites (required unless ensure = \"absent\"), like [\"bookworm\"]; a path ending in / (\"./\") is a flat repository, without components", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "components", Kind: KindList, Doc: "components, like [\"main\"] (required unless the suites are flat)", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "architectures", Kind: KindList, Doc: "architectures to fetch, like [\"amd64\"] (default: apt's)", Check: func(v any) error {
+			return aptWords(v.([]string), nil)
+		}},
+		{Name: "key", Kind: KindString, Doc: "the signing key, a .asc (ASCII-armored) or .gpg (binary) file under the site's files/, written to /etc/apt/keyrings/<name>.asc|.gpg and named by Signed-By"},
+		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
+	},
+	check: func(a map[string]any, bad func(string, string, ...any)) {
+		if a["ensure"] != "absent" {
+			for _, k := range []string{"uris", "suites"} {
+				if _, ok := a[k]; !ok {
+					bad("name", "apt_repository needs %s (unless ensure = \"absent\")", k)
+				}
+			}
+		}
+		flat := 0
+		suites, _ := a["suites"].([]string)
+		for _, s := range suites {
+			if strings.HasSuffix(s, "/") {
+				flat++
+			}
+		}
+		comps, _ := a["components"].([]string)
+		switch {
+		case flat > 0 && flat < len(suites):
+			bad("suites", "suites: a flat suite (ending in /) and a named one cannot share a source")
+		case flat > 0 && len(comps) > 0:
+			bad("components", "components: a flat suite (ending in /) has none")
+		case flat == 0 && len(suites) > 0 && len(comps) == 0:
+			bad("suites", "suites: a named suite needs components, like [\"main\"]")
+		}
+		if k, ok := a["key"].(string); ok && !strings.HasSuffix(k, ".asc") && !strings.HasSuffix(k, ".gpg") {
+			bad("key", "key %q: want a .asc (ASCII-armored) or .gpg (binary) file under files/", k)
+		}
+	},
+}
+
+// aptWords checks the words of a deb822 list field: at least one, each
+// non-empty without spaces, line breaks or #, and each passing check.
+func aptWords(vs []string, check func(string) error) error {
+	if len(vs) == 0 {
+		return fmt.Errorf("want at least one")
+	}
+	for _, v := range vs {
+		for _, c := range v {
+			if c == '#' || unicode.IsSpace(c) || !unicode.IsGraphic(c) {
+				return fmt.Errorf("%q: want one word, without spaces, control characters or #", v)
+			}
+		}
+		if v == "" {
+			return fmt.Errorf("want a word, not an empty string")
+		}
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkAccountName applies the shadow suite's rule for user and group names
@@ -388,8 +805,10 @@ func coerceKind(a *Attr, v any, rendered bool) (any, error) {
 			return nil, fmt.Errorf("want a list of strings, got %s", typeName(v))
 		}
 		if a.Kind == KindRefs {
+			// The type is checked by the loader, which knows the site's
+			// definitions too (checkRefTypes).
 			for _, ref := range list {
-				if err := checkRef(ref); err != nil {
+				if err := checkRefShape(ref); err != nil {
 					return nil, err
 				}
 			}
@@ -426,6 +845,17 @@ func coerceKind(a *Attr, v any, rendered bool) (any, error) {
 			return nil, fmt.Errorf("duration %q: want a positive duration like \"30s\" or \"5m\"", s)
 		}
 		return s, nil
+	case KindScalar:
+		// A value written into a file (a sysctl, an ini setting) reads
+		// naturally as a TOML integer; it is stored as the text it
+		// stands for.
+		switch x := v.(type) {
+		case string:
+			return x, nil
+		case int64:
+			return strconv.FormatInt(x, 10), nil
+		}
+		return nil, fmt.Errorf("want a %s, got %s", a.Kind, typeName(v))
 	case KindSignal:
 		s, ok := v.(string)
 		if !ok {

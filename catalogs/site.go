@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,12 +24,25 @@ type Site struct {
 	Settings Settings
 	Tests    []SiteTest
 
-	rules  []*rule
-	nodes  *tomlDoc // nodes.toml, for positions in explanations
-	roles  map[string]*role
-	data   map[string]*tomlDoc // "os/debian" → data/os/debian.toml
-	render *renderers          // every file under templates/ and every templated value
-	files  map[string]FileRef  // "files/motd" → its digest and size
+	rules []*rule
+	nodes *tomlDoc // nodes.toml, for positions in explanations
+	roles map[string]*role
+	// sizeHint is the most resources a compile of this site has made,
+	// to size the next one's allocations.
+	sizeHint atomic.Int64
+	// defines are defines/<name>.toml, the site's own resource types.
+	defines map[string]*definition
+	data    map[string]*tomlDoc // "os/debian" → data/os/debian.toml
+	render  *renderers          // every file under templates/ and every templated value
+	files   map[string]FileRef  // "files/motd" → its digest and size
+	// execs are the static files with an executable bit in the site, and
+	// dirs the directories under files/: what a source directory copies
+	// (recurse) keeps.
+	execs map[string]bool
+	dirs  map[string]bool
+	// tree is every static file and directory under files/, sorted, for
+	// source directories; built once at load.
+	tree []string
 	// policies are policies/**/*.rego, sorted by path.
 	policies []SourceFile
 	// blobs keeps static files by digest for a site whose directory is
@@ -104,10 +118,13 @@ func Load(ctx context.Context, dir string, opts LoadOptions) (*Site, error) {
 func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, error) {
 	l := &loader{
 		site: &Site{
-			roles:  map[string]*role{},
-			data:   map[string]*tomlDoc{},
-			files:  map[string]FileRef{},
-			render: newRenderers(),
+			roles:   map[string]*role{},
+			defines: map[string]*definition{},
+			data:    map[string]*tomlDoc{},
+			files:   map[string]FileRef{},
+			render:  newRenderers(),
+			execs:   map[string]bool{},
+			dirs:    map[string]bool{},
 		},
 		contents:  map[string][]byte{},
 		inlinePos: map[string]Pos{},
@@ -117,12 +134,20 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 		return nil, "", err
 	}
 	slices.SortFunc(l.site.policies, func(a, b SourceFile) int { return strings.Compare(a.Path, b.Path) })
+	for rel := range l.site.files {
+		l.site.tree = append(l.site.tree, rel)
+	}
+	for rel := range l.site.dirs {
+		l.site.tree = append(l.site.tree, rel)
+	}
+	slices.Sort(l.site.tree)
 	// A file that could not be read would only cause confusing
 	// follow-on mistakes ("a site needs nodes.toml").
 	if err := l.diags.err(); err != nil {
 		return nil, "", err
 	}
 	l.loadSettings()
+	l.loadDefines()
 	l.loadRoles()
 	l.loadNodes()
 	l.loadData()

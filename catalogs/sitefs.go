@@ -182,6 +182,9 @@ func (l *loader) readTree(sd siteDir) error {
 			return fs.SkipAll
 		}
 		if d.IsDir() {
+			if strings.HasPrefix(rel, "files/") {
+				l.site.dirs[rel] = true
+			}
 			return nil
 		}
 		lst, err := d.Info()
@@ -211,10 +214,20 @@ func (l *loader) readTree(sd siteDir) error {
 			return nil
 		}
 		hexsum := hex.EncodeToString(h.Sum(nil))
-		l.digests = append(l.digests, rel+"\x00"+hexsum)
+		exec := static && lst.Mode()&0o111 != 0
+		if exec {
+			// A source directory ships executable bits: a changed bit is
+			// a changed site.
+			l.digests = append(l.digests, rel+"\x00"+hexsum+"\x00x")
+		} else {
+			l.digests = append(l.digests, rel+"\x00"+hexsum)
+		}
 		switch {
 		case static:
 			l.site.files[rel] = FileRef{Digest: "sha256:" + hexsum, Path: rel, Size: n}
+			if exec {
+				l.site.execs[rel] = true
+			}
 		case strings.HasPrefix(rel, "policies/") && strings.HasSuffix(rel, ".rego"):
 			l.site.policies = append(l.site.policies, SourceFile{Path: rel, Data: buf.Bytes()})
 		default:

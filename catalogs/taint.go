@@ -129,13 +129,19 @@ func (c *compiler) resolveSecrets(path string, v any) (plain, decoy any, found b
 // decoys: tainted says the two differ (or the decoy render failed where the
 // plain one did not).
 func (c *compiler) tracked(mayRead bool, render func() (any, error)) (v any, tainted bool, err error) {
-	var alt any
+	v, _, tainted, err = c.trackedAlt(mayRead, render)
+	return v, tainted, err
+}
+
+// trackedAlt is tracked that also returns the decoy rendering: v itself
+// when the render was not tracked, nil when the decoy render failed.
+func (c *compiler) trackedAlt(mayRead bool, render func() (any, error)) (v, alt any, tainted bool, err error) {
 	opened := c.opened
 	if v, err = render(); err != nil || !c.tracking {
-		return v, false, err
+		return v, v, false, err
 	}
 	if !mayRead && c.opened == opened {
-		return v, false, nil
+		return v, v, false, nil
 	}
 	defer func() {
 		if tainted {
@@ -150,7 +156,84 @@ func (c *compiler) tracked(mayRead bool, render func() (any, error)) (v any, tai
 	var derr error
 	alt, derr = render()
 	c.ctx, c.decoy = ctx, false
-	return v, derr != nil || !sameRendered(v, alt), nil
+	if derr != nil {
+		alt = nil
+	}
+	return v, alt, derr != nil || !sameRendered(v, alt), nil
+}
+
+// when evaluates d's condition for this node: ok says d applies. A
+// condition whose outcome a secret decides is a mistake (fine is false,
+// and it is recorded): whether a resource exists shows in every report.
+func (c *compiler) when(d *decl) (ok, fine bool) {
+	if d.when == nil {
+		return true, true
+	}
+	ok, err := d.when.eval(c.ctx)
+	if err != nil {
+		c.diags = append(c.diags, err.(Diagnostic))
+		return false, false
+	}
+	if c.decoyCtx != nil {
+		if alt, err := d.when.eval(c.decoyCtx); err != nil || alt != ok {
+			c.diags.add(d.when.pos, "condition %s reads a secret: whether a resource exists shows in every report and diff, so a secret cannot decide it", quoteShort(d.when.src))
+			return false, false
+		}
+	}
+	return ok, true
+}
+
+// decoyElements evaluates d's for_each on the decoy context, when the
+// node has secrets, and checks that a secret decides neither how many
+// elements there are nor their keys: both show in every report, as the
+// resources they make and their names. It returns nil when there is no
+// decoy context or on a mistake (fine is false, and it is recorded).
+func (c *compiler) decoyElements(d *decl, elems []element) (alt []element, fine bool) {
+	if c.decoyCtx == nil {
+		return nil, true
+	}
+	alt, err := d.forEach.elements(c.decoyCtx)
+	same := err == nil && len(alt) == len(elems)
+	for i := 0; same && i < len(alt); i++ {
+		same = alt[i].key == elems[i].key
+	}
+	if !same {
+		what := "for_each " + quoteShort(d.forEach.src)
+		if d.forEach.src == "" {
+			what = "for_each"
+		}
+		c.diags.add(d.forEach.pos, "%s reads a secret: how many resources it makes and their keys show in every report and diff, so a secret cannot decide them (iterate over data whose values, not keys or length, hold the secrets)%s", what, c.inUse())
+		return nil, false
+	}
+	return alt, true
+}
+
+// elementSecrets opens the secrets a for_each element holds itself (an
+// "age:" value written in a literal for_each), returning its plain value
+// and its decoy (from the decoy context's element, alt, when there is one).
+// found says the element holds a secret in either.
+func (c *compiler) elementSecrets(e element, alt *element) (plain, decoy any, found bool) {
+	paths := c.secretPaths // the caller marks each as secret
+	plain, decoy, found = c.resolveSecrets("each.value", e.value)
+	if alt != nil {
+		_, decoy, _ = c.resolveSecrets("each.value", alt.value)
+		found = true
+	}
+	c.secretPaths = paths
+	return plain, decoy, found
+}
+
+// untainted renders a declaration's meta attribute (an edge or tags) that
+// no secret may reach: the graph and the tags show in every report.
+func (c *compiler) untainted(a *declAttr) (any, error) {
+	raw, tainted, err := c.tracked(c.attrMayRead(a), func() (any, error) { return c.renderRaw(a) })
+	if err != nil {
+		return nil, err
+	}
+	if tainted {
+		return nil, Diagnostic{Pos: a.pos, Msg: fmt.Sprintf("%s cannot come from a secret: it is part of the graph every report shows%s", a.name, c.inUse())}
+	}
+	return c.coerce(a, raw)
 }
 
 func sameRendered(a, b any) bool {
@@ -177,12 +260,17 @@ func (c *compiler) mayBeSecret(d *decl, a *declAttr) bool {
 	case a.attr.Command:
 		c.diags.add(a.pos, "%s: a secret in a command line is visible to every user of the host (in /proc and ps): pass it by environment (env) or standard input (exec stdin) instead", a.name)
 		return false
+	case a.attr.Public != "":
+		c.diags.add(a.pos, "%s: a secret here would be written to %s, which every user of the host reads: keep it in a file of mode 0600 (a file resource) that the command reads, or run the command from an exec", a.name, a.attr.Public)
+		return false
 	case a.name == s.Key:
 		why = "it names the resource in every report, event and diff"
 	case a.attr.Kind == KindRefs:
 		why = "it is an edge of the graph every report shows"
-	case a.name == "ignore", a.name == "audit", a.name == "template", a.name == "source", a.name == "ensure", a.name == "provider":
+	case a.name == "ignore", a.name == "audit", a.name == "template", a.name == "source", a.name == "ensure", a.name == "provider", a.name == "drift", a.name == "recurse":
 		why = "it decides what the resource is, which every report shows"
+	case a.name == "tags":
+		why = "tags select resources for a partial run and show in every report"
 	}
 	if why != "" {
 		c.diags.add(a.pos, "%s cannot come from a secret: %s", a.name, why)
@@ -368,6 +456,11 @@ func related(a, b string) bool {
 		a, b = b, a
 	}
 	return a[:len(b)] == b && (len(a) == len(b) || a[len(b)] == '.')
+}
+
+// mayReadTString is mayRead for one string of a declaration.
+func (c *compiler) mayReadTString(ts tstring) bool {
+	return ts.name != "" && c.mayRead(c.site.render.inlineRefs, ts.name)
 }
 
 // attrMayRead is mayRead for every template of a declaration's value.

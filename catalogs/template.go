@@ -423,8 +423,15 @@ func (l *loader) loadTemplates() {
 	refsOf(l.site.render.inline, l.site.render.inlineRefs)
 	// Templates named by file resources must exist; checked here once
 	// rather than per node.
+	var all [][]*decl
 	for _, ro := range l.site.roles {
-		for _, d := range ro.decls {
+		all = append(all, ro.decls)
+	}
+	for _, df := range l.site.defines {
+		all = append(all, df.decls)
+	}
+	for _, decls := range all {
+		for _, d := range decls {
 			for _, a := range d.attrs {
 				if a.name != "template" || a.value.name != "" {
 					continue

@@ -228,7 +228,7 @@ func wireSummary(s store.Summary) *herdv1.Summary {
 }
 
 func wireReport(r store.Report) *herdv1.Report {
-	out := &herdv1.Report{RunId: r.RunID, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit,
+	out := &herdv1.Report{RunId: r.RunID, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit, Partial: r.Partial,
 		StartedUnixNs: r.Started.UnixNano(), DurationNs: int64(r.Duration), Summary: wireSummary(r.Summary)}
 	for _, e := range r.Events {
 		ev := &herdv1.Event{Id: e.ID, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,

@@ -130,6 +130,11 @@ func (a *auditor) reported(node string, r store.Report) {
 // earlier than the last check gives the drift. Callers hold the
 // auditor's lock.
 func applyReport(n *auditNode, r store.Report) {
+	if r.Partial {
+		// Some resources only: neither the node's last run nor its
+		// drift.
+		return
+	}
 	if r.Received.After(n.received) && (r.Audit || !r.Noop) {
 		n.received = r.Received
 	}

@@ -42,7 +42,7 @@ type nodeServices struct {
 // that started later already said otherwise (a spooled report arriving
 // late). Audit runs say nothing of services.
 func (s *Server) noteServices(node string, rep store.Report, health []*herdv1.ServiceHealth) {
-	if rep.Audit {
+	if rep.Audit || rep.Partial {
 		return
 	}
 	v := &nodeServices{started: rep.Started, health: health}
@@ -75,6 +75,10 @@ func (d dashboardSource) Nodes(ctx context.Context, q dashboard.NodeQuery) (dash
 	}
 	states, _, err := s.rolloutStates(ctx, "", "")
 	if err != nil {
+		return dashboard.NodePage{}, fmt.Errorf("listing nodes: %w", err)
+	}
+	// The compliance column, and the where names that read it.
+	if _, err := s.complianceNow(ctx); err != nil {
 		return dashboard.NodePage{}, fmt.Errorf("listing nodes: %w", err)
 	}
 	var match func(map[string]any) (bool, error)
@@ -123,7 +127,7 @@ func (s *Server) dashboardRow(n store.Node, rolloutState string) dashboard.NodeR
 		Name: n.Name, LastCheckin: n.LastCheckin, LastReport: n.LastReport, LastRunID: n.LastRunID,
 		Status: runStatus(n), AppliedVersion: n.AppliedVersion, AgentVersion: n.AgentVersion,
 		RolloutState: rolloutState, Drift: n.Drift, Changed: n.LastSummary.Changed, Failed: n.LastSummary.Failed,
-		Deactivated: n.Deactivated,
+		Deactivated: n.Deactivated, Audit: s.auditCounts(n.Name),
 	}
 	cur, cerr := s.compiles.get(n.Name)
 	if cur != nil {
@@ -152,6 +156,8 @@ func sortRows(rows []dashboard.NodeRow, key string, desc bool) {
 			return cmp.Compare(a.RolloutState, b.RolloutState)
 		case dashboard.SortAgent:
 			return cmp.Compare(a.AgentVersion, b.AgentVersion)
+		case dashboard.SortCompliance:
+			return cmp.Compare(complianceKey(a.Audit), complianceKey(b.Audit))
 		}
 		return 0
 	}
@@ -164,17 +170,36 @@ func sortRows(rows []dashboard.NodeRow, key string, desc bool) {
 	})
 }
 
+// complianceKey orders nodes by the controls they fail; a node no
+// control judged comes before one that passes them all.
+func complianceKey(c dashboard.AuditCounts) int {
+	if c.Judged() == 0 {
+		return -1
+	}
+	return c.Failed()
+}
+
 func (d dashboardSource) Node(ctx context.Context, name string) (dashboard.NodeDetail, bool, error) {
 	s := d.s
 	n, ok, err := s.st.Node(ctx, name)
 	if err != nil || !ok {
 		return dashboard.NodeDetail{}, false, err
 	}
+	controls, err := s.nodeControls(ctx, name)
+	if err != nil {
+		return dashboard.NodeDetail{}, false, err
+	}
 	state, err := s.rolloutState(ctx, name)
 	if err != nil {
 		return dashboard.NodeDetail{}, false, fmt.Errorf("reading node %s: %w", name, err)
 	}
-	out := dashboard.NodeDetail{Row: s.dashboardRow(n, state), FactsUpdated: n.FactsUpdated}
+	out := dashboard.NodeDetail{Row: s.dashboardRow(n, state), FactsUpdated: n.FactsUpdated, Controls: controls}
+	// The row's counts from the node's own results, not from a view
+	// that may be older.
+	out.Row.Audit = dashboard.AuditCounts{}
+	for _, c := range controls {
+		countState(&out.Row.Audit, c.State)
+	}
 	if cf, ok := s.facts.get(name); ok {
 		out.Facts = flattenFacts(cf.facts)
 	} else if _, b, updated, ok, err := s.st.Facts(ctx, name); err != nil {

@@ -118,7 +118,7 @@ func TestDashboardHeaders(t *testing.T) {
 		path string
 		code int
 	}{
-		{"/", 200}, {"/site", 200}, {"/rollouts", 200}, {"/static/style.css", 200},
+		{"/", 200}, {"/site", 200}, {"/rollouts", 200}, {"/static/style.css", 200}, {"/compliance", 200}, {"/compliance/controls/nope", 404},
 		{"/nodes/nobody", 404}, {"/nodes/nobody/runs/r", 404}, {"/?sort=bogus", 400}, {"/?limit=-1", 400}, {"/nope", 404},
 	} {
 		code, hd, _ := dashboardGet(t, h, tc.path)
@@ -383,7 +383,8 @@ max_failed = 1
 func FuzzDashboardRequest(f *testing.F) {
 	for _, s := range []string{"/", "/?where=os.family+%3D%3D+%22debian%22&sort=drift&desc=1", "/?where=%28%28%28", "/?where=facts%5B%22x%22%5D",
 		"/?where=name+matches+%22%28a%2A%29%2A%24%22", "/nodes/node-00001", "/nodes/node-00001/runs/%00", "/nodes/..%2F..%2Fetc", "/static/../templates/run.html",
-		"/site", "/rollouts", "/?offset=999999999"} {
+		"/site", "/rollouts", "/?offset=999999999", "/compliance?show=all&where=controls_failed+%3E+0&sort=compliant&desc=1&nsort=name&trend=30d",
+		"/compliance/controls/%2e%2e", "/compliance?offset=99999999999", "/?sort=compliance&where=controls_no_data+%3D%3D+0"} {
 		f.Add(s)
 	}
 	s := startServerTB(f)

@@ -277,7 +277,7 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 	sum := r.GetSummary()
 	rec := store.Report{
-		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit,
+		Node: node, RunID: r.RunId, Version: r.Version, CatalogDigest: r.CatalogDigest, Noop: r.Noop, Audit: r.Audit, Partial: r.Partial,
 		Started: time.Unix(0, r.StartedUnixNs), Duration: time.Duration(r.DurationNs), Received: time.Now(),
 		Summary: store.Summary{
 			Resources: int(sum.GetResources()), InSync: int(sum.GetInSync()), Changed: int(sum.GetChanged()),

@@ -45,6 +45,11 @@ var whereDecl = map[string]any{
 	"failed":          0,
 	"noop":            false,
 	"drift":           0,
+	// The node's audit results (dashboard_compliance.go): controls
+	// failed (fail or error), passed, and without data.
+	"controls_failed":  0,
+	"controls_passed":  0,
+	"controls_no_data": 0,
 }
 
 const (
@@ -162,6 +167,12 @@ func (s *Server) whereValue(name string, n store.Node, f facts.Facts, rolloutSta
 		return n.LastNoop, true
 	case "drift":
 		return n.Drift, true
+	case "controls_failed":
+		return s.auditCounts(n.Name).Failed(), true
+	case "controls_passed":
+		return s.auditCounts(n.Name).Pass, true
+	case "controls_no_data":
+		return s.auditCounts(n.Name).NoData, true
 	}
 	v, ok := f[name]
 	return v, ok
@@ -203,6 +214,12 @@ func (s *Server) scanNodes(ctx context.Context, after string, where *catalogs.Fi
 		}
 	}
 	withRollout := where.Uses("rollout_state")
+	if where.Uses("controls_failed") || where.Uses("controls_passed") || where.Uses("controls_no_data") {
+		// The view the controls_* names read, fresh.
+		if _, err := s.complianceNow(ctx); err != nil {
+			return nodePage{}, err
+		}
+	}
 	now := time.Now()
 	var page nodePage
 	for scanned, cursor := 0, after; ; {

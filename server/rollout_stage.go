@@ -342,10 +342,11 @@ func (c *controller) bakeEnded(id int64, i int) {
 // report is a stored report of node reaching the controller.
 func (c *controller) report(node string, rep store.Report, services []*herdv1.ServiceHealth) {
 	r := c.cur
-	if r == nil || !r.active() || rep.Audit {
+	if r == nil || !r.active() || rep.Audit || rep.Partial {
 		// An audit run checks the node's cached catalog between applies:
 		// it neither applied the rollout's catalog nor ran the rehearsal
-		// asked for, even when its digest is the candidate's.
+		// asked for, even when its digest is the candidate's. A partial
+		// run converged some of it only.
 		return
 	}
 	n := r.nodes[node]

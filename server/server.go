@@ -245,6 +245,9 @@ type Server struct {
 	// services holds each node's service health of its newest report:
 	// node → *nodeServices (dashboard_source.go).
 	services sync.Map
+	// compliance is the dashboard's view of the audit results, kept
+	// until they change (dashboard_compliance.go).
+	compliance complianceCache
 	// queryScan bounds the nodes one filtered query reads (0:
 	// maxWhereScan; tests lower it).
 	queryScan int

@@ -37,9 +37,26 @@ func packageConformance(t *testing.T) []conformanceCase {
 	version := res("package", "herd-hello", map[string]any{"ensure": "1.0-1"})
 	latest := res("package", "herd-hello", map[string]any{"ensure": "latest"})
 	upgrade := res("package", "herd-hello", map[string]any{"ensure": "2.0-1"})
+	held := res("package", "herd-hello", map[string]any{"ensure": "held"})
+	holdInstalled := res("package", "herd-hello", map[string]any{"ensure": "held"})
 	hello2 := hello
 	hello2.Version = "2.0-1"
 	return []conformanceCase{
+		{
+			name: "package/held-from-source", typ: &Package{}, res: held, tools: tools, root: dpkgRoot,
+			setup: func(t *testing.T, h *Host, files *testFiles) {
+				testkit.InitSandboxHost(t, h.Root)
+				shipped(&held, files, hello)
+			},
+		},
+		{
+			name: "package/hold-installed", typ: &Package{}, res: holdInstalled, tools: tools, root: dpkgRoot,
+			setup: func(t *testing.T, h *Host, files *testFiles) {
+				testkit.InitSandboxHost(t, h.Root)
+				installed(t, h, files, hello)
+				shipped(&holdInstalled, files, hello)
+			},
+		},
 		{
 			name: "package/from-source", typ: &Package{}, res: fromSource, tools: tools, root: dpkgRoot,
 			setup: func(t *testing.T, h *Host, files *testFiles) {

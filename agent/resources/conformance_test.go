@@ -37,6 +37,9 @@ type conformanceCase struct {
 	root string
 	// refresh says the type has a meaningful Refresh for this resource.
 	refresh bool
+	// drift, when set, changes the converged host by hand: Check must
+	// find work again and Apply put it back.
+	drift func(t *testing.T, h *Host)
 }
 
 // allConformanceCases gathers every type's cases into one table.
@@ -44,6 +47,8 @@ func allConformanceCases(t *testing.T) []conformanceCase {
 	var cs []conformanceCase
 	for _, f := range []func(*testing.T) []conformanceCase{
 		fileConformance, packageConformance, userConformance, groupConformance, execConformance, serviceConformance,
+		lineConformance, iniConformance, cronConformance, sysctlConformance, mountConformance,
+		authorizedKeyConformance, aptRepositoryConformance,
 	} {
 		cs = append(cs, f(t)...)
 	}
@@ -107,6 +112,19 @@ func TestConformance(t *testing.T) {
 			}
 			if treeHash(t, h.Root) != settled {
 				t.Fatal("a Check of a converged resource changed the host")
+			}
+			if tc.drift != nil {
+				tc.drift(t, h)
+				p, err := tc.typ.Check(ctx, h, &res)
+				if err != nil || p.InSync() {
+					t.Fatalf("after a hand change: Check = %+v, %v; want changes", p, err)
+				}
+				if err := tc.typ.Apply(ctx, h, p); err != nil {
+					t.Fatalf("putting the hand change back: %v", err)
+				}
+				if again, err := tc.typ.Check(ctx, h, &res); err != nil || !again.InSync() {
+					t.Fatalf("after putting back: Check = %+v, %v; want in sync", again, err)
+				}
 			}
 			if tc.refresh {
 				r, ok := tc.typ.(Refresher)

@@ -34,6 +34,10 @@ func userConformance(t *testing.T) []conformanceCase {
 		{name: "user/system", typ: &User{}, tools: tools, setup: withGroups,
 			res: res("user", "svc-web", map[string]any{"system": true, "shell": "/usr/sbin/nologin", "home": "/srv/web"})},
 		{name: "user/change", typ: &User{}, tools: tools, root: shadowRoot, setup: withAlice, res: res("user", "alice", full)},
+		{name: "user/password", typ: &User{}, tools: append(tools, "chpasswd"), root: "chpasswd --root chroots into the host root", setup: withAlice,
+			res: res("user", "alice", map[string]any{"password": "$y$j9T$abcdefgh$0123456789abcdefABCDEF"})},
+		{name: "user/create-with-password", typ: &User{}, tools: append(tools, "chpasswd"), root: "chpasswd --root chroots into the host root", setup: withGroups,
+			res: res("user", "bob", map[string]any{"password": "!", "shell": "/bin/sh"})},
 		{name: "user/absent", typ: &User{}, tools: tools, root: shadowRoot, setup: withAlice,
 			res: res("user", "alice", map[string]any{"ensure": "absent", "managehome": true})},
 	}

@@ -649,15 +649,8 @@ func (f *File) strays(h *Host, dir dirView, st *fileState) ([]string, error) {
 	managed := map[string]bool{}
 	prefix := st.spec.path + "/"
 	for i := range h.Catalog.Resources {
-		r := &h.Catalog.Resources[i]
-		if r.Type != "file" {
-			continue
-		}
-		p := r.String("path")
-		if p == "" {
-			p = r.Name
-		}
-		if rest, ok := strings.CutPrefix(p, prefix); ok {
+		p := managedPath(&h.Catalog.Resources[i])
+		if rest, ok := strings.CutPrefix(p, prefix); ok && p != "" {
 			first, _, _ := strings.Cut(rest, "/")
 			managed[first] = true
 		}

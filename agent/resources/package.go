@@ -35,7 +35,9 @@ import (
 // run share one parse and later runs parse again only after dpkg changed
 // something. Use one Package for every package resource of a host.
 //
-// ensure is "installed" (the default; "present" is the same), "absent"
+// ensure is "installed" (the default; "present" is the same), "held"
+// (installed, any version, and selected "hold" so upgrades leave it; the
+// selection is read from the status file), "absent"
 // (removed, configuration files may stay), "purged" (nothing left),
 // "latest" (apt's candidate version) or a Debian version, compared by
 // dpkg's rules ("1.0-1" is "0:1.0-1").
@@ -48,6 +50,9 @@ import (
 // version or newer) or give the version to upgrade. Removal uses dpkg,
 // which works offline and in a sandbox root, and refuses to remove a
 // package others depend on rather than removing them too as apt would.
+//
+// An install by name first refreshes apt's lists, once per run, when they
+// are missing, older than a day, or older than a source (aptlists.go).
 //
 // In a sandbox root (Host.Root not "/"), dpkg runs with --root and apt-get
 // with its directories and status file under the root. A package's
@@ -63,6 +68,11 @@ type Package struct {
 	// dpkg holds it, so the engine's parallel resources must not run two
 	// package changes at the same time.
 	applyMu sync.Mutex
+
+	// listsFresh says apt's lists were found fresh or refreshed in this
+	// run (refreshLists): apt-get update runs at most once per run.
+	listsMu    sync.Mutex
+	listsFresh bool
 }
 
 var _ Type = (*Package)(nil)
@@ -84,6 +94,7 @@ const (
 	pkgInstallApt                         // apt-get install
 	pkgRemove                             // dpkg --remove
 	pkgPurge                              // dpkg --purge
+	pkgHold                               // dpkg --set-selections: hold
 )
 
 // packageState is what Check hands Apply in Plan.State.
@@ -95,6 +106,8 @@ type packageState struct {
 	digest    string
 	downgrade bool // the version to install is older than the installed one
 	reinstall bool // the package is half-installed or half-configured
+	hold      bool // ensure = "held": select it "hold" once installed
+	held      bool // dpkg's selection for it is "hold" now
 }
 
 // debInfo is what Herd reads of a .deb's control file.
@@ -128,7 +141,7 @@ func (t *Package) Check(ctx context.Context, h *Host, want *catalogs.Resource) (
 	}
 	rec, found := db.find(name)
 	installed := found && rec.installed()
-	st := &packageState{name: name, source: source, digest: digest}
+	st := &packageState{name: name, source: source, digest: digest, held: found && rec.Want == "hold"}
 	from := describeDpkgRecord(rec, found)
 	change := func(to string, a Action) {
 		// apt-get leaves a half-installed package alone unless told to
@@ -161,6 +174,18 @@ func (t *Package) Check(ctx context.Context, h *Host, want *catalogs.Resource) (
 	case "installed":
 		if !installed {
 			change("installed", installAction)
+		}
+	case "held":
+		// Installed (any version) and held, the selection read from the
+		// status file: apt-get upgrade and unattended-upgrades leave it.
+		st.hold = true
+		switch {
+		case !installed:
+			change("held", installAction)
+		case !st.held:
+			st.op = pkgHold
+			plan.Changes = append(plan.Changes, Change{Attr: "selection", From: rec.Want, To: "hold", Action: Update})
+			plan.State = st
 		}
 	case "latest":
 		latest, err := t.latest(ctx, h, name, source, digest)
@@ -219,8 +244,19 @@ func (t *Package) Apply(ctx context.Context, h *Host, p *Plan) error {
 	root := pkgRoot(h)
 	switch st.op {
 	case pkgInstallSource:
-		return t.installSource(ctx, h, p, st)
+		if err := t.installSource(ctx, h, p, st); err != nil {
+			return err
+		}
+		return t.holdIfWanted(ctx, h, p, st)
+	case pkgHold:
+		return t.holdIfWanted(ctx, h, p, st)
 	case pkgInstallApt:
+		// An install by name needs lists that know the name: on a fresh
+		// host there are none, and a new apt_repository's are not there
+		// until apt-get update fetched them.
+		if err := t.refreshLists(ctx, h, p); err != nil {
+			return fmt.Errorf("installing %s: %w", st.name, err)
+		}
 		argv := []string{"apt-get", "install", "-y", "-q", "--no-install-recommends",
 			"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
 			// Wait for a running unattended-upgrades instead of failing at once.
@@ -231,18 +267,53 @@ func (t *Package) Apply(ctx context.Context, h *Host, p *Plan) error {
 		if st.reinstall {
 			argv = append(argv, "--reinstall")
 		}
+		if st.hold || st.held {
+			// The catalog names this package, so changing it is wanted;
+			// without this apt refuses to touch a held package.
+			argv = append(argv, "--allow-change-held-packages")
+		}
 		argv = append(argv, aptRootOptions(root)...)
 		target := st.name
 		if st.version != "" {
 			target += "=" + st.version
 		}
-		return pkgRun(ctx, h, p, "installing "+target+" with apt-get", append(argv, target))
-	case pkgRemove:
-		return pkgRun(ctx, h, p, "removing "+st.name+" with dpkg", append(dpkgArgv(root), "--remove", st.name))
-	case pkgPurge:
-		return pkgRun(ctx, h, p, "purging "+st.name+" with dpkg", append(dpkgArgv(root), "--purge", st.name))
+		if err := pkgRun(ctx, h, p, "installing "+target+" with apt-get", append(argv, target)); err != nil {
+			return err
+		}
+		return t.holdIfWanted(ctx, h, p, st)
+	case pkgRemove, pkgPurge:
+		op, doing := "--remove", "removing "
+		if st.op == pkgPurge {
+			op, doing = "--purge", "purging "
+		}
+		argv := dpkgArgv(root)
+		if st.held {
+			// dpkg skips a held package with a warning and exit status
+			// 0 otherwise; the catalog says it must go.
+			argv = append(argv, "--force-hold")
+		}
+		return pkgRun(ctx, h, p, doing+st.name+" with dpkg", append(argv, op, st.name))
 	}
 	return fmt.Errorf("applying package %s: unknown operation %d", st.name, st.op)
+}
+
+// holdIfWanted selects the package "hold" in dpkg's database for
+// ensure = "held", with dpkg --set-selections (what apt-mark hold does),
+// which works offline and under --root.
+func (t *Package) holdIfWanted(ctx context.Context, h *Host, p *Plan, st *packageState) error {
+	if !st.hold {
+		return nil
+	}
+	argv := append(dpkgArgv(pkgRoot(h)), "--set-selections")
+	res, err := h.Run(ctx, Cmd{Argv: argv, Stdin: []byte(st.name + " hold\n"), Timeout: packageTimeout})
+	p.Output += string(res.Output)
+	if err == nil && res.ExitCode != 0 {
+		err = fmt.Errorf("dpkg exited with status %d: %s", res.ExitCode, toolErrorLine(res.Output))
+	}
+	if err != nil {
+		return fmt.Errorf("holding %s: %w", st.name, err)
+	}
+	return nil
 }
 
 // installSource installs the site's .deb with dpkg -i, after checking

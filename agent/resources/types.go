@@ -12,5 +12,13 @@ func Types() map[string]Type {
 		"exec":    &Exec{},
 		"user":    &User{},
 		"group":   &Group{},
+		"line":    &Line{},
+		"ini":     &INI{},
+		"cron":    &Cron{},
+		"sysctl":  &Sysctl{},
+		"mount":   &Mount{},
+
+		"authorized_key": &AuthorizedKey{},
+		"apt_repository": &AptRepository{},
 	}
 }

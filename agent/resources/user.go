@@ -23,6 +23,13 @@ import (
 // also moves the home directory when home changes (usermod -m) and removes
 // it with the account (userdel -r).
 //
+// password is a crypt(3) hash, compared with the root's etc/shadow (read
+// in process) and set with chpasswd -e, which reads it on its standard
+// input: a hash on a command line would be readable by every local user
+// in /proc. Its changes are Sensitive, so no report, event or noop output
+// carries it. In a sandbox root chpasswd runs with --root (a chroot):
+// unlike the other tools it has no --prefix.
+//
 // Without a gid, useradd follows the root's login.defs: on Debian a group
 // named after the user is created. When a group of that name already
 // exists (a group resource made it, with its own gid), the user joins it
@@ -118,7 +125,14 @@ func (t *User) Check(_ context.Context, h *Host, want *catalogs.Resource) (*Plan
 	if want.Has("comment") && !accountIgnores(want, "comment") && want.String("comment") != u.Comment {
 		update("comment", u.Comment, want.String("comment"), "--comment", want.String("comment"))
 	}
-	if len(plan.Changes) > 0 {
+	pw, err := userPassword(root, name, want)
+	if err != nil {
+		return nil, err
+	}
+	if pw != nil {
+		plan.Changes = append(plan.Changes, Change{Attr: "password", Action: Update, Sensitive: true})
+	}
+	if len(argv) > 0 {
 		tool := shadowArgv(root, "usermod")
 		if root != "/" && gidChanged {
 			// usermod before shadow 4.14 resolves --gid through this
@@ -130,7 +144,34 @@ func (t *User) Check(_ context.Context, h *Host, want *catalogs.Resource) (*Plan
 		}
 		plan.State = &accountState{doing: "changing user " + name, argv: append(append(tool, argv...), name)}
 	}
+	if pw != nil {
+		if plan.State == nil {
+			plan.State = &accountState{doing: "changing user " + name}
+		}
+		plan.State.(*accountState).passwd = pw
+	}
 	return plan, nil
+}
+
+// userPassword returns what chpasswd -e must read to set the wanted
+// password hash, or nil when the root's etc/shadow has it already (or the
+// resource does not manage the password).
+func userPassword(root, name string, want *catalogs.Resource) ([]byte, error) {
+	if !want.Has("password") || accountIgnores(want, "password") {
+		return nil, nil
+	}
+	hash := want.String("password")
+	if err := checkCryptField(hash); err != nil {
+		return nil, fmt.Errorf("checking user %s: password: %w", name, err)
+	}
+	have, found, err := readShadowHash(root, name)
+	if err != nil {
+		return nil, fmt.Errorf("checking user %s: %w", name, err)
+	}
+	if found && have == hash {
+		return nil, nil
+	}
+	return []byte(name + ":" + hash + "\n"), nil
 }
 
 // create plans the useradd of a missing account. The plan lists every
@@ -169,6 +210,15 @@ func (t *User) create(root string, db *accountsDB, name string, want *catalogs.R
 	if want.Bool("system") {
 		argv = append(argv, "--system")
 	}
+	var passwd []byte
+	if want.Has("password") && !accountIgnores(want, "password") {
+		hash := want.String("password")
+		if err := checkCryptField(hash); err != nil {
+			return nil, fmt.Errorf("checking user %s: password: %w", name, err)
+		}
+		plan.Changes = append(plan.Changes, Change{Attr: "password", Action: Create, Sensitive: true})
+		passwd = []byte(name + ":" + hash + "\n")
+	}
 	if want.Bool("managehome") {
 		argv = append(argv, "--create-home")
 		if root != "/" {
@@ -181,7 +231,7 @@ func (t *User) create(root string, db *accountsDB, name string, want *catalogs.R
 	if root != "/" {
 		argv = append(argv, "--no-log-init")
 	}
-	plan.State = &accountState{doing: "creating user " + name, argv: append(argv, name)}
+	plan.State = &accountState{doing: "creating user " + name, argv: append(argv, name), passwd: passwd}
 	return plan, nil
 }
 

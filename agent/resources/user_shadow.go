@@ -99,6 +99,10 @@ func (db *accountsDB) memberships(user string) []string {
 type accountState struct {
 	doing string // "creating user alice", for errors
 	argv  []string
+	// passwd, when set, is "name:hash\n" for chpasswd -e, run after argv
+	// (if any): the hash goes through standard input, never a command
+	// line.
+	passwd []byte
 }
 
 // shadowArgv starts a command of the shadow suite for root. A sandbox root
@@ -122,15 +126,63 @@ func shadowApply(ctx context.Context, h *Host, p *Plan) error {
 	if err := shadowPathsInRoot(accountRoot(h)); err != nil {
 		return fmt.Errorf("%s: %w", st.doing, err)
 	}
-	res, err := h.Run(ctx, Cmd{Argv: st.argv, Timeout: shadowTimeout})
-	p.Output += string(res.Output)
-	if err != nil {
-		return fmt.Errorf("%s: %w", st.doing, err)
+	if len(st.argv) > 0 {
+		if err := shadowRun(ctx, h, p, st.doing, Cmd{Argv: st.argv, Timeout: shadowTimeout}); err != nil {
+			return err
+		}
 	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("%s: %s exited with status %d: %s", st.doing, st.argv[0], res.ExitCode, toolErrorLine(res.Output))
+	if st.passwd != nil {
+		argv := []string{"chpasswd", "--encrypted"}
+		if root := accountRoot(h); root != "/" {
+			argv = append(argv, "--root", root)
+		}
+		return shadowRun(ctx, h, p, st.doing+": setting its password", Cmd{Argv: argv, Stdin: st.passwd, Timeout: shadowTimeout})
 	}
 	return nil
+}
+
+// shadowRun runs one shadow tool and turns a failure into an error.
+func shadowRun(ctx context.Context, h *Host, p *Plan, doing string, c Cmd) error {
+	res, err := h.Run(ctx, c)
+	p.Output += string(res.Output)
+	if err != nil {
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("%s: %s exited with status %d: %s", doing, c.Argv[0], res.ExitCode, toolErrorLine(res.Output))
+	}
+	return nil
+}
+
+// checkCryptField refuses a password field that would corrupt etc/shadow
+// or chpasswd's input (a colon or a line break), whatever the catalog's
+// origin; the compiler checks the full shape. The value is never quoted.
+func checkCryptField(hash string) error {
+	if hash == "" || strings.ContainsAny(hash, ":\n\r") {
+		return errors.New("not a crypt(3) hash or a locked field (\"!\", \"*\")")
+	}
+	return nil
+}
+
+// readShadowHash returns user's password field in root's etc/shadow. The
+// file is read in process, through the one resolution policy; a missing
+// file or line is found = false.
+func readShadowHash(root, user string) (hash string, found bool, err error) {
+	b, _, err := readInRoot(root, "etc/shadow", maxAccountFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("reading etc/shadow: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		name, rest, ok := strings.Cut(strings.TrimRight(line, "\n"), ":")
+		if ok && name == user {
+			hash, _, _ = strings.Cut(rest, ":")
+			return hash, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 // shadowPaths are what the shadow tools read and write under --prefix:

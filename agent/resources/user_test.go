@@ -287,3 +287,61 @@ func TestUserCheckWithoutTools(t *testing.T) {
 		}
 	}
 }
+
+// TestUserPasswordCheck: the password is compared with the root's
+// etc/shadow in process; a change is sensitive and carries no value; a
+// field that would corrupt etc/shadow is refused without quoting it.
+func TestUserPasswordCheck(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"passwd": "alice:x:2001:2001::/home/alice:/bin/sh\n",
+		"group":  "alice:x:2001:\n",
+		"shadow": "root:*:19000:0:99999:7:::\nalice:$6$old$oldhash:19000:0:99999:7:::\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &Host{Root: root, Run: func(context.Context, Cmd) (Result, error) {
+		t.Fatal("Check ran a command")
+		return Result{}, nil
+	}}
+	for _, tt := range []struct {
+		name, password string
+		changes        int
+		err            string
+	}{
+		{"in sync", "$6$old$oldhash", 0, ""},
+		{"changed", "$6$new$newhash", 1, ""},
+		{"colon", "$6$x$y:0:0", 0, "not a crypt(3) hash"},
+		{"newline", "$6$x$y\nroot::0", 0, "not a crypt(3) hash"},
+	} {
+		r := res("user", "alice", map[string]any{"password": tt.password})
+		p, err := (&User{}).Check(context.Background(), h, &r)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), tt.password) {
+				t.Errorf("%s: Check = %v, want an error %q that does not quote the value", tt.name, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: Check: %v", tt.name, err)
+		}
+		if len(p.Changes) != tt.changes {
+			t.Fatalf("%s: Check = %+v, want %d changes", tt.name, p.Changes, tt.changes)
+		}
+		for _, c := range p.Changes {
+			if c.Attr != "password" || !c.Sensitive || c.From != "" || c.To != "" {
+				t.Errorf("%s: change %+v, want a sensitive password change without values", tt.name, c)
+			}
+			st := p.State.(*accountState)
+			if len(st.argv) != 0 || string(st.passwd) != "alice:"+tt.password+"\n" {
+				t.Errorf("%s: state %+v, want only chpasswd's input", tt.name, st)
+			}
+		}
+	}
+}

@@ -47,6 +47,7 @@ var sandboxDirs = []struct {
 	{"var/lib/dpkg/updates", 0o755},
 	{"var/lib/herd", 0o700},
 	{"var/log", 0o755},
+	{"var/log/apt", 0o755}, // apt-get install fails without it
 	{"var/mail", 0o755},
 }
 

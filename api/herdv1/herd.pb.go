@@ -992,7 +992,12 @@ type Report struct {
 	// applies (the agent's audit_interval). Its events that would change,
 	// and those of audit = true resources, are the node's drift; it never
 	// answers a rollout.
-	Audit         bool `protobuf:"varint,10,opt,name=audit,proto3" json:"audit,omitempty"`
+	Audit bool `protobuf:"varint,10,opt,name=audit,proto3" json:"audit,omitempty"`
+	// A partial run: only the resources selected by --tags or --only, with
+	// what they require. It says nothing of the rest of the catalog, so it
+	// is neither the node's drift nor its compliance, and does not count
+	// as having applied the catalog.
+	Partial       bool `protobuf:"varint,11,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1093,6 +1098,13 @@ func (x *Report) GetServices() []*ServiceHealth {
 func (x *Report) GetAudit() bool {
 	if x != nil {
 		return x.Audit
+	}
+	return false
+}
+
+func (x *Report) GetPartial() bool {
+	if x != nil {
+		return x.Partial
 	}
 	return false
 }
@@ -5138,7 +5150,7 @@ const file_herd_proto_rawDesc = "" +
 	"WatchEvent\x12\x12\n" +
 	"\x04etag\x18\x01 \x01(\tR\x04etag\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
-	"\x03run\x18\x03 \x01(\bR\x03run\"\xdb\x02\n" +
+	"\x03run\x18\x03 \x01(\bR\x03run\"\xf5\x02\n" +
 	"\x06Report\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12%\n" +
@@ -5151,7 +5163,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x06events\x18\b \x03(\v2\x0e.herd.v1.EventR\x06events\x122\n" +
 	"\bservices\x18\t \x03(\v2\x16.herd.v1.ServiceHealthR\bservices\x12\x14\n" +
 	"\x05audit\x18\n" +
-	" \x01(\bR\x05audit\"S\n" +
+	" \x01(\bR\x05audit\x12\x18\n" +
+	"\apartial\x18\v \x01(\bR\apartial\"S\n" +
 	"\rServiceHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +

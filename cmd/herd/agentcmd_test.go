@@ -184,3 +184,49 @@ func TestAgentAuditIntervalRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialRunFlags: --tags and --only run the selected resources with
+// herd apply and herd agent --site --once; a daemon is refused them, and
+// so is a malformed --only.
+func TestPartialRunFlags(t *testing.T) {
+	t.Parallel()
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml": "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": `
+[[file]]
+path = "/a"
+content = "a"
+tags = ["first"]
+
+[[file]]
+path = "/b"
+content = "b"
+`,
+	})
+	for _, args := range [][]string{
+		{"apply", "--site", site, "--node", "n1", "--tags", "first"},
+		{"agent", "--site", site, "--name", "n1", "--once", "--only", "file:/a"},
+	} {
+		root := t.TempDir()
+		out, stderr, code := herd(t, "", append(args, "--root", root)...)
+		if code != 2 || !strings.Contains(out, "converged partially n1") || !strings.Contains(out, "1 resources") {
+			t.Errorf("herd %v = exit %d:\n%s%s\nwant a partial run of 1 resource", args, code, out, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(root, "b")); err == nil {
+			t.Errorf("herd %v made /b, which it did not select", args)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--site", site, "--root", t.TempDir(), "--tags", "first"}, "they need --once"},
+		{[]string{"agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--only", "file:/a"}, "they need --once"},
+		{[]string{"apply", "--site", site, "--root", t.TempDir(), "--only", "motd"}, "want a resource as type:name"},
+	} {
+		_, stderr, code := herd(t, "", tt.args...)
+		if code != nodecmd.ExitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("herd %v = exit %d, %q; want usage error saying %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/cmd/nodecmd"
+	"github.com/herdcm/herd/server/auditreport"
 )
 
 func newAuditCmd() *cobra.Command {
@@ -96,7 +96,7 @@ results shown are the last judged) or the server cannot be reached.`,
 				defer f.Close()
 				w = f
 			}
-			view := auditView{resp: all, at: when, now: time.Now()}
+			view := auditreport.View{Resp: all, At: when, Now: time.Now()}
 			var err error
 			switch format {
 			case "json":
@@ -104,7 +104,7 @@ results shown are the last judged) or the server cannot be reached.`,
 			case "csv":
 				err = printAuditCSV(w, all)
 			case "html":
-				err = printAuditHTML(w, view)
+				err = auditreport.WriteHTML(w, view)
 			default:
 				err = printAudit(w, view)
 			}
@@ -155,76 +155,11 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--at %q: want an RFC 3339 time (2026-11-01T12:00:00Z), a date (2026-11-01), \"2026-11-01 12:00\", or a duration ago (24h)", s)
 }
 
-// auditView is what the table and HTML printers show: the answer, the
-// time asked for (zero: now), and when the report was made.
-type auditView struct {
-	resp *herdv1.AuditResponse
-	at   time.Time
-	now  time.Time
-}
-
-// nodeTally is one node's counts, for the per-node part.
-type nodeTally struct {
-	Node                       string
-	Pass, Fail, NoData, Errors int
-	Failing                    []string // control ids that fail or are in error
-}
-
-func (v auditView) nodes() []nodeTally {
-	var out []nodeTally
-	for _, r := range v.resp.Results {
-		if len(out) == 0 || out[len(out)-1].Node != r.Node {
-			out = append(out, nodeTally{Node: r.Node})
-		}
-		n := &out[len(out)-1]
-		switch r.State {
-		case "pass":
-			n.Pass++
-		case "fail":
-			n.Fail++
-			n.Failing = append(n.Failing, r.Control)
-		case "no-data":
-			n.NoData++
-		case "error":
-			n.Errors++
-			n.Failing = append(n.Failing, r.Control)
-		}
-	}
-	return out
-}
-
-// failing returns the results of control that fail or are in error.
-func (v auditView) failing(control string) []*herdv1.AuditResult {
-	var out []*herdv1.AuditResult
-	for _, r := range v.resp.Results {
-		if r.Control == control && (r.State == "fail" || r.State == "error") {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (v auditView) when() string {
-	if v.at.IsZero() {
-		return "now (" + v.now.UTC().Format(time.RFC3339) + ")"
-	}
-	return v.at.UTC().Format(time.RFC3339)
-}
-
-// evidenceLine is one violation as one line: the resource first when the
-// message does not name it.
-func evidenceLine(e *herdv1.AuditEvidence) string {
-	if e.Resource == "" || strings.Contains(e.Message, e.Resource) {
-		return e.Message
-	}
-	return e.Resource + ": " + e.Message
-}
-
 // printAudit writes the table for people. Every string in it came from a
 // node or the site and is cleaned.
-func printAudit(w io.Writer, v auditView) error {
-	r := v.resp
-	fmt.Fprintf(w, "site %s, compliance at %s\n", nodecmd.Clean(nodecmd.ShortVersion(r.Version)), v.when())
+func printAudit(w io.Writer, v auditreport.View) error {
+	r := v.Resp
+	fmt.Fprintf(w, "site %s, compliance at %s\n", nodecmd.Clean(nodecmd.ShortVersion(r.Version)), v.When())
 	if r.AuditError != "" {
 		fmt.Fprintln(w, "the site's audit controls do not compile; the results below are the last judged:")
 		for _, l := range strings.Split(strings.TrimRight(r.AuditError, "\n"), "\n") {
@@ -239,14 +174,14 @@ func printAudit(w io.Writer, v auditView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONTROL\tSEVERITY\tCOMPLIANT\tPASS\tFAIL\tNO-DATA\tERROR\tTITLE")
 	for _, c := range r.Controls {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", nodecmd.Clean(c.Id), nodecmd.Clean(c.Severity), percent(c),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", nodecmd.Clean(c.Id), nodecmd.Clean(c.Severity), auditreport.Percent(c),
 			c.Pass, c.Fail, c.NoData, c.Error, nodecmd.Clean(c.Title))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, c := range r.Controls {
-		bad := v.failing(c.Id)
+		bad := v.Failing(c.Id)
 		if len(bad) == 0 {
 			continue
 		}
@@ -263,14 +198,14 @@ func printAudit(w io.Writer, v auditView) error {
 				fmt.Fprintf(w, "    %s\n", nodecmd.Clean(firstLine(res.Error)))
 			}
 			for _, e := range res.Evidence {
-				fmt.Fprintf(w, "    %s\n", nodecmd.Clean(evidenceLine(e)))
+				fmt.Fprintf(w, "    %s\n", nodecmd.Clean(auditreport.EvidenceLine(e)))
 			}
 		}
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPASS\tFAIL\tNO-DATA\tERROR\tFAILING")
-	for _, n := range v.nodes() {
+	for _, n := range v.Nodes() {
 		failing := "-"
 		if len(n.Failing) > 0 {
 			failing = nodecmd.Clean(strings.Join(n.Failing, ", "))
@@ -278,13 +213,6 @@ func printAudit(w io.Writer, v auditView) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", nodecmd.Clean(n.Node), n.Pass, n.Fail, n.NoData, n.Errors, failing)
 	}
 	return tw.Flush()
-}
-
-func percent(c *herdv1.AuditControl) string {
-	if c.Pass+c.Fail+c.Error == 0 {
-		return "-"
-	}
-	return strconv.FormatFloat(c.PercentCompliant, 'f', 1, 64) + "%"
 }
 
 // printAuditJSON writes r as printProto does, to w.
@@ -313,7 +241,7 @@ func printAuditCSV(w io.Writer, r *herdv1.AuditResponse) error {
 	for _, res := range r.Results {
 		var ev []string
 		for _, e := range res.Evidence {
-			ev = append(ev, evidenceLine(e))
+			ev = append(ev, auditreport.EvidenceLine(e))
 		}
 		c := cmp.Or(sev[res.Control], &herdv1.AuditControl{})
 		row := []string{res.Node, res.Control, c.Severity, res.State, time.UnixMilli(res.SinceUnixMs).UTC().Format(time.RFC3339),

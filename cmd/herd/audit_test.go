@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/auditreport"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -52,10 +53,10 @@ func goldenAudit() *herdv1.AuditResponse {
 func TestAuditFormats(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)
-	view := auditView{resp: goldenAudit(), now: now}
-	past := auditView{resp: goldenAudit(), now: now, at: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	broken := auditView{resp: goldenAudit(), now: now}
-	broken.resp.AuditError = "audit controls: policies/audit/bad.rego:8: rego_type_error: undefined ref: input.reprot"
+	view := auditreport.View{Resp: goldenAudit(), Now: now}
+	past := auditreport.View{Resp: goldenAudit(), Now: now, At: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	broken := auditreport.View{Resp: goldenAudit(), Now: now}
+	broken.Resp.AuditError = "audit controls: policies/audit/bad.rego:8: rego_type_error: undefined ref: input.reprot"
 	tests := []struct {
 		golden string
 		print  func(w *bytes.Buffer) error
@@ -63,9 +64,9 @@ func TestAuditFormats(t *testing.T) {
 		{"audit.txt", func(w *bytes.Buffer) error { return printAudit(w, view) }},
 		{"audit-at.txt", func(w *bytes.Buffer) error { return printAudit(w, past) }},
 		{"audit-broken.txt", func(w *bytes.Buffer) error { return printAudit(w, broken) }},
-		{"audit.csv", func(w *bytes.Buffer) error { return printAuditCSV(w, view.resp) }},
-		{"audit.json", func(w *bytes.Buffer) error { return printAuditJSON(w, view.resp) }},
-		{"audit.html", func(w *bytes.Buffer) error { return printAuditHTML(w, view) }},
+		{"audit.csv", func(w *bytes.Buffer) error { return printAuditCSV(w, view.Resp) }},
+		{"audit.json", func(w *bytes.Buffer) error { return printAuditJSON(w, view.Resp) }},
+		{"audit.html", func(w *bytes.Buffer) error { return auditreport.WriteHTML(w, view) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -94,7 +95,7 @@ func TestAuditFormats(t *testing.T) {
 
 	// The HTML: every node string escaped, nothing fetched, no script.
 	var h bytes.Buffer
-	if err := printAuditHTML(&h, view); err != nil {
+	if err := auditreport.WriteHTML(&h, view); err != nil {
 		t.Fatal(err)
 	}
 	html := h.String()
@@ -110,12 +111,12 @@ func TestAuditFormats(t *testing.T) {
 	}
 
 	// The CSV: a header, one row per (node, control), formulas defused.
-	rows, err := csv.NewReader(strings.NewReader(mustPrint(t, func(w *bytes.Buffer) error { return printAuditCSV(w, view.resp) }))).ReadAll()
+	rows, err := csv.NewReader(strings.NewReader(mustPrint(t, func(w *bytes.Buffer) error { return printAuditCSV(w, view.Resp) }))).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1+len(view.resp.Results) || rows[0][0] != "node" {
-		t.Errorf("CSV has %d rows (header %q), want a header and %d", len(rows), rows[0], len(view.resp.Results))
+	if len(rows) != 1+len(view.Resp.Results) || rows[0][0] != "node" {
+		t.Errorf("CSV has %d rows (header %q), want a header and %d", len(rows), rows[0], len(view.Resp.Results))
 	}
 	for _, r := range rows {
 		for _, cell := range r {
@@ -260,11 +261,11 @@ func FuzzAuditPrinters(f *testing.F) {
 		r.Results[0].Node, r.Results[0].Error = node, errText
 		// <zq is in no template: found in the HTML, it came through raw.
 		r.Results[2].Evidence[0].Message, r.Results[2].Evidence[1].Resource = "<zq"+message, message
-		v := auditView{resp: r, now: time.Unix(0, 0)}
+		v := auditreport.View{Resp: r, Now: time.Unix(0, 0)}
 		for name, print := range map[string]func(w *bytes.Buffer) error{
 			"table": func(w *bytes.Buffer) error { return printAudit(w, v) },
 			"csv":   func(w *bytes.Buffer) error { return printAuditCSV(w, r) },
-			"html":  func(w *bytes.Buffer) error { return printAuditHTML(w, v) },
+			"html":  func(w *bytes.Buffer) error { return auditreport.WriteHTML(w, v) },
 		} {
 			var b bytes.Buffer
 			if err := print(&b); err != nil {

@@ -123,6 +123,9 @@ func printReports(out io.Writer, reports []*herdv1.StoredReport, loc *time.Locat
 		case r.GetNoop():
 			mode = " (noop)"
 		}
+		if r.GetPartial() {
+			mode += " (partial)"
+		}
 		drift := ""
 		if s.GetDrift() > 0 {
 			drift = fmt.Sprintf(", %d drift", s.GetDrift())
@@ -145,6 +148,9 @@ func printRun(out io.Writer, sr *herdv1.StoredReport, loc *time.Location) {
 		mode = "audit (a check between applies; nothing changed; what would change is drift)"
 	case r.GetNoop():
 		mode = "noop (nothing changed; changes are what would change)"
+	}
+	if r.GetPartial() {
+		mode += ", partial (--tags/--only: the selected resources only)"
 	}
 	started := "-"
 	if r.GetStartedUnixNs() > 0 {

@@ -57,11 +57,17 @@ func TestReportsTextView(t *testing.T) {
 	noop.Report.Events = noop.Report.Events[:1]
 	quiet := goldenRun()
 	quiet.Report.RunId, quiet.Report.Events, quiet.Report.Services = "run-5", nil, nil
+	partial := goldenRun()
+	partial.Report.RunId, partial.Report.Partial, partial.Report.Services = "run-4", true, nil
+	partial.Report.Events = partial.Report.Events[:1]
 	tests := []struct {
 		golden string
 		print  func(w *bytes.Buffer)
 	}{
-		{"reports.golden", func(w *bytes.Buffer) { printReports(w, []*herdv1.StoredReport{goldenRun(), noop, quiet}, time.UTC) }},
+		{"reports.golden", func(w *bytes.Buffer) {
+			printReports(w, []*herdv1.StoredReport{goldenRun(), noop, quiet, partial}, time.UTC)
+		}},
+		{"run-partial.golden", func(w *bytes.Buffer) { printRun(w, partial, time.UTC) }},
 		{"run.golden", func(w *bytes.Buffer) { printRun(w, goldenRun(), time.UTC) }},
 		{"run-noop.golden", func(w *bytes.Buffer) { printRun(w, noop, time.UTC) }},
 		{"run-quiet.golden", func(w *bytes.Buffer) { printRun(w, quiet, time.UTC) }},

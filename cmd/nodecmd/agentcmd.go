@@ -57,6 +57,7 @@ func newAgentCmd() *cobra.Command {
 		configFile string
 		once       bool
 		reenroll   bool
+		tags, only []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server ADDR [--join-token T] [--once] [--noop] [--root DIR] | agent --site DIR",
@@ -103,6 +104,15 @@ SIGHUP makes the agent run at once with --config read again.`,
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
+			sel, err := catalogs.ParseSelection(tags, only)
+			if err != nil {
+				return UsageError(cmd, err.Error())
+			}
+			if !sel.Empty() && !once {
+				// A daemon converging part of its catalog on every run
+				// would let the rest drift unseen.
+				return UsageError(cmd, "--tags and --only make a partial run: they need --once")
+			}
 			if cfg.AuditInterval < 0 || (cfg.AuditInterval > 0 && time.Duration(cfg.AuditInterval) < minAuditInterval) {
 				// Each audit checks the whole catalog and sends a report:
 				// "5ms" is a typo, not a wish to do nothing else.
@@ -116,7 +126,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				return err
 			}
 			if cfg.Site != "" {
-				return runSiteAgent(cmd, cfg, once, hup, log)
+				return runSiteAgent(cmd, cfg, once, sel, hup, log)
 			}
 			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
 			stateDir, certDir := state.String(), state.TLS()
@@ -160,6 +170,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 			}
 			o := options(cfg)
 			if once {
+				o.Select = sel
 				d, err := agent.NewDaemon(ctx, o)
 				if err != nil {
 					return err
@@ -219,12 +230,13 @@ SIGHUP makes the agent run at once with --config read again.`,
 	f.BoolVar(&cfg.SandboxFactsExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.BoolVar(&once, "once", false, "run once and exit with apply's exit codes")
+	selectionFlags(cmd, &tags, &only)
 	return cmd
 }
 
 // runSiteAgent is `herd agent --site DIR`: the masterless daemon, or with
 // --once a single run, as herd apply does it.
-func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, hup <-chan os.Signal, log *slog.Logger) error {
+func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.Selection, hup <-chan os.Signal, log *slog.Logger) error {
 	// A setting that would be ignored is refused: these only mean
 	// something with a server.
 	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
@@ -245,7 +257,7 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, hup <-chan os.
 	}
 	out := cmd.OutOrStdout()
 	ao := agent.ApplyOptions{
-		Site: cfg.Site, Node: cfg.Name, Root: cfg.Root, StateDir: cfg.StateDir, Noop: cfg.Noop, Parallel: cfg.Parallel,
+		Site: cfg.Site, Node: cfg.Name, Root: cfg.Root, StateDir: cfg.StateDir, Noop: cfg.Noop, Select: sel, Parallel: cfg.Parallel,
 		ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
 		FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log,
 		Services: supervisorFor(cfg.Root, log),

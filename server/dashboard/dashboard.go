@@ -74,17 +74,25 @@ func New(src Source, opts Options) http.Handler {
 	}
 	h := &handler{src: src, opts: opts, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
 	funcs := template.FuncMap{
-		"vis":      visible,
-		"when":     h.when,
-		"ago":      h.ago,
-		"dur":      duration,
-		"short":    short,
-		"nodeURL":  func(n string) string { return "/nodes/" + url.PathEscape(n) },
-		"runURL":   func(n, r string) string { return "/nodes/" + url.PathEscape(n) + "/runs/" + url.PathEscape(r) },
-		"sortURL":  sortURL,
-		"pageURL":  pageURL,
-		"chart":    chart,
-		"statusOf": eventClass,
+		"vis":           visible,
+		"when":          h.when,
+		"ago":           h.ago,
+		"dur":           duration,
+		"short":         short,
+		"nodeURL":       func(n string) string { return "/nodes/" + url.PathEscape(n) },
+		"runURL":        func(n, r string) string { return "/nodes/" + url.PathEscape(n) + "/runs/" + url.PathEscape(r) },
+		"sortURL":       sortURL,
+		"pageURL":       pageURL,
+		"chart":         chart,
+		"statusOf":      eventClass,
+		"controlURL":    controlURL,
+		"percent":       percent,
+		"firstEvidence": firstEvidence,
+		"stateClass":    stateClass,
+		"sevClass":      sevClass,
+		"contains":      strings.Contains,
+		"add":           func(a, b int) int { return a + b },
+		"sub":           func(a, b int) int { return a - b },
 		"pct": func(a, b int) int {
 			if b == 0 {
 				return 0
@@ -94,8 +102,8 @@ func New(src Source, opts Options) http.Handler {
 	}
 	// The templates are part of the binary: a parse error is a bug that
 	// every test finds, so it panics here, once, at start.
-	for _, page := range []string{"overview", "node", "run", "site", "rollouts", "error"} {
-		h.pages[page] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html"))
+	for _, page := range []string{"overview", "node", "run", "site", "rollouts", "compliance", "control", "error"} {
+		h.pages[page] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+page+".html"))
 	}
 	h.mux.HandleFunc("GET /static/{file}", h.static)
 	h.mux.HandleFunc("GET /{$}", h.overview)
@@ -103,6 +111,8 @@ func New(src Source, opts Options) http.Handler {
 	h.mux.HandleFunc("GET /nodes/{node}/runs/{run}", h.run)
 	h.mux.HandleFunc("GET /site", h.site)
 	h.mux.HandleFunc("GET /rollouts", h.rollouts)
+	h.mux.HandleFunc("GET /compliance", h.compliance)
+	h.mux.HandleFunc("GET /compliance/controls/{id}", h.control)
 	return h
 }
 

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -106,6 +107,48 @@ func FuzzQuery(f *testing.F) {
 			if c != '\n' && c != '\t' && (unicode.IsControl(c) || unicode.Is(unicode.Bidi_Control, c)) {
 				t.Fatalf("visible(%q) = %q keeps control character %U", q.Where, got, c)
 			}
+		}
+	})
+}
+
+// FuzzComplianceQuery feeds the compliance page's query string: it never
+// panics, what it accepts is in bounds and one of the known words, and
+// the page's links parse back to the same query.
+func FuzzComplianceQuery(f *testing.F) {
+	for _, s := range []string{"", "sort=failing&desc=1&show=all&nsort=name&ndesc=1&trend=30d&offset=100&limit=50",
+		"where=controls_failed+%3E+0&show=compliant", "show=%00", "trend=1y", "limit=1001", "offset=-1", "nsort=drift", "%zz&sort=id"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := parseComplianceQuery(v)
+		if err != nil {
+			return
+		}
+		if q.Limit < 1 || q.Limit > maxPageLen || q.Offset < 0 {
+			t.Fatalf("parseComplianceQuery(%q) = limit %d offset %d, out of bounds", raw, q.Limit, q.Offset)
+		}
+		if _, ok := trends[q.Trend]; !ok || !slices.Contains(ctlSorts, q.Sort) || !slices.Contains(nodeShows, q.Show) {
+			t.Fatalf("parseComplianceQuery(%q) = %+v: an unknown word", raw, q)
+		}
+		for _, link := range []string{q.url(), q.CtlSortURL(ctlFailing), q.NodeSortURL(SortName), q.TrendURL("30d")} {
+			u, err := url.Parse(link)
+			if err != nil {
+				t.Fatalf("link %q from %q: %v", link, raw, err)
+			}
+			back, err := parseComplianceQuery(u.Query())
+			if err != nil {
+				t.Fatalf("link %q from %q does not parse: %v", link, raw, err)
+			}
+			if back.Where != q.Where || back.Show != q.Show || back.Limit != q.Limit {
+				t.Fatalf("link %q from %q lost the query: %+v, want %+v", link, raw, back, q)
+			}
+		}
+		if nq := q.nodeQuery(); q.Where != "" && !strings.Contains(nq.Where, q.Where) {
+			t.Fatalf("nodeQuery of %+v dropped the where: %q", q, nq.Where)
 		}
 	})
 }

@@ -26,6 +26,13 @@ type Source interface {
 	Site(ctx context.Context) (SiteStatus, error)
 	// Rollouts is the newest rollouts, newest first, at most limit.
 	Rollouts(ctx context.Context, limit int) ([]Rollout, error)
+	// Compliance is the fleet's audit results now, as herd audit and the
+	// JSON API answer them. The value may be shared between callers:
+	// read it, never change it.
+	Compliance(ctx context.Context) (*Compliance, error)
+	// ComplianceTrend is the fleet's compliance at the end of each of n
+	// buckets of step from since, oldest first.
+	ComplianceTrend(ctx context.Context, since time.Time, step time.Duration, n int) ([]ComplianceBucket, error)
 }
 
 // BadQueryError is a Nodes query the user got wrong (a where expression
@@ -37,20 +44,23 @@ func (e *BadQueryError) Unwrap() error { return e.Err }
 
 // Sort orders of NodeQuery.
 const (
-	SortName       = "name"
-	SortLastRun    = "last_run"
-	SortStatus     = "status"
-	SortVersion    = "version"
-	SortDrift      = "drift"
-	SortCheckin    = "checkin"
-	SortRollout    = "rollout"
-	SortAgent      = "agent"
+	SortName    = "name"
+	SortLastRun = "last_run"
+	SortStatus  = "status"
+	SortVersion = "version"
+	SortDrift   = "drift"
+	SortCheckin = "checkin"
+	SortRollout = "rollout"
+	SortAgent   = "agent"
+	// SortCompliance orders by the controls a node fails (failed or in
+	// error), nodes without results first.
+	SortCompliance = "compliance"
 	defaultPageLen = 100
 	maxPageLen     = 1000
 )
 
 // sorts are the orders a NodeQuery may ask for.
-var sorts = []string{SortName, SortLastRun, SortStatus, SortVersion, SortDrift, SortCheckin, SortRollout, SortAgent}
+var sorts = []string{SortName, SortLastRun, SortStatus, SortVersion, SortDrift, SortCheckin, SortRollout, SortAgent, SortCompliance}
 
 // NodeQuery selects and orders nodes for the overview.
 type NodeQuery struct {
@@ -89,7 +99,23 @@ type NodeRow struct {
 	Failed         int
 	CompileError   string
 	Deactivated    time.Time
+	// Audit counts the node's control results; all zero when the
+	// controls have judged nothing of it yet ("no data").
+	Audit AuditCounts
 }
+
+// AuditCounts counts one node's (or one control's) results by state.
+type AuditCounts struct{ Pass, Fail, NoData, Error int }
+
+// Failed is how many results fail or are in error.
+func (c AuditCounts) Failed() int { return c.Fail + c.Error }
+
+// Judged is how many results say pass, fail or error (no-data is not
+// judged).
+func (c AuditCounts) Judged() int { return c.Pass + c.Fail + c.Error }
+
+// Total is how many results there are.
+func (c AuditCounts) Total() int { return c.Judged() + c.NoData }
 
 // NodeDetail is a node's page: its row, facts, catalog and services.
 type NodeDetail struct {
@@ -98,6 +124,9 @@ type NodeDetail struct {
 	FactsUpdated time.Time
 	Catalog      *Catalog // nil when the node has none
 	Services     []Service
+	// Controls is every control's result on the node, most serious
+	// first, then by id.
+	Controls []ControlResult
 }
 
 // Fact is one leaf of a node's facts: its dotted path and its value as
@@ -189,4 +218,64 @@ type Stage struct {
 	// Nodes is how many nodes the stage has; Done those healthy or
 	// unchanged, Failed those failed, denied or not compiling.
 	Nodes, Done, Failed int
+}
+
+// Compliance is the fleet's audit results at one moment.
+type Compliance struct {
+	// Version is the site version served; AuditError why its audit
+	// controls do not compile (the results are then the last judged).
+	Version, AuditError string
+	// Controls are most serious first, then by id.
+	Controls []Control
+	// Nodes are every node with results, by name.
+	Nodes []NodeCompliance
+}
+
+// Control is one audit control and how the fleet fares against it.
+type Control struct {
+	ID, Title, Severity, Reference, Remediation, Description string
+	// Location is the control's file:line in the site.
+	Location string
+	AuditCounts
+	// Percent is Pass * 100 / Judged; meaningless when nothing is judged.
+	Percent float64
+	// Failing are the results that fail or are in error, by node.
+	Failing []ControlResult
+}
+
+// NodeCompliance is one node's results counted, and the controls it
+// fails (failed or in error), most serious first.
+type NodeCompliance struct {
+	Node string
+	AuditCounts
+	Failing []string
+}
+
+// ControlResult is one control's state on one node.
+type ControlResult struct {
+	Node, Control string
+	// Title and Severity are the control's, for pages that list one
+	// node's results.
+	Title, Severity string
+	// State is pass, fail, error or no-data.
+	State string
+	// Since is when the state (or its evidence) last changed, Version
+	// the site version it was judged at.
+	Since    time.Time
+	Version  string
+	Evidence []Evidence
+	// Error is why the control could not be evaluated (state error).
+	Error string
+}
+
+// Evidence is one violation a failing control found.
+type Evidence struct{ Message, Resource string }
+
+// ComplianceBucket is the fleet's compliance as it stood at End: nodes
+// by class (a node complies when a control judged it and none failed or
+// erred) and results by state.
+type ComplianceBucket struct {
+	End                                  time.Time
+	Compliant, NonCompliant, NodesNoData int
+	Results                              AuditCounts
 }

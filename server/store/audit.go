@@ -241,7 +241,7 @@ func (s *Store) AuditReports(ctx context.Context, node string) (last, check *Rep
 		sm := &r.Summary
 		err := tx.QueryRowContext(ctx, `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, started, duration,
 			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events FROM reports
-			WHERE node = ? AND `+where+` ORDER BY started DESC, id DESC LIMIT 1`, node).Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &started, &duration,
+			WHERE node = ? AND partial = 0 AND `+where+` ORDER BY started DESC, id DESC LIMIT 1`, node).Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &started, &duration,
 			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, nil

@@ -265,8 +265,12 @@ var migrations = []string{
 	);
 	CREATE INDEX web_sessions_expires ON web_sessions (expires);
 	CREATE INDEX web_sessions_name ON web_sessions (name);`,
-
-	// 13: secrets. Each node's X25519 public key, which compile seals
+	// 10: partial runs (herd apply --tags/--only). A partial report
+	// checked some resources only: it is kept and listed, but is neither
+	// the node's last run, its applied catalog, its drift nor the report
+	// its compliance is judged on.
+	`ALTER TABLE reports ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;`,
+	// 11: secrets. Each node's X25519 public key, which compile seals
 	// the catalog's sensitive values to; the node sends it when it
 	// enrolls, renews and checks in, and a new one (a node enrolled
 	// again) replaces the old.

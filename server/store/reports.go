@@ -48,7 +48,11 @@ type Report struct {
 	// catalog between applies. It is never the node's last run (Node's
 	// Last fields follow real and noop runs only); its drift is the
 	// node's drift.
-	Audit    bool
+	Audit bool
+	// Partial marks a partial run (--tags, --only): some resources only.
+	// Like an audit run it is never the node's last run; it gives no
+	// drift either, and compliance does not read it.
+	Partial  bool
 	Started  time.Time
 	Duration time.Duration
 	Received time.Time // when the server received it
@@ -147,10 +151,10 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		applied, appliedVersion = r.CatalogDigest, r.Version
 	}
 	err = s.write(ctx, func(w *wtx) error {
-		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, started, duration, exit_code,
+		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration, exit_code,
 				resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING`,
-			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, ns(r.Started), int64(r.Duration), exit,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING`,
+			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, r.Partial, ns(r.Started), int64(r.Duration), exit,
 			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(keep))
 		if err != nil {
 			return err
@@ -167,6 +171,12 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		}
 		if err := insertEvents(w, id<<eventBits, keep); err != nil {
 			return err
+		}
+		if r.Partial {
+			// Some resources only: the rest of the catalog was not
+			// looked at, so the node's drift, last run and applied
+			// catalog stay what its last whole run said.
+			return nil
 		}
 		if r.Audit || !r.Noop {
 			// A run that checked the node's own state says how far it
@@ -265,7 +275,7 @@ type ReportQuery struct {
 // the next page (0 when this one is the last).
 func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64, error) {
 	limit := limitOr(q.Limit, DefaultHistoryLimit)
-	query := `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, started, duration,
+	query := `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration,
 		resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events FROM reports`
 	before := q.Before
 	if before <= 0 {
@@ -303,7 +313,7 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 		var id, received, started, duration int64
 		var events int
 		sm := &r.Summary
-		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &started, &duration,
+		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &r.Partial, &started, &duration,
 			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events); err != nil {
 			rows.Close()
 			return nil, 0, fmt.Errorf("listing reports: %w", err)

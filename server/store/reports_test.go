@@ -254,3 +254,45 @@ func TestReportDrift(t *testing.T) {
 		t.Errorf("audit reports and their drift (-want +got):\n%s", d)
 	}
 }
+
+// TestReportPartial: a partial run (--tags, --only) is kept and listed as
+// partial, but is neither the node's last run, its applied catalog nor its
+// drift, and compliance reads the last whole run.
+func TestReportPartial(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	whole := Report{RunID: "apply-1", CatalogDigest: "sha256:a", Started: at(10), Received: at(10), Summary: Summary{Resources: 3, InSync: 2, Drift: 1}}
+	partial := Report{RunID: "part-1", CatalogDigest: "sha256:b", Partial: true, Started: at(20), Received: at(20),
+		Summary: Summary{Resources: 1, Changed: 1}, Events: []Event{{ID: "file:/x", Type: "file", Status: "changed"}}}
+	for _, r := range []Report{whole, partial} {
+		if _, err := s.SaveReport(ctx, "web-01", r); err != nil {
+			t.Fatalf("SaveReport %s: %v", r.RunID, err)
+		}
+	}
+	n, ok, err := s.Node(ctx, "web-01")
+	if err != nil || !ok {
+		t.Fatalf("Node = %v, %v", ok, err)
+	}
+	if n.LastRunID != "apply-1" || n.AppliedEtag != "sha256:a" || n.Drift != 1 {
+		t.Errorf("after a partial run: last run %q, applied %q, drift %d; want apply-1, sha256:a, 1", n.LastRunID, n.AppliedEtag, n.Drift)
+	}
+	got, err := s.Reports(ctx, "web-01", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	partials := map[string]bool{}
+	for _, r := range got {
+		partials[r.RunID] = r.Partial
+	}
+	if d := cmp.Diff(map[string]bool{"apply-1": false, "part-1": true}, partials); d != "" {
+		t.Errorf("reports and whether each is partial (-want +got):\n%s", d)
+	}
+	last, check, err := s.AuditReports(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last == nil || check == nil || last.RunID != "apply-1" || check.RunID != "apply-1" {
+		t.Errorf("AuditReports = %v, %v; want the whole run apply-1 for both", last, check)
+	}
+}

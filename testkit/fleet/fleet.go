@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ type Agent struct {
 	Daemon *agent.Daemon
 	stop   context.CancelFunc
 	done   chan error
+	halted sync.Once
 }
 
 // Options are the fleet's timers. The defaults are the production ones;
@@ -185,13 +187,20 @@ func (f *Fleet) AddAgent(name string) *Agent {
 	return a
 }
 
+// Stop stops the agent's daemon and closes it, so that a test may run
+// one of its own on the agent's state (a partial --once run); the fleet's
+// cleanup stopping it again does nothing.
+func (a *Agent) Stop() { a.halt() }
+
 func (a *Agent) halt() {
-	a.stop()
-	select {
-	case <-a.done:
-	case <-time.After(30 * time.Second):
-	}
-	a.Daemon.Close()
+	a.halted.Do(func() {
+		a.stop()
+		select {
+		case <-a.done:
+		case <-time.After(30 * time.Second):
+		}
+		a.Daemon.Close()
+	})
 }
 
 // AwaitConverged waits until every agent's newest run applied the catalog

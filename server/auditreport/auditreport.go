@@ -1,4 +1,9 @@
-package main
+// Package auditreport renders the fleet's compliance, as the server's
+// audit answer holds it, into the report an auditor keeps: one
+// self-contained HTML file. herd audit --format html writes it, and the
+// views it is made of (counts per node, failing results per control) serve
+// herd audit's table too.
+package auditreport
 
 import (
 	"fmt"
@@ -13,8 +18,83 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herdcm/herd/api/herdv1"
-	"github.com/herdcm/herd/cmd/nodecmd"
 )
+
+// View is what the table and HTML reports show: the answer (every page
+// of it), the time asked for (zero: now), and when the report was made.
+type View struct {
+	Resp *herdv1.AuditResponse
+	At   time.Time
+	Now  time.Time
+}
+
+// NodeTally is one node's counts, for the per-node part.
+type NodeTally struct {
+	Node                       string
+	Pass, Fail, NoData, Errors int
+	Failing                    []string // control ids that fail or are in error
+}
+
+// Nodes counts each node's results, in the answer's order (by node).
+func (v View) Nodes() []NodeTally {
+	var out []NodeTally
+	for _, r := range v.Resp.Results {
+		if len(out) == 0 || out[len(out)-1].Node != r.Node {
+			out = append(out, NodeTally{Node: r.Node})
+		}
+		n := &out[len(out)-1]
+		switch r.State {
+		case "pass":
+			n.Pass++
+		case "fail":
+			n.Fail++
+			n.Failing = append(n.Failing, r.Control)
+		case "no-data":
+			n.NoData++
+		case "error":
+			n.Errors++
+			n.Failing = append(n.Failing, r.Control)
+		}
+	}
+	return out
+}
+
+// Failing returns the results of control that fail or are in error.
+func (v View) Failing(control string) []*herdv1.AuditResult {
+	var out []*herdv1.AuditResult
+	for _, r := range v.Resp.Results {
+		if r.Control == control && (r.State == "fail" || r.State == "error") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// When is the time the results are of, for a reader.
+func (v View) When() string {
+	if v.At.IsZero() {
+		return "now (" + v.Now.UTC().Format(time.RFC3339) + ")"
+	}
+	return v.At.UTC().Format(time.RFC3339)
+}
+
+// EvidenceLine is one violation as one line: the resource first when the
+// message does not name it.
+func EvidenceLine(e *herdv1.AuditEvidence) string {
+	if e.Resource == "" || strings.Contains(e.Message, e.Resource) {
+		return e.Message
+	}
+	return e.Resource + ": " + e.Message
+}
+
+// Percent is a control's percent compliant for a reader, "-" when it
+// judged no node.
+func Percent(c *herdv1.AuditControl) string {
+	if c.Pass+c.Fail+c.Error == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(c.PercentCompliant, 'f', 1, 64) + "%"
+}
 
 // auditHTML is the audit report an auditor keeps: one file, its CSS
 // inline, no script and nothing fetched, so that it opens offline and
@@ -22,10 +102,10 @@ import (
 // site wrote; a Content-Security-Policy forbids scripts and loads too,
 // in case some escaping were ever missed.
 var auditHTML = template.Must(template.New("audit").Funcs(template.FuncMap{
-	"percent":  percent,
-	"evidence": evidenceLine,
+	"percent":  Percent,
+	"evidence": EvidenceLine,
 	"stamp":    func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) },
-	"short":    nodecmd.ShortVersion,
+	"short":    shortVersion,
 	"lines":    func(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") },
 	"sevclass": func(s string) string {
 		return "sev-" + map[string]string{"low": "low", "medium": "medium", "high": "high", "critical": "critical"}[s]
@@ -118,21 +198,21 @@ type auditDetail struct {
 	Failing []*herdv1.AuditResult
 }
 
-// printAuditHTML writes v as one self-contained HTML file.
-func printAuditHTML(w io.Writer, v auditView) error {
-	v.resp = visibleResponse(v.resp)
+// WriteHTML writes v as one self-contained HTML file.
+func WriteHTML(w io.Writer, v View) error {
+	v.Resp = visibleResponse(v.Resp)
 	var details []auditDetail
-	for _, c := range v.resp.Controls {
-		details = append(details, auditDetail{Control: c, Failing: v.failing(c.Id)})
+	for _, c := range v.Resp.Controls {
+		details = append(details, auditDetail{Control: c, Failing: v.Failing(c.Id)})
 	}
 	data := struct {
 		Version, AuditError, When, Made string
 		Controls                        []*herdv1.AuditControl
 		Details                         []auditDetail
-		Nodes                           []nodeTally
+		Nodes                           []NodeTally
 	}{
-		Version: v.resp.Version, AuditError: v.resp.AuditError, When: v.when(), Made: v.now.UTC().Format(time.RFC3339),
-		Controls: v.resp.Controls, Details: details, Nodes: v.nodes(),
+		Version: v.Resp.Version, AuditError: v.Resp.AuditError, When: v.When(), Made: v.Now.UTC().Format(time.RFC3339),
+		Controls: v.Resp.Controls, Details: details, Nodes: v.Nodes(),
 	}
 	if err := auditHTML.Execute(w, data); err != nil {
 		return fmt.Errorf("writing the HTML report: %w", err)
@@ -178,4 +258,13 @@ func visible(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// shortVersion is a site version cut for a reader, as herd prints them:
+// a content digest to its first 12 hex digits.
+func shortVersion(v string) string {
+	if strings.HasPrefix(v, "sha256:") && len(v) > 19 {
+		return v[:19]
+	}
+	return v
 }
