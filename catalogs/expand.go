@@ -41,9 +41,7 @@ func (c *compiler) run(d *decl) {
 	}
 	elems, err := d.forEach.elements(c.ctx)
 	if err != nil {
-		diag := err.(Diagnostic)
-		diag.Msg += c.inUse()
-		c.diags = append(c.diags, diag)
+		c.forEachError(d, err)
 		return
 	}
 	alts, fine := c.decoyElements(d, elems)

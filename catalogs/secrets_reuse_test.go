@@ -59,6 +59,10 @@ for_each = "params.users"
 name = "u-{{ .each.key }}"
 password = "{{ .each.value.password }}"
 
+[[wrapper]]
+name = "w"
+pw = "{{ .params.db.password }}"
+
 [[sysctl]]
 name = "net.core.somaxconn"
 value = "{{ len .params.db.password }}"
@@ -72,6 +76,14 @@ value = "{{ .params.db.password }}"
 [[user]]
 name = "carol"
 password = "$6$salt$hash"
+`,
+		"defines/wrapper.toml": `
+[params]
+pw = { type = "string" }
+
+[[dbuser]]
+name = "nested-{{ .params.name }}"
+password = "{{ .params.pw }}"
 `,
 		"defines/dbuser.toml": `
 [params]
@@ -144,6 +156,8 @@ func TestSecretsThroughReuse(t *testing.T) {
 		{"file:/etc/db/lit.name", "content", false, "lit"},
 		{"file:/etc/db/u-alice.conf", "content", true, "name=u-alice password=" + alicePass + "\n"},
 		{"file:/etc/db/u-bob.name", "content", false, "u-bob"},
+		{"file:/etc/db/nested-w.conf", "content", true, "name=nested-w password=" + dbPass + "\n"},
+		{"file:/etc/db/nested-w.name", "content", false, "nested-w"},
 		{"sysctl:net.core.somaxconn", "value", true, "14"},
 		{"ini:/etc/app.ini: [db] password", "value", true, dbPass},
 		{"ini:/etc/app.ini: [db] password", "setting", false, "password"},
@@ -266,6 +280,27 @@ content = "{{ .each.value }}"
 			want: []string{"roles/cmd.toml:3", "for_each \"split(params.db.password, '-')\" reads a secret"},
 		},
 		{
+			// Its error would quote the first character of the value.
+			name: "for_each fails on a secret's value",
+			extra: map[string]string{"roles/cmd.toml": `
+[[file]]
+for_each = "fromJSON(params.db.password)"
+path = "/etc/parts/{{ .each.key }}"
+content = "x"
+`},
+			want: []string{"roles/cmd.toml:3", "reads a secret"},
+		},
+		{
+			name: "condition fails on a secret's value",
+			extra: map[string]string{"roles/cmd.toml": `
+[[file]]
+path = "/etc/j"
+content = "x"
+when = "fromJSON(params.db.password) == 1"
+`},
+			want: []string{"roles/cmd.toml:5", "reads a secret"},
+		},
+		{
 			name: "for_each keys decided by a secret",
 			extra: map[string]string{"roles/cmd.toml": `
 [[file]]
@@ -364,6 +399,9 @@ line = "password={{ .params.db.password }}"
 				}
 			}
 			assertNoReusePlain(t, "the error", []byte(err.Error()))
+			if strings.Contains(err.Error(), "invalid character") {
+				t.Errorf("error %q quotes part of a secret", err)
+			}
 		})
 	}
 }

@@ -171,6 +171,14 @@ func (c *compiler) when(d *decl) (ok, fine bool) {
 	}
 	ok, err := d.when.eval(c.ctx)
 	if err != nil {
+		if c.decoyCtx != nil {
+			if _, alt := d.when.eval(c.decoyCtx); alt == nil || alt.Error() != err.Error() {
+				// The error depends on a secret: its message may quote
+				// part of the value.
+				c.diags.add(d.when.pos, "condition %s reads a secret: whether a resource exists shows in every report and diff, so a secret cannot decide it", quoteShort(d.when.src))
+				return false, false
+			}
+		}
 		c.diags = append(c.diags, err.(Diagnostic))
 		return false, false
 	}
@@ -198,14 +206,34 @@ func (c *compiler) decoyElements(d *decl, elems []element) (alt []element, fine 
 		same = alt[i].key == elems[i].key
 	}
 	if !same {
-		what := "for_each " + quoteShort(d.forEach.src)
-		if d.forEach.src == "" {
-			what = "for_each"
-		}
-		c.diags.add(d.forEach.pos, "%s reads a secret: how many resources it makes and their keys show in every report and diff, so a secret cannot decide them (iterate over data whose values, not keys or length, hold the secrets)%s", what, c.inUse())
+		c.forEachSecret(d)
 		return nil, false
 	}
 	return alt, true
+}
+
+// forEachSecret records that d's for_each depends on a secret.
+func (c *compiler) forEachSecret(d *decl) {
+	what := "for_each " + quoteShort(d.forEach.src)
+	if d.forEach.src == "" {
+		what = "for_each"
+	}
+	c.diags.add(d.forEach.pos, "%s reads a secret: how many resources it makes and their keys show in every report and diff, so a secret cannot decide them (iterate over data whose values, not keys or length, hold the secrets)%s", what, c.inUse())
+}
+
+// forEachError records the error of d's for_each on the node's context,
+// or, when a secret decides it (its message may quote part of the value),
+// that the for_each reads a secret.
+func (c *compiler) forEachError(d *decl, err error) {
+	if c.decoyCtx != nil {
+		if _, alt := d.forEach.elements(c.decoyCtx); alt == nil || alt.Error() != err.Error() {
+			c.forEachSecret(d)
+			return
+		}
+	}
+	diag := err.(Diagnostic)
+	diag.Msg += c.inUse()
+	c.diags = append(c.diags, diag)
 }
 
 // elementSecrets opens the secrets a for_each element holds itself (an
