@@ -3,6 +3,7 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,9 @@ type Daemon struct {
 	sched Schedule
 	log   *slog.Logger
 	drift driftWatch
+	// seal is the node's sealing key (sealkey.go): its public half goes
+	// with every check-in.
+	seal *ecdh.PrivateKey
 
 	wake chan struct{} // a trigger is pending (capacity 1)
 	sent chan struct{} // a report was spooled (capacity 1)
@@ -183,6 +187,10 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if left := time.Until(id.NotAfter); left < 0 {
 		log.Error("this node's certificate has expired; the server will refuse it", "not_after", id.NotAfter)
 	}
+	seal, err := LoadSealKey(o.CertDir)
+	if err != nil {
+		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
 	st, err := OpenState(o.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
@@ -200,6 +208,7 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 		files: fileCache{dir: runs.State.Files()},
 		sched: Schedule{Interval: o.Interval, Splay: o.Splay, MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff},
 		log:   log,
+		seal:  seal,
 		wake:  make(chan struct{}, 1),
 		sent:  make(chan struct{}, 1),
 	}
@@ -581,7 +590,7 @@ func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*h
 	if err != nil {
 		return nil, err
 	}
-	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion}
+	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion, SealPublicKey: d.seal.PublicKey().Bytes()}
 	if digest != acked {
 		req.FactsJson = payload
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"io"
@@ -68,9 +69,12 @@ type catalogSource interface {
 
 // sourced is what a catalog source hands the run.
 type sourced struct {
-	node   string
-	cat    *catalogs.Catalog // nil: only problems to report
-	digest string            // the catalog's etag
+	// sealKey opens the catalog's sealed values, when a masterless
+	// compile sealed them to a key of this run (nil: the node's own key).
+	sealKey *ecdh.PrivateKey
+	node    string
+	cat     *catalogs.Catalog // nil: only problems to report
+	digest  string            // the catalog's etag
 	// files serves the catalog's static files by digest.
 	files func(context.Context, string) (io.ReadCloser, error)
 	// problems are events the source adds to the report (a refused

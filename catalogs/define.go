@@ -147,6 +147,17 @@ func (l *loader) loadParamSpecs(doc *tomlDoc, df *definition) {
 			ps.typ = paramTypeOf(raw[k])
 			ps.def = raw[k]
 		}
+		if sr, isSecret := l.secretIn(doc, kp, df.name+" params."+k, ps.def); isSecret {
+			// An "age:" default is a secret, opened per use.
+			if sr == nil {
+				continue
+			}
+			if ps.typ != "string" && ps.typ != "any" {
+				r.bad(kp, "params.%s: a secret is a string, and the parameter is %s %s", k, article(ps.typ), ps.typ)
+				continue
+			}
+			ps.def = sr
+		}
 		df.params[k] = ps
 	}
 }
@@ -271,13 +282,15 @@ func (l *loader) loadUse(doc *tomlDoc, df *definition, p string, raw map[string]
 		up := &useParam{spec: spec, pos: pos}
 		switch v := raw[k].(type) {
 		case string:
-			ts, err := l.newTString(v, pos)
+			// An "age:" value is a secret, opened per node like a
+			// template is rendered.
+			ts, err := l.newValue(v, pos, df.name+" "+k)
 			if err != nil {
 				l.diags = append(l.diags, err.(Diagnostic))
 				ok = false
 				continue
 			}
-			if ts.name != "" {
+			if ts.dynamic() {
 				up.value = &ts
 			}
 		case []any:
@@ -288,14 +301,14 @@ func (l *loader) loadUse(doc *tomlDoc, df *definition, p string, raw map[string]
 				if !isStr {
 					continue
 				}
-				ts, err := l.newTString(s, doc.posOf(fmt.Sprintf("%s[%d]", kp, i)))
+				ts, err := l.newValue(s, doc.posOf(fmt.Sprintf("%s[%d]", kp, i)), fmt.Sprintf("%s %s[%d]", df.name, k, i))
 				if err != nil {
 					l.diags = append(l.diags, err.(Diagnostic))
 					ok = false
 					continue
 				}
 				list[i] = ts
-				dyn = dyn || ts.name != ""
+				dyn = dyn || ts.dynamic()
 			}
 			if dyn {
 				for i, e := range v {

@@ -41,22 +41,50 @@ func (c *compiler) run(d *decl) {
 	}
 	elems, err := d.forEach.elements(c.ctx)
 	if err != nil {
-		diag := err.(Diagnostic)
-		diag.Msg += c.inUse()
-		c.diags = append(c.diags, diag)
+		c.forEachError(d, err)
 		return
 	}
-	ctx, elem := c.ctx, c.elem
+	alts, fine := c.decoyElements(d, elems)
+	if !fine {
+		return
+	}
+	ctx, elem, decoyCtx, paths := c.ctx, c.elem, c.decoyCtx, c.secretPaths
 	// One context for the loop, each set per element: nothing an element
 	// declares keeps a reference to the context.
 	c.ctx = maps.Clone(ctx)
 	each := map[string]any{}
 	c.ctx["each"] = each
-	for _, e := range elems {
+	// The decoy context follows in step: each in it is the decoy element,
+	// so that what an element renders from a secret is tainted.
+	var dctx, decoyEach map[string]any
+	for i, e := range elems {
 		if !c.expand(d) {
 			break
 		}
 		each["key"], each["value"] = e.key, e.value
+		c.decoyCtx = decoyCtx
+		if c.tracking {
+			var alt *element
+			if alts != nil {
+				alt = &alts[i]
+			}
+			if plain, decoy, found := c.elementSecrets(e, alt); found {
+				if dctx == nil {
+					base := decoyCtx
+					if base == nil {
+						base = ctx
+					}
+					dctx = maps.Clone(base)
+					decoyEach = map[string]any{}
+					dctx["each"] = decoyEach
+					// Any template that reads each may read a secret.
+					c.secretPaths = append(slices.Clip(paths), "each")
+				}
+				each["value"] = plain
+				decoyEach["key"], decoyEach["value"] = e.key, decoy
+				c.decoyCtx = dctx
+			}
+		}
 		c.elem = " (" + e.label() + ")"
 		before := len(c.diags)
 		c.one(d)
@@ -68,7 +96,7 @@ func (c *compiler) run(d *decl) {
 			}
 		}
 	}
-	c.ctx, c.elem = ctx, elem
+	c.ctx, c.elem, c.decoyCtx, c.secretPaths = ctx, elem, decoyCtx, paths
 }
 
 // expand counts one more declaration, and says whether the compile may
@@ -115,17 +143,13 @@ func (c *compiler) noteUse(i int) {
 	}
 }
 
-// instantiate expands one use of a definition into its resources.
+// instantiate expands one use of a definition into its resources. A
+// parameter rendered from a secret is tainted: the use's decoy context
+// holds its decoy, so that whatever the definition renders from it is
+// sealed, or refused where it would show.
 func (c *compiler) instantiate(d *decl) {
-	if d.when != nil {
-		ok, err := d.when.eval(c.ctx)
-		if err != nil {
-			c.diags = append(c.diags, err.(Diagnostic))
-			return
-		}
-		if !ok {
-			return
-		}
+	if ok, _ := c.when(d); !ok {
+		return
 	}
 	u := d.use
 	df := u.def
@@ -136,27 +160,42 @@ func (c *compiler) instantiate(d *decl) {
 			params[k] = ps.def
 		}
 	}
+	// decoys are the decoy values of the parameters rendered from a
+	// secret, by name.
+	var decoys map[string]any
 	for _, up := range u.params {
 		v := up.static
+		var alt any
+		tainted := false
 		switch {
 		case up.value != nil:
-			s, err := c.renderString(*up.value, up.pos)
+			var err error
+			v, alt, tainted, err = c.trackedAlt(c.mayReadTString(*up.value), func() (any, error) { return c.renderString(*up.value, up.pos) })
 			if err != nil {
 				c.diags = append(c.diags, err.(Diagnostic))
 				continue
 			}
-			v = s
 		case up.list != nil:
-			l := make([]any, len(up.list))
-			for i, ts := range up.list {
-				s, err := c.renderString(ts, up.pos)
-				if err != nil {
-					c.diags = append(c.diags, err.(Diagnostic))
-					break
-				}
-				l[i] = s
+			may := false
+			for _, ts := range up.list {
+				may = may || c.mayReadTString(ts)
 			}
-			v = l
+			var err error
+			v, alt, tainted, err = c.trackedAlt(may, func() (any, error) {
+				l := make([]any, len(up.list))
+				for i, ts := range up.list {
+					s, err := c.renderString(ts, up.pos)
+					if err != nil {
+						return nil, err
+					}
+					l[i] = s
+				}
+				return l, nil
+			})
+			if err != nil {
+				c.diags = append(c.diags, err.(Diagnostic))
+				continue
+			}
 		}
 		if up.value != nil || up.list != nil {
 			cv, err := coerceParam(up.spec.typ, v, true)
@@ -166,6 +205,21 @@ func (c *compiler) instantiate(d *decl) {
 			}
 			v = cv
 		}
+		if tainted {
+			if up.spec.name == "name" {
+				c.diags.add(up.pos, "%s name cannot come from a secret: it names the use, and every resource of it, in every report and diff", df.name)
+				continue
+			}
+			if decoys == nil {
+				decoys = map[string]any{}
+			}
+			// A decoy that does not coerce stays as rendered: what the
+			// definition renders from it differs all the same.
+			if cv, err := coerceParam(up.spec.typ, alt, true); err == nil {
+				alt = cv
+			}
+			decoys[up.spec.name] = alt
+		}
 		params[up.spec.name] = v
 	}
 	var edges []edge
@@ -174,7 +228,7 @@ func (c *compiler) instantiate(d *decl) {
 		v := a.static
 		if a.dyn {
 			var err error
-			if v, err = c.render(a); err != nil {
+			if v, err = c.untainted(a); err != nil {
 				c.diags = append(c.diags, err.(Diagnostic))
 				continue
 			}
@@ -208,9 +262,28 @@ func (c *compiler) instantiate(d *decl) {
 	}
 	inst := &instance{where: where}
 	c.instances[id] = inst
-	saved, ctx := c.frame, c.ctx
+	saved, ctx, decoyCtx, paths := c.frame, c.ctx, c.decoyCtx, c.secretPaths
+	// The use's context holds only its parameters (and node, facts): its
+	// secrets are the tainted ones and those written as "age:" values.
+	c.decoyCtx, c.secretPaths = nil, nil
+	var decoyParams map[string]any
+	if c.tracking {
+		plain, decoy, found := c.resolveSecrets("params", params)
+		if found || decoys != nil {
+			params = plain.(map[string]any)
+			decoyParams = maps.Clone(decoy.(map[string]any))
+			for k, v := range decoys {
+				decoyParams[k] = v
+				c.secretPaths = append(c.secretPaths, "params."+k)
+			}
+		}
+	}
 	c.ctx = compileEnv(asString(ctx["node"]), asString(ctx["environment"]), nil, params)
 	c.ctx["facts"] = ctx["facts"]
+	if decoyParams != nil {
+		c.decoyCtx = compileEnv(asString(ctx["node"]), asString(ctx["environment"]), nil, decoyParams)
+		c.decoyCtx["facts"] = ctx["facts"]
+	}
 	c.frame = frame{
 		via:      c.via + d.source + " via ",
 		whereVia: where + " via ",
@@ -222,7 +295,7 @@ func (c *compiler) instantiate(d *decl) {
 	for _, dd := range df.decls {
 		c.run(dd)
 	}
-	c.frame, c.ctx = saved, ctx
+	c.frame, c.ctx, c.decoyCtx, c.secretPaths = saved, ctx, decoyCtx, paths
 	c.noteUse(inner)
 }
 

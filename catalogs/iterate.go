@@ -49,7 +49,21 @@ var conditionEnvEach = func() map[string]any {
 func (l *loader) loadIteration(doc *tomlDoc, kp string, v any) *iteration {
 	pos := doc.posOf(kp)
 	switch x := v.(type) {
-	case []any, map[string]any:
+	case []any:
+		// An "age:" value written in place is a secret, opened per node.
+		for i, e := range x {
+			ep := fmt.Sprintf("%s[%d]", kp, i)
+			if r, ok := l.secretIn(doc, ep, fmt.Sprintf("for_each[%d]", i), e); ok {
+				if r != nil {
+					x[i] = r
+				}
+			} else if em, isMap := e.(map[string]any); isMap {
+				l.findSecrets(doc, ep, fmt.Sprintf("for_each[%d]", i), em)
+			}
+		}
+		return &iteration{pos: pos, literal: x}
+	case map[string]any:
+		l.findSecrets(doc, kp, "for_each", x)
 		return &iteration{pos: pos, literal: x}
 	case string:
 		it, err := compileIteration(x, pos)

@@ -47,9 +47,17 @@ type Attr struct {
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
 	// Sensitive marks a value that is secret by its nature (a password
-	// hash): the agent's changes for it carry no values, so reports,
-	// events, logs and noop output never show it.
+	// hash): it is sealed to the node even when no secret made it, and
+	// the agent's changes for it carry no values, so reports, events,
+	// logs and noop output never show it.
 	Sensitive bool
+	// Command says the value is a command line (argv): a secret in it
+	// would be visible to every user of the host, so compile refuses one.
+	Command bool
+	// Public names where on the host the value is written for every user
+	// to read (cron's "/etc/cron.d/NAME, mode 0644"): compile refuses a
+	// secret in it.
+	Public string
 }
 
 // absPath checks that a path attribute is absolute and clean, so that every
@@ -249,7 +257,7 @@ var serviceSchema = &Schema{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the service name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"running", "stopped"}, Doc: "default running"},
 		{Name: "provider", Kind: KindString, Enum: []string{"herd", "systemd"}, Doc: "herd (the built-in supervisor, default) or systemd"},
-		{Name: "run", Kind: KindList, Doc: "the command and its arguments (required with provider herd)", Check: absCommand},
+		{Name: "run", Kind: KindList, Doc: "the command and its arguments (required with provider herd)", Check: absCommand, Command: true},
 		{Name: "user", Kind: KindString, Doc: "user to run as"},
 		{Name: "group", Kind: KindString, Doc: "group to run as"},
 		{Name: "env", Kind: KindMap, Doc: "environment variables"},
@@ -261,7 +269,7 @@ var serviceSchema = &Schema{
 		{Name: "type", Kind: KindString, Enum: []string{"simple", "forking"}, Doc: "simple (run stays in the foreground, default) or forking (run starts a daemon and exits 0)"},
 		{Name: "pidfile", Kind: KindString, Doc: "with type forking: where the daemon writes its pid (read inside the root)", Check: absPath},
 		{Name: "health", Kind: KindTable, Doc: "a health check", Sub: []Attr{
-			{Name: "exec", Kind: KindList, Doc: "a command that exits 0 when healthy", Check: absCommand},
+			{Name: "exec", Kind: KindList, Doc: "a command that exits 0 when healthy", Check: absCommand, Command: true},
 			{Name: "http", Kind: KindString, Doc: "a URL that answers 2xx when healthy"},
 			{Name: "tcp", Kind: KindString, Doc: "host:port that accepts a connection when healthy"},
 			{Name: "interval", Kind: KindDuration, Doc: "time between checks (default 10s)"},
@@ -304,15 +312,16 @@ var execSchema = &Schema{
 	Doc: "a command run to bring something about",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Doc: "the resource name (default: the command joined by spaces)"},
-		{Name: "command", Kind: KindList, Required: true, Doc: "the command and its arguments, run without a shell", Check: absCommand},
+		{Name: "command", Kind: KindList, Required: true, Doc: "the command and its arguments, run without a shell", Check: absCommand, Command: true},
 		{Name: "creates", Kind: KindString, Doc: "a path; the command is not run when it exists", Check: absPath},
-		{Name: "unless", Kind: KindList, Doc: "a command; the command is not run when it exits 0", Check: absCommand},
-		{Name: "onlyif", Kind: KindList, Doc: "a command; the command runs only when it exits 0", Check: absCommand},
+		{Name: "unless", Kind: KindList, Doc: "a command; the command is not run when it exits 0", Check: absCommand, Command: true},
+		{Name: "onlyif", Kind: KindList, Doc: "a command; the command runs only when it exits 0", Check: absCommand, Command: true},
 		{Name: "refreshonly", Kind: KindBool, Doc: "run only when refreshed by a notify or subscribe"},
 		{Name: "user", Kind: KindString, Doc: "user to run as"},
 		{Name: "cwd", Kind: KindString, Doc: "working directory", Check: absPath},
 		{Name: "env", Kind: KindMap, Doc: "environment variables"},
 		{Name: "timeout", Kind: KindDuration, Doc: "how long the command may run (default 5m)"},
+		{Name: "stdin", Kind: KindString, Doc: "text written to the command's standard input (the way to hand it a secret: sealed to the node when it comes from one)"},
 	},
 	check: func(map[string]any, func(string, string, ...any)) {},
 }
@@ -408,15 +417,19 @@ var iniSchema = &Schema{
 	},
 }
 
+// cronPublic is where a cron job's attributes are written: cron reads
+// only files every user may read too.
+const cronPublic = "/etc/cron.d/NAME, mode 0644"
+
 var cronSchema = &Schema{
 	Type: "cron", Key: "name",
 	Doc: "a cron job: one file /etc/cron.d/<name>, mode 0644, owned by root",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the job's file name in /etc/cron.d (letters, digits, _ and -: cron skips other names, as run-parts does)", Check: cronName},
-		{Name: "schedule", Kind: KindString, Doc: "five fields (minute hour day-of-month month day-of-week, like \"*/15 * * * *\") or @reboot, @hourly, @daily, @weekly, @monthly, @yearly (required with ensure = \"present\")", Check: func(v any) error { return CheckCronSchedule(v.(string)) }},
-		{Name: "user", Kind: KindString, Doc: "the user the command runs as (default root)"},
-		{Name: "command", Kind: KindString, Doc: "the command line; cron runs it with /bin/sh (a shell: quote accordingly), and a % in it is cron's newline unless written \\% (required with ensure = \"present\")", Check: oneLine},
-		{Name: "environment", Kind: KindMap, Doc: "variables set for the job (NAME = \"value\"), like MAILTO or PATH", Check: cronEnvironment},
+		{Name: "schedule", Kind: KindString, Doc: "five fields (minute hour day-of-month month day-of-week, like \"*/15 * * * *\") or @reboot, @hourly, @daily, @weekly, @monthly, @yearly (required with ensure = \"present\")", Check: func(v any) error { return CheckCronSchedule(v.(string)) }, Public: cronPublic},
+		{Name: "user", Kind: KindString, Doc: "the user the command runs as (default root)", Public: cronPublic},
+		{Name: "command", Kind: KindString, Doc: "the command line; cron runs it with /bin/sh (a shell: quote accordingly), and a % in it is cron's newline unless written \\% (required with ensure = \"present\")", Check: oneLine, Public: cronPublic},
+		{Name: "environment", Kind: KindMap, Doc: "variables set for the job (NAME = \"value\"), like MAILTO or PATH", Check: cronEnvironment, Public: cronPublic},
 		{Name: "ensure", Kind: KindString, Enum: []string{"present", "absent"}, Doc: "default present"},
 	},
 	check: func(a map[string]any, bad func(string, string, ...any)) {

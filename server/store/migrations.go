@@ -270,6 +270,15 @@ var migrations = []string{
 	// the node's last run, its applied catalog, its drift nor the report
 	// its compliance is judged on.
 	`ALTER TABLE reports ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;`,
+	// 11: secrets. Each node's X25519 public key, which compile seals
+	// the catalog's sensitive values to; the node sends it when it
+	// enrolls, renews and checks in, and a new one (a node enrolled
+	// again) replaces the old.
+	`CREATE TABLE node_keys (
+		name TEXT PRIMARY KEY,
+		key BLOB NOT NULL,                       -- 32 bytes, X25519
+		updated INTEGER NOT NULL                 -- unix ns
+	) WITHOUT ROWID;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per
