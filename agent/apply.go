@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,6 +48,10 @@ type ApplyOptions struct {
 	Services func(ctx context.Context, st *State) (resources.Services, func(), error)
 	// Types overrides the resource types (tests); default resources.Types().
 	Types map[string]resources.Type
+	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
+	// values in memory just before a resource is checked. Nil: resources
+	// with sealed values fail (re-enroll), the others run.
+	NodeKey *ecdh.PrivateKey
 }
 
 // Apply compiles the site for this host and converges it.
@@ -119,7 +124,7 @@ func (o ApplyOptions) settings() runSettings {
 	return runSettings{
 		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types, NodeKey: o.NodeKey,
 	}.withDefaults()
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"io"
@@ -86,6 +87,10 @@ type DaemonOptions struct {
 	Types map[string]resources.Type
 	// Once makes Run do one run and return, without Watch or drift.
 	Once bool
+	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
+	// values in memory just before a resource is checked. Nil: resources
+	// with sealed values fail (re-enroll), the others run.
+	NodeKey *ecdh.PrivateKey
 }
 
 // Daemon is the agent's long-running side: it checks in with the server on
@@ -143,7 +148,7 @@ func (o DaemonOptions) settings() runSettings {
 	return runSettings{
 		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types, NodeKey: o.NodeKey,
 	}.withDefaults()
 }
 

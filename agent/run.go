@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,8 @@ type runSettings struct {
 	Log      *slog.Logger
 	Emit     func(Event)
 	Types    map[string]resources.Type
+	// NodeKey opens the catalog's sealed values (ConvergeOptions.NodeKey).
+	NodeKey *ecdh.PrivateKey
 }
 
 // withDefaults fills what was left unset.
@@ -164,7 +167,7 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 			h.Services = call.services(ctx)
 		}
 		events = Converge(ctx, h, got.cat, ConvergeOptions{
-			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit,
+			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit, NodeKey: s.NodeKey,
 		})
 		mark("converge")
 		if h.Services != nil {

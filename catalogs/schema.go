@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -43,6 +44,10 @@ type Attr struct {
 	Doc      string
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
+	// Sensitive marks an attribute sensitive by nature (a password hash):
+	// its value never shows in an event, report, diff or log, sealed or
+	// not, and a resource with one set is a sensitive resource.
+	Sensitive bool
 }
 
 // absPath checks that a path attribute is absolute and clean, so that every
@@ -113,6 +118,26 @@ var Schemas = map[string]*Schema{
 	"user":    userSchema,
 	"group":   groupSchema,
 }
+
+// SensitiveAttr reports whether attribute name of resource type typ is
+// sensitive by nature (Attr.Sensitive).
+func SensitiveAttr(typ, name string) bool {
+	return sensitiveAttrs()[[2]string{typ, name}]
+}
+
+// sensitiveAttrs indexes the schema's Sensitive attributes once: the agent
+// asks for every attribute of every resource on every run.
+var sensitiveAttrs = sync.OnceValue(func() map[[2]string]bool {
+	m := map[[2]string]bool{}
+	for t, s := range Schemas {
+		for _, a := range s.Attrs {
+			if a.Sensitive {
+				m[[2]string{t, a.Name}] = true
+			}
+		}
+	}
+	return m
+})
 
 // TypeNames returns the resource type names, sorted.
 func TypeNames() []string {
