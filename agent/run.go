@@ -174,6 +174,7 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 			// Before the report, so that a rollout reads the verdict on
 			// what this run started, not the state before it.
 			if health = servicesHealth(ctx, h.Services, got.cat, events, s.Noop); health != nil {
+				redactHealth(health, got.cat, s.NodeKey)
 				mark("health")
 			}
 		}

@@ -181,6 +181,21 @@ func (sc *secrets) redactEvent(ev *Event) {
 	ev.Cause = sc.scrub(ev.Cause)
 }
 
+// redactHealth scrubs the plain values of a sensitive service out of its
+// health detail (a check's error, the supervisor's account with the tail
+// of the service's log), which could echo its sealed environment.
+func redactHealth(hs []ServiceHealth, cat *catalogs.Catalog, key *ecdh.PrivateKey) {
+	for i := range hs {
+		r, ok := cat.Resource("service:" + hs[i].Name)
+		if !ok || hs[i].Detail == "" {
+			continue
+		}
+		if _, sc, _ := openSealed(r, key); sc != nil {
+			hs[i].Detail = sc.scrub(hs[i].Detail)
+		}
+	}
+}
+
 // schemaHas reports whether attr is an attribute of the resource type.
 func schemaHas(typ, attr string) bool {
 	s, ok := catalogs.Schemas[typ]

@@ -278,3 +278,24 @@ func TestOpenSealedNothingSensitive(t *testing.T) {
 		t.Errorf("openSealed of a plain resource allocates %v times, want 0", n)
 	}
 }
+
+func TestRedactHealth(t *testing.T) {
+	t.Parallel()
+	sk := newSealKey(t)
+	key := newNodeKey(t)
+	cat := &catalogs.Catalog{Resources: []catalogs.Resource{
+		{ID: "service:api", Type: "service", Name: "api", Attrs: map[string]any{"name": "api", "env": seal(t, sk, key, map[string]string{"TOKEN": canary})}},
+		{ID: "service:web", Type: "service", Name: "web", Attrs: map[string]any{"name": "web"}},
+	}}
+	hs := []ServiceHealth{
+		{Name: "api", Health: "unhealthy", Detail: "exited 1; log: bad token " + canary},
+		{Name: "web", Health: "unhealthy", Detail: "exited 1; log: CANARY-s3cr3t-7d1f is not a token"},
+	}
+	redactHealth(hs, cat, key)
+	if want := "exited 1; log: bad token (sensitive)"; hs[0].Detail != want {
+		t.Errorf("sensitive service's detail = %q, want %q", hs[0].Detail, want)
+	}
+	if !strings.Contains(hs[1].Detail, canary) {
+		t.Errorf("a plain service's detail was changed: %q", hs[1].Detail)
+	}
+}
