@@ -207,6 +207,9 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 	} else if err := call.state.TrimRuns(wctx, s.KeepRuns); err != nil {
 		s.Log.Warn("trimming the run history", "err", err)
 	}
+	if err := call.state.TrimBackups(wctx, KeepBackups); err != nil {
+		s.Log.Warn("trimming backups", "err", err)
+	}
 	return r, false, nil
 }
 

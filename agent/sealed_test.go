@@ -299,3 +299,53 @@ func TestRedactHealth(t *testing.T) {
 		t.Errorf("a plain service's detail was changed: %q", hs[1].Detail)
 	}
 }
+
+// TestTrimBackups: the oldest backups of a path beyond the kept number go,
+// with their contents, unless a kept backup shares the content.
+func TestTrimBackups(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "state")
+	st, err := OpenState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	save := func(path, content string) string {
+		t.Helper()
+		d, err := st.Save(ctx, path, strings.NewReader(content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	shared := save("/a", "shared") // the oldest of /a, and also kept for /b
+	var olds []string
+	for i := range 3 {
+		olds = append(olds, save("/a", fmt.Sprintf("old secret %d", i)))
+	}
+	for i := range 3 {
+		save("/a", fmt.Sprintf("kept %d", i))
+	}
+	save("/b", "shared")
+	if err := st.TrimBackups(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := st.Backups(ctx, "/a")
+	b, _ := st.Backups(ctx, "/b")
+	if len(a) != 3 || len(b) != 1 {
+		t.Errorf("kept %d backups of /a and %d of /b, want 3 and 1", len(a), len(b))
+	}
+	exists := func(d string) bool {
+		_, err := os.Stat(filepath.Join(StateDir(dir).Content(), strings.TrimPrefix(d, "sha256:")))
+		return err == nil
+	}
+	for _, d := range olds {
+		if exists(d) {
+			t.Errorf("the content of a trimmed backup %s is still there", d)
+		}
+	}
+	if !exists(shared) {
+		t.Error("a content a kept backup names was deleted")
+	}
+}
