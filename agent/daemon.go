@@ -88,8 +88,9 @@ type DaemonOptions struct {
 	// Once makes Run do one run and return, without Watch or drift.
 	Once bool
 	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
-	// values in memory just before a resource is checked. Nil: resources
-	// with sealed values fail (re-enroll), the others run.
+	// values in memory just before a resource is checked. Default: the
+	// sealing key enrollment made (LoadSealKey of CertDir), whose public
+	// half every check-in sends.
 	NodeKey *ecdh.PrivateKey
 }
 
@@ -111,6 +112,9 @@ type Daemon struct {
 	sched Schedule
 	log   *slog.Logger
 	drift driftWatch
+	// seal is the node's sealing key (sealkey.go): its public half goes
+	// with every check-in.
+	seal *ecdh.PrivateKey
 
 	wake chan struct{} // a trigger is pending (capacity 1)
 	sent chan struct{} // a report was spooled (capacity 1)
@@ -180,6 +184,16 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if left := time.Until(id.NotAfter); left < 0 {
 		log.Error("this node's certificate has expired; the server will refuse it", "not_after", id.NotAfter)
 	}
+	seal, err := LoadSealKey(o.CertDir)
+	if err != nil {
+		return nil, fmt.Errorf("starting the agent: %w", err)
+	}
+	// The key that opens the catalog's sealed values is the one whose
+	// public half every check-in sends.
+	if o.NodeKey == nil {
+		o.NodeKey = seal
+	}
+	runs.NodeKey = o.NodeKey
 	st, err := OpenState(o.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
@@ -197,6 +211,7 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 		files: fileCache{dir: runs.State.Files()},
 		sched: Schedule{Interval: o.Interval, Splay: o.Splay, MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff},
 		log:   log,
+		seal:  seal,
 		wake:  make(chan struct{}, 1),
 		sent:  make(chan struct{}, 1),
 	}
@@ -578,7 +593,7 @@ func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*h
 	if err != nil {
 		return nil, err
 	}
-	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion}
+	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion, SealPublicKey: d.seal.PublicKey().Bytes()}
 	if digest != acked {
 		req.FactsJson = payload
 	}

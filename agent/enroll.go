@@ -224,7 +224,11 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	}
 	defer conn.Close()
 	client := herdv1.NewEnrollClient(conn)
-	req := &herdv1.EnrollRequest{Name: o.Name, CsrDer: csr, JoinToken: o.JoinToken}
+	seal, err := LoadSealKey(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("enrolling: %w", err)
+	}
+	req := &herdv1.EnrollRequest{Name: o.Name, CsrDer: csr, JoinToken: o.JoinToken, SealPublicKey: seal.PublicKey().Bytes()}
 
 	sched := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute}
 	failures, announced, squatted := 0, false, false

@@ -60,7 +60,11 @@ func (d *Daemon) maybeRenew(ctx context.Context) {
 func renewIdentity(ctx context.Context, conn grpc.ClientConnInterface, dir string, id *Identity) (newBundle bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
-	resp, err := herdv1.NewEnrollClient(conn).Renew(ctx, &herdv1.RenewRequest{})
+	seal, err := LoadSealKey(dir)
+	if err != nil {
+		return false, fmt.Errorf("renewing: %w", err)
+	}
+	resp, err := herdv1.NewEnrollClient(conn).Renew(ctx, &herdv1.RenewRequest{SealPublicKey: seal.PublicKey().Bytes()})
 	if err != nil {
 		return false, fmt.Errorf("renewing: %w", err)
 	}

@@ -50,6 +50,9 @@ type budget struct {
 	last            int     // the step taken last, an index of renderers.steps
 	costs           []int64 // renderers.costs
 	err             error   // sticky once over budget
+	// secret opens secrets/NAME.age for the template function secret;
+	// set by the compile that holds the renderer.
+	secret func(name string) (string, error)
 }
 
 // charge spends n steps.
@@ -111,6 +114,9 @@ type renderers struct {
 	fileWeights, inlineWeights map[string]int64
 	steps                      []Pos   // where each step is, by id
 	costs                      []int64 // what each step charges, by id
+	// refs is what each template reads ("inline:NAME", "file:NAME"), for
+	// secret tracking (taint.go).
+	refs map[string]tmplRefs
 	// free holds the renderers of finished compiles. Unlike a sync.Pool it
 	// is not emptied by the garbage collector, which runs often while a
 	// fleet compiles: a clone is made only when more compiles run at once

@@ -2,6 +2,7 @@ package catalogs
 
 import (
 	"cmp"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"path"
@@ -29,6 +30,9 @@ type built struct {
 	res   Resource
 	pos   Pos
 	edges []edge
+	// tainted names the attributes whose value depends on a secret: they
+	// are sealed to the node.
+	tainted []string
 }
 
 type edge struct {
@@ -37,10 +41,35 @@ type edge struct {
 	pos  Pos
 }
 
+// CompileOptions say how a compile treats the site's secrets and the
+// attributes that are sensitive by nature (see secrets.go).
+type CompileOptions struct {
+	// Secrets opens the site's secrets. Without it a catalog that uses a
+	// secret does not compile (unless Placeholders).
+	Secrets *SecretKeys
+	// Seal seals sensitive values; Secrets' SealKey when nil.
+	Seal *SealKey
+	// NodeKey is the node's X25519 public key, which sensitive values are
+	// sealed to. A catalog with a sensitive value needs one.
+	NodeKey *ecdh.PublicKey
+	// Placeholders compiles without opening secrets or sealing: every
+	// sensitive value is an empty Sealed. For herd check and herd
+	// compile, which show a catalog's shape without any key.
+	Placeholders bool
+}
+
 // Compile builds node's catalog from the site and the node's facts. It is
 // pure and deterministic: the same site version, node and facts give the
-// same bytes. Every mistake is returned at once as Diagnostics.
+// same bytes. Every mistake is returned at once as Diagnostics. It opens no
+// secret: a catalog that needs one fails (see CompileWith).
 func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
+	return s.CompileWith(node, f, CompileOptions{})
+}
+
+// CompileWith is Compile with the keys that open the site's secrets and
+// seal sensitive values to the node. Sealing is deterministic, so the
+// catalog still is.
+func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Catalog, error) {
 	if err := ValidNodeName(node); err != nil {
 		return nil, Diagnostics{{Msg: err.Error()}}
 	}
@@ -53,24 +82,40 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 	for _, name := range cls.roles {
 		n += len(s.roles[name].decls)
 	}
+	if opts.Seal == nil && opts.Secrets != nil {
+		opts.Seal = opts.Secrets.SealKey()
+	}
 	c := &compiler{
 		site:  s,
-		ctx:   compileEnv(node, s.Settings.Environment, f, params),
 		byID:  make(map[string]*built, n),
 		files: map[string]FileRef{},
 		// One allocation for every resource; never grown, so the pointers
 		// in byID stay valid.
-		pool: make([]built, 0, n),
+		pool:     make([]built, 0, n),
+		opts:     opts,
+		tracking: s.hasSecrets,
 	}
+	if c.tracking {
+		plain, decoy, found := c.resolveSecrets("params", params)
+		if found {
+			params = plain.(map[string]any)
+			c.decoyCtx = compileEnv(node, s.Settings.Environment, f, decoy.(map[string]any))
+		}
+	}
+	c.ctx = compileEnv(node, s.Settings.Environment, f, params)
 	for _, name := range cls.roles {
 		for _, d := range s.roles[name].decls {
 			c.declare(d)
 		}
 	}
 	if c.r != nil {
+		c.r.b.secret = nil
 		s.render.put(c.r)
 	}
 	c.link()
+	if len(c.diags) == 0 {
+		c.seal()
+	}
 	if len(c.diags) > 0 {
 		return nil, c.diags.err()
 	}
@@ -104,6 +149,18 @@ type compiler struct {
 	buf   strings.Builder
 	pool  []built
 	r     *renderer // the templates bound to this compile's budget, once one renders
+
+	opts CompileOptions
+	// tracking says the site has secrets: renders that may read one run
+	// a second time with decoys (decoyCtx, decoy), and what differs is
+	// tainted.
+	tracking bool
+	decoyCtx map[string]any // nil when the node's params hold no secret
+	// secretPaths are the dotted paths of the secrets in the context,
+	// "params.db.password".
+	secretPaths []string
+	decoy       bool
+	opened      int // secrets opened for plain renders so far
 }
 
 // renderer returns the compile's templates, taking them on first use.
@@ -113,6 +170,7 @@ func (c *compiler) renderer() (*renderer, error) {
 		if err != nil {
 			return nil, err
 		}
+		r.b.secret = c.secretFile
 		c.r = r
 	}
 	return c.r, nil
@@ -126,6 +184,14 @@ func (c *compiler) declare(d *decl) {
 			c.diags = append(c.diags, err.(Diagnostic))
 			return
 		}
+		if c.decoyCtx != nil {
+			// Whether a resource exists is in every report: a secret
+			// must not decide it.
+			if alt, err := d.when.eval(c.decoyCtx); err != nil || alt != ok {
+				c.diags.add(d.when.pos, "condition %s reads a secret: whether a resource exists shows in every report and diff, so a secret cannot decide it", quoteShort(d.when.src))
+				return
+			}
+		}
 		if !ok {
 			return
 		}
@@ -138,10 +204,25 @@ func (c *compiler) declare(d *decl) {
 	for _, a := range d.attrs {
 		v := a.static
 		if a.dyn {
-			var err error
-			if v, err = c.render(a); err != nil {
+			raw, tainted, err := c.tracked(c.attrMayRead(a), func() (any, error) { return c.renderRaw(a) })
+			if err != nil {
 				c.diags = append(c.diags, err.(Diagnostic))
 				continue
+			}
+			if tainted {
+				if !c.mayBeSecret(d, a) {
+					continue
+				}
+				b.tainted = append(b.tainted, a.name)
+			}
+			if v, err = c.coerce(a, raw); err != nil {
+				if tainted && c.opts.Placeholders {
+					// A placeholder need not look like the value.
+					v = raw
+				} else {
+					c.diags = append(c.diags, err.(Diagnostic))
+					continue
+				}
 			}
 		}
 		if a.attr.Kind == KindRefs {
@@ -184,7 +265,9 @@ func (c *compiler) declare(d *decl) {
 	if name == "" {
 		c.diags.add(d.attrPos(s.Key), "%s: %s is empty", s.Type, s.Key)
 	}
-	c.resolveContent(d, attrs)
+	if c.resolveContent(d, attrs) {
+		b.tainted = append(b.tainted, "content")
+	}
 	if len(c.diags) > before {
 		return
 	}
@@ -209,8 +292,9 @@ func managedNames(s *Schema) []string {
 	return out
 }
 
-// render executes a declAttr's templates and coerces the result.
-func (c *compiler) render(a *declAttr) (any, error) {
+// renderRaw executes a declAttr's templates (and opens its secrets); the
+// result is not coerced yet.
+func (c *compiler) renderRaw(a *declAttr) (any, error) {
 	switch {
 	case a.list != nil:
 		out := make([]string, len(a.list))
@@ -221,7 +305,7 @@ func (c *compiler) render(a *declAttr) (any, error) {
 			}
 			out[i] = s
 		}
-		return c.coerce(a, out)
+		return out, nil
 	case a.table != nil:
 		out := make(map[string]string, len(a.table))
 		for k, ts := range a.table {
@@ -231,13 +315,9 @@ func (c *compiler) render(a *declAttr) (any, error) {
 			}
 			out[k] = s
 		}
-		return c.coerce(a, out)
+		return out, nil
 	}
-	s, err := c.renderString(a.value, a.pos)
-	if err != nil {
-		return nil, err
-	}
-	return c.coerce(a, s)
+	return c.renderString(a.value, a.pos)
 }
 
 func (c *compiler) coerce(a *declAttr, v any) (any, error) {
@@ -249,8 +329,9 @@ func (c *compiler) coerce(a *declAttr, v any) (any, error) {
 }
 
 // resolveContent renders template files into content and turns source
-// paths into digests of the site's files.
-func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
+// paths into digests of the site's files. It reports whether the content
+// depends on a secret.
+func (c *compiler) resolveContent(d *decl, attrs map[string]any) (tainted bool) {
 	if name, ok := attrs["template"].(string); ok {
 		delete(attrs, "template")
 		if name == "" || c.site.render.files.Lookup(name) == nil {
@@ -262,7 +343,12 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 			c.diags.add(d.attrPos("template"), "template %q: %v", name, err)
 			return
 		}
-		at, err := c.site.render.execute(r, r.files, c.site.render.fileWeights[name], name, c.ctx, &c.buf)
+		var at Pos
+		content, t, err := c.tracked(c.mayRead("file:"+name), func() (any, error) {
+			var err error
+			at, err = c.site.render.execute(r, r.files, c.site.render.fileWeights[name], name, c.ctx, &c.buf)
+			return c.buf.String(), err
+		})
 		if err != nil {
 			diag := Diagnostic{Pos: at, Msg: "template: " + err.Error()}
 			if !errors.Is(err, errBudget) {
@@ -274,7 +360,8 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 			c.diags = append(c.diags, diag)
 			return
 		}
-		attrs["content"] = c.buf.String()
+		attrs["content"] = content
+		tainted = t
 	}
 	if src, ok := attrs["source"].(string); ok {
 		rel := path.Clean("files/" + strings.TrimPrefix(src, "files/"))
@@ -287,6 +374,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) {
 		attrs["digest"] = fr.Digest
 		c.files[fr.Digest] = fr
 	}
+	return
 }
 
 // link resolves every edge, adds the implicit ones and checks the graph.

@@ -271,13 +271,13 @@ func (l *loader) loadAttr(doc *tomlDoc, kp, name string, a *Attr, v any) *declAt
 		da.list = make([]tstring, len(list))
 		for i, s := range list {
 			ep := doc.posOf(fmt.Sprintf("%s[%d]", kp, i))
-			ts, err := l.newTString(s, ep)
+			ts, err := l.newValue(s, ep, name)
 			if err != nil {
 				return fail(err)
 			}
 			da.list[i] = ts
 			da.elemAt = append(da.elemAt, ep)
-			da.dyn = da.dyn || ts.name != ""
+			da.dyn = da.dyn || ts.dynamic()
 		}
 		if !da.dyn {
 			v = list
@@ -294,23 +294,23 @@ func (l *loader) loadAttr(doc *tomlDoc, kp, name string, a *Attr, v any) *declAt
 			if !ok {
 				return fail(Diagnostic{Pos: doc.posOf(joinKey(kp, k)), Msg: fmt.Sprintf("%s.%s: want a string, got %s", name, k, typeName(e))})
 			}
-			ts, err := l.newTString(s, doc.posOf(joinKey(kp, k)))
+			ts, err := l.newValue(s, doc.posOf(joinKey(kp, k)), name+"."+k)
 			if err != nil {
 				return fail(err)
 			}
 			da.table[k] = ts
 			sm[k] = s
-			da.dyn = da.dyn || ts.name != ""
+			da.dyn = da.dyn || ts.dynamic()
 		}
 		v = sm
 	default:
 		if s, ok := v.(string); ok {
-			ts, err := l.newTString(s, pos)
+			ts, err := l.newValue(s, pos, name)
 			if err != nil {
 				return fail(err)
 			}
 			da.value = ts
-			da.dyn = ts.name != ""
+			da.dyn = ts.dynamic()
 		}
 	}
 	if da.dyn {

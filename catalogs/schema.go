@@ -44,10 +44,14 @@ type Attr struct {
 	Doc      string
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
-	// Sensitive marks an attribute sensitive by nature (a password hash):
-	// its value never shows in an event, report, diff or log, sealed or
-	// not, and a resource with one set is a sensitive resource.
+	// Sensitive says the value is secret by nature (a password hash): it
+	// is sealed to the node even when no secret made it, and its value
+	// never shows in an event, report, diff or log, sealed or not; a
+	// resource with one set is a sensitive resource.
 	Sensitive bool
+	// Command says the value is a command line (argv): a secret in it
+	// would be visible to every user of the host, so compile refuses one.
+	Command bool
 }
 
 // absPath checks that a path attribute is absolute and clean, so that every
@@ -122,12 +126,12 @@ var Schemas = map[string]*Schema{
 // SensitiveAttr reports whether attribute name of resource type typ is
 // sensitive by nature (Attr.Sensitive).
 func SensitiveAttr(typ, name string) bool {
-	return sensitiveAttrs()[[2]string{typ, name}]
+	return sensitiveAttrIndex()[[2]string{typ, name}]
 }
 
-// sensitiveAttrs indexes the schema's Sensitive attributes once: the agent
+// sensitiveAttrIndex indexes the schema's Sensitive attributes once: the agent
 // asks for every attribute of every resource on every run.
-var sensitiveAttrs = sync.OnceValue(func() map[[2]string]bool {
+var sensitiveAttrIndex = sync.OnceValue(func() map[[2]string]bool {
 	m := map[[2]string]bool{}
 	for t, s := range Schemas {
 		for _, a := range s.Attrs {
@@ -223,7 +227,7 @@ var serviceSchema = &Schema{
 		{Name: "name", Kind: KindString, Required: true, Doc: "the service name"},
 		{Name: "ensure", Kind: KindString, Enum: []string{"running", "stopped"}, Doc: "default running"},
 		{Name: "provider", Kind: KindString, Enum: []string{"herd", "systemd"}, Doc: "herd (the built-in supervisor, default) or systemd"},
-		{Name: "run", Kind: KindList, Doc: "the command and its arguments (required with provider herd)", Check: absCommand},
+		{Name: "run", Kind: KindList, Doc: "the command and its arguments (required with provider herd)", Check: absCommand, Command: true},
 		{Name: "user", Kind: KindString, Doc: "user to run as"},
 		{Name: "group", Kind: KindString, Doc: "group to run as"},
 		{Name: "env", Kind: KindMap, Doc: "environment variables"},
@@ -235,7 +239,7 @@ var serviceSchema = &Schema{
 		{Name: "type", Kind: KindString, Enum: []string{"simple", "forking"}, Doc: "simple (run stays in the foreground, default) or forking (run starts a daemon and exits 0)"},
 		{Name: "pidfile", Kind: KindString, Doc: "with type forking: where the daemon writes its pid (read inside the root)", Check: absPath},
 		{Name: "health", Kind: KindTable, Doc: "a health check", Sub: []Attr{
-			{Name: "exec", Kind: KindList, Doc: "a command that exits 0 when healthy", Check: absCommand},
+			{Name: "exec", Kind: KindList, Doc: "a command that exits 0 when healthy", Check: absCommand, Command: true},
 			{Name: "http", Kind: KindString, Doc: "a URL that answers 2xx when healthy"},
 			{Name: "tcp", Kind: KindString, Doc: "host:port that accepts a connection when healthy"},
 			{Name: "interval", Kind: KindDuration, Doc: "time between checks (default 10s)"},
@@ -278,15 +282,16 @@ var execSchema = &Schema{
 	Doc: "a command run to bring something about",
 	Attrs: []Attr{
 		{Name: "name", Kind: KindString, Doc: "the resource name (default: the command joined by spaces)"},
-		{Name: "command", Kind: KindList, Required: true, Doc: "the command and its arguments, run without a shell", Check: absCommand},
+		{Name: "command", Kind: KindList, Required: true, Doc: "the command and its arguments, run without a shell", Check: absCommand, Command: true},
 		{Name: "creates", Kind: KindString, Doc: "a path; the command is not run when it exists", Check: absPath},
-		{Name: "unless", Kind: KindList, Doc: "a command; the command is not run when it exits 0", Check: absCommand},
-		{Name: "onlyif", Kind: KindList, Doc: "a command; the command runs only when it exits 0", Check: absCommand},
+		{Name: "unless", Kind: KindList, Doc: "a command; the command is not run when it exits 0", Check: absCommand, Command: true},
+		{Name: "onlyif", Kind: KindList, Doc: "a command; the command runs only when it exits 0", Check: absCommand, Command: true},
 		{Name: "refreshonly", Kind: KindBool, Doc: "run only when refreshed by a notify or subscribe"},
 		{Name: "user", Kind: KindString, Doc: "user to run as"},
 		{Name: "cwd", Kind: KindString, Doc: "working directory", Check: absPath},
 		{Name: "env", Kind: KindMap, Doc: "environment variables"},
 		{Name: "timeout", Kind: KindDuration, Doc: "how long the command may run (default 5m)"},
+		{Name: "stdin", Kind: KindString, Doc: "text written to the command's standard input (the way to hand it a secret: sealed to the node when it comes from one)"},
 	},
 	check: func(map[string]any, func(string, string, ...any)) {},
 }

@@ -34,6 +34,11 @@ type Site struct {
 	// blobs keeps static files by digest for a site whose directory is
 	// gone (LoadRevision), for FileContent.
 	blobs map[string][]byte
+	// secretFiles are the files under secrets/, by NAME of NAME.age.
+	secretFiles map[string]*secretRef
+	// hasSecrets says some value of the site is a secret: compiles then
+	// track what renders from one.
+	hasSecrets bool
 }
 
 // Settings are the site-wide settings of herd.toml.
@@ -121,6 +126,7 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 	l.loadRoles()
 	l.loadNodes()
 	l.loadData()
+	l.loadSecrets()
 	l.loadTemplates()
 	l.loadTests()
 	if err := l.diags.err(); err != nil {

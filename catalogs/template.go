@@ -27,6 +27,14 @@ func templateFuncs(b *budget) template.FuncMap {
 		}
 	}
 	m := template.FuncMap{
+		// secret "NAME" is the value of secrets/NAME.age: whatever
+		// renders from it is sealed to the node (secrets.go).
+		"secret": func(name string) (string, error) {
+			if b.secret == nil {
+				return "", fmt.Errorf("secret %q: secrets are not available here", name)
+			}
+			return b.secret(name)
+		},
 		"herdStep": func(id int) (string, error) {
 			b.last = id
 			return "", b.charge(b.costs[id])
@@ -308,7 +316,12 @@ func leafCount(v any) int {
 type tstring struct {
 	s    string
 	name string
+	// secret is set for an "age:" value, which compile opens per node.
+	secret *secretRef
 }
+
+// dynamic reports whether ts must be rendered per node.
+func (ts tstring) dynamic() bool { return ts.name != "" || ts.secret != nil }
 
 // newTString parses s as a template when it contains "{{".
 func (l *loader) newTString(s string, pos Pos) (tstring, error) {
@@ -330,6 +343,9 @@ func (l *loader) newTString(s string, pos Pos) (tstring, error) {
 
 // renderString renders ts for the compile's node.
 func (c *compiler) renderString(ts tstring, pos Pos) (string, error) {
+	if ts.secret != nil {
+		return c.openSecret(ts.secret)
+	}
 	if ts.name == "" {
 		return ts.s, nil
 	}
@@ -402,6 +418,9 @@ func (l *loader) loadTemplates() {
 	l.site.render.instrument(l.site.render.inline, l.site.render.inlineWeights, func(tr *parse.Tree, _ parse.Node) Pos {
 		return l.inlinePos[tr.ParseName]
 	})
+	l.site.render.refs = map[string]tmplRefs{}
+	refsOf(root, "file:", l.site.render.refs)
+	refsOf(l.site.render.inline, "inline:", l.site.render.refs)
 	// Templates named by file resources must exist; checked here once
 	// rather than per node.
 	for _, ro := range l.site.roles {

@@ -216,6 +216,8 @@ func newNodeCatalog(etag, version string, b, sig []byte) (*nodeCatalog, error) {
 // load that finds the version already served changes nothing, so that a
 // watcher event that moved no version costs no fleet recompile.
 func (s *Server) reload(ctx context.Context) error {
+	// A rotation writes the key before the re-encrypted site arrives.
+	s.reloadSecretsKey()
 	site, err := catalogs.Load(ctx, s.opts.Site, catalogs.LoadOptions{})
 	prev := s.site.Load()
 	now := time.Now()

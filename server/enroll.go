@@ -24,6 +24,9 @@ func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		source = p.Addr.String()
 	}
+	if k := req.SealPublicKey; len(k) != 0 && len(k) != 32 {
+		return nil, status.Errorf(codes.InvalidArgument, "enrolling %s: seal_public_key: want a 32-byte X25519 public key, got %d bytes", req.Name, len(k))
+	}
 	res, err := e.s.ca.Enroll(ctx, req.Name, req.CsrDer, req.JoinToken, source)
 	if err != nil {
 		switch {
@@ -46,13 +49,17 @@ func (e *enrollService) Enroll(ctx context.Context, req *herdv1.EnrollRequest) (
 	}
 	out.Status = herdv1.EnrollResponse_ISSUED
 	out.CertificateDer = res.Cert.DER
+	e.s.sealKeyArrived(ctx, req.Name, req.SealPublicKey)
 	return out, nil
 }
 
 // Renew issues the calling node a new certificate for the key of the one
 // it called with; the interceptor has verified that certificate.
-func (e *enrollService) Renew(ctx context.Context, _ *herdv1.RenewRequest) (*herdv1.EnrollResponse, error) {
+func (e *enrollService) Renew(ctx context.Context, req *herdv1.RenewRequest) (*herdv1.EnrollResponse, error) {
 	id := caller(ctx)
+	if k := req.SealPublicKey; len(k) != 0 && len(k) != 32 {
+		return nil, status.Errorf(codes.InvalidArgument, "renewing %s: seal_public_key: want a 32-byte X25519 public key, got %d bytes", id.name, len(k))
+	}
 	chain, err := peerChain(ctx)
 	if err != nil {
 		return nil, err
@@ -68,6 +75,7 @@ func (e *enrollService) Renew(ctx context.Context, _ *herdv1.RenewRequest) (*her
 		e.s.log.Error("renewing", "name", id.name, "err", err)
 		return nil, status.Errorf(codes.Internal, "renewing %s: internal error", id.name)
 	}
+	e.s.sealKeyArrived(ctx, id.name, req.SealPublicKey)
 	return &herdv1.EnrollResponse{
 		Status: herdv1.EnrollResponse_ISSUED, CertificateDer: cert.DER,
 		CaCertificateDer: e.s.ca.BundleDER(), SigningPublicKey: e.s.ca.SigningPublicKey(),

@@ -81,6 +81,16 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		return resp, nil
 	}
 
+	if k := req.SealPublicKey; len(k) != 0 && len(k) != 32 {
+		return nil, status.Errorf(codes.InvalidArgument, "seal_public_key: want a 32-byte X25519 public key, got %d bytes", len(k))
+	}
+	if changed, err := s.recordNodeKey(ctx, node, req.SealPublicKey); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "recording the sealing key: %v", err)
+	} else if changed {
+		// What was sealed to the old key (or could not be sealed
+		// without one) is sealed to the new one.
+		returning = true
+	}
 	if returning {
 		s.compileNode(ctx, node)
 	}

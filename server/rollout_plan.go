@@ -401,7 +401,7 @@ func (s *Server) diffApproved(ctx context.Context, node string, cur, nc *nodeCat
 func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f facts.Facts) (*catalogs.Catalog, *nodeCatalog, error) {
 	start := time.Now()
 	s.metrics.compiles.Inc()
-	cat, err := st.site.Compile(node, f)
+	cat, err := st.site.CompileWith(node, f, s.compileOptions(node))
 	var (
 		enc []byte
 		idx catalogs.Index

@@ -233,6 +233,7 @@ type Server struct {
 	judged   sync.Map
 	compiles compileState
 	facts    factsCache
+	secrets  secretsState  // the secrets key and the nodes' sealing keys (secrets.go)
 	inactive inactiveNodes // deactivated nodes (nodelife.go)
 	audits   auditor       // compliance audits (audit.go)
 	// started is when Start began serving: the node TTLs count only
@@ -299,6 +300,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
+	if err := checkStateOutsideSite(opts.Dir, opts.Site); err != nil {
+		return nil, fmt.Errorf("starting the server: %w", err)
+	}
 	// Whether a CA exists is decided before ca.Open, which would make one.
 	caExists := false
 	for _, f := range []string{"ca.crt", "signing.key"} {
@@ -335,6 +339,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.watch.init()
 	s.audits.init()
 	if err := os.MkdirAll(s.files, 0o700); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("starting the server: %w", err)
+	}
+	if err := s.initSecrets(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}

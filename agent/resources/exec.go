@@ -61,6 +61,7 @@ type execSpec struct {
 	cwd         string
 	env         []string // KEY=VALUE, sorted by key
 	timeout     time.Duration
+	stdin       string // written to the command's standard input (not the guards')
 }
 
 // parseExec decodes r's attributes. Compile has already checked their
@@ -77,6 +78,7 @@ func parseExec(r *catalogs.Resource) (*execSpec, error) {
 		cwd:         r.String("cwd"),
 		env:         keyValueList(r.StringMap("env")),
 		timeout:     DefaultTimeout,
+		stdin:       r.String("stdin"),
 	}
 	for _, a := range []struct {
 		attr string
@@ -218,7 +220,11 @@ const refreshErrorOutput = 4 << 10
 
 // run runs the command and returns its output.
 func (s *execSpec) run(ctx context.Context, h *Host) (string, error) {
-	res, err := h.Run(ctx, s.cmd(s.command))
+	cmd := s.cmd(s.command)
+	if s.stdin != "" {
+		cmd.Stdin = []byte(s.stdin)
+	}
+	res, err := h.Run(ctx, cmd)
 	out := string(res.Output)
 	if err != nil {
 		return out, fmt.Errorf("exec %s: %w", s.name, err)

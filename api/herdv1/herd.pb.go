@@ -133,7 +133,11 @@ func (CheckinResponse_Status) EnumDescriptor() ([]byte, []int) {
 }
 
 type RenewRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's X25519 public key (32 bytes), which the server seals the
+	// catalog's sensitive values to; sent so that a node enrolled before
+	// secrets existed gets one recorded. Optional.
+	SealPublicKey []byte `protobuf:"bytes,1,opt,name=seal_public_key,json=sealPublicKey,proto3" json:"seal_public_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -166,6 +170,13 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
 	return file_herd_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RenewRequest) GetSealPublicKey() []byte {
+	if x != nil {
+		return x.SealPublicKey
+	}
+	return nil
 }
 
 type IssueAdminRequest struct {
@@ -274,10 +285,14 @@ func (x *IssueAdminResponse) GetCaCertificateDer() []byte {
 }
 
 type EnrollRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	CsrDer        []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
-	JoinToken     string                 `protobuf:"bytes,3,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CsrDer    []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	JoinToken string                 `protobuf:"bytes,3,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	// The node's X25519 public key (32 bytes), which the server seals the
+	// catalog's sensitive values to; recorded when the certificate is
+	// issued. A node that enrolls again brings a new one.
+	SealPublicKey []byte `protobuf:"bytes,4,opt,name=seal_public_key,json=sealPublicKey,proto3" json:"seal_public_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +346,13 @@ func (x *EnrollRequest) GetJoinToken() string {
 		return x.JoinToken
 	}
 	return ""
+}
+
+func (x *EnrollRequest) GetSealPublicKey() []byte {
+	if x != nil {
+		return x.SealPublicKey
+	}
+	return nil
 }
 
 type EnrollResponse struct {
@@ -423,8 +445,12 @@ type CheckinRequest struct {
 	// check-in or the server answered NEED_FACTS.
 	FactsJson []byte `protobuf:"bytes,2,opt,name=facts_json,json=factsJson,proto3" json:"facts_json,omitempty"`
 	// The digest of the catalog the node holds; empty when none.
-	CatalogEtag   string `protobuf:"bytes,3,opt,name=catalog_etag,json=catalogEtag,proto3" json:"catalog_etag,omitempty"`
-	AgentVersion  string `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	CatalogEtag  string `protobuf:"bytes,3,opt,name=catalog_etag,json=catalogEtag,proto3" json:"catalog_etag,omitempty"`
+	AgentVersion string `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// The node's X25519 public key (32 bytes) for sealed values, on every
+	// check-in: a node enrolled before secrets existed, or whose key file
+	// was lost, gets its key recorded (and its catalog recompiled) here.
+	SealPublicKey []byte `protobuf:"bytes,5,opt,name=seal_public_key,json=sealPublicKey,proto3" json:"seal_public_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -485,6 +511,13 @@ func (x *CheckinRequest) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *CheckinRequest) GetSealPublicKey() []byte {
+	if x != nil {
+		return x.SealPublicKey
+	}
+	return nil
 }
 
 type CheckinResponse struct {
@@ -5037,19 +5070,21 @@ var File_herd_proto protoreflect.FileDescriptor
 const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"herd.proto\x12\aherd.v1\"\x0e\n" +
-	"\fRenewRequest\"@\n" +
+	"herd.proto\x12\aherd.v1\"6\n" +
+	"\fRenewRequest\x12&\n" +
+	"\x0fseal_public_key\x18\x01 \x01(\fR\rsealPublicKey\"@\n" +
 	"\x11IssueAdminRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\"k\n" +
 	"\x12IssueAdminResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12,\n" +
-	"\x12ca_certificate_der\x18\x02 \x01(\fR\x10caCertificateDer\"[\n" +
+	"\x12ca_certificate_der\x18\x02 \x01(\fR\x10caCertificateDer\"\x83\x01\n" +
 	"\rEnrollRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1d\n" +
 	"\n" +
-	"join_token\x18\x03 \x01(\tR\tjoinToken\"\xae\x02\n" +
+	"join_token\x18\x03 \x01(\tR\tjoinToken\x12&\n" +
+	"\x0fseal_public_key\x18\x04 \x01(\fR\rsealPublicKey\"\xae\x02\n" +
 	"\x0eEnrollResponse\x126\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1e.herd.v1.EnrollResponse.StatusR\x06status\x12'\n" +
 	"\x0fcertificate_der\x18\x02 \x01(\fR\x0ecertificateDer\x12,\n" +
@@ -5060,13 +5095,14 @@ const file_herd_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06ISSUED\x10\x01\x12\v\n" +
-	"\aPENDING\x10\x02\"\x9a\x01\n" +
+	"\aPENDING\x10\x02\"\xc2\x01\n" +
 	"\x0eCheckinRequest\x12!\n" +
 	"\ffacts_digest\x18\x01 \x01(\tR\vfactsDigest\x12\x1d\n" +
 	"\n" +
 	"facts_json\x18\x02 \x01(\fR\tfactsJson\x12!\n" +
 	"\fcatalog_etag\x18\x03 \x01(\tR\vcatalogEtag\x12#\n" +
-	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\"\x80\x03\n" +
+	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12&\n" +
+	"\x0fseal_public_key\x18\x05 \x01(\fR\rsealPublicKey\"\x80\x03\n" +
 	"\x0fCheckinResponse\x127\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1f.herd.v1.CheckinResponse.StatusR\x06status\x12\x18\n" +
 	"\acatalog\x18\x02 \x01(\fR\acatalog\x12\x1c\n" +

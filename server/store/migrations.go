@@ -265,6 +265,16 @@ var migrations = []string{
 	);
 	CREATE INDEX web_sessions_expires ON web_sessions (expires);
 	CREATE INDEX web_sessions_name ON web_sessions (name);`,
+
+	// 13: secrets. Each node's X25519 public key, which compile seals
+	// the catalog's sensitive values to; the node sends it when it
+	// enrolls, renews and checks in, and a new one (a node enrolled
+	// again) replaces the old.
+	`CREATE TABLE node_keys (
+		name TEXT PRIMARY KEY,
+		key BLOB NOT NULL,                       -- 32 bytes, X25519
+		updated INTEGER NOT NULL                 -- unix ns
+	) WITHOUT ROWID;`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per
