@@ -48,6 +48,9 @@ func TestSecretsCanary(t *testing.T) {
 		"nodes.toml":       "[[node]]\nroles = [\"app\"]\n",
 		"roles/app.toml":   "[[file]]\npath = \"/etc/motd\"\ncontent = \"hello {{ .node }}\\n\"\n",
 		"data/common.toml": "port = 5432\n",
+		// Every rollout first rehearses on node-1: a noop run of the
+		// new catalog, whose report is kept too.
+		"herd.toml": "[[rollout.stage]]\nname = \"rehearsal\"\nnodes = [\"node-1\"]\nnoop = true\n\n[[rollout.stage]]\nname = \"all\"\n",
 	}
 	site := testkit.WriteSite(t, plainSite)
 	f := fleet.NewFleetWith(t, site, 2, fleet.Options{HTTP: true, LogTo: logs, Services: true})
@@ -158,7 +161,10 @@ violations contains {"message": json.marshal(r.attrs), "resource": r.id} if {
 	// Rotation: the database password changes.
 	v2 := f.Version()
 	f.WriteSite(secretSite(canaryDB2))
-	f.AwaitRollout(60*time.Second, v2, "done", func(r *herdv1.GetRolloutResponse) bool { return r.Rollout.State == "done" })
+	rot := f.AwaitRollout(60*time.Second, v2, "done", func(r *herdv1.GetRolloutResponse) bool { return r.Rollout.State == "done" })
+	if n := fleet.Node(rot, "node-1"); n.GetRehearsal().GetChanged() == 0 {
+		t.Errorf("node-1 rehearsed nothing of the rotation: %v", n)
+	}
 	f.AwaitConverged(60*time.Second, mid)
 	fleet.AssertFile(t, n1.Root, "/etc/db.conf", "password="+canaryDB2)
 
