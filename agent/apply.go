@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/ecdh"
 	"fmt"
 	"io"
 	"log/slog"
@@ -48,10 +47,10 @@ type ApplyOptions struct {
 	Services func(ctx context.Context, st *State) (resources.Services, func(), error)
 	// Types overrides the resource types (tests); default resources.Types().
 	Types map[string]resources.Type
-	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
-	// values in memory just before a resource is checked. Nil: resources
-	// with sealed values fail (re-enroll), the others run.
-	NodeKey *ecdh.PrivateKey
+	// SecretsKey is a copy of the server's secrets key file, which opens
+	// the site's secrets; without it a catalog that uses one does not
+	// compile, naming the secret.
+	SecretsKey string
 }
 
 // Apply compiles the site for this host and converges it.
@@ -112,7 +111,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*Report, error) {
 			closeServices()
 		}
 	}()
-	r, _, err := s.run(ctx, &siteSource{site: o.Site, node: o.Node}, call)
+	r, _, err := s.run(ctx, &siteSource{site: o.Site, node: o.Node, secretsKey: o.SecretsKey}, call)
 	if err != nil {
 		return nil, err
 	}
@@ -124,14 +123,15 @@ func (o ApplyOptions) settings() runSettings {
 	return runSettings{
 		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types, NodeKey: o.NodeKey,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, Log: o.Log, Emit: o.Emit, Types: o.Types,
 	}.withDefaults()
 }
 
 // siteSource compiles the catalog here, from a site checkout.
 type siteSource struct {
-	site string
-	node string // "" picks the name from the facts
+	site       string
+	node       string // "" picks the name from the facts
+	secretsKey string // the server's secrets key file; "" when none
 }
 
 func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(string)) (*sourced, error) {
@@ -146,7 +146,11 @@ func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(str
 	if err != nil {
 		return nil, err
 	}
-	cat, err := site.Compile(node, f)
+	opts, seal, err := src.compileOptions()
+	if err != nil {
+		return nil, err
+	}
+	cat, err := site.CompileWith(node, f, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +159,7 @@ func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(str
 		return nil, err
 	}
 	mark("compile")
-	return &sourced{node: node, cat: cat, digest: catalogs.Digest(enc), files: siteFiles(site, cat)}, nil
+	return &sourced{node: node, cat: cat, digest: catalogs.Digest(enc), files: siteFiles(site, cat), sealKey: seal}, nil
 }
 
 func fileExists(p string) bool {

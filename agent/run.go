@@ -68,9 +68,12 @@ type catalogSource interface {
 
 // sourced is what a catalog source hands the run.
 type sourced struct {
-	node   string
-	cat    *catalogs.Catalog // nil: only problems to report
-	digest string            // the catalog's etag
+	// sealKey opens the catalog's sealed values, when a masterless
+	// compile sealed them to a key of this run (nil: the node's own key).
+	sealKey *ecdh.PrivateKey
+	node    string
+	cat     *catalogs.Catalog // nil: only problems to report
+	digest  string            // the catalog's etag
 	// files serves the catalog's static files by digest.
 	files func(context.Context, string) (io.ReadCloser, error)
 	// problems are events the source adds to the report (a refused
@@ -166,15 +169,19 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 		if call.services != nil && hasType(got.cat, "service") {
 			h.Services = call.services(ctx)
 		}
+		key := s.NodeKey
+		if got.sealKey != nil {
+			key = got.sealKey // a masterless compile sealed to this run's key
+		}
 		events = Converge(ctx, h, got.cat, ConvergeOptions{
-			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit, NodeKey: s.NodeKey,
+			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit, NodeKey: key,
 		})
 		mark("converge")
 		if h.Services != nil {
 			// Before the report, so that a rollout reads the verdict on
 			// what this run started, not the state before it.
 			if health = servicesHealth(ctx, h.Services, got.cat, events, s.Noop); health != nil {
-				redactHealth(health, got.cat, s.NodeKey)
+				redactHealth(health, got.cat, key)
 				mark("health")
 			}
 		}

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/herdcm/herd/catalogs"
 )
 
 // sealKeyFile is the node's X25519 key in its certificate directory, 0600:
@@ -71,4 +73,42 @@ func createSealKey(p string) (*ecdh.PrivateKey, error) {
 		return nil, fmt.Errorf("creating the sealing key: %w", err)
 	}
 	return k, nil
+}
+
+// compileOptions are a masterless compile's: the site's secrets are
+// opened with the secrets key file when one is given, and sensitive values
+// are sealed to a key made for this run alone, which only this process
+// holds (returned for the engine to open them).
+func (src *siteSource) compileOptions() (catalogs.CompileOptions, *ecdh.PrivateKey, error) {
+	node, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return catalogs.CompileOptions{}, nil, fmt.Errorf("making this run's sealing key: %w", err)
+	}
+	opts := catalogs.CompileOptions{NodeKey: node.PublicKey()}
+	if src.secretsKey != "" {
+		fi, err := os.Stat(src.secretsKey)
+		if err != nil {
+			return opts, nil, fmt.Errorf("reading the secrets key: %w", err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return opts, nil, fmt.Errorf("reading the secrets key: %s is readable by others (mode %04o): chmod 600 it", src.secretsKey, fi.Mode().Perm())
+		}
+		b, err := os.ReadFile(src.secretsKey)
+		if err != nil {
+			return opts, nil, fmt.Errorf("reading the secrets key: %w", err)
+		}
+		if opts.Secrets, err = catalogs.ParseSecretKeys(b); err != nil {
+			return opts, nil, fmt.Errorf("%s: %w", src.secretsKey, err)
+		}
+		return opts, node, nil
+	}
+	// No secrets to open; values sensitive by nature are still sealed.
+	var seed [32]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return opts, nil, err
+	}
+	if opts.Seal, err = catalogs.NewSealKey(seed[:]); err != nil {
+		return opts, nil, err
+	}
+	return opts, node, nil
 }

@@ -117,6 +117,7 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 		c.seal()
 	}
 	if len(c.diags) > 0 {
+		c.scrubDiags()
 		return nil, c.diags.err()
 	}
 	cat := &Catalog{
@@ -161,6 +162,10 @@ type compiler struct {
 	secretPaths []string
 	decoy       bool
 	opened      int // secrets opened for plain renders so far
+	// scrub are the plain values (secrets and what rendered from them)
+	// that no diagnostic may carry: a check's message quotes the value
+	// it refuses.
+	scrub []string
 }
 
 // renderer returns the compile's templates, taking them on first use.

@@ -489,3 +489,37 @@ func (l *loader) newValue(s string, pos Pos, name string) (tstring, error) {
 	}
 	return l.newTString(s, pos)
 }
+
+// Current returns keys holding only the current identity: what the server
+// keeps once a rotation is finished.
+func (k *SecretKeys) Current() *SecretKeys {
+	return &SecretKeys{ids: k.ids[:1], seal: k.seal, plain: map[[32]byte]string{}}
+}
+
+// CheckSecrets opens every secret in a site file's text with keys (see
+// RotateSecrets) and returns how many there are, or the first that does
+// not open, by line.
+func CheckSecrets(keys *SecretKeys, text []byte, isSecretFile bool) (int, error) {
+	if isSecretFile {
+		ct, err := parseSecretFile(text)
+		if err == nil {
+			_, err = keys.Open(ct)
+		}
+		if err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
+	locs := secretValueRE.FindAllIndex(text, -1)
+	for _, loc := range locs {
+		line := bytes.Count(text[:loc[0]], []byte("\n")) + 1
+		ct, err := ParseSecretValue(string(text[loc[0]+len(SecretPrefix) : loc[1]]))
+		if err == nil {
+			_, err = keys.Open(ct)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("line %d: %w", line, err)
+		}
+	}
+	return len(locs), nil
+}

@@ -356,6 +356,23 @@ when = "params.db.password startsWith 'canary'"
 			want: []string{"roles/cmd.toml:4", "reads a secret"},
 		},
 		{
+			// A check's message quotes the value it refuses: not a
+			// secret's.
+			name: "a check refuses a secret's value",
+			extra: map[string]string{"roles/cmd.toml": `
+[[service]]
+name = "db"
+run = ["/usr/bin/db"]
+health = { http = "{{ .params.db.password }}" }
+
+[[file]]
+path = "/etc/m"
+mode = "{{ secret \"tls/key\" }}"
+`, "nodes.toml": "[[node]]\nroles = [\"app\", \"cmd\"]\n"},
+			opts: CompileOptions{Secrets: keys, NodeKey: node},
+			want: []string{"roles/cmd.toml:5", "health.http \"(sensitive)\": want an http", "roles/cmd.toml:9", "mode \"(sensitive)\""},
+		},
+		{
 			name:  "no such secret file",
 			extra: map[string]string{"roles/cmd.toml": "[[file]]\npath = \"/etc/y\"\ncontent = '{{ secret \"nope\" }}'\n", "nodes.toml": "[[node]]\nroles = [\"app\", \"cmd\"]\n"},
 			opts:  CompileOptions{Secrets: keys, NodeKey: node},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -54,6 +55,7 @@ func (c *compiler) openSecret(r *secretRef) (string, error) {
 		return decoyOf(plain), nil
 	}
 	c.opened++
+	c.scrub = append(c.scrub, plain)
 	return plain, nil
 }
 
@@ -127,6 +129,7 @@ func (c *compiler) resolveSecrets(path string, v any) (plain, decoy any, found b
 // decoys: tainted says the two differ (or the decoy render failed where the
 // plain one did not).
 func (c *compiler) tracked(mayRead bool, render func() (any, error)) (v any, tainted bool, err error) {
+	var alt any
 	opened := c.opened
 	if v, err = render(); err != nil || !c.tracking {
 		return v, false, err
@@ -134,12 +137,18 @@ func (c *compiler) tracked(mayRead bool, render func() (any, error)) (v any, tai
 	if !mayRead && c.opened == opened {
 		return v, false, nil
 	}
+	defer func() {
+		if tainted {
+			c.scrub = appendTainted(c.scrub, v, alt)
+		}
+	}()
 	ctx := c.ctx
 	if c.decoyCtx != nil {
 		c.ctx = c.decoyCtx
 	}
 	c.decoy = true
-	alt, derr := render()
+	var derr error
+	alt, derr = render()
 	c.ctx, c.decoy = ctx, false
 	return v, derr != nil || !sameRendered(v, alt), nil
 }
@@ -352,4 +361,53 @@ func (c *compiler) attrMayRead(a *declAttr) bool {
 		}
 	}
 	return false
+}
+
+// appendTainted adds to scrub the strings of a rendered value v that
+// differ from its decoy rendering alt: those that depend on a secret.
+func appendTainted(scrub []string, v, alt any) []string {
+	switch v := v.(type) {
+	case string:
+		if s, ok := alt.(string); !ok || s != v {
+			scrub = append(scrub, v)
+		}
+	case []string:
+		a, _ := alt.([]string)
+		for i, e := range v {
+			if len(a) != len(v) || a[i] != e {
+				scrub = append(scrub, e)
+			}
+		}
+	case map[string]string:
+		a, _ := alt.(map[string]string)
+		for k, e := range v {
+			if ae, ok := a[k]; !ok || ae != e {
+				scrub = append(scrub, e)
+			}
+		}
+	}
+	return scrub
+}
+
+// scrubDiags replaces every plain value a diagnostic's message quotes
+// (as is, or escaped as %q quotes it) with (sensitive).
+func (c *compiler) scrubDiags() {
+	if len(c.scrub) == 0 {
+		return
+	}
+	// Longest first, so that a value containing another goes whole.
+	slices.SortFunc(c.scrub, func(a, b string) int { return len(b) - len(a) })
+	for i := range c.diags {
+		msg := c.diags[i].Msg
+		for _, v := range c.scrub {
+			if v == "" {
+				continue
+			}
+			msg = strings.ReplaceAll(msg, v, SensitiveText)
+			if q := strconv.Quote(v); q[1:len(q)-1] != v {
+				msg = strings.ReplaceAll(msg, q[1:len(q)-1], SensitiveText)
+			}
+		}
+		c.diags[i].Msg = msg
+	}
 }

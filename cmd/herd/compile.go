@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +22,7 @@ import (
 func newCompileCmd() *cobra.Command {
 	var (
 		site, node, factsFile string
+		secretsKey            string
 		canonical, digestOnly bool
 	)
 	cmd := &cobra.Command{
@@ -35,6 +38,12 @@ the same bytes, and so the same digest.
 Facts come from --facts (a JSON or TOML file, or - for JSON on stdin), or are
 collected from this host when --facts is not given.
 
+A value that depends on a secret (or is sensitive by nature) never prints: it
+is {"sealed":{"box":"","digest":""}}, a placeholder. With --secrets-key (a
+copy of the server's DIR/secrets.key) the secrets are opened and checked, and
+each sensitive value is sealed to a throwaway key: its digest is the one the
+server's catalogs carry.
+
 Exit status: 0 compiled, 1 the site or node has errors (all are listed, each
 with file:line:column), 64 bad usage.`,
 		Example: `  herd compile --site examples/site --node web-01 --facts examples/site/tests/facts/debian12.json
@@ -46,7 +55,11 @@ with file:line:column), 64 bad usage.`,
 			if err != nil {
 				return err
 			}
-			cat, err := s.Compile(node, f)
+			opts, err := localCompileOptions(secretsKey)
+			if err != nil {
+				return err
+			}
+			cat, err := s.CompileWith(node, f, opts)
 			if err != nil {
 				return nodecmd.SiteError(site, err)
 			}
@@ -74,6 +87,7 @@ with file:line:column), 64 bad usage.`,
 	cmd.Flags().StringVar(&site, "site", "", "the site directory")
 	cmd.Flags().StringVar(&node, "node", "", "the node to compile for")
 	cmd.Flags().StringVar(&factsFile, "facts", "", "facts as a JSON or TOML file, or - for JSON on stdin (default: this host's facts)")
+	cmd.Flags().StringVar(&secretsKey, "secrets-key", "", "the server's secrets key file, to open the site's secrets (default: placeholders)")
 	cmd.Flags().BoolVar(&canonical, "canonical", false, "print the exact canonical bytes (compact) that the digest and signature cover")
 	cmd.Flags().BoolVar(&digestOnly, "digest", false, "print only the catalog's digest")
 	return cmd
@@ -132,4 +146,23 @@ func readFacts(ctx context.Context, name string, stdin io.Reader) (facts.Facts, 
 		return nil, fmt.Errorf("reading facts from %s: %w", name, err)
 	}
 	return f, nil
+}
+
+// localCompileOptions are the compile options of a command run away from
+// the server: placeholders for every sensitive value, or, with the
+// server's secrets key, the secrets opened and sealed to a throwaway node
+// key (the digests are the server's; no box opens anywhere).
+func localCompileOptions(secretsKey string) (catalogs.CompileOptions, error) {
+	if secretsKey == "" {
+		return catalogs.CompileOptions{Placeholders: true}, nil
+	}
+	keys, err := readSecretsKeyFile(secretsKey)
+	if err != nil {
+		return catalogs.CompileOptions{}, err
+	}
+	node, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return catalogs.CompileOptions{}, err
+	}
+	return catalogs.CompileOptions{Secrets: keys, NodeKey: node.PublicKey()}, nil
 }

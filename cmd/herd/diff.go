@@ -236,8 +236,11 @@ func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts) *fleetDi
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, name := range d.names {
 		g.Go(func() error {
-			a, errA := prev.Compile(name, nodes[name])
-			b, errB := next.Compile(name, nodes[name])
+			// Without the server's keys: a secret's value is never
+			// shown, only that the attribute is sensitive.
+			ph := catalogs.CompileOptions{Placeholders: true}
+			a, errA := prev.CompileWith(name, nodes[name], ph)
+			b, errB := next.CompileWith(name, nodes[name], ph)
 			var why []string
 			if errA != nil {
 				why = append(why, "at "+shortVersion(prev.Version)+": "+errSummary(errA))

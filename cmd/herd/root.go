@@ -30,6 +30,7 @@ converge the host and report what they did.`)
 		newStatusCmd(),
 		newAuditCmd(),
 		newUpCmd(),
+		newSecretCmd(),
 	)
 	return root
 }

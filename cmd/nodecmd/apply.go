@@ -107,6 +107,7 @@ could not start (a site error, the lock held), 64 bad usage.`,
 	f.DurationVar(&o.LockWait, "wait", 0, "wait this long for another run to finish instead of declining")
 	f.StringVar(&o.FactsDir, "facts-dir", "", "external facts directory (default ROOT/etc/herd/facts.d)")
 	f.BoolVar(&o.SandboxFactsExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
+	f.StringVar(&o.SecretsKey, "secrets-key", "", "a copy of the server's secrets key (DIR/secrets.key), to open the site's secrets")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&diff, "diff", false, "show content diffs of changed files")
 	f.BoolVar(&verbose, "verbose", false, "list in-sync resources too, and log more")
