@@ -126,12 +126,25 @@ func (sc *secrets) addString(s string) {
 }
 
 // scrub replaces every plain value in text by catalogs.SensitiveText.
+// A value that overlaps the replacement's edge ("e)ab" in "…e)abab")
+// could form again around it; the passes repeat until none is left (a
+// value inside SensitiveText itself, "sens", is no secret it could hide).
 func (sc *secrets) scrub(text string) string {
 	if text == "" {
 		return text
 	}
-	for _, p := range sc.plains {
-		text = strings.ReplaceAll(text, p, catalogs.SensitiveText)
+	for range 8 {
+		again := false
+		for _, p := range sc.plains {
+			if !strings.Contains(text, p) {
+				continue
+			}
+			text = strings.ReplaceAll(text, p, catalogs.SensitiveText)
+			again = again || !strings.Contains(catalogs.SensitiveText, p)
+		}
+		if !again {
+			break
+		}
 	}
 	return text
 }

@@ -349,3 +349,28 @@ func TestTrimBackups(t *testing.T) {
 		t.Error("a content a kept backup names was deleted")
 	}
 }
+
+// FuzzScrub: whatever the secret and the text around it, no scrubbed
+// text holds the secret, unless the secret is part of the replacement
+// itself.
+func FuzzScrub(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"hunter22", "password=hunter22 and hunter22"},
+		{"e)ab", "x e)abab"},
+		{"sens", "sensitive data"},
+		{"line two\nline three", "diff:\n+line two\n+line three\n"},
+		{"abcabc", "abcabcabcabc"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, secret, text string) {
+		sc := &secrets{}
+		sc.add(secret)
+		got := sc.scrub(text)
+		for _, p := range sc.plains {
+			if strings.Contains(got, p) && !strings.Contains(catalogs.SensitiveText, p) && len(text) < 1<<12 {
+				t.Errorf("scrub(%q) with secret %q = %q: still holds %q", text, secret, got, p)
+			}
+		}
+	})
+}
