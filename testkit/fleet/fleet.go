@@ -50,6 +50,7 @@ type Agent struct {
 	Daemon *agent.Daemon
 	stop   context.CancelFunc
 	done   chan error
+	opts   agent.DaemonOptions
 }
 
 // Options are the fleet's timers. The defaults are the production ones;
@@ -220,15 +221,33 @@ func (f *Fleet) AddAgent(name string) *Agent {
 			return s, func() { s.Close() }, nil
 		}
 	}
-	d, err := agent.NewDaemon(ctx, opts)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	a := &Agent{Name: name, Root: root, Daemon: d, stop: stop, done: make(chan error, 1)}
-	go func() { a.done <- d.Run(runCtx) }()
+	a := &Agent{Name: name, Root: root, opts: opts}
+	a.start(f.tb)
 	f.Agents = append(f.Agents, a)
 	return a
+}
+
+func (a *Agent) start(tb testing.TB) {
+	tb.Helper()
+	d, err := agent.NewDaemon(context.Background(), a.opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	a.Daemon, a.stop, a.done = d, stop, make(chan error, 1)
+	go func() { a.done <- d.Run(runCtx) }()
+}
+
+// Restart stops the agent's daemon and starts it again with the same
+// options, as a restarted herd agent: between the two, before is called
+// (which may change the agent's state or certificate directory).
+func (a *Agent) Restart(tb testing.TB, before func()) {
+	tb.Helper()
+	a.halt()
+	if before != nil {
+		before()
+	}
+	a.start(tb)
 }
 
 func (a *Agent) halt() {
