@@ -459,3 +459,84 @@ func assertOnlyServicesHold(t *testing.T, path, needle string) {
 		rows.Close()
 	}
 }
+
+// TestApplySecretsCanary: a masterless herd apply with the secrets key
+// writes the plain value into the managed file and its backup only: its
+// terminal output (with --diff, in noop too), its JSON report and its
+// state (history, database) hold none, and a rotation shows no diff.
+func TestApplySecretsCanary(t *testing.T) {
+	t.Parallel()
+	keyText, err := catalogs.GenerateSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(keyFile, []byte(keyText+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := catalogs.ParseSecretKeys([]byte(keyText + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := func(v string) map[string]string {
+		enc, err := catalogs.EncryptSecret(keys.Recipient(), []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{
+			"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+			"data/common.toml": "password = \"" + enc + "\"\n",
+			"roles/r.toml": `
+[[file]]
+path = "/db.conf"
+mode = "0644"
+content = "password = {{ .params.password }}\n"
+
+[[exec]]
+name = "echo"
+command = ["/bin/sh", "-c", "env"]
+env = { PASSWORD = "{{ .params.password }}" }
+`,
+		}
+	}
+	dir := testkit.WriteSite(t, site(canaryDB))
+	root := t.TempDir()
+	args := []string{"apply", "--site", dir, "--root", root, "--node", "n1", "--secrets-key", keyFile}
+	var outputs []string
+	run := func(extra ...string) string {
+		t.Helper()
+		out, stderr, code := herd(t, "", append(args, extra...)...)
+		if code != 2 {
+			t.Errorf("herd %q: exit %d, want 2:\n%s%s", extra, code, out, stderr)
+		}
+		outputs = append(outputs, out+stderr)
+		return out
+	}
+	first := run("--diff")
+	fleet.AssertFile(t, root, "/db.conf", "password = "+canaryDB)
+	if !strings.Contains(first, "content (sensitive) changed") {
+		t.Errorf("herd apply --diff:\n%s", first)
+	}
+	for name, body := range site(canaryDB2) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("--noop", "--diff")
+	run("--json")
+	run("--diff", "--verbose")
+	fleet.AssertFile(t, root, "/db.conf", "password = "+canaryDB2)
+	for _, c := range []string{canaryDB, canaryDB2} {
+		for _, out := range outputs {
+			if strings.Contains(out, c) {
+				t.Errorf("herd apply shows %s:\n%s", c, out)
+			}
+		}
+		for _, p := range testkit.FilesHolding(t, []byte(c), root) {
+			rel := strings.TrimPrefix(p, root)
+			if rel != "/db.conf" && !strings.HasPrefix(rel, "/var/lib/herd/content/") {
+				t.Errorf("%s holds %s", p, c)
+			}
+		}
+	}
+}
