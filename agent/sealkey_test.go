@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/herdcm/herd/catalogs"
 )
 
 func TestLoadSealKey(t *testing.T) {
@@ -47,5 +49,63 @@ func TestLoadSealKey(t *testing.T) {
 				t.Errorf("LoadSealKey = %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestMasterlessSecrets: herd apply compiles with --secrets-key, sealing
+// to a key of the run that it hands on; without the key it fails naming
+// the secret.
+func TestMasterlessSecrets(t *testing.T) {
+	t.Parallel()
+	text, err := catalogs.GenerateSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := catalogs.ParseSecretKeys([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := catalogs.EncryptSecret(keys.Recipient(), []byte("canary-masterless"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := t.TempDir()
+	for name, body := range map[string]string{
+		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+		"data/common.toml": "\npw = \"" + v + "\"\n",
+		"roles/r.toml":     "[[file]]\npath = \"/etc/pw\"\ncontent = \"{{ .params.pw }}\"\n",
+	} {
+		p := filepath.Join(site, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark := func(string) {}
+	_, err = (&siteSource{site: site, node: "n"}).catalog(t.Context(), nil, mark)
+	if err == nil || !strings.Contains(err.Error(), "data/common.toml:2") || !strings.Contains(err.Error(), "secret pw: no secrets key") {
+		t.Fatalf("compile without a key = %v; want it to name the secret and where it is", err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(keyFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := (&siteSource{site: site, node: "n", secretsKey: keyFile}).catalog(t.Context(), nil, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := src.cat.Resource("file:/etc/pw")
+	sv, ok := r.Attrs["content"].(catalogs.Sealed)
+	if !ok || src.sealKey == nil {
+		t.Fatalf("content = %v, seal key %v; want it sealed to the run's key", r.Attrs["content"], src.sealKey)
+	}
+	if got, err := sv.Open(src.sealKey); err != nil || got != "canary-masterless" {
+		t.Errorf("Open = %v, %v", got, err)
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&siteSource{site: site, node: "n", secretsKey: keyFile}).catalog(t.Context(), nil, mark); err == nil {
+		t.Error("a secrets key readable by others was used")
 	}
 }

@@ -114,9 +114,9 @@ type renderers struct {
 	fileWeights, inlineWeights map[string]int64
 	steps                      []Pos   // where each step is, by id
 	costs                      []int64 // what each step charges, by id
-	// refs is what each template reads ("inline:NAME", "file:NAME"), for
+	// fileRefs and inlineRefs are what each template reads, by name, for
 	// secret tracking (taint.go).
-	refs map[string]tmplRefs
+	fileRefs, inlineRefs map[string]tmplRefs
 	// free holds the renderers of finished compiles. Unlike a sync.Pool it
 	// is not emptied by the garbage collector, which runs often while a
 	// fleet compiles: a clone is made only when more compiles run at once

@@ -349,7 +349,7 @@ func (c *compiler) resolveContent(d *decl, attrs map[string]any) (tainted bool) 
 			return
 		}
 		var at Pos
-		content, t, err := c.tracked(c.mayRead("file:"+name), func() (any, error) {
+		content, t, err := c.tracked(c.mayRead(c.site.render.fileRefs, name), func() (any, error) {
 			var err error
 			at, err = c.site.render.execute(r, r.files, c.site.render.fileWeights[name], name, c.ctx, &c.buf)
 			return c.buf.String(), err

@@ -43,14 +43,6 @@ func (r *secretRef) String() string { return SensitiveText }
 // "(sensitive)".
 func (r *secretRef) MarshalJSON() ([]byte, error) { return json.Marshal(SensitiveText) }
 
-// where names a secret for an error message: its key and position.
-func (r *secretRef) where() string {
-	if r.key == "" {
-		return r.pos.String()
-	}
-	return fmt.Sprintf("%s (%s)", r.pos, r.key)
-}
-
 // ParseSecretValue decodes what follows "age:" in a site value: the base64
 // (standard, padded) of a binary age file, or an armored age file. It
 // returns the binary age file; it does not decrypt.

@@ -100,6 +100,30 @@ content = "{{ .params.only_a }}"
 path = "/etc/app/rendered.conf"
 template = "app.conf"
 
+[[file]]
+path = "/etc/app/with"
+content = "{{ with .params.db }}{{ .password }}{{ end }}"
+
+[[file]]
+path = "/etc/app/with-user"
+content = "{{ with .params.db }}{{ .user }}{{ end }}"
+
+[[file]]
+path = "/etc/app/var"
+content = "{{ $d := .params.db }}{{ $d.password }}"
+
+[[file]]
+path = "/etc/app/root"
+content = "{{ range $k, $v := .params.db }}{{ if eq $k \"password\" }}{{ $.params.db.password | len }}{{ end }}{{ end }}"
+
+[[file]]
+path = "/etc/app/dump"
+content = "{{ toJSON . }}"
+
+[[file]]
+path = "/etc/app/called"
+template = "caller.conf"
+
 [[exec]]
 name = "migrate"
 command = ["/usr/bin/migrate", "--user", "{{ .params.db.user }}"]
@@ -112,8 +136,9 @@ name = "app"
 run = ["/usr/bin/app"]
 env = { TOKEN = "{{ secret \"tls/key\" }}" }
 `,
-		"templates/app.conf":  "[db]\nhost = localhost\npassword = {{ .params.db.password | upper }}\n",
-		"secrets/tls/key.age": string(keyFile),
+		"templates/app.conf":    "[db]\nhost = localhost\npassword = {{ .params.db.password | upper }}\n",
+		"templates/caller.conf": "{{ define \"inner\" }}{{ .password }}{{ end }}{{ template \"inner\" .params.db }}",
+		"secrets/tls/key.age":   string(keyFile),
 	}
 	for k, v := range extra {
 		files[k] = v
@@ -193,6 +218,11 @@ func TestSecretsSealedToTheNode(t *testing.T) {
 		{"file:/etc/app/role", "content", true, rolePass},
 		{"file:/etc/app/a", "content", true, onlyA},
 		{"file:/etc/app/rendered.conf", "content", true, "[db]\nhost = localhost\npassword = " + strings.ToUpper(dbPass) + "\n"},
+		{"file:/etc/app/with", "content", true, dbPass},
+		{"file:/etc/app/with-user", "content", false, "app"},
+		{"file:/etc/app/var", "content", true, dbPass},
+		{"file:/etc/app/root", "content", true, "14"},
+		{"file:/etc/app/called", "content", true, dbPass},
 		{"exec:migrate", "command", false, []string{"/usr/bin/migrate", "--user", "app"}},
 		{"exec:migrate", "env", true, map[string]string{"PGPASSWORD": dbPass, "PGUSER": "app"}},
 		{"exec:migrate", "stdin", true, rolePass},
@@ -510,3 +540,40 @@ func FuzzParseSecretValue(f *testing.F) {
 }
 
 var _ = ecdh.X25519
+
+// FuzzRotateSecrets: whatever a site file holds, re-encrypting its
+// secrets never panics, and text without a secret comes back unchanged.
+func FuzzRotateSecrets(f *testing.F) {
+	text, _ := GenerateSecretKey()
+	k, _ := ParseSecretKeys([]byte(text))
+	v, _ := EncryptSecret(k.Recipient(), []byte("seed"))
+	for _, s := range []string{"a = \"" + v + "\"\n", "x = 1\n", "age:", "age:====", "b = 'age:-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----'"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, n, err := RotateSecrets(k, k.Recipient(), []byte(s), false)
+		if err != nil {
+			return
+		}
+		if n == 0 && string(out) != s {
+			t.Fatalf("RotateSecrets changed text without a secret:\n%q\n%q", s, out)
+		}
+		if _, err := CheckSecrets(k, out, false); err != nil {
+			t.Fatalf("a rotated text does not open: %v", err)
+		}
+	})
+}
+
+// FuzzParseSecretKeys: a key file never panics the parser.
+func FuzzParseSecretKeys(f *testing.F) {
+	text, _ := GenerateSecretKey()
+	for _, s := range []string{text, "# c\n" + text + "\n" + text, "", "AGE-SECRET-KEY-1", "\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseSecretKeys([]byte(s))
+		if err == nil && !strings.HasPrefix(k.Recipient(), "age1") {
+			t.Fatalf("recipient %q", k.Recipient())
+		}
+	})
+}

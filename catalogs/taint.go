@@ -252,11 +252,13 @@ func (c *compiler) seal() {
 }
 
 // tmplRefs is what a template reads of its context, found in its parse
-// tree, so that a render that cannot reach a secret runs once. unknown is
-// set when the template reads in a way not followed here (a with or range
-// that moves the dot, a variable, the dot itself passed on, a call of
-// another template): such a template is tracked whenever the node has a
-// secret.
+// tree, so that a render that cannot reach a secret runs once. paths are
+// the field chains it reads from the root; what it reads inside a range or
+// with body, through a variable or a chain, derives from a pipeline whose
+// fields are recorded. unknown is set when it reads in a way not followed
+// (the root itself passed on, as in toJSON ., or a call of another
+// template, whose root is another value): such a template is tracked
+// whenever the node has a secret.
 type tmplRefs struct {
 	unknown bool
 	paths   []string // dotted field chains from the root: "params.db.password"
@@ -264,8 +266,8 @@ type tmplRefs struct {
 
 func treeRefs(root parse.Node) tmplRefs {
 	var r tmplRefs
-	var walk func(n parse.Node)
-	walk = func(n parse.Node) {
+	var walk func(n parse.Node, rel bool)
+	walk = func(n parse.Node, rel bool) {
 		if r.unknown || n == nil {
 			return
 		}
@@ -275,66 +277,84 @@ func treeRefs(root parse.Node) tmplRefs {
 				return
 			}
 			for _, c := range n.Nodes {
-				walk(c)
+				walk(c, rel)
 			}
 		case *parse.ActionNode:
-			walk(n.Pipe)
+			walk(n.Pipe, rel)
 		case *parse.PipeNode:
 			if n == nil {
 				return
 			}
 			for _, c := range n.Cmds {
-				walk(c)
+				walk(c, rel)
 			}
 		case *parse.CommandNode:
 			for _, a := range n.Args {
-				walk(a)
+				walk(a, rel)
 			}
 		case *parse.FieldNode:
-			r.paths = append(r.paths, strings.Join(n.Ident, "."))
-		case *parse.IfNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.VariableNode:
-			if n.Ident[0] == "$" && len(n.Ident) > 1 {
-				r.paths = append(r.paths, strings.Join(n.Ident[1:], "."))
-			} else {
+			if !rel {
+				r.paths = append(r.paths, strings.Join(n.Ident, "."))
+			}
+		case *parse.DotNode:
+			if !rel {
 				r.unknown = true
 			}
+		case *parse.VariableNode:
+			switch {
+			case n.Ident[0] != "$":
+				// Declared from a pipeline walked already.
+			case len(n.Ident) > 1:
+				r.paths = append(r.paths, strings.Join(n.Ident[1:], "."))
+			default:
+				r.unknown = true
+			}
+		case *parse.ChainNode:
+			walk(n.Node, rel)
+		case *parse.IfNode:
+			walk(n.Pipe, rel)
+			walk(n.List, rel)
+			walk(n.ElseList, rel)
+		case *parse.RangeNode:
+			walk(n.Pipe, rel)
+			walk(n.List, true)
+			walk(n.ElseList, rel)
+		case *parse.WithNode:
+			walk(n.Pipe, rel)
+			walk(n.List, true)
+			walk(n.ElseList, rel)
 		case *parse.IdentifierNode, *parse.StringNode, *parse.NumberNode, *parse.BoolNode,
 			*parse.NilNode, *parse.TextNode, *parse.CommentNode, *parse.BreakNode, *parse.ContinueNode:
-		default: // dot, chain, with, range, template calls
+		default: // template calls
 			r.unknown = true
 		}
 	}
-	walk(root)
+	walk(root, false)
 	return r
 }
 
-// refsOf analyses every template of t into refs, keyed by prefix and the
-// template's name.
-func refsOf(t *template.Template, prefix string, refs map[string]tmplRefs) {
+// refsOf analyses every template of t into refs, by name.
+func refsOf(t *template.Template, refs map[string]tmplRefs) {
 	for _, tm := range t.Templates() {
 		if tm.Tree != nil && tm.Tree.Root != nil {
-			refs[prefix+tm.Name()] = treeRefs(tm.Tree.Root)
+			refs[tm.Name()] = treeRefs(tm.Tree.Root)
 		}
 	}
 }
 
-// mayRead reports whether a render of the template keyed key may read one
-// of the node's secret params.
-func (c *compiler) mayRead(key string) bool {
+// mayRead reports whether a render of the template named name (in refs)
+// may read one of the node's secret params.
+func (c *compiler) mayRead(refs map[string]tmplRefs, name string) bool {
 	if c.decoyCtx == nil {
 		return false
 	}
-	r, ok := c.site.render.refs[key]
+	r, ok := refs[name]
 	if !ok || r.unknown {
 		return true
 	}
 	for _, p := range r.paths {
 		for _, s := range c.secretPaths {
-			if s == p || strings.HasPrefix(s, p+".") || strings.HasPrefix(p, s+".") {
+			if related(s, p) {
 				return true
 			}
 		}
@@ -342,21 +362,30 @@ func (c *compiler) mayRead(key string) bool {
 	return false
 }
 
+// related reports whether one dotted path is the other or under it.
+func related(a, b string) bool {
+	if len(a) < len(b) {
+		a, b = b, a
+	}
+	return a[:len(b)] == b && (len(a) == len(b) || a[len(b)] == '.')
+}
+
 // attrMayRead is mayRead for every template of a declaration's value.
 func (c *compiler) attrMayRead(a *declAttr) bool {
 	if c.decoyCtx == nil {
 		return false
 	}
-	if a.value.name != "" && c.mayRead("inline:"+a.value.name) {
+	refs := c.site.render.inlineRefs
+	if a.value.name != "" && c.mayRead(refs, a.value.name) {
 		return true
 	}
 	for _, ts := range a.list {
-		if ts.name != "" && c.mayRead("inline:"+ts.name) {
+		if ts.name != "" && c.mayRead(refs, ts.name) {
 			return true
 		}
 	}
 	for _, ts := range a.table {
-		if ts.name != "" && c.mayRead("inline:"+ts.name) {
+		if ts.name != "" && c.mayRead(refs, ts.name) {
 			return true
 		}
 	}

@@ -418,9 +418,9 @@ func (l *loader) loadTemplates() {
 	l.site.render.instrument(l.site.render.inline, l.site.render.inlineWeights, func(tr *parse.Tree, _ parse.Node) Pos {
 		return l.inlinePos[tr.ParseName]
 	})
-	l.site.render.refs = map[string]tmplRefs{}
-	refsOf(root, "file:", l.site.render.refs)
-	refsOf(l.site.render.inline, "inline:", l.site.render.refs)
+	l.site.render.fileRefs, l.site.render.inlineRefs = map[string]tmplRefs{}, map[string]tmplRefs{}
+	refsOf(root, l.site.render.fileRefs)
+	refsOf(l.site.render.inline, l.site.render.inlineRefs)
 	// Templates named by file resources must exist; checked here once
 	// rather than per node.
 	for _, ro := range l.site.roles {
