@@ -90,6 +90,12 @@ type DaemonOptions struct {
 	// Select makes the run partial (--tags, --only); only with Once: a
 	// daemon converges its whole catalog.
 	Select catalogs.Selection
+
+	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
+	// values in memory just before a resource is checked. Default: the
+	// sealing key enrollment made (LoadSealKey of CertDir), whose public
+	// half every check-in sends.
+	NodeKey *ecdh.PrivateKey
 }
 
 // Daemon is the agent's long-running side: it checks in with the server on
@@ -150,7 +156,7 @@ func (o DaemonOptions) settings() runSettings {
 	return runSettings{
 		Root: o.Root, State: StateDirOr(o.StateDir, o.Root), Noop: o.Noop, Select: o.Select, Parallel: o.Parallel,
 		ResourceTimeout: o.ResourceTimeout, RunTimeout: o.RunTimeout, LockWait: o.LockWait,
-		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types,
+		FactsDir: o.FactsDir, SandboxFactsExec: o.SandboxFactsExec, AgentVersion: o.AgentVersion, KeepRuns: o.KeepRuns, Log: o.Log, Emit: o.Emit, Types: o.Types, NodeKey: o.NodeKey,
 	}.withDefaults()
 }
 
@@ -191,6 +197,12 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
+	// The key that opens the catalog's sealed values is the one whose
+	// public half every check-in sends.
+	if o.NodeKey == nil {
+		o.NodeKey = seal
+	}
+	runs.NodeKey = o.NodeKey
 	st, err := OpenState(o.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)

@@ -3,6 +3,7 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -31,6 +32,11 @@ type ConvergeOptions struct {
 	// Emit receives every event as it happens (for a live terminal view);
 	// may be nil.
 	Emit func(Event)
+	// NodeKey is the node's own X25519 key, which opens the catalog's
+	// sealed values (catalogs.Sealed) in memory just before a resource is
+	// checked. Nil: a resource with a sealed value fails, and nothing
+	// else does.
+	NodeKey *ecdh.PrivateKey
 
 	timeout *resourceTimeout // the cause of every resource's deadline, made once a run
 }
@@ -212,11 +218,17 @@ func nodeLookup(cat *catalogs.Catalog, nodes []node) func(id string) *node {
 func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOptions) {
 	start := time.Now()
 	*n.ev = Event{ID: n.res.ID, Type: n.res.Type, Source: n.res.Source}
+	var sc *secrets // set when the resource is sensitive
 	defer func() {
 		if p := recover(); p != nil {
 			// A bug in one type fails that resource, not the run.
 			n.ev.Status = Failed
 			n.ev.Error = fmt.Sprintf("panic: %v\n%s", p, firstFrames(debug.Stack()))
+		}
+		if sc != nil {
+			// Last, whatever path made the event: a panic's message
+			// may quote a value too.
+			sc.redactEvent(n.ev)
 		}
 		n.ev.Duration = time.Since(start)
 	}()
@@ -240,6 +252,18 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		fail(ctx, n, err)
 		return
 	}
+	// Types see plain values and never know: the sealed ones are opened
+	// here, into a copy that lives for this resource's turn.
+	res, sc, err := openSealed(n.res, opts.NodeKey)
+	if err != nil {
+		fail(ctx, n, err)
+		return
+	}
+	if sc != nil {
+		rh := *h
+		rh.Log = sc.logger(h.Log)
+		h = &rh
+	}
 	n.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(opts.ResourceTimeout), cause: opts.timeout}
 	defer n.ctx.release()
 	ctx = &n.ctx
@@ -253,7 +277,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 			}
 		}
 	}
-	plan, err := typ.Check(ctx, h, n.res)
+	plan, err := typ.Check(ctx, h, res)
 	switch {
 	case err != nil && pendingDep != "":
 		n.ev.Status, n.pending = Unknown, true
@@ -263,8 +287,11 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 		fail(ctx, n, fmt.Errorf("check: %w", err))
 		return
 	}
+	if sc != nil {
+		sc.markChanges(plan.Changes)
+	}
 	n.ev.Changes = redact(plan.Changes)
-	if n.res.Bool("audit") {
+	if res.Bool("audit") {
 		// Audit versus enforce: an audit resource is checked in every
 		// run and never applied or refreshed. Its drift is no change, so
 		// it notifies nothing, and it is no failure, so its dependents
@@ -304,10 +331,13 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 			fail(ctx, n, fmt.Errorf("apply: %w", err))
 			return
 		}
-		again, err := typ.Check(ctx, h, n.res)
+		again, err := typ.Check(ctx, h, res)
 		if err != nil {
 			fail(ctx, n, fmt.Errorf("check after apply: %w", err))
 			return
+		}
+		if sc != nil {
+			sc.markChanges(again.Changes)
 		}
 		if left := notConverged(again.Changes); len(left) > 0 {
 			fail(ctx, n, fmt.Errorf("did not converge: still %s after apply", describe(left)))
@@ -320,7 +350,7 @@ func converge(ctx context.Context, h *resources.Host, n *node, opts ConvergeOpti
 	// new spec needs no second restart.
 	if notifier := changedNotifier(n); notifier != "" && n.ev.Status == InSync {
 		if r, ok := typ.(resources.Refresher); ok {
-			if err := r.Refresh(ctx, h, n.res); err != nil {
+			if err := r.Refresh(ctx, h, res); err != nil {
 				fail(ctx, n, fmt.Errorf("refresh (notified by %s): %w", notifier, err))
 				return
 			}

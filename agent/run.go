@@ -38,6 +38,8 @@ type runSettings struct {
 	Log      *slog.Logger
 	Emit     func(Event)
 	Types    map[string]resources.Type
+	// NodeKey opens the catalog's sealed values (ConvergeOptions.NodeKey).
+	NodeKey *ecdh.PrivateKey
 }
 
 // withDefaults fills what was left unset.
@@ -178,14 +180,19 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 		if call.services != nil && hasType(cat, "service") {
 			h.Services = call.services(ctx)
 		}
+		key := s.NodeKey
+		if got.sealKey != nil {
+			key = got.sealKey // a masterless compile sealed to this run's key
+		}
 		events = Converge(ctx, h, cat, ConvergeOptions{
-			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit,
+			Noop: s.Noop, Parallel: s.Parallel, ResourceTimeout: s.ResourceTimeout, Types: s.Types, Emit: s.Emit, NodeKey: key,
 		})
 		mark("converge")
 		if h.Services != nil {
 			// Before the report, so that a rollout reads the verdict on
 			// what this run started, not the state before it.
 			if health = servicesHealth(ctx, h.Services, cat, events, s.Noop); health != nil {
+				redactHealth(health, cat, key)
 				mark("health")
 			}
 		}
@@ -218,6 +225,9 @@ func (s runSettings) run(ctx context.Context, src catalogSource, call runCall) (
 		s.stateFailed(r, fmt.Errorf("recording the run: %w", err))
 	} else if err := call.state.TrimRuns(wctx, s.KeepRuns); err != nil {
 		s.Log.Warn("trimming the run history", "err", err)
+	}
+	if err := call.state.TrimBackups(wctx, KeepBackups); err != nil {
+		s.Log.Warn("trimming backups", "err", err)
 	}
 	return r, false, nil
 }

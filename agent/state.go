@@ -732,6 +732,75 @@ func (s *State) deleteServiceWant(ctx context.Context, name string) error {
 	return nil
 }
 
+// KeepBackups is how many backups of each path the agent keeps: a run
+// that replaces a file saves its old content, and the oldest beyond this
+// many are deleted after each run, contents included (a sensitive
+// file's old content, a secret, is purged by the same rule).
+const KeepBackups = 10
+
+// TrimBackups keeps only the newest keep backups of each path, and deletes
+// the saved contents no kept backup names.
+func (s *State) TrimBackups(ctx context.Context, keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, digest FROM (
+		SELECT id, digest, ROW_NUMBER() OVER (PARTITION BY path ORDER BY saved DESC, id DESC) AS n FROM backups
+	) WHERE n > ?`, keep)
+	if err != nil {
+		return fmt.Errorf("trimming backups: %w", err)
+	}
+	var ids []int64
+	digests := map[string]bool{}
+	for rows.Next() {
+		var id int64
+		var d string
+		if err := rows.Scan(&id, &d); err != nil {
+			rows.Close()
+			return fmt.Errorf("trimming backups: %w", err)
+		}
+		ids = append(ids, id)
+		digests[d] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("trimming backups: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM backups WHERE id = ?`, id); err != nil {
+			return fmt.Errorf("trimming backups: %w", err)
+		}
+	}
+	for d := range digests {
+		var left int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM backups WHERE digest = ?`, d).Scan(&left); err != nil {
+			return fmt.Errorf("trimming backups: %w", err)
+		}
+		sum, ok := strings.CutPrefix(d, "sha256:")
+		if left > 0 || !ok || !isHex(sum) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(StateDir(s.dir).Content(), sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("trimming backups: %w", err)
+		}
+	}
+	return nil
+}
+
+// isHex reports whether s is a lowercase hex digest: the only names the
+// content directory holds, so that a damaged row never names another file.
+func isHex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // TrimRuns keeps only the newest keep runs of the history.
 func (s *State) TrimRuns(ctx context.Context, keep int) error {
 	if keep <= 0 {

@@ -301,12 +301,38 @@ func (p changePrinter) attr(a AttrChange) {
 		}
 		return
 	}
+	if _, ok := IsSensitiveView(a.To); ok || isSensitiveFrom(a) {
+		p.w.WriteString(printable(a.Name) + ": " + sensitiveChange(a) + "\n")
+		return
+	}
 	if a.From == nil && a.To == nil {
 		// Both sides too long to keep and not text to diff.
 		p.w.WriteString(printable(a.Name) + ": changed (too long to show)\n")
 		return
 	}
 	fmt.Fprintf(p.w, "%s: %s → %s\n", printable(a.Name), showValue(a.From), showValue(a.To))
+}
+
+func isSensitiveFrom(a AttrChange) bool {
+	_, ok := IsSensitiveView(a.From)
+	return ok
+}
+
+// sensitiveChange says how a sensitive attribute changed, from the
+// digests alone: "(sensitive) changed", "(sensitive) re-sealed, value
+// unchanged" (the node's key changed), "(unset) → (sensitive)".
+func sensitiveChange(a AttrChange) string {
+	df, okF := IsSensitiveView(a.From)
+	dt, okT := IsSensitiveView(a.To)
+	switch {
+	case a.From == nil:
+		return "(unset) → " + SensitiveText
+	case a.To == nil:
+		return SensitiveText + " → (unset)"
+	case okF && okT && df != "" && df == dt:
+		return SensitiveText + " re-sealed, value unchanged"
+	}
+	return SensitiveText + " changed"
 }
 
 // showValue writes an attribute value on one line: a plain word as is,
@@ -337,6 +363,9 @@ func showValue(v any) string {
 		}
 		return "{" + strings.Join(q, " ") + "}"
 	case map[string]any:
+		if _, ok := IsSensitiveView(v); ok {
+			return SensitiveText
+		}
 		q := make([]string, 0, len(v))
 		for _, k := range sortedAttrKeys(v) {
 			q = append(q, word(k)+"="+showValue(v[k]))

@@ -114,7 +114,9 @@ func byID(c *Catalog) []*Resource {
 func wholeResource(r *Resource, added, brief bool) ResourceChange {
 	rc := ResourceChange{ID: r.ID, Type: r.Type, Name: r.Name}
 	set := func(name string, v any) {
-		if s, ok := v.(string); ok && (len(s) > maxShortValue || brief && name == "content") {
+		if IsSensitive(v) || SensitiveAttr(r.Type, name) {
+			v = SensitiveView(v)
+		} else if s, ok := v.(string); ok && (len(s) > maxShortValue || brief && name == "content") {
 			v = nil
 		}
 		if SensitiveAttr(r.Type, name) {
@@ -213,6 +215,9 @@ func ValueEqual(a, b any) bool {
 	case []string:
 		b, ok := b.([]string)
 		return ok && slices.Equal(a, b) && (a == nil) == (b == nil)
+	case Sealed:
+		b, ok := b.(Sealed)
+		return ok && a == b
 	case map[string]string:
 		b, ok := b.(map[string]string)
 		if !ok || len(a) != len(b) || (a == nil) != (b == nil) {
@@ -231,6 +236,18 @@ func ValueEqual(a, b any) bool {
 // attrChange builds the change of attribute k of r from va to vb (either
 // may be nil: unset).
 func attrChange(r *Resource, k string, va, vb any, content ContentFunc, brief bool) AttrChange {
+	if IsSensitive(va) || IsSensitive(vb) || SensitiveAttr(r.Type, k) {
+		// Never a value or a diff: the digests say whether the value
+		// changed (a box alone changes when the node's key does).
+		ac := AttrChange{Name: k}
+		if va != nil {
+			ac.From = SensitiveView(va)
+		}
+		if vb != nil {
+			ac.To = SensitiveView(vb)
+		}
+		return ac
+	}
 	ac := AttrChange{Name: k, From: va, To: vb}
 	if SensitiveAttr(r.Type, k) {
 		// Sensitive by nature (a password hash): a diff says it changed,

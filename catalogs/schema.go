@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode"
@@ -46,10 +47,10 @@ type Attr struct {
 	Doc      string
 	// Check validates a value on its own, after coercion.
 	Check func(v any) error
-	// Sensitive marks a value that is secret by its nature (a password
-	// hash): it is sealed to the node even when no secret made it, and
-	// the agent's changes for it carry no values, so reports, events,
-	// logs and noop output never show it.
+	// Sensitive says the value is secret by nature (a password hash): it
+	// is sealed to the node even when no secret made it, and its value
+	// never shows in an event, report, diff or log, sealed or not; a
+	// resource with one set is a sensitive resource.
 	Sensitive bool
 	// Command says the value is a command line (argv): a secret in it
 	// would be visible to every user of the host, so compile refuses one.
@@ -147,13 +148,22 @@ var Schemas = map[string]*Schema{
 // sensitive by nature (Attr.Sensitive), so that diffs and reports show
 // SensitiveText instead of its value.
 func SensitiveAttr(typ, name string) bool {
-	if s, ok := Schemas[typ]; ok {
-		if a, ok := s.Attr(name); ok {
-			return a.Sensitive
+	return sensitiveAttrIndex()[[2]string{typ, name}]
+}
+
+// sensitiveAttrIndex indexes the schema's Sensitive attributes once: the agent
+// asks for every attribute of every resource on every run.
+var sensitiveAttrIndex = sync.OnceValue(func() map[[2]string]bool {
+	m := map[[2]string]bool{}
+	for t, s := range Schemas {
+		for _, a := range s.Attrs {
+			if a.Sensitive {
+				m[[2]string{t, a.Name}] = true
+			}
 		}
 	}
-	return false
-}
+	return m
+})
 
 // TypeNames returns the resource type names, sorted.
 func TypeNames() []string {

@@ -236,6 +236,35 @@ func sealedFromJSON(m map[string]any) (Sealed, bool, error) {
 	return Sealed{Box: box, Digest: digest}, true, nil
 }
 
+// SensitiveView is how every view that is data (a diff's values, the
+// policies' input, JSON answers) shows a sensitive value:
+// {"sensitive": true, "digest": "hmac-sha256:…"} for a sealed one, so that
+// a reader can still ask "is it set, did it change, is it the same on
+// every node", and {"sensitive": true} for a value sensitive by nature
+// (Attr.Sensitive) that is not sealed, which has no keyed digest. The box
+// is left out: it differs per node for the same value, and a view has no
+// use for it.
+func SensitiveView(v any) map[string]any {
+	if s, ok := v.(Sealed); ok {
+		return map[string]any{"sensitive": true, "digest": s.Digest}
+	}
+	return map[string]any{"sensitive": true}
+}
+
+// IsSensitiveView reports whether v is a SensitiveView (as built, or as
+// decoded from JSON), and its digest.
+func IsSensitiveView(v any) (digest string, ok bool) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return "", false
+	}
+	if s, _ := m["sensitive"].(bool); !s {
+		return "", false
+	}
+	digest, _ = m["digest"].(string)
+	return digest, true
+}
+
 // IsSensitive reports whether an attribute value is sealed.
 func IsSensitive(v any) bool {
 	_, ok := v.(Sealed)

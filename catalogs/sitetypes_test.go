@@ -306,7 +306,7 @@ func TestDiffRedactsSensitiveAttrs(t *testing.T) {
 	} {
 		ch := Diff(&Catalog{Resources: tt.prev}, &Catalog{Resources: tt.next}, nil)
 		out := fmt.Sprintf("%+v", ch)
-		if strings.Contains(out, "hash") || !strings.Contains(out, SensitiveText) {
+		if strings.Contains(out, "hash") || !strings.Contains(out, "sensitive:true") {
 			t.Errorf("%s: Diff = %s, want the password redacted", tt.name, out)
 		}
 	}

@@ -189,6 +189,12 @@ func hashValue(mh *maphash.Hash, v any) (int, bool) {
 			n += len(s)
 		}
 		return n, true
+	case catalogs.Sealed:
+		mh.WriteByte('S')
+		mh.WriteString(v.Box)
+		mh.WriteByte(0)
+		mh.WriteString(v.Digest)
+		return len(v.Box) + len(v.Digest), true
 	case map[string]string:
 		if v == nil {
 			mh.WriteByte('n')

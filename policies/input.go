@@ -98,6 +98,7 @@ var (
 	keyPath        = ast.InternedTerm("path")
 	keySize        = ast.InternedTerm("size")
 	keyAttrs       = ast.InternedTerm("attrs")
+	keySensitive   = ast.InternedTerm("sensitive")
 	keyID          = ast.InternedTerm("id")
 	keyName        = ast.InternedTerm("name")
 	keyNotify      = ast.InternedTerm("notify")
@@ -176,12 +177,26 @@ func (cv *converter) value(v any) (*ast.Term, error) {
 			kvs = append(kvs, [2]*ast.Term{cv.str(k), cv.str(s)})
 		}
 		return cv.term(ast.NewObject(kvs...)), nil
+	case catalogs.Sealed:
+		return sensitiveTerm(v), nil
 	}
 	av, err := ast.InterfaceToValue(v)
 	if err != nil {
 		return nil, err
 	}
 	return cv.term(av), nil
+}
+
+// sensitiveTerm is a sensitive value as policies see it (a
+// catalogs.SensitiveView): {"sensitive": true, "digest": "hmac-sha256:…"}
+// for a sealed one, so that a gate or an audit can ask whether it is set
+// and whether it changed, and never the value or its box.
+func sensitiveTerm(v any) *ast.Term {
+	kvs := [][2]*ast.Term{{keySensitive, ast.InternedTerm(true)}}
+	if s, ok := v.(catalogs.Sealed); ok {
+		kvs = append(kvs, [2]*ast.Term{keyDigest, ast.StringTerm(s.Digest)})
+	}
+	return ast.ObjectTerm(kvs...)
 }
 
 // catalogValue is c's canonical JSON shape as an OPA value; nil is null.
@@ -313,7 +328,13 @@ func (cv *converter) resource(r *catalogs.Resource) (ast.Value, error) {
 	if r.Attrs != nil {
 		cv.kvs = cv.kvs[:0]
 		for k, v := range r.Attrs {
-			t, err := cv.value(v)
+			var t *ast.Term
+			var err error
+			if catalogs.SensitiveAttr(r.Type, k) {
+				t = sensitiveTerm(v)
+			} else {
+				t, err = cv.value(v)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("resource %s: attribute %s: %w", r.ID, k, err)
 			}

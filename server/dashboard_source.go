@@ -216,13 +216,14 @@ func (d dashboardSource) Node(ctx context.Context, name string) (dashboard.NodeD
 		if err != nil {
 			return out, false, fmt.Errorf("reading the catalog of %s: %w", name, err)
 		}
-		var c catalogs.Catalog
-		if err := json.Unmarshal(b, &c); err != nil {
+		c, err := catalogs.Decode(b)
+		if err != nil {
 			return out, false, fmt.Errorf("decoding the catalog of %s: %w", name, err)
 		}
 		dc := &dashboard.Catalog{Etag: cur.etag, Version: cur.version}
-		for _, r := range c.Resources {
-			dc.Resources = append(dc.Resources, dashboard.Resource{ID: r.ID, Source: r.Source, Attrs: flattenFacts(r.Attrs)})
+		for i := range c.Resources {
+			r := &c.Resources[i]
+			dc.Resources = append(dc.Resources, dashboard.Resource{ID: r.ID, Source: r.Source, Attrs: resourceAttrs(r)})
 		}
 		out.Catalog = dc
 	}

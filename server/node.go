@@ -289,6 +289,7 @@ func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 		ev := store.Event{ID: e.Id, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,
 			Error: e.Error, Cause: e.Cause, Output: e.Output, Duration: time.Duration(e.DurationNs)}
 		if len(e.Changes) > 0 {
+			clearSensitive(e.Changes)
 			b, err := json.Marshal(e.Changes)
 			if err != nil {
 				return rec, fmt.Errorf("event %s: %w", e.Id, err)

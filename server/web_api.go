@@ -81,11 +81,18 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 			writeAPIStatus(w, err)
 			return
 		}
+		// The etag is the canonical catalog's; the body is its view,
+		// with every sensitive value shown as {"sensitive": true, …}.
+		view, err := catalogView(resp.Catalog)
+		if err != nil {
+			writeAPIError(w, http.StatusInternalServerError, "reading the catalog: "+err.Error())
+			return
+		}
 		writeAPIJSON(w, struct {
 			Node    string          `json:"node"`
 			Etag    string          `json:"etag"`
 			Catalog json.RawMessage `json:"catalog"`
-		}{name, resp.Etag, resp.Catalog})
+		}{name, resp.Etag, view})
 	})
 	mux.HandleFunc("GET /api/v1/facts", func(w http.ResponseWriter, r *http.Request) {
 		q, err := apiQuery(r, "fact", "where", "inactive", "page_size", "page_token")

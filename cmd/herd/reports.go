@@ -195,7 +195,7 @@ func printEvent(out io.Writer, e *herdv1.Event, noop bool, indent string, full b
 		attr := nodecmd.Clean(c.GetAttr())
 		switch {
 		case c.GetSensitive():
-			detail = append(detail, attr+" (sensitive)")
+			detail = append(detail, attr+" (sensitive) changed")
 		case c.GetDiff() != "":
 			detail = append(detail, attr+" changed")
 		case c.GetFrom() != "" || c.GetTo() != "":

@@ -148,8 +148,10 @@ func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 	var detail []string
 	for _, c := range e.Changes {
 		switch {
+		case c.Sensitive && e.Status == agent.Drift:
+			detail = append(detail, c.Attr+" (sensitive) differs")
 		case c.Sensitive:
-			detail = append(detail, c.Attr+" (sensitive)")
+			detail = append(detail, c.Attr+" (sensitive) changed")
 		case c.Diff != "" && e.Status == agent.Drift:
 			// Drift was found, not made.
 			detail = append(detail, c.Attr+" differs")
@@ -173,7 +175,7 @@ func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 	fmt.Fprintf(w, "%-12s %-40s %s\n", status, e.ID, strings.Join(detail, "; "))
 	if diff {
 		for _, c := range e.Changes {
-			if c.Diff != "" {
+			if c.Diff != "" && !c.Sensitive {
 				fmt.Fprint(w, indent(c.Diff, "    "))
 			}
 		}

@@ -38,3 +38,21 @@ func TestWriteDrift(t *testing.T) {
 		t.Errorf("WriteSummary = %q, want it to count the drift", out)
 	}
 }
+
+// TestWriteSensitive: a sensitive change says it changed (or differs)
+// and never prints a diff, even one an event should not have had.
+func TestWriteSensitive(t *testing.T) {
+	t.Parallel()
+	const canary = "CANARY-term-1"
+	for _, tt := range []struct {
+		status agent.Status
+		want   string
+	}{{agent.Changed, "content (sensitive) changed"}, {agent.Drift, "content (sensitive) differs"}} {
+		var b bytes.Buffer
+		WriteEvent(&b, agent.Event{ID: "file:/etc/db.conf", Status: tt.status,
+			Changes: []resources.Change{{Attr: "content", Sensitive: true, Diff: "+" + canary}}}, true, true)
+		if out := b.String(); !strings.Contains(out, tt.want) || strings.Contains(out, canary) {
+			t.Errorf("WriteEvent(%s, --diff) = %q, want %q and no value", tt.status, out, tt.want)
+		}
+	}
+}

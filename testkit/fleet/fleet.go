@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,9 @@ type Fleet struct {
 	Agents []*Agent
 	addr   string
 	log    *slog.Logger
+	// httpAddr is the HTTP port's address ("" when off), kept across
+	// StopServer/StartServer.
+	httpAddr string
 }
 
 // Agent is one node of a Fleet.
@@ -46,7 +50,10 @@ type Agent struct {
 	Daemon *agent.Daemon
 	stop   context.CancelFunc
 	done   chan error
-	halted sync.Once
+	opts   agent.DaemonOptions
+	// running says a daemon runs, for halt: Stop, Restart and the fleet's
+	// cleanup may each halt the agent.
+	running bool
 }
 
 // Options are the fleet's timers. The defaults are the production ones;
@@ -71,6 +78,12 @@ type Options struct {
 	// AuditInterval is each daemon's DaemonOptions.AuditInterval: audit
 	// runs between applies (default off).
 	AuditInterval time.Duration
+	// HTTP opens the server's HTTP port on 127.0.0.1 (the API, the
+	// dashboard, /metrics); HTTPClient reaches it as an admin.
+	HTTP bool
+	// LogTo, when set, receives every log line of the server and the
+	// agents at debug level (the test's log keeps warnings only).
+	LogTo io.Writer
 }
 
 // NewFleet starts a server for site and n agents named node-1 … node-n,
@@ -90,6 +103,12 @@ func NewFleetWith(tb testing.TB, site string, n int, o Options) *Fleet {
 	}
 	f := &Fleet{tb: tb, opts: o, Site: site, Dir: tb.TempDir(), addr: "127.0.0.1:0",
 		log: slog.New(slog.NewTextHandler(logWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if o.LogTo != nil {
+		f.log = slog.New(slog.NewTextHandler(o.LogTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if o.HTTP {
+		f.httpAddr = "127.0.0.1:0"
+	}
 	f.StartServer()
 	tb.Cleanup(func() {
 		for _, a := range f.Agents {
@@ -117,8 +136,12 @@ func NewFleetWith(tb testing.TB, site string, n int, o Options) *Fleet {
 // server.
 func (f *Fleet) StartServer() {
 	f.tb.Helper()
+	httpListen := "off"
+	if f.httpAddr != "" {
+		httpListen = f.httpAddr
+	}
 	s, err := server.New(context.Background(), server.Options{
-		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: "off", Debounce: f.opts.Debounce, Log: f.log,
+		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: httpListen, Debounce: f.opts.Debounce, Log: f.log,
 	})
 	if err != nil {
 		f.tb.Fatal(err)
@@ -127,6 +150,31 @@ func (f *Fleet) StartServer() {
 		f.tb.Fatal(err)
 	}
 	f.Server, f.addr = s, s.Addr
+	if f.httpAddr != "" {
+		f.httpAddr = s.HTTPAddr
+	}
+}
+
+// HTTPClient returns a client of the server's HTTP port (Options.HTTP)
+// signed in with a new admin certificate, and the port's https base URL.
+func (f *Fleet) HTTPClient() (*http.Client, string) {
+	f.tb.Helper()
+	if f.httpAddr == "" {
+		f.tb.Fatal("the fleet has no HTTP port: set Options.HTTP")
+	}
+	certPEM, keyPEM, err := f.Server.CA().IssueAdmin(context.Background(), "fleet-http")
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM(f.Server.CA().CACertDER()))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1"}}
+	f.tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, "https://" + f.httpAddr
 }
 
 // StopServer stops the server; the agents go on with their cached
@@ -176,13 +224,8 @@ func (f *Fleet) AddAgent(name string) *Agent {
 			return s, func() { s.Close() }, nil
 		}
 	}
-	d, err := agent.NewDaemon(ctx, opts)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	a := &Agent{Name: name, Root: root, Daemon: d, stop: stop, done: make(chan error, 1)}
-	go func() { a.done <- d.Run(runCtx) }()
+	a := &Agent{Name: name, Root: root, opts: opts}
+	a.start(f.tb)
 	f.Agents = append(f.Agents, a)
 	return a
 }
@@ -192,15 +235,40 @@ func (f *Fleet) AddAgent(name string) *Agent {
 // cleanup stopping it again does nothing.
 func (a *Agent) Stop() { a.halt() }
 
+func (a *Agent) start(tb testing.TB) {
+	tb.Helper()
+	d, err := agent.NewDaemon(context.Background(), a.opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	a.Daemon, a.stop, a.done, a.running = d, stop, make(chan error, 1), true
+	go func() { a.done <- d.Run(runCtx) }()
+}
+
+// Restart stops the agent's daemon and starts it again with the same
+// options, as a restarted herd agent: between the two, before is called
+// (which may change the agent's state or certificate directory).
+func (a *Agent) Restart(tb testing.TB, before func()) {
+	tb.Helper()
+	a.halt()
+	if before != nil {
+		before()
+	}
+	a.start(tb)
+}
+
 func (a *Agent) halt() {
-	a.halted.Do(func() {
-		a.stop()
-		select {
-		case <-a.done:
-		case <-time.After(30 * time.Second):
-		}
-		a.Daemon.Close()
-	})
+	if !a.running {
+		return
+	}
+	a.running = false
+	a.stop()
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+	}
+	a.Daemon.Close()
 }
 
 // AwaitConverged waits until every agent's newest run applied the catalog
