@@ -119,9 +119,6 @@ func wholeResource(r *Resource, added, brief bool) ResourceChange {
 		} else if s, ok := v.(string); ok && (len(s) > maxShortValue || brief && name == "content") {
 			v = nil
 		}
-		if SensitiveAttr(r.Type, name) {
-			v = SensitiveText
-		}
 		ac := AttrChange{Name: name}
 		if added {
 			ac.To = v
@@ -249,17 +246,6 @@ func attrChange(r *Resource, k string, va, vb any, content ContentFunc, brief bo
 		return ac
 	}
 	ac := AttrChange{Name: k, From: va, To: vb}
-	if SensitiveAttr(r.Type, k) {
-		// Sensitive by nature (a password hash): a diff says it changed,
-		// never what it was or is.
-		if va != nil {
-			ac.From = SensitiveText
-		}
-		if vb != nil {
-			ac.To = SensitiveText
-		}
-		return ac
-	}
 	sa, aStr := va.(string)
 	sb, bStr := vb.(string)
 	switch {
