@@ -38,8 +38,8 @@ func sandbox(t *testing.T) string {
 // supervisor on real processes), then runs again: the second run must find
 // every resource in sync and change nothing.
 func TestApplyExampleSite(t *testing.T) {
-	needTools(t, "dpkg", "dpkg-deb", "useradd", "groupadd")
-	root := sandbox(t)
+	needTools(t, "dpkg", "dpkg-deb", "apt-get", "gpgv", "useradd", "groupadd")
+	root := webSandbox(t)
 	ctx := context.Background()
 
 	r := fleet.MustApply(t, exampleSite, root, "web-01")
@@ -87,7 +87,7 @@ func TestApplyExampleSite(t *testing.T) {
 // nothing outside the agent's own state.
 func TestApplyNoopChangesNothing(t *testing.T) {
 	needTools(t, "dpkg", "useradd")
-	root := sandbox(t)
+	root := webSandbox(t)
 	before := snapshot(t, root)
 	// The state directory is the default one, under root: noop must not
 	// create it either.

@@ -4,7 +4,12 @@
 # processes: `herd apply` beside `puppet apply` (Debian puppet-agent) and
 # `cf-agent` (Debian cfengine3) doing the same work. Then, for herd only, the
 # same plus 20 packages and 20 supervised services (WITH_SERVICES=1, the
-# default), counting the child processes a no-change run spawns.
+# default), counting the child processes a no-change run spawns; and the
+# 200 plus 20 of each of issue 13's types (WITH_NEW_TYPES=1, the default:
+# line, ini, cron, sysctl, mount under the sandbox, authorized_key,
+# apt_repository, and a file tree of 20 files), its no-change time beside
+# the plain 200's (target: at most 1.5 times) and the processes it runs
+# (target: none besides herd itself).
 #
 #   bash bench/apply.sh
 #
@@ -12,13 +17,14 @@
 # when installed and skipped with a message when not. Runs as root (puppet
 # and cf-agent manage real paths under a temp directory).
 #
-# Knobs: RUNS=20 WARMUP=3 PUPPET_RUNS=10 RSS_RUNS=5 WITH_SERVICES=1
+# Knobs: RUNS=20 WARMUP=3 PUPPET_RUNS=10 RSS_RUNS=5 WITH_SERVICES=1 WITH_NEW_TYPES=1
 set -euo pipefail
 RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
 PUPPET_RUNS=${PUPPET_RUNS:-10}
 RSS_RUNS=${RSS_RUNS:-5}
 WITH_SERVICES=${WITH_SERVICES:-1}
+WITH_NEW_TYPES=${WITH_NEW_TYPES:-1}
 
 cd "$(dirname "$0")/.."
 for tool in go hyperfine /usr/bin/time; do
@@ -134,5 +140,121 @@ if [ "$WITH_SERVICES" = 1 ]; then
 		forks=$(strace -f -qq -e trace=execve -o "$work/strace" $svc_cmd >/dev/null 2>&1; grep -c execve "$work/strace")
 		echo
 		echo "processes executed by one no-change run with packages and services (strace -f -e execve, the herd binary itself included): $forks"
+	fi
+fi
+if [ "$WITH_NEW_TYPES" = 1 ]; then
+	# The same 200 resources plus 20 of each of issue 13's types, all on
+	# the no-change path: 20 lines of one file, 20 settings of one ini
+	# file, 20 cron jobs, 20 sysctls (plain files standing in for
+	# /proc/sys in the sandbox), 20 fstab entries (nothing is mounted under
+	# --root), 20 authorized keys of one user, 20 apt sources with a key,
+	# and a file tree of 20 files; plus the directories they need and
+	# the user.
+	command -v ssh-keygen >/dev/null || { echo "bench/apply.sh: ssh-keygen is required for WITH_NEW_TYPES=1" >&2; exit 1; }
+	nt_root="$work/nt-root"; mkdir -p "$nt_root/srv/bench"
+	nt_site="$work/nt-site"; cp -r "$site" "$nt_site"; mkdir -p "$nt_site/files/tree"
+	cp examples/site/files/herd-demo-repo.asc "$nt_site/files/bench.asc"
+	keys="$work/keys"; mkdir -p "$keys"
+	role="$nt_site/roles/bench.toml"
+	cat >> "$role" <<'TOML'
+[[file]]
+path = "/srv/bench/new"
+ensure = "directory"
+mode = "0755"
+
+[[file]]
+path = "/etc/cron.d"
+ensure = "directory"
+mode = "0755"
+
+[[file]]
+path = "/etc/sysctl.d"
+ensure = "directory"
+mode = "0755"
+
+[[user]]
+name = "bench"
+uid = 3000
+home = "/home/bench"
+shell = "/bin/sh"
+managehome = true
+
+[[file]]
+path = "/srv/bench/tree"
+source = "tree/"
+
+TOML
+	for i in $(seq -w 0 19); do
+		echo "file $i of the tree" > "$nt_site/files/tree/t$i"
+		mkdir -p "$nt_root/proc/sys/herdbench"; echo 0 > "$nt_root/proc/sys/herdbench/p$i"
+		ssh-keygen -q -t ed25519 -N '' -C "bench-$i" -f "$keys/k$i"
+		key=$(cut -d' ' -f1,2 "$keys/k$i.pub")
+		cat >> "$role" <<TOML
+[[line]]
+path = "/srv/bench/new/lines.conf"
+line = "option$i = on"
+require = ["file:/srv/bench/new"]
+
+[[ini]]
+path = "/srv/bench/new/app.ini"
+section = "bench"
+setting = "key$i"
+value = "$i"
+require = ["file:/srv/bench/new"]
+
+[[cron]]
+name = "bench-$i"
+schedule = "$((10#$i)) 3 * * *"
+command = "true"
+require = ["file:/etc/cron.d"]
+
+[[sysctl]]
+name = "herdbench.p$i"
+value = "1"
+require = ["file:/etc/sysctl.d"]
+
+[[mount]]
+name = "/srv/bench/mnt$i"
+device = "tmpfs"
+fstype = "tmpfs"
+options = "size=1m"
+ensure = "present"
+
+[[authorized_key]]
+name = "bench-$i"
+user = "bench"
+key = "$key"
+
+[[apt_repository]]
+name = "bench-$i"
+uris = ["https://deb.example.com/bench-$i"]
+suites = ["bookworm"]
+components = ["main"]
+key = "bench.asc"
+
+TOML
+	done
+	rm -rf "$keys" # the private keys are not needed past this point
+	nt_cmd="$work/herd-agent apply --site $nt_site --root $nt_root --node bench"
+	$nt_cmd >/dev/null 2>&1 || true
+	$nt_cmd > "$work/nt.second" 2>&1 || { echo "the new types variant's second run was not a no-change run:"; cat "$work/nt.second"; exit 1; }
+	hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/nt.json" "$nt_cmd" >/dev/null 2>&1
+	# The plain 200 again, measured right beside it, so that the ratio
+	# compares runs made under the same load.
+	hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/plain.json" "$herd_cmd" >/dev/null 2>&1
+	read -r med plain ratio < <(python3 -c "
+import json,statistics
+m=lambda f: statistics.median(json.load(open(f))['results'][0]['times'])*1000
+a,b=m('$work/nt.json'),m('$work/plain.json')
+print('%.1f %.1f %.2f'%(a,b,a/b))")
+	rss=$(median_rss "$nt_cmd")
+	echo "| herd (no-change, 200 + 20 each of line, ini, cron, sysctl, mount, authorized_key, apt_repository, a 20-file tree) | $med ms | $(awk "BEGIN {printf \"%.1f MiB\", $rss/1024}") |"
+	echo
+	echo "new types' no-change run: $med ms, the plain 200's beside it $plain ms: ${ratio}x (target ≤ 1.5x)"
+	if command -v strace >/dev/null; then
+		strace -f -qq -e trace=execve -o "$work/nt.strace" $nt_cmd >/dev/null 2>&1 || true
+		execs=$(grep -c 'execve(' "$work/nt.strace")
+		echo "processes executed by one no-change run with the new types (strace -f -e execve, the herd binary itself included): $execs (target: 1)"
+		[ "$execs" -le 1 ] || grep 'execve(' "$work/nt.strace" | sed 's/^/  /' | head -20
 	fi
 fi

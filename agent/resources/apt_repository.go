@@ -243,16 +243,19 @@ func aptSources(root string, r *catalogs.Resource, keyRel string) ([]byte, error
 		{"Components", "components", false},
 		{"Architectures", "architectures", false},
 	} {
-		vs := r.Strings(f.attr)
+		vs := slices.Clone(r.Strings(f.attr)) // a copy: the URIs may be rewritten below
 		if len(vs) == 0 {
 			if f.required {
 				return nil, fmt.Errorf("%s: want at least one", f.attr)
 			}
 			continue
 		}
-		for _, v := range vs {
+		for i, v := range vs {
 			if !aptWord(v) {
 				return nil, fmt.Errorf("%s: %q is not one word", f.attr, v)
+			}
+			if f.attr == "uris" {
+				vs[i] = aptURIInRoot(root, v)
 			}
 		}
 		fmt.Fprintf(&b, "%s: %s\n", f.field, strings.Join(vs, " "))
@@ -265,6 +268,28 @@ func aptSources(root string, r *catalogs.Resource, keyRel string) ([]byte, error
 		fmt.Fprintf(&b, "Signed-By: %s\n", signedBy)
 	}
 	return b.Bytes(), nil
+}
+
+// aptURIInRoot returns a file: URI of a sandbox root as the path on this
+// machine inside the root (file:/srv/repo → file:ROOT/srv/repo), for the
+// reason Signed-By names ROOT's key: apt run with -o Dir=ROOT reads a
+// file: URI as a path of this machine, and the sandbox's repository (a
+// tree the site copied into it) is under ROOT. The path is cleaned as if
+// ROOT were "/" first, so that .. cannot leave it. Other URIs, and every
+// URI on the real host, are returned as they are.
+func aptURIInRoot(root, uri string) string {
+	rest, ok := strings.CutPrefix(uri, "file:")
+	if !ok || !pkgSandbox(root) {
+		return uri
+	}
+	// file:///srv/repo and file:/srv/repo name the same path.
+	if strings.HasPrefix(rest, "///") {
+		rest = rest[2:]
+	}
+	if !strings.HasPrefix(rest, "/") {
+		return uri
+	}
+	return "file:" + path.Join(root, path.Clean(rest))
 }
 
 // aptWord reports whether v can be one word of a deb822 list field:

@@ -71,10 +71,16 @@ func buildAptRepo(t *testing.T, debs ...testkit.DebSpec) aptRepo {
 	return aptRepo{dir: dir, key: key}
 }
 
-// aptRepoRes is an apt_repository resource of repo, its key served by files.
-func aptRepoRes(name string, repo aptRepo, files *testFiles) catalogs.Resource {
+// aptRepoRes is an apt_repository resource of repo, its key served by
+// files. The repository is copied into the host's root at /srv/NAME, as a
+// site ships one (a file: URI of a sandbox names a path inside it).
+func aptRepoRes(t *testing.T, h *Host, name string, repo aptRepo, files *testFiles) catalogs.Resource {
+	t.Helper()
+	if err := os.CopyFS(filepath.Join(h.Root, "srv", name), os.DirFS(repo.dir)); err != nil {
+		t.Fatal(err)
+	}
 	return res("apt_repository", name, map[string]any{
-		"uris": []string{"file:" + repo.dir}, "suites": []string{"./"},
+		"uris": []string{"file:/srv/" + name}, "suites": []string{"./"},
 		"key": "files/" + name + ".asc", "key_digest": files.add(repo.key),
 	})
 }
@@ -102,8 +108,8 @@ func TestAptInstallByNameOnAFreshRoot(t *testing.T) {
 		return run(ctx, c)
 	}
 	rs := []catalogs.Resource{
-		aptRepoRes("herd-test", repo, files),
-		aptRepoRes("herd-test-other", other, files),
+		aptRepoRes(t, h, "herd-test", repo, files),
+		aptRepoRes(t, h, "herd-test-other", other, files),
 		res("package", "herd-one", nil),
 		res("package", "herd-two", map[string]any{"ensure": "held"}),
 	}
@@ -145,6 +151,9 @@ func TestAptInstallByNameOnAFreshRoot(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), "Signed-By: "+filepath.Join(h.Root, "etc/apt/keyrings/herd-test.asc")+"\n") {
 		t.Errorf("the source does not name its key: %q, %v", b, err)
 	}
+	if !strings.Contains(string(b), "URIs: file:"+filepath.Join(h.Root, "srv/herd-test")+"\n") {
+		t.Errorf("the source's file: URI does not name the repository inside the root: %q", b)
+	}
 	if k, err := os.ReadFile(filepath.Join(h.Root, "etc/apt/keyrings/herd-test.asc")); err != nil || string(k) != string(repo.key) {
 		t.Errorf("the keyring is not the site's key: %v", err)
 	}
@@ -170,6 +179,25 @@ func TestAptInstallByNameOnAFreshRoot(t *testing.T) {
 	}
 	if rec, _ := dpkgStatusOf(t, h.Root, "herd-two"); rec.Want != "hold" {
 		t.Errorf("herd-two's selection is %q after the put back, want hold", rec.Want)
+	}
+}
+
+// TestAptURIInRoot: in a sandbox root a file: URI names the path inside
+// the root, .. never leaving it; other URIs, and the real host's, stay.
+func TestAptURIInRoot(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ root, uri, want string }{
+		{"/sb", "file:/srv/repo", "file:/sb/srv/repo"},
+		{"/sb", "file:///srv/repo", "file:/sb/srv/repo"},
+		{"/sb", "file:/../../etc/apt", "file:/sb/etc/apt"},
+		{"/sb", "file:/srv/../../x/", "file:/sb/x"},
+		{"/sb", "https://deb.example.com/debian", "https://deb.example.com/debian"},
+		{"/sb", "file:relative", "file:relative"},
+		{"/", "file:/srv/repo", "file:/srv/repo"},
+	} {
+		if got := aptURIInRoot(tt.root, tt.uri); got != tt.want {
+			t.Errorf("aptURIInRoot(%q, %q) = %q, want %q", tt.root, tt.uri, got, tt.want)
+		}
 	}
 }
 

@@ -43,7 +43,9 @@ func (s *syncBuffer) String() string {
 // site reaches the agent through Watch; cancelling (Ctrl-C) stops
 // everything, the sandbox's service included.
 func TestUp(t *testing.T) {
-	testkit.NeedTools(t, "dpkg", "useradd")
+	// apt-get and gpgv: the web role installs a package by name from the
+	// site's own signed apt repository.
+	testkit.NeedTools(t, "dpkg", "useradd", "apt-get", "gpgv")
 	testkit.NeedRoot(t, "herd up converges packages and accounts in its sandbox")
 	site := t.TempDir()
 	if err := os.CopyFS(site, os.DirFS(exampleSite)); err != nil {
