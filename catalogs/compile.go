@@ -612,7 +612,8 @@ func sortedSet(ids []string) []string {
 // implicit adds the edges an operator should not have to write: a file
 // waits for its managed parent directory, owner and group; an exec or a
 // service for its user; a user for its groups; an authorized key for its
-// user; a package installed by name for every apt_repository.
+// user; a package installed by name for every apt_repository; a cron job,
+// a sysctl and an apt source for the managed directory they write in.
 func (c *compiler) implicit(b *built) {
 	a := b.res.Attrs
 	add := func(kind, ref string) {
@@ -670,6 +671,14 @@ func (c *compiler) implicit(b *built) {
 		if u := str("user"); u != "" {
 			add("user", "user:"+u)
 		}
+		// The job's file lives in /etc/cron.d: a site that manages the
+		// directory (a purge, say) makes it first.
+		add("directory", "file:/etc/cron.d")
+	case "sysctl":
+		add("directory", "file:/etc/sysctl.d")
+	case "apt_repository":
+		add("directory", "file:/etc/apt/sources.list.d")
+		add("directory", "file:/etc/apt/keyrings")
 	case "mount":
 		add("mount point", "file:"+b.res.Name)
 	case "authorized_key":

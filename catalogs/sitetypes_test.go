@@ -75,6 +75,27 @@ source = "local_1.deb"
 name = "alice@laptop"
 user = "alice"
 key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+[[file]]
+path = "/etc/cron.d"
+ensure = "directory"
+
+[[file]]
+path = "/etc/sysctl.d"
+ensure = "directory"
+
+[[file]]
+path = "/etc/apt/keyrings"
+ensure = "directory"
+
+[[cron]]
+name = "cleanup"
+schedule = "@daily"
+command = "/bin/true"
+
+[[sysctl]]
+name = "vm.swappiness"
+value = 10
 `,
 	})
 	if err != nil {
@@ -84,6 +105,11 @@ key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 		"authorized_key:alice@laptop": {"user:alice"},
 		"package:nginx":               {"apt_repository:local", "apt_repository:vendor"},
 		"package:local":               nil,
+		// A job, a parameter and a source wait for the managed
+		// directory they write in.
+		"cron:cleanup":          {"file:/etc/cron.d"},
+		"sysctl:vm.swappiness":  {"file:/etc/sysctl.d"},
+		"apt_repository:vendor": {"file:/etc/apt/keyrings"},
 	} {
 		r, ok := cat.Resource(id)
 		if !ok {
