@@ -39,6 +39,21 @@ func sysctlConformance(t *testing.T) []conformanceCase {
 			},
 		},
 		{
+			// A sandbox root with no proc/sys (herd up's): the persisted
+			// file is managed, the live value is not, and the plan says so.
+			name: "sysctl/sandbox without proc",
+			typ:  &Sysctl{},
+			res:  res("sysctl", "vm.swappiness", map[string]any{"value": "10"}),
+			setup: func(t *testing.T, h *Host, _ *testFiles) {
+				if err := os.MkdirAll(filepath.Join(h.Root, "etc/sysctl.d"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			},
+			drift: func(t *testing.T, h *Host) {
+				os.Remove(filepath.Join(h.Root, "etc/sysctl.d/60-herd-vm.swappiness.conf"))
+			},
+		},
+		{
 			name: "sysctl/persist false removes the file",
 			typ:  &Sysctl{},
 			res:  res("sysctl", "net.ipv4.ip_forward", map[string]any{"value": "1", "persist": false}),

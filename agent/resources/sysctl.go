@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +24,9 @@ import (
 // sysctl prints it: runs of white space (the tabs of net.ipv4.tcp_rmem)
 // count as one space. No command runs: the live value is a file of
 // /proc/sys on a real host, a plain file in a sandbox root (where nothing
-// reaches the kernel).
+// reaches the kernel). A sandbox root without a proc/sys directory has
+// only the persisted file managed, and a plan that changes it says "live
+// value not managed under --root", as mount does for its mount state.
 //
 // The zero Sysctl is ready to use.
 type Sysctl struct{}
@@ -71,15 +74,22 @@ func (s *Sysctl) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*
 
 	live := sysctlLivePath(want.Name)
 	b, _, err := readInRoot(h.Root, live, 1<<20)
-	if errors.Is(err, fs.ErrNotExist) {
+	unmanaged := false
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !realRoot(h.Root) && !sysctlTree(h.Root):
+		// A sandbox root with no proc/sys of its own: nothing there
+		// reaches a kernel, so only the persisted file is managed, and
+		// a plan that changes it says so.
+		unmanaged = true
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("no kernel parameter %s (/%s does not exist: a missing module, or a name from another kernel)", want.Name, live)
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("reading %s: %w", want.Name, err)
-	}
-	if have := normalizeSysctl(string(b)); have != st.value {
-		st.live = true
-		p.Changes = append(p.Changes, Change{Attr: "value", From: have, To: st.value, Action: Update})
+	default:
+		if have := normalizeSysctl(string(b)); have != st.value {
+			st.live = true
+			p.Changes = append(p.Changes, Change{Attr: "value", From: have, To: st.value, Action: Update})
+		}
 	}
 
 	if st.file, err = readText(h.Root, sysctlConfPath(want.Name)); err != nil {
@@ -94,7 +104,20 @@ func (s *Sysctl) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*
 	}
 	st.fileChanges = len(cs) > 0
 	p.Changes = append(p.Changes, cs...)
+	if unmanaged && st.fileChanges {
+		// Said, not hidden; nothing a re-check could compare (as a
+		// mount's state under --root).
+		p.Changes = append(p.Changes, Change{Attr: "live value not managed under --root", Action: Update, Converges: true})
+	}
 	return p, nil
+}
+
+// sysctlTree reports whether the root has a proc/sys directory: a
+// sandbox that provides one (a test's plain files) has its live values
+// managed like a host's.
+func sysctlTree(root string) bool {
+	fi, err := os.Lstat(filepath.Join(root, "proc", "sys"))
+	return err == nil && fi.IsDir()
 }
 
 // Apply writes the live value and the persisted file.
