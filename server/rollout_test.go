@@ -724,8 +724,12 @@ func TestRolloutStageTimeout(t *testing.T) {
 			before := h.etags()
 			var r *herdv1.Rollout
 			var nodes map[string]*herdv1.RolloutNode
+			// The node's verdict and the rollout's are stored one after
+			// the other: wait for both.
 			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if r, nodes = h.get(); nodes["n-0"].State == nodeFailed {
+				r, nodes = h.get()
+				settled := r.State == tc.wantState && (tc.wantState != rolloutRunning || stageStates(r)["canary"] == stageDone)
+				if nodes["n-0"].State == nodeFailed && settled {
 					break
 				}
 			}
