@@ -69,6 +69,10 @@ func (d dashboardSource) Nodes(ctx context.Context, q dashboard.NodeQuery) (dash
 	if err != nil {
 		return dashboard.NodePage{}, &dashboard.BadQueryError{Err: errors.New(whereMessage(err))}
 	}
+	and, err := compileWhere(q.And)
+	if err != nil {
+		return dashboard.NodePage{}, fmt.Errorf("the page's own selection %q: %w", q.And, err)
+	}
 	nodes, err := s.st.Nodes(ctx)
 	if err != nil {
 		return dashboard.NodePage{}, fmt.Errorf("listing nodes: %w", err)
@@ -81,10 +85,31 @@ func (d dashboardSource) Nodes(ctx context.Context, q dashboard.NodeQuery) (dash
 	if _, err := s.complianceNow(ctx); err != nil {
 		return dashboard.NodePage{}, fmt.Errorf("listing nodes: %w", err)
 	}
-	var match func(map[string]any) (bool, error)
+	var matchers []func(map[string]any) (bool, error)
 	var names []string
-	if where != nil {
-		match, names = where.Matcher(), where.Names()
+	wholeEnv := false // an expression reads the environment whole: Names is nil
+	for _, f := range []*catalogs.Filter{where, and} {
+		if f != nil {
+			matchers = append(matchers, f.Matcher())
+			fn := f.Names()
+			wholeEnv = wholeEnv || fn == nil
+			names = append(names, fn...)
+		}
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if wholeEnv {
+		names = nil
+	}
+	match := func(env map[string]any) bool {
+		for _, m := range matchers {
+			// A node an expression fails on is not selected, as in
+			// herd nodes --where.
+			if ok, _ := m(env); !ok {
+				return false
+			}
+		}
+		return true
 	}
 	now := time.Now()
 	rows := make([]dashboard.NodeRow, 0, len(nodes))
@@ -92,11 +117,9 @@ func (d dashboardSource) Nodes(ctx context.Context, q dashboard.NodeQuery) (dash
 		if !n.Deactivated.IsZero() && !q.Inactive {
 			continue
 		}
-		if match != nil {
+		if len(matchers) > 0 {
 			cf, _ := s.facts.get(n.Name)
-			// A node the expression fails on is not selected, as in
-			// herd nodes --where.
-			if ok, _ := match(s.whereEnv(names, n, cf.facts, states[n.Name], now)); !ok {
+			if !match(s.whereEnv(names, n, cf.facts, states[n.Name], now)) {
 				continue
 			}
 		}

@@ -180,15 +180,7 @@ func (q complianceQuery) TrendURL(span string) string {
 
 // nodeQuery is the overview's query that selects the page's nodes.
 func (q complianceQuery) nodeQuery() NodeQuery {
-	where := q.Where
-	if w := showWhere[q.Show]; w != "" {
-		if where != "" {
-			where = "(" + where + ") && " + w
-		} else {
-			where = w
-		}
-	}
-	return NodeQuery{Where: where, Sort: q.NSort, Desc: q.NSort == SortCompliance != q.NDesc, Offset: q.Offset, Limit: q.Limit}
+	return NodeQuery{Where: q.Where, And: showWhere[q.Show], Sort: q.NSort, Desc: q.NSort == SortCompliance != q.NDesc, Offset: q.Offset, Limit: q.Limit}
 }
 
 // controlView is a control as the page lists it: with at most shown of

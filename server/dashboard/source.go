@@ -67,6 +67,10 @@ type NodeQuery struct {
 	// Where is an expression in the language of site conditions over
 	// facts and status (as herd nodes --where); "" selects every node.
 	Where string
+	// And is the page's own selection (the compliance page's "failing"),
+	// compiled apart from Where so that nothing typed into Where can
+	// undo it; a node must match both.
+	And string
 	// Sort is one of the Sort constants; Desc reverses it.
 	Sort string
 	Desc bool
