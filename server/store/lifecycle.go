@@ -123,7 +123,8 @@ func (s *Store) Idle(ctx context.Context, before time.Time) ([]string, error) {
 // Purge deletes everything the store holds of node, in one transaction:
 // its row, facts and facts history (and the facts blobs no other node
 // refers to), reports and their events, catalog history, the rows of
-// every rollout that named it, and a pending enrollment under its name.
+// every rollout that named it, a pending enrollment under its name, and
+// the sealing key it sent (a node enrolled again sends a new one).
 // Its certificates stay: a revoked serial must stay refused. Catalogs
 // only it used go with the next Prune. ok is false when the store knew
 // nothing of node.
@@ -166,6 +167,7 @@ func (s *Store) Purge(ctx context.Context, node string) (ok bool, err error) {
 			`DELETE FROM audit_current WHERE node = ?`,
 			`DELETE FROM rollout_nodes WHERE node = ?`,
 			`DELETE FROM pending WHERE name = ?`,
+			`DELETE FROM node_keys WHERE name = ?`,
 			`DELETE FROM nodes WHERE name = ?`,
 		} {
 			res, err := w.exec(q, node)

@@ -115,6 +115,9 @@ func TestPurge(t *testing.T) {
 			}
 		}
 		must(t, s.SaveCatalog(ctx, node, "sha256:c-"+node, "v1", []byte(`{}`), nil))
+		if _, err := s.PutNodeKey(ctx, node, make([]byte, 32), at(1)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// web-1 has facts of its own, and facts it shares with web-2.
 	must(t, s.SaveFacts(ctx, "web-1", "sha256:own", []byte(`{"own":1}`), at(1)))
@@ -149,8 +152,10 @@ func TestPurge(t *testing.T) {
 		"shared facts":  `SELECT COUNT(*) FROM facts_blobs WHERE digest = 'sha256:shared'`,
 		"web-2 reports": `SELECT COUNT(*) FROM reports WHERE node = 'web-2'`,
 		"web-2 rollout": `SELECT COUNT(*) FROM rollout_nodes WHERE node = 'web-2'`,
+		"node_keys":     `SELECT COUNT(*) FROM node_keys WHERE name = 'web-1'`,
+		"web-2 key":     `SELECT COUNT(*) FROM node_keys WHERE name = 'web-2'`,
 	}
-	want := map[string]int{"events": 3, "shared facts": 1, "web-2 reports": 3, "web-2 rollout": 1}
+	want := map[string]int{"events": 3, "shared facts": 1, "web-2 reports": 3, "web-2 rollout": 1, "web-2 key": 1}
 	got := map[string]int{}
 	for name, q := range counts {
 		var n int
