@@ -26,8 +26,8 @@ const maxFactsFile = 16 << 20
 
 func newDiffCmd() *cobra.Command {
 	var (
-		site, from, to, node, factsDir string
-		all, jsonOut, exitCode         bool
+		site, from, to, node, factsDir, secretsKey string
+		all, jsonOut, exitCode                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "diff --site DIR [--from REV] [--to REV] [--node N | --all] [--facts DIR]",
@@ -48,6 +48,11 @@ their facts, and every NAME.json file of --facts DIR (facts as
 'herd facts --json' prints them; the file's name is the node's). --node
 keeps one of them. A node whose catalog fails to compile at either side is
 listed as such.
+
+A secret's value is never shown. Without --secrets-key every sensitive
+value is a placeholder, so a changed secret is not seen; with it (a copy
+of the server's DIR/secrets.key) the secrets are opened in memory and a
+changed one reads "(sensitive) changed", by its keyed digest.
 
 --json prints {"from", "to", "nodes": {NAME: change}, "failed": {NAME:
 message}}, every node included (an unchanged one with an empty change).
@@ -88,7 +93,11 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 				}
 				nodes = map[string]facts.Facts{node: f}
 			}
-			res := diffFleet(prev, next, nodes)
+			opts, err := localCompileOptions(secretsKey)
+			if err != nil {
+				return err
+			}
+			res := diffFleet(prev, next, nodes, opts)
 			toLabel := "the work tree"
 			if to != "" {
 				toLabel = to
@@ -116,6 +125,7 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 	cmd.Flags().StringVar(&factsDir, "facts", "", "a directory of NAME.json facts files, one per node, as 'herd facts --json' prints them")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the changes as JSON")
 	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when any node's catalog changes or fails to compile")
+	cmd.Flags().StringVar(&secretsKey, "secrets-key", "", "the server's secrets key file, to tell a changed secret by its digest (default: placeholders)")
 	return cmd
 }
 
@@ -215,7 +225,10 @@ type fleetDiff struct {
 	failed   map[string]string          // by node: why its compile failed
 }
 
-func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts) *fleetDiff {
+// diffFleet compiles every node at both versions with opts (placeholders,
+// or the secrets opened and sealed to one throwaway key, so that an
+// unchanged secret seals alike on both sides).
+func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts, opts catalogs.CompileOptions) *fleetDiff {
 	d := &fleetDiff{from: prev.Version, to: next.Version, changes: map[string]catalogs.Change{}, failed: map[string]string{}}
 	// A file's digest can come from either side.
 	content := func(digest string) ([]byte, bool) {
@@ -236,11 +249,8 @@ func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts) *fleetDi
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, name := range d.names {
 		g.Go(func() error {
-			// Without the server's keys: a secret's value is never
-			// shown, only that the attribute is sensitive.
-			ph := catalogs.CompileOptions{Placeholders: true}
-			a, errA := prev.CompileWith(name, nodes[name], ph)
-			b, errB := next.CompileWith(name, nodes[name], ph)
+			a, errA := prev.CompileWith(name, nodes[name], opts)
+			b, errB := next.CompileWith(name, nodes[name], opts)
 			var why []string
 			if errA != nil {
 				why = append(why, "at "+shortVersion(prev.Version)+": "+errSummary(errA))

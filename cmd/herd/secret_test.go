@@ -2,11 +2,13 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/testkit"
 )
 
 // TestSecretCommands runs the author's and the operator's whole path:
@@ -112,5 +114,73 @@ func writeSiteFiles(t *testing.T, dir string, files map[string]string) {
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestDiffSecretChanged: herd diff never shows a secret; with the server's
+// key it tells a changed secret from an unchanged one by digest, and
+// without it every sensitive value is a placeholder.
+func TestDiffSecretChanged(t *testing.T) {
+	t.Parallel()
+	testkit.NeedTools(t, "git")
+	dir := t.TempDir()
+	text, err := catalogs.GenerateSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "secrets.key")
+	if err := os.WriteFile(keyFile, []byte(text+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	encrypt := func(v string) string {
+		t.Helper()
+		out, stderr, code := herd(t, v+"\n", "secret", "encrypt", "--dir", dir)
+		if code != 0 {
+			t.Fatalf("herd secret encrypt: %s", stderr)
+		}
+		return strings.TrimSpace(out)
+	}
+	site := t.TempDir()
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", site, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, out)
+		}
+	}
+	git("init", "-q", "-b", "main")
+	writeSiteFiles(t, site, map[string]string{
+		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+		"data/common.toml": "pw = \"" + encrypt("canary-diff-old") + "\"\n",
+		"roles/r.toml":     "[[file]]\npath = \"/etc/pw\"\ncontent = \"{{ .params.pw }}\"\n",
+	})
+	git("add", "-A")
+	git("commit", "-q", "-m", "one")
+	factsDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(factsDir, "n.json"), []byte(`{"os": {"family": "debian"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	diff := func(args ...string) string {
+		t.Helper()
+		out, stderr, code := herd(t, "", append([]string{"diff", "--site", site, "--facts", factsDir}, args...)...)
+		if code != 0 {
+			t.Fatalf("herd diff %v exited %d: %s", args, code, stderr)
+		}
+		if strings.Contains(out, "canary-diff") {
+			t.Fatalf("herd diff %v shows a secret:\n%s", args, out)
+		}
+		return out
+	}
+	// Re-encrypting the same value changes the site's bytes, not the secret.
+	writeSiteFiles(t, site, map[string]string{"data/common.toml": "pw = \"" + encrypt("canary-diff-old") + "\"\n"})
+	if out := diff("--secrets-key", keyFile); !strings.Contains(out, "no catalog changes") {
+		t.Errorf("the same secret re-encrypted reads as a change:\n%s", out)
+	}
+	writeSiteFiles(t, site, map[string]string{"data/common.toml": "pw = \"" + encrypt("canary-diff-new") + "\"\n"})
+	if out := diff("--secrets-key", keyFile); !strings.Contains(out, "(sensitive) changed") {
+		t.Errorf("with the key, a changed secret is not shown as changed:\n%s", out)
+	}
+	if out := diff(); !strings.Contains(out, "no catalog changes") {
+		t.Errorf("without the key, placeholders should compare equal:\n%s", out)
 	}
 }
