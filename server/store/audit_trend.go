@@ -237,6 +237,11 @@ type AuditFollower struct {
 	pairs    map[uint64]uint8
 	counts   [][3]int // per node: results, judged, failing
 	point    AuditTrendPoint
+	// The results now, counted for Summary: by node and by control
+	// (index) and state code, and the failing ones with their evidence.
+	nodeNames, controlNames []string
+	byNode, byControl       [][5]int
+	failing                 map[uint64]AuditState
 	// points are the counts at whole steps, oldest first; next is the
 	// next step to note and firstAt the time of the first row replayed.
 	points  []AuditTrendPoint
@@ -293,15 +298,16 @@ func (f *AuditFollower) follow(ctx context.Context, tx *sql.Tx, now time.Time) e
 			return err
 		}
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, node, control, at, state FROM audit_results WHERE id > ? AND id <= ? ORDER BY id`, f.mark.LastID, m.LastID)
+	rows, err := tx.QueryContext(ctx, `SELECT id, node, control, at, version, state, evidence FROM audit_results WHERE id > ? AND id <= ? ORDER BY id`, f.mark.LastID, m.LastID)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id, at int64
-		var node, control, state string
-		if err := rows.Scan(&id, &node, &control, &at, &state); err != nil {
+		var node, control, version, state string
+		var evidence []byte
+		if err := rows.Scan(&id, &node, &control, &at, &version, &state, &evidence); err != nil {
 			return err
 		}
 		// A step's point holds the rows up to and including its end.
@@ -312,7 +318,7 @@ func (f *AuditFollower) follow(ctx context.Context, tx *sql.Tx, now time.Time) e
 			f.firstAt = fromNS(at)
 		}
 		if !f.left[node] {
-			f.set(node, control, state)
+			f.set(AuditState{Node: node, Control: control, State: state, Version: version, At: fromNS(at), Evidence: evidence})
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -325,7 +331,7 @@ func (f *AuditFollower) follow(ctx context.Context, tx *sql.Tx, now time.Time) e
 
 func (f *AuditFollower) reset(ctx context.Context, tx *sql.Tx) error {
 	*f = AuditFollower{Step: f.Step, Keep: f.Keep, started: true, left: map[string]bool{}, nodes: map[string]int{},
-		controls: map[string]int{}, pairs: map[uint64]uint8{}}
+		controls: map[string]int{}, pairs: map[uint64]uint8{}, failing: map[uint64]AuditState{}}
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE deactivated != 0`)
 	if err != nil {
 		return err
@@ -402,26 +408,44 @@ func (f *AuditFollower) Points(since time.Time, step time.Duration, n int) []Aud
 	return out
 }
 
-// set records that control's state on node is now state ("" when the
-// control is gone), as trendTally.set does.
-func (f *AuditFollower) set(node, control, state string) {
+// set records r as its pair's result now (State "" when the control is
+// gone), as trendTally.set does, and keeps Summary's counts.
+func (f *AuditFollower) set(r AuditState) {
+	node, control, state := r.Node, r.Control, r.State
 	ni, ok := f.nodes[node]
 	if !ok {
 		ni = len(f.nodes)
 		f.nodes[node] = ni
 		f.counts = append(f.counts, [3]int{})
+		f.nodeNames = append(f.nodeNames, node)
+		f.byNode = append(f.byNode, [5]int{})
 	}
 	ci, ok := f.controls[control]
 	if !ok {
 		ci = len(f.controls)
 		f.controls[control] = ci
+		f.controlNames = append(f.controlNames, control)
+		f.byControl = append(f.byControl, [5]int{})
 	}
 	key := uint64(ni)<<32 | uint64(ci)
 	code := uint8(slices.Index(auditStates, state))
-	old := f.pairs[key]
-	if old == code || code == 255 {
+	if code == 255 {
 		return
 	}
+	// A failing result's evidence (or version) may change with its
+	// state staying.
+	delete(f.failing, key)
+	if state == "fail" || state == "error" {
+		f.failing[key] = r
+	}
+	old := f.pairs[key]
+	if old == code {
+		return
+	}
+	f.byNode[ni][old]--
+	f.byControl[ci][old]--
+	f.byNode[ni][code]++
+	f.byControl[ci][code]++
 	nc := &f.counts[ni]
 	f.nodeClass(nc, -1)
 	if old != 0 {
