@@ -294,6 +294,13 @@ func (p *jsonReader) resource() (ast.Value, bool) {
 // attrs reads a resource's attributes: keys in strictly increasing order
 // (sorted, no duplicates), values of the shapes compile produces.
 func (p *jsonReader) attrs() (*ast.Term, bool) {
+	return p.object(p.name, p.value)
+}
+
+// object reads {"k":v,…}: each key by key and each value by val, the keys
+// strictly increasing (the canonical encoding sorts them and has no
+// duplicates; anything else is not canonical).
+func (p *jsonReader) object(key, val func() (*ast.Term, bool)) (*ast.Term, bool) {
 	if !p.lit("{") {
 		return nil, false
 	}
@@ -306,7 +313,7 @@ func (p *jsonReader) attrs() (*ast.Term, bool) {
 		if !first && !p.lit(",") {
 			return nil, false
 		}
-		k, ok := p.name()
+		k, ok := key()
 		if !ok || !p.lit(":") {
 			return nil, false
 		}
@@ -315,7 +322,7 @@ func (p *jsonReader) attrs() (*ast.Term, bool) {
 			return nil, false
 		}
 		prev = ks
-		v, ok := p.value()
+		v, ok := val()
 		if !ok {
 			return nil, false
 		}
@@ -341,33 +348,7 @@ func (p *jsonReader) value() (*ast.Term, bool) {
 	case c == '[':
 		return p.strings()
 	case c == '{':
-		if !p.lit("{") {
-			return nil, false
-		}
-		var (
-			kvs  [][2]*ast.Term
-			prev string
-		)
-		for first := true; !p.lit("}"); first = false {
-			if !first && !p.lit(",") {
-				return nil, false
-			}
-			k, ok := p.str()
-			if !ok || !p.lit(":") {
-				return nil, false
-			}
-			ks := string(k.Value.(ast.String))
-			if !first && ks <= prev {
-				return nil, false
-			}
-			prev = ks
-			v, ok := p.str()
-			if !ok {
-				return nil, false
-			}
-			kvs = append(kvs, [2]*ast.Term{k, v})
-		}
-		return p.cv.term(ast.NewObject(kvs...)), true
+		return p.object(p.str, p.str)
 	}
 	return nil, false
 }
