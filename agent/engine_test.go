@@ -386,14 +386,25 @@ func TestIgnoreTheTypeCannotHonour(t *testing.T) {
 		res("exec", "migrate", "command"),
 		res("package", "nginx", "ensure"),
 		res("service", "app", "restart"),
+		// The types converged whole (an edit, a job, a parameter, an
+		// fstab entry) have nothing ignore could name.
+		res("line", "l", "line"),
+		res("ini", "i", "value"),
+		res("cron", "c", "user"),
+		res("sysctl", "vm.swappiness", "value"),
+		res("mount", "/srv", "options"),
 	}}
 	fake := newFake()
-	events := Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{"exec": fake, "package": fake, "service": fake}})
+	events := Converge(context.Background(), &resources.Host{}, cat, ConvergeOptions{Types: map[string]resources.Type{"exec": fake, "package": fake, "service": fake, "line": fake, "ini": fake, "cron": fake, "sysctl": fake, "mount": fake}})
 	got := map[string]Event{}
 	for _, e := range events {
 		got[e.ID] = e
 	}
-	for id, want := range map[string]string{"exec:migrate": "converged whole", "service:app": "cannot leave restart alone"} {
+	for id, want := range map[string]string{
+		"exec:migrate": "converged whole", "service:app": "cannot leave restart alone",
+		"line:l": "converged whole", "ini:i": "converged whole", "cron:c": "converged whole",
+		"sysctl:vm.swappiness": "converged whole", "mount:/srv": "converged whole",
+	} {
 		if e := got[id]; e.Status != Failed || !strings.Contains(e.Error, want) {
 			t.Errorf("%s: %s %q, want failed with %q", id, e.Status, e.Error, want)
 		}

@@ -88,9 +88,6 @@ func validEnvName(k string) bool {
 
 // Check compares the job's file with the resource.
 func (c *Cron) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Plan, error) {
-	if err := refuseIgnore(want); err != nil {
-		return nil, err
-	}
 	st := &cronState{}
 	switch e := want.String("ensure"); e {
 	case "", "present":

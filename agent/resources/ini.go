@@ -213,9 +213,6 @@ func (s *iniSpec) describe(values []string) string {
 
 // Check reads the file and plans the edit.
 func (n *INI) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Plan, error) {
-	if err := refuseIgnore(want); err != nil {
-		return nil, err
-	}
 	s, err := parseINISpec(want)
 	if err != nil {
 		return nil, err

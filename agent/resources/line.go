@@ -134,9 +134,6 @@ func (s *lineSpec) edit(old []byte) ([]byte, *Change) {
 
 // Check reads the file and plans the edit.
 func (l *Line) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Plan, error) {
-	if err := refuseIgnore(want); err != nil {
-		return nil, err
-	}
 	s, err := parseLine(want)
 	if err != nil {
 		return nil, err

@@ -245,9 +245,6 @@ func realRoot(root string) bool {
 
 // Check reads fstab and, on a real host, the kernel's mounts.
 func (m *Mount) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Plan, error) {
-	if err := refuseIgnore(want); err != nil {
-		return nil, err
-	}
 	s, err := parseMount(want)
 	if err != nil {
 		return nil, err

@@ -59,9 +59,6 @@ func normalizeSysctl(v string) string { return strings.Join(strings.Fields(v), "
 
 // Check reads the live value and the persisted file.
 func (s *Sysctl) Check(ctx context.Context, h *Host, want *catalogs.Resource) (*Plan, error) {
-	if err := refuseIgnore(want); err != nil {
-		return nil, err
-	}
 	if err := catalogs.SysctlName(want.Name); err != nil {
 		return nil, fmt.Errorf("name: %w", err)
 	}

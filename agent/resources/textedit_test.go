@@ -444,11 +444,6 @@ func TestEditBadInput(t *testing.T) {
 		{&Mount{}, res("mount", "srv", map[string]any{"device": "/dev/sdb1", "fstype": "ext4"}), "name"},
 		{&Mount{}, res("mount", "/srv", map[string]any{"device": "/dev/sdb1"}), "fstype"},
 		{&Mount{}, res("mount", "/srv", map[string]any{"device": "/dev/sdb1", "fstype": "ext4", "options": "a b"}), "options"},
-		{&Line{}, res("line", "l", map[string]any{"path": "/etc/x", "line": "a", "ignore": []string{"line"}}), "ignore"},
-		{&INI{}, res("ini", "i", map[string]any{"path": "/etc/x", "setting": "a", "value": "1", "ignore": []string{"value"}}), "ignore"},
-		{&Cron{}, res("cron", "a", map[string]any{"schedule": "@daily", "command": "x", "ignore": []string{"user"}}), "ignore"},
-		{&Sysctl{}, res("sysctl", "vm.swappiness", map[string]any{"value": "1", "ignore": []string{"value"}}), "ignore"},
-		{&Mount{}, res("mount", "/srv", map[string]any{"device": "/dev/sdb1", "fstype": "ext4", "ignore": []string{"options"}}), "ignore"},
 	} {
 		t.Run(tc.r.ID, func(t *testing.T) {
 			h, _ := newTestHost(t)

@@ -266,16 +266,6 @@ func cleanAbs(attr, p string) error {
 	return nil
 }
 
-// refuseIgnore fails a resource of a type converged whole (line, ini,
-// cron, sysctl, mount) that asks to ignore attributes: the compiler
-// refuses it, and a hand-made catalog must not have it silently dropped.
-func refuseIgnore(r *catalogs.Resource) error {
-	if ig := r.Strings("ignore"); len(ig) > 0 {
-		return fmt.Errorf("ignore %q: a %s resource is converged whole and has no attribute to leave alone", ig, r.Type)
-	}
-	return nil
-}
-
 // managedPath is the host path a resource writes, for a purged directory
 // that must keep it: a file's path, the file a line or ini resource edits,
 // a cron job's file, a persisted sysctl's file, the fstab of a mount; ""
