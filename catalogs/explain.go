@@ -648,6 +648,22 @@ func hideSecrets(v any) any {
 	return v
 }
 
+// hideOrigins is os with every value read shown as SensitiveText.
+func hideOrigins(os []Origin) []Origin {
+	if os == nil {
+		return nil
+	}
+	out := make([]Origin, len(os))
+	for i, o := range os {
+		if o.Value != nil {
+			o.Value = SensitiveText
+		}
+		o.From = hideOrigins(o.From)
+		out[i] = o
+	}
+	return out
+}
+
 // explain builds the explanation of b from what was recorded.
 func (p *provRecorder) explain(c *compiler, b *built) *ResourceExplanation {
 	rp := p.res[b]
@@ -666,7 +682,10 @@ func (p *provRecorder) explain(c *compiler, b *built) *ResourceExplanation {
 		}
 		ae.Value = b.res.Attrs[k]
 		if _, sealed := ae.Value.(Sealed); sealed {
+			// What it was made from would show it too: a password hash
+			// in data is no secret, yet the attribute is sensitive.
 			ae.Value, ae.Sensitive = SensitiveText, true
+			ae.From = hideOrigins(ae.From)
 		}
 		re.Attributes = append(re.Attributes, ae)
 	}

@@ -252,8 +252,16 @@ func TestExplainSensitive(t *testing.T) {
 	if pw.Value != SensitiveText || pw.Level != "common" || pw.At != "data/common.toml:4:1" {
 		t.Errorf("params.db.password = %+v, want (sensitive) from common at data/common.toml:4:1", pw)
 	}
-	if user := originOf(t, content.From, "params.db.user"); user.Value != "app" {
-		t.Errorf("params.db.user = %v, want app (no secret)", user.Value)
+	// What a sensitive value was made from does not show, secret or not.
+	if user := originOf(t, content.From, "params.db.user"); user.Value != SensitiveText || user.Level != "common" {
+		t.Errorf("params.db.user = %+v, want (sensitive) from common", user)
+	}
+	plain, _, err := s.Explain("a", nil, opts, "file:/etc/app/plain.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user := originOf(t, attrOf(t, plain.Resource, "content").From, "params.db.user"); user.Value != "app" {
+		t.Errorf("params.db.user in a plain value = %v, want app", user.Value)
 	}
 }
 
