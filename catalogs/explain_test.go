@@ -281,3 +281,38 @@ func TestExplainUnknownResource(t *testing.T) {
 		t.Errorf("Explain(nocolon) = %v, want a bad reference", err)
 	}
 }
+
+// FuzzExplain feeds Explain the resource argument an operator (or an
+// Admin client) sends: it never panics, and it explains exactly the
+// resource asked for or says why not.
+func FuzzExplain(f *testing.F) {
+	s := loadExample(f)
+	facts := readFactsFile(f, exampleSite+"/tests/facts/debian12.json")
+	for _, seed := range []string{"", "file:/etc/motd", "vhost:shop", "package:", ":x", "file:/etc/herd-demo-web/sites/shop.conf",
+		"user:carol", "sysctl:net.core.somaxconn", "file:/var/lib/herd-demo-repo/Packages", "ini:/etc/herd-demo-web/ports.ini: [shop] port", "x:\x00\xff"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, resource string) {
+		ex, _, err := s.Explain("web-01", facts, CompileOptions{Placeholders: true}, resource)
+		var unknown *UnknownResourceError
+		switch {
+		case err == nil && resource == "":
+			if ex.Resource != nil || len(ex.Resources) == 0 {
+				t.Fatalf("Explain(%q) = %+v, want the resource list", resource, ex)
+			}
+		case err == nil:
+			if ex.Resource == nil || ex.Resource.ID != resource {
+				t.Fatalf("Explain(%q) explained %+v", resource, ex.Resource)
+			}
+			if _, err := json.Marshal(ex); err != nil {
+				t.Fatalf("Explain(%q): %v", resource, err)
+			}
+		case errors.As(err, &unknown):
+			if unknown.ID != resource || slices.Contains(unknown.Near, resource) {
+				t.Fatalf("Explain(%q) = %v", resource, err)
+			}
+		case checkRefShape(resource) == nil:
+			t.Fatalf("Explain(%q) = %v, want an explanation or an unknown resource", resource, err)
+		}
+	})
+}
