@@ -115,6 +115,8 @@ type UseStep struct {
 	At         string `json:"at"`
 	Definition string `json:"definition"` // "defines/vhost.toml"
 	Element    string `json:"element,omitempty"`
+	// When is the use's condition, which held.
+	When string `json:"when,omitempty"`
 }
 
 // ElementOrigin is the for_each element a resource was declared for.
@@ -451,6 +453,9 @@ func (p *provRecorder) enterUse(c *compiler, d *decl, id, where string, edges []
 		}
 	}
 	step := UseStep{Use: id, At: d.pos.String(), Definition: u.def.file}
+	if d.when != nil {
+		step.When = d.when.src
+	}
 	if saved.each != nil {
 		step.Element = fmt.Sprintf("%v", saved.each.Key)
 	}
@@ -678,6 +683,9 @@ func (p *provRecorder) explain(c *compiler, b *built) *ResourceExplanation {
 				ae.How = "named by what it runs or edits"
 			case rp.tree == "" && (k == "recurse" || k == "ensure" || k == "mode"):
 				ae.How = "a source directory's top"
+				if src, ok := rp.attrs["source"]; ok {
+					ae.At = src.At
+				}
 			}
 		}
 		ae.Value = b.res.Attrs[k]
@@ -717,6 +725,19 @@ func (p *provRecorder) edges(c *compiler, b *built) []EdgeExplanation {
 			}
 			if e.use != "" {
 				why += ", written on " + e.use
+			}
+			// A source directory's tree stands for all of it, as link
+			// has it: what waits for its top waits for every file below,
+			// and what its top is before waits for them too.
+			if kids := c.trees[e.ref]; len(kids) > 0 && c.treeOf[o.res.ID] != e.ref && (e.kind == "require" || e.kind == "subscribe") && slices.Contains(kids, self) {
+				out = append(out, edgeFrom(self, o.res.ID, self, e.kind, e.pos, why+", to every file of the source directory of "+e.ref))
+			}
+			if e.kind == "before" && c.treeOf[self] == o.res.ID {
+				for _, t := range targets {
+					ee := edgeFrom(self, self, t, e.kind, e.pos, why+", for every file of the source directory of "+o.res.ID)
+					ee.DeclaredOn = o.res.ID
+					out = append(out, ee)
+				}
 			}
 			for _, t := range targets {
 				if o != b && t != self {

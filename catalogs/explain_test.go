@@ -171,6 +171,19 @@ func TestExplainEdges(t *testing.T) {
 	if r.When == nil || r.When.Condition != "facts.os.family == 'debian'" || originOf(t, r.When.From, "facts.os.family").Value != "debian" {
 		t.Errorf("when = %+v", r.When)
 	}
+	// A require of a source directory waits for every file of its tree.
+	pkgs := explainExample(t, "file:/var/lib/herd-demo-repo/Packages").Resource
+	wantTree := []EdgeExplanation{
+		{Relation: "after", Other: "file:/var/lib/herd-demo-repo", Kind: "implicit", DeclaredOn: "file:/var/lib/herd-demo-repo/Packages", Why: "parent directory (implicit)"},
+		{Relation: "before", Other: "apt_repository:herd-demo", Kind: "require", DeclaredOn: "apt_repository:herd-demo", At: "roles/web.toml:120:12",
+			Why: "require at roles/web.toml:120:12, to every file of the source directory of file:/var/lib/herd-demo-repo"},
+	}
+	if diff := cmp.Diff(wantTree, pkgs.Edges); diff != "" {
+		t.Errorf("edges of a file of a source directory (-want +got):\n%s", diff)
+	}
+	if pkgs.Tree != "file:/var/lib/herd-demo-repo" {
+		t.Errorf("tree = %q", pkgs.Tree)
+	}
 	sysctl := explainExample(t, "sysctl:net.core.somaxconn").Resource
 	if diff := cmp.Diff([]EdgeExplanation{{Relation: "after", Other: "file:/etc/sysctl.d", Kind: "implicit", DeclaredOn: "sysctl:net.core.somaxconn", Why: "directory (implicit)"}}, sysctl.Edges); diff != "" {
 		t.Errorf("edges of the sysctl (-want +got):\n%s", diff)

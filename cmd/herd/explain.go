@@ -191,6 +191,9 @@ func writeResourceExplanation(w io.Writer, r *catalogs.ResourceExplanation) {
 		if u.Element != "" {
 			el = ", for_each element " + clean(u.Element)
 		}
+		if u.When != "" {
+			el += ", when " + u.When
+		}
 		fmt.Fprintf(w, "  through the use %s at %s (%s%s)\n", clean(u.Use), u.At, u.Definition, el)
 	}
 	if e := r.Element; e != nil {
@@ -219,7 +222,11 @@ func writeResourceExplanation(w io.Writer, r *catalogs.ResourceExplanation) {
 		if e.Refresh != "" {
 			refresh = ", " + e.Refresh + " it"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s%s (on %s)\n", e.Relation, clean(e.Other), clean(e.Why), refresh, clean(e.DeclaredOn))
+		on := ""
+		if e.DeclaredOn != r.ID {
+			on = " (on " + clean(e.DeclaredOn) + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s%s%s\n", e.Relation, clean(e.Other), clean(e.Why), refresh, on)
 	}
 	tw.Flush()
 }
