@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -259,7 +260,11 @@ func value(v any) string {
 	}
 	s := clean(string(b))
 	if len(s) > 100 {
-		s = s[:97] + "…"
+		cut := 97
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }

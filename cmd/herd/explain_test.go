@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -183,6 +184,28 @@ func TestExplainSensitiveCLI(t *testing.T) {
 		}
 		if !strings.Contains(out, catalogs.SensitiveText) || !strings.Contains(out, "roles/base.toml:3:1") {
 			t.Errorf("herd explain %v does not say the password is (sensitive), written at roles/base.toml:3:1:\n%s", args, out)
+		}
+	}
+}
+
+// TestExplainValue: a value is cut to a line at a character boundary, and
+// what could drive a terminal shows escaped.
+func TestExplainValue(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   any
+		want string
+	}{
+		{"plain", `"plain"`},
+		{int64(8081), "8081"},
+		{strings.Repeat("é", 80), `"` + strings.Repeat("é", 48) + "…"},
+		{"\x1b[31mred", `"\u001b[31mred"`},
+		{"\u202eevil", `"\"\u202eevil\""`},
+	}
+	for _, tt := range tests {
+		got := value(tt.in)
+		if got != tt.want || !utf8.ValidString(got) {
+			t.Errorf("value(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
