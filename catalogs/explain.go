@@ -298,15 +298,14 @@ type provEdge struct {
 
 // resProv is what was recorded of one resource.
 type resProv struct {
-	role    string
-	decl    Pos
-	uses    []UseStep
-	elem    *ElementOrigin
-	when    *ConditionHeld
-	tree    string
-	attrs   map[string]AttrExplanation
-	edges   []provEdge // declared on it, before uses of definitions expand
-	implied []edge     // its implicit edges
+	role  string
+	decl  Pos
+	uses  []UseStep
+	elem  *ElementOrigin
+	when  *ConditionHeld
+	tree  string
+	attrs map[string]AttrExplanation
+	edges []provEdge // declared on it, before uses of definitions expand
 }
 
 // classified records the rules of nodes.toml and the roles they gave.
