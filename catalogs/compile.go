@@ -77,14 +77,27 @@ func (s *Site) Compile(node string, f facts.Facts) (*Catalog, error) {
 // seal sensitive values to the node. Sealing is deterministic, so the
 // catalog still is.
 func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Catalog, error) {
+	cat, _, err := s.compile(node, f, opts, nil)
+	return cat, err
+}
+
+// compile is CompileWith, recording why the catalog is what it is when p
+// is not nil (Explain). It returns the compiler for Explain to read.
+func (s *Site) compile(node string, f facts.Facts, opts CompileOptions, p *provRecorder) (*Catalog, *compiler, error) {
 	if err := ValidNodeName(node); err != nil {
-		return nil, Diagnostics{{Msg: err.Error()}}
+		return nil, nil, Diagnostics{{Msg: err.Error()}}
 	}
-	cls, err := s.classify(node, compileEnv(node, s.Settings.Environment, f, nil))
+	env := compileEnv(node, s.Settings.Environment, f, nil)
+	cls, err := s.classify(node, env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	params := mergeParams(s.sources(node, cls, f))
+	srcs := s.sources(node, cls, f)
+	if p != nil {
+		p.classified(s, node, cls)
+		p.srcs = srcs
+	}
+	params := mergeParams(srcs)
 	n := 0
 	for _, name := range cls.roles {
 		n += len(s.roles[name].decls)
@@ -106,6 +119,7 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 		pool:     make([]built, 0, n),
 		opts:     opts,
 		tracking: s.hasSecrets,
+		prov:     p,
 	}
 	c.instances = map[string]*instance{}
 	if c.tracking {
@@ -117,6 +131,9 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 	}
 	c.ctx = compileEnv(node, s.Settings.Environment, f, params)
 	for _, name := range cls.roles {
+		if p != nil {
+			p.role = name
+		}
 		for _, d := range s.roles[name].decls {
 			c.run(d)
 		}
@@ -131,7 +148,7 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 	}
 	if len(c.diags) > 0 {
 		c.scrubDiags()
-		return nil, c.diags.err()
+		return nil, nil, c.diags.err()
 	}
 	s.noteSize(len(c.order))
 	cat := &Catalog{
@@ -151,7 +168,7 @@ func (s *Site) CompileWith(node string, f facts.Facts, opts CompileOptions) (*Ca
 	}
 	slices.SortFunc(cat.Files, func(a, b FileRef) int { return cmp.Compare(a.Digest, b.Digest) })
 	cat.Files = slices.CompactFunc(cat.Files, func(a, b FileRef) bool { return a.Digest == b.Digest })
-	return cat, nil
+	return cat, c, nil
 }
 
 type compiler struct {
@@ -174,6 +191,9 @@ type compiler struct {
 	treeOf map[string]string
 
 	opts CompileOptions
+	// prov records why the catalog is what it is, for Explain; nil for
+	// every other compile.
+	prov *provRecorder
 	// tracking says the site has secrets: renders that may read one run
 	// a second time with decoys (decoyCtx, decoy), and what differs is
 	// tainted.
@@ -323,6 +343,9 @@ func (c *compiler) declare(d *decl) {
 	}
 	c.byID[b.res.ID] = b
 	c.order = append(c.order, b)
+	if c.prov != nil {
+		c.prov.declared(c, d, b)
+	}
 	if treeSrc != "" {
 		c.expandTree(d, b, treeSrc)
 	}
@@ -419,6 +442,9 @@ func (c *compiler) expandTree(d *decl, top *built, src string) {
 		}
 		c.byID[id] = nb
 		c.order = append(c.order, nb)
+		if c.prov != nil {
+			c.prov.treeMember(d, top, nb)
+		}
 		c.trees[top.res.ID] = append(c.trees[top.res.ID], id)
 		c.treeOf[id] = top.res.ID
 	}

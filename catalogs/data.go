@@ -187,15 +187,7 @@ func (s *Site) Lookup(node string, f facts.Facts, key string) (*LookupResult, er
 		if src.data != nil {
 			if v, ok := dig(src.data, parts); ok {
 				st.Found, st.Value = true, v
-				kp := src.prefix
-				for _, part := range parts {
-					kp = joinKey(kp, part)
-				}
-				doc := src.doc
-				if doc == nil {
-					doc = s.nodes // a classification rule's params
-				}
-				st.Pos = doc.posOf(kp)
+				st.Pos = s.keyPos(src, parts)
 				if res.Won < 0 {
 					res.Won = len(res.Steps)
 				}
@@ -223,6 +215,19 @@ func (s *Site) Lookup(node string, f facts.Facts, key string) (*LookupResult, er
 		res.Value = merged
 	}
 	return res, nil
+}
+
+// keyPos is where src sets the param key parts.
+func (s *Site) keyPos(src source, parts []string) Pos {
+	kp := src.prefix
+	for _, part := range parts {
+		kp = joinKey(kp, part)
+	}
+	doc := src.doc
+	if doc == nil {
+		doc = s.nodes // a classification rule's params
+	}
+	return doc.posOf(kp)
 }
 
 func dig(m map[string]any, parts []string) (any, bool) {

@@ -57,6 +57,10 @@ func (c *compiler) run(d *decl) {
 	// The decoy context follows in step: each in it is the decoy element,
 	// so that what an element renders from a secret is tainted.
 	var dctx, decoyEach map[string]any
+	var scope provScope
+	if c.prov != nil {
+		scope = c.prov.scope
+	}
 	for i, e := range elems {
 		if !c.expand(d) {
 			break
@@ -86,6 +90,9 @@ func (c *compiler) run(d *decl) {
 			}
 		}
 		c.elem = " (" + e.label() + ")"
+		if c.prov != nil {
+			c.prov.element(c, d, e)
+		}
 		before := len(c.diags)
 		c.one(d)
 		for i := before; i < len(c.diags); i++ {
@@ -97,6 +104,9 @@ func (c *compiler) run(d *decl) {
 		}
 	}
 	c.ctx, c.elem, c.decoyCtx, c.secretPaths = ctx, elem, decoyCtx, paths
+	if c.prov != nil {
+		c.prov.scope = scope
+	}
 }
 
 // expand counts one more declaration, and says whether the compile may
@@ -262,6 +272,10 @@ func (c *compiler) instantiate(d *decl) {
 	}
 	inst := &instance{where: where}
 	c.instances[id] = inst
+	var scope provScope
+	if c.prov != nil {
+		scope = c.prov.enterUse(c, d, id, where, edges)
+	}
 	saved, ctx, decoyCtx, paths := c.frame, c.ctx, c.decoyCtx, c.secretPaths
 	// The use's context holds only its parameters (and node, facts): its
 	// secrets are the tainted ones and those written as "age:" values.
@@ -296,6 +310,9 @@ func (c *compiler) instantiate(d *decl) {
 		c.run(dd)
 	}
 	c.frame, c.ctx, c.decoyCtx, c.secretPaths = saved, ctx, decoyCtx, paths
+	if c.prov != nil {
+		c.prov.scope = scope
+	}
 	c.noteUse(inner)
 }
 

@@ -57,6 +57,7 @@ var methodRoles = map[string]role{
 	herdv1.Admin_RolloutDiff_FullMethodName:       adminRole,
 	herdv1.Admin_NodeLifecycle_FullMethodName:     adminRole,
 	herdv1.Admin_Audit_FullMethodName:             adminRole,
+	herdv1.Admin_Explain_FullMethodName:           adminRole,
 }
 
 // identity is who a call comes from, by its verified certificate.

@@ -5077,6 +5077,105 @@ func (x *AuditResponse) GetAuditError() string {
 	return ""
 }
 
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// resource is "type:name"; empty for the whole catalog.
+	Resource      string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_herd_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ExplainRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+type ExplainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// explanation_json is the catalogs.Explanation as JSON: the document
+	// `herd explain --json` prints.
+	ExplanationJson []byte `protobuf:"bytes,1,opt,name=explanation_json,json=explanationJson,proto3" json:"explanation_json,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_herd_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ExplainResponse) GetExplanationJson() []byte {
+	if x != nil {
+		return x.ExplanationJson
+	}
+	return nil
+}
+
 var File_herd_proto protoreflect.FileDescriptor
 
 const file_herd_proto_rawDesc = "" +
@@ -5476,7 +5575,12 @@ const file_herd_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1f\n" +
 	"\vaudit_error\x18\x05 \x01(\tR\n" +
-	"auditError2|\n" +
+	"auditError\"@\n" +
+	"\x0eExplainRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\"<\n" +
+	"\x0fExplainResponse\x12)\n" +
+	"\x10explanation_json\x18\x01 \x01(\fR\x0fexplanationJson2|\n" +
 	"\x06Enroll\x129\n" +
 	"\x06Enroll\x12\x16.herd.v1.EnrollRequest\x1a\x17.herd.v1.EnrollResponse\x127\n" +
 	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
@@ -5488,7 +5592,7 @@ const file_herd_proto_rawDesc = "" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xde\f\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\x9c\r\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -5514,7 +5618,8 @@ const file_herd_proto_rawDesc = "" +
 	"\n" +
 	"FleetFacts\x12\x1a.herd.v1.FleetFactsRequest\x1a\x1b.herd.v1.FleetFactsResponse\x12N\n" +
 	"\rNodeLifecycle\x12\x1d.herd.v1.NodeLifecycleRequest\x1a\x1e.herd.v1.NodeLifecycleResponse\x126\n" +
-	"\x05Audit\x12\x15.herd.v1.AuditRequest\x1a\x16.herd.v1.AuditResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
+	"\x05Audit\x12\x15.herd.v1.AuditRequest\x1a\x16.herd.v1.AuditResponse\x12<\n" +
+	"\aExplain\x12\x17.herd.v1.ExplainRequest\x1a\x18.herd.v1.ExplainResponseB#Z!github.com/herdcm/herd/api/herdv1b\x06proto3"
 
 var (
 	file_herd_proto_rawDescOnce sync.Once
@@ -5529,7 +5634,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -5608,9 +5713,11 @@ var file_herd_proto_goTypes = []any{
 	(*AuditEvidence)(nil),             // 74: herd.v1.AuditEvidence
 	(*AuditResult)(nil),               // 75: herd.v1.AuditResult
 	(*AuditResponse)(nil),             // 76: herd.v1.AuditResponse
-	nil,                               // 77: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 78: herd.v1.Rollout.CountsEntry
-	nil,                               // 79: herd.v1.RolloutStage.CountsEntry
+	(*ExplainRequest)(nil),            // 77: herd.v1.ExplainRequest
+	(*ExplainResponse)(nil),           // 78: herd.v1.ExplainResponse
+	nil,                               // 79: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 80: herd.v1.Rollout.CountsEntry
+	nil,                               // 81: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -5625,7 +5732,7 @@ var file_herd_proto_depIdxs = []int32{
 	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	77, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	79, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
 	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
 	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
 	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
@@ -5633,8 +5740,8 @@ var file_herd_proto_depIdxs = []int32{
 	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
 	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
 	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	78, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	79, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	80, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	81, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
 	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
 	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
 	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
@@ -5676,36 +5783,38 @@ var file_herd_proto_depIdxs = []int32{
 	67, // 60: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
 	70, // 61: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
 	72, // 62: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
-	6,  // 63: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 64: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 65: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 66: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 67: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 68: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 69: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 70: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 71: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 72: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 73: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 74: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	35, // 75: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	42, // 76: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	44, // 77: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	46, // 78: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	48, // 79: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	51, // 80: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	53, // 81: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	38, // 82: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	40, // 83: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	59, // 84: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	61, // 85: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	63, // 86: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	65, // 87: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	69, // 88: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
-	71, // 89: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
-	76, // 90: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
-	63, // [63:91] is the sub-list for method output_type
-	35, // [35:63] is the sub-list for method input_type
+	77, // 63: herd.v1.Admin.Explain:input_type -> herd.v1.ExplainRequest
+	6,  // 64: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 65: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 66: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 67: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 68: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 69: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	15, // 70: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	23, // 71: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	25, // 72: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	27, // 73: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	30, // 74: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	32, // 75: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	35, // 76: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	42, // 77: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	44, // 78: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	46, // 79: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	48, // 80: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	51, // 81: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	53, // 82: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	38, // 83: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	40, // 84: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	59, // 85: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	61, // 86: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	63, // 87: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	65, // 88: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	69, // 89: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	71, // 90: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	76, // 91: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
+	78, // 92: herd.v1.Admin.Explain:output_type -> herd.v1.ExplainResponse
+	64, // [64:93] is the sub-list for method output_type
+	35, // [35:64] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -5722,7 +5831,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   78,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -571,6 +571,7 @@ const (
 	Admin_FleetFacts_FullMethodName        = "/herd.v1.Admin/FleetFacts"
 	Admin_NodeLifecycle_FullMethodName     = "/herd.v1.Admin/NodeLifecycle"
 	Admin_Audit_FullMethodName             = "/herd.v1.Admin/Audit"
+	Admin_Explain_FullMethodName           = "/herd.v1.Admin/Explain"
 )
 
 // AdminClient is the client API for Admin service.
@@ -620,6 +621,10 @@ type AdminClient interface {
 	// percent compliant, and the results per node with their evidence
 	// (paged by node name), now or as they stood at a past time.
 	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error)
+	// Explain compiles a node with the served site and the node's stored
+	// facts, and says why its catalog is what it is, with where the node
+	// stands in the rollout: `herd explain NODE [RESOURCE]`.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 }
 
 type adminClient struct {
@@ -840,6 +845,16 @@ func (c *adminClient) Audit(ctx context.Context, in *AuditRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adminClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, Admin_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -887,6 +902,10 @@ type AdminServer interface {
 	// percent compliant, and the results per node with their evidence
 	// (paged by node name), now or as they stood at a past time.
 	Audit(context.Context, *AuditRequest) (*AuditResponse, error)
+	// Explain compiles a node with the served site and the node's stored
+	// facts, and says why its catalog is what it is, with where the node
+	// stands in the rollout: `herd explain NODE [RESOURCE]`.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -959,6 +978,9 @@ func (UnimplementedAdminServer) NodeLifecycle(context.Context, *NodeLifecycleReq
 }
 func (UnimplementedAdminServer) Audit(context.Context, *AuditRequest) (*AuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
+}
+func (UnimplementedAdminServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1359,6 +1381,24 @@ func _Admin_Audit_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1449,6 +1489,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Audit",
 			Handler:    _Admin_Audit_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _Admin_Explain_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

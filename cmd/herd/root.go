@@ -21,6 +21,7 @@ converge the host and report what they did.`)
 		newCheckCmd(),
 		newDiffCmd(),
 		newLookupCmd(),
+		newExplainCmd(),
 		newServerCmd(),
 		newCACmd(),
 		newNodesCmd(),
