@@ -172,7 +172,9 @@ func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 	if e.Error != "" {
 		detail = append(detail, e.Error)
 	}
-	fmt.Fprintf(w, "%-12s %-40s %s\n", status, e.ID, strings.Join(detail, "; "))
+	// Trimmed: an event with nothing more to say ends at its id, not in
+	// the padding of an empty column.
+	fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("%-12s %-40s %s", status, e.ID, strings.Join(detail, "; ")), " "))
 	if diff {
 		for _, c := range e.Changes {
 			if c.Diff != "" && !c.Sensitive {
@@ -195,30 +197,6 @@ func orNone(s string) string {
 func indent(s, prefix string) string {
 	s = strings.TrimRight(s, "\n")
 	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n"
-}
-
-// WriteSummary prints a run's one-line summary.
-func WriteSummary(w io.Writer, r *agent.Report) {
-	s := r.Summary
-	verb := "converged"
-	if r.Noop {
-		verb = "checked (noop)"
-	}
-	if r.Partial {
-		verb += " partially"
-	}
-	fmt.Fprintf(w, "%s %s in %s: %d resources, %d in sync, %d changed, %d failed, %d skipped",
-		verb, r.Node, r.Duration.Round(time.Millisecond/10), s.Resources, s.InSync, s.Changed, s.Failed, s.Skipped)
-	if s.Unknown > 0 {
-		fmt.Fprintf(w, ", %d unknown", s.Unknown)
-	}
-	if s.Refreshed > 0 {
-		fmt.Fprintf(w, ", %d refreshed", s.Refreshed)
-	}
-	if s.Drift > 0 {
-		fmt.Fprintf(w, ", %d drift", s.Drift)
-	}
-	fmt.Fprintf(w, " (site %s, run %s)\n", ShortVersion(r.Version), r.RunID)
 }
 
 // ShortVersion abbreviates a content-digest site version for a terminal.
