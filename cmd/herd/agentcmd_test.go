@@ -160,6 +160,15 @@ func TestAgentSIGHUP(t *testing.T) {
 		if waitErr != nil {
 			t.Errorf("the agent ended with %v after SIGTERM, want exit 0:\n%s", waitErr, out.String())
 		}
+		// One line says why it stopped; each of the daemon's runs was
+		// summed up as herd apply sums up its own.
+		said := out.String()
+		if n := strings.Count(said, `"msg":"agent stopping: terminated signal received"`); n != 1 {
+			t.Errorf("the agent logged its stop on SIGTERM %d times, want once:\n%s", n, said)
+		}
+		if n := strings.Count(said, "converged web-01 in "); n < 3 {
+			t.Errorf("the agent printed %d run summaries, want one for each of its 3 runs at least:\n%s", n, said)
+		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the agent did not stop on SIGTERM:\n%s", out.String())
 	}

@@ -30,6 +30,7 @@ import (
 func newUpCmd() *cobra.Command {
 	var (
 		site, dir, node, logLevel string
+		logFormat                                  = nodecmd.LogFormatAuto
 		interval                  nodecmd.Duration = nodecmd.Duration(time.Minute)
 	)
 	cmd := &cobra.Command{
@@ -54,7 +55,7 @@ resources fail and say so, and the rest converges.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			log, err := nodecmd.Logger(cmd, logLevel)
+			log, err := nodecmd.LoggerFormat(cmd, logLevel, logFormat)
 			if err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
@@ -66,6 +67,7 @@ resources fail and say so, and the rest converges.`,
 	cmd.Flags().StringVar(&node, "node", "sandbox", "the sandbox node's name")
 	cmd.Flags().Var(&interval, "interval", "how often the agent checks in (besides converging at once on a new catalog)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	nodecmd.LogFormatFlag(cmd, &logFormat)
 	return cmd
 }
 
@@ -141,17 +143,15 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 		AgentVersion: nodecmd.Version(), Log: log.With("component", "agent"),
 		Services: nodecmd.OwnSupervisor(root, log),
 		Emit:     func(e agent.Event) { nodecmd.WriteEvent(out, e, false, false) },
+		// Every run's summary, the first included, as herd apply prints it.
+		Done: func(r *agent.Report) { nodecmd.WriteSummary(out, r) },
 	})
 	if err != nil {
 		return err
 	}
 	defer stopSandboxServices(root, out)
 	defer d.Close()
-	r, err := d.RunOnce(ctx)
-	if r != nil {
-		nodecmd.WriteSummary(out, r)
-	}
-	if err != nil {
+	if _, err := d.RunOnce(ctx); err != nil {
 		return err
 	}
 	// The rollout of every edit, printed as its stages progress.
@@ -191,7 +191,11 @@ Ctrl-C stops the server, the agent and the sandbox's services.
 	if err := runBeside(ctx, srv.Err(), d.Run); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "\nstopping")
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+		fmt.Fprintf(out, "\nstopping: %v\n", cause)
+	} else {
+		fmt.Fprintln(out, "\nstopping")
+	}
 	return nil
 }
 

@@ -39,6 +39,7 @@ type agentConfig struct {
 	FactsDir         string   `toml:"facts_dir"`
 	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
 	LogLevel         string   `toml:"log_level"`
+	LogFormat        string   `toml:"log_format"`
 }
 
 // minAuditInterval is the shortest audit_interval the agent takes.
@@ -51,6 +52,7 @@ func newAgentCmd() *cobra.Command {
 	cfg := agentConfig{
 		Server: defaultAgentServer, Root: "/", Interval: Duration(30 * time.Minute), Splay: Duration(time.Minute),
 		Parallel: 4, ResourceTimeout: Duration(10 * time.Minute), RunTimeout: Duration(time.Hour), LogLevel: "info",
+		LogFormat: LogFormatAuto,
 	}
 	defaults := cfg
 	var (
@@ -118,7 +120,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				// "5ms" is a typo, not a wish to do nothing else.
 				return UsageError(cmd, fmt.Sprintf("audit_interval %s: want 0 (off) or at least %s", time.Duration(cfg.AuditInterval), minAuditInterval))
 			}
-			log, err := Logger(cmd, cfg.LogLevel)
+			log, err := LoggerFormat(cmd, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return UsageError(cmd, err.Error())
 			}
@@ -168,6 +170,16 @@ SIGHUP makes the agent run at once with --config read again.`,
 					Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
 				}
 			}
+			daemonOptions := options
+			options = func(cfg agentConfig) agent.DaemonOptions {
+				o := daemonOptions(cfg)
+				if !once {
+					// Each run of the daemon is summed up on stdout, as
+					// herd apply's is; --once prints its one report.
+					o.Done = func(r *agent.Report) { WriteSummary(out, r) }
+				}
+				return o
+			}
 			o := options(cfg)
 			if once {
 				o.Select = sel
@@ -199,12 +211,14 @@ SIGHUP makes the agent run at once with --config read again.`,
 				if err := ApplyConfigFile(cmd, configFile, &next); err != nil {
 					return agent.DaemonOptions{}, err
 				}
-				if next.StateDir != cfg.StateDir || next.LogLevel != cfg.LogLevel {
-					return agent.DaemonOptions{}, errors.New("state_dir and log_level change only with a restart of the agent")
+				if next.StateDir != cfg.StateDir || next.LogLevel != cfg.LogLevel || next.LogFormat != cfg.LogFormat {
+					return agent.DaemonOptions{}, errors.New("state_dir, log_level and log_format change only with a restart of the agent")
 				}
 				return options(next), nil
 			})
-			return d.Run(ctx)
+			err = d.Run(ctx)
+			LogStop(ctx, log, "agent")
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -229,6 +243,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 	f.StringVar(&cfg.FactsDir, "facts-dir", "", "external facts directory (default ROOT/etc/herd/facts.d)")
 	f.BoolVar(&cfg.SandboxFactsExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	LogFormatFlag(cmd, &cfg.LogFormat)
 	f.BoolVar(&once, "once", false, "run once and exit with apply's exit codes")
 	selectionFlags(cmd, &tags, &only)
 	return cmd
@@ -283,9 +298,12 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 		}
 		return nil
 	}
-	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
+	err := agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
 		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup,
+		Done: func(r *agent.Report) { WriteSummary(out, r) },
 	})
+	LogStop(cmd.Context(), log, "agent")
+	return err
 }
 
 // flagsOver returns base with the settings given as flags taken from cfg.
