@@ -168,12 +168,10 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 		defer func() { stopWatch(); <-watched }()
 	}
 	self, _ := os.Executable()
-	herdCmd := "go run ./cmd/herd"
-	if filepath.Base(self) == "herd" {
-		herdCmd = self
-	}
+	herdCmd := herdCommand(self)
+	cwd, _ := os.Getwd()
 	fmt.Fprintf(out, `
-Look around (in another terminal):
+Look around (in another terminal, from %[7]s):
   cat %[1]s/etc/herd-demo-web/app.conf                 # a file rendered from a template
   %[2]s services --root %[1]s          # the supervised demo-web service
   %[2]s backups --root %[1]s           # contents runs replaced
@@ -183,11 +181,11 @@ Look around (in another terminal):
 Edit %[6]s and the change rolls out as its herd.toml says (the example
 site: the canary stage first, then the rest), printed here stage by stage;
 the agent converges within seconds of its stage starting. For example:
-  sed -i 's/workers = 4/workers = 6/' %[6]s/nodes.toml
+  %[8]s
   HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s rollout status
 Ctrl-C stops the server, the agent and the sandbox's services.
 
-`, root, herdCmd, srv.Addr, adminDir, node, site)
+`, root, herdCmd, srv.Addr, adminDir, node, site, cwd, upEdit.command(site))
 	if err := runBeside(ctx, srv.Err(), d.Run); err != nil {
 		return err
 	}
@@ -197,6 +195,31 @@ Ctrl-C stops the server, the agent and the sandbox's services.
 		fmt.Fprintln(out, "\nstopping")
 	}
 	return nil
+}
+
+// upEdit is the edit herd up suggests: one that really changes the
+// sandbox node's catalog (TestUpEditHint compiles the example site before
+// and after it). The sandbox takes its workers from nodes.toml's web rule,
+// which wins over roles/web.toml's default: an edit there would change
+// nothing.
+var upEdit = siteEdit{file: "nodes.toml", from: "workers = 4", to: "workers = 6"}
+
+// siteEdit is a one-line edit of a site file, as a sed command.
+type siteEdit struct{ file, from, to string }
+
+// command is the edit as a shell command on the site in dir.
+func (e siteEdit) command(dir string) string {
+	return fmt.Sprintf("sed -i 's/%s/%s/' %s", e.from, e.to, filepath.Join(dir, e.file))
+}
+
+// herdCommand is how the lines herd up prints should call herd: this
+// binary, unless it is the temporary one `go run` built (deleted when
+// herd up exits, and a path nobody should paste), then `go run` again.
+func herdCommand(self string) string {
+	if self == "" || strings.Contains(filepath.ToSlash(self), "/go-build") {
+		return "go run ./cmd/herd"
+	}
+	return self
 }
 
 // dialAdmin connects to the Admin service at addr with the admin
