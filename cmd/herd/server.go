@@ -111,7 +111,10 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 			if err := cfg.check(); err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
-			log, err := nodecmd.LoggerFormat(cmd, cfg.LogLevel, cfg.LogFormat)
+			// On a terminal a fleet recompile shows how far it has come;
+			// the log goes through the same line keeper.
+			progress := nodecmd.NewProgress(cmd.ErrOrStderr())
+			log, err := nodecmd.LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
@@ -127,6 +130,9 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 				NodeTTL: time.Duration(cfg.NodeTTL), NodePurgeTTL: time.Duration(cfg.NodePurgeTTL),
 				AuditStale: time.Duration(cfg.AuditStale),
+				Progress: func(done, total int) {
+					progress.Count("compiling the fleet", "nodes", done, total)
+				},
 			})
 			if err != nil {
 				return nodecmd.SiteError(cfg.Site, err)

@@ -120,7 +120,10 @@ SIGHUP makes the agent run at once with --config read again.`,
 				// "5ms" is a typo, not a wish to do nothing else.
 				return UsageError(cmd, fmt.Sprintf("audit_interval %s: want 0 (off) or at least %s", time.Duration(cfg.AuditInterval), minAuditInterval))
 			}
-			log, err := LoggerFormat(cmd, cfg.LogLevel, cfg.LogFormat)
+			// The status line of an enrollment waiting for an operator;
+			// the log goes through the same line keeper.
+			progress := NewProgress(cmd.ErrOrStderr())
+			log, err := LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return UsageError(cmd, err.Error())
 			}
@@ -149,9 +152,15 @@ SIGHUP makes the agent run at once with --config read again.`,
 			if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{
 				Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
 				Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
+				Waiting: func(fp string, next, waited time.Duration) {
+					progress.Status(fmt.Sprintf("waiting %s for an operator to run: herd ca sign %s --fingerprint %s (asking again in %s)",
+						waited.Round(time.Second), name, fp, next.Round(time.Second)))
+				},
 			}, nil); err != nil {
+				progress.Clear()
 				return err
 			}
+			progress.Clear()
 			out := cmd.OutOrStdout()
 			// The daemon owns the state's supervisor for its whole life;
 			// a single run uses the daemon's when one runs.

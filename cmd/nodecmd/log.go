@@ -26,13 +26,26 @@ const (
 // nanoseconds.
 func LoggerFormat(cmd *cobra.Command, level, format string) (*slog.Logger, error) {
 	w := cmd.ErrOrStderr()
-	if format == "" || format == LogFormatAuto {
-		format = LogFormatJSON
-		if f, ok := w.(interface{ Fd() uintptr }); ok && isTerminalFd(f.Fd()) {
-			format = LogFormatText
-		}
+	return NewLogger(w, level, ResolveLogFormat(w, format))
+}
+
+// LoggerProgress is LoggerFormat for a command that shows progress: the
+// log goes through p (a Progress on the command's stderr), so that its
+// lines keep out of the status line.
+func LoggerProgress(cmd *cobra.Command, p *Progress, level, format string) (*slog.Logger, error) {
+	return NewLogger(p, level, ResolveLogFormat(cmd.ErrOrStderr(), format))
+}
+
+// ResolveLogFormat turns "auto" (or "") into text when w is a terminal and
+// JSON otherwise; any other format is returned as it is.
+func ResolveLogFormat(w io.Writer, format string) string {
+	if format != "" && format != LogFormatAuto {
+		return format
 	}
-	return NewLogger(w, level, format)
+	if isTerminalFile(w) {
+		return LogFormatText
+	}
+	return LogFormatJSON
 }
 
 // NewLogger returns a logger writing to w at level (debug, info, warn or
