@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,16 +45,22 @@ func TestApplySummary(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("apply exited %d:\n%s%s", code, out, stderr)
 	}
-	if want := regexp.MustCompile(`(?m)^converged n1 in [0-9.]+(µs|ms|s): 1 resources, 0 in sync, 1 changed, 0 failed, 0 skipped \(site ` + commit + `, run \S+\)$`); !want.MatchString(out) {
+	if want := regexp.MustCompile(`(?m)^converged n1 in [0-9.]+(µs|ms|s): 1 resources, 0 in sync, 1 changed, 0 failed, 0 skipped \(site ` + commit[:12] + `, run \S+\)$`); !want.MatchString(out) {
 		t.Errorf("apply of a git site printed:\n%s\nwant a line matching %s", out, want)
+	}
+
+	out, _, _ = herd(t, "", "apply", "--site", site, "--root", root, "--node", "n1", "--json")
+	var report struct{ Version string }
+	if err := json.Unmarshal([]byte(out), &report); err != nil || report.Version != commit {
+		t.Errorf("apply --json of a git site: version %q (%v), want the commit %s", report.Version, err, commit)
 	}
 
 	if err := os.WriteFile(filepath.Join(site, "roles/r.toml"), []byte("[[file]]\npath = \"/motd\"\ncontent = \"edited\\n\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, _, _ = herd(t, "", "apply", "--site", site, "--root", root, "--node", "n1")
-	if !strings.Contains(out, "(site "+commit+"+dirty.") {
-		t.Errorf("apply of an edited git site printed:\n%s\nwant the site labelled %s+dirty.…", out, commit)
+	if !strings.Contains(out, "(site "+commit[:12]+"+dirty.") {
+		t.Errorf("apply of an edited git site printed:\n%s\nwant the site labelled %s+dirty.…", out, commit[:12])
 	}
 
 	out, _, _ = herd(t, "", "apply", "--site", plain, "--root", t.TempDir(), "--node", "n1")

@@ -116,8 +116,28 @@ func SummaryLine(s RunSummary) string {
 	if c.Drift > 0 {
 		fmt.Fprintf(&b, ", %d drift", c.Drift)
 	}
-	fmt.Fprintf(&b, " (site %s, run %s)", Clean(ShortVersion(s.Version)), Clean(s.RunID))
+	fmt.Fprintf(&b, " (site %s, run %s)", Clean(siteLabel(s.Version)), Clean(s.RunID))
 	return b.String()
+}
+
+// siteLabel abbreviates a site version for a summary line: a content
+// digest as ShortVersion does, a git commit to its first 12 hex digits
+// (as git's short form; "+dirty.…" kept).
+func siteLabel(v string) string {
+	if len(v) >= 40 && isHexString(v[:40]) && (len(v) == 40 || v[40] == '+') {
+		return v[:12] + v[40:]
+	}
+	return ShortVersion(v)
+}
+
+func isHexString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // HumanDuration rounds d for a person: 3.42ms, 115ms, 2.35s, 1m12s, to

@@ -31,7 +31,9 @@ func TestWriteSummary(t *testing.T) {
 	}{
 		{"converged", &agent.Report{Node: "web-01", RunID: "01J", Version: commit, Duration: 115_234_567 * time.Nanosecond,
 			Summary: agent.Summary{Resources: 3, InSync: 2, Changed: 1}},
-			"converged web-01 in 115ms: 3 resources, 2 in sync, 1 changed, 0 failed, 0 skipped (site " + commit + ", run 01J)\n"},
+			"converged web-01 in 115ms: 3 resources, 2 in sync, 1 changed, 0 failed, 0 skipped (site 0123456789ab, run 01J)\n"},
+		{"a dirty git checkout", &agent.Report{Node: "n", RunID: "r", Version: commit + "+dirty.abcdef012345", Summary: agent.Summary{Resources: 1, InSync: 1}},
+			"converged n in 0s: 1 resources, 1 in sync, 0 changed, 0 failed, 0 skipped (site 0123456789ab+dirty.abcdef012345, run r)\n"},
 		{"a failure is not converged", &agent.Report{Node: "web-01", RunID: "01J", Version: commit, Duration: 2345 * time.Millisecond,
 			Summary: agent.Summary{Resources: 3, InSync: 1, Failed: 1, Skipped: 1},
 			Events: []agent.Event{
@@ -39,7 +41,7 @@ func TestWriteSummary(t *testing.T) {
 					Error: "writing /etc/motd: permission denied\nsecond\nthird\nfourth\nfifth\n"},
 				{ID: "service:web", Status: agent.Skipped, Cause: "file:/etc/motd failed"},
 			}},
-			"did not converge web-01 in 2.35s: 3 resources, 1 in sync, 0 changed, 1 failed, 1 skipped (site " + commit + ", run 01J)\n" +
+			"did not converge web-01 in 2.35s: 3 resources, 1 in sync, 0 changed, 1 failed, 1 skipped (site 0123456789ab, run 01J)\n" +
 				"  failed file:/etc/motd (roles/base.toml:12)\n" +
 				"      writing /etc/motd: permission denied\n      second\n      third\n      … 2 more lines\n"},
 		{"skipped alone (a stopped run) is not converged", &agent.Report{Node: "n", RunID: "r", Version: "sha256:" + strings.Repeat("a", 64),
