@@ -108,3 +108,33 @@ func TestWriteEventNoTrailingSpace(t *testing.T) {
 		t.Errorf("WriteEvent = %q, want %q", got, want)
 	}
 }
+
+// FuzzWriteRunSummary: whatever a node put in its report's strings (a
+// report from a server is hostile input), the summary writes no control
+// character but its own line breaks, and every line it writes is one of
+// its own.
+func FuzzWriteRunSummary(f *testing.F) {
+	f.Add("web-01", "01J", "0123456789abcdef0123456789abcdef01234567+dirty.x", "exec:x", "roles/r.toml:2", "boom\nsecond")
+	f.Add("n\x1b[2J", "r\r", "sha256:\u009b", "file:/\u202e", "", "\x1b]0;t\x07\n\n\n\n\n")
+	f.Fuzz(func(t *testing.T, node, run, version, id, source, errText string) {
+		s := RunSummary{Node: node, RunID: run, Version: version, Counts: agent.Summary{Resources: 1, Failed: 1},
+			Failed: []FailedResource{{ID: id, Source: source, Error: errText}}}
+		var b bytes.Buffer
+		WriteRunSummary(&b, s)
+		out := b.String()
+		for _, r := range out {
+			if r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
+				t.Fatalf("WriteRunSummary wrote control character %U:\n%q", r, out)
+			}
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if !strings.HasPrefix(lines[0], "did not converge ") {
+			t.Fatalf("first line %q: want the summary line", lines[0])
+		}
+		for _, l := range lines[1:] {
+			if !strings.HasPrefix(l, "  failed ") && !strings.HasPrefix(l, "      ") {
+				t.Fatalf("line %q is not one the summary writes:\n%q", l, out)
+			}
+		}
+	})
+}
