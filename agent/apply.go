@@ -134,6 +134,7 @@ type siteSource struct {
 	site       string
 	node       string // "" picks the name from the facts
 	secretsKey string // the server's secrets key file; "" when none
+	versions   siteVersions
 }
 
 func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(string)) (*sourced, error) {
@@ -141,13 +142,13 @@ func (src *siteSource) catalog(ctx context.Context, f facts.Facts, mark func(str
 	if node == "" {
 		node = nodeName(f)
 	}
-	// The version is the content digest: masterless runs happen on every
-	// host, and asking git (two child processes) would cost more than the
-	// whole no-change run.
+	// Loaded by content digest, then labelled by its git commit when it is
+	// a git checkout (see siteVersions): a plain directory spawns no git.
 	site, err := catalogs.Load(ctx, src.site, catalogs.LoadOptions{ContentVersion: true})
 	if err != nil {
 		return nil, err
 	}
+	site.Version = src.versions.label(ctx, src.site, site.Version)
 	opts, seal, err := src.compileOptions()
 	if err != nil {
 		return nil, err

@@ -77,6 +77,12 @@ type DaemonOptions struct {
 	Log      *slog.Logger
 	// Emit receives each event as it happens; may be nil.
 	Emit func(Event)
+	// Done receives the report of each run that made one (an apply, a
+	// drift repair, an audit) as it ends, after the report is spooled;
+	// may be nil. The terminal view prints its summary from it, so that
+	// every run of a daemon is summed up as herd apply's is (RunOnce's
+	// too, which also returns it).
+	Done func(*Report)
 	// Services returns the supervisor for provider-herd services, as in
 	// ApplyOptions. The daemon calls it once, at the first catalog with a
 	// service, and keeps it until it stops, so that services are
@@ -465,6 +471,7 @@ func (d *Daemon) audit(ctx context.Context) (*Report, cycleResult) {
 	}
 	r.Audit = true
 	d.spool(ctx, r)
+	d.done(r)
 	d.log.Info("audit done", "run", r.RunID, "version", r.Version, "drift", r.Summary.Drift,
 		"failed", r.Summary.Failed, "in_sync", r.Summary.InSync, "duration", r.Duration.Round(time.Millisecond))
 	return r, out
@@ -488,10 +495,18 @@ func (d *Daemon) runOwn(ctx context.Context, why Trigger, src *pullSource) (*Rep
 		return r, out
 	}
 	d.spool(ctx, r)
+	d.done(r)
 	d.log.Info("run done", "why", why.String(), "run", r.RunID, "version", r.Version,
 		"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
 		"duration", r.Duration.Round(time.Millisecond))
 	return r, out
+}
+
+// done hands a finished run's report to DaemonOptions.Done.
+func (d *Daemon) done(r *Report) {
+	if d.o.Done != nil {
+		d.o.Done(r)
+	}
 }
 
 // spool puts r into the report spool for the sender.

@@ -73,6 +73,11 @@ type EnrollOptions struct {
 	// TLS chain.
 	CAFingerprint string
 	Log           *slog.Logger
+	// Waiting, when set, hears each time the server says the request is
+	// still pending: the key's fingerprint the operator compares, how
+	// long until the next ask, and how long the node has waited so far.
+	// herd agent shows it as a status line on a terminal.
+	Waiting func(fingerprint string, next, waited time.Duration)
 }
 
 // Identity is an enrolled node's: its name (its certificate's CN, the only
@@ -232,6 +237,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 
 	sched := Schedule{MinBackoff: time.Second, MaxBackoff: time.Minute}
 	failures, announced, squatted := 0, false, false
+	var pendingSince time.Time
 	for {
 		var trailer metadata.MD
 		callCtx, cancel := context.WithTimeout(ctx, rpcTimeout)
@@ -276,14 +282,19 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 			if wait <= 0 {
 				wait = 30 * time.Second
 			}
+			every := wait // how often this node asks, before the jitter
 			wait += scale(wait/4, mrand.Float64())
+			fp := keyFingerprint(key)
 			if !announced {
-				fp := keyFingerprint(key)
 				o.Log.Info("enrollment pending: waiting for an operator to compare this key's fingerprint and run: herd ca sign "+o.Name+" --fingerprint "+fp,
-					"node", o.Name, "server", o.Server, "fingerprint", fp)
+					"node", o.Name, "server", o.Server, "fingerprint", fp, "polls_every", every)
 				announced = true
+				pendingSince = time.Now()
 			} else {
 				o.Log.Debug("enrollment still pending", "node", o.Name, "retry_in", wait)
+			}
+			if o.Waiting != nil {
+				o.Waiting(fp, wait, time.Since(pendingSince))
 			}
 		default:
 			return nil, fmt.Errorf("enrolling with %s: unexpected answer %v", o.Server, resp.Status)

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,8 +69,20 @@ func TestEnrollPendingThenIssued(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
+	// Waiting hears of every pending answer, with the key's fingerprint
+	// and when the node asks next (herd agent's status line).
+	var (
+		waitMu sync.Mutex
+		fps    []string
+		nexts  []time.Duration
+	)
+	waiting := func(fp string, next, _ time.Duration) {
+		waitMu.Lock()
+		defer waitMu.Unlock()
+		fps, nexts = append(fps, fp), append(nexts, next)
+	}
 	go func() {
-		id, err := Enroll(context.Background(), EnrollOptions{Server: fs.addr, Name: "web-02", Dir: dir, Log: testLog(t)})
+		id, err := Enroll(context.Background(), EnrollOptions{Server: fs.addr, Name: "web-02", Dir: dir, Log: testLog(t), Waiting: waiting})
 		done <- result{id, err}
 	}()
 	waitFor(t, "two pending answers", func() bool {
@@ -91,6 +105,17 @@ func TestEnrollPendingThenIssued(t *testing.T) {
 	for i, k := range fs.csrKeys {
 		if k != fs.csrKeys[0] {
 			t.Errorf("request %d used another key", i)
+		}
+	}
+	waitMu.Lock()
+	defer waitMu.Unlock()
+	if len(fps) < 2 {
+		t.Fatalf("Waiting was called %d times, want once per pending answer (2 at least)", len(fps))
+	}
+	want := keyFingerprint(r.id.Certificate.PrivateKey.(*ecdsa.PrivateKey))
+	for i := range fps {
+		if fps[i] != want || nexts[i] <= 0 {
+			t.Errorf("Waiting(%q, %v), want the key's fingerprint %q and a positive wait", fps[i], nexts[i], want)
 		}
 	}
 }

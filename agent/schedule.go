@@ -204,7 +204,7 @@ func scale(d time.Duration, f float64) time.Duration {
 // and certificate directories, the agent's version, once) must come back
 // unchanged: a change is an error naming them, and then no setting is
 // taken. The run is asked for either way. The functions in o (Log, Emit,
-// Services, Types) are never replaced.
+// Done, Services, Types) are never replaced.
 func (d *Daemon) Hangup(reload func() (DaemonOptions, error)) error {
 	defer d.Trigger(TriggerHangup)
 	if reload == nil {

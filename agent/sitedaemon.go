@@ -36,6 +36,9 @@ type SiteDaemonOptions struct {
 	// Hangup, when set, asks for a run now with each value (the agent
 	// command routes SIGHUP here).
 	Hangup <-chan os.Signal
+	// Done receives each run's report as the run ends; may be nil (see
+	// DaemonOptions.Done).
+	Done func(*Report)
 
 	// afterRun is called after each run (tests).
 	afterRun func(r *Report, err error)
@@ -134,6 +137,9 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 			log.Info("run done", "run", r.RunID, "version", r.Version,
 				"changed", r.Summary.Changed, "failed", r.Summary.Failed, "in_sync", r.Summary.InSync,
 				"duration", r.Duration.Round(time.Millisecond))
+			if o.Done != nil {
+				o.Done(r)
+			}
 		}
 		if o.afterRun != nil {
 			o.afterRun(r, err)

@@ -405,6 +405,27 @@ func (s *State) Runs(ctx context.Context, limit int) ([]RunSummary, error) {
 	return out, rows.Err()
 }
 
+// NodeApplied reports whether the state in dir records a run (not a
+// noop) of node on this host: herd apply asks before it converges a real
+// host as a node it never converged (a typo in --node would apply the
+// site's catch-all roles). A state directory with no database yet has
+// applied nothing, and is not created.
+func NodeApplied(ctx context.Context, dir StateDir, node string) (bool, error) {
+	if !fileExists(dir.DB()) {
+		return false, nil
+	}
+	st, err := OpenState(dir.String())
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	var n int
+	if err := st.db.QueryRowContext(ctx, `SELECT count(*) FROM runs WHERE node = ? AND noop = 0`, node).Scan(&n); err != nil {
+		return false, fmt.Errorf("reading run history: %w", err)
+	}
+	return n > 0, nil
+}
+
 // Backup is a file content a run replaced or removed.
 type Backup struct {
 	ID     int64     `json:"id"`

@@ -314,6 +314,16 @@ func ValidNodeName(name string) error {
 	return nil
 }
 
+// GitVersion names the version of the site in dir whose content digest
+// (hex, as Load computes it) is contentDigest, as Load does without
+// LoadOptions.ContentVersion: the HEAD commit of the git work tree that
+// holds dir, with "+dirty." and the digest's head when it has uncommitted
+// changes, else "sha256:" and the digest. It runs git; callers on a hot
+// path load with ContentVersion and call it only for a git tree.
+func GitVersion(ctx context.Context, dir, contentDigest string) string {
+	return siteVersion(ctx, dir, contentDigest)
+}
+
 // siteVersion names the site's version: the HEAD commit of the git work
 // tree holding it (with "+dirty." and a content digest when it has
 // uncommitted changes), otherwise "sha256:" and the content digest.

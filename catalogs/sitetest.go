@@ -155,9 +155,18 @@ func (r TestResult) Passed() bool { return len(r.Failures) == 0 }
 // messages, any other test must be allowed. With a nil gate a test that
 // expects a denial fails, saying no gate is loaded.
 func (s *Site) RunTests(gate TestGate) []TestResult {
+	return s.RunTestsProgress(gate, nil)
+}
+
+// RunTestsProgress is RunTests telling progress (when not nil) how many
+// of the site's tests have run after each one, for herd check's terminal.
+func (s *Site) RunTestsProgress(gate TestGate, progress func(done, total int)) []TestResult {
 	out := make([]TestResult, 0, len(s.Tests))
 	for i := range s.Tests {
 		out = append(out, s.runTest(&s.Tests[i], gate))
+		if progress != nil {
+			progress(i+1, len(s.Tests))
+		}
 	}
 	return out
 }

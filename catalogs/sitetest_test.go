@@ -89,3 +89,29 @@ deny = []
 		})
 	}
 }
+
+// TestRunTestsProgress: progress hears of every test as it ends, in
+// order, with the site's number of tests.
+func TestRunTestsProgress(t *testing.T) {
+	t.Parallel()
+	dir := writeSite(t, map[string]string{"tests/web.toml": `
+[[test]]
+name = "one"
+node = "web-01"
+
+[[test]]
+name = "two"
+node = "web-02"
+`})
+	s, err := Load(context.Background(), dir, LoadOptions{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	results := s.RunTestsProgress(nil, func(done, total int) {
+		got = append(got, strings.Repeat("x", done)+"/"+strings.Repeat("x", total))
+	})
+	if want := []string{"x/xx", "xx/xx"}; len(results) != 2 || strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("RunTestsProgress told %v for %d results, want %v", got, len(results), want)
+	}
+}

@@ -91,11 +91,15 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 	sv := newSaver(ctx, s.st)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.compileWorkers())
+	var compiledNodes atomic.Int64
 	for i, name := range names {
 		g.Go(func() error {
 			cands[i] = s.compileCandidate(gctx, st, name, keep)
 			if nc := cands[i].nc; nc != nil {
 				sv.add(store.CatalogRecord{Etag: nc.etag, Version: nc.version, Catalog: nc.bytes, Signature: nc.signature})
+			}
+			if s.opts.Progress != nil {
+				s.opts.Progress(int(compiledNodes.Add(1)), len(names))
 			}
 			return nil
 		})

@@ -55,6 +55,10 @@ type Options struct {
 	MaxInFlight int
 	// CompileWorkers bounds parallel compiles (default: GOMAXPROCS).
 	CompileWorkers int
+	// Progress, when set, is told how far a fleet recompile has come
+	// (done of total nodes compiled) as each node's compile ends, from
+	// several goroutines; herd server draws it on a terminal.
+	Progress func(done, total int)
 	// MaxMessageBytes bounds a received message (default 16 MiB);
 	// MaxFactsBytes the facts of one check-in (default 1 MiB);
 	// MaxFactsDepth their nesting (default 32); MaxReportEvents the events

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,6 +160,18 @@ func TestAgentSIGHUP(t *testing.T) {
 	case <-exited:
 		if waitErr != nil {
 			t.Errorf("the agent ended with %v after SIGTERM, want exit 0:\n%s", waitErr, out.String())
+		}
+		// One line says why it stopped; each of the daemon's runs was
+		// summed up as herd apply sums up its own.
+		said := out.String()
+		if n := strings.Count(said, `"msg":"agent stopping: terminated signal received"`); n != 1 {
+			t.Errorf("the agent logged its stop on SIGTERM %d times, want once:\n%s", n, said)
+		}
+		// (The last run may be cut short by the SIGTERM itself: it is
+		// summed up all the same, as not converged.)
+		summaries := regexp.MustCompile(`(?m)^(converged|did not converge) web-01 in `).FindAllString(said, -1)
+		if runs := strings.Count(said, `"msg":"run done"`); len(summaries) != runs || runs < 2 {
+			t.Errorf("the agent printed %d run summaries for %d runs, want one for each run:\n%s", len(summaries), runs, said)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the agent did not stop on SIGTERM:\n%s", out.String())

@@ -71,7 +71,12 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 			if err != nil {
 				return fmt.Errorf("policy tests of site %s: %w", site, err)
 			}
-			results := s.RunTests(gate.TestGate(ctx))
+			// A large site's tests take a while: on a terminal, stderr
+			// counts them.
+			progress := nodecmd.NewProgress(cmd.ErrOrStderr())
+			results := s.RunTestsProgress(gate.TestGate(ctx), func(done, total int) {
+				progress.Count("herd check: site tests", "nodes compiled", done, total)
+			})
 			failed := 0
 			for _, r := range results {
 				if !r.Passed() {

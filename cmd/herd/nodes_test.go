@@ -99,11 +99,11 @@ func TestPrintReportsMarksAudits(t *testing.T) {
 	}{
 		{"audit run", &herdv1.Report{RunId: "r1", Noop: true, Audit: true, Summary: &herdv1.Summary{Resources: 4, Changed: 1, Drift: 2},
 			Events: []*herdv1.Event{{Id: "file:/etc/ssh/sshd_config", Status: "drift"}}},
-			[]string{"web-01 (audit)", ", 2 drift", "drift        file:/etc/ssh/sshd_config"}, []string{"(noop)"}},
+			[]string{"audited web-01 in", ", 2 drift", "drift        file:/etc/ssh/sshd_config"}, []string{"(noop)", "converged"}},
 		{"noop run", &herdv1.Report{RunId: "r2", Noop: true, Summary: &herdv1.Summary{Resources: 4, Changed: 1, Drift: 1}},
-			[]string{"web-01 (noop)", ", 1 drift"}, []string{"(audit)"}},
+			[]string{"checked (noop) web-01 in", ", 1 drift"}, []string{"audited", "converged"}},
 		{"real run without drift", &herdv1.Report{RunId: "r3", Summary: &herdv1.Summary{Resources: 4, Changed: 1}},
-			[]string{"web-01  run r3"}, []string{"(audit)", "(noop)", "drift"}},
+			[]string{"converged web-01 in", "run r3)"}, []string{"audited", "(noop)", "drift"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

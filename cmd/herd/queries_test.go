@@ -125,7 +125,7 @@ func TestFleetQueryCommands(t *testing.T) {
 		{args: []string{"facts", "--all"}, code: 64, wantErr: "one fact NAME"},
 		{args: []string{"facts", "--where", "true", "os"}, code: 64, wantErr: "--all"},
 		{args: []string{"reports", "web-01"}, want: []string{"run run-1", "changed      file:/motd  content changed", "-old motd", `"+hi\x1b[2J"`, "failed       exec:x  exit status 3"}},
-		{args: []string{"reports", "web-01", "run-1"}, want: []string{"run       run-1", "summary   2 resources", "events    2 not in sync", "error: exit status 3", `| "boom\x1b]0;owned`}},
+		{args: []string{"reports", "web-01", "run-1"}, want: []string{"run       run-1", "summary   did not converge web-01 in 0s: 2 resources", "events    2 not in sync", "error: exit status 3", `| "boom\x1b]0;owned`}},
 		{args: []string{"reports", "web-01", "run-9"}, code: 1, wantErr: "has no run run-9"},
 	}
 	for _, tt := range tests {

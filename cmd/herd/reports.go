@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/herdcm/herd/agent"
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/cmd/nodecmd"
 )
@@ -113,35 +114,37 @@ func showRun(cmd *cobra.Command, c herdv1.AdminClient, node, run string, jsonOut
 // them came from a node and is cleaned.
 func printReports(out io.Writer, reports []*herdv1.StoredReport, loc *time.Location) {
 	for _, sr := range reports {
-		r, s := sr.Report, sr.Report.GetSummary()
-		mode := ""
-		switch {
-		case r.GetAudit():
-			// An audit run checked the host between applies: what would
-			// change is drift.
-			mode = " (audit)"
-		case r.GetNoop():
-			mode = " (noop)"
-		}
-		if r.GetPartial() {
-			mode += " (partial)"
-		}
-		drift := ""
-		if s.GetDrift() > 0 {
-			drift = fmt.Sprintf(", %d drift", s.GetDrift())
-		}
-		fmt.Fprintf(out, "%s  %s%s  run %s  site %s: %d resources, %d changed, %d failed, %d skipped%s in %s\n",
-			time.UnixMilli(sr.ReceivedUnixMs).In(loc).Format(time.DateTime), nodecmd.Clean(sr.Node), mode, nodecmd.Clean(r.GetRunId()), nodecmd.Clean(nodecmd.ShortVersion(r.GetVersion())),
-			s.GetResources(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), drift, time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
+		r := sr.Report
+		fmt.Fprintf(out, "%s  %s\n", time.UnixMilli(sr.ReceivedUnixMs).In(loc).Format(time.DateTime), nodecmd.SummaryLine(storedSummary(sr)))
 		for _, e := range r.GetEvents() {
 			printEvent(out, e, r.GetNoop(), "    ", false)
 		}
 	}
 }
 
+// storedSummary is a stored report's run summary, for the one summary
+// renderer every command shares. A report from a server names no source
+// lines (the wire carries none).
+func storedSummary(sr *herdv1.StoredReport) nodecmd.RunSummary {
+	r, s := sr.GetReport(), sr.GetReport().GetSummary()
+	rs := nodecmd.RunSummary{
+		Node: sr.GetNode(), RunID: r.GetRunId(), Version: r.GetVersion(),
+		Noop: r.GetNoop(), Audit: r.GetAudit(), Partial: r.GetPartial(), Duration: time.Duration(r.GetDurationNs()),
+		Counts: agent.Summary{Resources: int(s.GetResources()), InSync: int(s.GetInSync()), Changed: int(s.GetChanged()),
+			Failed: int(s.GetFailed()), Skipped: int(s.GetSkipped()), Unknown: int(s.GetUnknown()),
+			Refreshed: int(s.GetRefreshed()), Drift: int(s.GetDrift())},
+	}
+	for _, e := range r.GetEvents() {
+		if e.GetStatus() == string(agent.Failed) {
+			rs.Failed = append(rs.Failed, nodecmd.FailedResource{ID: e.GetId(), Error: e.GetError()})
+		}
+	}
+	return rs
+}
+
 // printRun writes one run in full.
 func printRun(out io.Writer, sr *herdv1.StoredReport, loc *time.Location) {
-	r, s := sr.Report, sr.Report.GetSummary()
+	r := sr.Report
 	mode := "apply"
 	switch {
 	case r.GetAudit():
@@ -161,10 +164,9 @@ func printRun(out io.Writer, sr *herdv1.StoredReport, loc *time.Location) {
 	fmt.Fprintf(out, "mode      %s\n", mode)
 	fmt.Fprintf(out, "site      %s\n", nodecmd.Clean(r.GetVersion()))
 	fmt.Fprintf(out, "catalog   %s\n", nodecmd.Clean(r.GetCatalogDigest()))
-	fmt.Fprintf(out, "started   %s, took %s\n", started, time.Duration(r.GetDurationNs()).Round(time.Millisecond/10))
+	fmt.Fprintf(out, "started   %s, took %s\n", started, nodecmd.HumanDuration(time.Duration(r.GetDurationNs())))
 	fmt.Fprintf(out, "received  %s\n", time.UnixMilli(sr.ReceivedUnixMs).In(loc).Format(time.DateTime))
-	fmt.Fprintf(out, "summary   %d resources: %d in sync, %d changed, %d failed, %d skipped, %d unknown, %d refreshed, %d drift\n",
-		s.GetResources(), s.GetInSync(), s.GetChanged(), s.GetFailed(), s.GetSkipped(), s.GetUnknown(), s.GetRefreshed(), s.GetDrift())
+	fmt.Fprintf(out, "summary   %s\n", nodecmd.SummaryLine(storedSummary(sr)))
 	for _, h := range r.GetServices() {
 		line := nodecmd.Clean(h.GetName()) + ": " + nodecmd.Clean(h.GetHealth())
 		if h.GetDetail() != "" {
@@ -215,7 +217,7 @@ func printEvent(out io.Writer, e *herdv1.Event, noop bool, indent string, full b
 	}
 	line := fmt.Sprintf("%s%-12s %s", indent, nodecmd.Clean(status), nodecmd.Clean(e.GetId()))
 	if full && e.GetDurationNs() > 0 {
-		line += fmt.Sprintf(" (%s)", time.Duration(e.GetDurationNs()).Round(time.Microsecond*10))
+		line += fmt.Sprintf(" (%s)", nodecmd.HumanDuration(time.Duration(e.GetDurationNs())))
 	}
 	if len(detail) > 0 {
 		line += "  " + strings.Join(detail, "; ")

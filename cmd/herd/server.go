@@ -30,6 +30,7 @@ type serverConfig struct {
 	CAKey           string           `toml:"ca_key"`
 	NodeCertTTL     nodecmd.Duration `toml:"node_cert_ttl"`
 	LogLevel        string           `toml:"log_level"`
+	LogFormat       string           `toml:"log_format"`
 	AcceptEmpty     bool             `toml:"accept_empty_store"`
 
 	MaxConnections     int              `toml:"max_connections"`
@@ -74,7 +75,7 @@ func (c *serverConfig) check() error {
 func newServerCmd() *cobra.Command {
 	cfg := serverConfig{
 		Dir: "/var/lib/herd-server", Listen: "127.0.0.1:8140", HTTPListen: "127.0.0.1:8141",
-		CheckinInterval: nodecmd.Duration(30 * time.Minute), Debounce: nodecmd.Duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info",
+		CheckinInterval: nodecmd.Duration(30 * time.Minute), Debounce: nodecmd.Duration(500 * time.Millisecond), MaxInFlight: 256, LogLevel: "info", LogFormat: nodecmd.LogFormatAuto,
 		Retain: nodecmd.Duration(90 * 24 * time.Hour), NodeCertTTL: nodecmd.Duration(30 * 24 * time.Hour),
 	}
 	var configFile string
@@ -110,7 +111,10 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 			if err := cfg.check(); err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
-			log, err := nodecmd.Logger(cmd, cfg.LogLevel)
+			// On a terminal a fleet recompile shows how far it has come;
+			// the log goes through the same line keeper.
+			progress := nodecmd.NewProgress(cmd.ErrOrStderr())
+			log, err := nodecmd.LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
@@ -126,6 +130,9 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				ReportBytesPerHour: cfg.ReportBytesPerHour, FactsBytesPerHour: cfg.FactsBytesPerHour,
 				NodeTTL: time.Duration(cfg.NodeTTL), NodePurgeTTL: time.Duration(cfg.NodePurgeTTL),
 				AuditStale: time.Duration(cfg.AuditStale),
+				Progress: func(done, total int) {
+					progress.Count("compiling the fleet", "nodes", done, total)
+				},
 			})
 			if err != nil {
 				return nodecmd.SiteError(cfg.Site, err)
@@ -140,6 +147,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 			// come.
 			select {
 			case <-cmd.Context().Done():
+				nodecmd.LogStop(cmd.Context(), log, "server")
 				return s.Close()
 			case err, ok := <-s.Err():
 				cerr := s.Close()
@@ -180,5 +188,6 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.BoolVar(&cfg.AcceptEmpty, "accept-empty-store", false, "start although the store is empty and the CA exists (the store was lost: revocations and history start from nothing)")
 	f.Var(&cfg.NodeCertTTL, "node-cert-ttl", "how long a node certificate is valid; agents renew at two thirds of it")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	nodecmd.LogFormatFlag(cmd, &cfg.LogFormat)
 	return cmd
 }

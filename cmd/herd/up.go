@@ -30,6 +30,7 @@ import (
 func newUpCmd() *cobra.Command {
 	var (
 		site, dir, node, logLevel string
+		logFormat                                  = nodecmd.LogFormatAuto
 		interval                  nodecmd.Duration = nodecmd.Duration(time.Minute)
 	)
 	cmd := &cobra.Command{
@@ -54,7 +55,7 @@ resources fail and say so, and the rest converges.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			log, err := nodecmd.Logger(cmd, logLevel)
+			log, err := nodecmd.LoggerFormat(cmd, logLevel, logFormat)
 			if err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
@@ -66,6 +67,7 @@ resources fail and say so, and the rest converges.`,
 	cmd.Flags().StringVar(&node, "node", "sandbox", "the sandbox node's name")
 	cmd.Flags().Var(&interval, "interval", "how often the agent checks in (besides converging at once on a new catalog)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	nodecmd.LogFormatFlag(cmd, &logFormat)
 	return cmd
 }
 
@@ -141,17 +143,15 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 		AgentVersion: nodecmd.Version(), Log: log.With("component", "agent"),
 		Services: nodecmd.OwnSupervisor(root, log),
 		Emit:     func(e agent.Event) { nodecmd.WriteEvent(out, e, false, false) },
+		// Every run's summary, the first included, as herd apply prints it.
+		Done: func(r *agent.Report) { nodecmd.WriteSummary(out, r) },
 	})
 	if err != nil {
 		return err
 	}
 	defer stopSandboxServices(root, out)
 	defer d.Close()
-	r, err := d.RunOnce(ctx)
-	if r != nil {
-		nodecmd.WriteSummary(out, r)
-	}
-	if err != nil {
+	if _, err := d.RunOnce(ctx); err != nil {
 		return err
 	}
 	// The rollout of every edit, printed as its stages progress.
@@ -168,12 +168,10 @@ func up(ctx context.Context, out io.Writer, log *slog.Logger, site, dir, node st
 		defer func() { stopWatch(); <-watched }()
 	}
 	self, _ := os.Executable()
-	herdCmd := "go run ./cmd/herd"
-	if filepath.Base(self) == "herd" {
-		herdCmd = self
-	}
+	herdCmd := herdCommand(self)
+	cwd, _ := os.Getwd()
 	fmt.Fprintf(out, `
-Look around (in another terminal):
+Look around (in another terminal, from %[7]s):
   cat %[1]s/etc/herd-demo-web/app.conf                 # a file rendered from a template
   %[2]s services --root %[1]s          # the supervised demo-web service
   %[2]s backups --root %[1]s           # contents runs replaced
@@ -183,16 +181,45 @@ Look around (in another terminal):
 Edit %[6]s and the change rolls out as its herd.toml says (the example
 site: the canary stage first, then the rest), printed here stage by stage;
 the agent converges within seconds of its stage starting. For example:
-  sed -i 's/workers = 4/workers = 6/' %[6]s/nodes.toml
+  %[8]s
   HERD_SERVER=%[3]s HERD_ADMIN_DIR=%[4]s %[2]s rollout status
 Ctrl-C stops the server, the agent and the sandbox's services.
 
-`, root, herdCmd, srv.Addr, adminDir, node, site)
+`, root, herdCmd, srv.Addr, adminDir, node, site, cwd, upEdit.command(site))
 	if err := runBeside(ctx, srv.Err(), d.Run); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "\nstopping")
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+		fmt.Fprintf(out, "\nstopping: %v\n", cause)
+	} else {
+		fmt.Fprintln(out, "\nstopping")
+	}
 	return nil
+}
+
+// upEdit is the edit herd up suggests: one that really changes the
+// sandbox node's catalog (TestUpEditHint compiles the example site before
+// and after it). The sandbox takes its workers from nodes.toml's web rule,
+// which wins over roles/web.toml's default: an edit there would change
+// nothing.
+var upEdit = siteEdit{file: "nodes.toml", from: "workers = 4", to: "workers = 6"}
+
+// siteEdit is a one-line edit of a site file, as a sed command.
+type siteEdit struct{ file, from, to string }
+
+// command is the edit as a shell command on the site in dir.
+func (e siteEdit) command(dir string) string {
+	return fmt.Sprintf("sed -i 's/%s/%s/' %s", e.from, e.to, filepath.Join(dir, e.file))
+}
+
+// herdCommand is how the lines herd up prints should call herd: this
+// binary, unless it is the temporary one `go run` built (deleted when
+// herd up exits, and a path nobody should paste), then `go run` again.
+func herdCommand(self string) string {
+	if self == "" || strings.Contains(filepath.ToSlash(self), "/go-build") {
+		return "go run ./cmd/herd"
+	}
+	return self
 }
 
 // dialAdmin connects to the Admin service at addr with the admin

@@ -100,16 +100,28 @@ func TestUp(t *testing.T) {
 	if b, err := os.ReadFile(conf); err != nil || !strings.Contains(string(b), "workers = 4") {
 		t.Fatalf("app.conf = %q, %v", b, err)
 	}
-	// An edit converges again, by Watch.
-	nodes := filepath.Join(site, "nodes.toml")
+	// The first run is summed up as every later run is; the edit it
+	// suggests is the one made here, and it converges again, by Watch.
+	first := regexp.MustCompile(`(?m)^converged sandbox in \S+: \d+ resources, .*, 0 failed, 0 skipped`)
+	said := out.String()
+	if n := len(first.FindAllString(said[:strings.Index(said, "Look around")], -1)); n != 1 {
+		t.Errorf("herd up printed %d summaries of its first run, want 1:\n%s", n, out.String())
+	}
+	if hint := upEdit.command(site); !strings.Contains(out.String(), "\n  "+hint+"\n") {
+		t.Errorf("herd up does not suggest %q:\n%s", hint, out.String())
+	}
+	nodes := filepath.Join(site, upEdit.file)
 	b, _ := os.ReadFile(nodes)
-	if err := os.WriteFile(nodes, []byte(strings.Replace(string(b), "workers = 4", "workers = 6", 1)), 0o644); err != nil {
+	if strings.Count(string(b), upEdit.from) != 1 {
+		t.Fatalf("%s holds %q %d times, want once: the suggested sed would not make one edit", nodes, upEdit.from, strings.Count(string(b), upEdit.from))
+	}
+	if err := os.WriteFile(nodes, []byte(strings.Replace(string(b), upEdit.from, upEdit.to, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, _ := os.ReadFile(conf)
-		if strings.Contains(string(b), "workers = 6") {
+		if strings.Contains(string(b), upEdit.to) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -125,6 +137,7 @@ func TestUp(t *testing.T) {
 	awaitRE(header)
 	id := header.FindStringSubmatch(out.String())[1]
 	awaitRE(regexp.MustCompile(`(?m)^rollout ` + id + `: done$`))
+	awaitRE(regexp.MustCompile(`(?m)^converged sandbox in \S+: \d+ resources, \d+ in sync, [1-9]\d* changed, 0 failed`))
 	if !strings.Contains(out.String(), "  stage canary: done: healthy 1") {
 		t.Errorf("herd up did not print the canary stage done:\n%s", out.String())
 	}
@@ -278,5 +291,22 @@ func TestRunBesideStopsWithTheServer(t *testing.T) {
 				t.Error("runBeside returned with the agent still running")
 			}
 		})
+	}
+}
+
+// TestHerdCommand: the lines herd up prints call this binary, except the
+// temporary one go run built (gone when herd up exits): then go run.
+func TestHerdCommand(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ self, want string }{
+		{"/tmp/go-build1234567/b001/exe/herd", "go run ./cmd/herd"},
+		{"/root/.cache/go-build/x/herd", "go run ./cmd/herd"},
+		{"", "go run ./cmd/herd"},
+		{"/usr/bin/herd", "/usr/bin/herd"},
+		{"/home/ops/src/herd/herd", "/home/ops/src/herd/herd"},
+	} {
+		if got := herdCommand(tt.self); got != tt.want {
+			t.Errorf("herdCommand(%q) = %q, want %q", tt.self, got, tt.want)
+		}
 	}
 }

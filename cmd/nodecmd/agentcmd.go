@@ -39,6 +39,7 @@ type agentConfig struct {
 	FactsDir         string   `toml:"facts_dir"`
 	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
 	LogLevel         string   `toml:"log_level"`
+	LogFormat        string   `toml:"log_format"`
 }
 
 // minAuditInterval is the shortest audit_interval the agent takes.
@@ -51,6 +52,7 @@ func newAgentCmd() *cobra.Command {
 	cfg := agentConfig{
 		Server: defaultAgentServer, Root: "/", Interval: Duration(30 * time.Minute), Splay: Duration(time.Minute),
 		Parallel: 4, ResourceTimeout: Duration(10 * time.Minute), RunTimeout: Duration(time.Hour), LogLevel: "info",
+		LogFormat: LogFormatAuto,
 	}
 	defaults := cfg
 	var (
@@ -118,7 +120,10 @@ SIGHUP makes the agent run at once with --config read again.`,
 				// "5ms" is a typo, not a wish to do nothing else.
 				return UsageError(cmd, fmt.Sprintf("audit_interval %s: want 0 (off) or at least %s", time.Duration(cfg.AuditInterval), minAuditInterval))
 			}
-			log, err := Logger(cmd, cfg.LogLevel)
+			// The status line of an enrollment waiting for an operator;
+			// the log goes through the same line keeper.
+			progress := NewProgress(cmd.ErrOrStderr())
+			log, err := LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return UsageError(cmd, err.Error())
 			}
@@ -147,9 +152,15 @@ SIGHUP makes the agent run at once with --config read again.`,
 			if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{
 				Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
 				Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
+				Waiting: func(fp string, next, waited time.Duration) {
+					progress.Status(fmt.Sprintf("waiting %s for an operator to run: herd ca sign %s --fingerprint %s (asking again in %s)",
+						waited.Round(time.Second), name, fp, next.Round(time.Second)))
+				},
 			}, nil); err != nil {
+				progress.Clear()
 				return err
 			}
+			progress.Clear()
 			out := cmd.OutOrStdout()
 			// The daemon owns the state's supervisor for its whole life;
 			// a single run uses the daemon's when one runs.
@@ -167,6 +178,16 @@ SIGHUP makes the agent run at once with --config read again.`,
 					Services: services,
 					Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
 				}
+			}
+			daemonOptions := options
+			options = func(cfg agentConfig) agent.DaemonOptions {
+				o := daemonOptions(cfg)
+				if !once {
+					// Each run of the daemon is summed up on stdout, as
+					// herd apply's is; --once prints its one report.
+					o.Done = func(r *agent.Report) { WriteSummary(out, r) }
+				}
+				return o
 			}
 			o := options(cfg)
 			if once {
@@ -199,12 +220,14 @@ SIGHUP makes the agent run at once with --config read again.`,
 				if err := ApplyConfigFile(cmd, configFile, &next); err != nil {
 					return agent.DaemonOptions{}, err
 				}
-				if next.StateDir != cfg.StateDir || next.LogLevel != cfg.LogLevel {
-					return agent.DaemonOptions{}, errors.New("state_dir and log_level change only with a restart of the agent")
+				if next.StateDir != cfg.StateDir || next.LogLevel != cfg.LogLevel || next.LogFormat != cfg.LogFormat {
+					return agent.DaemonOptions{}, errors.New("state_dir, log_level and log_format change only with a restart of the agent")
 				}
 				return options(next), nil
 			})
-			return d.Run(ctx)
+			err = d.Run(ctx)
+			LogStop(ctx, log, "agent")
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -229,6 +252,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 	f.StringVar(&cfg.FactsDir, "facts-dir", "", "external facts directory (default ROOT/etc/herd/facts.d)")
 	f.BoolVar(&cfg.SandboxFactsExec, "sandbox-facts-exec", false, "run the executables in a sandbox root's facts directory, as this user (under / they always run)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	LogFormatFlag(cmd, &cfg.LogFormat)
 	f.BoolVar(&once, "once", false, "run once and exit with apply's exit codes")
 	selectionFlags(cmd, &tags, &only)
 	return cmd
@@ -283,9 +307,12 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 		}
 		return nil
 	}
-	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
+	err := agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
 		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup,
+		Done: func(r *agent.Report) { WriteSummary(out, r) },
 	})
+	LogStop(cmd.Context(), log, "agent")
+	return err
 }
 
 // flagsOver returns base with the settings given as flags taken from cfg.

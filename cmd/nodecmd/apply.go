@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ func newApplyCmd() *cobra.Command {
 	var (
 		o                      agent.ApplyOptions
 		jsonOut, diff, verbose bool
+		yes                    bool
 		tags, only             []string
 	)
 	cmd := &cobra.Command{
@@ -55,7 +57,13 @@ exist are left alone. State lives in DIR/var/lib/herd.
 Exit status (Puppet's --detailed-exitcodes): 0 in sync, 2 changed (with
 --noop: would change; or a resource marked audit = true differs: drift,
 which is never a failure), 4 failures, 6 changes and failures, 1 the run
-could not start (a site error, the lock held), 64 bad usage.`,
+could not start (a site error, the lock held), 64 bad usage.
+
+On the real root (/) from a terminal, herd apply first checks (as
+--noop) and says which node and catalog it is about to apply and how many
+resources would change; when stdin is a terminal and this host never
+applied that node before, it stops there and asks for --yes: a typo in
+--node would otherwise converge the host as a node it is not.`,
 		Example: `  herd apply --site examples/site --root /tmp/sandbox --node web-01
   herd apply --site /srv/site --noop --diff
   herd apply --site /srv/site --tags nginx,tls --only user:alice
@@ -79,6 +87,9 @@ could not start (a site error, the lock held), 64 bad usage.`,
 				return err
 			}
 			o.AgentVersion = Version()
+			if err := confirmRealRoot(cmd, o, yes); err != nil {
+				return err
+			}
 			o.Services = supervisorFor(o.Root, o.Log)
 			out := cmd.OutOrStdout()
 			if !jsonOut {
@@ -125,7 +136,54 @@ could not start (a site error, the lock held), 64 bad usage.`,
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&diff, "diff", false, "show content diffs of changed files")
 	f.BoolVar(&verbose, "verbose", false, "list in-sync resources too, and log more")
+	f.BoolVar(&yes, "yes", false, "on the real root from a terminal, apply a node this host never applied without asking")
 	return cmd
+}
+
+// isTerminalFile reports whether r is a file that is a terminal.
+func isTerminalFile(r any) bool {
+	f, ok := r.(interface{ Fd() uintptr })
+	return ok && isTerminalFd(f.Fd())
+}
+
+// confirmRealRoot is herd apply's look before it converges the real host
+// (root /) for a person at a terminal: a noop run of the same catalog
+// says which node and catalog are about to be applied and how much would
+// change, and when stdin is a terminal and this host never applied that
+// node, the run stops there unless --yes was given. Pipelines (no
+// terminal), sandboxes (--root DIR) and --noop are not asked.
+func confirmRealRoot(cmd *cobra.Command, o agent.ApplyOptions, yes bool) error {
+	if o.Noop || filepath.Clean(o.Root) != "/" {
+		return nil
+	}
+	stdin := isTerminalFile(cmd.InOrStdin())
+	if !stdin && !isTerminalFile(cmd.OutOrStdout()) {
+		return nil
+	}
+	preview := o
+	preview.Noop, preview.Emit = true, nil
+	r, err := agent.Apply(cmd.Context(), preview)
+	if err != nil {
+		var ds catalogs.Diagnostics
+		if errors.As(err, &ds) {
+			return SiteError(o.Site, err)
+		}
+		return err
+	}
+	w := cmd.ErrOrStderr()
+	fmt.Fprintf(w, "about to apply node %s to this host (/): site %s, catalog %s; %d of %d resources would change\n",
+		Clean(r.Node), Clean(ShortVersion(r.Version)), Clean(ShortVersion(r.CatalogDigest)), r.Summary.Changed, r.Summary.Resources)
+	if yes || !stdin {
+		return nil
+	}
+	applied, err := agent.NodeApplied(cmd.Context(), agent.StateDirOr(o.StateDir, o.Root), r.Node)
+	if err != nil {
+		return err
+	}
+	if applied {
+		return nil
+	}
+	return &CodedError{Code: ExitError, Err: fmt.Errorf("this host never applied node %s: check --node (the node's name picks its roles), then run again with --yes", Clean(r.Node))}
 }
 
 // selectionFlags adds --tags and --only, a partial run's selection.
@@ -172,7 +230,9 @@ func WriteEvent(w io.Writer, e agent.Event, diff, verbose bool) {
 	if e.Error != "" {
 		detail = append(detail, e.Error)
 	}
-	fmt.Fprintf(w, "%-12s %-40s %s\n", status, e.ID, strings.Join(detail, "; "))
+	// Trimmed: an event with nothing more to say ends at its id, not in
+	// the padding of an empty column.
+	fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("%-12s %-40s %s", status, e.ID, strings.Join(detail, "; ")), " "))
 	if diff {
 		for _, c := range e.Changes {
 			if c.Diff != "" && !c.Sensitive {
@@ -195,30 +255,6 @@ func orNone(s string) string {
 func indent(s, prefix string) string {
 	s = strings.TrimRight(s, "\n")
 	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n"
-}
-
-// WriteSummary prints a run's one-line summary.
-func WriteSummary(w io.Writer, r *agent.Report) {
-	s := r.Summary
-	verb := "converged"
-	if r.Noop {
-		verb = "checked (noop)"
-	}
-	if r.Partial {
-		verb += " partially"
-	}
-	fmt.Fprintf(w, "%s %s in %s: %d resources, %d in sync, %d changed, %d failed, %d skipped",
-		verb, r.Node, r.Duration.Round(time.Millisecond/10), s.Resources, s.InSync, s.Changed, s.Failed, s.Skipped)
-	if s.Unknown > 0 {
-		fmt.Fprintf(w, ", %d unknown", s.Unknown)
-	}
-	if s.Refreshed > 0 {
-		fmt.Fprintf(w, ", %d refreshed", s.Refreshed)
-	}
-	if s.Drift > 0 {
-		fmt.Fprintf(w, ", %d drift", s.Drift)
-	}
-	fmt.Fprintf(w, " (site %s, run %s)\n", ShortVersion(r.Version), r.RunID)
 }
 
 // ShortVersion abbreviates a content-digest site version for a terminal.

@@ -132,17 +132,8 @@ func UsageError(cmd *cobra.Command, msg string) error {
 	return &CodedError{Code: ExitUsage, Err: fmt.Errorf("%s\nrun '%s --help' for usage", msg, cmd.CommandPath())}
 }
 
-// Logger returns the log/slog logger commands hand to packages: text on a
-// terminal, JSON otherwise, so that logs shipped from a fleet parse.
+// Logger returns the log/slog logger commands hand to packages, in the
+// automatic format (see LoggerFormat).
 func Logger(cmd *cobra.Command, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	w := cmd.ErrOrStderr()
-	if f, ok := w.(interface{ Fd() uintptr }); ok && isTerminalFd(f.Fd()) {
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewJSONHandler(w, opts)), nil
+	return LoggerFormat(cmd, level, "")
 }
