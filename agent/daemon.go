@@ -22,6 +22,7 @@ import (
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
+	"github.com/herdcm/herd/sdnotify"
 )
 
 // DaemonOptions configure the agent daemon. The node's name is not among
@@ -90,6 +91,12 @@ type DaemonOptions struct {
 	// Select makes the run partial (--tags, --only); only with Once: a
 	// daemon converges its whole catalog.
 	Select catalogs.Selection
+
+	// Notify tells the service manager (systemd, Type=notify) how the
+	// daemon is: READY=1 once the supervisor has adopted the services and
+	// serves the control socket, watchdog pings while the run loop keeps
+	// its promises (watchdog.go), STOPPING=1 when Run returns. nil: none.
+	Notify *sdnotify.Notifier
 
 	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
 	// values in memory just before a resource is checked. Default: the
@@ -268,10 +275,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.drift.stop()
 	d.drift.set(ctx, d.etag, d.cat)
+	// Ready: every service an earlier agent left is adopted and the
+	// control socket answers, so that a unit ordered after this one (or
+	// an upgrade waiting for it) finds the services supervised.
+	d.notifyReady()
+	defer d.o.Notify.Stopping("stopping: the services keep running")
 	// Reports a previous process left in the spool go out first.
 	d.poke()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return d.runLoop(ctx) })
+	wd := d.o.Notify.Watchdog()
+	g.Go(func() error { wd.Run(ctx); return nil })
+	g.Go(func() error { return d.runLoop(ctx, wd) })
 	g.Go(func() error { return d.watchLoop(ctx) })
 	g.Go(func() error { return d.sendLoop(ctx) })
 	return g.Wait()
@@ -338,14 +352,23 @@ func (d *Daemon) currentEtag() (etag, refused string) {
 
 // runLoop runs when the schedule says so or a trigger asks, one run at a
 // time.
-func (d *Daemon) runLoop(ctx context.Context) error {
+func (d *Daemon) runLoop(ctx context.Context, wd *sdnotify.Watchdog) error {
 	cycle := d.cycle
 	if d.runCycle != nil {
 		cycle = d.runCycle
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// While idle the loop comes round every half watchdog interval and
+	// promises to again; the watchdog pings only while that holds.
+	var tick <-chan time.Time
+	if every := wd.Every(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		wd.Alive(2 * wd.Every())
 		next, fire := d.sched.Next(time.Now(), d.state), TriggerTimer
 		if audit := NextAudit(d.o.AuditInterval, d.checked); !audit.IsZero() && audit.Before(next) && d.cat != nil {
 			next, fire = audit, TriggerAudit
@@ -359,6 +382,8 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			d.pending |= fire
 			d.mu.Unlock()
 		case <-d.wake:
+		case <-tick:
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil // select picks at random among ready cases
@@ -381,6 +406,7 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			// checks the host as well.
 			why &^= TriggerAudit
 		}
+		wd.Alive(d.runs.runBound())
 		r, out := cycle(ctx, why)
 		d.checked = time.Now()
 		releaseMemory()

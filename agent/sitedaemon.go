@@ -16,6 +16,7 @@ import (
 
 	"github.com/herdcm/herd/agent/resources"
 	"github.com/herdcm/herd/agent/sandbox"
+	"github.com/herdcm/herd/sdnotify"
 )
 
 // SiteDaemonOptions configure the masterless daemon (`herd agent --site
@@ -36,6 +37,10 @@ type SiteDaemonOptions struct {
 	// Hangup, when set, asks for a run now with each value (the agent
 	// command routes SIGHUP here).
 	Hangup <-chan os.Signal
+	// Notify tells the service manager the daemon is ready (once the
+	// supervisor serves), alive (while the loop keeps its promise, as
+	// the pulling daemon's) and stopping; nil: none.
+	Notify *sdnotify.Notifier
 
 	// afterRun is called after each run (tests).
 	afterRun func(r *Report, err error)
@@ -109,15 +114,34 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		defer stopWatch()
 	}
 
+	if err := o.Notify.Ready("masterless: applying " + o.Site); err != nil {
+		log.Warn("telling systemd the agent is ready", "err", err)
+	}
+	defer o.Notify.Stopping("stopping: the services keep running")
+	wd := o.Notify.Watchdog()
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	wdDone := make(chan struct{})
+	go func() { defer close(wdDone); wd.Run(wctx) }()
+	defer func() { stopWatchdog(); <-wdDone }()
+	var tick <-chan time.Time
+	if every := wd.Every(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+
 	sched := Schedule{Interval: o.Interval, Splay: o.Splay}
 	var state ScheduleState
 	timer := time.NewTimer(0) // the first run at once
 	defer timer.Stop()
 	src := &siteSource{site: o.Site, node: o.Node}
 	for {
+		wd.Alive(2 * wd.Every())
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick:
+			continue
 		case <-timer.C:
 		case <-changed:
 		case <-o.Hangup:
@@ -126,6 +150,7 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		wd.Alive(s.runBound())
 		r, _, err := s.run(ctx, src, runCall{state: st, facts: true, services: services})
 		switch {
 		case err != nil:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/herdcm/herd/agent"
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/sdnotify"
 )
 
 // agentConfig is agent.toml; every setting is also a flag of the same
@@ -101,6 +102,12 @@ SIGHUP makes the agent run at once with --config read again.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			// Taken out of the environment before anything is started,
+			// so that no service or command inherits systemd's socket.
+			notify, err := sdnotify.FromEnv()
+			if err != nil {
+				return err
+			}
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
@@ -126,7 +133,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				return err
 			}
 			if cfg.Site != "" {
-				return runSiteAgent(cmd, cfg, once, sel, hup, log)
+				return runSiteAgent(cmd, cfg, once, sel, hup, notify, log)
 			}
 			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
 			stateDir, certDir := state.String(), state.TLS()
@@ -169,6 +176,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				}
 			}
 			o := options(cfg)
+			o.Notify = notify
 			if once {
 				o.Select = sel
 				d, err := agent.NewDaemon(ctx, o)
@@ -236,7 +244,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 
 // runSiteAgent is `herd agent --site DIR`: the masterless daemon, or with
 // --once a single run, as herd apply does it.
-func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.Selection, hup <-chan os.Signal, log *slog.Logger) error {
+func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.Selection, hup <-chan os.Signal, notify *sdnotify.Notifier, log *slog.Logger) error {
 	// A setting that would be ignored is refused: these only mean
 	// something with a server.
 	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
@@ -284,7 +292,7 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 		return nil
 	}
 	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
-		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup,
+		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup, Notify: notify,
 	})
 }
 
