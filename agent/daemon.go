@@ -97,6 +97,11 @@ type DaemonOptions struct {
 	// serves the control socket, watchdog pings while the run loop keeps
 	// its promises (watchdog.go), STOPPING=1 when Run returns. nil: none.
 	Notify *sdnotify.Notifier
+	// Executable is the path of the agent's own program. When set, the
+	// daemon notices after each run that the file there was replaced (a
+	// package upgrade), sends the run's report and returns ErrUpgraded
+	// from Run, for its caller to re-execute it (upgrade.go). "": never.
+	Executable string
 
 	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
 	// values in memory just before a resource is checked. Default: the
@@ -149,6 +154,10 @@ type Daemon struct {
 	// checked is when the last run that checked the host (a real run or
 	// an audit) ended: the next audit is due AuditInterval after it.
 	checked time.Time
+	// exe is the program file the daemon started from (upgrade.go);
+	// upgrading is set once Run stops for a re-exec of a new one.
+	exe       exeID
+	upgrading bool
 
 	// Tests: runCycle replaces cycle; afterRun is called after each run.
 	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
@@ -232,6 +241,11 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 		sent:  make(chan struct{}, 1),
 	}
 	d.drift = driftWatch{root: o.Root, log: log, changed: func() { d.Trigger(TriggerDrift) }}
+	if o.Executable != "" {
+		if d.exe, err = statExe(o.Executable); err != nil {
+			log.Warn("the agent's program cannot be watched for upgrades", "path", o.Executable, "err", err)
+		}
+	}
 	cat, etag, ok, err := st.loadCatalog(ctx, id.SigningKey, id.Node)
 	switch {
 	case err != nil:
@@ -279,7 +293,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// control socket answers, so that a unit ordered after this one (or
 	// an upgrade waiting for it) finds the services supervised.
 	d.notifyReady()
-	defer d.o.Notify.Stopping("stopping: the services keep running")
+	defer func() {
+		if !d.upgrading {
+			d.o.Notify.Stopping("stopping: the services keep running")
+		}
+	}()
 	// Reports a previous process left in the spool go out first.
 	d.poke()
 	g, ctx := errgroup.WithContext(ctx)
@@ -422,6 +440,14 @@ func (d *Daemon) runLoop(ctx context.Context, wd *sdnotify.Watchdog) error {
 			}
 			next := d.sched.Next(time.Now(), d.state)
 			d.log.Debug("next run", "at", next.Format(time.RFC3339), "in", time.Until(next).Round(time.Second))
+		}
+		if d.exeReplaced() {
+			// The run that upgraded the agent (or any run after an
+			// upgrade by hand) has ended and its report is spooled.
+			if d.afterRun != nil {
+				d.afterRun(why, r, out.err)
+			}
+			return d.upgraded(ctx)
 		}
 		d.poke()
 		if d.afterRun != nil {

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -196,11 +197,19 @@ SIGHUP makes the agent run at once with --config read again.`,
 				}
 				return nil
 			}
+			// The daemon watches its own program for a package upgrade
+			// and stops for this command to re-execute it (upgrade.go).
+			exe, err := os.Executable()
+			if err != nil {
+				log.Warn("the agent's program is unknown: upgrades take effect at the next restart", "err", err)
+			}
+			o.Executable = exe
 			d, err := agent.NewDaemon(ctx, o)
 			if err != nil {
 				return err
 			}
-			defer d.Close()
+			closeDaemon := sync.OnceValue(d.Close)
+			defer closeDaemon()
 			go d.HandleHangups(ctx, hup, func() (agent.DaemonOptions, error) {
 				// What a restart would read: defaults, the file, flags.
 				next := flagsOver(cmd, defaults, cfg)
@@ -212,7 +221,18 @@ SIGHUP makes the agent run at once with --config read again.`,
 				}
 				return options(next), nil
 			})
-			return d.Run(ctx)
+			err = d.Run(ctx)
+			if errors.Is(err, agent.ErrUpgraded) {
+				// Everything let go (the supervisor, the locks, the state:
+				// all close-on-exec besides), the same pid runs the new
+				// program, which adopts the services.
+				if cerr := closeDaemon(); cerr != nil {
+					log.Warn("closing before the re-exec", "err", cerr)
+				}
+				signal.Stop(hup)
+				return agent.Reexec(exe, notify.Env())
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
