@@ -146,7 +146,7 @@ func TestAgentUpgradesItself(t *testing.T) {
 	// The site pins herd-agent 2.0.0 from a .deb it ships.
 	for name, body := range map[string][]byte{
 		"files/herd-agent_2.0.0_all.deb": debs["2.0.0"],
-		"roles/r.toml": []byte(service + "\n[[package]]\nname = \"herd-agent\"\nsource = \"files/herd-agent_2.0.0_all.deb\"\nensure = \"2.0.0\"\n"),
+		"roles/r.toml":                   []byte(service + "\n[[package]]\nname = \"herd-agent\"\nsource = \"files/herd-agent_2.0.0_all.deb\"\nensure = \"2.0.0\"\n"),
 	} {
 		p := filepath.Join(site, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
