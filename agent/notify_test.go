@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,6 +47,13 @@ func TestDaemonNotifies(t *testing.T) {
 		}
 		prev = m.At
 	}
+	// SIGHUP: RELOADING=1, then READY=1 once the settings are read.
+	hup := make(chan os.Signal, 1)
+	go a.d.HandleHangups(ctx, hup, nil)
+	hup <- syscall.SIGHUP
+	ns.Await(t, 5*time.Second, "RELOADING=1", "READY=1", "STOPPING=1")
+	ns.Await(t, 5*time.Second, "READY=1", "STOPPING=1")
+
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)

@@ -41,6 +41,11 @@ type SiteDaemonOptions struct {
 	// supervisor serves), alive (while the loop keeps its promise, as
 	// the pulling daemon's) and stopping; nil: none.
 	Notify *sdnotify.Notifier
+	// Executable is the agent's own program: after a run that left
+	// another file there (a package upgrade), RunSiteDaemon lets go of
+	// everything and returns ErrUpgraded for its caller to re-execute it,
+	// as the pulling daemon does (upgrade.go). "": never.
+	Executable string
 
 	// afterRun is called after each run (tests).
 	afterRun func(r *Report, err error)
@@ -114,10 +119,21 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		defer stopWatch()
 	}
 
+	var exe exeID
+	if o.Executable != "" {
+		if exe, err = statExe(o.Executable); err != nil {
+			log.Warn("the agent's program cannot be watched for upgrades", "path", o.Executable, "err", err)
+		}
+	}
+	upgrading := false
 	if err := o.Notify.Ready("masterless: applying " + o.Site); err != nil {
 		log.Warn("telling systemd the agent is ready", "err", err)
 	}
-	defer o.Notify.Stopping("stopping: the services keep running")
+	defer func() {
+		if !upgrading {
+			o.Notify.Stopping("stopping: the services keep running")
+		}
+	}()
 	wd := o.Notify.Watchdog()
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	wdDone := make(chan struct{})
@@ -162,6 +178,17 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		}
 		if o.afterRun != nil {
 			o.afterRun(r, err)
+		}
+		if exe != (exeID{}) {
+			if now, err := statExe(o.Executable); err == nil && now != exe {
+				// The run is recorded in the history; the deferred closes
+				// let go of the supervisor (its services run on) and the
+				// state before the caller re-executes.
+				log.Info("the agent's program was replaced (a package upgrade): re-executing it, the services left running", "path", o.Executable)
+				upgrading = true
+				o.Notify.Reloading("re-executing the upgraded agent")
+				return fmt.Errorf("%w (%s)", ErrUpgraded, o.Executable)
+			}
 		}
 		releaseMemory()
 		state.LastRun, state.Jitter = time.Now(), mrand.Float64()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,4 +92,69 @@ func TestDaemonStopsForUpgrade(t *testing.T) {
 		}
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// TestSiteDaemonStopsForUpgrade: the masterless daemon, too, returns
+// ErrUpgraded after the run that found its program replaced, and tells
+// systemd RELOADING=1 rather than STOPPING=1.
+func TestSiteDaemonStopsForUpgrade(t *testing.T) {
+	t.Parallel()
+	site := t.TempDir()
+	for name, body := range map[string]string{
+		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
+		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"hi\\n\"\n",
+	} {
+		p := filepath.Join(site, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe := filepath.Join(t.TempDir(), "herd-agent")
+	if err := os.WriteFile(exe, []byte("old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ns := testkit.NewNotifySocket(t)
+	n, err := sdnotify.New(ns.Path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make(chan error, 10)
+	hup := make(chan os.Signal, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunSiteDaemon(ctx, SiteDaemonOptions{
+			ApplyOptions: ApplyOptions{Site: site, Root: t.TempDir(), Node: "n1", Log: testLog(t)},
+			Interval:     time.Hour, Hangup: hup, Notify: n, Executable: exe,
+			afterRun: func(_ *Report, err error) { runs <- err },
+		})
+	}()
+	if err := <-runs; err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	tmp := exe + ".dpkg-new"
+	if err := os.WriteFile(tmp, []byte("new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, exe); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUpgraded) {
+			t.Fatalf("RunSiteDaemon = %v, want ErrUpgraded", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("RunSiteDaemon did not return after its program was replaced")
+	}
+	if len(runs) != 1 {
+		t.Errorf("%d runs after the upgrade, want the one that found it", len(runs))
+	}
+	ns.Await(t, 5*time.Second, "READY=1")
+	ns.Await(t, 5*time.Second, "RELOADING=1", "STOPPING=1")
 }

@@ -3,6 +3,7 @@ package sdnotify
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -93,7 +94,7 @@ func watchdogFromEnv(usec, pid string, self int) (time.Duration, error) {
 		}
 	}
 	us, err := strconv.ParseUint(usec, 10, 63)
-	if err != nil || us == 0 {
+	if err != nil || us == 0 || us > uint64(math.MaxInt64/time.Microsecond) {
 		return 0, fmt.Errorf("%s=%q: want a positive number of microseconds", EnvWatchdogUS, usec)
 	}
 	return time.Duration(us) * time.Microsecond, nil

@@ -311,9 +311,18 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 		}
 		return nil
 	}
-	return agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
+	exe, err := os.Executable()
+	if err != nil {
+		log.Warn("the agent's program is unknown: upgrades take effect at the next restart", "err", err)
+	}
+	err = agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
 		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup, Notify: notify,
+		Executable: exe,
 	})
+	if errors.Is(err, agent.ErrUpgraded) {
+		return agent.Reexec(exe, notify.Env())
+	}
+	return err
 }
 
 // flagsOver returns base with the settings given as flags taken from cfg.
