@@ -126,22 +126,30 @@ func TestSiteDaemonStopsForUpgrade(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	// The second run replaces the program, as a package resource would,
+	// before the daemon looks at it after the run.
+	replace := func() error {
+		tmp := exe + ".dpkg-new"
+		if err := os.WriteFile(tmp, []byte("new"), 0o755); err != nil {
+			return err
+		}
+		return os.Rename(tmp, exe)
+	}
+	n1 := 0
 	go func() {
 		done <- RunSiteDaemon(ctx, SiteDaemonOptions{
 			ApplyOptions: ApplyOptions{Site: site, Root: t.TempDir(), Node: "n1", Log: testLog(t)},
 			Interval:     time.Hour, Hangup: hup, Notify: n, Executable: exe,
-			afterRun: func(_ *Report, err error) { runs <- err },
+			afterRun: func(_ *Report, err error) {
+				if n1++; n1 == 2 && err == nil {
+					err = replace()
+				}
+				runs <- err
+			},
 		})
 	}()
 	if err := <-runs; err != nil {
 		t.Fatalf("first run: %v", err)
-	}
-	tmp := exe + ".dpkg-new"
-	if err := os.WriteFile(tmp, []byte("new"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, exe); err != nil {
-		t.Fatal(err)
 	}
 	hup <- syscall.SIGHUP
 	select {
@@ -153,7 +161,9 @@ func TestSiteDaemonStopsForUpgrade(t *testing.T) {
 		t.Fatal("RunSiteDaemon did not return after its program was replaced")
 	}
 	if len(runs) != 1 {
-		t.Errorf("%d runs after the upgrade, want the one that found it", len(runs))
+		t.Errorf("%d runs after the first, want the one that replaced the program", len(runs))
+	} else if err := <-runs; err != nil {
+		t.Errorf("the second run: %v", err)
 	}
 	ns.Await(t, 5*time.Second, "READY=1")
 	ns.Await(t, 5*time.Second, "RELOADING=1", "STOPPING=1")
