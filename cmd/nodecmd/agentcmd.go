@@ -90,7 +90,13 @@ With --site there is no enrollment: --name is the node name, and the
 server settings are refused.
 
 Settings come from --config (TOML, decoded strictly) and flags; flags win.
-SIGHUP makes the agent run at once with --config read again.`,
+SIGHUP makes the agent run at once with --config read again.
+
+Under systemd (Type=notify) the daemon says READY=1 once its supervisor has
+adopted the services, and pings the watchdog while its run loop is alive.
+When its own program is replaced (a package upgrade, by its own run or by
+hand), it finishes the run, sends the report and re-executes the new
+program in place: same pid, every service adopted, none restarted.`,
 		Example: `  herd agent --server herd.example.com:8140 --join-token "$TOKEN"
   herd agent --config /etc/herd/agent.toml
   herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop
