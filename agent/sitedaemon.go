@@ -162,6 +162,10 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		case <-changed:
 		case <-o.Hangup:
 			log.Info("SIGHUP: running now")
+			// systemd's reload waits for READY=1 after RELOADING=1; the
+			// run itself reads the site again.
+			o.Notify.Reloading("running now")
+			o.Notify.Ready("masterless: applying " + o.Site)
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -166,5 +166,9 @@ func TestSiteDaemonStopsForUpgrade(t *testing.T) {
 		t.Errorf("the second run: %v", err)
 	}
 	ns.Await(t, 5*time.Second, "READY=1")
+	// SIGHUP: RELOADING=1 then READY=1; then the upgrade's RELOADING=1,
+	// and never STOPPING=1.
+	ns.Await(t, 5*time.Second, "RELOADING=1", "STOPPING=1")
+	ns.Await(t, 5*time.Second, "READY=1", "STOPPING=1")
 	ns.Await(t, 5*time.Second, "RELOADING=1", "STOPPING=1")
 }
