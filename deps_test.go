@@ -23,11 +23,13 @@ var rules = map[string]struct {
 	forbid    []string // import path prefixes it must not depend on
 }{
 	"facts": {},
+	// Tells systemd how a daemon is doing: nothing of Herd's own.
+	"sdnotify": {forbid: nodeForbid},
 	"catalogs": {allowHerd: []string{"facts"}, forbid: []string{
 		"google.golang.org/grpc", "github.com/mattn/go-sqlite3", "github.com/open-policy-agent/opa", "net/http",
 	}},
 	"policies":        {allowHerd: []string{"catalogs", "facts"}},
-	"agent":           {allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise", "agent/sandbox"}, forbid: nodeForbid},
+	"agent":           {allowHerd: []string{"catalogs", "facts", "api/herdv1", "agent/resources", "agent/supervise", "agent/sandbox", "sdnotify"}, forbid: nodeForbid},
 	"agent/resources": {allowHerd: []string{"catalogs", "facts"}, forbid: nodeForbid},
 	"agent/supervise": {forbid: nodeForbid},
 	"agent/sandbox":   {forbid: nodeForbid},
@@ -38,11 +40,11 @@ var rules = map[string]struct {
 	"server/auditreport": {allowHerd: []string{"api/herdv1"}},
 	"api/herdv1":         {},
 	"testkit":            {allowHerd: []string{"agent/sandbox"}},
-	"testkit/fleet":      {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
+	"testkit/fleet":      {allowHerd: []string{"sdnotify", "agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
 	"bench/loadgen":      {allowHerd: []string{"agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "testkit"}},
-	"cmd/herd":           {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "cmd/nodecmd", "server/auditreport"}},
-	"cmd/nodecmd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts"}, forbid: nodeForbid},
-	"cmd/herd-agent":     {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "cmd/nodecmd"}, forbid: nodeForbid},
+	"cmd/herd":           {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "server", "server/ca", "server/dashboard", "server/store", "policies", "cmd/nodecmd", "server/auditreport", "sdnotify"}},
+	"cmd/nodecmd":        {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "sdnotify"}, forbid: nodeForbid},
+	"cmd/herd-agent":     {allowHerd: []string{"agent", "agent/resources", "agent/supervise", "agent/sandbox", "api/herdv1", "catalogs", "facts", "cmd/nodecmd", "sdnotify"}, forbid: nodeForbid},
 
 	// The dashboard's pages read the fleet through its Source interface:
 	// it needs nothing of Herd's own.

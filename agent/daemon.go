@@ -22,6 +22,7 @@ import (
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
+	"github.com/herdcm/herd/sdnotify"
 )
 
 // DaemonOptions configure the agent daemon. The node's name is not among
@@ -97,6 +98,17 @@ type DaemonOptions struct {
 	// daemon converges its whole catalog.
 	Select catalogs.Selection
 
+	// Notify tells the service manager (systemd, Type=notify) how the
+	// daemon is: READY=1 once the supervisor has adopted the services and
+	// serves the control socket, watchdog pings while the run loop keeps
+	// its promises (watchdog.go), STOPPING=1 when Run returns. nil: none.
+	Notify *sdnotify.Notifier
+	// Executable is the path of the agent's own program. When set, the
+	// daemon notices after each run that the file there was replaced (a
+	// package upgrade), sends the run's report and returns ErrUpgraded
+	// from Run, for its caller to re-execute it (upgrade.go). "": never.
+	Executable string
+
 	// NodeKey is the node's own X25519 key: it opens the catalog's sealed
 	// values in memory just before a resource is checked. Default: the
 	// sealing key enrollment made (LoadSealKey of CertDir), whose public
@@ -148,6 +160,10 @@ type Daemon struct {
 	// checked is when the last run that checked the host (a real run or
 	// an audit) ended: the next audit is due AuditInterval after it.
 	checked time.Time
+	// exe is the program file the daemon started from (upgrade.go);
+	// upgrading is set once Run stops for a re-exec of a new one.
+	exe       exeID
+	upgrading bool
 
 	// Tests: runCycle replaces cycle; afterRun is called after each run.
 	runCycle func(ctx context.Context, why Trigger) (*Report, cycleResult)
@@ -231,6 +247,11 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 		sent:  make(chan struct{}, 1),
 	}
 	d.drift = driftWatch{root: o.Root, log: log, changed: func() { d.Trigger(TriggerDrift) }}
+	if o.Executable != "" {
+		if d.exe, err = statExe(o.Executable); err != nil {
+			log.Warn("the agent's program cannot be watched for upgrades", "path", o.Executable, "err", err)
+		}
+	}
 	cat, etag, ok, err := st.loadCatalog(ctx, id.SigningKey, id.Node)
 	switch {
 	case err != nil:
@@ -274,10 +295,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.drift.stop()
 	d.drift.set(ctx, d.etag, d.cat)
+	// Ready: every service an earlier agent left is adopted and the
+	// control socket answers, so that a unit ordered after this one (or
+	// an upgrade waiting for it) finds the services supervised.
+	d.notifyReady()
+	defer func() {
+		if !d.upgrading {
+			d.o.Notify.Stopping("stopping: the services keep running")
+		}
+	}()
 	// Reports a previous process left in the spool go out first.
 	d.poke()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return d.runLoop(ctx) })
+	wd := d.o.Notify.Watchdog()
+	g.Go(func() error { wd.Run(ctx); return nil })
+	g.Go(func() error { return d.runLoop(ctx, wd) })
 	g.Go(func() error { return d.watchLoop(ctx) })
 	g.Go(func() error { return d.sendLoop(ctx) })
 	return g.Wait()
@@ -344,14 +376,23 @@ func (d *Daemon) currentEtag() (etag, refused string) {
 
 // runLoop runs when the schedule says so or a trigger asks, one run at a
 // time.
-func (d *Daemon) runLoop(ctx context.Context) error {
+func (d *Daemon) runLoop(ctx context.Context, wd *sdnotify.Watchdog) error {
 	cycle := d.cycle
 	if d.runCycle != nil {
 		cycle = d.runCycle
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// While idle the loop comes round every half watchdog interval and
+	// promises to again; the watchdog pings only while that holds.
+	var tick <-chan time.Time
+	if every := wd.Every(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		wd.Alive(2 * wd.Every())
 		next, fire := d.sched.Next(time.Now(), d.state), TriggerTimer
 		if audit := NextAudit(d.o.AuditInterval, d.checked); !audit.IsZero() && audit.Before(next) && d.cat != nil {
 			next, fire = audit, TriggerAudit
@@ -365,6 +406,8 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			d.pending |= fire
 			d.mu.Unlock()
 		case <-d.wake:
+		case <-tick:
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil // select picks at random among ready cases
@@ -387,6 +430,7 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			// checks the host as well.
 			why &^= TriggerAudit
 		}
+		wd.Alive(d.runs.runBound())
 		r, out := cycle(ctx, why)
 		d.checked = time.Now()
 		releaseMemory()
@@ -402,6 +446,14 @@ func (d *Daemon) runLoop(ctx context.Context) error {
 			}
 			next := d.sched.Next(time.Now(), d.state)
 			d.log.Debug("next run", "at", next.Format(time.RFC3339), "in", time.Until(next).Round(time.Second))
+		}
+		if d.exeReplaced() {
+			// The run that upgraded the agent (or any run after an
+			// upgrade by hand) has ended and its report is spooled.
+			if d.afterRun != nil {
+				d.afterRun(why, r, out.err)
+			}
+			return d.upgraded(ctx)
 		}
 		d.poke()
 		if d.afterRun != nil {

@@ -303,9 +303,14 @@ func (d *Daemon) HandleHangups(ctx context.Context, sig <-chan os.Signal, reload
 			return
 		case <-sig:
 			d.log.Info("SIGHUP: running now, with the configuration read again")
+			// systemd (ExecReload, or Type=notify-reload) waits for
+			// READY=1 after RELOADING=1: the settings are read and
+			// checked now, and taken by the run loop before its next run.
+			d.o.Notify.Reloading("reading the configuration again")
 			if err := d.Hangup(reload); err != nil {
 				d.log.Error("SIGHUP", "err", err)
 			}
+			d.o.Notify.Ready("configuration read again")
 		}
 	}
 }

@@ -103,7 +103,7 @@ func TestRunLoopFollowsSchedule(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error)
-		go func() { done <- d.runLoop(ctx) }()
+		go func() { done <- d.runLoop(ctx, nil) }()
 		time.Sleep(90 * time.Minute) // the bubble's clock: no real wait
 		d.Trigger(TriggerManual)
 		synctest.Wait()

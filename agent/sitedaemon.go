@@ -16,6 +16,7 @@ import (
 
 	"github.com/herdcm/herd/agent/resources"
 	"github.com/herdcm/herd/agent/sandbox"
+	"github.com/herdcm/herd/sdnotify"
 )
 
 // SiteDaemonOptions configure the masterless daemon (`herd agent --site
@@ -39,6 +40,15 @@ type SiteDaemonOptions struct {
 	// Done receives each run's report as the run ends; may be nil (see
 	// DaemonOptions.Done).
 	Done func(*Report)
+	// Notify tells the service manager the daemon is ready (once the
+	// supervisor serves), alive (while the loop keeps its promise, as
+	// the pulling daemon's) and stopping; nil: none.
+	Notify *sdnotify.Notifier
+	// Executable is the agent's own program: after a run that left
+	// another file there (a package upgrade), RunSiteDaemon lets go of
+	// everything and returns ErrUpgraded for its caller to re-execute it,
+	// as the pulling daemon does (upgrade.go). "": never.
+	Executable string
 
 	// afterRun is called after each run (tests).
 	afterRun func(r *Report, err error)
@@ -112,23 +122,58 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		defer stopWatch()
 	}
 
+	var exe exeID
+	if o.Executable != "" {
+		if exe, err = statExe(o.Executable); err != nil {
+			log.Warn("the agent's program cannot be watched for upgrades", "path", o.Executable, "err", err)
+		}
+	}
+	upgrading := false
+	if err := o.Notify.Ready("masterless: applying " + o.Site); err != nil {
+		log.Warn("telling systemd the agent is ready", "err", err)
+	}
+	defer func() {
+		if !upgrading {
+			o.Notify.Stopping("stopping: the services keep running")
+		}
+	}()
+	wd := o.Notify.Watchdog()
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	wdDone := make(chan struct{})
+	go func() { defer close(wdDone); wd.Run(wctx) }()
+	defer func() { stopWatchdog(); <-wdDone }()
+	var tick <-chan time.Time
+	if every := wd.Every(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+
 	sched := Schedule{Interval: o.Interval, Splay: o.Splay}
 	var state ScheduleState
 	timer := time.NewTimer(0) // the first run at once
 	defer timer.Stop()
 	src := &siteSource{site: o.Site, node: o.Node}
 	for {
+		wd.Alive(2 * wd.Every())
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick:
+			continue
 		case <-timer.C:
 		case <-changed:
 		case <-o.Hangup:
 			log.Info("SIGHUP: running now")
+			// systemd's reload waits for READY=1 after RELOADING=1; the
+			// run itself reads the site again.
+			o.Notify.Reloading("running now")
+			o.Notify.Ready("masterless: applying " + o.Site)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
+		wd.Alive(s.runBound())
 		r, _, err := s.run(ctx, src, runCall{state: st, facts: true, services: services})
 		switch {
 		case err != nil:
@@ -143,6 +188,17 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 		}
 		if o.afterRun != nil {
 			o.afterRun(r, err)
+		}
+		if exe != (exeID{}) {
+			if now, err := statExe(o.Executable); err == nil && now != exe {
+				// The run is recorded in the history; the deferred closes
+				// let go of the supervisor (its services run on) and the
+				// state before the caller re-executes.
+				log.Info("the agent's program was replaced (a package upgrade): re-executing it, the services left running", "path", o.Executable)
+				upgrading = true
+				o.Notify.Reloading("re-executing the upgraded agent")
+				return fmt.Errorf("%w (%s)", ErrUpgraded, o.Executable)
+			}
 		}
 		releaseMemory()
 		state.LastRun, state.Jitter = time.Now(), mrand.Float64()

@@ -258,6 +258,9 @@ type Server struct {
 	// clientConns closes connections whose certificate expired or whose
 	// name was revoked (server/tls.go).
 	clientConns clientConns
+	// hup serialises site reloads and keeps the TLS state for Reload
+	// (server/reload.go).
+	hup hangup
 
 	// Addr and HTTPAddr are the bound addresses, set by Start (useful with
 	// port 0).
@@ -400,6 +403,7 @@ func (s *Server) Start(ctx context.Context) error {
 	// connRouter does the handshake with it (h2 included, see
 	// newServerTLS), then hands the connection to one of two gRPC servers.
 	tlsConf := stls.config()
+	s.hup.tls.Store(stls)
 	lis, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("starting the server: %w", err)

@@ -218,7 +218,7 @@ func (s *Server) watchSite() (run func(ctx context.Context) error) {
 				}
 				s.log.Warn("watching the site", "err", err)
 			case <-fire:
-				if err := s.reload(ctx); err != nil {
+				if err := s.reloadSite(ctx); err != nil {
 					s.log.Error("reloading the site", "err", err)
 				}
 			}

@@ -105,6 +105,7 @@ and ends NAME's sessions.`,
 	var pattern string
 	var ttl nodecmd.Duration = nodecmd.Duration(24 * time.Hour)
 	var singleUse bool
+	var agentServer string
 	tokenCmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create a join token: nodes enrolling with it are issued at once",
@@ -118,12 +119,13 @@ and ends NAME's sessions.`,
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
 			fmt.Fprintf(cmd.ErrOrStderr(), "id %s, expires %s\n", resp.Id, time.UnixMilli(resp.ExpiresUnixMs).Local().Format(time.DateTime))
-			return nil
+			return printBootstrapLine(cmd, &af, agentServer, resp.Token)
 		}),
 	}
 	tokenCmd.Flags().StringVar(&pattern, "pattern", "", "a glob the whole enrolling name must match, '*' within one dot-separated label (default: any)")
 	tokenCmd.Flags().Var(&ttl, "ttl", "how long the token is valid (at most 30 days)")
 	tokenCmd.Flags().BoolVar(&singleUse, "single-use", false, "the token enrolls one node only")
+	tokenCmd.Flags().StringVar(&agentServer, "agent-server", "", "the server's address as nodes reach it, for the bootstrap line (default: --server)")
 
 	var caFile string
 	fingerprintCmd := &cobra.Command{

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/herdcm/herd/cmd/nodecmd"
+	"github.com/herdcm/herd/sdnotify"
 	"github.com/herdcm/herd/server"
 )
 
@@ -93,6 +98,11 @@ fails to load leaves the previous version served; a node whose compile fails
 keeps its last good catalog (see herd nodes).
 
 Settings come from --config (TOML, decoded strictly) and flags; flags win.
+SIGHUP reloads: the site is loaded again, the TLS certificate and session
+ticket keys read again, revocations in the store or the CRL taken, and
+server.toml read again: log_level changes at once, and every other changed
+setting is logged as needing a restart. Under systemd (Type=notify) it
+says READY=1, RELOADING=1 and STOPPING=1, and pings the watchdog.
 SIGINT or SIGTERM stops it gracefully. When serving fails (a listener
 dies), it exits 1 with the error.
 
@@ -102,6 +112,16 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
   herd server --config /etc/herd/server.toml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP reloads (serverreload.go); caught from the start, as
+			// it would otherwise kill the server.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			notify, err := sdnotify.FromEnv()
+			if err != nil {
+				return err
+			}
+			defaults := cfg
 			if err := nodecmd.ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
@@ -114,7 +134,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 			// On a terminal a fleet recompile shows how far it has come;
 			// the log goes through the same line keeper.
 			progress := nodecmd.NewProgress(cmd.ErrOrStderr())
-			log, err := nodecmd.LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
+			log, level, err := nodecmd.LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return nodecmd.UsageError(cmd, err.Error())
 			}
@@ -142,19 +162,44 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "herd server: gRPC on %s, metrics on %s, site %s\n", s.Addr, s.HTTPAddr, cfg.Site)
-			// A server whose listener failed serves nothing: exit non-zero
-			// with its error rather than wait for a signal that may never
-			// come.
-			select {
-			case <-cmd.Context().Done():
-				nodecmd.LogStop(cmd.Context(), log, "server")
-				return s.Close()
-			case err, ok := <-s.Err():
-				cerr := s.Close()
-				if !ok {
-					return cerr
+			if err := notify.Ready(serverStatus(s)); err != nil {
+				log.Warn("telling systemd the server is ready", "err", err)
+			}
+			defer notify.Stopping("stopping")
+			reload := &serverReload{cmd: cmd, configFile: configFile, defaults: defaults, running: &cfg, level: level, notify: notify, log: log}
+			// The watchdog pings while this loop comes round.
+			wd := notify.Watchdog()
+			wctx, stopWatchdog := context.WithCancel(cmd.Context())
+			defer stopWatchdog()
+			go wd.Run(wctx)
+			var tick <-chan time.Time
+			if every := wd.Every(); every > 0 {
+				t := time.NewTicker(every)
+				defer t.Stop()
+				tick = t.C
+			}
+			for {
+				wd.Alive(2 * wd.Every())
+				// A server whose listener failed serves nothing: exit
+				// non-zero with its error rather than wait for a signal
+				// that may never come.
+				select {
+				case <-cmd.Context().Done():
+					nodecmd.LogStop(cmd.Context(), log, "server")
+					return s.Close()
+				case err, ok := <-s.Err():
+					cerr := s.Close()
+					if !ok {
+						return cerr
+					}
+					return fmt.Errorf("herd server stopped: %w", err)
+				case <-tick:
+				case <-hup:
+					// A reload may load and compile a whole site: the loop
+					// promises to be back within a bound that covers it.
+					wd.Alive(reloadBound)
+					reload.do(cmd.Context(), s)
 				}
-				return fmt.Errorf("herd server stopped: %w", err)
 			}
 		},
 	}

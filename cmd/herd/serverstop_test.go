@@ -11,11 +11,6 @@ import (
 	"github.com/herdcm/herd/testkit"
 )
 
-// serverChildEnv, when set, makes TestServerStopsOnSignal the server
-// itself: the test binary re-executed as `herd`, with the arguments in
-// the variable (one a line).
-const serverChildEnv = "HERD_TEST_SERVER_CHILD_ARGS"
-
 // TestServerStopsOnSignal: a real herd server process logs in the format
 // --log-format asks for (text, though stderr is a pipe), and SIGTERM
 // stops it with exit 0 and one log line that names the signal.

@@ -2,11 +2,15 @@ package nodecmd
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -73,4 +77,45 @@ func WithAdmin(a *AdminFlags, fn func(cmd *cobra.Command, args []string, c herdv
 		defer closeConn()
 		return fn(cmd, args, c)
 	}
+}
+
+// Server is the server's address the admin commands dial (--server).
+func (a *AdminFlags) Server() string { return a.server }
+
+// ServerCAFingerprint returns "sha256:<hex>" of the CA the server
+// presents in its TLS chain, the one an enrolling agent's
+// --ca-fingerprint must name: read from a handshake verified with the
+// admin's CA bundle, so that during a CA rotation it is the CA that
+// actually vouches for the server, not merely the first in ca.crt.
+func (a *AdminFlags) ServerCAFingerprint(ctx context.Context) (string, error) {
+	caPEM, err := os.ReadFile(filepath.Join(a.Dir, "ca.crt"))
+	if err != nil {
+		return "", fmt.Errorf("loading the server's CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return "", fmt.Errorf("%s holds no certificate", filepath.Join(a.Dir, "ca.crt"))
+	}
+	d := tls.Dialer{Config: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: a.serverName, NextProtos: []string{"h2"}}}
+	if d.Config.ServerName == "" {
+		host, _, err := net.SplitHostPort(a.server)
+		if err != nil {
+			return "", fmt.Errorf("the server address %q: %w", a.server, err)
+		}
+		d.Config.ServerName = host
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", a.server)
+	if err != nil {
+		return "", fmt.Errorf("reading the server's CA from %s: %w", a.server, err)
+	}
+	defer c.Close()
+	chains := c.(*tls.Conn).ConnectionState().VerifiedChains
+	if len(chains) == 0 || len(chains[0]) < 2 {
+		return "", fmt.Errorf("reading the server's CA from %s: no verified chain", a.server)
+	}
+	root := chains[0][len(chains[0])-1]
+	sum := sha256.Sum256(root.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/herdcm/herd/agent"
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/sdnotify"
 )
 
 // agentConfig is agent.toml; every setting is also a flag of the same
@@ -90,7 +92,13 @@ With --site there is no enrollment: --name is the node name, and the
 server settings are refused.
 
 Settings come from --config (TOML, decoded strictly) and flags; flags win.
-SIGHUP makes the agent run at once with --config read again.`,
+SIGHUP makes the agent run at once with --config read again.
+
+Under systemd (Type=notify) the daemon says READY=1 once its supervisor has
+adopted the services, and pings the watchdog while its run loop is alive.
+When its own program is replaced (a package upgrade, by its own run or by
+hand), it finishes the run, sends the report and re-executes the new
+program in place: same pid, every service adopted, none restarted.`,
 		Example: `  herd agent --server herd.example.com:8140 --join-token "$TOKEN"
   herd agent --config /etc/herd/agent.toml
   herd agent --server 127.0.0.1:8140 --root /tmp/sandbox --once --noop
@@ -103,6 +111,12 @@ SIGHUP makes the agent run at once with --config read again.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			// Taken out of the environment before anything is started,
+			// so that no service or command inherits systemd's socket.
+			notify, err := sdnotify.FromEnv()
+			if err != nil {
+				return err
+			}
 			if err := ApplyConfigFile(cmd, configFile, &cfg); err != nil {
 				return err
 			}
@@ -123,7 +137,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 			// The status line of an enrollment waiting for an operator;
 			// the log goes through the same line keeper.
 			progress := NewProgress(cmd.ErrOrStderr())
-			log, err := LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
+			log, _, err := LoggerProgress(cmd, progress, cfg.LogLevel, cfg.LogFormat)
 			if err != nil {
 				return UsageError(cmd, err.Error())
 			}
@@ -131,7 +145,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				return err
 			}
 			if cfg.Site != "" {
-				return runSiteAgent(cmd, cfg, once, sel, hup, log)
+				return runSiteAgent(cmd, cfg, once, sel, hup, notify, log)
 			}
 			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
 			stateDir, certDir := state.String(), state.TLS()
@@ -190,6 +204,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 				return o
 			}
 			o := options(cfg)
+			o.Notify = notify
 			if once {
 				o.Select = sel
 				d, err := agent.NewDaemon(ctx, o)
@@ -209,11 +224,19 @@ SIGHUP makes the agent run at once with --config read again.`,
 				}
 				return nil
 			}
+			// The daemon watches its own program for a package upgrade
+			// and stops for this command to re-execute it (upgrade.go).
+			exe, err := os.Executable()
+			if err != nil {
+				log.Warn("the agent's program is unknown: upgrades take effect at the next restart", "err", err)
+			}
+			o.Executable = exe
 			d, err := agent.NewDaemon(ctx, o)
 			if err != nil {
 				return err
 			}
-			defer d.Close()
+			closeDaemon := sync.OnceValue(d.Close)
+			defer closeDaemon()
 			go d.HandleHangups(ctx, hup, func() (agent.DaemonOptions, error) {
 				// What a restart would read: defaults, the file, flags.
 				next := flagsOver(cmd, defaults, cfg)
@@ -227,6 +250,16 @@ SIGHUP makes the agent run at once with --config read again.`,
 			})
 			err = d.Run(ctx)
 			LogStop(ctx, log, "agent")
+			if errors.Is(err, agent.ErrUpgraded) {
+				// Everything let go (the supervisor, the locks, the state:
+				// all close-on-exec besides), the same pid runs the new
+				// program, which adopts the services.
+				if cerr := closeDaemon(); cerr != nil {
+					log.Warn("closing before the re-exec", "err", cerr)
+				}
+				signal.Stop(hup)
+				return agent.Reexec(exe, notify.Env())
+			}
 			return err
 		},
 	}
@@ -260,7 +293,7 @@ SIGHUP makes the agent run at once with --config read again.`,
 
 // runSiteAgent is `herd agent --site DIR`: the masterless daemon, or with
 // --once a single run, as herd apply does it.
-func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.Selection, hup <-chan os.Signal, log *slog.Logger) error {
+func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.Selection, hup <-chan os.Signal, notify *sdnotify.Notifier, log *slog.Logger) error {
 	// A setting that would be ignored is refused: these only mean
 	// something with a server.
 	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
@@ -307,11 +340,19 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 		}
 		return nil
 	}
-	err := agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
-		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup,
-		Done: func(r *agent.Report) { WriteSummary(out, r) },
+	exe, err := os.Executable()
+	if err != nil {
+		log.Warn("the agent's program is unknown: upgrades take effect at the next restart", "err", err)
+	}
+	err = agent.RunSiteDaemon(cmd.Context(), agent.SiteDaemonOptions{
+		ApplyOptions: ao, Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), Hangup: hup, Notify: notify,
+		Executable: exe,
+		Done:       func(r *agent.Report) { WriteSummary(out, r) },
 	})
 	LogStop(cmd.Context(), log, "agent")
+	if errors.Is(err, agent.ErrUpgraded) {
+		return agent.Reexec(exe, notify.Env())
+	}
 	return err
 }
 

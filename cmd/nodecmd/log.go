@@ -29,11 +29,17 @@ func LoggerFormat(cmd *cobra.Command, level, format string) (*slog.Logger, error
 	return NewLogger(w, level, ResolveLogFormat(w, format))
 }
 
-// LoggerProgress is LoggerFormat for a command that shows progress: the
+// LoggerProgress is LoggerFormat for a daemon that shows progress: the
 // log goes through p (a Progress on the command's stderr), so that its
-// lines keep out of the status line.
-func LoggerProgress(cmd *cobra.Command, p *Progress, level, format string) (*slog.Logger, error) {
-	return NewLogger(p, level, ResolveLogFormat(cmd.ErrOrStderr(), format))
+// lines keep out of the status line. Its level is held in the returned
+// LevelVar, so that the daemon can change it on SIGHUP without a restart.
+func LoggerProgress(cmd *cobra.Command, p *Progress, level, format string) (*slog.Logger, *slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
+	if err := SetLevel(lv, level); err != nil {
+		return nil, nil, err
+	}
+	log, err := newLogger(p, lv, ResolveLogFormat(cmd.ErrOrStderr(), format))
+	return log, lv, err
 }
 
 // ResolveLogFormat turns "auto" (or "") into text when w is a terminal and
@@ -51,11 +57,15 @@ func ResolveLogFormat(w io.Writer, format string) string {
 // NewLogger returns a logger writing to w at level (debug, info, warn or
 // error) in format (text or json).
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	lv := new(slog.LevelVar)
+	if err := SetLevel(lv, level); err != nil {
+		return nil, err
 	}
-	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: humanDurations}
+	return newLogger(w, lv, format)
+}
+
+func newLogger(w io.Writer, lv slog.Leveler, format string) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: humanDurations}
 	switch format {
 	case LogFormatText:
 		return slog.New(slog.NewTextHandler(w, opts)), nil

@@ -102,6 +102,7 @@ func NewRoot(name, short, long string) *cobra.Command {
 		newBackupsCmd(),
 		newServicesCmd(),
 		newAgentCmd(),
+		newBootstrapCmd(),
 	)
 	return root
 }
