@@ -451,6 +451,10 @@ type CheckinRequest struct {
 	// check-in: a node enrolled before secrets existed, or whose key file
 	// was lost, gets its key recorded (and its catalog recompiled) here.
 	SealPublicKey []byte `protobuf:"bytes,5,opt,name=seal_public_key,json=sealPublicKey,proto3" json:"seal_public_key,omitempty"`
+	// The environment the agent is configured for (agent.toml
+	// `environment`, --environment); empty: none. A classification rule's
+	// environment on the server wins over it.
+	Environment   string `protobuf:"bytes,6,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -520,6 +524,13 @@ func (x *CheckinRequest) GetSealPublicKey() []byte {
 	return nil
 }
 
+func (x *CheckinRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
 type CheckinResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Status CheckinResponse_Status `protobuf:"varint,1,opt,name=status,proto3,enum=herd.v1.CheckinResponse_Status" json:"status,omitempty"`
@@ -535,7 +546,10 @@ type CheckinResponse struct {
 	// report what would change (a noop report whose catalog_digest is its
 	// etag), and go on applying the catalog you hold. Sent on every check-in
 	// until that report arrives.
-	Rehearsal     *Rehearsal `protobuf:"bytes,7,opt,name=rehearsal,proto3" json:"rehearsal,omitempty"`
+	Rehearsal *Rehearsal `protobuf:"bytes,7,opt,name=rehearsal,proto3" json:"rehearsal,omitempty"`
+	// The environment the server placed the node in (its site branch):
+	// from classification, else the agent's, else the server's default.
+	Environment   string `protobuf:"bytes,8,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,6 +631,13 @@ func (x *CheckinResponse) GetRehearsal() *Rehearsal {
 		return x.Rehearsal
 	}
 	return nil
+}
+
+func (x *CheckinResponse) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
 }
 
 // Rehearsal is a catalog to run in noop only, never to apply or cache as
@@ -3413,7 +3434,9 @@ type Rollout struct {
 	// Node counts by decision and state over the whole rollout.
 	Counts map[string]int32 `protobuf:"bytes,9,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// The rollout that superseded this one (0: none).
-	SupersededBy  int64 `protobuf:"varint,10,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	SupersededBy int64 `protobuf:"varint,10,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	// The environment (site branch) it rolls out; each has its own.
+	Environment   string `protobuf:"bytes,11,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3516,6 +3539,13 @@ func (x *Rollout) GetSupersededBy() int64 {
 		return x.SupersededBy
 	}
 	return 0
+}
+
+func (x *Rollout) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
 }
 
 // RolloutStage is one stage of a rollout.
@@ -3934,9 +3964,11 @@ type GetRolloutRequest struct {
 	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Which nodes to list: "" the ones worth a look (denied, failed,
 	// compile errors, rehearsal results); "all" every node.
-	Nodes         string `protobuf:"bytes,2,opt,name=nodes,proto3" json:"nodes,omitempty"`
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Nodes     string `protobuf:"bytes,2,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// With id 0: the newest rollout of this environment ("" the default).
+	Environment   string `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3995,6 +4027,13 @@ func (x *GetRolloutRequest) GetPageSize() int32 {
 func (x *GetRolloutRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *GetRolloutRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
 	}
 	return ""
 }
@@ -4064,7 +4103,9 @@ type RolloutActionRequest struct {
 	// 0: the newest rollout.
 	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// pause, resume, approve, abort
-	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// With id 0: the newest rollout of this environment ("" the default).
+	Environment   string `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4109,6 +4150,13 @@ func (x *RolloutActionRequest) GetId() int64 {
 func (x *RolloutActionRequest) GetAction() string {
 	if x != nil {
 		return x.Action
+	}
+	return ""
+}
+
+func (x *RolloutActionRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
 	}
 	return ""
 }
@@ -4162,9 +4210,11 @@ type RolloutDiffRequest struct {
 	// 0: the newest rollout.
 	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// One node's diff only (empty: every node).
-	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Node      string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// With id 0: the newest rollout of this environment ("" the default).
+	Environment   string `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4223,6 +4273,13 @@ func (x *RolloutDiffRequest) GetPageSize() int32 {
 func (x *RolloutDiffRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *RolloutDiffRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
 	}
 	return ""
 }
@@ -5107,14 +5164,15 @@ const file_herd_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06ISSUED\x10\x01\x12\v\n" +
-	"\aPENDING\x10\x02\"\xc2\x01\n" +
+	"\aPENDING\x10\x02\"\xe4\x01\n" +
 	"\x0eCheckinRequest\x12!\n" +
 	"\ffacts_digest\x18\x01 \x01(\tR\vfactsDigest\x12\x1d\n" +
 	"\n" +
 	"facts_json\x18\x02 \x01(\fR\tfactsJson\x12!\n" +
 	"\fcatalog_etag\x18\x03 \x01(\tR\vcatalogEtag\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12&\n" +
-	"\x0fseal_public_key\x18\x05 \x01(\fR\rsealPublicKey\"\x80\x03\n" +
+	"\x0fseal_public_key\x18\x05 \x01(\fR\rsealPublicKey\x12 \n" +
+	"\venvironment\x18\x06 \x01(\tR\venvironment\"\xa2\x03\n" +
 	"\x0fCheckinResponse\x127\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1f.herd.v1.CheckinResponse.StatusR\x06status\x12\x18\n" +
 	"\acatalog\x18\x02 \x01(\fR\acatalog\x12\x1c\n" +
@@ -5122,7 +5180,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x04etag\x18\x04 \x01(\tR\x04etag\x12/\n" +
 	"\x14next_checkin_unix_ms\x18\x05 \x01(\x03R\x11nextCheckinUnixMs\x12#\n" +
 	"\rcompile_error\x18\x06 \x01(\tR\fcompileError\x120\n" +
-	"\trehearsal\x18\a \x01(\v2\x12.herd.v1.RehearsalR\trehearsal\"`\n" +
+	"\trehearsal\x18\a \x01(\v2\x12.herd.v1.RehearsalR\trehearsal\x12 \n" +
+	"\venvironment\x18\b \x01(\tR\venvironment\"`\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tUNCHANGED\x10\x01\x12\x0f\n" +
@@ -5332,7 +5391,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x12.herd.v1.JoinTokenR\x06tokens\"(\n" +
 	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
-	"\x17RevokeJoinTokenResponse\"\xa1\x03\n" +
+	"\x17RevokeJoinTokenResponse\"\xc3\x03\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
@@ -5344,7 +5403,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x06stages\x18\b \x03(\v2\x15.herd.v1.RolloutStageR\x06stages\x124\n" +
 	"\x06counts\x18\t \x03(\v2\x1c.herd.v1.Rollout.CountsEntryR\x06counts\x12#\n" +
 	"\rsuperseded_by\x18\n" +
-	" \x01(\x03R\fsupersededBy\x1a9\n" +
+	" \x01(\x03R\fsupersededBy\x12 \n" +
+	"\venvironment\x18\v \x01(\tR\venvironment\x1a9\n" +
 	"\vCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xfd\x02\n" +
@@ -5386,28 +5446,31 @@ const file_herd_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x14ListRolloutsResponse\x12,\n" +
 	"\brollouts\x18\x01 \x03(\v2\x10.herd.v1.RolloutR\brollouts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"u\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x97\x01\n" +
 	"\x11GetRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
 	"\x05nodes\x18\x02 \x01(\tR\x05nodes\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\x94\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\"\x94\x01\n" +
 	"\x12GetRolloutResponse\x12*\n" +
 	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\x12*\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x14.herd.v1.RolloutNodeR\x05nodes\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\">\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"`\n" +
 	"\x14RolloutActionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
-	"\x06action\x18\x02 \x01(\tR\x06action\"C\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\"C\n" +
 	"\x15RolloutActionResponse\x12*\n" +
-	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\"t\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\"\x96\x01\n" +
 	"\x12RolloutDiffRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\xb1\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\"\xb1\x01\n" +
 	"\x13RolloutDiffResponse\x12-\n" +
 	"\achanges\x18\x01 \x03(\v2\x13.herd.v1.NodeChangeR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x18\n" +
