@@ -49,7 +49,7 @@ func (s *Server) auditReport(ctx context.Context, req *herdv1.AuditRequest) (*he
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "audit: %v", err)
 	}
-	st := s.site.Load()
+	st := s.defaultSite()
 	out := &herdv1.AuditResponse{}
 	byID := map[string]*herdv1.AuditControl{}
 	if st != nil {

@@ -53,7 +53,7 @@ func (s *Server) complianceNow(ctx context.Context) (*complianceView, error) {
 	if err != nil {
 		return nil, err
 	}
-	site := s.site.Load()
+	site := s.defaultSite()
 	c.mu.Lock()
 	v := c.view
 	c.mu.Unlock()
@@ -103,7 +103,7 @@ func (s *Server) buildCompliance(ctx context.Context) (*complianceView, error) {
 	page := &dashboard.Compliance{}
 	v := &complianceView{page: page, nodes: map[string]dashboard.AuditCounts{}}
 	var wire []*herdv1.AuditControl
-	st := s.site.Load()
+	st := s.defaultSite()
 	if st != nil {
 		page.Version, page.AuditError = st.version, st.auditErr
 	}

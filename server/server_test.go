@@ -382,16 +382,16 @@ func TestSiteChangeReachesWatch(t *testing.T) {
 func TestBrokenSiteKeepsServing(t *testing.T) {
 	t.Parallel()
 	s, site := startServer(t)
-	v1 := s.site.Load().version
+	v1 := s.defaultSite().version
 	writeFiles(t, site, map[string]string{"roles/r.toml": "[[file]]\npath = \"relative\"\n"})
 	deadline := time.Now().Add(10 * time.Second)
-	for s.site.Load().loadErr == "" {
+	for s.defaultSite().loadErr == "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the broken edit was never noticed")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	st := s.site.Load()
+	st := s.defaultSite()
 	if st.version != v1 || !strings.Contains(st.loadErr, "roles/r.toml:2:1") {
 		t.Errorf("served %s (was %s), load error %q", st.version, v1, st.loadErr)
 	}
