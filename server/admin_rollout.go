@@ -123,7 +123,6 @@ func rolloutEnv(r store.Rollout, def string) string {
 	return r.Environment
 }
 
-
 func (a *adminService) GetRollout(ctx context.Context, req *herdv1.GetRolloutRequest) (*herdv1.GetRolloutResponse, error) {
 	q := store.RolloutNodeQuery{After: req.PageToken}
 	switch req.Nodes {

@@ -29,8 +29,8 @@ type metrics struct {
 	// environments is 1 for each environment's served version, by
 	// environment and version.
 	environments *prometheus.GaugeVec
-	siteLoadedAt  prometheus.Gauge
-	refusedConns  *prometheus.CounterVec // by reason
+	siteLoadedAt prometheus.Gauge
+	refusedConns *prometheus.CounterVec // by reason
 }
 
 func newMetrics() *metrics {

@@ -248,7 +248,7 @@ type Server struct {
 	rolloutIDs atomic.Int64
 	recent     *byteCache
 	rehearse   rehearsals
-	lastPlan atomic.Pointer[planTimes]
+	lastPlan   atomic.Pointer[planTimes]
 	// judged maps the site versions this server gated to the digest of
 	// their policies (see judgedBefore).
 	judged   sync.Map

@@ -166,8 +166,8 @@ SIGHUP makes the agent run at once with --config read again.`,
 					ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
 					FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log, Once: once,
 					Environment: cfg.Environment,
-					Services: services,
-					Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
+					Services:    services,
+					Emit:        func(e agent.Event) { WriteEvent(out, e, false, false) },
 				}
 			}
 			o := options(cfg)
