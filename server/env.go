@@ -357,7 +357,9 @@ func (s *Server) reloadAll(ctx context.Context) error {
 
 // replace compiles each node whose placement changed in its new
 // environment, so that a node moved by classification gets its new
-// environment's catalog without waiting for new facts.
+// environment's catalog without waiting for new facts; a node whose
+// environment is not served gets its compile error (and keeps its
+// catalog).
 func (s *Server) replace(ctx context.Context) {
 	for _, node := range s.facts.nodes() {
 		if s.inactive.has(node) {
@@ -368,7 +370,7 @@ func (s *Server) replace(ctx context.Context) {
 			continue
 		}
 		name, _ := s.envName(node, cf.facts)
-		if old, ok := s.placed.Load(node); ok && old.(string) == name {
+		if old, ok := s.placed.Load(node); ok && old.(string) == name && s.envs.get(name) != nil {
 			continue
 		}
 		s.compileNode(ctx, node)

@@ -49,6 +49,12 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		}
 	}
 	resp := &herdv1.CheckinResponse{NextCheckinUnixMs: s.nextCheckin(node, now).UnixMilli()}
+	// The environment the agent asks for, before any compile below
+	// places the node.
+	if req.Environment != "" && !validEnvName(req.Environment) {
+		return nil, status.Errorf(codes.InvalidArgument, "environment %.64q: want a branch name of letters, digits, '-', '_', '.' and '/'", req.Environment)
+	}
+	asked := s.ask(node, req.Environment)
 
 	cached, known := s.facts.get(node)
 	switch {
@@ -81,10 +87,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		return resp, nil
 	}
 
-	if req.Environment != "" && !validEnvName(req.Environment) {
-		return nil, status.Errorf(codes.InvalidArgument, "environment %.64q: want a branch name of letters, digits, '-', '_', '.' and '/'", req.Environment)
-	}
-	if s.ask(node, req.Environment) && s.envs.branches {
+	if asked && s.envs.branches {
 		// The agent asks for another environment (or the server
 		// restarted): compile now if that moves the node.
 		if cf, ok := s.facts.get(node); ok {

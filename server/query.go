@@ -38,13 +38,15 @@ var whereDecl = map[string]any{
 	"status":          "",
 	"rollout_state":   "",
 	"compile_error":   "",
-	"last_checkin":    time.Time{},
-	"checkin_age":     0.0,
-	"last_report":     time.Time{},
-	"changed":         0,
-	"failed":          0,
-	"noop":            false,
-	"drift":           0,
+	// The environment the server placed the node in (env.go).
+	"environment":  "",
+	"last_checkin": time.Time{},
+	"checkin_age":  0.0,
+	"last_report":  time.Time{},
+	"changed":      0,
+	"failed":       0,
+	"noop":         false,
+	"drift":        0,
 	// The node's audit results (dashboard_compliance.go): controls
 	// failed (fail or error), passed, and without data.
 	"controls_failed":  0,
@@ -142,6 +144,8 @@ func (s *Server) whereValue(name string, n store.Node, f facts.Facts, rolloutSta
 			return "", true
 		}
 		return cur.version, true
+	case "environment":
+		return s.nodeEnv(n.Name), true
 	case "applied_version":
 		return n.AppliedVersion, true
 	case "agent_version":

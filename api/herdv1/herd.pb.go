@@ -1522,7 +1522,10 @@ type NodeInfo struct {
 	DeactivatedUnixMs int64 `protobuf:"varint,13,opt,name=deactivated_unix_ms,json=deactivatedUnixMs,proto3" json:"deactivated_unix_ms,omitempty"`
 	// Summary.drift of the node's newest report that checked its own
 	// state: an audit run or a real (not noop) run.
-	Drift         int32 `protobuf:"varint,14,opt,name=drift,proto3" json:"drift,omitempty"`
+	Drift int32 `protobuf:"varint,14,opt,name=drift,proto3" json:"drift,omitempty"`
+	// The environment the server placed the node in ("" before its first
+	// check-in).
+	Environment   string `protobuf:"bytes,15,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1653,6 +1656,13 @@ func (x *NodeInfo) GetDrift() int32 {
 		return x.Drift
 	}
 	return 0
+}
+
+func (x *NodeInfo) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
 }
 
 type ListNodesRequest struct {
@@ -5256,7 +5266,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12\x12\n" +
 	"\x04diff\x18\x04 \x01(\tR\x04diff\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1c\n" +
-	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\x97\x04\n" +
+	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\xb9\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x14last_checkin_unix_ms\x18\x02 \x01(\x03R\x11lastCheckinUnixMs\x12!\n" +
@@ -5273,7 +5283,8 @@ const file_herd_proto_rawDesc = "" +
 	"rollout_id\x18\v \x01(\x03R\trolloutId\x12\x1b\n" +
 	"\tlast_noop\x18\f \x01(\bR\blastNoop\x12.\n" +
 	"\x13deactivated_unix_ms\x18\r \x01(\x03R\x11deactivatedUnixMs\x12\x14\n" +
-	"\x05drift\x18\x0e \x01(\x05R\x05drift\"\x80\x01\n" +
+	"\x05drift\x18\x0e \x01(\x05R\x05drift\x12 \n" +
+	"\venvironment\x18\x0f \x01(\tR\venvironment\"\x80\x01\n" +
 	"\x10ListNodesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
