@@ -2,6 +2,7 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,6 +195,38 @@ roles = []
 	if _, err := f.Admin.GetRollout(context.Background(), &herdv1.GetRolloutRequest{Environment: "nope"}); err == nil || !strings.Contains(err.Error(), "not served") {
 		t.Errorf("GetRollout of an unserved environment: %v, want an error saying it is not served", err)
 	}
+	// An action goes to the environment's own newest rollout (which may
+	// have finished by now: then it says so of that rollout).
+	act, err := f.Admin.RolloutAction(context.Background(), &herdv1.RolloutActionRequest{Action: "pause", Environment: "staging"})
+	switch {
+	case err == nil && (act.Rollout.Id != r.Id || act.Rollout.Environment != "staging" || act.Rollout.State != "paused"):
+		t.Errorf("pausing staging's rollout paused %d of %q (%s), want %d of staging", act.Rollout.Id, act.Rollout.Environment, act.Rollout.State, r.Id)
+	case err == nil:
+		// Its last stage had released everything: it may end paused.
+		if _, err := f.Admin.RolloutAction(context.Background(), &herdv1.RolloutActionRequest{Action: "resume", Id: r.Id}); err != nil && !strings.Contains(err.Error(), "it is done") {
+			t.Errorf("resuming staging's rollout %d by its id: %v", r.Id, err)
+		}
+	case !strings.Contains(err.Error(), fmt.Sprintf("rollout %d", r.Id)):
+		t.Errorf("pausing staging's rollout %d: %v, want an answer about that rollout", r.Id, err)
+	}
+
+	// A restart: until a node checks in, the server does not know what
+	// its agent asks for, and keeps it in the environment of the catalog
+	// it holds. node-2 (staging by its agent alone) stays away while
+	// production moves on.
+	n2.Stop()
+	f.StopServer()
+	f.StartServer()
+	node2 := f.Approved()["node-2"]
+	production3 := commitFiles(t, site, "v3", map[string]string{"data/common.toml": "greeting = \"v3\"\n"})
+	awaitMotd(t, n3, "node-3 production v3")
+	if n := nodeInfo(t, f, "node-2"); n.CatalogEtag != node2 || n.Environment != "staging" {
+		t.Errorf("node-2 after a restart and a commit on production: catalog %s (was %s), environment %q; want it unchanged in staging", n.CatalogEtag, node2, n.Environment)
+	}
+	if r := newestRollout(t, f, "production"); r.Version != production3 {
+		t.Errorf("production's newest rollout is of %s, want %s", r.Version, production3)
+	}
+	after = f.Approved()
 
 	// Classification wins: production's nodes.toml puts node-3 in qa,
 	// which is not a branch: a compile error naming what is served, and
@@ -223,7 +256,7 @@ roles = []
 
 	// The branch qa appears: it is served, and node-3 moves to it.
 	gitIn(t, site, "branch", "qa", "production")
-	awaitMotd(t, n3, "node-3 qa v1")
+	awaitMotd(t, n3, "node-3 qa v3")
 	if n := nodeInfo(t, f, "node-3"); n.CompileError != "" || n.Environment != "qa" {
 		t.Errorf("node-3 in qa: compile error %q, environment %q", n.CompileError, n.Environment)
 	}
