@@ -1,10 +1,15 @@
 package server
 
 import (
+	"context"
+	"log/slog"
+	"os/exec"
 	"path"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/herdcm/herd/testkit"
 )
 
 // TestMatchBranches: names and globs select branches, each once, sorted;
@@ -93,4 +98,45 @@ func FuzzEnvironmentPatterns(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEnvironmentsNeedTheDefaultBranch: with environments, the default
+// environment must be one of the branches they select, and a site that is
+// not a git repository is refused; either way the server does not start
+// and says what it found.
+func TestEnvironmentsNeedTheDefaultBranch(t *testing.T) {
+	t.Parallel()
+	testkit.NeedTools(t, "git")
+	site := t.TempDir()
+	writeFiles(t, site, testSite)
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "."}, {"commit", "-q", "-m", "one"}, {"branch", "staging"}} {
+		cmd := exec.Command("git", append([]string{"-C", site, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, out)
+		}
+	}
+	plain := t.TempDir()
+	writeFiles(t, plain, testSite)
+	tests := []struct {
+		site     string
+		patterns []string
+		def      string
+		says     string
+	}{
+		{site, []string{"main", "staging"}, "", `the default environment "production" is not a branch`},
+		{site, []string{"staging"}, "main", "(branches: main, staging)"},
+		{plain, []string{"*"}, "", "listing the branches of"},
+	}
+	for _, tt := range tests {
+		s, err := New(context.Background(), Options{Site: tt.site, Dir: t.TempDir(), Environments: tt.patterns, DefaultEnvironment: tt.def,
+			Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+		if err == nil {
+			s.Close()
+			t.Errorf("New(environments %q, default %q) started", tt.patterns, tt.def)
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("New(environments %q, default %q) = %v, want an error saying %q", tt.patterns, tt.def, err, tt.says)
+		}
+	}
 }
