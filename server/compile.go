@@ -407,7 +407,13 @@ func (s *Server) approvedVersion(env string) string {
 	count := map[string]int{}
 	best := ""
 	for node, nc := range s.compiles.catalogs {
-		if s.nodeEnv(node) != env {
+		// Not nodeEnv: it takes this read lock again, which a waiting
+		// writer would deadlock.
+		in := nc.env
+		if v, ok := s.placed.Load(node); ok {
+			in = v.(string)
+		}
+		if s.envs.branches && in != env {
 			continue
 		}
 		count[nc.version]++

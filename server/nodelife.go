@@ -152,6 +152,8 @@ func (s *Server) purgeNode(ctx context.Context, node, why string) error {
 	s.rehearse.set(node, nil)
 	s.limits.Delete(node)
 	s.services.Delete(node)
+	s.placed.Delete(node)
+	s.asked.Delete(node)
 	s.inactive.drop(node)
 	s.audits.forget(node)
 	s.log.Info("node purged", "node", node, "by", why)
