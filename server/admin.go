@@ -149,6 +149,18 @@ func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*
 		out.NewestVersion, out.NewestAttemptUnixMs = st.newest, unixMs(st.attempted)
 		out.AuditError = st.auditErr
 	}
+	if a.s.envs.branches {
+		for _, e := range a.s.envs.all() {
+			es := &herdv1.EnvironmentStatus{Name: e.name}
+			if st := e.site.Load(); st != nil {
+				es.Version, es.LoadedUnixMs, es.LoadError = st.version, unixMs(st.loaded), st.loadErr
+				es.NewestVersion, es.NewestAttemptUnixMs, es.AuditError = st.newest, unixMs(st.attempted), st.auditErr
+			} else {
+				es.LoadError = "never loaded: see the server's log"
+			}
+			out.Environments = append(out.Environments, es)
+		}
+	}
 	a.s.compiles.mu.RLock()
 	for n, e := range a.s.compiles.errors {
 		out.CompileErrors[n] = e

@@ -255,6 +255,7 @@ func (s *Server) reloadEnv(ctx context.Context, e *environment, commit string) e
 		if isDef {
 			s.metrics.siteFailing.Set(1)
 		}
+		s.metrics.envFailing.WithLabelValues(e.name).Set(1)
 		s.log.Error("the site's new version does not load; still serving the previous one", "environment", e.name, "version", prev.version, "newest", next.newest, "err", err)
 		return nil
 	}
@@ -262,6 +263,7 @@ func (s *Server) reloadEnv(ctx context.Context, e *environment, commit string) e
 	if isDef {
 		s.metrics.siteFailing.Set(0)
 	}
+	s.metrics.envFailing.WithLabelValues(e.name).Set(0)
 	e.commit = commit
 	if prev != nil && prev.version == site.Version {
 		if prev.loadErr != "" {

@@ -323,6 +323,7 @@ func (s *Server) reloadAll(ctx context.Context) error {
 		s.envs.mu.Unlock()
 		e.ctl.close()
 		s.metrics.environments.DeletePartialMatch(prometheus.Labels{"environment": e.name})
+		s.metrics.envFailing.DeleteLabelValues(e.name)
 		s.log.Warn("an environment's branch is gone; it is no longer served", "environment", e.name)
 	}
 	var errs []error

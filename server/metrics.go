@@ -29,6 +29,9 @@ type metrics struct {
 	// environments is 1 for each environment's served version, by
 	// environment and version.
 	environments *prometheus.GaugeVec
+	// envFailing is 1 for each environment whose newest commit does not
+	// load (its previous version still served).
+	envFailing   *prometheus.GaugeVec
 	siteLoadedAt prometheus.Gauge
 	refusedConns *prometheus.CounterVec // by reason
 }
@@ -84,11 +87,14 @@ func newMetrics() *metrics {
 	m.environments = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "herd_environment_served_version", Help: "Each environment's served site version: 1, labelled with the environment and its version.",
 	}, []string{"environment", "version"})
+	m.envFailing = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herd_environment_load_failing", Help: "1 while an environment's newest commit does not load and its previous version is still served (herd status shows why).",
+	}, []string{"environment"})
 	m.refusedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herd_connections_refused_total", Help: "gRPC connections closed at once, by reason: max-connections, max-anonymous.",
 	}, []string{"reason"})
 	m.reg.MustRegister(m.refusedConns, m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
-		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt, m.environments,
+		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt, m.environments, m.envFailing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -2223,7 +2223,10 @@ type SiteStatusResponse struct {
 	// The served version's audit controls do not compile: every
 	// diagnostic, file:line first. Audits are then not evaluated; the
 	// version ships all the same.
-	AuditError    string `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	AuditError string `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	// With environments (branches served), each one, by name; the fields
+	// above are the default environment's. Empty without environments.
+	Environments  []*EnvironmentStatus `protobuf:"bytes,8,rep,name=environments,proto3" json:"environments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2307,6 +2310,107 @@ func (x *SiteStatusResponse) GetAuditError() string {
 	return ""
 }
 
+func (x *SiteStatusResponse) GetEnvironments() []*EnvironmentStatus {
+	if x != nil {
+		return x.Environments
+	}
+	return nil
+}
+
+// EnvironmentStatus is one served environment's site version, as
+// SiteStatusResponse says of the default one.
+type EnvironmentStatus struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Name                string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version             string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	LoadedUnixMs        int64                  `protobuf:"varint,3,opt,name=loaded_unix_ms,json=loadedUnixMs,proto3" json:"loaded_unix_ms,omitempty"`
+	LoadError           string                 `protobuf:"bytes,4,opt,name=load_error,json=loadError,proto3" json:"load_error,omitempty"`
+	NewestVersion       string                 `protobuf:"bytes,5,opt,name=newest_version,json=newestVersion,proto3" json:"newest_version,omitempty"`
+	NewestAttemptUnixMs int64                  `protobuf:"varint,6,opt,name=newest_attempt_unix_ms,json=newestAttemptUnixMs,proto3" json:"newest_attempt_unix_ms,omitempty"`
+	AuditError          string                 `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EnvironmentStatus) Reset() {
+	*x = EnvironmentStatus{}
+	mi := &file_herd_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvironmentStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvironmentStatus) ProtoMessage() {}
+
+func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvironmentStatus.ProtoReflect.Descriptor instead.
+func (*EnvironmentStatus) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *EnvironmentStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetLoadedUnixMs() int64 {
+	if x != nil {
+		return x.LoadedUnixMs
+	}
+	return 0
+}
+
+func (x *EnvironmentStatus) GetLoadError() string {
+	if x != nil {
+		return x.LoadError
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetNewestVersion() string {
+	if x != nil {
+		return x.NewestVersion
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetNewestAttemptUnixMs() int64 {
+	if x != nil {
+		return x.NewestAttemptUnixMs
+	}
+	return 0
+}
+
+func (x *EnvironmentStatus) GetAuditError() string {
+	if x != nil {
+		return x.AuditError
+	}
+	return ""
+}
+
 type Certificate struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2328,7 +2432,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2444,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2457,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Certificate) GetName() string {
@@ -2424,7 +2528,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2540,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2553,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListCertificatesRequest) GetPageSize() int32 {
@@ -2477,7 +2581,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2489,7 +2593,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2502,7 +2606,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -2540,7 +2644,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2656,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2669,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Authority) GetSubject() string {
@@ -2625,7 +2729,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +2741,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +2754,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 type RotateCAResponse struct {
@@ -2665,7 +2769,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2781,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2794,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotateCAResponse) GetCurrent() *Authority {
@@ -2722,7 +2826,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2838,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2851,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 type ListAuthoritiesResponse struct {
@@ -2761,7 +2865,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2877,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2890,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -2814,7 +2918,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +2930,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +2943,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -2865,7 +2969,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +2981,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +2994,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2909,7 +3013,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3025,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3038,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2952,7 +3056,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3068,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3081,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_proto_rawDescGZIP(), []int{43}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2992,7 +3096,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3108,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3121,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -3053,7 +3157,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3169,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3182,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -3111,7 +3215,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3123,7 +3227,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3136,7 +3240,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -3154,7 +3258,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3166,7 +3270,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3179,7 +3283,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_proto_rawDescGZIP(), []int{47}
 }
 
 type JoinToken struct {
@@ -3197,7 +3301,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3313,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3326,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3275,7 +3379,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +3391,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +3404,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_proto_rawDescGZIP(), []int{49}
 }
 
 type ListJoinTokensResponse struct {
@@ -3312,7 +3416,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3428,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3441,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -3356,7 +3460,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3472,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3485,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -3399,7 +3503,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3515,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3528,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_proto_rawDescGZIP(), []int{52}
 }
 
 // Rollout is one site version on its way to the fleet.
@@ -3453,7 +3557,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3569,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3582,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Rollout) GetId() int64 {
@@ -3582,7 +3686,7 @@ type RolloutStage struct {
 
 func (x *RolloutStage) Reset() {
 	*x = RolloutStage{}
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3698,7 @@ func (x *RolloutStage) String() string {
 func (*RolloutStage) ProtoMessage() {}
 
 func (x *RolloutStage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3711,7 @@ func (x *RolloutStage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStage.ProtoReflect.Descriptor instead.
 func (*RolloutStage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RolloutStage) GetName() string {
@@ -3705,7 +3809,7 @@ type RolloutNode struct {
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +3821,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +3834,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RolloutNode) GetNode() string {
@@ -3822,7 +3926,7 @@ type PolicyMessage struct {
 
 func (x *PolicyMessage) Reset() {
 	*x = PolicyMessage{}
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3834,7 +3938,7 @@ func (x *PolicyMessage) String() string {
 func (*PolicyMessage) ProtoMessage() {}
 
 func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3847,7 +3951,7 @@ func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyMessage.ProtoReflect.Descriptor instead.
 func (*PolicyMessage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PolicyMessage) GetMessage() string {
@@ -3874,7 +3978,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3886,7 +3990,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3899,7 +4003,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -3926,7 +4030,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3938,7 +4042,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3951,7 +4055,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -3985,7 +4089,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3997,7 +4101,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4010,7 +4114,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetRolloutRequest) GetId() int64 {
@@ -4059,7 +4163,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4071,7 +4175,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4084,7 +4188,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -4122,7 +4226,7 @@ type RolloutActionRequest struct {
 
 func (x *RolloutActionRequest) Reset() {
 	*x = RolloutActionRequest{}
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4134,7 +4238,7 @@ func (x *RolloutActionRequest) String() string {
 func (*RolloutActionRequest) ProtoMessage() {}
 
 func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4147,7 +4251,7 @@ func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionRequest.ProtoReflect.Descriptor instead.
 func (*RolloutActionRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RolloutActionRequest) GetId() int64 {
@@ -4180,7 +4284,7 @@ type RolloutActionResponse struct {
 
 func (x *RolloutActionResponse) Reset() {
 	*x = RolloutActionResponse{}
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4192,7 +4296,7 @@ func (x *RolloutActionResponse) String() string {
 func (*RolloutActionResponse) ProtoMessage() {}
 
 func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4205,7 +4309,7 @@ func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionResponse.ProtoReflect.Descriptor instead.
 func (*RolloutActionResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RolloutActionResponse) GetRollout() *Rollout {
@@ -4231,7 +4335,7 @@ type RolloutDiffRequest struct {
 
 func (x *RolloutDiffRequest) Reset() {
 	*x = RolloutDiffRequest{}
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4243,7 +4347,7 @@ func (x *RolloutDiffRequest) String() string {
 func (*RolloutDiffRequest) ProtoMessage() {}
 
 func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4256,7 +4360,7 @@ func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffRequest.ProtoReflect.Descriptor instead.
 func (*RolloutDiffRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RolloutDiffRequest) GetId() int64 {
@@ -4308,7 +4412,7 @@ type RolloutDiffResponse struct {
 
 func (x *RolloutDiffResponse) Reset() {
 	*x = RolloutDiffResponse{}
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4320,7 +4424,7 @@ func (x *RolloutDiffResponse) String() string {
 func (*RolloutDiffResponse) ProtoMessage() {}
 
 func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4333,7 +4437,7 @@ func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffResponse.ProtoReflect.Descriptor instead.
 func (*RolloutDiffResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RolloutDiffResponse) GetChanges() []*NodeChange {
@@ -4374,7 +4478,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4386,7 +4490,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4399,7 +4503,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -4431,7 +4535,7 @@ type FleetFactsRequest struct {
 
 func (x *FleetFactsRequest) Reset() {
 	*x = FleetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4443,7 +4547,7 @@ func (x *FleetFactsRequest) String() string {
 func (*FleetFactsRequest) ProtoMessage() {}
 
 func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4456,7 +4560,7 @@ func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsRequest.ProtoReflect.Descriptor instead.
 func (*FleetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FleetFactsRequest) GetFact() string {
@@ -4505,7 +4609,7 @@ type FleetFact struct {
 
 func (x *FleetFact) Reset() {
 	*x = FleetFact{}
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4517,7 +4621,7 @@ func (x *FleetFact) String() string {
 func (*FleetFact) ProtoMessage() {}
 
 func (x *FleetFact) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4530,7 +4634,7 @@ func (x *FleetFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFact.ProtoReflect.Descriptor instead.
 func (*FleetFact) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FleetFact) GetNode() string {
@@ -4557,7 +4661,7 @@ type FleetFactsResponse struct {
 
 func (x *FleetFactsResponse) Reset() {
 	*x = FleetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4569,7 +4673,7 @@ func (x *FleetFactsResponse) String() string {
 func (*FleetFactsResponse) ProtoMessage() {}
 
 func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4582,7 +4686,7 @@ func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsResponse.ProtoReflect.Descriptor instead.
 func (*FleetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FleetFactsResponse) GetFacts() []*FleetFact {
@@ -4610,7 +4714,7 @@ type NodeLifecycleRequest struct {
 
 func (x *NodeLifecycleRequest) Reset() {
 	*x = NodeLifecycleRequest{}
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4622,7 +4726,7 @@ func (x *NodeLifecycleRequest) String() string {
 func (*NodeLifecycleRequest) ProtoMessage() {}
 
 func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4635,7 +4739,7 @@ func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleRequest.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *NodeLifecycleRequest) GetNode() string {
@@ -4662,7 +4766,7 @@ type NodeLifecycleResponse struct {
 
 func (x *NodeLifecycleResponse) Reset() {
 	*x = NodeLifecycleResponse{}
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4674,7 +4778,7 @@ func (x *NodeLifecycleResponse) String() string {
 func (*NodeLifecycleResponse) ProtoMessage() {}
 
 func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4687,7 +4791,7 @@ func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleResponse.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *NodeLifecycleResponse) GetNode() *NodeInfo {
@@ -4715,7 +4819,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4727,7 +4831,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4740,7 +4844,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AuditRequest) GetControl() string {
@@ -4803,7 +4907,7 @@ type AuditControl struct {
 
 func (x *AuditControl) Reset() {
 	*x = AuditControl{}
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4815,7 +4919,7 @@ func (x *AuditControl) String() string {
 func (*AuditControl) ProtoMessage() {}
 
 func (x *AuditControl) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4828,7 +4932,7 @@ func (x *AuditControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditControl.ProtoReflect.Descriptor instead.
 func (*AuditControl) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AuditControl) GetId() string {
@@ -4926,7 +5030,7 @@ type AuditEvidence struct {
 
 func (x *AuditEvidence) Reset() {
 	*x = AuditEvidence{}
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5042,7 @@ func (x *AuditEvidence) String() string {
 func (*AuditEvidence) ProtoMessage() {}
 
 func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5055,7 @@ func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvidence.ProtoReflect.Descriptor instead.
 func (*AuditEvidence) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuditEvidence) GetMessage() string {
@@ -4988,7 +5092,7 @@ type AuditResult struct {
 
 func (x *AuditResult) Reset() {
 	*x = AuditResult{}
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5000,7 +5104,7 @@ func (x *AuditResult) String() string {
 func (*AuditResult) ProtoMessage() {}
 
 func (x *AuditResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5013,7 +5117,7 @@ func (x *AuditResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResult.ProtoReflect.Descriptor instead.
 func (*AuditResult) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AuditResult) GetNode() string {
@@ -5081,7 +5185,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5093,7 +5197,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5106,7 +5210,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AuditResponse) GetControls() []*AuditControl {
@@ -5318,7 +5422,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x12GetCatalogResponse\x12\x18\n" +
 	"\acatalog\x18\x01 \x01(\fR\acatalog\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x13\n" +
-	"\x11SiteStatusRequest\"\x89\x03\n" +
+	"\x11SiteStatusRequest\"\xc9\x03\n" +
 	"\x12SiteStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12$\n" +
 	"\x0eloaded_unix_ms\x18\x02 \x01(\x03R\floadedUnixMs\x12\x1d\n" +
@@ -5328,10 +5432,21 @@ const file_herd_proto_rawDesc = "" +
 	"\x0enewest_version\x18\x05 \x01(\tR\rnewestVersion\x123\n" +
 	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x12\x1f\n" +
 	"\vaudit_error\x18\a \x01(\tR\n" +
-	"auditError\x1a@\n" +
+	"auditError\x12>\n" +
+	"\fenvironments\x18\b \x03(\v2\x1a.herd.v1.EnvironmentStatusR\fenvironments\x1a@\n" +
 	"\x12CompileErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +
+	"\x11EnvironmentStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12$\n" +
+	"\x0eloaded_unix_ms\x18\x03 \x01(\x03R\floadedUnixMs\x12\x1d\n" +
+	"\n" +
+	"load_error\x18\x04 \x01(\tR\tloadError\x12%\n" +
+	"\x0enewest_version\x18\x05 \x01(\tR\rnewestVersion\x123\n" +
+	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x12\x1f\n" +
+	"\vaudit_error\x18\a \x01(\tR\n" +
+	"auditError\"\xec\x01\n" +
 	"\vCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x14\n" +
@@ -5603,7 +5718,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -5638,53 +5753,54 @@ var file_herd_proto_goTypes = []any{
 	(*GetCatalogResponse)(nil),        // 30: herd.v1.GetCatalogResponse
 	(*SiteStatusRequest)(nil),         // 31: herd.v1.SiteStatusRequest
 	(*SiteStatusResponse)(nil),        // 32: herd.v1.SiteStatusResponse
-	(*Certificate)(nil),               // 33: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 34: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 35: herd.v1.ListCertificatesResponse
-	(*Authority)(nil),                 // 36: herd.v1.Authority
-	(*RotateCARequest)(nil),           // 37: herd.v1.RotateCARequest
-	(*RotateCAResponse)(nil),          // 38: herd.v1.RotateCAResponse
-	(*ListAuthoritiesRequest)(nil),    // 39: herd.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),   // 40: herd.v1.ListAuthoritiesResponse
-	(*SignCertificateRequest)(nil),    // 41: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 42: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 43: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 44: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 45: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 46: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 47: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 48: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 49: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 50: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 51: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 52: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 53: herd.v1.RevokeJoinTokenResponse
-	(*Rollout)(nil),                   // 54: herd.v1.Rollout
-	(*RolloutStage)(nil),              // 55: herd.v1.RolloutStage
-	(*RolloutNode)(nil),               // 56: herd.v1.RolloutNode
-	(*PolicyMessage)(nil),             // 57: herd.v1.PolicyMessage
-	(*ListRolloutsRequest)(nil),       // 58: herd.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 59: herd.v1.ListRolloutsResponse
-	(*GetRolloutRequest)(nil),         // 60: herd.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),        // 61: herd.v1.GetRolloutResponse
-	(*RolloutActionRequest)(nil),      // 62: herd.v1.RolloutActionRequest
-	(*RolloutActionResponse)(nil),     // 63: herd.v1.RolloutActionResponse
-	(*RolloutDiffRequest)(nil),        // 64: herd.v1.RolloutDiffRequest
-	(*RolloutDiffResponse)(nil),       // 65: herd.v1.RolloutDiffResponse
-	(*NodeChange)(nil),                // 66: herd.v1.NodeChange
-	(*FleetFactsRequest)(nil),         // 67: herd.v1.FleetFactsRequest
-	(*FleetFact)(nil),                 // 68: herd.v1.FleetFact
-	(*FleetFactsResponse)(nil),        // 69: herd.v1.FleetFactsResponse
-	(*NodeLifecycleRequest)(nil),      // 70: herd.v1.NodeLifecycleRequest
-	(*NodeLifecycleResponse)(nil),     // 71: herd.v1.NodeLifecycleResponse
-	(*AuditRequest)(nil),              // 72: herd.v1.AuditRequest
-	(*AuditControl)(nil),              // 73: herd.v1.AuditControl
-	(*AuditEvidence)(nil),             // 74: herd.v1.AuditEvidence
-	(*AuditResult)(nil),               // 75: herd.v1.AuditResult
-	(*AuditResponse)(nil),             // 76: herd.v1.AuditResponse
-	nil,                               // 77: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 78: herd.v1.Rollout.CountsEntry
-	nil,                               // 79: herd.v1.RolloutStage.CountsEntry
+	(*EnvironmentStatus)(nil),         // 33: herd.v1.EnvironmentStatus
+	(*Certificate)(nil),               // 34: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 35: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 36: herd.v1.ListCertificatesResponse
+	(*Authority)(nil),                 // 37: herd.v1.Authority
+	(*RotateCARequest)(nil),           // 38: herd.v1.RotateCARequest
+	(*RotateCAResponse)(nil),          // 39: herd.v1.RotateCAResponse
+	(*ListAuthoritiesRequest)(nil),    // 40: herd.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),   // 41: herd.v1.ListAuthoritiesResponse
+	(*SignCertificateRequest)(nil),    // 42: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 43: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 44: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 45: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 46: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 47: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 48: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 49: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 50: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 51: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 52: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 53: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 54: herd.v1.RevokeJoinTokenResponse
+	(*Rollout)(nil),                   // 55: herd.v1.Rollout
+	(*RolloutStage)(nil),              // 56: herd.v1.RolloutStage
+	(*RolloutNode)(nil),               // 57: herd.v1.RolloutNode
+	(*PolicyMessage)(nil),             // 58: herd.v1.PolicyMessage
+	(*ListRolloutsRequest)(nil),       // 59: herd.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 60: herd.v1.ListRolloutsResponse
+	(*GetRolloutRequest)(nil),         // 61: herd.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),        // 62: herd.v1.GetRolloutResponse
+	(*RolloutActionRequest)(nil),      // 63: herd.v1.RolloutActionRequest
+	(*RolloutActionResponse)(nil),     // 64: herd.v1.RolloutActionResponse
+	(*RolloutDiffRequest)(nil),        // 65: herd.v1.RolloutDiffRequest
+	(*RolloutDiffResponse)(nil),       // 66: herd.v1.RolloutDiffResponse
+	(*NodeChange)(nil),                // 67: herd.v1.NodeChange
+	(*FleetFactsRequest)(nil),         // 68: herd.v1.FleetFactsRequest
+	(*FleetFact)(nil),                 // 69: herd.v1.FleetFact
+	(*FleetFactsResponse)(nil),        // 70: herd.v1.FleetFactsResponse
+	(*NodeLifecycleRequest)(nil),      // 71: herd.v1.NodeLifecycleRequest
+	(*NodeLifecycleResponse)(nil),     // 72: herd.v1.NodeLifecycleResponse
+	(*AuditRequest)(nil),              // 73: herd.v1.AuditRequest
+	(*AuditControl)(nil),              // 74: herd.v1.AuditControl
+	(*AuditEvidence)(nil),             // 75: herd.v1.AuditEvidence
+	(*AuditResult)(nil),               // 76: herd.v1.AuditResult
+	(*AuditResponse)(nil),             // 77: herd.v1.AuditResponse
+	nil,                               // 78: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 79: herd.v1.Rollout.CountsEntry
+	nil,                               // 80: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -5699,90 +5815,91 @@ var file_herd_proto_depIdxs = []int32{
 	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	77, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
-	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
-	36, // 16: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
-	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	78, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	79, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
-	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
-	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
-	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
-	54, // 25: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
-	54, // 26: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
-	56, // 27: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
-	54, // 28: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
-	66, // 29: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
-	68, // 30: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
-	21, // 31: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
-	74, // 32: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
-	73, // 33: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
-	75, // 34: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
-	5,  // 35: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 36: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 37: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 38: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	10, // 39: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	12, // 40: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	14, // 41: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	22, // 42: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	24, // 43: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	26, // 44: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	29, // 45: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	31, // 46: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	34, // 47: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	41, // 48: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	43, // 49: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	45, // 50: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	47, // 51: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	50, // 52: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	52, // 53: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	37, // 54: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	39, // 55: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	58, // 56: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
-	60, // 57: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
-	62, // 58: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
-	64, // 59: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
-	67, // 60: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
-	70, // 61: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
-	72, // 62: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
-	6,  // 63: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 64: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 65: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 66: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 67: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 68: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 69: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 70: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 71: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 72: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 73: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 74: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	35, // 75: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	42, // 76: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	44, // 77: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	46, // 78: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	48, // 79: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	51, // 80: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	53, // 81: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	38, // 82: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	40, // 83: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	59, // 84: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	61, // 85: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	63, // 86: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	65, // 87: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	69, // 88: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
-	71, // 89: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
-	76, // 90: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
-	63, // [63:91] is the sub-list for method output_type
-	35, // [35:63] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	78, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	33, // 13: herd.v1.SiteStatusResponse.environments:type_name -> herd.v1.EnvironmentStatus
+	34, // 14: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	37, // 15: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
+	37, // 16: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
+	37, // 17: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
+	34, // 18: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	50, // 19: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	56, // 20: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
+	79, // 21: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	80, // 22: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	58, // 23: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
+	58, // 24: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
+	18, // 25: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
+	55, // 26: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
+	55, // 27: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
+	57, // 28: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
+	55, // 29: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
+	67, // 30: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
+	69, // 31: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
+	21, // 32: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
+	75, // 33: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
+	74, // 34: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
+	76, // 35: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
+	5,  // 36: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 37: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 38: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 39: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 40: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 41: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	14, // 42: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	22, // 43: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	24, // 44: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	26, // 45: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	29, // 46: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	31, // 47: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	35, // 48: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	42, // 49: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	44, // 50: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	46, // 51: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	48, // 52: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	51, // 53: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	53, // 54: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	38, // 55: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	40, // 56: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	59, // 57: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	61, // 58: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	63, // 59: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	65, // 60: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	68, // 61: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
+	71, // 62: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
+	73, // 63: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
+	6,  // 64: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 65: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 66: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 67: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 68: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 69: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	15, // 70: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	23, // 71: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	25, // 72: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	27, // 73: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	30, // 74: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	32, // 75: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	36, // 76: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	43, // 77: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	45, // 78: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	47, // 79: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	49, // 80: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	52, // 81: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	54, // 82: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	39, // 83: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	41, // 84: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	60, // 85: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	62, // 86: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	64, // 87: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	66, // 88: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	70, // 89: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	72, // 90: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	77, // 91: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
+	64, // [64:92] is the sub-list for method output_type
+	36, // [36:64] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -5796,7 +5913,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   78,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
