@@ -68,8 +68,8 @@ func TestCheckAndDiffByBranch(t *testing.T) {
 	site, staging := branchRepo(t)
 
 	out, stderr, code := herd(t, "", "check", "--site", site, "--branch", "staging")
-	if code != 0 || !strings.Contains(out, " at "+staging) {
-		t.Errorf("herd check --branch staging = %d:\n%s%s\nwant 0 and the site at %s", code, out, stderr, staging)
+	if code != 0 || !strings.Contains(out, " at "+staging) || !strings.Contains(stderr, `herd.toml says environment = "production"; the branch staging is compiled as environment "staging"`) {
+		t.Errorf("herd check --branch staging = %d:\n%s%s\nwant 0, the site at %s, and a note that the branch's name wins", code, out, stderr, staging)
 	}
 	if _, stderr, code := herd(t, "", "check", "--site", site, "--branch", "nope"); code != nodecmd.ExitError || !strings.Contains(stderr, "nope") {
 		t.Errorf("herd check --branch nope = %d, %q; want %d naming the branch", code, stderr, nodecmd.ExitError)

@@ -55,6 +55,7 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 			if err != nil {
 				return err
 			}
+			noteEnvironment(cmd, s, branch)
 			ctx := cmd.Context()
 			// Paths as the operator typed --site, like the site's own
 			// diagnostics, so that every file:line opens from here.

@@ -106,6 +106,10 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 			if err != nil {
 				return err
 			}
+			noteEnvironment(cmd, prev, fromEnv)
+			if toEnv != fromEnv || next.EnvironmentIgnored != prev.EnvironmentIgnored {
+				noteEnvironment(cmd, next, toEnv)
+			}
 			nodes, err := diffNodes(prev, next, factsDir)
 			if err != nil {
 				return err
@@ -174,6 +178,15 @@ func loadSide(ctx context.Context, site, rev, env string) (*catalogs.Site, error
 		return nil, err
 	}
 	return s, nil
+}
+
+// noteEnvironment says on stderr that a branch's herd.toml names another
+// environment than the branch's, which wins (the server's rule).
+func noteEnvironment(cmd *cobra.Command, s *catalogs.Site, branch string) {
+	if s.EnvironmentIgnored != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: herd.toml says environment = %q; the branch %s is compiled as environment %q, as a server serving branches does\n",
+			nodecmd.Clean(s.EnvironmentIgnored), nodecmd.Clean(branch), nodecmd.Clean(branch))
+	}
 }
 
 // loadBranch loads the site as committed on branch, as the environment
