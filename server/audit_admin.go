@@ -60,6 +60,19 @@ func (s *Server) auditReport(ctx context.Context, req *herdv1.AuditRequest) (*he
 			}
 		}
 	}
+	if q.At.IsZero() && s.envs.branches {
+		// Each node is judged by its environment's controls: those of
+		// the other environments too (the default's metadata wins).
+		for _, e := range s.envs.all() {
+			if est := e.site.Load(); est != nil && est.audit != nil {
+				for _, c := range est.audit.Controls() {
+					if byID[c.ID] == nil {
+						byID[c.ID] = wireControl(c)
+					}
+				}
+			}
+		}
+	}
 	if !q.At.IsZero() || (st != nil && st.audit == nil) {
 		// Controls as they were: those with results then.
 		meta, err := s.st.AuditControls(ctx)

@@ -274,3 +274,51 @@ roles = []
 		t.Errorf("node-1: /etc/motd says %q", motd(t, n1))
 	}
 }
+
+// TestEnvironmentAudits: each node is judged by its own environment's
+// audit controls: a control committed on staging only judges staging's
+// node, and production's node has no result of it.
+func TestEnvironmentAudits(t *testing.T) {
+	t.Parallel()
+	testkit.NeedTools(t, "git")
+	site := testkit.WriteSite(t, envSite("[[node]]\nroles = [\"base\"]\n\n[[node]]\nmatch = [\"node-1\"]\nenvironment = \"staging\"\nroles = []\n"))
+	gitIn(t, site, "init", "-q", "-b", "production")
+	commitFiles(t, site, "first", nil)
+	stagingTree := filepath.Join(t.TempDir(), "staging")
+	gitIn(t, site, "worktree", "add", "-q", "-b", "staging", stagingTree)
+	commitFiles(t, stagingTree, "a control", map[string]string{"policies/audit/motd.rego": `# METADATA
+# title: the motd names staging
+# custom:
+#   id: motd-staging
+#   severity: low
+package herd.audit.motd
+
+violations contains {"message": "no motd", "resource": "file:/etc/motd"} if {
+	not input.resources["file:/etc/motd"]
+}
+`})
+	f := fleet.NewFleetWith(t, site, 0, fleet.Options{Environments: []string{"production", "staging"}})
+	f.AddAgent("node-1")
+	f.AddAgent("node-2")
+	f.AwaitConverged(await, nil)
+	deadline := time.Now().Add(await)
+	for {
+		resp, err := f.Admin.Audit(context.Background(), &herdv1.AuditRequest{})
+		got := map[string]string{}
+		if err == nil {
+			for _, r := range resp.Results {
+				got[r.Node+" "+r.Control] = r.State
+			}
+		}
+		if got["node-1 motd-staging"] == "pass" {
+			if s, ok := got["node-2 motd-staging"]; ok && s != "" {
+				t.Errorf("production's node-2 was judged by staging's control: %q", s)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("staging's control never judged node-1: %v, %v", got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
