@@ -108,8 +108,22 @@ func (s *Server) buildCompliance(ctx context.Context) (*complianceView, error) {
 		page.Version, page.AuditError = st.version, st.auditErr
 	}
 	if st != nil && st.audit != nil {
+		seen := map[string]bool{}
 		for _, c := range st.audit.Controls() {
 			wire = append(wire, wireControl(c))
+			seen[c.ID] = true
+		}
+		// Each node is judged by its environment's controls: those of
+		// the other environments too, as the Audit API lists them.
+		for _, e := range s.envs.all() {
+			if est := e.site.Load(); s.envs.branches && est != nil && est != st && est.audit != nil {
+				for _, c := range est.audit.Controls() {
+					if !seen[c.ID] {
+						wire = append(wire, wireControl(c))
+						seen[c.ID] = true
+					}
+				}
+			}
 		}
 	} else if st != nil {
 		// Controls that do not compile: those with results, with the
