@@ -75,7 +75,7 @@ func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesReque
 			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
 			LastSummary: wireSummary(n.LastSummary), LastReportUnixMs: unixMs(n.LastReport),
 			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop, DeactivatedUnixMs: unixMs(n.Deactivated), Drift: int32(n.Drift),
-			Environment: a.s.nodeEnv(n.Name),
+			Environment: a.s.shownEnv(n.Name),
 		}
 		if st, ok := inRollout[n.Name]; ok {
 			info.RolloutState, info.RolloutId = st, rollouts[n.Name]

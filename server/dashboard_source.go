@@ -149,7 +149,7 @@ func (s *Server) dashboardRow(n store.Node, rolloutState string) dashboard.NodeR
 	row := dashboard.NodeRow{
 		Name: n.Name, LastCheckin: n.LastCheckin, LastReport: n.LastReport, LastRunID: n.LastRunID,
 		Status: runStatus(n), AppliedVersion: n.AppliedVersion, AgentVersion: n.AgentVersion,
-		RolloutState: rolloutState, Environment: s.nodeEnv(n.Name), Drift: n.Drift, Changed: n.LastSummary.Changed, Failed: n.LastSummary.Failed,
+		RolloutState: rolloutState, Environment: s.shownEnv(n.Name), Drift: n.Drift, Changed: n.LastSummary.Changed, Failed: n.LastSummary.Failed,
 		Deactivated: n.Deactivated, Audit: s.auditCounts(n.Name),
 	}
 	cur, cerr := s.compiles.get(n.Name)

@@ -446,3 +446,16 @@ func (s *Server) envControllerDo(ctx context.Context, node string, fn func(c *co
 	}
 	return nil
 }
+
+// shownEnv is node's environment as operators and its agent are told: its
+// placement with environments; without, the one site's environment as
+// herd.toml names it (its catalogs say the same), so that what the node
+// is told never contradicts its catalog.
+func (s *Server) shownEnv(node string) string {
+	if !s.envs.branches {
+		if st := s.defaultSite(); st != nil {
+			return st.site.Settings.Environment
+		}
+	}
+	return s.nodeEnv(node)
+}

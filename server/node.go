@@ -115,7 +115,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		_, compileErr = s.compiles.get(node)
 	}
 	resp.CompileError = compileErr
-	resp.Environment = s.nodeEnv(node)
+	resp.Environment = s.shownEnv(node)
 	switch {
 	case cur == nil:
 		resp.Status = herdv1.CheckinResponse_NO_CATALOG

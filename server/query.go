@@ -145,7 +145,7 @@ func (s *Server) whereValue(name string, n store.Node, f facts.Facts, rolloutSta
 		}
 		return cur.version, true
 	case "environment":
-		return s.nodeEnv(n.Name), true
+		return s.shownEnv(n.Name), true
 	case "applied_version":
 		return n.AppliedVersion, true
 	case "agent_version":
