@@ -90,8 +90,12 @@ func (es *environments) names() []string {
 // CheckEnvironments checks environment patterns (server.toml
 // `environments`, --environments): each a branch name or a glob over
 // branch names (path.Match syntax: *, ?, [a-z]; '/' is not matched by
-// '*'), and the default environment's name.
+// '*'), and the default environment's name, which has no meaning
+// without patterns (the site is then the one environment).
 func CheckEnvironments(patterns []string, def string) error {
+	if def != "" && len(patterns) == 0 {
+		return fmt.Errorf("default_environment %q needs environments: without them the site as it is is the one environment", def)
+	}
 	for i, p := range patterns {
 		if err := checkEnvPattern(p); err != nil {
 			return fmt.Errorf("environments[%d]: %w", i, err)

@@ -50,8 +50,9 @@ func TestCheckEnvironments(t *testing.T) {
 		{[]string{"ok", "[x"}, "", "environments[1]: pattern \"[x\""},
 		{[]string{"a b"}, "", "cannot be in a branch name"},
 		{[]string{"a~1"}, "", "cannot be in a branch name"},
-		{nil, "bad name", "default_environment"},
-		{nil, "../x", "default_environment"},
+		{[]string{"*"}, "bad name", "default_environment"},
+		{[]string{"*"}, "../x", "default_environment"},
+		{nil, "staging", "needs environments"},
 	}
 	for _, tt := range tests {
 		err := CheckEnvironments(tt.patterns, tt.def)

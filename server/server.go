@@ -321,7 +321,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := CheckNodeTTLs(opts.NodeTTL, opts.NodePurgeTTL); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
-	if err := CheckEnvironments(opts.Environments, opts.DefaultEnvironment); err != nil {
+	def := opts.DefaultEnvironment
+	if len(opts.Environments) == 0 && def == DefaultEnvironment {
+		def = "" // the defaults' own
+	}
+	if err := CheckEnvironments(opts.Environments, def); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {

@@ -96,6 +96,7 @@ func TestServerRefusesNodeTTLs(t *testing.T) {
 		{name: "config file", config: "node_ttl = \"48h\"\nnode_purge_ttl = \"24h\"\n", says: "shorter than node_ttl"},
 		{name: "bad environment pattern", args: []string{"--environments", "production,[x"}, says: "environments[1]"},
 		{name: "bad default environment", config: "environments = [\"*\"]\ndefault_environment = \"a b\"\n", says: "default_environment"},
+		{name: "default environment alone", args: []string{"--default-environment", "staging"}, says: "needs environments"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -167,7 +167,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
 	f.StringVar(&cfg.Site, "site", cfg.Site, "the site directory (a git work tree gives versions by commit)")
 	f.StringSliceVar(&cfg.Environments, "environments", nil, "serve these branches of the site's git repository as environments (names or globs; default: the site as it is, one environment)")
-	f.StringVar(&cfg.DefaultEnv, "default-environment", "", "the environment of a node nothing else places (default production); with --environments, one of the branches")
+	f.StringVar(&cfg.DefaultEnv, "default-environment", "", "the environment of a node nothing else places, one of the branches (default production; needs --environments)")
 	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "the server's state: CA, signing key, store, file contents")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC address")
 	f.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, `address of /healthz and /metrics, and over TLS of sign-in and /api/v1 ("off" to disable)`)
