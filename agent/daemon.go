@@ -72,6 +72,10 @@ type DaemonOptions struct {
 	// directory; under "/" they always run.
 	SandboxFactsExec bool
 	AgentVersion     string
+	// Environment is the environment (site branch) this node asks the
+	// server for; "" leaves it to the server. A classification rule on
+	// the server wins over it.
+	Environment string
 	// KeepRuns is how many runs the history keeps (default
 	// DefaultKeepRuns).
 	KeepRuns int
@@ -669,7 +673,7 @@ func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*h
 	if err != nil {
 		return nil, err
 	}
-	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion, SealPublicKey: d.seal.PublicKey().Bytes()}
+	req := &herdv1.CheckinRequest{FactsDigest: digest, CatalogEtag: d.etag, AgentVersion: d.o.AgentVersion, SealPublicKey: d.seal.PublicKey().Bytes(), Environment: d.o.Environment}
 	if digest != acked {
 		req.FactsJson = payload
 	}
@@ -690,7 +694,29 @@ func (d *Daemon) checkin(ctx context.Context, payload []byte, digest string) (*h
 			return nil, err
 		}
 	}
+	d.placed(ctx, resp.Environment)
 	return resp, nil
+}
+
+// placed records the environment the server put this node in, and says
+// so when it changed or differs from the one asked for: a
+// classification rule on the server wins over the agent's setting.
+func (d *Daemon) placed(ctx context.Context, env string) {
+	if env == "" {
+		return
+	}
+	prev, _ := d.st.setting(ctx, "environment")
+	if prev == env {
+		return
+	}
+	if err := d.st.setSetting(ctx, "environment", env); err != nil {
+		d.log.Warn("recording the environment", "err", err)
+	}
+	if d.o.Environment != "" && d.o.Environment != env {
+		d.log.Warn("the server placed this node in another environment than the one asked for (classification wins)", "environment", env, "asked", d.o.Environment)
+		return
+	}
+	d.log.Info("environment", "environment", env, "previous", prev)
 }
 
 func (d *Daemon) callCheckin(ctx context.Context, req *herdv1.CheckinRequest) (*herdv1.CheckinResponse, error) {

@@ -5,6 +5,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/herdcm/herd/facts"
 )
 
 // rule is one [[node]] table of nodes.toml. A rule matches a node when its
@@ -19,6 +21,9 @@ type rule struct {
 	rolePos []Pos
 	params  map[string]any
 	path    string // key path of the rule, "node[2]"
+	// env is the rule's `environment`: the server places a matching node
+	// in that environment (the last matching rule that names one wins).
+	env string
 }
 
 func (l *loader) loadNodes() {
@@ -36,7 +41,7 @@ func (l *loader) loadNodes() {
 	r.known("", "node")
 	for i := range r.tables("node") {
 		p := fmt.Sprintf("node[%d]", i)
-		r.known(p, "match", "when", "roles", "params")
+		r.known(p, "match", "when", "roles", "params", "environment")
 		ru := &rule{pos: doc.posOf(p), path: p}
 		if m, ok := r.strs(p + ".match"); ok {
 			for j, g := range m {
@@ -52,6 +57,12 @@ func (l *loader) loadNodes() {
 				l.diags = append(l.diags, err.(Diagnostic))
 			}
 			ru.when = c
+		}
+		if env, ok := r.str(p + ".environment"); ok {
+			if !validName(env) {
+				r.bad(p+".environment", "environment %q: want letters, digits, '-', '_' or '.'", env)
+			}
+			ru.env = env
 		}
 		roles, ok := r.strs(p + ".roles")
 		if !ok {
@@ -127,6 +138,39 @@ func (s *Site) classify(node string, env map[string]any) (*classification, error
 		return nil, Diagnostics{{Pos: Pos{File: "nodes.toml"}, Msg: fmt.Sprintf("node %q matches no rule in nodes.toml (add a rule with match = %q, or a catch-all rule without match)", node, node)}}
 	}
 	return c, nil
+}
+
+// NodeEnvironment says which environment nodes.toml puts node in: the
+// `environment` of the last matching rule that names one, "" when none
+// does. A server serving environments asks its default environment's
+// site, so that classification (like Puppet's ENC) wins over what the
+// agent asks for. The rules are matched as compile matches them, without
+// requiring a match: a node no rule matches simply has no environment
+// from classification.
+func (s *Site) NodeEnvironment(node string, f facts.Facts) (string, error) {
+	env := compileEnv(node, s.Settings.Environment, f, nil)
+	out := ""
+	var diags Diagnostics
+	for _, ru := range s.rules {
+		if ru.env == "" || !ru.matchesName(node) {
+			continue
+		}
+		if ru.when != nil {
+			ok, err := ru.when.eval(env)
+			if err != nil {
+				diags = append(diags, err.(Diagnostic))
+				continue
+			}
+			if !ok {
+				continue
+			}
+		}
+		out = ru.env
+	}
+	if len(diags) > 0 {
+		return "", diags.err()
+	}
+	return out, nil
 }
 
 func (ru *rule) matchesName(node string) bool {

@@ -53,6 +53,12 @@ type Site struct {
 	// hasSecrets says some value of the site is a secret: compiles then
 	// track what renders from one.
 	hasSecrets bool
+	// envSet: herd.toml names an environment.
+	envSet bool
+	// EnvironmentIgnored is herd.toml's `environment` when
+	// LoadOptions.Environment overrode it ("" when they agree or herd.toml
+	// names none), so that the caller can say so.
+	EnvironmentIgnored string
 }
 
 // Settings are the site-wide settings of herd.toml.
@@ -82,6 +88,12 @@ type LoadOptions struct {
 	// without asking git: for callers on a hot path (masterless apply)
 	// that must not spawn processes.
 	ContentVersion bool
+	// Environment, when set, is the site's environment whatever herd.toml
+	// says: a server serving environments loads each branch under the
+	// branch's name (r10k's rule: the branch is the environment). A
+	// herd.toml `environment` that differs is ignored, and said so in
+	// Site.EnvironmentIgnored.
+	Environment string
 }
 
 // Load reads and checks the site in dir. Every mistake found is returned at
@@ -147,6 +159,12 @@ func loadFS(sd siteDir, opts LoadOptions, limits siteLimits) (*Site, string, err
 		return nil, "", err
 	}
 	l.loadSettings()
+	if opts.Environment != "" && opts.Environment != l.site.Settings.Environment {
+		if l.site.envSet {
+			l.site.EnvironmentIgnored = l.site.Settings.Environment
+		}
+		l.site.Settings.Environment = opts.Environment
+	}
 	l.loadDefines()
 	l.loadRoles()
 	l.loadNodes()
@@ -229,6 +247,7 @@ func (l *loader) loadSettings() {
 			r.bad("environment", "environment %q: want letters, digits, '-', '_' or '.'", env)
 		}
 		s.Environment = env
+		l.site.envSet = true
 	}
 	if h, ok := r.strs("hierarchy"); ok {
 		s.Hierarchy = h

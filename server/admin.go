@@ -59,9 +59,9 @@ func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesReque
 	nodes := page.nodes
 	// Where the newest rollout has each node of the page.
 	var inRollout map[string]string
-	var rollout store.Rollout
+	var rollouts map[string]int64
 	if len(nodes) > 0 {
-		if inRollout, rollout, err = a.s.rolloutStates(ctx, req.PageToken, nodes[len(nodes)-1].Name); err != nil {
+		if inRollout, rollouts, err = a.s.rolloutStates(ctx, req.PageToken, nodes[len(nodes)-1].Name); err != nil {
 			return nil, status.Errorf(codes.Internal, "listing nodes: %v", err)
 		}
 	}
@@ -75,9 +75,10 @@ func (a *adminService) ListNodes(ctx context.Context, req *herdv1.ListNodesReque
 			Name: n.Name, LastCheckinUnixMs: unixMs(n.LastCheckin), AppliedEtag: n.AppliedEtag,
 			LastSummary: wireSummary(n.LastSummary), LastReportUnixMs: unixMs(n.LastReport),
 			AppliedVersion: n.AppliedVersion, LastNoop: n.LastNoop, DeactivatedUnixMs: unixMs(n.Deactivated), Drift: int32(n.Drift),
+			Environment: a.s.shownEnv(n.Name),
 		}
 		if st, ok := inRollout[n.Name]; ok {
-			info.RolloutState, info.RolloutId = st, rollout.ID
+			info.RolloutState, info.RolloutId = st, rollouts[n.Name]
 		}
 		if cur, cerr := a.s.compiles.get(n.Name); cur != nil || cerr != "" {
 			if cur != nil {
@@ -141,12 +142,24 @@ func (a *adminService) GetCatalog(ctx context.Context, req *herdv1.GetCatalogReq
 }
 
 func (a *adminService) SiteStatus(context.Context, *herdv1.SiteStatusRequest) (*herdv1.SiteStatusResponse, error) {
-	st := a.s.site.Load()
+	st := a.s.defaultSite()
 	out := &herdv1.SiteStatusResponse{CompileErrors: map[string]string{}}
 	if st != nil {
 		out.Version, out.LoadedUnixMs, out.LoadError = st.version, unixMs(st.loaded), st.loadErr
 		out.NewestVersion, out.NewestAttemptUnixMs = st.newest, unixMs(st.attempted)
 		out.AuditError = st.auditErr
+	}
+	if a.s.envs.branches {
+		for _, e := range a.s.envs.all() {
+			es := &herdv1.EnvironmentStatus{Name: e.name}
+			if st := e.site.Load(); st != nil {
+				es.Version, es.LoadedUnixMs, es.LoadError = st.version, unixMs(st.loaded), st.loadErr
+				es.NewestVersion, es.NewestAttemptUnixMs, es.AuditError = st.newest, unixMs(st.attempted), st.auditErr
+			} else {
+				es.LoadError = "never loaded: see the server's log"
+			}
+			out.Environments = append(out.Environments, es)
+		}
 	}
 	a.s.compiles.mu.RLock()
 	for n, e := range a.s.compiles.errors {

@@ -14,7 +14,7 @@ import (
 	"github.com/herdcm/herd/server/store"
 )
 
-// Explain compiles the node with the served site and the node's stored
+// Explain compiles the node with its environment's served site and its stored
 // facts, recording why its catalog is what it is (catalogs.Explain), and
 // adds where the node stands in the rollout. The compile is the node's
 // real one (its secrets opened and sealed, as a check-in's), but nothing
@@ -23,14 +23,21 @@ func (a *adminService) Explain(ctx context.Context, req *herdv1.ExplainRequest) 
 	if err := catalogs.ValidNodeName(req.Node); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
 	}
-	st := a.s.site.Load()
-	if st == nil {
-		return nil, status.Error(codes.Unavailable, "no site version is served yet")
-	}
 	f, err := a.s.nodeFacts(ctx, req.Node)
 	if err != nil {
 		return nil, err
 	}
+	// The node's own environment's version, as its check-in compiles:
+	// read only, so that explaining never moves a node.
+	env, why := a.s.envName(req.Node, f)
+	if why != "" {
+		return nil, status.Error(codes.FailedPrecondition, why)
+	}
+	e := a.s.envs.get(env)
+	if e == nil || e.site.Load() == nil {
+		return nil, status.Errorf(codes.Unavailable, "environment %q of node %s has no site version served", env, req.Node)
+	}
+	st := e.site.Load()
 	ex, _, err := st.site.Explain(req.Node, f, a.s.compileOptions(req.Node), req.Resource)
 	if err != nil {
 		var unknown *catalogs.UnknownResourceError
@@ -42,7 +49,7 @@ func (a *adminService) Explain(ctx context.Context, req *herdv1.ExplainRequest) 
 		}
 		return nil, status.Errorf(codes.FailedPrecondition, "compiling node %s at %s: %v", req.Node, st.version, err)
 	}
-	if ex.Rollout, err = a.rolloutPosition(ctx, req.Node); err != nil {
+	if ex.Rollout, err = a.rolloutPosition(ctx, req.Node, env); err != nil {
 		return nil, err
 	}
 	b, err := json.Marshal(ex)
@@ -73,18 +80,18 @@ func (s *Server) nodeFacts(ctx context.Context, node string) (facts.Facts, error
 }
 
 // rolloutPosition says which version the node is approved at, and where
-// it stands in the newest rollout.
-func (a *adminService) rolloutPosition(ctx context.Context, node string) (*catalogs.RolloutPosition, error) {
+// it stands in the newest rollout of its environment env.
+func (a *adminService) rolloutPosition(ctx context.Context, node, env string) (*catalogs.RolloutPosition, error) {
 	pos := &catalogs.RolloutPosition{}
 	if cur, _ := a.s.compiles.get(node); cur != nil {
 		pos.Approved = cur.version
 	}
-	r, ok, err := a.s.st.Rollout(ctx, 0)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "reading the newest rollout: %v", err)
-	}
-	if !ok {
+	r, err := a.rollout(ctx, 0, env)
+	if status.Code(err) == codes.NotFound {
 		return pos, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	pos.ID, pos.Version, pos.State = r.ID, r.Version, r.State
 	nodes, err := a.s.st.RolloutNodes(ctx, store.RolloutNodeQuery{Rollout: r.ID, Node: node})

@@ -34,9 +34,9 @@ func explainOf(t *testing.T, h *rolloutHarness, node, resource string) *catalogs
 func TestExplainInRollout(t *testing.T) {
 	t.Parallel()
 	h := newRolloutHarness(t, rolloutSite(canaryHalfRest, "hello"), sixNodes...)
-	old := h.s.site.Load().version
+	old := h.s.defaultSite().version
 	h.commit(rolloutSite(canaryHalfRest, "good morning"))
-	served := h.s.site.Load().version
+	served := h.s.defaultSite().version
 	if old == served {
 		t.Fatalf("the commit did not change the site's version (%s)", old)
 	}

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -62,22 +64,63 @@ func idToken(tok string) (int64, error) {
 	return id, nil
 }
 
-// rollout reads rollout id (0: the newest) or answers NotFound.
-func (a *adminService) rollout(ctx context.Context, id int64) (store.Rollout, error) {
+// rollout reads rollout id (0: the newest of environment env, "" the
+// default) or answers NotFound.
+func (a *adminService) rollout(ctx context.Context, id int64, env string) (store.Rollout, error) {
 	if id < 0 {
 		return store.Rollout{}, status.Errorf(codes.InvalidArgument, "rollout id %d: ids are positive (0 is the newest)", id)
 	}
-	r, ok, err := a.s.st.Rollout(ctx, id)
+	var r store.Rollout
+	var ok bool
+	var err error
+	if id == 0 {
+		e, serr := a.env(env)
+		if serr != nil {
+			return r, serr
+		}
+		envs := []string{e.name}
+		if e.name == a.s.envs.def {
+			envs = append(envs, "")
+		}
+		r, ok, err = a.s.st.NewestRollout(ctx, envs...)
+	} else {
+		r, ok, err = a.s.st.Rollout(ctx, id)
+	}
 	if err != nil {
 		return r, status.Errorf(codes.Internal, "reading rollout %d: %v", id, err)
 	}
 	if !ok {
 		if id == 0 {
-			return r, status.Error(codes.NotFound, "no rollout yet")
+			return r, status.Errorf(codes.NotFound, "no rollout yet in environment %s", cmp.Or(env, a.s.envs.def))
 		}
 		return r, status.Errorf(codes.NotFound, "no rollout %d", id)
 	}
+	if env != "" && rolloutEnv(r, a.s.envs.def) != env {
+		return r, status.Errorf(codes.InvalidArgument, "rollout %d is environment %s's, not %s's", id, rolloutEnv(r, a.s.envs.def), env)
+	}
 	return r, nil
+}
+
+// env is the served environment name ("" the default), or NotFound
+// naming the ones served.
+func (a *adminService) env(name string) (*environment, error) {
+	if name == "" {
+		name = a.s.envs.def
+	}
+	e := a.s.envs.get(name)
+	if e == nil {
+		return nil, status.Errorf(codes.NotFound, "environment %q is not served (served: %s)", name, strings.Join(a.s.envs.names(), ", "))
+	}
+	return e, nil
+}
+
+// rolloutEnv is r's environment; a rollout from before environments is
+// the default's.
+func rolloutEnv(r store.Rollout, def string) string {
+	if r.Environment == "" {
+		return def
+	}
+	return r.Environment
 }
 
 func (a *adminService) GetRollout(ctx context.Context, req *herdv1.GetRolloutRequest) (*herdv1.GetRolloutResponse, error) {
@@ -89,7 +132,7 @@ func (a *adminService) GetRollout(ctx context.Context, req *herdv1.GetRolloutReq
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "nodes %q: want \"\" (the ones worth a look) or \"all\"", req.Nodes)
 	}
-	r, err := a.rollout(ctx, req.Id)
+	r, err := a.rollout(ctx, req.Id, req.Environment)
 	if err != nil {
 		return nil, err
 	}
@@ -122,9 +165,23 @@ func (a *adminService) RolloutAction(ctx context.Context, req *herdv1.RolloutAct
 	if req.Id < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "rollout id %d: ids are positive (0 is the newest)", req.Id)
 	}
+	// The controller of the rollout's environment: the newest of the one
+	// asked for, or the one rollout id belongs to.
+	name := req.Environment
+	if req.Id != 0 {
+		r, err := a.rollout(ctx, req.Id, req.Environment)
+		if err != nil {
+			return nil, err
+		}
+		name = rolloutEnv(r, a.s.envs.def)
+	}
+	e, err := a.env(name)
+	if err != nil {
+		return nil, err
+	}
 	var rec store.Rollout
 	var actErr error
-	err := a.s.ctl.do(ctx, func(c *controller) error {
+	err = e.ctl.do(ctx, func(c *controller) error {
 		rec, actErr = c.action(req.Id, req.Action)
 		return nil
 	})
@@ -148,7 +205,7 @@ func (a *adminService) RolloutAction(ctx context.Context, req *herdv1.RolloutAct
 }
 
 func (a *adminService) RolloutDiff(ctx context.Context, req *herdv1.RolloutDiffRequest) (*herdv1.RolloutDiffResponse, error) {
-	r, err := a.rollout(ctx, req.Id)
+	r, err := a.rollout(ctx, req.Id, req.Environment)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +262,8 @@ func (a *adminService) wireRollout(ctx context.Context, r store.Rollout) (*herdv
 		return nil, status.Errorf(codes.Internal, "counting the nodes of rollout %d: %v", r.ID, err)
 	}
 	out := &herdv1.Rollout{Id: r.ID, Version: r.Version, PreviousVersion: r.PreviousVersion, State: r.State, Reason: r.Reason,
-		CreatedUnixMs: unixMs(r.Created), UpdatedUnixMs: unixMs(r.Updated), SupersededBy: r.SupersededBy, Counts: map[string]int32{}}
+		CreatedUnixMs: unixMs(r.Created), UpdatedUnixMs: unixMs(r.Updated), SupersededBy: r.SupersededBy, Counts: map[string]int32{},
+		Environment: rolloutEnv(r, a.s.envs.def)}
 	for _, st := range r.Stages {
 		out.Stages = append(out.Stages, &herdv1.RolloutStage{Name: st.Name, State: st.State, Noop: st.Noop, Manual: st.Manual,
 			BakeNs: int64(st.Bake), MaxFailed: maxFailedText(&st), StartedUnixMs: unixMs(st.Started), BakeUntilUnixMs: unixMs(st.BakeUntil),

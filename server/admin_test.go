@@ -108,7 +108,7 @@ func TestSiteLoadFailureIsShown(t *testing.T) {
 	ctx := context.Background()
 	adm := admin(t, s)
 	ac := herdv1.NewAdminClient(dial(t, s, &adm))
-	v1 := s.site.Load().version
+	v1 := s.defaultSite().version
 	writeFiles(t, site, map[string]string{"roles/r.toml": "[[file]]\npath = \"relative\"\n"})
 	deadline := time.Now().Add(20 * time.Second)
 	var st *herdv1.SiteStatusResponse
@@ -148,7 +148,7 @@ func TestSiteLoadFailureIsShown(t *testing.T) {
 	}
 	// Fixed: the failure clears.
 	writeFiles(t, site, testSite)
-	for s.site.Load().loadErr != "" {
+	for s.defaultSite().loadErr != "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the fix never loaded")
 		}

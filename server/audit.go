@@ -244,10 +244,23 @@ func (s *Server) auditPass(ctx context.Context) {
 	a.mu.Unlock()
 }
 
-// auditNodes evaluates nodes and stores the result sets that changed, in
-// batches.
+// auditNodes evaluates nodes, each by its environment's controls, and
+// stores the result sets that changed, in batches. A node whose
+// environment is not served keeps its results as last judged.
 func (s *Server) auditNodes(ctx context.Context, nodes []string) {
-	st := s.site.Load()
+	byEnv := map[*siteState][]string{}
+	for _, node := range nodes {
+		if st := s.envSite(node); st != nil {
+			byEnv[st] = append(byEnv[st], node)
+		}
+	}
+	for st, nodes := range byEnv {
+		s.auditNodesAt(ctx, st, nodes)
+	}
+}
+
+// auditNodesAt evaluates nodes by st's controls.
+func (s *Server) auditNodesAt(ctx context.Context, st *siteState, nodes []string) {
 	if st == nil || st.auditErr != "" {
 		// Controls that do not compile judge nothing: the results stay
 		// as last judged (their version says when), and herd audit and

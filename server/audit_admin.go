@@ -49,7 +49,7 @@ func (s *Server) auditReport(ctx context.Context, req *herdv1.AuditRequest) (*he
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "audit: %v", err)
 	}
-	st := s.site.Load()
+	st := s.defaultSite()
 	out := &herdv1.AuditResponse{}
 	byID := map[string]*herdv1.AuditControl{}
 	if st != nil {
@@ -57,6 +57,19 @@ func (s *Server) auditReport(ctx context.Context, req *herdv1.AuditRequest) (*he
 		if q.At.IsZero() && st.audit != nil {
 			for _, c := range st.audit.Controls() {
 				byID[c.ID] = wireControl(c)
+			}
+		}
+	}
+	if q.At.IsZero() && s.envs.branches {
+		// Each node is judged by its environment's controls: those of
+		// the other environments too (the default's metadata wins).
+		for _, e := range s.envs.all() {
+			if est := e.site.Load(); est != nil && est.audit != nil {
+				for _, c := range est.audit.Controls() {
+					if byID[c.ID] == nil {
+						byID[c.ID] = wireControl(c)
+					}
+				}
 			}
 		}
 	}

@@ -94,7 +94,7 @@ func benchAuditServer(b testing.TB, nodes int) (*Server, []string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	if n := len(s.site.Load().audit.Controls()); n != 50 {
+	if n := len(s.defaultSite().audit.Controls()); n != 50 {
 		b.Fatalf("%d controls, want 50", n)
 	}
 	names := make([]string, nodes)

@@ -288,7 +288,7 @@ func TestAuditPrefetch(t *testing.T) {
 	t.Parallel()
 	s, names := benchAuditServer(t, auditChunk+5)
 	ctx := context.Background()
-	st := s.site.Load()
+	st := s.defaultSite()
 	s.recent = newByteCache(64 << 20)
 	pre := s.prefetchCatalogs(ctx, st, names)
 	if len(pre) != len(names) {

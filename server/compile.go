@@ -13,14 +13,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
 	"github.com/herdcm/herd/policies"
 	"github.com/herdcm/herd/server/store"
 )
 
-// siteState is the site version being served.
+// siteState is the site version an environment serves.
 type siteState struct {
+	// env is the environment serving it.
+	env     *environment
 	site    *catalogs.Site
 	version string
 	loaded  time.Time
@@ -50,6 +54,7 @@ type siteState struct {
 type nodeCatalog struct {
 	etag      string
 	version   string
+	env       string // the catalog's environment
 	signature []byte
 	files     map[string]bool // digests the catalog ships
 	// index locates the resources in bytes (catalogs.Index), for the
@@ -199,28 +204,40 @@ func (s *Server) warm(ctx context.Context) error {
 // decoded: the rest is read back from the store when the node fetches it.
 func newNodeCatalog(etag, version string, b, sig []byte) (*nodeCatalog, error) {
 	var files struct {
-		Files []catalogs.FileRef `json:"files"`
+		Environment string             `json:"environment"`
+		Files       []catalogs.FileRef `json:"files"`
 	}
 	if err := json.Unmarshal(b, &files); err != nil {
 		return nil, err
 	}
-	nc := &nodeCatalog{etag: etag, version: version, signature: sig, files: make(map[string]bool, len(files.Files))}
+	nc := &nodeCatalog{etag: etag, version: version, env: files.Environment, signature: sig, files: make(map[string]bool, len(files.Files))}
 	for _, f := range files.Files {
 		nc.files[f.Digest] = true
 	}
 	return nc, nil
 }
 
-// reload loads the site's current version and recompiles every known
-// node. A site that fails to load keeps the previous version served; a
-// load that finds the version already served changes nothing, so that a
-// watcher event that moved no version costs no fleet recompile.
+// reload loads every environment's current version (see reloadAll).
 func (s *Server) reload(ctx context.Context) error {
 	// A rotation writes the key before the re-encrypted site arrives.
 	s.reloadSecretsKey()
-	site, err := catalogs.Load(ctx, s.opts.Site, catalogs.LoadOptions{})
-	prev := s.site.Load()
+	return s.reloadAll(ctx)
+}
+
+// reloadEnv loads e's current version (its branch at commit, "" for
+// the branch's tip or the site as it is) and recompiles e's nodes. A
+// version that fails to load keeps the previous one served; a load that
+// finds the version already served changes nothing, so that a watcher
+// event that moved no version costs no fleet recompile.
+func (s *Server) reloadEnv(ctx context.Context, e *environment, commit string) error {
+	e.reload.Lock()
+	defer e.reload.Unlock()
+	site, err := s.loadEnvSite(ctx, e, commit)
+	prev := e.site.Load()
 	now := time.Now()
+	// The site_* metrics are the default environment's, as they were
+	// the one site's.
+	isDef := e.name == s.envs.def
 	if err != nil {
 		s.metrics.siteLoads.WithLabelValues("error").Inc()
 		if prev == nil {
@@ -228,28 +245,39 @@ func (s *Server) reload(ctx context.Context) error {
 		}
 		next := *prev
 		next.loadErr = err.Error()
-		next.newest = gitVersion(ctx, s.opts.Site)
+		next.newest = commit
+		if e.ref == "" {
+			next.newest = gitVersion(ctx, s.opts.Site)
+		}
 		next.attempted = now
-		s.site.Store(&next)
-		s.metrics.siteFailing.Set(1)
-		s.log.Error("the site's new version does not load; still serving the previous one", "version", prev.version, "newest", next.newest, "err", err)
+		e.site.Store(&next)
+		e.commit = commit
+		if isDef {
+			s.metrics.siteFailing.Set(1)
+		}
+		s.metrics.envFailing.WithLabelValues(e.name).Set(1)
+		s.log.Error("the site's new version does not load; still serving the previous one", "environment", e.name, "version", prev.version, "newest", next.newest, "err", err)
 		return nil
 	}
 	s.metrics.siteLoads.WithLabelValues("ok").Inc()
-	s.metrics.siteFailing.Set(0)
+	if isDef {
+		s.metrics.siteFailing.Set(0)
+	}
+	s.metrics.envFailing.WithLabelValues(e.name).Set(0)
+	e.commit = commit
 	if prev != nil && prev.version == site.Version {
 		if prev.loadErr != "" {
 			next := *prev
 			next.loadErr, next.newest, next.attempted = "", prev.version, now
-			s.site.Store(&next)
+			e.site.Store(&next)
 		}
-		s.log.Debug("the site's version did not change", "version", site.Version)
+		s.log.Debug("the site's version did not change", "environment", e.name, "version", site.Version)
 		return nil
 	}
 	if err := s.storeFiles(site); err != nil {
 		return err
 	}
-	next := &siteState{site: site, version: site.Version, loaded: now, newest: site.Version, attempted: now}
+	next := &siteState{env: e, site: site, version: site.Version, loaded: now, newest: site.Version, attempted: now}
 	// Prepared once per version; a broken policy blocks the version,
 	// never lets it through.
 	if next.gate, err = prepareGate(ctx, site.PolicyFiles(), site.Settings.Policy.Timeout); err != nil {
@@ -257,10 +285,14 @@ func (s *Server) reload(ctx context.Context) error {
 		s.log.Error("the site's policies do not load; the version is blocked", "version", site.Version, "err", err)
 	}
 	s.prepareAudit(ctx, next, site.PolicyFiles(), policies.Options{Timeout: site.Settings.Policy.Timeout})
-	s.site.Store(next)
+	e.site.Store(next)
 	s.audits.touchAll()
-	s.metrics.setServed(site.Version, now)
-	s.log.Info("site loaded", "version", site.Version)
+	if isDef {
+		s.metrics.setServed(site.Version, now)
+	}
+	s.metrics.environments.DeletePartialMatch(prometheus.Labels{"environment": e.name})
+	s.metrics.environments.WithLabelValues(e.name, site.Version).Set(1)
+	s.log.Info("site loaded", "environment", e.name, "version", site.Version)
 	return s.newVersion(ctx, next, prev == nil)
 }
 
@@ -339,7 +371,8 @@ func (s *Server) openFile(digest string) (io.ReadCloser, error) {
 // candidates are in the store already.
 func (s *Server) newVersion(ctx context.Context, st *siteState, restarted bool) error {
 	var newest store.Rollout
-	if err := s.ctl.do(ctx, func(c *controller) error {
+	ctl := st.env.ctl
+	if err := ctl.do(ctx, func(c *controller) error {
 		if c.cur != nil {
 			newest = c.cur.rec
 		}
@@ -359,22 +392,32 @@ func (s *Server) newVersion(ctx context.Context, st *siteState, restarted bool) 
 	}
 	if previous == "" {
 		// A store from before rollouts: the version the fleet runs.
-		previous = s.approvedVersion()
+		previous = s.approvedVersion(st.env.name)
 	}
 	p, err := s.planRollout(ctx, st, previous)
 	if err != nil {
 		return fmt.Errorf("planning the rollout of %s: %w", st.version, err)
 	}
-	return s.ctl.do(ctx, func(c *controller) error { return c.begin(ctx, p) })
+	return ctl.do(ctx, func(c *controller) error { return c.begin(ctx, p) })
 }
 
-// approvedVersion is the site version most nodes are approved at.
-func (s *Server) approvedVersion() string {
+// approvedVersion is the site version most of env's nodes are approved
+// at.
+func (s *Server) approvedVersion(env string) string {
 	s.compiles.mu.RLock()
 	defer s.compiles.mu.RUnlock()
 	count := map[string]int{}
 	best := ""
-	for _, nc := range s.compiles.catalogs {
+	for node, nc := range s.compiles.catalogs {
+		// Not nodeEnv: it takes this read lock again, which a waiting
+		// writer would deadlock.
+		in := nc.env
+		if v, ok := s.placed.Load(node); ok {
+			in = v.(string)
+		}
+		if s.envs.branches && in != env {
+			continue
+		}
 		count[nc.version]++
 		if count[nc.version] > count[best] {
 			best = nc.version
@@ -391,10 +434,18 @@ func (s *Server) approvedVersion() string {
 func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 	unlock := s.compiles.lock(node)
 	defer unlock()
-	st := s.site.Load()
 	cf, ok := s.facts.get(node)
 	cur, _ := s.compiles.get(node)
-	if !ok || st == nil {
+	if !ok {
+		return cur
+	}
+	e, why := s.placeNode(node, cf.facts)
+	if e == nil {
+		s.setCompileError(ctx, node, "", why)
+		return cur
+	}
+	st := e.site.Load()
+	if st == nil {
 		return cur
 	}
 	cat, nc, err := s.compileAt(ctx, st, node, cf.facts)
@@ -411,7 +462,7 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 	}
 	c.change = catalogs.DiffBrief(c.prev, cat)
 	var fleet *policies.Fleet
-	s.ctl.do(ctx, func(ctl *controller) error {
+	e.ctl.do(ctx, func(ctl *controller) error {
 		if ctl.cur != nil && ctl.cur.rec.Version == st.version {
 			fleet = ctl.cur.fleet
 		}
@@ -427,7 +478,7 @@ func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
 		return cur
 	}
 	nc.stored.Store(true)
-	if err := s.ctl.do(ctx, func(ctl *controller) error { ctl.recompiled(node, cur, nc, d); return nil }); err != nil {
+	if err := e.ctl.do(ctx, func(ctl *controller) error { ctl.recompiled(node, cur, nc, d); return nil }); err != nil {
 		s.log.Error("handing a recompiled catalog to the rollout controller", "node", node, "err", err)
 	}
 	cur, _ = s.compiles.get(node)

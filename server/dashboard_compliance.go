@@ -53,7 +53,7 @@ func (s *Server) complianceNow(ctx context.Context) (*complianceView, error) {
 	if err != nil {
 		return nil, err
 	}
-	site := s.site.Load()
+	site := s.defaultSite()
 	c.mu.Lock()
 	v := c.view
 	c.mu.Unlock()
@@ -103,13 +103,27 @@ func (s *Server) buildCompliance(ctx context.Context) (*complianceView, error) {
 	page := &dashboard.Compliance{}
 	v := &complianceView{page: page, nodes: map[string]dashboard.AuditCounts{}}
 	var wire []*herdv1.AuditControl
-	st := s.site.Load()
+	st := s.defaultSite()
 	if st != nil {
 		page.Version, page.AuditError = st.version, st.auditErr
 	}
 	if st != nil && st.audit != nil {
+		seen := map[string]bool{}
 		for _, c := range st.audit.Controls() {
 			wire = append(wire, wireControl(c))
+			seen[c.ID] = true
+		}
+		// Each node is judged by its environment's controls: those of
+		// the other environments too, as the Audit API lists them.
+		for _, e := range s.envs.all() {
+			if est := e.site.Load(); s.envs.branches && est != nil && est != st && est.audit != nil {
+				for _, c := range est.audit.Controls() {
+					if !seen[c.ID] {
+						wire = append(wire, wireControl(c))
+						seen[c.ID] = true
+					}
+				}
+			}
 		}
 	} else if st != nil {
 		// Controls that do not compile: those with results, with the

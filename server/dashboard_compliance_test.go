@@ -350,7 +350,7 @@ func BenchmarkCompliance10k(b *testing.B) {
 	s := startAuditServer(b, benchAuditFiles(b))
 	seedNodes(b, s, nodes)
 	var ids []string
-	for _, c := range s.site.Load().audit.Controls() {
+	for _, c := range s.defaultSite().audit.Controls() {
 		ids = append(ids, c.ID)
 	}
 	if len(ids) != 50 {

@@ -149,7 +149,7 @@ func (s *Server) dashboardRow(n store.Node, rolloutState string) dashboard.NodeR
 	row := dashboard.NodeRow{
 		Name: n.Name, LastCheckin: n.LastCheckin, LastReport: n.LastReport, LastRunID: n.LastRunID,
 		Status: runStatus(n), AppliedVersion: n.AppliedVersion, AgentVersion: n.AgentVersion,
-		RolloutState: rolloutState, Drift: n.Drift, Changed: n.LastSummary.Changed, Failed: n.LastSummary.Failed,
+		RolloutState: rolloutState, Environment: s.shownEnv(n.Name), Drift: n.Drift, Changed: n.LastSummary.Changed, Failed: n.LastSummary.Failed,
 		Deactivated: n.Deactivated, Audit: s.auditCounts(n.Name),
 	}
 	cur, cerr := s.compiles.get(n.Name)
@@ -261,7 +261,10 @@ func (d dashboardSource) Node(ctx context.Context, name string) (dashboard.NodeD
 // rolloutState is where the newest rollout has one node; "" when it is
 // not in it or there is no rollout.
 func (s *Server) rolloutState(ctx context.Context, node string) (string, error) {
-	id := s.ctl.newest.Load()
+	id := s.envs.defaultEnv().ctl.newest.Load()
+	if e := s.envs.get(s.nodeEnv(node)); e != nil {
+		id = e.ctl.newest.Load()
+	}
 	if id == 0 {
 		return "", nil
 	}
@@ -369,7 +372,7 @@ func (d dashboardSource) RunHistory(ctx context.Context, node string, since time
 
 func (d dashboardSource) Site(ctx context.Context) (dashboard.SiteStatus, error) {
 	var out dashboard.SiteStatus
-	if st := d.s.site.Load(); st != nil {
+	if st := d.s.defaultSite(); st != nil {
 		out.Version, out.Loaded, out.LoadError = st.version, st.loaded, st.loadErr
 		out.Newest, out.NewestAttempt = st.newest, st.attempted
 	}

@@ -26,8 +26,14 @@ type metrics struct {
 	siteLoads     *prometheus.CounterVec // by result
 	siteFailing   prometheus.Gauge       // 1 while the newest version fails to load
 	siteServed    *prometheus.GaugeVec   // by version: 1 for the served one
-	siteLoadedAt  prometheus.Gauge
-	refusedConns  *prometheus.CounterVec // by reason
+	// environments is 1 for each environment's served version, by
+	// environment and version.
+	environments *prometheus.GaugeVec
+	// envFailing is 1 for each environment whose newest commit does not
+	// load (its previous version still served).
+	envFailing   *prometheus.GaugeVec
+	siteLoadedAt prometheus.Gauge
+	refusedConns *prometheus.CounterVec // by reason
 }
 
 func newMetrics() *metrics {
@@ -78,11 +84,17 @@ func newMetrics() *metrics {
 			Name: "herd_site_loaded_timestamp_seconds", Help: "When the served site version was loaded, in unix seconds.",
 		}),
 	}
+	m.environments = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herd_environment_served_version", Help: "Each environment's served site version: 1, labelled with the environment and its version.",
+	}, []string{"environment", "version"})
+	m.envFailing = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herd_environment_load_failing", Help: "1 while an environment's newest commit does not load and its previous version is still served (herd status shows why).",
+	}, []string{"environment"})
 	m.refusedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herd_connections_refused_total", Help: "gRPC connections closed at once, by reason: max-connections, max-anonymous.",
 	}, []string{"reason"})
 	m.reg.MustRegister(m.refusedConns, m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
-		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt,
+		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt, m.environments, m.envFailing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -49,6 +49,12 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		}
 	}
 	resp := &herdv1.CheckinResponse{NextCheckinUnixMs: s.nextCheckin(node, now).UnixMilli()}
+	// The environment the agent asks for, before any compile below
+	// places the node.
+	if req.Environment != "" && !validEnvName(req.Environment) {
+		return nil, status.Errorf(codes.InvalidArgument, "environment %.64q: want a branch name of letters, digits, '-', '_', '.' and '/'", req.Environment)
+	}
+	asked := s.ask(node, req.Environment)
 
 	cached, known := s.facts.get(node)
 	switch {
@@ -81,6 +87,15 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		return resp, nil
 	}
 
+	if asked && s.envs.branches {
+		// The agent asks for another environment (or the server
+		// restarted): compile now if that moves the node.
+		if cf, ok := s.facts.get(node); ok {
+			if name, _ := s.envName(node, cf.facts); name != s.nodeEnv(node) {
+				returning = true
+			}
+		}
+	}
 	if k := req.SealPublicKey; len(k) != 0 && len(k) != 32 {
 		return nil, status.Errorf(codes.InvalidArgument, "seal_public_key: want a 32-byte X25519 public key, got %d bytes", len(k))
 	}
@@ -100,6 +115,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		_, compileErr = s.compiles.get(node)
 	}
 	resp.CompileError = compileErr
+	resp.Environment = s.shownEnv(node)
 	switch {
 	case cur == nil:
 		resp.Status = herdv1.CheckinResponse_NO_CATALOG
@@ -266,7 +282,7 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 		// The rollout's health reads stored reports only, once each.
 		services := r.Services
 		s.noteServices(node, rec, services)
-		s.ctl.post(func(c *controller) error { c.report(node, rec, services); return nil })
+		s.eachController(func(c *controller) error { c.report(node, rec, services); return nil })
 		s.audits.reported(node, rec)
 	}
 	return &herdv1.SendReportResponse{Duplicate: dup}, nil

@@ -38,13 +38,15 @@ var whereDecl = map[string]any{
 	"status":          "",
 	"rollout_state":   "",
 	"compile_error":   "",
-	"last_checkin":    time.Time{},
-	"checkin_age":     0.0,
-	"last_report":     time.Time{},
-	"changed":         0,
-	"failed":          0,
-	"noop":            false,
-	"drift":           0,
+	// The environment the server placed the node in (env.go).
+	"environment":  "",
+	"last_checkin": time.Time{},
+	"checkin_age":  0.0,
+	"last_report":  time.Time{},
+	"changed":      0,
+	"failed":       0,
+	"noop":         false,
+	"drift":        0,
 	// The node's audit results (dashboard_compliance.go): controls
 	// failed (fail or error), passed, and without data.
 	"controls_failed":  0,
@@ -142,6 +144,8 @@ func (s *Server) whereValue(name string, n store.Node, f facts.Facts, rolloutSta
 			return "", true
 		}
 		return cur.version, true
+	case "environment":
+		return s.shownEnv(n.Name), true
 	case "applied_version":
 		return n.AppliedVersion, true
 	case "agent_version":
@@ -341,26 +345,38 @@ func (s *Server) scanFacts(ctx context.Context, after string, names []string, ma
 	return page, err
 }
 
-// rolloutStates says where the newest rollout has each node with a name
-// in (after, through]; nil when there is no rollout.
-func (s *Server) rolloutStates(ctx context.Context, after, through string) (map[string]string, store.Rollout, error) {
-	id := s.ctl.newest.Load()
-	if id == 0 {
-		return nil, store.Rollout{}, nil
+// rolloutStates says where the newest rollout of its environment has
+// each node with a name in (after, through], and that rollout's id; nil
+// when there is no rollout.
+func (s *Server) rolloutStates(ctx context.Context, after, through string) (map[string]string, map[string]int64, error) {
+	var states map[string]string
+	var ids map[string]int64
+	for _, e := range s.envs.all() {
+		id := e.ctl.newest.Load()
+		if id == 0 {
+			continue
+		}
+		r, ok, err := s.st.Rollout(ctx, id)
+		if err != nil || !ok {
+			return nil, nil, err
+		}
+		rns, err := s.st.RolloutNodes(ctx, store.RolloutNodeQuery{Rollout: id, After: after, Through: through})
+		if err != nil {
+			return nil, nil, err
+		}
+		if states == nil {
+			states, ids = make(map[string]string, len(rns)), make(map[string]int64, len(rns))
+		}
+		for _, rn := range rns {
+			// A node that moved to another environment is its new
+			// environment's.
+			if s.envs.branches && s.nodeEnv(rn.Node) != e.name {
+				continue
+			}
+			states[rn.Node], ids[rn.Node] = rolloutNodeState(r, rn), id
+		}
 	}
-	r, ok, err := s.st.Rollout(ctx, id)
-	if err != nil || !ok {
-		return nil, store.Rollout{}, err
-	}
-	rns, err := s.st.RolloutNodes(ctx, store.RolloutNodeQuery{Rollout: id, After: after, Through: through})
-	if err != nil {
-		return nil, store.Rollout{}, err
-	}
-	states := make(map[string]string, len(rns))
-	for _, rn := range rns {
-		states[rn.Node] = rolloutNodeState(r, rn)
-	}
-	return states, r, nil
+	return states, ids, nil
 }
 
 func (a *adminService) FleetFacts(ctx context.Context, req *herdv1.FleetFactsRequest) (*herdv1.FleetFactsResponse, error) {

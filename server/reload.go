@@ -25,8 +25,9 @@ func (s *Server) reloadSite(ctx context.Context) error {
 
 // Reloaded says what a Reload did.
 type Reloaded struct {
-	// Version is the site version served after it; SiteError why the
-	// newest version did not load (the previous one is still served).
+	// Version is the default environment's site version served after
+	// it; SiteError why its newest version did not load (the previous one
+	// is still served).
 	Version, SiteError string
 	// Revoked is how many revocations were new.
 	Revoked int
@@ -46,7 +47,7 @@ func (s *Server) Reload(ctx context.Context) (Reloaded, error) {
 		errs = append(errs, err)
 	}
 	var out Reloaded
-	if st := s.site.Load(); st != nil {
+	if st := s.defaultSite(); st != nil {
 		out.Version, out.SiteError = st.version, st.loadErr
 	}
 	s.ca.ForgetServerCert()

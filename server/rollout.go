@@ -72,7 +72,9 @@ var (
 // announces what they released. Nothing polls: a stage moves when a
 // report, a bake timer or an action moves it.
 type controller struct {
-	s   *Server
+	s *Server
+	// env is the environment whose rollouts it drives: each has its own.
+	env *environment
 	log *slog.Logger
 	ops chan ctlOp
 
@@ -180,9 +182,9 @@ func (r *liveRollout) active() bool {
 	return false
 }
 
-func newController(s *Server) *controller {
+func newController(s *Server, e *environment) *controller {
 	ctx, stop := context.WithCancel(context.Background())
-	c := &controller{s: s, log: s.log.With("component", "rollout"), ops: make(chan ctlOp, 4096), ctx: ctx, stop: stop, done: make(chan struct{})}
+	c := &controller{s: s, env: e, log: s.log.With("component", "rollout", "environment", e.name), ops: make(chan ctlOp, 4096), ctx: ctx, stop: stop, done: make(chan struct{})}
 	c.pending.nodes = map[string]bool{}
 	return c
 }
@@ -420,6 +422,16 @@ func (r *rehearsals) set(node string, nc *nodeCatalog) {
 	r.m[node] = nc
 }
 
+// clearOf drops the pending rehearsals of nodes (a superseded
+// rollout's): another environment's rollout keeps its own.
+func (r *rehearsals) clearOf(nodes map[string]*liveNode) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for n := range nodes {
+		delete(r.m, n)
+	}
+}
+
 func (r *rehearsals) clear() {
 	r.mu.Lock()
 	r.m = nil
@@ -429,7 +441,12 @@ func (r *rehearsals) clear() {
 // load resumes the newest rollout from the store, before the server
 // serves: its nodes, their pending rehearsals, and its bake timer.
 func (c *controller) load(ctx context.Context) error {
-	rec, ok, err := c.s.st.Rollout(ctx, 0)
+	envs := []string{c.env.name}
+	if c.env.name == c.s.envs.def {
+		// Rollouts from before environments are the default's.
+		envs = append(envs, "")
+	}
+	rec, ok, err := c.s.st.NewestRollout(ctx, envs...)
 	if err != nil || !ok {
 		return err
 	}

@@ -25,7 +25,7 @@ func FuzzRolloutEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, script []byte, action, evStatus, health, detail string) {
 		s := &Server{log: slog.New(slog.DiscardHandler)}
 		s.compiles.init()
-		c := newController(s)
+		c := newController(s, &environment{name: DefaultEnvironment})
 		defer c.stop()
 		nodes := []string{"n-0", "n-1", "n-2", "n-3"}
 		r := &liveRollout{rec: store.Rollout{ID: 1, Version: "v2", State: rolloutRunning, Stages: []store.RolloutStage{

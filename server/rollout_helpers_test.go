@@ -174,7 +174,7 @@ func (h *rolloutHarness) report(node, etag string, noop bool, failed []string, s
 	}
 	// The controller has the report once every op queued before this
 	// one is handled.
-	if err := h.s.ctl.sync(context.Background()); err != nil {
+	if err := h.s.envs.defaultEnv().ctl.sync(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -192,7 +192,7 @@ func (h *rolloutHarness) get() (*herdv1.Rollout, map[string]*herdv1.RolloutNode)
 	}
 	// The tallies the controller keeps as nodes move are a count of the
 	// nodes' states.
-	err = h.s.ctl.do(context.Background(), func(c *controller) error {
+	err = h.s.envs.defaultEnv().ctl.do(context.Background(), func(c *controller) error {
 		if c.cur == nil {
 			return nil
 		}

@@ -73,6 +73,16 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 	// Deactivated nodes take no part: a check-in brings them back, and
 	// their catalog follows then.
 	names := slices.DeleteFunc(s.facts.nodes(), s.inactive.has)
+	// Only st's environment's nodes: each environment rolls out its own
+	// versions to its own nodes.
+	names = slices.DeleteFunc(names, func(node string) bool {
+		cf, ok := s.facts.get(node)
+		if !ok {
+			return true
+		}
+		e, _ := s.placeNode(node, cf.facts)
+		return e != st.env
+	})
 	slices.Sort(names)
 	gate := st.gate
 	gating := gate != nil && !gate.Empty()
@@ -117,7 +127,7 @@ func (s *Server) planRollout(ctx context.Context, st *siteState, previous string
 	}
 	fleet := summarize(st.version, previous, len(names), changes)
 	p := &planned{fleet: fleet, nodes: make(map[string]*liveNode, len(cands))}
-	p.rec = store.Rollout{Version: st.version, PreviousVersion: previous, State: rolloutRunning, Created: time.Now(), Updated: time.Now()}
+	p.rec = store.Rollout{Environment: st.env.name, Version: st.version, PreviousVersion: previous, State: rolloutRunning, Created: time.Now(), Updated: time.Now()}
 	p.rec.Fleet, _ = json.Marshal(fleet)
 
 	// Gate the changed nodes in parallel: the gate is prepared once and
@@ -415,14 +425,7 @@ func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f fa
 	}
 	if err != nil {
 		s.metrics.compileErrors.Inc()
-		msg := err.Error()
-		s.compiles.mu.Lock()
-		s.compiles.errors[node] = msg
-		s.compiles.mu.Unlock()
-		if serr := s.st.SetCompileError(ctx, node, st.version, msg); serr != nil {
-			s.log.Error("recording a compile error", "node", node, "err", serr)
-		}
-		s.log.Warn("compile failed; the node keeps its last good catalog", "node", node, "version", st.version, "err", msg)
+		s.setCompileError(ctx, node, st.version, err.Error())
 		return nil, nil, err
 	}
 	if _, hadErr := s.compiles.get(node); hadErr != "" {
@@ -431,12 +434,25 @@ func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f fa
 		s.compiles.mu.Unlock()
 		s.st.SetCompileError(ctx, node, st.version, "")
 	}
-	nc := &nodeCatalog{etag: catalogs.Digest(enc), version: st.version, bytes: enc, signature: ed25519.Sign(s.signer, enc), files: make(map[string]bool, len(cat.Files)), index: idx}
+	nc := &nodeCatalog{etag: catalogs.Digest(enc), version: st.version, env: cat.Environment, bytes: enc, signature: ed25519.Sign(s.signer, enc), files: make(map[string]bool, len(cat.Files)), index: idx}
 	for _, f := range cat.Files {
 		nc.files[f.Digest] = true
 	}
 	s.metrics.compileTime.Observe(time.Since(start).Seconds())
 	return cat, nc, nil
+}
+
+// setCompileError records that node does not compile at version ("" when
+// it could not be placed in a served environment): its last good catalog
+// stays approved.
+func (s *Server) setCompileError(ctx context.Context, node, version, msg string) {
+	s.compiles.mu.Lock()
+	s.compiles.errors[node] = msg
+	s.compiles.mu.Unlock()
+	if serr := s.st.SetCompileError(ctx, node, version, msg); serr != nil {
+		s.log.Error("recording a compile error", "node", node, "err", serr)
+	}
+	s.log.Warn("compile failed; the node keeps its last good catalog", "node", node, "version", version, "err", msg)
 }
 
 // decodeApproved decodes node's approved catalog, nil when it has none
@@ -509,7 +525,7 @@ func (c *controller) begin(ctx context.Context, p *planned) error {
 	r := &liveRollout{rec: p.rec, nodes: p.nodes, fleet: p.fleet}
 	// The controller is the only writer of rollouts, so it names the id:
 	// the rollout, its nodes and its first releases are then one write.
-	r.rec.ID = c.newest.Load() + 1
+	r.rec.ID = c.s.rolloutIDs.Add(1)
 	blocked := p.rec.State == rolloutBlocked
 	var approvals []store.Approval
 	effects := len(c.pending.effects)
@@ -563,7 +579,8 @@ func (c *controller) begin(ctx context.Context, p *planned) error {
 		old.rec.State, old.rec.SupersededBy = rolloutSuperseded, r.rec.ID
 		// Its pending rehearsals go; this rollout's own (set by advance)
 		// come after, among the effects.
-		c.pending.effects = slices.Insert(c.pending.effects, effects, c.s.rehearse.clear)
+		oldNodes := old.nodes
+		c.pending.effects = slices.Insert(c.pending.effects, effects, func() { c.s.rehearse.clearOf(oldNodes) })
 		c.log.Info("rollout superseded", "rollout", old.rec.ID, "by", r.rec.ID)
 	}
 	for _, n := range p.nodes {

@@ -771,7 +771,7 @@ func (h *rolloutHarness) auditReport(node, etag string, failed ...string) {
 	if _, err := fn.c.SendReport(context.Background(), &herdv1.SendReportRequest{Report: r}); err != nil {
 		h.t.Fatalf("SendReport(%s): %v", node, err)
 	}
-	if err := h.s.ctl.sync(context.Background()); err != nil {
+	if err := h.s.envs.defaultEnv().ctl.sync(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
 }

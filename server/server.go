@@ -31,6 +31,17 @@ import (
 type Options struct {
 	// Site is the site directory (a git work tree gives versions by commit).
 	Site string
+	// Environments, when set, serves branches of the site's git repository
+	// as environments: each local branch a pattern names (a branch name or
+	// a glob, see CheckEnvironments) is one, loaded at its commit, with
+	// its own version, compiles and rollouts. Unset, the site directory
+	// as it is is the one environment, DefaultEnvironment.
+	Environments []string
+	// DefaultEnvironment is the environment of a node that neither
+	// classification nor its agent places (default "production"). With
+	// Environments it must be one of the branches; its nodes.toml places
+	// the nodes.
+	DefaultEnvironment string
 	// Dir holds the server's state: the CA, the signing key, the sqlite
 	// store, and file contents by digest. Made if missing.
 	Dir string
@@ -152,6 +163,9 @@ func (o *Options) defaults() {
 	if o.CheckinInterval <= 0 {
 		o.CheckinInterval = 30 * time.Minute
 	}
+	if o.DefaultEnvironment == "" {
+		o.DefaultEnvironment = DefaultEnvironment
+	}
 	if o.Debounce <= 0 {
 		o.Debounce = 500 * time.Millisecond
 	}
@@ -227,11 +241,18 @@ type Server struct {
 	metrics *metrics
 	files   string // content store: Dir/files/<hex>
 
-	site     atomic.Pointer[siteState]
-	recent   *byteCache
-	ctl      *controller
-	rehearse rehearsals
-	lastPlan atomic.Pointer[planTimes]
+	// envs are the environments served, each with its site version and
+	// rollout controller (env.go); without Options.Environments, one.
+	envs environments
+	// placed is the environment each node was last placed in, asked the
+	// one its agent asked for at its newest check-in: node → string.
+	placed, asked sync.Map
+	// rolloutIDs is the newest rollout id: every environment's
+	// controller takes the next one.
+	rolloutIDs atomic.Int64
+	recent     *byteCache
+	rehearse   rehearsals
+	lastPlan   atomic.Pointer[planTimes]
 	// judged maps the site versions this server gated to the digest of
 	// their policies (see judgedBefore).
 	judged   sync.Map
@@ -307,6 +328,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := CheckNodeTTLs(opts.NodeTTL, opts.NodePurgeTTL); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
+	def := opts.DefaultEnvironment
+	if len(opts.Environments) == 0 && def == DefaultEnvironment {
+		def = "" // the defaults' own
+	}
+	if err := CheckEnvironments(opts.Environments, def); err != nil {
+		return nil, fmt.Errorf("starting the server: %w", err)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
@@ -366,12 +394,26 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
 	s.inactive.init(inactive)
-	s.ctl = newController(s)
-	if err := s.ctl.load(ctx); err != nil {
+	if newest, ok, err := st.Rollout(ctx, 0); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("starting the server: resuming the newest rollout: %w", err)
+		return nil, fmt.Errorf("starting the server: %w", err)
+	} else if ok {
+		s.rolloutIDs.Store(newest.ID)
 	}
-	s.ctl.start()
+	s.envs = environments{m: map[string]*environment{}, def: opts.DefaultEnvironment,
+		branches: len(opts.Environments) > 0, patterns: opts.Environments}
+	if !s.envs.branches {
+		// The site as it is: the one environment, the same code as
+		// many.
+		e := &environment{name: opts.DefaultEnvironment}
+		e.ctl = newController(s, e)
+		if err := e.ctl.load(ctx); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("starting the server: resuming the newest rollout: %w", err)
+		}
+		e.ctl.start()
+		s.envs.m[e.name] = e
+	}
 	// A revoked node's open Watch streams end within the next poll; its
 	// next call is refused by the interceptor.
 	authority.OnRevoke(func(name, serial string) {
@@ -380,10 +422,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		// "certificate revoked" rather than a dropped connection.
 		time.AfterFunc(revokeGrace, func() { s.clientConns.closeName(name) })
 	})
-	if err := s.reload(ctx); err != nil {
+	if err := s.reload(ctx); err != nil || s.envs.defaultEnv() == nil || s.envs.defaultEnv().site.Load() == nil {
 		// The first load must work: there is no previous version to serve.
-		s.ctl.close()
+		s.closeControllers()
 		st.Close()
+		if err == nil {
+			err = fmt.Errorf("loading the site: the default environment %q did not load", opts.DefaultEnvironment)
+		}
 		return nil, err
 	}
 	return s, nil
@@ -530,7 +575,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		close(s.errc)
 	}()
-	s.log.Info("serving", "grpc", s.Addr, "http", s.HTTPAddr, "site", s.opts.Site, "version", s.site.Load().version)
+	s.log.Info("serving", "grpc", s.Addr, "http", s.HTTPAddr, "site", s.opts.Site, "environments", s.envs.names(), "version", s.envs.defaultEnv().site.Load().version)
 	return nil
 }
 
@@ -551,8 +596,15 @@ func (s *Server) Close() error {
 		serveErr = s.group.Wait()
 	}
 	s.shutdown()
-	s.ctl.close()
+	s.closeControllers()
 	return errors.Join(serveErr, s.st.Close())
+}
+
+// closeControllers stops every environment's rollout controller.
+func (s *Server) closeControllers() {
+	for _, e := range s.envs.all() {
+		e.ctl.close()
+	}
 }
 
 func (s *Server) shutdown() {
@@ -647,7 +699,7 @@ func (s *Server) prune(ctx context.Context) {
 func (s *Server) CA() *ca.CA { return s.ca }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	st := s.site.Load()
+	st := s.defaultSite()
 	if st == nil || st.site == nil {
 		http.Error(w, "no site loaded", http.StatusServiceUnavailable)
 		return

@@ -196,6 +196,18 @@ func TestCheckinGivesASignedCatalog(t *testing.T) {
 	if err != nil || resp2.Status != herdv1.CheckinResponse_UNCHANGED {
 		t.Fatalf("second check-in = %v, %v; want UNCHANGED", resp2.GetStatus(), err)
 	}
+	// Without environments the one site is the environment herd.toml
+	// names, whatever the agent asks for; a name that could not be a
+	// branch is refused.
+	if resp.Environment != "production" || cat.Environment != resp.Environment {
+		t.Errorf("check-in environment %q, catalog's %q; want production both", resp.Environment, cat.Environment)
+	}
+	if r, err := c.Checkin(ctx, &herdv1.CheckinRequest{FactsDigest: d, CatalogEtag: resp.Etag, Environment: "staging"}); err != nil || r.Status != herdv1.CheckinResponse_UNCHANGED || r.Environment != "production" {
+		t.Errorf("check-in asking for staging without environments = %v, %q, %v; want UNCHANGED in production", r.GetStatus(), r.GetEnvironment(), err)
+	}
+	if _, err := c.Checkin(ctx, &herdv1.CheckinRequest{FactsDigest: d, Environment: "a b"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("check-in asking for environment \"a b\" = %v, want InvalidArgument", err)
+	}
 	next := time.UnixMilli(resp2.NextCheckinUnixMs)
 	// The node's slot, at least half an interval away: between 15 and
 	// 45 minutes from now, 30 on average across the fleet.
@@ -382,16 +394,16 @@ func TestSiteChangeReachesWatch(t *testing.T) {
 func TestBrokenSiteKeepsServing(t *testing.T) {
 	t.Parallel()
 	s, site := startServer(t)
-	v1 := s.site.Load().version
+	v1 := s.defaultSite().version
 	writeFiles(t, site, map[string]string{"roles/r.toml": "[[file]]\npath = \"relative\"\n"})
 	deadline := time.Now().Add(10 * time.Second)
-	for s.site.Load().loadErr == "" {
+	for s.defaultSite().loadErr == "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the broken edit was never noticed")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	st := s.site.Load()
+	st := s.defaultSite()
 	if st.version != v1 || !strings.Contains(st.loadErr, "roles/r.toml:2:1") {
 		t.Errorf("served %s (was %s), load error %q", st.version, v1, st.loadErr)
 	}

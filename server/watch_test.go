@@ -105,9 +105,9 @@ func TestGitBookkeepingDoesNotReload(t *testing.T) {
 		}
 		want := strings.TrimSpace(string(out))
 		deadline := time.Now().Add(20 * time.Second)
-		for s.site.Load().version != want {
+		for s.defaultSite().version != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("the commit %s was never served (serving %s)", want, s.site.Load().version)
+				t.Fatalf("the commit %s was never served (serving %s)", want, s.defaultSite().version)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

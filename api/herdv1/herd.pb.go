@@ -451,6 +451,10 @@ type CheckinRequest struct {
 	// check-in: a node enrolled before secrets existed, or whose key file
 	// was lost, gets its key recorded (and its catalog recompiled) here.
 	SealPublicKey []byte `protobuf:"bytes,5,opt,name=seal_public_key,json=sealPublicKey,proto3" json:"seal_public_key,omitempty"`
+	// The environment the agent is configured for (agent.toml
+	// `environment`, --environment); empty: none. A classification rule's
+	// environment on the server wins over it.
+	Environment   string `protobuf:"bytes,6,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -520,6 +524,13 @@ func (x *CheckinRequest) GetSealPublicKey() []byte {
 	return nil
 }
 
+func (x *CheckinRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
 type CheckinResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Status CheckinResponse_Status `protobuf:"varint,1,opt,name=status,proto3,enum=herd.v1.CheckinResponse_Status" json:"status,omitempty"`
@@ -535,7 +546,10 @@ type CheckinResponse struct {
 	// report what would change (a noop report whose catalog_digest is its
 	// etag), and go on applying the catalog you hold. Sent on every check-in
 	// until that report arrives.
-	Rehearsal     *Rehearsal `protobuf:"bytes,7,opt,name=rehearsal,proto3" json:"rehearsal,omitempty"`
+	Rehearsal *Rehearsal `protobuf:"bytes,7,opt,name=rehearsal,proto3" json:"rehearsal,omitempty"`
+	// The environment the server placed the node in (its site branch):
+	// from classification, else the agent's, else the server's default.
+	Environment   string `protobuf:"bytes,8,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,6 +631,13 @@ func (x *CheckinResponse) GetRehearsal() *Rehearsal {
 		return x.Rehearsal
 	}
 	return nil
+}
+
+func (x *CheckinResponse) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
 }
 
 // Rehearsal is a catalog to run in noop only, never to apply or cache as
@@ -1501,7 +1522,10 @@ type NodeInfo struct {
 	DeactivatedUnixMs int64 `protobuf:"varint,13,opt,name=deactivated_unix_ms,json=deactivatedUnixMs,proto3" json:"deactivated_unix_ms,omitempty"`
 	// Summary.drift of the node's newest report that checked its own
 	// state: an audit run or a real (not noop) run.
-	Drift         int32 `protobuf:"varint,14,opt,name=drift,proto3" json:"drift,omitempty"`
+	Drift int32 `protobuf:"varint,14,opt,name=drift,proto3" json:"drift,omitempty"`
+	// The environment the server placed the node in ("" before its first
+	// check-in).
+	Environment   string `protobuf:"bytes,15,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1632,6 +1656,13 @@ func (x *NodeInfo) GetDrift() int32 {
 		return x.Drift
 	}
 	return 0
+}
+
+func (x *NodeInfo) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
 }
 
 type ListNodesRequest struct {
@@ -2192,7 +2223,10 @@ type SiteStatusResponse struct {
 	// The served version's audit controls do not compile: every
 	// diagnostic, file:line first. Audits are then not evaluated; the
 	// version ships all the same.
-	AuditError    string `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	AuditError string `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	// With environments (branches served), each one, by name; the fields
+	// above are the default environment's. Empty without environments.
+	Environments  []*EnvironmentStatus `protobuf:"bytes,8,rep,name=environments,proto3" json:"environments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2276,6 +2310,107 @@ func (x *SiteStatusResponse) GetAuditError() string {
 	return ""
 }
 
+func (x *SiteStatusResponse) GetEnvironments() []*EnvironmentStatus {
+	if x != nil {
+		return x.Environments
+	}
+	return nil
+}
+
+// EnvironmentStatus is one served environment's site version, as
+// SiteStatusResponse says of the default one.
+type EnvironmentStatus struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Name                string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version             string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	LoadedUnixMs        int64                  `protobuf:"varint,3,opt,name=loaded_unix_ms,json=loadedUnixMs,proto3" json:"loaded_unix_ms,omitempty"`
+	LoadError           string                 `protobuf:"bytes,4,opt,name=load_error,json=loadError,proto3" json:"load_error,omitempty"`
+	NewestVersion       string                 `protobuf:"bytes,5,opt,name=newest_version,json=newestVersion,proto3" json:"newest_version,omitempty"`
+	NewestAttemptUnixMs int64                  `protobuf:"varint,6,opt,name=newest_attempt_unix_ms,json=newestAttemptUnixMs,proto3" json:"newest_attempt_unix_ms,omitempty"`
+	AuditError          string                 `protobuf:"bytes,7,opt,name=audit_error,json=auditError,proto3" json:"audit_error,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EnvironmentStatus) Reset() {
+	*x = EnvironmentStatus{}
+	mi := &file_herd_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvironmentStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvironmentStatus) ProtoMessage() {}
+
+func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvironmentStatus.ProtoReflect.Descriptor instead.
+func (*EnvironmentStatus) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *EnvironmentStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetLoadedUnixMs() int64 {
+	if x != nil {
+		return x.LoadedUnixMs
+	}
+	return 0
+}
+
+func (x *EnvironmentStatus) GetLoadError() string {
+	if x != nil {
+		return x.LoadError
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetNewestVersion() string {
+	if x != nil {
+		return x.NewestVersion
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetNewestAttemptUnixMs() int64 {
+	if x != nil {
+		return x.NewestAttemptUnixMs
+	}
+	return 0
+}
+
+func (x *EnvironmentStatus) GetAuditError() string {
+	if x != nil {
+		return x.AuditError
+	}
+	return ""
+}
+
 type Certificate struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2297,7 +2432,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2444,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2457,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Certificate) GetName() string {
@@ -2393,7 +2528,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2540,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2553,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListCertificatesRequest) GetPageSize() int32 {
@@ -2446,7 +2581,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2593,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2606,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -2509,7 +2644,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2656,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2669,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Authority) GetSubject() string {
@@ -2594,7 +2729,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2741,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2754,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 type RotateCAResponse struct {
@@ -2634,7 +2769,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2781,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2794,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotateCAResponse) GetCurrent() *Authority {
@@ -2691,7 +2826,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2838,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2851,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 type ListAuthoritiesResponse struct {
@@ -2730,7 +2865,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2877,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2890,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -2783,7 +2918,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2930,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2943,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -2834,7 +2969,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2981,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2994,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2878,7 +3013,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3025,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3038,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2921,7 +3056,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3068,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3081,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_proto_rawDescGZIP(), []int{43}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2961,7 +3096,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3108,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3121,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -3022,7 +3157,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3169,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3182,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -3080,7 +3215,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3227,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3240,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -3123,7 +3258,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3270,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3283,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_proto_rawDescGZIP(), []int{47}
 }
 
 type JoinToken struct {
@@ -3166,7 +3301,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3313,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3326,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3244,7 +3379,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3391,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3404,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_proto_rawDescGZIP(), []int{49}
 }
 
 type ListJoinTokensResponse struct {
@@ -3281,7 +3416,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3428,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3441,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -3325,7 +3460,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3472,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3485,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -3368,7 +3503,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3380,7 +3515,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3393,7 +3528,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_proto_rawDescGZIP(), []int{52}
 }
 
 // Rollout is one site version on its way to the fleet.
@@ -3413,14 +3548,16 @@ type Rollout struct {
 	// Node counts by decision and state over the whole rollout.
 	Counts map[string]int32 `protobuf:"bytes,9,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// The rollout that superseded this one (0: none).
-	SupersededBy  int64 `protobuf:"varint,10,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	SupersededBy int64 `protobuf:"varint,10,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	// The environment (site branch) it rolls out; each has its own.
+	Environment   string `protobuf:"bytes,11,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3432,7 +3569,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3445,7 +3582,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Rollout) GetId() int64 {
@@ -3518,6 +3655,13 @@ func (x *Rollout) GetSupersededBy() int64 {
 	return 0
 }
 
+func (x *Rollout) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
 // RolloutStage is one stage of a rollout.
 type RolloutStage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3542,7 +3686,7 @@ type RolloutStage struct {
 
 func (x *RolloutStage) Reset() {
 	*x = RolloutStage{}
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +3698,7 @@ func (x *RolloutStage) String() string {
 func (*RolloutStage) ProtoMessage() {}
 
 func (x *RolloutStage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +3711,7 @@ func (x *RolloutStage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStage.ProtoReflect.Descriptor instead.
 func (*RolloutStage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RolloutStage) GetName() string {
@@ -3665,7 +3809,7 @@ type RolloutNode struct {
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3677,7 +3821,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3834,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RolloutNode) GetNode() string {
@@ -3782,7 +3926,7 @@ type PolicyMessage struct {
 
 func (x *PolicyMessage) Reset() {
 	*x = PolicyMessage{}
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +3938,7 @@ func (x *PolicyMessage) String() string {
 func (*PolicyMessage) ProtoMessage() {}
 
 func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +3951,7 @@ func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyMessage.ProtoReflect.Descriptor instead.
 func (*PolicyMessage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PolicyMessage) GetMessage() string {
@@ -3834,7 +3978,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +3990,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +4003,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -3886,7 +4030,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3898,7 +4042,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,7 +4055,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -3934,16 +4078,18 @@ type GetRolloutRequest struct {
 	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Which nodes to list: "" the ones worth a look (denied, failed,
 	// compile errors, rehearsal results); "all" every node.
-	Nodes         string `protobuf:"bytes,2,opt,name=nodes,proto3" json:"nodes,omitempty"`
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Nodes     string `protobuf:"bytes,2,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// With id 0: the newest rollout of this environment ("" the default).
+	Environment   string `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3955,7 +4101,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3968,7 +4114,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetRolloutRequest) GetId() int64 {
@@ -3999,6 +4145,13 @@ func (x *GetRolloutRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *GetRolloutRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
 type GetRolloutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
@@ -4010,7 +4163,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4022,7 +4175,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4035,7 +4188,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -4064,14 +4217,16 @@ type RolloutActionRequest struct {
 	// 0: the newest rollout.
 	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// pause, resume, approve, abort
-	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// With id 0: the newest rollout of this environment ("" the default).
+	Environment   string `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutActionRequest) Reset() {
 	*x = RolloutActionRequest{}
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4238,7 @@ func (x *RolloutActionRequest) String() string {
 func (*RolloutActionRequest) ProtoMessage() {}
 
 func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4251,7 @@ func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionRequest.ProtoReflect.Descriptor instead.
 func (*RolloutActionRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RolloutActionRequest) GetId() int64 {
@@ -4113,6 +4268,13 @@ func (x *RolloutActionRequest) GetAction() string {
 	return ""
 }
 
+func (x *RolloutActionRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
 type RolloutActionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
@@ -4122,7 +4284,7 @@ type RolloutActionResponse struct {
 
 func (x *RolloutActionResponse) Reset() {
 	*x = RolloutActionResponse{}
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4134,7 +4296,7 @@ func (x *RolloutActionResponse) String() string {
 func (*RolloutActionResponse) ProtoMessage() {}
 
 func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4147,7 +4309,7 @@ func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionResponse.ProtoReflect.Descriptor instead.
 func (*RolloutActionResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RolloutActionResponse) GetRollout() *Rollout {
@@ -4162,16 +4324,18 @@ type RolloutDiffRequest struct {
 	// 0: the newest rollout.
 	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// One node's diff only (empty: every node).
-	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Node      string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// With id 0: the newest rollout of this environment ("" the default).
+	Environment   string `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutDiffRequest) Reset() {
 	*x = RolloutDiffRequest{}
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4183,7 +4347,7 @@ func (x *RolloutDiffRequest) String() string {
 func (*RolloutDiffRequest) ProtoMessage() {}
 
 func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4196,7 +4360,7 @@ func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffRequest.ProtoReflect.Descriptor instead.
 func (*RolloutDiffRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RolloutDiffRequest) GetId() int64 {
@@ -4227,6 +4391,13 @@ func (x *RolloutDiffRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *RolloutDiffRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
 type RolloutDiffResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Each changed node's change against its previous catalog, as the JSON
@@ -4241,7 +4412,7 @@ type RolloutDiffResponse struct {
 
 func (x *RolloutDiffResponse) Reset() {
 	*x = RolloutDiffResponse{}
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4253,7 +4424,7 @@ func (x *RolloutDiffResponse) String() string {
 func (*RolloutDiffResponse) ProtoMessage() {}
 
 func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4266,7 +4437,7 @@ func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffResponse.ProtoReflect.Descriptor instead.
 func (*RolloutDiffResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RolloutDiffResponse) GetChanges() []*NodeChange {
@@ -4307,7 +4478,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4319,7 +4490,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4332,7 +4503,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -4364,7 +4535,7 @@ type FleetFactsRequest struct {
 
 func (x *FleetFactsRequest) Reset() {
 	*x = FleetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4376,7 +4547,7 @@ func (x *FleetFactsRequest) String() string {
 func (*FleetFactsRequest) ProtoMessage() {}
 
 func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4389,7 +4560,7 @@ func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsRequest.ProtoReflect.Descriptor instead.
 func (*FleetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FleetFactsRequest) GetFact() string {
@@ -4438,7 +4609,7 @@ type FleetFact struct {
 
 func (x *FleetFact) Reset() {
 	*x = FleetFact{}
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4450,7 +4621,7 @@ func (x *FleetFact) String() string {
 func (*FleetFact) ProtoMessage() {}
 
 func (x *FleetFact) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4463,7 +4634,7 @@ func (x *FleetFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFact.ProtoReflect.Descriptor instead.
 func (*FleetFact) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FleetFact) GetNode() string {
@@ -4490,7 +4661,7 @@ type FleetFactsResponse struct {
 
 func (x *FleetFactsResponse) Reset() {
 	*x = FleetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4502,7 +4673,7 @@ func (x *FleetFactsResponse) String() string {
 func (*FleetFactsResponse) ProtoMessage() {}
 
 func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4515,7 +4686,7 @@ func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsResponse.ProtoReflect.Descriptor instead.
 func (*FleetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FleetFactsResponse) GetFacts() []*FleetFact {
@@ -4543,7 +4714,7 @@ type NodeLifecycleRequest struct {
 
 func (x *NodeLifecycleRequest) Reset() {
 	*x = NodeLifecycleRequest{}
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4555,7 +4726,7 @@ func (x *NodeLifecycleRequest) String() string {
 func (*NodeLifecycleRequest) ProtoMessage() {}
 
 func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4568,7 +4739,7 @@ func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleRequest.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *NodeLifecycleRequest) GetNode() string {
@@ -4595,7 +4766,7 @@ type NodeLifecycleResponse struct {
 
 func (x *NodeLifecycleResponse) Reset() {
 	*x = NodeLifecycleResponse{}
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4607,7 +4778,7 @@ func (x *NodeLifecycleResponse) String() string {
 func (*NodeLifecycleResponse) ProtoMessage() {}
 
 func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4620,7 +4791,7 @@ func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleResponse.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *NodeLifecycleResponse) GetNode() *NodeInfo {
@@ -4648,7 +4819,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4660,7 +4831,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4673,7 +4844,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AuditRequest) GetControl() string {
@@ -4736,7 +4907,7 @@ type AuditControl struct {
 
 func (x *AuditControl) Reset() {
 	*x = AuditControl{}
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4748,7 +4919,7 @@ func (x *AuditControl) String() string {
 func (*AuditControl) ProtoMessage() {}
 
 func (x *AuditControl) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4761,7 +4932,7 @@ func (x *AuditControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditControl.ProtoReflect.Descriptor instead.
 func (*AuditControl) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AuditControl) GetId() string {
@@ -4859,7 +5030,7 @@ type AuditEvidence struct {
 
 func (x *AuditEvidence) Reset() {
 	*x = AuditEvidence{}
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4871,7 +5042,7 @@ func (x *AuditEvidence) String() string {
 func (*AuditEvidence) ProtoMessage() {}
 
 func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4884,7 +5055,7 @@ func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvidence.ProtoReflect.Descriptor instead.
 func (*AuditEvidence) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuditEvidence) GetMessage() string {
@@ -4921,7 +5092,7 @@ type AuditResult struct {
 
 func (x *AuditResult) Reset() {
 	*x = AuditResult{}
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4933,7 +5104,7 @@ func (x *AuditResult) String() string {
 func (*AuditResult) ProtoMessage() {}
 
 func (x *AuditResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4946,7 +5117,7 @@ func (x *AuditResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResult.ProtoReflect.Descriptor instead.
 func (*AuditResult) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AuditResult) GetNode() string {
@@ -5014,7 +5185,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5197,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5210,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AuditResponse) GetControls() []*AuditControl {
@@ -5088,7 +5259,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_herd_proto_msgTypes[75]
+	mi := &file_herd_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5100,7 +5271,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[75]
+	mi := &file_herd_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5113,7 +5284,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{75}
+	return file_herd_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ExplainRequest) GetNode() string {
@@ -5141,7 +5312,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_herd_proto_msgTypes[76]
+	mi := &file_herd_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5153,7 +5324,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[76]
+	mi := &file_herd_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5166,7 +5337,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{76}
+	return file_herd_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ExplainResponse) GetExplanationJson() []byte {
@@ -5206,14 +5377,15 @@ const file_herd_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06ISSUED\x10\x01\x12\v\n" +
-	"\aPENDING\x10\x02\"\xc2\x01\n" +
+	"\aPENDING\x10\x02\"\xe4\x01\n" +
 	"\x0eCheckinRequest\x12!\n" +
 	"\ffacts_digest\x18\x01 \x01(\tR\vfactsDigest\x12\x1d\n" +
 	"\n" +
 	"facts_json\x18\x02 \x01(\fR\tfactsJson\x12!\n" +
 	"\fcatalog_etag\x18\x03 \x01(\tR\vcatalogEtag\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12&\n" +
-	"\x0fseal_public_key\x18\x05 \x01(\fR\rsealPublicKey\"\x80\x03\n" +
+	"\x0fseal_public_key\x18\x05 \x01(\fR\rsealPublicKey\x12 \n" +
+	"\venvironment\x18\x06 \x01(\tR\venvironment\"\xa2\x03\n" +
 	"\x0fCheckinResponse\x127\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1f.herd.v1.CheckinResponse.StatusR\x06status\x12\x18\n" +
 	"\acatalog\x18\x02 \x01(\fR\acatalog\x12\x1c\n" +
@@ -5221,7 +5393,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x04etag\x18\x04 \x01(\tR\x04etag\x12/\n" +
 	"\x14next_checkin_unix_ms\x18\x05 \x01(\x03R\x11nextCheckinUnixMs\x12#\n" +
 	"\rcompile_error\x18\x06 \x01(\tR\fcompileError\x120\n" +
-	"\trehearsal\x18\a \x01(\v2\x12.herd.v1.RehearsalR\trehearsal\"`\n" +
+	"\trehearsal\x18\a \x01(\v2\x12.herd.v1.RehearsalR\trehearsal\x12 \n" +
+	"\venvironment\x18\b \x01(\tR\venvironment\"`\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tUNCHANGED\x10\x01\x12\x0f\n" +
@@ -5296,7 +5469,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12\x12\n" +
 	"\x04diff\x18\x04 \x01(\tR\x04diff\x12\x16\n" +
 	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1c\n" +
-	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\x97\x04\n" +
+	"\tsensitive\x18\x06 \x01(\bR\tsensitive\"\xb9\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x14last_checkin_unix_ms\x18\x02 \x01(\x03R\x11lastCheckinUnixMs\x12!\n" +
@@ -5313,7 +5486,8 @@ const file_herd_proto_rawDesc = "" +
 	"rollout_id\x18\v \x01(\x03R\trolloutId\x12\x1b\n" +
 	"\tlast_noop\x18\f \x01(\bR\blastNoop\x12.\n" +
 	"\x13deactivated_unix_ms\x18\r \x01(\x03R\x11deactivatedUnixMs\x12\x14\n" +
-	"\x05drift\x18\x0e \x01(\x05R\x05drift\"\x80\x01\n" +
+	"\x05drift\x18\x0e \x01(\x05R\x05drift\x12 \n" +
+	"\venvironment\x18\x0f \x01(\tR\venvironment\"\x80\x01\n" +
 	"\x10ListNodesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -5347,7 +5521,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x12GetCatalogResponse\x12\x18\n" +
 	"\acatalog\x18\x01 \x01(\fR\acatalog\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x13\n" +
-	"\x11SiteStatusRequest\"\x89\x03\n" +
+	"\x11SiteStatusRequest\"\xc9\x03\n" +
 	"\x12SiteStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12$\n" +
 	"\x0eloaded_unix_ms\x18\x02 \x01(\x03R\floadedUnixMs\x12\x1d\n" +
@@ -5357,10 +5531,21 @@ const file_herd_proto_rawDesc = "" +
 	"\x0enewest_version\x18\x05 \x01(\tR\rnewestVersion\x123\n" +
 	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x12\x1f\n" +
 	"\vaudit_error\x18\a \x01(\tR\n" +
-	"auditError\x1a@\n" +
+	"auditError\x12>\n" +
+	"\fenvironments\x18\b \x03(\v2\x1a.herd.v1.EnvironmentStatusR\fenvironments\x1a@\n" +
 	"\x12CompileErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +
+	"\x11EnvironmentStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12$\n" +
+	"\x0eloaded_unix_ms\x18\x03 \x01(\x03R\floadedUnixMs\x12\x1d\n" +
+	"\n" +
+	"load_error\x18\x04 \x01(\tR\tloadError\x12%\n" +
+	"\x0enewest_version\x18\x05 \x01(\tR\rnewestVersion\x123\n" +
+	"\x16newest_attempt_unix_ms\x18\x06 \x01(\x03R\x13newestAttemptUnixMs\x12\x1f\n" +
+	"\vaudit_error\x18\a \x01(\tR\n" +
+	"auditError\"\xec\x01\n" +
 	"\vCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x14\n" +
@@ -5431,7 +5616,7 @@ const file_herd_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x12.herd.v1.JoinTokenR\x06tokens\"(\n" +
 	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
-	"\x17RevokeJoinTokenResponse\"\xa1\x03\n" +
+	"\x17RevokeJoinTokenResponse\"\xc3\x03\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
@@ -5443,7 +5628,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x06stages\x18\b \x03(\v2\x15.herd.v1.RolloutStageR\x06stages\x124\n" +
 	"\x06counts\x18\t \x03(\v2\x1c.herd.v1.Rollout.CountsEntryR\x06counts\x12#\n" +
 	"\rsuperseded_by\x18\n" +
-	" \x01(\x03R\fsupersededBy\x1a9\n" +
+	" \x01(\x03R\fsupersededBy\x12 \n" +
+	"\venvironment\x18\v \x01(\tR\venvironment\x1a9\n" +
 	"\vCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xfd\x02\n" +
@@ -5485,28 +5671,31 @@ const file_herd_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x14ListRolloutsResponse\x12,\n" +
 	"\brollouts\x18\x01 \x03(\v2\x10.herd.v1.RolloutR\brollouts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"u\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x97\x01\n" +
 	"\x11GetRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
 	"\x05nodes\x18\x02 \x01(\tR\x05nodes\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\x94\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\"\x94\x01\n" +
 	"\x12GetRolloutResponse\x12*\n" +
 	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\x12*\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x14.herd.v1.RolloutNodeR\x05nodes\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\">\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"`\n" +
 	"\x14RolloutActionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
-	"\x06action\x18\x02 \x01(\tR\x06action\"C\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\"C\n" +
 	"\x15RolloutActionResponse\x12*\n" +
-	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\"t\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.herd.v1.RolloutR\arollout\"\x96\x01\n" +
 	"\x12RolloutDiffRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\xb1\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\"\xb1\x01\n" +
 	"\x13RolloutDiffResponse\x12-\n" +
 	"\achanges\x18\x01 \x03(\v2\x13.herd.v1.NodeChangeR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x18\n" +
@@ -5634,7 +5823,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -5669,55 +5858,56 @@ var file_herd_proto_goTypes = []any{
 	(*GetCatalogResponse)(nil),        // 30: herd.v1.GetCatalogResponse
 	(*SiteStatusRequest)(nil),         // 31: herd.v1.SiteStatusRequest
 	(*SiteStatusResponse)(nil),        // 32: herd.v1.SiteStatusResponse
-	(*Certificate)(nil),               // 33: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 34: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 35: herd.v1.ListCertificatesResponse
-	(*Authority)(nil),                 // 36: herd.v1.Authority
-	(*RotateCARequest)(nil),           // 37: herd.v1.RotateCARequest
-	(*RotateCAResponse)(nil),          // 38: herd.v1.RotateCAResponse
-	(*ListAuthoritiesRequest)(nil),    // 39: herd.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),   // 40: herd.v1.ListAuthoritiesResponse
-	(*SignCertificateRequest)(nil),    // 41: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 42: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 43: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 44: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 45: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 46: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 47: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 48: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 49: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 50: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 51: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 52: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 53: herd.v1.RevokeJoinTokenResponse
-	(*Rollout)(nil),                   // 54: herd.v1.Rollout
-	(*RolloutStage)(nil),              // 55: herd.v1.RolloutStage
-	(*RolloutNode)(nil),               // 56: herd.v1.RolloutNode
-	(*PolicyMessage)(nil),             // 57: herd.v1.PolicyMessage
-	(*ListRolloutsRequest)(nil),       // 58: herd.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 59: herd.v1.ListRolloutsResponse
-	(*GetRolloutRequest)(nil),         // 60: herd.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),        // 61: herd.v1.GetRolloutResponse
-	(*RolloutActionRequest)(nil),      // 62: herd.v1.RolloutActionRequest
-	(*RolloutActionResponse)(nil),     // 63: herd.v1.RolloutActionResponse
-	(*RolloutDiffRequest)(nil),        // 64: herd.v1.RolloutDiffRequest
-	(*RolloutDiffResponse)(nil),       // 65: herd.v1.RolloutDiffResponse
-	(*NodeChange)(nil),                // 66: herd.v1.NodeChange
-	(*FleetFactsRequest)(nil),         // 67: herd.v1.FleetFactsRequest
-	(*FleetFact)(nil),                 // 68: herd.v1.FleetFact
-	(*FleetFactsResponse)(nil),        // 69: herd.v1.FleetFactsResponse
-	(*NodeLifecycleRequest)(nil),      // 70: herd.v1.NodeLifecycleRequest
-	(*NodeLifecycleResponse)(nil),     // 71: herd.v1.NodeLifecycleResponse
-	(*AuditRequest)(nil),              // 72: herd.v1.AuditRequest
-	(*AuditControl)(nil),              // 73: herd.v1.AuditControl
-	(*AuditEvidence)(nil),             // 74: herd.v1.AuditEvidence
-	(*AuditResult)(nil),               // 75: herd.v1.AuditResult
-	(*AuditResponse)(nil),             // 76: herd.v1.AuditResponse
-	(*ExplainRequest)(nil),            // 77: herd.v1.ExplainRequest
-	(*ExplainResponse)(nil),           // 78: herd.v1.ExplainResponse
-	nil,                               // 79: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 80: herd.v1.Rollout.CountsEntry
-	nil,                               // 81: herd.v1.RolloutStage.CountsEntry
+	(*EnvironmentStatus)(nil),         // 33: herd.v1.EnvironmentStatus
+	(*Certificate)(nil),               // 34: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 35: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 36: herd.v1.ListCertificatesResponse
+	(*Authority)(nil),                 // 37: herd.v1.Authority
+	(*RotateCARequest)(nil),           // 38: herd.v1.RotateCARequest
+	(*RotateCAResponse)(nil),          // 39: herd.v1.RotateCAResponse
+	(*ListAuthoritiesRequest)(nil),    // 40: herd.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),   // 41: herd.v1.ListAuthoritiesResponse
+	(*SignCertificateRequest)(nil),    // 42: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 43: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 44: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 45: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 46: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 47: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 48: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 49: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 50: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 51: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 52: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 53: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 54: herd.v1.RevokeJoinTokenResponse
+	(*Rollout)(nil),                   // 55: herd.v1.Rollout
+	(*RolloutStage)(nil),              // 56: herd.v1.RolloutStage
+	(*RolloutNode)(nil),               // 57: herd.v1.RolloutNode
+	(*PolicyMessage)(nil),             // 58: herd.v1.PolicyMessage
+	(*ListRolloutsRequest)(nil),       // 59: herd.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 60: herd.v1.ListRolloutsResponse
+	(*GetRolloutRequest)(nil),         // 61: herd.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),        // 62: herd.v1.GetRolloutResponse
+	(*RolloutActionRequest)(nil),      // 63: herd.v1.RolloutActionRequest
+	(*RolloutActionResponse)(nil),     // 64: herd.v1.RolloutActionResponse
+	(*RolloutDiffRequest)(nil),        // 65: herd.v1.RolloutDiffRequest
+	(*RolloutDiffResponse)(nil),       // 66: herd.v1.RolloutDiffResponse
+	(*NodeChange)(nil),                // 67: herd.v1.NodeChange
+	(*FleetFactsRequest)(nil),         // 68: herd.v1.FleetFactsRequest
+	(*FleetFact)(nil),                 // 69: herd.v1.FleetFact
+	(*FleetFactsResponse)(nil),        // 70: herd.v1.FleetFactsResponse
+	(*NodeLifecycleRequest)(nil),      // 71: herd.v1.NodeLifecycleRequest
+	(*NodeLifecycleResponse)(nil),     // 72: herd.v1.NodeLifecycleResponse
+	(*AuditRequest)(nil),              // 73: herd.v1.AuditRequest
+	(*AuditControl)(nil),              // 74: herd.v1.AuditControl
+	(*AuditEvidence)(nil),             // 75: herd.v1.AuditEvidence
+	(*AuditResult)(nil),               // 76: herd.v1.AuditResult
+	(*AuditResponse)(nil),             // 77: herd.v1.AuditResponse
+	(*ExplainRequest)(nil),            // 78: herd.v1.ExplainRequest
+	(*ExplainResponse)(nil),           // 79: herd.v1.ExplainResponse
+	nil,                               // 80: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 81: herd.v1.Rollout.CountsEntry
+	nil,                               // 82: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
@@ -5732,92 +5922,93 @@ var file_herd_proto_depIdxs = []int32{
 	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
 	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
 	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	79, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
-	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
-	36, // 16: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
-	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	80, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	81, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
-	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
-	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
-	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
-	54, // 25: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
-	54, // 26: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
-	56, // 27: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
-	54, // 28: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
-	66, // 29: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
-	68, // 30: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
-	21, // 31: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
-	74, // 32: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
-	73, // 33: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
-	75, // 34: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
-	5,  // 35: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 36: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 37: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 38: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	10, // 39: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	12, // 40: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	14, // 41: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	22, // 42: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	24, // 43: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	26, // 44: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	29, // 45: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	31, // 46: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	34, // 47: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	41, // 48: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	43, // 49: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	45, // 50: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	47, // 51: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	50, // 52: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	52, // 53: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	37, // 54: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	39, // 55: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	58, // 56: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
-	60, // 57: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
-	62, // 58: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
-	64, // 59: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
-	67, // 60: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
-	70, // 61: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
-	72, // 62: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
-	77, // 63: herd.v1.Admin.Explain:input_type -> herd.v1.ExplainRequest
-	6,  // 64: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 65: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 66: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 67: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 68: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 69: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 70: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 71: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 72: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 73: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 74: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 75: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	35, // 76: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	42, // 77: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	44, // 78: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	46, // 79: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	48, // 80: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	51, // 81: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	53, // 82: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	38, // 83: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	40, // 84: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	59, // 85: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	61, // 86: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	63, // 87: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	65, // 88: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	69, // 89: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
-	71, // 90: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
-	76, // 91: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
-	78, // 92: herd.v1.Admin.Explain:output_type -> herd.v1.ExplainResponse
-	64, // [64:93] is the sub-list for method output_type
-	35, // [35:64] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	80, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	33, // 13: herd.v1.SiteStatusResponse.environments:type_name -> herd.v1.EnvironmentStatus
+	34, // 14: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	37, // 15: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
+	37, // 16: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
+	37, // 17: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
+	34, // 18: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	50, // 19: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	56, // 20: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
+	81, // 21: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	82, // 22: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	58, // 23: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
+	58, // 24: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
+	18, // 25: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
+	55, // 26: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
+	55, // 27: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
+	57, // 28: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
+	55, // 29: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
+	67, // 30: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
+	69, // 31: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
+	21, // 32: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
+	75, // 33: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
+	74, // 34: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
+	76, // 35: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
+	5,  // 36: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 37: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 38: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 39: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 40: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 41: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	14, // 42: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	22, // 43: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	24, // 44: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	26, // 45: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	29, // 46: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	31, // 47: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	35, // 48: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	42, // 49: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	44, // 50: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	46, // 51: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	48, // 52: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	51, // 53: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	53, // 54: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	38, // 55: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	40, // 56: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	59, // 57: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	61, // 58: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	63, // 59: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	65, // 60: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	68, // 61: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
+	71, // 62: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
+	73, // 63: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
+	78, // 64: herd.v1.Admin.Explain:input_type -> herd.v1.ExplainRequest
+	6,  // 65: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 66: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 67: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 68: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 69: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 70: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	15, // 71: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	23, // 72: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	25, // 73: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	27, // 74: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	30, // 75: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	32, // 76: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	36, // 77: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	43, // 78: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	45, // 79: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	47, // 80: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	49, // 81: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	52, // 82: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	54, // 83: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	39, // 84: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	41, // 85: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	60, // 86: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	62, // 87: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	64, // 88: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	66, // 89: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	70, // 90: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	72, // 91: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	77, // 92: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
+	79, // 93: herd.v1.Admin.Explain:output_type -> herd.v1.ExplainResponse
+	65, // [65:94] is the sub-list for method output_type
+	36, // [36:65] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -5831,7 +6022,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   80,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -198,6 +198,29 @@ func TestAgentAuditIntervalRefused(t *testing.T) {
 	}
 }
 
+// TestAgentEnvironmentRefusedMasterless: a masterless agent has no server
+// to ask for an environment: --environment (or the config file's) is
+// refused, not ignored.
+func TestAgentEnvironmentRefusedMasterless(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	if err := os.WriteFile(cfg, []byte("environment = \"staging\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--site", exampleSite, "--root", t.TempDir(), "--environment", "staging"}, "--environment has no meaning with --site"},
+		{[]string{"agent", "--site", exampleSite, "--root", t.TempDir(), "--config", cfg}, "server settings have no meaning with --site"},
+	} {
+		_, stderr, code := herd(t, "", tt.args...)
+		if code != nodecmd.ExitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("herd %v = exit %d, %q; want usage error saying %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
 // TestPartialRunFlags: --tags and --only run the selected resources with
 // herd apply and herd agent --site --once; a daemon is refused them, and
 // so is a malformed --only.

@@ -14,11 +14,11 @@ import (
 
 func newCheckCmd() *cobra.Command {
 	var (
-		site    string
-		jsonOut bool
+		site, branch string
+		jsonOut      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "check --site DIR",
+		Use:   "check --site DIR [--branch B]",
 		Short: "Check a site: load it, compile every test node, run the site's and the policies' tests",
 		Long: `Check a site before it ships, locally or in the site's CI.
 
@@ -36,19 +36,26 @@ test node's catalog as the server would a new node's: a site test passes
 only when the gate allows its catalog, or, with deny = ["..."], when the
 gate denies it with messages containing each string.
 
+--branch B checks the site as committed on the local branch B of the site's
+git repository, as a server serving environments loads it: the branch's
+name is the environment (herd.toml's own environment is ignored), and
+uncommitted edits are not seen.
+
 Exit status: 0 everything passed, 1 the site has errors or a test failed,
 64 bad usage.`,
 		Example: `  herd check --site examples/site
+  herd check --site . --branch staging
   herd check --site . --json | jq '.tests[] | select(.passed == false)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if site == "" {
 				return nodecmd.UsageError(cmd, "--site is required")
 			}
-			s, err := catalogs.Load(cmd.Context(), site, catalogs.LoadOptions{})
+			s, err := loadBranch(cmd.Context(), site, branch)
 			if err != nil {
-				return nodecmd.SiteError(site, err)
+				return err
 			}
+			noteEnvironment(cmd, s, branch)
 			ctx := cmd.Context()
 			// Paths as the operator typed --site, like the site's own
 			// diagnostics, so that every file:line opens from here.
@@ -197,6 +204,7 @@ Exit status: 0 everything passed, 1 the site has errors or a test failed,
 		},
 	}
 	cmd.Flags().StringVar(&site, "site", "", "the site directory")
+	cmd.Flags().StringVar(&branch, "branch", "", "check the site as committed on this branch, as the environment of that name")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the results as JSON")
 	return cmd
 }

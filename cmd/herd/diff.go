@@ -27,10 +27,11 @@ const maxFactsFile = 16 << 20
 func newDiffCmd() *cobra.Command {
 	var (
 		site, from, to, node, factsDir, secretsKey string
+		branch, against                            string
 		all, jsonOut, exitCode                     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "diff --site DIR [--from REV] [--to REV] [--node N | --all] [--facts DIR]",
+		Use:   "diff --site DIR [--from REV] [--to REV] [--branch B [--against A]] [--node N | --all] [--facts DIR]",
 		Short: "Show how a site change changes each node's catalog",
 		Long: `Show which nodes' catalogs a site change changes, and how, locally and
 without a server: resources added, removed and changed, each changed
@@ -54,6 +55,13 @@ value is a placeholder, so a changed secret is not seen; with it (a copy
 of the server's DIR/secrets.key) the secrets are opened in memory and a
 changed one reads "(sensitive) changed", by its keyed digest.
 
+--branch B is for a server serving branches as environments: both sides
+are compiled as environment B (the branch's name, as the server does), and
+--from defaults to B's tip, what B's nodes run now; --to stays the work
+tree by default, so that the diff is what pushing the edits to B does to
+its nodes. --against A compares branch A, as environment A, to branch B, as
+environment B: what A's nodes would get if B were promoted to A.
+
 --json prints {"from", "to", "nodes": {NAME: change}, "failed": {NAME:
 message}}, every node included (an unchanged one with an empty change).
 
@@ -62,7 +70,9 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 		Example: `  herd diff --site examples/site                     # HEAD → the work tree
   herd diff --site . --from v41 --to v42 --all
   herd diff --site . --from main~1 --to main --facts /srv/facts --json
-  herd diff --site . --node web-01 --exit-code`,
+  herd diff --site . --node web-01 --exit-code
+  herd diff --site . --branch staging                # staging's tip → the work tree, as staging
+  herd diff --site . --branch staging --against production`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -72,15 +82,33 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 				return nodecmd.UsageError(cmd, "--node and --all exclude each other")
 			case node != "" && catalogs.ValidNodeName(node) != nil:
 				return nodecmd.UsageError(cmd, fmt.Sprintf("--node: %v", catalogs.ValidNodeName(node)))
+			case against != "" && branch == "":
+				return nodecmd.UsageError(cmd, "--against needs --branch: it compares branch --against to branch --branch")
+			case against != "" && (cmd.Flags().Changed("from") || cmd.Flags().Changed("to")):
+				return nodecmd.UsageError(cmd, "--against compares two branches: --from and --to have no meaning with it")
 			}
 			ctx := cmd.Context()
-			prev, err := loadSide(ctx, site, from)
+			// Each side's environment: the branch's name with --branch,
+			// herd.toml's without.
+			fromEnv, toEnv := branch, branch
+			// A branch, not a tag of the same name.
+			if branch != "" && !cmd.Flags().Changed("from") {
+				from = "refs/heads/" + branch
+			}
+			if against != "" {
+				from, fromEnv, to = "refs/heads/"+against, against, "refs/heads/"+branch
+			}
+			prev, err := loadSide(ctx, site, from, fromEnv)
 			if err != nil {
 				return err
 			}
-			next, err := loadSide(ctx, site, to)
+			next, err := loadSide(ctx, site, to, toEnv)
 			if err != nil {
 				return err
+			}
+			noteEnvironment(cmd, prev, fromEnv)
+			if toEnv != fromEnv || next.EnvironmentIgnored != prev.EnvironmentIgnored {
+				noteEnvironment(cmd, next, toEnv)
 			}
 			nodes, err := diffNodes(prev, next, factsDir)
 			if err != nil {
@@ -125,20 +153,23 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 	cmd.Flags().StringVar(&factsDir, "facts", "", "a directory of NAME.json facts files, one per node, as 'herd facts --json' prints them")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the changes as JSON")
 	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when any node's catalog changes or fails to compile")
+	cmd.Flags().StringVar(&branch, "branch", "", "compile as the environment of this branch, from its tip (what its nodes run) unless --from says otherwise")
+	cmd.Flags().StringVar(&against, "against", "", "with --branch: compare this branch (as its environment) to --branch (as its own)")
 	cmd.Flags().StringVar(&secretsKey, "secrets-key", "", "the server's secrets key file, to tell a changed secret by its digest (default: placeholders)")
 	return cmd
 }
 
-// loadSide loads the site at rev, or its work tree when rev is "".
-func loadSide(ctx context.Context, site, rev string) (*catalogs.Site, error) {
+// loadSide loads the site at rev, or its work tree when rev is "", as
+// environment env ("" as herd.toml says).
+func loadSide(ctx context.Context, site, rev, env string) (*catalogs.Site, error) {
 	if rev == "" {
-		s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{})
+		s, err := catalogs.Load(ctx, site, catalogs.LoadOptions{Environment: env})
 		if err != nil {
 			return nil, nodecmd.SiteError(site, err)
 		}
 		return s, nil
 	}
-	s, err := catalogs.LoadRevision(ctx, site, rev, catalogs.LoadOptions{})
+	s, err := catalogs.LoadRevision(ctx, site, rev, catalogs.LoadOptions{Environment: env})
 	if err != nil {
 		var ds catalogs.Diagnostics
 		if errors.As(err, &ds) {
@@ -147,6 +178,27 @@ func loadSide(ctx context.Context, site, rev string) (*catalogs.Site, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// noteEnvironment says on stderr that a branch's herd.toml names another
+// environment than the branch's, which wins (the server's rule).
+func noteEnvironment(cmd *cobra.Command, s *catalogs.Site, branch string) {
+	if s.EnvironmentIgnored != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: herd.toml says environment = %q; the branch %s is compiled as environment %q, as a server serving branches does\n",
+			nodecmd.Clean(s.EnvironmentIgnored), nodecmd.Clean(branch), nodecmd.Clean(branch))
+	}
+}
+
+// loadBranch loads the site as committed on branch, as the environment
+// of that name (the server's rule), or the work tree when branch is "".
+func loadBranch(ctx context.Context, site, branch string) (*catalogs.Site, error) {
+	if branch == "" {
+		return loadSide(ctx, site, "", "")
+	}
+	if strings.HasPrefix(branch, "-") || strings.ContainsAny(branch, " \t\n:~^?*[\\") {
+		return nil, fmt.Errorf("--branch %q: not a branch name", branch)
+	}
+	return loadSide(ctx, site, "refs/heads/"+branch, branch)
 }
 
 // diffNodes gathers the nodes to compile with their facts: the site tests

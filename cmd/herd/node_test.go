@@ -94,6 +94,9 @@ func TestServerRefusesNodeTTLs(t *testing.T) {
 		{name: "purge shorter", args: []string{"--node-ttl", "2h", "--node-purge-ttl", "1h"}, says: "shorter than node_ttl"},
 		{name: "negative", args: []string{"--node-ttl", "-1h"}, says: "0 (off) or more"},
 		{name: "config file", config: "node_ttl = \"48h\"\nnode_purge_ttl = \"24h\"\n", says: "shorter than node_ttl"},
+		{name: "bad environment pattern", args: []string{"--environments", "production,[x"}, says: "environments[1]"},
+		{name: "bad default environment", config: "environments = [\"*\"]\ndefault_environment = \"a b\"\n", says: "default_environment"},
+		{name: "default environment alone", args: []string{"--default-environment", "staging"}, says: "needs environments"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

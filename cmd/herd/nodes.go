@@ -44,7 +44,7 @@ them too, with a DEACTIVATED column saying since when.
 the language of the site's conditions (expr-lang) and runs on the server
 over each node's facts, at the top level (os.family) and under facts
 (facts.os.family), and its status: name, version (approved),
-applied_version, agent_version, status (unreported, failed, changed,
+applied_version, agent_version, environment, status (unreported, failed, changed,
 pending, unchanged), rollout_state, compile_error, changed and failed (the
 last run's counts), noop, drift, last_checkin and last_report (times; compare with
 now() - duration("1h")), and checkin_age (seconds since the last check-in).

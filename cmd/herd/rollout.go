@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -36,7 +37,9 @@ herd.toml's [[rollout.stage]] says (canaries first, a bake time, a share of
 failures that halts it, manual approval, rehearsals in noop).
 
 ID is a rollout's number as herd rollout list shows it; without it, the
-newest rollout.
+newest rollout of --environment (default: the server's default
+environment). Each environment (a branch the server serves) has its own
+rollouts; status without an ID or --environment shows the newest of each.
 
 Exit codes: 0 success; 1 an error, or (status) the rollout is halted or
 blocked; 64 bad usage.`,
@@ -47,10 +50,13 @@ blocked; 64 bad usage.`,
   herd rollout pause 12
   herd rollout resume 12           # also resumes a halted rollout: you override its failures
   herd rollout abort 12            # every node it released back on the previous version
-  herd rollout diff 12 --node web-01`,
+  herd rollout diff 12 --node web-01
+  herd rollout pause --environment staging`,
 		Args: cobra.NoArgs,
 	}
 	af.Register(cmd)
+	var env string
+	cmd.PersistentFlags().StringVar(&env, "environment", "", "the environment whose newest rollout (default: the server's default environment); list keeps its rollouts only")
 
 	var listJSON bool
 	var listLimit int
@@ -70,6 +76,9 @@ blocked; 64 bad usage.`,
 				if token = resp.NextPageToken; token == "" {
 					break
 				}
+			}
+			if env != "" {
+				all.Rollouts = slices.DeleteFunc(all.Rollouts, func(r *herdv1.Rollout) bool { return r.Environment != env })
 			}
 			if listLimit > 0 && len(all.Rollouts) > listLimit {
 				all.Rollouts = all.Rollouts[:listLimit]
@@ -106,7 +115,16 @@ server cannot be reached); 64 bad usage.`,
 			if statusAll {
 				which = "all"
 			}
-			st, err := getRollout(cmd.Context(), c, id, which)
+			if id == 0 && env == "" && !statusJSON {
+				envs, err := rolloutEnvironments(cmd.Context(), c)
+				if err != nil {
+					return err
+				}
+				if len(envs) > 1 {
+					return statusEach(cmd, c, envs, which)
+				}
+			}
+			st, err := getRollout(cmd.Context(), c, id, which, env)
 			if err != nil {
 				return err
 			}
@@ -149,7 +167,7 @@ same change are grouped into one entry. --json prints
 			if err != nil {
 				return err
 			}
-			d, err := rolloutDiff(cmd.Context(), c, id, diffNode)
+			d, err := rolloutDiff(cmd.Context(), c, id, diffNode, env)
 			if err != nil {
 				return err
 			}
@@ -181,7 +199,7 @@ same change are grouped into one entry. --json prints
 				if err != nil {
 					return err
 				}
-				resp, err := c.RolloutAction(cmd.Context(), &herdv1.RolloutActionRequest{Id: id, Action: a.name})
+				resp, err := c.RolloutAction(cmd.Context(), &herdv1.RolloutActionRequest{Id: id, Action: a.name, Environment: env})
 				if err != nil {
 					return fmt.Errorf("%s rollout: %w", a.name, err)
 				}
@@ -206,11 +224,63 @@ func rolloutID(cmd *cobra.Command, args []string) (int64, error) {
 	return id, nil
 }
 
-// getRollout fetches a rollout and its nodes, page by page.
-func getRollout(ctx context.Context, c herdv1.AdminClient, id int64, which string) (*herdv1.GetRolloutResponse, error) {
+// rolloutEnvironments lists the environments of the newest rollouts
+// (one page of them), sorted.
+func rolloutEnvironments(ctx context.Context, c herdv1.AdminClient) ([]string, error) {
+	resp, err := c.ListRollouts(ctx, &herdv1.ListRolloutsRequest{PageSize: 200})
+	if err != nil {
+		return nil, err
+	}
+	var envs []string
+	for _, r := range resp.Rollouts {
+		if r.Environment != "" && !slices.Contains(envs, r.Environment) {
+			envs = append(envs, r.Environment)
+		}
+	}
+	slices.Sort(envs)
+	return envs, nil
+}
+
+// statusEach prints the newest rollout of each environment; it fails
+// when one of them is halted or blocked.
+func statusEach(cmd *cobra.Command, c herdv1.AdminClient, envs []string, which string) error {
+	out := cmd.OutOrStdout()
+	var stuck []string
+	for i, env := range envs {
+		st, err := getRollout(cmd.Context(), c, 0, which, env)
+		if err != nil {
+			// A branch that went is no longer served: its rollouts stay
+			// listed, but it has no newest one to show.
+			fmt.Fprintf(out, "environment %s: %v\n", nodecmd.Clean(env), err)
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		fmt.Fprintf(out, "environment %s\n", nodecmd.Clean(env))
+		changes, more, err := rehearsalChanges(cmd.Context(), c, st)
+		if err != nil {
+			return err
+		}
+		if err := printRollout(out, st, changes, more, time.Now()); err != nil {
+			return err
+		}
+		if r := st.Rollout; r.State == "halted" || r.State == "blocked" {
+			stuck = append(stuck, fmt.Sprintf("%s's rollout %d is %s: %s", env, r.Id, r.State, nodecmd.Clean(firstLine(r.Reason))))
+		}
+	}
+	if len(stuck) > 0 {
+		return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: errors.New(strings.Join(stuck, "; "))}
+	}
+	return nil
+}
+
+// getRollout fetches a rollout (0: the newest of env, "" the default
+// environment) and its nodes, page by page.
+func getRollout(ctx context.Context, c herdv1.AdminClient, id int64, which, env string) (*herdv1.GetRolloutResponse, error) {
 	all := &herdv1.GetRolloutResponse{}
 	for token := ""; ; {
-		resp, err := c.GetRollout(ctx, &herdv1.GetRolloutRequest{Id: id, Nodes: which, PageToken: token})
+		resp, err := c.GetRollout(ctx, &herdv1.GetRolloutRequest{Id: id, Nodes: which, PageToken: token, Environment: env})
 		if err != nil {
 			return nil, err
 		}
@@ -239,10 +309,10 @@ type diffOutput struct {
 }
 
 // rolloutDiff fetches a rollout's changes, page by page, and decodes them.
-func rolloutDiff(ctx context.Context, c herdv1.AdminClient, id int64, node string) (*diffOutput, error) {
+func rolloutDiff(ctx context.Context, c herdv1.AdminClient, id int64, node, env string) (*diffOutput, error) {
 	d := &diffOutput{Nodes: map[string]catalogs.Change{}}
 	for token := ""; ; {
-		resp, err := c.RolloutDiff(ctx, &herdv1.RolloutDiffRequest{Id: id, Node: node, PageToken: token})
+		resp, err := c.RolloutDiff(ctx, &herdv1.RolloutDiffRequest{Id: id, Node: node, PageToken: token, Environment: env})
 		if err != nil {
 			return nil, err
 		}
@@ -273,7 +343,7 @@ func rehearsalChanges(ctx context.Context, c herdv1.AdminClient, st *herdv1.GetR
 			more++
 			continue
 		}
-		d, err := rolloutDiff(ctx, c, st.Rollout.Id, n.Node)
+		d, err := rolloutDiff(ctx, c, st.Rollout.Id, n.Node, "")
 		if err != nil {
 			return nil, 0, fmt.Errorf("the rehearsed change of %s: %w", nodecmd.Clean(n.Node), err)
 		}

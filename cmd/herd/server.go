@@ -19,6 +19,8 @@ import (
 // name ("_" spelled "-"), and flags win.
 type serverConfig struct {
 	Site            string           `toml:"site"`
+	Environments    []string         `toml:"environments"`
+	DefaultEnv      string           `toml:"default_environment"`
 	Dir             string           `toml:"dir"`
 	Listen          string           `toml:"listen"`
 	HTTPListen      string           `toml:"http_listen"`
@@ -69,6 +71,9 @@ func (c *serverConfig) check() error {
 	if err := server.CheckNodeTTLs(time.Duration(c.NodeTTL), time.Duration(c.NodePurgeTTL)); err != nil {
 		return err
 	}
+	if err := server.CheckEnvironments(c.Environments, c.DefaultEnv); err != nil {
+		return err
+	}
 	// An enrollment is a name, a CSR and a token: past 16 MiB the limit
 	// would protect nothing.
 	if c.MaxEnrollBytes > 16<<20 {
@@ -97,6 +102,13 @@ recompiled, and agents holding a Watch stream converge at once. A site that
 fails to load leaves the previous version served; a node whose compile fails
 keeps its last good catalog (see herd nodes).
 
+With --environments (server.toml environments = ["production", "staging"],
+or globs such as "feature-*") the site must be a git repository and each
+local branch they name is an environment: loaded at its commit, with its
+own version, compiles and rollouts. A node's environment is its nodes.toml
+rule's environment in the default environment's branch, else its agent's
+--environment, else --default-environment (default production).
+
 Settings come from --config (TOML, decoded strictly) and flags; flags win.
 SIGHUP reloads: the site is loaded again, the TLS certificate and session
 ticket keys read again, revocations in the store or the CRL taken, and
@@ -109,7 +121,8 @@ dies), it exits 1 with the error.
 It refuses to start when its store is empty (lost, truncated) but its CA
 exists: restore the store from a backup, or pass --accept-empty-store.`,
 		Example: `  herd server --site /srv/site --dir /var/lib/herd-server --listen 0.0.0.0:8140 --hostnames herd.example.com
-  herd server --config /etc/herd/server.toml`,
+  herd server --config /etc/herd/server.toml
+  herd server --site /srv/site --environments production,staging,'feature-*'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// SIGHUP reloads (serverreload.go); caught from the start, as
@@ -139,7 +152,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				return nodecmd.UsageError(cmd, err.Error())
 			}
 			s, err := server.New(cmd.Context(), server.Options{
-				Site: cfg.Site, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
+				Site: cfg.Site, Environments: cfg.Environments, DefaultEnvironment: cfg.DefaultEnv, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
 				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, NodeCertValidity: time.Duration(cfg.NodeCertTTL), AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
@@ -206,6 +219,8 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
 	f.StringVar(&cfg.Site, "site", cfg.Site, "the site directory (a git work tree gives versions by commit)")
+	f.StringSliceVar(&cfg.Environments, "environments", nil, "serve these branches of the site's git repository as environments (names or globs; default: the site as it is, one environment)")
+	f.StringVar(&cfg.DefaultEnv, "default-environment", "", "the environment of a node nothing else places, one of the branches (default production; needs --environments)")
 	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "the server's state: CA, signing key, store, file contents")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC address")
 	f.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, `address of /healthz and /metrics, and over TLS of sign-in and /api/v1 ("off" to disable)`)

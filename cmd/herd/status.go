@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,6 +46,9 @@ server cannot be reached).`,
 			}
 			if st.LoadError != "" {
 				return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: fmt.Errorf("the site's newest version does not load")}
+			}
+			if failing := failingEnvironments(st); len(failing) > 0 {
+				return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: fmt.Errorf("the newest version of %s does not load", strings.Join(failing, ", "))}
 			}
 			return nil
 		}),
@@ -94,6 +98,7 @@ func printStatus(w io.Writer, st *herdv1.SiteStatusResponse) {
 			fmt.Fprintf(w, "  %s\n", nodecmd.Clean(l))
 		}
 	}
+	printEnvironments(w, st)
 	if len(st.CompileErrors) == 0 {
 		return
 	}
@@ -106,6 +111,39 @@ func printStatus(w io.Writer, st *herdv1.SiteStatusResponse) {
 	for _, n := range nodes {
 		fmt.Fprintf(w, "  %s: %s\n", nodecmd.Clean(n), nodecmd.Clean(firstLine(st.CompileErrors[n])))
 	}
+}
+
+// printEnvironments lists each served environment (a server serving
+// branches): its version, and whether its newest commit loads.
+func printEnvironments(w io.Writer, st *herdv1.SiteStatusResponse) {
+	if len(st.Environments) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "environments:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, e := range st.Environments {
+		loads := "loads ok"
+		if e.LoadError != "" {
+			loads = "does not load: " + firstLine(e.LoadError)
+			if e.NewestVersion != "" {
+				loads = nodecmd.ShortVersion(e.NewestVersion) + " " + loads
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", nodecmd.Clean(e.Name), nodecmd.Clean(nodecmd.ShortVersion(e.Version)), nodecmd.Clean(loads))
+	}
+	tw.Flush()
+}
+
+// failingEnvironments names the environments whose newest commit does
+// not load.
+func failingEnvironments(st *herdv1.SiteStatusResponse) []string {
+	var out []string
+	for _, e := range st.Environments {
+		if e.LoadError != "" {
+			out = append(out, e.Name)
+		}
+	}
+	return out
 }
 
 func stamp(unixMs int64) string {

@@ -34,6 +34,7 @@ type agentConfig struct {
 	Interval         Duration `toml:"interval"`
 	Splay            Duration `toml:"splay"`
 	AuditInterval    Duration `toml:"audit_interval"`
+	Environment      string   `toml:"environment"`
 	Noop             bool     `toml:"noop"`
 	Parallel         int      `toml:"parallel"`
 	ResourceTimeout  Duration `toml:"resource_timeout"`
@@ -189,8 +190,9 @@ program in place: same pid, every service adopted, none restarted.`,
 					Noop: cfg.Noop, Parallel: cfg.Parallel,
 					ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
 					FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log, Once: once,
-					Services: services,
-					Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
+					Environment: cfg.Environment,
+					Services:    services,
+					Emit:        func(e agent.Event) { WriteEvent(out, e, false, false) },
 				}
 			}
 			daemonOptions := options
@@ -278,6 +280,7 @@ program in place: same pid, every service adopted, none restarted.`,
 	f.Var(&cfg.Interval, "interval", "time between runs when the server names no check-in time")
 	f.Var(&cfg.Splay, "splay", "random delay added to the interval")
 	f.Var(&cfg.AuditInterval, "audit-interval", "check the host against its catalog this long after each run and report drift (0: off)")
+	f.StringVar(&cfg.Environment, "environment", "", "the environment (site branch) to ask the server for; a classification rule on the server wins")
 	f.BoolVar(&cfg.Noop, "noop", false, "check only: report what would change and change nothing")
 	f.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "resources converged at once, at most")
 	f.Var(&cfg.ResourceTimeout, "resource-timeout", "how long one resource may take")
@@ -296,12 +299,12 @@ program in place: same pid, every service adopted, none restarted.`,
 func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.Selection, hup <-chan os.Signal, notify *sdnotify.Notifier, log *slog.Logger) error {
 	// A setting that would be ignored is refused: these only mean
 	// something with a server.
-	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint"} {
+	for _, name := range []string{"server", "server-name", "join-token", "ca-file", "ca-fingerprint", "environment"} {
 		if cmd.Flags().Changed(name) {
 			return UsageError(cmd, "--"+name+" has no meaning with --site (a masterless agent talks to no server)")
 		}
 	}
-	if cfg.Server != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" {
+	if cfg.Server != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" || cfg.Environment != "" {
 		return UsageError(cmd, "the config file's server settings have no meaning with --site (a masterless agent talks to no server)")
 	}
 	if cfg.AuditInterval != 0 {

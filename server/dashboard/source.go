@@ -98,6 +98,7 @@ type NodeRow struct {
 	AppliedVersion string // the version of its newest applied run
 	AgentVersion   string
 	RolloutState   string // in the newest rollout; "" when not in it
+	Environment    string // the environment the server placed it in
 	Drift          int
 	Changed        int
 	Failed         int

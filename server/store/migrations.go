@@ -279,6 +279,12 @@ var migrations = []string{
 		key BLOB NOT NULL,                       -- 32 bytes, X25519
 		updated INTEGER NOT NULL                 -- unix ns
 	) WITHOUT ROWID;`,
+	// 12: environments. Each rollout belongs to one environment (a branch
+	// of the site the server serves); each environment has its own newest
+	// rollout. Rollouts from before are '' and belong to the default
+	// environment.
+	`ALTER TABLE rollouts ADD COLUMN environment TEXT NOT NULL DEFAULT '';
+	CREATE INDEX rollouts_environment ON rollouts (environment, id);`,
 }
 
 // migrate brings the schema on conn up to date, one transaction per

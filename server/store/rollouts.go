@@ -27,6 +27,9 @@ type Rollout struct {
 	// Fleet is the JSON of the fleet summary the gates read, kept so that a
 	// node regated after a restart reads the same summary.
 	Fleet []byte
+	// Environment is the environment (site branch) it rolls out; ""
+	// for a rollout stored before environments existed.
+	Environment string
 }
 
 // RolloutStage is one stage of a rollout: its definition as herd.toml
@@ -165,9 +168,9 @@ func (s *Store) WriteRollout(ctx context.Context, w RolloutWrite) (int64, error)
 				if r.ID != 0 {
 					rid = r.ID
 				}
-				res, err := tx.exec(`INSERT INTO rollouts (id, version, previous_version, state, reason, created, updated, superseded_by, stages, fleet)
-					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-					rid, r.Version, r.PreviousVersion, r.State, r.Reason, ns(r.Created), ns(r.Updated), r.SupersededBy, stages, fleet)
+				res, err := tx.exec(`INSERT INTO rollouts (id, version, previous_version, state, reason, created, updated, superseded_by, stages, fleet, environment)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					rid, r.Version, r.PreviousVersion, r.State, r.Reason, ns(r.Created), ns(r.Updated), r.SupersededBy, stages, fleet, r.Environment)
 				if err != nil {
 					return err
 				}
@@ -275,13 +278,13 @@ func (s *Store) PutCatalogs(ctx context.Context, cats []CatalogRecord) error {
 	return nil
 }
 
-const rolloutColumns = `id, version, previous_version, state, reason, created, updated, superseded_by, stages, fleet`
+const rolloutColumns = `id, version, previous_version, state, reason, created, updated, superseded_by, stages, fleet, environment`
 
 func scanRollout(sc interface{ Scan(...any) error }) (Rollout, error) {
 	var r Rollout
 	var created, updated int64
 	var stages []byte
-	if err := sc.Scan(&r.ID, &r.Version, &r.PreviousVersion, &r.State, &r.Reason, &created, &updated, &r.SupersededBy, &stages, &r.Fleet); err != nil {
+	if err := sc.Scan(&r.ID, &r.Version, &r.PreviousVersion, &r.State, &r.Reason, &created, &updated, &r.SupersededBy, &stages, &r.Fleet, &r.Environment); err != nil {
 		return r, err
 	}
 	r.Created, r.Updated = fromNS(created), fromNS(updated)
@@ -304,6 +307,28 @@ func (s *Store) Rollout(ctx context.Context, id int64) (Rollout, bool, error) {
 	}
 	if err != nil {
 		return Rollout{}, false, fmt.Errorf("reading rollout %d: %w", id, err)
+	}
+	return r, true, nil
+}
+
+// NewestRollout returns the newest rollout of any of the environments
+// envs (pass "" too for the rollouts stored before environments); ok is
+// false when there is none.
+func (s *Store) NewestRollout(ctx context.Context, envs ...string) (Rollout, bool, error) {
+	if len(envs) == 0 {
+		return Rollout{}, false, nil
+	}
+	args := make([]any, len(envs))
+	for i, e := range envs {
+		args[i] = e
+	}
+	q := `SELECT ` + rolloutColumns + ` FROM rollouts WHERE environment IN (?` + strings.Repeat(", ?", len(envs)-1) + `) ORDER BY id DESC LIMIT 1`
+	r, err := scanRollout(s.rdb.QueryRowContext(ctx, q, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Rollout{}, false, nil
+	}
+	if err != nil {
+		return Rollout{}, false, fmt.Errorf("reading the newest rollout of %s: %w", strings.Join(envs, ", "), err)
 	}
 	return r, true, nil
 }

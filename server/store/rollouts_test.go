@@ -156,3 +156,45 @@ func TestNoopReportKeepsAppliedVersion(t *testing.T) {
 		t.Errorf("after a noop run: last noop %v, applied %s at %s; want true, sha256:a at v1", n.LastNoop, n.AppliedEtag, n.AppliedVersion)
 	}
 }
+
+// TestNewestRolloutByEnvironment: each environment's newest rollout is
+// its own, whatever other environments rolled out since; a rollout from
+// before environments ("") counts for whoever asks for "".
+func TestNewestRolloutByEnvironment(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{})
+	for i, env := range []string{"", "production", "staging", "staging", "production", "testing"} {
+		r := Rollout{Version: fmt.Sprintf("v%d", i+1), Environment: env, State: "done", Created: at(i), Updated: at(i), Stages: []RolloutStage{}}
+		if _, err := s.WriteRollout(ctx, RolloutWrite{Rollout: &r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		envs []string
+		want string // version, "" for none
+	}{
+		{[]string{"production"}, "v5"},
+		{[]string{"staging"}, "v4"},
+		{[]string{"production", ""}, "v5"},
+		{[]string{""}, "v1"},
+		{[]string{"qa"}, ""},
+		{nil, ""},
+	}
+	for _, tt := range tests {
+		r, ok, err := s.NewestRollout(ctx, tt.envs...)
+		if err != nil {
+			t.Fatalf("NewestRollout(%q): %v", tt.envs, err)
+		}
+		got := ""
+		if ok {
+			got = r.Version
+			if len(tt.envs) > 0 && r.Environment != tt.envs[0] && r.Environment != "" {
+				t.Errorf("NewestRollout(%q).Environment = %q", tt.envs, r.Environment)
+			}
+		}
+		if got != tt.want {
+			t.Errorf("NewestRollout(%q) = %q, want %q", tt.envs, got, tt.want)
+		}
+	}
+}

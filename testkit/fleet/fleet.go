@@ -81,6 +81,12 @@ type Options struct {
 	// HTTP opens the server's HTTP port on 127.0.0.1 (the API, the
 	// dashboard, /metrics); HTTPClient reaches it as an admin.
 	HTTP bool
+	// Environments is the server's Options.Environments: the site's
+	// branches it serves (default: the site as it is).
+	Environments []string
+	// AgentEnvironment gives a node's agent its DaemonOptions.Environment
+	// (the environment it asks for), by node name.
+	AgentEnvironment map[string]string
 	// LogTo, when set, receives every log line of the server and the
 	// agents at debug level (the test's log keeps warnings only).
 	LogTo io.Writer
@@ -142,6 +148,7 @@ func (f *Fleet) StartServer() {
 	}
 	s, err := server.New(context.Background(), server.Options{
 		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: httpListen, Debounce: f.opts.Debounce, Log: f.log,
+		Environments: f.opts.Environments,
 	})
 	if err != nil {
 		f.tb.Fatal(err)
@@ -213,7 +220,7 @@ func (f *Fleet) AddAgent(name string) *Agent {
 	opts := agent.DaemonOptions{
 		Server: f.addr, Root: root, CertDir: certDir, Interval: time.Hour, Log: f.log,
 		MinBackoff: f.opts.Retry, WatchBackoff: f.opts.Retry, ConnectWait: f.opts.ConnectWait,
-		AuditInterval: f.opts.AuditInterval,
+		AuditInterval: f.opts.AuditInterval, Environment: f.opts.AgentEnvironment[name],
 	}
 	if f.opts.Services {
 		opts.Services = func(ctx context.Context, st *agent.State) (resources.Services, func(), error) {
