@@ -866,6 +866,188 @@ func (x *SendReportResponse) GetDuplicate() bool {
 	return false
 }
 
+type SendReportsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most the server's batch size (100 by default); the whole message
+	// is bounded by its largest message size (16 MiB by default).
+	Reports       []*Report `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendReportsRequest) Reset() {
+	*x = SendReportsRequest{}
+	mi := &file_herd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReportsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReportsRequest) ProtoMessage() {}
+
+func (x *SendReportsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReportsRequest.ProtoReflect.Descriptor instead.
+func (*SendReportsRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SendReportsRequest) GetReports() []*Report {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+type SendReportsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run ids that are durable now: stored by this call, or stored
+	// before (a retry; also listed in duplicate_run_ids).
+	AckedRunIds     []string `protobuf:"bytes,1,rep,name=acked_run_ids,json=ackedRunIds,proto3" json:"acked_run_ids,omitempty"`
+	DuplicateRunIds []string `protobuf:"bytes,2,rep,name=duplicate_run_ids,json=duplicateRunIds,proto3" json:"duplicate_run_ids,omitempty"`
+	// The reports that were not stored, each with why.
+	Refused       []*RefusedReport `protobuf:"bytes,3,rep,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendReportsResponse) Reset() {
+	*x = SendReportsResponse{}
+	mi := &file_herd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReportsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReportsResponse) ProtoMessage() {}
+
+func (x *SendReportsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReportsResponse.ProtoReflect.Descriptor instead.
+func (*SendReportsResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SendReportsResponse) GetAckedRunIds() []string {
+	if x != nil {
+		return x.AckedRunIds
+	}
+	return nil
+}
+
+func (x *SendReportsResponse) GetDuplicateRunIds() []string {
+	if x != nil {
+		return x.DuplicateRunIds
+	}
+	return nil
+}
+
+func (x *SendReportsResponse) GetRefused() []*RefusedReport {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+// RefusedReport is one report of a batch the server did not store.
+type RefusedReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The gRPC status code SendReport would have answered: INVALID_ARGUMENT
+	// never succeeds as it is (drop it); RESOURCE_EXHAUSTED (the node's
+	// report quota) and UNAVAILABLE may, later.
+	Code   int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When code is RESOURCE_EXHAUSTED: try again after this long.
+	RetryAfterMs  int64 `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefusedReport) Reset() {
+	*x = RefusedReport{}
+	mi := &file_herd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefusedReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefusedReport) ProtoMessage() {}
+
+func (x *RefusedReport) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefusedReport.ProtoReflect.Descriptor instead.
+func (*RefusedReport) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RefusedReport) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RefusedReport) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RefusedReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RefusedReport) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The etag the node holds; a different current etag is sent at once.
@@ -876,7 +1058,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1070,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1083,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchRequest) GetEtag() string {
@@ -925,7 +1107,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1119,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1132,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchEvent) GetEtag() string {
@@ -1004,7 +1186,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1198,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1211,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Report) GetRunId() string {
@@ -1124,7 +1306,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1318,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1331,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServiceHealth) GetName() string {
@@ -1192,7 +1374,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1386,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1399,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Summary) GetResources() int32 {
@@ -1294,7 +1476,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1488,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1501,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetId() string {
@@ -1406,7 +1588,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1600,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1613,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Change) GetAttr() string {
@@ -1508,7 +1690,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1702,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1715,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1653,7 +1835,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1847,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1860,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListNodesRequest) GetPageSize() int32 {
@@ -1720,7 +1902,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1914,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1927,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1771,7 +1953,7 @@ type GetFactsRequest struct {
 
 func (x *GetFactsRequest) Reset() {
 	*x = GetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1965,7 @@ func (x *GetFactsRequest) String() string {
 func (*GetFactsRequest) ProtoMessage() {}
 
 func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1978,7 @@ func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetFactsRequest) GetNode() string {
@@ -1816,7 +1998,7 @@ type GetFactsResponse struct {
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2010,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2023,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetFactsResponse) GetFactsJson() []byte {
@@ -1873,7 +2055,7 @@ type ListReportsRequest struct {
 
 func (x *ListReportsRequest) Reset() {
 	*x = ListReportsRequest{}
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2067,7 @@ func (x *ListReportsRequest) String() string {
 func (*ListReportsRequest) ProtoMessage() {}
 
 func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2080,7 @@ func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsRequest.ProtoReflect.Descriptor instead.
 func (*ListReportsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListReportsRequest) GetNode() string {
@@ -1940,7 +2122,7 @@ type ListReportsResponse struct {
 
 func (x *ListReportsResponse) Reset() {
 	*x = ListReportsResponse{}
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2134,7 @@ func (x *ListReportsResponse) String() string {
 func (*ListReportsResponse) ProtoMessage() {}
 
 func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2147,7 @@ func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsResponse.ProtoReflect.Descriptor instead.
 func (*ListReportsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListReportsResponse) GetReports() []*StoredReport {
@@ -1993,7 +2175,7 @@ type StoredReport struct {
 
 func (x *StoredReport) Reset() {
 	*x = StoredReport{}
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2187,7 @@ func (x *StoredReport) String() string {
 func (*StoredReport) ProtoMessage() {}
 
 func (x *StoredReport) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2200,7 @@ func (x *StoredReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredReport.ProtoReflect.Descriptor instead.
 func (*StoredReport) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StoredReport) GetNode() string {
@@ -2051,7 +2233,7 @@ type GetCatalogRequest struct {
 
 func (x *GetCatalogRequest) Reset() {
 	*x = GetCatalogRequest{}
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2245,7 @@ func (x *GetCatalogRequest) String() string {
 func (*GetCatalogRequest) ProtoMessage() {}
 
 func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2258,7 @@ func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetCatalogRequest) GetNode() string {
@@ -2096,7 +2278,7 @@ type GetCatalogResponse struct {
 
 func (x *GetCatalogResponse) Reset() {
 	*x = GetCatalogResponse{}
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2290,7 @@ func (x *GetCatalogResponse) String() string {
 func (*GetCatalogResponse) ProtoMessage() {}
 
 func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2303,7 @@ func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetCatalogResponse) GetCatalog() []byte {
@@ -2146,7 +2328,7 @@ type SiteStatusRequest struct {
 
 func (x *SiteStatusRequest) Reset() {
 	*x = SiteStatusRequest{}
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2340,7 @@ func (x *SiteStatusRequest) String() string {
 func (*SiteStatusRequest) ProtoMessage() {}
 
 func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2353,7 @@ func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusRequest.ProtoReflect.Descriptor instead.
 func (*SiteStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 type SiteStatusResponse struct {
@@ -2199,7 +2381,7 @@ type SiteStatusResponse struct {
 
 func (x *SiteStatusResponse) Reset() {
 	*x = SiteStatusResponse{}
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2393,7 @@ func (x *SiteStatusResponse) String() string {
 func (*SiteStatusResponse) ProtoMessage() {}
 
 func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2406,7 @@ func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusResponse.ProtoReflect.Descriptor instead.
 func (*SiteStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SiteStatusResponse) GetVersion() string {
@@ -2297,7 +2479,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2491,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2504,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Certificate) GetName() string {
@@ -2393,7 +2575,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2587,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2600,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListCertificatesRequest) GetPageSize() int32 {
@@ -2446,7 +2628,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2640,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2653,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -2509,7 +2691,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2703,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2716,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Authority) GetSubject() string {
@@ -2594,7 +2776,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2788,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2801,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 type RotateCAResponse struct {
@@ -2634,7 +2816,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2828,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2841,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RotateCAResponse) GetCurrent() *Authority {
@@ -2691,7 +2873,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2885,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2898,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 type ListAuthoritiesResponse struct {
@@ -2730,7 +2912,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2924,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2937,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -2783,7 +2965,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2977,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2990,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -2834,7 +3016,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +3028,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +3041,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -2878,7 +3060,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3072,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3085,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -2921,7 +3103,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3115,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3128,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_proto_rawDescGZIP(), []int{45}
 }
 
 type CreateJoinTokenRequest struct {
@@ -2961,7 +3143,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3155,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3168,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -3022,7 +3204,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3216,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3229,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -3080,7 +3262,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3274,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3287,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -3123,7 +3305,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3317,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3330,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_proto_rawDescGZIP(), []int{49}
 }
 
 type JoinToken struct {
@@ -3166,7 +3348,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3360,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3373,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3244,7 +3426,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3438,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3451,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_proto_rawDescGZIP(), []int{51}
 }
 
 type ListJoinTokensResponse struct {
@@ -3281,7 +3463,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3475,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3488,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -3325,7 +3507,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3519,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3532,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -3368,7 +3550,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3380,7 +3562,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3393,7 +3575,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_proto_rawDescGZIP(), []int{54}
 }
 
 // Rollout is one site version on its way to the fleet.
@@ -3420,7 +3602,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3432,7 +3614,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3445,7 +3627,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Rollout) GetId() int64 {
@@ -3542,7 +3724,7 @@ type RolloutStage struct {
 
 func (x *RolloutStage) Reset() {
 	*x = RolloutStage{}
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +3736,7 @@ func (x *RolloutStage) String() string {
 func (*RolloutStage) ProtoMessage() {}
 
 func (x *RolloutStage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +3749,7 @@ func (x *RolloutStage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStage.ProtoReflect.Descriptor instead.
 func (*RolloutStage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RolloutStage) GetName() string {
@@ -3665,7 +3847,7 @@ type RolloutNode struct {
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3677,7 +3859,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3872,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RolloutNode) GetNode() string {
@@ -3782,7 +3964,7 @@ type PolicyMessage struct {
 
 func (x *PolicyMessage) Reset() {
 	*x = PolicyMessage{}
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +3976,7 @@ func (x *PolicyMessage) String() string {
 func (*PolicyMessage) ProtoMessage() {}
 
 func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +3989,7 @@ func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyMessage.ProtoReflect.Descriptor instead.
 func (*PolicyMessage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PolicyMessage) GetMessage() string {
@@ -3834,7 +4016,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +4028,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +4041,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -3886,7 +4068,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3898,7 +4080,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,7 +4093,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -3943,7 +4125,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3955,7 +4137,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3968,7 +4150,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetRolloutRequest) GetId() int64 {
@@ -4010,7 +4192,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4022,7 +4204,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4035,7 +4217,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -4071,7 +4253,7 @@ type RolloutActionRequest struct {
 
 func (x *RolloutActionRequest) Reset() {
 	*x = RolloutActionRequest{}
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4265,7 @@ func (x *RolloutActionRequest) String() string {
 func (*RolloutActionRequest) ProtoMessage() {}
 
 func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4278,7 @@ func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionRequest.ProtoReflect.Descriptor instead.
 func (*RolloutActionRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RolloutActionRequest) GetId() int64 {
@@ -4122,7 +4304,7 @@ type RolloutActionResponse struct {
 
 func (x *RolloutActionResponse) Reset() {
 	*x = RolloutActionResponse{}
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4134,7 +4316,7 @@ func (x *RolloutActionResponse) String() string {
 func (*RolloutActionResponse) ProtoMessage() {}
 
 func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4147,7 +4329,7 @@ func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionResponse.ProtoReflect.Descriptor instead.
 func (*RolloutActionResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RolloutActionResponse) GetRollout() *Rollout {
@@ -4171,7 +4353,7 @@ type RolloutDiffRequest struct {
 
 func (x *RolloutDiffRequest) Reset() {
 	*x = RolloutDiffRequest{}
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4183,7 +4365,7 @@ func (x *RolloutDiffRequest) String() string {
 func (*RolloutDiffRequest) ProtoMessage() {}
 
 func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4196,7 +4378,7 @@ func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffRequest.ProtoReflect.Descriptor instead.
 func (*RolloutDiffRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RolloutDiffRequest) GetId() int64 {
@@ -4241,7 +4423,7 @@ type RolloutDiffResponse struct {
 
 func (x *RolloutDiffResponse) Reset() {
 	*x = RolloutDiffResponse{}
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4253,7 +4435,7 @@ func (x *RolloutDiffResponse) String() string {
 func (*RolloutDiffResponse) ProtoMessage() {}
 
 func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4266,7 +4448,7 @@ func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffResponse.ProtoReflect.Descriptor instead.
 func (*RolloutDiffResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RolloutDiffResponse) GetChanges() []*NodeChange {
@@ -4307,7 +4489,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4319,7 +4501,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4332,7 +4514,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -4364,7 +4546,7 @@ type FleetFactsRequest struct {
 
 func (x *FleetFactsRequest) Reset() {
 	*x = FleetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4376,7 +4558,7 @@ func (x *FleetFactsRequest) String() string {
 func (*FleetFactsRequest) ProtoMessage() {}
 
 func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4389,7 +4571,7 @@ func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsRequest.ProtoReflect.Descriptor instead.
 func (*FleetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FleetFactsRequest) GetFact() string {
@@ -4438,7 +4620,7 @@ type FleetFact struct {
 
 func (x *FleetFact) Reset() {
 	*x = FleetFact{}
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4450,7 +4632,7 @@ func (x *FleetFact) String() string {
 func (*FleetFact) ProtoMessage() {}
 
 func (x *FleetFact) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4463,7 +4645,7 @@ func (x *FleetFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFact.ProtoReflect.Descriptor instead.
 func (*FleetFact) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FleetFact) GetNode() string {
@@ -4490,7 +4672,7 @@ type FleetFactsResponse struct {
 
 func (x *FleetFactsResponse) Reset() {
 	*x = FleetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4502,7 +4684,7 @@ func (x *FleetFactsResponse) String() string {
 func (*FleetFactsResponse) ProtoMessage() {}
 
 func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4515,7 +4697,7 @@ func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsResponse.ProtoReflect.Descriptor instead.
 func (*FleetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FleetFactsResponse) GetFacts() []*FleetFact {
@@ -4543,7 +4725,7 @@ type NodeLifecycleRequest struct {
 
 func (x *NodeLifecycleRequest) Reset() {
 	*x = NodeLifecycleRequest{}
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4555,7 +4737,7 @@ func (x *NodeLifecycleRequest) String() string {
 func (*NodeLifecycleRequest) ProtoMessage() {}
 
 func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4568,7 +4750,7 @@ func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleRequest.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *NodeLifecycleRequest) GetNode() string {
@@ -4595,7 +4777,7 @@ type NodeLifecycleResponse struct {
 
 func (x *NodeLifecycleResponse) Reset() {
 	*x = NodeLifecycleResponse{}
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4607,7 +4789,7 @@ func (x *NodeLifecycleResponse) String() string {
 func (*NodeLifecycleResponse) ProtoMessage() {}
 
 func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4620,7 +4802,7 @@ func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleResponse.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *NodeLifecycleResponse) GetNode() *NodeInfo {
@@ -4648,7 +4830,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4660,7 +4842,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4673,7 +4855,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuditRequest) GetControl() string {
@@ -4736,7 +4918,7 @@ type AuditControl struct {
 
 func (x *AuditControl) Reset() {
 	*x = AuditControl{}
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4748,7 +4930,7 @@ func (x *AuditControl) String() string {
 func (*AuditControl) ProtoMessage() {}
 
 func (x *AuditControl) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4761,7 +4943,7 @@ func (x *AuditControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditControl.ProtoReflect.Descriptor instead.
 func (*AuditControl) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AuditControl) GetId() string {
@@ -4859,7 +5041,7 @@ type AuditEvidence struct {
 
 func (x *AuditEvidence) Reset() {
 	*x = AuditEvidence{}
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4871,7 +5053,7 @@ func (x *AuditEvidence) String() string {
 func (*AuditEvidence) ProtoMessage() {}
 
 func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4884,7 +5066,7 @@ func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvidence.ProtoReflect.Descriptor instead.
 func (*AuditEvidence) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AuditEvidence) GetMessage() string {
@@ -4921,7 +5103,7 @@ type AuditResult struct {
 
 func (x *AuditResult) Reset() {
 	*x = AuditResult{}
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4933,7 +5115,7 @@ func (x *AuditResult) String() string {
 func (*AuditResult) ProtoMessage() {}
 
 func (x *AuditResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4946,7 +5128,7 @@ func (x *AuditResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResult.ProtoReflect.Descriptor instead.
 func (*AuditResult) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AuditResult) GetNode() string {
@@ -5014,7 +5196,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5208,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5221,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *AuditResponse) GetControls() []*AuditControl {
@@ -5143,7 +5325,18 @@ const file_herd_proto_rawDesc = "" +
 	"\x11SendReportRequest\x12'\n" +
 	"\x06report\x18\x01 \x01(\v2\x0f.herd.v1.ReportR\x06report\"2\n" +
 	"\x12SendReportResponse\x12\x1c\n" +
-	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"\"\n" +
+	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"?\n" +
+	"\x12SendReportsRequest\x12)\n" +
+	"\areports\x18\x01 \x03(\v2\x0f.herd.v1.ReportR\areports\"\x97\x01\n" +
+	"\x13SendReportsResponse\x12\"\n" +
+	"\racked_run_ids\x18\x01 \x03(\tR\vackedRunIds\x12*\n" +
+	"\x11duplicate_run_ids\x18\x02 \x03(\tR\x0fduplicateRunIds\x120\n" +
+	"\arefused\x18\x03 \x03(\v2\x16.herd.v1.RefusedReportR\arefused\"x\n" +
+	"\rRefusedReport\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12$\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\"\"\n" +
 	"\fWatchRequest\x12\x12\n" +
 	"\x04etag\x18\x01 \x01(\tR\x04etag\"L\n" +
 	"\n" +
@@ -5482,13 +5675,14 @@ const file_herd_proto_rawDesc = "" +
 	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
 	"\x05Local\x12E\n" +
 	"\n" +
-	"IssueAdmin\x12\x1a.herd.v1.IssueAdminRequest\x1a\x1b.herd.v1.IssueAdminResponse2\xfc\x01\n" +
+	"IssueAdmin\x12\x1a.herd.v1.IssueAdminRequest\x1a\x1b.herd.v1.IssueAdminResponse2\xc6\x02\n" +
 	"\x04Node\x12<\n" +
 	"\aCheckin\x12\x17.herd.v1.CheckinRequest\x1a\x18.herd.v1.CheckinResponse\x128\n" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\xde\f\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x01\x12H\n" +
+	"\vSendReports\x12\x1b.herd.v1.SendReportsRequest\x1a\x1c.herd.v1.SendReportsResponse2\xde\f\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -5529,7 +5723,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -5545,170 +5739,177 @@ var file_herd_proto_goTypes = []any{
 	(*FileChunk)(nil),                 // 11: herd.v1.FileChunk
 	(*SendReportRequest)(nil),         // 12: herd.v1.SendReportRequest
 	(*SendReportResponse)(nil),        // 13: herd.v1.SendReportResponse
-	(*WatchRequest)(nil),              // 14: herd.v1.WatchRequest
-	(*WatchEvent)(nil),                // 15: herd.v1.WatchEvent
-	(*Report)(nil),                    // 16: herd.v1.Report
-	(*ServiceHealth)(nil),             // 17: herd.v1.ServiceHealth
-	(*Summary)(nil),                   // 18: herd.v1.Summary
-	(*Event)(nil),                     // 19: herd.v1.Event
-	(*Change)(nil),                    // 20: herd.v1.Change
-	(*NodeInfo)(nil),                  // 21: herd.v1.NodeInfo
-	(*ListNodesRequest)(nil),          // 22: herd.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 23: herd.v1.ListNodesResponse
-	(*GetFactsRequest)(nil),           // 24: herd.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),          // 25: herd.v1.GetFactsResponse
-	(*ListReportsRequest)(nil),        // 26: herd.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),       // 27: herd.v1.ListReportsResponse
-	(*StoredReport)(nil),              // 28: herd.v1.StoredReport
-	(*GetCatalogRequest)(nil),         // 29: herd.v1.GetCatalogRequest
-	(*GetCatalogResponse)(nil),        // 30: herd.v1.GetCatalogResponse
-	(*SiteStatusRequest)(nil),         // 31: herd.v1.SiteStatusRequest
-	(*SiteStatusResponse)(nil),        // 32: herd.v1.SiteStatusResponse
-	(*Certificate)(nil),               // 33: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 34: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 35: herd.v1.ListCertificatesResponse
-	(*Authority)(nil),                 // 36: herd.v1.Authority
-	(*RotateCARequest)(nil),           // 37: herd.v1.RotateCARequest
-	(*RotateCAResponse)(nil),          // 38: herd.v1.RotateCAResponse
-	(*ListAuthoritiesRequest)(nil),    // 39: herd.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),   // 40: herd.v1.ListAuthoritiesResponse
-	(*SignCertificateRequest)(nil),    // 41: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 42: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 43: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 44: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 45: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 46: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 47: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 48: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 49: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 50: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 51: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 52: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 53: herd.v1.RevokeJoinTokenResponse
-	(*Rollout)(nil),                   // 54: herd.v1.Rollout
-	(*RolloutStage)(nil),              // 55: herd.v1.RolloutStage
-	(*RolloutNode)(nil),               // 56: herd.v1.RolloutNode
-	(*PolicyMessage)(nil),             // 57: herd.v1.PolicyMessage
-	(*ListRolloutsRequest)(nil),       // 58: herd.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 59: herd.v1.ListRolloutsResponse
-	(*GetRolloutRequest)(nil),         // 60: herd.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),        // 61: herd.v1.GetRolloutResponse
-	(*RolloutActionRequest)(nil),      // 62: herd.v1.RolloutActionRequest
-	(*RolloutActionResponse)(nil),     // 63: herd.v1.RolloutActionResponse
-	(*RolloutDiffRequest)(nil),        // 64: herd.v1.RolloutDiffRequest
-	(*RolloutDiffResponse)(nil),       // 65: herd.v1.RolloutDiffResponse
-	(*NodeChange)(nil),                // 66: herd.v1.NodeChange
-	(*FleetFactsRequest)(nil),         // 67: herd.v1.FleetFactsRequest
-	(*FleetFact)(nil),                 // 68: herd.v1.FleetFact
-	(*FleetFactsResponse)(nil),        // 69: herd.v1.FleetFactsResponse
-	(*NodeLifecycleRequest)(nil),      // 70: herd.v1.NodeLifecycleRequest
-	(*NodeLifecycleResponse)(nil),     // 71: herd.v1.NodeLifecycleResponse
-	(*AuditRequest)(nil),              // 72: herd.v1.AuditRequest
-	(*AuditControl)(nil),              // 73: herd.v1.AuditControl
-	(*AuditEvidence)(nil),             // 74: herd.v1.AuditEvidence
-	(*AuditResult)(nil),               // 75: herd.v1.AuditResult
-	(*AuditResponse)(nil),             // 76: herd.v1.AuditResponse
-	nil,                               // 77: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 78: herd.v1.Rollout.CountsEntry
-	nil,                               // 79: herd.v1.RolloutStage.CountsEntry
+	(*SendReportsRequest)(nil),        // 14: herd.v1.SendReportsRequest
+	(*SendReportsResponse)(nil),       // 15: herd.v1.SendReportsResponse
+	(*RefusedReport)(nil),             // 16: herd.v1.RefusedReport
+	(*WatchRequest)(nil),              // 17: herd.v1.WatchRequest
+	(*WatchEvent)(nil),                // 18: herd.v1.WatchEvent
+	(*Report)(nil),                    // 19: herd.v1.Report
+	(*ServiceHealth)(nil),             // 20: herd.v1.ServiceHealth
+	(*Summary)(nil),                   // 21: herd.v1.Summary
+	(*Event)(nil),                     // 22: herd.v1.Event
+	(*Change)(nil),                    // 23: herd.v1.Change
+	(*NodeInfo)(nil),                  // 24: herd.v1.NodeInfo
+	(*ListNodesRequest)(nil),          // 25: herd.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 26: herd.v1.ListNodesResponse
+	(*GetFactsRequest)(nil),           // 27: herd.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),          // 28: herd.v1.GetFactsResponse
+	(*ListReportsRequest)(nil),        // 29: herd.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),       // 30: herd.v1.ListReportsResponse
+	(*StoredReport)(nil),              // 31: herd.v1.StoredReport
+	(*GetCatalogRequest)(nil),         // 32: herd.v1.GetCatalogRequest
+	(*GetCatalogResponse)(nil),        // 33: herd.v1.GetCatalogResponse
+	(*SiteStatusRequest)(nil),         // 34: herd.v1.SiteStatusRequest
+	(*SiteStatusResponse)(nil),        // 35: herd.v1.SiteStatusResponse
+	(*Certificate)(nil),               // 36: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 37: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 38: herd.v1.ListCertificatesResponse
+	(*Authority)(nil),                 // 39: herd.v1.Authority
+	(*RotateCARequest)(nil),           // 40: herd.v1.RotateCARequest
+	(*RotateCAResponse)(nil),          // 41: herd.v1.RotateCAResponse
+	(*ListAuthoritiesRequest)(nil),    // 42: herd.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),   // 43: herd.v1.ListAuthoritiesResponse
+	(*SignCertificateRequest)(nil),    // 44: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 45: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 46: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 47: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 48: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 49: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 50: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 51: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 52: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 53: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 54: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 55: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 56: herd.v1.RevokeJoinTokenResponse
+	(*Rollout)(nil),                   // 57: herd.v1.Rollout
+	(*RolloutStage)(nil),              // 58: herd.v1.RolloutStage
+	(*RolloutNode)(nil),               // 59: herd.v1.RolloutNode
+	(*PolicyMessage)(nil),             // 60: herd.v1.PolicyMessage
+	(*ListRolloutsRequest)(nil),       // 61: herd.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 62: herd.v1.ListRolloutsResponse
+	(*GetRolloutRequest)(nil),         // 63: herd.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),        // 64: herd.v1.GetRolloutResponse
+	(*RolloutActionRequest)(nil),      // 65: herd.v1.RolloutActionRequest
+	(*RolloutActionResponse)(nil),     // 66: herd.v1.RolloutActionResponse
+	(*RolloutDiffRequest)(nil),        // 67: herd.v1.RolloutDiffRequest
+	(*RolloutDiffResponse)(nil),       // 68: herd.v1.RolloutDiffResponse
+	(*NodeChange)(nil),                // 69: herd.v1.NodeChange
+	(*FleetFactsRequest)(nil),         // 70: herd.v1.FleetFactsRequest
+	(*FleetFact)(nil),                 // 71: herd.v1.FleetFact
+	(*FleetFactsResponse)(nil),        // 72: herd.v1.FleetFactsResponse
+	(*NodeLifecycleRequest)(nil),      // 73: herd.v1.NodeLifecycleRequest
+	(*NodeLifecycleResponse)(nil),     // 74: herd.v1.NodeLifecycleResponse
+	(*AuditRequest)(nil),              // 75: herd.v1.AuditRequest
+	(*AuditControl)(nil),              // 76: herd.v1.AuditControl
+	(*AuditEvidence)(nil),             // 77: herd.v1.AuditEvidence
+	(*AuditResult)(nil),               // 78: herd.v1.AuditResult
+	(*AuditResponse)(nil),             // 79: herd.v1.AuditResponse
+	nil,                               // 80: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 81: herd.v1.Rollout.CountsEntry
+	nil,                               // 82: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
 	1,  // 1: herd.v1.CheckinResponse.status:type_name -> herd.v1.CheckinResponse.Status
 	9,  // 2: herd.v1.CheckinResponse.rehearsal:type_name -> herd.v1.Rehearsal
-	16, // 3: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
-	18, // 4: herd.v1.Report.summary:type_name -> herd.v1.Summary
-	19, // 5: herd.v1.Report.events:type_name -> herd.v1.Event
-	17, // 6: herd.v1.Report.services:type_name -> herd.v1.ServiceHealth
-	20, // 7: herd.v1.Event.changes:type_name -> herd.v1.Change
-	18, // 8: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
-	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
-	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
-	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	77, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	33, // 13: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	36, // 14: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
-	36, // 15: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
-	36, // 16: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
-	33, // 17: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	49, // 18: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	55, // 19: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	78, // 20: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	79, // 21: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
-	57, // 22: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
-	57, // 23: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
-	18, // 24: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
-	54, // 25: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
-	54, // 26: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
-	56, // 27: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
-	54, // 28: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
-	66, // 29: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
-	68, // 30: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
-	21, // 31: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
-	74, // 32: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
-	73, // 33: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
-	75, // 34: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
-	5,  // 35: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 36: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 37: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 38: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	10, // 39: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	12, // 40: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	14, // 41: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	22, // 42: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	24, // 43: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	26, // 44: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	29, // 45: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	31, // 46: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	34, // 47: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	41, // 48: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	43, // 49: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	45, // 50: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	47, // 51: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	50, // 52: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	52, // 53: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	37, // 54: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	39, // 55: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	58, // 56: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
-	60, // 57: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
-	62, // 58: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
-	64, // 59: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
-	67, // 60: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
-	70, // 61: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
-	72, // 62: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
-	6,  // 63: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 64: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 65: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 66: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 67: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 68: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 69: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 70: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 71: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 72: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 73: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 74: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	35, // 75: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	42, // 76: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	44, // 77: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	46, // 78: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	48, // 79: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	51, // 80: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	53, // 81: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	38, // 82: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	40, // 83: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	59, // 84: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	61, // 85: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	63, // 86: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	65, // 87: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	69, // 88: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
-	71, // 89: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
-	76, // 90: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
-	63, // [63:91] is the sub-list for method output_type
-	35, // [35:63] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	19, // 3: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
+	19, // 4: herd.v1.SendReportsRequest.reports:type_name -> herd.v1.Report
+	16, // 5: herd.v1.SendReportsResponse.refused:type_name -> herd.v1.RefusedReport
+	21, // 6: herd.v1.Report.summary:type_name -> herd.v1.Summary
+	22, // 7: herd.v1.Report.events:type_name -> herd.v1.Event
+	20, // 8: herd.v1.Report.services:type_name -> herd.v1.ServiceHealth
+	23, // 9: herd.v1.Event.changes:type_name -> herd.v1.Change
+	21, // 10: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
+	24, // 11: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
+	31, // 12: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
+	19, // 13: herd.v1.StoredReport.report:type_name -> herd.v1.Report
+	80, // 14: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	36, // 15: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	39, // 16: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
+	39, // 17: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
+	39, // 18: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
+	36, // 19: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	52, // 20: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	58, // 21: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
+	81, // 22: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	82, // 23: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	60, // 24: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
+	60, // 25: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
+	21, // 26: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
+	57, // 27: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
+	57, // 28: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
+	59, // 29: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
+	57, // 30: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
+	69, // 31: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
+	71, // 32: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
+	24, // 33: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
+	77, // 34: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
+	76, // 35: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
+	78, // 36: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
+	5,  // 37: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 38: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 39: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 40: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 41: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 42: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	17, // 43: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	14, // 44: herd.v1.Node.SendReports:input_type -> herd.v1.SendReportsRequest
+	25, // 45: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	27, // 46: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	29, // 47: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	32, // 48: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	34, // 49: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	37, // 50: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	44, // 51: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	46, // 52: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	48, // 53: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	50, // 54: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	53, // 55: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	55, // 56: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	40, // 57: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	42, // 58: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	61, // 59: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	63, // 60: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	65, // 61: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	67, // 62: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	70, // 63: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
+	73, // 64: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
+	75, // 65: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
+	6,  // 66: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 67: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 68: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 69: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 70: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 71: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	18, // 72: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	15, // 73: herd.v1.Node.SendReports:output_type -> herd.v1.SendReportsResponse
+	26, // 74: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	28, // 75: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	30, // 76: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	33, // 77: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	35, // 78: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	38, // 79: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	45, // 80: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	47, // 81: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	49, // 82: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	51, // 83: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	54, // 84: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	56, // 85: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	41, // 86: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	43, // 87: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	62, // 88: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	64, // 89: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	66, // 90: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	68, // 91: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	72, // 92: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	74, // 93: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	79, // 94: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
+	66, // [66:95] is the sub-list for method output_type
+	37, // [37:66] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -5722,7 +5923,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   78,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
