@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -283,4 +285,24 @@ func FuzzSendReports(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestNextCheckinSlot: a node's slot is FNV-1a of its name, as it was
+// with hash/fnv (the inline hash must not move a fleet's slots), at least
+// half an interval ahead and within one and a half.
+func TestNextCheckinSlot(t *testing.T) {
+	t.Parallel()
+	s := &Server{opts: Options{CheckinInterval: 30 * time.Minute}}
+	now := time.Date(2026, 12, 3, 14, 7, 11, 0, time.UTC)
+	for _, node := range []string{"", "a-01", "web-01.example.com", "ünïcode", strings.Repeat("x", 300)} {
+		h := fnv.New64a()
+		h.Write([]byte(node))
+		want := now.Truncate(s.opts.CheckinInterval).Add(time.Duration(h.Sum64() % uint64(s.opts.CheckinInterval)))
+		for want.Before(now.Add(s.opts.CheckinInterval / 2)) {
+			want = want.Add(s.opts.CheckinInterval)
+		}
+		if got := s.nextCheckin(node, now); !got.Equal(want) {
+			t.Errorf("nextCheckin(%q) = %s, want %s", node, got, want)
+		}
+	}
 }
