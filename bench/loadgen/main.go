@@ -53,6 +53,7 @@ type config struct {
 	cpuprofile     string
 	memprofile     string
 	compileWorkers int
+	memLimit       string
 	site           testkit.SyntheticOptions
 	verbose        bool
 	serve          bool
@@ -78,6 +79,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "longest wait of any one step of the fleet scenarios")
 	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to `file` (with -server child, the server's to file.server.1, and file.server.2 after a restart)")
 	flag.StringVar(&c.memprofile, "memprofile", "", "write a heap profile of this process to `file` once the Watch streams are open (with -server child, the server writes its own heap and goroutine profiles beside its CPU profile: -cpuprofile's file.server.1.heap)")
+	flag.StringVar(&c.memLimit, "server-gomemlimit", "", "with -server child: the server's GOMEMLIMIT (a soft memory limit, such as 480MiB; see docs/operations.md)")
 	flag.IntVar(&c.compileWorkers, "compile-workers", 0, "the server's CompileWorkers (0: its default, GOMAXPROCS)")
 	flag.IntVar(&c.site.Roles, "roles", 50, "roles in the synthetic site")
 	flag.IntVar(&c.site.RolesPerNode, "roles-per-node", 10, "roles each node gets")
@@ -199,7 +201,7 @@ func startTarget(ctx context.Context, c config, site, dir string) (*target, erro
 		if c.cpuprofile != "" {
 			prof = c.cpuprofile + ".server"
 		}
-		return child(ctx, site, dir, prof, c.compileWorkers, c.verbose)
+		return child(ctx, site, dir, prof, c.compileWorkers, c.verbose, c.memLimit)
 	}
 	return inProcess(ctx, site, dir, c.compileWorkers, c.verbose)
 }

@@ -101,7 +101,7 @@ func inProcess(ctx context.Context, site, dir string, compileWorkers int, verbos
 
 // child runs the server as this program in -serve mode, in a process of
 // its own.
-func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int, verbose bool) (*target, error) {
+func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int, verbose bool, memLimit string) (*target, error) {
 	t := &target{dir: dir, site: site}
 	var cmd *exec.Cmd
 	launches := 0
@@ -124,6 +124,11 @@ func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int
 			args = append(args, "-compile-workers", strconv.Itoa(compileWorkers))
 		}
 		cmd = exec.Command(self, args...)
+		if memLimit != "" {
+			// The server's alone: the load generator's own heap (the
+			// agents' side of every connection) is larger.
+			cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
+		}
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
