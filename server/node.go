@@ -354,6 +354,9 @@ func (n *nodeService) SendReports(ctx context.Context, req *herdv1.SendReportsRe
 		}
 		todo = append(todo, &pending{r: r, rec: rec})
 	}
+	// One goroutine a report (at most MaxBatchReports a call, under one
+	// admission slot): each only waits for the writer, and waiting
+	// together puts the batch into one commit.
 	var wg sync.WaitGroup
 	for _, p := range todo {
 		wg.Go(func() { p.dup, p.err = s.st.SaveReport(ctx, node, p.rec) })
