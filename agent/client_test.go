@@ -180,6 +180,11 @@ type fakeServer struct {
 	nextCheckin   time.Time
 	rehearsal     *herdv1.Rehearsal // sent with every answer but NEED_FACTS
 	reports       []*herdv1.Report  // every report stored, in order
+	// SendReports: a server older than it answers UNIMPLEMENTED.
+	batches     bool
+	batchCalls  int                              // SendReports calls answered
+	dropAcks    int                              // store this many more batches, then answer UNAVAILABLE (a lost answer)
+	refuseBatch map[string]*herdv1.RefusedReport // run id → refusal, in place of storing it
 }
 
 type checkinRecord struct {
@@ -404,6 +409,40 @@ func (fs *fakeServer) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	fs.last = req.Report
 	fs.reports = append(fs.reports, req.Report)
 	return &herdv1.SendReportResponse{}, nil
+}
+
+func (fs *fakeServer) SendReports(ctx context.Context, req *herdv1.SendReportsRequest) (*herdv1.SendReportsResponse, error) {
+	if _, err := peerNode(ctx); err != nil {
+		return nil, err
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if !fs.batches {
+		return nil, status.Error(codes.Unimplemented, "unknown method SendReports for service herd.v1.Node")
+	}
+	fs.batchCalls++
+	resp := &herdv1.SendReportsResponse{}
+	for _, r := range req.Reports {
+		id := r.GetRunId()
+		if rr := fs.refuseBatch[id]; rr != nil {
+			resp.Refused = append(resp.Refused, rr)
+			continue
+		}
+		fs.receipts[id]++
+		resp.AckedRunIds = append(resp.AckedRunIds, id)
+		if fs.receipts[id] > 1 {
+			resp.DuplicateRunIds = append(resp.DuplicateRunIds, id)
+			continue
+		}
+		fs.stored = append(fs.stored, id)
+		fs.last = r
+		fs.reports = append(fs.reports, r)
+	}
+	if fs.dropAcks > 0 {
+		fs.dropAcks--
+		return nil, status.Error(codes.Unavailable, "the answer was lost")
+	}
+	return resp, nil
 }
 
 func (fs *fakeServer) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamingServer[herdv1.WatchEvent]) error {

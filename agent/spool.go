@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -123,53 +125,159 @@ func cutDown(r *herdv1.Report) *herdv1.Report {
 	return c
 }
 
-// sendSpooled sends the waiting reports, oldest first, one at a time, and
+// Bounds of one SendReports call the agent makes: at most maxBatch
+// reports (the server takes up to 100) and about maxBatchBytes of them
+// (the server's largest message is 16 MiB by default; a report larger
+// than this goes alone). A batch of a backlog is one call and one durable
+// commit on the server instead of one each.
+const (
+	maxBatch      = 64
+	maxBatchBytes = 1 << 20
+)
+
+// sendSpooled sends the waiting reports, oldest first, in batches, and
 // removes each once the server acknowledged it (the server stores a report
 // once by its run id, so a report sent twice after a lost answer is
-// harmless: delivery is at least once here, exactly once there). It stops
-// at the first failure, keeping that report and every later one, so that
-// the order holds. A report the server refuses as invalid would block the
-// spool for ever: it is dropped, and logged.
+// harmless: delivery is at least once here, exactly once there). A server
+// without SendReports (UNIMPLEMENTED: older than the agent) gets them one
+// at a time, as before. It stops at the first failure that may pass,
+// keeping that report and every later one that was not acknowledged. A
+// report the server refuses as invalid would block the spool for ever: it
+// is dropped, and logged.
 func sendSpooled(ctx context.Context, st *State, node herdv1.NodeClient, log *slog.Logger) (sent int, err error) {
+	batched := true
 	for ctx.Err() == nil {
-		runID, b, ok, err := st.oldestSpooled(ctx)
-		if err != nil || !ok {
-			return sent, err
-		}
-		var r herdv1.Report
-		if err := proto.Unmarshal(b, &r); err != nil {
-			log.Error("dropping an unreadable spooled report", "run", runID, "err", err)
-			if err := st.unspool(ctx, runID); err != nil {
+		if !batched {
+			n, more, err := sendOldest(ctx, st, node, log)
+			sent += n
+			if err != nil || !more {
 				return sent, err
 			}
 			continue
 		}
-		err = sendReport(ctx, node, &r)
-		if err != nil {
-			rerr := err
-			err = errors.Unwrap(err)
-			if tooLarge(err) {
-				if cut := cutDown(&r); cut != nil {
-					// Never retried as it is: the cut report replaces it
-					// in the spool, in its place in the order.
-					log.Warn("the server refused a report as too large; sending it without diffs and output", "run", runID, "bytes", len(b))
-					if err := st.respool(context.WithoutCancel(ctx), runID, cut); err != nil {
-						return sent, err
-					}
-					continue
-				}
-				log.Error("the server refused a report as too large even without diffs and output; dropping it", "run", runID, "err", err)
-			} else if re := rerr.(*RPCError); re.Code() != codes.InvalidArgument {
-				return sent, rerr
-			} else {
-				log.Error("the server refused a report as invalid; dropping it", "run", runID, "err", err)
-			}
-		} else {
-			sent++
-		}
-		if err := st.unspool(context.WithoutCancel(ctx), runID); err != nil {
+		entries, err := st.spooledBatch(ctx, maxBatch, maxBatchBytes)
+		if err != nil || len(entries) == 0 {
 			return sent, err
+		}
+		req := &herdv1.SendReportsRequest{Reports: make([]*herdv1.Report, 0, len(entries))}
+		var unreadable []string
+		for _, e := range entries {
+			var r herdv1.Report
+			if err := proto.Unmarshal(e.report, &r); err != nil {
+				log.Error("dropping an unreadable spooled report", "run", e.runID, "err", err)
+				unreadable = append(unreadable, e.runID)
+				continue
+			}
+			req.Reports = append(req.Reports, &r)
+		}
+		if len(unreadable) > 0 {
+			if err := st.unspoolAll(context.WithoutCancel(ctx), unreadable); err != nil {
+				return sent, err
+			}
+			continue
+		}
+		resp, err := sendBatch(ctx, node, req)
+		switch {
+		case status.Code(errors.Unwrap(err)) == codes.Unimplemented:
+			log.Debug("the server has no SendReports; sending reports one at a time")
+			batched = false
+			continue
+		case err != nil && (tooLarge(errors.Unwrap(err)) || len(req.Reports) == 1 && status.Code(errors.Unwrap(err)) == codes.InvalidArgument):
+			// Larger than the server takes in one message, or a
+			// report refused alone: the oldest goes by itself, where
+			// SendReport's handling applies (cut down when too large,
+			// dropped when invalid); then batches again.
+			n, more, err := sendOldest(ctx, st, node, log)
+			sent += n
+			if err != nil || !more {
+				return sent, err
+			}
+			continue
+		case err != nil && status.Code(errors.Unwrap(err)) == codes.InvalidArgument:
+			// The batch as a whole was refused (a server that takes
+			// fewer at once): one at a time, as before.
+			log.Warn("the server refused a batch of reports; sending them one at a time", "err", err)
+			batched = false
+			continue
+		case err != nil:
+			return sent, err
+		}
+		done := resp.AckedRunIds
+		sent += len(done)
+		var retry error
+		for _, rr := range resp.Refused {
+			serr := status.Error(codes.Code(rr.Code), rr.Reason)
+			if codes.Code(rr.Code) == codes.InvalidArgument {
+				log.Error("the server refused a report as invalid; dropping it", "run", rr.RunId, "err", serr)
+				done = append(done, rr.RunId)
+				continue
+			}
+			if retry == nil {
+				var trailer metadata.MD
+				if rr.RetryAfterMs > 0 {
+					trailer = metadata.Pairs(RetryAfterKey, strconv.FormatInt(rr.RetryAfterMs, 10))
+				}
+				retry = rpcError("sending report "+rr.RunId, serr, trailer)
+			}
+		}
+		if err := st.unspoolAll(context.WithoutCancel(ctx), done); err != nil {
+			return sent, err
+		}
+		if retry != nil {
+			return sent, retry
+		}
+		if len(done) == 0 {
+			// Nothing acknowledged nor refused: a server that answers
+			// so would be asked the same for ever.
+			return sent, fmt.Errorf("sending %d reports: the server acknowledged none of them", len(req.Reports))
 		}
 	}
 	return sent, ctx.Err()
+}
+
+// sendBatch sends one batch of reports.
+func sendBatch(ctx context.Context, node herdv1.NodeClient, req *herdv1.SendReportsRequest) (*herdv1.SendReportsResponse, error) {
+	var trailer metadata.MD
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := node.SendReports(ctx, req, grpc.Trailer(&trailer))
+	if err != nil {
+		return nil, rpcError(fmt.Sprintf("sending %d reports", len(req.Reports)), err, trailer)
+	}
+	return resp, nil
+}
+
+// sendOldest sends the oldest waiting report alone with SendReport; more
+// is false when the spool is empty.
+func sendOldest(ctx context.Context, st *State, node herdv1.NodeClient, log *slog.Logger) (sent int, more bool, err error) {
+	runID, b, ok, err := st.oldestSpooled(ctx)
+	if err != nil || !ok {
+		return 0, false, err
+	}
+	var r herdv1.Report
+	if err := proto.Unmarshal(b, &r); err != nil {
+		log.Error("dropping an unreadable spooled report", "run", runID, "err", err)
+		return 0, true, st.unspool(ctx, runID)
+	}
+	err = sendReport(ctx, node, &r)
+	if err != nil {
+		rerr := err
+		err = errors.Unwrap(err)
+		if tooLarge(err) {
+			if cut := cutDown(&r); cut != nil {
+				// Never retried as it is: the cut report replaces it
+				// in the spool, in its place in the order.
+				log.Warn("the server refused a report as too large; sending it without diffs and output", "run", runID, "bytes", len(b))
+				return 0, true, st.respool(context.WithoutCancel(ctx), runID, cut)
+			}
+			log.Error("the server refused a report as too large even without diffs and output; dropping it", "run", runID, "err", err)
+		} else if re := rerr.(*RPCError); re.Code() != codes.InvalidArgument {
+			return 0, true, rerr
+		} else {
+			log.Error("the server refused a report as invalid; dropping it", "run", runID, "err", err)
+		}
+	} else {
+		sent++
+	}
+	return sent, true, st.unspool(context.WithoutCancel(ctx), runID)
 }

@@ -638,6 +638,62 @@ func (s *State) oldestSpooled(ctx context.Context) (runID string, b []byte, ok b
 	return runID, b, true, nil
 }
 
+// spooled is one waiting report, as stored.
+type spooled struct {
+	runID  string
+	report []byte
+}
+
+// spooledBatch returns the oldest waiting reports, at most n of them and
+// about maxBytes: always the oldest one, however large, then those that
+// fit.
+func (s *State) spooledBatch(ctx context.Context, n, maxBytes int) ([]spooled, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT run_id, report FROM report_spool ORDER BY seq LIMIT ?`, n)
+	if err != nil {
+		return nil, fmt.Errorf("reading the report spool: %w", err)
+	}
+	defer rows.Close()
+	var out []spooled
+	size := 0
+	for rows.Next() {
+		var e spooled
+		if err := rows.Scan(&e.runID, &e.report); err != nil {
+			return nil, fmt.Errorf("reading the report spool: %w", err)
+		}
+		if len(out) > 0 && size+len(e.report) > maxBytes {
+			break
+		}
+		size += len(e.report)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the report spool: %w", err)
+	}
+	return out, nil
+}
+
+// unspoolAll removes the reports of runIDs in one transaction: one sync
+// for a batch the server acknowledged.
+func (s *State) unspoolAll(ctx context.Context, runIDs []string) error {
+	if len(runIDs) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("unspooling %d reports: %w", len(runIDs), err)
+	}
+	defer tx.Rollback()
+	for _, id := range runIDs {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM report_spool WHERE run_id = ?`, id); err != nil {
+			return fmt.Errorf("unspooling report %s: %w", id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("unspooling %d reports: %w", len(runIDs), err)
+	}
+	return nil
+}
+
 // respool replaces a spooled report, keeping its place in the order.
 func (s *State) respool(ctx context.Context, runID string, r *herdv1.Report) error {
 	b, err := proto.Marshal(r)

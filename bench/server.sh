@@ -7,7 +7,8 @@
 #
 # Part 1 (server in process, CPU profile in $OUT/throughput.prof):
 # unchanged check-ins/s, catalog fetches/s, reports/s (no change, and 100
-# events), store size per node after 30 days of 30-minute runs.
+# events; one a SendReport call, and BATCH a SendReports call as an agent
+# sends its spool), store size per node after 30 days of 30-minute runs.
 # Part 2 (server in a child process, so that its RSS is its own; profile
 # of the server in $OUT/fleet.prof.server.1 and .2): WATCHERS agents holding Watch
 # streams: server RSS, commit → fleet converged, reconnect storm after a
@@ -18,7 +19,7 @@
 # (each agent holds a connection).
 #
 # Knobs: AGENTS=512 CONCURRENCY=128 DURATION=10s COUNT=3 WATCHERS=10000
-#        STORAGE_NODES=50 STORAGE_RUNS=1440 PARTS="1 2" OUT=bench/out
+#        STORAGE_NODES=50 STORAGE_RUNS=1440 BATCH=32 PARTS="1 2" OUT=bench/out
 set -euo pipefail
 AGENTS=${AGENTS:-512}
 CONCURRENCY=${CONCURRENCY:-128}
@@ -27,6 +28,7 @@ COUNT=${COUNT:-3}
 WATCHERS=${WATCHERS:-10000}
 STORAGE_NODES=${STORAGE_NODES:-50}
 STORAGE_RUNS=${STORAGE_RUNS:-1440}
+BATCH=${BATCH:-32}
 PARTS=${PARTS:-1 2}
 
 cd "$(dirname "$0")/.."
@@ -41,8 +43,8 @@ for part in $PARTS; do
 	1)
 		echo
 		echo "## part 1: throughput and storage (server in process)"
-		"$OUT/loadgen" -server inproc -scenarios checkin,fetch,report,report100,storage \
-			-agents "$AGENTS" -concurrency "$CONCURRENCY" -duration "$DURATION" -count "$COUNT" \
+		"$OUT/loadgen" -server inproc -scenarios checkin,fetch,report,report100,batch,batch100,storage \
+			-batch "$BATCH" -agents "$AGENTS" -concurrency "$CONCURRENCY" -duration "$DURATION" -count "$COUNT" \
 			-storage-nodes "$STORAGE_NODES" -storage-runs "$STORAGE_RUNS" \
 			-cpuprofile "$OUT/throughput.prof"
 		;;

@@ -31,10 +31,11 @@ var methodRoles = map[string]role{
 	herdv1.Enroll_Enroll_FullMethodName: anyone,
 	herdv1.Enroll_Renew_FullMethodName:  nodeRole,
 
-	herdv1.Node_Checkin_FullMethodName:    nodeRole,
-	herdv1.Node_GetFile_FullMethodName:    nodeRole,
-	herdv1.Node_SendReport_FullMethodName: nodeRole,
-	herdv1.Node_Watch_FullMethodName:      nodeRole,
+	herdv1.Node_Checkin_FullMethodName:     nodeRole,
+	herdv1.Node_GetFile_FullMethodName:     nodeRole,
+	herdv1.Node_SendReport_FullMethodName:  nodeRole,
+	herdv1.Node_Watch_FullMethodName:       nodeRole,
+	herdv1.Node_SendReports_FullMethodName: nodeRole,
 
 	herdv1.Admin_ListNodes_FullMethodName:         adminRole,
 	herdv1.Admin_GetFacts_FullMethodName:          adminRole,

@@ -134,6 +134,41 @@ func BenchmarkSendReport(b *testing.B) {
 	}
 }
 
+// BenchmarkSendReports: batches of 32 reports (as an agent sends its
+// spool) answered once durable; reports/s counts reports, not calls.
+func BenchmarkSendReports(b *testing.B) {
+	const batch = 32
+	changed := make([]*herdv1.Event, 100)
+	for i := range changed {
+		changed[i] = &herdv1.Event{Id: fmt.Sprintf("file:/etc/app/%d.conf", i), Type: "file", Status: "changed", DurationNs: int64(2 * time.Millisecond),
+			Changes: []*herdv1.Change{{Attr: "content", From: "sha256:1111", To: "sha256:2222", Diff: "--- a\n+++ b\n@@ -1 +1 @@\n-workers = 2\n+workers = 4\n", Action: "update"}}}
+	}
+	for _, bc := range []struct {
+		name   string
+		events []*herdv1.Event
+	}{{"NoChange", nil}, {"Events100", changed}} {
+		b.Run(bc.name, func(b *testing.B) {
+			nodes := benchFleet(b)
+			ctx := context.Background()
+			runParallel(b, nodes, func(n benchNode, seq int64) error {
+				req := &herdv1.SendReportsRequest{Reports: make([]*herdv1.Report, batch)}
+				for i := range req.Reports {
+					req.Reports[i] = benchReport(seq*batch+int64(i), bc.events)
+				}
+				resp, err := n.c.SendReports(ctx, req)
+				if err != nil {
+					return err
+				}
+				if len(resp.AckedRunIds) != batch || len(resp.DuplicateRunIds) != 0 {
+					return fmt.Errorf("batch %d: %d acknowledged, %d duplicates, refused %v", seq, len(resp.AckedRunIds), len(resp.DuplicateRunIds), resp.Refused)
+				}
+				return nil
+			})
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "reports/s")
+		})
+	}
+}
+
 // The helpers below are startServer, enroll, dial and factsJSON of
 // server_test.go for a testing.TB (those take a *testing.T).
 

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+
+	"github.com/herdcm/herd/api/herdv1"
 )
 
 // metrics are the server's Prometheus metrics. They count and time; no
@@ -34,6 +36,12 @@ type metrics struct {
 	envFailing   *prometheus.GaugeVec
 	siteLoadedAt prometheus.Gauge
 	refusedConns *prometheus.CounterVec // by reason
+
+	// The series every call touches, looked up once here rather than
+	// by label on every call (a hash of the labels and a lock each).
+	rpcTimeOf  map[string]prometheus.Observer // by full method, every row of methodRoles
+	checkinsOf map[herdv1.CheckinResponse_Status]prometheus.Counter
+	reportsOf  [2]prometheus.Counter // stored, duplicate
 }
 
 func newMetrics() *metrics {
@@ -96,7 +104,26 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.refusedConns, m.checkins, m.compiles, m.compileErrors, m.compileTime, m.reports, m.rpcTime,
 		m.denied, m.overloaded, m.quotaRefused, m.watchers, m.siteLoads, m.siteFailing, m.siteServed, m.siteLoadedAt, m.environments, m.envFailing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.rpcTimeOf = make(map[string]prometheus.Observer, len(methodRoles))
+	for method := range methodRoles {
+		m.rpcTimeOf[method] = m.rpcTime.WithLabelValues(method)
+	}
+	m.checkinsOf = map[herdv1.CheckinResponse_Status]prometheus.Counter{}
+	for v := range herdv1.CheckinResponse_Status_name {
+		st := herdv1.CheckinResponse_Status(v)
+		m.checkinsOf[st] = m.checkins.WithLabelValues(st.String())
+	}
+	m.reportsOf = [2]prometheus.Counter{m.reports.WithLabelValues("stored"), m.reports.WithLabelValues("duplicate")}
 	return m
+}
+
+// checkin counts a check-in answered with st.
+func (m *metrics) checkin(st herdv1.CheckinResponse_Status) {
+	if c, ok := m.checkinsOf[st]; ok {
+		c.Inc()
+		return
+	}
+	m.checkins.WithLabelValues(st.String()).Inc()
 }
 
 // setServed records the version being served; the previous version's
@@ -111,7 +138,11 @@ func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServ
 	received(ctx)
 	start := time.Now()
 	resp, err := handler(ctx, req)
-	s.metrics.rpcTime.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+	o, ok := s.metrics.rpcTimeOf[info.FullMethod]
+	if !ok {
+		o = s.metrics.rpcTime.WithLabelValues(info.FullMethod)
+	}
+	o.Observe(time.Since(start).Seconds())
 	return resp, err
 }
 

@@ -7,8 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -141,7 +142,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 		}
 		resp.Rehearsal = &herdv1.Rehearsal{Catalog: b, Signature: reh.signature, Etag: reh.etag, Version: reh.version}
 	}
-	s.metrics.checkins.WithLabelValues(resp.Status.String()).Inc()
+	s.metrics.checkin(resp.Status)
 	if err := s.st.Checkin(ctx, node, now, req.AgentVersion, time.UnixMilli(resp.NextCheckinUnixMs)); err != nil {
 		s.log.Warn("recording a check-in", "node", node, "err", err)
 	}
@@ -200,9 +201,13 @@ func jsonDepth(b []byte) int {
 // check-ins flatten out by themselves instead of arriving together.
 func (s *Server) nextCheckin(node string, now time.Time) time.Time {
 	iv := s.opts.CheckinInterval
-	h := fnv.New64a()
-	h.Write([]byte(node))
-	offset := time.Duration(h.Sum64() % uint64(iv))
+	// FNV-1a, 64 bits, inline: hash/fnv would allocate on every check-in.
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(node); i++ {
+		h ^= uint64(node[i])
+		h *= 1099511628211
+	}
+	offset := time.Duration(h % uint64(iv))
 	base := now.Truncate(iv).Add(offset)
 	for base.Before(now.Add(iv / 2)) {
 		base = base.Add(iv)
@@ -252,17 +257,8 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	}
 	defer release()
 	r := req.GetReport()
-	if r == nil || r.RunId == "" {
-		return nil, status.Error(codes.InvalidArgument, "a report needs a run id")
-	}
-	if r.Audit && !r.Noop {
-		// An audit report is kept out of the node's last run and applied
-		// catalog: one that says it changed the host would hide a real
-		// run there.
-		return nil, status.Error(codes.InvalidArgument, "an audit report must be a noop run: audit runs change nothing")
-	}
-	if len(r.Events) > s.opts.MaxReportEvents {
-		return nil, status.Errorf(codes.InvalidArgument, "the report has %d events, more than the %d this server accepts", len(r.Events), s.opts.MaxReportEvents)
+	if err := s.checkReport(r); err != nil {
+		return nil, err
 	}
 	if err := s.spend(ctx, node, "reports", proto.Size(r)); err != nil {
 		return nil, err
@@ -275,17 +271,125 @@ func (n *nodeService) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "storing the report: %v", err)
 	}
-	if dup {
-		s.metrics.reports.WithLabelValues("duplicate").Inc()
-	} else {
-		s.metrics.reports.WithLabelValues("stored").Inc()
-		// The rollout's health reads stored reports only, once each.
-		services := r.Services
-		s.noteServices(node, rec, services)
-		s.eachController(func(c *controller) error { c.report(node, rec, services); return nil })
-		s.audits.reported(node, rec)
-	}
+	s.reported(node, rec, r, dup)
 	return &herdv1.SendReportResponse{Duplicate: dup}, nil
+}
+
+// checkReport is what a report must be, alone or in a batch, before its
+// quota is spent.
+func (s *Server) checkReport(r *herdv1.Report) error {
+	if r == nil || r.RunId == "" {
+		return status.Error(codes.InvalidArgument, "a report needs a run id")
+	}
+	if r.Audit && !r.Noop {
+		// An audit report is kept out of the node's last run and applied
+		// catalog: one that says it changed the host would hide a real
+		// run there.
+		return status.Error(codes.InvalidArgument, "an audit report must be a noop run: audit runs change nothing")
+	}
+	if len(r.Events) > s.opts.MaxReportEvents {
+		return status.Errorf(codes.InvalidArgument, "the report has %d events, more than the %d this server accepts", len(r.Events), s.opts.MaxReportEvents)
+	}
+	return nil
+}
+
+// reported tells the rest of the server of a durable report.
+func (s *Server) reported(node string, rec store.Report, r *herdv1.Report, dup bool) {
+	if dup {
+		s.metrics.reportsOf[1].Inc()
+		return
+	}
+	s.metrics.reportsOf[0].Inc()
+	// The rollout's health reads stored reports only, once each.
+	services := r.Services
+	s.noteServices(node, rec, services)
+	s.eachController(func(c *controller) error { c.report(node, rec, services); return nil })
+	s.audits.reported(node, rec)
+}
+
+// MaxBatchReports bounds the reports of one SendReports call; its bytes
+// are bounded by Options.MaxMessageBytes, as every message's are. An agent
+// sends at most this many (agent.maxBatch is smaller).
+const MaxBatchReports = 100
+
+// SendReports stores a batch of reports. Each is checked, charged to the
+// node's quota and stored as SendReport does it, alone: one refused is
+// named with its reason and the rest go on. The writes join the store's
+// group commit together (the store keeps a node's last run by start time,
+// not by arrival, so their order within the commit does not matter), and
+// the answer comes once they are durable: a batch costs one wait for a
+// commit instead of one a report.
+func (n *nodeService) SendReports(ctx context.Context, req *herdv1.SendReportsRequest) (*herdv1.SendReportsResponse, error) {
+	s := n.s
+	node := caller(ctx).name
+	if len(req.Reports) > MaxBatchReports {
+		return nil, status.Errorf(codes.InvalidArgument, "the batch has %d reports, more than the %d this server takes in one call", len(req.Reports), MaxBatchReports)
+	}
+	release, err := s.admit(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	resp := &herdv1.SendReportsResponse{}
+	refuse := func(runID string, err error, wait time.Duration) {
+		rr := &herdv1.RefusedReport{RunId: runID, Code: int32(status.Code(err)), Reason: status.Convert(err).Message()}
+		if wait > 0 {
+			rr.RetryAfterMs = wait.Milliseconds() + 500 + rand.Int64N(2500)
+		}
+		resp.Refused = append(resp.Refused, rr)
+	}
+	type pending struct {
+		r   *herdv1.Report
+		rec store.Report
+		dup bool
+		err error
+	}
+	todo := make([]*pending, 0, len(req.Reports))
+	seen := make(map[string]bool, len(req.Reports))
+	for i, r := range req.Reports {
+		if err := s.checkReport(r); err != nil {
+			refuse(r.GetRunId(), status.Errorf(codes.InvalidArgument, "report %d of the batch: %s", i, status.Convert(err).Message()), 0)
+			continue
+		}
+		if seen[r.RunId] {
+			refuse(r.RunId, status.Errorf(codes.InvalidArgument, "report %d of the batch: run %s is in the batch twice", i, r.RunId), 0)
+			continue
+		}
+		seen[r.RunId] = true
+		if wait, err := s.take(node, "reports", proto.Size(r)); err != nil {
+			if wait > 0 {
+				s.metrics.quotaRefused.WithLabelValues("reports").Inc()
+			}
+			refuse(r.RunId, err, wait)
+			continue
+		}
+		rec, err := storeReport(node, r)
+		if err != nil {
+			refuse(r.RunId, status.Errorf(codes.InvalidArgument, "report: %v", err), 0)
+			continue
+		}
+		todo = append(todo, &pending{r: r, rec: rec})
+	}
+	// One goroutine a report (at most MaxBatchReports a call, under one
+	// admission slot): each only waits for the writer, and waiting
+	// together puts the batch into one commit.
+	var wg sync.WaitGroup
+	for _, p := range todo {
+		wg.Go(func() { p.dup, p.err = s.st.SaveReport(ctx, node, p.rec) })
+	}
+	wg.Wait()
+	for _, p := range todo {
+		if p.err != nil {
+			refuse(p.r.RunId, status.Errorf(codes.Unavailable, "storing the report: %v", p.err), 0)
+			continue
+		}
+		resp.AckedRunIds = append(resp.AckedRunIds, p.r.RunId)
+		if p.dup {
+			resp.DuplicateRunIds = append(resp.DuplicateRunIds, p.r.RunId)
+		}
+		s.reported(node, p.rec, p.r, p.dup)
+	}
+	return resp, nil
 }
 
 // storeReport converts a wire report into the store's shape. Changes are

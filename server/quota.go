@@ -98,22 +98,33 @@ func (s *Server) admit(ctx context.Context, node string) (func(), error) {
 // spend takes n bytes of node's quota of kind, or answers
 // RESOURCE_EXHAUSTED with the time until they are there.
 func (s *Server) spend(ctx context.Context, node string, kind string, n int) error {
+	wait, err := s.take(node, kind, n)
+	if wait > 0 {
+		s.metrics.quotaRefused.WithLabelValues(kind).Inc()
+		return retryLater(ctx, wait, "%s", status.Convert(err).Message())
+	}
+	return err
+}
+
+// take takes n bytes of node's quota of kind. Past the quota it returns
+// the time until they are there with a RESOURCE_EXHAUSTED error; n larger
+// than an hour's quota is INVALID_ARGUMENT, with no wait: it never fits.
+func (s *Server) take(node string, kind string, n int) (time.Duration, error) {
 	l := s.limitsOf(node)
 	b, perHour := &l.reports, s.opts.ReportBytesPerHour
 	if kind == "facts" {
 		b, perHour = &l.factsChanges, s.opts.FactsBytesPerHour
 	}
 	if int64(n) > perHour {
-		return status.Errorf(codes.InvalidArgument, "%s of %d bytes are more than the %d bytes an hour this server takes from a node", kind, n, perHour)
+		return 0, status.Errorf(codes.InvalidArgument, "%s of %d bytes are more than the %d bytes an hour this server takes from a node", kind, n, perHour)
 	}
 	l.mu.Lock()
 	ok, wait := b.take(n, perHour, time.Now())
 	l.mu.Unlock()
 	if ok {
-		return nil
+		return 0, nil
 	}
-	s.metrics.quotaRefused.WithLabelValues(kind).Inc()
-	return retryLater(ctx, wait, "node %s sent more %s than the %d bytes an hour this server takes", node, kind, perHour)
+	return max(wait, time.Millisecond), status.Errorf(codes.ResourceExhausted, "node %s sent more %s than the %d bytes an hour this server takes", node, kind, perHour)
 }
 
 // retryLater is RESOURCE_EXHAUSTED with a "retry-after-ms" trailer: at

@@ -458,11 +458,16 @@ func (s *Server) Start(ctx context.Context) error {
 	router := newConnRouter(lis, tlsConf, s.opts.MaxConnections, s.opts.MaxAnonymousConnections, s.opts.AnonymousTimeout, s.log, s.metrics)
 	common := []grpc.ServerOption{
 		grpc.Creds(handshaken{}),
-		// Small per-connection buffers: a fleet is many mostly idle
-		// connections (a Watch stream each), and grpc's 32 KiB defaults
-		// would cost 64 KiB a node. (The write buffer is shared and
-		// released after each flush, grpc's default.)
-		grpc.ReadBufferSize(8 << 10),
+		// Per-connection buffers: a fleet is many mostly idle
+		// connections (a Watch stream each). No read buffer: every
+		// connection is a tls.Conn, which holds the decrypted record
+		// already, so grpc's bufio.Reader on top of it was a second copy
+		// of the same bytes, 8 KiB a node held for the connection's life
+		// (32 KiB by default). The write buffer is taken from a shared
+		// pool for each flush and given back (grpc's default since 1.66),
+		// so it costs nothing while idle; 8 KiB still batches a
+		// check-in's answer into one TLS record.
+		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(8 << 10),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),

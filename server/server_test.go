@@ -54,7 +54,7 @@ when = "node == 'a-01'"
 	"files/a-01.txt":   "secret of a-01\n",
 }
 
-func writeFiles(t *testing.T, dir string, files map[string]string) {
+func writeFiles(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		p := filepath.Join(dir, filepath.FromSlash(name))

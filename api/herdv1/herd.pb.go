@@ -887,6 +887,188 @@ func (x *SendReportResponse) GetDuplicate() bool {
 	return false
 }
 
+type SendReportsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most the server's batch size (100 by default); the whole message
+	// is bounded by its largest message size (16 MiB by default).
+	Reports       []*Report `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendReportsRequest) Reset() {
+	*x = SendReportsRequest{}
+	mi := &file_herd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReportsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReportsRequest) ProtoMessage() {}
+
+func (x *SendReportsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReportsRequest.ProtoReflect.Descriptor instead.
+func (*SendReportsRequest) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SendReportsRequest) GetReports() []*Report {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+type SendReportsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run ids that are durable now: stored by this call, or stored
+	// before (a retry; also listed in duplicate_run_ids).
+	AckedRunIds     []string `protobuf:"bytes,1,rep,name=acked_run_ids,json=ackedRunIds,proto3" json:"acked_run_ids,omitempty"`
+	DuplicateRunIds []string `protobuf:"bytes,2,rep,name=duplicate_run_ids,json=duplicateRunIds,proto3" json:"duplicate_run_ids,omitempty"`
+	// The reports that were not stored, each with why.
+	Refused       []*RefusedReport `protobuf:"bytes,3,rep,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendReportsResponse) Reset() {
+	*x = SendReportsResponse{}
+	mi := &file_herd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReportsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReportsResponse) ProtoMessage() {}
+
+func (x *SendReportsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReportsResponse.ProtoReflect.Descriptor instead.
+func (*SendReportsResponse) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SendReportsResponse) GetAckedRunIds() []string {
+	if x != nil {
+		return x.AckedRunIds
+	}
+	return nil
+}
+
+func (x *SendReportsResponse) GetDuplicateRunIds() []string {
+	if x != nil {
+		return x.DuplicateRunIds
+	}
+	return nil
+}
+
+func (x *SendReportsResponse) GetRefused() []*RefusedReport {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+// RefusedReport is one report of a batch the server did not store.
+type RefusedReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The gRPC status code SendReport would have answered: INVALID_ARGUMENT
+	// never succeeds as it is (drop it); RESOURCE_EXHAUSTED (the node's
+	// report quota) and UNAVAILABLE may, later.
+	Code   int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When code is RESOURCE_EXHAUSTED: try again after this long.
+	RetryAfterMs  int64 `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefusedReport) Reset() {
+	*x = RefusedReport{}
+	mi := &file_herd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefusedReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefusedReport) ProtoMessage() {}
+
+func (x *RefusedReport) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefusedReport.ProtoReflect.Descriptor instead.
+func (*RefusedReport) Descriptor() ([]byte, []int) {
+	return file_herd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RefusedReport) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RefusedReport) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RefusedReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RefusedReport) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The etag the node holds; a different current etag is sent at once.
@@ -897,7 +1079,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1091,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[12]
+	mi := &file_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1104,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchRequest) GetEtag() string {
@@ -946,7 +1128,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1140,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[13]
+	mi := &file_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1153,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchEvent) GetEtag() string {
@@ -1025,7 +1207,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1219,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[14]
+	mi := &file_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1232,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Report) GetRunId() string {
@@ -1145,7 +1327,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1339,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[15]
+	mi := &file_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1352,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServiceHealth) GetName() string {
@@ -1213,7 +1395,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1407,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[16]
+	mi := &file_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1420,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Summary) GetResources() int32 {
@@ -1315,7 +1497,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1509,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[17]
+	mi := &file_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1522,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetId() string {
@@ -1427,7 +1609,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1621,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[18]
+	mi := &file_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1634,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Change) GetAttr() string {
@@ -1532,7 +1714,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1726,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[19]
+	mi := &file_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1739,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1684,7 +1866,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1878,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[20]
+	mi := &file_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1891,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListNodesRequest) GetPageSize() int32 {
@@ -1751,7 +1933,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1945,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[21]
+	mi := &file_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1958,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1802,7 +1984,7 @@ type GetFactsRequest struct {
 
 func (x *GetFactsRequest) Reset() {
 	*x = GetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +1996,7 @@ func (x *GetFactsRequest) String() string {
 func (*GetFactsRequest) ProtoMessage() {}
 
 func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[22]
+	mi := &file_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2009,7 @@ func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetFactsRequest) GetNode() string {
@@ -1847,7 +2029,7 @@ type GetFactsResponse struct {
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2041,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[23]
+	mi := &file_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2054,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetFactsResponse) GetFactsJson() []byte {
@@ -1904,7 +2086,7 @@ type ListReportsRequest struct {
 
 func (x *ListReportsRequest) Reset() {
 	*x = ListReportsRequest{}
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2098,7 @@ func (x *ListReportsRequest) String() string {
 func (*ListReportsRequest) ProtoMessage() {}
 
 func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[24]
+	mi := &file_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2111,7 @@ func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsRequest.ProtoReflect.Descriptor instead.
 func (*ListReportsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListReportsRequest) GetNode() string {
@@ -1971,7 +2153,7 @@ type ListReportsResponse struct {
 
 func (x *ListReportsResponse) Reset() {
 	*x = ListReportsResponse{}
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2165,7 @@ func (x *ListReportsResponse) String() string {
 func (*ListReportsResponse) ProtoMessage() {}
 
 func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[25]
+	mi := &file_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2178,7 @@ func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsResponse.ProtoReflect.Descriptor instead.
 func (*ListReportsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListReportsResponse) GetReports() []*StoredReport {
@@ -2024,7 +2206,7 @@ type StoredReport struct {
 
 func (x *StoredReport) Reset() {
 	*x = StoredReport{}
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2218,7 @@ func (x *StoredReport) String() string {
 func (*StoredReport) ProtoMessage() {}
 
 func (x *StoredReport) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[26]
+	mi := &file_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2231,7 @@ func (x *StoredReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredReport.ProtoReflect.Descriptor instead.
 func (*StoredReport) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StoredReport) GetNode() string {
@@ -2082,7 +2264,7 @@ type GetCatalogRequest struct {
 
 func (x *GetCatalogRequest) Reset() {
 	*x = GetCatalogRequest{}
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2276,7 @@ func (x *GetCatalogRequest) String() string {
 func (*GetCatalogRequest) ProtoMessage() {}
 
 func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[27]
+	mi := &file_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2289,7 @@ func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetCatalogRequest) GetNode() string {
@@ -2127,7 +2309,7 @@ type GetCatalogResponse struct {
 
 func (x *GetCatalogResponse) Reset() {
 	*x = GetCatalogResponse{}
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2321,7 @@ func (x *GetCatalogResponse) String() string {
 func (*GetCatalogResponse) ProtoMessage() {}
 
 func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[28]
+	mi := &file_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2334,7 @@ func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetCatalogResponse) GetCatalog() []byte {
@@ -2177,7 +2359,7 @@ type SiteStatusRequest struct {
 
 func (x *SiteStatusRequest) Reset() {
 	*x = SiteStatusRequest{}
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2371,7 @@ func (x *SiteStatusRequest) String() string {
 func (*SiteStatusRequest) ProtoMessage() {}
 
 func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[29]
+	mi := &file_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2384,7 @@ func (x *SiteStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusRequest.ProtoReflect.Descriptor instead.
 func (*SiteStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_proto_rawDescGZIP(), []int{32}
 }
 
 type SiteStatusResponse struct {
@@ -2233,7 +2415,7 @@ type SiteStatusResponse struct {
 
 func (x *SiteStatusResponse) Reset() {
 	*x = SiteStatusResponse{}
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2427,7 @@ func (x *SiteStatusResponse) String() string {
 func (*SiteStatusResponse) ProtoMessage() {}
 
 func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[30]
+	mi := &file_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2440,7 @@ func (x *SiteStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteStatusResponse.ProtoReflect.Descriptor instead.
 func (*SiteStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SiteStatusResponse) GetVersion() string {
@@ -2334,7 +2516,7 @@ type EnvironmentStatus struct {
 
 func (x *EnvironmentStatus) Reset() {
 	*x = EnvironmentStatus{}
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2528,7 @@ func (x *EnvironmentStatus) String() string {
 func (*EnvironmentStatus) ProtoMessage() {}
 
 func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[31]
+	mi := &file_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2541,7 @@ func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentStatus.ProtoReflect.Descriptor instead.
 func (*EnvironmentStatus) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnvironmentStatus) GetName() string {
@@ -2432,7 +2614,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2626,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[32]
+	mi := &file_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2639,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Certificate) GetName() string {
@@ -2528,7 +2710,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2722,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[33]
+	mi := &file_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2735,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListCertificatesRequest) GetPageSize() int32 {
@@ -2581,7 +2763,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2775,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[34]
+	mi := &file_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2788,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -2644,7 +2826,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2838,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[35]
+	mi := &file_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2851,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Authority) GetSubject() string {
@@ -2729,7 +2911,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2923,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[36]
+	mi := &file_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2936,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_proto_rawDescGZIP(), []int{39}
 }
 
 type RotateCAResponse struct {
@@ -2769,7 +2951,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +2963,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[37]
+	mi := &file_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +2976,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RotateCAResponse) GetCurrent() *Authority {
@@ -2826,7 +3008,7 @@ type ListAuthoritiesRequest struct {
 
 func (x *ListAuthoritiesRequest) Reset() {
 	*x = ListAuthoritiesRequest{}
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2838,7 +3020,7 @@ func (x *ListAuthoritiesRequest) String() string {
 func (*ListAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[38]
+	mi := &file_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2851,7 +3033,7 @@ func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_proto_rawDescGZIP(), []int{41}
 }
 
 type ListAuthoritiesResponse struct {
@@ -2865,7 +3047,7 @@ type ListAuthoritiesResponse struct {
 
 func (x *ListAuthoritiesResponse) Reset() {
 	*x = ListAuthoritiesResponse{}
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +3059,7 @@ func (x *ListAuthoritiesResponse) String() string {
 func (*ListAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[39]
+	mi := &file_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +3072,7 @@ func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
@@ -2918,7 +3100,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3112,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[40]
+	mi := &file_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3125,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SignCertificateRequest) GetName() string {
@@ -2969,7 +3151,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3163,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[41]
+	mi := &file_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3176,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SignCertificateResponse) GetCertificate() *Certificate {
@@ -3013,7 +3195,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3207,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[42]
+	mi := &file_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3220,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeCertificateRequest) GetName() string {
@@ -3056,7 +3238,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3068,7 +3250,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[43]
+	mi := &file_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3081,7 +3263,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_proto_rawDescGZIP(), []int{46}
 }
 
 type CreateJoinTokenRequest struct {
@@ -3096,7 +3278,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3290,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[44]
+	mi := &file_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3303,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateJoinTokenRequest) GetNamePattern() string {
@@ -3157,7 +3339,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3351,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[45]
+	mi := &file_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3364,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -3215,7 +3397,7 @@ type RejectCertificateRequest struct {
 
 func (x *RejectCertificateRequest) Reset() {
 	*x = RejectCertificateRequest{}
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3227,7 +3409,7 @@ func (x *RejectCertificateRequest) String() string {
 func (*RejectCertificateRequest) ProtoMessage() {}
 
 func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[46]
+	mi := &file_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3240,7 +3422,7 @@ func (x *RejectCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RejectCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RejectCertificateRequest) GetName() string {
@@ -3258,7 +3440,7 @@ type RejectCertificateResponse struct {
 
 func (x *RejectCertificateResponse) Reset() {
 	*x = RejectCertificateResponse{}
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3270,7 +3452,7 @@ func (x *RejectCertificateResponse) String() string {
 func (*RejectCertificateResponse) ProtoMessage() {}
 
 func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[47]
+	mi := &file_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3283,7 +3465,7 @@ func (x *RejectCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RejectCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_proto_rawDescGZIP(), []int{50}
 }
 
 type JoinToken struct {
@@ -3301,7 +3483,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3495,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[48]
+	mi := &file_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3508,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3379,7 +3561,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3391,7 +3573,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[49]
+	mi := &file_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3404,7 +3586,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_proto_rawDescGZIP(), []int{52}
 }
 
 type ListJoinTokensResponse struct {
@@ -3416,7 +3598,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3610,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[50]
+	mi := &file_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3623,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -3460,7 +3642,7 @@ type RevokeJoinTokenRequest struct {
 
 func (x *RevokeJoinTokenRequest) Reset() {
 	*x = RevokeJoinTokenRequest{}
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3472,7 +3654,7 @@ func (x *RevokeJoinTokenRequest) String() string {
 func (*RevokeJoinTokenRequest) ProtoMessage() {}
 
 func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[51]
+	mi := &file_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3485,7 +3667,7 @@ func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RevokeJoinTokenRequest) GetId() string {
@@ -3503,7 +3685,7 @@ type RevokeJoinTokenResponse struct {
 
 func (x *RevokeJoinTokenResponse) Reset() {
 	*x = RevokeJoinTokenResponse{}
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3697,7 @@ func (x *RevokeJoinTokenResponse) String() string {
 func (*RevokeJoinTokenResponse) ProtoMessage() {}
 
 func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[52]
+	mi := &file_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3710,7 @@ func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_proto_rawDescGZIP(), []int{55}
 }
 
 // Rollout is one site version on its way to the fleet.
@@ -3557,7 +3739,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3751,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[53]
+	mi := &file_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3764,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Rollout) GetId() int64 {
@@ -3686,7 +3868,7 @@ type RolloutStage struct {
 
 func (x *RolloutStage) Reset() {
 	*x = RolloutStage{}
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3698,7 +3880,7 @@ func (x *RolloutStage) String() string {
 func (*RolloutStage) ProtoMessage() {}
 
 func (x *RolloutStage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[54]
+	mi := &file_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3711,7 +3893,7 @@ func (x *RolloutStage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStage.ProtoReflect.Descriptor instead.
 func (*RolloutStage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RolloutStage) GetName() string {
@@ -3809,7 +3991,7 @@ type RolloutNode struct {
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3821,7 +4003,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[55]
+	mi := &file_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3834,7 +4016,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RolloutNode) GetNode() string {
@@ -3926,7 +4108,7 @@ type PolicyMessage struct {
 
 func (x *PolicyMessage) Reset() {
 	*x = PolicyMessage{}
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3938,7 +4120,7 @@ func (x *PolicyMessage) String() string {
 func (*PolicyMessage) ProtoMessage() {}
 
 func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[56]
+	mi := &file_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3951,7 +4133,7 @@ func (x *PolicyMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyMessage.ProtoReflect.Descriptor instead.
 func (*PolicyMessage) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PolicyMessage) GetMessage() string {
@@ -3978,7 +4160,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4172,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[57]
+	mi := &file_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4185,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -4030,7 +4212,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4042,7 +4224,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[58]
+	mi := &file_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4055,7 +4237,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -4089,7 +4271,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4101,7 +4283,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[59]
+	mi := &file_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4114,7 +4296,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetRolloutRequest) GetId() int64 {
@@ -4163,7 +4345,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4175,7 +4357,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[60]
+	mi := &file_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4188,7 +4370,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -4226,7 +4408,7 @@ type RolloutActionRequest struct {
 
 func (x *RolloutActionRequest) Reset() {
 	*x = RolloutActionRequest{}
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4238,7 +4420,7 @@ func (x *RolloutActionRequest) String() string {
 func (*RolloutActionRequest) ProtoMessage() {}
 
 func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[61]
+	mi := &file_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4251,7 +4433,7 @@ func (x *RolloutActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionRequest.ProtoReflect.Descriptor instead.
 func (*RolloutActionRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RolloutActionRequest) GetId() int64 {
@@ -4284,7 +4466,7 @@ type RolloutActionResponse struct {
 
 func (x *RolloutActionResponse) Reset() {
 	*x = RolloutActionResponse{}
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4478,7 @@ func (x *RolloutActionResponse) String() string {
 func (*RolloutActionResponse) ProtoMessage() {}
 
 func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[62]
+	mi := &file_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4491,7 @@ func (x *RolloutActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutActionResponse.ProtoReflect.Descriptor instead.
 func (*RolloutActionResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RolloutActionResponse) GetRollout() *Rollout {
@@ -4335,7 +4517,7 @@ type RolloutDiffRequest struct {
 
 func (x *RolloutDiffRequest) Reset() {
 	*x = RolloutDiffRequest{}
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4347,7 +4529,7 @@ func (x *RolloutDiffRequest) String() string {
 func (*RolloutDiffRequest) ProtoMessage() {}
 
 func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[63]
+	mi := &file_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4360,7 +4542,7 @@ func (x *RolloutDiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffRequest.ProtoReflect.Descriptor instead.
 func (*RolloutDiffRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RolloutDiffRequest) GetId() int64 {
@@ -4412,7 +4594,7 @@ type RolloutDiffResponse struct {
 
 func (x *RolloutDiffResponse) Reset() {
 	*x = RolloutDiffResponse{}
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4424,7 +4606,7 @@ func (x *RolloutDiffResponse) String() string {
 func (*RolloutDiffResponse) ProtoMessage() {}
 
 func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[64]
+	mi := &file_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4437,7 +4619,7 @@ func (x *RolloutDiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutDiffResponse.ProtoReflect.Descriptor instead.
 func (*RolloutDiffResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RolloutDiffResponse) GetChanges() []*NodeChange {
@@ -4478,7 +4660,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4490,7 +4672,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[65]
+	mi := &file_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4503,7 +4685,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -4535,7 +4717,7 @@ type FleetFactsRequest struct {
 
 func (x *FleetFactsRequest) Reset() {
 	*x = FleetFactsRequest{}
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4729,7 @@ func (x *FleetFactsRequest) String() string {
 func (*FleetFactsRequest) ProtoMessage() {}
 
 func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[66]
+	mi := &file_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4742,7 @@ func (x *FleetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsRequest.ProtoReflect.Descriptor instead.
 func (*FleetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FleetFactsRequest) GetFact() string {
@@ -4609,7 +4791,7 @@ type FleetFact struct {
 
 func (x *FleetFact) Reset() {
 	*x = FleetFact{}
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4621,7 +4803,7 @@ func (x *FleetFact) String() string {
 func (*FleetFact) ProtoMessage() {}
 
 func (x *FleetFact) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[67]
+	mi := &file_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4634,7 +4816,7 @@ func (x *FleetFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFact.ProtoReflect.Descriptor instead.
 func (*FleetFact) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FleetFact) GetNode() string {
@@ -4661,7 +4843,7 @@ type FleetFactsResponse struct {
 
 func (x *FleetFactsResponse) Reset() {
 	*x = FleetFactsResponse{}
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4673,7 +4855,7 @@ func (x *FleetFactsResponse) String() string {
 func (*FleetFactsResponse) ProtoMessage() {}
 
 func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[68]
+	mi := &file_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4686,7 +4868,7 @@ func (x *FleetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetFactsResponse.ProtoReflect.Descriptor instead.
 func (*FleetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *FleetFactsResponse) GetFacts() []*FleetFact {
@@ -4714,7 +4896,7 @@ type NodeLifecycleRequest struct {
 
 func (x *NodeLifecycleRequest) Reset() {
 	*x = NodeLifecycleRequest{}
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4726,7 +4908,7 @@ func (x *NodeLifecycleRequest) String() string {
 func (*NodeLifecycleRequest) ProtoMessage() {}
 
 func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[69]
+	mi := &file_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4739,7 +4921,7 @@ func (x *NodeLifecycleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleRequest.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *NodeLifecycleRequest) GetNode() string {
@@ -4766,7 +4948,7 @@ type NodeLifecycleResponse struct {
 
 func (x *NodeLifecycleResponse) Reset() {
 	*x = NodeLifecycleResponse{}
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4778,7 +4960,7 @@ func (x *NodeLifecycleResponse) String() string {
 func (*NodeLifecycleResponse) ProtoMessage() {}
 
 func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[70]
+	mi := &file_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4791,7 +4973,7 @@ func (x *NodeLifecycleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLifecycleResponse.ProtoReflect.Descriptor instead.
 func (*NodeLifecycleResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *NodeLifecycleResponse) GetNode() *NodeInfo {
@@ -4819,7 +5001,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4831,7 +5013,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[71]
+	mi := &file_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4844,7 +5026,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AuditRequest) GetControl() string {
@@ -4907,7 +5089,7 @@ type AuditControl struct {
 
 func (x *AuditControl) Reset() {
 	*x = AuditControl{}
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4919,7 +5101,7 @@ func (x *AuditControl) String() string {
 func (*AuditControl) ProtoMessage() {}
 
 func (x *AuditControl) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[72]
+	mi := &file_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4932,7 +5114,7 @@ func (x *AuditControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditControl.ProtoReflect.Descriptor instead.
 func (*AuditControl) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AuditControl) GetId() string {
@@ -5030,7 +5212,7 @@ type AuditEvidence struct {
 
 func (x *AuditEvidence) Reset() {
 	*x = AuditEvidence{}
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5042,7 +5224,7 @@ func (x *AuditEvidence) String() string {
 func (*AuditEvidence) ProtoMessage() {}
 
 func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[73]
+	mi := &file_herd_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5055,7 +5237,7 @@ func (x *AuditEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvidence.ProtoReflect.Descriptor instead.
 func (*AuditEvidence) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AuditEvidence) GetMessage() string {
@@ -5092,7 +5274,7 @@ type AuditResult struct {
 
 func (x *AuditResult) Reset() {
 	*x = AuditResult{}
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5104,7 +5286,7 @@ func (x *AuditResult) String() string {
 func (*AuditResult) ProtoMessage() {}
 
 func (x *AuditResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[74]
+	mi := &file_herd_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5117,7 +5299,7 @@ func (x *AuditResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResult.ProtoReflect.Descriptor instead.
 func (*AuditResult) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *AuditResult) GetNode() string {
@@ -5185,7 +5367,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_herd_proto_msgTypes[75]
+	mi := &file_herd_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5197,7 +5379,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[75]
+	mi := &file_herd_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5210,7 +5392,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{75}
+	return file_herd_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AuditResponse) GetControls() []*AuditControl {
@@ -5259,7 +5441,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_herd_proto_msgTypes[76]
+	mi := &file_herd_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5271,7 +5453,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[76]
+	mi := &file_herd_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5284,7 +5466,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{76}
+	return file_herd_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ExplainRequest) GetNode() string {
@@ -5312,7 +5494,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_herd_proto_msgTypes[77]
+	mi := &file_herd_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5324,7 +5506,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_proto_msgTypes[77]
+	mi := &file_herd_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5337,7 +5519,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_herd_proto_rawDescGZIP(), []int{77}
+	return file_herd_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ExplainResponse) GetExplanationJson() []byte {
@@ -5415,7 +5597,18 @@ const file_herd_proto_rawDesc = "" +
 	"\x11SendReportRequest\x12'\n" +
 	"\x06report\x18\x01 \x01(\v2\x0f.herd.v1.ReportR\x06report\"2\n" +
 	"\x12SendReportResponse\x12\x1c\n" +
-	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"\"\n" +
+	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"?\n" +
+	"\x12SendReportsRequest\x12)\n" +
+	"\areports\x18\x01 \x03(\v2\x0f.herd.v1.ReportR\areports\"\x97\x01\n" +
+	"\x13SendReportsResponse\x12\"\n" +
+	"\racked_run_ids\x18\x01 \x03(\tR\vackedRunIds\x12*\n" +
+	"\x11duplicate_run_ids\x18\x02 \x03(\tR\x0fduplicateRunIds\x120\n" +
+	"\arefused\x18\x03 \x03(\v2\x16.herd.v1.RefusedReportR\arefused\"x\n" +
+	"\rRefusedReport\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12$\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\"\"\n" +
 	"\fWatchRequest\x12\x12\n" +
 	"\x04etag\x18\x01 \x01(\tR\x04etag\"L\n" +
 	"\n" +
@@ -5775,13 +5968,14 @@ const file_herd_proto_rawDesc = "" +
 	"\x05Renew\x12\x15.herd.v1.RenewRequest\x1a\x17.herd.v1.EnrollResponse2N\n" +
 	"\x05Local\x12E\n" +
 	"\n" +
-	"IssueAdmin\x12\x1a.herd.v1.IssueAdminRequest\x1a\x1b.herd.v1.IssueAdminResponse2\xfc\x01\n" +
+	"IssueAdmin\x12\x1a.herd.v1.IssueAdminRequest\x1a\x1b.herd.v1.IssueAdminResponse2\xc6\x02\n" +
 	"\x04Node\x12<\n" +
 	"\aCheckin\x12\x17.herd.v1.CheckinRequest\x1a\x18.herd.v1.CheckinResponse\x128\n" +
 	"\aGetFile\x12\x17.herd.v1.GetFileRequest\x1a\x12.herd.v1.FileChunk0\x01\x12E\n" +
 	"\n" +
 	"SendReport\x12\x1a.herd.v1.SendReportRequest\x1a\x1b.herd.v1.SendReportResponse\x125\n" +
-	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x012\x9c\r\n" +
+	"\x05Watch\x12\x15.herd.v1.WatchRequest\x1a\x13.herd.v1.WatchEvent0\x01\x12H\n" +
+	"\vSendReports\x12\x1b.herd.v1.SendReportsRequest\x1a\x1c.herd.v1.SendReportsResponse2\x9c\r\n" +
 	"\x05Admin\x12B\n" +
 	"\tListNodes\x12\x19.herd.v1.ListNodesRequest\x1a\x1a.herd.v1.ListNodesResponse\x12?\n" +
 	"\bGetFacts\x12\x18.herd.v1.GetFactsRequest\x1a\x19.herd.v1.GetFactsResponse\x12H\n" +
@@ -5823,7 +6017,7 @@ func file_herd_proto_rawDescGZIP() []byte {
 }
 
 var file_herd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_herd_proto_goTypes = []any{
 	(EnrollResponse_Status)(0),        // 0: herd.v1.EnrollResponse.Status
 	(CheckinResponse_Status)(0),       // 1: herd.v1.CheckinResponse.Status
@@ -5839,176 +6033,183 @@ var file_herd_proto_goTypes = []any{
 	(*FileChunk)(nil),                 // 11: herd.v1.FileChunk
 	(*SendReportRequest)(nil),         // 12: herd.v1.SendReportRequest
 	(*SendReportResponse)(nil),        // 13: herd.v1.SendReportResponse
-	(*WatchRequest)(nil),              // 14: herd.v1.WatchRequest
-	(*WatchEvent)(nil),                // 15: herd.v1.WatchEvent
-	(*Report)(nil),                    // 16: herd.v1.Report
-	(*ServiceHealth)(nil),             // 17: herd.v1.ServiceHealth
-	(*Summary)(nil),                   // 18: herd.v1.Summary
-	(*Event)(nil),                     // 19: herd.v1.Event
-	(*Change)(nil),                    // 20: herd.v1.Change
-	(*NodeInfo)(nil),                  // 21: herd.v1.NodeInfo
-	(*ListNodesRequest)(nil),          // 22: herd.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 23: herd.v1.ListNodesResponse
-	(*GetFactsRequest)(nil),           // 24: herd.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),          // 25: herd.v1.GetFactsResponse
-	(*ListReportsRequest)(nil),        // 26: herd.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),       // 27: herd.v1.ListReportsResponse
-	(*StoredReport)(nil),              // 28: herd.v1.StoredReport
-	(*GetCatalogRequest)(nil),         // 29: herd.v1.GetCatalogRequest
-	(*GetCatalogResponse)(nil),        // 30: herd.v1.GetCatalogResponse
-	(*SiteStatusRequest)(nil),         // 31: herd.v1.SiteStatusRequest
-	(*SiteStatusResponse)(nil),        // 32: herd.v1.SiteStatusResponse
-	(*EnvironmentStatus)(nil),         // 33: herd.v1.EnvironmentStatus
-	(*Certificate)(nil),               // 34: herd.v1.Certificate
-	(*ListCertificatesRequest)(nil),   // 35: herd.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),  // 36: herd.v1.ListCertificatesResponse
-	(*Authority)(nil),                 // 37: herd.v1.Authority
-	(*RotateCARequest)(nil),           // 38: herd.v1.RotateCARequest
-	(*RotateCAResponse)(nil),          // 39: herd.v1.RotateCAResponse
-	(*ListAuthoritiesRequest)(nil),    // 40: herd.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),   // 41: herd.v1.ListAuthoritiesResponse
-	(*SignCertificateRequest)(nil),    // 42: herd.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil),   // 43: herd.v1.SignCertificateResponse
-	(*RevokeCertificateRequest)(nil),  // 44: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil), // 45: herd.v1.RevokeCertificateResponse
-	(*CreateJoinTokenRequest)(nil),    // 46: herd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 47: herd.v1.CreateJoinTokenResponse
-	(*RejectCertificateRequest)(nil),  // 48: herd.v1.RejectCertificateRequest
-	(*RejectCertificateResponse)(nil), // 49: herd.v1.RejectCertificateResponse
-	(*JoinToken)(nil),                 // 50: herd.v1.JoinToken
-	(*ListJoinTokensRequest)(nil),     // 51: herd.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),    // 52: herd.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenRequest)(nil),    // 53: herd.v1.RevokeJoinTokenRequest
-	(*RevokeJoinTokenResponse)(nil),   // 54: herd.v1.RevokeJoinTokenResponse
-	(*Rollout)(nil),                   // 55: herd.v1.Rollout
-	(*RolloutStage)(nil),              // 56: herd.v1.RolloutStage
-	(*RolloutNode)(nil),               // 57: herd.v1.RolloutNode
-	(*PolicyMessage)(nil),             // 58: herd.v1.PolicyMessage
-	(*ListRolloutsRequest)(nil),       // 59: herd.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 60: herd.v1.ListRolloutsResponse
-	(*GetRolloutRequest)(nil),         // 61: herd.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),        // 62: herd.v1.GetRolloutResponse
-	(*RolloutActionRequest)(nil),      // 63: herd.v1.RolloutActionRequest
-	(*RolloutActionResponse)(nil),     // 64: herd.v1.RolloutActionResponse
-	(*RolloutDiffRequest)(nil),        // 65: herd.v1.RolloutDiffRequest
-	(*RolloutDiffResponse)(nil),       // 66: herd.v1.RolloutDiffResponse
-	(*NodeChange)(nil),                // 67: herd.v1.NodeChange
-	(*FleetFactsRequest)(nil),         // 68: herd.v1.FleetFactsRequest
-	(*FleetFact)(nil),                 // 69: herd.v1.FleetFact
-	(*FleetFactsResponse)(nil),        // 70: herd.v1.FleetFactsResponse
-	(*NodeLifecycleRequest)(nil),      // 71: herd.v1.NodeLifecycleRequest
-	(*NodeLifecycleResponse)(nil),     // 72: herd.v1.NodeLifecycleResponse
-	(*AuditRequest)(nil),              // 73: herd.v1.AuditRequest
-	(*AuditControl)(nil),              // 74: herd.v1.AuditControl
-	(*AuditEvidence)(nil),             // 75: herd.v1.AuditEvidence
-	(*AuditResult)(nil),               // 76: herd.v1.AuditResult
-	(*AuditResponse)(nil),             // 77: herd.v1.AuditResponse
-	(*ExplainRequest)(nil),            // 78: herd.v1.ExplainRequest
-	(*ExplainResponse)(nil),           // 79: herd.v1.ExplainResponse
-	nil,                               // 80: herd.v1.SiteStatusResponse.CompileErrorsEntry
-	nil,                               // 81: herd.v1.Rollout.CountsEntry
-	nil,                               // 82: herd.v1.RolloutStage.CountsEntry
+	(*SendReportsRequest)(nil),        // 14: herd.v1.SendReportsRequest
+	(*SendReportsResponse)(nil),       // 15: herd.v1.SendReportsResponse
+	(*RefusedReport)(nil),             // 16: herd.v1.RefusedReport
+	(*WatchRequest)(nil),              // 17: herd.v1.WatchRequest
+	(*WatchEvent)(nil),                // 18: herd.v1.WatchEvent
+	(*Report)(nil),                    // 19: herd.v1.Report
+	(*ServiceHealth)(nil),             // 20: herd.v1.ServiceHealth
+	(*Summary)(nil),                   // 21: herd.v1.Summary
+	(*Event)(nil),                     // 22: herd.v1.Event
+	(*Change)(nil),                    // 23: herd.v1.Change
+	(*NodeInfo)(nil),                  // 24: herd.v1.NodeInfo
+	(*ListNodesRequest)(nil),          // 25: herd.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 26: herd.v1.ListNodesResponse
+	(*GetFactsRequest)(nil),           // 27: herd.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),          // 28: herd.v1.GetFactsResponse
+	(*ListReportsRequest)(nil),        // 29: herd.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),       // 30: herd.v1.ListReportsResponse
+	(*StoredReport)(nil),              // 31: herd.v1.StoredReport
+	(*GetCatalogRequest)(nil),         // 32: herd.v1.GetCatalogRequest
+	(*GetCatalogResponse)(nil),        // 33: herd.v1.GetCatalogResponse
+	(*SiteStatusRequest)(nil),         // 34: herd.v1.SiteStatusRequest
+	(*SiteStatusResponse)(nil),        // 35: herd.v1.SiteStatusResponse
+	(*EnvironmentStatus)(nil),         // 36: herd.v1.EnvironmentStatus
+	(*Certificate)(nil),               // 37: herd.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 38: herd.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 39: herd.v1.ListCertificatesResponse
+	(*Authority)(nil),                 // 40: herd.v1.Authority
+	(*RotateCARequest)(nil),           // 41: herd.v1.RotateCARequest
+	(*RotateCAResponse)(nil),          // 42: herd.v1.RotateCAResponse
+	(*ListAuthoritiesRequest)(nil),    // 43: herd.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),   // 44: herd.v1.ListAuthoritiesResponse
+	(*SignCertificateRequest)(nil),    // 45: herd.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil),   // 46: herd.v1.SignCertificateResponse
+	(*RevokeCertificateRequest)(nil),  // 47: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 48: herd.v1.RevokeCertificateResponse
+	(*CreateJoinTokenRequest)(nil),    // 49: herd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 50: herd.v1.CreateJoinTokenResponse
+	(*RejectCertificateRequest)(nil),  // 51: herd.v1.RejectCertificateRequest
+	(*RejectCertificateResponse)(nil), // 52: herd.v1.RejectCertificateResponse
+	(*JoinToken)(nil),                 // 53: herd.v1.JoinToken
+	(*ListJoinTokensRequest)(nil),     // 54: herd.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),    // 55: herd.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),    // 56: herd.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil),   // 57: herd.v1.RevokeJoinTokenResponse
+	(*Rollout)(nil),                   // 58: herd.v1.Rollout
+	(*RolloutStage)(nil),              // 59: herd.v1.RolloutStage
+	(*RolloutNode)(nil),               // 60: herd.v1.RolloutNode
+	(*PolicyMessage)(nil),             // 61: herd.v1.PolicyMessage
+	(*ListRolloutsRequest)(nil),       // 62: herd.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 63: herd.v1.ListRolloutsResponse
+	(*GetRolloutRequest)(nil),         // 64: herd.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),        // 65: herd.v1.GetRolloutResponse
+	(*RolloutActionRequest)(nil),      // 66: herd.v1.RolloutActionRequest
+	(*RolloutActionResponse)(nil),     // 67: herd.v1.RolloutActionResponse
+	(*RolloutDiffRequest)(nil),        // 68: herd.v1.RolloutDiffRequest
+	(*RolloutDiffResponse)(nil),       // 69: herd.v1.RolloutDiffResponse
+	(*NodeChange)(nil),                // 70: herd.v1.NodeChange
+	(*FleetFactsRequest)(nil),         // 71: herd.v1.FleetFactsRequest
+	(*FleetFact)(nil),                 // 72: herd.v1.FleetFact
+	(*FleetFactsResponse)(nil),        // 73: herd.v1.FleetFactsResponse
+	(*NodeLifecycleRequest)(nil),      // 74: herd.v1.NodeLifecycleRequest
+	(*NodeLifecycleResponse)(nil),     // 75: herd.v1.NodeLifecycleResponse
+	(*AuditRequest)(nil),              // 76: herd.v1.AuditRequest
+	(*AuditControl)(nil),              // 77: herd.v1.AuditControl
+	(*AuditEvidence)(nil),             // 78: herd.v1.AuditEvidence
+	(*AuditResult)(nil),               // 79: herd.v1.AuditResult
+	(*AuditResponse)(nil),             // 80: herd.v1.AuditResponse
+	(*ExplainRequest)(nil),            // 81: herd.v1.ExplainRequest
+	(*ExplainResponse)(nil),           // 82: herd.v1.ExplainResponse
+	nil,                               // 83: herd.v1.SiteStatusResponse.CompileErrorsEntry
+	nil,                               // 84: herd.v1.Rollout.CountsEntry
+	nil,                               // 85: herd.v1.RolloutStage.CountsEntry
 }
 var file_herd_proto_depIdxs = []int32{
 	0,  // 0: herd.v1.EnrollResponse.status:type_name -> herd.v1.EnrollResponse.Status
 	1,  // 1: herd.v1.CheckinResponse.status:type_name -> herd.v1.CheckinResponse.Status
 	9,  // 2: herd.v1.CheckinResponse.rehearsal:type_name -> herd.v1.Rehearsal
-	16, // 3: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
-	18, // 4: herd.v1.Report.summary:type_name -> herd.v1.Summary
-	19, // 5: herd.v1.Report.events:type_name -> herd.v1.Event
-	17, // 6: herd.v1.Report.services:type_name -> herd.v1.ServiceHealth
-	20, // 7: herd.v1.Event.changes:type_name -> herd.v1.Change
-	18, // 8: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
-	21, // 9: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
-	28, // 10: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
-	16, // 11: herd.v1.StoredReport.report:type_name -> herd.v1.Report
-	80, // 12: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
-	33, // 13: herd.v1.SiteStatusResponse.environments:type_name -> herd.v1.EnvironmentStatus
-	34, // 14: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
-	37, // 15: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
-	37, // 16: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
-	37, // 17: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
-	34, // 18: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
-	50, // 19: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
-	56, // 20: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
-	81, // 21: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
-	82, // 22: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
-	58, // 23: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
-	58, // 24: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
-	18, // 25: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
-	55, // 26: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
-	55, // 27: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
-	57, // 28: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
-	55, // 29: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
-	67, // 30: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
-	69, // 31: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
-	21, // 32: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
-	75, // 33: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
-	74, // 34: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
-	76, // 35: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
-	5,  // 36: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
-	2,  // 37: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
-	3,  // 38: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
-	7,  // 39: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
-	10, // 40: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
-	12, // 41: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
-	14, // 42: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
-	22, // 43: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
-	24, // 44: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
-	26, // 45: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
-	29, // 46: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
-	31, // 47: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
-	35, // 48: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
-	42, // 49: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
-	44, // 50: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	46, // 51: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
-	48, // 52: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
-	51, // 53: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
-	53, // 54: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
-	38, // 55: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
-	40, // 56: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
-	59, // 57: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
-	61, // 58: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
-	63, // 59: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
-	65, // 60: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
-	68, // 61: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
-	71, // 62: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
-	73, // 63: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
-	78, // 64: herd.v1.Admin.Explain:input_type -> herd.v1.ExplainRequest
-	6,  // 65: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
-	6,  // 66: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
-	4,  // 67: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
-	8,  // 68: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
-	11, // 69: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
-	13, // 70: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
-	15, // 71: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
-	23, // 72: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
-	25, // 73: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
-	27, // 74: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
-	30, // 75: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
-	32, // 76: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
-	36, // 77: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
-	43, // 78: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
-	45, // 79: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	47, // 80: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
-	49, // 81: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
-	52, // 82: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
-	54, // 83: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
-	39, // 84: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
-	41, // 85: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
-	60, // 86: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
-	62, // 87: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
-	64, // 88: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
-	66, // 89: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
-	70, // 90: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
-	72, // 91: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
-	77, // 92: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
-	79, // 93: herd.v1.Admin.Explain:output_type -> herd.v1.ExplainResponse
-	65, // [65:94] is the sub-list for method output_type
-	36, // [36:65] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	19, // 3: herd.v1.SendReportRequest.report:type_name -> herd.v1.Report
+	19, // 4: herd.v1.SendReportsRequest.reports:type_name -> herd.v1.Report
+	16, // 5: herd.v1.SendReportsResponse.refused:type_name -> herd.v1.RefusedReport
+	21, // 6: herd.v1.Report.summary:type_name -> herd.v1.Summary
+	22, // 7: herd.v1.Report.events:type_name -> herd.v1.Event
+	20, // 8: herd.v1.Report.services:type_name -> herd.v1.ServiceHealth
+	23, // 9: herd.v1.Event.changes:type_name -> herd.v1.Change
+	21, // 10: herd.v1.NodeInfo.last_summary:type_name -> herd.v1.Summary
+	24, // 11: herd.v1.ListNodesResponse.nodes:type_name -> herd.v1.NodeInfo
+	31, // 12: herd.v1.ListReportsResponse.reports:type_name -> herd.v1.StoredReport
+	19, // 13: herd.v1.StoredReport.report:type_name -> herd.v1.Report
+	83, // 14: herd.v1.SiteStatusResponse.compile_errors:type_name -> herd.v1.SiteStatusResponse.CompileErrorsEntry
+	36, // 15: herd.v1.SiteStatusResponse.environments:type_name -> herd.v1.EnvironmentStatus
+	37, // 16: herd.v1.ListCertificatesResponse.certificates:type_name -> herd.v1.Certificate
+	40, // 17: herd.v1.RotateCAResponse.current:type_name -> herd.v1.Authority
+	40, // 18: herd.v1.RotateCAResponse.retiring:type_name -> herd.v1.Authority
+	40, // 19: herd.v1.ListAuthoritiesResponse.authorities:type_name -> herd.v1.Authority
+	37, // 20: herd.v1.SignCertificateResponse.certificate:type_name -> herd.v1.Certificate
+	53, // 21: herd.v1.ListJoinTokensResponse.tokens:type_name -> herd.v1.JoinToken
+	59, // 22: herd.v1.Rollout.stages:type_name -> herd.v1.RolloutStage
+	84, // 23: herd.v1.Rollout.counts:type_name -> herd.v1.Rollout.CountsEntry
+	85, // 24: herd.v1.RolloutStage.counts:type_name -> herd.v1.RolloutStage.CountsEntry
+	61, // 25: herd.v1.RolloutNode.deny:type_name -> herd.v1.PolicyMessage
+	61, // 26: herd.v1.RolloutNode.warn:type_name -> herd.v1.PolicyMessage
+	21, // 27: herd.v1.RolloutNode.rehearsal:type_name -> herd.v1.Summary
+	58, // 28: herd.v1.ListRolloutsResponse.rollouts:type_name -> herd.v1.Rollout
+	58, // 29: herd.v1.GetRolloutResponse.rollout:type_name -> herd.v1.Rollout
+	60, // 30: herd.v1.GetRolloutResponse.nodes:type_name -> herd.v1.RolloutNode
+	58, // 31: herd.v1.RolloutActionResponse.rollout:type_name -> herd.v1.Rollout
+	70, // 32: herd.v1.RolloutDiffResponse.changes:type_name -> herd.v1.NodeChange
+	72, // 33: herd.v1.FleetFactsResponse.facts:type_name -> herd.v1.FleetFact
+	24, // 34: herd.v1.NodeLifecycleResponse.node:type_name -> herd.v1.NodeInfo
+	78, // 35: herd.v1.AuditResult.evidence:type_name -> herd.v1.AuditEvidence
+	77, // 36: herd.v1.AuditResponse.controls:type_name -> herd.v1.AuditControl
+	79, // 37: herd.v1.AuditResponse.results:type_name -> herd.v1.AuditResult
+	5,  // 38: herd.v1.Enroll.Enroll:input_type -> herd.v1.EnrollRequest
+	2,  // 39: herd.v1.Enroll.Renew:input_type -> herd.v1.RenewRequest
+	3,  // 40: herd.v1.Local.IssueAdmin:input_type -> herd.v1.IssueAdminRequest
+	7,  // 41: herd.v1.Node.Checkin:input_type -> herd.v1.CheckinRequest
+	10, // 42: herd.v1.Node.GetFile:input_type -> herd.v1.GetFileRequest
+	12, // 43: herd.v1.Node.SendReport:input_type -> herd.v1.SendReportRequest
+	17, // 44: herd.v1.Node.Watch:input_type -> herd.v1.WatchRequest
+	14, // 45: herd.v1.Node.SendReports:input_type -> herd.v1.SendReportsRequest
+	25, // 46: herd.v1.Admin.ListNodes:input_type -> herd.v1.ListNodesRequest
+	27, // 47: herd.v1.Admin.GetFacts:input_type -> herd.v1.GetFactsRequest
+	29, // 48: herd.v1.Admin.ListReports:input_type -> herd.v1.ListReportsRequest
+	32, // 49: herd.v1.Admin.GetCatalog:input_type -> herd.v1.GetCatalogRequest
+	34, // 50: herd.v1.Admin.SiteStatus:input_type -> herd.v1.SiteStatusRequest
+	38, // 51: herd.v1.Admin.ListCertificates:input_type -> herd.v1.ListCertificatesRequest
+	45, // 52: herd.v1.Admin.SignCertificate:input_type -> herd.v1.SignCertificateRequest
+	47, // 53: herd.v1.Admin.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	49, // 54: herd.v1.Admin.CreateJoinToken:input_type -> herd.v1.CreateJoinTokenRequest
+	51, // 55: herd.v1.Admin.RejectCertificate:input_type -> herd.v1.RejectCertificateRequest
+	54, // 56: herd.v1.Admin.ListJoinTokens:input_type -> herd.v1.ListJoinTokensRequest
+	56, // 57: herd.v1.Admin.RevokeJoinToken:input_type -> herd.v1.RevokeJoinTokenRequest
+	41, // 58: herd.v1.Admin.RotateCA:input_type -> herd.v1.RotateCARequest
+	43, // 59: herd.v1.Admin.ListAuthorities:input_type -> herd.v1.ListAuthoritiesRequest
+	62, // 60: herd.v1.Admin.ListRollouts:input_type -> herd.v1.ListRolloutsRequest
+	64, // 61: herd.v1.Admin.GetRollout:input_type -> herd.v1.GetRolloutRequest
+	66, // 62: herd.v1.Admin.RolloutAction:input_type -> herd.v1.RolloutActionRequest
+	68, // 63: herd.v1.Admin.RolloutDiff:input_type -> herd.v1.RolloutDiffRequest
+	71, // 64: herd.v1.Admin.FleetFacts:input_type -> herd.v1.FleetFactsRequest
+	74, // 65: herd.v1.Admin.NodeLifecycle:input_type -> herd.v1.NodeLifecycleRequest
+	76, // 66: herd.v1.Admin.Audit:input_type -> herd.v1.AuditRequest
+	81, // 67: herd.v1.Admin.Explain:input_type -> herd.v1.ExplainRequest
+	6,  // 68: herd.v1.Enroll.Enroll:output_type -> herd.v1.EnrollResponse
+	6,  // 69: herd.v1.Enroll.Renew:output_type -> herd.v1.EnrollResponse
+	4,  // 70: herd.v1.Local.IssueAdmin:output_type -> herd.v1.IssueAdminResponse
+	8,  // 71: herd.v1.Node.Checkin:output_type -> herd.v1.CheckinResponse
+	11, // 72: herd.v1.Node.GetFile:output_type -> herd.v1.FileChunk
+	13, // 73: herd.v1.Node.SendReport:output_type -> herd.v1.SendReportResponse
+	18, // 74: herd.v1.Node.Watch:output_type -> herd.v1.WatchEvent
+	15, // 75: herd.v1.Node.SendReports:output_type -> herd.v1.SendReportsResponse
+	26, // 76: herd.v1.Admin.ListNodes:output_type -> herd.v1.ListNodesResponse
+	28, // 77: herd.v1.Admin.GetFacts:output_type -> herd.v1.GetFactsResponse
+	30, // 78: herd.v1.Admin.ListReports:output_type -> herd.v1.ListReportsResponse
+	33, // 79: herd.v1.Admin.GetCatalog:output_type -> herd.v1.GetCatalogResponse
+	35, // 80: herd.v1.Admin.SiteStatus:output_type -> herd.v1.SiteStatusResponse
+	39, // 81: herd.v1.Admin.ListCertificates:output_type -> herd.v1.ListCertificatesResponse
+	46, // 82: herd.v1.Admin.SignCertificate:output_type -> herd.v1.SignCertificateResponse
+	48, // 83: herd.v1.Admin.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	50, // 84: herd.v1.Admin.CreateJoinToken:output_type -> herd.v1.CreateJoinTokenResponse
+	52, // 85: herd.v1.Admin.RejectCertificate:output_type -> herd.v1.RejectCertificateResponse
+	55, // 86: herd.v1.Admin.ListJoinTokens:output_type -> herd.v1.ListJoinTokensResponse
+	57, // 87: herd.v1.Admin.RevokeJoinToken:output_type -> herd.v1.RevokeJoinTokenResponse
+	42, // 88: herd.v1.Admin.RotateCA:output_type -> herd.v1.RotateCAResponse
+	44, // 89: herd.v1.Admin.ListAuthorities:output_type -> herd.v1.ListAuthoritiesResponse
+	63, // 90: herd.v1.Admin.ListRollouts:output_type -> herd.v1.ListRolloutsResponse
+	65, // 91: herd.v1.Admin.GetRollout:output_type -> herd.v1.GetRolloutResponse
+	67, // 92: herd.v1.Admin.RolloutAction:output_type -> herd.v1.RolloutActionResponse
+	69, // 93: herd.v1.Admin.RolloutDiff:output_type -> herd.v1.RolloutDiffResponse
+	73, // 94: herd.v1.Admin.FleetFacts:output_type -> herd.v1.FleetFactsResponse
+	75, // 95: herd.v1.Admin.NodeLifecycle:output_type -> herd.v1.NodeLifecycleResponse
+	80, // 96: herd.v1.Admin.Audit:output_type -> herd.v1.AuditResponse
+	82, // 97: herd.v1.Admin.Explain:output_type -> herd.v1.ExplainResponse
+	68, // [68:98] is the sub-list for method output_type
+	38, // [38:68] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_herd_proto_init() }
@@ -6022,7 +6223,7 @@ func file_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_proto_rawDesc), len(file_herd_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   81,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

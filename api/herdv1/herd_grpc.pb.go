@@ -305,10 +305,11 @@ var Local_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Node_Checkin_FullMethodName    = "/herd.v1.Node/Checkin"
-	Node_GetFile_FullMethodName    = "/herd.v1.Node/GetFile"
-	Node_SendReport_FullMethodName = "/herd.v1.Node/SendReport"
-	Node_Watch_FullMethodName      = "/herd.v1.Node/Watch"
+	Node_Checkin_FullMethodName     = "/herd.v1.Node/Checkin"
+	Node_GetFile_FullMethodName     = "/herd.v1.Node/GetFile"
+	Node_SendReport_FullMethodName  = "/herd.v1.Node/SendReport"
+	Node_Watch_FullMethodName       = "/herd.v1.Node/Watch"
+	Node_SendReports_FullMethodName = "/herd.v1.Node/SendReports"
 )
 
 // NodeClient is the client API for Node service.
@@ -330,6 +331,12 @@ type NodeClient interface {
 	// Watch tells the node, at once, when a new catalog is released to it.
 	// A consumer that falls behind gets only the latest.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
+	// SendReports stores a batch of reports, each exactly once (by run id),
+	// and answers once those it acknowledges are durable. Each report is
+	// checked alone: one the server refuses is named with its reason, and
+	// the rest are stored. A server without it answers UNIMPLEMENTED: send
+	// them one by one with SendReport.
+	SendReports(ctx context.Context, in *SendReportsRequest, opts ...grpc.CallOption) (*SendReportsResponse, error)
 }
 
 type nodeClient struct {
@@ -398,6 +405,16 @@ func (c *nodeClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.C
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_WatchClient = grpc.ServerStreamingClient[WatchEvent]
 
+func (c *nodeClient) SendReports(ctx context.Context, in *SendReportsRequest, opts ...grpc.CallOption) (*SendReportsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendReportsResponse)
+	err := c.cc.Invoke(ctx, Node_SendReports_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -417,6 +434,12 @@ type NodeServer interface {
 	// Watch tells the node, at once, when a new catalog is released to it.
 	// A consumer that falls behind gets only the latest.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
+	// SendReports stores a batch of reports, each exactly once (by run id),
+	// and answers once those it acknowledges are durable. Each report is
+	// checked alone: one the server refuses is named with its reason, and
+	// the rest are stored. A server without it answers UNIMPLEMENTED: send
+	// them one by one with SendReport.
+	SendReports(context.Context, *SendReportsRequest) (*SendReportsResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -438,6 +461,9 @@ func (UnimplementedNodeServer) SendReport(context.Context, *SendReportRequest) (
 }
 func (UnimplementedNodeServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedNodeServer) SendReports(context.Context, *SendReportsRequest) (*SendReportsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendReports not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -518,6 +544,24 @@ func _Node_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_WatchServer = grpc.ServerStreamingServer[WatchEvent]
 
+func _Node_SendReports_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendReportsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).SendReports(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_SendReports_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).SendReports(ctx, req.(*SendReportsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -532,6 +576,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SendReport",
 			Handler:    _Node_SendReport_Handler,
+		},
+		{
+			MethodName: "SendReports",
+			Handler:    _Node_SendReports_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -158,6 +158,44 @@ func report100(ctx context.Context, a *sim, seq int64) (int, error) {
 	return 0, sendReport(ctx, a, r)
 }
 
+// sendBatch sends reports in one SendReports call; every one must be
+// acknowledged as newly stored.
+func sendBatch(ctx context.Context, a *sim, rs []*herdv1.Report) error {
+	var md metadata.MD
+	resp, err := a.node.SendReports(ctx, &herdv1.SendReportsRequest{Reports: rs}, grpc.Trailer(&md))
+	if err != nil {
+		return withHint(err, md)
+	}
+	if len(resp.Refused) > 0 {
+		r := resp.Refused[0]
+		return status.Errorf(codes.Code(r.Code), "report %s of %s refused: %s", r.RunId, a.name, r.Reason)
+	}
+	if len(resp.AckedRunIds) != len(rs) || len(resp.DuplicateRunIds) > 0 {
+		return fmt.Errorf("batch of %d reports of %s: %d acknowledged, %d duplicates", len(rs), a.name, len(resp.AckedRunIds), len(resp.DuplicateRunIds))
+	}
+	return nil
+}
+
+// reportBatch returns a call that sends n reports at once, as an agent
+// sends its spool; with events, each is a report of 100 changed
+// resources.
+func reportBatch(n int, events bool) call {
+	return func(ctx context.Context, a *sim, seq int64) (int, error) {
+		now := time.Now()
+		rs := make([]*herdv1.Report, n)
+		for i := range rs {
+			// Run ids unique across calls: seq is, and i within it.
+			r := noChangeReport(a, seq*int64(n)+int64(i), now)
+			if events {
+				r.Summary = &herdv1.Summary{Resources: 200, InSync: 100, Changed: 100}
+				r.Events = changedEvents
+			}
+			rs[i] = r
+		}
+		return 0, sendBatch(ctx, a, rs)
+	}
+}
+
 // medianResult returns the run with the median rate.
 func medianResult(rs []result) result {
 	s := slices.Clone(rs)

@@ -44,6 +44,7 @@ type config struct {
 	duration       time.Duration
 	warmup         time.Duration
 	count          int
+	batch          int
 	max            int64
 	watchers       int
 	storageNodes   int
@@ -52,6 +53,7 @@ type config struct {
 	cpuprofile     string
 	memprofile     string
 	compileWorkers int
+	memLimit       string
 	site           testkit.SyntheticOptions
 	verbose        bool
 	serve          bool
@@ -62,20 +64,22 @@ type config struct {
 
 func main() {
 	var c config
-	flag.StringVar(&c.scenarios, "scenarios", "checkin,fetch,report,report100,storage", "comma-separated: checkin, fetch, report, report100, storage, rss, converge, storm, rollout")
+	flag.StringVar(&c.scenarios, "scenarios", "checkin,fetch,report,report100,storage", "comma-separated: checkin, fetch, report, report100, batch, batch100, storage, rss, converge, storm, rollout")
 	flag.StringVar(&c.mode, "server", "inproc", "where the server runs: inproc (this process) or child (a process of its own: its RSS is the server's alone)")
 	flag.IntVar(&c.agents, "agents", 512, "simulated agents the throughput scenarios cycle over (each its own certificate and connection)")
 	flag.IntVar(&c.conc, "concurrency", 128, "calls in flight in the throughput scenarios (the server admits 256 at once)")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each timed throughput run")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "untimed run before each scenario's timed runs")
 	flag.IntVar(&c.count, "count", 3, "timed runs per throughput scenario; the table gives the median")
+	flag.IntVar(&c.batch, "batch", 32, "reports in each SendReports call of the batch and batch100 scenarios (the server takes up to 100)")
 	flag.Int64Var(&c.max, "max", 5_000_000, "most calls in one timed run")
 	flag.IntVar(&c.watchers, "watchers", 10000, "agents holding Watch streams in rss, converge, storm and rollout")
 	flag.IntVar(&c.storageNodes, "storage-nodes", 50, "nodes the storage scenario fills")
 	flag.IntVar(&c.storageRuns, "storage-runs", 1440, "reports per node in the storage scenario (30 days of 30-minute runs)")
 	flag.DurationVar(&c.timeout, "timeout", 3*time.Minute, "longest wait of any one step of the fleet scenarios")
 	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to `file` (with -server child, the server's to file.server.1, and file.server.2 after a restart)")
-	flag.StringVar(&c.memprofile, "memprofile", "", "write a heap profile of this process to `file` once the Watch streams are open (meaningful with -server inproc)")
+	flag.StringVar(&c.memprofile, "memprofile", "", "write a heap profile of this process to `file` once the Watch streams are open (with -server child, the server writes its own heap and goroutine profiles beside its CPU profile: -cpuprofile's file.server.1.heap)")
+	flag.StringVar(&c.memLimit, "server-gomemlimit", "", "with -server child: the server's GOMEMLIMIT (a soft memory limit, such as 480MiB; see docs/operations.md)")
 	flag.IntVar(&c.compileWorkers, "compile-workers", 0, "the server's CompileWorkers (0: its default, GOMAXPROCS)")
 	flag.IntVar(&c.site.Roles, "roles", 50, "roles in the synthetic site")
 	flag.IntVar(&c.site.RolesPerNode, "roles-per-node", 10, "roles each node gets")
@@ -123,7 +127,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	want := map[string]bool{}
 	for s := range strings.SplitSeq(c.scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "checkin", "fetch", "report", "report100", "storage", "rss", "converge", "storm", "rollout":
+		case "checkin", "fetch", "report", "report100", "batch", "batch100", "storage", "rss", "converge", "storm", "rollout":
 			want[s] = true
 		case "":
 		default:
@@ -154,7 +158,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 		return err
 	}
 	var rows []row
-	if want["checkin"] || want["fetch"] || want["report"] || want["report100"] {
+	if want["checkin"] || want["fetch"] || want["report"] || want["report100"] || want["batch"] || want["batch100"] {
 		r, err := throughput(ctx, c, site, filepath.Join(work, "throughput"), want)
 		rows = append(rows, r...)
 		if err != nil {
@@ -197,7 +201,7 @@ func startTarget(ctx context.Context, c config, site, dir string) (*target, erro
 		if c.cpuprofile != "" {
 			prof = c.cpuprofile + ".server"
 		}
-		return child(ctx, site, dir, prof, c.compileWorkers, c.verbose)
+		return child(ctx, site, dir, prof, c.compileWorkers, c.verbose, c.memLimit)
 	}
 	return inProcess(ctx, site, dir, c.compileWorkers, c.verbose)
 }
@@ -226,12 +230,18 @@ func throughput(ctx context.Context, c config, site, dir string, want map[string
 		name, what, target string
 		goal               float64
 		fn                 call
+		per                int // reports a call carries: rates count them
+	}
+	if c.batch < 1 || c.batch > 100 {
+		return nil, fmt.Errorf("-batch %d: want 1 to 100", c.batch)
 	}
 	all := []scen{
-		{"checkin", "unchanged check-ins/s (mTLS, loopback)", "≥ 10,000/s", 10000, checkinUnchanged},
-		{"fetch", "catalog fetches/s (NEW_CATALOG)", "≥ 5,000/s", 5000, checkinFetch},
-		{"report", "no-change reports/s, durable", "≥ 20,000/s", 20000, reportNoChange},
-		{"report100", "reports of 100 events/s, durable", "≥ 2,000/s", 2000, report100},
+		{"checkin", "unchanged check-ins/s (mTLS, loopback)", "≥ 20,000/s", 20000, checkinUnchanged, 1},
+		{"fetch", "catalog fetches/s (NEW_CATALOG)", "≥ 5,000/s", 5000, checkinFetch, 1},
+		{"report", "no-change reports/s, durable, one a call", "≥ 20,000/s", 20000, reportNoChange, 1},
+		{"report100", "reports of 100 events/s, durable, one a call", "≥ 2,000/s", 2000, report100, 1},
+		{"batch", fmt.Sprintf("no-change reports/s, durable, %d a call (SendReports)", c.batch), "≥ 20,000/s", 20000, reportBatch(c.batch, false), c.batch},
+		{"batch100", fmt.Sprintf("reports of 100 events/s, durable, %d a call (SendReports)", c.batch), "≥ 2,000/s", 2000, reportBatch(c.batch, true), c.batch},
 	}
 	var rows []row
 	for _, s := range all {
@@ -245,16 +255,19 @@ func throughput(ctx context.Context, c config, site, dir string, want map[string
 			if r.firstErr != nil {
 				return rows, fmt.Errorf("%s: %w", s.name, r.firstErr)
 			}
-			progress("%s run %d: %d in %s = %.0f/s, p50 %s p99 %s, failed %d, overloaded %d", s.name, i+1, r.n, r.elapsed.Round(time.Millisecond),
-				r.rate(), ms(r.lat.p50), ms(r.lat.p99), r.failed, r.overloaded)
+			progress("%s run %d: %d calls in %s = %.0f/s, p50 %s p99 %s, failed %d, overloaded %d", s.name, i+1, r.n, r.elapsed.Round(time.Millisecond),
+				r.rate()*float64(s.per), ms(r.lat.p50), ms(r.lat.p99), r.failed, r.overloaded)
 			rs = append(rs, r)
 		}
 		m := medianResult(rs)
 		rates := make([]string, len(rs))
 		for i, r := range rs {
-			rates[i] = fmt.Sprintf("%.0f", r.rate())
+			rates[i] = fmt.Sprintf("%.0f", r.rate()*float64(s.per))
 		}
 		detail := fmt.Sprintf("runs %s/s; p50 %s, p99 %s", strings.Join(rates, ", "), ms(m.lat.p50), ms(m.lat.p99))
+		if s.per > 1 {
+			detail += " a call"
+		}
 		if m.bytes > 0 {
 			detail += fmt.Sprintf("; %.0f MB/s of catalog", float64(m.bytes)/m.elapsed.Seconds()/1e6)
 		}
@@ -262,7 +275,7 @@ func throughput(ctx context.Context, c config, site, dir string, want map[string
 			detail += fmt.Sprintf("; %d refused busy", m.overloaded)
 		}
 		rows = append(rows, row{Scenario: s.what, Size: fmt.Sprintf("%d agents, %d in flight, %s × %d", len(agents), c.conc, c.duration, c.count),
-			Measured: fmt.Sprintf("%.0f/s", m.rate()), Target: s.target, Verdict: verdict(m.rate(), s.goal, true), Detail: detail})
+			Measured: fmt.Sprintf("%.0f/s", m.rate()*float64(s.per)), Target: s.target, Verdict: verdict(m.rate()*float64(s.per), s.goal, true), Detail: detail})
 	}
 	return rows, nil
 }
@@ -414,8 +427,28 @@ func fleetScenarios(ctx context.Context, c config, site, dir string, want map[st
 	progress("%d Watch streams open in %s", len(agents), time.Since(start).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // let the allocator settle
 	rss2, _ := rss(t.pid)
+	heap, stacks, gs, merr := t.goMemory(ctx)
 	if c.memprofile != "" {
-		if err := writeHeap(c.memprofile); err != nil {
+		if c.mode == "child" {
+			// The server's own, written by the child (see serve),
+			// before anything else happens to it.
+			if c.cpuprofile == "" {
+				return rows, fmt.Errorf("-memprofile with -server child needs -cpuprofile: the server's profiles go beside it")
+			}
+			heap := c.cpuprofile + ".server.1.heap"
+			os.Remove(heap)
+			syscall.Kill(t.pid, syscall.SIGUSR1)
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+				if _, err := os.Stat(c.cpuprofile + ".server.1.goroutine"); err == nil {
+					if _, err := os.Stat(heap); err == nil {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					return rows, fmt.Errorf("the server wrote no heap profile in a minute")
+				}
+			}
+		} else if err := writeHeap(c.memprofile); err != nil {
 			return rows, err
 		}
 	}
@@ -429,6 +462,9 @@ func fleetScenarios(ctx context.Context, c config, site, dir string, want map[st
 			Measured: fmt.Sprintf("%.0f MB", measured), Target: "≤ 600 MB", Verdict: verdict(measured, 600, false),
 			Detail: fmt.Sprintf("started %s; after first check-ins, connections idle %s; streams add %s (%.1f KB/stream)%s",
 				mib(rss0), mib(rss1), mib(rss2-rss1), float64(rss2-rss1)/float64(len(agents))/1024, note)})
+		if merr == nil {
+			rows[len(rows)-1].Detail += fmt.Sprintf("; of it heap in use %s, goroutine stacks %s (%.0f goroutines)", mib(int64(heap)), mib(int64(stacks)), gs)
+		}
 	}
 	if want["converge"] {
 		f.nFetched.Store(0)

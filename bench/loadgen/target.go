@@ -101,7 +101,7 @@ func inProcess(ctx context.Context, site, dir string, compileWorkers int, verbos
 
 // child runs the server as this program in -serve mode, in a process of
 // its own.
-func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int, verbose bool) (*target, error) {
+func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int, verbose bool, memLimit string) (*target, error) {
 	t := &target{dir: dir, site: site}
 	var cmd *exec.Cmd
 	launches := 0
@@ -124,6 +124,11 @@ func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int
 			args = append(args, "-compile-workers", strconv.Itoa(compileWorkers))
 		}
 		cmd = exec.Command(self, args...)
+		if memLimit != "" {
+			// The server's alone: the load generator's own heap (the
+			// agents' side of every connection) is larger.
+			cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
+		}
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -200,8 +205,34 @@ func serve(site, dir, listen, cpuprofile string, compileWorkers int, verbose boo
 		return err
 	}
 	os.Stdout.Write(append(b, '\n'))
-	<-ctx.Done()
-	return s.Close()
+	// SIGUSR1: write a heap and a goroutine profile of this process
+	// (the parent's -memprofile, with -server child), beside the CPU
+	// profile.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for {
+		select {
+		case <-ctx.Done():
+			return s.Close()
+		case <-usr1:
+			base := cpuprofile
+			if base == "" {
+				base = filepath.Join(dir, "server")
+			}
+			// The goroutines first: the parent waits for both files.
+			if f, err := os.Create(base + ".goroutine"); err == nil {
+				pprof.Lookup("goroutine").WriteTo(f, 0)
+				f.Close()
+			}
+			if err := writeHeap(base + ".heap.tmp"); err != nil {
+				fmt.Fprintln(os.Stderr, "loadgen -serve:", err)
+			} else {
+				os.Rename(base+".heap.tmp", base+".heap")
+			}
+			fmt.Fprintln(os.Stderr, "loadgen -serve: wrote", base+".heap", "and", base+".goroutine")
+		}
+	}
 }
 
 // rss returns the resident memory of process pid (VmRSS).
@@ -242,4 +273,42 @@ func (t *target) watchStreams(ctx context.Context) (int, error) {
 		}
 	}
 	return 0, errors.New("reading metrics: no herd_watch_streams")
+}
+
+// goMemory reads the server's Go runtime figures from /metrics: live
+// heap in use, goroutine stacks and goroutines. They split its RSS into
+// what it keeps and what the collector has yet to take back.
+func (t *target) goMemory(ctx context.Context) (heap, stacks, goroutines float64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.httpAddr+"/metrics", nil)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("reading metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "go_memstats_heap_inuse_bytes":
+			dst = &heap
+		case "go_memstats_stack_inuse_bytes":
+			dst = &stacks
+		case "go_goroutines":
+			dst = &goroutines
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(v, 64); err != nil {
+			return 0, 0, 0, fmt.Errorf("reading metrics: %s: %w", name, err)
+		}
+	}
+	return heap, stacks, goroutines, sc.Err()
 }
