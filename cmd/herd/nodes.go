@@ -62,7 +62,7 @@ the LAST RUN.`,
   herd nodes --where 'os.family == "debian" && memory.total_bytes < 4e9'
   herd nodes --where 'status == "failed" || checkin_age > 3600'
   herd nodes --all
-  herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
+  herd nodes --json | jq -r '.nodes[] | select(.compileError) | .name'`,
 		Args: cobra.NoArgs,
 		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 			// Page by page: the server caps a page, so that a large fleet

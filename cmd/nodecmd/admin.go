@@ -63,7 +63,8 @@ func (a *AdminFlags) Dial(ctx context.Context) (herdv1.AdminClient, func(), erro
 	return herdv1.NewAdminClient(conn), func() { conn.Close() }, nil
 }
 
-// WithAdmin wraps a RunE that needs the Admin service.
+// WithAdmin wraps a RunE that needs the Admin service. An error from a
+// call to the server comes back as a sentence (RPCError).
 func WithAdmin(a *AdminFlags, fn func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		c, closeConn, err := a.Dial(cmd.Context())
@@ -71,6 +72,6 @@ func WithAdmin(a *AdminFlags, fn func(cmd *cobra.Command, args []string, c herdv
 			return err
 		}
 		defer closeConn()
-		return fn(cmd, args, c)
+		return RPCError(a.server, a.Dir, fn(cmd, args, c))
 	}
 }
