@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -345,4 +346,71 @@ func TestCLIGolden(t *testing.T) {
 			t.Errorf("herd nodes --help's example %q selects healthy nodes:\n%s\nfrom\n%s", filter, out, stdout)
 		}
 	})
+}
+
+// TestEveryServerCommandNamesTheServer runs every command that asks the
+// Admin service (those with --admin-dir) against an address nothing
+// listens on, and wants exit 1 and the sentence that names the server
+// and --server / $HERD_SERVER, never grpc's raw error. A command added
+// later is covered by the walk.
+func TestEveryServerCommandNamesTheServer(t *testing.T) {
+	t.Parallel()
+	// A real server only to make real admin credentials with.
+	_, dir := startServer(t, testkit.WriteSite(t, map[string]string{"nodes.toml": "[[node]]\nroles = []\n"}))
+	adminDir := filepath.Join(t.TempDir(), "admin")
+	if _, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", adminDir); code != 0 {
+		t.Fatalf("herd ca admin: %s", stderr)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	// Flags some commands need before they call the server at all.
+	needs := map[string][]string{
+		"node purge": {"--yes"},
+		"ca sign":    {"--fingerprint", "sha256:" + strings.Repeat("0", 64)},
+		"facts":      {"--node", "web-01"},
+	}
+	// Commands with --admin-dir that never ask the server.
+	offline := map[string]string{
+		"ca fingerprint": "reads --admin-dir's ca.crt",
+		"ca admin":       "asks the server's local socket under --dir, or its store",
+	}
+	home := t.TempDir()
+	root := newRootCmd()
+	var n int
+	for _, p := range commandPaths(root) {
+		c, _, _ := root.Find(p)
+		if !c.Runnable() || c.Flag("admin-dir") == nil {
+			continue
+		}
+		if why, ok := offline[strings.Join(p, " ")]; ok {
+			t.Logf("herd %s: not asked: %s", strings.Join(p, " "), why)
+			continue
+		}
+		args := slices.Clone(p)
+		// As few arguments as its Args takes.
+		for _, extra := range [][]string{nil, {"web-01"}, {"web-01", "run-1"}} {
+			if c.Args == nil || c.Args(c, extra) == nil {
+				args = append(args, extra...)
+				break
+			}
+		}
+		args = append(args, needs[strings.Join(p, " ")]...)
+		args = append(args, "--server", down, "--admin-dir", adminDir)
+		n++
+		t.Run(strings.Join(p, "_"), func(t *testing.T) {
+			t.Parallel()
+			_, stderr, code := runBin(t, home, args...)
+			want := "cannot reach the server at " + down + " ("
+			if code != nodecmd.ExitError || !strings.Contains(stderr, want) || !strings.Contains(stderr, "--server ADDR or $HERD_SERVER") || strings.Contains(stderr, "rpc error") {
+				t.Errorf("herd %s exited %d, want %d saying %q and how to choose another server:\n%s", strings.Join(args, " "), code, nodecmd.ExitError, want, stderr)
+			}
+		})
+	}
+	if n < 15 {
+		t.Errorf("only %d commands ask the server: the walk lost them", n)
+	}
 }
