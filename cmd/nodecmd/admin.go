@@ -45,7 +45,7 @@ func (a *AdminFlags) Register(cmd *cobra.Command) {
 func (a *AdminFlags) Dial(ctx context.Context) (herdv1.AdminClient, func(), error) {
 	cert, err := tls.LoadX509KeyPair(filepath.Join(a.Dir, "admin.crt"), filepath.Join(a.Dir, "admin.key"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin): %w", a.Dir, err)
+		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin, or choose them with --admin-dir or $HERD_ADMIN_DIR): %w", a.Dir, err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(a.Dir, "ca.crt"))
 	if err != nil {
