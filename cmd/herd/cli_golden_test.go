@@ -160,14 +160,15 @@ func goldenCLI(t *testing.T, name string, args []string, stdout, stderr string, 
 }
 
 // commandPaths lists every command of root's tree but root, as the
-// words that reach it ("ca list"), hidden ones and cobra's own help and
-// completion left out.
-func commandPaths(root *cobra.Command) [][]string {
+// words that reach it ("ca list"), hidden ones left out, and cobra's own
+// help and completion unless withCobra.
+func commandPaths(root *cobra.Command, withCobra ...bool) [][]string {
+	cobraToo := len(withCobra) > 0 && withCobra[0]
 	var out [][]string
 	var walk func(c *cobra.Command, path []string)
 	walk = func(c *cobra.Command, path []string) {
 		for _, sub := range c.Commands() {
-			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" {
+			if sub.Hidden || !cobraToo && (sub.Name() == "help" || sub.Name() == "completion") {
 				continue
 			}
 			p := append(append([]string(nil), path...), sub.Name())

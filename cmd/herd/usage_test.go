@@ -22,8 +22,8 @@ func usageCases(t *testing.T, root *cobra.Command) [][]string {
 	t.Helper()
 	nodecmd.UsageArgs(root)
 	extra := []string{"x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12"}
-	cases := [][]string{{"--no-such-flag"}, {"no-such-command"}}
-	for _, p := range commandPaths(root) {
+	cases := [][]string{{"--no-such-flag"}, {"no-such-command"}, {"help", "no-such-command"}}
+	for _, p := range commandPaths(root, true) {
 		c, _, err := root.Find(p)
 		if err != nil || c == root {
 			t.Fatalf("%s: finding %v: %v", root.Name(), p, err)

@@ -149,6 +149,22 @@ func PrefixSite(dir string, err error) error {
 // its subcommand. Run calls it, so that a command added later is covered
 // without doing anything; it is idempotent.
 func UsageArgs(root *cobra.Command) {
+	// cobra adds help and completion while executing, after this walk
+	// would have run: add them now so that they follow the same rules.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "help" && c.Args == nil {
+			// cobra's help prints "Unknown help topic" and exits 0.
+			c.Args = func(_ *cobra.Command, args []string) error {
+				found, rest, err := root.Find(args)
+				if err != nil || found == nil || len(rest) > 0 {
+					return fmt.Errorf("no help topic %q", strings.Join(args, " "))
+				}
+				return nil
+			}
+		}
+	}
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {
