@@ -2,14 +2,17 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/cmd/nodecmd"
 )
 
@@ -115,9 +118,35 @@ func docLines(t *testing.T, path string) (lines []docLine, skipped []docBlock) {
 	return lines, skipped
 }
 
+// optionalMark starts a word that was inside [OPTIONAL] brackets.
+const optionalMark = "\x00"
+
+// parseWords is a command's words for parsing: optional ones too, so
+// that their flags are checked.
+func parseWords(ws []string) []string {
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = strings.TrimPrefix(w, optionalMark)
+	}
+	return out
+}
+
+// runWords is a command's words for running: optional ones (often
+// placeholders: [ID], [--node N]) left out.
+func runWords(ws []string) []string {
+	var out []string
+	for _, w := range ws {
+		if !strings.HasPrefix(w, optionalMark) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // shellCommands splits a shell line into its simple commands' words:
 // quotes honoured, a comment cut, split at | ; && ||, redirections and
-// their targets dropped, [OPTIONAL] unwrapped, "..." and "…" dropped.
+// their targets dropped, "..." and "…" dropped, and the words inside
+// [OPTIONAL] brackets unwrapped and marked with optionalMark.
 func shellCommands(line string) [][]string {
 	var (
 		cmds  [][]string
@@ -167,6 +196,7 @@ func shellCommands(line string) [][]string {
 	endCmd()
 	for i, ws := range cmds {
 		var out []string
+		optional := false
 		for j := 0; j < len(ws); j++ {
 			w := ws[j]
 			switch {
@@ -178,10 +208,21 @@ func shellCommands(line string) [][]string {
 			case w == "..." || w == "…":
 				continue
 			}
-			w = strings.TrimSuffix(strings.TrimPrefix(w, "["), "]")
-			if w != "" {
-				out = append(out, w)
+			if strings.HasPrefix(w, "[") {
+				optional = true
 			}
+			opt := optional
+			if strings.HasSuffix(w, "]") {
+				optional = false
+			}
+			w = strings.TrimSuffix(strings.TrimPrefix(w, "["), "]")
+			if w == "" {
+				continue
+			}
+			if opt {
+				w = optionalMark + w
+			}
+			out = append(out, w)
 		}
 		cmds[i] = out
 	}
@@ -235,7 +276,7 @@ func TestDocCommandLines(t *testing.T) {
 		}
 		for _, l := range lines {
 			checked++
-			if err := checkDocLine(l.bin, l.args); err != nil {
+			if err := checkDocLine(l.bin, parseWords(l.args)); err != nil {
 				t.Errorf("%s: %s %s: %v", l.pos, l.bin, strings.Join(l.args, " "), err)
 			}
 		}
@@ -249,7 +290,7 @@ func TestDocCommandLines(t *testing.T) {
 					continue
 				}
 				checked++
-				if err := checkDocLine(cmd[0], cmd[1:]); err != nil {
+				if err := checkDocLine(cmd[0], parseWords(cmd[1:])); err != nil {
 					t.Errorf("herd %s --help, example line %d: %s: %v", strings.Join(p, " "), i+1, strings.Join(cmd, " "), err)
 				}
 			}
@@ -297,7 +338,7 @@ func TestShellCommands(t *testing.T) {
 		{`./herd facts --json > host.json`, [][]string{{"./herd", "facts", "--json"}}},
 		{`./herd status; ./herd nodes   # the fleet`, [][]string{{"./herd", "status"}, {"./herd", "nodes"}}},
 		{`herd nodes --where 'os.family == "debian" && x' | jq .`, [][]string{{"herd", "nodes", "--where", `os.family == "debian" && x`}, {"jq", "."}}},
-		{`herd rollout diff [ID] [--node N]`, [][]string{{"herd", "rollout", "diff", "ID", "--node", "N"}}},
+		{`herd rollout diff [ID] [--node N]`, [][]string{{"herd", "rollout", "diff", optionalMark + "ID", optionalMark + "--node", optionalMark + "N"}}},
 		{`./herd agent ... --audit-interval 15m`, [][]string{{"./herd", "agent", "--audit-interval", "15m"}}},
 	}
 	for _, tt := range tests {
@@ -326,18 +367,19 @@ func TestDocCommandsRun(t *testing.T) {
 	for _, path := range append([]string{"../../README.md"}, docs...) {
 		lines, _ := docLines(t, path)
 		for _, l := range lines {
-			if l.bin != "herd" || len(l.args) == 0 || !runs[l.args[0]] || !runnableHere(l.args) {
+			args := runWords(l.args)
+			if l.bin != "herd" || len(args) == 0 || !runs[args[0]] || !runnableHere(args) {
 				continue
 			}
 			ran++
 			t.Run(l.pos, func(t *testing.T) {
 				t.Parallel()
-				cmd := exec.Command(herdBinary(t), l.args...)
+				cmd := exec.Command(herdBinary(t), args...)
 				cmd.Dir = "../.."
 				cmd.Env = binEnv(home)
 				out, err := cmd.CombinedOutput()
 				if err != nil {
-					t.Errorf("%s: herd %s: %v\n%s", l.pos, strings.Join(l.args, " "), err, out)
+					t.Errorf("%s: herd %s: %v\n%s", l.pos, strings.Join(args, " "), err, out)
 				}
 			})
 		}
@@ -366,4 +408,70 @@ func runnableHere(args []string) bool {
 		}
 	}
 	return true
+}
+
+// TestDocServerCommandsRun runs the doc lines that only read from the
+// server (nodes, reports, status, facts of the fleet, rollouts, audits,
+// certificates) against a real server, through $HERD_SERVER and
+// $HERD_ADMIN_DIR as an operator's shell would have them, with a node
+// web-01 that checked in and reported. A line must not be a usage error
+// nor a refused request (a --where the server cannot compile): it exits 0,
+// or 1 saying that what it names does not exist here (a rollout, a run).
+func TestDocServerCommandsRun(t *testing.T) {
+	t.Parallel()
+	reads := map[string]bool{"nodes": true, "reports": true, "status": true, "facts": true, "rollout list": true,
+		"rollout status": true, "rollout diff": true, "audit": true, "ca list": true, "ca status": true, "ca tokens": true}
+	// The example site: its audit controls are the ones the docs name.
+	s, dir := startServer(t, exampleSite)
+	web := checkedIn(t, s, "web-01", map[string]any{"os": map[string]any{"family": "debian", "release": map[string]any{"major": "12"}},
+		"memory": map[string]any{"total_bytes": 2e9}})
+	if _, err := web.SendReport(context.Background(), &herdv1.SendReportRequest{Report: &herdv1.Report{
+		RunId: "run-1", Version: "v1", Summary: &herdv1.Summary{Resources: 1, Changed: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	adminDir := filepath.Join(t.TempDir(), "admin")
+	if _, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", adminDir); code != 0 {
+		t.Fatalf("herd ca admin: %s", stderr)
+	}
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	notHere := regexp.MustCompile(`no rollout|has no run|no node|not found`)
+	var ran int
+	for _, path := range append([]string{"../../README.md"}, docs...) {
+		lines, _ := docLines(t, path)
+		for _, l := range lines {
+			args := runWords(l.args)
+			if l.bin != "herd" || len(args) == 0 {
+				continue
+			}
+			name := args[0]
+			if len(args) > 1 && (name == "rollout" || name == "ca") {
+				name += " " + args[1]
+			}
+			if !reads[name] || (name == "facts" && !slices.Contains(args, "--node") && !slices.Contains(args, "--all")) ||
+				slices.Contains(args, "-o") {
+				continue
+			}
+			ran++
+			t.Run(l.pos, func(t *testing.T) {
+				t.Parallel()
+				cmd := exec.Command(herdBinary(t), args...)
+				cmd.Dir = t.TempDir()
+				cmd.Env = append(binEnv(home), "HERD_SERVER="+s.Addr, "HERD_ADMIN_DIR="+adminDir)
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				err := cmd.Run()
+				code := cmd.ProcessState.ExitCode()
+				if err != nil && !(code == nodecmd.ExitError && notHere.MatchString(stderr.String())) {
+					t.Errorf("%s: herd %s: exit %d: %v\n%s", l.pos, strings.Join(args, " "), code, err, stderr.String())
+				}
+			})
+		}
+	}
+	if ran < 10 {
+		t.Errorf("ran %d doc lines against the server; the docs' fleet commands are gone or unread", ran)
+	}
 }
