@@ -43,7 +43,13 @@ func RPCError(server, adminDir string, err error) error {
 
 // rpcSentence is RPCError's sentence for one status.
 func rpcSentence(server, adminDir string, st *status.Status) error {
-	desc := st.Message()
+	// The server's words may quote a node's (a name, a compile error):
+	// each line is cleaned, so that none drives the terminal.
+	lines := strings.Split(st.Message(), "\n")
+	for i, l := range lines {
+		lines[i] = Clean(l)
+	}
+	desc := strings.Join(lines, "\n")
 	switch st.Code() {
 	case codes.Unavailable:
 		return fmt.Errorf("cannot reach the server at %s (%s): is it running there? Choose another with --server ADDR or $HERD_SERVER", server, transportCause(desc))

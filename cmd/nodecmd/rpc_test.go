@@ -50,3 +50,24 @@ func TestRPCError(t *testing.T) {
 		t.Error("RPCError(nil) != nil")
 	}
 }
+
+// FuzzRPCError: whatever a server says, the sentence reaches the terminal
+// without a control character but line breaks.
+func FuzzRPCError(f *testing.F) {
+	f.Add(uint32(codes.NotFound), "no node nosuch: the server knows no such node")
+	f.Add(uint32(codes.Unavailable), `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:8140: connect: connection refused"`)
+	f.Add(uint32(codes.FailedPrecondition), "web-01\x1b]0;owned\x07: compile error\nroles/x.toml:1:1: bad")
+	f.Add(uint32(codes.Internal), "")
+	f.Fuzz(func(t *testing.T, code uint32, msg string) {
+		err := RPCError("127.0.0.1:8140", "/adm", status.Error(codes.Code(code%17), msg))
+		if code%17 == 0 {
+			return // OK is no error
+		}
+		got := err.Error()
+		for _, r := range got {
+			if r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
+				t.Fatalf("RPCError(%q) = %q: a control character reaches the terminal", msg, got)
+			}
+		}
+	})
+}
