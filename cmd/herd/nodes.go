@@ -92,7 +92,7 @@ the LAST RUN.`,
 		}),
 	}
 	af.Register(cmd)
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON (empty fields are left out; docs/cli.md names them)")
 	cmd.Flags().BoolVar(&showAll, "all", false, "list deactivated nodes too")
 	cmd.Flags().StringVar(&where, "where", "", "list only the nodes for which `EXPR` is true (facts and status; see --help)")
 	return cmd
