@@ -72,7 +72,7 @@ func (l *loader) loadNodes() {
 		}
 		for j, name := range roles {
 			rp := doc.posOf(fmt.Sprintf("%s.roles[%d]", p, j))
-			if _, known := l.site.roles[name]; !known {
+			if _, known := l.site.roles[name]; !known && !l.unparsed["roles/"+name+".toml"] {
 				l.diags.add(rp, "roles: no role %q (no file roles/%s.toml; want one of: %s)", name, name, strings.Join(l.roleNames(), ", "))
 			}
 			ru.roles = append(ru.roles, name)

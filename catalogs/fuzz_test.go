@@ -150,6 +150,12 @@ func FuzzParseTOML(f *testing.F) {
 	f.Add("a = 1\n[t]\nb = [1, {c = 2}]\n[[x]]\ny.z = 3\n[[x]]\n[x.w]\nq = 'r'\n")
 	f.Add("[[a.b]]\n[[a.b]]\n[a.b.c]\nd = 1\n")
 	f.Add("[policy]\non_deny = \"block\"\n[[rollout.stage]]\nname = \"canary\"\nnodes = [\"web-*\"]\n[[rollout.stage]]\nname = \"rest\"\npercent = 100\n")
+	// Leading zeroes: the "write the mode as a string" hint reads the
+	// line back at the error's column.
+	f.Add("[[file]]\nmode = 0600\n")
+	f.Add("x = { mode = 0755 }\n")
+	f.Add("é = 0600")
+	f.Add("a = [01, 0_7]\r\nb=00")
 	f.Fuzz(func(t *testing.T, src string) {
 		d, err := parseTOML("f.toml", []byte(src))
 		if err != nil {

@@ -75,7 +75,7 @@ func (l *loader) loadRoles() {
 	}
 	for _, ro := range l.site.roles {
 		for i, inc := range ro.includes {
-			if _, ok := l.site.roles[inc]; !ok {
+			if _, ok := l.site.roles[inc]; !ok && !l.unparsed["roles/"+inc+".toml"] {
 				l.diags.add(ro.incPos[i], "include %q: no role %s (want one of: %s)", inc, "roles/"+inc+".toml", strings.Join(l.roleNames(), ", "))
 			}
 		}

@@ -188,6 +188,10 @@ type loader struct {
 	// inlinePos is where each templated value was written, by its
 	// template's name.
 	inlinePos map[string]Pos
+	// unparsed holds the site files that are not valid TOML: their one
+	// diagnostic is the syntax error, and what refers to them (a rule's
+	// roles, an include) does not add a false "no role" on top.
+	unparsed map[string]bool
 }
 
 func (l *loader) contentDigest() string {
@@ -210,6 +214,10 @@ func (l *loader) parse(rel string) *tomlDoc {
 		} else {
 			l.diags.add(Pos{File: rel}, "%v", err)
 		}
+		if l.unparsed == nil {
+			l.unparsed = map[string]bool{}
+		}
+		l.unparsed[rel] = true
 		return nil
 	}
 	return doc

@@ -1,6 +1,7 @@
 package catalogs
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"reflect"
@@ -189,7 +190,22 @@ func (s *Site) runTest(t *SiteTest, gate TestGate) TestResult {
 		return res
 	}
 	if err != nil {
-		fail(t.Pos, "test %q: compile of %s failed:\n%v", t.Name, t.Node, err)
+		// Each of the compile's diagnostics is a failure of its own, at
+		// its own file:line, so that whoever prints them can prefix
+		// every position (herd check prefixes the site directory)
+		// rather than one position with the rest buried in a message.
+		var ds Diagnostics
+		if !errors.As(err, &ds) {
+			fail(t.Pos, "test %q: compile of %s failed:\n%v", t.Name, t.Node, err)
+			return res
+		}
+		fail(t.Pos, "test %q: compile of %s failed:", t.Name, t.Node)
+		ds = ds.Sorted()
+		if len(ds) > MaxDiagnostics {
+			rest := len(ds) - MaxDiagnostics
+			ds = append(ds[:MaxDiagnostics:MaxDiagnostics], Diagnostic{Pos: t.Pos, Msg: fmt.Sprintf("and %d more", rest)})
+		}
+		res.Failures = append(res.Failures, ds...)
 		return res
 	}
 	res.Catalog = cat

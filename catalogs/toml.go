@@ -3,6 +3,7 @@ package catalogs
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,7 +35,11 @@ func parseTOML(file string, b []byte) (*tomlDoc, error) {
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			line, col := de.Position()
-			return nil, Diagnostic{Pos: Pos{file, line, col}, Msg: "invalid TOML: " + de.Error()}
+			msg := "invalid TOML: " + de.Error()
+			if hint := leadingZeroHint(b, d.lines, line, col); hint != "" && strings.Contains(msg, "leading zero") {
+				msg += hint
+			}
+			return nil, Diagnostic{Pos: Pos{file, line, col}, Msg: msg}
 		}
 		var sm *toml.StrictMissingError
 		if errors.As(err, &sm) {
@@ -48,6 +53,39 @@ func parseTOML(file string, b []byte) (*tomlDoc, error) {
 	d.index(b)
 	return d, nil
 }
+
+// leadingZeroHint explains go-toml's "integers cannot have leading
+// zeroes" for the likeliest cause, a file mode written as a number
+// (mode = 0600): it says to write it as a string, key and all. line and
+// col (1-based) are where the number starts; lines is the offset of each
+// line. An error it cannot read that way gets no hint.
+func leadingZeroHint(b []byte, lines []int, line, col int) string {
+	if line < 1 || line > len(lines) {
+		return ""
+	}
+	text := string(b[lines[line-1]:])
+	if i := strings.IndexByte(text, '\n'); i >= 0 {
+		text = text[:i]
+	}
+	if col < 1 || col > len(text) {
+		return ""
+	}
+	before, rest := text[:col-1], text[col-1:]
+	end := 0
+	for end < len(rest) && (rest[end] >= '0' && rest[end] <= '9' || rest[end] == '_') {
+		end++
+	}
+	num := rest[:end]
+	m := leadingZeroKey.FindStringSubmatch(before)
+	if m == nil || len(num) < 2 || num[0] != '0' {
+		return ""
+	}
+	return fmt.Sprintf(" (write the mode as a string: %s = %q)", m[1], num)
+}
+
+// leadingZeroKey is the key before a value: `mode = ` at the end of the
+// text in front of the number.
+var leadingZeroKey = regexp.MustCompile(`([A-Za-z0-9_-]+)\s*=\s*$`)
 
 func (d *tomlDoc) at(offset uint32) Pos {
 	i := sort.Search(len(d.lines), func(i int) bool { return d.lines[i] > int(offset) }) - 1

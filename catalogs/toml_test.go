@@ -1,6 +1,8 @@
 package catalogs
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -63,5 +65,66 @@ func TestTOMLSyntaxErrorHasPosition(t *testing.T) {
 	d, ok := err.(Diagnostic)
 	if !ok || d.File != "nodes.toml" || d.Line != 2 {
 		t.Fatalf("parseTOML error = %#v, want a Diagnostic at nodes.toml:2", err)
+	}
+}
+
+// TestSyntaxErrorReportedOnce: a role that is not valid TOML is one
+// diagnostic, at its line, and what refers to it (a rule's roles, an
+// include) adds no false "no role" on top; a file mode written as a
+// number gets the "write the mode as a string" hint.
+func TestSyntaxErrorReportedOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  []string // the whole diagnostic list, as file:line:col: msg
+	}{
+		{
+			name: "broken table header",
+			files: map[string]string{
+				"nodes.toml":      "[[node]]\nmatch = \"*\"\nroles = [\"base\", \"web\"]\n",
+				"roles/base.toml": "[[file]\npath = \"/etc/motd\"\n",
+				"roles/web.toml":  "include = [\"base\"]\n",
+			},
+			want: []string{"roles/base.toml:1:7: invalid TOML: toml: expected ']]' to close array table name"},
+		},
+		{
+			name: "mode as an octal number",
+			files: map[string]string{
+				"roles/web.toml": "[[file]]\npath = \"/etc/motd\"\nmode = 0600\n",
+			},
+			want: []string{`roles/web.toml:3:8: invalid TOML: toml: integers cannot have leading zeroes (write the mode as a string: mode = "0600")`},
+		},
+		{
+			name: "mode in an inline table",
+			files: map[string]string{
+				"roles/web.toml": "[[file]]\npath = \"/etc/motd\"\nsource = { mode = 0755 }\n",
+			},
+			want: []string{`roles/web.toml:3:19: invalid TOML: toml: integers cannot have leading zeroes (write the mode as a string: mode = "0755")`},
+		},
+		{
+			name: "a role that does not exist is still named",
+			files: map[string]string{
+				"nodes.toml": "[[node]]\nroles = [\"nope\"]\n",
+			},
+			want: []string{`nodes.toml:2:10: roles: no role "nope" (no file roles/nope.toml; want one of: web)`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(context.Background(), writeSite(t, tt.files), LoadOptions{})
+			var ds Diagnostics
+			if !errors.As(err, &ds) {
+				t.Fatalf("Load error = %v, want diagnostics", err)
+			}
+			var got []string
+			for _, d := range ds {
+				got = append(got, d.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("diagnostics (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

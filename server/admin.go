@@ -97,7 +97,10 @@ func (a *adminService) GetFacts(ctx context.Context, req *herdv1.GetFactsRequest
 		return nil, status.Errorf(codes.Internal, "reading facts: %v", err)
 	}
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no facts for node %s", req.Node)
+		if _, known, err := a.s.st.Node(ctx, req.Node); err == nil && !known {
+			return nil, status.Errorf(codes.NotFound, "no node %s: the server knows no such node (herd nodes --all lists them)", req.Node)
+		}
+		return nil, status.Errorf(codes.NotFound, "no facts for node %s: it has not checked in with facts yet", req.Node)
 	}
 	return &herdv1.GetFactsResponse{FactsJson: b, UpdatedUnixMs: unixMs(updated)}, nil
 }
@@ -118,6 +121,15 @@ func (a *adminService) ListReports(ctx context.Context, req *herdv1.ListReportsR
 	rs, next, err := a.s.st.ReportsPage(ctx, q)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "listing reports: %v", err)
+	}
+	if len(rs) == 0 && req.Node != "" && req.PageToken == "" {
+		// No reports for a name the server never heard of is a typo, not
+		// a quiet node: say so, rather than an empty list.
+		if _, ok, err := a.s.st.Node(ctx, req.Node); err != nil {
+			return nil, status.Errorf(codes.Internal, "reading node %s: %v", req.Node, err)
+		} else if !ok {
+			return nil, status.Errorf(codes.NotFound, "no node %s: the server knows no such node (herd nodes --all lists them)", req.Node)
+		}
 	}
 	out := &herdv1.ListReportsResponse{}
 	if next > 0 {

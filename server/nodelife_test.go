@@ -182,9 +182,15 @@ func TestPurgeDeletesAndRevokes(t *testing.T) {
 	if _, err := h.admin.GetCatalog(ctx, &herdv1.GetCatalogRequest{Node: "n-1"}); status.Code(err) != codes.NotFound {
 		t.Errorf("GetCatalog(n-1) after purge = %v, want NotFound", err)
 	}
+	// A purged node is no node: its reports are gone, and asking for
+	// them says so rather than listing nothing (herd reports NAME).
 	reps, err := h.admin.ListReports(ctx, &herdv1.ListReportsRequest{Node: "n-1"})
-	if err != nil || len(reps.Reports) != 0 {
-		t.Errorf("ListReports(n-1) after purge = %d reports, %v; want none", len(reps.GetReports()), err)
+	if status.Code(err) != codes.NotFound || len(reps.GetReports()) != 0 {
+		t.Errorf("ListReports(n-1) after purge = %d reports, %v; want none, NotFound", len(reps.GetReports()), err)
+	}
+	// A node that is known but has not reported lists nothing, no error.
+	if reps, err := h.admin.ListReports(ctx, &herdv1.ListReportsRequest{Node: "n-0"}); err != nil {
+		t.Errorf("ListReports(n-0) = %d reports, %v; want no error", len(reps.GetReports()), err)
 	}
 	if _, ok := h.s.facts.get("n-1"); ok {
 		t.Error("the server still holds n-1's facts in memory: the next rollout would plan it")

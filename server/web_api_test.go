@@ -207,7 +207,7 @@ func TestAPIEndpoints(t *testing.T) {
 		{"/api/v1/nodes?page_size=-1", http.StatusBadRequest, "page_size"},
 		{"/api/v1/nodes?inactive=maybe", http.StatusBadRequest, "inactive"},
 		{"/api/v1/nodes?page_size=1&page_size=2", http.StatusBadRequest, "2 times"},
-		{"/api/v1/nodes/nobody/facts", http.StatusNotFound, "no facts for node nobody"},
+		{"/api/v1/nodes/nobody/facts", http.StatusNotFound, "no node nobody: the server knows no such node"},
 		{"/api/v1/nodes/nobody/catalog", http.StatusNotFound, "no catalog"},
 		{"/api/v1/nodes/n-0/reports?page_token=xyz", http.StatusBadRequest, "page token"},
 		{"/api/v1/facts", http.StatusBadRequest, "fact"},

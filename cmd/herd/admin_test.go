@@ -50,7 +50,7 @@ func TestAdminCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "NODE") {
 		t.Fatalf("herd nodes: exit %d:\n%s", code, out)
 	}
-	if _, stderr, code := herd(t, "", append([]string{"facts", "--node", "web-01"}, conn...)...); code == 0 || !strings.Contains(stderr, "NotFound") {
+	if _, stderr, code := herd(t, "", append([]string{"facts", "--node", "web-01"}, conn...)...); code == 0 || !strings.Contains(stderr, "no node web-01: the server knows no such node") {
 		t.Errorf("facts of an unknown node: exit %d, %s", code, stderr)
 	}
 	// Without credentials the Admin service is out of reach.

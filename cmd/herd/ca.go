@@ -238,6 +238,7 @@ this admin keeps reaching the server after the move.`,
 			return err
 		}),
 	}
+	var statusJSON bool
 	statusCmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the server's CAs: the one that issues, the one retiring, the retired",
@@ -251,6 +252,18 @@ differs from --admin-dir's ca.crt, it is written there.`,
 			var p peer.Peer
 			resp, err := c.ListAuthorities(cmd.Context(), &herdv1.ListAuthoritiesRequest{}, grpc.Peer(&p))
 			if err != nil {
+				return err
+			}
+			if statusJSON {
+				// The bundle is the server's, not data about the CAs;
+				// it is still written to --admin-dir below.
+				if err := printProto(cmd, &herdv1.ListAuthoritiesResponse{Authorities: resp.Authorities}); err != nil {
+					return err
+				}
+				written, err := refreshAdminBundle(af.Dir, resp.CaBundleDer, p)
+				if written != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "wrote the server's CA bundle to %s\n", written)
+				}
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -277,7 +290,11 @@ differs from --admin-dir's ca.crt, it is written there.`,
 		}),
 	}
 
-	var listPageSize int32
+	var (
+		listPageSize int32
+		listJSON     bool
+		tokensJSON   bool
+	)
 	listCmd := &cobra.Command{
 		Use:   "list",
 		Short: "List issued, pending and revoked certificates",
@@ -285,13 +302,19 @@ differs from --admin-dir's ca.crt, it is written there.`,
 fingerprint and the address it came from: compare the fingerprint with the
 one the node prints before "herd ca sign NAME --fingerprint FP". The list
 comes from the server page by page.`,
-		Example: "  herd ca list",
-		Args:    cobra.NoArgs,
+		Example: `  herd ca list
+  herd ca list --json | jq -r '.certificates[] | select(.state == "pending") | .name'`,
+		Args: cobra.NoArgs,
 		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
+			if listJSON {
+				return listCertificatesJSON(cmd, c, listPageSize)
+			}
 			return listCertificates(cmd.Context(), cmd.OutOrStdout(), c, listPageSize)
 		}),
 	}
 	listCmd.Flags().Int32Var(&listPageSize, "page-size", 0, "entries asked for per call (0: the server's default; the server caps it)")
+	statusCmd.Flags().BoolVar(&statusJSON, "json", false, "print as JSON: {authorities: [{subject, fingerprint, state, notBeforeUnixMs, notAfterUnixMs, dependents, lastDependentUnixMs}]}")
+	listCmd.Flags().BoolVar(&listJSON, "json", false, "print as JSON: {certificates: [{name, state, admin, notAfterUnixMs, serial, fingerprint, source}]}")
 
 	cmd.AddCommand(adminCmd, tokenCmd, fingerprintCmd, signCmd, rotateCmd, statusCmd,
 		listCmd,
@@ -311,7 +334,7 @@ the node's, and the node's own request is accepted on its next try.`,
 				return nil
 			}),
 		},
-		&cobra.Command{
+		withJSON(&tokensJSON, "print as JSON: {tokens: [{id, namePattern, expiresUnixMs, singleUse, usedUnixMs, createdUnixMs}]}", &cobra.Command{
 			Use:   "tokens",
 			Short: "List join tokens (never their secrets)",
 			Args:  cobra.NoArgs,
@@ -319,6 +342,9 @@ the node's, and the node's own request is accepted on its next try.`,
 				resp, err := c.ListJoinTokens(cmd.Context(), &herdv1.ListJoinTokensRequest{})
 				if err != nil {
 					return err
+				}
+				if tokensJSON {
+					return printProto(cmd, resp)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tPATTERN\tEXPIRES\tSINGLE USE\tUSED")
@@ -331,7 +357,7 @@ the node's, and the node's own request is accepted on its next try.`,
 				}
 				return tw.Flush()
 			}),
-		},
+		}),
 		&cobra.Command{
 			Use:   "revoke NAME",
 			Short: "Revoke a node's certificate; it may then enroll again",
@@ -544,4 +570,27 @@ func refreshAdminBundle(dir string, der []byte, p peer.Peer) (string, error) {
 		return "", fmt.Errorf("writing the CA bundle: %w", err)
 	}
 	return path, nil
+}
+
+// withJSON adds --json (into v, with usage) to c and returns c.
+func withJSON(v *bool, usage string, c *cobra.Command) *cobra.Command {
+	c.Flags().BoolVar(v, "json", false, usage)
+	return c
+}
+
+// listCertificatesJSON prints every certificate and request, page by
+// page, as one JSON document.
+func listCertificatesJSON(cmd *cobra.Command, c herdv1.AdminClient, pageSize int32) error {
+	all := &herdv1.ListCertificatesResponse{}
+	for token := ""; ; {
+		resp, err := c.ListCertificates(cmd.Context(), &herdv1.ListCertificatesRequest{PageSize: pageSize, PageToken: token})
+		if err != nil {
+			return err
+		}
+		all.Certificates = append(all.Certificates, resp.Certificates...)
+		if token = resp.NextPageToken; token == "" {
+			break
+		}
+	}
+	return printProto(cmd, all)
 }

@@ -199,3 +199,28 @@ func TestVersion(t *testing.T) {
 		t.Errorf("herd version = %q, exit %d", out, code)
 	}
 }
+
+// TestCheckTestFailureCarriesTheSiteDir: a compile error that depends on
+// the node (a notify of a resource the node's catalog lacks) reaches
+// herd check's failing test with the site directory in front, like
+// every other diagnostic, each at its own line.
+func TestCheckTestFailureCarriesTheSiteDir(t *testing.T) {
+	t.Parallel()
+	dir := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":     "[[node]]\nroles = [\"web\"]\n",
+		"roles/web.toml": "[[file]]\npath = \"/etc/motd\"\ncontent = \"x\"\nnotify = [\"service:nope\"]\n",
+		"tests/web.toml": "[[test]]\nnode = \"web-01\"\n",
+	})
+	out, _, code := herd(t, "", "check", "--site", dir)
+	if code != nodecmd.ExitError {
+		t.Fatalf("exit %d, want %d\n%s", code, nodecmd.ExitError, out)
+	}
+	for _, want := range []string{
+		"     " + dir + "/tests/web.toml:1:3: test \"web-01\": compile of web-01 failed:\n",
+		"     " + dir + "/roles/web.toml:4:11: notify: no resource service:nope in the catalog of node web-01\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("herd check lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -125,7 +125,7 @@ a node fails to compile), 1 the site cannot be loaded, 64 bad usage.`,
 			if err != nil {
 				return err
 			}
-			res := diffFleet(prev, next, nodes, opts)
+			res := diffFleet(site, prev, next, nodes, opts)
 			toLabel := "the work tree"
 			if to != "" {
 				toLabel = to
@@ -279,8 +279,9 @@ type fleetDiff struct {
 
 // diffFleet compiles every node at both versions with opts (placeholders,
 // or the secrets opened and sealed to one throwaway key, so that an
-// unchanged secret seals alike on both sides).
-func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts, opts catalogs.CompileOptions) *fleetDiff {
+// unchanged secret seals alike on both sides). A compile error's files
+// are prefixed with the site directory, like every other diagnostic.
+func diffFleet(site string, prev, next *catalogs.Site, nodes map[string]facts.Facts, opts catalogs.CompileOptions) *fleetDiff {
 	d := &fleetDiff{from: prev.Version, to: next.Version, changes: map[string]catalogs.Change{}, failed: map[string]string{}}
 	// A file's digest can come from either side.
 	content := func(digest string) ([]byte, bool) {
@@ -305,10 +306,10 @@ func diffFleet(prev, next *catalogs.Site, nodes map[string]facts.Facts, opts cat
 			b, errB := next.CompileWith(name, nodes[name], opts)
 			var why []string
 			if errA != nil {
-				why = append(why, "at "+shortVersion(prev.Version)+": "+errSummary(errA))
+				why = append(why, "at "+shortVersion(prev.Version)+": "+errSummary(nodecmd.PrefixSite(site, errA)))
 			}
 			if errB != nil {
-				why = append(why, "at "+shortVersion(next.Version)+": "+errSummary(errB))
+				why = append(why, "at "+shortVersion(next.Version)+": "+errSummary(nodecmd.PrefixSite(site, errB)))
 			}
 			if len(why) > 0 {
 				failed[i] = strings.Join(why, "; ")

@@ -123,6 +123,10 @@ func TestDiffCommand(t *testing.T) {
 	if !strings.Contains(out, "1 node failed to compile:\n  db-01: at "+second[:12]+"+dirty.") || !strings.Contains(out, `package:nope`) {
 		t.Errorf("herd diff does not list db-01's failure at the work tree:\n%s", out)
 	}
+	// The failure opens from where herd ran, like every diagnostic.
+	if !strings.Contains(out, ": "+site+"/roles/db.toml:3:") {
+		t.Errorf("herd diff's compile failure does not name %s/roles/db.toml:3:\n%s", site, out)
+	}
 	if _, _, code := herd(t, "", "diff", "--site", site, "--exit-code"); code != nodecmd.ExitError {
 		t.Errorf("herd diff --exit-code with a failing node exited %d, want %d", code, nodecmd.ExitError)
 	}

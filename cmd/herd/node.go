@@ -27,8 +27,8 @@ catalog history, rollout rows) and revokes its certificates: its agent must
 enroll again to come back. It asks for --yes.
 
 The server does both by itself with node_ttl and node_purge_ttl (herd server
---help). Exit status: 0 done, 1 refused or failed (no such node, no --yes,
-a missing NAME), 64 an unknown flag.`,
+--help). Exit status: 0 done, 1 refused or failed (no such node, no --yes),
+64 bad usage (a missing NAME, an unknown flag or subcommand).`,
 		Example: `  herd node deactivate web-07
   herd node activate web-07
   herd node purge web-07 --yes`,

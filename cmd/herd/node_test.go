@@ -69,9 +69,9 @@ func TestNodeCommands(t *testing.T) {
 		code int
 		says string
 	}{
-		{[]string{"node", "purge", "node-1", "--yes"}, 1, "NotFound"},
-		{[]string{"node", "deactivate", "nobody"}, 1, "NotFound"},
-		{[]string{"node", "deactivate"}, 1, "accepts 1 arg"},
+		{[]string{"node", "purge", "node-1", "--yes"}, 1, "purge node-1: the server knows no such node"},
+		{[]string{"node", "deactivate", "nobody"}, 1, "deactivate nobody: the server knows no such node"},
+		{[]string{"node", "deactivate"}, 64, "usage: herd node deactivate NAME"},
 		{[]string{"node", "purge", "node-2", "--force"}, 64, "--help"},
 	} {
 		if _, stderr, code := run(tt.args...); code != tt.code || !strings.Contains(stderr, tt.says) {

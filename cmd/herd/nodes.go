@@ -62,7 +62,7 @@ the LAST RUN.`,
   herd nodes --where 'os.family == "debian" && memory.total_bytes < 4e9'
   herd nodes --where 'status == "failed" || checkin_age > 3600'
   herd nodes --all
-  herd nodes --json | jq '.nodes[] | select(.compileError != "")'`,
+  herd nodes --json | jq -r '.nodes[] | select(.compileError) | .name'`,
 		Args: cobra.NoArgs,
 		RunE: nodecmd.WithAdmin(&af, func(cmd *cobra.Command, _ []string, c herdv1.AdminClient) error {
 			// Page by page: the server caps a page, so that a large fleet
@@ -92,7 +92,7 @@ the LAST RUN.`,
 		}),
 	}
 	af.Register(cmd)
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON (empty fields are left out; docs/cli.md names them)")
 	cmd.Flags().BoolVar(&showAll, "all", false, "list deactivated nodes too")
 	cmd.Flags().StringVar(&where, "where", "", "list only the nodes for which `EXPR` is true (facts and status; see --help)")
 	return cmd

@@ -49,7 +49,7 @@ func (a *AdminFlags) Register(cmd *cobra.Command) {
 func (a *AdminFlags) Dial(ctx context.Context) (herdv1.AdminClient, func(), error) {
 	cert, err := tls.LoadX509KeyPair(filepath.Join(a.Dir, "admin.crt"), filepath.Join(a.Dir, "admin.key"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin): %w", a.Dir, err)
+		return nil, nil, fmt.Errorf("loading admin credentials from %s (make them with herd ca admin, or choose them with --admin-dir or $HERD_ADMIN_DIR): %w", a.Dir, err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(a.Dir, "ca.crt"))
 	if err != nil {
@@ -67,7 +67,8 @@ func (a *AdminFlags) Dial(ctx context.Context) (herdv1.AdminClient, func(), erro
 	return herdv1.NewAdminClient(conn), func() { conn.Close() }, nil
 }
 
-// WithAdmin wraps a RunE that needs the Admin service.
+// WithAdmin wraps a RunE that needs the Admin service. An error from a
+// call to the server comes back as a sentence (RPCError).
 func WithAdmin(a *AdminFlags, fn func(cmd *cobra.Command, args []string, c herdv1.AdminClient) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		c, closeConn, err := a.Dial(cmd.Context())
@@ -75,7 +76,7 @@ func WithAdmin(a *AdminFlags, fn func(cmd *cobra.Command, args []string, c herdv
 			return err
 		}
 		defer closeConn()
-		return fn(cmd, args, c)
+		return RPCError(a.server, a.Dir, fn(cmd, args, c))
 	}
 }
 

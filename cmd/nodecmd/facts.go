@@ -55,6 +55,7 @@ exist, or no fact could be collected; 64 bad usage.`,
   herd facts --root /srv/rehearsal    # describe a sandbox host from its files
   herd facts --node web-01 os.family  # what web-01 last reported to the server
   herd facts --all os.release.major --where 'os.family == "debian"'`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if all {
 				if len(names) != 1 || node != "" {

@@ -95,6 +95,7 @@ otherwise it adopts them as a run would, with a supervisor of its own.`,
 	stop := &cobra.Command{
 		Use:   "stop NAME... | --all",
 		Short: "Stop services and forget them until a run ensures them again",
+		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if all == (len(names) > 0) {
 				return UsageError(cmd, "name services to stop, or give --all")

@@ -34,13 +34,28 @@ func Version() string {
 }
 
 func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print herd's version",
-		Args:  cobra.NoArgs,
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:     "version",
+		Short:   "Print herd's version",
+		Example: "  herd version\n  herd version --json | jq -r .version",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if jsonOut {
+				return WriteJSON(cmd.OutOrStdout(), versionInfo{Version: Version(), Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s %s/%s\n", cmd.Root().Name(), Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON: {version, go, os, arch}")
+	return cmd
+}
+
+// versionInfo is version --json.
+type versionInfo struct {
+	Version string `json:"version"`
+	Go      string `json:"go"`
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
 }
