@@ -49,6 +49,10 @@ var rules = map[string]struct {
 	// The dashboard's pages read the fleet through its Source interface:
 	// it needs nothing of Herd's own.
 	"server/dashboard": {},
+
+	// Tests only: Herd's Debian packages, built by cmd/herd-pkg (a module
+	// of its own, which this list does not reach) and checked with dpkg.
+	"packaging": {allowHerd: []string{"testkit", "agent/sandbox"}},
 }
 
 // nodeForbid is what every node pays for and none may link: the node binary

@@ -399,6 +399,10 @@ func runnableHere(args []string) bool {
 			if args[0] == "facts" || a == "--server" {
 				return false // the server's facts
 			}
+		case "--branch", "--against":
+			// A branch of the reader's site repository (staging), not of
+			// this checkout: parsed only.
+			return false
 		case "--facts":
 			if i+1 < len(args) && args[i+1] != "-" {
 				if _, err := os.Stat(filepath.Join("../..", args[i+1])); err != nil {

@@ -33,29 +33,34 @@ func Version() string {
 	return "devel"
 }
 
-func newVersionCmd() *cobra.Command {
-	var jsonOut bool
-	cmd := &cobra.Command{
-		Use:     "version",
-		Short:   "Print herd's version",
-		Example: "  herd version\n  herd version --json | jq -r .version",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if jsonOut {
-				return WriteJSON(cmd.OutOrStdout(), versionInfo{Version: Version(), Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s %s/%s\n", cmd.Root().Name(), Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON: {version, go, os, arch}")
-	return cmd
-}
-
-// versionInfo is version --json.
+// versionInfo is what version --json prints.
 type versionInfo struct {
 	Version string `json:"version"`
 	Go      string `json:"go"`
 	OS      string `json:"os"`
 	Arch    string `json:"arch"`
+}
+
+func newVersionCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "version [--json]",
+		Short: "Print herd's version",
+		Long: `Print the version stamped into this binary at build (the Debian packages'
+version, from git describe or --version of herd-pkg), the Go release it was
+built with, and the platform.`,
+		Example: `  herd version
+  herd-agent version --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := versionInfo{Version: Version(), Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+			if jsonOut {
+				return WriteJSON(cmd.OutOrStdout(), v)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s %s/%s\n", cmd.Root().Name(), v.Version, v.Go, v.OS, v.Arch)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, `print {"version", "go", "os", "arch"} as JSON`)
+	return cmd
 }
