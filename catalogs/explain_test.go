@@ -75,7 +75,7 @@ func TestExplainClassification(t *testing.T) {
 	for _, r := range ex.Rules {
 		got = append(got, r.At+" "+strings.Join(r.Roles, ",")+" "+map[bool]string{true: "yes", false: "no"}[r.Matched])
 	}
-	want := []string{"nodes.toml:5:3 base yes", "nodes.toml:9:3 web yes", "nodes.toml:16:3 db no"}
+	want := []string{"nodes.toml:6:3 base,herd yes", "nodes.toml:10:3 web yes", "nodes.toml:17:3 db no"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rules (-want +got):\n%s", diff)
 	}
@@ -83,8 +83,9 @@ func TestExplainClassification(t *testing.T) {
 		t.Errorf("db rule: why = %q, want the glob that did not match", ex.Rules[2].Why)
 	}
 	wantRoles := []RoleOrigin{
-		{Role: "base", File: "roles/base.toml", By: "rule", At: "nodes.toml:6:10", Via: "rule at nodes.toml:5:3"},
-		{Role: "web", File: "roles/web.toml", By: "rule", At: "nodes.toml:11:10", Via: "rule at nodes.toml:9:3"},
+		{Role: "base", File: "roles/base.toml", By: "rule", At: "nodes.toml:7:10", Via: "rule at nodes.toml:6:3"},
+		{Role: "herd", File: "roles/herd.toml", By: "rule", At: "nodes.toml:7:18", Via: "rule at nodes.toml:6:3"},
+		{Role: "web", File: "roles/web.toml", By: "rule", At: "nodes.toml:12:10", Via: "rule at nodes.toml:10:3"},
 	}
 	if diff := cmp.Diff(wantRoles, ex.Roles); diff != "" {
 		t.Errorf("roles (-want +got):\n%s", diff)
@@ -102,7 +103,7 @@ func TestExplainDataLevels(t *testing.T) {
 	}
 	workers := originOf(t, content.From, "params.workers")
 	want := Origin{Read: "params.workers", Value: int64(8), Level: "nodes/{node}", At: "data/nodes/web-01.toml:2:1",
-		Overrides: []string{"nodes.toml at nodes.toml:13:1", "role defaults at roles/web.toml:6:1"}}
+		Overrides: []string{"nodes.toml at nodes.toml:14:1", "role defaults at roles/web.toml:6:1"}}
 	if diff := cmp.Diff(want, workers); diff != "" {
 		t.Errorf("params.workers (-want +got):\n%s", diff)
 	}

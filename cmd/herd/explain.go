@@ -96,7 +96,7 @@ not in the catalog (the nearest ones are named), 64 bad usage.`,
 					if s, ok := status.FromError(err); ok && s.Code() == codes.NotFound {
 						return &nodecmd.CodedError{Code: nodecmd.ExitError, Err: errors.New(s.Message())}
 					}
-					return err
+					return nodecmd.RPCError(af.Server(), af.Dir, err)
 				}
 				ex = &catalogs.Explanation{}
 				if err := json.Unmarshal(resp.ExplanationJson, ex); err != nil {
