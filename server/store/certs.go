@@ -40,6 +40,12 @@ func (s *Store) PutCert(ctx context.Context, c ca.Cert) error {
 		}
 		_, err = w.exec(`INSERT INTO certs (name, serial, der, admin, not_after, issued, revoked_at, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.Name, c.Serial, c.DER, c.Admin, ns(c.NotAfter), ns(c.Issued), ns(c.RevokedAt), c.Supersedes)
+		if err != nil && c.RevokedAt.IsZero() && isUnique(err, "certs_valid", "certs.name") {
+			// Another writer (a second server on one PostgreSQL store)
+			// stored a current certificate of the name between the
+			// SELECT above and this INSERT: certs_valid refused it.
+			return ca.ErrExists
+		}
 		return err
 	})
 	if err != nil {

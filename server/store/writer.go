@@ -21,6 +21,7 @@ type request struct {
 // an open transaction, with statements prepared once and reused.
 type wtx struct {
 	conn  *sql.Conn
+	d     dialect
 	stmts map[string]*sql.Stmt
 }
 
@@ -34,7 +35,7 @@ func (w *wtx) stmt(query string) (*sql.Stmt, error) {
 	if st, ok := w.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := w.conn.PrepareContext(bg, query)
+	st, err := w.conn.PrepareContext(bg, w.d.q(query))
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +49,7 @@ func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return st.ExecContext(bg, args...)
+	return st.ExecContext(bg, w.d.args(args)...)
 }
 
 // queryRow runs a query that returns at most one row.
@@ -57,9 +58,9 @@ func (w *wtx) queryRow(query string, args ...any) *sql.Row {
 	if err != nil {
 		// QueryRowContext on a closed statement would lose the error;
 		// run the query unprepared so that the error reaches Scan.
-		return w.conn.QueryRowContext(bg, query, args...)
+		return w.conn.QueryRowContext(bg, w.d.q(query), w.d.args(args)...)
 	}
-	return st.QueryRowContext(bg, args...)
+	return st.QueryRowContext(bg, w.d.args(args)...)
 }
 
 // query runs a query.
@@ -68,7 +69,7 @@ func (w *wtx) query(query string, args ...any) (*sql.Rows, error) {
 	if err != nil {
 		return nil, err
 	}
-	return st.QueryContext(bg, args...)
+	return st.QueryContext(bg, w.d.args(args)...)
 }
 
 func (w *wtx) close() {
@@ -141,7 +142,7 @@ func (s *Store) Stats() Stats {
 // run is the writer goroutine: the only code that writes to the file.
 func (s *Store) run() {
 	defer close(s.done)
-	w := &wtx{conn: s.conn, stmts: map[string]*sql.Stmt{}}
+	w := &wtx{conn: s.conn, d: s.d, stmts: map[string]*sql.Stmt{}}
 	defer w.close()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -267,7 +268,9 @@ func (s *Store) commit(w *wtx, batch []*request) {
 // request's own failure goes to errs and the check-ins' to touchErr, each
 // rolled back to its savepoint so that the rest still commits.
 func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error) (touchErr, err error) {
-	if _, err := w.exec(`BEGIN IMMEDIATE`); err != nil {
+	// sqlite's IMMEDIATE takes the write lock at once; PostgreSQL locks
+	// rows as they are written.
+	if _, err := w.exec(w.d.pick(`BEGIN IMMEDIATE`, `BEGIN`)); err != nil {
 		return nil, fmt.Errorf("beginning a write: %w", err)
 	}
 	// The check-ins first: they were taken before the requests ran, so

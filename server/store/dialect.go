@@ -1,0 +1,239 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/mattn/go-sqlite3"
+)
+
+// dialect is the seam between the store's one set of queries and the two
+// databases it runs on. The queries are written for sqlite, with ? or ?N
+// placeholders; on PostgreSQL each is rewritten once ($N) and cached, and
+// the few that cannot be said the same way in both are chosen with pick.
+// Everything else (ON CONFLICT upserts, RETURNING, savepoints, partial
+// indexes) is the same SQL in both.
+type dialect struct {
+	pg bool
+	// rebound caches each query's PostgreSQL form by its sqlite form.
+	rebound *sync.Map
+}
+
+var (
+	sqliteDialect = dialect{}
+	pgDialect     = dialect{pg: true, rebound: new(sync.Map)}
+)
+
+// name is the dialect's name in messages and test names.
+func (d dialect) name() string {
+	if d.pg {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// pick returns the query written for this dialect.
+func (d dialect) pick(sqlite, postgres string) string {
+	if d.pg {
+		return postgres
+	}
+	return sqlite
+}
+
+// q returns query in this dialect's placeholders.
+func (d dialect) q(query string) string {
+	if !d.pg {
+		return query
+	}
+	if v, ok := d.rebound.Load(query); ok {
+		return v.(string)
+	}
+	r := rebind(query)
+	d.rebound.Store(query, r)
+	return r
+}
+
+// args converts arguments for this dialect: sqlite keeps a Go bool as the
+// integer 0 or 1 in an INTEGER column, and PostgreSQL's BIGINT needs the
+// integer itself.
+func (d dialect) args(args []any) []any {
+	if !d.pg {
+		return args
+	}
+	copied := false
+	for i, a := range args {
+		b, ok := a.(bool)
+		if !ok {
+			continue
+		}
+		if !copied {
+			// The caller's slice is not ours to change.
+			args, copied = append([]any(nil), args...), true
+		}
+		if b {
+			args[i] = int64(1)
+		} else {
+			args[i] = int64(0)
+		}
+	}
+	return args
+}
+
+// rebind turns sqlite placeholders into PostgreSQL's: ?N becomes $N and a
+// bare ? becomes $(the largest number so far + 1), as sqlite numbers
+// them. Quoted strings and identifiers are left alone.
+func rebind(query string) string {
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	largest := 0
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch c {
+		case '\'', '"':
+			j := strings.IndexByte(query[i+1:], c)
+			if j < 0 {
+				b.WriteString(query[i:])
+				return b.String()
+			}
+			b.WriteString(query[i : i+j+2])
+			i += j + 1
+		case '?':
+			j := i + 1
+			for j < len(query) && query[j] >= '0' && query[j] <= '9' {
+				j++
+			}
+			n := largest + 1
+			if j > i+1 {
+				n, _ = strconv.Atoi(query[i+1 : j])
+			}
+			largest = max(largest, n)
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			i = j - 1
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// isUnique reports whether err is a violated unique index: pgIndex by
+// its name on PostgreSQL, and on sqlite, which names no index, one on
+// sqliteColumns ("table.column, ..." as its message spells them).
+func isUnique(err error, pgIndex, sqliteColumns string) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505" && pe.ConstraintName == pgIndex
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.ExtendedCode == sqlite3.ErrConstraintUnique && strings.HasSuffix(se.Error(), "failed: "+sqliteColumns)
+	}
+	return false
+}
+
+// readDB is the read-only pool, speaking the store's dialect: its methods
+// shadow *sql.DB's so that every read rewrites its query the same way.
+type readDB struct {
+	*sql.DB
+	d dialect
+}
+
+func (r *readDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return r.DB.QueryContext(ctx, r.d.q(query), r.d.args(args)...)
+}
+
+func (r *readDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return r.DB.QueryRowContext(ctx, r.d.q(query), r.d.args(args)...)
+}
+
+func (r *readDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return r.DB.ExecContext(ctx, r.d.q(query), r.d.args(args)...)
+}
+
+func (r *readDB) QueryRow(query string, args ...any) *sql.Row {
+	return r.QueryRowContext(context.Background(), query, args...)
+}
+
+func (r *readDB) Query(query string, args ...any) (*sql.Rows, error) {
+	return r.QueryContext(context.Background(), query, args...)
+}
+
+func (r *readDB) Exec(query string, args ...any) (sql.Result, error) {
+	return r.ExecContext(context.Background(), query, args...)
+}
+
+// BeginTx starts a read transaction. On PostgreSQL it is REPEATABLE READ:
+// its statements see one snapshot, as a sqlite read transaction does,
+// where READ COMMITTED would give each statement its own.
+func (r *readDB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*readTx, error) {
+	if r.d.pg {
+		o := sql.TxOptions{Isolation: sql.LevelRepeatableRead}
+		if opts != nil {
+			o.ReadOnly = opts.ReadOnly
+		}
+		opts = &o
+	}
+	tx, err := r.DB.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &readTx{Tx: tx, d: r.d}, nil
+}
+
+// readTx is a read transaction speaking the store's dialect.
+type readTx struct {
+	*sql.Tx
+	d dialect
+}
+
+func (t *readTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.Tx.QueryContext(ctx, t.d.q(query), t.d.args(args)...)
+}
+
+func (t *readTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.Tx.QueryRowContext(ctx, t.d.q(query), t.d.args(args)...)
+}
+
+// IsPostgres reports whether a store setting names a PostgreSQL database
+// (a postgres:// or postgresql:// URL) rather than a sqlite file.
+func IsPostgres(location string) bool {
+	l := strings.ToLower(location)
+	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
+}
+
+// Redact returns a store setting fit for logs and errors: a PostgreSQL
+// URL without its password (in the user part or a password parameter),
+// a sqlite path as it is. A URL that does not parse is replaced whole,
+// since where its password sits cannot be told.
+func Redact(location string) string {
+	if !IsPostgres(location) {
+		return location
+	}
+	u, err := url.Parse(location)
+	if err != nil {
+		return "postgres://(unparsable URL)"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	// Re-encoded always: a parameter Query could not parse is dropped
+	// rather than passed through unread.
+	u.RawQuery = q.Encode()
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
+}
