@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/mattn/go-sqlite3"
 )
@@ -206,6 +208,29 @@ func (t *readTx) QueryRowContext(ctx context.Context, query string, args ...any)
 func IsPostgres(location string) bool {
 	l := strings.ToLower(location)
 	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
+}
+
+// CheckLocation checks a store setting without opening it: a PostgreSQL
+// URL must parse as one (host, port, parameters), and anything else with
+// a scheme is refused rather than taken for a sqlite file named
+// "mysql://…". Its errors show the URL redacted.
+func CheckLocation(location string) error {
+	if location == "" {
+		return errors.New("the store setting is empty: want a sqlite file or a postgres:// URL")
+	}
+	if IsPostgres(location) {
+		if _, err := pgx.ParseConfig(location); err != nil {
+			// pgx's own message is left out: a URL that does not parse
+			// cannot be told apart from its password.
+			return fmt.Errorf("store %s is not a PostgreSQL URL that can be used (check its host, port and parameters)", Redact(location))
+		}
+		return nil
+	}
+	if i := strings.Index(location, "://"); i > 0 && !strings.ContainsAny(location[:i], "/.") {
+		// Only the scheme: the rest may hold another database's password.
+		return fmt.Errorf("store: want a sqlite file or a postgres:// URL, not a %s:// URL", location[:i])
+	}
+	return nil
 }
 
 // Redact returns a store setting fit for logs and errors: a PostgreSQL

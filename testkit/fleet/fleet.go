@@ -81,6 +81,10 @@ type Options struct {
 	// HTTP opens the server's HTTP port on 127.0.0.1 (the API, the
 	// dashboard, /metrics); HTTPClient reaches it as an admin.
 	HTTP bool
+	// Store is the server's store (server.Options.Store): a PostgreSQL
+	// URL such as testkit.Postgres gives; empty, sqlite in the fleet's
+	// directory.
+	Store string
 	// LogTo, when set, receives every log line of the server and the
 	// agents at debug level (the test's log keeps warnings only).
 	LogTo io.Writer
@@ -141,7 +145,7 @@ func (f *Fleet) StartServer() {
 		httpListen = f.httpAddr
 	}
 	s, err := server.New(context.Background(), server.Options{
-		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: httpListen, Debounce: f.opts.Debounce, Log: f.log,
+		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: httpListen, Debounce: f.opts.Debounce, Log: f.log, Store: f.opts.Store,
 	})
 	if err != nil {
 		f.tb.Fatal(err)
