@@ -198,9 +198,28 @@ func findInitdb() string {
 	return found[0]
 }
 
+// reachable reports whether every user may enter dir and its parents.
+func reachable(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
+
 // startCluster runs initdb and the postmaster in a new directory.
 func startCluster(initdb string) error {
-	dir, err := os.MkdirTemp("", "herd-pg-")
+	// The socket's path must fit a sockaddr_un (107 bytes), and nobody
+	// must be able to reach the directory: else /tmp.
+	parent := os.TempDir()
+	if len(parent) > 60 || (os.Geteuid() == 0 && !reachable(parent)) {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "herd-pg-")
 	if err != nil {
 		return err
 	}
