@@ -23,6 +23,9 @@ type wtx struct {
 	conn  *sql.Conn
 	d     dialect
 	stmts map[string]*sql.Stmt
+	// release is a savepoint PostgreSQL has still to release: it goes
+	// with the next SAVEPOINT in one round trip, or with COMMIT.
+	release bool
 }
 
 // The writer runs no statement under a caller's context: a request, once
@@ -236,6 +239,7 @@ func (s *Store) commit(w *wtx, batch []*request) {
 		// The transaction is gone: nothing of it was written. There may
 		// be no transaction left to roll back, hence no error check.
 		_, _ = w.exec(`ROLLBACK`)
+		w.release = false
 		for i := range errs {
 			errs[i] = err
 		}
@@ -286,6 +290,8 @@ func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error
 			return nil, err
 		}
 	}
+	// COMMIT releases a savepoint left to release.
+	w.release = false
 	if _, err := w.exec(`COMMIT`); err != nil {
 		return nil, fmt.Errorf("committing: %w", err)
 	}
@@ -296,7 +302,18 @@ func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error
 // whatever fn wrote when it failed. The error savepoint returns means the
 // transaction itself is lost.
 func savepoint(w *wtx, fn func(w *wtx) error, fnErr *error) error {
-	if _, err := w.exec(`SAVEPOINT req`); err != nil {
+	var err error
+	if w.release {
+		// PostgreSQL: the last request's RELEASE and this SAVEPOINT in
+		// one round trip (a statement without arguments goes by the
+		// simple protocol, which takes several). Each round trip is a
+		// good part of a small request's cost there.
+		_, err = w.conn.ExecContext(bg, `RELEASE req; SAVEPOINT req`)
+		w.release = false
+	} else {
+		_, err = w.exec(`SAVEPOINT req`)
+	}
+	if err != nil {
 		return fmt.Errorf("writing: %w", err)
 	}
 	if *fnErr = callSafely(fn, w); *fnErr != nil {
@@ -305,6 +322,10 @@ func savepoint(w *wtx, fn func(w *wtx) error, fnErr *error) error {
 			// error): every request of the batch is lost.
 			return fmt.Errorf("writing: %w", errors.Join(*fnErr, err))
 		}
+	}
+	if w.d.pg {
+		w.release = true
+		return nil
 	}
 	if _, err := w.exec(`RELEASE req`); err != nil {
 		return fmt.Errorf("writing: %w", err)
