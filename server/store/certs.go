@@ -329,7 +329,14 @@ func (s *Store) UseToken(ctx context.Context, hash string, at time.Time, accept 
 			return nil
 		}
 		if t.SingleUse {
-			if _, err := w.exec(`UPDATE tokens SET used_at = ? WHERE hash = ?`, ns(at), hash); err != nil {
+			// Only if still unused: on a PostgreSQL store another
+			// server may have used it since the SELECT, and its
+			// committed use makes this UPDATE change nothing.
+			res, err := w.exec(`UPDATE tokens SET used_at = ? WHERE hash = ? AND used_at = 0`, ns(at), hash)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
 				return err
 			}
 			t.UsedAt = at

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -253,4 +254,33 @@ func searchPath(t *testing.T, dsn string) string {
 		t.Fatalf("%s names no search_path", Redact(dsn))
 	}
 	return sp
+}
+
+// TestPGSingleUseTokenOnceAcrossStores: two stores on one PostgreSQL
+// database (two servers) use one single-use token at the same moment:
+// the second store's use lands between the first's read and its write
+// (inside accept), and only one of them gets the token.
+func TestPGSingleUseTokenOnceAcrossStores(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testkit.Postgres(t)
+	a, b := openAt(t, dsn, Options{}), openAt(t, dsn, Options{})
+	tok := ca.Token{Hash: "h1", SingleUse: true, Expires: at(3600), Created: at(0)}
+	if err := a.PutToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	var bOK bool
+	_, aOK, err := a.UseToken(ctx, "h1", at(1), func(ca.Token) bool {
+		var err error
+		if _, bOK, err = b.UseToken(ctx, "h1", at(2), yes); err != nil {
+			t.Errorf("the other store's UseToken: %v", err)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aOK == bOK {
+		t.Errorf("UseToken of one single-use token on two stores: %v and %v, want exactly one", aOK, bOK)
+	}
 }
