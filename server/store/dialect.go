@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,14 +32,6 @@ var (
 	sqliteDialect = dialect{}
 	pgDialect     = dialect{pg: true, rebound: new(sync.Map)}
 )
-
-// name is the dialect's name in messages and test names.
-func (d dialect) name() string {
-	if d.pg {
-		return "postgres"
-	}
-	return "sqlite"
-}
 
 // pick returns the query written for this dialect.
 func (d dialect) pick(sqlite, postgres string) string {
@@ -63,28 +56,58 @@ func (d dialect) q(query string) string {
 
 // args converts arguments for this dialect: sqlite keeps a Go bool as the
 // integer 0 or 1 in an INTEGER column, and PostgreSQL's BIGINT needs the
-// integer itself.
+// integer itself. PostgreSQL's text also refuses a NUL byte and invalid
+// UTF-8, which sqlite keeps: a command's output with either would make a
+// report that can never be stored, so both become U+FFFD there.
 func (d dialect) args(args []any) []any {
 	if !d.pg {
 		return args
 	}
 	copied := false
-	for i, a := range args {
-		b, ok := a.(bool)
-		if !ok {
-			continue
-		}
+	set := func(i int, v any) {
 		if !copied {
 			// The caller's slice is not ours to change.
 			args, copied = append([]any(nil), args...), true
 		}
-		if b {
-			args[i] = int64(1)
-		} else {
-			args[i] = int64(0)
+		args[i] = v
+	}
+	for i, a := range args {
+		switch v := a.(type) {
+		case bool:
+			if v {
+				set(i, int64(1))
+			} else {
+				set(i, int64(0))
+			}
+		case string:
+			if s, ok := pgText(v); !ok {
+				set(i, s)
+			}
+		case []string:
+			var out []string
+			for j, s := range v {
+				if t, ok := pgText(s); !ok {
+					if out == nil {
+						out = append([]string(nil), v...)
+					}
+					out[j] = t
+				}
+			}
+			if out != nil {
+				set(i, out)
+			}
 		}
 	}
 	return args
+}
+
+// pgText returns s as PostgreSQL's text takes it, and whether it was so
+// already.
+func pgText(s string) (string, bool) {
+	if utf8.ValidString(s) && !strings.Contains(s, "\x00") {
+		return s, true
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD"), false
 }
 
 // rebind turns sqlite placeholders into PostgreSQL's: ?N becomes $N and a

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herdcm/herd/server/ca"
 	"github.com/herdcm/herd/testkit"
@@ -283,4 +284,47 @@ func TestPGSingleUseTokenOnceAcrossStores(t *testing.T) {
 	if aOK == bOK {
 		t.Errorf("UseToken of one single-use token on two stores: %v and %v, want exactly one", aOK, bOK)
 	}
+}
+
+// TestEventTextAnyBytes: a command's output may hold a NUL byte, invalid
+// UTF-8 and backslashes; the report is stored on both databases (on
+// PostgreSQL, whose text takes neither NUL nor invalid UTF-8, those
+// become U+FFFD) and its events come back in order, more than one
+// sqlite INSERT's worth, with their changes or none.
+func TestEventTextAnyBytes(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := openTest(t)
+		odd := "a\x00b \\x41 \\\\ \xff\xfe end"
+		var events []Event
+		for i := range 40 {
+			e := Event{ID: fmt.Sprintf("exec:e%02d", i), Type: "exec", Status: "failed", Error: "exit status 1", Output: odd, Duration: time.Duration(i)}
+			if i%2 == 0 {
+				e.ChangesJSON = []byte(`[{"attr":"x","to":"a\\nb"}]`)
+			}
+			events = append(events, e)
+		}
+		r := Report{RunID: "r1", Started: at(1), Received: at(1), Summary: Summary{Resources: 40, Failed: 40}, Events: events}
+		if _, err := s.SaveReport(ctx, "web-01", r); err != nil {
+			t.Fatalf("SaveReport with odd output = %v", err)
+		}
+		got, ok, err := s.ReportByRun(ctx, "web-01", "r1")
+		if err != nil || !ok {
+			t.Fatalf("ReportByRun = %v, %v", ok, err)
+		}
+		want := odd
+		if testKind(t) == "postgres" {
+			want = "a\uFFFDb \\x41 \\\\ \uFFFD end"
+		}
+		if len(got.Events) != len(events) {
+			t.Fatalf("%d events back, want %d", len(got.Events), len(events))
+		}
+		for i, e := range got.Events {
+			if e.ID != events[i].ID || e.Output != want || string(e.ChangesJSON) != string(events[i].ChangesJSON) || e.Duration != events[i].Duration {
+				t.Errorf("event %d = %+v, want %+v with output %q", i, e, events[i], want)
+			}
+		}
+	})
 }

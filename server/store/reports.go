@@ -231,7 +231,30 @@ var insertEventsSQL = func() [eventsPerInsert + 1]string {
 	return qs
 }()
 
+// insertEventsPG stores any number of events in one statement: on
+// PostgreSQL each statement is a round trip.
+const insertEventsPG = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration)
+	SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[])`
+
 func insertEvents(w *wtx, first int64, events []Event) error {
+	if w.d.pg {
+		n := len(events)
+		ids, noops, durs := make([]int64, n), make([]int64, n), make([]int64, n)
+		res, typ, st, ref, er, cause, out := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		changes := make([][]byte, n)
+		for i, e := range events {
+			ids[i], durs[i] = first+int64(i), int64(e.Duration)
+			if e.Noop {
+				noops[i] = 1
+			}
+			res[i], typ[i], st[i], changes[i] = e.ID, e.Type, e.Status, e.ChangesJSON
+			ref[i], er[i], cause[i], out[i] = e.Refresh, e.Error, e.Cause, e.Output
+		}
+		if _, err := w.exec(insertEventsPG, ids, res, typ, st, noops, changes, ref, er, cause, out, durs); err != nil {
+			return fmt.Errorf("storing events: %w", err)
+		}
+		return nil
+	}
 	args := make([]any, 0, eventColumns*min(len(events), eventsPerInsert))
 	for start := 0; start < len(events); start += eventsPerInsert {
 		chunk := events[start:min(start+eventsPerInsert, len(events))]
