@@ -172,6 +172,11 @@ func TestPGReadersReadOnly(t *testing.T) {
 	if n, err := s.Size(); err != nil || n <= 0 {
 		t.Errorf("Size() = %d, %v; want the database's size", n, err)
 	}
+	// sqlite's busy timeout means nothing there: refused, not ignored.
+	if s, err := Open(testkit.Postgres(t), Options{BusyTimeout: time.Second}); err == nil {
+		s.Close()
+		t.Error("Open(postgres, BusyTimeout) = nil error, want a refusal")
+	}
 }
 
 // TestPGOpenErrorHidesPassword: a store that cannot connect says where it

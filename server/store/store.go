@@ -55,7 +55,9 @@ type Options struct {
 	ReadConns int
 	// BusyTimeout is how long a connection waits for a lock held by
 	// another process, such as a backup or the sqlite3 shell (the store's
-	// own connections never contend). DefaultBusyTimeout when 0.
+	// own connections never contend). DefaultBusyTimeout when 0. sqlite
+	// only: PostgreSQL's lock waits are its own settings (lock_timeout
+	// in the URL), and Open refuses it there.
 	BusyTimeout time.Duration
 }
 
@@ -99,6 +101,9 @@ type Store struct {
 func Open(path string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if IsPostgres(path) && opts.BusyTimeout != 0 {
+		return nil, fmt.Errorf("opening store %s: BusyTimeout is sqlite's; on PostgreSQL set lock_timeout in the URL", Redact(path))
 	}
 	if opts.BatchMax <= 0 {
 		opts.BatchMax = DefaultBatchMax
