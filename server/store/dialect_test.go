@@ -333,3 +333,30 @@ func TestEventTextAnyBytes(t *testing.T) {
 		}
 	})
 }
+
+// TestPGWriterReconnects: the writer's connection ended from outside (a
+// database restart, an administrator) fails the batch that meets it, and
+// the next write goes through on a new connection.
+func TestPGWriterReconnects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testkit.Postgres(t)
+	s := openAt(t, dsn, Options{})
+	var pid int
+	if err := s.write(ctx, func(w *wtx) error { return w.queryRow(`SELECT pg_backend_pid()`).Scan(&pid) }); err != nil {
+		t.Fatal(err)
+	}
+	var ended bool
+	if err := pgDB(t, dsn).QueryRow(`SELECT pg_terminate_backend($1)`, pid).Scan(&ended); err != nil || !ended {
+		t.Fatalf("ending the writer's backend %d: %v, %v", pid, ended, err)
+	}
+	// The first write may meet the dead connection; the one after it
+	// must not.
+	_ = s.SetCompileError(ctx, "n", "v1", "first")
+	if err := s.SetCompileError(ctx, "n", "v1", "second"); err != nil {
+		t.Fatalf("a write after the writer's connection was ended = %v, want it through a new one", err)
+	}
+	if n, ok, err := s.Node(ctx, "n"); err != nil || !ok || n.CompileError != "second" {
+		t.Errorf("Node = %+v, %v, %v", n, ok, err)
+	}
+}

@@ -157,8 +157,12 @@ func (s *Store) openPostgres() error {
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "herd"
+	// The writer and the readers by name in pg_stat_activity, unless
+	// the URL names them.
+	named := cfg.RuntimeParams["application_name"] != ""
+	rcfg := cfg.Copy()
+	if !named {
+		cfg.RuntimeParams["application_name"] = "herd-writer"
 	}
 	s.wdb = stdlib.OpenDB(*cfg)
 	s.wdb.SetMaxOpenConns(1)
@@ -175,7 +179,9 @@ func (s *Store) openPostgres() error {
 	if err := migrate(ctx, s.conn, s.d); err != nil {
 		return err
 	}
-	rcfg := cfg.Copy()
+	if !named {
+		rcfg.RuntimeParams["application_name"] = "herd-reader"
+	}
 	rcfg.RuntimeParams["default_transaction_read_only"] = "on"
 	rdb := stdlib.OpenDB(*rcfg)
 	rdb.SetMaxOpenConns(s.opts.ReadConns)

@@ -245,6 +245,9 @@ func (s *Store) commit(w *wtx, batch []*request) {
 		}
 		s.touches.restore()
 		s.log.Error("store write failed", "requests", len(batch), "checkins", len(touched), "err", err)
+		if s.d.pg {
+			s.reconnect(w)
+		}
 	case touchErr != nil:
 		// The requests committed; the check-ins wait for the next batch.
 		s.touches.restore()
@@ -266,6 +269,31 @@ func (s *Store) commit(w *wtx, batch []*request) {
 	if d := time.Since(start); d > time.Second {
 		s.log.Warn("slow store batch", "requests", len(batch), "checkins", len(touched), "took", d)
 	}
+}
+
+// reconnect replaces the writer's PostgreSQL connection when it is gone
+// (the database restarted, the network dropped it, an administrator
+// ended it): the sqlite file never goes away, but without this a lost
+// connection would fail every later write until the server restarts.
+// The batch that found it lost has failed already; its callers retry.
+func (s *Store) reconnect(w *wtx) {
+	if s.conn.PingContext(bg) == nil {
+		return
+	}
+	w.close()
+	w.stmts = map[string]*sql.Stmt{}
+	w.release = false
+	_ = s.conn.Close() // gone already: its error says nothing new
+	ctx, cancel := context.WithTimeout(bg, pgOpenTimeout)
+	defer cancel()
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		// The next failed batch tries again.
+		s.log.Error("reconnecting the store's writer", "err", err)
+		return
+	}
+	s.conn, w.conn = conn, conn
+	s.log.Warn("the store's writer reconnected to PostgreSQL")
 }
 
 // runBatch returns err only when the whole transaction is lost. A
