@@ -170,26 +170,32 @@ type readDB struct {
 	d dialect
 }
 
+// QueryContext is (*sql.DB).QueryContext in the store's dialect.
 func (r *readDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return r.DB.QueryContext(ctx, r.d.q(query), r.d.args(args)...)
 }
 
+// QueryRowContext is (*sql.DB).QueryRowContext in the store's dialect.
 func (r *readDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	return r.DB.QueryRowContext(ctx, r.d.q(query), r.d.args(args)...)
 }
 
+// ExecContext is (*sql.DB).ExecContext in the store's dialect.
 func (r *readDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return r.DB.ExecContext(ctx, r.d.q(query), r.d.args(args)...)
 }
 
+// QueryRow is QueryRowContext without a context, for tests.
 func (r *readDB) QueryRow(query string, args ...any) *sql.Row {
 	return r.QueryRowContext(context.Background(), query, args...)
 }
 
+// Query is QueryContext without a context, for tests.
 func (r *readDB) Query(query string, args ...any) (*sql.Rows, error) {
 	return r.QueryContext(context.Background(), query, args...)
 }
 
+// Exec is ExecContext without a context, for tests.
 func (r *readDB) Exec(query string, args ...any) (sql.Result, error) {
 	return r.ExecContext(context.Background(), query, args...)
 }
@@ -218,10 +224,12 @@ type readTx struct {
 	d dialect
 }
 
+// QueryContext is (*sql.Tx).QueryContext in the store's dialect.
 func (t *readTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return t.Tx.QueryContext(ctx, t.d.q(query), t.d.args(args)...)
 }
 
+// QueryRowContext is (*sql.Tx).QueryRowContext in the store's dialect.
 func (t *readTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	return t.Tx.QueryRowContext(ctx, t.d.q(query), t.d.args(args)...)
 }
