@@ -202,6 +202,10 @@ func TestPGOpenErrorHidesPassword(t *testing.T) {
 	if !strings.Contains(err.Error(), "xxxxx") {
 		t.Errorf("Open error = %v, want the redacted URL in it", err)
 	}
+	// A URL that does not parse: nothing of it past the scheme shows.
+	if _, err := Open("postgres://herd:hunter2-secret@db:99999999/herd", Options{}); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Open of a bad URL = %v, want an error without the password", err)
+	}
 }
 
 // TestCertsValidIsUnique: a second current certificate of a name (two

@@ -151,8 +151,9 @@ func (s *Store) openPostgres() error {
 	defer cancel()
 	cfg, err := pgx.ParseConfig(s.path)
 	if err != nil {
-		// pgx's message quotes the URL with its password masked.
-		return err
+		// CheckLocation's message: pgx's own may quote a URL that does
+		// not parse, password and all.
+		return CheckLocation(s.path)
 	}
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
