@@ -364,3 +364,27 @@ func TestPGWriterReconnects(t *testing.T) {
 		t.Errorf("Node = %+v, %v, %v", n, ok, err)
 	}
 }
+
+// TestPGSchemaTranslation: every migration's PostgreSQL form keeps none
+// of sqlite's types (INTEGER is 32 bits there: a time in nanoseconds
+// would overflow later, not fail now) and compares all text byte by byte.
+func TestPGSchemaTranslation(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= len(migrations); n++ {
+		pg := pgSchema(n)
+		for _, bad := range []string{"INTEGER", "BLOB", "WITHOUT ROWID", "AUTOINCREMENT", "PRAGMA"} {
+			if strings.Contains(pg, bad) {
+				t.Errorf("migration %d's PostgreSQL form holds %s:\n%s", n, bad, pg)
+			}
+		}
+		if texts, collated := strings.Count(pg, " TEXT"), strings.Count(pg, ` TEXT COLLATE "C"`); texts != collated {
+			t.Errorf("migration %d's PostgreSQL form: %d TEXT columns, %d of them COLLATE \"C\":\n%s", n, texts, collated, pg)
+		}
+	}
+	// A statement that ends in TEXT, as a later ALTER TABLE may (pgSchema
+	// adds the newline).
+	got := pgTypes.Replace("ALTER TABLE rollouts ADD COLUMN environment TEXT\n")
+	if want := "ALTER TABLE rollouts ADD COLUMN environment TEXT COLLATE \"C\"\n"; got != want {
+		t.Errorf("translated %q, want %q", got, want)
+	}
+}

@@ -305,6 +305,8 @@ var pgTypes = strings.NewReplacer(
 	" TEXT ", ` TEXT COLLATE "C" `,
 	" TEXT,", ` TEXT COLLATE "C",`,
 	" TEXT\n", " TEXT COLLATE \"C\"\n",
+	" TEXT)", ` TEXT COLLATE "C")`,
+	" TEXT;", ` TEXT COLLATE "C";`,
 )
 
 // pgSchema returns migration n's PostgreSQL form.
@@ -312,7 +314,8 @@ func pgSchema(n int) string {
 	if m, ok := pgMigrations[n]; ok {
 		return m
 	}
-	return pgTypes.Replace(migrations[n-1])
+	// The newline lets a statement that ends in TEXT match too.
+	return strings.TrimSuffix(pgTypes.Replace(migrations[n-1]+"\n"), "\n")
 }
 
 // migrate brings the schema on conn up to date, one transaction per
