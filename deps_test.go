@@ -62,6 +62,7 @@ var nodeForbid = []string{
 	module + "/server", module + "/policies", module + "/testkit",
 	"github.com/open-policy-agent/opa",
 	"github.com/prometheus/client_golang",
+	"github.com/jackc/pgx/v5",
 }
 
 type listedPkg struct {

@@ -20,6 +20,9 @@
 #
 # Knobs: AGENTS=512 CONCURRENCY=128 DURATION=10s COUNT=3 WATCHERS=10000
 #        STORAGE_NODES=50 STORAGE_RUNS=1440 BATCH=32 PARTS="1 2" OUT=bench/out
+#        STORE=postgres://USER@HOST/DB (a scratch database: the servers keep
+#        their stores there, a schema herd_bench_* each, left behind;
+#        default sqlite in each server's directory)
 set -euo pipefail
 AGENTS=${AGENTS:-512}
 CONCURRENCY=${CONCURRENCY:-128}
@@ -30,6 +33,7 @@ STORAGE_NODES=${STORAGE_NODES:-50}
 STORAGE_RUNS=${STORAGE_RUNS:-1440}
 BATCH=${BATCH:-32}
 PARTS=${PARTS:-1 2}
+STORE=${STORE:-}
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d /tmp/herd-bench-server.XXXXXX)}
@@ -43,7 +47,7 @@ for part in $PARTS; do
 	1)
 		echo
 		echo "## part 1: throughput and storage (server in process)"
-		"$OUT/loadgen" -server inproc -scenarios checkin,fetch,report,report100,batch,batch100,storage \
+		"$OUT/loadgen" -store "$STORE" -server inproc -scenarios checkin,fetch,report,report100,batch,batch100,storage \
 			-batch "$BATCH" -agents "$AGENTS" -concurrency "$CONCURRENCY" -duration "$DURATION" -count "$COUNT" \
 			-storage-nodes "$STORAGE_NODES" -storage-runs "$STORAGE_RUNS" \
 			-cpuprofile "$OUT/throughput.prof"
@@ -51,7 +55,7 @@ for part in $PARTS; do
 	2)
 		echo
 		echo "## part 2: $WATCHERS agents holding Watch streams (server in a child process)"
-		"$OUT/loadgen" -server child -scenarios rss,converge,storm -watchers "$WATCHERS" \
+		"$OUT/loadgen" -store "$STORE" -server child -scenarios rss,converge,storm -watchers "$WATCHERS" \
 			-cpuprofile "$OUT/fleet.prof"
 		;;
 	esac

@@ -18,9 +18,23 @@ import (
 // agents over mutual TLS on 127.0.0.1. They enroll, converge and report; a
 // site change reaches them through Watch; with the server stopped they keep
 // their catalogs and spool their reports; after its restart every spooled
-// report arrives exactly once.
+// report arrives exactly once. It runs on each store: sqlite, and
+// PostgreSQL (testkit.Postgres).
 func TestFleet(t *testing.T) {
 	t.Parallel()
+	for _, kind := range []string{"sqlite", "postgres"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			store := ""
+			if kind == "postgres" {
+				store = testkit.Postgres(t)
+			}
+			testFleet(t, store)
+		})
+	}
+}
+
+func testFleet(t *testing.T, store string) {
 	site := testkit.WriteSite(t, map[string]string{
 		"nodes.toml": "[[node]]\nroles = [\"base\"]\n",
 		"roles/base.toml": `
@@ -40,7 +54,7 @@ source = "banner.txt"
 	// and after the restart the agents check in (and send their spools)
 	// within milliseconds, not after the production 3-second connection
 	// wait and 10-second backoff.
-	f := fleet.NewFleetWith(t, site, 3, fleet.Options{Retry: 50 * time.Millisecond, ConnectWait: 200 * time.Millisecond})
+	f := fleet.NewFleetWith(t, site, 3, fleet.Options{Retry: 50 * time.Millisecond, ConnectWait: 200 * time.Millisecond, Store: store})
 	first := f.AwaitConverged(30*time.Second, nil)
 	for _, a := range f.Agents {
 		fleet.AssertFile(t, a.Root, "etc/motd", a.Name+": hello")

@@ -129,6 +129,10 @@ type Options struct {
 	// Retain is how long reports and facts/catalog history are kept
 	// (default 90 days); older ones are pruned hourly.
 	Retain time.Duration
+	// Store is where the server keeps its state: a sqlite file, or a
+	// PostgreSQL database named by a postgres:// or postgresql:// URL
+	// (default Dir/herd.db). Its password never appears in logs or errors.
+	Store string
 	// AcceptEmptyStore lets the server start on an empty store although
 	// its CA already exists. Without it such a start is refused: the
 	// store was lost or truncated, and with it the revocations and the
@@ -348,7 +352,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			caExists = true
 		}
 	}
-	st, err := store.Open(filepath.Join(opts.Dir, "herd.db"), store.Options{Logger: opts.Log.With("component", "store")})
+	storeAt := opts.Store
+	if storeAt == "" {
+		storeAt = filepath.Join(opts.Dir, "herd.db")
+	}
+	st, err := store.Open(storeAt, store.Options{Logger: opts.Log.With("component", "store")})
 	if err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
@@ -357,7 +365,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("starting the server: the store %s is empty but the CA in %s already exists: "+
 			"the store was lost or truncated, and with it the revoked certificates and the nodes' history; "+
 			"restore it from a backup, or start with --accept-empty-store to begin again from nothing",
-			filepath.Join(opts.Dir, "herd.db"), filepath.Join(opts.Dir, "ca"))
+			store.Redact(storeAt), filepath.Join(opts.Dir, "ca"))
 	}
 	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity})
 	if err != nil {

@@ -86,6 +86,7 @@ func main() {
 	flag.IntVar(&c.site.PerRole, "per-role", 20, "resources per role")
 	flag.StringVar(&c.gates, "gates", "examples/site/policies", "the rollout scenario's policy gates: the *.rego (tests left out) of this directory, copied into the synthetic site (\"\": no gates)")
 	flag.BoolVar(&c.verbose, "v", false, "log the server's info lines and warnings to stderr (the rollout's plan: where its time went)")
+	flag.StringVar(&storeBase, "store", "", "the servers' store: empty for sqlite in each server's directory, or a PostgreSQL URL (a scratch database: each server gets a schema herd_bench_*, left behind)")
 	flag.BoolVar(&c.serve, "serve", false, "internal: be the child server")
 	flag.StringVar(&c.serveSite, "site", "", "internal: the child server's site")
 	flag.StringVar(&c.serveDir, "dir", "", "internal: the child server's state directory")
@@ -305,7 +306,7 @@ func storage(ctx context.Context, c config, site, dir string) ([]row, error) {
 	if _, _, err := t.restart(ctx); err != nil {
 		return nil, err
 	}
-	base, err := fileSize(db)
+	base, err := storeSize(ctx, dir)
 	if err != nil {
 		t.stop()
 		return nil, err
@@ -351,7 +352,7 @@ func storage(ctx context.Context, c config, site, dir string) ([]row, error) {
 	if firstErr != nil {
 		return nil, fmt.Errorf("storage: %w", firstErr)
 	}
-	size, err := fileSize(db)
+	size, err := storeSize(ctx, dir)
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,12 @@ func serverOptions(site, dir, listen string, compileWorkers int, verbose bool) s
 
 // startServer starts a server in this process and makes a join token.
 func startServer(ctx context.Context, site, dir, listen string, compileWorkers int, verbose bool) (*server.Server, hello, error) {
-	s, err := server.New(ctx, serverOptions(site, dir, listen, compileWorkers, verbose))
+	opts := serverOptions(site, dir, listen, compileWorkers, verbose)
+	var err error
+	if opts.Store, err = storeFor(ctx, dir); err != nil {
+		return nil, hello{}, err
+	}
+	s, err := server.New(ctx, opts)
 	if err != nil {
 		return nil, hello{}, err
 	}
@@ -111,7 +116,7 @@ func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int
 		if err != nil {
 			return err
 		}
-		args := []string{"-serve", "-site", site, "-dir", dir, "-listen", listen}
+		args := []string{"-serve", "-site", site, "-dir", dir, "-listen", listen, "-store", storeBase}
 		if cpuprofile != "" {
 			// One profile per server process: the first, then the one
 			// after each restart.

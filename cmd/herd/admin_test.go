@@ -11,6 +11,7 @@ import (
 
 	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/server/ca"
+	"github.com/herdcm/herd/server/store"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -174,5 +175,31 @@ func TestCACommandsRotateAndPage(t *testing.T) {
 	}
 	if out, stderr, code := herd(t, "", append([]string{"ca", "list"}, conn...)...); code != 0 || !strings.Contains(out, "web-09") {
 		t.Errorf("herd ca list after the rotation: exit %d: %s%s", code, out, stderr)
+	}
+}
+
+// TestCAAdminOfflinePostgres: --offline --store reaches a server's
+// PostgreSQL store (no herd.db is made), and --store without --offline is
+// refused: a running server has its own.
+func TestCAAdminOfflinePostgres(t *testing.T) {
+	t.Parallel()
+	dir, out := t.TempDir(), t.TempDir()
+	dsn := testkit.Postgres(t)
+	if _, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", out, "--store", dsn); code == 0 || !strings.Contains(stderr, "--offline") {
+		t.Errorf("herd ca admin --store without --offline: exit %d: %s; want a refusal naming --offline", code, stderr)
+	}
+	if o, stderr, code := herd(t, "", "ca", "admin", "ops", "--dir", dir, "--out", out, "--offline", "--store", dsn); code != 0 || !strings.Contains(o, "admin credentials for ops") {
+		t.Fatalf("herd ca admin --offline --store: exit %d: %s%s", code, o, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "herd.db")); !os.IsNotExist(err) {
+		t.Errorf("herd ca admin --store made herd.db too: %v", err)
+	}
+	st, err := store.Open(dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if c, ok, err := st.Cert(context.Background(), "ops"); err != nil || !ok || !c.Admin {
+		t.Errorf("the PostgreSQL store's certificate of ops = %+v, %v, %v; want an admin one", c, ok, err)
 	}
 }

@@ -53,7 +53,7 @@ server's state directory.`,
 	}
 	af.Register(cmd)
 
-	var serverDir, out string
+	var serverDir, out, storeAt string
 	var offline, login, passwordStdin bool
 	adminCmd := &cobra.Command{
 		Use:   "admin NAME --dir SERVER_DIR",
@@ -77,11 +77,18 @@ and ends NAME's sessions.`,
   pass show herd/ops | herd ca admin ops --login --password-stdin`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if storeAt == "" {
+				storeAt = filepath.Join(serverDir, "herd.db")
+			} else if !offline {
+				return errors.New("--store goes with --offline: a running server has its own")
+			} else if err := store.CheckLocation(storeAt); err != nil {
+				return err
+			}
 			if login {
 				if out != "" {
 					return errors.New("--out: a login writes no files; drop it")
 				}
-				return setLogin(cmd, serverDir, args[0], passwordStdin, offline)
+				return setLogin(cmd, serverDir, storeAt, args[0], passwordStdin, offline)
 			}
 			if passwordStdin {
 				return errors.New("--password-stdin goes with --login")
@@ -89,7 +96,7 @@ and ends NAME's sessions.`,
 			if out == "" {
 				out = af.Dir
 			}
-			if err := issueAdmin(cmd.Context(), serverDir, args[0], out, offline); err != nil {
+			if err := issueAdmin(cmd.Context(), serverDir, storeAt, args[0], out, offline); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "admin credentials for %s in %s (admin.crt, admin.key, ca.crt)\n", args[0], out)
@@ -99,6 +106,7 @@ and ends NAME's sessions.`,
 	adminCmd.Flags().StringVar(&serverDir, "dir", "/var/lib/herd-server", "the server's state directory")
 	adminCmd.Flags().StringVar(&out, "out", "", "where to write the credentials (default: --admin-dir)")
 	adminCmd.Flags().BoolVar(&offline, "offline", false, "no server is running: open its store and CA directly")
+	adminCmd.Flags().StringVar(&storeAt, "store", "", "with --offline: the server's store when it is not DIR/herd.db (its --store, a PostgreSQL URL)")
 	adminCmd.Flags().BoolVar(&login, "login", false, "make a login (name and password) for the HTTP port instead of a certificate")
 	adminCmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "with --login: read the password from stdin's first line instead of generating one")
 
@@ -386,7 +394,7 @@ func dash(s string) string {
 // setLogin stores a login for the HTTP port through the server running
 // on serverDir or, with offline and no server running, in its store
 // opened directly.
-func setLogin(cmd *cobra.Command, serverDir, name string, fromStdin, offline bool) error {
+func setLogin(cmd *cobra.Command, serverDir, storeAt, name string, fromStdin, offline bool) error {
 	ctx := cmd.Context()
 	if err := server.CheckLoginName(name); err != nil {
 		return err
@@ -417,7 +425,7 @@ func setLogin(cmd *cobra.Command, serverDir, name string, fromStdin, offline boo
 			closeConn()
 			return fmt.Errorf("a server is running on %s: drop --offline, the request goes through it", serverDir)
 		}
-		st, err := store.Open(filepath.Join(serverDir, "herd.db"), store.Options{})
+		st, err := store.Open(storeAt, store.Options{})
 		if err != nil {
 			return err
 		}
@@ -440,7 +448,7 @@ func setLogin(cmd *cobra.Command, serverDir, name string, fromStdin, offline boo
 // issueAdmin writes admin credentials for name to out, issued through
 // the server running on serverDir or, with offline and no server running,
 // from its store and CA opened directly.
-func issueAdmin(ctx context.Context, serverDir, name, out string, offline bool) error {
+func issueAdmin(ctx context.Context, serverDir, storeAt, name, out string, offline bool) error {
 	var certPEM, keyPEM, caPEM []byte
 	client, closeConn, err := server.DialLocal(ctx, serverDir)
 	switch {
@@ -466,7 +474,7 @@ func issueAdmin(ctx context.Context, serverDir, name, out string, offline bool) 
 	case !offline:
 		return fmt.Errorf("%w; start it, or pass --offline to open its store directly", err)
 	default:
-		st, err := store.Open(filepath.Join(serverDir, "herd.db"), store.Options{})
+		st, err := store.Open(storeAt, store.Options{})
 		if err != nil {
 			return err
 		}

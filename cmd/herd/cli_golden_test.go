@@ -43,6 +43,8 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	// The PostgreSQL cluster testkit.Postgres may have started.
+	testkit.StopPostgres()
 	os.Exit(code)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/sdnotify"
 	"github.com/herdcm/herd/server"
+	"github.com/herdcm/herd/server/store"
 )
 
 // serverConfig is server.toml; every setting is also a flag of the same
@@ -39,6 +40,7 @@ type serverConfig struct {
 	LogLevel        string           `toml:"log_level"`
 	LogFormat       string           `toml:"log_format"`
 	AcceptEmpty     bool             `toml:"accept_empty_store"`
+	Store           string           `toml:"store"`
 
 	MaxConnections     int              `toml:"max_connections"`
 	MaxAnonymous       int              `toml:"max_anonymous_connections"`
@@ -74,6 +76,11 @@ func (c *serverConfig) check() error {
 	if err := server.CheckEnvironments(c.Environments, c.DefaultEnv); err != nil {
 		return err
 	}
+	if c.Store != "" {
+		if err := store.CheckLocation(c.Store); err != nil {
+			return err
+		}
+	}
 	// An enrollment is a name, a CSR and a token: past 16 MiB the limit
 	// would protect nothing.
 	if c.MaxEnrollBytes > 16<<20 {
@@ -94,7 +101,7 @@ func newServerCmd() *cobra.Command {
 		Short: "Serve a site to the fleet: enrollment, catalogs, files, reports",
 		Long: `Run the Herd server: it compiles one signed catalog per node from the site,
 serves it over gRPC with mutual TLS, and records facts and reports in its
-sqlite store. The first start creates the CA, the server certificate and
+store: sqlite in --dir, or a PostgreSQL database (--store postgres://…). The first start creates the CA, the server certificate and
 the catalog signing key under --dir.
 
 The site is watched: an edit (or a git commit) is debounced, the fleet is
@@ -155,7 +162,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 				Site: cfg.Site, Environments: cfg.Environments, DefaultEnvironment: cfg.DefaultEnv, Dir: cfg.Dir, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, Hostnames: cfg.Hostnames,
 				CheckinInterval: time.Duration(cfg.CheckinInterval), Debounce: time.Duration(cfg.Debounce),
 				MaxInFlight: cfg.MaxInFlight, CompileWorkers: cfg.CompileWorkers, Retain: time.Duration(cfg.Retain),
-				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, NodeCertValidity: time.Duration(cfg.NodeCertTTL), AcceptEmptyStore: cfg.AcceptEmpty, Log: log,
+				CACertFile: cfg.CACert, CAKeyFile: cfg.CAKey, NodeCertValidity: time.Duration(cfg.NodeCertTTL), AcceptEmptyStore: cfg.AcceptEmpty, Store: cfg.Store, Log: log,
 				MaxConnections: cfg.MaxConnections, MaxAnonymousConnections: cfg.MaxAnonymous, MaxEnrollBytes: cfg.MaxEnrollBytes,
 				AnonymousTimeout: time.Duration(cfg.AnonymousTimeout), IdleTimeout: time.Duration(cfg.IdleTimeout),
 				ReceiveTimeout:  time.Duration(cfg.ReceiveTimeout),
@@ -245,6 +252,7 @@ exists: restore the store from a backup, or pass --accept-empty-store.`,
 	f.IntVar(&cfg.MaxWatchesPerNode, "max-watches-per-node", 0, "Watch streams one node may hold; a newer one ends its oldest (default 4)")
 	f.Int64Var(&cfg.ReportBytesPerHour, "report-bytes-per-hour", 0, "report bytes a node may send an hour (default 64 MiB)")
 	f.Int64Var(&cfg.FactsBytesPerHour, "facts-bytes-per-hour", 0, "bytes of changed facts a node may send an hour (default 8 MiB)")
+	f.StringVar(&cfg.Store, "store", "", "the store: a sqlite file, or a PostgreSQL URL postgres://USER@HOST/DB (password from PGPASSWORD or ~/.pgpass) (default DIR/herd.db)")
 	f.BoolVar(&cfg.AcceptEmpty, "accept-empty-store", false, "start although the store is empty and the CA exists (the store was lost: revocations and history start from nothing)")
 	f.Var(&cfg.NodeCertTTL, "node-cert-ttl", "how long a node certificate is valid; agents renew at two thirds of it")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")

@@ -184,6 +184,14 @@ func TestServerRefusals(t *testing.T) {
 	if _, stderr, code := herd(t, "", "server", "--site", site, "--dir", dir, "--max-connections", "-1"); code != 64 || !strings.Contains(stderr, "max-connections") {
 		t.Errorf("herd server --max-connections -1: exit %d, %s; want 64 naming the flag", code, stderr)
 	}
+	// A store setting that is neither a file nor a PostgreSQL URL is bad
+	// usage, and neither refusal shows the password it carried.
+	for _, bad := range []string{"mysql://herd:hunter2-secret@db/herd", "postgres://herd:hunter2-secret@db:99999999/herd"} {
+		_, stderr, code := herd(t, "", "server", "--site", site, "--dir", dir, "--store", bad)
+		if code != 64 || !strings.Contains(stderr, "store") || strings.Contains(stderr, "hunter2") {
+			t.Errorf("herd server --store %s: exit %d, %s; want 64 naming the store without its password", bad, code, stderr)
+		}
+	}
 	s, err := server.New(context.Background(), server.Options{Site: site, Dir: dir})
 	if err != nil {
 		t.Fatal(err)

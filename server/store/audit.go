@@ -137,13 +137,16 @@ func (s *Store) AuditResults(ctx context.Context, q AuditQuery) ([]AuditRecord, 
 	var query string
 	var args []any
 	if q.At.IsZero() {
-		query = `SELECT node, control, at, version, state, evidence FROM audit_current r WHERE 1`
+		query = `SELECT node, control, at, version, state, evidence FROM audit_current r WHERE TRUE`
 	} else {
-		// sqlite gives the bare columns of the row holding MAX(id): each
-		// pair's newest row at or before At (ids grow with time).
-		query = `SELECT node, control, at, version, state, evidence FROM (
+		// sqlite gives the bare columns of the row holding MAX(id), and
+		// PostgreSQL the first row of each DISTINCT ON group: each pair's
+		// newest row at or before At (ids grow with time).
+		query = s.d.pick(`SELECT node, control, at, version, state, evidence FROM (
 			SELECT node, control, at, version, state, evidence, MAX(id) FROM audit_results WHERE at <= ?
-			GROUP BY node, control) r WHERE state != ''`
+			GROUP BY node, control) r WHERE state != ''`, `SELECT node, control, at, version, state, evidence FROM (
+			SELECT DISTINCT ON (node, control) node, control, at, version, state, evidence FROM audit_results WHERE at <= ?
+			ORDER BY node, control, id DESC) r WHERE state != ''`)
 		args = append(args, ns(q.At))
 	}
 	if q.Node != "" {

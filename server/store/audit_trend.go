@@ -66,7 +66,7 @@ func (s *Store) AuditTrend(ctx context.Context, since time.Time, step time.Durat
 	return out, nil
 }
 
-func auditTrend(ctx context.Context, tx *sql.Tx, since time.Time, step time.Duration, n int) ([]AuditTrendPoint, error) {
+func auditTrend(ctx context.Context, tx *readTx, since time.Time, step time.Duration, n int) ([]AuditTrendPoint, error) {
 	left := map[string]bool{}
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE deactivated != 0`)
 	if err != nil {
@@ -87,8 +87,9 @@ func auditTrend(ctx context.Context, tx *sql.Tx, since time.Time, step time.Dura
 	t := newTrendTally()
 	// The state at since: each pair's newest row at or before it, as
 	// AuditResults at a time reads it.
-	rows, err = tx.QueryContext(ctx, `SELECT node, control, state FROM (
-		SELECT node, control, state, MAX(id) FROM audit_results WHERE at <= ? GROUP BY node, control)`, ns(since))
+	rows, err = tx.QueryContext(ctx, tx.d.pick(`SELECT node, control, state FROM (
+		SELECT node, control, state, MAX(id) FROM audit_results WHERE at <= ? GROUP BY node, control)`,
+		`SELECT DISTINCT ON (node, control) node, control, state FROM audit_results WHERE at <= ? ORDER BY node, control, id DESC`), ns(since))
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +266,7 @@ func (s *Store) Follow(ctx context.Context, f *AuditFollower, now time.Time) err
 	return nil
 }
 
-func (f *AuditFollower) follow(ctx context.Context, tx *sql.Tx, now time.Time) error {
+func (f *AuditFollower) follow(ctx context.Context, tx *readTx, now time.Time) error {
 	if f.Step <= 0 {
 		f.Step = time.Hour
 	}
@@ -329,7 +330,7 @@ func (f *AuditFollower) follow(ctx context.Context, tx *sql.Tx, now time.Time) e
 	return nil
 }
 
-func (f *AuditFollower) reset(ctx context.Context, tx *sql.Tx) error {
+func (f *AuditFollower) reset(ctx context.Context, tx *readTx) error {
 	*f = AuditFollower{Step: f.Step, Keep: f.Keep, started: true, left: map[string]bool{}, nodes: map[string]int{},
 		controls: map[string]int{}, pairs: map[uint64]uint8{}, failing: map[uint64]AuditState{}}
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE deactivated != 0`)
@@ -570,7 +571,8 @@ func (s *Store) AuditSummary(ctx context.Context, controls []string) (AuditSumma
 	if len(stale) > 0 {
 		// Stale rows of active nodes, by node; a deactivated node's rows
 		// go whole below.
-		cs, err := counts(`SELECT node, state, COUNT(*) FROM audit_current WHERE control IN (SELECT value FROM json_each(?)) GROUP BY node, state`, string(staleJSON))
+		cs, err := counts(tx.d.pick(`SELECT node, state, COUNT(*) FROM audit_current WHERE control IN (SELECT value FROM json_each(?)) GROUP BY node, state`,
+			`SELECT node, state, COUNT(*) FROM audit_current WHERE control IN (SELECT jsonb_array_elements_text(?::jsonb)) GROUP BY node, state`), string(staleJSON))
 		if err != nil {
 			return out, fmt.Errorf("counting audit results: %w", err)
 		}

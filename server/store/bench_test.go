@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,9 +16,18 @@ import (
 // are only as large as the number of writers waiting.
 const benchParallelism = 64
 
+// benchStore opens a fresh store of the benchmark's kind (eachStoreB).
 func benchStore(b *testing.B, opts Options) *Store {
 	b.Helper()
-	return openAt(b, filepath.Join(b.TempDir(), "herd.db"), opts)
+	return openAt(b, testLoc(b), opts)
+}
+
+// eachStoreB runs a benchmark once per database, as sub-benchmarks named
+// for it: BenchmarkCheckin/sqlite, BenchmarkCheckin/postgres.
+func eachStoreB(b *testing.B, fn func(b *testing.B)) {
+	for _, k := range kinds {
+		b.Run(k, fn)
+	}
 }
 
 // reportMetrics adds ops/s and the mean batch size.
@@ -92,68 +100,78 @@ func benchReports(b *testing.B, opts Options, mk func(run int64) Report) {
 // BenchmarkSaveReportNoChange: durable no-change reports from many
 // concurrent agents.
 func BenchmarkSaveReportNoChange(b *testing.B) {
-	benchReports(b, Options{}, noChangeReport)
+	eachStoreB(b, func(b *testing.B) {
+		benchReports(b, Options{}, noChangeReport)
+	})
 }
 
 // BenchmarkSaveReportNoChangeUnbatched is the same with one report per
 // transaction: what group commit is measured against.
 func BenchmarkSaveReportNoChangeUnbatched(b *testing.B) {
-	benchReports(b, Options{BatchMax: 1}, noChangeReport)
+	eachStoreB(b, func(b *testing.B) {
+		benchReports(b, Options{BatchMax: 1}, noChangeReport)
+	})
 }
 
 // BenchmarkSaveReport100Events: durable reports with 100 changed events.
 func BenchmarkSaveReport100Events(b *testing.B) {
-	benchReports(b, Options{}, changedReport)
+	eachStoreB(b, func(b *testing.B) {
+		benchReports(b, Options{}, changedReport)
+	})
 }
 
 // BenchmarkCheckin: check-ins from many agents, including the flush that
 // makes the last of them durable.
 func BenchmarkCheckin(b *testing.B) {
-	s := benchStore(b, Options{})
-	ctx := context.Background()
-	var seq atomic.Int64
-	now := time.Now()
-	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			n := seq.Add(1)
-			if err := s.Checkin(ctx, fmt.Sprintf("node-%05d", n%10000), now.Add(time.Duration(n)), "1.0.0", now.Add(30*time.Minute)); err != nil {
-				b.Error(err)
-				return
+	eachStoreB(b, func(b *testing.B) {
+		s := benchStore(b, Options{})
+		ctx := context.Background()
+		var seq atomic.Int64
+		now := time.Now()
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n := seq.Add(1)
+				if err := s.Checkin(ctx, fmt.Sprintf("node-%05d", n%10000), now.Add(time.Duration(n)), "1.0.0", now.Add(30*time.Minute)); err != nil {
+					b.Error(err)
+					return
+				}
 			}
+		})
+		if err := s.Flush(ctx); err != nil {
+			b.Fatal(err)
 		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checkins/s")
+		// Coalescing: how many row writes a check-in cost (10,000 nodes).
+		b.ReportMetric(float64(s.Stats().Checkins)/float64(b.N), "writes/checkin")
 	})
-	if err := s.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checkins/s")
-	// Coalescing: how many row writes a check-in cost (10,000 nodes).
-	b.ReportMetric(float64(s.Stats().Checkins)/float64(b.N), "writes/checkin")
 }
 
 // BenchmarkSaveFacts: every call is new facts (a new blob and a history
 // row), about 6 KB of JSON each: the worst case, as when a volatile fact
 // is in the digest.
 func BenchmarkSaveFacts(b *testing.B) {
-	s := benchStore(b, Options{})
-	ctx := context.Background()
-	var seq atomic.Int64
-	base := strings.Repeat(`"k":"some fact value with a little text",`, 150)
-	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			n := seq.Add(1)
-			js := []byte(fmt.Sprintf(`{%s"uptime":%d}`, base, n))
-			sum := sha256.Sum256(js)
-			if err := s.SaveFacts(ctx, fmt.Sprintf("node-%04d", n%2000), "sha256:"+hex.EncodeToString(sum[:]), js, time.Unix(0, n)); err != nil {
-				b.Error(err)
-				return
+	eachStoreB(b, func(b *testing.B) {
+		s := benchStore(b, Options{})
+		ctx := context.Background()
+		var seq atomic.Int64
+		base := strings.Repeat(`"k":"some fact value with a little text",`, 150)
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n := seq.Add(1)
+				js := []byte(fmt.Sprintf(`{%s"uptime":%d}`, base, n))
+				sum := sha256.Sum256(js)
+				if err := s.SaveFacts(ctx, fmt.Sprintf("node-%04d", n%2000), "sha256:"+hex.EncodeToString(sum[:]), js, time.Unix(0, n)); err != nil {
+					b.Error(err)
+					return
+				}
 			}
-		}
+		})
+		b.StopTimer()
+		reportMetrics(b, s, "facts")
 	})
-	b.StopTimer()
-	reportMetrics(b, s, "facts")
 }

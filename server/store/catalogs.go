@@ -36,7 +36,7 @@ func (s *Store) SaveCatalog(ctx context.Context, node, etag, version string, cat
 	now := time.Now()
 	err := s.write(ctx, func(w *wtx) error {
 		if _, err := w.exec(`INSERT INTO catalogs (etag, version, catalog, signature, saved) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (etag) DO UPDATE SET signature = excluded.signature WHERE signature != excluded.signature`,
+			ON CONFLICT (etag) DO UPDATE SET signature = excluded.signature WHERE catalogs.signature != excluded.signature`,
 			etag, version, catalog, signature, ns(now)); err != nil {
 			return err
 		}

@@ -40,6 +40,12 @@ func (s *Store) PutCert(ctx context.Context, c ca.Cert) error {
 		}
 		_, err = w.exec(`INSERT INTO certs (name, serial, der, admin, not_after, issued, revoked_at, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.Name, c.Serial, c.DER, c.Admin, ns(c.NotAfter), ns(c.Issued), ns(c.RevokedAt), c.Supersedes)
+		if err != nil && c.RevokedAt.IsZero() && isUnique(err, "certs_valid", "certs.name") {
+			// Another writer (a second server on one PostgreSQL store)
+			// stored a current certificate of the name between the
+			// SELECT above and this INSERT: certs_valid refused it.
+			return ca.ErrExists
+		}
 		return err
 	})
 	if err != nil {
@@ -323,7 +329,14 @@ func (s *Store) UseToken(ctx context.Context, hash string, at time.Time, accept 
 			return nil
 		}
 		if t.SingleUse {
-			if _, err := w.exec(`UPDATE tokens SET used_at = ? WHERE hash = ?`, ns(at), hash); err != nil {
+			// Only if still unused: on a PostgreSQL store another
+			// server may have used it since the SELECT, and its
+			// committed use makes this UPDATE change nothing.
+			res, err := w.exec(`UPDATE tokens SET used_at = ? WHERE hash = ? AND used_at = 0`, ns(at), hash)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
 				return err
 			}
 			t.UsedAt = at

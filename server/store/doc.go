@@ -30,4 +30,10 @@
 // Reads go to a separate pool of read-only connections; WAL lets them run
 // in parallel with each other and with the writer, each on a committed
 // snapshot.
+//
+// The same Store runs on PostgreSQL when Open is given a postgres:// URL:
+// the writer, its batches and savepoints, and the read pool are the same,
+// over pgx's database/sql driver. The queries are written once, in
+// sqlite's dialect, and rewritten for PostgreSQL by the dialect type
+// (dialect.go); the migrations are translated likewise (pgSchema).
 package store

@@ -97,7 +97,8 @@ func (s *Store) Deactivated(ctx context.Context, before time.Time) (map[string]t
 // (a node that never checked in counts from when it was first seen),
 // sorted by name: node_ttl deactivates them.
 func (s *Store) Idle(ctx context.Context, before time.Time) ([]string, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT name FROM nodes WHERE deactivated = 0 AND max(last_checkin, first_seen) < ? ORDER BY name`, ns(before))
+	rows, err := s.rdb.QueryContext(ctx, s.d.pick(`SELECT name FROM nodes WHERE deactivated = 0 AND max(last_checkin, first_seen) < ? ORDER BY name`,
+		`SELECT name FROM nodes WHERE deactivated = 0 AND GREATEST(last_checkin, first_seen) < ? ORDER BY name`), ns(before))
 	if err != nil {
 		return nil, fmt.Errorf("listing idle nodes: %w", err)
 	}

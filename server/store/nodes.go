@@ -149,12 +149,33 @@ func (t *touches) snapshot() map[string]touch {
 	return out
 }
 
+// touchConflict is how a check-in meets the node's row: a newer check-in
+// wins, an older one (a late batch, or another server's) changes nothing,
+// and a check-in after a deactivation ends it.
+const touchConflict = `ON CONFLICT (name) DO UPDATE SET last_checkin = excluded.last_checkin, agent_version = excluded.agent_version, next_checkin = excluded.next_checkin,
+		deactivated = CASE WHEN excluded.last_checkin > nodes.deactivated THEN 0 ELSE nodes.deactivated END
+	WHERE excluded.last_checkin >= nodes.last_checkin`
+
 func writeTouches(w *wtx, ts []touch) error {
+	if w.d.pg {
+		// One statement for the whole batch: on PostgreSQL each
+		// statement is a round trip, and a fleet checks in by
+		// thousands. ts holds each node once, as one upsert must.
+		names, versions := make([]string, len(ts)), make([]string, len(ts))
+		ats, nexts := make([]int64, len(ts)), make([]int64, len(ts))
+		for i, x := range ts {
+			names[i], versions[i], ats[i], nexts[i] = x.node, x.agentVersion, ns(x.at), ns(x.next)
+		}
+		_, err := w.exec(`INSERT INTO nodes (name, first_seen, last_checkin, agent_version, next_checkin)
+			SELECT n, a, a, v, x FROM unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[]) AS t (n, a, v, x) `+touchConflict,
+			names, ats, versions, nexts)
+		if err != nil {
+			return fmt.Errorf("%d nodes: %w", len(ts), err)
+		}
+		return nil
+	}
 	for _, x := range ts {
-		_, err := w.exec(`INSERT INTO nodes (name, first_seen, last_checkin, agent_version, next_checkin) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET last_checkin = excluded.last_checkin, agent_version = excluded.agent_version, next_checkin = excluded.next_checkin,
-				deactivated = CASE WHEN excluded.last_checkin > nodes.deactivated THEN 0 ELSE nodes.deactivated END
-			WHERE excluded.last_checkin >= nodes.last_checkin`,
+		_, err := w.exec(`INSERT INTO nodes (name, first_seen, last_checkin, agent_version, next_checkin) VALUES (?, ?, ?, ?, ?) `+touchConflict,
 			x.node, ns(x.at), ns(x.at), x.agentVersion, ns(x.next))
 		if err != nil {
 			return fmt.Errorf("node %s: %w", x.node, err)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -151,21 +152,18 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		applied, appliedVersion = r.CatalogDigest, r.Version
 	}
 	err = s.write(ctx, func(w *wtx) error {
-		res, err := w.exec(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration, exit_code,
+		// RETURNING rather than LastInsertId, which PostgreSQL has not:
+		// no row back is a run stored already.
+		var id int64
+		err := w.queryRow(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration, exit_code,
 				resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING RETURNING id`,
 			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, r.Partial, ns(r.Started), int64(r.Duration), exit,
-			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(keep))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(keep)).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
 			dup = true
 			return nil
 		}
-		id, err := res.LastInsertId()
 		if err != nil {
 			return err
 		}
@@ -198,8 +196,8 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 				last_resources, last_in_sync, last_changed, last_failed, last_skipped, last_unknown, last_refreshed)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET
-				applied_etag = CASE WHEN excluded.last_noop THEN nodes.applied_etag ELSE excluded.applied_etag END,
-				applied_version = CASE WHEN excluded.last_noop THEN nodes.applied_version ELSE excluded.applied_version END,
+				applied_etag = CASE WHEN excluded.last_noop != 0 THEN nodes.applied_etag ELSE excluded.applied_etag END,
+				applied_version = CASE WHEN excluded.last_noop != 0 THEN nodes.applied_version ELSE excluded.applied_version END,
 				last_run_id = excluded.last_run_id, last_received = excluded.last_received, last_started = excluded.last_started,
 				last_noop = excluded.last_noop, last_exit_code = excluded.last_exit_code,
 				last_resources = excluded.last_resources, last_in_sync = excluded.last_in_sync, last_changed = excluded.last_changed,
@@ -233,7 +231,30 @@ var insertEventsSQL = func() [eventsPerInsert + 1]string {
 	return qs
 }()
 
+// insertEventsPG stores any number of events in one statement: on
+// PostgreSQL each statement is a round trip.
+const insertEventsPG = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration)
+	SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[])`
+
 func insertEvents(w *wtx, first int64, events []Event) error {
+	if w.d.pg {
+		n := len(events)
+		ids, noops, durs := make([]int64, n), make([]int64, n), make([]int64, n)
+		res, typ, st, ref, er, cause, out := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		changes := make([][]byte, n)
+		for i, e := range events {
+			ids[i], durs[i] = first+int64(i), int64(e.Duration)
+			if e.Noop {
+				noops[i] = 1
+			}
+			res[i], typ[i], st[i], changes[i] = e.ID, e.Type, e.Status, e.ChangesJSON
+			ref[i], er[i], cause[i], out[i] = e.Refresh, e.Error, e.Cause, e.Output
+		}
+		if _, err := w.exec(insertEventsPG, ids, res, typ, st, noops, changes, ref, er, cause, out, durs); err != nil {
+			return fmt.Errorf("storing events: %w", err)
+		}
+		return nil
+	}
 	args := make([]any, 0, eventColumns*min(len(events), eventsPerInsert))
 	for start := 0; start < len(events); start += eventsPerInsert {
 		chunk := events[start:min(start+eventsPerInsert, len(events))]
@@ -353,7 +374,7 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 	return out, ids[len(ids)-1], nil
 }
 
-func readEvents(ctx context.Context, tx *sql.Tx, report int64, count int) ([]Event, error) {
+func readEvents(ctx context.Context, tx *readTx, report int64, count int) ([]Event, error) {
 	first := report << eventBits
 	rows, err := tx.QueryContext(ctx, `SELECT resource, type, status, noop, changes, refresh, error, cause, output, duration
 		FROM events WHERE id >= ? AND id < ? ORDER BY id`, first, first+1<<eventBits)

@@ -24,7 +24,7 @@ func (s *Store) ReportCounts(ctx context.Context, node string, since time.Time, 
 	if step <= 0 {
 		return nil, fmt.Errorf("counting reports: step %s is not positive", step)
 	}
-	q := `SELECT (received - ?) / ?, COUNT(*), SUM(failed > 0) FROM reports WHERE received >= ? AND audit = 0`
+	q := `SELECT (received - ?) / ?, COUNT(*), SUM(CASE WHEN failed > 0 THEN 1 ELSE 0 END) FROM reports WHERE received >= ? AND audit = 0`
 	args := []any{ns(since), int64(step), ns(since)}
 	if node != "" {
 		q += ` AND node = ?`

@@ -164,18 +164,23 @@ func (s *Store) WriteRollout(ctx context.Context, w RolloutWrite) (int64, error)
 	err := s.write(ctx, func(tx *wtx) error {
 		if r := w.Rollout; r != nil {
 			if r.ID == 0 || w.Create {
-				var rid any // NULL: the next id
+				// Without an id the table numbers it; RETURNING rather
+				// than LastInsertId, which PostgreSQL has not.
+				cols, vals, args := ``, ``, []any{}
 				if r.ID != 0 {
-					rid = r.ID
+					cols, vals, args = `id, `, `?, `, append(args, r.ID)
 				}
-				res, err := tx.exec(`INSERT INTO rollouts (id, version, previous_version, state, reason, created, updated, superseded_by, stages, fleet, environment)
-					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-					rid, r.Version, r.PreviousVersion, r.State, r.Reason, ns(r.Created), ns(r.Updated), r.SupersededBy, stages, fleet, r.Environment)
-				if err != nil {
+				args = append(args, r.Version, r.PreviousVersion, r.State, r.Reason, ns(r.Created), ns(r.Updated), r.SupersededBy, stages, fleet, r.Environment)
+				if err := tx.queryRow(`INSERT INTO rollouts (`+cols+`version, previous_version, state, reason, created, updated, superseded_by, stages, fleet, environment)
+					VALUES (`+vals+`?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, args...).Scan(&id); err != nil {
 					return err
 				}
-				if id, err = res.LastInsertId(); err != nil {
-					return err
+				if r.ID != 0 && tx.d.pg {
+					// An explicit id leaves PostgreSQL's identity behind:
+					// move it past, or the next numbered rollout collides.
+					if _, err := tx.exec(`SELECT setval(pg_get_serial_sequence('rollouts', 'id'), (SELECT MAX(id) FROM rollouts))`); err != nil {
+						return err
+					}
 				}
 			} else if _, err := tx.exec(`UPDATE rollouts SET state = ?, reason = ?, updated = ?, superseded_by = ?, stages = ?, fleet = ? WHERE id = ?`,
 				r.State, r.Reason, ns(r.Updated), r.SupersededBy, stages, fleet, r.ID); err != nil {
@@ -265,7 +270,7 @@ func (s *Store) PutCatalogs(ctx context.Context, cats []CatalogRecord) error {
 				sig = []byte{}
 			}
 			if _, err := w.exec(`INSERT INTO catalogs (etag, version, catalog, signature, saved) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (etag) DO UPDATE SET signature = excluded.signature WHERE signature != excluded.signature`,
+				ON CONFLICT (etag) DO UPDATE SET signature = excluded.signature WHERE catalogs.signature != excluded.signature`,
 				c.Etag, c.Version, c.Catalog, sig, ns(now)); err != nil {
 				return fmt.Errorf("catalog %s: %w", c.Etag, err)
 			}
@@ -396,7 +401,8 @@ func (s *Store) RolloutNodes(ctx context.Context, q RolloutNodeQuery) ([]Rollout
 	}
 	if q.Interesting {
 		where = append(where, `(decision IN ('denied', 'compile-error') OR state = 'failed' OR failures IS NOT NULL
-			OR (rehearsal IS NOT NULL AND json_extract(rehearsal, '$.Changed') + json_extract(rehearsal, '$.Failed') > 0))`)
+			OR (rehearsal IS NOT NULL AND `+s.d.pick(`json_extract(rehearsal, '$.Changed') + json_extract(rehearsal, '$.Failed')`,
+			`(convert_from(rehearsal, 'UTF8')::jsonb->>'Changed')::bigint + (convert_from(rehearsal, 'UTF8')::jsonb->>'Failed')::bigint`)+` > 0))`)
 	}
 	if q.Changed {
 		where = append(where, `decision != 'unchanged' AND change IS NOT NULL`)

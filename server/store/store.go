@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	_ "github.com/mattn/go-sqlite3" // the embedded store
 )
 
@@ -53,20 +55,25 @@ type Options struct {
 	ReadConns int
 	// BusyTimeout is how long a connection waits for a lock held by
 	// another process, such as a backup or the sqlite3 shell (the store's
-	// own connections never contend). DefaultBusyTimeout when 0.
+	// own connections never contend). DefaultBusyTimeout when 0. sqlite
+	// only: PostgreSQL's lock waits are its own settings (lock_timeout
+	// in the URL), and Open refuses it there.
 	BusyTimeout time.Duration
 }
 
-// Store is the server's sqlite store. It is safe for concurrent use; see
-// the package documentation for how writes are batched.
+// Store is the server's store: a sqlite file or a PostgreSQL database.
+// It is safe for concurrent use; see the package documentation for how
+// writes are batched.
 type Store struct {
 	log  *slog.Logger
-	path string
+	path string // the sqlite file, or the PostgreSQL URL
+	name string // path as logs and errors may show it (Redact)
+	d    dialect
 	opts Options
 
 	wdb  *sql.DB // the writer's handle: exactly one connection, conn
 	conn *sql.Conn
-	rdb  *sql.DB // read-only pool
+	rdb  *readDB // read-only pool
 
 	// mu guards closed and every send on reqs, so that Close can close
 	// reqs once no sender is left.
@@ -84,11 +91,19 @@ type Store struct {
 }
 
 // Open opens the store at path, creating it when needed, runs the schema
-// migrations it lacks, and starts the writer. It refuses a file whose
-// schema is newer than this build knows.
+// migrations it lacks, and starts the writer. It refuses a schema newer
+// than this build knows.
+//
+// path is a sqlite file, or a PostgreSQL database named by a postgres://
+// or postgresql:// URL (IsPostgres) whose schema the store owns: the
+// tables are made in the URL's search_path (by default public). Its
+// password never appears in the store's errors or logs (Redact).
 func Open(path string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if IsPostgres(path) && opts.BusyTimeout != 0 {
+		return nil, fmt.Errorf("opening store %s: BusyTimeout is sqlite's; on PostgreSQL set lock_timeout in the URL", Redact(path))
 	}
 	if opts.BatchMax <= 0 {
 		opts.BatchMax = DefaultBatchMax
@@ -105,17 +120,78 @@ func Open(path string, opts Options) (*Store, error) {
 	s := &Store{
 		log:  opts.Logger.With("component", "store"),
 		path: path,
+		name: Redact(path),
+		d:    sqliteDialect,
 		opts: opts,
 		reqs: make(chan *request, 4*opts.BatchMax),
 		done: make(chan struct{}),
 	}
 	s.touches.init()
-	if err := s.open(); err != nil {
+	open := s.open
+	if IsPostgres(path) {
+		s.d, open = pgDialect, s.openPostgres
+	}
+	if err := open(); err != nil {
 		s.closeDBs()
-		return nil, fmt.Errorf("opening store %s: %w", path, err)
+		return nil, fmt.Errorf("opening store %s: %w", s.name, err)
 	}
 	go s.run()
 	return s, nil
+}
+
+// pgOpenTimeout bounds connecting to PostgreSQL and migrating its schema
+// at Open: a database that does not answer fails the start.
+const pgOpenTimeout = time.Minute
+
+// openPostgres connects the writer and the readers to the database at
+// s.path and migrates its schema. The readers' sessions are read-only
+// (default_transaction_read_only), as sqlite's mode=ro readers are.
+func (s *Store) openPostgres() error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(s.path)
+	if err != nil {
+		// CheckLocation's message: pgx's own may quote a URL that does
+		// not parse, password and all.
+		return CheckLocation(s.path)
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	// The writer and the readers by name in pg_stat_activity, unless
+	// the URL names them.
+	named := cfg.RuntimeParams["application_name"] != ""
+	rcfg := cfg.Copy()
+	if !named {
+		cfg.RuntimeParams["application_name"] = "herd-writer"
+	}
+	s.wdb = stdlib.OpenDB(*cfg)
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	if s.conn, err = s.wdb.Conn(ctx); err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	version, err := schemaVersion(ctx, s.conn, s.d)
+	if err != nil {
+		return err
+	}
+	s.created = version == 0
+	if err := migrate(ctx, s.conn, s.d); err != nil {
+		return err
+	}
+	if !named {
+		rcfg.RuntimeParams["application_name"] = "herd-reader"
+	}
+	rcfg.RuntimeParams["default_transaction_read_only"] = "on"
+	rdb := stdlib.OpenDB(*rcfg)
+	rdb.SetMaxOpenConns(s.opts.ReadConns)
+	rdb.SetMaxIdleConns(s.opts.ReadConns)
+	s.rdb = &readDB{DB: rdb, d: s.d}
+	if err := s.rdb.PingContext(ctx); err != nil {
+		return fmt.Errorf("opening read-only connections: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) open() error {
@@ -162,14 +238,15 @@ func (s *Store) open() error {
 		return fmt.Errorf("reading schema version: %w", err)
 	}
 	s.created = version == 0
-	if err := migrate(ctx, s.conn); err != nil {
+	if err := migrate(ctx, s.conn, s.d); err != nil {
 		return err
 	}
 	// Readers open only now: the file, its WAL and its schema exist.
-	s.rdb, err = sql.Open("sqlite3", uri+"?mode=ro&_busy_timeout="+busy)
+	rdb, err := sql.Open("sqlite3", uri+"?mode=ro&_busy_timeout="+busy)
 	if err != nil {
 		return err
 	}
+	s.rdb = &readDB{DB: rdb, d: s.d}
 	s.rdb.SetMaxOpenConns(s.opts.ReadConns)
 	s.rdb.SetMaxIdleConns(s.opts.ReadConns)
 	if err := s.rdb.PingContext(ctx); err != nil {
@@ -179,7 +256,9 @@ func (s *Store) open() error {
 }
 
 // Created reports whether Open found no schema in the file: a new store,
-// or one that was truncated or replaced by an empty file. The server
+// or one that was truncated or replaced by an empty file. On PostgreSQL
+// it reports whether the database (its search_path) held no herd_schema
+// table: a new database, or one dropped and made again. The server
 // refuses to start on such a store when its CA already exists, because
 // the revocations and name history it held would be gone.
 func (s *Store) Created() bool { return s.created }
@@ -283,8 +362,10 @@ func (s *Store) closeDBs() error {
 	if s.conn != nil {
 		// A last checkpoint leaves the data in the main file, so that a
 		// copy of it alone is complete; best effort.
-		if _, err := s.conn.ExecContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			s.log.Warn("checkpointing on close", "err", err)
+		if !s.d.pg {
+			if _, err := s.conn.ExecContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+				s.log.Warn("checkpointing on close", "err", err)
+			}
 		}
 		errs = append(errs, s.conn.Close())
 	}
@@ -292,14 +373,23 @@ func (s *Store) closeDBs() error {
 		errs = append(errs, s.wdb.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("closing store %s: %w", s.path, err)
+		return fmt.Errorf("closing store %s: %w", s.name, err)
 	}
 	return nil
 }
 
 // Size returns the bytes the store's files take on disk (the database and
-// its WAL), for metrics.
+// its WAL), for metrics. On PostgreSQL it is the size of the whole
+// database (pg_database_size), which is the store's own when it has the
+// database to itself.
 func (s *Store) Size() (int64, error) {
+	if s.d.pg {
+		var n int64
+		if err := s.rdb.QueryRow(`SELECT pg_database_size(current_database())`).Scan(&n); err != nil {
+			return 0, fmt.Errorf("measuring store: %w", err)
+		}
+		return n, nil
+	}
 	var total int64
 	for _, p := range []string{s.path, s.path + "-wal"} {
 		fi, err := os.Stat(p)

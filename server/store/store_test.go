@@ -43,10 +43,10 @@ func openAt(t testing.TB, path string, opts Options) *Store {
 	return s
 }
 
-// openTest opens a store in a fresh directory.
+// openTest opens a fresh store of the test's kind (testLoc).
 func openTest(t testing.TB) *Store {
 	t.Helper()
-	return openAt(t, filepath.Join(t.TempDir(), "herd.db"), Options{})
+	return openAt(t, testLoc(t), Options{})
 }
 
 // at is a fixed instant plus n seconds, so that tests compare times
@@ -136,82 +136,91 @@ func TestWALAndReadOnlyReaders(t *testing.T) {
 
 func TestClosed(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s, err := Open(filepath.Join(t.TempDir(), "herd.db"), Options{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second Close() = %v, want nil", err)
-	}
-	if err := s.SaveFacts(ctx, "n", "d", nil, at(0)); !errors.Is(err, ErrClosed) {
-		t.Errorf("SaveFacts after Close = %v, want ErrClosed", err)
-	}
-	if err := s.Checkin(ctx, "n", at(0), "v", at(1)); !errors.Is(err, ErrClosed) {
-		t.Errorf("Checkin after Close = %v, want ErrClosed", err)
-	}
+	eachStore(t, func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s, err := Open(testLoc(t), Options{Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("second Close() = %v, want nil", err)
+		}
+		if err := s.SaveFacts(ctx, "n", "d", nil, at(0)); !errors.Is(err, ErrClosed) {
+			t.Errorf("SaveFacts after Close = %v, want ErrClosed", err)
+		}
+		if err := s.Checkin(ctx, "n", at(0), "v", at(1)); !errors.Is(err, ErrClosed) {
+			t.Errorf("Checkin after Close = %v, want ErrClosed", err)
+		}
+	})
 }
 
 // TestCloseDrains: Close answers every queued write and flushes check-ins
 // before it returns.
 func TestCloseDrains(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "herd.db")
-	s, err := Open(path, Options{Logger: testLogger(t), BatchDelay: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 50
-	errs := make(chan error, n)
-	for i := range n {
-		go func() {
-			_, err := s.SaveReport(ctx, "web-01", Report{RunID: fmt.Sprintf("run-%d", i), Started: at(i)})
-			errs <- err
-		}()
-	}
-	if err := s.Checkin(ctx, "web-02", at(5), "1.0", at(1800)); err != nil {
-		t.Fatal(err)
-	}
-	// The hour-long window holds every write; Close must cut it short.
-	// Whether a goroutine queued before Close is up to the scheduler:
-	// either its write is stored or it was refused, nothing in between.
-	time.Sleep(20 * time.Millisecond)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	stored := 0
-	for range n {
-		switch err := <-errs; {
-		case err == nil:
-			stored++
-		case !errors.Is(err, ErrClosed):
-			t.Errorf("SaveReport during Close = %v", err)
+	eachStore(t, func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		path := testLoc(t)
+		s, err := Open(path, Options{Logger: testLogger(t), BatchDelay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	s = openAt(t, path, Options{})
-	if n, ok, err := s.Node(ctx, "web-02"); err != nil || !ok || !n.LastCheckin.Equal(at(5)) {
-		t.Errorf("check-in after Close and reopen = %+v, %v, %v", n, ok, err)
-	}
-	if rs, err := s.Reports(ctx, "web-01", 1000); err != nil || len(rs) != stored {
-		t.Errorf("after Close and reopen: %d reports, %v; want the %d acknowledged", len(rs), err, stored)
-	}
+		const n = 50
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				_, err := s.SaveReport(ctx, "web-01", Report{RunID: fmt.Sprintf("run-%d", i), Started: at(i)})
+				errs <- err
+			}()
+		}
+		if err := s.Checkin(ctx, "web-02", at(5), "1.0", at(1800)); err != nil {
+			t.Fatal(err)
+		}
+		// The hour-long window holds every write; Close must cut it short.
+		// Whether a goroutine queued before Close is up to the scheduler:
+		// either its write is stored or it was refused, nothing in between.
+		time.Sleep(20 * time.Millisecond)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		stored := 0
+		for range n {
+			switch err := <-errs; {
+			case err == nil:
+				stored++
+			case !errors.Is(err, ErrClosed):
+				t.Errorf("SaveReport during Close = %v", err)
+			}
+		}
+		s = openAt(t, path, Options{})
+		if n, ok, err := s.Node(ctx, "web-02"); err != nil || !ok || !n.LastCheckin.Equal(at(5)) {
+			t.Errorf("check-in after Close and reopen = %+v, %v, %v", n, ok, err)
+		}
+		if rs, err := s.Reports(ctx, "web-01", 1000); err != nil || len(rs) != stored {
+			t.Errorf("after Close and reopen: %d reports, %v; want the %d acknowledged", len(rs), err, stored)
+		}
+	})
 }
 
 func TestContextCancelled(t *testing.T) {
 	t.Parallel()
-	s := openTest(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := s.SaveFacts(ctx, "n", "d", nil, at(0)); !errors.Is(err, context.Canceled) {
-		t.Errorf("SaveFacts with a cancelled context = %v, want context.Canceled", err)
-	}
-	if _, err := s.SaveReport(ctx, "n", Report{RunID: "r"}); !errors.Is(err, context.Canceled) {
-		t.Errorf("SaveReport with a cancelled context = %v, want context.Canceled", err)
-	}
+	eachStore(t, func(t *testing.T) {
+		t.Parallel()
+		s := openTest(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.SaveFacts(ctx, "n", "d", nil, at(0)); !errors.Is(err, context.Canceled) {
+			t.Errorf("SaveFacts with a cancelled context = %v, want context.Canceled", err)
+		}
+		if _, err := s.SaveReport(ctx, "n", Report{RunID: "r"}); !errors.Is(err, context.Canceled) {
+			t.Errorf("SaveReport with a cancelled context = %v, want context.Canceled", err)
+		}
+	})
 }
 
 func TestPathWithQuestionMark(t *testing.T) {

@@ -21,7 +21,11 @@ type request struct {
 // an open transaction, with statements prepared once and reused.
 type wtx struct {
 	conn  *sql.Conn
+	d     dialect
 	stmts map[string]*sql.Stmt
+	// release is a savepoint PostgreSQL has still to release: it goes
+	// with the next SAVEPOINT in one round trip, or with COMMIT.
+	release bool
 }
 
 // The writer runs no statement under a caller's context: a request, once
@@ -34,7 +38,7 @@ func (w *wtx) stmt(query string) (*sql.Stmt, error) {
 	if st, ok := w.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := w.conn.PrepareContext(bg, query)
+	st, err := w.conn.PrepareContext(bg, w.d.q(query))
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +52,7 @@ func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return st.ExecContext(bg, args...)
+	return st.ExecContext(bg, w.d.args(args)...)
 }
 
 // queryRow runs a query that returns at most one row.
@@ -57,9 +61,9 @@ func (w *wtx) queryRow(query string, args ...any) *sql.Row {
 	if err != nil {
 		// QueryRowContext on a closed statement would lose the error;
 		// run the query unprepared so that the error reaches Scan.
-		return w.conn.QueryRowContext(bg, query, args...)
+		return w.conn.QueryRowContext(bg, w.d.q(query), w.d.args(args)...)
 	}
-	return st.QueryRowContext(bg, args...)
+	return st.QueryRowContext(bg, w.d.args(args)...)
 }
 
 // query runs a query.
@@ -68,7 +72,7 @@ func (w *wtx) query(query string, args ...any) (*sql.Rows, error) {
 	if err != nil {
 		return nil, err
 	}
-	return st.QueryContext(bg, args...)
+	return st.QueryContext(bg, w.d.args(args)...)
 }
 
 func (w *wtx) close() {
@@ -141,7 +145,7 @@ func (s *Store) Stats() Stats {
 // run is the writer goroutine: the only code that writes to the file.
 func (s *Store) run() {
 	defer close(s.done)
-	w := &wtx{conn: s.conn, stmts: map[string]*sql.Stmt{}}
+	w := &wtx{conn: s.conn, d: s.d, stmts: map[string]*sql.Stmt{}}
 	defer w.close()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -235,11 +239,15 @@ func (s *Store) commit(w *wtx, batch []*request) {
 		// The transaction is gone: nothing of it was written. There may
 		// be no transaction left to roll back, hence no error check.
 		_, _ = w.exec(`ROLLBACK`)
+		w.release = false
 		for i := range errs {
 			errs[i] = err
 		}
 		s.touches.restore()
 		s.log.Error("store write failed", "requests", len(batch), "checkins", len(touched), "err", err)
+		if s.d.pg {
+			s.reconnect(w)
+		}
 	case touchErr != nil:
 		// The requests committed; the check-ins wait for the next batch.
 		s.touches.restore()
@@ -263,11 +271,38 @@ func (s *Store) commit(w *wtx, batch []*request) {
 	}
 }
 
+// reconnect replaces the writer's PostgreSQL connection when it is gone
+// (the database restarted, the network dropped it, an administrator
+// ended it): the sqlite file never goes away, but without this a lost
+// connection would fail every later write until the server restarts.
+// The batch that found it lost has failed already; its callers retry.
+func (s *Store) reconnect(w *wtx) {
+	if s.conn.PingContext(bg) == nil {
+		return
+	}
+	w.close()
+	w.stmts = map[string]*sql.Stmt{}
+	w.release = false
+	_ = s.conn.Close() // gone already: its error says nothing new
+	ctx, cancel := context.WithTimeout(bg, pgOpenTimeout)
+	defer cancel()
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		// The next failed batch tries again.
+		s.log.Error("reconnecting the store's writer", "err", err)
+		return
+	}
+	s.conn, w.conn = conn, conn
+	s.log.Warn("the store's writer reconnected to PostgreSQL")
+}
+
 // runBatch returns err only when the whole transaction is lost. A
 // request's own failure goes to errs and the check-ins' to touchErr, each
 // rolled back to its savepoint so that the rest still commits.
 func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error) (touchErr, err error) {
-	if _, err := w.exec(`BEGIN IMMEDIATE`); err != nil {
+	// sqlite's IMMEDIATE takes the write lock at once; PostgreSQL locks
+	// rows as they are written.
+	if _, err := w.exec(w.d.pick(`BEGIN IMMEDIATE`, `BEGIN`)); err != nil {
 		return nil, fmt.Errorf("beginning a write: %w", err)
 	}
 	// The check-ins first: they were taken before the requests ran, so
@@ -283,6 +318,8 @@ func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error
 			return nil, err
 		}
 	}
+	// COMMIT releases a savepoint left to release.
+	w.release = false
 	if _, err := w.exec(`COMMIT`); err != nil {
 		return nil, fmt.Errorf("committing: %w", err)
 	}
@@ -293,7 +330,18 @@ func (s *Store) runBatch(w *wtx, batch []*request, touched []touch, errs []error
 // whatever fn wrote when it failed. The error savepoint returns means the
 // transaction itself is lost.
 func savepoint(w *wtx, fn func(w *wtx) error, fnErr *error) error {
-	if _, err := w.exec(`SAVEPOINT req`); err != nil {
+	var err error
+	if w.release {
+		// PostgreSQL: the last request's RELEASE and this SAVEPOINT in
+		// one round trip (a statement without arguments goes by the
+		// simple protocol, which takes several). Each round trip is a
+		// good part of a small request's cost there.
+		_, err = w.conn.ExecContext(bg, `RELEASE req; SAVEPOINT req`)
+		w.release = false
+	} else {
+		_, err = w.exec(`SAVEPOINT req`)
+	}
+	if err != nil {
 		return fmt.Errorf("writing: %w", err)
 	}
 	if *fnErr = callSafely(fn, w); *fnErr != nil {
@@ -302,6 +350,10 @@ func savepoint(w *wtx, fn func(w *wtx) error, fnErr *error) error {
 			// error): every request of the batch is lost.
 			return fmt.Errorf("writing: %w", errors.Join(*fnErr, err))
 		}
+	}
+	if w.d.pg {
+		w.release = true
+		return nil
 	}
 	if _, err := w.exec(`RELEASE req`); err != nil {
 		return fmt.Errorf("writing: %w", err)

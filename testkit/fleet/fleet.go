@@ -87,6 +87,10 @@ type Options struct {
 	// AgentEnvironment gives a node's agent its DaemonOptions.Environment
 	// (the environment it asks for), by node name.
 	AgentEnvironment map[string]string
+	// Store is the server's store (server.Options.Store): a PostgreSQL
+	// URL such as testkit.Postgres gives; empty, sqlite in the fleet's
+	// directory.
+	Store string
 	// LogTo, when set, receives every log line of the server and the
 	// agents at debug level (the test's log keeps warnings only).
 	LogTo io.Writer
@@ -147,7 +151,7 @@ func (f *Fleet) StartServer() {
 		httpListen = f.httpAddr
 	}
 	s, err := server.New(context.Background(), server.Options{
-		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: httpListen, Debounce: f.opts.Debounce, Log: f.log,
+		Site: f.Site, Dir: f.Dir, Listen: f.addr, HTTPListen: httpListen, Debounce: f.opts.Debounce, Log: f.log, Store: f.opts.Store,
 		Environments: f.opts.Environments,
 	})
 	if err != nil {
