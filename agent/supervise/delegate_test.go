@@ -23,7 +23,8 @@ import (
 // starts a service in UNIT/services/SCOPE, adopts the one the undelegated
 // agent left in the old layout without killing it, and a restarted agent
 // (still in UNIT/agent, as after a re-exec) adopts both; a restart of the
-// old-layout service moves it into the delegated subtree.
+// old-layout service moves it into the delegated subtree; and a supervisor
+// outside the unit adopts them in their cgroups in it.
 //
 // Not parallel: it moves the test process itself between cgroups, which
 // a parallel test of the default layout would see as a delegation.
@@ -53,6 +54,17 @@ func TestDelegatedCgroup(t *testing.T) {
 	t.Cleanup(func() {
 		if err := moveSelf(filepath.Join(mnt, orig)); err != nil {
 			t.Errorf("moving the test process back to its cgroup: %v", err)
+		}
+		// Service cgroups are left only by a failed test.
+		for _, h := range []string{home, legacy} {
+			ents, _ := os.ReadDir(h)
+			for _, e := range ents {
+				if e.IsDir() {
+					if err := removeCgroup(filepath.Join(h, e.Name())); err != nil {
+						t.Errorf("removing the test's cgroup: %v", err)
+					}
+				}
+			}
 		}
 		for _, dir := range []string{home, filepath.Dir(home), filepath.Join(unit, delegateLeaf), unit, parent, legacy} {
 			if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -121,6 +133,18 @@ func TestDelegatedCgroup(t *testing.T) {
 	if dirExists(old0.Cgroup) {
 		t.Errorf("the old-layout cgroup %s is left after its service moved", old0.Cgroup)
 	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A supervisor outside the unit (a shell's herd apply while the
+	// daemon is stopped) owns the services' cgroups in the unit too.
+	if err := moveSelf(filepath.Join(mnt, orig)); err != nil {
+		t.Fatal(err)
+	}
+	s3 := f.start(opts)
+	checkAdopted(t, s3, web1)
+	checkAdopted(t, s3, old2)
 }
 
 // checkAdopted fails the test unless s adopted want's process, running,

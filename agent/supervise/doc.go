@@ -41,7 +41,9 @@
 // restarted agent there). Services an agent left in the old subtree,
 // herd/SCOPE, are adopted there, never killed, and move into the unit at
 // their next start. Without a delegated cgroup (no systemd, a sandbox, a
-// shell's herd apply, tests) the subtree is herd/SCOPE under the mount.
+// shell's herd apply, tests) the subtree is herd/SCOPE under the mount,
+// and the services found in UNIT/services/SCOPE of a delegated unit are
+// this state directory's too.
 //
 // The main process must stay in the foreground. When it exits, whatever it
 // left behind is killed (systemd's KillMode=control-group), then the

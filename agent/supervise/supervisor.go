@@ -548,6 +548,14 @@ func (s *Supervisor) ownsCgroup(dir string) bool {
 			return true
 		}
 	}
+	// A delegated agent's subtree, UNIT/services/SCOPE, seen by a
+	// supervisor that is not in UNIT (a shell's herd apply while the
+	// daemon is stopped): this state directory's too, so its services
+	// keep their cgroups rather than fall back to process groups.
+	if s.opts.CgroupRoot == "" && s.cgroupHome != "" && filepath.Base(parent) == filepath.Base(s.cgroupHome) {
+		services := filepath.Dir(parent)
+		return filepath.Base(services) == delegateServices && isDelegated(filepath.Dir(services))
+	}
 	return false
 }
 
