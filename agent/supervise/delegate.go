@@ -73,6 +73,12 @@ func parseOwnCgroup(r io.Reader) (string, error) {
 // files are writable (root may write any cgroup, delegated or not): a
 // cgroup systemd manages itself may be rearranged by it at any reload.
 func isDelegated(dir string) bool {
+	// On another file system anyone owning a directory may set a
+	// user.delegate of their own.
+	var sfs unix.Statfs_t
+	if unix.Statfs(dir, &sfs) != nil || sfs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return false
+	}
 	for _, attr := range []string{"trusted.delegate", "user.delegate"} {
 		buf := make([]byte, 8)
 		n, err := unix.Getxattr(dir, attr, buf)
