@@ -13,7 +13,8 @@
 // Each service runs in its own process group (Setpgid), the leader being
 // its main process. Where cgroup v2 is writable (Options.CgroupRoot, by
 // default herd/CgroupScope(StateDir) under the cgroup2 mount, which on a
-// hybrid host is /sys/fs/cgroup/unified) each service also gets its own
+// hybrid host is /sys/fs/cgroup/unified, or the agent's delegated cgroup,
+// below) each service also gets its own
 // cgroup, ROOT/NAME.service, and is forked straight into it (clone3 with
 // CLONE_INTO_CGROUP). A cgroup holds every descendant of the service, even
 // one that left the process group with setsid(), so stopping and cleaning
@@ -23,6 +24,26 @@
 // and one supervisor at a time (the agent's lock): a sandbox rehearsal
 // never empties a production service's cgroup of the same name. A recorded
 // cgroup outside the subtree is never emptied or killed.
+//
+// Under systemd with Delegate=yes (herd-agent.service) the subtrees are in
+// the agent's unit instead: UNIT/services/SCOPE/NAME.service, where
+// systemd leaves them alone and counts them to the unit. The test is the
+// mark systemd (251 and later) puts on a cgroup it delegates, the
+// trusted.delegate or user.delegate extended attribute set to 1, on the
+// process's own cgroup (/proc/self/cgroup) or on its parent when the
+// process is in that parent's UNIT/agent (an agent that re-executed
+// itself). Neither the unit's name nor write access decides it: root may
+// write any cgroup, and one systemd did not delegate it may rearrange. New
+// first moves the process into the leaf UNIT/agent, so that UNIT holds no
+// process beside its children, as cgroup v2 wants of an inner cgroup
+// with controllers; it enables none itself (the supervisor needs none,
+// and one enabled in UNIT would keep systemd before 254 from placing a
+// restarted agent there). Services an agent left in the old subtree,
+// herd/SCOPE, are adopted there, never killed, and move into the unit at
+// their next start. Without a delegated cgroup (no systemd, a sandbox, a
+// shell's herd apply, tests) the subtree is herd/SCOPE under the mount,
+// and the services found in UNIT/services/SCOPE of a delegated unit are
+// this state directory's too.
 //
 // The main process must stay in the foreground. When it exits, whatever it
 // left behind is killed (systemd's KillMode=control-group), then the

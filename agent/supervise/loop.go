@@ -378,6 +378,14 @@ func (l *loop) spawn(now time.Time) (*process, error) {
 		}
 		defer unix.Close(fd)
 		sys.UseCgroupFD, sys.CgroupFD = true, fd
+		if old := l.rec.Cgroup; old != "" && old != cg {
+			// The service was adopted in its legacy cgroup (from before
+			// the agent ran delegated): it starts in its new one, and
+			// the old one, ours and without a live main process, goes.
+			if err := removeCgroup(old); err != nil {
+				l.log.Warn("removing the service's old cgroup", "err", err)
+			}
+		}
 	} else if l.rec.Cgroup != "" {
 		// Cgroups were turned off since the last run: clean up.
 		if err := removeCgroup(l.rec.Cgroup); err != nil {

@@ -122,10 +122,22 @@ func ownedByUs(fi fs.FileInfo) bool {
 // the next Ensure, which brings the spec, restarts it once. A process
 // group alone is never taken this way: its id says nothing of whose it is.
 func (s *Supervisor) fromCgroups(known map[string]bool) []Record {
-	if s.cgroupHome == "" {
-		return nil
+	var out []Record
+	seen := map[string]bool{}
+	for name := range known {
+		seen[name] = true
 	}
-	ents, err := os.ReadDir(s.cgroupHome)
+	// The current subtree first: a service found in both is the one there.
+	for _, home := range s.homes() {
+		out = append(out, s.fromCgroupHome(home, seen)...)
+	}
+	return out
+}
+
+// fromCgroupHome is fromCgroups for one subtree, home; it adds the names
+// it found to seen.
+func (s *Supervisor) fromCgroupHome(home string, seen map[string]bool) []Record {
+	ents, err := os.ReadDir(home)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("looking for services in their cgroups", "err", err)
@@ -135,15 +147,16 @@ func (s *Supervisor) fromCgroups(known map[string]bool) []Record {
 	var out []Record
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".service")
-		if !ok || !e.IsDir() || checkName(name) != nil || known[name] {
+		if !ok || !e.IsDir() || checkName(name) != nil || seen[name] {
 			continue
 		}
-		dir := cgroupDir(s.cgroupHome, name)
+		dir := cgroupDir(home, name)
 		main, ok := mainProcess(dir)
 		if !ok {
 			_ = unix.Rmdir(dir) // a leftover, empty: nothing to adopt
 			continue
 		}
+		seen[name] = true
 		argv := cmdline(main.PID)
 		s.log.Warn("found a running service by its cgroup, without a record; adopting it (its spec is unknown: the next ensure restarts it with the wanted one)",
 			"service", name, "pid", main.PID, "argv", argv, "cgroup", dir)

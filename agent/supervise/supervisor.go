@@ -59,10 +59,11 @@ type Options struct {
 	StateDir string
 	// CgroupRoot is the cgroup v2 directory under which each service gets
 	// a cgroup; it must belong to this state directory alone. Empty means
-	// DefaultCgroupName/CgroupScope(StateDir) under the cgroup2 mount, and
-	// process groups alone when that is not writable; a root that is set
-	// but not usable is an error. On a systemd host, point it at a
-	// delegated subtree (Delegate=yes) of the agent's unit.
+	// UNIT/services/CgroupScope(StateDir) when the process runs in a
+	// cgroup systemd delegated to it (Delegate=yes; New then moves the
+	// process into UNIT/agent), DefaultCgroupName/CgroupScope(StateDir)
+	// under the cgroup2 mount otherwise, and process groups alone when
+	// that is not writable; a root that is set but not usable is an error.
 	CgroupRoot string
 	// RecordDir, when set, is a directory (made 0700) where the supervisor
 	// also keeps each record as a file, NAME.json, written atomically and
@@ -113,6 +114,12 @@ type Supervisor struct {
 	// cgroups are not in use now: a recorded cgroup outside it was not
 	// made by this state directory and is never emptied or killed.
 	cgroupHome string
+	// legacyHome is where services of this state directory had their
+	// cgroups before the agent ran in a delegated cgroup
+	// (DefaultCgroupName/CgroupScope under the mount), when cgroupHome is
+	// now elsewhere: services found there are adopted, never killed, and
+	// move to cgroupHome at their next start.
+	legacyHome string
 	bootID     string
 
 	ctx    context.Context // ends on Close; ends the loops
@@ -218,7 +225,7 @@ func New(ctx context.Context, opts Options) (*Supervisor, error) {
 	s.cgroupHome = opts.CgroupRoot
 	if s.cgroupHome == "" {
 		if mnt, err := cgroup2Mount(); err == nil {
-			s.cgroupHome = filepath.Join(mnt, DefaultCgroupName, CgroupScope(opts.StateDir))
+			s.cgroupHome = s.defaultCgroupHome(mnt)
 		}
 	}
 	if !opts.NoCgroups {
@@ -429,6 +436,9 @@ func (s *Supervisor) Close() error {
 		// (the kernel refuses to remove it otherwise), so that sandboxes
 		// and tests leave no empty cgroups behind.
 		_ = unix.Rmdir(s.cgroupRoot)
+		if s.legacyHome != "" {
+			_ = unix.Rmdir(s.legacyHome)
+		}
 	}
 	return nil
 }
@@ -530,9 +540,60 @@ func CgroupScope(stateDir string) string {
 }
 
 // ownsCgroup reports whether cgroup dir is a service cgroup of this state
-// directory's subtree.
+// directory's subtree, or of its legacy one.
 func (s *Supervisor) ownsCgroup(dir string) bool {
-	return s.cgroupHome != "" && filepath.Dir(filepath.Clean(dir)) == filepath.Clean(s.cgroupHome)
+	parent := filepath.Dir(filepath.Clean(dir))
+	for _, home := range s.homes() {
+		if parent == filepath.Clean(home) {
+			return true
+		}
+	}
+	// A delegated agent's subtree, UNIT/services/SCOPE, seen by a
+	// supervisor that is not in UNIT (a shell's herd apply while the
+	// daemon is stopped): this state directory's too, so its services
+	// keep their cgroups rather than fall back to process groups.
+	if s.opts.CgroupRoot == "" && s.cgroupHome != "" && filepath.Base(parent) == filepath.Base(s.cgroupHome) {
+		services := filepath.Dir(parent)
+		return filepath.Base(services) == delegateServices && isDelegated(filepath.Dir(services))
+	}
+	return false
+}
+
+// homes lists the subtrees this state directory's service cgroups may be
+// in: cgroupHome, and legacyHome when there is one.
+func (s *Supervisor) homes() []string {
+	var out []string
+	for _, h := range []string{s.cgroupHome, s.legacyHome} {
+		if h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// defaultCgroupHome is the services' subtree when Options.CgroupRoot is
+// empty, under cgroup2 mount mnt: UNIT/services/SCOPE when the process
+// runs in a cgroup systemd delegated to it (it then moves itself into
+// UNIT/agent; see delegate.go), DefaultCgroupName/SCOPE otherwise, or
+// when entering the delegated cgroup fails (logged).
+func (s *Supervisor) defaultCgroupHome(mnt string) string {
+	scope := CgroupScope(s.opts.StateDir)
+	legacy := filepath.Join(mnt, DefaultCgroupName, scope)
+	if s.opts.NoCgroups {
+		return legacy
+	}
+	unit, ok := delegatedUnit(mnt)
+	if !ok {
+		return legacy
+	}
+	home, err := enterDelegated(unit, scope)
+	if err != nil {
+		s.log.Warn("not using the cgroup systemd delegated to the agent", "cgroup", unit, "err", err)
+		return legacy
+	}
+	s.log.Debug("services get cgroups in the agent's delegated cgroup", "unit", unit, "root", home)
+	s.legacyHome = legacy
+	return home
 }
 
 // policyFor is the restart policy of spec, tuned by Options.Policy, with
