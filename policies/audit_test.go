@@ -386,7 +386,9 @@ test_wrong if {
 // finds no shared state written without a lock.
 func TestAuditEvaluateConcurrent(t *testing.T) {
 	t.Parallel()
-	a := mustPrepareAudit(t, Options{},
+	// A timeout no loaded machine reaches: what is compared is the
+	// results, and TestAuditEvaluateTimeout has the timeout.
+	a := mustPrepareAudit(t, Options{Timeout: time.Minute},
 		"policies/audit/lib.rego", "package herd.audit.lib\n\nnumber := to_number(input.node)\n",
 		"policies/audit/a.rego", control("a", "#   id: A\n#   severity: low", "import data.herd.audit.lib\n\nviolations contains \"big\" if lib.number > 1"),
 		"policies/audit/b.rego", control("b", "#   id: B\n#   severity: low", worldWritable),
