@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
@@ -57,8 +58,13 @@ func checkServerAddr(a string) error {
 	if host == "" {
 		return errors.New("no host")
 	}
-	if strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' }) {
-		return errors.New("the host has a space, slash or control character")
+	// A host name, an IPv4 or an IPv6 address (with a zone): nothing
+	// that would need quoting in agent.toml or a log line.
+	if i := strings.IndexFunc(host, func(r rune) bool {
+		return !(r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)) || strings.ContainsRune(".-_:%", r))
+	}); i >= 0 {
+		_, n := utf8.DecodeRuneInString(host[i:])
+		return fmt.Errorf("the host has %q, which no host name or address has", host[i:i+n])
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return fmt.Errorf("bad port %q: want 1-65535", port)

@@ -27,9 +27,11 @@ func TestParseServers(t *testing.T) {
 		{in: "a:0", wantErr: `bad port "0"`},
 		{in: "a:65536", wantErr: `bad port "65536"`},
 		{in: "a:http", wantErr: `bad port "http"`},
-		{in: "a b:8140", wantErr: "space"},
-		{in: "a\x00:8140", wantErr: "control"},
-		{in: "a/b:8140", wantErr: "slash"},
+		{in: "a b:8140", wantErr: `the host has " "`},
+		{in: "a\x00:8140", wantErr: `the host has "\x00"`},
+		{in: "a/b:8140", wantErr: `the host has "/"`},
+		{in: "h\"st:8140", wantErr: `the host has "\""`},
+		{in: "hé:8140", wantErr: `the host has "é"`},
 		{in: "a:8140,b:8140,a:8140", wantErr: `server address 3 "a:8140": listed twice`},
 	} {
 		got, err := ParseServers(tc.in)
