@@ -3,8 +3,11 @@ package agent
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/herdcm/herd/api/herdv1"
 )
 
 func TestParseServers(t *testing.T) {
@@ -77,5 +80,45 @@ func FuzzParseServers(f *testing.F) {
 		if err != nil || !cmp.Equal(got, again) {
 			t.Fatalf("ParseServers(%q) = %q, which parses again to %q, %v", s, got, again, err)
 		}
+	})
+}
+
+// TestDaemonWatchFollowsFailover: a daemon given [A, B] (two servers of
+// one CA and signing key) watches A; when A stops, its Watch stream moves
+// to B on the same channel, B's new catalog makes it run at once, and
+// that run checks in with B and reports there.
+func TestDaemonWatchFollowsFailover(t *testing.T) {
+	t.Parallel()
+	fsA := newFakeServer(t)
+	fsB := &fakeServer{
+		t: t, ca: fsA.ca, signKey: fsA.signKey, token: fsA.token, approved: map[string]bool{},
+		files: map[string][]byte{}, knownFacts: map[string]bool{}, receipts: map[string]int{},
+		watchers: map[chan *herdv1.WatchEvent]bool{},
+	}
+	fsB.start()
+	t.Cleanup(fsB.stop)
+	fsA.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "v1\n")), nil, false)
+	a := newTestAgent(t, fsA, func(o *DaemonOptions) {
+		o.Server = fsA.addr + "," + fsB.addr
+		o.WatchBackoff = 10 * time.Millisecond
+	})
+	a.start(t)
+	a.awaitRun(t, "the first run", anyRun)
+	a.settle(t)
+	waitFor(t, "a Watch stream on A", func() bool {
+		fsA.mu.Lock()
+		defer fsA.mu.Unlock()
+		return len(fsA.watchers) > 0
+	})
+	fsA.stop()
+	etag := fsB.publish(testCatalog("web-01", "v2", fileRes("/etc/motd", "v2\n")), nil, false)
+	r := a.awaitRun(t, "a run triggered by B's Watch", func(r ranRun) bool { return r.why&TriggerWatch != 0 })
+	if r.err != nil || r.r == nil || r.r.CatalogDigest != etag {
+		t.Fatalf("watch-triggered run: %v, %+v; want B's catalog %s", r.err, r.r, etag)
+	}
+	waitFor(t, "the run's report on B", func() bool {
+		fsB.mu.Lock()
+		defer fsB.mu.Unlock()
+		return fsB.receipts[r.r.RunID] == 1
 	})
 }
