@@ -37,20 +37,21 @@ func TestParseServers(t *testing.T) {
 		{in: "hé:8140", wantErr: `the host has "é"`},
 		{in: "a:8140,b:8140,a:8140", wantErr: `server address 3 "a:8140": listed twice`},
 	} {
-		got, err := ParseServers(tc.in)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("ParseServers(%q) = %v, %v; want an error with %q", tc.in, got, err, tc.wantErr)
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseServers(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("ParseServers(%q) = %v, %v; want an error with %q", tc.in, got, err, tc.wantErr)
+				}
+				return
 			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("ParseServers(%q): %v", tc.in, err)
-			continue
-		}
-		if diff := cmp.Diff(tc.want, got); diff != "" {
-			t.Errorf("ParseServers(%q) (-want +got):\n%s", tc.in, diff)
-		}
+			if err != nil {
+				t.Fatalf("ParseServers(%q): %v", tc.in, err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("ParseServers(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		})
 	}
 }
 
