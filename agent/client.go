@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -64,9 +65,9 @@ func serverName(addr, name string) string {
 // keepalive so that a Watch stream through a NAT or a dead peer is noticed
 // within a minute and a half, message limits, and a reconnect backoff that
 // a fleet coming back after an outage spreads out.
-func dialOptions(cfg *tls.Config) []grpc.DialOption {
+func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithTransportCredentials(creds),
 		// The server's keepalive enforcement must allow a ping a minute
 		// (grpc's default minimum is five); a refused ping only makes
 		// grpc-go double this interval, so it is safe either way.
@@ -80,41 +81,41 @@ func dialOptions(cfg *tls.Config) []grpc.DialOption {
 	}
 }
 
-// dialNode opens (lazily) the mutual-TLS connection of an enrolled node:
-// its certificate, the CA bundle from enrollment (or the one a renewal
-// brought) as the only roots, the server name verified.
-func dialNode(id *Identity, addr, name string) (*grpc.ClientConn, error) {
-	sn := serverName(addr, name)
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The current certificate at each handshake: a renewed one is
-		// used from the next connection on.
-		GetClientCertificate: id.clientCertificate,
-		ServerName:           sn,
-		// The server is verified by VerifyConnection, against the bundle
-		// in force at each handshake (resumed ones included): RootCAs is
-		// fixed when the connection is made, and a CA rotation moves the
-		// server's certificate to a CA the node learns of by renewing.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("the server presented no certificate")
-			}
-			if err := verifyServer(cs.PeerCertificates, id.roots(), sn); err != nil {
-				return fmt.Errorf("the server's certificate does not verify with this node's CA bundle: %w", err)
-			}
-			return nil
-		},
-		// Session resumption makes a reconnect after a server restart a
-		// cheap handshake: a whole fleet reconnecting at once costs the
-		// server far less.
-		ClientSessionCache: tls.NewLRUClientSessionCache(4),
+// dialNode opens (lazily) the mutual-TLS connection of an enrolled node
+// to its servers (addrs, a comma-separated list: dialServers): its
+// certificate, the CA bundle from enrollment (or the one a renewal
+// brought) as the only roots, each server's name verified.
+func dialNode(id *Identity, addrs, name string, log *slog.Logger) (*grpc.ClientConn, error) {
+	// Session resumption makes a reconnect after a server restart a
+	// cheap handshake: a whole fleet reconnecting at once costs the
+	// server far less. One cache for every server: it is keyed by name.
+	sessions := tls.NewLRUClientSessionCache(8)
+	tlsFor := func(sn string) *tls.Config {
+		return &tls.Config{
+			MinVersion: tls.VersionTLS13,
+			// The current certificate at each handshake: a renewed one
+			// is used from the next connection on.
+			GetClientCertificate: id.clientCertificate,
+			ServerName:           sn,
+			// The server is verified by VerifyConnection, against the
+			// bundle in force at each handshake (resumed ones
+			// included): RootCAs is fixed when the connection is made,
+			// and a CA rotation moves the server's certificate to a CA
+			// the node learns of by renewing.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return errors.New("the server presented no certificate")
+				}
+				if err := verifyServer(cs.PeerCertificates, id.roots(), sn); err != nil {
+					return fmt.Errorf("the server's certificate does not verify with this node's CA bundle: %w", err)
+				}
+				return nil
+			},
+			ClientSessionCache: sessions,
+		}
 	}
-	conn, err := grpc.NewClient(addr, dialOptions(cfg)...)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
-	}
-	return conn, nil
+	return dialServers(addrs, name, tlsFor, log)
 }
 
 // awaitConnection asks a connection that is waiting out grpc's reconnect

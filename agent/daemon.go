@@ -28,9 +28,12 @@ import (
 // DaemonOptions configure the agent daemon. The node's name is not among
 // them: it is the CN of the node's certificate, never a fact.
 type DaemonOptions struct {
-	Server string // host:port of the server
-	// ServerName is the name to verify in the server's certificate;
-	// default the host part of Server.
+	// Server is host:port of the server, or of several separated by
+	// commas (ParseServers): the agent talks to one at a time, tries
+	// them in order and moves to the next when one fails.
+	Server string
+	// ServerName is the name to verify in every server's certificate;
+	// default the host part of each address.
 	ServerName string
 	Root       string // the host root; default "/"
 	// StateDir holds the run lock, the sqlite state (catalog cache,
@@ -236,7 +239,7 @@ func NewDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if msg := st.Recovered(); msg != "" {
 		log.Error(msg)
 	}
-	conn, err := dialNode(id, o.Server, o.ServerName)
+	conn, err := dialNode(id, o.Server, o.ServerName, log)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the agent: %w", err)

@@ -55,9 +55,11 @@ const (
 // certificate, as `herd ca fingerprint` prints it), which is checked inside
 // the handshake, before the join token is sent.
 type EnrollOptions struct {
-	Server string // host:port of the server
-	// ServerName is the name to verify in the server's certificate;
-	// default the host part of Server.
+	// Server is host:port of the server, or of several separated by
+	// commas (ParseServers), tried in order as the daemon does.
+	Server string
+	// ServerName is the name to verify in every server's certificate;
+	// default the host part of each address.
 	ServerName string
 	Name       string // the node name to ask for (the certificate's CN)
 	// JoinToken lets the server issue the certificate at once; without
@@ -223,7 +225,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	if o.CAFile == "" && o.CAFingerprint == "" {
 		o.Log.Warn("no CA pinned (--ca-file or --ca-fingerprint): trusting the server on first use for enrollment; every later call verifies it with the CA it returns", "server", o.Server)
 	}
-	conn, err := grpc.NewClient(o.Server, dialOptions(tc.cfg)...)
+	conn, err := dialServers(o.Server, o.ServerName, tc.config, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("enrolling with %s: %w", o.Server, err)
 	}
@@ -455,21 +457,26 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 // bootstrapTLS is the TLS configuration of the enrollment call, and what
 // its handshake saw: the server's chain, for the returned CA to verify.
 type bootstrapTLS struct {
-	cfg         *tls.Config
-	name        string
 	roots       *x509.CertPool // CAFile
 	fingerprint []byte         // CAFingerprint
 
 	mu    sync.Mutex
 	chain []*x509.Certificate
-	err   error // a pinned CA that the server's chain failed
+	name  string // the name chain was verified for: its address's host
+	err   error  // a pinned CA that the server's chain failed
+}
+
+// config is the TLS configuration of a handshake with the server whose
+// certificate must carry name (dialServers).
+func (b *bootstrapTLS) config(name string) *tls.Config {
+	// Verification is done by b.verify in every mode, so that a failure
+	// is known as one (and not retried as an unavailable server).
+	return &tls.Config{MinVersion: tls.VersionTLS13, ServerName: name, InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error { return b.verify(cs, name) }}
 }
 
 func newBootstrapTLS(o EnrollOptions) (*bootstrapTLS, error) {
-	b := &bootstrapTLS{name: serverName(o.Server, o.ServerName)}
-	// Verification is done by b.verify in every mode, so that a failure
-	// is known as one (and not retried as an unavailable server).
-	b.cfg = &tls.Config{MinVersion: tls.VersionTLS13, ServerName: b.name, InsecureSkipVerify: true, VerifyConnection: b.verify}
+	b := &bootstrapTLS{}
 	switch {
 	case o.CAFile != "":
 		pemBytes, err := os.ReadFile(o.CAFile)
@@ -505,16 +512,16 @@ func parseFingerprint(s string) ([]byte, error) {
 // against the presented CA with the pinned fingerprint. Without a pin
 // (trust on first use) the chain is checked after the call, against the
 // CA the server returns.
-func (b *bootstrapTLS) verify(cs tls.ConnectionState) error {
+func (b *bootstrapTLS) verify(cs tls.ConnectionState, name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.chain = cs.PeerCertificates
+	b.chain, b.name = cs.PeerCertificates, name
 	if len(cs.PeerCertificates) == 0 {
 		b.err = errors.New("the server presented no certificate")
 		return b.err
 	}
 	if b.roots != nil {
-		if err := verifyServer(cs.PeerCertificates, b.roots, b.name); err != nil {
+		if err := verifyServer(cs.PeerCertificates, b.roots, name); err != nil {
 			b.err = fmt.Errorf("the server's certificate does not verify with the CA file: %w", err)
 			return b.err
 		}
@@ -530,7 +537,7 @@ func (b *bootstrapTLS) verify(cs tls.ConnectionState) error {
 		}
 		roots := x509.NewCertPool()
 		roots.AddCert(c)
-		if err := verifyServer(cs.PeerCertificates, roots, b.name); err != nil {
+		if err := verifyServer(cs.PeerCertificates, roots, name); err != nil {
 			b.err = fmt.Errorf("the server's certificate does not verify with the pinned CA: %w", err)
 			return b.err
 		}
@@ -551,12 +558,12 @@ func (b *bootstrapTLS) verifyErr() error {
 // the pinned CA.
 func (b *bootstrapTLS) check(pool *x509.CertPool, cas []*x509.Certificate) error {
 	b.mu.Lock()
-	chain := b.chain
+	chain, name := b.chain, b.name
 	b.mu.Unlock()
 	if len(chain) == 0 {
 		return errors.New("no server certificate was seen")
 	}
-	if err := verifyServer(chain, pool, b.name); err != nil {
+	if err := verifyServer(chain, pool, name); err != nil {
 		return fmt.Errorf("the returned CA does not verify the server's certificate: %w", err)
 	}
 	if b.fingerprint != nil {

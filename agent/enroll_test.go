@@ -219,7 +219,7 @@ func TestIdentityPinsCA(t *testing.T) {
 	impostor := newFakeServer(t)
 	impostor.publish(testCatalog("web-01", "v1", fileRes("/etc/motd", "impostor\n")), nil, false)
 	a.d.conn.Close()
-	conn, err := dialNode(a.d.id, impostor.addr, "")
+	conn, err := dialNode(a.d.id, impostor.addr, "", testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}

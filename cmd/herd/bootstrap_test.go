@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,6 +98,27 @@ func TestBootstrap(t *testing.T) {
 	if out, stderr, code := herd(t, "", append(other, "--force")...); code != 0 || !strings.Contains(out, "wrote") {
 		t.Errorf("bootstrap --force: exit %d:\n%s%s", code, out, stderr)
 	}
+	if b, _ := os.ReadFile(config); !strings.Contains(string(b), "server = \""+s.Addr+"\"\n") {
+		t.Errorf("one --server is written as a string; agent.toml:\n%s", b)
+	}
+	// Several servers: written as a list, and the agent runs from it,
+	// past the first address that nothing answers on.
+	dead := deadAddr(t)
+	several := append(append([]string{}, args...), "--force")
+	for i := range several {
+		if several[i] == "--server" {
+			several[i+1] = dead + "," + s.Addr
+		}
+	}
+	if out, stderr, code := herd(t, "", several...); code != 0 || !strings.Contains(out, "wrote") {
+		t.Fatalf("bootstrap %q: exit %d:\n%s%s", several, code, out, stderr)
+	}
+	if b, _ := os.ReadFile(config); !strings.Contains(string(b), `server = ["`+dead+`", "`+s.Addr+`"]`) {
+		t.Errorf("two servers are written as a list; agent.toml:\n%s", b)
+	}
+	if out, stderr, code := herd(t, "", "agent", "--config", config, "--once"); code != 0 {
+		t.Errorf("herd agent --once with a dead first server: exit %d, want 0 (in sync):\n%s%s", code, out, stderr)
+	}
 
 	// A wrong fingerprint: refused, nothing written.
 	root2 := t.TempDir()
@@ -112,4 +134,17 @@ func TestBootstrap(t *testing.T) {
 	if _, err := os.Stat(config2); err == nil {
 		t.Error("agent.toml was written despite the wrong fingerprint")
 	}
+}
+
+// deadAddr returns an address on 127.0.0.1 that nothing listens on any
+// more: a connection to it is refused.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
 }

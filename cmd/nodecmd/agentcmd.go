@@ -22,27 +22,27 @@ import (
 // agentConfig is agent.toml; every setting is also a flag of the same
 // name ("_" spelled "-"), and flags win.
 type agentConfig struct {
-	Server           string   `toml:"server"`
-	Site             string   `toml:"site"`
-	ServerName       string   `toml:"server_name"`
-	Name             string   `toml:"name"`
-	JoinToken        string   `toml:"join_token"`
-	CAFile           string   `toml:"ca_file"`
-	CAFingerprint    string   `toml:"ca_fingerprint"`
-	Root             string   `toml:"root"`
-	StateDir         string   `toml:"state_dir"`
-	Interval         Duration `toml:"interval"`
-	Splay            Duration `toml:"splay"`
-	AuditInterval    Duration `toml:"audit_interval"`
-	Environment      string   `toml:"environment"`
-	Noop             bool     `toml:"noop"`
-	Parallel         int      `toml:"parallel"`
-	ResourceTimeout  Duration `toml:"resource_timeout"`
-	RunTimeout       Duration `toml:"run_timeout"`
-	FactsDir         string   `toml:"facts_dir"`
-	SandboxFactsExec bool     `toml:"sandbox_facts_exec"`
-	LogLevel         string   `toml:"log_level"`
-	LogFormat        string   `toml:"log_format"`
+	Server           ServerList `toml:"server"`
+	Site             string     `toml:"site"`
+	ServerName       string     `toml:"server_name"`
+	Name             string     `toml:"name"`
+	JoinToken        string     `toml:"join_token"`
+	CAFile           string     `toml:"ca_file"`
+	CAFingerprint    string     `toml:"ca_fingerprint"`
+	Root             string     `toml:"root"`
+	StateDir         string     `toml:"state_dir"`
+	Interval         Duration   `toml:"interval"`
+	Splay            Duration   `toml:"splay"`
+	AuditInterval    Duration   `toml:"audit_interval"`
+	Environment      string     `toml:"environment"`
+	Noop             bool       `toml:"noop"`
+	Parallel         int        `toml:"parallel"`
+	ResourceTimeout  Duration   `toml:"resource_timeout"`
+	RunTimeout       Duration   `toml:"run_timeout"`
+	FactsDir         string     `toml:"facts_dir"`
+	SandboxFactsExec bool       `toml:"sandbox_facts_exec"`
+	LogLevel         string     `toml:"log_level"`
+	LogFormat        string     `toml:"log_format"`
 }
 
 // minAuditInterval is the shortest audit_interval the agent takes.
@@ -53,7 +53,7 @@ const defaultAgentServer = "127.0.0.1:8140"
 
 func newAgentCmd() *cobra.Command {
 	cfg := agentConfig{
-		Server: defaultAgentServer, Root: "/", Interval: Duration(30 * time.Minute), Splay: Duration(time.Minute),
+		Server: ServerList{defaultAgentServer}, Root: "/", Interval: Duration(30 * time.Minute), Splay: Duration(time.Minute),
 		Parallel: 4, ResourceTimeout: Duration(10 * time.Minute), RunTimeout: Duration(time.Hour), LogLevel: "info",
 		LogFormat: LogFormatAuto,
 	}
@@ -165,7 +165,7 @@ program in place: same pid, every service adopted, none restarted.`,
 				name, _ = os.Hostname()
 			}
 			if _, err := agent.EnrollIfNeeded(ctx, agent.EnrollOptions{
-				Server: cfg.Server, ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
+				Server: cfg.Server.String(), ServerName: cfg.ServerName, Name: name, JoinToken: cfg.JoinToken,
 				Dir: certDir, CAFile: cfg.CAFile, CAFingerprint: cfg.CAFingerprint, Log: log,
 				Waiting: func(fp string, next, waited time.Duration) {
 					progress.Status(fmt.Sprintf("waiting %s for an operator to run: herd ca sign %s --fingerprint %s (asking again in %s)",
@@ -185,7 +185,7 @@ program in place: same pid, every service adopted, none restarted.`,
 			}
 			options := func(cfg agentConfig) agent.DaemonOptions {
 				return agent.DaemonOptions{
-					Server: cfg.Server, ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
+					Server: cfg.Server.String(), ServerName: cfg.ServerName, Root: cfg.Root, StateDir: stateDir, CertDir: certDir,
 					Interval: time.Duration(cfg.Interval), Splay: time.Duration(cfg.Splay), AuditInterval: time.Duration(cfg.AuditInterval),
 					Noop: cfg.Noop, Parallel: cfg.Parallel,
 					ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
@@ -268,7 +268,7 @@ program in place: same pid, every service adopted, none restarted.`,
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "a TOML file with any of these settings")
 	f.BoolVar(&reenroll, "reenroll", false, "make a new key and enroll again (after the certificate was revoked or expired); the old identity is moved aside")
-	f.StringVar(&cfg.Server, "server", cfg.Server, "the server's gRPC address")
+	ServerFlag(f, &cfg.Server, "the server's gRPC address; several (repeat the flag or separate with commas) are tried in order, the next when one fails")
 	f.StringVar(&cfg.Site, "site", "", "run masterless: apply this local site checkout on a schedule and on change (no server)")
 	f.StringVar(&cfg.ServerName, "server-name", "", "the name to verify in the server's certificate (default: the --server host)")
 	f.StringVar(&cfg.Name, "name", "", "the node name to enroll as (default: this host's name)")
@@ -304,7 +304,7 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 			return UsageError(cmd, "--"+name+" has no meaning with --site (a masterless agent talks to no server)")
 		}
 	}
-	if cfg.Server != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" || cfg.Environment != "" {
+	if cfg.Server.String() != defaultAgentServer || cfg.ServerName != "" || cfg.JoinToken != "" || cfg.CAFile != "" || cfg.CAFingerprint != "" || cfg.Environment != "" {
 		return UsageError(cmd, "the config file's server settings have no meaning with --site (a masterless agent talks to no server)")
 	}
 	if cfg.AuditInterval != 0 {

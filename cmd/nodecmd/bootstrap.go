@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -27,12 +28,12 @@ const DefaultAgentUnit = "herd-agent.service"
 // token is not among them: it is spent on enrollment, and a secret left
 // in a config file is a secret to rotate.
 type bootstrapConfig struct {
-	Server        string `toml:"server"`
-	ServerName    string `toml:"server_name,omitempty"`
-	Name          string `toml:"name,omitempty"`
-	CAFingerprint string `toml:"ca_fingerprint,omitempty"`
-	Root          string `toml:"root,omitempty"`
-	StateDir      string `toml:"state_dir,omitempty"`
+	Server        ServerList `toml:"server"`
+	ServerName    string     `toml:"server_name,omitempty"`
+	Name          string     `toml:"name,omitempty"`
+	CAFingerprint string     `toml:"ca_fingerprint,omitempty"`
+	Root          string     `toml:"root,omitempty"`
+	StateDir      string     `toml:"state_dir,omitempty"`
 }
 
 func newBootstrapCmd() *cobra.Command {
@@ -68,7 +69,7 @@ nothing and starts the unit again if need be.`,
   herd-agent bootstrap --server 10.0.0.5:8140 --token "$TOKEN" --name web-07 --no-start`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if bc.Server == "" || token == "" {
+			if len(bc.Server) == 0 || token == "" {
 				return UsageError(cmd, "--server and --token are required (herd ca token prints both)")
 			}
 			log, err := Logger(cmd, logLevel)
@@ -80,11 +81,14 @@ nothing and starts the unit again if need be.`,
 					return fmt.Errorf("bootstrap: naming this node: %w (give --name)", err)
 				}
 			}
-			body, err := toml.Marshal(bc)
-			if err != nil {
+			// The server as it was given: one address a string, several
+			// a list.
+			var buf bytes.Buffer
+			buf.WriteString("# Written by herd-agent bootstrap; herd agent --help lists every setting.\n")
+			if err := toml.NewEncoder(&buf).EnableMarshalerInterface().Encode(bc); err != nil {
 				return err
 			}
-			body = append([]byte("# Written by herd-agent bootstrap; herd agent --help lists every setting.\n"), body...)
+			body := buf.Bytes()
 			// Refused before anything else happens: enrolling under
 			// settings that would then not be written leaves a host half
 			// made.
@@ -104,7 +108,7 @@ nothing and starts the unit again if need be.`,
 			state := agent.StateDirOr(bc.StateDir, root)
 			ctx := cmd.Context()
 			id, err := agent.Enroll(ctx, agent.EnrollOptions{
-				Server: bc.Server, ServerName: bc.ServerName, Name: bc.Name, JoinToken: token,
+				Server: bc.Server.String(), ServerName: bc.ServerName, Name: bc.Name, JoinToken: token,
 				Dir: state.TLS(), CAFingerprint: bc.CAFingerprint, Log: log,
 			})
 			if err != nil {
@@ -134,7 +138,7 @@ nothing and starts the unit again if need be.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&bc.Server, "server", "", "the server's gRPC address, host:port")
+	ServerFlag(f, &bc.Server, "the server's gRPC address, host:port; several (repeat the flag or separate with commas) are written to agent.toml as a list")
 	f.StringVar(&token, "token", "", "a join token (herd ca token)")
 	f.StringVar(&bc.CAFingerprint, "ca-fingerprint", "", "sha256 fingerprint of the server's CA, checked before the token is sent (herd ca fingerprint)")
 	f.StringVar(&bc.Name, "name", "", "the node name to enroll as (default: this host's name)")
@@ -163,10 +167,11 @@ func sameConfig(path string, want bootstrapConfig) (bool, error) {
 	var have bootstrapConfig
 	dec := toml.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
+	dec.EnableUnmarshalerInterface()
 	if err := dec.Decode(&have); err != nil {
 		return false, nil
 	}
-	return have == want, nil
+	return reflect.DeepEqual(have, want), nil
 }
 
 // writeConfigFile writes body to path atomically (a temporary file in

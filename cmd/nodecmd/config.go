@@ -29,6 +29,9 @@ func ApplyConfigFile(cmd *cobra.Command, path string, cfg any) error {
 	fromFile := reflect.New(reflect.TypeOf(cfg).Elem())
 	dec := toml.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
+	// Settings that take more than one shape (ServerList) decode
+	// themselves.
+	dec.EnableUnmarshalerInterface()
 	if err := dec.Decode(fromFile.Interface()); err != nil {
 		var sm *toml.StrictMissingError
 		if errors.As(err, &sm) {
