@@ -449,6 +449,10 @@ func (d *Daemon) runLoop(ctx context.Context, wd *sdnotify.Watchdog) error {
 				d.state.ServerNext = out.serverNext
 			}
 			next := d.sched.Next(time.Now(), d.state)
+			if out.offline != "" {
+				in := time.Until(next).Round(time.Second)
+				d.log.Warn(out.offline+"; checking in again in "+in.String(), "server", d.o.Server, "retry_in", in, "etag", d.etag)
+			}
 			d.log.Debug("next run", "at", next.Format(time.RFC3339), "in", time.Until(next).Round(time.Second))
 		}
 		if d.exeReplaced() {
@@ -475,6 +479,10 @@ type cycleResult struct {
 	checkinErr error     // the check-in failed
 	serverNext time.Time // the server's next check-in time
 	err        error     // the run's error (the check-in's, or the run could not start)
+	// offline says, when the check-in failed, what went wrong with the
+	// server and what the run did without it; the loop logs it with
+	// when it checks in again.
+	offline string
 }
 
 // cycle is one run of the daemon: the runner with the server as its
@@ -536,7 +544,7 @@ func (d *Daemon) audit(ctx context.Context) (*Report, cycleResult) {
 // runOwn runs the node's own catalog and spools the report.
 func (d *Daemon) runOwn(ctx context.Context, why Trigger, src *pullSource) (*Report, cycleResult) {
 	r, quiet, err := d.runs.run(ctx, src, runCall{state: d.st, facts: !src.local, services: d.runServices})
-	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr}
+	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr, offline: src.offline}
 	switch {
 	case errors.Is(err, errNothing):
 		return nil, out // nothing to apply and nothing to say
@@ -592,6 +600,7 @@ type pullSource struct {
 
 	// What the check-in told, for the schedule.
 	checkinErr error
+	offline    string // see cycleResult
 	serverNext time.Time
 	// rehearsal is the one the check-in's answer carried, not verified
 	// yet; nil when none.
@@ -619,10 +628,11 @@ func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(strin
 				d.revokedErr.Store(&err)
 				return nil, err
 			}
+			// Said once the schedule knows when the agent asks again.
 			if d.cat != nil {
-				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
+				p.offline = serverTrouble(d.o.Server, err) + "; applied the cached catalog instead, and its report waits in the spool"
 			} else {
-				d.log.Warn("check-in failed, and there is no cached catalog to apply", "err", err)
+				p.offline = serverTrouble(d.o.Server, err) + "; there is no cached catalog to apply, so nothing ran"
 			}
 		} else {
 			if resp.NextCheckinUnixMs > 0 {
@@ -802,7 +812,7 @@ func (d *Daemon) sendLoop(ctx context.Context) error {
 		n, err := sendSpooled(ctx, d.st, d.node, d.log)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			d.log.Warn("reports stay spooled", "sent", n, "err", err)
+			d.log.Warn(serverTrouble(d.o.Server, err)+"; the reports stay spooled until the next run sends them", "sent", n)
 		case n > 0:
 			d.log.Debug("sent spooled reports", "sent", n)
 		}
