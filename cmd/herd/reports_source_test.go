@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/testkit"
 )
 
@@ -70,5 +71,35 @@ command = ["/bin/sh", "-c", "echo broken >&2; exit 3"]
 	}
 	if !strings.Contains(out, "exited 3") {
 		t.Errorf("herd reports web-01 %s does not show the error:\n%s", r.RunID, out)
+	}
+}
+
+// TestStoredSummarySource: the one run summary names a stored report's
+// failed resource with its source line, and a report of an agent older
+// than the source field still renders, without one.
+func TestStoredSummarySource(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, source, want string
+	}{
+		{"with source", "roles/app.toml:14", "  failed exec:migrate (roles/app.toml:14)\n      exit status 2\n"},
+		{"old report", "", "  failed exec:migrate\n      exit status 2\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sr := goldenRun()
+			for _, e := range sr.Report.Events {
+				e.Source = ""
+				if e.Status == "failed" {
+					e.Id, e.Source = "exec:migrate", tt.source
+				}
+			}
+			var b strings.Builder
+			nodecmd.WriteRunSummary(&b, storedSummary(sr))
+			if !strings.Contains(b.String(), tt.want) {
+				t.Errorf("summary of a stored report:\n%s\nwant it to contain\n%s", b.String(), tt.want)
+			}
+		})
 	}
 }
