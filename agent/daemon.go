@@ -544,7 +544,18 @@ func (d *Daemon) audit(ctx context.Context) (*Report, cycleResult) {
 // runOwn runs the node's own catalog and spools the report.
 func (d *Daemon) runOwn(ctx context.Context, why Trigger, src *pullSource) (*Report, cycleResult) {
 	r, quiet, err := d.runs.run(ctx, src, runCall{state: d.st, facts: !src.local, services: d.runServices})
-	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr, offline: src.offline}
+	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr}
+	if src.checkinErr != nil && !errors.Is(src.checkinErr, ErrRevoked) {
+		trouble := serverTrouble(d.o.Server, src.checkinErr)
+		switch {
+		case errors.Is(err, errNothing):
+			out.offline = trouble + "; there is no cached catalog to apply, so nothing ran"
+		case err != nil:
+			out.offline = trouble + "; the run did not start either"
+		default:
+			out.offline = trouble + "; applied the cached catalog instead, and its report waits in the spool"
+		}
+	}
 	switch {
 	case errors.Is(err, errNothing):
 		return nil, out // nothing to apply and nothing to say
@@ -600,7 +611,6 @@ type pullSource struct {
 
 	// What the check-in told, for the schedule.
 	checkinErr error
-	offline    string // see cycleResult
 	serverNext time.Time
 	// rehearsal is the one the check-in's answer carried, not verified
 	// yet; nil when none.
@@ -628,12 +638,8 @@ func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(strin
 				d.revokedErr.Store(&err)
 				return nil, err
 			}
-			// Said once the schedule knows when the agent asks again.
-			if d.cat != nil {
-				p.offline = serverTrouble(d.o.Server, err) + "; applied the cached catalog instead, and its report waits in the spool"
-			} else {
-				p.offline = serverTrouble(d.o.Server, err) + "; there is no cached catalog to apply, so nothing ran"
-			}
+			// Logged by the run loop (cycleResult.offline), once the
+			// run is over and the schedule knows when it asks again.
 		} else {
 			if resp.NextCheckinUnixMs > 0 {
 				p.serverNext = time.UnixMilli(resp.NextCheckinUnixMs)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -155,4 +156,25 @@ func FuzzServerTrouble(f *testing.F) {
 			t.Fatalf("serverTrouble(%v, %q) = %q", c, msg, got)
 		}
 	})
+}
+
+// TestDaemonUnreachableFirstRun: an agent whose server is gone before it
+// ever had a catalog says which server, why, that nothing ran and when it
+// asks again.
+func TestDaemonUnreachableFirstRun(t *testing.T) {
+	t.Parallel()
+	fs := newFakeServer(t)
+	logs := newLogRecords(t)
+	a := newTestAgent(t, fs, func(o *DaemonOptions) { o.Log = slog.New(logs) })
+	fs.stop()
+	a.start(t)
+	a.awaitRun(t, "the first run", anyRun)
+	want := regexp.MustCompile(`^checking in: cannot reach the server at ` + regexp.QuoteMeta(fs.addr) +
+		` \([^)]+\); there is no cached catalog to apply, so nothing ran; checking in again in \S+ `)
+	for _, w := range logs.warnings() {
+		if want.MatchString(w) {
+			return
+		}
+	}
+	t.Errorf("no warning matches %s; the warnings:\n%s", want, strings.Join(logs.warnings(), "\n"))
 }
