@@ -452,6 +452,10 @@ func (d *Daemon) runLoop(ctx context.Context, wd *sdnotify.Watchdog) error {
 				d.state.ServerNext = out.serverNext
 			}
 			next := d.sched.Next(time.Now(), d.state)
+			if out.offline != "" {
+				in := time.Until(next).Round(time.Second)
+				d.log.Warn(out.offline+"; checking in again in "+in.String(), "server", d.o.Server, "retry_in", in, "etag", d.etag)
+			}
 			d.log.Debug("next run", "at", next.Format(time.RFC3339), "in", time.Until(next).Round(time.Second))
 		}
 		if d.exeReplaced() {
@@ -478,6 +482,10 @@ type cycleResult struct {
 	checkinErr error     // the check-in failed
 	serverNext time.Time // the server's next check-in time
 	err        error     // the run's error (the check-in's, or the run could not start)
+	// offline says, when the check-in failed, what went wrong with the
+	// server and what the run did without it; the loop logs it with
+	// when it checks in again.
+	offline string
 }
 
 // cycle is one run of the daemon: the runner with the server as its
@@ -540,6 +548,17 @@ func (d *Daemon) audit(ctx context.Context) (*Report, cycleResult) {
 func (d *Daemon) runOwn(ctx context.Context, why Trigger, src *pullSource) (*Report, cycleResult) {
 	r, quiet, err := d.runs.run(ctx, src, runCall{state: d.st, facts: !src.local, services: d.runServices})
 	out := cycleResult{local: src.local, checkinErr: src.checkinErr, serverNext: src.serverNext, err: src.checkinErr}
+	if src.checkinErr != nil && !errors.Is(src.checkinErr, ErrRevoked) {
+		trouble := serverTrouble(d.o.Server, src.checkinErr)
+		switch {
+		case errors.Is(err, errNothing):
+			out.offline = trouble + "; there is no cached catalog to apply, so nothing ran"
+		case err != nil:
+			out.offline = trouble + "; the run did not start either"
+		default:
+			out.offline = trouble + "; applied the cached catalog instead, and its report waits in the spool"
+		}
+	}
 	switch {
 	case errors.Is(err, errNothing):
 		return nil, out // nothing to apply and nothing to say
@@ -622,11 +641,8 @@ func (p *pullSource) catalog(ctx context.Context, f facts.Facts, mark func(strin
 				d.revokedErr.Store(&err)
 				return nil, err
 			}
-			if d.cat != nil {
-				d.log.Warn("check-in failed: applying the cached catalog; the report waits in the spool", "err", err, "etag", d.etag)
-			} else {
-				d.log.Warn("check-in failed, and there is no cached catalog to apply", "err", err)
-			}
+			// Logged by the run loop (cycleResult.offline), once the
+			// run is over and the schedule knows when it asks again.
 		} else {
 			if resp.NextCheckinUnixMs > 0 {
 				p.serverNext = time.UnixMilli(resp.NextCheckinUnixMs)
@@ -805,7 +821,7 @@ func (d *Daemon) sendLoop(ctx context.Context) error {
 		n, err := sendSpooled(ctx, d.st, d.node, d.log)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			d.log.Warn("reports stay spooled", "sent", n, "err", err)
+			d.log.Warn(serverTrouble(d.o.Server, err)+"; the reports stay spooled until the next run sends them", "sent", n)
 		case n > 0:
 			d.log.Debug("sent spooled reports", "sent", n)
 		}

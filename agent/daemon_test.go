@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -297,8 +298,9 @@ func TestDaemonRefusesBadCatalog(t *testing.T) {
 }
 
 // TestDaemonOfflineSpool: with the server away, the cached catalog is
-// applied and the reports wait; once it is back they go out in order,
-// each stored once.
+// applied and the reports wait, and the log says so in words (which
+// server, why, what the agent does now and when it asks again); once it
+// is back they go out in order, each stored once.
 func TestDaemonOfflineSpool(t *testing.T) {
 	t.Parallel()
 	fs := newFakeServer(t)
@@ -307,7 +309,8 @@ func TestDaemonOfflineSpool(t *testing.T) {
 	cat := testCatalog("web-01", "v1", fileRes("/etc/motd", "managed\n"), src)
 	cat.Files = []catalogs.FileRef{ref}
 	fs.publish(cat, map[string][]byte{ref.Digest: conf}, false)
-	a := newTestAgent(t, fs)
+	logs := newLogRecords(t)
+	a := newTestAgent(t, fs, func(o *DaemonOptions) { o.Log = slog.New(logs) })
 	a.start(t)
 	first := a.awaitRun(t, "the first run", anyRun)
 	a.settle(t)
@@ -331,6 +334,17 @@ func TestDaemonOfflineSpool(t *testing.T) {
 			t.Errorf("offline run %d: srv/app.conf = %q, want the cached file", i, got)
 		}
 		offline = append(offline, r.r.RunID)
+	}
+	var said string
+	for _, w := range logs.warnings() {
+		if strings.Contains(w, "applied the cached catalog instead") {
+			said = w
+		}
+	}
+	if want := "checking in: cannot reach the server at " + fs.addr + " ("; !strings.HasPrefix(said, want) ||
+		!strings.Contains(said, "; checking in again in ") || strings.Contains(said, "rpc error") {
+		t.Errorf("an offline run is logged as\n%s\nwant a sentence starting %q, saying when the agent checks in again, without grpc's error text\nall warnings: %q",
+			said, want, logs.warnings())
 	}
 	spooled, err := a.d.st.SpooledReports(context.Background())
 	if err != nil {

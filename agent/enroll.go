@@ -275,7 +275,9 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 			// keep asking, spread out.
 			failures++
 			wait = sched.Backoff(failures, retryAfter(trailer), mrand.Float64())
-			o.Log.Warn("enrolling: server unavailable; retrying", "server", o.Server, "err", err, "retry_in", wait.Round(time.Millisecond))
+			wait = wait.Round(time.Millisecond)
+			o.Log.Warn(serverTrouble(o.Server, rpcError("enrolling", err, trailer))+"; asking again in "+wait.String(),
+				"server", o.Server, "retry_in", wait)
 		case resp.Status == herdv1.EnrollResponse_ISSUED:
 			return finishEnroll(o, tc, key, resp)
 		case resp.Status == herdv1.EnrollResponse_PENDING:

@@ -40,7 +40,8 @@ func (d *Daemon) maybeRenew(ctx context.Context) {
 	}
 	newBundle, err := renewIdentity(ctx, d.conn, d.o.CertDir, id)
 	if err != nil {
-		d.log.Warn("renewing this node's certificate; the current one is valid until "+leaf.NotAfter.UTC().Format(time.RFC3339), "err", revoked(err))
+		d.log.Warn("renewing this node's certificate: "+serverTrouble(d.o.Server, revoked(err))+"; the current one is valid until "+
+			leaf.NotAfter.UTC().Format(time.RFC3339)+", and the next check-in tries again", "server", d.o.Server)
 		return
 	}
 	now, _ := id.clientCertificate(nil)

@@ -49,7 +49,7 @@ func (r *Report) Proto() *herdv1.Report {
 	for i, e := range r.Events {
 		pe := &herdv1.Event{
 			Id: e.ID, Type: e.Type, Status: string(e.Status), Noop: e.Noop, Refresh: e.Refresh,
-			Error: e.Error, Cause: e.Cause, Output: e.Output, DurationNs: int64(e.Duration),
+			Error: e.Error, Cause: e.Cause, Output: e.Output, DurationNs: int64(e.Duration), Source: e.Source,
 		}
 		if len(e.Changes) > 0 {
 			pe.Changes = make([]*herdv1.Change, len(e.Changes))

@@ -257,7 +257,7 @@ func wireReport(r store.Report) *herdv1.Report {
 		StartedUnixNs: r.Started.UnixNano(), DurationNs: int64(r.Duration), Summary: wireSummary(r.Summary)}
 	for _, e := range r.Events {
 		ev := &herdv1.Event{Id: e.ID, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,
-			Error: e.Error, Cause: e.Cause, Output: e.Output, DurationNs: int64(e.Duration)}
+			Error: e.Error, Cause: e.Cause, Output: e.Output, DurationNs: int64(e.Duration), Source: e.Source}
 		if len(e.ChangesJSON) > 0 {
 			_ = json.Unmarshal(e.ChangesJSON, &ev.Changes)
 		}

@@ -343,7 +343,7 @@ func dashboardReport(r store.Report) dashboard.Report {
 	}
 	for _, e := range r.Events {
 		ev := dashboard.Event{ID: e.ID, Type: e.Type, Status: e.Status, Refresh: e.Refresh, Noop: e.Noop,
-			Error: e.Error, Cause: e.Cause, Output: e.Output, Duration: e.Duration}
+			Error: e.Error, Cause: e.Cause, Output: e.Output, Duration: e.Duration, Source: e.Source}
 		if len(e.ChangesJSON) > 0 {
 			var cs []*herdv1.Change
 			if err := json.Unmarshal(e.ChangesJSON, &cs); err != nil {

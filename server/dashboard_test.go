@@ -68,7 +68,7 @@ func TestDashboardEscapesNodeInput(t *testing.T) {
 	run := "run-1"
 	rep := &herdv1.Report{RunId: run, Version: all, StartedUnixNs: time.Now().UnixNano(), DurationNs: int64(time.Second),
 		Summary: &herdv1.Summary{Resources: 1, Failed: 1},
-		Events: []*herdv1.Event{{Id: "exec:" + hostile[0], Type: "exec", Status: "failed", Error: all, Cause: all, Output: all,
+		Events: []*herdv1.Event{{Id: "exec:" + hostile[0], Type: "exec", Status: "failed", Error: all, Cause: all, Output: all, Source: "roles/" + hostile[0] + ":7",
 			Changes: []*herdv1.Change{{Attr: hostile[1], From: hostile[0], To: hostile[2], Diff: "-" + all + "\n+" + all, Action: hostile[1]}}}},
 		Services: []*herdv1.ServiceHealth{{Name: hostile[0], Health: hostile[1], Detail: hostile[2]}},
 	}
@@ -101,7 +101,7 @@ func TestDashboardEscapesNodeInput(t *testing.T) {
 		}
 	}
 	_, _, runPage := dashboardGet(t, h, "/nodes/a-01/runs/"+run)
-	for _, want := range []string{`\x1b]0;title\x07`, `exec:&lt;script&gt;`} {
+	for _, want := range []string{`\x1b]0;title\x07`, `exec:&lt;script&gt;`, `roles/&lt;script&gt;alert(1)&lt;/script&gt;:7`} {
 		if !strings.Contains(runPage, want) {
 			t.Errorf("run page lacks %q", want)
 		}

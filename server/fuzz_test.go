@@ -33,15 +33,17 @@ func FuzzCheckFacts(f *testing.F) {
 
 // FuzzStoreReport converts arbitrary wire reports into the store's shape.
 func FuzzStoreReport(f *testing.F) {
-	f.Add("run-1", "file:/etc/motd", "changed", "content", "a", "b", int64(5))
-	f.Fuzz(func(t *testing.T, runID, id, st, attr, from, to string, dur int64) {
-		for _, s := range []string{runID, id, st, attr, from, to} {
+	f.Add("run-1", "file:/etc/motd", "changed", "content", "a", "b", int64(5), "roles/web.toml:12")
+	f.Add("run-2", "exec:boom", "failed", "", "", "", int64(0), "")
+	f.Add("run-3", "file:/x", "changed", "mode", "", "0644", int64(1), "roles/a.toml:1 via roles/b.toml:40\x1b[2J")
+	f.Fuzz(func(t *testing.T, runID, id, st, attr, from, to string, dur int64, source string) {
+		for _, s := range []string{runID, id, st, attr, from, to, source} {
 			if !utf8.ValidString(s) {
 				return // protobuf refuses invalid UTF-8 in strings on the wire
 			}
 		}
 		r := &herdv1.Report{RunId: runID, DurationNs: dur, Summary: &herdv1.Summary{Resources: 1},
-			Events: []*herdv1.Event{{Id: id, Status: st, Changes: []*herdv1.Change{{Attr: attr, From: from, To: to}}}}}
+			Events: []*herdv1.Event{{Id: id, Status: st, Source: source, Changes: []*herdv1.Change{{Attr: attr, From: from, To: to}}}}}
 		rec, err := storeReport("n", r)
 		if err != nil {
 			return
@@ -50,6 +52,9 @@ func FuzzStoreReport(f *testing.F) {
 			t.Fatalf("storeReport lost data: %+v", rec)
 		}
 		back := wireReport(rec)
+		if back.Events[0].Source != source {
+			t.Fatalf("source did not survive the store's shape: %q != %q", back.Events[0].Source, source)
+		}
 		if back.Events[0].Changes[0].To != to {
 			t.Fatalf("change did not survive the store's shape: %q != %q", back.Events[0].Changes[0].To, to)
 		}

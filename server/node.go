@@ -407,7 +407,7 @@ func storeReport(node string, r *herdv1.Report) (store.Report, error) {
 	}
 	for _, e := range r.Events {
 		ev := store.Event{ID: e.Id, Type: e.Type, Status: e.Status, Noop: e.Noop, Refresh: e.Refresh,
-			Error: e.Error, Cause: e.Cause, Output: e.Output, Duration: time.Duration(e.DurationNs)}
+			Error: e.Error, Cause: e.Cause, Output: e.Output, Duration: time.Duration(e.DurationNs), Source: e.Source}
 		if len(e.Changes) > 0 {
 			clearSensitive(e.Changes)
 			b, err := json.Marshal(e.Changes)

@@ -166,7 +166,7 @@ func (h *rolloutHarness) report(node, etag string, noop bool, failed []string, s
 		r.Summary = &herdv1.Summary{Resources: 1, Changed: 1}
 	}
 	for _, id := range failed {
-		r.Events = append(r.Events, &herdv1.Event{Id: id, Type: "file", Status: "failed", Error: "permission denied"})
+		r.Events = append(r.Events, &herdv1.Event{Id: id, Type: "file", Status: "failed", Error: "permission denied", Source: "roles/web.toml:4"})
 		r.Summary = &herdv1.Summary{Resources: 1, Failed: 1}
 	}
 	if _, err := fn.c.SendReport(context.Background(), &herdv1.SendReportRequest{Report: r}); err != nil {

@@ -141,7 +141,8 @@ func TestAPIEndpoints(t *testing.T) {
 		Reports []struct {
 			Node   string
 			Report struct {
-				RunID string `json:"run_id"`
+				RunID  string `json:"run_id"`
+				Events []struct{ ID, Source string }
 			}
 		}
 		NextPageToken string `json:"next_page_token"`
@@ -149,6 +150,10 @@ func TestAPIEndpoints(t *testing.T) {
 	apiGet(t, c, s, "/api/v1/nodes/n-0/reports?page_size=1", http.StatusOK, &reports)
 	if len(reports.Reports) != 1 || reports.Reports[0].Report.RunID != "n-0-2" || reports.NextPageToken == "" {
 		t.Fatalf("first page of n-0's reports = %+v", reports)
+	}
+	// A failed resource names where the site declares it.
+	if ev := reports.Reports[0].Report.Events; len(ev) != 1 || ev[0].Source != "roles/web.toml:4" {
+		t.Errorf("events of n-0's newest report = %+v, want file:/etc/motd with source roles/web.toml:4", ev)
 	}
 	apiGet(t, c, s, "/api/v1/nodes/n-0/reports?page_size=1&page_token="+url.QueryEscape(reports.NextPageToken), http.StatusOK, &reports)
 	if len(reports.Reports) != 1 || reports.Reports[0].Report.RunID != "n-0-1" {

@@ -1480,17 +1480,20 @@ func (x *Summary) GetDrift() int32 {
 }
 
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	Noop          bool                   `protobuf:"varint,4,opt,name=noop,proto3" json:"noop,omitempty"`
-	Changes       []*Change              `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
-	Refresh       string                 `protobuf:"bytes,6,opt,name=refresh,proto3" json:"refresh,omitempty"`
-	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
-	Cause         string                 `protobuf:"bytes,8,opt,name=cause,proto3" json:"cause,omitempty"`
-	Output        string                 `protobuf:"bytes,9,opt,name=output,proto3" json:"output,omitempty"`
-	DurationNs    int64                  `protobuf:"varint,10,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Type       string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Status     string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Noop       bool                   `protobuf:"varint,4,opt,name=noop,proto3" json:"noop,omitempty"`
+	Changes    []*Change              `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
+	Refresh    string                 `protobuf:"bytes,6,opt,name=refresh,proto3" json:"refresh,omitempty"`
+	Error      string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Cause      string                 `protobuf:"bytes,8,opt,name=cause,proto3" json:"cause,omitempty"`
+	Output     string                 `protobuf:"bytes,9,opt,name=output,proto3" json:"output,omitempty"`
+	DurationNs int64                  `protobuf:"varint,10,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	// source is where the site declares the resource (file:line, as the
+	// catalog's resource says); "" from agents older than the field.
+	Source        string `protobuf:"bytes,11,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1593,6 +1596,13 @@ func (x *Event) GetDurationNs() int64 {
 		return x.DurationNs
 	}
 	return 0
+}
+
+func (x *Event) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
 }
 
 type Change struct {
@@ -5642,7 +5652,7 @@ const file_herd_proto_rawDesc = "" +
 	"\askipped\x18\x05 \x01(\x05R\askipped\x12\x18\n" +
 	"\aunknown\x18\x06 \x01(\x05R\aunknown\x12\x1c\n" +
 	"\trefreshed\x18\a \x01(\x05R\trefreshed\x12\x14\n" +
-	"\x05drift\x18\b \x01(\x05R\x05drift\"\x81\x02\n" +
+	"\x05drift\x18\b \x01(\x05R\x05drift\"\x99\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -5655,7 +5665,8 @@ const file_herd_proto_rawDesc = "" +
 	"\x06output\x18\t \x01(\tR\x06output\x12\x1f\n" +
 	"\vduration_ns\x18\n" +
 	" \x01(\x03R\n" +
-	"durationNs\"\x8a\x01\n" +
+	"durationNs\x12\x16\n" +
+	"\x06source\x18\v \x01(\tR\x06source\"\x8a\x01\n" +
 	"\x06Change\x12\x12\n" +
 	"\x04attr\x18\x01 \x01(\tR\x04attr\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +

@@ -123,8 +123,8 @@ func printReports(out io.Writer, reports []*herdv1.StoredReport, loc *time.Locat
 }
 
 // storedSummary is a stored report's run summary, for the one summary
-// renderer every command shares. A report from a server names no source
-// lines (the wire carries none).
+// renderer every command shares. An event of an agent older than the
+// event's source field names no source.
 func storedSummary(sr *herdv1.StoredReport) nodecmd.RunSummary {
 	r, s := sr.GetReport(), sr.GetReport().GetSummary()
 	rs := nodecmd.RunSummary{
@@ -136,7 +136,7 @@ func storedSummary(sr *herdv1.StoredReport) nodecmd.RunSummary {
 	}
 	for _, e := range r.GetEvents() {
 		if e.GetStatus() == string(agent.Failed) {
-			rs.Failed = append(rs.Failed, nodecmd.FailedResource{ID: e.GetId(), Error: e.GetError()})
+			rs.Failed = append(rs.Failed, nodecmd.FailedResource{ID: e.GetId(), Source: e.GetSource(), Error: e.GetError()})
 		}
 	}
 	return rs
@@ -184,8 +184,10 @@ func printRun(out io.Writer, sr *herdv1.StoredReport, loc *time.Location) {
 	}
 }
 
-// printEvent writes one event: its status, id and changes on a line, then
-// its diffs, and (full) its error, cause and output, indented under it.
+// printEvent writes one event: its status, id, where the site declares
+// it (as the run summary names it: "(roles/web.toml:12)") and changes on
+// a line, then its diffs, and (full) its error, cause and output,
+// indented under it.
 // An event of a noop run changed nothing: it says "would change".
 func printEvent(out io.Writer, e *herdv1.Event, noop bool, indent string, full bool) {
 	status := e.GetStatus()
@@ -216,8 +218,15 @@ func printEvent(out io.Writer, e *herdv1.Event, noop bool, indent string, full b
 		}
 	}
 	line := fmt.Sprintf("%s%-12s %s", indent, nodecmd.Clean(status), nodecmd.Clean(e.GetId()))
+	var about []string
+	if e.GetSource() != "" {
+		about = append(about, nodecmd.Clean(e.GetSource()))
+	}
 	if full && e.GetDurationNs() > 0 {
-		line += fmt.Sprintf(" (%s)", nodecmd.HumanDuration(time.Duration(e.GetDurationNs())))
+		about = append(about, nodecmd.HumanDuration(time.Duration(e.GetDurationNs())).String())
+	}
+	if len(about) > 0 {
+		line += " (" + strings.Join(about, ", ") + ")"
 	}
 	if len(detail) > 0 {
 		line += "  " + strings.Join(detail, "; ")

@@ -16,7 +16,8 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 // goldenRun is one stored run with every kind of event, and a node's
-// hostile strings in each field it sends.
+// hostile strings in each field it sends. Two events name their source;
+// the others are as an agent older than the source field sends them.
 func goldenRun() *herdv1.StoredReport {
 	received := time.Date(2026, 12, 3, 9, 30, 0, 0, time.UTC)
 	return &herdv1.StoredReport{
@@ -30,7 +31,7 @@ func goldenRun() *herdv1.StoredReport {
 				{Name: "worker", Health: "unhealthy", Detail: "GET /health: 503" + hostile},
 			},
 			Events: []*herdv1.Event{
-				{Id: "file:/etc/motd", Type: "file", Status: "changed", DurationNs: int64(1200 * time.Microsecond), Changes: []*herdv1.Change{
+				{Id: "file:/etc/motd", Type: "file", Source: "roles/base.toml:3", Status: "changed", DurationNs: int64(1200 * time.Microsecond), Changes: []*herdv1.Change{
 					{Attr: "content", From: "sha256:1111", To: "sha256:2222", Action: "update",
 						Diff: "--- /etc/motd\n+++ /etc/motd\n@@ -1,2 +1,2 @@\n-hello\n+hello web-01\n \tindented\n+\x1b[2Jowned\n"},
 					{Attr: "mode", From: "0644", To: "0600", Action: "update"},
@@ -39,7 +40,7 @@ func goldenRun() *herdv1.StoredReport {
 					{Attr: "content", Sensitive: true, Action: "update"},
 				}},
 				{Id: "service:web", Type: "service", Status: "changed", Refresh: "restarted (notified by file:/etc/motd)"},
-				{Id: "exec:migrate" + hostile, Type: "exec", Status: "failed", Error: "exit status 2\nsecond line", Output: "migrating\n\x1b]0;title\x07done\n"},
+				{Id: "exec:migrate" + hostile, Type: "exec", Source: "roles/app.toml:14" + hostile, Status: "failed", Error: "exit status 2\nsecond line", Output: "migrating\n\x1b]0;title\x07done\n"},
 				{Id: "service:worker", Type: "service", Status: "skipped", Cause: "exec:migrate failed"},
 			},
 		},

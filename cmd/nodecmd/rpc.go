@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/herdcm/herd/agent"
 )
 
 // RPCError turns an error from a call to the server at server into a
@@ -69,26 +71,6 @@ func rpcSentence(server, adminDir string, st *status.Status) error {
 	return fmt.Errorf("the server at %s failed: %s", server, desc)
 }
 
-// transportCause is the useful end of grpc's transport message:
-// `connection error: desc = "transport: Error while dialing: dial tcp
-// 127.0.0.1:8140: connect: connection refused"` becomes "connection
-// refused".
-func transportCause(desc string) string {
-	s := strings.TrimSpace(desc)
-	if i := strings.LastIndex(s, "desc = "); i >= 0 {
-		s = s[i+len("desc = "):]
-	}
-	s = strings.Trim(s, `"`)
-	if i := strings.LastIndex(s, "connect: "); i >= 0 {
-		return s[i+len("connect: "):]
-	}
-	if i := strings.Index(s, "authentication handshake failed: "); i >= 0 {
-		return "TLS handshake failed: " + s[i+len("authentication handshake failed: "):]
-	}
-	s = strings.TrimPrefix(s, "transport: ")
-	s = strings.TrimPrefix(s, "Error while dialing: ")
-	if s == "" {
-		return "no answer"
-	}
-	return s
-}
+// transportCause is agent.TransportCause: the CLI and the agent's log
+// name a transport failure in the same words.
+func transportCause(desc string) string { return agent.TransportCause(desc) }

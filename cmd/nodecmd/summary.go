@@ -30,7 +30,8 @@ type RunSummary struct {
 type FailedResource struct {
 	ID string
 	// Source is where the site declares it (file:line); "" when the
-	// report does not say (reports from a server carry no source).
+	// report does not say (a stored report of an agent older than the
+	// event's source field).
 	Source string
 	Error  string
 }

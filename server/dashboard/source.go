@@ -174,8 +174,11 @@ type Event struct {
 	ID, Type, Status, Refresh string
 	Noop                      bool
 	Error, Cause, Output      string
-	Duration                  time.Duration
-	Changes                   []Change
+	// Source is where the site declares the resource (file:line); ""
+	// in reports of agents that did not say.
+	Source   string
+	Duration time.Duration
+	Changes  []Change
 }
 
 // Change is one attribute an event changed (or would change).

@@ -92,6 +92,10 @@ type Event struct {
 	Cause       string
 	Output      string // the tail, at most MaxEventText bytes
 	Duration    time.Duration
+	// Source is where the site declares the resource (file:line), at
+	// most MaxEventText bytes (the tail, where the declaration is); ""
+	// in reports of agents that did not say.
+	Source string
 }
 
 // InSync reports whether e says nothing a reader needs beyond the
@@ -136,7 +140,10 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 			if keep == nil {
 				keep = make([]Event, 0, len(r.Events)-i)
 			}
-			e.Output, e.Error = tail(e.Output), tail(e.Error)
+			e.Output, e.Error, e.Source = tail(e.Output), tail(e.Error), tail(e.Source)
+			if e.ChangesJSON, err = packChanges(e.ChangesJSON, e.Source); err != nil {
+				return false, fmt.Errorf("saving report %s of %s: event %s: %w", r.RunID, node, e.ID, err)
+			}
 			keep = append(keep, e)
 		}
 	}
@@ -365,7 +372,7 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 			return nil, 0, fmt.Errorf("listing reports: run %s of %s: %w", out[i].RunID, out[i].Node, err)
 		}
 		for _, e := range out[i].Events {
-			size += len(e.ID) + len(e.ChangesJSON) + len(e.Error) + len(e.Cause) + len(e.Output)
+			size += len(e.ID) + len(e.ChangesJSON) + len(e.Error) + len(e.Cause) + len(e.Output) + len(e.Source)
 		}
 	}
 	if !more || len(ids) == 0 {
@@ -388,6 +395,9 @@ func readEvents(ctx context.Context, tx *readTx, report int64, count int) ([]Eve
 		var d int64
 		if err := rows.Scan(&e.ID, &e.Type, &e.Status, &e.Noop, &e.ChangesJSON, &e.Refresh, &e.Error, &e.Cause, &e.Output, &d); err != nil {
 			return nil, err
+		}
+		if e.ChangesJSON, e.Source, err = unpackChanges(e.ChangesJSON); err != nil {
+			return nil, fmt.Errorf("event %s: %w", e.ID, err)
 		}
 		e.Duration = time.Duration(d)
 		out = append(out, e)
