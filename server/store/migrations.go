@@ -287,6 +287,9 @@ var migrations = []string{
 	// environment.
 	`ALTER TABLE rollouts ADD COLUMN environment TEXT NOT NULL DEFAULT '';
 	CREATE INDEX rollouts_environment ON rollouts (environment, id);`,
+	// 13: an event's source (the site file:line of the resource), so that
+	// a stored report names where a failed resource was declared.
+	`ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT '';`,
 }
 
 // pgMigrations holds a migration's PostgreSQL form where pgSchema's

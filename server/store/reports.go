@@ -141,9 +141,6 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 				keep = make([]Event, 0, len(r.Events)-i)
 			}
 			e.Output, e.Error, e.Source = tail(e.Output), tail(e.Error), tail(e.Source)
-			if e.ChangesJSON, err = packChanges(e.ChangesJSON, e.Source); err != nil {
-				return false, fmt.Errorf("saving report %s of %s: event %s: %w", r.RunID, node, e.ID, err)
-			}
 			keep = append(keep, e)
 		}
 	}
@@ -226,13 +223,13 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 // from Go to sqlite.
 const eventsPerInsert = 16
 
-const eventColumns = 11
+const eventColumns = 12
 
 var insertEventsSQL = func() [eventsPerInsert + 1]string {
 	var qs [eventsPerInsert + 1]string
 	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", eventColumns), ", ") + ")"
 	for n := 1; n <= eventsPerInsert; n++ {
-		qs[n] = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration) VALUES ` +
+		qs[n] = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration, source) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
 	}
 	return qs
@@ -240,14 +237,14 @@ var insertEventsSQL = func() [eventsPerInsert + 1]string {
 
 // insertEventsPG stores any number of events in one statement: on
 // PostgreSQL each statement is a round trip.
-const insertEventsPG = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration)
-	SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[])`
+const insertEventsPG = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration, source)
+	SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[])`
 
 func insertEvents(w *wtx, first int64, events []Event) error {
 	if w.d.pg {
 		n := len(events)
 		ids, noops, durs := make([]int64, n), make([]int64, n), make([]int64, n)
-		res, typ, st, ref, er, cause, out := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		res, typ, st, ref, er, cause, out, src := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		changes := make([][]byte, n)
 		for i, e := range events {
 			ids[i], durs[i] = first+int64(i), int64(e.Duration)
@@ -255,9 +252,9 @@ func insertEvents(w *wtx, first int64, events []Event) error {
 				noops[i] = 1
 			}
 			res[i], typ[i], st[i], changes[i] = e.ID, e.Type, e.Status, e.ChangesJSON
-			ref[i], er[i], cause[i], out[i] = e.Refresh, e.Error, e.Cause, e.Output
+			ref[i], er[i], cause[i], out[i], src[i] = e.Refresh, e.Error, e.Cause, e.Output, e.Source
 		}
-		if _, err := w.exec(insertEventsPG, ids, res, typ, st, noops, changes, ref, er, cause, out, durs); err != nil {
+		if _, err := w.exec(insertEventsPG, ids, res, typ, st, noops, changes, ref, er, cause, out, durs, src); err != nil {
 			return fmt.Errorf("storing events: %w", err)
 		}
 		return nil
@@ -268,7 +265,7 @@ func insertEvents(w *wtx, first int64, events []Event) error {
 		args = args[:0]
 		for i, e := range chunk {
 			args = append(args, first+int64(start+i), e.ID, e.Type, e.Status, e.Noop, e.ChangesJSON,
-				e.Refresh, e.Error, e.Cause, e.Output, int64(e.Duration))
+				e.Refresh, e.Error, e.Cause, e.Output, int64(e.Duration), e.Source)
 		}
 		if _, err := w.exec(insertEventsSQL[len(chunk)], args...); err != nil {
 			return fmt.Errorf("storing events: %w", err)
@@ -383,7 +380,7 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 
 func readEvents(ctx context.Context, tx *readTx, report int64, count int) ([]Event, error) {
 	first := report << eventBits
-	rows, err := tx.QueryContext(ctx, `SELECT resource, type, status, noop, changes, refresh, error, cause, output, duration
+	rows, err := tx.QueryContext(ctx, `SELECT resource, type, status, noop, changes, refresh, error, cause, output, duration, source
 		FROM events WHERE id >= ? AND id < ? ORDER BY id`, first, first+1<<eventBits)
 	if err != nil {
 		return nil, err
@@ -393,11 +390,8 @@ func readEvents(ctx context.Context, tx *readTx, report int64, count int) ([]Eve
 	for rows.Next() {
 		var e Event
 		var d int64
-		if err := rows.Scan(&e.ID, &e.Type, &e.Status, &e.Noop, &e.ChangesJSON, &e.Refresh, &e.Error, &e.Cause, &e.Output, &d); err != nil {
+		if err := rows.Scan(&e.ID, &e.Type, &e.Status, &e.Noop, &e.ChangesJSON, &e.Refresh, &e.Error, &e.Cause, &e.Output, &d, &e.Source); err != nil {
 			return nil, err
-		}
-		if e.ChangesJSON, e.Source, err = unpackChanges(e.ChangesJSON); err != nil {
-			return nil, fmt.Errorf("event %s: %w", e.ID, err)
 		}
 		e.Duration = time.Duration(d)
 		out = append(out, e)
