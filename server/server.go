@@ -267,8 +267,11 @@ type Server struct {
 	audits   auditor       // compliance audits (audit.go)
 	// started is when Start began serving: the node TTLs count only
 	// time the nodes could have reached the server.
-	started  time.Time
-	watch    watchers
+	started time.Time
+	watch   watchers
+	// released is the catalogs this server released, to tell the
+	// other servers sharing a PostgreSQL store (cluster.go).
+	released releases
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
 	// services holds each node's service health of its newest report:
@@ -367,7 +370,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			"restore it from a backup, or start with --accept-empty-store to begin again from nothing",
 			store.Redact(storeAt), filepath.Join(opts.Dir, "ca"))
 	}
-	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity})
+	// s is made after the CA; announce reaches it through this.
+	var announce func(name string, serials []string)
+	caOpts := ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity}
+	if st.Postgres() {
+		caOpts.Shared = true
+		caOpts.Announce = func(name string, serials []string) { announce(name, serials) }
+	}
+	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, caOpts)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -379,7 +389,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		recent:   newByteCache(opts.CatalogCache),
 		errc:     make(chan error, 1),
 	}
+	announce = s.announceRevoked
 	s.web = newWebAuth(s)
+	s.released.init()
 	s.compiles.init()
 	s.facts.init()
 	s.watch.init()
@@ -573,6 +585,11 @@ func (s *Server) Start(ctx context.Context) error {
 	g.Go(func() error { s.sweepNodes(ctx); return nil })
 	g.Go(func() error { s.runAudits(ctx); return nil })
 	g.Go(func() error { stls.rotateLoop(ctx); return nil })
+	if s.st.Postgres() {
+		g.Go(func() error { s.hearRevocations(ctx); return nil })
+		g.Go(func() error { s.hearReleases(ctx); return nil })
+		g.Go(func() error { s.sendReleases(ctx); return nil })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		s.shutdown()

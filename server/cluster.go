@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herdcm/herd/server/ca"
+	"github.com/herdcm/herd/server/store"
+)
+
+// Several servers on one PostgreSQL store tell each other what their
+// memory holds and the store alone does not reach in time: revocations
+// (channel "revoke") and catalogs released to nodes (channel "catalog"),
+// so that a node's calls and its Watch stream on any server see them. On
+// sqlite one server owns the store and none of this runs.
+
+const (
+	revokeChannel  = "revoke"
+	catalogChannel = "catalog"
+	// revokeResync is how often the revoked serials are re-read, the
+	// fallback for a notification that never came.
+	revokeResync = 10 * time.Second
+	// releaseBatch is how long released catalogs are gathered into one
+	// notification.
+	releaseBatch = 50 * time.Millisecond
+)
+
+// announceRevoked tells the other servers of a revocation this one made
+// (ca.Options.Announce). Best effort: their per-call check reads the
+// store anyway, this only ends the revoked node's streams there sooner.
+func (s *Server) announceRevoked(name string, serials []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.st.Notify(ctx, revokeChannel, strings.Join(serials, ",")); err != nil {
+		s.log.Warn("telling the other servers of a revocation; they re-read the store within seconds", "name", name, "err", err)
+	}
+}
+
+// hearRevocations keeps this server's view of the revoked certificates
+// up to date with the other servers' until ctx ends.
+func (s *Server) hearRevocations(ctx context.Context) {
+	learn := func(serials []string) {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := s.ca.Learn(lctx, serials); err != nil && ctx.Err() == nil {
+			s.log.Warn("learning the other servers' revocations", "err", err)
+		}
+	}
+	go func() {
+		t := time.NewTicker(revokeResync)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				learn(nil)
+			}
+		}
+	}()
+	s.st.Listen(ctx, revokeChannel, func() { learn(nil) }, func(payload string) {
+		var serials []string
+		for _, p := range strings.Split(payload, ",") {
+			// Serials are hex; anything else is no serial of ours.
+			if p != "" && len(p) <= 64 && strings.Trim(p, "0123456789abcdefABCDEF") == "" {
+				serials = append(serials, p)
+			}
+		}
+		if serials != nil {
+			learn(serials)
+		}
+	})
+}
+
+// releases gathers the catalogs this server released to nodes, to tell
+// the other servers in batches.
+type releases struct {
+	mu      sync.Mutex
+	pending map[string]string // node → etag
+	wake    chan struct{}
+}
+
+func (r *releases) init() {
+	r.pending = map[string]string{}
+	r.wake = make(chan struct{}, 1)
+}
+
+// add queues node's release of etag (called by serve).
+func (r *releases) add(node, etag string) {
+	r.mu.Lock()
+	r.pending[node] = etag
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *releases) take() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending
+	r.pending = map[string]string{}
+	return p
+}
+
+// sendReleases tells the other servers, in notifications of at most
+// store.MaxNotifyBytes ("node etag" lines), which catalogs this one
+// released, until ctx ends.
+func (s *Server) sendReleases(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.released.wake:
+		}
+		// Gather a burst (a stage's flush) into few notifications.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(releaseBatch):
+		}
+		for _, payload := range releasePayloads(s.released.take(), maxNotify) {
+			nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.st.Notify(nctx, catalogChannel, payload)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("telling the other servers of released catalogs; their nodes get them at their next check-in", "err", err)
+			}
+		}
+	}
+}
+
+// maxNotify is store.MaxNotifyBytes (a var for the batching test).
+var maxNotify = store.MaxNotifyBytes
+
+// releasePayloads splits node → etag into payloads of at most max bytes.
+func releasePayloads(m map[string]string, max int) []string {
+	var out []string
+	var b strings.Builder
+	for node, etag := range m {
+		line := node + " " + etag
+		if b.Len() > 0 && b.Len()+1+len(line) > max {
+			out = append(out, b.String())
+			b.Reset()
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(line)
+	}
+	if b.Len() > 0 {
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// hearReleases takes the catalogs other servers released: each becomes
+// the one this server's check-ins answer and its Watch streams are told
+// of, until ctx ends.
+func (s *Server) hearReleases(ctx context.Context) {
+	s.st.Listen(ctx, catalogChannel, nil, func(payload string) {
+		for line := range strings.SplitSeq(payload, "\n") {
+			node, etag, ok := strings.Cut(line, " ")
+			if !ok || ca.CheckName(node) != nil || etag == "" {
+				continue
+			}
+			if cur, _ := s.compiles.get(node); cur != nil && cur.etag == etag {
+				continue // ours, or heard already
+			}
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			nc, err := s.storedCatalog(lctx, etag)
+			cancel()
+			if err != nil {
+				s.log.Warn("taking a catalog another server released", "node", node, "err", err)
+				continue
+			}
+			s.serveLocal(node, nc)
+		}
+	})
+}

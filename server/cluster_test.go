@@ -1,0 +1,182 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/server/ca"
+	"github.com/herdcm/herd/testkit"
+)
+
+// startCluster starts n real servers on 127.0.0.1:0 sharing one
+// PostgreSQL schema and one CA (the first server's, copied into each
+// other's directory), each with its own copy of testSite. It returns the
+// servers and their site directories.
+func startCluster(t *testing.T, n int) ([]*Server, []string) {
+	t.Helper()
+	dsn := testkit.Postgres(t)
+	var servers []*Server
+	var sites []string
+	var caDir string
+	for i := range n {
+		site, dir := t.TempDir(), t.TempDir()
+		writeFiles(t, site, testSite)
+		if caDir != "" {
+			if err := os.CopyFS(filepath.Join(dir, "ca"), os.DirFS(caDir)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		opts := Options{
+			Site: site, Dir: dir, Store: dsn, Listen: "127.0.0.1:0", HTTPListen: "off", Debounce: 50 * time.Millisecond,
+			Log: slog.New(slog.NewTextHandler(testLog{t}, nil)).With("server", i),
+		}
+		s, err := New(context.Background(), opts)
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			s.Close()
+			t.Fatalf("server %d: %v", i, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if caDir == "" {
+			caDir = filepath.Join(dir, "ca")
+		}
+		servers = append(servers, s)
+		sites = append(sites, site)
+	}
+	return servers, sites
+}
+
+// TestRevokedOnOneServerRefusedByAnother: a node revoked through server A
+// is refused by server B at its very next call (B's per-call check reads
+// the store), and another node's Watch stream on B, which makes no call,
+// ends as soon as B hears of its revocation (sooner than B's periodic
+// re-read).
+func TestRevokedOnOneServerRefusedByAnother(t *testing.T) {
+	t.Parallel()
+	ss, _ := startCluster(t, 2)
+	a, b := ss[0], ss[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	caller := enroll(t, a, "w-01")
+	watcher := enroll(t, a, "w-02")
+	onB := herdv1.NewNodeClient(dial(t, b, &caller))
+	// B has verified the certificate once: it is in B's cache.
+	resp := checkin(t, onB, map[string]any{}, "")
+	w := herdv1.NewNodeClient(dial(t, b, &watcher))
+	wresp := checkin(t, w, map[string]any{}, "")
+	stream, err := w.Watch(ctx, &herdv1.WatchRequest{Etag: wresp.Etag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b.metricsWatchers() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the Watch stream on B never opened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if err := a.ca.Revoke(ctx, "w-01"); err != nil {
+		t.Fatal(err)
+	}
+	// At once: no waiting for B to hear of it.
+	fb, d := factsJSON(t, map[string]any{})
+	_, err = onB.Checkin(ctx, &herdv1.CheckinRequest{FactsDigest: d, FactsJson: fb, CatalogEtag: resp.Etag})
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("check-in on B right after A revoked = %v; want Unauthenticated naming the revocation", err)
+	}
+
+	if err := a.ca.Revoke(ctx, "w-02"); err != nil {
+		t.Fatal(err)
+	}
+	heard, cancelHeard := context.WithTimeout(ctx, revokeResync/2)
+	defer cancelHeard()
+	done := make(chan error, 1)
+	go func() { _, err := stream.Recv(); done <- err }()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("Recv on B after the revocation = %v; want Unauthenticated", err)
+		}
+	case <-heard.Done():
+		t.Fatalf("the revoked node's Watch stream on B still open after %s", revokeResync/2)
+	}
+	if !b.ca.IsRevoked(ca.SerialHex(watcher.Leaf)) {
+		t.Error("B's own view does not hold the revocation")
+	}
+}
+
+// TestWatchHearsAnotherServersRelease: a node watching on B hears of the
+// catalog A released to it, and B's check-in answers it.
+func TestWatchHearsAnotherServersRelease(t *testing.T) {
+	t.Parallel()
+	ss, sites := startCluster(t, 2)
+	a, b := ss[0], ss[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cert := enroll(t, a, "a-01")
+	onA := herdv1.NewNodeClient(dial(t, a, &cert))
+	onB := herdv1.NewNodeClient(dial(t, b, &cert))
+	checkin(t, onA, map[string]any{}, "")
+	resp := checkin(t, onB, map[string]any{}, "")
+	stream, err := onB.Watch(ctx, &herdv1.WatchRequest{Etag: resp.Etag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b.metricsWatchers() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the Watch stream on B never opened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Only A's site changes: B compiles nothing new.
+	writeFiles(t, sites[0], map[string]string{"roles/r.toml": strings.Replace(testSite["roles/r.toml"], "hello", "welcome", 1)})
+	ev, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("Watch on B: %v", err)
+	}
+	cur, _ := a.compiles.get("a-01")
+	if ev.Etag == resp.Etag || cur == nil || ev.Etag != cur.etag {
+		t.Fatalf("Watch on B announced %s; want A's new catalog (A serves %v, old %s)", ev.Etag, cur, resp.Etag)
+	}
+	again := checkin(t, onB, map[string]any{}, resp.Etag)
+	if again.Etag != ev.Etag || again.Status != herdv1.CheckinResponse_NEW_CATALOG {
+		t.Errorf("check-in on B after A's release = %v %s; want NEW_CATALOG %s", again.Status, again.Etag, ev.Etag)
+	}
+}
+
+func TestReleasePayloads(t *testing.T) {
+	t.Parallel()
+	m := map[string]string{}
+	for i := range 500 {
+		m[strings.Repeat("n", 40)+string(rune('a'+i%26))+strings.Repeat("x", i%7)+"-"+strconv.Itoa(i)] = strings.Repeat("e", 64)
+	}
+	got := releasePayloads(m, 2000)
+	seen := 0
+	for _, p := range got {
+		if len(p) > 2000 {
+			t.Errorf("a payload of %d bytes, past 2000", len(p))
+		}
+		for line := range strings.SplitSeq(p, "\n") {
+			node, etag, ok := strings.Cut(line, " ")
+			if !ok || m[node] != etag {
+				t.Errorf("line %q is not one of the releases", line)
+			}
+			seen++
+		}
+	}
+	if seen != len(m) {
+		t.Errorf("the payloads carry %d releases, want %d", seen, len(m))
+	}
+}
