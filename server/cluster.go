@@ -19,6 +19,7 @@ import (
 const (
 	revokeChannel  = "revoke"
 	catalogChannel = "catalog"
+	auditChannel   = "audit"
 	// revokeResync is how often the revoked serials are re-read, the
 	// fallback for a notification that never came.
 	revokeResync = 10 * time.Second
@@ -178,6 +179,62 @@ func (s *Server) hearReleases(ctx context.Context) {
 				continue
 			}
 			s.serveLocal(node, nc)
+		}
+	})
+}
+
+// forwardAudits hands what this follower queued for audit to the server
+// that leads the audits: the nodes whose reports, facts or catalogs
+// changed here ("*": every node). Their reports are in the store already
+// (reported runs after they are durable).
+func (s *Server) forwardAudits(ctx context.Context) {
+	a := &s.audits
+	a.mu.Lock()
+	all, dirty := a.all, a.dirty
+	a.all, a.dirty = false, map[string]bool{}
+	a.mu.Unlock()
+	m := make(map[string]string, len(dirty))
+	for n := range dirty {
+		m[n] = ""
+	}
+	payloads := releasePayloads(m, maxNotify)
+	if all {
+		payloads = []string{"*"}
+	}
+	for _, p := range payloads {
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.st.Notify(nctx, auditChannel, p)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("handing nodes to the server that leads the audits; it judges them at its next pass over them", "err", err)
+		}
+	}
+}
+
+// hearAudits takes, while this server leads the audits, the nodes the
+// other servers queued: each is read again from the store (its report
+// came to another server) and judged.
+func (s *Server) hearAudits(ctx context.Context) {
+	s.st.Listen(ctx, auditChannel, nil, func(payload string) {
+		if !s.auditLead.Leading() {
+			return // the leader hears it; a new one judges every node
+		}
+		if payload == "*" {
+			s.audits.touchAll()
+			return
+		}
+		a := &s.audits
+		for line := range strings.SplitSeq(payload, "\n") {
+			node, _, _ := strings.Cut(line, " ")
+			if ca.CheckName(node) != nil {
+				continue
+			}
+			a.mu.Lock()
+			if n := a.nodes[node]; n != nil {
+				n.loaded = false // its newest report is in the store only
+			}
+			a.mu.Unlock()
+			a.touch(node)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,13 +25,19 @@ import (
 // servers and their site directories.
 func startCluster(t *testing.T, n int) ([]*Server, []string) {
 	t.Helper()
+	return startClusterOf(t, n, testSite)
+}
+
+// startClusterOf is startCluster on a site of these files.
+func startClusterOf(t *testing.T, n int, files map[string]string) ([]*Server, []string) {
+	t.Helper()
 	dsn := testkit.Postgres(t)
 	var servers []*Server
 	var sites []string
 	var caDir string
 	for i := range n {
 		site, dir := t.TempDir(), t.TempDir()
-		writeFiles(t, site, testSite)
+		writeFiles(t, site, files)
 		if caDir != "" {
 			if err := os.CopyFS(filepath.Join(dir, "ca"), os.DirFS(caDir)); err != nil {
 				t.Fatal(err)
@@ -178,5 +185,116 @@ func TestReleasePayloads(t *testing.T) {
 	}
 	if seen != len(m) {
 		t.Errorf("the payloads carry %d releases, want %d", seen, len(m))
+	}
+}
+
+// TestOneServerLeadsTheAudits: of three servers on one store exactly one
+// leads the audits; when it stops, another takes over within a few
+// retries, and again exactly one leads.
+func TestOneServerLeadsTheAudits(t *testing.T) {
+	t.Parallel()
+	ss, _ := startCluster(t, 3)
+	leaders := func(ss []*Server) []*Server {
+		var out []*Server
+		for _, s := range ss {
+			if s.auditLead.Leading() {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	// The bound: a retry to notice, one to take it, and slack for a
+	// loaded machine; PostgreSQL frees a closed session's locks at once.
+	waitOne := func(ss []*Server) *Server {
+		t.Helper()
+		deadline := time.Now().Add(5*leaderRetry + 10*time.Second)
+		for {
+			l := leaders(ss)
+			if len(l) == 1 {
+				// No second leader appears on a further retry.
+				time.Sleep(leaderRetry + leaderRetry/2)
+				if again := leaders(ss); len(again) != 1 || again[0] != l[0] {
+					t.Fatalf("leaders changed to %d servers without a failure", len(again))
+				}
+				return l[0]
+			}
+			if len(l) > 1 {
+				t.Fatalf("%d servers lead the audits at once", len(l))
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no server leads the audits")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	first := waitOne(ss)
+	holder, ok, err := first.st.LeaseHolder(context.Background(), "audit")
+	if err != nil || !ok || holder != first.Addr {
+		t.Errorf("LeaseHolder = %q, %v, %v; want %s", holder, ok, err, first.Addr)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rest := slices.DeleteFunc(slices.Clone(ss), func(s *Server) bool { return s == first })
+	if next := waitOne(rest); next == first {
+		t.Fatal("the stopped server still leads")
+	}
+}
+
+// TestFollowerHandsItsReportsToTheAuditLeader: a report received by a
+// server that does not lead the audits is judged by the one that does.
+func TestFollowerHandsItsReportsToTheAuditLeader(t *testing.T) {
+	t.Parallel()
+	ss, _ := startClusterOf(t, 2, auditSite("hello"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var leader, follower *Server
+	for leader == nil {
+		for i, s := range ss {
+			if s.auditLead.Leading() {
+				leader, follower = s, ss[1-i]
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no server leads the audits")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cert := enroll(t, follower, "n-0")
+	nc := herdv1.NewNodeClient(dial(t, follower, &cert))
+	resp := checkin(t, nc, map[string]any{"os": map[string]any{"family": "debian"}}, "")
+	adm := admin(t, follower)
+	ac := herdv1.NewAdminClient(dial(t, follower, &adm))
+	await := func(want string) {
+		t.Helper()
+		for {
+			got, err := ac.Audit(ctx, &herdv1.AuditRequest{Node: "n-0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(verdicts(got), want) {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("never judged %q: %v", want, verdicts(got))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send := func(id string, events ...*herdv1.Event) {
+		t.Helper()
+		if _, err := nc.SendReport(ctx, &herdv1.SendReportRequest{Report: &herdv1.Report{RunId: id, CatalogDigest: resp.Etag,
+			StartedUnixNs: time.Now().UnixNano(), Summary: &herdv1.Summary{Resources: 1, Failed: int32(len(events))}, Events: events}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("r-1")
+	await("n-0 last-run-clean pass")
+	// The leader has judged the node and holds its input: only the
+	// follower's word makes it read the new report.
+	send("r-2", &herdv1.Event{Id: "file:/etc/motd", Type: "file", Status: "failed", Error: "permission denied"})
+	await("n-0 last-run-clean fail: file:/etc/motd file:/etc/motd failed: permission denied")
+	if follower.auditLead.Leading() || !leader.auditLead.Leading() {
+		t.Error("the leadership moved during the test")
 	}
 }

@@ -265,6 +265,10 @@ type Server struct {
 	secrets  secretsState  // the secrets key and the nodes' sealing keys (secrets.go)
 	inactive inactiveNodes // deactivated nodes (nodelife.go)
 	audits   auditor       // compliance audits (audit.go)
+	// auditLead is whether this server runs the audits: on a shared
+	// PostgreSQL store one server does, the others forward what they
+	// queue to it (leader.go, cluster.go).
+	auditLead leadership
 	// started is when Start began serving: the node TTLs count only
 	// time the nodes could have reached the server.
 	started time.Time
@@ -396,6 +400,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.facts.init()
 	s.watch.init()
 	s.audits.init()
+	s.auditLead.init("audit")
+	if !st.Postgres() {
+		s.auditLead.leading.Store(true)
+	}
 	if err := os.MkdirAll(s.files, 0o700); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -589,6 +597,8 @@ func (s *Server) Start(ctx context.Context) error {
 		g.Go(func() error { s.hearRevocations(ctx); return nil })
 		g.Go(func() error { s.hearReleases(ctx); return nil })
 		g.Go(func() error { s.sendReleases(ctx); return nil })
+		g.Go(func() error { s.hearAudits(ctx); return nil })
+		g.Go(func() error { s.lead(ctx, &s.auditLead); return nil })
 	}
 	g.Go(func() error {
 		<-ctx.Done()
