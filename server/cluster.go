@@ -62,17 +62,37 @@ func (s *Server) hearRevocations(ctx context.Context) {
 		}
 	}()
 	s.st.Listen(ctx, revokeChannel, func() { learn(nil) }, func(payload string) {
-		var serials []string
-		for _, p := range strings.Split(payload, ",") {
-			// Serials are hex; anything else is no serial of ours.
-			if p != "" && len(p) <= 64 && strings.Trim(p, "0123456789abcdefABCDEF") == "" {
-				serials = append(serials, p)
-			}
-		}
-		if serials != nil {
+		if serials := parseSerials(payload); serials != nil {
 			learn(serials)
 		}
 	})
+}
+
+// parseSerials reads a "revoke" payload: serials, comma-separated.
+// Serials are hex; anything else is no serial of ours and is skipped.
+func parseSerials(payload string) []string {
+	var serials []string
+	for p := range strings.SplitSeq(payload, ",") {
+		if p != "" && len(p) <= 64 && strings.Trim(p, "0123456789abcdefABCDEF") == "" {
+			serials = append(serials, p)
+		}
+	}
+	return serials
+}
+
+// parseReleases reads a "catalog" (or "audit") payload: "node etag"
+// lines. A line whose node is no valid name is skipped; in an "audit"
+// payload the etag is empty.
+func parseReleases(payload string) map[string]string {
+	out := map[string]string{}
+	for line := range strings.SplitSeq(payload, "\n") {
+		node, etag, _ := strings.Cut(line, " ")
+		if ca.CheckName(node) != nil || strings.ContainsAny(etag, " \n") {
+			continue
+		}
+		out[node] = etag
+	}
+	return out
 }
 
 // releases gathers the catalogs this server released to nodes, to tell
@@ -163,9 +183,8 @@ func releasePayloads(m map[string]string, max int) []string {
 // of, until ctx ends.
 func (s *Server) hearReleases(ctx context.Context) {
 	s.st.Listen(ctx, catalogChannel, nil, func(payload string) {
-		for line := range strings.SplitSeq(payload, "\n") {
-			node, etag, ok := strings.Cut(line, " ")
-			if !ok || ca.CheckName(node) != nil || etag == "" {
+		for node, etag := range parseReleases(payload) {
+			if etag == "" {
 				continue
 			}
 			if cur, _ := s.compiles.get(node); cur != nil && cur.etag == etag {
@@ -224,11 +243,7 @@ func (s *Server) hearAudits(ctx context.Context) {
 			return
 		}
 		a := &s.audits
-		for line := range strings.SplitSeq(payload, "\n") {
-			node, _, _ := strings.Cut(line, " ")
-			if ca.CheckName(node) != nil {
-				continue
-			}
+		for node := range parseReleases(payload) {
 			a.mu.Lock()
 			if n := a.nodes[node]; n != nil {
 				n.loaded = false // its newest report is in the store only

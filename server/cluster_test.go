@@ -298,3 +298,32 @@ func TestFollowerHandsItsReportsToTheAuditLeader(t *testing.T) {
 		t.Error("the leadership moved during the test")
 	}
 }
+
+// FuzzParseReleases: any payload parses without panicking into valid
+// node names, and what releasePayloads writes parses back to itself.
+func FuzzParseReleases(f *testing.F) {
+	f.Add("web-01 abc\ndb-01 def")
+	f.Add("*")
+	f.Add("bad name\n\n../x y z")
+	f.Add(strings.Repeat("a", 300) + " e")
+	f.Fuzz(func(t *testing.T, payload string) {
+		got := parseReleases(payload)
+		for node := range got {
+			if ca.CheckName(node) != nil {
+				t.Fatalf("parsed an invalid node name %q", node)
+			}
+		}
+		for _, p := range releasePayloads(got, maxNotify) {
+			for node, etag := range parseReleases(p) {
+				if got[node] != etag {
+					t.Fatalf("round trip of %q: %q != %q", node, etag, got[node])
+				}
+			}
+		}
+		for _, s := range parseSerials(payload) {
+			if s == "" || len(s) > 64 || strings.Trim(s, "0123456789abcdefABCDEF") != "" {
+				t.Fatalf("parsed a serial that is not hex: %q", s)
+			}
+		}
+	})
+}
