@@ -178,28 +178,57 @@ func releasePayloads(m map[string]string, max int) []string {
 	return out
 }
 
-// hearReleases takes the catalogs other servers released: each becomes
-// the one this server's check-ins answer and its Watch streams are told
-// of, until ctx ends.
+// hearReleases takes the catalogs other servers released: each node's
+// current catalog in the store becomes the one this server's check-ins
+// answer and its Watch streams are told of, until ctx ends. The
+// notification is only a hint: a late one (batches from two servers
+// cross) must not put an older catalog back, so the store, which holds
+// each approval before it is announced, says which is current.
 func (s *Server) hearReleases(ctx context.Context) {
-	s.st.Listen(ctx, catalogChannel, nil, func(payload string) {
-		for node, etag := range parseReleases(payload) {
-			if etag == "" {
-				continue
-			}
-			if cur, _ := s.compiles.get(node); cur != nil && cur.etag == etag {
-				continue // ours, or heard already
-			}
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			nc, err := s.storedCatalog(lctx, etag)
-			cancel()
-			if err != nil {
-				s.log.Warn("taking a catalog another server released", "node", node, "err", err)
-				continue
-			}
-			s.serveLocal(node, nc)
+	s.st.Listen(ctx, catalogChannel, nil, func(payload string) { s.heardReleases(ctx, payload) })
+}
+
+// heardReleases takes one "catalog" payload.
+func (s *Server) heardReleases(ctx context.Context, payload string) {
+	for node, etag := range parseReleases(payload) {
+		if etag == "" {
+			continue
 		}
-	})
+		before, _ := s.compiles.get(node)
+		if before != nil && before.etag == etag {
+			continue // ours, or heard already
+		}
+		if err := s.takeRelease(ctx, node, before); err != nil {
+			s.log.Warn("taking a catalog another server released", "node", node, "err", err)
+		}
+	}
+}
+
+// takeRelease serves node's current catalog as the store has it, unless
+// this server served node another catalog since it read before.
+func (s *Server) takeRelease(ctx context.Context, node string, before *nodeCatalog) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rec, ok, err := s.st.Catalog(ctx, node)
+	if err != nil || !ok || (before != nil && rec.Etag == before.etag) {
+		return err
+	}
+	nc, err := newNodeCatalog(rec.Etag, rec.Version, rec.Catalog, rec.Signature)
+	if err != nil {
+		return err
+	}
+	nc.stored.Store(true)
+	s.compiles.mu.Lock()
+	if s.compiles.catalogs[node] != before {
+		// Served here meanwhile: newer than what was read, or its own
+		// announcement follows.
+		s.compiles.mu.Unlock()
+		return nil
+	}
+	s.compiles.mu.Unlock()
+	s.recent.put(rec.Etag, rec.Catalog)
+	s.serveLocal(node, nc)
+	return nil
 }
 
 // forwardAudits hands what this follower queued for audit to the server

@@ -161,6 +161,15 @@ func TestWatchHearsAnotherServersRelease(t *testing.T) {
 	if again.Etag != ev.Etag || again.Status != herdv1.CheckinResponse_NEW_CATALOG {
 		t.Errorf("check-in on B after A's release = %v %s; want NEW_CATALOG %s", again.Status, again.Etag, ev.Etag)
 	}
+
+	// A late announcement of the old catalog (batches from two servers
+	// cross) puts nothing back: the store says which is current.
+	for _, s := range ss {
+		s.heardReleases(ctx, "a-01 "+resp.Etag)
+		if cur, _ := s.compiles.get("a-01"); cur == nil || cur.etag != ev.Etag {
+			t.Errorf("after a late announcement of the old catalog a server serves %v, want %s", cur, ev.Etag)
+		}
+	}
 }
 
 func TestReleasePayloads(t *testing.T) {
