@@ -190,8 +190,17 @@ func (s *Server) runAudits(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.audits.wake:
+		case <-s.auditLead.won:
+			// What the other servers queued while none led, or before
+			// this one heard of it, is not known here: every node.
+			s.audits.touchAll()
+			continue
 		case <-tick.C:
 			s.queueStale(time.Now())
+			continue
+		}
+		if !s.auditLead.Leading() {
+			s.forwardAudits(ctx)
 			continue
 		}
 		s.auditPass(ctx)

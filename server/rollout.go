@@ -388,6 +388,16 @@ func (s *Server) storedCatalog(ctx context.Context, etag string) (*nodeCatalog, 
 // serve makes nc the catalog node's check-ins get and tells its Watch
 // streams. Only after the store holds the approval (flush's effects).
 func (s *Server) serve(node string, nc *nodeCatalog) {
+	s.serveLocal(node, nc)
+	if s.st.Postgres() {
+		// The node's Watch stream may be on another server.
+		s.released.add(node, nc.etag)
+	}
+}
+
+// serveLocal is serve on this server alone: a release another server
+// made, heard through the store (cluster.go).
+func (s *Server) serveLocal(node string, nc *nodeCatalog) {
 	s.compiles.mu.Lock()
 	s.compiles.catalogs[node] = nc
 	s.compiles.mu.Unlock()

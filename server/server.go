@@ -265,10 +265,17 @@ type Server struct {
 	secrets  secretsState  // the secrets key and the nodes' sealing keys (secrets.go)
 	inactive inactiveNodes // deactivated nodes (nodelife.go)
 	audits   auditor       // compliance audits (audit.go)
+	// auditLead is whether this server runs the audits: on a shared
+	// PostgreSQL store one server does, the others forward what they
+	// queue to it (leader.go, cluster.go).
+	auditLead leadership
 	// started is when Start began serving: the node TTLs count only
 	// time the nodes could have reached the server.
-	started  time.Time
-	watch    watchers
+	started time.Time
+	watch   watchers
+	// released is the catalogs this server released, to tell the
+	// other servers sharing a PostgreSQL store (cluster.go).
+	released releases
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
 	// services holds each node's service health of its newest report:
@@ -367,7 +374,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			"restore it from a backup, or start with --accept-empty-store to begin again from nothing",
 			store.Redact(storeAt), filepath.Join(opts.Dir, "ca"))
 	}
-	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity})
+	// s is made after the CA; announce reaches it through this.
+	var announce func(name string, serials []string)
+	caOpts := ca.Options{Log: opts.Log, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, NodeValidity: opts.NodeCertValidity}
+	if st.Postgres() {
+		caOpts.Shared = true
+		caOpts.Announce = func(name string, serials []string) { announce(name, serials) }
+	}
+	authority, err := ca.Open(ctx, filepath.Join(opts.Dir, "ca"), st, caOpts)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -379,11 +393,17 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		recent:   newByteCache(opts.CatalogCache),
 		errc:     make(chan error, 1),
 	}
+	announce = s.announceRevoked
 	s.web = newWebAuth(s)
+	s.released.init()
 	s.compiles.init()
 	s.facts.init()
 	s.watch.init()
 	s.audits.init()
+	s.auditLead.init("audit")
+	if !st.Postgres() {
+		s.auditLead.leading.Store(true)
+	}
 	if err := os.MkdirAll(s.files, 0o700); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the server: %w", err)
@@ -573,6 +593,13 @@ func (s *Server) Start(ctx context.Context) error {
 	g.Go(func() error { s.sweepNodes(ctx); return nil })
 	g.Go(func() error { s.runAudits(ctx); return nil })
 	g.Go(func() error { stls.rotateLoop(ctx); return nil })
+	if s.st.Postgres() {
+		g.Go(func() error { s.hearRevocations(ctx); return nil })
+		g.Go(func() error { s.hearReleases(ctx); return nil })
+		g.Go(func() error { s.sendReleases(ctx); return nil })
+		g.Go(func() error { s.hearAudits(ctx); return nil })
+		g.Go(func() error { s.lead(ctx, &s.auditLead); return nil })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		s.shutdown()

@@ -111,6 +111,17 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock; nil is time.Now. Tests set it.
 	Now func() time.Time
+	// Shared says other servers revoke through the same store: every
+	// VerifyClient then reads the certificate's revocation from the
+	// store, so that a certificate another server revoked is refused
+	// from its next call on, whether or not this server has heard of it
+	// yet (Learn keeps the in-memory view, which ends streams and
+	// connections, up to date).
+	Shared bool
+	// Announce, when set, is called after each revocation Revoke commits
+	// (not those Learn finds), with the serials it revoked, so that the
+	// other servers sharing the store are told.
+	Announce func(name string, serials []string)
 }
 
 // CA is the enrollment certificate authority of one server. Its methods

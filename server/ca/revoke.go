@@ -64,6 +64,9 @@ func (c *CA) Revoke(ctx context.Context, name string) error {
 	for _, f := range subs {
 		f(name, cert.Serial)
 	}
+	if c.opts.Announce != nil {
+		c.opts.Announce(name, serials)
+	}
 	if crlErr != nil {
 		// Revoked in the store and in memory; only the copy beside the
 		// CA is behind, and the next revocation or start rewrites it.
@@ -95,6 +98,77 @@ func (c *CA) OnRevoke(f func(name, serial string)) (stop func()) {
 		c.revokeMu.Lock()
 		defer c.revokeMu.Unlock()
 		delete(c.subs, id)
+	}
+}
+
+// Learn adds to this CA's view the revocations other servers sharing
+// its store made: serials is those they announced, or nil to re-read
+// every revoked serial from the store (after a gap in the announcements,
+// and periodically as the fallback). OnRevoke's callbacks run for each
+// one new to this CA.
+func (c *CA) Learn(ctx context.Context, serials []string) error {
+	if serials == nil {
+		all, err := c.st.Revoked(ctx)
+		if err != nil {
+			return fmt.Errorf("learning revocations: %w", err)
+		}
+		serials = all
+	}
+	known := *c.revoked.Load()
+	fresh := map[string]string{}
+	for _, s := range serials {
+		if _, ok := known[s]; ok {
+			continue
+		}
+		rec, ok, err := c.st.CertBySerial(ctx, s)
+		if err != nil {
+			return fmt.Errorf("learning revocations: %w", err)
+		}
+		if !ok || rec.RevokedAt.IsZero() {
+			// Not (or not yet) revoked in the store: an announcement
+			// is a hint, the store decides.
+			continue
+		}
+		fresh[s] = rec.Name
+	}
+	c.learn(fresh)
+	return nil
+}
+
+// learn adds revoked serials (serial → name) to the in-memory view and
+// the CRL, and runs OnRevoke's callbacks for those new to it.
+func (c *CA) learn(revoked map[string]string) {
+	if len(revoked) == 0 {
+		return
+	}
+	c.revokeMu.Lock()
+	old := *c.revoked.Load()
+	set := make(map[string]struct{}, len(old)+len(revoked))
+	maps.Copy(set, old)
+	var added []string
+	for s := range revoked {
+		if _, ok := set[s]; !ok {
+			set[s] = struct{}{}
+			added = append(added, s)
+		}
+	}
+	if len(added) == 0 {
+		c.revokeMu.Unlock()
+		return
+	}
+	c.revoked.Store(&set)
+	if !c.noCRL {
+		if err := c.writeCRL(set); err != nil {
+			c.log.Warn("writing the revocation list after learning another server's revocation", "err", err)
+		}
+	}
+	subs := slices.Collect(maps.Values(c.subs))
+	c.revokeMu.Unlock()
+	for _, s := range added {
+		c.log.Info("learned a revocation another server made", "name", revoked[s], "serial", s)
+		for _, f := range subs {
+			f(revoked[s], s)
+		}
 	}
 }
 

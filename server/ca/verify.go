@@ -66,6 +66,18 @@ func (c *CA) VerifyClient(ctx context.Context, chain []*x509.Certificate) (Calle
 		if c.IsRevoked(id.Serial) {
 			return Caller{}, fmt.Errorf("%w: %q (serial %s)", ErrRevoked, id.Name, id.Serial)
 		}
+		if c.opts.Shared {
+			// Another server may have revoked it a moment ago: the
+			// store, not this server's view, decides.
+			rec, ok, err := c.st.CertBySerial(ctx, id.Serial)
+			if err != nil {
+				return Caller{}, fmt.Errorf("checking whether the certificate of %q was revoked: %w", id.Name, err)
+			}
+			if ok && !rec.RevokedAt.IsZero() {
+				c.learn(map[string]string{id.Serial: id.Name})
+				return Caller{}, fmt.Errorf("%w: %q (serial %s)", ErrRevoked, id.Name, id.Serial)
+			}
+		}
 		return id, nil
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{
@@ -88,6 +100,9 @@ func (c *CA) VerifyClient(ctx context.Context, chain []*x509.Certificate) (Calle
 		return Caller{}, fmt.Errorf("certificate of %q (serial %s): %w", leaf.Subject.CommonName, serial, ErrNotIssued)
 	}
 	if !rec.RevokedAt.IsZero() {
+		if c.opts.Shared {
+			c.learn(map[string]string{serial: rec.Name})
+		}
 		return Caller{}, fmt.Errorf("%w: %q (serial %s)", ErrRevoked, rec.Name, serial)
 	}
 	name, admin, err := Identify(leaf)

@@ -85,6 +85,14 @@ type Store struct {
 	touches touches
 	stats   struct{ batches, requests, failed, checkins atomic.Int64 }
 
+	// pgcfg is the PostgreSQL connection's settings, for the dedicated
+	// connections of leases and notifications (cluster.go); nil on sqlite.
+	pgcfg *pgx.ConnConfig
+	// notifyDB sends notifications: not the writer (its batches would
+	// delay them) nor the readers (read-only sessions refuse NOTIFY).
+	notifyOnce sync.Once
+	notifyDB   *sql.DB
+
 	// created is whether Open found no schema: a new file, or one emptied
 	// behind the server's back (see Created).
 	created bool
@@ -162,6 +170,7 @@ func (s *Store) openPostgres() error {
 	// the URL names them.
 	named := cfg.RuntimeParams["application_name"] != ""
 	rcfg := cfg.Copy()
+	s.pgcfg = cfg.Copy()
 	if !named {
 		cfg.RuntimeParams["application_name"] = "herd-writer"
 	}
@@ -371,6 +380,10 @@ func (s *Store) closeDBs() error {
 	}
 	if s.wdb != nil {
 		errs = append(errs, s.wdb.Close())
+	}
+	s.notifyOnce.Do(func() {}) // none opened after this
+	if s.notifyDB != nil {
+		errs = append(errs, s.notifyDB.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("closing store %s: %w", s.name, err)
