@@ -479,3 +479,104 @@ func TestDocServerCommandsRun(t *testing.T) {
 		t.Errorf("ran %d doc lines against the server; the docs' fleet commands are gone or unread", ran)
 	}
 }
+
+// walkMarker marks a fenced block of install.md that .ci/install-walkthrough
+// runs, by STEP.
+var walkMarker = regexp.MustCompile(`^<!--\s*herd-doc:\s*walkthrough\s+(\S+)\s*-->$`)
+
+// walkCall is how .ci/install-walkthrough takes a block: "walk STEP" on a
+// line of its own, or "block STEP" inside a helper.
+var walkCall = regexp.MustCompile(`(?m)^\s*(?:walk|lines=\$\(block)\s+([a-z-]+)\)?\s*$`)
+
+// TestInstallDocWalked: every sh block of docs/install.md is run by the
+// CI walkthrough or marked "not checked: REASON", and every step the
+// walkthrough runs is a marked block, so that the doc and the script
+// cannot drift apart without CI saying so.
+func TestInstallDocWalked(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/install.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile("../../.ci/install-walkthrough")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, problems := walkedBlocks(string(doc))
+	for _, p := range problems {
+		t.Errorf("docs/install.md:%s", p)
+	}
+	walked := map[string]bool{}
+	for _, m := range walkCall.FindAllStringSubmatch(string(script), -1) {
+		walked[m[1]] = true
+	}
+	for step, line := range steps {
+		if !walked[step] {
+			t.Errorf("docs/install.md:%d: block %q is marked walkthrough but .ci/install-walkthrough never walks it", line, step)
+		}
+	}
+	for step := range walked {
+		if _, ok := steps[step]; !ok {
+			t.Errorf(".ci/install-walkthrough walks %q, which no block of docs/install.md is marked", step)
+		}
+	}
+	if len(steps) < 10 {
+		t.Errorf("found %d walked blocks in docs/install.md; the reader finds too few", len(steps))
+	}
+}
+
+// walkedBlocks reads the sh blocks of a markdown text: the walkthrough
+// steps (name to line) and, as "LINE: what", each sh block that is
+// neither walked nor marked not checked, and each step named twice.
+func walkedBlocks(doc string) (steps map[string]int, problems []string) {
+	steps = map[string]int{}
+	var prev string
+	in := false
+	for i, line := range strings.Split(doc, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "```") {
+			if !in && strings.TrimSpace(strings.TrimPrefix(trimmed, "```")) == "sh" {
+				marker := strings.TrimSpace(prev)
+				switch m := walkMarker.FindStringSubmatch(marker); {
+				case m != nil:
+					if first, dup := steps[m[1]]; dup {
+						problems = append(problems, fmt.Sprintf("%d: step %q marks a second block (the first at line %d)", i+1, m[1], first))
+					}
+					steps[m[1]] = i + 1
+				case docMarker.MatchString(marker):
+				default:
+					problems = append(problems, fmt.Sprintf("%d: an sh block neither walked by .ci/install-walkthrough (<!-- herd-doc: walkthrough STEP -->) nor marked <!-- herd-doc: not checked: REASON -->", i+1))
+				}
+			}
+			in = !in
+		}
+		prev = line
+	}
+	return steps, problems
+}
+
+// TestWalkedBlocks: what the check refuses.
+func TestWalkedBlocks(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, doc string
+		steps     int
+		problems  int
+	}{
+		{"walked", "<!-- herd-doc: walkthrough a -->\n```sh\nls\n```\n", 1, 0},
+		{"not checked", "<!-- herd-doc: not checked: needs arm64 -->\n```sh\nls\n```\n", 0, 0},
+		{"unmarked", "text\n```sh\nls\n```\n", 0, 1},
+		{"other language unmarked", "```toml\na = 1\n```\n", 0, 0},
+		{"marker not right before", "<!-- herd-doc: walkthrough a -->\n\n```sh\nls\n```\n", 0, 1},
+		{"step twice", "<!-- herd-doc: walkthrough a -->\n```sh\nls\n```\n<!-- herd-doc: walkthrough a -->\n```sh\nls\n```\n", 1, 1},
+		{"a fence inside is not a block start", "<!-- herd-doc: walkthrough a -->\n```sh\nls\n```\n```sh\nls\n```\n", 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			steps, problems := walkedBlocks(tc.doc)
+			if len(steps) != tc.steps || len(problems) != tc.problems {
+				t.Errorf("steps %v, problems %q; want %d steps, %d problems", steps, problems, tc.steps, tc.problems)
+			}
+		})
+	}
+}
