@@ -86,11 +86,21 @@ func TestBootstrap(t *testing.T) {
 	if out, stderr, code := herd(t, "", args...); code != 0 || strings.Contains(out, "wrote") {
 		t.Errorf("bootstrap again: exit %d:\n%s%s", code, out, stderr)
 	}
-	// Other settings: refused, the file untouched.
+	// A setting the file lacks is added, the rest kept.
 	before, _ := os.ReadFile(config)
-	other := append(append([]string{}, args...), "--server-name", "localhost")
-	if _, stderr, code := herd(t, "", other...); code == 0 || !strings.Contains(stderr, "--force") {
-		t.Errorf("bootstrap over another agent.toml: exit %d, want a refusal naming --force:\n%s", code, stderr)
+	added := append(append([]string{}, args...), "--server-name", "localhost")
+	if out, stderr, code := herd(t, "", added...); code != 0 || !strings.Contains(out, "wrote") {
+		t.Errorf("bootstrap adding server_name: exit %d:\n%s%s", code, out, stderr)
+	}
+	if after, _ := os.ReadFile(config); !strings.Contains(string(after), "server_name = 'localhost'") || !strings.HasSuffix(string(after), string(before)) {
+		t.Errorf("bootstrap adding server_name wrote:\n%s\nwant it added on top of:\n%s", after, before)
+	}
+	// Another value for a setting the file has: refused, the file
+	// untouched.
+	before, _ = os.ReadFile(config)
+	other := append(append([]string{}, args...), "--server-name", "127.0.0.1")
+	if _, stderr, code := herd(t, "", other...); code == 0 || !strings.Contains(stderr, "--force") || !strings.Contains(stderr, "server_name") {
+		t.Errorf("bootstrap over another server_name: exit %d, want a refusal naming it and --force:\n%s", code, stderr)
 	}
 	if after, _ := os.ReadFile(config); string(after) != string(before) {
 		t.Errorf("a refused bootstrap changed agent.toml:\n%s", after)

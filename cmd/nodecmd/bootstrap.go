@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -52,9 +53,11 @@ func newBootstrapCmd() *cobra.Command {
 		Long: `Make this host a node of a Herd server in one step, as "herd ca token"
 prints it ready to paste:
 
-  1. write agent.toml (--config; atomically, 0644: it holds no secret, the
-     join token is not written). An existing file with other settings is
-     refused unless --force; the same settings again are fine.
+  1. write agent.toml (--config; atomically; the join token is not
+     written). An existing file (the package's, say) keeps what it says
+     and its mode: the settings it lacks are added at its top. One it sets
+     to another value is refused unless --force, which replaces the file;
+     the same settings again are fine.
   2. enroll with the join token: a key (0600) and the certificate for
      --name (default: this host's name) under the state directory. With
      --ca-fingerprint the server's CA is checked inside the first TLS
@@ -84,22 +87,15 @@ nothing and starts the unit again if need be.`,
 			// The server as it was given: one address a string, several
 			// a list.
 			var buf bytes.Buffer
-			buf.WriteString("# Written by herd-agent bootstrap; herd agent --help lists every setting.\n")
 			if err := toml.NewEncoder(&buf).EnableMarshalerInterface().Encode(bc); err != nil {
 				return err
 			}
-			body := buf.Bytes()
 			// Refused before anything else happens: enrolling under
 			// settings that would then not be written leaves a host half
 			// made.
-			same, err := sameConfig(config, bc)
+			body, same, err := bootstrapFile(config, buf.Bytes(), force)
 			if err != nil {
 				return err
-			}
-			if !same && !force {
-				if _, err := os.Lstat(config); err == nil {
-					return fmt.Errorf("bootstrap: %s exists with other settings; compare it with these and pass --force to replace it:\n%s", config, body)
-				}
 			}
 			root := bc.Root
 			if root == "" {
@@ -147,36 +143,82 @@ nothing and starts the unit again if need be.`,
 	f.StringVar(&bc.StateDir, "state-dir", "", "the agent's state directory, written to agent.toml (default ROOT/var/lib/herd)")
 	f.StringVar(&config, "config", DefaultAgentConfig, "the agent.toml to write")
 	f.BoolVar(&noStart, "no-start", false, "write and enroll only; do not start the agent")
-	f.BoolVar(&force, "force", false, "replace an existing agent.toml with other settings")
+	f.BoolVar(&force, "force", false, "replace an existing agent.toml that sets a setting to another value (one lacking settings gets them added)")
 	f.StringVar(&unit, "unit", DefaultAgentUnit, "the systemd unit to enable and start")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
 
-// sameConfig says whether the file at path holds exactly the settings in
-// want (false when there is no file). A file that does not decode as an
-// agent.toml is another config, never taken for the same.
-func sameConfig(path string, want bootstrapConfig) (bool, error) {
-	b, err := os.ReadFile(path)
+// bootstrapFile is the agent.toml bootstrap leaves at path, given the
+// settings it was asked for (keys, TOML-encoded). An existing file keeps
+// what it says: the settings it lacks are added at its top, and the rest
+// of it (comments, interval, parallel… as the package installed them) is
+// kept byte for byte. A setting the file already has with another value is
+// a conflict: refused unless force, which replaces the file with the
+// settings alone. same is whether the file already says everything (then
+// nothing is written); a file that does not read as TOML is refused
+// unless force.
+func bootstrapFile(path string, settings []byte, force bool) (body []byte, same bool, err error) {
+	const header = "# Written by herd-agent bootstrap; herd agent --help lists every setting.\n"
+	fresh := append([]byte(header), settings...)
+	old, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return fresh, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("bootstrap: reading %s: %w", path, err)
+		return nil, false, fmt.Errorf("bootstrap: reading %s: %w", path, err)
 	}
-	var have bootstrapConfig
-	dec := toml.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	dec.EnableUnmarshalerInterface()
-	if err := dec.Decode(&have); err != nil {
-		return false, nil
+	var want, have map[string]any
+	if err := toml.Unmarshal(settings, &want); err != nil {
+		return nil, false, fmt.Errorf("bootstrap: encoding the settings: %w", err)
 	}
-	return reflect.DeepEqual(have, want), nil
+	if err := toml.Unmarshal(old, &have); err != nil {
+		if force {
+			return fresh, false, nil
+		}
+		return nil, false, fmt.Errorf("bootstrap: %s does not read as TOML (%v); fix it, or pass --force to replace it with:\n%s", path, err, fresh)
+	}
+	var conflicts []string
+	var missing bytes.Buffer
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, ok := have[k]
+		switch {
+		case !ok:
+			line, err := toml.Marshal(map[string]any{k: want[k]})
+			if err != nil {
+				return nil, false, fmt.Errorf("bootstrap: encoding %s: %w", k, err)
+			}
+			missing.Write(line)
+		case !reflect.DeepEqual(v, want[k]):
+			conflicts = append(conflicts, fmt.Sprintf("%s = %v here, %v in the file", k, want[k], v))
+		}
+	}
+	switch {
+	case len(conflicts) > 0 && !force:
+		return nil, false, fmt.Errorf("bootstrap: %s exists with other settings (%s); fix them, or pass --force to replace the file with:\n%s",
+			path, strings.Join(conflicts, "; "), fresh)
+	case len(conflicts) > 0:
+		return fresh, false, nil
+	case missing.Len() == 0:
+		return old, true, nil
+	}
+	return append(append(append([]byte(header), missing.Bytes()...), '\n'), old...), false, nil
 }
 
 // writeConfigFile writes body to path atomically (a temporary file in
-// the same directory, fsynced, renamed, the directory fsynced), 0644.
+// the same directory, fsynced, renamed, the directory fsynced), with the
+// mode of the file it replaces (the package installs agent.toml 0600: it
+// may hold a join token), else 0644.
 func writeConfigFile(path string, body []byte) error {
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -190,7 +232,7 @@ func writeConfigFile(path string, body []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
 	}
