@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herdcm/herd/catalogs"
 )
@@ -107,5 +109,66 @@ func TestMasterlessSecrets(t *testing.T) {
 	}
 	if _, err := (&siteSource{site: site, node: "n", secretsKey: keyFile}).catalog(t.Context(), nil, mark); err == nil {
 		t.Error("a secrets key readable by others was used")
+	}
+}
+
+// TestSiteDaemonSecrets: the masterless daemon opens the site's secrets
+// with ApplyOptions.SecretsKey as herd apply does (it once compiled
+// without the key, so a site with secrets never converged under it).
+func TestSiteDaemonSecrets(t *testing.T) {
+	t.Parallel()
+	text, err := catalogs.GenerateSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := catalogs.ParseSecretKeys([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := catalogs.EncryptSecret(keys.Recipient(), []byte("canary-daemon"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := t.TempDir()
+	for name, body := range map[string]string{
+		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+		"data/common.toml": "\npw = \"" + v + "\"\n",
+		"roles/r.toml":     "[[file]]\npath = \"/pw\"\ncontent = \"{{ .params.pw }}\"\n",
+	} {
+		p := filepath.Join(site, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyFile := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(keyFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	ran := make(chan error, 10)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunSiteDaemon(ctx, SiteDaemonOptions{
+			ApplyOptions: ApplyOptions{Site: site, Root: root, Node: "n1", SecretsKey: keyFile, Log: testLog(t)},
+			Interval:     time.Hour, Debounce: 20 * time.Millisecond,
+			afterRun: func(_ *Report, err error) { ran <- err },
+		})
+	}()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Errorf("the daemon's first run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("timed out waiting for the daemon's first run")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunSiteDaemon = %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "pw")); err != nil || string(b) != "canary-daemon" {
+		t.Errorf("/pw = %q, %v; want the secret opened", b, err)
 	}
 }

@@ -153,7 +153,7 @@ func RunSiteDaemon(ctx context.Context, o SiteDaemonOptions) error {
 	var state ScheduleState
 	timer := time.NewTimer(0) // the first run at once
 	defer timer.Stop()
-	src := &siteSource{site: o.Site, node: o.Node}
+	src := &siteSource{site: o.Site, node: o.Node, secretsKey: o.SecretsKey}
 	for {
 		wd.Alive(2 * wd.Every())
 		select {

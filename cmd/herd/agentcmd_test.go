@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/cmd/nodecmd"
 	"github.com/herdcm/herd/server"
 	"github.com/herdcm/herd/testkit"
@@ -264,5 +265,48 @@ content = "b"
 		if code != nodecmd.ExitUsage || !strings.Contains(stderr, tt.want) {
 			t.Errorf("herd %v = exit %d, %q; want usage error saying %q", tt.args, code, stderr, tt.want)
 		}
+	}
+}
+
+// TestAgentSiteSecretsKey: herd agent --site opens the site's secrets
+// with --secrets-key, as herd apply does; without it the run fails
+// naming the secret; with a server the flag is refused, not ignored.
+func TestAgentSiteSecretsKey(t *testing.T) {
+	t.Parallel()
+	text, err := catalogs.GenerateSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := catalogs.ParseSecretKeys([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := catalogs.EncryptSecret(keys.Recipient(), []byte("canary-agent-site"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := testkit.WriteSite(t, map[string]string{
+		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+		"data/common.toml": "pw = \"" + v + "\"\n",
+		"roles/r.toml":     "[[file]]\npath = \"/pw\"\ncontent = \"{{ .params.pw }}\"\n",
+	})
+	key := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(key, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	base := []string{"agent", "--site", site, "--root", root, "--state-dir", t.TempDir(), "--name", "n1", "--once"}
+	if _, stderr, code := herd(t, "", base...); code == 0 || !strings.Contains(stderr, "secret pw") {
+		t.Errorf("herd agent --site without the key: exit %d, want a failure naming the secret:\n%s", code, stderr)
+	}
+	// Exit 2: converged, with changes.
+	if out, stderr, code := herd(t, "", append(base, "--secrets-key", key)...); code != 2 {
+		t.Fatalf("herd agent --site --secrets-key: exit %d, want 2 (changed):\n%s%s", code, out, stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "pw")); err != nil || string(b) != "canary-agent-site" {
+		t.Errorf("/pw = %q, %v; want the secret opened", b, err)
+	}
+	if _, stderr, code := herd(t, "", "agent", "--server", "127.0.0.1:1", "--root", t.TempDir(), "--once", "--secrets-key", key); code != nodecmd.ExitUsage || !strings.Contains(stderr, "only with --site") {
+		t.Errorf("herd agent --server --secrets-key: exit %d, want a usage error:\n%s", code, stderr)
 	}
 }

@@ -41,6 +41,7 @@ type agentConfig struct {
 	RunTimeout       Duration   `toml:"run_timeout"`
 	FactsDir         string     `toml:"facts_dir"`
 	SandboxFactsExec bool       `toml:"sandbox_facts_exec"`
+	SecretsKey       string     `toml:"secrets_key"`
 	LogLevel         string     `toml:"log_level"`
 	LogFormat        string     `toml:"log_format"`
 }
@@ -147,6 +148,11 @@ program in place: same pid, every service adopted, none restarted.`,
 			}
 			if cfg.Site != "" {
 				return runSiteAgent(cmd, cfg, once, sel, hup, notify, log)
+			}
+			if cfg.SecretsKey != "" {
+				// Refused rather than ignored: with a server, the server
+				// opens the secrets and seals them to this node.
+				return UsageError(cmd, "--secrets-key (secrets_key) has meaning only with --site: with a server, the server opens the site's secrets and seals them to this node's own key")
 			}
 			state := agent.StateDirOr(cfg.StateDir, cfg.Root)
 			stateDir, certDir := state.String(), state.TLS()
@@ -270,6 +276,7 @@ program in place: same pid, every service adopted, none restarted.`,
 	f.BoolVar(&reenroll, "reenroll", false, "make a new key and enroll again (after the certificate was revoked or expired); the old identity is moved aside")
 	ServerFlag(f, &cfg.Server, "the server's gRPC address; several (repeat the flag or separate with commas) are tried in order, the next when one fails")
 	f.StringVar(&cfg.Site, "site", "", "run masterless: apply this local site checkout on a schedule and on change (no server)")
+	f.StringVar(&cfg.SecretsKey, "secrets-key", "", "with --site: a copy of the server's secrets key (secrets.key, 0600), to open the site's secrets")
 	f.StringVar(&cfg.ServerName, "server-name", "", "the name to verify in the server's certificate (default: the --server host)")
 	f.StringVar(&cfg.Name, "name", "", "the node name to enroll as (default: this host's name)")
 	f.StringVar(&cfg.JoinToken, "join-token", "", "a join token (herd ca token), so the certificate is issued at once")
@@ -320,8 +327,9 @@ func runSiteAgent(cmd *cobra.Command, cfg agentConfig, once bool, sel catalogs.S
 		Site: cfg.Site, Node: cfg.Name, Root: cfg.Root, StateDir: cfg.StateDir, Noop: cfg.Noop, Select: sel, Parallel: cfg.Parallel,
 		ResourceTimeout: time.Duration(cfg.ResourceTimeout), RunTimeout: time.Duration(cfg.RunTimeout),
 		FactsDir: cfg.FactsDir, SandboxFactsExec: cfg.SandboxFactsExec, AgentVersion: Version(), Log: log,
-		Services: supervisorFor(cfg.Root, log),
-		Emit:     func(e agent.Event) { WriteEvent(out, e, false, false) },
+		SecretsKey: cfg.SecretsKey,
+		Services:   supervisorFor(cfg.Root, log),
+		Emit:       func(e agent.Event) { WriteEvent(out, e, false, false) },
 	}
 	if !once {
 		// The masterless daemon owns the state's supervisor for its whole
