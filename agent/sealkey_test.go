@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herdcm/herd/catalogs"
+	"github.com/herdcm/herd/testkit"
 )
 
 func TestLoadSealKey(t *testing.T) {
@@ -59,38 +60,11 @@ func TestLoadSealKey(t *testing.T) {
 // the secret.
 func TestMasterlessSecrets(t *testing.T) {
 	t.Parallel()
-	text, err := catalogs.GenerateSecretKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := catalogs.ParseSecretKeys([]byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := catalogs.EncryptSecret(keys.Recipient(), []byte("canary-masterless"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := t.TempDir()
-	for name, body := range map[string]string{
-		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
-		"data/common.toml": "\npw = \"" + v + "\"\n",
-		"roles/r.toml":     "[[file]]\npath = \"/etc/pw\"\ncontent = \"{{ .params.pw }}\"\n",
-	} {
-		p := filepath.Join(site, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	site, keyFile := secretSite(t, "/etc/pw", "canary-masterless")
 	mark := func(string) {}
-	_, err = (&siteSource{site: site, node: "n"}).catalog(t.Context(), nil, mark)
+	_, err := (&siteSource{site: site, node: "n"}).catalog(t.Context(), nil, mark)
 	if err == nil || !strings.Contains(err.Error(), "data/common.toml:2") || !strings.Contains(err.Error(), "secret pw: no secrets key") {
 		t.Fatalf("compile without a key = %v; want it to name the secret and where it is", err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "secrets.key")
-	if err := os.WriteFile(keyFile, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
 	}
 	src, err := (&siteSource{site: site, node: "n", secretsKey: keyFile}).catalog(t.Context(), nil, mark)
 	if err != nil {
@@ -117,34 +91,7 @@ func TestMasterlessSecrets(t *testing.T) {
 // without the key, so a site with secrets never converged under it).
 func TestSiteDaemonSecrets(t *testing.T) {
 	t.Parallel()
-	text, err := catalogs.GenerateSecretKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := catalogs.ParseSecretKeys([]byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := catalogs.EncryptSecret(keys.Recipient(), []byte("canary-daemon"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := t.TempDir()
-	for name, body := range map[string]string{
-		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
-		"data/common.toml": "\npw = \"" + v + "\"\n",
-		"roles/r.toml":     "[[file]]\npath = \"/pw\"\ncontent = \"{{ .params.pw }}\"\n",
-	} {
-		p := filepath.Join(site, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	keyFile := filepath.Join(t.TempDir(), "secrets.key")
-	if err := os.WriteFile(keyFile, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	site, keyFile := secretSite(t, "/pw", "canary-daemon")
 	root := t.TempDir()
 	ran := make(chan error, 10)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -171,4 +118,33 @@ func TestSiteDaemonSecrets(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(root, "pw")); err != nil || string(b) != "canary-daemon" {
 		t.Errorf("/pw = %q, %v; want the secret opened", b, err)
 	}
+}
+
+// secretSite writes a site of one node whose file resource at path holds
+// canary, age-encrypted to a new secrets key in data/common.toml (line 2,
+// as pw), and that key's file (0600); it returns the site and the file.
+func secretSite(t *testing.T, path, canary string) (site, keyFile string) {
+	t.Helper()
+	text, err := catalogs.GenerateSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := catalogs.ParseSecretKeys([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := catalogs.EncryptSecret(keys.Recipient(), []byte(canary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site = testkit.WriteSite(t, map[string]string{
+		"nodes.toml":       "[[node]]\nroles = [\"r\"]\n",
+		"data/common.toml": "\npw = \"" + v + "\"\n",
+		"roles/r.toml":     "[[file]]\npath = \"" + path + "\"\ncontent = \"{{ .params.pw }}\"\n",
+	})
+	keyFile = filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(keyFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return site, keyFile
 }
