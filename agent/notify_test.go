@@ -96,7 +96,11 @@ func TestWatchdogStopsWhenTheLoopHangs(t *testing.T) {
 		t.Fatal("the run did not start")
 	}
 	bound := a.d.runs.runBound() // 50ms + 2×100ms + 100ms
-	lapse := since.Add(bound + interval/2)
+	// The last ping the promise allows may be sent just before the bound
+	// and read a moment later on a loaded machine: a full interval of
+	// slack. A watchdog that went on pinging would still be caught, as it
+	// pings every half interval through the window watched after that.
+	lapse := since.Add(bound + interval/2 + interval)
 	for {
 		select {
 		case m := <-ns.Messages():
