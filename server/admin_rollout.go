@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -183,6 +184,9 @@ func (a *adminService) RolloutAction(ctx context.Context, req *herdv1.RolloutAct
 	var actErr error
 	err = e.ctl.do(ctx, func(c *controller) error {
 		rec, actErr = c.action(req.Id, req.Action)
+		// The controller goes on writing its stages: the answer takes a
+		// copy here, on the controller's goroutine.
+		rec.Stages = slices.Clone(rec.Stages)
 		return nil
 	})
 	switch {
