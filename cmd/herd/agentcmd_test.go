@@ -52,18 +52,10 @@ func TestAgentSite(t *testing.T) {
 	}
 }
 
-// agentChildEnv, when set, makes TestAgentSIGHUP the agent itself: the
-// test binary re-executed as `herd agent`, with the arguments in the
-// variable (one a line).
-const agentChildEnv = "HERD_TEST_AGENT_CHILD_ARGS"
-
 // TestAgentSIGHUP: a real agent process that gets SIGHUP does not die (Go's
 // default for SIGHUP): it runs at once, with its configuration file read
 // again, and SIGTERM still stops it cleanly.
 func TestAgentSIGHUP(t *testing.T) {
-	if args := os.Getenv(agentChildEnv); args != "" {
-		os.Exit(run(strings.Split(args, "\n"), os.Stdin, os.Stdout, os.Stderr))
-	}
 	t.Parallel()
 	site := testkit.WriteSite(t, map[string]string{
 		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
@@ -92,8 +84,7 @@ func TestAgentSIGHUP(t *testing.T) {
 	writeConfig("interval = \"1h\"\nsplay = \"1s\"\n")
 
 	args := []string{"agent", "--server", s.Addr, "--join-token", token, "--name", "web-01", "--root", root, "--config", config}
-	child := exec.Command(os.Args[0], "-test.run=^TestAgentSIGHUP$")
-	child.Env = append(os.Environ(), agentChildEnv+"="+strings.Join(args, "\n"))
+	child := exec.Command(herdBinary(t), args...)
 	var out syncBuffer
 	child.Stdout, child.Stderr = &out, &out
 	if err := child.Start(); err != nil {

@@ -12,20 +12,11 @@ import (
 	"github.com/herdcm/herd/testkit"
 )
 
-// serverChildEnv, when set, makes a test that runs a real server process
-// (TestServerSIGHUP, TestServerStopsOnSignal) the server itself: the test
-// binary re-executed as `herd`, with the arguments in the variable (one a
-// line).
-const serverChildEnv = "HERD_TEST_SERVER_CHILD_ARGS"
-
 // TestServerSIGHUP: a real `herd server` process under a notify socket
 // says READY=1; SIGHUP makes it say RELOADING=1 (with MONOTONIC_USEC) and
 // READY=1 again, take log_level at once and log a changed setting that
 // needs a restart as such; SIGTERM makes it say STOPPING=1 and exit 0.
 func TestServerSIGHUP(t *testing.T) {
-	if args := os.Getenv(serverChildEnv); args != "" {
-		os.Exit(run(strings.Split(args, "\n"), os.Stdin, os.Stdout, os.Stderr))
-	}
 	t.Parallel()
 	site := testkit.WriteSite(t, map[string]string{
 		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
@@ -41,8 +32,8 @@ func TestServerSIGHUP(t *testing.T) {
 	writeConfig("log_level = \"info\"\ncheckin_interval = \"30m\"\n")
 	ns := testkit.NewNotifySocket(t)
 	args := []string{"server", "--config", config, "--site", site, "--dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http-listen", "off"}
-	child := exec.Command(os.Args[0], "-test.run=^TestServerSIGHUP$")
-	child.Env = append(os.Environ(), serverChildEnv+"="+strings.Join(args, "\n"), "NOTIFY_SOCKET="+ns.Path, "WATCHDOG_USEC=400000")
+	child := exec.Command(herdBinary(t), args...)
+	child.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.Path, "WATCHDOG_USEC=400000")
 	var out syncBuffer
 	child.Stdout, child.Stderr = &out, &out
 	if err := child.Start(); err != nil {

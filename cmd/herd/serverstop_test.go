@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -15,17 +14,13 @@ import (
 // --log-format asks for (text, though stderr is a pipe), and SIGTERM
 // stops it with exit 0 and one log line that names the signal.
 func TestServerStopsOnSignal(t *testing.T) {
-	if args := os.Getenv(serverChildEnv); args != "" {
-		os.Exit(run(strings.Split(args, "\n"), os.Stdin, os.Stdout, os.Stderr))
-	}
 	t.Parallel()
 	site := testkit.WriteSite(t, map[string]string{
 		"nodes.toml":   "[[node]]\nroles = [\"r\"]\n",
 		"roles/r.toml": "[[file]]\npath = \"/motd\"\ncontent = \"x\"\n",
 	})
 	args := []string{"server", "--site", site, "--dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http-listen", "off", "--log-format", "text"}
-	child := exec.Command(os.Args[0], "-test.run=^TestServerStopsOnSignal$")
-	child.Env = append(os.Environ(), serverChildEnv+"="+strings.Join(args, "\n"))
+	child := exec.Command(herdBinary(t), args...)
 	var stdout, stderr syncBuffer
 	child.Stdout, child.Stderr = &stdout, &stderr
 	if err := child.Start(); err != nil {
