@@ -85,7 +85,7 @@ func TestAgentSIGHUP(t *testing.T) {
 
 	args := []string{"agent", "--server", s.Addr, "--join-token", token, "--name", "web-01", "--root", root, "--config", config}
 	child := exec.Command(herdBinary(t), args...)
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	child.Stdout, child.Stderr = &out, &out
 	if err := child.Start(); err != nil {
 		t.Fatal(err)

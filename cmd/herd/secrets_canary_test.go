@@ -46,7 +46,7 @@ const (
 // owns it, and in that node's backups of them.
 func TestSecretsCanary(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{} // up_test.go's
+	logs := &testkit.SyncBuffer{} // up_test.go's
 	plainSite := map[string]string{
 		"nodes.toml":       "[[node]]\nroles = [\"app\"]\n",
 		"roles/app.toml":   "[[file]]\npath = \"/etc/motd\"\ncontent = \"hello {{ .node }}\\n\"\n",

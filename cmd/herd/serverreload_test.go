@@ -34,7 +34,7 @@ func TestServerSIGHUP(t *testing.T) {
 	args := []string{"server", "--config", config, "--site", site, "--dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http-listen", "off"}
 	child := exec.Command(herdBinary(t), args...)
 	child.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.Path, "WATCHDOG_USEC=400000")
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	child.Stdout, child.Stderr = &out, &out
 	if err := child.Start(); err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ func TestServerStopsOnSignal(t *testing.T) {
 	})
 	args := []string{"server", "--site", site, "--dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http-listen", "off", "--log-format", "text"}
 	child := exec.Command(herdBinary(t), args...)
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	child.Stdout, child.Stderr = &stdout, &stderr
 	if err := child.Start(); err != nil {
 		t.Fatal(err)

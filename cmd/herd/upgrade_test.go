@@ -82,7 +82,7 @@ func TestAgentUpgradesItself(t *testing.T) {
 	agentProg := filepath.Join(root, "usr/bin/herd-agent")
 	child := exec.Command(agentProg, "agent", "--server", s.Addr, "--join-token", strings.TrimSpace(token), "--name", "n1",
 		"--root", root, "--interval", "1h", "--log-level", "debug")
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	child.Stdout, child.Stderr = &out, &out
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
