@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"log/slog"
-	"os/exec"
 	"path"
 	"slices"
 	"strings"
@@ -111,10 +110,7 @@ func TestEnvironmentsNeedTheDefaultBranch(t *testing.T) {
 	site := t.TempDir()
 	writeFiles(t, site, testSite)
 	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "."}, {"commit", "-q", "-m", "one"}, {"branch", "staging"}} {
-		cmd := exec.Command("git", append([]string{"-C", site, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v: %s", args, err, out)
-		}
+		testkit.Git(t, site, args...)
 	}
 	plain := t.TempDir()
 	writeFiles(t, plain, testSite)

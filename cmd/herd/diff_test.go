@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,12 +21,7 @@ func diffRepo(t *testing.T) (site, first, second string) {
 	repo := t.TempDir()
 	git := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v: %s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
+		return testkit.Git(t, repo, args...)
 	}
 	site = filepath.Join(repo, "site")
 	write := func(files map[string]string) {
@@ -201,12 +195,8 @@ func TestDiffCommandUsage(t *testing.T) {
 	if code != 0 {
 		t.Errorf("herd diff of two good commits beside a broken work tree = %d, %q; want 0", code, stderr)
 	}
-	for _, args := range [][]string{{"add", "."}, {"commit", "-q", "-m", "broken"}} {
-		cmd := exec.Command("git", append([]string{"-C", site, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v: %s", args, err, out)
-		}
-	}
+	testkit.Git(t, site, "add", ".")
+	testkit.Git(t, site, "commit", "-q", "-m", "broken")
 	_, stderr, code = herd(t, "", "diff", "--site", site, "--from", "HEAD", "--to", "HEAD~1")
 	if code != nodecmd.ExitError || !strings.Contains(stderr, "at HEAD: 1 error in site "+site+":\n"+site+"/herd.toml:3:1: percent 0") {
 		t.Errorf("herd diff from a broken commit = %d, %q; want %d and the diagnostic at HEAD", code, stderr, nodecmd.ExitError)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,18 +29,6 @@ content = "{{ .node }} {{ .environment }} {{ .params.greeting }}\n"
 	}
 }
 
-// gitIn runs git in dir and returns its output, failing the test on an
-// error.
-func gitIn(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // commitFiles writes files into the work tree dir and commits them.
 func commitFiles(t *testing.T, dir, msg string, files map[string]string) string {
 	t.Helper()
@@ -54,9 +41,9 @@ func commitFiles(t *testing.T, dir, msg string, files map[string]string) string 
 			t.Fatal(err)
 		}
 	}
-	gitIn(t, dir, "add", "-A")
-	gitIn(t, dir, "commit", "-q", "-m", msg)
-	return gitIn(t, dir, "rev-parse", "HEAD")
+	testkit.Git(t, dir, "add", "-A")
+	testkit.Git(t, dir, "commit", "-q", "-m", msg)
+	return testkit.Git(t, dir, "rev-parse", "HEAD")
 }
 
 // awaitMotd waits until a's /etc/motd says want.
@@ -137,13 +124,13 @@ match = ["node-1"]
 environment = "staging"
 roles = []
 `))
-	gitIn(t, site, "init", "-q", "-b", "production")
+	testkit.Git(t, site, "init", "-q", "-b", "production")
 	production := commitFiles(t, site, "first", nil)
-	gitIn(t, site, "branch", "staging")
+	testkit.Git(t, site, "branch", "staging")
 	// Staging is worked on in its own work tree; the server's site
 	// stays on production.
 	stagingTree := filepath.Join(t.TempDir(), "staging")
-	gitIn(t, site, "worktree", "add", "-q", stagingTree, "staging")
+	testkit.Git(t, site, "worktree", "add", "-q", stagingTree, "staging")
 
 	f := fleet.NewFleetWith(t, site, 0, fleet.Options{
 		Environments:     []string{"production", "staging", "qa"},
@@ -255,7 +242,7 @@ roles = []
 	}
 
 	// The branch qa appears: it is served, and node-3 moves to it.
-	gitIn(t, site, "branch", "qa", "production")
+	testkit.Git(t, site, "branch", "qa", "production")
 	awaitMotd(t, n3, "node-3 qa v3")
 	if n := nodeInfo(t, f, "node-3"); n.CompileError != "" || n.Environment != "qa" {
 		t.Errorf("node-3 in qa: compile error %q, environment %q", n.CompileError, n.Environment)
@@ -264,8 +251,8 @@ roles = []
 	// The branch staging goes: its nodes keep what they run and say
 	// why they get nothing new.
 	stagingCatalog := f.Approved()["node-1"]
-	gitIn(t, site, "worktree", "remove", "--force", stagingTree)
-	gitIn(t, site, "branch", "-D", "staging")
+	testkit.Git(t, site, "worktree", "remove", "--force", stagingTree)
+	testkit.Git(t, site, "branch", "-D", "staging")
 	n = awaitCompileError(t, f, "node-1", `environment "staging" is not served`)
 	if n.CatalogEtag != stagingCatalog {
 		t.Errorf("node-1's catalog changed to %s when its branch went (was %s)", n.CatalogEtag, stagingCatalog)
@@ -282,10 +269,10 @@ func TestEnvironmentAudits(t *testing.T) {
 	t.Parallel()
 	testkit.NeedTools(t, "git")
 	site := testkit.WriteSite(t, envSite("[[node]]\nroles = [\"base\"]\n\n[[node]]\nmatch = [\"node-1\"]\nenvironment = \"staging\"\nroles = []\n"))
-	gitIn(t, site, "init", "-q", "-b", "production")
+	testkit.Git(t, site, "init", "-q", "-b", "production")
 	commitFiles(t, site, "first", nil)
 	stagingTree := filepath.Join(t.TempDir(), "staging")
-	gitIn(t, site, "worktree", "add", "-q", "-b", "staging", stagingTree)
+	testkit.Git(t, site, "worktree", "add", "-q", "-b", "staging", stagingTree)
 	commitFiles(t, stagingTree, "a control", map[string]string{"policies/audit/motd.rego": `# METADATA
 # title: the motd names staging
 # custom:
