@@ -105,18 +105,27 @@ func benchReport(seq int64, events []*herdv1.Event) *herdv1.Report {
 	return r
 }
 
-// BenchmarkSendReport: reports answered once durable, a no-change run
-// (the summary only) and a run of 100 changed files.
-func BenchmarkSendReport(b *testing.B) {
+// reportCases are the reports the report benchmarks send: a no-change
+// run (the summary only) and a run of 100 changed files.
+func reportCases() []struct {
+	name   string
+	events []*herdv1.Event
+} {
 	changed := make([]*herdv1.Event, 100)
 	for i := range changed {
 		changed[i] = &herdv1.Event{Id: fmt.Sprintf("file:/etc/app/%d.conf", i), Type: "file", Status: "changed", DurationNs: int64(2 * time.Millisecond),
 			Changes: []*herdv1.Change{{Attr: "content", From: "sha256:1111", To: "sha256:2222", Diff: "--- a\n+++ b\n@@ -1 +1 @@\n-workers = 2\n+workers = 4\n", Action: "update"}}}
 	}
-	for _, bc := range []struct {
+	return []struct {
 		name   string
 		events []*herdv1.Event
-	}{{"NoChange", nil}, {"Events100", changed}} {
+	}{{"NoChange", nil}, {"Events100", changed}}
+}
+
+// BenchmarkSendReport: reports answered once durable, a no-change run
+// (the summary only) and a run of 100 changed files.
+func BenchmarkSendReport(b *testing.B) {
+	for _, bc := range reportCases() {
 		b.Run(bc.name, func(b *testing.B) {
 			nodes := benchFleet(b)
 			ctx := context.Background()
@@ -138,15 +147,7 @@ func BenchmarkSendReport(b *testing.B) {
 // spool) answered once durable; reports/s counts reports, not calls.
 func BenchmarkSendReports(b *testing.B) {
 	const batch = 32
-	changed := make([]*herdv1.Event, 100)
-	for i := range changed {
-		changed[i] = &herdv1.Event{Id: fmt.Sprintf("file:/etc/app/%d.conf", i), Type: "file", Status: "changed", DurationNs: int64(2 * time.Millisecond),
-			Changes: []*herdv1.Change{{Attr: "content", From: "sha256:1111", To: "sha256:2222", Diff: "--- a\n+++ b\n@@ -1 +1 @@\n-workers = 2\n+workers = 4\n", Action: "update"}}}
-	}
-	for _, bc := range []struct {
-		name   string
-		events []*herdv1.Event
-	}{{"NoChange", nil}, {"Events100", changed}} {
+	for _, bc := range reportCases() {
 		b.Run(bc.name, func(b *testing.B) {
 			nodes := benchFleet(b)
 			ctx := context.Background()
