@@ -60,6 +60,7 @@ type config struct {
 	serveSite      string
 	serveDir       string
 	serveListen    string
+	servers        int
 }
 
 func main() {
@@ -87,7 +88,9 @@ func main() {
 	flag.StringVar(&c.gates, "gates", "examples/site/policies", "the rollout scenario's policy gates: the *.rego (tests left out) of this directory, copied into the synthetic site (\"\": no gates)")
 	flag.BoolVar(&c.verbose, "v", false, "log the server's info lines and warnings to stderr (the rollout's plan: where its time went)")
 	flag.StringVar(&storeBase, "store", "", "the servers' store: empty for sqlite in each server's directory, or a PostgreSQL URL (a scratch database: each server gets a schema herd_bench_*, left behind)")
+	flag.IntVar(&c.servers, "servers", 1, "servers to run: above 1, that many child servers (-server child) sharing one schema of -store, the agents spread over them (see cluster.go)")
 	flag.BoolVar(&c.serve, "serve", false, "internal: be the child server")
+	flag.StringVar(&schemaDir, "schema-dir", "", "internal: the directory naming the child server's PostgreSQL schema (default -dir)")
 	flag.StringVar(&c.serveSite, "site", "", "internal: the child server's site")
 	flag.StringVar(&c.serveDir, "dir", "", "internal: the child server's state directory")
 	flag.StringVar(&c.serveListen, "listen", "127.0.0.1:0", "internal: the child server's address")
@@ -138,6 +141,9 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	if c.mode != "inproc" && c.mode != "child" {
 		return fmt.Errorf("-server %q: want inproc or child", c.mode)
 	}
+	if err := checkCluster(c, want); err != nil {
+		return err
+	}
 	if c.cpuprofile != "" {
 		f, err := os.Create(c.cpuprofile)
 		if err != nil {
@@ -156,6 +162,11 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	defer os.RemoveAll(work)
 	site := filepath.Join(work, "site")
 	if err := writeSite(site, c.site); err != nil {
+		return err
+	}
+	if c.servers > 1 {
+		rows, err := clusterScenarios(ctx, c, site, work, want)
+		printTable(out, c, rows)
 		return err
 	}
 	var rows []row
