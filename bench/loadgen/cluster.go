@@ -67,8 +67,9 @@ func checkCluster(c config, want map[string]bool) error {
 
 // startCluster starts c.servers child servers under dir, sharing one
 // schema (named by dir) and the first server's CA, each on 127.0.0.1:0
-// with its own copy of site.
-func startCluster(ctx context.Context, c config, site, dir string) (*cluster, error) {
+// with its own copy of site. name tells the servers' CPU profiles apart
+// from another cluster's: -cpuprofile's file.NAME.serverK.1.
+func startCluster(ctx context.Context, c config, site, dir, name string) (*cluster, error) {
 	cl := &cluster{}
 	var caDir string
 	for k := range c.servers {
@@ -85,7 +86,7 @@ func startCluster(ctx context.Context, c config, site, dir string) (*cluster, er
 		}
 		prof := ""
 		if c.cpuprofile != "" {
-			prof = fmt.Sprintf("%s.server%d", c.cpuprofile, k)
+			prof = fmt.Sprintf("%s.%s.server%d", c.cpuprofile, name, k)
 		}
 		t, err := childWith(ctx, ssite, sdir, prof, c.compileWorkers, c.verbose, c.memLimit, []string{"-schema-dir", dir})
 		if err != nil {
@@ -196,7 +197,7 @@ func clusterThroughput(ctx context.Context, c config, site, dir string, want map
 	if c.agents < c.servers || c.conc < c.servers {
 		return nil, fmt.Errorf("-agents %d, -concurrency %d: want at least one per server (%d)", c.agents, c.conc, c.servers)
 	}
-	cl, err := startCluster(ctx, c, site, dir)
+	cl, err := startCluster(ctx, c, site, dir, "throughput")
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +307,7 @@ func clusterThroughput(ctx context.Context, c config, site, dir string, want map
 // every agent has fetched the new catalog from its server and that server
 // took the report of its run.
 func clusterFleet(ctx context.Context, c config, site, dir string, want map[string]bool) ([]row, error) {
-	cl, err := startCluster(ctx, c, site, dir)
+	cl, err := startCluster(ctx, c, site, dir, "fleet")
 	if err != nil {
 		return nil, err
 	}
@@ -404,9 +405,12 @@ func clusterConverge(ctx context.Context, c config, cl *cluster, f *fleet, size 
 			idx = append(idx, i)
 		}
 		r := spreadOf(f.reported, idx, t0)
-		if r.n == len(idx) {
+		switch r.n {
+		case 0:
+			perServer = append(perServer, fmt.Sprintf("%d: **none of %d**", k, len(idx)))
+		case len(idx):
 			perServer = append(perServer, fmt.Sprintf("%d: %s", k, ms(r.max)))
-		} else {
+		default:
 			perServer = append(perServer, fmt.Sprintf("%d: **%d of %d** (last %s)", k, r.n, len(idx), ms(r.max)))
 		}
 	}
