@@ -7,12 +7,14 @@
 // fleet converged time, and a reconnect storm after a restart, and a
 // staged rollout (commit → canaries converged, commit → fleet converged
 // through the stages). It prints a markdown table of target against
-// measured.
+// measured. With -servers N it runs N servers on one PostgreSQL store
+// instead, the agents spread over them (cluster.go).
 //
 //	go run ./bench/loadgen -help
 //	go run ./bench/loadgen -scenarios checkin,fetch,report,report100,storage
 //	go run ./bench/loadgen -server child -scenarios rss,converge,storm -watchers 10000
 //	go run ./bench/loadgen -server child -scenarios rollout -watchers 10000
+//	go run ./bench/loadgen -store postgres://… -servers 3 -server child -scenarios checkin,report,rss,converge
 //
 // Every loop is bounded in count and time and stops by itself; the only
 // address it talks to is the server's on 127.0.0.1.
