@@ -41,6 +41,10 @@ type sim struct {
 
 	mu   sync.Mutex
 	etag string
+	// newCatalogs counts the catalogs the fleet's watch loop fetched
+	// (NEW_CATALOG answers): more than one per commit means the node
+	// was handed different catalogs for the same site version.
+	newCatalogs atomic.Int32
 }
 
 func (a *sim) currentEtag() string {
@@ -77,17 +81,28 @@ func clientOptions(cfg *tls.Config) []grpc.DialOption {
 // RPC with the join token, over one certificate-less connection (Enroll
 // is open to anyone), parallel at most conc at once, and connects each.
 func enrollAll(ctx context.Context, t *target, first, n, conc int) ([]*sim, error) {
-	conf := &tls.Config{RootCAs: t.pool, ServerName: "localhost", MinVersion: tls.VersionTLS13}
-	conn, err := grpc.NewClient(t.addr, clientOptions(conf)...)
-	if err != nil {
-		return nil, fmt.Errorf("enrolling: %w", err)
+	return enrollSpread(ctx, []*target{t}, first, n, conc)
+}
+
+// enrollSpread is enrollAll over several servers: agent i enrolls with,
+// and connects to, ts[i mod len(ts)] (with its join token, over one
+// certificate-less connection to each).
+func enrollSpread(ctx context.Context, ts []*target, first, n, conc int) ([]*sim, error) {
+	ecs := make([]herdv1.EnrollClient, len(ts))
+	for k, t := range ts {
+		conf := &tls.Config{RootCAs: t.pool, ServerName: "localhost", MinVersion: tls.VersionTLS13}
+		conn, err := grpc.NewClient(t.addr, clientOptions(conf)...)
+		if err != nil {
+			return nil, fmt.Errorf("enrolling: %w", err)
+		}
+		defer conn.Close()
+		ecs[k] = herdv1.NewEnrollClient(conn)
 	}
-	defer conn.Close()
-	ec := herdv1.NewEnrollClient(conn)
 	agents := make([]*sim, n)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(conc)
 	for i := range n {
+		t, ec := ts[i%len(ts)], ecs[i%len(ts)]
 		g.Go(func() error {
 			name := fmt.Sprintf("node-%d", first+i)
 			keyPEM, csr, err := ca.NewKeyAndCSR(name)

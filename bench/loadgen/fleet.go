@@ -121,6 +121,7 @@ func (f *fleet) fetch(ctx context.Context, a *sim) error {
 		}
 		if resp.Status == herdv1.CheckinResponse_NEW_CATALOG {
 			a.setEtag(resp.Etag)
+			a.newCatalogs.Add(1)
 		}
 		return nil
 	})

@@ -7,12 +7,14 @@
 // fleet converged time, and a reconnect storm after a restart, and a
 // staged rollout (commit → canaries converged, commit → fleet converged
 // through the stages). It prints a markdown table of target against
-// measured.
+// measured. With -servers N it runs N servers on one PostgreSQL store
+// instead, the agents spread over them (cluster.go).
 //
 //	go run ./bench/loadgen -help
 //	go run ./bench/loadgen -scenarios checkin,fetch,report,report100,storage
 //	go run ./bench/loadgen -server child -scenarios rss,converge,storm -watchers 10000
 //	go run ./bench/loadgen -server child -scenarios rollout -watchers 10000
+//	go run ./bench/loadgen -store postgres://… -servers 3 -server child -scenarios checkin,report,rss,converge
 //
 // Every loop is bounded in count and time and stops by itself; the only
 // address it talks to is the server's on 127.0.0.1.
@@ -60,6 +62,7 @@ type config struct {
 	serveSite      string
 	serveDir       string
 	serveListen    string
+	servers        int
 }
 
 func main() {
@@ -87,7 +90,9 @@ func main() {
 	flag.StringVar(&c.gates, "gates", "examples/site/policies", "the rollout scenario's policy gates: the *.rego (tests left out) of this directory, copied into the synthetic site (\"\": no gates)")
 	flag.BoolVar(&c.verbose, "v", false, "log the server's info lines and warnings to stderr (the rollout's plan: where its time went)")
 	flag.StringVar(&storeBase, "store", "", "the servers' store: empty for sqlite in each server's directory, or a PostgreSQL URL (a scratch database: each server gets a schema herd_bench_*, left behind)")
+	flag.IntVar(&c.servers, "servers", 1, "servers to run: above 1, that many child servers (-server child) sharing one schema of -store, the agents spread over them (see cluster.go)")
 	flag.BoolVar(&c.serve, "serve", false, "internal: be the child server")
+	flag.StringVar(&schemaDir, "schema-dir", "", "internal: the directory naming the child server's PostgreSQL schema (default -dir)")
 	flag.StringVar(&c.serveSite, "site", "", "internal: the child server's site")
 	flag.StringVar(&c.serveDir, "dir", "", "internal: the child server's state directory")
 	flag.StringVar(&c.serveListen, "listen", "127.0.0.1:0", "internal: the child server's address")
@@ -138,6 +143,9 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	if c.mode != "inproc" && c.mode != "child" {
 		return fmt.Errorf("-server %q: want inproc or child", c.mode)
 	}
+	if err := checkCluster(c, want); err != nil {
+		return err
+	}
 	if c.cpuprofile != "" {
 		f, err := os.Create(c.cpuprofile)
 		if err != nil {
@@ -156,6 +164,11 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	defer os.RemoveAll(work)
 	site := filepath.Join(work, "site")
 	if err := writeSite(site, c.site); err != nil {
+		return err
+	}
+	if c.servers > 1 {
+		rows, err := clusterScenarios(ctx, c, site, work, want)
+		printTable(out, c, rows)
 		return err
 	}
 	var rows []row

@@ -21,6 +21,11 @@ import (
 // store again and scenarios never share one. The schemas are left behind.
 var storeBase string
 
+// schemaDir is the child's internal -schema-dir: when set, the directory
+// whose hash names its schema in place of its own -dir, so that the
+// servers of one cluster share one schema (see cluster.go).
+var schemaDir string
+
 // storeFor returns the server.Options.Store for the server of dir.
 func storeFor(ctx context.Context, dir string) (string, error) {
 	if storeBase == "" {
@@ -28,6 +33,9 @@ func storeFor(ctx context.Context, dir string) (string, error) {
 	}
 	if !store.IsPostgres(storeBase) {
 		return "", fmt.Errorf("-store %s: want a postgres:// URL", store.Redact(storeBase))
+	}
+	if schemaDir != "" {
+		dir = schemaDir
 	}
 	sum := sha256.Sum256([]byte(filepath.Clean(dir)))
 	schema := "herd_bench_" + hex.EncodeToString(sum[:6])

@@ -107,6 +107,11 @@ func inProcess(ctx context.Context, site, dir string, compileWorkers int, verbos
 // child runs the server as this program in -serve mode, in a process of
 // its own.
 func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int, verbose bool, memLimit string) (*target, error) {
+	return childWith(ctx, site, dir, cpuprofile, compileWorkers, verbose, memLimit, nil)
+}
+
+// childWith is child with more arguments for the -serve process.
+func childWith(ctx context.Context, site, dir, cpuprofile string, compileWorkers int, verbose bool, memLimit string, extra []string) (*target, error) {
 	t := &target{dir: dir, site: site}
 	var cmd *exec.Cmd
 	launches := 0
@@ -128,7 +133,7 @@ func child(ctx context.Context, site, dir, cpuprofile string, compileWorkers int
 		if compileWorkers > 0 {
 			args = append(args, "-compile-workers", strconv.Itoa(compileWorkers))
 		}
-		cmd = exec.Command(self, args...)
+		cmd = exec.Command(self, append(args, extra...)...)
 		if memLimit != "" {
 			// The server's alone: the load generator's own heap (the
 			// agents' side of every connection) is larger.
