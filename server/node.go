@@ -303,7 +303,11 @@ func (s *Server) reported(node string, rec store.Report, r *herdv1.Report, dup b
 	// The rollout's health reads stored reports only, once each.
 	services := r.Services
 	s.noteServices(node, rec, services)
-	s.eachController(func(c *controller) error { c.report(node, rec, services); return nil })
+	if s.leadsRollouts() {
+		s.eachController(func(c *controller) error { c.report(node, rec, services); return nil })
+	} else if o, ok := outcomeOf(rec, services); ok {
+		s.forwardReport(node, o)
+	}
 	s.audits.reported(node, rec)
 }
 
