@@ -252,11 +252,12 @@ func (s *Server) forwardReport(node string, o reportOutcome) {
 // a new catalog or a compile error, heard back through the store's
 // notifications. It returns the node's catalog then.
 func (s *Server) forwardCompile(ctx context.Context, node string) *nodeCatalog {
-	before, beforeErr := s.compiles.get(node)
-	w := rolloutWork{Kind: "compile", Node: node}
-	if cf, ok := s.facts.get(node); ok {
-		w.Digest = cf.digest
+	before, _ := s.compiles.get(node)
+	cf, ok := s.facts.get(node)
+	if !ok {
+		return before // no facts: nothing to compile yet
 	}
+	w := rolloutWork{Kind: "compile", Node: node, Digest: cf.digest}
 	if a, ok := s.asked.Load(node); ok {
 		w.Env = a.(string)
 	}
@@ -270,19 +271,16 @@ func (s *Server) forwardCompile(ctx context.Context, node string) *nodeCatalog {
 	s.work.add(w)
 	t := time.NewTimer(followWait)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return before
-		case <-t.C:
-			return before
-		case <-ch:
-			cur, err := s.compiles.get(node)
-			if cur != before || err != beforeErr {
-				return cur
-			}
-		}
+	// Woken by the leader's word on the node: a release, or the outcome
+	// of a compile that released nothing (a compile error, or the same
+	// catalog).
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-ch:
 	}
+	cur, _ := s.compiles.get(node)
+	return cur
 }
 
 // arrivals lets a check-in on a follower wait for what the leader decides
