@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -182,22 +182,28 @@ func (a *adminService) RolloutAction(ctx context.Context, req *herdv1.RolloutAct
 	}
 	var rec store.Rollout
 	var actErr error
-	err = e.ctl.do(ctx, func(c *controller) error {
-		rec, actErr = c.action(req.Id, req.Action)
-		// The controller goes on writing its stages: the answer takes a
-		// copy here, on the controller's goroutine.
-		rec.Stages = slices.Clone(rec.Stages)
-		return nil
-	})
+	if a.s.leadsRollouts() {
+		rec, actErr = a.s.rolloutAction(ctx, e.name, req.Id, req.Action)
+	} else {
+		// Another server drives the rollouts: it acts, and its answer
+		// is read back from the store.
+		var id int64
+		if id, actErr = a.s.callLeader(ctx, e.name, req.Id, req.Action); actErr == nil {
+			var ok bool
+			if rec, ok, actErr = a.s.st.Rollout(ctx, id); actErr == nil && !ok {
+				actErr = fmt.Errorf("rollout %d: %w", id, errNoRollout)
+			}
+		}
+	}
 	switch {
-	case err != nil:
-		return nil, status.Errorf(codes.Unavailable, "%s: %v", req.Action, err)
 	case errors.Is(actErr, errNoRollout):
 		return nil, status.Error(codes.NotFound, actErr.Error())
 	case errors.Is(actErr, errBadAction):
 		return nil, status.Error(codes.InvalidArgument, actErr.Error())
 	case errors.Is(actErr, errRolloutState):
 		return nil, status.Error(codes.FailedPrecondition, actErr.Error())
+	case errors.Is(actErr, errNotLeading), errors.Is(actErr, errController), errors.Is(actErr, context.DeadlineExceeded):
+		return nil, status.Errorf(codes.Unavailable, "%s: %v", req.Action, actErr)
 	case actErr != nil:
 		return nil, status.Errorf(codes.Internal, "%s: %v", req.Action, actErr)
 	}

@@ -370,6 +370,12 @@ func (s *Server) openFile(digest string) (io.ReadCloser, error) {
 // resumes that rollout instead (the controller loaded it): the
 // candidates are in the store already.
 func (s *Server) newVersion(ctx context.Context, st *siteState, restarted bool) error {
+	if !s.leadsRollouts() {
+		// The server that leads the rollouts plans it, when it loads
+		// the version (or takes the lease with it loaded).
+		s.log.Info("the server that leads the rollouts plans this version", "environment", st.env.name, "version", st.version)
+		return nil
+	}
 	var newest store.Rollout
 	ctl := st.env.ctl
 	if err := ctl.do(ctx, func(c *controller) error {
@@ -432,6 +438,11 @@ func (s *Server) approvedVersion(env string) string {
 // for the node's rollout stage. It returns the node's approved catalog.
 // A failed compile keeps the last good catalog.
 func (s *Server) compileNode(ctx context.Context, node string) *nodeCatalog {
+	if !s.leadsRollouts() {
+		// Compiled once, by the leader, whose controller decides what
+		// ships.
+		return s.forwardCompile(ctx, node)
+	}
 	unlock := s.compiles.lock(node)
 	defer unlock()
 	cf, ok := s.facts.get(node)

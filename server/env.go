@@ -366,6 +366,9 @@ func (s *Server) reloadAll(ctx context.Context) error {
 // environment is not served gets its compile error (and keeps its
 // catalog).
 func (s *Server) replace(ctx context.Context) {
+	if !s.leadsRollouts() {
+		return // the leader compiles the nodes that moved
+	}
 	for _, node := range s.facts.nodes() {
 		if s.inactive.has(node) {
 			continue

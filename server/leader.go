@@ -13,18 +13,23 @@ const leaderRetry = 2 * time.Second
 
 // leadership is whether this server holds one of the leases that give a
 // single server among those sharing a PostgreSQL store a job (the
-// audits). On sqlite one server owns the store and always leads.
+// audits, the rollouts). On sqlite one server owns the store and always
+// leads.
 type leadership struct {
 	key     string
 	leading atomic.Bool
 	// won is poked each time the lease is taken, for the job to catch
 	// up on what it missed while another server led, or none did.
 	won chan struct{}
+	// lost is poked each time the lease is lost, for the job to let go
+	// of what it drove.
+	lost chan struct{}
 }
 
 func (l *leadership) init(key string) {
 	l.key = key
 	l.won = make(chan struct{}, 1)
+	l.lost = make(chan struct{}, 1)
 }
 
 // Leading reports whether this server holds the lease now.
@@ -58,6 +63,10 @@ func (s *Server) lead(ctx context.Context, l *leadership) {
 				s.log.Warn("lost a lease; another server takes it over", "lease", l.key)
 			}
 			l.leading.Store(false)
+			select {
+			case l.lost <- struct{}{}:
+			default:
+			}
 			lease.Release()
 		}
 		select {

@@ -85,7 +85,9 @@ func (s *Server) deactivateNode(ctx context.Context, node string, at time.Time, 
 		return fmt.Errorf("deactivating %s: %w", node, errUnknownNode)
 	}
 	s.inactive.set(node, at)
-	if err := s.eachControllerDo(ctx, func(c *controller) error { c.leave(node, false); return nil }); err != nil {
+	if !s.leadsRollouts() {
+		s.work.add(rolloutWork{Kind: "leave", Node: node})
+	} else if err := s.eachControllerDo(ctx, func(c *controller) error { c.leave(node, false); return nil }); err != nil {
 		return fmt.Errorf("deactivating %s: taking it out of the rollout: %w", node, err)
 	}
 	s.log.Info("node deactivated", "node", node, "by", why)
@@ -104,7 +106,9 @@ func (s *Server) activateNode(ctx context.Context, node, why string) error {
 	if !s.inactive.drop(node) {
 		return nil
 	}
-	if err := s.envControllerDo(ctx, node, func(c *controller) error { c.rejoin(node); return nil }); err != nil {
+	if !s.leadsRollouts() {
+		s.work.add(rolloutWork{Kind: "rejoin", Node: node})
+	} else if err := s.envControllerDo(ctx, node, func(c *controller) error { c.rejoin(node); return nil }); err != nil {
 		return fmt.Errorf("activating %s: putting it back in the rollout: %w", node, err)
 	}
 	// Audits left it out while it was away.
@@ -131,31 +135,16 @@ func (s *Server) purgeNode(ctx context.Context, node, why string) error {
 		return fmt.Errorf("purging %s: %w", node, err)
 	}
 	s.watch.revoke(node, "")
-	if err := s.eachControllerDo(ctx, func(c *controller) error { c.leave(node, true); return nil }); err != nil {
+	if !s.leadsRollouts() {
+		s.work.add(rolloutWork{Kind: "leave", Node: node, Purge: true})
+	} else if err := s.eachControllerDo(ctx, func(c *controller) error { c.leave(node, true); return nil }); err != nil {
 		return fmt.Errorf("purging %s: taking it out of the rollout: %w", node, err)
 	}
 	if _, err := s.st.Purge(ctx, node); err != nil {
 		return err
 	}
-	// Under the node's compile lock, so that a compile under way does
-	// not put its catalog back after this.
-	unlock := s.compiles.lock(node)
-	s.compiles.mu.Lock()
-	delete(s.compiles.catalogs, node)
-	delete(s.compiles.errors, node)
-	s.compiles.mu.Unlock()
-	s.facts.mu.Lock()
-	delete(s.facts.m, node)
-	s.facts.mu.Unlock()
-	unlock()
-	s.compiles.nodeMu.Delete(node)
+	s.forgetNode(node)
 	s.rehearse.set(node, nil)
-	s.limits.Delete(node)
-	s.services.Delete(node)
-	s.placed.Delete(node)
-	s.asked.Delete(node)
-	s.inactive.drop(node)
-	s.audits.forget(node)
 	s.log.Info("node purged", "node", node, "by", why)
 	return nil
 }

@@ -302,6 +302,15 @@ func (c *controller) approve(node, e string) {
 // the store does not hold.
 func (c *controller) flush() error {
 	p := &c.pending
+	if !c.s.leadsRollouts() {
+		if !p.rollout && len(p.nodes) == 0 && len(p.approvals) == 0 && len(p.effects) == 0 {
+			return nil
+		}
+		// Another server leads (or will within seconds): what this one
+		// had in memory is not its to write.
+		c.resign()
+		return errNotLeading
+	}
 	if !p.rollout && len(p.nodes) == 0 && len(p.approvals) == 0 {
 		c.runEffects()
 		return nil
@@ -403,14 +412,19 @@ func (s *Server) serveLocal(node string, nc *nodeCatalog) {
 	s.compiles.mu.Unlock()
 	s.watch.notify(node, nc.etag, nc.version, false)
 	s.audits.touch(node)
+	s.arrivals.arrived(node)
 }
 
 // rehearsals holds each node's pending rehearsal: a candidate it is to
 // run once in noop. Check-ins read it (a map lookup); the controller
-// writes it.
+// writes it, and on a shared store each change is announced to the
+// servers that follow (announce).
 type rehearsals struct {
 	mu sync.RWMutex
 	m  map[string]*nodeCatalog
+	// announce, when set, tells the other servers of node's rehearsal
+	// (etag "" when it has none).
+	announce func(node, etag string)
 }
 
 func (r *rehearsals) get(node string) *nodeCatalog {
@@ -419,7 +433,20 @@ func (r *rehearsals) get(node string) *nodeCatalog {
 	return r.m[node]
 }
 
+// set gives node its rehearsal (nil: none) and announces it.
 func (r *rehearsals) set(node string, nc *nodeCatalog) {
+	r.setLocal(node, nc)
+	if r.announce != nil {
+		etag := ""
+		if nc != nil {
+			etag = nc.etag
+		}
+		r.announce(node, etag)
+	}
+}
+
+// setLocal is set on this server alone: what the leader announced.
+func (r *rehearsals) setLocal(node string, nc *nodeCatalog) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if nc == nil {
@@ -436,16 +463,31 @@ func (r *rehearsals) set(node string, nc *nodeCatalog) {
 // rollout's): another environment's rollout keeps its own.
 func (r *rehearsals) clearOf(nodes map[string]*liveNode) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var gone []string
 	for n := range nodes {
-		delete(r.m, n)
+		if _, ok := r.m[n]; ok {
+			delete(r.m, n)
+			gone = append(gone, n)
+		}
+	}
+	r.mu.Unlock()
+	if r.announce != nil {
+		for _, n := range gone {
+			r.announce(n, "")
+		}
 	}
 }
 
 func (r *rehearsals) clear() {
 	r.mu.Lock()
+	old := r.m
 	r.m = nil
 	r.mu.Unlock()
+	if r.announce != nil {
+		for n := range old {
+			r.announce(n, "")
+		}
+	}
 }
 
 // load resumes the newest rollout from the store, before the server

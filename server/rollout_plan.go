@@ -433,6 +433,7 @@ func (s *Server) compileAt(ctx context.Context, st *siteState, node string, f fa
 		delete(s.compiles.errors, node)
 		s.compiles.mu.Unlock()
 		s.st.SetCompileError(ctx, node, st.version, "")
+		s.announceState(rolloutState{Kind: "error", Node: node})
 	}
 	nc := &nodeCatalog{etag: catalogs.Digest(enc), version: st.version, env: cat.Environment, bytes: enc, signature: ed25519.Sign(s.signer, enc), files: make(map[string]bool, len(cat.Files)), index: idx}
 	for _, f := range cat.Files {
@@ -452,6 +453,7 @@ func (s *Server) setCompileError(ctx context.Context, node, version, msg string)
 	if serr := s.st.SetCompileError(ctx, node, version, msg); serr != nil {
 		s.log.Error("recording a compile error", "node", node, "err", serr)
 	}
+	s.announceState(rolloutState{Kind: "error", Node: node, Msg: msg})
 	s.log.Warn("compile failed; the node keeps its last good catalog", "node", node, "version", version, "err", msg)
 }
 
@@ -515,6 +517,9 @@ func (s *Server) gateCandidate(ctx context.Context, st *siteState, c *candidate,
 // new nodes (and those the superseded rollout had released) their
 // candidate at once, and starts the stages.
 func (c *controller) begin(ctx context.Context, p *planned) error {
+	if !c.s.leadsRollouts() {
+		return errNotLeading
+	}
 	// What earlier ops changed belongs to the rollout before: write it
 	// before this one takes its place.
 	if err := c.flush(); err != nil {
@@ -574,6 +579,7 @@ func (c *controller) begin(ctx context.Context, p *planned) error {
 	c.pending.rollout, c.pending.approvals = false, nil
 	clear(c.pending.nodes)
 	c.newest.Store(r.rec.ID)
+	c.s.announceState(rolloutState{Kind: "newest", Env: c.env.name, ID: r.rec.ID})
 	if supersede {
 		old.stopTimers()
 		old.rec.State, old.rec.SupersededBy = rolloutSuperseded, r.rec.ID

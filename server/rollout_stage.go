@@ -341,16 +341,20 @@ func (c *controller) bakeEnded(id int64, i int) {
 
 // report is a stored report of node reaching the controller.
 func (c *controller) report(node string, rep store.Report, services []*herdv1.ServiceHealth) {
+	if o, ok := outcomeOf(rep, services); ok {
+		c.outcome(node, o)
+	}
+}
+
+// outcome moves node's rollout by what its report says (outcomeOf): on
+// the leader, from a report it took or one another server handed it.
+func (c *controller) outcome(node string, rep reportOutcome) {
 	r := c.cur
-	if r == nil || !r.active() || rep.Audit || rep.Partial {
-		// An audit run checks the node's cached catalog between applies:
-		// it neither applied the rollout's catalog nor ran the rehearsal
-		// asked for, even when its digest is the candidate's. A partial
-		// run converged some of it only.
+	if r == nil || !r.active() {
 		return
 	}
 	n := r.nodes[node]
-	if n == nil || rep.CatalogDigest != n.Etag {
+	if n == nil || rep.Digest != n.Etag {
 		return
 	}
 	if rep.Noop {
@@ -360,7 +364,7 @@ func (c *controller) report(node string, rep store.Report, services []*herdv1.Se
 		}
 		sum := rep.Summary
 		n.Rehearsal = &sum
-		n.Failures = failures(rep, nil)
+		n.Failures = rep.Failures
 		c.markNode(n)
 		c.effect(func() { c.s.rehearse.set(node, nil) })
 		c.advance(r)
@@ -375,7 +379,7 @@ func (c *controller) report(node string, rep store.Report, services []*herdv1.Se
 	if st.State == stageDone {
 		return
 	}
-	if f := failures(rep, services); len(f) > 0 {
+	if f := rep.Failures; len(f) > 0 {
 		r.setNode(n, nodeFailed, false)
 		n.Failures = f
 	} else if n.State != nodeFailed || st.State == stageReleasing {

@@ -269,6 +269,18 @@ type Server struct {
 	// PostgreSQL store one server does, the others forward what they
 	// queue to it (leader.go, cluster.go).
 	auditLead leadership
+	// rolloutLead is whether this server's controllers drive the
+	// rollouts; on a shared store the others hand it their work (work)
+	// and hear its decisions (state, answers), rollout_lead.go.
+	rolloutLead leadership
+	work        outbox
+	state       outbox
+	answers     outbox
+	// calls is the operators' actions handed to the leader, waiting for
+	// its answer: call id → chan rolloutAnswer.
+	calls sync.Map
+	// arrivals wakes the check-ins waiting for the leader's compile.
+	arrivals arrivals
 	// started is when Start began serving: the node TTLs count only
 	// time the nodes could have reached the server.
 	started time.Time
@@ -401,8 +413,17 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.watch.init()
 	s.audits.init()
 	s.auditLead.init("audit")
+	s.rolloutLead.init("rollout")
+	s.work.init(rolloutWorkChannel, workBatch)
+	s.state.init(rolloutStateChannel, releaseBatch)
+	s.answers.init(rolloutAnswerChannel, 0)
 	if !st.Postgres() {
 		s.auditLead.leading.Store(true)
+		s.rolloutLead.leading.Store(true)
+	} else {
+		s.rehearse.announce = func(node, etag string) {
+			s.announceState(rolloutState{Kind: "rehearse", Node: node, Etag: etag})
+		}
 	}
 	if err := os.MkdirAll(s.files, 0o700); err != nil {
 		st.Close()
@@ -599,6 +620,14 @@ func (s *Server) Start(ctx context.Context) error {
 		g.Go(func() error { s.sendReleases(ctx); return nil })
 		g.Go(func() error { s.hearAudits(ctx); return nil })
 		g.Go(func() error { s.lead(ctx, &s.auditLead); return nil })
+		g.Go(func() error { s.hearRolloutWork(ctx); return nil })
+		g.Go(func() error { s.hearRolloutState(ctx); return nil })
+		g.Go(func() error { s.hearAnswers(ctx); return nil })
+		g.Go(func() error { s.send(ctx, &s.work); return nil })
+		g.Go(func() error { s.send(ctx, &s.state); return nil })
+		g.Go(func() error { s.send(ctx, &s.answers); return nil })
+		g.Go(func() error { s.followRollouts(ctx); return nil })
+		g.Go(func() error { s.lead(ctx, &s.rolloutLead); return nil })
 	}
 	g.Go(func() error {
 		<-ctx.Done()

@@ -182,6 +182,28 @@ func (s *Store) CatalogsByEtag(ctx context.Context, etags []string) (map[string]
 // etagChunk is how many etags one CatalogsByEtag query binds.
 const etagChunk = 100
 
+// CurrentEtags returns every node's current catalog etag by node name:
+// what a server that missed releases compares with its own.
+func (s *Store) CurrentEtags(ctx context.Context) (map[string]string, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT name, catalog_etag FROM nodes WHERE catalog_etag != ''`)
+	if err != nil {
+		return nil, fmt.Errorf("listing current catalog etags: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var node, etag string
+		if err := rows.Scan(&node, &etag); err != nil {
+			return nil, fmt.Errorf("listing current catalog etags: %w", err)
+		}
+		out[node] = etag
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing current catalog etags: %w", err)
+	}
+	return out, nil
+}
+
 // CurrentCatalogs returns every node's current catalog by node name, for
 // the server to warm its cache at start. It holds every catalog in memory
 // at once.

@@ -68,6 +68,11 @@ func TestCatalogs(t *testing.T) {
 		if d := cmp.Diff(map[string]CatalogRecord{"web-01": c2, "web-02": c1}, cur, ignoreSaved); d != "" {
 			t.Errorf("CurrentCatalogs (-want +got):\n%s", d)
 		}
+		if etags, err := s.CurrentEtags(ctx); err != nil {
+			t.Fatal(err)
+		} else if d := cmp.Diff(map[string]string{"web-01": "sha256:c2", "web-02": "sha256:c1"}, etags); d != "" {
+			t.Errorf("CurrentEtags (-want +got):\n%s", d)
+		}
 
 		var blobs, hist int
 		if err := s.rdb.QueryRow(`SELECT (SELECT COUNT(*) FROM catalogs), (SELECT COUNT(*) FROM node_catalogs)`).Scan(&blobs, &hist); err != nil {

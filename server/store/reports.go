@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -126,14 +127,164 @@ func tail(s string) string {
 // The node's last run, applied etag and summary follow the report unless
 // the node has a run that started later (a spooled report arriving late).
 func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicate bool, err error) {
+	p, err := prepareReport(node, r)
+	if err != nil {
+		return false, err
+	}
+	// dup is set on the writer goroutine; read it only after a nil error
+	// (when ctx ends first, the write may still be running).
+	var dup bool
+	err = s.write(ctx, func(w *wtx) error {
+		var err error
+		if dup, err = p.insert(w); err != nil || dup {
+			return err
+		}
+		if p.r.Partial {
+			// Some resources only: the rest of the catalog was not
+			// looked at, so the node's drift, last run and applied
+			// catalog stay what its last whole run said.
+			return nil
+		}
+		if p.r.Audit || !p.r.Noop {
+			// A run that checked the node's own state says how far it
+			// drifted; a plain noop run (a rehearsal, an operator's
+			// --noop) is a question, not an answer.
+			if err := p.setDrift(w); err != nil {
+				return err
+			}
+		}
+		if p.r.Audit {
+			// An audit run is not the node's last run: herd nodes goes
+			// on showing how its last apply went.
+			return nil
+		}
+		return p.setLastRun(w)
+	})
+	if err != nil {
+		return false, fmt.Errorf("saving report %s of %s: %w", r.RunID, node, err)
+	}
+	return dup, nil
+}
+
+// SaveReports stores a batch of node's reports, each as SaveReport would,
+// in one write: the rows, then the node's drift and last run once each,
+// from the newest report that sets them (the store keeps a node's last
+// run by start time, so the batch's order does not matter). A batch costs
+// a third of the statements of its reports saved one by one. When the
+// write fails, each report is saved alone, so that one that cannot be
+// stored fails by itself. dups and errs are by index of rs.
+func (s *Store) SaveReports(ctx context.Context, node string, rs []Report) (dups []bool, errs []error) {
+	dups, errs = make([]bool, len(rs)), make([]error, len(rs))
+	var ps []*preparedReport
+	var at []int
+	for i, r := range rs {
+		p, err := prepareReport(node, r)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		ps, at = append(ps, p), append(at, i)
+	}
+	if len(ps) == 0 {
+		return dups, errs
+	}
+	got := make([]bool, len(ps))
+	err := s.write(ctx, func(w *wtx) error {
+		// The newest (by start) report that sets the drift, the newest
+		// that is the node's last run, and the newest of those that
+		// applied its catalog: a newer noop run keeps the applied
+		// catalog of the apply before it.
+		var drift, last, applied, first *preparedReport
+		newer := func(a, b *preparedReport) bool { return b == nil || !a.r.Started.Before(b.r.Started) }
+		for j, p := range ps {
+			dup, err := p.insert(w)
+			if err != nil {
+				return err
+			}
+			if got[j] = dup; dup || p.r.Partial {
+				continue
+			}
+			if first == nil {
+				first = p
+			}
+			if (p.r.Audit || !p.r.Noop) && newer(p, drift) {
+				drift = p
+			}
+			if p.r.Audit {
+				continue
+			}
+			if newer(p, last) {
+				last = p
+			}
+			if !p.r.Noop && newer(p, applied) {
+				applied = p
+			}
+		}
+		// The node is first seen by the first report that writes it, as
+		// one by one.
+		for _, p := range []*preparedReport{drift, applied, last} {
+			if p != nil {
+				p.firstSeen = first.r.Received
+			}
+		}
+		if drift != nil {
+			if err := drift.setDrift(w); err != nil {
+				return err
+			}
+		}
+		if applied != nil && applied != last {
+			if err := applied.setLastRun(w); err != nil {
+				return err
+			}
+		}
+		if last != nil {
+			return last.setLastRun(w)
+		}
+		return nil
+	})
+	if err == nil {
+		for j, i := range at {
+			dups[i] = got[j]
+		}
+		return dups, errs
+	}
+	if ctx.Err() != nil {
+		for _, i := range at {
+			errs[i] = fmt.Errorf("saving report %s of %s: %w", rs[i].RunID, node, err)
+		}
+		return dups, errs
+	}
+	// One at a time, together: they still share the writer's commits.
+	var wg sync.WaitGroup
+	for _, i := range at {
+		wg.Go(func() { dups[i], errs[i] = s.SaveReport(ctx, node, rs[i]) })
+	}
+	wg.Wait()
+	return dups, errs
+}
+
+// preparedReport is a report checked and cut to what is stored, ready
+// for the writer.
+type preparedReport struct {
+	node           string
+	r              Report
+	keep           []Event
+	exit           int
+	applied        string
+	appliedVersion string
+	// firstSeen is the node's first_seen should this write create it.
+	firstSeen time.Time
+}
+
+// prepareReport checks r and picks its events, in the caller's goroutine,
+// to keep the writer's work to the SQL.
+func prepareReport(node string, r Report) (*preparedReport, error) {
 	if node == "" || r.RunID == "" {
-		return false, fmt.Errorf("saving report %q of %q: empty node name or run id", r.RunID, node)
+		return nil, fmt.Errorf("saving report %q of %q: empty node name or run id", r.RunID, node)
 	}
 	if r.Received.IsZero() {
 		r.Received = time.Now()
 	}
-	// Pick the events here, in the caller's goroutine, to keep the
-	// writer's work to the SQL.
 	var keep []Event
 	for i, e := range r.Events {
 		if !e.InSync() {
@@ -145,77 +296,65 @@ func (s *Store) SaveReport(ctx context.Context, node string, r Report) (duplicat
 		}
 	}
 	if len(keep) > 1<<eventBits {
-		return false, fmt.Errorf("saving report %s of %s: %d events not in sync, more than the %d a report keeps", r.RunID, node, len(keep), 1<<eventBits)
+		return nil, fmt.Errorf("saving report %s of %s: %d events not in sync, more than the %d a report keeps", r.RunID, node, len(keep), 1<<eventBits)
 	}
-	sum, exit := r.Summary, r.ExitCode()
-	// dup is set on the writer goroutine; read it only after a nil error
-	// (when ctx ends first, the write may still be running).
-	var dup bool
-	applied, appliedVersion := "", ""
+	p := &preparedReport{node: node, r: r, keep: keep, exit: r.ExitCode(), firstSeen: r.Received}
 	if !r.Noop {
-		applied, appliedVersion = r.CatalogDigest, r.Version
+		p.applied, p.appliedVersion = r.CatalogDigest, r.Version
 	}
-	err = s.write(ctx, func(w *wtx) error {
-		// RETURNING rather than LastInsertId, which PostgreSQL has not:
-		// no row back is a run stored already.
-		var id int64
-		err := w.queryRow(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration, exit_code,
-				resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING RETURNING id`,
-			node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, r.Partial, ns(r.Started), int64(r.Duration), exit,
-			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(keep)).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			dup = true
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := insertEvents(w, id<<eventBits, keep); err != nil {
-			return err
-		}
-		if r.Partial {
-			// Some resources only: the rest of the catalog was not
-			// looked at, so the node's drift, last run and applied
-			// catalog stay what its last whole run said.
-			return nil
-		}
-		if r.Audit || !r.Noop {
-			// A run that checked the node's own state says how far it
-			// drifted; a plain noop run (a rehearsal, an operator's
-			// --noop) is a question, not an answer.
-			if _, err := w.exec(`INSERT INTO nodes (name, first_seen, drift, drift_started) VALUES (?, ?, ?, ?)
-				ON CONFLICT (name) DO UPDATE SET drift = excluded.drift, drift_started = excluded.drift_started
-				WHERE excluded.drift_started >= nodes.drift_started`,
-				node, ns(r.Received), sum.Drift, ns(r.Started)); err != nil {
-				return err
-			}
-		}
-		if r.Audit {
-			// An audit run is not the node's last run: herd nodes goes
-			// on showing how its last apply went.
-			return nil
-		}
-		_, err = w.exec(`INSERT INTO nodes (name, first_seen, applied_etag, applied_version, last_run_id, last_received, last_started, last_noop, last_exit_code,
-				last_resources, last_in_sync, last_changed, last_failed, last_skipped, last_unknown, last_refreshed)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET
-				applied_etag = CASE WHEN excluded.last_noop != 0 THEN nodes.applied_etag ELSE excluded.applied_etag END,
-				applied_version = CASE WHEN excluded.last_noop != 0 THEN nodes.applied_version ELSE excluded.applied_version END,
-				last_run_id = excluded.last_run_id, last_received = excluded.last_received, last_started = excluded.last_started,
-				last_noop = excluded.last_noop, last_exit_code = excluded.last_exit_code,
-				last_resources = excluded.last_resources, last_in_sync = excluded.last_in_sync, last_changed = excluded.last_changed,
-				last_failed = excluded.last_failed, last_skipped = excluded.last_skipped, last_unknown = excluded.last_unknown,
-				last_refreshed = excluded.last_refreshed
-			WHERE excluded.last_started >= nodes.last_started`,
-			node, ns(r.Received), applied, appliedVersion, r.RunID, ns(r.Received), ns(r.Started), r.Noop, exit,
-			sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed)
-		return err
-	})
+	return p, nil
+}
+
+// insert stores the report's row and events; dup says the run was
+// stored already, and nothing was written.
+func (p *preparedReport) insert(w *wtx) (dup bool, err error) {
+	r, sum := &p.r, &p.r.Summary
+	// RETURNING rather than LastInsertId, which PostgreSQL has not: no
+	// row back is a run stored already.
+	var id int64
+	err = w.queryRow(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration, exit_code,
+			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING RETURNING id`,
+		p.node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, r.Partial, ns(r.Started), int64(r.Duration), p.exit,
+		sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(p.keep)).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil
+	}
 	if err != nil {
-		return false, fmt.Errorf("saving report %s of %s: %w", r.RunID, node, err)
+		return false, err
 	}
-	return dup, nil
+	return false, insertEvents(w, id<<eventBits, p.keep)
+}
+
+// setDrift makes the report's drift the node's, unless a run that started
+// later set it.
+func (p *preparedReport) setDrift(w *wtx) error {
+	_, err := w.exec(`INSERT INTO nodes (name, first_seen, drift, drift_started) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET drift = excluded.drift, drift_started = excluded.drift_started
+		WHERE excluded.drift_started >= nodes.drift_started`,
+		p.node, ns(p.firstSeen), p.r.Summary.Drift, ns(p.r.Started))
+	return err
+}
+
+// setLastRun makes the report the node's last run (and, unless it is a
+// noop run, its applied catalog), unless a run that started later is.
+func (p *preparedReport) setLastRun(w *wtx) error {
+	r, sum := &p.r, &p.r.Summary
+	_, err := w.exec(`INSERT INTO nodes (name, first_seen, applied_etag, applied_version, last_run_id, last_received, last_started, last_noop, last_exit_code,
+			last_resources, last_in_sync, last_changed, last_failed, last_skipped, last_unknown, last_refreshed)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET
+			applied_etag = CASE WHEN excluded.last_noop != 0 THEN nodes.applied_etag ELSE excluded.applied_etag END,
+			applied_version = CASE WHEN excluded.last_noop != 0 THEN nodes.applied_version ELSE excluded.applied_version END,
+			last_run_id = excluded.last_run_id, last_received = excluded.last_received, last_started = excluded.last_started,
+			last_noop = excluded.last_noop, last_exit_code = excluded.last_exit_code,
+			last_resources = excluded.last_resources, last_in_sync = excluded.last_in_sync, last_changed = excluded.last_changed,
+			last_failed = excluded.last_failed, last_skipped = excluded.last_skipped, last_unknown = excluded.last_unknown,
+			last_refreshed = excluded.last_refreshed
+		WHERE excluded.last_started >= nodes.last_started`,
+		p.node, ns(p.firstSeen), p.applied, p.appliedVersion, r.RunID, ns(r.Received), ns(r.Started), r.Noop, p.exit,
+		sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed)
+	return err
 }
 
 // eventsPerInsert is how many events one INSERT statement carries: one

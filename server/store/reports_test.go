@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,6 +318,86 @@ func TestReportPartial(t *testing.T) {
 		}
 		if last == nil || check == nil || last.RunID != "apply-1" || check.RunID != "apply-1" {
 			t.Errorf("AuditReports = %v, %v; want the whole run apply-1 for both", last, check)
+		}
+	})
+}
+
+// TestSaveReportsMatchesOneByOne: a batch leaves the node as the same
+// reports saved one by one in the order they started do, whatever their
+// mix of noop, audit and partial runs: its newest apply is its applied
+// catalog even when a newer noop run came first. A run sent again is a
+// duplicate, in a later batch or in the same one; a report the store
+// refuses fails alone.
+func TestSaveReportsMatchesOneByOne(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T) {
+		t.Parallel()
+		s := openTest(t)
+		ctx := context.Background()
+		rng := rand.New(rand.NewPCG(1, 2))
+		for round := range 40 {
+			batched, single := fmt.Sprintf("b-%d", round), fmt.Sprintf("s-%d", round)
+			var reports []Report
+			for i := range 1 + rng.IntN(12) {
+				r := Report{
+					RunID: fmt.Sprintf("run-%d", i), Version: fmt.Sprintf("v%d", i), CatalogDigest: fmt.Sprintf("sha256:%d", i),
+					Noop: rng.IntN(3) == 0, Audit: rng.IntN(5) == 0, Partial: rng.IntN(6) == 0,
+					Started: at(rng.IntN(20)), Received: at(100 + i),
+					Summary: Summary{Resources: 5, InSync: rng.IntN(5), Failed: rng.IntN(2), Drift: rng.IntN(4)},
+				}
+				if r.Audit {
+					r.Noop = true
+				}
+				if r.Summary.Failed > 0 {
+					r.Events = []Event{{ID: "file:/x", Type: "file", Status: "failed", Error: "boom"}}
+				}
+				reports = append(reports, r)
+			}
+			dups, errs := s.SaveReports(ctx, batched, reports)
+			for i := range reports {
+				if errs[i] != nil || dups[i] {
+					t.Fatalf("round %d report %d: %v, duplicate %v", round, i, errs[i], dups[i])
+				}
+			}
+			sorted := slices.Clone(reports)
+			slices.SortStableFunc(sorted, func(a, b Report) int { return a.Started.Compare(b.Started) })
+			for _, r := range sorted {
+				if _, err := s.SaveReport(ctx, single, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, _, err := s.Node(ctx, batched)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, _, err := s.Node(ctx, single)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Name, o.Name = "", ""
+			// First seen by the first report written: the batch's first,
+			// the earliest started one by one.
+			b.FirstSeen, o.FirstSeen = time.Time{}, time.Time{}
+			if d := cmp.Diff(o, b); d != "" {
+				t.Fatalf("round %d: the node after a batch differs from one by one in start order (-one +batch):\n%s\nreports: %+v", round, d, reports)
+			}
+			// Sent again, with a new run twice: duplicates but the new
+			// one's first.
+			again := append(slices.Clone(reports[:1+rng.IntN(len(reports))]), Report{RunID: "new", Started: at(50)}, Report{RunID: "new", Started: at(50)})
+			dups, errs = s.SaveReports(ctx, batched, again)
+			for i := range again {
+				if want := i != len(again)-2; errs[i] != nil || dups[i] != want {
+					t.Errorf("round %d, sent again, report %d (%s): %v, duplicate %v, want %v", round, i, again[i].RunID, errs[i], dups[i], want)
+				}
+			}
+			if got, err := s.Reports(ctx, batched, 100); err != nil || len(got) != len(reports)+1 {
+				t.Errorf("round %d: %d reports stored (%v), want %d", round, len(got), err, len(reports)+1)
+			}
+		}
+		// Refused before the write: alone.
+		_, errs := s.SaveReports(ctx, "z", []Report{{RunID: "ok", Started: at(1)}, {RunID: ""}})
+		if errs[0] != nil || errs[1] == nil {
+			t.Errorf("a batch with a report without a run id: %v; want only that one refused", errs)
 		}
 	})
 }
