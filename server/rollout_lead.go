@@ -333,7 +333,18 @@ func (a *arrivals) arrived(node string) {
 // hearRolloutWork takes, while this server leads the rollouts, what the
 // followers hand it.
 func (s *Server) hearRolloutWork(ctx context.Context) {
-	s.st.Listen(ctx, rolloutWorkChannel, nil, func(payload string) {
+	first := true
+	ready := func() {
+		if first || !s.leadsRollouts() {
+			first = false
+			return
+		}
+		// Listening again after a lost connection: what the followers
+		// handed over meanwhile is lost, but their facts are in the
+		// store.
+		go s.catchUpFacts(ctx)
+	}
+	s.st.Listen(ctx, rolloutWorkChannel, ready, func(payload string) {
 		if !s.leadsRollouts() {
 			return // the leader hears it; a new one reads the store
 		}
@@ -607,6 +618,7 @@ func (s *Server) takeRollouts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.log.Debug("read the facts the other servers took", "changed", len(changed))
 	if err := s.refreshCatalogs(ctx); err != nil {
 		return err
 	}
@@ -632,6 +644,19 @@ func (s *Server) takeRollouts(ctx context.Context) error {
 	}
 	s.log.Info("took over the rollouts", "recompiled", len(changed))
 	return nil
+}
+
+// catchUpFacts compiles the nodes whose facts the store has newer than
+// this leader, when it may have missed the followers' word of them.
+func (s *Server) catchUpFacts(ctx context.Context) {
+	changed, err := s.refreshAllFacts(ctx)
+	if err != nil {
+		s.log.Warn("reading the facts the other servers took", "err", err)
+		return
+	}
+	for _, node := range changed {
+		s.compileNode(ctx, node)
+	}
 }
 
 // refreshAllFacts reads the facts the store has newer than this server's,
