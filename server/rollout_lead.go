@@ -618,7 +618,6 @@ func (s *Server) takeRollouts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Debug("read the facts the other servers took", "changed", len(changed))
 	if err := s.refreshCatalogs(ctx); err != nil {
 		return err
 	}
