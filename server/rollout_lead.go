@@ -385,6 +385,16 @@ func (s *Server) doWork(ctx context.Context, w rolloutWork) {
 			}
 			before, _ := s.compiles.get(w.Node)
 			after := s.compileNode(cctx, w.Node)
+			if after != nil && after != before && after.stored.Load() && !s.watch.has(w.Node) {
+				// The node fetches it from the follower, out of the
+				// store: kept here, its bytes would stay for good.
+				after.mu.Lock()
+				if after.bytes != nil {
+					s.recent.put(after.etag, after.bytes)
+				}
+				after.mu.Unlock()
+				after.dropBytes()
+			}
 			if after == before {
 				// Nothing released: the follower waits for the compile
 				// error, or for nothing.
