@@ -26,8 +26,8 @@ import (
 // moves a rollout (a node's new facts, a report, a node deactivated, an
 // operator's action) is handed to the leader on the "rollout-work"
 // channel, and what the leader decides that they serve (released
-// catalogs on "catalog", rehearsals, compile errors and the newest
-// rollout on "rollout-state") comes back. Every decision is in the store
+// catalogs on "catalog", rehearsals, compile errors, the runs a bake's
+// end asks for and the newest rollout on "rollout-state") comes back. Every decision is in the store
 // before it is announced, so a notification is only a hint of what to
 // read: a server that missed some (it reconnected, or none led for a few
 // seconds) re-reads the store.
@@ -105,7 +105,8 @@ type rolloutAnswer struct {
 // of a "rollout-state" payload.
 type rolloutState struct {
 	// Kind is rehearse (Etag "" clears it), error (a compile error,
-	// Msg "" clears it) or newest (the newest rollout of Env is ID).
+	// Msg "" clears it), newest (the newest rollout of Env is ID) or run
+	// (the node's agent is asked for a run).
 	Kind string `json:"k"`
 	Node string `json:"n,omitempty"`
 	Etag string `json:"t,omitempty"`
@@ -120,6 +121,14 @@ func (s *Server) announceState(m rolloutState) {
 	if s.st.Postgres() && s.leadsRollouts() {
 		s.state.add(m)
 	}
+}
+
+// askRun asks node's agent for a run through its Watch stream, which may
+// be on any of the servers: the rollout wants a fresh report (the end of
+// a bake).
+func (s *Server) askRun(node string) {
+	s.watch.notify(node, "", "", true)
+	s.announceState(rolloutState{Kind: "run", Node: node})
 }
 
 // leadsRollouts reports whether this server's controllers drive the
@@ -589,6 +598,8 @@ func (s *Server) tookState(ctx context.Context, m rolloutState) {
 		}
 		s.compiles.mu.Unlock()
 		s.arrivals.arrived(m.Node)
+	case "run":
+		s.watch.notify(m.Node, "", "", true)
 	case "newest":
 		if e := s.envs.get(m.Env); e != nil && m.ID > e.ctl.newest.Load() {
 			e.ctl.newest.Store(m.ID)

@@ -333,7 +333,7 @@ func (c *controller) bakeEnded(id int64, i int) {
 	c.markRollout()
 	for _, name := range r.members[i] {
 		if n := r.nodes[name]; n.State == nodeHealthy || n.State == nodeFailed {
-			c.effect(func() { c.s.watch.notify(name, "", "", true) })
+			c.effect(func() { c.s.askRun(name) })
 		}
 	}
 	c.advance(r)
