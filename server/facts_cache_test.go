@@ -116,3 +116,54 @@ func TestFactsCacheKeepsJSON(t *testing.T) {
 		t.Fatalf("check-in by digest after a restart = %v, %v; want NEW_CATALOG with family redhat", r.GetStatus(), err)
 	}
 }
+
+// FuzzFactsDecodeNames: whatever facts a node sent (any JSON object
+// facts.FromJSON accepts), decoding some top-level names gives exactly
+// those members of the whole decoded, and bytes it would refuse never
+// panic.
+func FuzzFactsDecodeNames(f *testing.F) {
+	for _, seed := range []string{
+		`{}`,
+		`{"os":{"family":"debian","release":{"major":"12"}},"memory":{"total_bytes":4294967296}}`,
+		` { "a" : 1 , "b":[1,2,{"c":"}]"}], "c": "x\"y" ,"d":null,"e":true,"f":-1.5e3 } `,
+		`{"o\u0073":{"family":"redhat"},"os":{"family":"debian"}}`,
+		`{"os":1,"os":{"family":"last"}}`,
+		`{"k\\ey":"v","s":"{[\\\"","n":[[],{}]}`,
+		`{"a":"\ud83d\ude00","b":"}"}`,
+		`{"a":`, `{"a"`, `{"`, `[1,2]`, `"x"`, `{"a":1,}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		whole, err := facts.FromJSON(b)
+		sf := storedFacts{digest: "d", json: b}
+		if err != nil {
+			sf.decodeNames([]string{"a", "os"}) // must not panic
+			return
+		}
+		names := []string{"missing"}
+		for k := range whole {
+			if len(names)%2 == 1 { // every other name: some in, some out
+				names = append(names, k)
+			} else {
+				names = append(names, "\x00"+k)
+			}
+		}
+		got, ok := sf.decodeNames(names)
+		if !ok {
+			t.Fatalf("decodeNames(%q) of %s failed; the whole decodes", names, b)
+		}
+		want := facts.Facts{}
+		for _, k := range names {
+			if v, ok := whole[k]; ok {
+				want[k] = v
+			}
+		}
+		if g, w := mustJSON(t, got.facts), mustJSON(t, want); g != w {
+			t.Errorf("decodeNames(%q) of %s = %s, want %s", names, b, g, w)
+		}
+		if all, ok := sf.decodeNames(nil); !ok || mustJSON(t, all.facts) != mustJSON(t, whole) {
+			t.Errorf("decodeNames(nil) of %s = %v, want the whole", b, all.facts)
+		}
+	})
+}
