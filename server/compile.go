@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,10 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -122,26 +125,222 @@ func (c *compileState) lock(node string) func() {
 
 // factsCache holds each known node's facts and their digest, so that a
 // check-in with unchanged facts and a site change need no store read.
+//
+// The facts are kept as the JSON the node sent (checked when it came) and
+// decoded when read: decoded, a node's facts were five to ten times their
+// JSON (5.4 KB against about 0.7 KB for the load generator's, 54 MB of
+// the heap with 10,000 nodes), and what reads them (a compile, a query, a
+// rollout's plan) is rare next to a check-in, which compares the digest
+// alone. Decoding costs about 12 µs for 0.2 KB of facts, against about
+// 400 µs for a compile.
 type factsCache struct {
 	mu sync.RWMutex
-	m  map[string]cachedFacts
+	m  map[string]storedFacts
 }
 
+// storedFacts is a node's entry in factsCache.
+type storedFacts struct {
+	digest string
+	json   []byte // as the node sent it; never modified
+}
+
+// cachedFacts is a node's facts, decoded, and their digest.
 type cachedFacts struct {
 	digest string
 	facts  facts.Facts
 }
 
-func (f *factsCache) init() { f.m = map[string]cachedFacts{} }
+func (f *factsCache) init() { f.m = map[string]storedFacts{} }
 
-func (f *factsCache) get(node string) (cachedFacts, bool) {
+// digest returns node's facts digest, without decoding its facts.
+func (f *factsCache) digest(node string) (string, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	c, ok := f.m[node]
-	return c, ok
+	return c.digest, ok
 }
 
-func (f *factsCache) put(node string, c cachedFacts) {
+// get returns node's facts, decoded afresh: the caller may keep them.
+func (f *factsCache) get(node string) (cachedFacts, bool) {
+	f.mu.RLock()
+	c, ok := f.m[node]
+	f.mu.RUnlock()
+	if !ok {
+		return cachedFacts{}, false
+	}
+	return c.decode()
+}
+
+// decode decodes the stored JSON, which decoded when it was put: a
+// failure here cannot happen, and would read as a node without facts.
+func (c storedFacts) decode() (cachedFacts, bool) {
+	fs, err := facts.FromJSON(c.json)
+	if err != nil {
+		return cachedFacts{}, false
+	}
+	return cachedFacts{digest: c.digest, facts: fs}, true
+}
+
+// getNames returns node's facts with only the top-level names given
+// decoded (all of them when names is nil or holds "facts", which stands
+// for the whole): a fleet query reads one or two facts of every node, and
+// decoding only those keeps it near what it took when the cache held them
+// decoded.
+func (f *factsCache) getNames(node string, names []string) (cachedFacts, bool) {
+	f.mu.RLock()
+	c, ok := f.m[node]
+	f.mu.RUnlock()
+	if !ok {
+		return cachedFacts{}, false
+	}
+	return c.decodeNames(names)
+}
+
+// decodeNames decodes the top-level facts named; see getNames.
+func (c storedFacts) decodeNames(names []string) (cachedFacts, bool) {
+	if names == nil || slices.Contains(names, "facts") {
+		return c.decode()
+	}
+	// A document of the named members alone, as they were sent: a name
+	// sent twice is kept twice, and decodes to the last, as in the whole.
+	doc := make([]byte, 0, 256)
+	doc = append(doc, '{')
+	topLevel(c.json, func(key, value []byte) {
+		if !wanted(names, key) {
+			return
+		}
+		if len(doc) > 1 {
+			doc = append(doc, ',')
+		}
+		doc = append(append(append(doc, key...), ':'), value...)
+	})
+	doc = append(doc, '}')
+	fs, err := facts.FromJSON(doc)
+	if err != nil {
+		return cachedFacts{}, false
+	}
+	return cachedFacts{digest: c.digest, facts: fs}, true
+}
+
+// wanted reports whether the quoted JSON key is one of names, without
+// allocating for a plain key.
+func wanted(names []string, key []byte) bool {
+	if len(key) >= 2 && key[len(key)-1] == '"' && !bytes.ContainsRune(key, '\\') && utf8.Valid(key) {
+		raw := key[1 : len(key)-1]
+		for _, n := range names {
+			if n == string(raw) {
+				return true
+			}
+		}
+		return false
+	}
+	return slices.Contains(names, unquoteKey(key))
+}
+
+// unquoteKey returns the name a quoted JSON key stands for.
+func unquoteKey(key []byte) string {
+	if len(key) < 2 || key[len(key)-1] != '"' {
+		return ""
+	}
+	// encoding/json reads escapes, and invalid UTF-8 as U+FFFD.
+	if !bytes.ContainsRune(key, '\\') && utf8.Valid(key) {
+		return string(key[1 : len(key)-1])
+	}
+	var k string
+	if json.Unmarshal(key, &k) != nil {
+		return ""
+	}
+	return k
+}
+
+// topLevel calls fn with each member of the JSON object b: its key,
+// quoted, and its value, as bytes of b. b is JSON that facts.FromJSON
+// accepted; other bytes give some members or none, never a panic.
+func topLevel(b []byte, fn func(key, value []byte)) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return // '}' or not an object
+		}
+		ks := i
+		i = skipValue(b, i)
+		key := b[ks:i]
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ':' {
+			return
+		}
+		vs := skipSpace(b, i+1)
+		i = skipValue(b, vs)
+		if i > len(b) || vs >= i {
+			return
+		}
+		fn(key, b[vs:i])
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value at b[i:].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		for i++; i < len(b); i++ {
+			switch b[i] {
+			case '\\':
+				i++
+			case '"':
+				return i + 1
+			}
+		}
+		return len(b)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipValue(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+	}
+	return i
+}
+
+// put keeps node's facts: raw is JSON that facts.FromJSON accepted, and
+// is copied (a request's bytes may sit in a larger buffer).
+func (f *factsCache) put(node, digest string, raw []byte) {
+	c := storedFacts{digest: digest, json: bytes.Clone(raw)}
 	f.mu.Lock()
 	f.m[node] = c
 	f.mu.Unlock()
@@ -191,11 +390,10 @@ func (s *Server) warm(ctx context.Context) error {
 		if err != nil || !ok {
 			continue
 		}
-		f, err := facts.FromJSON(b)
-		if err != nil {
+		if _, err := facts.FromJSON(b); err != nil {
 			continue
 		}
-		s.facts.put(node, cachedFacts{digest: digests[node], facts: f})
+		s.facts.put(node, digests[node], b)
 	}
 	return nil
 }

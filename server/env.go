@@ -262,6 +262,11 @@ func (s *Server) nodeEnv(node string) string {
 // ask records the environment node's agent asks for and reports whether
 // it changed.
 func (s *Server) ask(node, env string) bool {
+	// A load first: nearly every check-in asks for what it asked for
+	// last, and a Swap allocates on every call.
+	if old, ok := s.asked.Load(node); ok && old.(string) == env {
+		return false
+	}
 	old, loaded := s.asked.Swap(node, env)
 	return !loaded || old.(string) != env
 }

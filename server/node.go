@@ -56,15 +56,17 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 	}
 	asked := s.ask(node, req.Environment)
 
-	cached, known := s.facts.get(node)
+	// The digest alone: the facts stay encoded unless a compile needs
+	// them (factsCache).
+	cachedDigest, known := s.facts.digest(node)
 	switch {
 	case len(req.FactsJson) > 0:
-		f, digest, err := s.checkFacts(req)
+		_, digest, err := s.checkFacts(req)
 		if err != nil {
 			s.metrics.checkins.WithLabelValues("bad-facts").Inc()
 			return nil, err
 		}
-		if !known || cached.digest != digest {
+		if !known || cachedDigest != digest {
 			// Kept for Retain: a node changing its facts every minute
 			// would fill the disk.
 			if err := s.spend(ctx, node, "facts", len(req.FactsJson)); err != nil {
@@ -74,14 +76,14 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 			if err := s.st.SaveFacts(ctx, node, digest, req.FactsJson, now); err != nil {
 				return nil, status.Errorf(codes.Unavailable, "storing facts: %v", err)
 			}
-			s.facts.put(node, cachedFacts{digest: digest, facts: f})
+			s.facts.put(node, digest, req.FactsJson)
 			s.audits.touch(node)
 			// New facts may change the catalog: compile now, on this call,
 			// so that the node gets it in this very answer.
 			s.compileNode(ctx, node)
 			returning = false
 		}
-	case !known || cached.digest != req.FactsDigest:
+	case !known || cachedDigest != req.FactsDigest:
 		s.metrics.checkins.WithLabelValues("need-facts").Inc()
 		resp.Status = herdv1.CheckinResponse_NEED_FACTS
 		return resp, nil

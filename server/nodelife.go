@@ -125,7 +125,7 @@ func (s *Server) purgeNode(ctx context.Context, node, why string) error {
 	if err != nil {
 		return fmt.Errorf("purging %s: %w", node, err)
 	}
-	if _, cached := s.facts.get(node); !known && !cached {
+	if _, cached := s.facts.digest(node); !known && !cached {
 		return fmt.Errorf("purging %s: %w", node, errUnknownNode)
 	}
 	// Revoked first: a node that keeps calling would otherwise bring

@@ -244,7 +244,7 @@ func (s *Server) scanNodes(ctx context.Context, after string, where *catalogs.Fi
 			scanned++
 			// A node the expression fails on (a path through a fact it
 			// lacks) is not selected.
-			cf, _ := s.facts.get(n.Name)
+			cf, _ := s.facts.getNames(n.Name, names)
 			if ok, _ := match(s.whereEnv(names, n, cf.facts, states[n.Name], now)); ok {
 				if len(page.nodes) == size {
 					// One match past the page: there is a next page.
@@ -290,13 +290,13 @@ func factsOnly(names []string) bool {
 func (s *Server) scanFacts(ctx context.Context, after string, names []string, match func(map[string]any) (bool, error), size, limit int) (nodePage, error) {
 	type candidate struct {
 		name  string
-		facts facts.Facts
+		facts storedFacts // decoded one at a time, as the scan reaches it
 	}
 	s.facts.mu.RLock()
 	cands := make([]candidate, 0, len(s.facts.m))
 	for name, cf := range s.facts.m {
 		if name > after {
-			cands = append(cands, candidate{name, cf.facts})
+			cands = append(cands, candidate{name, cf})
 		}
 	}
 	s.facts.mu.RUnlock()
@@ -325,7 +325,8 @@ func (s *Server) scanFacts(ctx context.Context, after string, names []string, ma
 		return false, nil
 	}
 	for i, c := range cands {
-		if ok, _ := match(s.whereEnv(names, store.Node{Name: c.name}, c.facts, "", time.Time{})); ok {
+		cf, _ := c.facts.decodeNames(names)
+		if ok, _ := match(s.whereEnv(names, store.Node{Name: c.name}, cf.facts, "", time.Time{})); ok {
 			picked = append(picked, c.name)
 			if len(page.nodes)+len(picked) > size {
 				if full, err := take(); err != nil || full {

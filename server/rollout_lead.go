@@ -262,11 +262,11 @@ func (s *Server) forwardReport(node string, o reportOutcome) {
 // notifications. It returns the node's catalog then.
 func (s *Server) forwardCompile(ctx context.Context, node string) *nodeCatalog {
 	before, _ := s.compiles.get(node)
-	cf, ok := s.facts.get(node)
+	digest, ok := s.facts.digest(node)
 	if !ok {
 		return before // no facts: nothing to compile yet
 	}
-	w := rolloutWork{Kind: "compile", Node: node, Digest: cf.digest}
+	w := rolloutWork{Kind: "compile", Node: node, Digest: digest}
 	if a, ok := s.asked.Load(node); ok {
 		w.Env = a.(string)
 	}
@@ -440,18 +440,17 @@ func (s *Server) doWork(ctx context.Context, w rolloutWork) {
 // refreshFacts reads node's facts from the store when the cached ones are
 // not those of digest (another server took them).
 func (s *Server) refreshFacts(ctx context.Context, node, digest string) error {
-	if cf, ok := s.facts.get(node); ok && digest != "" && cf.digest == digest {
+	if d, ok := s.facts.digest(node); ok && digest != "" && d == digest {
 		return nil
 	}
 	d, b, _, ok, err := s.st.Facts(ctx, node)
 	if err != nil || !ok {
 		return err
 	}
-	f, err := facts.FromJSON(b)
-	if err != nil {
+	if _, err := facts.FromJSON(b); err != nil {
 		return fmt.Errorf("stored facts: %w", err)
 	}
-	s.facts.put(node, cachedFacts{digest: d, facts: f})
+	s.facts.put(node, d, b)
 	return nil
 }
 
@@ -688,7 +687,7 @@ func (s *Server) refreshAllFacts(ctx context.Context) ([]string, error) {
 	}
 	var changed []string
 	for node, d := range digests {
-		if cf, ok := s.facts.get(node); ok && cf.digest == d {
+		if have, ok := s.facts.digest(node); ok && have == d {
 			continue
 		}
 		if err := s.refreshFacts(ctx, node, d); err != nil {

@@ -67,7 +67,7 @@ type config struct {
 
 func main() {
 	var c config
-	flag.StringVar(&c.scenarios, "scenarios", "checkin,fetch,report,report100,storage", "comma-separated: checkin, fetch, report, report100, batch, batch100, storage, rss, converge, storm, rollout")
+	flag.StringVar(&c.scenarios, "scenarios", "checkin,fetch,report,report100,storage", "comma-separated: empty, checkin, fetch, report, report100, batch, batch100, storage, rss, converge, storm, rollout")
 	flag.StringVar(&c.mode, "server", "inproc", "where the server runs: inproc (this process) or child (a process of its own: its RSS is the server's alone)")
 	flag.IntVar(&c.agents, "agents", 512, "simulated agents the throughput scenarios cycle over (each its own certificate and connection)")
 	flag.IntVar(&c.conc, "concurrency", 128, "calls in flight in the throughput scenarios (the server admits 256 at once)")
@@ -133,7 +133,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	want := map[string]bool{}
 	for s := range strings.SplitSeq(c.scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "checkin", "fetch", "report", "report100", "batch", "batch100", "storage", "rss", "converge", "storm", "rollout":
+		case "empty", "checkin", "fetch", "report", "report100", "batch", "batch100", "storage", "rss", "converge", "storm", "rollout":
 			want[s] = true
 		case "":
 		default:
@@ -172,7 +172,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 		return err
 	}
 	var rows []row
-	if want["checkin"] || want["fetch"] || want["report"] || want["report100"] || want["batch"] || want["batch100"] {
+	if want["empty"] || want["checkin"] || want["fetch"] || want["report"] || want["report100"] || want["batch"] || want["batch100"] {
 		r, err := throughput(ctx, c, site, filepath.Join(work, "throughput"), want)
 		rows = append(rows, r...)
 		if err != nil {
@@ -250,6 +250,7 @@ func throughput(ctx context.Context, c config, site, dir string, want map[string
 		return nil, fmt.Errorf("-batch %d: want 1 to 100", c.batch)
 	}
 	all := []scen{
+		{emptyScenario.name, emptyScenario.what, emptyScenario.target, emptyScenario.goal, emptyCall, 1},
 		{"checkin", "unchanged check-ins/s (mTLS, loopback)", "≥ 20,000/s", 20000, checkinUnchanged, 1},
 		{"fetch", "catalog fetches/s (NEW_CATALOG)", "≥ 5,000/s", 5000, checkinFetch, 1},
 		{"report", "no-change reports/s, durable, one a call", "≥ 20,000/s", 20000, reportNoChange, 1},
