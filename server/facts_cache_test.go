@@ -10,7 +10,6 @@ import (
 	"github.com/herdcm/herd/api/herdv1"
 	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/facts"
-	"github.com/herdcm/herd/testkit"
 )
 
 // putFacts puts decoded facts into the cache as a node would send them.
@@ -167,28 +166,4 @@ func FuzzFactsDecodeNames(f *testing.F) {
 			t.Errorf("decodeNames(nil) of %s = %v, want the whole", b, all.facts)
 		}
 	})
-}
-
-// BenchmarkFactsDecodeNames: what a fleet query pays a node for facts
-// kept as JSON, decoding the two facts the filter reads, against
-// the whole.
-func BenchmarkFactsDecodeNames(b *testing.B) {
-	raw, err := json.Marshal(testkit.SyntheticFacts(7))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sf := storedFacts{digest: "d", json: raw}
-	for _, bc := range []struct {
-		name  string
-		names []string
-	}{{"os,memory", []string{"os", "memory"}}, {"whole", nil}} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, ok := sf.decodeNames(bc.names); !ok {
-					b.Fatal("decode failed")
-				}
-			}
-		})
-	}
 }
