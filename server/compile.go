@@ -9,12 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -179,147 +177,6 @@ func (c storedFacts) decode() (cachedFacts, bool) {
 		return cachedFacts{}, false
 	}
 	return cachedFacts{digest: c.digest, facts: fs}, true
-}
-
-// getNames returns node's facts with only the top-level names given
-// decoded (all of them when names is nil or holds "facts", which stands
-// for the whole): a fleet query reads one or two facts of every node, and
-// decoding only those keeps it as fast as when the cache held them
-// decoded.
-func (f *factsCache) getNames(node string, names []string) (cachedFacts, bool) {
-	f.mu.RLock()
-	c, ok := f.m[node]
-	f.mu.RUnlock()
-	if !ok {
-		return cachedFacts{}, false
-	}
-	return c.decodeNames(names)
-}
-
-// decodeNames decodes the top-level facts named; see getNames.
-func (c storedFacts) decodeNames(names []string) (cachedFacts, bool) {
-	if names == nil || slices.Contains(names, "facts") {
-		return c.decode()
-	}
-	// A document of the named members alone, as they were sent: a name
-	// sent twice is kept twice, and decodes to the last, as in the whole.
-	doc := make([]byte, 0, 256)
-	doc = append(doc, '{')
-	topLevel(c.json, func(key, value []byte) {
-		if !slices.Contains(names, unquoteKey(key)) {
-			return
-		}
-		if len(doc) > 1 {
-			doc = append(doc, ',')
-		}
-		doc = append(append(append(doc, key...), ':'), value...)
-	})
-	doc = append(doc, '}')
-	fs, err := facts.FromJSON(doc)
-	if err != nil {
-		return cachedFacts{}, false
-	}
-	return cachedFacts{digest: c.digest, facts: fs}, true
-}
-
-// unquoteKey returns the name a quoted JSON key stands for.
-func unquoteKey(key []byte) string {
-	if len(key) < 2 || key[len(key)-1] != '"' {
-		return ""
-	}
-	// encoding/json reads escapes, and invalid UTF-8 as U+FFFD.
-	if !bytes.ContainsRune(key, '\\') && utf8.Valid(key) {
-		return string(key[1 : len(key)-1])
-	}
-	var k string
-	if json.Unmarshal(key, &k) != nil {
-		return ""
-	}
-	return k
-}
-
-// topLevel calls fn with each member of the JSON object b: its key,
-// quoted, and its value, as bytes of b. b is JSON that facts.FromJSON
-// accepted; other bytes give some members or none, never a panic.
-func topLevel(b []byte, fn func(key, value []byte)) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return
-	}
-	i++
-	for {
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] != '"' {
-			return // '}' or not an object
-		}
-		ks := i
-		i = skipValue(b, i)
-		key := b[ks:i]
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] != ':' {
-			return
-		}
-		vs := skipSpace(b, i+1)
-		i = skipValue(b, vs)
-		if i > len(b) || vs >= i {
-			return
-		}
-		fn(key, b[vs:i])
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] != ',' {
-			return
-		}
-		i++
-	}
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just past the JSON value at b[i:].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		for i++; i < len(b); i++ {
-			switch b[i] {
-			case '\\':
-				i++
-			case '"':
-				return i + 1
-			}
-		}
-		return len(b)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipValue(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return len(b)
-	}
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i
-		}
-	}
-	return i
 }
 
 // put keeps node's facts: raw is JSON that facts.FromJSON accepted, and

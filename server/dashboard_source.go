@@ -118,7 +118,7 @@ func (d dashboardSource) Nodes(ctx context.Context, q dashboard.NodeQuery) (dash
 			continue
 		}
 		if len(matchers) > 0 {
-			cf, _ := s.facts.getNames(n.Name, names)
+			cf, _ := s.facts.get(n.Name)
 			if !match(s.whereEnv(names, n, cf.facts, states[n.Name], now)) {
 				continue
 			}

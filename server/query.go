@@ -244,7 +244,7 @@ func (s *Server) scanNodes(ctx context.Context, after string, where *catalogs.Fi
 			scanned++
 			// A node the expression fails on (a path through a fact it
 			// lacks) is not selected.
-			cf, _ := s.facts.getNames(n.Name, names)
+			cf, _ := s.facts.get(n.Name)
 			if ok, _ := match(s.whereEnv(names, n, cf.facts, states[n.Name], now)); ok {
 				if len(page.nodes) == size {
 					// One match past the page: there is a next page.
@@ -325,7 +325,7 @@ func (s *Server) scanFacts(ctx context.Context, after string, names []string, ma
 		return false, nil
 	}
 	for i, c := range cands {
-		cf, _ := c.facts.decodeNames(names)
+		cf, _ := c.facts.decode()
 		if ok, _ := match(s.whereEnv(names, store.Node{Name: c.name}, cf.facts, "", time.Time{})); ok {
 			picked = append(picked, c.name)
 			if len(page.nodes)+len(picked) > size {
