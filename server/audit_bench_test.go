@@ -101,7 +101,7 @@ func benchAuditServer(b testing.TB, nodes int) (*Server, []string) {
 	now := time.Now()
 	for i := range nodes {
 		names[i] = fmt.Sprintf("node-%d", i)
-		s.facts.putFacts(b, names[i], fmt.Sprintf("sha256:%d", i), facts.Facts(testkit.SyntheticFacts(i)))
+		s.facts.put(names[i], cachedFacts{digest: fmt.Sprintf("sha256:%d", i), facts: facts.Facts(testkit.SyntheticFacts(i))})
 		n := s.audits.node(names[i])
 		n.loaded, n.received = true, now
 		n.report = &policies.RunReport{RunID: "run-1", Summary: policies.RunSummary{Resources: 200, InSync: 199, Changed: 1},

@@ -280,7 +280,7 @@ func BenchmarkRecompileFleet10k(b *testing.B) {
 			b.Cleanup(func() { s.Close() })
 			for i := range nodes {
 				f := facts.Facts(testkit.SyntheticFacts(i))
-				s.facts.putFacts(b, fmt.Sprintf("node-%d", i), fmt.Sprintf("sha256:%d", i), f)
+				s.facts.put(fmt.Sprintf("node-%d", i), cachedFacts{digest: fmt.Sprintf("sha256:%d", i), facts: f})
 			}
 			rev := 1
 			next := func() {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -123,66 +122,26 @@ func (c *compileState) lock(node string) func() {
 
 // factsCache holds each known node's facts and their digest, so that a
 // check-in with unchanged facts and a site change need no store read.
-//
-// The facts are kept as the JSON the node sent (checked when it came) and
-// decoded when read: decoded, a node's facts were five to ten times their
-// JSON (5.4 KB against about 0.7 KB for the load generator's, 54 MB of
-// the heap with 10,000 nodes), and what reads them (a compile, a query, a
-// rollout's plan) is rare next to a check-in, which compares the digest
-// alone. Decoding costs about 12 µs a KB of JSON, against about 400 µs for
-// a compile.
 type factsCache struct {
 	mu sync.RWMutex
-	m  map[string]storedFacts
+	m  map[string]cachedFacts
 }
 
-// storedFacts is a node's entry in factsCache.
-type storedFacts struct {
-	digest string
-	json   []byte // as the node sent it; never modified
-}
-
-// cachedFacts is a node's facts, decoded, and their digest.
 type cachedFacts struct {
 	digest string
 	facts  facts.Facts
 }
 
-func (f *factsCache) init() { f.m = map[string]storedFacts{} }
+func (f *factsCache) init() { f.m = map[string]cachedFacts{} }
 
-// digest returns node's facts digest, without decoding its facts.
-func (f *factsCache) digest(node string) (string, bool) {
+func (f *factsCache) get(node string) (cachedFacts, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	c, ok := f.m[node]
-	return c.digest, ok
+	return c, ok
 }
 
-// get returns node's facts, decoded afresh: the caller may keep them.
-func (f *factsCache) get(node string) (cachedFacts, bool) {
-	f.mu.RLock()
-	c, ok := f.m[node]
-	f.mu.RUnlock()
-	if !ok {
-		return cachedFacts{}, false
-	}
-	return c.decode()
-}
-
-// decode decodes the stored JSON, which decoded when it was put: a
-// failure here cannot happen, and would read as a node without facts.
-func (c storedFacts) decode() (cachedFacts, bool) {
-	fs, err := facts.FromJSON(c.json)
-	if err != nil {
-		return cachedFacts{}, false
-	}
-	return cachedFacts{digest: c.digest, facts: fs}, true
-}
-
-// put keeps node's facts: raw is JSON that facts.FromJSON accepted, and
-// is copied (a request's bytes may sit in a larger buffer).
-func (f *factsCache) put(node, digest string, raw []byte) {
-	c := storedFacts{digest: digest, json: bytes.Clone(raw)}
+func (f *factsCache) put(node string, c cachedFacts) {
 	f.mu.Lock()
 	f.m[node] = c
 	f.mu.Unlock()
@@ -232,10 +191,11 @@ func (s *Server) warm(ctx context.Context) error {
 		if err != nil || !ok {
 			continue
 		}
-		if _, err := facts.FromJSON(b); err != nil {
+		f, err := facts.FromJSON(b)
+		if err != nil {
 			continue
 		}
-		s.facts.put(node, digests[node], b)
+		s.facts.put(node, cachedFacts{digest: digests[node], facts: f})
 	}
 	return nil
 }

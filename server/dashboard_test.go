@@ -155,7 +155,7 @@ func seedNodes(tb testing.TB, s *Server, n int) {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s.facts.putFacts(tb, name, name, f)
+		s.facts.put(name, cachedFacts{digest: name, facts: f})
 	}
 }
 

@@ -56,17 +56,15 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 	}
 	asked := s.ask(node, req.Environment)
 
-	// The digest alone: the facts stay encoded unless a compile needs
-	// them (factsCache).
-	cachedDigest, known := s.facts.digest(node)
+	cached, known := s.facts.get(node)
 	switch {
 	case len(req.FactsJson) > 0:
-		_, digest, err := s.checkFacts(req)
+		f, digest, err := s.checkFacts(req)
 		if err != nil {
 			s.metrics.checkins.WithLabelValues("bad-facts").Inc()
 			return nil, err
 		}
-		if !known || cachedDigest != digest {
+		if !known || cached.digest != digest {
 			// Kept for Retain: a node changing its facts every minute
 			// would fill the disk.
 			if err := s.spend(ctx, node, "facts", len(req.FactsJson)); err != nil {
@@ -76,14 +74,14 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 			if err := s.st.SaveFacts(ctx, node, digest, req.FactsJson, now); err != nil {
 				return nil, status.Errorf(codes.Unavailable, "storing facts: %v", err)
 			}
-			s.facts.put(node, digest, req.FactsJson)
+			s.facts.put(node, cachedFacts{digest: digest, facts: f})
 			s.audits.touch(node)
 			// New facts may change the catalog: compile now, on this call,
 			// so that the node gets it in this very answer.
 			s.compileNode(ctx, node)
 			returning = false
 		}
-	case !known || cachedDigest != req.FactsDigest:
+	case !known || cached.digest != req.FactsDigest:
 		s.metrics.checkins.WithLabelValues("need-facts").Inc()
 		resp.Status = herdv1.CheckinResponse_NEED_FACTS
 		return resp, nil

@@ -290,13 +290,13 @@ func factsOnly(names []string) bool {
 func (s *Server) scanFacts(ctx context.Context, after string, names []string, match func(map[string]any) (bool, error), size, limit int) (nodePage, error) {
 	type candidate struct {
 		name  string
-		facts storedFacts // decoded one at a time, as the scan reaches it
+		facts facts.Facts
 	}
 	s.facts.mu.RLock()
 	cands := make([]candidate, 0, len(s.facts.m))
 	for name, cf := range s.facts.m {
 		if name > after {
-			cands = append(cands, candidate{name, cf})
+			cands = append(cands, candidate{name, cf.facts})
 		}
 	}
 	s.facts.mu.RUnlock()
@@ -325,8 +325,7 @@ func (s *Server) scanFacts(ctx context.Context, after string, names []string, ma
 		return false, nil
 	}
 	for i, c := range cands {
-		cf, _ := c.facts.decode()
-		if ok, _ := match(s.whereEnv(names, store.Node{Name: c.name}, cf.facts, "", time.Time{})); ok {
+		if ok, _ := match(s.whereEnv(names, store.Node{Name: c.name}, c.facts, "", time.Time{})); ok {
 			picked = append(picked, c.name)
 			if len(page.nodes)+len(picked) > size {
 				if full, err := take(); err != nil || full {

@@ -36,7 +36,7 @@ func BenchmarkListNodesWhere10k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s.facts.putFacts(b, name, name, f)
+		s.facts.put(name, cachedFacts{digest: name, facts: f})
 	}
 	adm := admin(b, s)
 	ac := herdv1.NewAdminClient(dialTB(b, s, &adm))

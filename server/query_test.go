@@ -198,10 +198,10 @@ func TestListNodesWherePaged(t *testing.T) {
 		if debian(i) {
 			family = "debian"
 		}
-		s.facts.putFacts(t, name, name, facts.Facts{"os": map[string]any{"family": family}})
+		s.facts.put(name, cachedFacts{digest: name, facts: facts.Facts{"os": map[string]any{"family": family}}})
 	}
 	// Facts of a node the store does not know: never listed.
-	s.facts.putFacts(t, "n-01500x", "x", facts.Facts{"os": map[string]any{"family": "debian"}})
+	s.facts.put("n-01500x", cachedFacts{digest: "x", facts: facts.Facts{"os": map[string]any{"family": "debian"}}})
 	s.queryScan = 500
 	adm := admin(t, s)
 	ac := herdv1.NewAdminClient(dial(t, s, &adm))

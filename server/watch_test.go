@@ -50,7 +50,7 @@ func TestVersionChange(t *testing.T) {
 func TestReloadOfTheSameVersionCompilesNothing(t *testing.T) {
 	t.Parallel()
 	s, _ := startServer(t)
-	s.facts.putFacts(t, "a-01", "sha256:x", nil)
+	s.facts.put("a-01", cachedFacts{digest: "sha256:x"})
 	ctx := context.Background()
 	if err := s.reload(ctx); err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ func BenchmarkAPIWhere10k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s.facts.putFacts(b, name, name, f)
+		s.facts.put(name, cachedFacts{digest: name, facts: f})
 	}
 	adm := admin(b, s)
 	c := webClient(b, s, &adm)
