@@ -141,6 +141,14 @@ func (f *factsCache) get(node string) (cachedFacts, bool) {
 	return c, ok
 }
 
+// digest returns node's facts digest.
+func (f *factsCache) digest(node string) (string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c, ok := f.m[node]
+	return c.digest, ok
+}
+
 func (f *factsCache) put(node string, c cachedFacts) {
 	f.mu.Lock()
 	f.m[node] = c

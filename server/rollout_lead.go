@@ -447,10 +447,11 @@ func (s *Server) refreshFacts(ctx context.Context, node, digest string) error {
 	if err != nil || !ok {
 		return err
 	}
-	if _, err := facts.FromJSON(b); err != nil {
+	f, err := facts.FromJSON(b)
+	if err != nil {
 		return fmt.Errorf("stored facts: %w", err)
 	}
-	s.facts.put(node, d, b)
+	s.facts.put(node, cachedFacts{digest: d, facts: f})
 	return nil
 }
 
