@@ -226,7 +226,15 @@ func (s *Server) takeRelease(ctx context.Context, node string, before *nodeCatal
 		return nil
 	}
 	s.compiles.mu.Unlock()
-	s.recent.put(rec.Etag, rec.Catalog)
+	if s.watch.has(node) {
+		// Its node is told now and fetches it within moments: kept
+		// until then, as a catalog compiled here is, rather than read
+		// from the store a second time (a fleet's catalogs overflow the
+		// cache of recent ones).
+		nc.bytes = rec.Catalog
+	} else {
+		s.recent.put(rec.Etag, rec.Catalog)
+	}
 	s.serveLocal(node, nc)
 	return nil
 }
