@@ -159,23 +159,11 @@ var maxNotify = store.MaxNotifyBytes
 
 // releasePayloads splits node → etag into payloads of at most max bytes.
 func releasePayloads(m map[string]string, max int) []string {
-	var out []string
-	var b strings.Builder
+	lines := make([]string, 0, len(m))
 	for node, etag := range m {
-		line := node + " " + etag
-		if b.Len() > 0 && b.Len()+1+len(line) > max {
-			out = append(out, b.String())
-			b.Reset()
-		}
-		if b.Len() > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(line)
+		lines = append(lines, node+" "+etag)
 	}
-	if b.Len() > 0 {
-		out = append(out, b.String())
-	}
-	return out
+	return linePayloads(lines, max)
 }
 
 // hearReleases takes the catalogs other servers released: each node's
