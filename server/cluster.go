@@ -178,6 +178,12 @@ func (s *Server) hearReleases(ctx context.Context) {
 
 // heardReleases takes one "catalog" payload.
 func (s *Server) heardReleases(ctx context.Context, payload string) {
+	// A few reads at once: each is a round trip to the store, and a
+	// stage's flush announces thousands. Two reads of one node cannot
+	// cross wrongly: each takes the store's current catalog, and one
+	// that finds the node served since it looked gives way.
+	sem := make(chan struct{}, takeReleaseReads)
+	var wg sync.WaitGroup
 	for node, etag := range parseReleases(payload) {
 		if etag == "" {
 			continue
@@ -186,11 +192,20 @@ func (s *Server) heardReleases(ctx context.Context, payload string) {
 		if before != nil && before.etag == etag {
 			continue // ours, or heard already
 		}
-		if err := s.takeRelease(ctx, node, before); err != nil {
-			s.log.Warn("taking a catalog another server released", "node", node, "err", err)
-		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.takeRelease(ctx, node, before); err != nil {
+				s.log.Warn("taking a catalog another server released", "node", node, "err", err)
+			}
+		})
 	}
+	wg.Wait()
 }
+
+// takeReleaseReads is how many released catalogs a server reads from the
+// store at once.
+const takeReleaseReads = 8
 
 // takeRelease serves node's current catalog as the store has it, unless
 // this server served node another catalog since it read before.

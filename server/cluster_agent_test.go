@@ -63,7 +63,7 @@ func TestThreeServersOneStore(t *testing.T) {
 	var servers []*serverProc
 	for i := range 3 {
 		site, dir := t.TempDir(), t.TempDir()
-		writeSite(t, site, clusterSite("hello", "node-1", "node-2"))
+		testkit.WriteFiles(t, site, clusterSite("hello", "node-1", "node-2"))
 		if i > 0 {
 			if err := os.CopyFS(filepath.Join(dir, "ca"), os.DirFS(filepath.Join(servers[0].dir, "ca"))); err != nil {
 				t.Fatal(err)
@@ -134,7 +134,7 @@ func TestThreeServersOneStore(t *testing.T) {
 	onLead := slices.IndexFunc(agents, func(a *clusterAgent) bool { return a.addrs[0] == lead })
 	onOther := slices.IndexFunc(agents, func(a *clusterAgent) bool { return a.addrs[0] == agents[onLead].addrs[2] })
 	for _, s := range servers {
-		writeSite(t, s.site, clusterSite("good morning", agents[onLead].name, agents[onOther].name))
+		testkit.WriteFiles(t, s.site, clusterSite("good morning", agents[onLead].name, agents[onOther].name))
 	}
 	var id int64
 	awaitCond(t, 60*time.Second, "a new rollout whose canary bakes", func() (bool, string) {
@@ -432,20 +432,7 @@ func (a *clusterAgent) connectedTo() []string {
 // runIDs lists the runs in the agent's local history.
 func (a *clusterAgent) runIDs(t *testing.T) []string {
 	t.Helper()
-	st, err := agent.OpenState(agent.DefaultStateDir(a.root).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	runs, err := st.Runs(context.Background(), 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, r := range runs {
-		ids = append(ids, r.ID)
-	}
-	return ids
+	return runIDsAt(t, a.root)
 }
 
 // issueAdmin gets an admin certificate from the server running on dir,
@@ -535,20 +522,6 @@ func awaitCond(t *testing.T, timeout time.Duration, what string, cond func() (bo
 			t.Fatalf("waited %s for %s: %s", timeout, what, last)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// writeSite writes files under dir.
-func writeSite(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

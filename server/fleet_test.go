@@ -165,7 +165,14 @@ func awaitSpooled(t *testing.T, a *fleet.Agent, timeout time.Duration) {
 // runIDs lists the runs the agent made (its history), by id.
 func runIDs(t *testing.T, a *fleet.Agent) []string {
 	t.Helper()
-	st, err := agent.OpenState(agent.DefaultStateDir(a.Root).String())
+	return runIDsAt(t, a.Root)
+}
+
+// runIDsAt lists the runs in the history of the agent whose root is
+// root, by id.
+func runIDsAt(t *testing.T, root string) []string {
+	t.Helper()
+	st, err := agent.OpenState(agent.DefaultStateDir(root).String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,14 @@ import (
 func WriteSite(tb testing.TB, files map[string]string) string {
 	tb.Helper()
 	dir := tb.TempDir()
+	WriteFiles(tb, dir, files)
+	return dir
+}
+
+// WriteFiles writes files (slash-separated path → content) under dir,
+// making the directories they need.
+func WriteFiles(tb testing.TB, dir string, files map[string]string) {
+	tb.Helper()
 	for name, content := range files {
 		p := filepath.Join(dir, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -22,7 +30,6 @@ func WriteSite(tb testing.TB, files map[string]string) string {
 			tb.Fatal(err)
 		}
 	}
-	return dir
 }
 
 // SyntheticOptions shape a generated site.
