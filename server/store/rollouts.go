@@ -264,6 +264,9 @@ func (s *Store) PutCatalogs(ctx context.Context, cats []CatalogRecord) error {
 	}
 	now := time.Now()
 	err := s.write(ctx, func(w *wtx) error {
+		if w.d.pg {
+			return putCatalogsPG(w, cats, now)
+		}
 		for _, c := range cats {
 			sig := c.Signature
 			if sig == nil {
@@ -279,6 +282,37 @@ func (s *Store) PutCatalogs(ctx context.Context, cats []CatalogRecord) error {
 	})
 	if err != nil {
 		return fmt.Errorf("storing %d catalogs: %w", len(cats), err)
+	}
+	return nil
+}
+
+// putCatalogsPG stores cats in one statement: on PostgreSQL each
+// statement is a round trip, and a plan stores a catalog for every node.
+// An etag twice in one statement would be a row updated twice, which
+// PostgreSQL refuses: the last of them goes (one etag is one content).
+func putCatalogsPG(w *wtx, cats []CatalogRecord, now time.Time) error {
+	at := make(map[string]int, len(cats))
+	etags, versions := make([]string, 0, len(cats)), make([]string, 0, len(cats))
+	bodies, sigs := make([][]byte, 0, len(cats)), make([][]byte, 0, len(cats))
+	for _, c := range cats {
+		sig := c.Signature
+		if sig == nil {
+			sig = []byte{}
+		}
+		if i, ok := at[c.Etag]; ok {
+			sigs[i] = sig
+			continue
+		}
+		at[c.Etag] = len(etags)
+		etags, versions = append(etags, c.Etag), append(versions, c.Version)
+		bodies, sigs = append(bodies, c.Catalog), append(sigs, sig)
+	}
+	_, err := w.exec(`INSERT INTO catalogs (etag, version, catalog, signature, saved)
+		SELECT e, v, c, s, ? FROM unnest(?::text[], ?::text[], ?::bytea[], ?::bytea[]) AS t(e, v, c, s)
+		ON CONFLICT (etag) DO UPDATE SET signature = excluded.signature WHERE catalogs.signature != excluded.signature`,
+		ns(now), etags, versions, bodies, sigs)
+	if err != nil {
+		return fmt.Errorf("%d catalogs: %w", len(etags), err)
 	}
 	return nil
 }

@@ -213,3 +213,34 @@ func testNewestRolloutByEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// TestPutCatalogs: a batch stores each catalog once, the same etag twice
+// in one batch included (the last signature wins, as one by one), and a
+// later batch re-signs without touching the bytes.
+func TestPutCatalogs(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := openTest(t)
+		must(t, s.PutCatalogs(ctx, []CatalogRecord{
+			{Etag: "sha256:a", Version: "v1", Catalog: []byte(`{"a":1}`), Signature: []byte("s1")},
+			{Etag: "sha256:b", Version: "v1", Catalog: []byte(`{"b":1}`)},
+			{Etag: "sha256:a", Version: "v1", Catalog: []byte(`{"a":1}`), Signature: []byte("s2")},
+		}))
+		must(t, s.PutCatalogs(ctx, []CatalogRecord{{Etag: "sha256:b", Version: "v1", Catalog: []byte(`{"b":1}`), Signature: []byte("s3")}}))
+		for etag, want := range map[string]CatalogRecord{
+			"sha256:a": {Etag: "sha256:a", Version: "v1", Catalog: []byte(`{"a":1}`), Signature: []byte("s2")},
+			"sha256:b": {Etag: "sha256:b", Version: "v1", Catalog: []byte(`{"b":1}`), Signature: []byte("s3")},
+		} {
+			got, ok, err := s.CatalogByEtag(ctx, etag)
+			if err != nil || !ok {
+				t.Fatalf("CatalogByEtag(%s) = %v, %v", etag, ok, err)
+			}
+			got.Saved = time.Time{}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("CatalogByEtag(%s) (-want +got):\n%s", etag, d)
+			}
+		}
+	})
+}
