@@ -224,20 +224,7 @@ func clusterThroughput(ctx context.Context, c config, site, dir string, want map
 			conc[k]++
 		}
 	}
-	// Each one's name and call as in throughput (main.go).
-	all := []struct {
-		name, what, target string
-		goal               float64
-		fn                 call
-		per                int
-	}{
-		{"checkin", "unchanged check-ins/s (mTLS, loopback)", "≥ 20,000/s", 20000, checkinUnchanged, 1},
-		{"fetch", "catalog fetches/s (NEW_CATALOG)", "≥ 5,000/s", 5000, checkinFetch, 1},
-		{"report", "no-change reports/s, durable, one a call", "≥ 20,000/s", 20000, reportNoChange, 1},
-		{"report100", "reports of 100 events/s, durable, one a call", "≥ 2,000/s", 2000, report100, 1},
-		{"batch", fmt.Sprintf("no-change reports/s, durable, %d a call (SendReports)", c.batch), "≥ 20,000/s", 20000, reportBatch(c.batch, false), c.batch},
-		{"batch100", fmt.Sprintf("reports of 100 events/s, durable, %d a call (SendReports)", c.batch), "≥ 2,000/s", 2000, reportBatch(c.batch, true), c.batch},
-	}
+	all := throughputScenarios(c)
 	// runAll is one run of fn on every server at once.
 	runAll := func(d time.Duration, fn call) []result {
 		rs := make([]result, len(per))

@@ -240,24 +240,10 @@ func throughput(ctx context.Context, c config, site, dir string, want map[string
 	}
 	progress("first check-ins (facts in full, compile, sign, store) of %d agents in %s", len(agents), time.Since(start).Round(time.Millisecond))
 
-	type scen struct {
-		name, what, target string
-		goal               float64
-		fn                 call
-		per                int // reports a call carries: rates count them
-	}
 	if c.batch < 1 || c.batch > 100 {
 		return nil, fmt.Errorf("-batch %d: want 1 to 100", c.batch)
 	}
-	all := []scen{
-		{emptyScenario.name, emptyScenario.what, emptyScenario.target, emptyScenario.goal, emptyCall, 1},
-		{"checkin", "unchanged check-ins/s (mTLS, loopback)", "≥ 20,000/s", 20000, checkinUnchanged, 1},
-		{"fetch", "catalog fetches/s (NEW_CATALOG)", "≥ 5,000/s", 5000, checkinFetch, 1},
-		{"report", "no-change reports/s, durable, one a call", "≥ 20,000/s", 20000, reportNoChange, 1},
-		{"report100", "reports of 100 events/s, durable, one a call", "≥ 2,000/s", 2000, report100, 1},
-		{"batch", fmt.Sprintf("no-change reports/s, durable, %d a call (SendReports)", c.batch), "≥ 20,000/s", 20000, reportBatch(c.batch, false), c.batch},
-		{"batch100", fmt.Sprintf("reports of 100 events/s, durable, %d a call (SendReports)", c.batch), "≥ 2,000/s", 2000, reportBatch(c.batch, true), c.batch},
-	}
+	all := throughputScenarios(c)
 	var rows []row
 	for _, s := range all {
 		if !want[s.name] {
@@ -533,5 +519,27 @@ func printTable(w io.Writer, c config, rows []row) {
 	fmt.Fprintf(w, "\n| scenario | size | measured | target | | detail |\n|---|---|---:|---:|---|---|\n")
 	for _, r := range slices.Clone(rows) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Scenario, r.Size, r.Measured, r.Target, r.Verdict, r.Detail)
+	}
+}
+
+// scen is one throughput scenario: its table row's words, and the call.
+type scen struct {
+	name, what, target string
+	goal               float64
+	fn                 call
+	per                int // reports a call carries: rates count them
+}
+
+// throughputScenarios lists the throughput scenarios, for one server
+// (throughput) and several (cluster.go).
+func throughputScenarios(c config) []scen {
+	return []scen{
+		{emptyScenario.name, emptyScenario.what, emptyScenario.target, emptyScenario.goal, emptyCall, 1},
+		{"checkin", "unchanged check-ins/s (mTLS, loopback)", "≥ 20,000/s", 20000, checkinUnchanged, 1},
+		{"fetch", "catalog fetches/s (NEW_CATALOG)", "≥ 5,000/s", 5000, checkinFetch, 1},
+		{"report", "no-change reports/s, durable, one a call", "≥ 20,000/s", 20000, reportNoChange, 1},
+		{"report100", "reports of 100 events/s, durable, one a call", "≥ 2,000/s", 2000, report100, 1},
+		{"batch", fmt.Sprintf("no-change reports/s, durable, %d a call (SendReports)", c.batch), "≥ 20,000/s", 20000, reportBatch(c.batch, false), c.batch},
+		{"batch100", fmt.Sprintf("reports of 100 events/s, durable, %d a call (SendReports)", c.batch), "≥ 2,000/s", 2000, reportBatch(c.batch, true), c.batch},
 	}
 }
