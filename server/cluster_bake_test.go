@@ -49,16 +49,7 @@ func TestBakeEndAsksANodeWatchingOnAFollower(t *testing.T) {
 		}
 	}
 	report(first.Etag)
-	stream, err := nc.Watch(ctx, &herdv1.WatchRequest{Etag: first.Etag})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for follower.metricsWatchers() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the Watch stream on the follower never opened")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stream := openWatch(ctx, t, follower, nc, first.Etag)
 
 	for _, site := range sites {
 		writeFiles(t, site, map[string]string{"data/common.toml": "greeting = \"good morning\"\n"})

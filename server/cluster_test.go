@@ -83,23 +83,14 @@ func TestRevokedOnOneServerRefusedByAnother(t *testing.T) {
 	resp := checkin(t, onB, map[string]any{}, "")
 	w := herdv1.NewNodeClient(dial(t, b, &watcher))
 	wresp := checkin(t, w, map[string]any{}, "")
-	stream, err := w.Watch(ctx, &herdv1.WatchRequest{Etag: wresp.Etag})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for b.metricsWatchers() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the Watch stream on B never opened")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stream := openWatch(ctx, t, b, w, wresp.Etag)
 
 	if err := a.ca.Revoke(ctx, "w-01"); err != nil {
 		t.Fatal(err)
 	}
 	// At once: no waiting for B to hear of it.
 	fb, d := factsJSON(t, map[string]any{})
-	_, err = onB.Checkin(ctx, &herdv1.CheckinRequest{FactsDigest: d, FactsJson: fb, CatalogEtag: resp.Etag})
+	_, err := onB.Checkin(ctx, &herdv1.CheckinRequest{FactsDigest: d, FactsJson: fb, CatalogEtag: resp.Etag})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("check-in on B right after A revoked = %v; want Unauthenticated naming the revocation", err)
 	}
@@ -125,11 +116,17 @@ func TestRevokedOnOneServerRefusedByAnother(t *testing.T) {
 }
 
 // TestWatchHearsAnotherServersRelease: a node watching on B hears of the
-// catalog A released to it, and B's check-in answers it.
+// catalog A released to it, and B's check-in answers it. A is the server
+// that leads the rollouts: it alone plans a new version.
 func TestWatchHearsAnotherServersRelease(t *testing.T) {
 	t.Parallel()
 	ss, sites := startCluster(t, 2)
-	a, b := ss[0], ss[1]
+	a, followers := rolloutLeader(t, ss)
+	b := followers[0]
+	siteA := sites[0]
+	if a == ss[1] {
+		siteA = sites[1]
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cert := enroll(t, a, "a-01")
@@ -137,18 +134,9 @@ func TestWatchHearsAnotherServersRelease(t *testing.T) {
 	onB := herdv1.NewNodeClient(dial(t, b, &cert))
 	checkin(t, onA, map[string]any{}, "")
 	resp := checkin(t, onB, map[string]any{}, "")
-	stream, err := onB.Watch(ctx, &herdv1.WatchRequest{Etag: resp.Etag})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for b.metricsWatchers() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the Watch stream on B never opened")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stream := openWatch(ctx, t, b, onB, resp.Etag)
 	// Only A's site changes: B compiles nothing new.
-	writeFiles(t, sites[0], map[string]string{"roles/r.toml": strings.Replace(testSite["roles/r.toml"], "hello", "welcome", 1)})
+	writeFiles(t, siteA, map[string]string{"roles/r.toml": strings.Replace(testSite["roles/r.toml"], "hello", "welcome", 1)})
 	ev, err := stream.Recv()
 	if err != nil {
 		t.Fatalf("Watch on B: %v", err)

@@ -340,21 +340,11 @@ func TestRevocationClosesWatch(t *testing.T) {
 	c := enroll(t, s, "w-01")
 	nc := herdv1.NewNodeClient(dial(t, s, &c))
 	resp := checkin(t, nc, map[string]any{}, "")
-	stream, err := nc.Watch(ctx, &herdv1.WatchRequest{Etag: resp.Etag})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Wait until the server registered the stream.
-	for s.metricsWatchers() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the Watch stream never opened")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stream := openWatch(ctx, t, s, nc, resp.Etag)
 	if err := s.ca.Revoke(ctx, "w-01"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = stream.Recv()
+	_, err := stream.Recv()
 	if err == nil || ctx.Err() != nil {
 		t.Fatalf("Recv after revocation = %v (ctx %v), want the stream closed", err, ctx.Err())
 	}
@@ -526,4 +516,22 @@ func TestAuditReports(t *testing.T) {
 	if r := list.Reports[1].Report; r.Audit || len(r.Events) != 1 || r.Events[0].Status != "drift" || r.Events[0].Changes[0].To != "0600" {
 		t.Errorf("the apply's report = %v, want its drift event with what differs", r)
 	}
+}
+
+// openWatch opens a Watch stream from c at etag and waits until s has
+// registered it, so that what the test does next reaches it.
+func openWatch(ctx context.Context, t *testing.T, s *Server, c herdv1.NodeClient, etag string) herdv1.Node_WatchClient {
+	t.Helper()
+	before := s.metricsWatchers()
+	stream, err := c.Watch(ctx, &herdv1.WatchRequest{Etag: etag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s.metricsWatchers() == before {
+		if ctx.Err() != nil {
+			t.Fatalf("the Watch stream on %s never opened", s.Addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return stream
 }
