@@ -180,6 +180,7 @@ type fakeServer struct {
 	nextCheckin   time.Time
 	rehearsal     *herdv1.Rehearsal // sent with every answer but NEED_FACTS
 	reports       []*herdv1.Report  // every report stored, in order
+	reportDelay   time.Duration     // SendReport answers after this long (a slow server)
 	// SendReports: a server older than it answers UNIMPLEMENTED.
 	batches     bool
 	batchCalls  int                              // SendReports calls answered
@@ -398,6 +399,10 @@ func (fs *fakeServer) SendReport(ctx context.Context, req *herdv1.SendReportRequ
 	if _, err := peerNode(ctx); err != nil {
 		return nil, err
 	}
+	fs.mu.Lock()
+	delay := fs.reportDelay
+	fs.mu.Unlock()
+	time.Sleep(delay)
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	id := req.Report.GetRunId()

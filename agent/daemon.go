@@ -147,6 +147,10 @@ type Daemon struct {
 
 	wake chan struct{} // a trigger is pending (capacity 1)
 	sent chan struct{} // a report was spooled (capacity 1)
+	// sending is held while the spool is sent: the send loop and an
+	// upgrade's last send would otherwise both take the same oldest
+	// reports and send them twice.
+	sending sync.Mutex
 
 	mu      sync.Mutex
 	pending Trigger
@@ -332,7 +336,7 @@ func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
 	if out.err != nil {
 		return r, out.err
 	}
-	if _, err := sendSpooled(ctx, d.st, d.node, d.log); err != nil {
+	if _, err := d.sendSpool(ctx); err != nil {
 		return r, fmt.Errorf("the report stays spooled: %w", err)
 	}
 	return r, nil
@@ -818,7 +822,7 @@ func (d *Daemon) sendLoop(ctx context.Context) error {
 			return nil
 		case <-d.sent:
 		}
-		n, err := sendSpooled(ctx, d.st, d.node, d.log)
+		n, err := d.sendSpool(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn(serverTrouble(d.o.Server, err)+"; the reports stay spooled until the next run sends them", "sent", n)
@@ -826,6 +830,13 @@ func (d *Daemon) sendLoop(ctx context.Context) error {
 			d.log.Debug("sent spooled reports", "sent", n)
 		}
 	}
+}
+
+// sendSpool sends the spool, one sender at a time.
+func (d *Daemon) sendSpool(ctx context.Context) (int, error) {
+	d.sending.Lock()
+	defer d.sending.Unlock()
+	return sendSpooled(ctx, d.st, d.node, d.log)
 }
 
 // watchLoop keeps a Watch stream open, reconnecting with backoff, and asks

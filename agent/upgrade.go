@@ -60,7 +60,7 @@ func (d *Daemon) exeReplaced() bool {
 // daemon reloads rather than stops.
 func (d *Daemon) upgraded(ctx context.Context) error {
 	d.log.Info("the agent's program was replaced (a package upgrade): re-executing it, the services left running", "path", d.o.Executable)
-	if n, err := sendSpooled(ctx, d.st, d.node, d.log); err != nil {
+	if n, err := d.sendSpool(ctx); err != nil {
 		d.log.Warn("reports stay spooled for the upgraded agent", "sent", n, "err", err)
 	}
 	d.upgrading = true

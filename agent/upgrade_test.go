@@ -57,7 +57,12 @@ func TestDaemonStopsForUpgrade(t *testing.T) {
 	default:
 	}
 
-	// dpkg's way: a new file renamed over the path.
+	// dpkg's way: a new file renamed over the path. A slow server keeps
+	// the send loop's send of the last report in flight while the daemon
+	// sends its spool before stopping: the report still goes once.
+	fs.mu.Lock()
+	fs.reportDelay = 200 * time.Millisecond
+	fs.mu.Unlock()
 	tmp := exe + ".dpkg-new"
 	if err := os.WriteFile(tmp, []byte("new program"), 0o755); err != nil {
 		t.Fatal(err)
