@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,6 +64,46 @@ func BenchmarkEncodeDigest200(b *testing.B) {
 		}
 		_ = catalogs.Digest(enc)
 	}
+}
+
+// BenchmarkDecodeHead reads that node's environment and file list from
+// its encoding, as a server does for each catalog it takes from the store
+// (a release, a restart's warm-up); Whole is the full decode it replaced.
+func BenchmarkDecodeHead(b *testing.B) {
+	dir := testkit.SyntheticSite(b, testkit.SyntheticOptions{Roles: 50, RolesPerNode: 10, PerRole: 20})
+	s, err := catalogs.Load(context.Background(), dir, catalogs.LoadOptions{Version: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cat, err := s.Compile("node-1", facts.Facts(testkit.SyntheticFacts(1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	enc, err := cat.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Head", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := catalogs.DecodeHead(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Whole", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var head struct {
+				Environment string             `json:"environment"`
+				Files       []catalogs.FileRef `json:"files"`
+			}
+			if err := json.Unmarshal(enc, &head); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(len(enc)), "catalog-bytes")
 }
 
 // BenchmarkLoadSite parses the 50-role synthetic site: the once-per-version

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -119,4 +121,118 @@ func TestEncodeIndexed(t *testing.T) {
 			t.Errorf("%s ids: same digest", name)
 		}
 	}
+}
+
+// TestDecodeHead: the environment and file list come back from a
+// canonical encoding without the resources being read (bytes after the
+// file list that are not JSON at all do not matter), and from any other
+// encoding by a full decode, with the same answer; what is not a catalog
+// is an error.
+func TestDecodeHead(t *testing.T) {
+	t.Parallel()
+	files := []FileRef{{Digest: "sha256:aa", Path: "files/a", Size: 3}, {Digest: "sha256:bb", Path: "files/b\"c", Size: 0}}
+	c := &Catalog{Environment: "staging", Node: "web-01", Version: "v1", Files: files,
+		Resources: []Resource{{ID: "file:/a", Type: "file", Name: "/a", Attrs: map[string]any{"content": "x"}}}}
+	canonical, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := canonical[:bytes.Index(canonical, []byte(`,"node"`))]
+	tests := []struct {
+		name      string
+		in        string
+		env       string
+		files     []FileRef
+		wantError bool
+	}{
+		{name: "canonical", in: string(canonical), env: "staging", files: files},
+		{name: "only the head is read", in: string(cut) + `,"node": not json at all`, env: "staging", files: files},
+		{name: "no files", in: `{"environment":"","files":null,"node":"n","resources":[],"version":"v"}`},
+		{name: "another order", in: `{"version":"v","files":[{"digest":"sha256:aa","path":"files/a","size":3}],"environment":"prod"}`,
+			env: "prod", files: files[:1]},
+		{name: "files first", in: `{"files":[],"environment":"prod"}`, env: "prod", files: []FileRef{}},
+		{name: "a key repeated", in: `{"environment":"a","environment":"b","files":[]}`, env: "b", files: []FileRef{}},
+		{name: "spaces", in: " {\n \"environment\" : \"e\" ,\n \"files\" : [ ] }", env: "e", files: []FileRef{}},
+		{name: "not an object", in: `[1,2]`, wantError: true},
+		{name: "truncated in the head", in: `{"environment":"e","files":[{"digest":`, wantError: true},
+		{name: "a file that is not one", in: `{"environment":"e","files":[7]}`, wantError: true},
+		{name: "empty", in: ``, wantError: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, got, err := DecodeHead([]byte(tt.in))
+			if tt.wantError {
+				if err == nil {
+					t.Fatalf("DecodeHead(%q) = %q, %v, want an error", tt.in, env, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("DecodeHead(%q): %v", tt.in, err)
+			}
+			if env != tt.env || !reflect.DeepEqual(got, tt.files) {
+				t.Errorf("DecodeHead(%q) = %q, %#v, want %q, %#v", tt.in, env, got, tt.env, tt.files)
+			}
+		})
+	}
+}
+
+// FuzzDecodeHead: on a canonical encoding DecodeHead gives the catalog's
+// environment and files; on any JSON that encoding/json decodes, its
+// answer; and on any bytes it does not panic.
+func FuzzDecodeHead(f *testing.F) {
+	f.Add("prod", "sha256:aa", "files/a", int64(3), []byte(`{"environment":"e","files":[]}`))
+	f.Add("\u2028", "\xff", "\x00\"\\", int64(-1), []byte(`{"files":null,"environment":"x","files":[{"size":1}]}`))
+	f.Fuzz(func(t *testing.T, env, digest, path string, size int64, raw []byte) {
+		c := &Catalog{Environment: env, Node: "n", Version: "v", Files: []FileRef{{Digest: digest, Path: path, Size: size}},
+			Resources: []Resource{{ID: "file:" + path, Type: "file", Name: path}}}
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotEnv, gotFiles, err := DecodeHead(b)
+		wantEnv, wantFiles, werr := decodeHeadWhole(b)
+		if err != nil || werr != nil || gotEnv != wantEnv || !reflect.DeepEqual(gotFiles, wantFiles) {
+			t.Fatalf("DecodeHead(%q) = %q, %v, %v; a full decode gives %q, %v, %v", b, gotEnv, gotFiles, err, wantEnv, wantFiles, werr)
+		}
+		gotEnv, gotFiles, err = DecodeHead(raw)
+		wantEnv, wantFiles, werr = decodeHeadWhole(raw)
+		if werr != nil || repeatsKey(raw) {
+			// Not a catalog's head, or a key given twice (encoding/json
+			// takes the last; the canonical encoding never repeats one):
+			// DecodeHead may read less and answer otherwise.
+			return
+		}
+		if err != nil || gotEnv != wantEnv || !reflect.DeepEqual(gotFiles, wantFiles) {
+			t.Fatalf("DecodeHead(%q) = %q, %v, %v; a full decode gives %q, %v", raw, gotEnv, gotFiles, err, wantEnv, wantFiles)
+		}
+	})
+}
+
+// repeatsKey says whether the JSON object b has a top-level key twice, as
+// encoding/json matches keys: without regard to case.
+func repeatsKey(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		k, ok := t.(string)
+		if err != nil || !ok {
+			return false
+		}
+		for _, seen := range keys {
+			if strings.EqualFold(seen, k) {
+				return true
+			}
+		}
+		keys = append(keys, k)
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return false
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -211,15 +210,12 @@ func (s *Server) warm(ctx context.Context) error {
 // newNodeCatalog describes a stored catalog. Only its file list is
 // decoded: the rest is read back from the store when the node fetches it.
 func newNodeCatalog(etag, version string, b, sig []byte) (*nodeCatalog, error) {
-	var files struct {
-		Environment string             `json:"environment"`
-		Files       []catalogs.FileRef `json:"files"`
-	}
-	if err := json.Unmarshal(b, &files); err != nil {
+	env, files, err := catalogs.DecodeHead(b)
+	if err != nil {
 		return nil, err
 	}
-	nc := &nodeCatalog{etag: etag, version: version, env: files.Environment, signature: sig, files: make(map[string]bool, len(files.Files))}
-	for _, f := range files.Files {
+	nc := &nodeCatalog{etag: etag, version: version, env: env, signature: sig, files: make(map[string]bool, len(files))}
+	for _, f := range files {
 		nc.files[f.Digest] = true
 	}
 	return nc, nil
