@@ -241,11 +241,12 @@ func (s *Store) AuditReports(ctx context.Context, node string) (last, check *Rep
 		var r Report
 		var id, received, started, duration int64
 		var events int
+		var eventData []byte
 		sm := &r.Summary
 		err := tx.QueryRowContext(ctx, `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, started, duration,
-			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events FROM reports
+			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events, event_data FROM reports
 			WHERE node = ? AND partial = 0 AND `+where+` ORDER BY started DESC, id DESC LIMIT 1`, node).Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &started, &duration,
-			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events)
+			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events, &eventData)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, nil
 		}
@@ -253,10 +254,8 @@ func (s *Store) AuditReports(ctx context.Context, node string) (last, check *Rep
 			return nil, err
 		}
 		r.Received, r.Started, r.Duration = fromNS(received), fromNS(started), time.Duration(duration)
-		if events > 0 {
-			if r.Events, err = readEvents(ctx, tx, id, events); err != nil {
-				return nil, err
-			}
+		if r.Events, err = reportEvents(ctx, tx, id, events, eventData); err != nil {
+			return nil, err
 		}
 		return &r, nil
 	}

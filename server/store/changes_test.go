@@ -43,8 +43,11 @@ func TestEventSource(t *testing.T) {
 			t.Errorf("a long source was kept as %d bytes", len(got[0].Events[4].Source))
 		}
 		var raw []byte
-		if err := s.rdb.QueryRow(`SELECT changes FROM events WHERE resource = 'file:/obj'`).Scan(&raw); err != nil || !bytes.Equal(raw, events[3].ChangesJSON) {
-			t.Errorf("changes column = %q, %v; want %q as it came", raw, err, events[3].ChangesJSON)
+		if err := s.rdb.QueryRow(`SELECT event_data FROM reports WHERE run_id = 'run-1'`).Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if stored, err := decodeEvents(raw); err != nil || len(stored) != len(events) || !bytes.Equal(stored[3].ChangesJSON, events[3].ChangesJSON) {
+			t.Errorf("stored events = %v, %v; want file:/obj's changes %q as they came", stored, err, events[3].ChangesJSON)
 		}
 	})
 }

@@ -296,10 +296,11 @@ func TestPGSingleUseTokenOnceAcrossStores(t *testing.T) {
 }
 
 // TestEventTextAnyBytes: a command's output may hold a NUL byte, invalid
-// UTF-8 and backslashes; the report is stored on both databases (on
-// PostgreSQL, whose text takes neither NUL nor invalid UTF-8, those
-// become U+FFFD) and its events come back in order, more than one
-// sqlite INSERT's worth, with their changes or none.
+// UTF-8 and backslashes; the report is stored on both databases and its
+// events come back in order, byte for byte (they are one binary value),
+// with their changes or none. Its text columns take the same on both
+// (on PostgreSQL, whose text takes neither NUL nor invalid UTF-8, those
+// become U+FFFD).
 func TestEventTextAnyBytes(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T) {
@@ -315,7 +316,7 @@ func TestEventTextAnyBytes(t *testing.T) {
 			}
 			events = append(events, e)
 		}
-		r := Report{RunID: "r1", Started: at(1), Received: at(1), Summary: Summary{Resources: 40, Failed: 40}, Events: events}
+		r := Report{RunID: "r1", Version: odd, Started: at(1), Received: at(1), Summary: Summary{Resources: 40, Failed: 40}, Events: events}
 		if _, err := s.SaveReport(ctx, "web-01", r); err != nil {
 			t.Fatalf("SaveReport with odd output = %v", err)
 		}
@@ -323,9 +324,12 @@ func TestEventTextAnyBytes(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("ReportByRun = %v, %v", ok, err)
 		}
-		want := odd
+		want, wantVersion := odd, odd
 		if testKind(t) == "postgres" {
-			want = "a\uFFFDb \\x41 \\\\ \uFFFD end"
+			wantVersion = "a\uFFFDb \\x41 \\\\ \uFFFD end"
+		}
+		if got.Version != wantVersion {
+			t.Errorf("version = %q, want %q", got.Version, wantVersion)
 		}
 		if len(got.Events) != len(events) {
 			t.Fatalf("%d events back, want %d", len(got.Events), len(events))

@@ -198,7 +198,8 @@ func (s *Store) Purge(ctx context.Context, node string) (ok bool, err error) {
 
 // purgeReports deletes node's reports and their events.
 func purgeReports(w *wtx, node string) error {
-	rows, err := w.query(`DELETE FROM reports WHERE node = ? RETURNING id, events`, node)
+	// Only reports stored before migration 14 have rows in events.
+	rows, err := w.query(`DELETE FROM reports WHERE node = ? RETURNING id, CASE WHEN event_data IS NULL THEN events ELSE 0 END`, node)
 	if err != nil {
 		return err
 	}

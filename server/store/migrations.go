@@ -290,6 +290,10 @@ var migrations = []string{
 	// 13: an event's source (the site file:line of the resource), so that
 	// a stored report names where a failed resource was declared.
 	`ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT '';`,
+	// 14: a report's events in its own row (eventdata.go), one value
+	// instead of a row each in events, which keeps the reports stored
+	// before it. NULL: no events, or events in the events table.
+	`ALTER TABLE reports ADD COLUMN event_data BLOB;`,
 }
 
 // pgMigrations holds a migration's PostgreSQL form where pgSchema's

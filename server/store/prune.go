@@ -100,20 +100,23 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (Pruned, error) {
 // pruneReports removes up to pruneChunk reports received before before,
 // and their events.
 func pruneReports(w *wtx, before int64) (reports, events int64, err error) {
+	// Only reports stored before migration 14 have rows in events.
 	rows, err := w.query(`DELETE FROM reports WHERE id IN
-		(SELECT id FROM reports WHERE received < ? ORDER BY received LIMIT ?) RETURNING id, events`, before, pruneChunk)
+		(SELECT id FROM reports WHERE received < ? ORDER BY received LIMIT ?)
+		RETURNING id, events, CASE WHEN event_data IS NULL THEN events ELSE 0 END`, before, pruneChunk)
 	if err != nil {
 		return 0, 0, err
 	}
 	var withEvents []int64
 	for rows.Next() {
-		var id, n int64
-		if err := rows.Scan(&id, &n); err != nil {
+		var id, n, rowsOf int64
+		if err := rows.Scan(&id, &n, &rowsOf); err != nil {
 			rows.Close()
 			return 0, 0, err
 		}
 		reports++
-		if n > 0 {
+		events += n
+		if rowsOf > 0 {
 			withEvents = append(withEvents, id)
 		}
 	}
@@ -122,15 +125,9 @@ func pruneReports(w *wtx, before int64) (reports, events int64, err error) {
 		return 0, 0, err
 	}
 	for _, id := range withEvents {
-		res, err := w.exec(`DELETE FROM events WHERE id >= ? AND id < ?`, id<<eventBits, (id+1)<<eventBits)
-		if err != nil {
+		if _, err := w.exec(`DELETE FROM events WHERE id >= ? AND id < ?`, id<<eventBits, (id+1)<<eventBits); err != nil {
 			return 0, 0, err
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, 0, err
-		}
-		events += n
 	}
 	return reports, events, nil
 }

@@ -20,7 +20,11 @@ func TestPrune(t *testing.T) {
 			if i%10 == 0 {
 				r.Events = []Event{{ID: "file:/x", Type: "file", Status: "changed"}}
 			}
-			if _, err := s.SaveReport(ctx, fmt.Sprintf("web-%d", i%3), r); err != nil {
+			if i%20 == 0 {
+				// Stored before migration 14: its event is a row of the
+				// events table.
+				saveLegacyReport(t, s, fmt.Sprintf("web-%d", i%3), r)
+			} else if _, err := s.SaveReport(ctx, fmt.Sprintf("web-%d", i%3), r); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -44,12 +48,12 @@ func TestPrune(t *testing.T) {
 		if p != want {
 			t.Errorf("Prune = %+v, want %+v", p, want)
 		}
-		var reports, events int
-		if err := s.rdb.QueryRow(`SELECT (SELECT COUNT(*) FROM reports), (SELECT COUNT(*) FROM events)`).Scan(&reports, &events); err != nil {
+		var reports, events, rows int
+		if err := s.rdb.QueryRow(`SELECT (SELECT COUNT(*) FROM reports), (SELECT SUM(events) FROM reports), (SELECT COUNT(*) FROM events)`).Scan(&reports, &events, &rows); err != nil {
 			t.Fatal(err)
 		}
-		if reports != 500 || events != 50 {
-			t.Errorf("after Prune: %d reports, %d events; want 500 and 50", reports, events)
+		if reports != 500 || events != 50 || rows != 25 {
+			t.Errorf("after Prune: %d reports, %d events, %d of them rows of events; want 500, 50 and 25", reports, events, rows)
 		}
 		if rs, _ := s.Reports(ctx, "", 1000); len(rs) != 500 || !rs[len(rs)-1].Received.Equal(at(2000)) {
 			t.Errorf("oldest report left received %v, want %v", rs[len(rs)-1].Received, at(2000))

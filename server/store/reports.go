@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -269,6 +268,7 @@ type preparedReport struct {
 	node           string
 	r              Report
 	keep           []Event
+	eventData      []byte // keep, encoded (eventdata.go)
 	exit           int
 	applied        string
 	appliedVersion string
@@ -298,7 +298,7 @@ func prepareReport(node string, r Report) (*preparedReport, error) {
 	if len(keep) > 1<<eventBits {
 		return nil, fmt.Errorf("saving report %s of %s: %d events not in sync, more than the %d a report keeps", r.RunID, node, len(keep), 1<<eventBits)
 	}
-	p := &preparedReport{node: node, r: r, keep: keep, exit: r.ExitCode(), firstSeen: r.Received}
+	p := &preparedReport{node: node, r: r, keep: keep, eventData: encodeEvents(keep), exit: r.ExitCode(), firstSeen: r.Received}
 	if !r.Noop {
 		p.applied, p.appliedVersion = r.CatalogDigest, r.Version
 	}
@@ -313,17 +313,14 @@ func (p *preparedReport) insert(w *wtx) (dup bool, err error) {
 	// row back is a run stored already.
 	var id int64
 	err = w.queryRow(`INSERT INTO reports (node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration, exit_code,
-			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING RETURNING id`,
+			resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events, event_data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, run_id) DO NOTHING RETURNING id`,
 		p.node, r.RunID, ns(r.Received), r.Version, r.CatalogDigest, r.Noop, r.Audit, r.Partial, ns(r.Started), int64(r.Duration), p.exit,
-		sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(p.keep)).Scan(&id)
+		sum.Resources, sum.InSync, sum.Changed, sum.Failed, sum.Skipped, sum.Unknown, sum.Refreshed, sum.Drift, len(p.keep), p.eventData).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return true, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	return false, insertEvents(w, id<<eventBits, p.keep)
+	return false, err
 }
 
 // setDrift makes the report's drift the node's, unless a run that started
@@ -357,62 +354,6 @@ func (p *preparedReport) setLastRun(w *wtx) error {
 	return err
 }
 
-// eventsPerInsert is how many events one INSERT statement carries: one
-// statement per event would spend most of a big report's time crossing
-// from Go to sqlite.
-const eventsPerInsert = 16
-
-const eventColumns = 12
-
-var insertEventsSQL = func() [eventsPerInsert + 1]string {
-	var qs [eventsPerInsert + 1]string
-	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", eventColumns), ", ") + ")"
-	for n := 1; n <= eventsPerInsert; n++ {
-		qs[n] = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration, source) VALUES ` +
-			strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
-	}
-	return qs
-}()
-
-// insertEventsPG stores any number of events in one statement: on
-// PostgreSQL each statement is a round trip.
-const insertEventsPG = `INSERT INTO events (id, resource, type, status, noop, changes, refresh, error, cause, output, duration, source)
-	SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[])`
-
-func insertEvents(w *wtx, first int64, events []Event) error {
-	if w.d.pg {
-		n := len(events)
-		ids, noops, durs := make([]int64, n), make([]int64, n), make([]int64, n)
-		res, typ, st, ref, er, cause, out, src := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		changes := make([][]byte, n)
-		for i, e := range events {
-			ids[i], durs[i] = first+int64(i), int64(e.Duration)
-			if e.Noop {
-				noops[i] = 1
-			}
-			res[i], typ[i], st[i], changes[i] = e.ID, e.Type, e.Status, e.ChangesJSON
-			ref[i], er[i], cause[i], out[i], src[i] = e.Refresh, e.Error, e.Cause, e.Output, e.Source
-		}
-		if _, err := w.exec(insertEventsPG, ids, res, typ, st, noops, changes, ref, er, cause, out, durs, src); err != nil {
-			return fmt.Errorf("storing events: %w", err)
-		}
-		return nil
-	}
-	args := make([]any, 0, eventColumns*min(len(events), eventsPerInsert))
-	for start := 0; start < len(events); start += eventsPerInsert {
-		chunk := events[start:min(start+eventsPerInsert, len(events))]
-		args = args[:0]
-		for i, e := range chunk {
-			args = append(args, first+int64(start+i), e.ID, e.Type, e.Status, e.Noop, e.ChangesJSON,
-				e.Refresh, e.Error, e.Cause, e.Output, int64(e.Duration), e.Source)
-		}
-		if _, err := w.exec(insertEventsSQL[len(chunk)], args...); err != nil {
-			return fmt.Errorf("storing events: %w", err)
-		}
-	}
-	return nil
-}
-
 // Reports returns the newest reports, newest first (in the order they
 // were stored), with their events: node's, or every node's when node is
 // "". At most limit (DefaultHistoryLimit when limit <= 0).
@@ -440,7 +381,7 @@ type ReportQuery struct {
 func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64, error) {
 	limit := limitOr(q.Limit, DefaultHistoryLimit)
 	query := `SELECT id, node, run_id, received, version, catalog_digest, noop, audit, partial, started, duration,
-		resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events FROM reports`
+		resources, in_sync, changed, failed, skipped, unknown, refreshed, drift, events, event_data FROM reports`
 	before := q.Before
 	if before <= 0 {
 		before = math.MaxInt64
@@ -472,13 +413,15 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 	var out []Report
 	var ids []int64
 	var counts []int
+	var data [][]byte
 	for rows.Next() {
 		var r Report
 		var id, received, started, duration int64
 		var events int
+		var eventData []byte
 		sm := &r.Summary
 		if err := rows.Scan(&id, &r.Node, &r.RunID, &received, &r.Version, &r.CatalogDigest, &r.Noop, &r.Audit, &r.Partial, &started, &duration,
-			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events); err != nil {
+			&sm.Resources, &sm.InSync, &sm.Changed, &sm.Failed, &sm.Skipped, &sm.Unknown, &sm.Refreshed, &sm.Drift, &events, &eventData); err != nil {
 			rows.Close()
 			return nil, 0, fmt.Errorf("listing reports: %w", err)
 		}
@@ -486,6 +429,7 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 		out = append(out, r)
 		ids = append(ids, id)
 		counts = append(counts, events)
+		data = append(data, eventData)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -501,10 +445,7 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 			out, ids, more = out[:i], ids[:i], true
 			break
 		}
-		if counts[i] == 0 {
-			continue
-		}
-		if out[i].Events, err = readEvents(ctx, tx, ids[i], counts[i]); err != nil {
+		if out[i].Events, err = reportEvents(ctx, tx, ids[i], counts[i], data[i]); err != nil {
 			return nil, 0, fmt.Errorf("listing reports: run %s of %s: %w", out[i].RunID, out[i].Node, err)
 		}
 		for _, e := range out[i].Events {
@@ -517,6 +458,19 @@ func (s *Store) ReportsPage(ctx context.Context, q ReportQuery) ([]Report, int64
 	return out, ids[len(ids)-1], nil
 }
 
+// reportEvents returns a report's events: decoded from its event_data, or,
+// for a report stored before migration 14, read from the events table.
+func reportEvents(ctx context.Context, tx *readTx, report int64, count int, data []byte) ([]Event, error) {
+	switch {
+	case len(data) > 0:
+		return decodeEvents(data)
+	case count > 0:
+		return readEvents(ctx, tx, report, count)
+	}
+	return nil, nil
+}
+
+// readEvents reads a report's rows in the events table.
 func readEvents(ctx context.Context, tx *readTx, report int64, count int) ([]Event, error) {
 	first := report << eventBits
 	rows, err := tx.QueryContext(ctx, `SELECT resource, type, status, noop, changes, refresh, error, cause, output, duration, source
