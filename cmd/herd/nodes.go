@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -85,10 +86,12 @@ the LAST RUN.`,
 			}
 			// The site line first: a version that fails to load is what
 			// explains a fleet that does not move.
+			envs := false
 			if st, err := c.SiteStatus(cmd.Context(), &herdv1.SiteStatusRequest{}); err == nil {
 				fmt.Fprintln(cmd.OutOrStdout(), siteLine(st))
+				envs = len(st.Environments) > 0
 			}
-			return printNodes(cmd.OutOrStdout(), all.Nodes)
+			return printNodes(cmd.OutOrStdout(), all.Nodes, envs)
 		}),
 	}
 	af.Register(cmd)
@@ -98,9 +101,10 @@ the LAST RUN.`,
 	return cmd
 }
 
-// printNodes writes the fleet as a table for people. Every string in it
-// came from a node or the site and is cleaned.
-func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
+// printNodes writes the fleet as a table for people, with an ENV column
+// when the server serves environments. Every string in it came from a
+// node or the site and is cleaned.
+func printNodes(w io.Writer, nodes []*herdv1.NodeInfo, envs bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	// A DEACTIVATED column only when a deactivated node is listed
 	// (herd nodes --all).
@@ -114,7 +118,16 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 		}
 		return ago(n.DeactivatedUnixMs) + "\t"
 	}
+	env := func(n *herdv1.NodeInfo) string {
+		if !envs {
+			return ""
+		}
+		return cmp.Or(nodecmd.Clean(n.Environment), "-") + "\t"
+	}
 	head := "NODE\t"
+	if envs {
+		head += "ENV\t"
+	}
 	if inactive {
 		head += "DEACTIVATED\t"
 	}
@@ -141,7 +154,7 @@ func printNodes(w io.Writer, nodes []*herdv1.NodeInfo) error {
 		if n.LastReportUnixMs != 0 {
 			drift = fmt.Sprint(n.Drift)
 		}
-		fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), deactivated(n), ago(n.LastCheckinUnixMs), approved, running, rollout,
+		fmt.Fprintf(tw, "%s\t%s%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", nodecmd.Clean(n.Name), env(n), deactivated(n), ago(n.LastCheckinUnixMs), approved, running, rollout,
 			lastRun(n), drift, nodecmd.Clean(firstLine(n.CompileError)))
 	}
 	return tw.Flush()

@@ -11,7 +11,8 @@ import (
 
 // TestPrintNodes: herd nodes shows the approved and the running version
 // and the rollout state; a noop run says what would change and never
-// "changed", and the running version stays the last real apply's.
+// "changed", and the running version stays the last real apply's; each
+// node's environment is a column when the server serves environments.
 func TestPrintNodes(t *testing.T) {
 	t.Parallel()
 	v1, v2 := "sha256:"+strings.Repeat("1", 64), strings.Repeat("2", 40)
@@ -19,6 +20,7 @@ func TestPrintNodes(t *testing.T) {
 	tests := []struct {
 		name      string
 		node      *herdv1.NodeInfo
+		envs      bool // the server serves environments
 		want, not []string
 	}{
 		{
@@ -41,6 +43,17 @@ func TestPrintNodes(t *testing.T) {
 			want: []string{"DRIFT", "0 changed, 0 failed  3 "},
 		},
 		{
+			name: "environments served",
+			node: &herdv1.NodeInfo{Name: "web-04", Environment: "staging", CatalogEtag: "sha256:e", CatalogVersion: v1},
+			envs: true,
+			want: []string{"NODE    ENV      CHECK-IN", "web-04  staging  never"},
+		},
+		{
+			name: "one site: no ENV column",
+			node: &herdv1.NodeInfo{Name: "web-05", Environment: "production"},
+			not:  []string{"ENV", "production"},
+		},
+		{
 			name: "never ran, in no rollout",
 			node: &herdv1.NodeInfo{Name: "db-01" + hostile, CompileError: "roles/db.toml:1:1: bad\nmore"},
 			want: []string{`"db-01\x1b]0;owned`, "roles/db.toml:1:1: bad …"},
@@ -50,7 +63,7 @@ func TestPrintNodes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var b bytes.Buffer
-			if err := printNodes(&b, []*herdv1.NodeInfo{tt.node}); err != nil {
+			if err := printNodes(&b, []*herdv1.NodeInfo{tt.node}, tt.envs); err != nil {
 				t.Fatal(err)
 			}
 			out := b.String()
