@@ -150,9 +150,14 @@ violations contains {"message": json.marshal(r.attrs), "resource": r.id} if {
 `,
 		}
 	}
+	// Each wait is for the rollout of the whole site written: on a loaded
+	// machine the server may load it half-written first.
 	v1 := f.Version()
 	f.WriteSite(secretSite(canaryDB))
-	f.AwaitRollout(60*time.Second, v1, "done", func(r *herdv1.GetRolloutResponse) bool { return r.Rollout.State == "done" })
+	want := f.SiteVersion()
+	f.AwaitRollout(60*time.Second, v1, "done at "+want, func(r *herdv1.GetRolloutResponse) bool {
+		return r.Rollout.State == "done" && r.Rollout.Version == want
+	})
 	mid := f.AwaitConverged(60*time.Second, before)
 
 	// The owning node got the plain values, in its managed files only.
@@ -164,7 +169,10 @@ violations contains {"message": json.marshal(r.attrs), "resource": r.id} if {
 	// Rotation: the database password changes.
 	v2 := f.Version()
 	f.WriteSite(secretSite(canaryDB2))
-	rot := f.AwaitRollout(60*time.Second, v2, "done", func(r *herdv1.GetRolloutResponse) bool { return r.Rollout.State == "done" })
+	want = f.SiteVersion()
+	rot := f.AwaitRollout(60*time.Second, v2, "done at "+want, func(r *herdv1.GetRolloutResponse) bool {
+		return r.Rollout.State == "done" && r.Rollout.Version == want
+	})
 	if n := fleet.Node(rot, "node-1"); n.GetRehearsal().GetChanged() == 0 {
 		t.Errorf("node-1 rehearsed nothing of the rotation: %v", n)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herdcm/herd/api/herdv1"
+	"github.com/herdcm/herd/catalogs"
 	"github.com/herdcm/herd/server/ca"
 )
 
@@ -86,6 +87,19 @@ func (f *Fleet) Version() string {
 		f.tb.Fatalf("site status: %v", err)
 	}
 	return st.Version
+}
+
+// SiteVersion is the version the server gives the site as it is on disk
+// now. WriteSite writes its files one by one, and on a loaded machine the
+// server may load them half-written first (a version of its own, with a
+// rollout of its own): a test waits for this one.
+func (f *Fleet) SiteVersion() string {
+	f.tb.Helper()
+	s, err := catalogs.Load(context.Background(), f.Site, catalogs.LoadOptions{})
+	if err != nil {
+		f.tb.Fatalf("loading the site as written: %v", err)
+	}
+	return s.Version
 }
 
 // Approved returns the etag of the catalog each node is approved to run
