@@ -43,8 +43,9 @@ func BenchmarkCompileNode200(b *testing.B) {
 	b.ReportMetric(float64(len(cat.Resources)), "resources")
 }
 
-// BenchmarkEncodeDigest200 encodes and digests that node's catalog.
-func BenchmarkEncodeDigest200(b *testing.B) {
+// node200 is node-1's catalog of the 200-resource synthetic site.
+func node200(b *testing.B) *catalogs.Catalog {
+	b.Helper()
 	dir := testkit.SyntheticSite(b, testkit.SyntheticOptions{Roles: 50, RolesPerNode: 10, PerRole: 20})
 	s, err := catalogs.Load(context.Background(), dir, catalogs.LoadOptions{Version: "bench"})
 	if err != nil {
@@ -54,6 +55,12 @@ func BenchmarkEncodeDigest200(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return cat
+}
+
+// BenchmarkEncodeDigest200 encodes and digests that node's catalog.
+func BenchmarkEncodeDigest200(b *testing.B) {
+	cat := node200(b)
 	enc, _ := cat.Encode()
 	b.SetBytes(int64(len(enc)))
 	b.ReportAllocs()
@@ -70,16 +77,7 @@ func BenchmarkEncodeDigest200(b *testing.B) {
 // its encoding, as a server does for each catalog it takes from the store
 // (a release, a restart's warm-up); Whole is the full decode it replaced.
 func BenchmarkDecodeHead(b *testing.B) {
-	dir := testkit.SyntheticSite(b, testkit.SyntheticOptions{Roles: 50, RolesPerNode: 10, PerRole: 20})
-	s, err := catalogs.Load(context.Background(), dir, catalogs.LoadOptions{Version: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cat, err := s.Compile("node-1", facts.Facts(testkit.SyntheticFacts(1)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	enc, err := cat.Encode()
+	enc, err := node200(b).Encode()
 	if err != nil {
 		b.Fatal(err)
 	}
