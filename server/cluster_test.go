@@ -160,6 +160,68 @@ func TestWatchHearsAnotherServersRelease(t *testing.T) {
 	}
 }
 
+// TestReleasesOfOtherNodesComeAfter: a follower takes at once the
+// release of a node watching on it, and later, in the background, that
+// of a node with no stream there; a check-in of that node on the
+// follower meanwhile is answered with the released catalog all the same.
+func TestReleasesOfOtherNodesComeAfter(t *testing.T) {
+	t.Parallel()
+	ss, sites := startCluster(t, 2)
+	a, followers := rolloutLeader(t, ss)
+	b := followers[0]
+	siteA := sites[0]
+	if a == ss[1] {
+		siteA = sites[1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watching, other := enroll(t, a, "w-01"), enroll(t, a, "o-01")
+	wOnB := herdv1.NewNodeClient(dial(t, b, &watching))
+	oOnA, oOnB := herdv1.NewNodeClient(dial(t, a, &other)), herdv1.NewNodeClient(dial(t, b, &other))
+	resp := checkin(t, wOnB, map[string]any{}, "")
+	old := checkin(t, oOnA, map[string]any{}, "")
+	stream := openWatch(ctx, t, b, wOnB, resp.Etag)
+
+	writeFiles(t, siteA, map[string]string{"roles/r.toml": strings.Replace(testSite["roles/r.toml"], "hello", "welcome", 1)})
+	ev, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("Watch on B: %v", err)
+	}
+	if cur, _ := a.compiles.get("w-01"); cur == nil || ev.Etag != cur.etag || ev.Etag == resp.Etag {
+		t.Fatalf("Watch on B announced %s; want A's new catalog (A serves %v)", ev.Etag, cur)
+	}
+	// The other node's release reaches B too, without a stream there.
+	var want string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		onA, _ := a.compiles.get("o-01")
+		onB, _ := b.compiles.get("o-01")
+		if onA != nil && onA.etag != old.Etag && onB != nil && onB.etag == onA.etag {
+			want = onA.etag
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B never took o-01's release: A serves %v, B %v", onA, onB)
+		}
+	}
+	if got := checkin(t, oOnB, map[string]any{}, old.Etag); got.Status != herdv1.CheckinResponse_NEW_CATALOG || got.Etag != want {
+		t.Errorf("o-01's check-in on B = %v %s, want NEW_CATALOG %s", got.Status, got.Etag, want)
+	}
+
+	// A release waiting its turn is taken by the node's own check-in:
+	// B is made to serve the old catalog again with the release queued.
+	prev, err := b.storedCatalog(ctx, old.Etag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.compiles.mu.Lock()
+	b.compiles.catalogs["o-01"] = prev
+	b.compiles.mu.Unlock()
+	b.later.add("o-01", want)
+	if got := checkin(t, oOnB, map[string]any{}, old.Etag); got.Status != herdv1.CheckinResponse_NEW_CATALOG || got.Etag != want {
+		t.Errorf("o-01's check-in on B with its release queued = %v %s, want NEW_CATALOG %s", got.Status, got.Etag, want)
+	}
+}
+
 func TestReleasePayloads(t *testing.T) {
 	t.Parallel()
 	m := map[string]string{}

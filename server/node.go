@@ -109,6 +109,7 @@ func (n *nodeService) Checkin(ctx context.Context, req *herdv1.CheckinRequest) (
 	if returning {
 		s.compileNode(ctx, node)
 	}
+	s.settleRelease(ctx, node)
 	cur, compileErr := s.compiles.get(node)
 	if cur == nil {
 		cur = s.compileNode(ctx, node)
@@ -217,6 +218,7 @@ func (s *Server) nextCheckin(node string, now time.Time) time.Time {
 func (n *nodeService) GetFile(req *herdv1.GetFileRequest, stream grpc.ServerStreamingServer[herdv1.FileChunk]) error {
 	s := n.s
 	node := caller(stream.Context()).name
+	s.settleRelease(stream.Context(), node)
 	cur, _ := s.compiles.get(node)
 	reh := s.rehearse.get(node)
 	// Only a digest the node's own catalog ships (or the catalog it is
@@ -437,7 +439,9 @@ func (n *nodeService) Watch(req *herdv1.WatchRequest, stream grpc.ServerStreamin
 		s.metrics.watchers.Dec()
 	}()
 	// A node that (re)connects hears at once of a catalog it lacks, or
-	// of a rehearsal waiting for it.
+	// of a rehearsal waiting for it. Registered first, so that a release
+	// heard from now on is taken for it at once rather than later.
+	s.settleRelease(ctx, id.name)
 	if cur, _ := s.compiles.get(id.name); cur != nil && (cur.etag != req.Etag || s.rehearse.get(id.name) != nil) {
 		if err := stream.Send(&herdv1.WatchEvent{Etag: cur.etag, Version: cur.version, Run: cur.etag == req.Etag}); err != nil {
 			return err

@@ -328,6 +328,13 @@ func (a *arrivals) done(node string, ch chan struct{}) {
 }
 
 // arrived wakes the check-ins waiting on node.
+// waiting says whether a check-in waits for node's catalog.
+func (a *arrivals) waiting(node string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.m[node]) > 0
+}
+
 func (a *arrivals) arrived(node string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -288,6 +288,9 @@ type Server struct {
 	// released is the catalogs this server released, to tell the
 	// other servers sharing a PostgreSQL store (cluster.go).
 	released releases
+	// later holds the releases heard for nodes with no Watch stream
+	// here, taken after the others (laterReleases).
+	later    laterQueue
 	inFlight chan struct{}
 	limits   sync.Map // node → *nodeLimits
 	// services holds each node's service health of its newest report:
@@ -408,6 +411,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	announce = s.announceRevoked
 	s.web = newWebAuth(s)
 	s.released.init()
+	s.later.init()
 	s.compiles.init()
 	s.facts.init()
 	s.watch.init()
@@ -617,6 +621,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.st.Postgres() {
 		g.Go(func() error { s.hearRevocations(ctx); return nil })
 		g.Go(func() error { s.hearReleases(ctx); return nil })
+		g.Go(func() error { s.laterReleases(ctx); return nil })
 		g.Go(func() error { s.sendReleases(ctx); return nil })
 		g.Go(func() error { s.hearAudits(ctx); return nil })
 		g.Go(func() error { s.lead(ctx, &s.auditLead); return nil })
