@@ -228,7 +228,7 @@ func (s *Server) laterReleases(ctx context.Context) {
 	defer wg.Wait()
 	for range laterReleaseReads {
 		wg.Go(func() {
-			for {
+			for ctx.Err() == nil {
 				node, etag, done, ok := s.later.pop()
 				if !ok {
 					select {

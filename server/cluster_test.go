@@ -120,13 +120,7 @@ func TestRevokedOnOneServerRefusedByAnother(t *testing.T) {
 // that leads the rollouts: it alone plans a new version.
 func TestWatchHearsAnotherServersRelease(t *testing.T) {
 	t.Parallel()
-	ss, sites := startCluster(t, 2)
-	a, followers := rolloutLeader(t, ss)
-	b := followers[0]
-	siteA := sites[0]
-	if a == ss[1] {
-		siteA = sites[1]
-	}
+	a, b, siteA := leaderAndFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cert := enroll(t, a, "a-01")
@@ -152,7 +146,7 @@ func TestWatchHearsAnotherServersRelease(t *testing.T) {
 
 	// A late announcement of the old catalog (batches from two servers
 	// cross) puts nothing back: the store says which is current.
-	for _, s := range ss {
+	for _, s := range []*Server{a, b} {
 		s.heardReleases(ctx, "a-01 "+resp.Etag)
 		if cur, _ := s.compiles.get("a-01"); cur == nil || cur.etag != ev.Etag {
 			t.Errorf("after a late announcement of the old catalog a server serves %v, want %s", cur, ev.Etag)
@@ -166,13 +160,7 @@ func TestWatchHearsAnotherServersRelease(t *testing.T) {
 // follower meanwhile is answered with the released catalog all the same.
 func TestReleasesOfOtherNodesComeAfter(t *testing.T) {
 	t.Parallel()
-	ss, sites := startCluster(t, 2)
-	a, followers := rolloutLeader(t, ss)
-	b := followers[0]
-	siteA := sites[0]
-	if a == ss[1] {
-		siteA = sites[1]
-	}
+	a, b, siteA := leaderAndFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	watching, other := enroll(t, a, "w-01"), enroll(t, a, "o-01")
@@ -220,6 +208,19 @@ func TestReleasesOfOtherNodesComeAfter(t *testing.T) {
 	if got := checkin(t, oOnB, map[string]any{}, old.Etag); got.Status != herdv1.CheckinResponse_NEW_CATALOG || got.Etag != want {
 		t.Errorf("o-01's check-in on B with its release queued = %v %s, want NEW_CATALOG %s", got.Status, got.Etag, want)
 	}
+}
+
+// leaderAndFollower starts two servers on one store and returns the one
+// that leads the rollouts, the other, and the leader's site.
+func leaderAndFollower(t *testing.T) (a, b *Server, siteA string) {
+	t.Helper()
+	ss, sites := startCluster(t, 2)
+	a, followers := rolloutLeader(t, ss)
+	siteA = sites[0]
+	if a == ss[1] {
+		siteA = sites[1]
+	}
+	return a, followers[0], siteA
 }
 
 func TestReleasePayloads(t *testing.T) {

@@ -327,7 +327,6 @@ func (a *arrivals) done(node string, ch chan struct{}) {
 	}
 }
 
-// arrived wakes the check-ins waiting on node.
 // waiting says whether a check-in waits for node's catalog.
 func (a *arrivals) waiting(node string) bool {
 	a.mu.Lock()
@@ -335,6 +334,7 @@ func (a *arrivals) waiting(node string) bool {
 	return len(a.m[node]) > 0
 }
 
+// arrived wakes the check-ins waiting on node.
 func (a *arrivals) arrived(node string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
