@@ -34,10 +34,11 @@ func (s *Store) SaveCatalog(ctx context.Context, node, etag, version string, cat
 		signature = []byte{} // NULL is not a signature; empty says "none"
 	}
 	now := time.Now()
+	packed := packCatalog(catalog)
 	err := s.write(ctx, func(w *wtx) error {
 		if _, err := w.exec(`INSERT INTO catalogs (etag, version, catalog, signature, saved) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (etag) DO UPDATE SET signature = excluded.signature WHERE catalogs.signature != excluded.signature`,
-			etag, version, catalog, signature, ns(now)); err != nil {
+			etag, version, packed, signature, ns(now)); err != nil {
 			return err
 		}
 		var current string
@@ -113,9 +114,15 @@ const catalogColumns = `c.etag, c.version, c.catalog, c.signature, c.saved`
 func scanCatalog(sc interface{ Scan(...any) error }, extra ...any) (CatalogRecord, error) {
 	var c CatalogRecord
 	var saved int64
-	err := sc.Scan(append([]any{&c.Etag, &c.Version, &c.Catalog, &c.Signature, &saved}, extra...)...)
+	if err := sc.Scan(append([]any{&c.Etag, &c.Version, &c.Catalog, &c.Signature, &saved}, extra...)...); err != nil {
+		return c, err
+	}
 	c.Saved = fromNS(saved)
-	return c, err
+	var err error
+	if c.Catalog, err = unpackCatalog(c.Catalog); err != nil {
+		return c, fmt.Errorf("catalog %s: %w", c.Etag, err)
+	}
+	return c, nil
 }
 
 // Catalog returns node's current catalog; ok is false when it has none.
@@ -167,6 +174,10 @@ func (s *Store) CatalogsByEtag(ctx context.Context, etags []string) (map[string]
 			if err := rows.Scan(&etag, &b); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("reading catalogs: %w", err)
+			}
+			if b, err = unpackCatalog(b); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading catalog %s: %w", etag, err)
 			}
 			out[etag] = b
 		}

@@ -263,6 +263,14 @@ func (s *Store) PutCatalogs(ctx context.Context, cats []CatalogRecord) error {
 		return nil
 	}
 	now := time.Now()
+	// Compressed here, in the caller's goroutine: a plan's savers run
+	// several at once, and the store's writer is one.
+	packed := make([]CatalogRecord, len(cats))
+	for i, c := range cats {
+		c.Catalog = packCatalog(c.Catalog)
+		packed[i] = c
+	}
+	cats = packed
 	err := s.write(ctx, func(w *wtx) error {
 		if w.d.pg {
 			return putCatalogsPG(w, cats, now)
