@@ -56,7 +56,11 @@ func TestSecretsCanary(t *testing.T) {
 		"herd.toml": "[[rollout.stage]]\nname = \"rehearsal\"\nnodes = [\"node-1\"]\nnoop = true\n\n[[rollout.stage]]\nname = \"all\"\n",
 	}
 	site := testkit.WriteSite(t, plainSite)
-	f := fleet.NewFleetWith(t, site, 2, fleet.Options{HTTP: true, LogTo: logs, Services: true})
+	// The server's default wait for a site change to settle, not the test
+	// fleet's 50 ms: WriteSite writes file by file, and a rollout of a
+	// half-written secret site would take the rotation before the one
+	// the test watches.
+	f := fleet.NewFleetWith(t, site, 2, fleet.Options{HTTP: true, LogTo: logs, Services: true, Debounce: 500 * time.Millisecond})
 	before := f.AwaitConverged(60*time.Second, nil)
 
 	keys, _, err := server.LoadSecretKeys(f.Dir)
