@@ -292,7 +292,10 @@ var migrations = []string{
 	`ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT '';`,
 	// 14: a report's events in its own row (eventdata.go), one value
 	// instead of a row each in events, which keeps the reports stored
-	// before it. NULL: no events, or events in the events table.
+	// before it. NULL: no events, or events in the events table. From
+	// this version on catalogs are also stored compressed
+	// (catalogblob.go), which a herd of version 13 could not read: the
+	// version keeps it off.
 	`ALTER TABLE reports ADD COLUMN event_data BLOB;`,
 }
 
