@@ -275,28 +275,16 @@ func (s *Server) takeLater(ctx context.Context, node, etag string) {
 }
 
 // laterQueue holds the releases laterReleases takes: the heard ones
-// waiting, and the ones being taken, which a node's own call waits for.
+// waiting (releases' pending, node → etag heard; add queues one), and
+// the ones being taken, which a node's own call waits for.
 type laterQueue struct {
-	mu      sync.Mutex
-	pending map[string]string        // node → etag heard
-	taking  map[string]chan struct{} // node → closed when its take ends
-	wake    chan struct{}
+	releases                          // its mu guards taking too
+	taking   map[string]chan struct{} // node → closed when its take ends
 }
 
 func (q *laterQueue) init() {
-	q.pending, q.taking = map[string]string{}, map[string]chan struct{}{}
-	q.wake = make(chan struct{}, 1)
-}
-
-// add queues node's release of etag.
-func (q *laterQueue) add(node, etag string) {
-	q.mu.Lock()
-	q.pending[node] = etag
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
+	q.releases.init()
+	q.taking = map[string]chan struct{}{}
 }
 
 // drop forgets node's queued release: it is being taken at once.
